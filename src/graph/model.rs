@@ -1,0 +1,89 @@
+//! The graph's data model as every other module sees it: nodes, edges, the ops a
+//! projector emits, and the read-only `GraphView` a projector may query. Pure
+//! data; no storage, no Wasm.
+
+use crate::seq::Seq;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// JSON object of node or edge properties.
+pub type Properties = Map<String, Value>;
+
+/// A node as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub node_type: String,
+    pub properties: Properties,
+    /// Seq of the event that created the node.
+    pub created_seq: Seq,
+    /// Seq of the event that last changed the node.
+    pub updated_seq: Seq,
+}
+
+/// An edge as stored. Its id is `from:TYPE:to` (see [`edge_id`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Edge {
+    pub edge_type: String,
+    pub from: String,
+    pub to: String,
+    pub properties: Properties,
+    pub created_seq: Seq,
+}
+
+/// `from:TYPE:to`, as the original control plane named edges.
+pub fn edge_id(from: &str, edge_type: &str, to: &str) -> String {
+    format!("{from}:{edge_type}:{to}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Outgoing,
+    Incoming,
+    Both,
+}
+
+/// One graph operation, as a projector emits it (mirrors `op` in wit/projector.wit).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Create the node or replace it whole.
+    PutNode {
+        id: String,
+        node_type: String,
+        properties: Properties,
+    },
+    /// Shallow-merge into an existing node of `node_type`; create it only if
+    /// `create_if_absent`. A node of another type fails the event.
+    MergeNode {
+        id: String,
+        node_type: String,
+        properties: Properties,
+        create_if_absent: bool,
+    },
+    /// Delete the node and every edge touching it; no-op if absent.
+    DeleteNode { id: String },
+    /// Create or replace the edge `from:TYPE:to`.
+    PutEdge {
+        edge_type: String,
+        from: String,
+        to: String,
+        properties: Properties,
+    },
+    /// Delete the edge; no-op if absent.
+    DeleteEdge {
+        edge_type: String,
+        from: String,
+        to: String,
+    },
+}
+
+/// Read-only view of the graph a projector sees: the projection as it stands
+/// before the event being projected, including earlier events of the same batch.
+pub trait GraphView {
+    fn get_node(&self, id: &str) -> Option<Node>;
+    /// Edges touching `id` (in the given direction, optionally of one type),
+    /// in key order, at most `limit`.
+    fn edges(&self, id: &str, dir: Direction, edge_type: Option<&str>, limit: usize) -> Vec<Edge>;
+}

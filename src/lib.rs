@@ -1,0 +1,7 @@
+//! Leviathan: a control plane that appends executor events to a hash-chained log,
+//! stores artifacts by SHA-256 and projects every event into a property graph.
+//! See docs/ARCHITECTURE.md for the module map and invariants.
+
+pub mod digest;
+pub mod graph;
+pub mod seq;
