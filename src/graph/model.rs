@@ -19,6 +19,11 @@ pub struct Node {
     pub created_seq: Seq,
     /// Seq of the event that last changed the node.
     pub updated_seq: Seq,
+    /// Timestamp (RFC 3339 UTC) of the event that created the node: never the
+    /// wall clock, so replays are bit-identical.
+    pub created_at: String,
+    /// Timestamp of the event that last changed the node.
+    pub updated_at: String,
 }
 
 /// An edge as stored. Its id is `from:TYPE:to` (see [`edge_id`]).
