@@ -2,6 +2,13 @@
 //! stores artifacts by SHA-256 and projects every event into a property graph.
 //! See docs/ARCHITECTURE.md for the module map and invariants.
 
+pub mod api;
+pub mod bundle;
+pub mod cas;
+pub mod config;
 pub mod digest;
 pub mod graph;
+pub mod log;
 pub mod seq;
+pub mod server;
+pub mod writer;

@@ -1,0 +1,142 @@
+//! The API's one error shape: `{"error": {"code", "message", "details"?}}` with
+//! the HTTP status that fits. Domain errors are mapped here, nowhere else.
+
+use crate::bundle::BundleError;
+use crate::cas::CasError;
+use crate::log::LogError;
+use crate::writer::AppendError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> ApiError {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn not_found(what: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    pub fn invalid_query(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", message)
+    }
+
+    pub fn unauthorized(message: &str) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn internal(context: &str, e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "{context}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{context}: {e}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(d) = self.details {
+            error["details"] = d;
+        }
+        let mut resp = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<BundleError> for ApiError {
+    fn from(e: BundleError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            BundleError::Malformed { .. } => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", message),
+            BundleError::Invalid {
+                path,
+                message: reason,
+                event_index,
+                event_id,
+            } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_bundle", message).with_details(json!({
+                "path": path, "reason": reason, "event_index": event_index, "event_id": event_id,
+            })),
+            BundleError::TooLarge {
+                path,
+                actual,
+                limit,
+                setting,
+                ..
+            } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message).with_details(json!({
+                "path": path, "actual": actual, "limit": limit, "setting": setting,
+            })),
+        }
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(e: AppendError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            AppendError::BundleConflict { bundle_id } => {
+                ApiError::new(StatusCode::CONFLICT, "bundle_conflict", message)
+                    .with_details(json!({ "bundle_id": bundle_id }))
+            }
+            AppendError::EventConflict {
+                event_id,
+                index,
+                seq,
+            } => ApiError::new(StatusCode::CONFLICT, "event_conflict", message)
+                .with_details(json!({ "event_id": event_id, "event_index": index, "seq": seq })),
+            AppendError::Storage(_) => ApiError::internal("appending failed", message),
+            AppendError::Unavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+        }
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> ApiError {
+        ApiError::internal("reading the event log failed", e)
+    }
+}
+
+impl From<CasError> for ApiError {
+    fn from(e: CasError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            CasError::DigestMismatch { expected, actual } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "digest_mismatch", message)
+                    .with_details(json!({ "expected": expected, "actual": actual }))
+            }
+            CasError::TooLarge { limit } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message).with_details(
+                    json!({ "limit": limit, "setting": "LEVIATHAN_MAX_ARTIFACT_BYTES" }),
+                )
+            }
+            other => ApiError::internal("artifact store failed", other),
+        }
+    }
+}

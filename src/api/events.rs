@@ -1,0 +1,77 @@
+//! Log reads: recent events, paging in log order, one event by id, the head and
+//! chain verification.
+
+use super::error::ApiError;
+use super::{blocking, AppState, Params};
+use crate::log::record::StoredEvent;
+use crate::log::{Head, VerifyReport};
+use crate::seq::Seq;
+use axum::extract::{Path, RawQuery, State};
+use axum::Json;
+use serde::Serialize;
+
+pub const RECENT_DEFAULT: u64 = 200;
+pub const PAGE_MAX: u64 = 1000;
+
+/// `GET /v1/events/recent?limit=`: a bare array, newest first (as the original).
+pub async fn recent(
+    State(app): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Vec<StoredEvent>>, ApiError> {
+    let limit =
+        Params::from_query(q.as_deref())?.int("limit", RECENT_DEFAULT, 1, PAGE_MAX)? as usize;
+    Ok(Json(blocking(move || Ok(app.log.recent(limit)?)).await?))
+}
+
+#[derive(Serialize)]
+pub struct Page {
+    pub events: Vec<StoredEvent>,
+    /// Pass as `after_seq` to get the next page (equal to the request's when empty).
+    pub next_after_seq: Seq,
+    pub head_seq: Seq,
+}
+
+/// `GET /v1/events?after_seq=&limit=`: events in log order, for tools that follow the log.
+pub async fn after(
+    State(app): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Page>, ApiError> {
+    let p = Params::from_query(q.as_deref())?;
+    let after = Seq(p.int("after_seq", 0, 0, u64::MAX >> 1)?);
+    let limit = p.int("limit", 100, 1, PAGE_MAX)? as usize;
+    blocking(move || {
+        let head_seq = app.log.head()?.seq;
+        let events = app.log.after(after, limit)?;
+        let next_after_seq = events.last().map_or(after, |e| e.seq);
+        Ok(Json(Page {
+            events,
+            next_after_seq,
+            head_seq,
+        }))
+    })
+    .await
+}
+
+/// `GET /v1/events/{event_id}`.
+pub async fn by_id(
+    State(app): State<AppState>,
+    Path(event_id): Path<String>,
+) -> Result<Json<StoredEvent>, ApiError> {
+    blocking(move || match app.log.get_by_event_id(&event_id)? {
+        Some(e) => Ok(Json(e)),
+        None => Err(ApiError::not_found(format!(
+            "no event with event_id {event_id:?}"
+        ))),
+    })
+    .await
+}
+
+/// `GET /v1/log/head` → `{seq, hash}`.
+pub async fn head(State(app): State<AppState>) -> Result<Json<Head>, ApiError> {
+    Ok(Json(app.log.head()?))
+}
+
+/// `GET /v1/log/verify`: re-verifies the chain from genesis.
+pub async fn verify(State(app): State<AppState>) -> Result<Json<VerifyReport>, ApiError> {
+    Ok(Json(blocking(move || Ok(app.log.verify()?)).await?))
+}

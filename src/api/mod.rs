@@ -1,0 +1,129 @@
+//! HTTP v1 (axum). Handlers are thin: parse the request, call the domain (log,
+//! cas, writer), map the error. This module owns routing, auth and the JSON
+//! shapes of responses; it holds no domain logic and never writes storage
+//! except through the writer and the artifact store.
+
+mod artifacts;
+mod auth;
+pub mod error;
+mod events;
+mod failures;
+mod ingest;
+
+use crate::cas::Cas;
+use crate::config::{Limits, Token};
+use crate::log::Log;
+use crate::writer::Writer;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use error::ApiError;
+use serde::Deserialize;
+use std::collections::HashMap;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub token: Token,
+    pub limits: Limits,
+    pub log: Log,
+    pub cas: Cas,
+    pub writer: Writer,
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/events/ingest", post(ingest::ingest))
+        .route("/v1/events/recent", get(events::recent))
+        .route("/v1/events", get(events::after))
+        .route("/v1/events/{event_id}", get(events::by_id))
+        .route("/v1/log/head", get(events::head))
+        .route("/v1/log/verify", get(events::verify))
+        .route("/v1/failures", get(failures::failures))
+        .route("/v1/artifacts", post(artifacts::post))
+        .route(
+            "/v1/artifacts/{sha256}",
+            get(artifacts::get)
+                .head(artifacts::head)
+                .put(artifacts::put),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_bearer,
+        ));
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .merge(v1)
+        .fallback(|| async { ApiError::not_found("no such route; see docs/API.md for the routes") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method; see docs/API.md",
+            )
+        })
+        // Limits are enforced by the handlers themselves, with their own messages.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Query parameters, parsed by hand so that every problem gets our error shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Params(HashMap<String, String>);
+
+impl Params {
+    pub fn from_query(q: Option<&str>) -> Result<Params, ApiError> {
+        match q {
+            None => Ok(Params::default()),
+            Some(q) => serde_urlencoded::from_str(q)
+                .map(Params)
+                .map_err(|e| ApiError::invalid_query(format!("malformed query string: {e}"))),
+        }
+    }
+
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// An integer in `min..=max`, or `default` when absent.
+    pub fn int(&self, name: &str, default: u64, min: u64, max: u64) -> Result<u64, ApiError> {
+        let Some(raw) = self.0.get(name) else {
+            return Ok(default);
+        };
+        match raw.trim().parse::<i128>() {
+            Ok(v) if v >= min as i128 && v <= max as i128 => Ok(v as u64),
+            _ => Err(ApiError::invalid_query(format!(
+                "query parameter `{name}` must be an integer from {min} to {max}, got {raw:?}"
+            ))
+            .with_details(serde_json::json!({"parameter": name, "min": min, "max": max}))),
+        }
+    }
+
+    pub fn bool(&self, name: &str) -> Result<bool, ApiError> {
+        match self.str(name) {
+            None => Ok(false),
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
+            Some(v) => Err(ApiError::invalid_query(format!(
+                "query parameter `{name}` must be true or false, got {v:?}"
+            ))),
+        }
+    }
+}
+
+/// Runs blocking store work off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal("a worker task failed", e))?
+}

@@ -1,0 +1,326 @@
+//! The artifact store: blobs addressed by the SHA-256 of their bytes, kept in
+//! fjall in fixed-size chunks so memory stays bounded for any artifact size. It
+//! owns uploads (hash on the fly, store only on a digest match), reads, and the
+//! clean-up of uploads a crash interrupted. It never interprets blob content.
+//!
+//! Keyspaces:
+//! - `cas_chunks` (key-value separated): `upload id (16) ‖ chunk index (u32)` → bytes
+//! - `cas_blobs`: `sha256 (32)` → `upload id (16) ‖ size (u64) ‖ chunks (u32)`
+//! - `cas_pending`: `upload id (16)` → () while an upload is in flight
+//!
+//! A blob becomes visible only when its `cas_blobs` entry is committed, in one
+//! batch with the removal of its pending marker, so a reader never sees part of
+//! a blob and identical content is stored once.
+
+use crate::config::SyncMode;
+use crate::digest::Sha256;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+use sha2::Digest;
+use std::sync::{Arc, Mutex};
+
+/// Size of one stored chunk.
+pub const CHUNK_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CasError {
+    #[error("artifact store I/O: {0}")]
+    Store(#[from] fjall::Error),
+    #[error(
+        "the body's SHA-256 is {actual}, not the {expected} named in the URL; nothing was stored"
+    )]
+    DigestMismatch { expected: Sha256, actual: Sha256 },
+    #[error("the artifact is larger than the limit of {limit} bytes (LEVIATHAN_MAX_ARTIFACT_BYTES); nothing was stored")]
+    TooLarge { limit: u64 },
+    #[error("artifact store is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// What the store knows of a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobMeta {
+    pub size: u64,
+    upload: [u8; 16],
+    chunks: u32,
+}
+
+/// The outcome of a finished upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub sha256: Sha256,
+    pub size: u64,
+    /// False when identical content was already stored.
+    pub created: bool,
+}
+
+/// Handle to the artifact store. Cheap to clone.
+#[derive(Clone)]
+pub struct Cas {
+    db: Database,
+    chunks: Keyspace,
+    blobs: Keyspace,
+    pending: Keyspace,
+    sync: SyncMode,
+    max_bytes: u64,
+    /// Serializes the "already stored?" check with the commit of a new blob.
+    finish_lock: Arc<Mutex<()>>,
+}
+
+impl Cas {
+    /// Opens the store and removes the chunks of uploads a crash interrupted.
+    pub fn open(db: &Database, sync: SyncMode, max_bytes: u64) -> Result<Cas, CasError> {
+        let cas = Cas {
+            db: db.clone(),
+            chunks: db.keyspace("cas_chunks", || {
+                KeyspaceCreateOptions::default()
+                    .with_kv_separation(Some(KvSeparationOptions::default()))
+            })?,
+            blobs: db.keyspace("cas_blobs", KeyspaceCreateOptions::default)?,
+            pending: db.keyspace("cas_pending", KeyspaceCreateOptions::default)?,
+            sync,
+            max_bytes,
+            finish_lock: Arc::new(Mutex::new(())),
+        };
+        let mut stale = Vec::new();
+        for kv in cas.pending.iter() {
+            stale.push(kv.key()?);
+        }
+        for id in stale {
+            tracing::info!(upload = %hex::encode(&id), "removing an upload interrupted by a restart");
+            cas.discard(&id)?;
+        }
+        Ok(cas)
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    fn persist_mode(&self) -> Option<PersistMode> {
+        Some(match self.sync {
+            SyncMode::Always => PersistMode::SyncData,
+            SyncMode::None => PersistMode::Buffer,
+        })
+    }
+
+    pub fn meta(&self, sha: &Sha256) -> Result<Option<BlobMeta>, CasError> {
+        let Some(v) = self.blobs.get(sha.as_bytes())? else {
+            return Ok(None);
+        };
+        if v.len() != 28 {
+            return Err(CasError::Corrupt(format!(
+                "blob record of {sha} has {} bytes",
+                v.len()
+            )));
+        }
+        Ok(Some(BlobMeta {
+            upload: v[..16].try_into().expect("16"),
+            size: u64::from_be_bytes(v[16..24].try_into().expect("8")),
+            chunks: u32::from_be_bytes(v[24..28].try_into().expect("4")),
+        }))
+    }
+
+    pub fn exists(&self, sha: &Sha256) -> Result<bool, CasError> {
+        Ok(self.blobs.contains_key(sha.as_bytes())?)
+    }
+
+    /// Starts an upload. Feed it with [`Upload::write`], then [`Upload::finish`].
+    /// Dropping it unfinished removes what it wrote.
+    pub fn begin(&self) -> Result<Upload, CasError> {
+        let id = *uuid::Uuid::new_v4().as_bytes();
+        self.pending.insert(id, b"")?;
+        Ok(Upload {
+            cas: self.clone(),
+            id,
+            hasher: sha2::Sha256::new(),
+            buf: Vec::with_capacity(CHUNK_BYTES),
+            size: 0,
+            chunks: 0,
+            done: false,
+        })
+    }
+
+    /// Reads chunk `index` of a blob.
+    pub fn chunk(&self, meta: &BlobMeta, index: u32) -> Result<Option<bytes::Bytes>, CasError> {
+        if index >= meta.chunks {
+            return Ok(None);
+        }
+        let v = self
+            .chunks
+            .get(chunk_key(&meta.upload, index))?
+            .ok_or_else(|| CasError::Corrupt(format!("chunk {index} missing")))?;
+        Ok(Some(bytes::Bytes::copy_from_slice(&v)))
+    }
+
+    /// Number of chunks of a blob.
+    pub fn chunk_count(meta: &BlobMeta) -> u32 {
+        meta.chunks
+    }
+
+    fn discard(&self, id: &[u8]) -> Result<(), CasError> {
+        let mut batch = self.db.batch();
+        for kv in self.chunks.prefix(id) {
+            batch.remove(&self.chunks, kv.key()?);
+        }
+        batch.remove(&self.pending, id);
+        batch.commit()?;
+        Ok(())
+    }
+}
+
+fn chunk_key(upload: &[u8], index: u32) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..16].copy_from_slice(upload);
+    k[16..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// An upload in progress.
+pub struct Upload {
+    cas: Cas,
+    id: [u8; 16],
+    hasher: sha2::Sha256,
+    buf: Vec<u8>,
+    size: u64,
+    chunks: u32,
+    done: bool,
+}
+
+impl Upload {
+    /// Appends bytes; stores each full chunk as it fills.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<(), CasError> {
+        self.size += data.len() as u64;
+        if self.size > self.cas.max_bytes {
+            return Err(CasError::TooLarge {
+                limit: self.cas.max_bytes,
+            });
+        }
+        self.hasher.update(data);
+        while !data.is_empty() {
+            let take = (CHUNK_BYTES - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == CHUNK_BYTES {
+                self.flush_chunk()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_chunk(&mut self) -> Result<(), CasError> {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES));
+        self.cas
+            .chunks
+            .insert(chunk_key(&self.id, self.chunks), chunk)?;
+        self.chunks += 1;
+        Ok(())
+    }
+
+    /// Completes the upload. With `expected`, the content must hash to it.
+    pub fn finish(mut self, expected: Option<Sha256>) -> Result<Stored, CasError> {
+        let actual = Sha256(self.hasher.clone().finalize().into());
+        if let Some(expected) = expected {
+            if expected != actual {
+                return Err(CasError::DigestMismatch { expected, actual });
+            }
+        }
+        let lock = self.cas.finish_lock.clone();
+        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.cas.exists(&actual)? {
+            // Identical content is stored once: drop this copy.
+            return Ok(Stored {
+                sha256: actual,
+                size: self.size,
+                created: false,
+            });
+        }
+        if !self.buf.is_empty() || self.chunks == 0 {
+            self.flush_chunk()?;
+        }
+        let mut rec = Vec::with_capacity(28);
+        rec.extend_from_slice(&self.id);
+        rec.extend_from_slice(&self.size.to_be_bytes());
+        rec.extend_from_slice(&self.chunks.to_be_bytes());
+        let mut batch = self.cas.db.batch().durability(self.cas.persist_mode());
+        batch.insert(&self.cas.blobs, actual.as_bytes(), rec);
+        batch.remove(&self.cas.pending, self.id);
+        batch.commit()?;
+        self.done = true;
+        Ok(Stored {
+            sha256: actual,
+            size: self.size,
+            created: true,
+        })
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Err(e) = self.cas.discard(&self.id) {
+                tracing::warn!(error = %e, "could not remove an abandoned upload; it is removed at the next start");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &std::path::Path, max: u64) -> Cas {
+        let db = Database::builder(dir).open().unwrap();
+        Cas::open(&db, SyncMode::None, max).unwrap()
+    }
+
+    fn read_all(cas: &Cas, sha: &Sha256) -> Vec<u8> {
+        let meta = cas.meta(sha).unwrap().unwrap();
+        let mut out = Vec::new();
+        for i in 0..Cas::chunk_count(&meta) {
+            out.extend_from_slice(&cas.chunk(&meta, i).unwrap().unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn round_trip_across_chunks_and_dedup() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = open(dir.path(), u64::MAX);
+        let data: Vec<u8> = (0..(CHUNK_BYTES * 2 + 123))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut up = cas.begin().unwrap();
+        for part in data.chunks(70_000) {
+            up.write(part).unwrap();
+        }
+        let s = up.finish(Some(Sha256::of(&data))).unwrap();
+        assert!(s.created);
+        assert_eq!(read_all(&cas, &s.sha256), data);
+        let mut again = cas.begin().unwrap();
+        again.write(&data).unwrap();
+        assert!(!again.finish(None).unwrap().created);
+        let empty = cas.begin().unwrap().finish(None).unwrap();
+        assert_eq!(read_all(&cas, &empty.sha256), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn mismatch_and_too_large_store_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = open(dir.path(), 10);
+        let mut up = cas.begin().unwrap();
+        up.write(b"hello").unwrap();
+        let wrong = Sha256::of(b"other");
+        assert!(matches!(
+            up.finish(Some(wrong)),
+            Err(CasError::DigestMismatch { .. })
+        ));
+        assert!(!cas.exists(&Sha256::of(b"hello")).unwrap());
+        let mut up = cas.begin().unwrap();
+        assert!(matches!(
+            up.write(&[0u8; 11]),
+            Err(CasError::TooLarge { limit: 10 })
+        ));
+        drop(up);
+        assert_eq!(cas.chunks.iter().count(), 0);
+        assert_eq!(cas.pending.iter().count(), 0);
+    }
+}

@@ -1,0 +1,419 @@
+//! The event log: the hash-chained sequence of stored events and its indexes, in
+//! fjall keyspaces. It owns the key layout, the reads every route needs (by seq,
+//! by event_id, by type, by attempt) and chain verification. It never decides
+//! what gets appended: only the writer stages entries, through the `stage_*`
+//! methods, into the batch it commits.
+//!
+//! Keyspaces (all keys big-endian where numeric):
+//! - `log_events`: seq → `hash (32) ‖ canonical record` (see [`record`])
+//! - `log_event_ids`: event_id → `seq (8) ‖ content digest (32)`
+//! - `log_bundles`: bundle_id → [`BundleRecord`] (JSON)
+//! - `log_by_type`: `event_type ‖ 0x00 ‖ seq` → ()
+//! - `log_by_attempt`: `len (u16) ‖ attempt_id ‖ seq` → ()
+//! - `log_artifact_refs`: `sha256 (32) ‖ bundle_id` → [`ArtifactRef`] (JSON)
+//! - `log_meta`: `head` → `seq (8) ‖ hash (32)`
+
+pub mod record;
+
+use crate::bundle::ArtifactRef;
+use crate::digest::Sha256;
+use crate::seq::Seq;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, Readable};
+use record::{EventDraft, StoredEvent};
+use serde::{Deserialize, Serialize};
+
+/// The last entry of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Head {
+    pub seq: Seq,
+    /// `None` for an empty log.
+    pub hash: Option<Sha256>,
+}
+
+/// What the log remembers of a bundle, to answer retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRecord {
+    pub digest: Sha256,
+    pub first_seq: Option<Seq>,
+    pub last_seq: Option<Seq>,
+    pub ingested: u64,
+    pub duplicates: u64,
+}
+
+/// The outcome of re-verifying the chain from genesis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub verified_events: u64,
+    pub head: Head,
+    /// The first seq that does not verify, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_broken_seq: Option<Seq>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("event store I/O: {0}")]
+    Store(#[from] fjall::Error),
+    #[error("event log is corrupt at {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+}
+
+fn corrupt(what: impl Into<String>, detail: impl ToString) -> LogError {
+    LogError::Corrupt {
+        what: what.into(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Handle to the log's keyspaces. Cheap to clone.
+#[derive(Clone)]
+pub struct Log {
+    db: Database,
+    events: Keyspace,
+    event_ids: Keyspace,
+    bundles: Keyspace,
+    by_type: Keyspace,
+    by_attempt: Keyspace,
+    artifact_refs: Keyspace,
+    meta: Keyspace,
+}
+
+const HEAD_KEY: &[u8] = b"head";
+
+fn type_key(event_type: &str, seq: Seq) -> Vec<u8> {
+    let mut k = Vec::with_capacity(event_type.len() + 9);
+    k.extend_from_slice(event_type.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_key());
+    k
+}
+
+fn attempt_prefix(attempt_id: &str) -> Vec<u8> {
+    let len = attempt_id.len().min(u16::MAX as usize);
+    let mut k = Vec::with_capacity(len + 10);
+    k.extend_from_slice(&(len as u16).to_be_bytes());
+    k.extend_from_slice(&attempt_id.as_bytes()[..len]);
+    k
+}
+
+fn seq_suffix(key: &[u8]) -> Option<Seq> {
+    key.len()
+        .checked_sub(8)
+        .and_then(|i| Seq::from_key(&key[i..]))
+}
+
+impl Log {
+    pub fn open(db: &Database) -> Result<Log, LogError> {
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        Ok(Log {
+            db: db.clone(),
+            events: ks("log_events")?,
+            event_ids: ks("log_event_ids")?,
+            bundles: ks("log_bundles")?,
+            by_type: ks("log_by_type")?,
+            by_attempt: ks("log_by_attempt")?,
+            artifact_refs: ks("log_artifact_refs")?,
+            meta: ks("log_meta")?,
+        })
+    }
+
+    /// The head as last committed.
+    pub fn head(&self) -> Result<Head, LogError> {
+        match self.meta.get(HEAD_KEY)? {
+            None => Ok(Head::default()),
+            Some(v) if v.len() == 40 => Ok(Head {
+                seq: Seq::from_key(&v[..8]).expect("8 bytes"),
+                hash: Sha256::from_slice(&v[8..]),
+            }),
+            Some(v) => Err(corrupt("log_meta/head", format!("{} bytes", v.len()))),
+        }
+    }
+
+    fn decode(&self, seq: Seq, v: &[u8]) -> Result<StoredEvent, LogError> {
+        StoredEvent::decode(v).map_err(|e| corrupt(format!("seq {seq}"), e))
+    }
+
+    pub fn get(&self, seq: Seq) -> Result<Option<StoredEvent>, LogError> {
+        match self.events.get(seq.to_key())? {
+            Some(v) => Ok(Some(self.decode(seq, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// `(seq, content digest)` of a stored event_id.
+    pub fn event_id_entry(&self, event_id: &str) -> Result<Option<(Seq, Sha256)>, LogError> {
+        match self.event_ids.get(event_id.as_bytes())? {
+            Some(v) if v.len() == 40 => Ok(Some((
+                Seq::from_key(&v[..8]).expect("8 bytes"),
+                Sha256::from_slice(&v[8..]).expect("32 bytes"),
+            ))),
+            Some(_) => Err(corrupt(format!("log_event_ids/{event_id}"), "bad length")),
+            None => Ok(None),
+        }
+    }
+
+    pub fn get_by_event_id(&self, event_id: &str) -> Result<Option<StoredEvent>, LogError> {
+        match self.event_id_entry(event_id)? {
+            Some((seq, _)) => self.get(seq),
+            None => Ok(None),
+        }
+    }
+
+    pub fn bundle(&self, bundle_id: &str) -> Result<Option<BundleRecord>, LogError> {
+        match self.bundles.get(bundle_id.as_bytes())? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| corrupt(format!("log_bundles/{bundle_id}"), e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Events with seq > `after`, in log order, at most `limit`.
+    pub fn after(&self, after: Seq, limit: usize) -> Result<Vec<StoredEvent>, LogError> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for kv in self
+            .events
+            .range(Seq(after.0.saturating_add(1)).to_key()..)
+            .take(limit)
+        {
+            let (k, v) = kv.into_inner()?;
+            out.push(self.decode(Seq::from_key(&k).unwrap_or_default(), &v)?);
+        }
+        Ok(out)
+    }
+
+    /// The last `limit` events, newest first.
+    pub fn recent(&self, limit: usize) -> Result<Vec<StoredEvent>, LogError> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for kv in self.events.iter().rev().take(limit) {
+            let (k, v) = kv.into_inner()?;
+            out.push(self.decode(Seq::from_key(&k).unwrap_or_default(), &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Seqs of events of `event_type`, newest first, strictly below `before`.
+    pub fn seqs_by_type_desc(
+        &self,
+        event_type: &str,
+        before: Option<Seq>,
+    ) -> impl Iterator<Item = Result<Seq, LogError>> + '_ {
+        let lo = type_key(event_type, Seq(0));
+        let hi = type_key(event_type, before.unwrap_or(Seq(u64::MAX)));
+        self.by_type.range(lo..hi).rev().map(|kv| {
+            let k = kv.key()?;
+            seq_suffix(&k).ok_or_else(|| corrupt("log_by_type", "short key"))
+        })
+    }
+
+    /// Events whose payload names `attempt_id`, in log order, at most `limit`.
+    pub fn by_attempt(&self, attempt_id: &str, limit: usize) -> Result<Vec<StoredEvent>, LogError> {
+        let mut out = Vec::new();
+        for kv in self
+            .by_attempt
+            .prefix(attempt_prefix(attempt_id))
+            .take(limit)
+        {
+            let k = kv.key()?;
+            let seq = seq_suffix(&k).ok_or_else(|| corrupt("log_by_attempt", "short key"))?;
+            if let Some(e) = self.get(seq)? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Artifact references recorded for `sha256`: `(bundle_id, ref)`.
+    pub fn artifact_refs(&self, sha256: &Sha256) -> Result<Vec<(String, ArtifactRef)>, LogError> {
+        let mut out = Vec::new();
+        for kv in self.artifact_refs.prefix(sha256.as_bytes()) {
+            let (k, v) = kv.into_inner()?;
+            let bundle_id = String::from_utf8_lossy(&k[32..]).into_owned();
+            let r = serde_json::from_slice(&v).map_err(|e| corrupt("log_artifact_refs", e))?;
+            out.push((bundle_id, r));
+        }
+        Ok(out)
+    }
+
+    /// Re-verifies the whole chain from genesis on a consistent snapshot: every
+    /// stored hash recomputes from its canonical bytes, every record's `seq`
+    /// matches its key and follows its predecessor, every `prev_hash` is the
+    /// predecessor's hash, and the head record matches the last entry.
+    pub fn verify(&self) -> Result<VerifyReport, LogError> {
+        let snap = self.db.snapshot();
+        let head = match snap.get(&self.meta, HEAD_KEY)? {
+            Some(v) if v.len() == 40 => Head {
+                seq: Seq::from_key(&v[..8]).expect("8 bytes"),
+                hash: Sha256::from_slice(&v[8..]),
+            },
+            _ => Head::default(),
+        };
+        let mut prev: Option<Sha256> = None;
+        let mut expected = Seq(1);
+        let mut verified = 0u64;
+        let fail = |seq: Seq, verified: u64, msg: String| VerifyReport {
+            ok: false,
+            verified_events: verified,
+            head,
+            first_broken_seq: Some(seq),
+            error: Some(msg),
+        };
+        for kv in snap.iter(&self.events) {
+            let (k, v) = kv.into_inner()?;
+            let Some(seq) = Seq::from_key(&k) else {
+                return Ok(fail(expected, verified, "malformed key".into()));
+            };
+            if seq != expected {
+                return Ok(fail(
+                    expected,
+                    verified,
+                    format!("seq {expected} is missing (next stored is {seq})"),
+                ));
+            }
+            let Some((stored_hash, canonical)) = record::split_stored(&v) else {
+                return Ok(fail(seq, verified, "stored value is truncated".into()));
+            };
+            let actual = Sha256::of(canonical);
+            if actual != stored_hash {
+                return Ok(fail(
+                    seq,
+                    verified,
+                    format!("hash mismatch: stored {stored_hash}, recomputed {actual}"),
+                ));
+            }
+            match record::chain_fields(canonical) {
+                Some((p, s)) if s == seq && p == prev => {}
+                Some((_, s)) if s != seq => {
+                    return Ok(fail(
+                        seq,
+                        verified,
+                        format!("record says seq {s} but is stored at seq {seq}"),
+                    ));
+                }
+                Some((p, _)) => {
+                    return Ok(fail(
+                        seq,
+                        verified,
+                        format!(
+                            "chain broken: prev_hash is {} but the previous event's hash is {}",
+                            p.map_or("null".into(), |h| h.to_hex()),
+                            prev.map_or("null (genesis)".into(), |h| h.to_hex())
+                        ),
+                    ));
+                }
+                None => {
+                    return Ok(fail(
+                        seq,
+                        verified,
+                        "record is not in canonical form".into(),
+                    ))
+                }
+            }
+            prev = Some(stored_hash);
+            verified += 1;
+            expected = seq.next();
+        }
+        if verified != head.seq.0 || prev != head.hash {
+            return Ok(fail(
+                Seq(verified + 1),
+                verified,
+                format!(
+                    "head record says seq {} hash {}, the log ends at seq {verified}",
+                    head.seq,
+                    head.hash.map_or("null".into(), |h| h.to_hex())
+                ),
+            ));
+        }
+        Ok(VerifyReport {
+            ok: true,
+            verified_events: verified,
+            head,
+            first_broken_seq: None,
+            error: None,
+        })
+    }
+
+    // --- staging: used by the writer only -------------------------------
+
+    /// Stages one event and its indexes.
+    pub fn stage_event(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        seq: Seq,
+        hash: &Sha256,
+        canonical: &[u8],
+        draft: &EventDraft,
+    ) {
+        batch.insert(
+            &self.events,
+            seq.to_key(),
+            record::stored_value(hash, canonical),
+        );
+        let mut id_val = Vec::with_capacity(40);
+        id_val.extend_from_slice(&seq.to_key());
+        id_val.extend_from_slice(draft.content_digest.as_bytes());
+        batch.insert(&self.event_ids, draft.event_id.as_bytes(), id_val);
+        batch.insert(&self.by_type, type_key(&draft.event_type, seq), b"");
+        if let Some(a) = &draft.attempt_id {
+            let mut k = attempt_prefix(a);
+            k.extend_from_slice(&seq.to_key());
+            batch.insert(&self.by_attempt, k, b"");
+        }
+    }
+
+    pub fn stage_bundle(&self, batch: &mut OwnedWriteBatch, bundle_id: &str, rec: &BundleRecord) {
+        batch.insert(
+            &self.bundles,
+            bundle_id.as_bytes(),
+            serde_json::to_vec(rec).expect("serializable"),
+        );
+    }
+
+    pub fn stage_artifact_ref(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        bundle_id: &str,
+        r: &ArtifactRef,
+    ) {
+        let mut k = Vec::with_capacity(32 + bundle_id.len());
+        k.extend_from_slice(r.sha256.as_bytes());
+        k.extend_from_slice(bundle_id.as_bytes());
+        batch.insert(
+            &self.artifact_refs,
+            k,
+            serde_json::to_vec(r).expect("serializable"),
+        );
+    }
+
+    pub fn stage_head(&self, batch: &mut OwnedWriteBatch, head: &Head) {
+        let mut v = Vec::with_capacity(40);
+        v.extend_from_slice(&head.seq.to_key());
+        v.extend_from_slice(head.hash.unwrap_or_default().as_bytes());
+        batch.insert(&self.meta, HEAD_KEY, v);
+    }
+
+    /// Checks that the head record and the last stored event agree (startup).
+    pub fn check_head(&self) -> Result<Head, LogError> {
+        let head = self.head()?;
+        let last = match self.events.last_key_value() {
+            Some(kv) => {
+                let (k, v) = kv.into_inner()?;
+                let (h, _) =
+                    record::split_stored(&v).ok_or_else(|| corrupt("last event", "truncated"))?;
+                Some((Seq::from_key(&k).unwrap_or_default(), h))
+            }
+            None => None,
+        };
+        match last {
+            None if head.seq == Seq(0) => Ok(head),
+            Some((s, h)) if s == head.seq && Some(h) == head.hash => Ok(head),
+            other => Err(corrupt(
+                "head",
+                format!("head record {head:?} does not match the last stored event {other:?}"),
+            )),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Server start-up and shut-down: open the store, check the head, start the
+//! writer, bind, serve until SIGTERM/ctrl-c. It wires the parts together and
+//! owns no logic of its own.
+
+use crate::api::{self, AppState};
+use crate::cas::Cas;
+use crate::config::Config;
+use crate::log::Log;
+use crate::writer::Writer;
+use anyhow::Context;
+use std::path::Path;
+
+/// The opened embedded store.
+pub struct Store {
+    pub db: fjall::Database,
+    pub log: Log,
+}
+
+/// Opens (or creates) the fjall store under `data_dir`.
+pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let db = fjall::Database::builder(data_dir.join("store"))
+        .open()
+        .with_context(|| {
+            format!(
+                "cannot open the store in {} (is another leviathan process using it?)",
+                data_dir.display()
+            )
+        })?;
+    let log = Log::open(&db).context("opening the event log")?;
+    Ok(Store { db, log })
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let store = open_store(&config.data_dir)?;
+    let head = store.log.check_head().context("checking the log head")?;
+    let cas = Cas::open(&store.db, config.sync, config.limits.max_artifact_bytes)
+        .context("opening the artifact store")?;
+    let writer = Writer::start(store.db.clone(), store.log.clone(), head, config.sync)
+        .context("starting the writer")?;
+    let state = AppState {
+        token: config.token.clone(),
+        limits: config.limits,
+        log: store.log.clone(),
+        cas,
+        writer,
+    };
+    let app = api::router(state);
+    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        %addr,
+        data_dir = %config.data_dir.display(),
+        head_seq = head.seq.0,
+        sync = ?config.sync,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "listening on {addr}"
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

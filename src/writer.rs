@@ -1,0 +1,306 @@
+//! The single writer: the one place that appends to the log. A dedicated thread
+//! takes every bundle waiting in its queue, checks each against the log
+//! (idempotent retries, duplicate event ids), gives accepted events their seq,
+//! `prev_hash` and `hash`, stages the log, its indexes (and the graph, once
+//! projection is wired in) into one fjall batch, commits it with one durable
+//! persist (group commit), and only then answers each caller.
+//!
+//! Invariants: seqs are dense and chained; a bundle is appended whole or not at
+//! all; nothing is acknowledged before its batch is durable; a failed commit
+//! stops the writer (every later append answers "unavailable") rather than
+//! letting memory and disk disagree.
+
+use crate::bundle::Bundle;
+use crate::config::SyncMode;
+use crate::digest::Sha256;
+use crate::log::{BundleRecord, Head, Log, LogError};
+use crate::seq::Seq;
+use fjall::{Database, PersistMode};
+use std::collections::HashMap;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most bundles taken into one batch.
+const MAX_BATCH_BUNDLES: usize = 512;
+/// Most events taken into one batch (a larger bundle still goes alone).
+const MAX_BATCH_EVENTS: usize = 50_000;
+
+/// Whether a bundle was appended now or had been before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppendStatus {
+    Ok,
+    /// The same bundle_id with the same content was appended before; nothing was
+    /// appended now and the original seq range is returned.
+    Duplicate,
+}
+
+/// The writer's answer for one bundle, sent once its batch is durable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    pub status: AppendStatus,
+    /// Events appended by this request.
+    pub ingested: u64,
+    /// Events skipped because an identical event (same event_id, same content)
+    /// is already in the log.
+    pub duplicates: u64,
+    pub first_seq: Option<Seq>,
+    pub last_seq: Option<Seq>,
+    pub head: Head,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    #[error(
+        "bundle_id {bundle_id:?} was already used for a bundle with different content; \
+         a retry must resend exactly the same bundle, new content needs a new bundle_id"
+    )]
+    BundleConflict { bundle_id: String },
+    #[error(
+        "event_id {event_id:?} (events[{index}]) is already in the log at seq {seq} with different \
+         content; event ids are permanent, send new content under a new event_id"
+    )]
+    EventConflict {
+        event_id: String,
+        index: usize,
+        seq: Seq,
+    },
+    #[error("the event store failed: {0}")]
+    Storage(String),
+    #[error("the writer has stopped after a storage failure; restart the server")]
+    Unavailable,
+}
+
+struct Job {
+    bundle: Bundle,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// Handle used by request handlers to submit bundles. Cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer thread over an opened log. `head` must be the log's
+    /// committed head (checked at startup).
+    pub fn start(db: Database, log: Log, head: Head, sync: SyncMode) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::channel(4096);
+        let state = State {
+            db,
+            log,
+            head,
+            persist: match sync {
+                SyncMode::Always => PersistMode::SyncData,
+                SyncMode::None => PersistMode::Buffer,
+            },
+            failed: false,
+        };
+        std::thread::Builder::new()
+            .name("leviathan-writer".into())
+            .spawn(move || state.run(rx))?;
+        Ok(Writer { tx })
+    }
+
+    /// Appends a validated bundle; resolves once it is durable (or refused).
+    pub async fn append(&self, bundle: Bundle) -> Result<Appended, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { bundle, reply })
+            .await
+            .map_err(|_| AppendError::Unavailable)?;
+        rx.await.map_err(|_| AppendError::Unavailable)?
+    }
+}
+
+struct State {
+    db: Database,
+    log: Log,
+    head: Head,
+    persist: PersistMode,
+    failed: bool,
+}
+
+/// One accepted event, staged in memory until its bundle is known to be whole.
+struct Staged {
+    seq: Seq,
+    hash: Sha256,
+    canonical: Vec<u8>,
+    index: usize,
+}
+
+/// What a batch has accepted so far that the log does not yet show.
+#[derive(Default)]
+struct Pending {
+    event_ids: HashMap<String, (Seq, Sha256)>,
+    bundles: HashMap<String, BundleRecord>,
+}
+
+impl State {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut events = first.bundle.events.len();
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH_BUNDLES && events < MAX_BATCH_EVENTS {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        events += j.bundle.events.len();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.process(jobs);
+        }
+        tracing::info!("writer stopped: no more senders");
+    }
+
+    fn process(&mut self, jobs: Vec<Job>) {
+        if self.failed {
+            for j in jobs {
+                let _ = j.reply.send(Err(AppendError::Unavailable));
+            }
+            return;
+        }
+        let start_head = self.head;
+        let mut batch = self.db.batch().durability(Some(self.persist));
+        let mut pending = Pending::default();
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let r = self.stage(&job.bundle, &mut batch, &mut pending);
+            results.push((job.reply, r));
+        }
+        if self.head != start_head {
+            self.log.stage_head(&mut batch, &self.head);
+        }
+        if let Err(e) = batch.commit() {
+            tracing::error!(error = %e, "committing a batch failed; the writer stops");
+            self.failed = true;
+            self.head = start_head;
+            for (reply, r) in results {
+                let _ = reply.send(r.and(Err(AppendError::Storage(e.to_string()))));
+            }
+            return;
+        }
+        for (reply, r) in results {
+            let _ = reply.send(r.map(|mut a| {
+                a.head = self.head;
+                a
+            }));
+        }
+    }
+
+    fn lookup_event(
+        &self,
+        pending: &Pending,
+        event_id: &str,
+    ) -> Result<Option<(Seq, Sha256)>, LogError> {
+        if let Some(e) = pending.event_ids.get(event_id) {
+            return Ok(Some(*e));
+        }
+        self.log.event_id_entry(event_id)
+    }
+
+    /// Checks one bundle and, if it is whole, stages it into `batch`.
+    fn stage(
+        &mut self,
+        bundle: &Bundle,
+        batch: &mut fjall::OwnedWriteBatch,
+        pending: &mut Pending,
+    ) -> Result<Appended, AppendError> {
+        let storage = |e: LogError| AppendError::Storage(e.to_string());
+        let known = match pending.bundles.get(&bundle.bundle_id) {
+            Some(r) => Some(r.clone()),
+            None => self.log.bundle(&bundle.bundle_id).map_err(storage)?,
+        };
+        if let Some(rec) = known {
+            if rec.digest != bundle.digest {
+                return Err(AppendError::BundleConflict {
+                    bundle_id: bundle.bundle_id.clone(),
+                });
+            }
+            return Ok(Appended {
+                status: AppendStatus::Duplicate,
+                ingested: 0,
+                duplicates: bundle.events.len() as u64,
+                first_seq: rec.first_seq,
+                last_seq: rec.last_seq,
+                head: self.head,
+            });
+        }
+
+        let mut head = self.head;
+        let mut staged: Vec<Staged> = Vec::with_capacity(bundle.events.len());
+        let mut in_bundle: HashMap<&str, Sha256> = HashMap::new();
+        let mut duplicates = 0u64;
+        for (index, draft) in bundle.events.iter().enumerate() {
+            if in_bundle.contains_key(draft.event_id.as_str()) {
+                // Identical repeat inside the bundle (validation refused a different one).
+                duplicates += 1;
+                continue;
+            }
+            if let Some((seq, digest)) = self
+                .lookup_event(pending, &draft.event_id)
+                .map_err(storage)?
+            {
+                if digest != draft.content_digest {
+                    return Err(AppendError::EventConflict {
+                        event_id: draft.event_id.clone(),
+                        index,
+                        seq,
+                    });
+                }
+                duplicates += 1;
+                continue;
+            }
+            in_bundle.insert(&draft.event_id, draft.content_digest);
+            let seq = head.seq.next();
+            let canonical = draft.encode(seq, head.hash.as_ref());
+            let hash = Sha256::of(&canonical);
+            // Projection of this event runs here, into the same batch.
+            staged.push(Staged {
+                seq,
+                hash,
+                canonical,
+                index,
+            });
+            head = Head {
+                seq,
+                hash: Some(hash),
+            };
+        }
+
+        // The bundle is whole: stage it.
+        for s in &staged {
+            let draft = &bundle.events[s.index];
+            self.log
+                .stage_event(batch, s.seq, &s.hash, &s.canonical, draft);
+            pending
+                .event_ids
+                .insert(draft.event_id.clone(), (s.seq, draft.content_digest));
+        }
+        for r in &bundle.artifacts {
+            self.log.stage_artifact_ref(batch, &bundle.bundle_id, r);
+        }
+        let rec = BundleRecord {
+            digest: bundle.digest,
+            first_seq: staged.first().map(|s| s.seq),
+            last_seq: staged.last().map(|s| s.seq),
+            ingested: staged.len() as u64,
+            duplicates,
+        };
+        self.log.stage_bundle(batch, &bundle.bundle_id, &rec);
+        pending
+            .bundles
+            .insert(bundle.bundle_id.clone(), rec.clone());
+        self.head = head;
+        Ok(Appended {
+            status: AppendStatus::Ok,
+            ingested: rec.ingested,
+            duplicates,
+            first_seq: rec.first_seq,
+            last_seq: rec.last_seq,
+            head,
+        })
+    }
+}
