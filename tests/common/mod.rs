@@ -1,0 +1,209 @@
+//! Shared fixtures for integration tests: a real `leviathan serve` process on an
+//! ephemeral loopback port with a temp data dir, and a small blocking client.
+#![allow(dead_code)]
+
+use reqwest::blocking::{Client, Response};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+pub const TOKEN: &str = "test-token-12345";
+
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub log: Arc<Mutex<Vec<String>>>,
+    pub client: Client,
+}
+
+impl Server {
+    /// A fresh server on a fresh data dir.
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let mut s = Self::start_in(tmp.path(), env);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// A server on an existing data dir (for restarts).
+    pub fn start_in(dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_leviathan"));
+        cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
+            .arg(dir)
+            .env("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN)
+            .env_remove("LEVIATHAN_BACKEND")
+            .env_remove("LEVIATHAN_SYNC")
+            .env("LEVIATHAN_LOG", "info,fjall=warn,lsm_tree=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn leviathan");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on ") {
+                    let addr = line[i + 13..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    let _ = tx.send(addr);
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not start; its log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Server {
+            child: Some(child),
+            base: format!("http://{addr}"),
+            data_dir: dir.to_path_buf(),
+            _tmp: None,
+            log,
+            client: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        parse(
+            self.client
+                .get(self.url(path))
+                .bearer_auth(TOKEN)
+                .send()
+                .unwrap(),
+        )
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        parse(
+            self.client
+                .post(self.url(path))
+                .bearer_auth(TOKEN)
+                .json(body)
+                .send()
+                .unwrap(),
+        )
+    }
+
+    pub fn ingest(&self, bundle: &Value) -> (u16, Value) {
+        self.post("/v1/events/ingest", bundle)
+    }
+
+    /// Every stored event, in log order, through the paging route.
+    pub fn all_events(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let (st, page) = self.get(&format!("/v1/events?after_seq={after}&limit=1000"));
+            assert_eq!(st, 200, "{page}");
+            let events = page["events"].as_array().unwrap().clone();
+            if events.is_empty() {
+                return out;
+            }
+            after = page["next_after_seq"].as_u64().unwrap();
+            out.extend(events);
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .unwrap();
+            let status = c.wait().unwrap();
+            assert!(status.success(), "server exited with {status}");
+        }
+    }
+
+    /// Takes the temp dir out so that it outlives this server (for restarts).
+    pub fn keep_dir(&mut self) -> tempfile::TempDir {
+        self._tmp.take().expect("server owns its temp dir")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn parse(resp: Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().unwrap();
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"))
+    };
+    (status, v)
+}
+
+/// An event as executors send it.
+pub fn event(id: &str, event_type: &str, payload: Value) -> Value {
+    json!({
+        "event_id": id,
+        "event_type": event_type,
+        "timestamp": "2026-01-24T10:00:00.123456",
+        "actor_id": "worker-1",
+        "payload": payload,
+    })
+}
+
+pub fn bundle(bundle_id: &str, events: Vec<Value>) -> Value {
+    json!({"target": "radix", "bundle_id": bundle_id, "events": events})
+}
+
+/// `n` simple events with ids `{prefix}-{i}`.
+pub fn events(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| event(&format!("{prefix}-{i}"), "attempt.created", json!({"attempt_id": format!("{prefix}-a{i}"), "task_id": "t1", "attempt_number": 1})))
+        .collect()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

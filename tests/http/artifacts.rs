@@ -1,0 +1,174 @@
+use crate::common::*;
+use serde_json::json;
+
+#[test]
+fn put_get_head_round_trip_with_etag() {
+    let s = Server::start();
+    let data = b"build log line 1\nline 2\n".to_vec();
+    let sha = sha256_hex(&data);
+    let (st, r) = parse(
+        s.client
+            .put(s.url(&format!("/v1/artifacts/{sha}")))
+            .bearer_auth(TOKEN)
+            .body(data.clone())
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 201, "{r}");
+    assert_eq!(
+        r,
+        json!({"sha256": sha, "size": data.len(), "created": true})
+    );
+    // Same content again: stored once.
+    let (st, r) = parse(
+        s.client
+            .put(s.url(&format!("/v1/artifacts/{sha}")))
+            .bearer_auth(TOKEN)
+            .body(data.clone())
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((st, r["created"].clone()), (200, json!(false)));
+
+    let resp = s
+        .client
+        .get(s.url(&format!("/v1/artifacts/{sha}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()["content-length"],
+        data.len().to_string().as_str()
+    );
+    assert_eq!(resp.headers()["etag"], format!("\"{sha}\"").as_str());
+    assert_eq!(resp.bytes().unwrap().to_vec(), data);
+
+    let resp = s
+        .client
+        .head(s.url(&format!("/v1/artifacts/{}", sha.to_uppercase())))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()["content-length"],
+        data.len().to_string().as_str()
+    );
+
+    let resp = s
+        .client
+        .get(s.url(&format!("/v1/artifacts/{sha}")))
+        .bearer_auth(TOKEN)
+        .header("If-None-Match", format!("\"{sha}\""))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 304);
+}
+
+#[test]
+fn a_digest_mismatch_stores_nothing() {
+    let s = Server::start();
+    let claimed = sha256_hex(b"what I said");
+    let (st, r) = parse(
+        s.client
+            .put(s.url(&format!("/v1/artifacts/{claimed}")))
+            .bearer_auth(TOKEN)
+            .body("what I sent")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 400, "{r}");
+    assert_eq!(r["error"]["code"], "digest_mismatch");
+    assert_eq!(r["error"]["details"]["actual"], sha256_hex(b"what I sent"));
+    assert_eq!(s.get(&format!("/v1/artifacts/{claimed}")).0, 404);
+    assert_eq!(
+        s.get(&format!("/v1/artifacts/{}", sha256_hex(b"what I sent")))
+            .0,
+        404
+    );
+    let (st, r) = s.get("/v1/artifacts/not-a-digest");
+    assert_eq!(st, 400);
+    assert_eq!(r["error"]["code"], "invalid_digest");
+}
+
+#[test]
+fn post_stores_and_returns_the_digest_of_a_large_artifact() {
+    let s = Server::start();
+    // 5 MiB + change: several storage chunks, streamed both ways.
+    let data: Vec<u8> = (0..(5 * 1024 * 1024 + 4321))
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let (st, r) = parse(
+        s.client
+            .post(s.url("/v1/artifacts"))
+            .bearer_auth(TOKEN)
+            .body(data.clone())
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 201, "{r}");
+    let sha = sha256_hex(&data);
+    assert_eq!(r["sha256"], sha);
+    let got = s
+        .client
+        .get(s.url(&format!("/v1/artifacts/{sha}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got.as_ref() == data.as_slice());
+}
+
+#[test]
+fn the_size_limit_is_enforced() {
+    let s = Server::start_with(&[("LEVIATHAN_MAX_ARTIFACT_BYTES", "1000")]);
+    let data = vec![7u8; 1001];
+    let (st, r) = parse(
+        s.client
+            .post(s.url("/v1/artifacts"))
+            .bearer_auth(TOKEN)
+            .body(data.clone())
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 413, "{r}");
+    assert_eq!(
+        s.get(&format!("/v1/artifacts/{}", sha256_hex(&data))).0,
+        404
+    );
+    // Without a Content-Length (chunked), the stream is cut at the limit too.
+    let body = reqwest::blocking::Body::new(std::io::Cursor::new(data.clone()));
+    let (st, _) = parse(
+        s.client
+            .post(s.url("/v1/artifacts"))
+            .bearer_auth(TOKEN)
+            .body(body)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 413);
+}
+
+#[test]
+fn bundles_report_artifacts_not_yet_stored() {
+    let s = Server::start();
+    let present = b"present".to_vec();
+    let absent = b"absent".to_vec();
+    s.client
+        .put(s.url(&format!("/v1/artifacts/{}", sha256_hex(&present))))
+        .bearer_auth(TOKEN)
+        .body(present.clone())
+        .send()
+        .unwrap();
+    let mut b = bundle("with-refs", events("w", 1));
+    b["artifacts"] = json!([
+        {"sha256": sha256_hex(&present), "kind": "log", "uri": "file:///p", "size": 7, "name": "extra keys are fine"},
+        {"sha256": sha256_hex(&absent), "kind": "log", "uri": "file:///a", "size": 6},
+    ]);
+    let (st, r) = s.ingest(&b);
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["missing_artifacts"], json!([sha256_hex(&absent)]));
+}

@@ -1,0 +1,106 @@
+use crate::common::*;
+use serde_json::json;
+
+#[test]
+fn a_retried_bundle_appends_nothing_and_returns_the_original_range() {
+    let s = Server::start();
+    let b = bundle("retry-me", events("r", 3));
+    let (st, first) = s.ingest(&b);
+    assert_eq!(st, 200);
+    s.ingest(&bundle("other", events("o", 2)));
+    let (st, again) = s.ingest(&b);
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(again["status"], "duplicate");
+    assert_eq!(again["ingested"], 0);
+    assert_eq!(again["duplicates"], 3);
+    assert_eq!(again["first_seq"], first["first_seq"]);
+    assert_eq!(again["last_seq"], first["last_seq"]);
+    assert_eq!(again["head_seq"], 5);
+    assert_eq!(s.all_events().len(), 5);
+}
+
+#[test]
+fn a_reused_bundle_id_with_other_content_is_a_conflict() {
+    let s = Server::start();
+    s.ingest(&bundle("b", events("a", 2)));
+    let (st, r) = s.ingest(&bundle("b", events("c", 2)));
+    assert_eq!(st, 409, "{r}");
+    assert_eq!(r["error"]["code"], "bundle_conflict");
+    assert_eq!(r["error"]["details"]["bundle_id"], "b");
+    assert_eq!(s.all_events().len(), 2);
+}
+
+#[test]
+fn known_event_ids_are_skipped_if_identical_and_refused_if_not() {
+    let s = Server::start();
+    s.ingest(&bundle("b1", events("e", 2)));
+    // e-1 again (identical) plus a new one: the new one is appended, e-1 counted.
+    let mut evs = events("e", 2);
+    evs.remove(0);
+    evs.push(event("new-1", "custom.thing", json!({})));
+    let (st, r) = s.ingest(&bundle("b2", evs));
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        (r["ingested"].as_u64(), r["duplicates"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        (r["first_seq"].as_u64(), r["last_seq"].as_u64()),
+        (Some(3), Some(3))
+    );
+
+    // e-0 with a different payload: 409 naming the id, nothing of the bundle stored.
+    let evs = vec![
+        event("fresh-1", "custom.thing", json!({})),
+        event("e-0", "attempt.created", json!({"attempt_id": "changed"})),
+    ];
+    let (st, r) = s.ingest(&bundle("b3", evs));
+    assert_eq!(st, 409, "{r}");
+    assert_eq!(r["error"]["code"], "event_conflict");
+    assert_eq!(r["error"]["details"]["event_id"], "e-0");
+    assert_eq!(r["error"]["details"]["seq"], 1);
+    assert!(r["error"]["message"].as_str().unwrap().contains("e-0"));
+    assert_eq!(s.get("/v1/events/fresh-1").0, 404);
+    assert_eq!(s.all_events().len(), 3);
+}
+
+#[test]
+fn repeats_inside_one_bundle() {
+    let s = Server::start();
+    let e = event("same", "custom.thing", json!({"k": 1}));
+    let (st, r) = s.ingest(&bundle("rep", vec![e.clone(), e.clone()]));
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        (r["ingested"].as_u64(), r["duplicates"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let mut other = e.clone();
+    other["payload"]["k"] = json!(2);
+    let (st, r) = s.ingest(&bundle(
+        "rep2",
+        vec![event("z", "custom.thing", json!({})), e, other],
+    ));
+    assert_eq!(st, 422, "{r}");
+    assert_eq!(r["error"]["details"]["event_index"], 2);
+}
+
+/// Many clients retrying the same bundle at once: it is appended exactly once.
+#[test]
+fn concurrent_retries_append_once() {
+    let s = Server::start();
+    let b = bundle("racy", events("race", 10));
+    let results: Vec<_> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8).map(|_| sc.spawn(|| s.ingest(&b))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = results
+        .iter()
+        .filter(|(st, r)| *st == 200 && r["status"] == "ok")
+        .count();
+    let dup = results
+        .iter()
+        .filter(|(st, r)| *st == 200 && r["status"] == "duplicate")
+        .count();
+    assert_eq!((ok, dup), (1, 7), "{results:?}");
+    assert_eq!(s.all_events().len(), 10);
+}

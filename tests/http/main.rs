@@ -1,0 +1,13 @@
+//! HTTP v1 behaviour, driven over loopback against a real `leviathan serve`
+//! process with a real fjall store in a temp dir. One module per behaviour.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod artifacts;
+mod auth;
+mod hashing;
+mod idempotency;
+mod ingest;
+mod reads;
+mod restart;
