@@ -401,6 +401,7 @@ impl Staging {
     /// Writes every pending change (records, indexes, counters, per-seq
     /// digests, meta state) into `batch`; the caller commits it with the log.
     /// Each key is written at most once. Returns the state the batch leaves.
+    /// On error the batch may hold part of the graph's writes: drop it.
     pub fn write_into(self, batch: &mut OwnedWriteBatch) -> Result<(Seq, Sha256), GraphError> {
         if let Some(msg) = self.take_view_error() {
             return Err(GraphError::ViewRead(msg));
