@@ -1,7 +1,23 @@
-//! The projected property graph: its model (nodes, edges, ops) and, later, its
-//! store and queries. The graph changes only by applying projector ops inside
-//! the writer's batch; nothing else writes it.
+//! The projected property graph: its model (nodes, edges, ops), its fjall
+//! storage (`store`), the writer's per-batch overlay (`staging`) and the
+//! read-side queries (`query`). The graph changes only by applying projector
+//! ops through a `Staging` written into the writer's batch; nothing else
+//! writes it (except `GraphStore::clear` for an offline rebuild).
 
+pub mod error;
+mod keys;
 pub mod model;
+pub mod query;
+pub mod staging;
+pub mod store;
 
-pub use model::{edge_id, Direction, Edge, GraphView, Node, Op, Properties};
+#[cfg(test)]
+mod tests;
+
+pub use error::GraphError;
+pub use model::{edge_id, Direction, Edge, GraphView, Node, NodeApi, Op, Properties};
+pub use query::{
+    Page, TypeCounts, EDGE_TYPE_ORDER, MAX_PAGE_LIMIT, NEWEST_SCAN_BUDGET, NODE_TYPE_ORDER,
+};
+pub use staging::{Mark, Staging, MAX_ID_BYTES, MAX_TYPE_BYTES};
+pub use store::{GraphStore, GENESIS_DIGEST};

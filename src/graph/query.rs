@@ -1,0 +1,367 @@
+//! Read-side graph queries for the HTTP API and tools, answered from the
+//! committed state through one fjall snapshot per call. It owns paging
+//! (opaque cursors), the summary's type order and the rebuild dump. It must
+//! never write, and never scan more than an index range answers (the one
+//! filtered scan, `newest_nodes`, is bounded by [`NEWEST_SCAN_BUDGET`]).
+//!
+//! Cursors are lowercase hex of `tag ‖ index key of the last item returned`
+//! (`tag`: one byte naming the query and, for edges, the direction); a cursor
+//! is only valid for the query (and node type / node id) that produced it.
+
+use crate::digest::Sha256;
+use crate::graph::error::GraphError;
+use crate::graph::keys;
+use crate::graph::model::{Direction, Edge, Node};
+use crate::graph::store::{decode_edge, decode_node, GraphStore, GENESIS_DIGEST};
+use crate::seq::Seq;
+use fjall::Readable;
+use std::io::Write;
+use std::ops::Bound;
+
+/// Node types in the original's summary order (ORIGINAL §8).
+pub const NODE_TYPE_ORDER: [&str; 12] = [
+    "Target",
+    "Task",
+    "Attempt",
+    "Workspace",
+    "Artifact",
+    "ModelCall",
+    "TestRun",
+    "Commit",
+    "PullRequest",
+    "PolicySnapshot",
+    "Actor",
+    "Delegation",
+];
+
+/// Edge types in the original's summary order (ORIGINAL §8).
+pub const EDGE_TYPE_ORDER: [&str; 8] = [
+    "DEPENDS_ON",
+    "PRODUCED",
+    "RUNS_IN",
+    "AUTHORIZED_BY",
+    "DELEGATES",
+    "INVALIDATES",
+    "SUPPORTS",
+    "CONTESTS",
+];
+
+/// Largest page any query returns (a larger `limit` is clamped).
+pub const MAX_PAGE_LIMIT: usize = 10_000;
+
+/// Index entries `newest_nodes` examines per call before it stops and hands
+/// back a cursor.
+pub const NEWEST_SCAN_BUDGET: usize = 100_000;
+
+const TAG_NODES: u8 = b'N';
+const TAG_BY_TYPE: u8 = b'T';
+const TAG_NEWEST: u8 = b'C';
+const TAG_OUT: u8 = b'O';
+const TAG_IN: u8 = b'I';
+
+/// `(type name, count)` pairs, in summary order.
+pub type TypeCounts = Vec<(String, u64)>;
+
+/// One page of results; `next_cursor` is `Some` when more may follow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    fn last(items: Vec<T>) -> Self {
+        Page {
+            items,
+            next_cursor: None,
+        }
+    }
+}
+
+fn encode_cursor(tag: u8, key: &[u8]) -> String {
+    let mut raw = Vec::with_capacity(1 + key.len());
+    raw.push(tag);
+    raw.extend_from_slice(key);
+    hex::encode(raw)
+}
+
+/// The key in `cursor`, checked against the expected tag and key prefix.
+fn decode_cursor(cursor: &str, tags: &[u8], prefix: &[u8]) -> Result<(u8, Vec<u8>), GraphError> {
+    let raw = hex::decode(cursor).map_err(|_| GraphError::BadCursor)?;
+    match raw.split_first() {
+        Some((tag, key)) if tags.contains(tag) && key.starts_with(prefix) => {
+            Ok((*tag, key.to_vec()))
+        }
+        _ => Err(GraphError::BadCursor),
+    }
+}
+
+/// Keys starting with `prefix`, strictly after `after` when given.
+fn range_after(prefix: &[u8], after: Option<Vec<u8>>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let lower = match after {
+        Some(k) => Bound::Excluded(k),
+        None => Bound::Included(prefix.to_vec()),
+    };
+    let upper = keys::prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded);
+    (lower, upper)
+}
+
+fn type_rank(order: &[&str], name: &str) -> usize {
+    order.iter().position(|t| *t == name).unwrap_or(order.len())
+}
+
+fn sort_types(v: &mut [(String, u64)], order: &[&str]) {
+    v.sort_by(|a, b| (type_rank(order, &a.0), &a.0).cmp(&(type_rank(order, &b.0), &b.0)));
+}
+
+impl GraphStore {
+    /// Last applied seq and its digest (`(Seq(0), GENESIS_DIGEST)` if none).
+    pub fn state(&self) -> Result<(Seq, Sha256), GraphError> {
+        self.read_state(&self.db.snapshot())
+    }
+
+    /// Rolling state digest after `seq`; `Seq(0)` is the genesis digest.
+    pub fn digest_at(&self, seq: Seq) -> Result<Option<Sha256>, GraphError> {
+        if seq == Seq::ZERO {
+            return Ok(Some(GENESIS_DIGEST));
+        }
+        self.digests
+            .get(seq.to_key())?
+            .map(|v| keys::decode_digest(&v))
+            .transpose()
+    }
+
+    pub fn get_node(&self, id: &str) -> Result<Option<Node>, GraphError> {
+        self.read_node(&self.db.snapshot(), id)
+    }
+
+    /// `(nodes_by_type, edges_by_type)`, counts above 0 only: the original's
+    /// types first in its order (ORIGINAL §8), then others alphabetically.
+    pub fn counts(&self) -> Result<(TypeCounts, TypeCounts), GraphError> {
+        let (mut nodes, mut edges) = (Vec::new(), Vec::new());
+        for guard in self.db.snapshot().iter(&self.counts) {
+            let (key, value) = guard.into_inner()?;
+            let n = keys::decode_count(&value)?;
+            let (tag, name) = key
+                .split_first()
+                .ok_or_else(|| GraphError::corrupt("counter key", &key))?;
+            let name = std::str::from_utf8(name)
+                .map_err(|_| GraphError::corrupt("counter key", &key))?
+                .to_owned();
+            match *tag {
+                _ if n == 0 => {}
+                keys::COUNT_NODE => nodes.push((name, n)),
+                keys::COUNT_EDGE => edges.push((name, n)),
+                _ => return Err(GraphError::corrupt("counter key", &key)),
+            }
+        }
+        sort_types(&mut nodes, &NODE_TYPE_ORDER);
+        sort_types(&mut edges, &EDGE_TYPE_ORDER);
+        Ok((nodes, edges))
+    }
+
+    /// Nodes in id order, all or of one type, `limit` at a time.
+    pub fn list_nodes(
+        &self,
+        node_type: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Node>, GraphError> {
+        let limit = limit.min(MAX_PAGE_LIMIT);
+        if limit == 0 {
+            return Ok(Page::last(Vec::new()));
+        }
+        let snap = self.db.snapshot();
+        let mut items = Vec::new();
+        match node_type {
+            None => {
+                let after = cursor
+                    .map(|c| decode_cursor(c, &[TAG_NODES], b"").map(|(_, k)| k))
+                    .transpose()?;
+                for guard in snap.range(&self.nodes, range_after(b"", after)) {
+                    let (key, value) = guard.into_inner()?;
+                    if items.len() == limit {
+                        return Ok(next_page(items, TAG_NODES, |n: &Node| n.id.as_bytes()));
+                    }
+                    let node = decode_node(&value)?;
+                    if node.id.as_bytes() != key.as_ref() {
+                        return Err(GraphError::corrupt(
+                            "node record (id differs from key)",
+                            &key,
+                        ));
+                    }
+                    items.push(node);
+                }
+            }
+            Some(t) => {
+                let prefix = keys::lp(t);
+                let after = cursor
+                    .map(|c| decode_cursor(c, &[TAG_BY_TYPE], &prefix).map(|(_, k)| k))
+                    .transpose()?;
+                let mut last_key = Vec::new();
+                for guard in snap.range(&self.nodes_by_type, range_after(&prefix, after)) {
+                    let key = guard.key()?;
+                    if items.len() == limit {
+                        return Ok(Page {
+                            items,
+                            next_cursor: Some(encode_cursor(TAG_BY_TYPE, &last_key)),
+                        });
+                    }
+                    let id = keys::trailing_id(&key, prefix.len())?;
+                    items.push(self.indexed_node(&snap, id, &key)?);
+                    last_key = key.to_vec();
+                }
+            }
+        }
+        Ok(Page::last(items))
+    }
+
+    /// Nodes of `node_type`, newest created first (by `created_seq`, then id
+    /// descending), keeping those `filter` accepts. Examines at most
+    /// [`NEWEST_SCAN_BUDGET`] index entries per call; when it stops early the
+    /// page may hold fewer than `limit` items but carries a cursor.
+    pub fn newest_nodes(
+        &self,
+        node_type: &str,
+        before: Option<&str>,
+        limit: usize,
+        filter: impl Fn(&Node) -> bool,
+    ) -> Result<Page<Node>, GraphError> {
+        self.newest_nodes_bounded(node_type, before, limit, NEWEST_SCAN_BUDGET, filter)
+    }
+
+    pub(crate) fn newest_nodes_bounded(
+        &self,
+        node_type: &str,
+        before: Option<&str>,
+        limit: usize,
+        budget: usize,
+        filter: impl Fn(&Node) -> bool,
+    ) -> Result<Page<Node>, GraphError> {
+        let limit = limit.min(MAX_PAGE_LIMIT);
+        if limit == 0 {
+            return Ok(Page::last(Vec::new()));
+        }
+        let snap = self.db.snapshot();
+        let prefix = keys::lp(node_type);
+        let upper = match before {
+            Some(c) => Bound::Excluded(decode_cursor(c, &[TAG_NEWEST], &prefix)?.1),
+            None => keys::prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded),
+        };
+        let range = (Bound::Included(prefix.clone()), upper);
+        let mut items = Vec::new();
+        let mut last_key: Vec<u8> = Vec::new();
+        let entries = snap.range(&self.nodes_by_created, range).rev();
+        for (scanned, guard) in entries.enumerate() {
+            let key = guard.key()?;
+            if items.len() == limit || scanned == budget.max(1) {
+                return Ok(Page {
+                    items,
+                    next_cursor: Some(encode_cursor(TAG_NEWEST, &last_key)),
+                });
+            }
+            let id = keys::trailing_id(&key, prefix.len() + 8)?;
+            let node = self.indexed_node(&snap, id, &key)?;
+            if filter(&node) {
+                items.push(node);
+            }
+            last_key = key.to_vec();
+        }
+        Ok(Page::last(items))
+    }
+
+    /// Edges touching `id`, optionally of one type, in key order: outgoing
+    /// (by type, then `to`), then for `Incoming`/`Both` incoming (by type, then
+    /// `from`). With `Both` a self-loop is listed once, as outgoing.
+    pub fn edges(
+        &self,
+        id: &str,
+        dir: Direction,
+        edge_type: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Edge>, GraphError> {
+        let limit = limit.min(MAX_PAGE_LIMIT);
+        if limit == 0 {
+            return Ok(Page::last(Vec::new()));
+        }
+        let snap = self.db.snapshot();
+        let prefix = match edge_type {
+            Some(t) => keys::lp2(id, t),
+            None => keys::lp(id),
+        };
+        let phases: &[u8] = match dir {
+            Direction::Outgoing => &[TAG_OUT],
+            Direction::Incoming => &[TAG_IN],
+            Direction::Both => &[TAG_OUT, TAG_IN],
+        };
+        let (start, mut after) = match cursor {
+            Some(c) => {
+                let (tag, key) = decode_cursor(c, phases, &prefix)?;
+                (tag, Some(key))
+            }
+            None => (phases[0], None),
+        };
+        let mut items = Vec::new();
+        let mut last: Option<(u8, Vec<u8>)> = None;
+        for &phase in phases.iter().skip_while(|p| **p != start) {
+            let ks = if phase == TAG_OUT {
+                &self.edges_out
+            } else {
+                &self.edges_in
+            };
+            for guard in snap.range(ks, range_after(&prefix, after.take())) {
+                let (key, value) = guard.into_inner()?;
+                if items.len() == limit {
+                    return Ok(Page {
+                        items,
+                        next_cursor: last.map(|(tag, k)| encode_cursor(tag, &k)),
+                    });
+                }
+                let edge = if phase == TAG_OUT {
+                    decode_edge(&value)?
+                } else {
+                    let (to, t, from) = keys::split3(&key)?;
+                    if dir == Direction::Both && from == to {
+                        continue;
+                    }
+                    self.read_edge(&snap, &keys::edge_out(from, t, to))?
+                        .ok_or_else(|| GraphError::corrupt("edge in-index entry", &key))?
+                };
+                items.push(edge);
+                last = Some((phase, key.to_vec()));
+            }
+        }
+        Ok(Page::last(items))
+    }
+
+    /// Writes every entry of every graph keyspace, in a fixed keyspace order
+    /// and key order, one line each: `keyspace \t hex(key) \t hex(value)`. Two
+    /// stores built from the same log dump identical bytes.
+    pub fn dump(&self, w: &mut impl Write) -> Result<(), GraphError> {
+        let snap = self.db.snapshot();
+        for (name, ks) in self.keyspaces() {
+            for guard in snap.iter(ks) {
+                let (key, value) = guard.into_inner()?;
+                writeln!(w, "{name}\t{}\t{}", hex::encode(key), hex::encode(value))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The node an index entry points at; a missing node is corruption.
+    fn indexed_node(
+        &self,
+        snap: &impl Readable,
+        id: &str,
+        index_key: &[u8],
+    ) -> Result<Node, GraphError> {
+        self.read_node(snap, id)?
+            .ok_or_else(|| GraphError::corrupt("node index entry (no node)", index_key))
+    }
+}
+
+fn next_page<T>(items: Vec<T>, tag: u8, key_of: impl Fn(&T) -> &[u8]) -> Page<T> {
+    let next_cursor = items.last().map(|it| encode_cursor(tag, key_of(it)));
+    Page { items, next_cursor }
+}

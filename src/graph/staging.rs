@@ -1,0 +1,648 @@
+//! `Staging`: the writer's in-memory overlay of one write batch over the
+//! committed graph. It owns op semantics and validation, the rolling state
+//! digest, per-bundle checkpoints and the translation of pending changes into
+//! fjall writes. It must never write to fjall itself: everything goes into the
+//! caller's `OwnedWriteBatch`, committed atomically with the log.
+//!
+//! Reads (`GraphView`, and the lookups inside `apply`) see the committed state
+//! as of `GraphStore::staging` (one fjall snapshot) plus the pending changes of
+//! this batch. Only one `Staging` may be live per store, and it must be
+//! written and committed (or dropped) before the next one is created; the
+//! single writer guarantees that.
+//!
+//! Rolling digest: `digest_n = SHA-256(digest_{n-1} ‖ JCS(ops_n))`, where
+//! `JCS(ops_n)` is the RFC 8785 canonical JSON of the event's op list exactly as
+//! given to `apply` (no-ops included), and `digest_0` is 32 zero bytes.
+
+use crate::digest::Sha256;
+use crate::graph::error::GraphError;
+use crate::graph::keys;
+use crate::graph::model::{Direction, Edge, GraphView, Node, Op, Properties};
+use crate::graph::store::{decode_edge, encode_edge, encode_node, GraphStore};
+use crate::seq::Seq;
+use fjall::{OwnedWriteBatch, Readable, Snapshot, UserValue};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Longest node id or edge endpoint, in bytes (keys must stay far below
+/// fjall's 64 KiB key limit).
+pub const MAX_ID_BYTES: usize = 1024;
+/// Longest node or edge type, in bytes.
+pub const MAX_TYPE_BYTES: usize = 256;
+
+/// A point in a `Staging` to roll back to. Valid until a rollback to an
+/// earlier mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    undo: usize,
+    digests: usize,
+}
+
+/// One change to the pending maps, with what it replaced (`None`: the key was
+/// not in the map, i.e. the committed value showed through).
+enum Undo {
+    Node {
+        id: String,
+        prev: Option<Option<Node>>,
+    },
+    EdgeOut {
+        key: Vec<u8>,
+        prev: Option<Option<Edge>>,
+    },
+    EdgeIn {
+        key: Vec<u8>,
+        prev: Option<bool>,
+    },
+    Count {
+        key: Vec<u8>,
+        delta: i64,
+    },
+}
+
+/// Pending graph changes of one write batch (see the module doc).
+pub struct Staging {
+    store: GraphStore,
+    snap: Snapshot,
+    base: (Seq, Sha256),
+    /// id → new node, or `None` for deleted.
+    nodes: BTreeMap<String, Option<Node>>,
+    /// out key → new edge, or `None` for deleted.
+    edges_out: BTreeMap<Vec<u8>, Option<Edge>>,
+    /// in key → present (mirror of `edges_out`, for incoming reads).
+    edges_in: BTreeMap<Vec<u8>, bool>,
+    /// counter key → change against the committed counter.
+    counts: BTreeMap<Vec<u8>, i64>,
+    digests: Vec<(Seq, Sha256)>,
+    undo: Vec<Undo>,
+    /// First read failure seen through `GraphView` since the last apply.
+    view_error: Mutex<Option<String>>,
+}
+
+impl GraphStore {
+    /// Starts the overlay for one write batch. Owns a clone of the store's
+    /// handles, so it is `'static` (it can live inside a wasmtime `Store`).
+    pub fn staging(&self) -> Result<Staging, GraphError> {
+        let snap = self.db.snapshot();
+        let base = self.read_state(&snap)?;
+        Ok(Staging {
+            store: self.clone(),
+            snap,
+            base,
+            nodes: BTreeMap::new(),
+            edges_out: BTreeMap::new(),
+            edges_in: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            digests: Vec::new(),
+            undo: Vec::new(),
+            view_error: Mutex::new(None),
+        })
+    }
+}
+
+impl Staging {
+    /// Last applied seq and digest, pending events included.
+    pub fn state(&self) -> (Seq, Sha256) {
+        self.digests.last().copied().unwrap_or(self.base)
+    }
+
+    /// True when nothing has been applied (or everything was rolled back).
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    pub fn checkpoint(&self) -> Mark {
+        Mark {
+            undo: self.undo.len(),
+            digests: self.digests.len(),
+        }
+    }
+
+    /// Undoes every change (graph, counters, digests) made after `mark`, and
+    /// forgets `GraphView` read failures (they belonged to the undone work).
+    pub fn rollback(&mut self, mark: Mark) {
+        while self.undo.len() > mark.undo {
+            match self.undo.pop() {
+                Some(Undo::Node { id, prev }) => restore(&mut self.nodes, id, prev),
+                Some(Undo::EdgeOut { key, prev }) => restore(&mut self.edges_out, key, prev),
+                Some(Undo::EdgeIn { key, prev }) => restore(&mut self.edges_in, key, prev),
+                Some(Undo::Count { key, delta }) => {
+                    let left = self.counts.get(&key).copied().unwrap_or(0) - delta;
+                    if left == 0 {
+                        self.counts.remove(&key);
+                    } else {
+                        self.counts.insert(key, left);
+                    }
+                }
+                None => break,
+            }
+        }
+        self.digests.truncate(mark.digests);
+        self.take_view_error();
+    }
+
+    /// Applies the ops of the event at `seq` (which must follow `state().0`),
+    /// in order, then advances the rolling digest. All or nothing: on error the
+    /// event leaves no trace. `timestamp` is the event's time, stored as the
+    /// nodes' `created_at` / `updated_at`.
+    pub fn apply(&mut self, seq: Seq, timestamp: &str, ops: &[Op]) -> Result<(), GraphError> {
+        if let Some(msg) = self.take_view_error() {
+            return Err(GraphError::ViewRead(msg));
+        }
+        let (last, prev) = self.state();
+        if seq != last.next() {
+            return Err(GraphError::SeqOutOfOrder {
+                expected: last.next(),
+                got: seq,
+            });
+        }
+        for (index, op) in ops.iter().enumerate() {
+            validate(index, op)?;
+        }
+        let canonical = serde_json_canonicalizer::to_vec(&ops)?;
+        let mark = self.checkpoint();
+        for (index, op) in ops.iter().enumerate() {
+            if let Err(e) = self.apply_op(index, seq, timestamp, op) {
+                self.rollback(mark);
+                return Err(e);
+            }
+        }
+        let digest = Sha256::of_parts(&[prev.as_bytes(), &canonical]);
+        self.digests.push((seq, digest));
+        Ok(())
+    }
+
+    fn apply_op(&mut self, index: usize, seq: Seq, ts: &str, op: &Op) -> Result<(), GraphError> {
+        match op {
+            Op::PutNode {
+                id,
+                node_type,
+                properties,
+            } => {
+                let existing = self.node(id)?;
+                self.put_node(id, node_type, properties.clone(), existing, seq, ts);
+            }
+            Op::MergeNode {
+                id,
+                node_type,
+                properties,
+                create_if_absent,
+            } => match self.node(id)? {
+                Some(n) if &n.node_type != node_type => {
+                    return Err(GraphError::TypeMismatch {
+                        index,
+                        id: id.clone(),
+                        existing: n.node_type,
+                        requested: node_type.clone(),
+                    })
+                }
+                Some(mut n) => {
+                    for (k, v) in properties {
+                        n.properties.insert(k.clone(), v.clone());
+                    }
+                    n.updated_seq = seq;
+                    n.updated_at = ts.to_owned();
+                    self.set_node(id, Some(n));
+                }
+                None if *create_if_absent => {
+                    self.put_node(id, node_type, properties.clone(), None, seq, ts);
+                }
+                None => {}
+            },
+            Op::DeleteNode { id } => {
+                if let Some(n) = self.node(id)? {
+                    let mut touching = self.edges_of(id, Direction::Outgoing, None, usize::MAX)?;
+                    touching.extend(self.edges_of(id, Direction::Incoming, None, usize::MAX)?);
+                    for e in touching {
+                        self.delete_edge(&e.from, &e.edge_type, &e.to)?;
+                    }
+                    self.bump(keys::COUNT_NODE, &n.node_type, -1);
+                    self.set_node(id, None);
+                }
+            }
+            Op::PutEdge {
+                edge_type,
+                from,
+                to,
+                properties,
+            } => {
+                let key = keys::edge_out(from, edge_type, to);
+                let created_seq = match self.edge(&key)? {
+                    Some(old) => old.created_seq,
+                    None => {
+                        self.bump(keys::COUNT_EDGE, edge_type, 1);
+                        seq
+                    }
+                };
+                let edge = Edge {
+                    edge_type: edge_type.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    properties: properties.clone(),
+                    created_seq,
+                };
+                self.set_edge(key, from, edge_type, to, Some(edge));
+            }
+            Op::DeleteEdge {
+                edge_type,
+                from,
+                to,
+            } => self.delete_edge(from, edge_type, to)?,
+        }
+        Ok(())
+    }
+
+    fn put_node(
+        &mut self,
+        id: &str,
+        node_type: &str,
+        properties: Properties,
+        existing: Option<Node>,
+        seq: Seq,
+        ts: &str,
+    ) {
+        let (created_seq, created_at) = match existing {
+            Some(old) => {
+                if old.node_type != node_type {
+                    self.bump(keys::COUNT_NODE, &old.node_type, -1);
+                    self.bump(keys::COUNT_NODE, node_type, 1);
+                }
+                (old.created_seq, old.created_at)
+            }
+            None => {
+                self.bump(keys::COUNT_NODE, node_type, 1);
+                (seq, ts.to_owned())
+            }
+        };
+        let node = Node {
+            id: id.to_owned(),
+            node_type: node_type.to_owned(),
+            properties,
+            created_seq,
+            updated_seq: seq,
+            created_at,
+            updated_at: ts.to_owned(),
+        };
+        self.set_node(id, Some(node));
+    }
+
+    fn delete_edge(&mut self, from: &str, edge_type: &str, to: &str) -> Result<(), GraphError> {
+        let key = keys::edge_out(from, edge_type, to);
+        if self.edge(&key)?.is_some() {
+            self.bump(keys::COUNT_EDGE, edge_type, -1);
+            self.set_edge(key, from, edge_type, to, None);
+        }
+        Ok(())
+    }
+
+    // ---- pending-map mutations (each recorded for rollback) ----------------
+
+    fn set_node(&mut self, id: &str, node: Option<Node>) {
+        let prev = self.nodes.insert(id.to_owned(), node);
+        self.undo.push(Undo::Node {
+            id: id.to_owned(),
+            prev,
+        });
+    }
+
+    fn set_edge(&mut self, out_key: Vec<u8>, from: &str, t: &str, to: &str, e: Option<Edge>) {
+        let in_key = keys::edge_in(to, t, from);
+        let prev = self.edges_in.insert(in_key.clone(), e.is_some());
+        self.undo.push(Undo::EdgeIn { key: in_key, prev });
+        let prev = self.edges_out.insert(out_key.clone(), e);
+        self.undo.push(Undo::EdgeOut { key: out_key, prev });
+    }
+
+    fn bump(&mut self, tag: u8, type_name: &str, delta: i64) {
+        let key = keys::count(tag, type_name);
+        *self.counts.entry(key.clone()).or_insert(0) += delta;
+        self.undo.push(Undo::Count { key, delta });
+    }
+
+    // ---- overlay reads -----------------------------------------------------
+
+    fn node(&self, id: &str) -> Result<Option<Node>, GraphError> {
+        match self.nodes.get(id) {
+            Some(pending) => Ok(pending.clone()),
+            None => self.store.read_node(&self.snap, id),
+        }
+    }
+
+    fn edge(&self, out_key: &[u8]) -> Result<Option<Edge>, GraphError> {
+        match self.edges_out.get(out_key) {
+            Some(pending) => Ok(pending.clone()),
+            None => self.store.read_edge(&self.snap, out_key),
+        }
+    }
+
+    /// Edges touching `id`, outgoing first then incoming, each in key order;
+    /// with `Both`, a self-loop is listed once (as outgoing).
+    fn edges_of(
+        &self,
+        id: &str,
+        dir: Direction,
+        edge_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Edge>, GraphError> {
+        let prefix = match edge_type {
+            Some(t) => keys::lp2(id, t),
+            None => keys::lp(id),
+        };
+        let mut out = Vec::new();
+        if matches!(dir, Direction::Outgoing | Direction::Both) {
+            let committed = self.snap.prefix(&self.store.edges_out, &prefix);
+            let pending = pending_prefix(&self.edges_out, &prefix).map(|(k, v)| (k, v.as_ref()));
+            for entry in merge_live(committed, pending).take(limit) {
+                let (_, live) = entry?;
+                out.push(match live {
+                    Live::Committed(v) => decode_edge(&v)?,
+                    Live::Pending(e) => e.clone(),
+                });
+            }
+        }
+        if matches!(dir, Direction::Incoming | Direction::Both) && out.len() < limit {
+            let committed = self.snap.prefix(&self.store.edges_in, &prefix);
+            let pending =
+                pending_prefix(&self.edges_in, &prefix).map(|(k, live)| (k, live.then_some(&())));
+            let mut want = limit - out.len();
+            for entry in merge_live(committed, pending) {
+                if want == 0 {
+                    break;
+                }
+                let (in_key, _) = entry?;
+                let (to, t, from) = keys::split3(&in_key)?;
+                if dir == Direction::Both && from == to {
+                    continue;
+                }
+                let edge = self
+                    .edge(&keys::edge_out(from, t, to))?
+                    .ok_or_else(|| GraphError::corrupt("edge in-index entry", &in_key))?;
+                out.push(edge);
+                want -= 1;
+            }
+        }
+        Ok(out)
+    }
+
+    fn record_view_error(&self, e: &GraphError) {
+        tracing::error!(error = %e, "graph read failed during projection");
+        let mut slot = self.view_error.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| e.to_string());
+    }
+
+    fn take_view_error(&self) -> Option<String> {
+        self.view_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    // ---- output ------------------------------------------------------------
+
+    /// Writes every pending change (records, indexes, counters, per-seq
+    /// digests, meta state) into `batch`; the caller commits it with the log.
+    /// Each key is written at most once. Returns the state the batch leaves.
+    /// On error the batch may hold part of the graph's writes: drop it.
+    pub fn write_into(self, batch: &mut OwnedWriteBatch) -> Result<(Seq, Sha256), GraphError> {
+        if let Some(msg) = self.take_view_error() {
+            return Err(GraphError::ViewRead(msg));
+        }
+        let st = &self.store;
+        for (id, new) in &self.nodes {
+            let old = st.read_node(&self.snap, id)?;
+            let by_type = |n: &Node| keys::node_by_type(&n.node_type, id);
+            let by_created = |n: &Node| keys::node_by_created(&n.node_type, n.created_seq, id);
+            for (ks, old_key, new_key) in [
+                (
+                    &st.nodes_by_type,
+                    old.as_ref().map(by_type),
+                    new.as_ref().map(by_type),
+                ),
+                (
+                    &st.nodes_by_created,
+                    old.as_ref().map(by_created),
+                    new.as_ref().map(by_created),
+                ),
+            ] {
+                if old_key == new_key {
+                    continue;
+                }
+                if let Some(k) = old_key {
+                    batch.remove(ks, k);
+                }
+                if let Some(k) = new_key {
+                    batch.insert(ks, k, UserValue::empty());
+                }
+            }
+            match new {
+                Some(n) if old.as_ref() != Some(n) => {
+                    batch.insert(&st.nodes, id.as_str(), encode_node(n)?);
+                }
+                None if old.is_some() => batch.remove(&st.nodes, id.as_str()),
+                _ => {}
+            }
+        }
+        for (out_key, new) in &self.edges_out {
+            let old = st.read_edge(&self.snap, out_key)?;
+            let (from, t, to) = keys::split3(out_key)?;
+            let in_key = keys::edge_in(to, t, from);
+            match new {
+                Some(e) => {
+                    if old.as_ref() != Some(e) {
+                        batch.insert(&st.edges_out, out_key.as_slice(), encode_edge(e)?);
+                    }
+                    if old.is_none() {
+                        batch.insert(&st.edges_in, in_key, UserValue::empty());
+                    }
+                }
+                None if old.is_some() => {
+                    batch.remove(&st.edges_out, out_key.as_slice());
+                    batch.remove(&st.edges_in, in_key);
+                }
+                None => {}
+            }
+        }
+        for (key, delta) in &self.counts {
+            if *delta == 0 {
+                continue;
+            }
+            let committed = st.read_count(&self.snap, key)?;
+            let total = i128::from(committed) + i128::from(*delta);
+            match u64::try_from(total) {
+                Ok(0) => batch.remove(&st.counts, key.as_slice()),
+                Ok(n) => batch.insert(&st.counts, key.as_slice(), n.to_be_bytes()),
+                Err(_) => return Err(GraphError::corrupt("counter (would go negative)", key)),
+            }
+        }
+        for (seq, digest) in &self.digests {
+            batch.insert(&st.digests, seq.to_key(), digest.0);
+        }
+        let state = self.state();
+        if !self.digests.is_empty() {
+            batch.insert(
+                &st.meta,
+                keys::META_STATE,
+                keys::encode_state(state.0, &state.1),
+            );
+        }
+        Ok(state)
+    }
+}
+
+impl GraphView for Staging {
+    fn get_node(&self, id: &str) -> Option<Node> {
+        self.node(id).unwrap_or_else(|e| {
+            self.record_view_error(&e);
+            None
+        })
+    }
+
+    fn edges(&self, id: &str, dir: Direction, edge_type: Option<&str>, limit: usize) -> Vec<Edge> {
+        self.edges_of(id, dir, edge_type, limit)
+            .unwrap_or_else(|e| {
+                self.record_view_error(&e);
+                Vec::new()
+            })
+    }
+}
+
+fn restore<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, prev: Option<V>) {
+    match prev {
+        Some(v) => map.insert(key, v),
+        None => map.remove(&key),
+    };
+}
+
+fn check_str(index: usize, what: &str, s: &str, max: usize) -> Result<(), GraphError> {
+    let reason = if s.is_empty() {
+        format!("{what} is empty")
+    } else if s.len() > max {
+        format!("{what} is {} bytes, more than {max}", s.len())
+    } else {
+        return Ok(());
+    };
+    Err(GraphError::InvalidOp { index, reason })
+}
+
+fn validate(index: usize, op: &Op) -> Result<(), GraphError> {
+    let id = |s| check_str(index, "node id", s, MAX_ID_BYTES);
+    let ty = |what, s| check_str(index, what, s, MAX_TYPE_BYTES);
+    match op {
+        Op::PutNode {
+            id: i, node_type, ..
+        }
+        | Op::MergeNode {
+            id: i, node_type, ..
+        } => {
+            id(i)?;
+            ty("node type", node_type)
+        }
+        Op::DeleteNode { id: i } => id(i),
+        Op::PutEdge {
+            edge_type,
+            from,
+            to,
+            ..
+        }
+        | Op::DeleteEdge {
+            edge_type,
+            from,
+            to,
+        } => {
+            id(from)?;
+            id(to)?;
+            ty("edge type", edge_type)
+        }
+    }
+}
+
+/// Pending entries whose key starts with `prefix`, in key order.
+fn pending_prefix<'a, V>(
+    map: &'a BTreeMap<Vec<u8>, V>,
+    prefix: &'a [u8],
+) -> impl Iterator<Item = (&'a Vec<u8>, &'a V)> + 'a {
+    map.range(prefix.to_vec()..)
+        .take_while(move |(k, _)| k.starts_with(prefix))
+}
+
+enum Live<'a, V> {
+    Committed(UserValue),
+    Pending(&'a V),
+}
+
+type LiveEntry<'a, V> = (Vec<u8>, Live<'a, V>);
+
+/// Lazy merge of a committed scan with pending overrides (`None` = deleted),
+/// both in key order: yields the live entries in key order, pending winning
+/// on equal keys.
+struct MergeLive<'a, V: 'a, P: Iterator<Item = (&'a Vec<u8>, Option<&'a V>)>> {
+    committed: fjall::Iter,
+    c_next: Option<(fjall::UserKey, UserValue)>,
+    c_started: bool,
+    pending: std::iter::Peekable<P>,
+}
+
+fn merge_live<'a, V: 'a, P>(committed: fjall::Iter, pending: P) -> MergeLive<'a, V, P>
+where
+    P: Iterator<Item = (&'a Vec<u8>, Option<&'a V>)>,
+{
+    MergeLive {
+        committed,
+        c_next: None,
+        c_started: false,
+        pending: pending.peekable(),
+    }
+}
+
+impl<'a, V: 'a, P> MergeLive<'a, V, P>
+where
+    P: Iterator<Item = (&'a Vec<u8>, Option<&'a V>)>,
+{
+    fn advance_committed(&mut self) -> Result<(), GraphError> {
+        self.c_next = self.committed.next().map(|g| g.into_inner()).transpose()?;
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<Option<LiveEntry<'a, V>>, GraphError> {
+        if !self.c_started {
+            self.c_started = true;
+            self.advance_committed()?;
+        }
+        loop {
+            let take_pending = match (&self.c_next, self.pending.peek()) {
+                (None, None) => return Ok(None),
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((ck, _)), Some((pk, _))) => {
+                    if pk.as_slice() == ck.as_ref() {
+                        // The pending entry shadows the committed one.
+                        self.advance_committed()?;
+                        true
+                    } else {
+                        pk.as_slice() < ck.as_ref()
+                    }
+                }
+            };
+            if take_pending {
+                match self.pending.next() {
+                    Some((k, Some(v))) => return Ok(Some((k.clone(), Live::Pending(v)))),
+                    _ => continue, // deleted in this batch
+                }
+            }
+            if let Some((k, v)) = self.c_next.take() {
+                self.advance_committed()?;
+                return Ok(Some((k.to_vec(), Live::Committed(v))));
+            }
+        }
+    }
+}
+
+impl<'a, V: 'a, P> Iterator for MergeLive<'a, V, P>
+where
+    P: Iterator<Item = (&'a Vec<u8>, Option<&'a V>)>,
+{
+    type Item = Result<LiveEntry<'a, V>, GraphError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.step().transpose()
+    }
+}

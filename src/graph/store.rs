@@ -1,0 +1,171 @@
+//! `GraphStore`: the projected graph's fjall keyspaces, their layout, and the
+//! committed-state reads every other graph module builds on. It never writes
+//! graph data outside a caller's write batch (see `staging`): the only direct
+//! writes are the layout version at open and [`GraphStore::clear`] for an
+//! offline rebuild.
+//!
+//! # Keyspaces and layout
+//! `lp(s)` = `u32` big-endian byte length ‖ UTF-8 bytes; a key's last component
+//! is raw; `seq` = `Seq::to_key` (8 bytes big-endian); see `keys`.
+//!
+//! | keyspace | key | value |
+//! |---|---|---|
+//! | `graph_nodes` | `id` | node record |
+//! | `graph_nodes_by_type` | `lp(type) ‖ id` | empty |
+//! | `graph_nodes_by_created` | `lp(type) ‖ created_seq ‖ id` | empty |
+//! | `graph_edges_out` | `lp(from) ‖ lp(type) ‖ to` | edge record |
+//! | `graph_edges_in` | `lp(to) ‖ lp(type) ‖ from` | empty (record is in `graph_edges_out`) |
+//! | `graph_counts` | `b'n' ‖ node_type` or `b'e' ‖ edge_type` | `u64` big-endian, never 0 (a zero counter is removed) |
+//! | `graph_digests` | `seq` | 32-byte rolling state digest after that seq |
+//! | `graph_meta` | `"state"` / `"format"` | `seq ‖ digest` of the last applied event / layout version `"1"` |
+//!
+//! Records are compact JSON (`serde_json::to_vec`) of [`Node`] / [`Edge`]:
+//! properties are a `serde_json::Map` (a `BTreeMap`: keys sorted), so the bytes
+//! depend only on the content, and two rebuilds from the same log are
+//! byte-identical.
+
+use crate::digest::Sha256;
+use crate::graph::error::GraphError;
+use crate::graph::keys;
+use crate::graph::model::{Edge, Node};
+use crate::seq::Seq;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
+
+/// Digest of the empty graph, before the first event (32 zero bytes).
+pub const GENESIS_DIGEST: Sha256 = Sha256([0; 32]);
+
+/// The graph's keyspaces. Cheap to clone (fjall handles are reference-counted).
+#[derive(Clone)]
+pub struct GraphStore {
+    pub(crate) db: Database,
+    pub(crate) nodes: Keyspace,
+    pub(crate) nodes_by_type: Keyspace,
+    pub(crate) nodes_by_created: Keyspace,
+    pub(crate) edges_out: Keyspace,
+    pub(crate) edges_in: Keyspace,
+    pub(crate) counts: Keyspace,
+    pub(crate) digests: Keyspace,
+    pub(crate) meta: Keyspace,
+}
+
+impl std::fmt::Debug for GraphStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphStore").finish_non_exhaustive()
+    }
+}
+
+impl GraphStore {
+    /// Opens (creating if needed) the graph keyspaces in `db`.
+    pub fn open(db: &Database) -> Result<GraphStore, GraphError> {
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let store = GraphStore {
+            db: db.clone(),
+            nodes: ks("graph_nodes")?,
+            nodes_by_type: ks("graph_nodes_by_type")?,
+            nodes_by_created: ks("graph_nodes_by_created")?,
+            edges_out: ks("graph_edges_out")?,
+            edges_in: ks("graph_edges_in")?,
+            counts: ks("graph_counts")?,
+            digests: ks("graph_digests")?,
+            meta: ks("graph_meta")?,
+        };
+        match store.meta.get(keys::META_FORMAT)? {
+            Some(v) if v.as_ref() == keys::FORMAT_VERSION => {}
+            Some(v) => {
+                return Err(GraphError::Format {
+                    found: String::from_utf8_lossy(&v).into_owned(),
+                    expected: String::from_utf8_lossy(keys::FORMAT_VERSION).into_owned(),
+                })
+            }
+            None => store.meta.insert(keys::META_FORMAT, keys::FORMAT_VERSION)?,
+        }
+        let (seq, digest) = store.state()?;
+        tracing::debug!(%seq, %digest, "graph store opened");
+        Ok(store)
+    }
+
+    /// Every graph keyspace with its name, in a fixed order (dump order).
+    pub(crate) fn keyspaces(&self) -> [(&'static str, &Keyspace); 8] {
+        [
+            ("graph_nodes", &self.nodes),
+            ("graph_nodes_by_type", &self.nodes_by_type),
+            ("graph_nodes_by_created", &self.nodes_by_created),
+            ("graph_edges_out", &self.edges_out),
+            ("graph_edges_in", &self.edges_in),
+            ("graph_counts", &self.counts),
+            ("graph_digests", &self.digests),
+            ("graph_meta", &self.meta),
+        ]
+    }
+
+    /// Empties the graph for an offline rebuild: afterwards `state()` is
+    /// `(Seq(0), GENESIS_DIGEST)` and the next event to apply is seq 1.
+    ///
+    /// Not atomic across keyspaces: the applied state is removed first, so a
+    /// crash part-way leaves a graph claiming seq 0 with leftovers, which the
+    /// rebuild must clear again (calling `clear` is idempotent). Only call it
+    /// while no writer is running.
+    pub fn clear(&self) -> Result<(), GraphError> {
+        self.meta.remove(keys::META_STATE)?;
+        for (name, ks) in self.keyspaces() {
+            if name != "graph_meta" {
+                ks.clear()?;
+            }
+        }
+        tracing::info!("graph store cleared");
+        Ok(())
+    }
+}
+
+// ---- records ---------------------------------------------------------------
+
+pub(crate) fn encode_node(node: &Node) -> Result<Vec<u8>, GraphError> {
+    Ok(serde_json::to_vec(node)?)
+}
+
+pub(crate) fn decode_node(bytes: &[u8]) -> Result<Node, GraphError> {
+    serde_json::from_slice(bytes).map_err(|_| GraphError::corrupt("node record", bytes))
+}
+
+pub(crate) fn encode_edge(edge: &Edge) -> Result<Vec<u8>, GraphError> {
+    Ok(serde_json::to_vec(edge)?)
+}
+
+pub(crate) fn decode_edge(bytes: &[u8]) -> Result<Edge, GraphError> {
+    serde_json::from_slice(bytes).map_err(|_| GraphError::corrupt("edge record", bytes))
+}
+
+// ---- committed reads through a snapshot ------------------------------------
+
+impl GraphStore {
+    pub(crate) fn read_node(
+        &self,
+        snap: &impl Readable,
+        id: &str,
+    ) -> Result<Option<Node>, GraphError> {
+        snap.get(&self.nodes, id)?
+            .map(|v| decode_node(&v))
+            .transpose()
+    }
+
+    /// The edge record under an out key.
+    pub(crate) fn read_edge(
+        &self,
+        snap: &impl Readable,
+        out_key: &[u8],
+    ) -> Result<Option<Edge>, GraphError> {
+        snap.get(&self.edges_out, out_key)?
+            .map(|v| decode_edge(&v))
+            .transpose()
+    }
+
+    pub(crate) fn read_count(&self, snap: &impl Readable, key: &[u8]) -> Result<u64, GraphError> {
+        snap.get(&self.counts, key)?
+            .map_or(Ok(0), |v| keys::decode_count(&v))
+    }
+
+    pub(crate) fn read_state(&self, snap: &impl Readable) -> Result<(Seq, Sha256), GraphError> {
+        snap.get(&self.meta, keys::META_STATE)?
+            .map_or(Ok((Seq::ZERO, GENESIS_DIGEST)), |v| keys::decode_state(&v))
+    }
+}

@@ -1,0 +1,695 @@
+//! Tests of the graph store against a real fjall database in a temp dir:
+//! staging semantics, rollback, the rolling digest, persistence and paging.
+//! They own no production behaviour and must stay fast (a few seconds).
+
+use super::*;
+use crate::digest::Sha256;
+use crate::seq::Seq;
+use fjall::Database;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    db: Database,
+    store: GraphStore,
+}
+
+/// A temp dir, on tmpfs when there is one: fjall fsyncs on every keyspace
+/// creation, which costs ~70 ms each on a busy disk.
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap()
+}
+
+fn env() -> Env {
+    let dir = tempdir();
+    let db = Database::builder(dir.path()).open().unwrap();
+    let store = GraphStore::open(&db).unwrap();
+    Env {
+        _dir: dir,
+        db,
+        store,
+    }
+}
+
+fn props(v: Value) -> Properties {
+    match v {
+        Value::Object(m) => m,
+        _ => panic!("not an object"),
+    }
+}
+
+fn ts(seq: Seq) -> String {
+    format!("2026-01-01T00:00:{:02}Z", seq.0)
+}
+
+fn put(id: &str, t: &str, p: Value) -> Op {
+    Op::PutNode {
+        id: id.into(),
+        node_type: t.into(),
+        properties: props(p),
+    }
+}
+
+fn merge(id: &str, t: &str, p: Value, create: bool) -> Op {
+    Op::MergeNode {
+        id: id.into(),
+        node_type: t.into(),
+        properties: props(p),
+        create_if_absent: create,
+    }
+}
+
+fn del(id: &str) -> Op {
+    Op::DeleteNode { id: id.into() }
+}
+
+fn edge(from: &str, t: &str, to: &str) -> Op {
+    Op::PutEdge {
+        edge_type: t.into(),
+        from: from.into(),
+        to: to.into(),
+        properties: props(json!({"w": 1})),
+    }
+}
+
+fn del_edge(from: &str, t: &str, to: &str) -> Op {
+    Op::DeleteEdge {
+        edge_type: t.into(),
+        from: from.into(),
+        to: to.into(),
+    }
+}
+
+impl Env {
+    /// Applies each op list as the next event, commits one batch.
+    fn commit(&self, events: &[Vec<Op>]) -> (Seq, Sha256) {
+        let mut st = self.store.staging().unwrap();
+        for ops in events {
+            let seq = st.state().0.next();
+            st.apply(seq, &ts(seq), ops).unwrap();
+        }
+        self.write(st)
+    }
+
+    fn write(&self, st: Staging) -> (Seq, Sha256) {
+        let mut batch = self.db.batch();
+        let state = st.write_into(&mut batch).unwrap();
+        batch.commit().unwrap();
+        state
+    }
+
+    fn dump(&self) -> String {
+        let mut out = Vec::new();
+        self.store.dump(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn node(&self, id: &str) -> Option<Node> {
+        self.store.get_node(id).unwrap()
+    }
+
+    fn edge_ids(&self, id: &str, dir: Direction, t: Option<&str>) -> Vec<String> {
+        let page = self.store.edges(id, dir, t, None, 1000).unwrap();
+        assert!(page.next_cursor.is_none());
+        page.items
+            .iter()
+            .map(|e| edge_id(&e.from, &e.edge_type, &e.to))
+            .collect()
+    }
+
+    fn counts(&self) -> (TypeCounts, TypeCounts) {
+        self.store.counts().unwrap()
+    }
+}
+
+fn c(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
+    pairs.iter().map(|(t, n)| ((*t).to_owned(), *n)).collect()
+}
+
+fn view_edge_ids(v: &impl GraphView, id: &str, dir: Direction) -> Vec<String> {
+    v.edges(id, dir, None, 100)
+        .iter()
+        .map(|e| edge_id(&e.from, &e.edge_type, &e.to))
+        .collect()
+}
+
+#[test]
+fn put_replace_keeps_created_and_replaces_whole() {
+    let env = env();
+    env.commit(&[vec![put("a", "Task", json!({"x": 1, "y": 2}))]]);
+    env.commit(&[vec![], vec![put("a", "Task", json!({"x": 3}))]]);
+    let n = env.node("a").unwrap();
+    assert_eq!(n.created_seq, Seq(1));
+    assert_eq!(n.updated_seq, Seq(3));
+    assert_eq!(n.created_at, ts(Seq(1)));
+    assert_eq!(n.updated_at, ts(Seq(3)));
+    assert_eq!(n.properties, props(json!({"x": 3})));
+    assert_eq!(env.counts().0, c(&[("Task", 1)]));
+
+    // Replacing with another type moves counters and the type index.
+    env.commit(&[vec![put("a", "Attempt", json!({}))]]);
+    assert_eq!(env.counts().0, c(&[("Attempt", 1)]));
+    assert!(env
+        .store
+        .list_nodes(Some("Task"), None, 10)
+        .unwrap()
+        .items
+        .is_empty());
+    let newest = env
+        .store
+        .newest_nodes("Attempt", None, 10, |_| true)
+        .unwrap();
+    assert_eq!(newest.items.len(), 1);
+    assert_eq!(newest.items[0].created_seq, Seq(1));
+}
+
+#[test]
+fn merge_semantics() {
+    let env = env();
+    env.commit(&[
+        vec![merge("absent", "Attempt", json!({"s": 1}), false)],
+        vec![merge("m", "Attempt", json!({"a": 1, "b": 1}), true)],
+        vec![merge("m", "Attempt", json!({"b": 2, "c": null}), false)],
+    ]);
+    assert!(env.node("absent").is_none());
+    let m = env.node("m").unwrap();
+    assert_eq!(m.properties, props(json!({"a": 1, "b": 2, "c": null})));
+    assert_eq!((m.created_seq, m.updated_seq), (Seq(2), Seq(3)));
+    assert_eq!(env.counts().0, c(&[("Attempt", 1)]));
+    assert_eq!(env.store.state().unwrap().0, Seq(3));
+
+    // Type mismatch fails the event and leaves no trace, even of its earlier ops.
+    let mut st = env.store.staging().unwrap();
+    let before = st.state();
+    let err = st
+        .apply(
+            Seq(4),
+            "t",
+            &[
+                put("other", "Task", json!({})),
+                merge("m", "Task", json!({}), true),
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, GraphError::TypeMismatch { index: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(st.state(), before);
+    assert!(st.get_node("other").is_none());
+    let dump = env.dump();
+    env.write(st);
+    assert_eq!(env.dump(), dump);
+}
+
+#[test]
+fn invalid_ops_and_seq_order_are_rejected() {
+    let env = env();
+    let mut st = env.store.staging().unwrap();
+    let err = st.apply(Seq(2), "t", &[]).unwrap_err();
+    assert!(matches!(
+        err,
+        GraphError::SeqOutOfOrder {
+            expected: Seq(1),
+            got: Seq(2)
+        }
+    ));
+    let err = st
+        .apply(Seq(1), "t", &[put("", "T", json!({}))])
+        .unwrap_err();
+    assert!(
+        matches!(err, GraphError::InvalidOp { index: 0, .. }),
+        "{err}"
+    );
+    let long = "x".repeat(MAX_ID_BYTES + 1);
+    assert!(st.apply(Seq(1), "t", &[edge("a", "E", &long)]).is_err());
+    assert!(st.is_empty());
+}
+
+#[test]
+fn delete_node_removes_its_edges_and_fixes_counters() {
+    let env = env();
+    env.commit(&[vec![
+        put("a", "Task", json!({})),
+        put("b", "Task", json!({})),
+        put("c", "Target", json!({})),
+        edge("a", "DEPENDS_ON", "b"),
+        edge("c", "PRODUCED", "a"),
+        edge("a", "DEPENDS_ON", "a"),
+        edge("b", "DEPENDS_ON", "c"),
+        edge("x", "PRODUCED", "a"), // dangling: x does not exist
+    ]]);
+    assert_eq!(env.counts().0, c(&[("Target", 1), ("Task", 2)]));
+    assert_eq!(env.counts().1, c(&[("DEPENDS_ON", 3), ("PRODUCED", 2)]));
+    assert_eq!(
+        env.edge_ids("a", Direction::Both, None),
+        [
+            "a:DEPENDS_ON:a",
+            "a:DEPENDS_ON:b",
+            "c:PRODUCED:a",
+            "x:PRODUCED:a"
+        ]
+    );
+
+    // Delete in one batch, with a pending edge added earlier in the same batch.
+    env.commit(&[
+        vec![edge("a", "PRODUCED", "c")],
+        vec![del("a"), del("nope")],
+    ]);
+    assert!(env.node("a").is_none());
+    assert_eq!(env.counts().0, c(&[("Target", 1), ("Task", 1)]));
+    assert_eq!(env.counts().1, c(&[("DEPENDS_ON", 1)]));
+    assert!(env.edge_ids("a", Direction::Both, None).is_empty());
+    assert!(env.edge_ids("b", Direction::Incoming, None).is_empty());
+    assert!(env.edge_ids("c", Direction::Outgoing, None).is_empty());
+    assert_eq!(
+        env.edge_ids("c", Direction::Incoming, None),
+        ["b:DEPENDS_ON:c"]
+    );
+
+    // Deleting the last of each kind removes the counter entirely.
+    env.commit(&[vec![del("b"), del("c")]]);
+    assert_eq!(env.counts(), (vec![], vec![]));
+    let dump = env.dump();
+    for ks in [
+        "graph_nodes\t",
+        "graph_edges_out\t",
+        "graph_edges_in\t",
+        "graph_counts\t",
+    ] {
+        assert!(!dump.contains(ks), "{ks} not empty:\n{dump}");
+    }
+}
+
+#[test]
+fn edge_reverse_index_and_replace_keeps_created_seq() {
+    let env = env();
+    env.commit(&[vec![
+        edge("t1", "DEPENDS_ON", "g"),
+        edge("t2", "DEPENDS_ON", "g"),
+        edge("a1", "PRODUCED", "g"),
+    ]]);
+    env.commit(&[vec![Op::PutEdge {
+        edge_type: "DEPENDS_ON".into(),
+        from: "t1".into(),
+        to: "g".into(),
+        properties: props(json!({"v": 2})),
+    }]]);
+    assert_eq!(
+        env.edge_ids("g", Direction::Incoming, None),
+        ["a1:PRODUCED:g", "t1:DEPENDS_ON:g", "t2:DEPENDS_ON:g"]
+    );
+    assert_eq!(
+        env.edge_ids("g", Direction::Incoming, Some("DEPENDS_ON")),
+        ["t1:DEPENDS_ON:g", "t2:DEPENDS_ON:g"]
+    );
+    let e = &env
+        .store
+        .edges("t1", Direction::Outgoing, None, None, 10)
+        .unwrap()
+        .items[0];
+    assert_eq!(e.created_seq, Seq(1));
+    assert_eq!(e.properties, props(json!({"v": 2})));
+    assert_eq!(env.counts().1, c(&[("DEPENDS_ON", 2), ("PRODUCED", 1)]));
+
+    env.commit(&[vec![
+        del_edge("t1", "DEPENDS_ON", "g"),
+        del_edge("t1", "DEPENDS_ON", "zz"),
+    ]]);
+    assert_eq!(
+        env.edge_ids("g", Direction::Incoming, None),
+        ["a1:PRODUCED:g", "t2:DEPENDS_ON:g"]
+    );
+    assert_eq!(env.counts().1, c(&[("DEPENDS_ON", 1), ("PRODUCED", 1)]));
+}
+
+#[test]
+fn staging_reads_see_pending_ops_over_committed_state() {
+    let env = env();
+    env.commit(&[vec![
+        put("a", "Task", json!({"v": 0})),
+        put("gone", "Task", json!({})),
+        edge("a", "E", "b"),
+        edge("a", "E", "d"),
+        edge("z", "E", "a"),
+    ]]);
+    let mut st = env.store.staging().unwrap();
+    st.apply(
+        Seq(2),
+        "t",
+        &[
+            put("new", "Task", json!({})),
+            merge("a", "Task", json!({"v": 1}), false),
+            edge("a", "E", "c"),
+            del_edge("a", "E", "b"),
+            del("gone"),
+            edge("y", "E", "a"),
+        ],
+    )
+    .unwrap();
+    assert!(st.get_node("new").is_some());
+    assert!(st.get_node("gone").is_none());
+    assert_eq!(st.get_node("a").unwrap().properties, props(json!({"v": 1})));
+    assert_eq!(
+        view_edge_ids(&st, "a", Direction::Outgoing),
+        ["a:E:c", "a:E:d"]
+    );
+    assert_eq!(
+        view_edge_ids(&st, "a", Direction::Incoming),
+        ["y:E:a", "z:E:a"]
+    );
+    assert_eq!(
+        view_edge_ids(&st, "a", Direction::Both),
+        ["a:E:c", "a:E:d", "y:E:a", "z:E:a"]
+    );
+    assert_eq!(st.edges("a", Direction::Both, None, 3).len(), 3);
+    assert_eq!(st.edges("a", Direction::Outgoing, Some("F"), 3).len(), 0);
+    // The committed store does not see pending changes.
+    assert!(env.node("new").is_none());
+    env.write(st);
+    assert_eq!(
+        env.edge_ids("a", Direction::Both, None),
+        ["a:E:c", "a:E:d", "y:E:a", "z:E:a"]
+    );
+    assert!(env.node("gone").is_none());
+}
+
+#[test]
+fn rollback_to_mark_leaves_no_trace() {
+    let base = vec![
+        put("a", "Task", json!({})),
+        put("b", "Task", json!({})),
+        edge("a", "E", "b"),
+    ];
+    let kept = vec![put("k", "Target", json!({})), edge("k", "F", "a")];
+
+    // Reference: the kept bundle alone.
+    let reference = env();
+    reference.commit(std::slice::from_ref(&base));
+    reference.commit(std::slice::from_ref(&kept));
+
+    let env = env();
+    env.commit(&[base]);
+    let mut st = env.store.staging().unwrap();
+    let mark = st.checkpoint();
+    st.apply(Seq(2), "t", &[put("c", "Attempt", json!({})), del("a")])
+        .unwrap();
+    st.apply(
+        Seq(3),
+        "t",
+        &[
+            merge("b", "Task", json!({"x": 1}), false),
+            edge("b", "E", "c"),
+        ],
+    )
+    .unwrap();
+    // A later event of the bundle fails projection: roll the bundle back.
+    st.rollback(mark);
+    assert_eq!(st.state(), env.store.state().unwrap());
+    assert!(st.get_node("a").is_some());
+    assert!(st.get_node("c").is_none());
+    assert_eq!(view_edge_ids(&st, "a", Direction::Both), ["a:E:b"]);
+    let seq = st.state().0.next();
+    st.apply(seq, &ts(seq), &kept).unwrap();
+    // A second bundle rolled back after a kept one.
+    let mark2 = st.checkpoint();
+    st.apply(Seq(3), "t", &[del("k")]).unwrap();
+    st.rollback(mark2);
+    let state = env.write(st);
+
+    assert_eq!(state, reference.store.state().unwrap());
+    assert_eq!(env.dump(), reference.dump());
+}
+
+#[test]
+fn rolling_digest_is_deterministic_and_sensitive() {
+    let events = vec![
+        vec![put(
+            "a",
+            "Task",
+            json!({"n": 1.5, "s": "é", "z": [1, {"b": 2, "a": 1}]}),
+        )],
+        vec![],
+        vec![
+            edge("a", "E", "b"),
+            merge("a", "Task", json!({"n": 2}), false),
+        ],
+    ];
+    let one = env();
+    let two = env();
+    let s1 = one.commit(&events[..1]);
+    one.commit(&events[1..]);
+    two.commit(&events);
+    assert_eq!(one.store.state().unwrap(), two.store.state().unwrap());
+    assert_eq!(one.dump(), two.dump());
+
+    // The formula, for seq 1.
+    let canonical = serde_json_canonicalizer::to_vec(&events[0]).unwrap();
+    assert_eq!(s1.1, Sha256::of_parts(&[&[0u8; 32], &canonical]));
+    // An empty event still advances the digest.
+    assert_ne!(
+        one.store.digest_at(Seq(2)).unwrap(),
+        one.store.digest_at(Seq(1)).unwrap()
+    );
+
+    let three = env();
+    let mut changed = events.clone();
+    changed[2][0] = edge("a", "E", "c");
+    three.commit(&changed);
+    assert_eq!(
+        three.store.digest_at(Seq(2)).unwrap(),
+        one.store.digest_at(Seq(2)).unwrap()
+    );
+    assert_ne!(three.store.state().unwrap().1, one.store.state().unwrap().1);
+}
+
+#[test]
+fn digests_are_persisted_per_seq_and_survive_reopen() {
+    let dir = tempdir();
+    let mut seen = vec![(Seq(0), GENESIS_DIGEST)];
+    {
+        let db = Database::builder(dir.path()).open().unwrap();
+        let store = GraphStore::open(&db).unwrap();
+        let mut st = store.staging().unwrap();
+        for i in 1..=5u64 {
+            st.apply(
+                Seq(i),
+                &ts(Seq(i)),
+                &[put(&format!("n{i}"), "Task", json!({"i": i}))],
+            )
+            .unwrap();
+            seen.push(st.state());
+        }
+        let mut batch = db.batch();
+        st.write_into(&mut batch).unwrap();
+        batch.commit().unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let db = Database::builder(dir.path()).open().unwrap();
+    let store = GraphStore::open(&db).unwrap();
+    for (seq, digest) in &seen {
+        assert_eq!(store.digest_at(*seq).unwrap(), Some(*digest));
+    }
+    assert_eq!(store.digest_at(Seq(6)).unwrap(), None);
+    assert_eq!(store.state().unwrap(), seen[5]);
+    assert_eq!(
+        store.get_node("n3").unwrap().unwrap().properties,
+        props(json!({"i": 3}))
+    );
+    assert_eq!(store.counts().unwrap().0, c(&[("Task", 5)]));
+    // And the writer continues from there.
+    let mut st = store.staging().unwrap();
+    assert!(st.apply(Seq(6), "t", &[]).is_ok());
+}
+
+#[test]
+fn paging_returns_every_item_exactly_once() {
+    let env = env();
+    let mut events = Vec::new();
+    for i in 0..23 {
+        let target = if i % 3 == 0 { "g1" } else { "g2" };
+        events.push(vec![
+            put(
+                &format!("att-{i:02}"),
+                "Attempt",
+                json!({"target_id": target}),
+            ),
+            edge("hub", "E", &format!("att-{i:02}")),
+            edge(&format!("att-{i:02}"), "F", "hub"),
+        ]);
+    }
+    events.push(vec![
+        put("t1", "Task", json!({})),
+        put("t2", "Task", json!({})),
+    ]);
+    env.commit(&events);
+
+    // By type, and all nodes.
+    for (ty, expect) in [(Some("Attempt"), 23), (Some("Task"), 2), (None, 25)] {
+        for limit in [1, 4, 23, 100] {
+            let mut ids = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = env.store.list_nodes(ty, cursor.as_deref(), limit).unwrap();
+                assert!(page.items.len() <= limit);
+                ids.extend(page.items.into_iter().map(|n| n.id));
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            let mut sorted = ids.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!((ids.len(), &ids), (expect, &sorted), "{ty:?} limit {limit}");
+        }
+    }
+
+    // Newest first, filtered, across pages.
+    let mut got = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = env
+            .store
+            .newest_nodes("Attempt", cursor.as_deref(), 3, |n| {
+                n.properties["target_id"] == "g1"
+            })
+            .unwrap();
+        got.extend(page.items.into_iter().map(|n| n.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let expect: Vec<String> = (0..23)
+        .rev()
+        .filter(|i| i % 3 == 0)
+        .map(|i| format!("att-{i:02}"))
+        .collect();
+    assert_eq!(got, expect);
+
+    // A tiny scan budget stops early but still reaches everything.
+    let mut got = Vec::new();
+    let mut cursor = None;
+    let mut calls = 0;
+    loop {
+        calls += 1;
+        let page = env
+            .store
+            .newest_nodes_bounded("Attempt", cursor.as_deref(), 100, 5, |n| {
+                n.properties["target_id"] == "g1"
+            })
+            .unwrap();
+        got.extend(page.items.into_iter().map(|n| n.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(got, expect);
+    assert_eq!(calls, 5);
+
+    // Edges in both directions across the phase boundary.
+    for limit in [1, 5, 23, 46, 50] {
+        let mut ids = BTreeSet::new();
+        let mut n = 0;
+        let mut cursor = None;
+        loop {
+            let page = env
+                .store
+                .edges("hub", Direction::Both, None, cursor.as_deref(), limit)
+                .unwrap();
+            n += page.items.len();
+            ids.extend(
+                page.items
+                    .iter()
+                    .map(|e| edge_id(&e.from, &e.edge_type, &e.to)),
+            );
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!((n, ids.len()), (46, 46), "limit {limit}");
+    }
+
+    // Cursors are checked.
+    let page = env.store.list_nodes(Some("Attempt"), None, 2).unwrap();
+    let cursor = page.next_cursor.unwrap();
+    assert!(matches!(
+        env.store.list_nodes(Some("Task"), Some(&cursor), 2),
+        Err(GraphError::BadCursor)
+    ));
+    assert!(matches!(
+        env.store.newest_nodes("Attempt", Some("zz"), 2, |_| true),
+        Err(GraphError::BadCursor)
+    ));
+}
+
+#[test]
+fn counts_follow_the_original_type_order() {
+    let env = env();
+    env.commit(&[vec![
+        put("1", "Zeta", json!({})),
+        put("2", "Attempt", json!({})),
+        put("3", "Alpha", json!({})),
+        put("4", "Target", json!({})),
+        put("5", "Attempt", json!({})),
+        edge("1", "SUPPORTS", "2"),
+        edge("1", "AAA", "2"),
+        edge("1", "DEPENDS_ON", "2"),
+    ]]);
+    let (nodes, edges) = env.counts();
+    assert_eq!(
+        nodes,
+        c(&[("Target", 1), ("Attempt", 2), ("Alpha", 1), ("Zeta", 1)])
+    );
+    assert_eq!(edges, c(&[("DEPENDS_ON", 1), ("SUPPORTS", 1), ("AAA", 1)]));
+}
+
+#[test]
+fn clear_empties_the_graph() {
+    let env = env();
+    env.commit(&[vec![put("a", "Task", json!({})), edge("a", "E", "b")]]);
+    env.store.clear().unwrap();
+    assert_eq!(env.store.state().unwrap(), (Seq(0), GENESIS_DIGEST));
+    assert!(env.node("a").is_none());
+    assert_eq!(env.counts(), (vec![], vec![]));
+    let fresh = self::env();
+    assert_eq!(env.dump(), fresh.dump());
+    env.commit(&[vec![]]);
+    assert_eq!(env.store.state().unwrap().0, Seq(1));
+}
+
+#[test]
+fn node_api_json_has_the_original_shape() {
+    let n = Node {
+        id: "a1".into(),
+        node_type: "Attempt".into(),
+        properties: props(json!({"status": "running"})),
+        created_seq: Seq(3),
+        updated_seq: Seq(4),
+        created_at: "2026-01-01T00:00:00Z".into(),
+        updated_at: "2026-01-01T00:00:01Z".into(),
+    };
+    let expected = json!({
+        "node_id": "a1", "node_type": "Attempt", "properties": {"status": "running"},
+        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:01Z",
+        "created_seq": 3, "updated_seq": 4,
+    });
+    assert_eq!(n.to_api_json(), expected);
+    let text = serde_json::to_string(&n.api_view()).unwrap();
+    assert!(text.starts_with(r#"{"node_id":"a1","node_type":"Attempt","properties""#));
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected);
+}
+
+#[test]
+fn staging_and_store_can_cross_threads() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<Staging>();
+    send_sync::<GraphStore>();
+    let _: &dyn GraphView = &env().store.staging().unwrap();
+}
