@@ -70,6 +70,17 @@ pub struct ServeArgs {
     /// Largest accepted artifact, in bytes.
     #[arg(long, env = "LEVIATHAN_MAX_ARTIFACT_BYTES", default_value_t = Limits::default().max_artifact_bytes)]
     pub max_artifact_bytes: u64,
+    #[command(flatten)]
+    pub projection: ProjectionArgs,
+}
+
+/// Which projectors run (shared by `serve` and `rebuild`).
+#[derive(Debug, Clone, Args)]
+pub struct ProjectionArgs {
+    /// Projectors, in order: `core` (embedded) and/or component files, each with
+    /// optional `#sha256=<hex>#fuel=<n>#memory_mib=<n>` (see docs/PROJECTORS.md).
+    #[arg(long, env = "LEVIATHAN_PROJECTORS", default_value = "core")]
+    pub projectors: String,
 }
 
 /// A bearer token. Its `Debug` never shows the secret.
@@ -97,6 +108,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub sync: SyncMode,
     pub limits: Limits,
+    pub projectors: Vec<crate::projectors::Spec>,
 }
 
 /// A setting that stops the server from starting. The message says what to do.
@@ -120,6 +132,8 @@ pub enum ConfigError {
     NoHome,
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+    #[error(transparent)]
+    Projectors(#[from] crate::projectors::SpecError),
 }
 
 /// Reads an environment variable, treating an empty value as unset.
@@ -165,7 +179,9 @@ impl Config {
                 return Err(ConfigError::ZeroLimit(name));
             }
         }
+        let projectors = crate::projectors::parse(&args.projection.projectors)?;
         Ok(Config {
+            projectors,
             token,
             host: args.host.clone(),
             port: args.port,

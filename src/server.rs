@@ -5,8 +5,15 @@
 use crate::api::{self, AppState};
 use crate::cas::Cas;
 use crate::config::Config;
+use crate::graph::GraphStore;
 use crate::log::Log;
-use crate::writer::Writer;
+use crate::digest::Sha256;
+use crate::log::Head;
+use crate::projection::ProjectorSet;
+use crate::projectors;
+use crate::seq::Seq;
+use crate::writer::{Writer, WriterParts};
+use std::sync::Arc;
 use anyhow::Context;
 use std::path::Path;
 
@@ -14,6 +21,7 @@ use std::path::Path;
 pub struct Store {
     pub db: fjall::Database,
     pub log: Log,
+    pub graph: GraphStore,
 }
 
 /// Opens (or creates) the fjall store under `data_dir`.
@@ -29,7 +37,8 @@ pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
             )
         })?;
     let log = Log::open(&db).context("opening the event log")?;
-    Ok(Store { db, log })
+    let graph = GraphStore::open(&db).context("opening the graph")?;
+    Ok(Store { db, log, graph })
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -44,6 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         token: config.token.clone(),
         limits: config.limits,
         log: store.log.clone(),
+        graph: store.graph.clone(),
         cas,
         writer,
     };

@@ -1,20 +1,27 @@
-//! The single writer: the one place that appends to the log. A dedicated thread
-//! takes every bundle waiting in its queue, checks each against the log
-//! (idempotent retries, duplicate event ids), gives accepted events their seq,
-//! `prev_hash` and `hash`, stages the log, its indexes (and the graph, once
-//! projection is wired in) into one fjall batch, commits it with one durable
-//! persist (group commit), and only then answers each caller.
+//! The single writer: the one place that appends to the log and changes the
+//! graph. A dedicated thread takes every bundle waiting in its queue, checks
+//! each against the log (idempotent retries, duplicate event ids), gives
+//! accepted events their seq, `prev_hash` and `hash`, runs the projectors on
+//! each event and applies their ops to a staged graph, then writes the log, its
+//! indexes and the graph changes into one fjall batch, commits it with one
+//! durable persist (group commit), and only then answers each caller.
 //!
-//! Invariants: seqs are dense and chained; a bundle is appended whole or not at
-//! all; nothing is acknowledged before its batch is durable; a failed commit
-//! stops the writer (every later append answers "unavailable") rather than
-//! letting memory and disk disagree.
+//! Invariants: seqs are dense and chained; the graph's applied seq equals the
+//! log's head after every commit; a bundle is appended and projected whole or
+//! not at all (a projection failure rolls the staged graph back to the bundle's
+//! start and refuses the bundle); nothing is acknowledged before its batch is
+//! durable; a failed commit stops the writer (every later append answers
+//! "unavailable") rather than letting memory and disk disagree.
 
 use crate::bundle::Bundle;
 use crate::config::SyncMode;
 use crate::digest::Sha256;
+use crate::graph::{GraphError, GraphStore, Staging};
+use crate::log::record::EventDraft;
 use crate::log::{BundleRecord, Head, Log, LogError};
+use crate::projection::{EventInput, ProjectionError, ProjectorSet};
 use crate::seq::Seq;
+use std::sync::Arc;
 use fjall::{Database, PersistMode};
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
@@ -64,6 +71,21 @@ pub enum AppendError {
         index: usize,
         seq: Seq,
     },
+    #[error("events[{index}] ({event_id:?}) cannot be projected, so the bundle was refused: {error}")]
+    Projection {
+        index: usize,
+        event_id: String,
+        error: ProjectionError,
+    },
+    #[error(
+        "events[{index}] ({event_id:?}): the ops its projectors returned do not apply to the graph, \
+         so the bundle was refused: {error}"
+    )]
+    GraphOp {
+        index: usize,
+        event_id: String,
+        error: String,
+    },
     #[error("the event store failed: {0}")]
     Storage(String),
     #[error("the writer has stopped after a storage failure; restart the server")]
@@ -75,6 +97,18 @@ struct Job {
     reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
+/// What the writer owns.
+pub struct WriterParts {
+    pub db: Database,
+    pub log: Log,
+    pub graph: GraphStore,
+    pub projectors: Arc<ProjectorSet>,
+    /// Fingerprint of `projectors`, recorded with the graph in every batch.
+    pub fingerprint: Sha256,
+    pub head: Head,
+    pub sync: SyncMode,
+}
+
 /// Handle used by request handlers to submit bundles. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
@@ -82,13 +116,26 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread over an opened log. `head` must be the log's
-    /// committed head (checked at startup).
-    pub fn start(db: Database, log: Log, head: Head, sync: SyncMode) -> std::io::Result<Writer> {
+    /// Starts the writer thread. `parts.head` must be the log's committed head
+    /// and the graph must be projected up to it by `parts.projectors` (both
+    /// checked at startup).
+    pub fn start(parts: WriterParts) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(4096);
+        let WriterParts {
+            db,
+            log,
+            graph,
+            projectors,
+            fingerprint,
+            head,
+            sync,
+        } = parts;
         let state = State {
             db,
             log,
+            graph,
+            projectors,
+            fingerprint,
             head,
             persist: match sync {
                 SyncMode::Always => PersistMode::SyncData,
@@ -116,6 +163,9 @@ impl Writer {
 struct State {
     db: Database,
     log: Log,
+    graph: GraphStore,
+    projectors: Arc<ProjectorSet>,
+    fingerprint: Sha256,
     head: Head,
     persist: PersistMode,
     failed: bool,
@@ -163,22 +213,42 @@ impl State {
             return;
         }
         let start_head = self.head;
+        let mut staging = match self.graph.staging() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the graph state failed; the writer stops");
+                self.failed = true;
+                for j in jobs {
+                    let _ = j.reply.send(Err(AppendError::Storage(e.to_string())));
+                }
+                return;
+            }
+        };
         let mut batch = self.db.batch().durability(Some(self.persist));
         let mut pending = Pending::default();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let r = self.stage(&job.bundle, &mut batch, &mut pending);
+            let mark = staging.checkpoint();
+            let r = self.stage(&job.bundle, &mut batch, &mut pending, &mut staging);
+            if r.is_err() {
+                staging.rollback(mark);
+            }
             results.push((job.reply, r));
         }
         if self.head != start_head {
             self.log.stage_head(&mut batch, &self.head);
+            self.graph.stage_projector_set(&mut batch, &self.fingerprint);
         }
-        if let Err(e) = batch.commit() {
+        let committed = staging
+            .write_into(&mut batch)
+            .map_err(|e| e.to_string())
+            .and_then(|_| batch.commit().map_err(|e| e.to_string()));
+        if let Err(e) = committed {
             tracing::error!(error = %e, "committing a batch failed; the writer stops");
             self.failed = true;
             self.head = start_head;
             for (reply, r) in results {
-                let _ = reply.send(r.and(Err(AppendError::Storage(e.to_string()))));
+                let _ = reply.send(r.and(Err(AppendError::Storage(e.clone()))));
             }
             return;
         }
@@ -201,12 +271,57 @@ impl State {
         self.log.event_id_entry(event_id)
     }
 
-    /// Checks one bundle and, if it is whole, stages it into `batch`.
+    /// Runs the projectors on one event and applies their ops to the staged graph.
+    fn project(
+        &self,
+        index: usize,
+        draft: &EventDraft,
+        seq: Seq,
+        hash: Sha256,
+        target: &str,
+        staging: &mut Staging,
+    ) -> Result<(), AppendError> {
+        let ops = if self.projectors.handles(&draft.event_type) {
+            let input = EventInput {
+                seq,
+                event_id: &draft.event_id,
+                event_type: &draft.event_type,
+                timestamp: &draft.timestamp,
+                actor_id: draft.actor_id.as_deref(),
+                target,
+                payload_json: draft.payload_json(),
+                event_hash: hash,
+            };
+            self.projectors
+                .project(&input, staging)
+                .map_err(|error| AppendError::Projection {
+                    index,
+                    event_id: draft.event_id.clone(),
+                    error,
+                })?
+        } else {
+            Vec::new()
+        };
+        staging
+            .apply(seq, &draft.timestamp, &ops)
+            .map_err(|e| match e {
+                GraphError::InvalidOp { .. } | GraphError::TypeMismatch { .. } => AppendError::GraphOp {
+                    index,
+                    event_id: draft.event_id.clone(),
+                    error: e.to_string(),
+                },
+                other => AppendError::Storage(other.to_string()),
+            })
+    }
+
+    /// Checks one bundle and, if it is whole, stages it into `batch` (the
+    /// caller rolls `staging` back when this fails).
     fn stage(
         &mut self,
         bundle: &Bundle,
         batch: &mut fjall::OwnedWriteBatch,
         pending: &mut Pending,
+        staging: &mut Staging,
     ) -> Result<Appended, AppendError> {
         let storage = |e: LogError| AppendError::Storage(e.to_string());
         let known = match pending.bundles.get(&bundle.bundle_id) {
@@ -257,7 +372,7 @@ impl State {
             let seq = head.seq.next();
             let canonical = draft.encode(seq, head.hash.as_ref());
             let hash = Sha256::of(&canonical);
-            // Projection of this event runs here, into the same batch.
+            self.project(index, draft, seq, hash, &bundle.target, staging)?;
             staged.push(Staged {
                 seq,
                 hash,

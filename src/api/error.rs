@@ -114,6 +114,25 @@ impl From<AppendError> for ApiError {
                 seq,
             } => ApiError::new(StatusCode::CONFLICT, "event_conflict", message)
                 .with_details(json!({ "event_id": event_id, "event_index": index, "seq": seq })),
+            AppendError::Projection { index, event_id, error } => {
+                let details = json!({
+                    "event_index": index, "event_id": event_id, "projector": error.projector,
+                    "seq": error.seq, "cause": error.code(),
+                    "guest_code": match &error.failure {
+                        crate::projection::Failure::Rejected { code, .. } => Some(code.clone()),
+                        _ => None,
+                    },
+                });
+                if error.is_deterministic() {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "projection_failed", message).with_details(details)
+                } else {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "projection_unavailable", message).with_details(details)
+                }
+            }
+            AppendError::GraphOp { index, event_id, error } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "projection_failed", message)
+                    .with_details(json!({"event_index": index, "event_id": event_id, "cause": "invalid_op", "reason": error}))
+            }
             AppendError::Storage(_) => ApiError::internal("appending failed", message),
             AppendError::Unavailable => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)

@@ -4,14 +4,17 @@
 //! except through the writer and the artifact store.
 
 mod artifacts;
+mod attempts;
 mod auth;
 pub mod error;
 mod events;
 mod failures;
+mod graph;
 mod ingest;
 
 use crate::cas::Cas;
 use crate::config::{Limits, Token};
+use crate::graph::GraphStore;
 use crate::log::Log;
 use crate::writer::Writer;
 use axum::extract::DefaultBodyLimit;
@@ -24,9 +27,12 @@ use std::collections::HashMap;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    pub projectors: std::sync::Arc<crate::projection::ProjectorSet>,
+    pub fingerprint: crate::digest::Sha256,
     pub token: Token,
     pub limits: Limits,
     pub log: Log,
+    pub graph: GraphStore,
     pub cas: Cas,
     pub writer: Writer,
 }
@@ -41,6 +47,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log/head", get(events::head))
         .route("/v1/log/verify", get(events::verify))
         .route("/v1/failures", get(failures::failures))
+        .route("/v1/graph/summary", get(graph::summary))
+        .route("/v1/projection", get(graph::projection))
+        .route("/v1/graph/nodes", get(graph::nodes))
+        .route("/v1/graph/nodes/{id}", get(graph::node))
+        .route("/v1/graph/nodes/{id}/edges", get(graph::edges))
+        .route("/v1/attempts", get(attempts::list))
+        .route("/v1/attempts/{id}", get(attempts::show))
+        .route("/v1/attempts/{id}/invalidate", post(attempts::invalidate))
         .route("/v1/artifacts", post(artifacts::post))
         .route(
             "/v1/artifacts/{sha256}",

@@ -23,6 +23,22 @@ enum Command {
         #[arg(long, env = "LEVIATHAN_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Rebuild the graph from the log with the configured projectors, offline; print the
+    /// state digest; exit 1 if it differs from the graph's previous digest.
+    Rebuild {
+        #[arg(long, env = "LEVIATHAN_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        projection: leviathan::config::ProjectionArgs,
+        /// A different digest is expected (a projector upgrade): exit 0 anyway.
+        #[arg(long)]
+        expect_change: bool,
+    },
+    /// Write every graph record (nodes, edges, indexes, counters, digests) to stdout, in key order.
+    Dump {
+        #[arg(long, env = "LEVIATHAN_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn init_tracing() {
@@ -45,6 +61,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Verify { data_dir: d } => verify(d),
+        Command::Rebuild {
+            data_dir: d,
+            projection,
+            expect_change,
+        } => rebuild(d, projection, expect_change),
+        Command::Dump { data_dir: d } => dump(d),
     };
     match result {
         Ok(code) => code,
@@ -89,4 +111,29 @@ fn verify(d: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn rebuild(d: Option<PathBuf>, projection: leviathan::config::ProjectionArgs, expect_change: bool) -> anyhow::Result<ExitCode> {
+    let dir = data_dir(d)?;
+    let store = leviathan::server::open_store(&dir)?;
+    let specs = leviathan::projectors::parse(&projection.projectors)?;
+    let p = leviathan::server::load_projection(&dir, &specs)?;
+    let report = leviathan::replay::rebuild(&store.db, &store.log, &store.graph, &p.set, p.fingerprint)?;
+    let mut stdout = std::io::stdout().lock();
+    std::io::Write::write_all(&mut stdout, format!("{}\n", serde_json::to_string_pretty(&report)?).as_bytes())?;
+    Ok(if report.identical || expect_change {
+        ExitCode::SUCCESS
+    } else {
+        tracing::warn!("the rebuilt graph differs from the previous one");
+        ExitCode::FAILURE
+    })
+}
+
+fn dump(d: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let dir = data_dir(d)?;
+    let store = leviathan::server::open_store(&dir)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    store.graph.dump(&mut out)?;
+    std::io::Write::flush(&mut out)?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -117,6 +117,24 @@ impl GraphStore {
     }
 }
 
+const META_PROJECTORS: &[u8] = b"projectors";
+
+impl GraphStore {
+    /// Fingerprint of the projector set that built the committed graph
+    /// (`None` before the first batch).
+    pub fn projector_set(&self) -> Result<Option<Sha256>, GraphError> {
+        self.meta
+            .get(META_PROJECTORS)?
+            .map(|v| Sha256::from_slice(&v).ok_or_else(|| GraphError::corrupt("projector set", &v)))
+            .transpose()
+    }
+
+    /// Records the projector set's fingerprint in the caller's batch.
+    pub fn stage_projector_set(&self, batch: &mut fjall::OwnedWriteBatch, fingerprint: &Sha256) {
+        batch.insert(&self.meta, META_PROJECTORS, fingerprint.as_bytes().to_vec());
+    }
+}
+
 // ---- records ---------------------------------------------------------------
 
 pub(crate) fn encode_node(node: &Node) -> Result<Vec<u8>, GraphError> {
