@@ -4,4 +4,5 @@
 
 pub mod digest;
 pub mod graph;
+pub mod projection;
 pub mod seq;

@@ -23,7 +23,9 @@ impl Seq {
     }
 
     pub fn from_key(bytes: &[u8]) -> Option<Seq> {
-        <[u8; 8]>::try_from(bytes).ok().map(|b| Seq(u64::from_be_bytes(b)))
+        <[u8; 8]>::try_from(bytes)
+            .ok()
+            .map(|b| Seq(u64::from_be_bytes(b)))
     }
 }
 
