@@ -40,9 +40,16 @@ pub enum SpecError {
     #[error("LEVIATHAN_PROJECTORS is empty: name at least `core`")]
     Empty,
     #[error("cannot read projector {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("projector {path} has SHA-256 {actual}, but its pin says {pinned}: refusing to run an unpinned projector")]
-    PinMismatch { path: String, pinned: Sha256, actual: Sha256 },
+    PinMismatch {
+        path: String,
+        pinned: Sha256,
+        actual: Sha256,
+    },
     #[error("loading projectors: {0}")]
     Load(#[from] crate::projection::LoadError),
 }
@@ -71,12 +78,24 @@ pub fn parse(value: &str) -> Result<Vec<Spec>, SpecError> {
             let (k, v) = setting
                 .split_once('=')
                 .ok_or_else(|| syntax(format!("setting {setting:?} is not key=value")))?;
-            let number = || v.parse::<u64>().map_err(|_| syntax(format!("{k} must be a whole number, got {v:?}")));
+            let number = || {
+                v.parse::<u64>()
+                    .map_err(|_| syntax(format!("{k} must be a whole number, got {v:?}")))
+            };
             match k {
-                "sha256" => spec.pin = Some(v.parse().map_err(|e: crate::digest::ParseSha256Error| syntax(e.to_string()))?),
+                "sha256" => {
+                    spec.pin = Some(
+                        v.parse()
+                            .map_err(|e: crate::digest::ParseSha256Error| syntax(e.to_string()))?,
+                    )
+                }
                 "fuel" => spec.limits.fuel = number()?,
                 "memory_mib" => spec.limits.memory_bytes = (number()? as usize) << 20,
-                other => return Err(syntax(format!("unknown setting {other:?} (known: sha256, fuel, memory_mib)"))),
+                other => {
+                    return Err(syntax(format!(
+                        "unknown setting {other:?} (known: sha256, fuel, memory_mib)"
+                    )))
+                }
             }
         }
         out.push(spec);
@@ -131,7 +150,11 @@ pub fn fingerprint(set: &ProjectorSet, specs: &[Spec]) -> Sha256 {
     for (info, spec) in set.projectors().iter().zip(specs) {
         text.push_str(&format!(
             "{} fuel={} memory={} tables={} instances={}\n",
-            info.digest, spec.limits.fuel, spec.limits.memory_bytes, spec.limits.table_elements, spec.limits.instances
+            info.digest,
+            spec.limits.fuel,
+            spec.limits.memory_bytes,
+            spec.limits.table_elements,
+            spec.limits.instances
         ));
     }
     Sha256::of(text.as_bytes())
@@ -143,7 +166,11 @@ mod tests {
 
     #[test]
     fn parses_entries_and_settings() {
-        let specs = parse(&format!("core, /x/team.wasm#sha256={}#fuel=10#memory_mib=2", "ab".repeat(32))).unwrap();
+        let specs = parse(&format!(
+            "core, /x/team.wasm#sha256={}#fuel=10#memory_mib=2",
+            "ab".repeat(32)
+        ))
+        .unwrap();
         assert_eq!(specs.len(), 2);
         assert_eq!(specs[0].source, Source::Core);
         assert_eq!(specs[1].source, Source::File("/x/team.wasm".into()));

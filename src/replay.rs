@@ -93,7 +93,11 @@ pub fn rebuild(
     Ok(RebuildReport {
         events,
         seconds,
-        events_per_second: if seconds > 0.0 { events as f64 / seconds } else { 0.0 },
+        events_per_second: if seconds > 0.0 {
+            events as f64 / seconds
+        } else {
+            0.0
+        },
         state_digest,
         identical: previous_digest == Some(state_digest),
         previous_digest,

@@ -5,17 +5,17 @@
 use crate::api::{self, AppState};
 use crate::cas::Cas;
 use crate::config::Config;
-use crate::graph::GraphStore;
-use crate::log::Log;
 use crate::digest::Sha256;
+use crate::graph::GraphStore;
 use crate::log::Head;
+use crate::log::Log;
 use crate::projection::ProjectorSet;
 use crate::projectors;
 use crate::seq::Seq;
 use crate::writer::{Writer, WriterParts};
-use std::sync::Arc;
 use anyhow::Context;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The opened embedded store.
 pub struct Store {
@@ -41,15 +41,74 @@ pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     Ok(Store { db, log, graph })
 }
 
+/// The loaded projector set and its fingerprint.
+pub struct Projection {
+    pub set: Arc<ProjectorSet>,
+    pub fingerprint: Sha256,
+}
+
+/// Loads the configured projectors, caching compiled forms under the data dir.
+pub fn load_projection(data_dir: &Path, specs: &[projectors::Spec]) -> anyhow::Result<Projection> {
+    let cache = data_dir.join("projector-cache");
+    std::fs::create_dir_all(&cache)
+        .with_context(|| format!("cannot create {}", cache.display()))?;
+    let set = projectors::load(specs, Some(&cache))?;
+    let fingerprint = projectors::fingerprint(&set, specs);
+    for p in set.projectors() {
+        tracing::info!(projector = %p.label(), digest = %p.digest, handles = p.handles.len(), "projector loaded");
+    }
+    Ok(Projection {
+        set: Arc::new(set),
+        fingerprint,
+    })
+}
+
+/// Refuses to serve a graph that is not the projection of the whole log by
+/// the configured projectors.
+pub fn check_graph(store: &Store, head: Head, fingerprint: &Sha256) -> anyhow::Result<()> {
+    let (graph_seq, _) = store.graph.state()?;
+    let built_by = store.graph.projector_set()?;
+    if head.seq == Seq::ZERO && graph_seq == Seq::ZERO {
+        return Ok(());
+    }
+    if built_by.as_ref() != Some(fingerprint) {
+        anyhow::bail!(
+            "the graph was built by another projector set (fingerprint {}), the server is configured \
+             with {fingerprint} (LEVIATHAN_PROJECTORS). Stop the server and run `leviathan rebuild` \
+             to re-project the log with the configured projectors; the log itself is unchanged",
+            built_by.map_or("none".into(), |f| f.to_hex())
+        );
+    }
+    if graph_seq != head.seq {
+        anyhow::bail!(
+            "the graph is projected up to seq {graph_seq} but the log ends at seq {}; run `leviathan rebuild`",
+            head.seq
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let store = open_store(&config.data_dir)?;
     let head = store.log.check_head().context("checking the log head")?;
+    let projection = load_projection(&config.data_dir, &config.projectors)?;
+    check_graph(&store, head, &projection.fingerprint)?;
     let cas = Cas::open(&store.db, config.sync, config.limits.max_artifact_bytes)
         .context("opening the artifact store")?;
-    let writer = Writer::start(store.db.clone(), store.log.clone(), head, config.sync)
-        .context("starting the writer")?;
+    let writer = Writer::start(WriterParts {
+        db: store.db.clone(),
+        log: store.log.clone(),
+        graph: store.graph.clone(),
+        projectors: projection.set.clone(),
+        fingerprint: projection.fingerprint,
+        head,
+        sync: config.sync,
+    })
+    .context("starting the writer")?;
     let state = AppState {
+        projectors: projection.set.clone(),
+        fingerprint: projection.fingerprint,
         token: config.token.clone(),
         limits: config.limits,
         log: store.log.clone(),

@@ -21,9 +21,9 @@ use crate::log::record::EventDraft;
 use crate::log::{BundleRecord, Head, Log, LogError};
 use crate::projection::{EventInput, ProjectionError, ProjectorSet};
 use crate::seq::Seq;
-use std::sync::Arc;
 use fjall::{Database, PersistMode};
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most bundles taken into one batch.
@@ -71,7 +71,9 @@ pub enum AppendError {
         index: usize,
         seq: Seq,
     },
-    #[error("events[{index}] ({event_id:?}) cannot be projected, so the bundle was refused: {error}")]
+    #[error(
+        "events[{index}] ({event_id:?}) cannot be projected, so the bundle was refused: {error}"
+    )]
     Projection {
         index: usize,
         event_id: String,
@@ -237,7 +239,8 @@ impl State {
         }
         if self.head != start_head {
             self.log.stage_head(&mut batch, &self.head);
-            self.graph.stage_projector_set(&mut batch, &self.fingerprint);
+            self.graph
+                .stage_projector_set(&mut batch, &self.fingerprint);
         }
         let committed = staging
             .write_into(&mut batch)
@@ -305,11 +308,13 @@ impl State {
         staging
             .apply(seq, &draft.timestamp, &ops)
             .map_err(|e| match e {
-                GraphError::InvalidOp { .. } | GraphError::TypeMismatch { .. } => AppendError::GraphOp {
-                    index,
-                    event_id: draft.event_id.clone(),
-                    error: e.to_string(),
-                },
+                GraphError::InvalidOp { .. } | GraphError::TypeMismatch { .. } => {
+                    AppendError::GraphOp {
+                        index,
+                        event_id: draft.event_id.clone(),
+                        error: e.to_string(),
+                    }
+                }
                 other => AppendError::Storage(other.to_string()),
             })
     }

@@ -35,18 +35,27 @@ fn list_item(n: &Node) -> Value {
 }
 
 /// `GET /v1/attempts?target=&limit=10&cursor=`: newest first.
-pub async fn list(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(app): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let p = Params::from_query(q.as_deref())?;
     let limit = p.int("limit", 10, 1, 1000)? as usize;
     let target = p.str("target").map(str::to_string);
     let cursor = p.str("cursor").map(str::to_string);
     blocking(move || {
-        let page = app.graph.newest_nodes(ATTEMPT, cursor.as_deref(), limit, |n| match &target {
-            Some(t) => n.properties.get("target_id").and_then(Value::as_str) == Some(t.as_str()),
-            None => true,
-        })?;
+        let page =
+            app.graph
+                .newest_nodes(ATTEMPT, cursor.as_deref(), limit, |n| match &target {
+                    Some(t) => {
+                        n.properties.get("target_id").and_then(Value::as_str) == Some(t.as_str())
+                    }
+                    None => true,
+                })?;
         let attempts: Vec<Value> = page.items.iter().map(list_item).collect();
-        Ok(Json(json!({"attempts": attempts, "count": attempts.len(), "next_cursor": page.next_cursor})))
+        Ok(Json(
+            json!({"attempts": attempts, "count": attempts.len(), "next_cursor": page.next_cursor}),
+        ))
     })
     .await
 }
@@ -63,7 +72,10 @@ fn attempt_node(app: &AppState, id: &str) -> Result<Node, ApiError> {
 }
 
 /// `GET /v1/attempts/{id}` → `{attempt_node, events, artifacts, pull_requests}`.
-pub async fn show(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn show(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let node = attempt_node(&app, &id)?;
         let events: Vec<Value> = app
@@ -77,7 +89,9 @@ pub async fn show(State(app): State<AppState>, Path(id): Path<String>) -> Result
             .collect();
         let mut artifacts = Vec::new();
         let mut pull_requests = Vec::new();
-        let produced = app.graph.edges(&id, Direction::Outgoing, Some("PRODUCED"), None, 10_000)?;
+        let produced = app
+            .graph
+            .edges(&id, Direction::Outgoing, Some("PRODUCED"), None, 10_000)?;
         for e in produced.items {
             if let Some(n) = app.graph.get_node(&e.to)? {
                 let v = serde_json::to_value(n.api_view()).expect("serializable");
@@ -133,7 +147,11 @@ pub async fn invalidate(
     let id2 = id.clone();
     let node = blocking(move || attempt_node(&app2, &id2)).await?;
     let now = chrono::Utc::now();
-    let event_id = format!("invalidation-{id}-{}.{:06}", now.timestamp(), now.timestamp_subsec_micros());
+    let event_id = format!(
+        "invalidation-{id}-{}.{:06}",
+        now.timestamp(),
+        now.timestamp_subsec_micros()
+    );
     let event = json!({
         "event_id": event_id,
         "event_type": "attempt.invalidated",
@@ -153,8 +171,12 @@ pub async fn invalidate(
             "current_status": prop(&node, "status"), "target": target, "event": event,
         })));
     }
-    let body = json!({"target": target, "bundle_id": format!("bundle-{event_id}"), "events": [event]});
-    let bundle = bundle::parse(&serde_json::to_vec(&body).expect("serializable"), &app.limits)?;
+    let body =
+        json!({"target": target, "bundle_id": format!("bundle-{event_id}"), "events": [event]});
+    let bundle = bundle::parse(
+        &serde_json::to_vec(&body).expect("serializable"),
+        &app.limits,
+    )?;
     let appended = app.writer.append(bundle).await?;
     Ok(Json(json!({
         "status": "invalidated", "attempt_id": id, "event_id": event_id,

@@ -86,30 +86,46 @@ fn limit(p: &Params, default: u64) -> Result<usize, ApiError> {
 }
 
 /// `GET /v1/graph/nodes?type=&limit=&cursor=`
-pub async fn nodes(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn nodes(
+    State(app): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let p = Params::from_query(q.as_deref())?;
     let limit = limit(&p, 100)?;
     let node_type = p.str("type").map(str::to_string);
     let cursor = p.str("cursor").map(str::to_string);
     blocking(move || {
-        let page: Page<_> = app.graph.list_nodes(node_type.as_deref(), cursor.as_deref(), limit)?;
+        let page: Page<_> = app
+            .graph
+            .list_nodes(node_type.as_deref(), cursor.as_deref(), limit)?;
         let nodes: Vec<_> = page.items.iter().map(|n| n.api_view()).collect();
-        Ok(Json(json!({"nodes": nodes, "count": nodes.len(), "next_cursor": page.next_cursor})))
+        Ok(Json(
+            json!({"nodes": nodes, "count": nodes.len(), "next_cursor": page.next_cursor}),
+        ))
     })
     .await
 }
 
 /// `GET /v1/graph/nodes/{id}`
-pub async fn node(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn node(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     blocking(move || match app.graph.get_node(&id)? {
-        Some(n) => Ok(Json(serde_json::to_value(n.api_view()).expect("serializable"))),
+        Some(n) => Ok(Json(
+            serde_json::to_value(n.api_view()).expect("serializable"),
+        )),
         None => Err(ApiError::not_found(format!("no node with id {id:?}"))),
     })
     .await
 }
 
 /// `GET /v1/graph/nodes/{id}/edges?direction=out|in|both&type=&limit=&cursor=`
-pub async fn edges(State(app): State<AppState>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn edges(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let p = Params::from_query(q.as_deref())?;
     let limit = limit(&p, 100)?;
     let dir = match p.str("direction").unwrap_or("both") {

@@ -113,14 +113,22 @@ fn verify(d: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn rebuild(d: Option<PathBuf>, projection: leviathan::config::ProjectionArgs, expect_change: bool) -> anyhow::Result<ExitCode> {
+fn rebuild(
+    d: Option<PathBuf>,
+    projection: leviathan::config::ProjectionArgs,
+    expect_change: bool,
+) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
     let store = leviathan::server::open_store(&dir)?;
     let specs = leviathan::projectors::parse(&projection.projectors)?;
     let p = leviathan::server::load_projection(&dir, &specs)?;
-    let report = leviathan::replay::rebuild(&store.db, &store.log, &store.graph, &p.set, p.fingerprint)?;
+    let report =
+        leviathan::replay::rebuild(&store.db, &store.log, &store.graph, &p.set, p.fingerprint)?;
     let mut stdout = std::io::stdout().lock();
-    std::io::Write::write_all(&mut stdout, format!("{}\n", serde_json::to_string_pretty(&report)?).as_bytes())?;
+    std::io::Write::write_all(
+        &mut stdout,
+        format!("{}\n", serde_json::to_string_pretty(&report)?).as_bytes(),
+    )?;
     Ok(if report.identical || expect_change {
         ExitCode::SUCCESS
     } else {

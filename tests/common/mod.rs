@@ -2,6 +2,8 @@
 //! ephemeral loopback port with a temp data dir, and a small blocking client.
 #![allow(dead_code)]
 
+pub mod wasm;
+
 use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};

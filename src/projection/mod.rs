@@ -1,0 +1,730 @@
+//! The host-side projection engine: loads projector components (pinned by
+//! digest, compiled once, cached on disk), asks each to `describe` itself, and
+//! runs every projector that handles an event on a fresh, limited, deterministic
+//! instance, turning its output into checked `graph::Op`s. It owns the sandbox
+//! and the contract of `wit/projector.wit` on the host side. It must never apply
+//! ops to the graph (the caller does), never give a guest anything that differs
+//! between two replays of the same log (time, entropy, files, network, state
+//! left by an earlier event), and never let a guest failure take the host down.
+
+mod cache;
+mod host;
+mod sandbox;
+
+use crate::digest::Sha256;
+use crate::graph::{GraphView, Op};
+use crate::seq::Seq;
+use cache::{CompiledCache, Origin};
+use host::{wit, DeclaredTypes, GraphRef, HostState, OpError, Projector, ProjectorPre};
+use sandbox::{Limiter, WasiState};
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store, Trap};
+
+/// Resource limits of one projector, applied to every run (one event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel per run (roughly, wasm instructions executed).
+    pub fuel: u64,
+    /// Largest linear memory, in bytes.
+    pub memory_bytes: usize,
+    /// Largest table, in elements.
+    pub table_elements: usize,
+    /// Most core instances a run may create.
+    pub instances: usize,
+    /// Most bytes of guest stdout, and of stderr, kept per run (WASI guests).
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: 50_000_000,
+            memory_bytes: 64 << 20,
+            table_elements: 20_000,
+            instances: 32,
+            output_bytes: 16 << 10,
+        }
+    }
+}
+
+/// A projector to load: its component bytes and its limits.
+#[derive(Debug, Clone)]
+pub struct ProjectorSource {
+    /// A WebAssembly component targeting the `projector` world.
+    pub bytes: Vec<u8>,
+    pub limits: Limits,
+}
+
+/// What a loaded projector said about itself, plus its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectorInfo {
+    pub name: String,
+    pub version: String,
+    /// SHA-256 of the component bytes.
+    pub digest: Sha256,
+    /// Event types handled: exact names or `prefix.*` patterns.
+    pub handles: Vec<String>,
+    pub node_types: Vec<String>,
+    pub edge_types: Vec<String>,
+}
+
+impl ProjectorInfo {
+    /// `name@version`, as errors and logs name the projector.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+}
+
+/// One event of the log, borrowed, as `project` takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct EventInput<'a> {
+    pub seq: Seq,
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    /// RFC 3339 UTC (`Z`); a WASI guest's wall clock reads this instant.
+    pub timestamp: &'a str,
+    pub actor_id: Option<&'a str>,
+    pub target: &'a str,
+    /// JSON object, RFC 8785 canonical text.
+    pub payload_json: &'a str,
+    /// Seeds every WASI random source of the run.
+    pub event_hash: Sha256,
+}
+
+/// Why a set of projectors could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("projection engine could not be configured: {0}")]
+    Engine(String),
+    #[error("projector source #{index}: invalid limits: {reason}")]
+    Limits { index: usize, reason: String },
+    #[error("projector source #{index} (component {digest}): {stage}: {reason}")]
+    Component {
+        index: usize,
+        digest: Sha256,
+        /// What was being done: `compiling`, `checking imports`, `linking`,
+        /// `calling describe`, `checking describe output`.
+        stage: &'static str,
+        reason: String,
+    },
+    #[error("projector {label} is loaded twice (sources #{first} and #{second})")]
+    Duplicate {
+        label: String,
+        first: usize,
+        second: usize,
+    },
+}
+
+/// A projector run that failed: which projector, on which event, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("projector {projector} failed on event {seq} ({event_id}): {failure}")]
+pub struct ProjectionError {
+    /// `name@version`.
+    pub projector: String,
+    pub seq: Seq,
+    pub event_id: String,
+    pub failure: Failure,
+}
+
+impl ProjectionError {
+    /// Machine-readable cause: see [`Failure::code`].
+    pub fn code(&self) -> &'static str {
+        self.failure.code()
+    }
+
+    /// Whether the event (not the host) is at fault: the same event on the
+    /// same graph will fail the same way on every replay.
+    pub fn is_deterministic(&self) -> bool {
+        !matches!(self.failure, Failure::Host { .. })
+    }
+}
+
+/// The cause of a [`ProjectionError`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The guest returned `projection-error`.
+    #[error("rejected the event: {code}: {message}")]
+    Rejected { code: String, message: String },
+    #[error("out of fuel (limit {limit})")]
+    OutOfFuel { limit: u64 },
+    #[error("memory limit reached (limit {limit} bytes)")]
+    MemoryLimit { limit: usize },
+    /// Any other trap, a guest panic included (its message, if the guest
+    /// printed one, is in `stderr`).
+    #[error("trap: {message}{}", stderr.as_deref().map(|s| format!(" (guest stderr: {s})")).unwrap_or_default())]
+    Trap {
+        message: String,
+        stderr: Option<String>,
+    },
+    #[error(
+        "op {index}: {kind} type {type_name:?} is not among the projector's declared {kind} types"
+    )]
+    UndeclaredType {
+        index: usize,
+        kind: &'static str,
+        type_name: String,
+    },
+    #[error("op {index}: {reason}")]
+    InvalidOutput { index: usize, reason: String },
+    /// The event itself is malformed for the host (e.g. its timestamp).
+    #[error("invalid event: {reason}")]
+    InvalidEvent { reason: String },
+    /// The host could not run the projector (e.g. instance pool exhausted):
+    /// not the event's fault; retrying may succeed.
+    #[error("host failure: {message}")]
+    Host { message: String },
+}
+
+impl Failure {
+    /// `rejected`, `out_of_fuel`, `memory_limit`, `trap`, `undeclared_type`,
+    /// `invalid_output`, `invalid_event` or `host`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Failure::Rejected { .. } => "rejected",
+            Failure::OutOfFuel { .. } => "out_of_fuel",
+            Failure::MemoryLimit { .. } => "memory_limit",
+            Failure::Trap { .. } => "trap",
+            Failure::UndeclaredType { .. } => "undeclared_type",
+            Failure::InvalidOutput { .. } => "invalid_output",
+            Failure::InvalidEvent { .. } => "invalid_event",
+            Failure::Host { .. } => "host",
+        }
+    }
+}
+
+/// Longest guest-supplied text kept in an error (rejection code and message,
+/// stderr tail), in characters.
+const MAX_GUEST_CODE_CHARS: usize = 64;
+const MAX_GUEST_MESSAGE_CHARS: usize = 2048;
+const MAX_STDERR_IN_ERROR_CHARS: usize = 1024;
+
+/// Event-type patterns of one projector.
+struct Matcher {
+    exact: HashSet<String>,
+    /// `topo.*` is stored as `topo.`: it matches `topo.x`, `topo.x.y`, not `topo.`.
+    prefixes: Vec<String>,
+}
+
+impl Matcher {
+    fn matches(&self, event_type: &str) -> bool {
+        self.exact.contains(event_type)
+            || self
+                .prefixes
+                .iter()
+                .any(|p| event_type.len() > p.len() && event_type.starts_with(p.as_str()))
+    }
+}
+
+struct Loaded {
+    info: ProjectorInfo,
+    label: String,
+    limits: Limits,
+    pre: ProjectorPre<HostState>,
+    uses_wasi: bool,
+    declared: DeclaredTypes,
+    matcher: Matcher,
+}
+
+/// A loaded, ordered set of projectors sharing one engine. `Send + Sync`: any
+/// number of threads may call [`ProjectorSet::project`] at once (up to the
+/// pool's slots; beyond, calls fail with a `host` failure).
+pub struct ProjectorSet {
+    engine: Engine,
+    projectors: Vec<Loaded>,
+    infos: Vec<ProjectorInfo>,
+    cache_hits: usize,
+}
+
+impl std::fmt::Debug for ProjectorSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectorSet")
+            .field("projectors", &self.infos)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProjectorSet {
+    /// Compiles (or reads from `cache_dir`) every component, links it, calls
+    /// its `describe` once and checks the answer. Set order is `sources` order.
+    pub fn load(
+        sources: Vec<ProjectorSource>,
+        cache_dir: Option<&Path>,
+    ) -> Result<Self, LoadError> {
+        for (index, s) in sources.iter().enumerate() {
+            check_limits(&s.limits).map_err(|reason| LoadError::Limits { index, reason })?;
+        }
+        let max_memory = sources
+            .iter()
+            .map(|s| s.limits.memory_bytes)
+            .max()
+            .unwrap_or(Limits::default().memory_bytes);
+        let max_table = sources
+            .iter()
+            .map(|s| s.limits.table_elements)
+            .max()
+            .unwrap_or(Limits::default().table_elements);
+        let engine = sandbox::engine(max_memory, max_table)
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let cache = cache_dir.and_then(|d| CompiledCache::open(d, &engine));
+
+        let linker_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
+        let mut plain: Linker<HostState> = Linker::new(&engine);
+        Projector::add_to_linker::<HostState, HasSelf<HostState>>(&mut plain, |s| s)
+            .map_err(linker_err)?;
+        let mut with_wasi: Linker<HostState> = Linker::new(&engine);
+        Projector::add_to_linker::<HostState, HasSelf<HostState>>(&mut with_wasi, |s| s)
+            .map_err(linker_err)?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut with_wasi).map_err(linker_err)?;
+
+        let mut projectors: Vec<Loaded> = Vec::with_capacity(sources.len());
+        let mut cache_hits = 0;
+        for (index, source) in sources.into_iter().enumerate() {
+            let digest = Sha256::of(&source.bytes);
+            let fail = |stage: &'static str, reason: String| LoadError::Component {
+                index,
+                digest,
+                stage,
+                reason,
+            };
+            let started = std::time::Instant::now();
+            let (component, origin) = match &cache {
+                Some(c) => c.load_or_compile(&engine, &source.bytes, &digest),
+                None => Component::new(&engine, &source.bytes).map(|c| (c, Origin::Compiled)),
+            }
+            .map_err(|e| fail("compiling", format!("{e:#}")))?;
+            if origin == Origin::Cache {
+                cache_hits += 1;
+            }
+            let uses_wasi =
+                uses_wasi(&engine, &component).map_err(|r| fail("checking imports", r))?;
+            let linker = if uses_wasi { &with_wasi } else { &plain };
+            let pre = linker
+                .instantiate_pre(&component)
+                .and_then(ProjectorPre::new)
+                .map_err(|e| fail("linking", format!("{e:#}")))?;
+            let description = describe(&pre, &source.limits, uses_wasi)
+                .map_err(|r| fail("calling describe", r))?;
+            let info = check_description(description, digest)
+                .map_err(|r| fail("checking describe output", r))?;
+            let label = info.label();
+            if let Some(first) = projectors.iter().position(|p| p.info.name == info.name) {
+                return Err(LoadError::Duplicate {
+                    label,
+                    first,
+                    second: index,
+                });
+            }
+            tracing::info!(
+                projector = %label,
+                %digest,
+                wasi = uses_wasi,
+                from_cache = origin == Origin::Cache,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "projector loaded"
+            );
+            projectors.push(Loaded {
+                declared: DeclaredTypes {
+                    node_types: info.node_types.iter().cloned().collect(),
+                    edge_types: info.edge_types.iter().cloned().collect(),
+                },
+                matcher: matcher(&info.handles),
+                label,
+                limits: source.limits,
+                pre,
+                uses_wasi,
+                info,
+            });
+        }
+        let infos = projectors.iter().map(|p| p.info.clone()).collect();
+        Ok(ProjectorSet {
+            engine,
+            projectors,
+            infos,
+            cache_hits,
+        })
+    }
+
+    /// The loaded projectors, in set order.
+    pub fn projectors(&self) -> &[ProjectorInfo] {
+        &self.infos
+    }
+
+    /// How many projectors of this set were read from the compiled cache
+    /// instead of being compiled.
+    pub fn cache_hits(&self) -> usize {
+        self.cache_hits
+    }
+
+    /// The engine the set runs on (to share with other wasm users).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Whether any projector handles `event_type`.
+    pub fn handles(&self, event_type: &str) -> bool {
+        self.projectors
+            .iter()
+            .any(|p| p.matcher.matches(event_type))
+    }
+
+    /// Runs every projector that handles the event type, in set order, each on
+    /// a fresh instance, and returns all their ops in order. The first failure
+    /// stops the event.
+    pub fn project(
+        &self,
+        event: &EventInput<'_>,
+        graph: &dyn GraphView,
+    ) -> Result<Vec<Op>, ProjectionError> {
+        let mut ops = Vec::new();
+        let mut wit_event: Option<wit::Event> = None;
+        for p in &self.projectors {
+            if !p.matcher.matches(event.event_type) {
+                continue;
+            }
+            let ev = wit_event.get_or_insert_with(|| to_wit_event(event));
+            p.run(ev, event, graph, &mut ops).map_err(|failure| {
+                let e = ProjectionError {
+                    projector: p.label.clone(),
+                    seq: event.seq,
+                    event_id: event.event_id.to_owned(),
+                    failure,
+                };
+                tracing::debug!(code = e.code(), error = %e, "projection failed");
+                e
+            })?;
+        }
+        Ok(ops)
+    }
+}
+
+impl Loaded {
+    /// One run: fresh store, fresh instance, `project`, checked output appended
+    /// to `ops`. The store (and the graph borrow inside it) is dropped before
+    /// this returns.
+    fn run(
+        &self,
+        ev: &wit::Event,
+        event: &EventInput<'_>,
+        graph: &dyn GraphView,
+        ops: &mut Vec<Op>,
+    ) -> Result<(), Failure> {
+        let wasi = if self.uses_wasi {
+            let time = event_time(event.timestamp)?;
+            Some(WasiState::new(
+                time,
+                &event.event_hash,
+                self.limits.output_bytes,
+            ))
+        } else {
+            None
+        };
+        // SAFETY: `store` is a local of this function and is dropped before it
+        // returns; nothing in it is sent to another thread.
+        let graph_ref = unsafe { GraphRef::new(graph) };
+        let mut store = Store::new(
+            self.pre.engine(),
+            HostState::new(graph_ref, Limiter::new(&self.limits), wasi),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_fuel(self.limits.fuel).map_err(host_failure)?;
+
+        let result = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_project(&mut store, ev));
+        let stderr_tail = forward_output(&mut store, &self.label, event);
+        let list = match result {
+            Ok(Ok(list)) => list,
+            Ok(Err(rejection)) => {
+                return Err(Failure::Rejected {
+                    code: truncate_chars(rejection.code, MAX_GUEST_CODE_CHARS),
+                    message: truncate_chars(rejection.message, MAX_GUEST_MESSAGE_CHARS),
+                })
+            }
+            Err(e) => {
+                return Err(classify(
+                    &e,
+                    store.data().limiter.memory_refused,
+                    &self.limits,
+                    stderr_tail,
+                ))
+            }
+        };
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let left = store.get_fuel().unwrap_or(0);
+            tracing::trace!(
+                projector = %self.label,
+                seq = event.seq.0,
+                fuel = self.limits.fuel - left,
+                ops = list.len(),
+                "projector ran"
+            );
+        }
+        drop(store);
+        ops.reserve(list.len());
+        for (index, op) in list.into_iter().enumerate() {
+            match host::convert_op(op, &self.declared) {
+                Ok(op) => ops.push(op),
+                Err(OpError::Undeclared { kind, type_name }) => {
+                    return Err(Failure::UndeclaredType {
+                        index,
+                        kind,
+                        type_name,
+                    })
+                }
+                Err(OpError::Invalid(reason)) => {
+                    return Err(Failure::InvalidOutput { index, reason })
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends what a WASI guest printed to `tracing` (target `leviathan::guest`),
+/// and returns the tail of its stderr for an error message.
+fn forward_output(
+    store: &mut Store<HostState>,
+    label: &str,
+    event: &EventInput<'_>,
+) -> Option<String> {
+    let wasi = store.data().wasi.as_ref()?;
+    let mut stderr_tail = None;
+    for (stream, out) in [("stdout", &wasi.stdout), ("stderr", &wasi.stderr)] {
+        let captured = out.take();
+        if captured.bytes.is_empty() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&captured.bytes);
+        tracing::info!(
+            target: "leviathan::guest",
+            projector = label,
+            seq = event.seq.0,
+            event_id = event.event_id,
+            stream,
+            dropped_bytes = captured.dropped,
+            "{}",
+            text.trim_end()
+        );
+        if stream == "stderr" {
+            let trimmed = text.trim_end();
+            let skip = trimmed
+                .chars()
+                .count()
+                .saturating_sub(MAX_STDERR_IN_ERROR_CHARS);
+            stderr_tail = Some(trimmed.chars().skip(skip).collect());
+        }
+    }
+    stderr_tail
+}
+
+/// Turns a wasmtime error from instantiate/call into a failure.
+fn classify(
+    e: &wasmtime::Error,
+    memory_refused: bool,
+    limits: &Limits,
+    stderr: Option<String>,
+) -> Failure {
+    if memory_refused {
+        return Failure::MemoryLimit {
+            limit: limits.memory_bytes,
+        };
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Failure::OutOfFuel { limit: limits.fuel },
+        Some(trap) => {
+            tracing::debug!(error = %format!("{e:?}"), "projector trapped");
+            let message = trap.to_string();
+            Failure::Trap {
+                message: message
+                    .strip_prefix("wasm trap: ")
+                    .unwrap_or(&message)
+                    .to_owned(),
+                stderr,
+            }
+        }
+        None if e
+            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some() =>
+        {
+            host_failure(e)
+        }
+        // Other errors raised while running guest code (a host import
+        // refusing, a resource limit other than memory) are the guest's doing
+        // and deterministic: report them as traps with the full message.
+        None => Failure::Trap {
+            message: format!("{e:#}"),
+            stderr,
+        },
+    }
+}
+
+fn host_failure(e: impl std::fmt::Display) -> Failure {
+    Failure::Host {
+        message: format!("{e:#}"),
+    }
+}
+
+/// The event's timestamp as time since the Unix epoch (for the frozen wall clock).
+fn event_time(timestamp: &str) -> Result<Duration, Failure> {
+    let t = chrono::DateTime::parse_from_rfc3339(timestamp).map_err(|e| Failure::InvalidEvent {
+        reason: format!("timestamp {timestamp:?} is not RFC 3339: {e}"),
+    })?;
+    let secs = u64::try_from(t.timestamp()).map_err(|_| Failure::InvalidEvent {
+        reason: format!("timestamp {timestamp:?} is before 1970"),
+    })?;
+    Ok(Duration::new(secs, t.timestamp_subsec_nanos()))
+}
+
+fn to_wit_event(e: &EventInput<'_>) -> wit::Event {
+    wit::Event {
+        seq: e.seq.0,
+        event_id: e.event_id.to_owned(),
+        event_type: e.event_type.to_owned(),
+        timestamp: e.timestamp.to_owned(),
+        actor_id: e.actor_id.map(str::to_owned),
+        target: e.target.to_owned(),
+        payload: e.payload_json.to_owned(),
+    }
+}
+
+fn truncate_chars(s: String, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s,
+    }
+}
+
+fn check_limits(l: &Limits) -> Result<(), String> {
+    if l.fuel == 0 {
+        return Err("fuel must be positive".into());
+    }
+    if l.memory_bytes < 64 << 10 {
+        return Err(format!(
+            "memory_bytes {} is below one wasm page (65536)",
+            l.memory_bytes
+        ));
+    }
+    if l.memory_bytes > 4 << 30 {
+        return Err(format!("memory_bytes {} is above 4 GiB", l.memory_bytes));
+    }
+    if l.instances == 0 {
+        return Err("instances must be positive".into());
+    }
+    Ok(())
+}
+
+/// Whether the component imports WASI; an error for any import the host does
+/// not provide at all.
+fn uses_wasi(engine: &Engine, component: &Component) -> Result<bool, String> {
+    let mut wasi = false;
+    for (name, _) in component.component_type().imports(engine) {
+        if name.starts_with("wasi:") {
+            wasi = true;
+        } else if !(name.starts_with("leviathan:projector/graph@")
+            || name.starts_with("leviathan:projector/types@"))
+        {
+            return Err(format!(
+                "imports {name:?}; a projector may import only leviathan:projector/{{types,graph}} and wasi:* interfaces"
+            ));
+        }
+    }
+    Ok(wasi)
+}
+
+/// Calls `describe` on a fresh instance (empty graph, the projector's limits).
+fn describe(
+    pre: &ProjectorPre<HostState>,
+    limits: &Limits,
+    uses_wasi: bool,
+) -> Result<wit::Description, String> {
+    let wasi =
+        uses_wasi.then(|| WasiState::new(Duration::ZERO, &Sha256::default(), limits.output_bytes));
+    let mut store = Store::new(
+        pre.engine(),
+        HostState::new(GraphRef::empty(), Limiter::new(limits), wasi),
+    );
+    store.limiter(|s| &mut s.limiter);
+    store.set_fuel(limits.fuel).map_err(|e| format!("{e:#}"))?;
+    let result = pre
+        .instantiate(&mut store)
+        .and_then(|i| i.call_describe(&mut store));
+    match result {
+        Ok(d) => Ok(d),
+        Err(e) => {
+            let stderr = store.data().wasi.as_ref().map(|w| w.stderr.take());
+            let failure = classify(&e, store.data().limiter.memory_refused, limits, None);
+            let mut reason = failure.to_string();
+            if let Some(s) = stderr.filter(|s| !s.bytes.is_empty()) {
+                reason.push_str(&format!(
+                    " (guest stderr: {})",
+                    String::from_utf8_lossy(&s.bytes).trim_end()
+                ));
+            }
+            Err(reason)
+        }
+    }
+}
+
+/// Checks `describe`'s answer: non-empty name and version without blanks,
+/// at least one handled pattern, each exact or `prefix.*`, type names non-empty.
+fn check_description(d: wit::Description, digest: Sha256) -> Result<ProjectorInfo, String> {
+    let token = |what: &str, s: &str| -> Result<(), String> {
+        if s.is_empty() {
+            Err(format!("{what} is empty"))
+        } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Err(format!(
+                "{what} {s:?} contains whitespace or control characters"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    token("name", &d.name)?;
+    token("version", &d.version)?;
+    if d.handles.is_empty() {
+        return Err("handles no event types".into());
+    }
+    for h in &d.handles {
+        token("event type pattern", h)?;
+        let stem = h.strip_suffix(".*").unwrap_or(h);
+        if stem.is_empty() || stem.contains('*') {
+            return Err(format!(
+                "event type pattern {h:?} is neither an exact name nor `prefix.*`"
+            ));
+        }
+    }
+    for t in &d.node_types {
+        token("node type", t)?;
+    }
+    for t in &d.edge_types {
+        token("edge type", t)?;
+    }
+    Ok(ProjectorInfo {
+        name: d.name,
+        version: d.version,
+        digest,
+        handles: d.handles,
+        node_types: d.node_types,
+        edge_types: d.edge_types,
+    })
+}
+
+fn matcher(handles: &[String]) -> Matcher {
+    let mut m = Matcher {
+        exact: HashSet::new(),
+        prefixes: Vec::new(),
+    };
+    for h in handles {
+        match h.strip_suffix('*') {
+            Some(prefix) => m.prefixes.push(prefix.to_owned()),
+            None => {
+                m.exact.insert(h.clone());
+            }
+        }
+    }
+    m
+}

@@ -1,0 +1,433 @@
+//! The sandbox a projector runs in: the one wasmtime `Engine` (deterministic
+//! compilation settings, pooling allocator), the per-store resource limiter, and
+//! the deterministic WASI subset (frozen clocks, seeded randomness, no files,
+//! no environment, no network, captured stdio). It owns every knob that decides
+//! whether two runs of the same event give the same result, and must never
+//! expose host time, host entropy, host files or the network to a guest.
+
+use super::Limits;
+use crate::digest::Sha256;
+use bytes::Bytes;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+    ResourceLimiter, StoreLimits, StoreLimitsBuilder,
+};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder};
+
+/// How many stores may be alive at once across all threads calling
+/// `ProjectorSet::project` (one per call in flight). The pool reserves address
+/// space, not memory, for each slot.
+pub(crate) const CONCURRENT_STORES: u32 = 32;
+
+/// Core instances, memories and tables a single component may use. A component
+/// built by `wit-component` from a wasm32-wasip2 Rust crate has a handful of
+/// core instances (main module, shims, fixups) and one memory.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+const MEMORIES_PER_COMPONENT: u32 = 2;
+const TABLES_PER_COMPONENT: u32 = 16;
+
+/// Bytes of each freed linear memory kept resident (reset in place instead of
+/// `madvise`d away). With `pagemap_scan` only the pages a guest actually wrote
+/// are reset, so a larger window is cheap; without it every byte of the window
+/// is `memset` on each reuse, so the window is kept to a small guest's whole
+/// memory (see /work/shared/FACTS.md).
+const KEEP_RESIDENT_WITH_PAGEMAP: usize = 4 << 20;
+const KEEP_RESIDENT_WITHOUT_PAGEMAP: usize = 128 << 10;
+
+/// Builds the engine shared by every projector of a set. `max_memory_bytes` and
+/// `max_table_elements` are the largest limits of any projector in the set (the
+/// pool's slots must fit them; each store then enforces its own projector's).
+pub(crate) fn engine(
+    max_memory_bytes: usize,
+    max_table_elements: usize,
+) -> wasmtime::Result<Engine> {
+    let pagemap = PoolingAllocationConfig::is_pagemap_scan_available();
+    let keep_resident = if pagemap {
+        KEEP_RESIDENT_WITH_PAGEMAP
+    } else {
+        KEEP_RESIDENT_WITHOUT_PAGEMAP
+    };
+
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(CONCURRENT_STORES)
+        .total_core_instances(CONCURRENT_STORES * CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(CONCURRENT_STORES * MEMORIES_PER_COMPONENT)
+        .total_tables(CONCURRENT_STORES * TABLES_PER_COMPONENT)
+        .total_stacks(CONCURRENT_STORES)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .max_memory_size(round_up_to_page(max_memory_bytes))
+        .table_elements(max_table_elements)
+        .linear_memory_keep_resident(keep_resident)
+        .table_keep_resident(keep_resident)
+        .pagemap_scan(if pagemap { Enabled::Yes } else { Enabled::No });
+
+    let mut config = Config::new();
+    config
+        // Deterministic execution: fuel bounds every run by instruction count,
+        // not time; NaN bit patterns are canonical; relaxed SIMD gives the same
+        // answer on every CPU. Threads are not compiled into this wasmtime.
+        .consume_fuel(true)
+        .cranelift_nan_canonicalization(true)
+        .wasm_relaxed_simd(true)
+        .relaxed_simd_deterministic(true)
+        .cranelift_opt_level(OptLevel::Speed)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    tracing::debug!(
+        pagemap_scan = pagemap,
+        keep_resident,
+        max_memory_bytes,
+        "projection engine configured"
+    );
+    Engine::new(&config)
+}
+
+/// Wasm pages are 64 KiB; the pool wants a whole number of them.
+fn round_up_to_page(bytes: usize) -> usize {
+    const PAGE: usize = 64 << 10;
+    bytes.max(PAGE).div_ceil(PAGE) * PAGE
+}
+
+/// The store's resource limiter: wasmtime's `StoreLimits` (which traps on a
+/// refused grow) plus a note of whether it was memory that was refused, so a
+/// trap can be reported as `memory_limit` rather than a bare trap.
+pub(crate) struct Limiter {
+    inner: StoreLimits,
+    pub(crate) memory_refused: bool,
+}
+
+impl Limiter {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        Limiter {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .table_elements(limits.table_elements)
+                .instances(limits.instances)
+                .trap_on_grow_failure(true)
+                .build(),
+            memory_refused: false,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let verdict = self.inner.memory_growing(current, desired, maximum);
+        if !matches!(verdict, Ok(true)) {
+            self.memory_refused = true;
+        }
+        verdict
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_refused = true;
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// Per-store WASI state for a projector that imports WASI.
+pub(crate) struct WasiState {
+    pub(crate) ctx: WasiCtx,
+    pub(crate) table: wasmtime::component::ResourceTable,
+    pub(crate) stdout: CapturedOutput,
+    pub(crate) stderr: CapturedOutput,
+}
+
+impl WasiState {
+    /// The deterministic WASI context for one event: the wall clock reads the
+    /// event's timestamp, the monotonic clock never moves, every random source
+    /// is derived from the event hash, there are no preopens, no environment,
+    /// no arguments, no stdin and no network; stdout/stderr are captured (at
+    /// most `output_bytes` each).
+    pub(crate) fn new(event_time: Duration, event_hash: &Sha256, output_bytes: usize) -> Self {
+        let stdout = CapturedOutput::new(output_bytes);
+        let stderr = CapturedOutput::new(output_bytes);
+        let mut b = WasiCtxBuilder::new();
+        b.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .wall_clock(FrozenWallClock(event_time))
+            .monotonic_clock(FrozenMonotonicClock)
+            .secure_random(DeterministicRng::new(b"wasi:random/random", event_hash))
+            .insecure_random(DeterministicRng::new(b"wasi:random/insecure", event_hash))
+            .insecure_random_seed(insecure_seed(event_hash))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        WasiState {
+            ctx: b.build(),
+            table: wasmtime::component::ResourceTable::new(),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// Wall clock stopped at the event's timestamp.
+struct FrozenWallClock(Duration);
+
+impl HostWallClock for FrozenWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+/// Monotonic clock that always reads 0: no guest can measure time.
+struct FrozenMonotonicClock;
+
+impl HostMonotonicClock for FrozenMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// `wasi:random/insecure-seed`: the first 16 bytes of a domain-separated hash
+/// of the event hash.
+fn insecure_seed(event_hash: &Sha256) -> u128 {
+    let d = Sha256::of_parts(&[
+        b"leviathan/wasi:random/insecure-seed\0",
+        event_hash.as_bytes(),
+    ]);
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d.0[..16]);
+    u128::from_be_bytes(b)
+}
+
+/// SHA-256 in counter mode over (domain, event hash): a generator whose output
+/// is fixed by this code alone, so it stays the same across wasmtime and
+/// `rand` upgrades (a `StdRng` is not promised to).
+pub(crate) struct DeterministicRng {
+    key: [u8; 32],
+    counter: u64,
+    block: [u8; 32],
+    used: usize,
+}
+
+impl DeterministicRng {
+    pub(crate) fn new(domain: &[u8], event_hash: &Sha256) -> Self {
+        let key = Sha256::of_parts(&[b"leviathan/", domain, b"\0", event_hash.as_bytes()]).0;
+        DeterministicRng {
+            key,
+            counter: 0,
+            block: [0; 32],
+            used: 32,
+        }
+    }
+
+    fn refill(&mut self) {
+        self.block = Sha256::of_parts(&[&self.key, &self.counter.to_be_bytes()]).0;
+        self.counter += 1;
+        self.used = 0;
+    }
+}
+
+impl rand_core::TryRng for DeterministicRng {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        let mut filled = 0;
+        while filled < dst.len() {
+            if self.used == self.block.len() {
+                self.refill();
+            }
+            let n = (dst.len() - filled).min(self.block.len() - self.used);
+            dst[filled..filled + n].copy_from_slice(&self.block[self.used..self.used + n]);
+            filled += n;
+            self.used += n;
+        }
+        Ok(())
+    }
+}
+
+/// A guest output stream kept in memory, at most `cap` bytes; the rest is
+/// dropped silently (the guest never sees an error, so a chatty projector does
+/// not fail because of its logging) and the loss is recorded.
+#[derive(Clone)]
+pub(crate) struct CapturedOutput {
+    cap: usize,
+    inner: Arc<Mutex<Captured>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Captured {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) dropped: usize,
+}
+
+impl CapturedOutput {
+    fn new(cap: usize) -> Self {
+        CapturedOutput {
+            cap,
+            inner: Arc::new(Mutex::new(Captured::default())),
+        }
+    }
+
+    fn append(&self, data: &[u8]) {
+        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let room = self.cap.saturating_sub(c.bytes.len());
+        let n = room.min(data.len());
+        c.bytes.extend_from_slice(&data[..n]);
+        c.dropped += data.len() - n;
+    }
+
+    /// Takes what was captured so far.
+    pub(crate) fn take(&self) -> Captured {
+        std::mem::take(&mut *self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl IsTerminal for CapturedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CapturedOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+/// How much the guest may write per `write` call (it always may).
+const WRITE_PERMIT: usize = 64 << 10;
+
+impl OutputStream for CapturedOutput {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(WRITE_PERMIT)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for CapturedOutput {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for CapturedOutput {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.append(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::Rng;
+
+    #[test]
+    fn deterministic_rng_depends_only_on_domain_and_hash() {
+        let h = Sha256::of(b"event");
+        let mut a = DeterministicRng::new(b"x", &h);
+        let mut b = DeterministicRng::new(b"x", &h);
+        let mut c = DeterministicRng::new(b"y", &h);
+        let mut buf_a = [0u8; 100];
+        let mut buf_b = [0u8; 100];
+        a.fill_bytes(&mut buf_a);
+        b.fill_bytes(&mut buf_b[..7]);
+        b.fill_bytes(&mut buf_b[7..]);
+        assert_eq!(buf_a, buf_b, "chunking must not change the stream");
+        assert_ne!(a.next_u64(), c.next_u64());
+    }
+
+    #[test]
+    fn captured_output_is_capped() {
+        let out = CapturedOutput::new(5);
+        out.append(b"hello world");
+        out.append(b"!");
+        let c = out.take();
+        assert_eq!(c.bytes, b"hello");
+        assert_eq!(c.dropped, 7);
+    }
+
+    #[test]
+    fn pages_round_up() {
+        assert_eq!(round_up_to_page(1), 64 << 10);
+        assert_eq!(round_up_to_page(64 << 20), 64 << 20);
+        assert_eq!(round_up_to_page((64 << 10) + 1), 128 << 10);
+    }
+}
