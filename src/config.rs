@@ -81,6 +81,10 @@ pub struct ProjectionArgs {
     /// optional `#sha256=<hex>#fuel=<n>#memory_mib=<n>` (see docs/PROJECTORS.md).
     #[arg(long, env = "LEVIATHAN_PROJECTORS", default_value = "core")]
     pub projectors: String,
+    /// Where compiled projectors are cached (keyed by component digest and engine
+    /// settings; safe to share). Default: <data dir>/projector-cache
+    #[arg(long, env = "LEVIATHAN_PROJECTOR_CACHE")]
+    pub projector_cache: Option<PathBuf>,
 }
 
 /// A bearer token. Its `Debug` never shows the secret.
@@ -109,6 +113,7 @@ pub struct Config {
     pub sync: SyncMode,
     pub limits: Limits,
     pub projectors: Vec<crate::projectors::Spec>,
+    pub projector_cache: PathBuf,
 }
 
 /// A setting that stops the server from starting. The message says what to do.
@@ -180,7 +185,13 @@ impl Config {
             }
         }
         let projectors = crate::projectors::parse(&args.projection.projectors)?;
+        let projector_cache = args
+            .projection
+            .projector_cache
+            .clone()
+            .unwrap_or_else(|| data_dir.join("projector-cache"));
         Ok(Config {
+            projector_cache,
             projectors,
             token,
             host: args.host.clone(),

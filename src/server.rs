@@ -92,7 +92,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let store = open_store(&config.data_dir)?;
     let head = store.log.check_head().context("checking the log head")?;
-    let projection = load_projection(&config.data_dir, &config.projectors)?;
+    let projection = load_projection(&config.projector_cache, &config.projectors)?;
     check_graph(&store, head, &projection.fingerprint)?;
     let cas = Cas::open(&store.db, config.sync, config.limits.max_artifact_bytes)
         .context("opening the artifact store")?;

@@ -45,6 +45,8 @@ impl Server {
             .env_remove("LEVIATHAN_BACKEND")
             .env_remove("LEVIATHAN_SYNC")
             .env("LEVIATHAN_LOG", "info,fjall=warn,lsm_tree=warn")
+            // Compiled projectors are cached by digest: share them across tests.
+            .env("LEVIATHAN_PROJECTOR_CACHE", shared_cache())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -170,6 +172,11 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
+}
+
+/// A compiled-projector cache shared by every test server.
+pub fn shared_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("projector-cache")
 }
 
 pub fn parse(resp: Response) -> (u16, Value) {

@@ -97,10 +97,11 @@ fn failures_newest_first_filtered_by_target() {
         event(
             "f3",
             "tests.failed",
-            json!({"attempt_id": "a3", "target_id": "radix", "error": "3 failures"}),
+            json!({"test_run_id": "tr1", "attempt_id": "a3", "target_id": "radix", "error": "3 failures"}),
         ),
     ];
-    s.ingest(&bundle("b", evs));
+    let (st, r) = s.ingest(&bundle("b", evs));
+    assert_eq!(st, 200, "{r}");
     let (st, v) = s.get("/v1/failures");
     assert_eq!(st, 200);
     assert_eq!(v["count"], 3);
