@@ -688,3 +688,173 @@ fn set_is_send_and_sync_and_projects_from_threads() {
         }
     });
 }
+
+const WASI_IO: &str = r#"
+package wasi:io@0.2.0;
+interface error {
+    resource error;
+}
+interface streams {
+    use error.{error};
+    variant stream-error {
+        last-operation-failed(error),
+        closed,
+    }
+    resource output-stream {
+        blocking-write-and-flush: func(contents: list<u8>) -> result<_, stream-error>;
+    }
+}
+"#;
+
+const WASI_CLI: &str = r#"
+package wasi:cli@0.2.0;
+interface stdout {
+    use wasi:io/streams@0.2.0.{output-stream};
+    get-stdout: func() -> output-stream;
+}
+interface stderr {
+    use wasi:io/streams@0.2.0.{output-stream};
+    get-stderr: func() -> output-stream;
+}
+"#;
+
+const WASI_STDIO_WORLD: &str = r#"
+package leviathan:test-stdio;
+world stdio-projector {
+    include leviathan:projector/projector@1.0.0;
+    import wasi:cli/stdout@0.2.0;
+    import wasi:cli/stderr@0.2.0;
+}
+"#;
+
+/// A guest that writes `line` `times` times to stdout, then either returns no
+/// ops or (if `panic_message` is set) writes it to stderr and traps, the way a
+/// Rust guest panics.
+fn stdio_projector(line: &str, times: u32, panic_message: Option<&str>) -> Vec<u8> {
+    let desc = Describe {
+        name: "chatty",
+        version: "1.0.0",
+        handles: &["say.*"],
+        node_types: &[],
+        edge_types: &[],
+    };
+    let mut d = Data::default();
+    let (lp, ll) = d.str(line);
+    let (pp, pl) = d.str(panic_message.unwrap_or(""));
+    let ret = d.zeros(12, 4);
+    let result = d.ok_ops(&[]);
+    let imports = r#"
+  (import "wasi:cli/stdout@0.2.0" "get-stdout" (func $get_stdout (result i32)))
+  (import "wasi:cli/stderr@0.2.0" "get-stderr" (func $get_stderr (result i32)))
+  (import "wasi:io/streams@0.2.0" "[method]output-stream.blocking-write-and-flush" (func $write (param i32 i32 i32 i32)))
+  (import "wasi:io/streams@0.2.0" "[resource-drop]output-stream" (func $drop_stream (param i32)))"#;
+    let panic = if panic_message.is_some() {
+        format!(
+            "(local.set $s (call $get_stderr))
+    (call $write (local.get $s) (i32.const {pp}) (i32.const {pl}) (i32.const {ret}))
+    unreachable"
+        )
+    } else {
+        String::new()
+    };
+    let body = format!(
+        r#"(local $s i32) (local $i i32)
+    (local.set $s (call $get_stdout))
+    (block $done
+      (loop $again
+        (br_if $done (i32.ge_u (local.get $i) (i32.const {times})))
+        (call $write (local.get $s) (i32.const {lp}) (i32.const {ll}) (i32.const {ret}))
+        (if (i32.load8_u (i32.const {ret})) (then unreachable))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $again)))
+    (call $drop_stream (local.get $s))
+    {panic}
+    (i32.const {result})"#
+    );
+    component_for_world(
+        &projector_wat(&desc, d, imports, "", &body),
+        &[WASI_IO, WASI_CLI],
+        Some((WASI_STDIO_WORLD, "stdio-projector")),
+    )
+}
+
+/// Captures everything logged through `tracing` while `f` runs.
+fn logs_of<R>(f: impl FnOnce() -> R) -> (R, String) {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let r = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    (r, text)
+}
+
+#[test]
+fn guest_stdout_goes_to_tracing_capped_and_a_panic_message_reaches_the_error() {
+    let limits = Limits {
+        output_bytes: 100,
+        ..Limits::default()
+    };
+    let set = ProjectorSet::load(
+        vec![with_limits(
+            stdio_projector("hello from guest\n", 1, None),
+            limits.clone(),
+        )],
+        None,
+    )
+    .unwrap();
+    let (ops, logs) = logs_of(|| set.project(&event(1, "e1", "say.hi"), &MemGraph::default()));
+    assert_eq!(ops.unwrap(), vec![]);
+    assert!(logs.contains("hello from guest"), "{logs}");
+    assert!(logs.contains("stdout"), "{logs}");
+
+    // 50 lines of 17 bytes, 100 kept: the guest never sees an error.
+    let set = ProjectorSet::load(
+        vec![with_limits(
+            stdio_projector("0123456789abcdef\n", 50, None),
+            limits.clone(),
+        )],
+        None,
+    )
+    .unwrap();
+    let (ops, logs) = logs_of(|| set.project(&event(1, "e1", "say.lots"), &MemGraph::default()));
+    assert_eq!(ops.unwrap(), vec![]);
+    assert!(logs.contains("dropped_bytes=750"), "{logs}");
+
+    let set = ProjectorSet::load(
+        vec![with_limits(
+            stdio_projector(
+                "about to fail\n",
+                1,
+                Some("panicked at src/lib.rs:3:5: boom\n"),
+            ),
+            limits,
+        )],
+        None,
+    )
+    .unwrap();
+    let err = set
+        .project(&event(9, "e9", "say.boom"), &MemGraph::default())
+        .unwrap_err();
+    assert_eq!(err.code(), "trap");
+    assert_eq!(
+        err.to_string(),
+        "projector chatty@1.0.0 failed on event 9 (e9): trap: wasm `unreachable` instruction executed \
+         (guest stderr: panicked at src/lib.rs:3:5: boom)"
+    );
+}

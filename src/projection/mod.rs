@@ -373,6 +373,11 @@ impl ProjectorSet {
     /// Runs every projector that handles the event type, in set order, each on
     /// a fresh instance, and returns all their ops in order. The first failure
     /// stops the event.
+    ///
+    /// Synchronous and CPU-bound: call it from a thread that may block (the
+    /// writer thread, or `spawn_blocking`), never from an async task. A WASI
+    /// guest's host calls may enter wasmtime-wasi's own tokio handling, which
+    /// does not work on a current-thread runtime.
     pub fn project(
         &self,
         event: &EventInput<'_>,
