@@ -3,7 +3,8 @@
 //! `cargo run --release --example projection_bench`; results go to the log.
 //! A measurement aid only: it asserts nothing about time.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/common/wasm.rs"]
+#[allow(dead_code)]
 mod common;
 
 use common::*;
