@@ -121,7 +121,10 @@ fn rebuild(
     let dir = data_dir(d)?;
     let store = leviathan::server::open_store(&dir)?;
     let specs = leviathan::projectors::parse(&projection.projectors)?;
-    let cache = projection.projector_cache.clone().unwrap_or_else(|| dir.join("projector-cache"));
+    let cache = projection
+        .projector_cache
+        .clone()
+        .unwrap_or_else(|| dir.join("projector-cache"));
     let p = leviathan::server::load_projection(&cache, &specs)?;
     let report =
         leviathan::replay::rebuild(&store.db, &store.log, &store.graph, &p.set, p.fingerprint)?;

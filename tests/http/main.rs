@@ -6,8 +6,10 @@ mod common;
 
 mod artifacts;
 mod auth;
+mod graph_api;
 mod hashing;
 mod idempotency;
 mod ingest;
+mod projection_rules;
 mod reads;
 mod restart;
