@@ -216,3 +216,110 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// The bundles an executor fleet sends for `attempts` attempts: one bundle per
+/// attempt (created, started, artifact, tests, PR, succeeded or failed), plus
+/// target and task registration up front. Every standard event type appears.
+pub fn mixed_log(attempts: usize) -> Vec<Value> {
+    let mut out = vec![bundle(
+        "setup",
+        vec![
+            event(
+                "target-radix",
+                "target.registered",
+                json!({"target_id": "radix", "name": "radix", "repo_url": "git@github.com:o/radix.git", "default_branch": "main"}),
+            ),
+            event(
+                "task-1",
+                "task.created",
+                json!({"task_id": "t1", "target_id": "radix", "title": "bump", "scope": "deps", "priority": "p1", "estimated_size": "s", "allowed_paths": ["Cargo.toml"], "acceptance_criteria": ["builds"]}),
+            ),
+        ],
+    )];
+    for i in 0..attempts {
+        let a = format!("att-{i}");
+        let mut evs = vec![
+            event(
+                &format!("{a}-created"),
+                "attempt.created",
+                json!({"attempt_id": a, "task_id": "t1", "target_id": "radix", "attempt_number": i + 1, "status": "created"}),
+            ),
+            event(
+                &format!("{a}-started"),
+                "attempt.started",
+                json!({"attempt_id": a, "status": "running", "started_at": "2026-01-24T10:00:01Z"}),
+            ),
+            event(
+                &format!("{a}-job"),
+                "job.submitted",
+                json!({"attempt_id": a, "job_id": format!("job-{i}")}),
+            ),
+            event(
+                &format!("{a}-art"),
+                "artifact.created",
+                json!({"artifact_id": format!("artifact-{i:08x}"), "attempt_id": a, "sha256": sha256_hex(a.as_bytes()), "artifact_type": "log", "size_bytes": 100 + i, "storage_path": format!("file:///a/{i}")}),
+            ),
+            event(
+                &format!("{a}-tests"),
+                if i % 3 == 0 {
+                    "tests.failed"
+                } else {
+                    "tests.passed"
+                },
+                json!({"test_run_id": format!("tr-{i}"), "attempt_id": a, "scope": "unit", "test_count": 10, "failure_count": if i % 3 == 0 { 1 } else { 0 }}),
+            ),
+            event(
+                &format!("{a}-model"),
+                "model.call_completed",
+                json!({"call_id": format!("mc-{i}"), "attempt_id": a, "model": "m1", "tokens_input": 1000, "cost_usd": 0.25}),
+            ),
+        ];
+        if i % 3 == 0 {
+            evs.push(event(&format!("{a}-failed"), "attempt.failed", json!({"attempt_id": a, "status": "failed", "failure_type": "execution_failed", "error_summary": format!("case {i} failed")})));
+        } else {
+            evs.push(event(&format!("{a}-pr"), "pr.created", json!({"attempt_id": a, "pr_number": 1000 + i, "pr_url": format!("https://github.com/o/radix/pull/{}", 1000 + i), "title": "bump", "state": "open"})));
+            evs.push(event(&format!("{a}-ok"), "attempt.succeeded", json!({"attempt_id": a, "status": "succeeded", "pr_number": 1000 + i, "pr_url": format!("https://github.com/o/radix/pull/{}", 1000 + i)})));
+        }
+        evs.push(event(
+            &format!("{a}-note"),
+            "custom.note",
+            json!({"attempt_id": a, "text": "é\u{1F600}"}),
+        ));
+        out.push(bundle(&format!("bundle-{a}"), evs));
+    }
+    out.push(bundle(
+        "late",
+        vec![
+            event("pr-merge", "pr.merged", json!({"pr_number": 1001})),
+            event(
+                "task-done",
+                "task.completed",
+                json!({"task_id": "t1", "target_id": "radix"}),
+            ),
+            event(
+                "att-1-invalid",
+                "attempt.invalidated",
+                json!({"attempt_id": "att-1", "reason": "flaky"}),
+            ),
+        ],
+    ));
+    out
+}
+
+/// Runs `leviathan <args> --data-dir <dir>`; returns (exit code, stdout).
+pub fn admin(args: &[&str], dir: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_leviathan"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("LEVIATHAN_PROJECTOR_CACHE", shared_cache())
+        .env("LEVIATHAN_LOG", "warn")
+        .output()
+        .expect("run leviathan");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code().is_some(), "killed: {stderr}");
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}

@@ -13,3 +13,4 @@ mod ingest;
 mod projection_rules;
 mod reads;
 mod restart;
+mod sandbox;
