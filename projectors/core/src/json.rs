@@ -101,58 +101,174 @@ pub fn as_str<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
     serde_json::from_str::<BStr<'a>>(raw.get()).ok().map(|s| s.0)
 }
 
-/// Lax integer (pydantic v2 lax mode): a JSON integer, an integral float, or a
-/// string of an optionally signed decimal integer. Must fit in i64.
+/// The parts of a decimal number `[+-]?digits[.digits][(e|E)[+-]?digits]`.
+struct Num<'a> {
+    neg: bool,
+    int: &'a str,
+    frac: &'a str,
+    /// The exponent as written (`""` if none), and its value (saturated).
+    exp_text: &'a str,
+    exp: i64,
+}
+
+/// Parse decimal number text. `lax` (for strings) also allows a leading `+`
+/// and leading zeros; JSON number text never has them.
+fn parse_num(s: &str, lax: bool) -> Option<Num<'_>> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let neg = match b.first() {
+        Some(b'-') => {
+            i += 1;
+            true
+        }
+        Some(b'+') if lax => {
+            i += 1;
+            false
+        }
+        _ => false,
+    };
+    let digits = |i: &mut usize| {
+        let st = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        st..*i
+    };
+    let int = digits(&mut i);
+    if int.is_empty() || (!lax && int.len() > 1 && b[int.start] == b'0') {
+        return None;
+    }
+    let mut frac = i..i;
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        frac = digits(&mut i);
+        if frac.is_empty() {
+            return None;
+        }
+    }
+    let (mut exp_text, mut exp) = ("", 0i64);
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        let st = i;
+        i += 1;
+        let eneg = match b.get(i) {
+            Some(b'-') => {
+                i += 1;
+                true
+            }
+            Some(b'+') => {
+                i += 1;
+                false
+            }
+            _ => false,
+        };
+        let ed = digits(&mut i);
+        if ed.is_empty() {
+            return None;
+        }
+        for &c in &b[ed] {
+            exp = (exp * 10 + (c - b'0') as i64).min(1_000_000);
+        }
+        if eneg {
+            exp = -exp;
+        }
+        exp_text = &s[st..i];
+    }
+    if i != b.len() {
+        return None;
+    }
+    Some(Num { neg, int: &s[int], frac: &s[frac], exp_text, exp })
+}
+
+impl Num<'_> {
+    /// The exact integer value, if the number is integral and fits in i64.
+    fn to_i64(&self) -> Option<i64> {
+        let all = || self.int.bytes().chain(self.frac.bytes());
+        if all().all(|c| c == b'0') {
+            return Some(0);
+        }
+        // value = digits * 10^scale, digits without leading zeros.
+        let scale = self.exp - self.frac.len() as i64;
+        let n_digits = self.int.len() + self.frac.len();
+        let keep = if scale >= 0 { n_digits } else { n_digits.checked_sub((-scale) as usize)? };
+        // Digits dropped by a negative scale must all be zero.
+        if all().skip(keep).any(|c| c != b'0') {
+            return None;
+        }
+        let mut v: i128 = 0;
+        for c in all().take(keep) {
+            v = v * 10 + (c - b'0') as i128;
+            if v > 1 << 64 {
+                return None;
+            }
+        }
+        for _ in 0..scale.max(0) {
+            v *= 10;
+            if v > 1 << 64 {
+                return None;
+            }
+        }
+        i64::try_from(if self.neg { -v } else { v }).ok()
+    }
+
+    /// Decimal exponent of the leading significant digit (None for zero).
+    fn magnitude(&self) -> Option<i64> {
+        let int = self.int.trim_start_matches('0');
+        if !int.is_empty() {
+            return Some(self.exp + int.len() as i64 - 1);
+        }
+        let lead = self.frac.bytes().position(|c| c != b'0')?;
+        Some(self.exp - lead as i64 - 1)
+    }
+}
+
+/// Lax integer (pydantic v2 lax mode): a JSON integer, an integral number
+/// (`2.0`, `1e2`), or a string of a decimal integer (`"2"`, `"-3"`, `"+4"`).
+/// Exact (no floating point); must fit in i64.
 pub fn as_int(raw: &RawValue) -> Option<i64> {
     let t = raw.get();
     match t.as_bytes().first() {
         Some(b'"') => {
             let s = as_str(raw)?;
-            let digits = s.strip_prefix(['+', '-']).unwrap_or(&s);
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            let n = parse_num(&s, true)?;
+            if !n.frac.is_empty() || !n.exp_text.is_empty() {
                 return None;
             }
-            s.parse::<i64>().ok()
+            n.to_i64()
         }
-        Some(b'-') | Some(b'0'..=b'9') => {
-            if t.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) {
-                let f: f64 = t.parse().ok()?;
-                // Exactly representable range of i64 in f64: below 2^63.
-                if f.is_finite() && f.fract() == 0.0 && f >= -9.223_372_036_854_776e18 && f < 9.223_372_036_854_776e18 {
-                    Some(f as i64)
-                } else {
-                    None
-                }
-            } else {
-                t.parse::<i64>().ok()
-            }
-        }
+        Some(b'-') | Some(b'0'..=b'9') => parse_num(t, false)?.to_i64(),
         _ => None,
     }
 }
 
 /// A number: a JSON number (kept as its raw text) or a numeric string
-/// (re-emitted as a JSON number). Returns the JSON text to emit.
+/// (re-emitted as a JSON number: an integer if integral, else the decimal
+/// text without a `+` sign or leading zeros). Returns the JSON text to emit.
 pub fn as_float_json(raw: &RawValue) -> Option<Cow<'_, str>> {
     let t = raw.get();
     match t.as_bytes().first() {
         Some(b'-') | Some(b'0'..=b'9') => Some(Cow::Borrowed(t)),
         Some(b'"') => {
             let s = as_str(raw)?;
-            let ok_chars = !s.is_empty()
-                && s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
-                && s.bytes().any(|b| b.is_ascii_digit());
-            if !ok_chars {
+            let n = parse_num(&s, true)?;
+            // Out of f64 range (finite numbers only).
+            if n.magnitude().is_some_and(|m| m >= 308) {
                 return None;
             }
-            let f: f64 = s.parse().ok()?;
-            if !f.is_finite() {
-                return None;
-            }
-            if let Some(i) = as_int(raw) {
+            if let Some(i) = n.to_i64() {
                 return Some(Cow::Owned(i.to_string()));
             }
-            serde_json::to_string(&f).ok().map(Cow::Owned)
+            let int = n.int.trim_start_matches('0');
+            let mut out = String::with_capacity(s.len() + 1);
+            if n.neg {
+                out.push('-');
+            }
+            out.push_str(if int.is_empty() { "0" } else { int });
+            if !n.frac.is_empty() {
+                out.push('.');
+                out.push_str(n.frac);
+            }
+            out.push_str(n.exp_text);
+            Some(Cow::Owned(out))
         }
         _ => None,
     }

@@ -588,7 +588,7 @@ fn describe_value(raw: &RawValue) -> String {
             if q.len() < s.len() {
                 q.push('…');
             }
-            format!("the string {q:?}")
+            format!("the string \"{q}\"")
         }
         None => json::kind_of(raw).to_owned(),
     }

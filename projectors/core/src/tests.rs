@@ -634,3 +634,34 @@ fn json_string_escaping() {
     let back: String = serde_json::from_str(&s).unwrap();
     assert_eq!(back, "a\"b\\c\n\r\t\u{8}\u{c}\u{1f}\u{7f}é/");
 }
+
+#[test]
+fn exact_integer_parsing() {
+    let int = |t: &str| json::as_int(&serde_json::value::RawValue::from_string(t.to_owned()).unwrap());
+    for (t, want) in [
+        ("0", Some(0)), ("-0", Some(0)), ("-0.0", Some(0)), ("0e999999999", Some(0)), ("1e2", Some(100)),
+        ("1.5e1", Some(15)), ("1500e-2", Some(15)), ("1.25e1", None), ("2.5", None), ("1E+2", Some(100)),
+        ("9223372036854775807", Some(i64::MAX)), ("9223372036854775808", None),
+        ("-9223372036854775808", Some(i64::MIN)), ("-9223372036854775809", None),
+        ("9007199254740993.0", Some(9007199254740993)), ("1e19", None), ("1e-999999999", None),
+        ("\"+4\"", Some(4)), ("\"007\"", Some(7)), ("\"-12\"", Some(-12)), ("\"1e2\"", None), ("\"2.0\"", None),
+        ("\" 2\"", None), ("\"\"", None), ("\"-\"", None), ("true", None), ("null", None),
+    ] {
+        assert_eq!(int(t), want, "{t}");
+    }
+}
+
+#[test]
+fn float_strings() {
+    let float = |t: &str| {
+        json::as_float_json(&serde_json::value::RawValue::from_string(t.to_owned()).unwrap()).map(|c| c.into_owned())
+    };
+    for (t, want) in [
+        ("1.5", Some("1.5")), ("-2e-3", Some("-2e-3")), ("\"0.25\"", Some("0.25")), ("\"007.50\"", Some("7.50")),
+        ("\"+1e3\"", Some("1000")), ("\"-0.5E+2\"", Some("-50")), ("\"1e-400\"", Some("1e-400")), ("\"1.5e307\"", Some("1.5e307")),
+        ("\"1e400\"", None), ("\".5\"", None), ("\"5.\"", None), ("\"NaN\"", None), ("\"inf\"", None), ("\"1_000\"", None),
+        ("true", None),
+    ] {
+        assert_eq!(float(t).as_deref(), want, "{t}");
+    }
+}
