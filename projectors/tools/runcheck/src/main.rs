@@ -29,7 +29,22 @@ wasmtime::component::bindgen!({
 
 use leviathan::projector::types as wit;
 
-struct Host;
+/// Store data: also the resource limiter, recording the largest memory size
+/// the guest asked for (initial memory included).
+#[derive(Default)]
+struct Host {
+    max_memory: usize,
+}
+
+impl wasmtime::ResourceLimiter for Host {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        self.max_memory = self.max_memory.max(desired);
+        Ok(desired <= 64 << 20)
+    }
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 10_000)
+    }
+}
 
 impl leviathan::projector::types::Host for Host {}
 
@@ -73,8 +88,21 @@ struct Runner {
 }
 
 impl Runner {
-    fn new(path: &str) -> Result<Self> {
+    fn new(path: &str, pooled: bool) -> Result<Self> {
         let mut config = Config::new();
+        if pooled {
+            // As FACTS.md's fastest host: pooling, keep the guest's whole
+            // initial memory (128 KiB) resident.
+            let mut pool = wasmtime::PoolingAllocationConfig::default();
+            pool.linear_memory_keep_resident(128 << 10);
+            pool.table_keep_resident(128 << 10);
+            pool.total_memories(64);
+            pool.total_tables(64);
+            pool.total_core_instances(64);
+            pool.total_component_instances(64);
+            pool.max_memory_size(64 << 20);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
         config.consume_fuel(true);
         config.cranelift_nan_canonicalization(true);
         config.wasm_relaxed_simd(false);
@@ -88,13 +116,19 @@ impl Runner {
     }
 
     fn store(&self) -> Result<Store<Host>> {
-        let mut store = Store::new(&self.engine, Host);
+        let mut store = Store::new(&self.engine, Host::default());
+        store.limiter(|h| h as &mut dyn wasmtime::ResourceLimiter);
         store.set_fuel(1_000_000_000)?;
         Ok(store)
     }
 
     /// Project on a fresh instance; returns the outcome and the fuel used.
     fn project(&self, ev: &rules::Event) -> Result<(Outcome, u64)> {
+        self.project_mem(ev).map(|(o, f, _)| (o, f))
+    }
+
+    /// Also returns the largest memory size (bytes) the guest reached.
+    fn project_mem(&self, ev: &rules::Event) -> Result<(Outcome, u64, usize)> {
         let mut store = self.store()?;
         let inst = self.pre.instantiate(&mut store)?;
         let event = wit::Event {
@@ -111,6 +145,7 @@ impl Runner {
         Ok((
             out.map(|ops| ops.iter().map(show_wit).collect()).map_err(|e| (e.code, e.message)),
             fuel,
+            store.data().max_memory,
         ))
     }
 }
@@ -183,7 +218,7 @@ fn large_payload() -> String {
 
 fn main() -> Result<()> {
     let path = std::env::args().nth(1).context("usage: runcheck <core.wasm>")?;
-    let runner = Runner::new(&path)?;
+    let runner = Runner::new(&path, false)?;
 
     // describe()
     let mut store = runner.store()?;
@@ -211,7 +246,7 @@ fn main() -> Result<()> {
             target: "radix",
             payload,
         };
-        let (got, fuel) = runner.project(&ev)?;
+        let (got, fuel, mem) = runner.project_mem(&ev)?;
         let (again, fuel2) = runner.project(&ev)?;
         let want = native(&ev);
         let ok = got == want && again == got && fuel == fuel2;
@@ -223,12 +258,11 @@ fn main() -> Result<()> {
                 Ok(ops) => format!("{} ops", ops.len()),
                 Err((code, _)) => format!("error {code}"),
             };
-            println!("ok {event_type:22} payload {:>6} B  fuel {fuel:>9}  {summary}", payload.len());
+            println!("ok {event_type:22} payload {:>6} B  fuel {fuel:>9}  memory {:>4} KiB  {summary}", payload.len(), mem >> 10);
         }
     }
 
-    // Timing: fresh Store + instance per event (on-demand allocator, so
-    // slower than the pooled host; for comparing builds).
+    // Timing: fresh Store + instance per event, as the host does.
     let payload = typical_payload();
     let ev = rules::Event {
         seq: 1,
@@ -239,51 +273,27 @@ fn main() -> Result<()> {
         target: "radix",
         payload: &payload,
     };
-    for _ in 0..200 {
-        let _ = std::hint::black_box(runner.project(&ev)?);
-    }
-    let n = 5000;
-    let t = Instant::now();
-    for _ in 0..n {
-        let _ = std::hint::black_box(runner.project(&ev)?);
-    }
-    let per = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-    let (_, fuel) = runner.project(&ev)?;
-    // The call alone (instances made beforehand, in batches).
-    let wev = wit::Event {
-        seq: ev.seq,
-        event_id: ev.event_id.into(),
-        event_type: ev.event_type.into(),
-        timestamp: ev.timestamp.into(),
-        actor_id: ev.actor_id.map(Into::into),
-        target: ev.target.into(),
-        payload: ev.payload.into(),
-    };
-    let mut call_time = std::time::Duration::ZERO;
-    for _ in 0..10 {
-        let mut batch = Vec::with_capacity(500);
+    let (_, fuel, mem) = runner.project_mem(&ev)?;
+    println!("typical event: {} B payload, fuel {fuel}, guest memory {} KiB", payload.len(), mem >> 10);
+    for (name, pooled) in [("on-demand", false), ("pooling, keep-resident 128 KiB", true)] {
+        let r = Runner::new(&path, pooled)?;
         for _ in 0..500 {
-            let mut store = runner.store()?;
-            let inst = runner.pre.instantiate(&mut store)?;
-            batch.push((store, inst));
+            let _ = std::hint::black_box(r.project(&ev)?);
         }
+        let n = 20_000;
         let t = Instant::now();
-        for (store, inst) in &mut batch {
-            let _ = std::hint::black_box(inst.call_project(&mut *store, &wev)?);
+        for _ in 0..n {
+            let _ = std::hint::black_box(r.project(&ev)?);
         }
-        call_time += t.elapsed();
+        let per = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        println!("timing ({name}): {per:.2} µs/event, fresh Store + instance + call + drop");
     }
-    let call_per = call_time.as_secs_f64() * 1e6 / 5000.0;
-    println!("call only: {call_per:.2} µs/event");
+    let n = 20_000;
     let t = Instant::now();
     for _ in 0..n {
         std::hint::black_box(rules::project(&ev).unwrap());
     }
-    let native_per = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-    println!(
-        "timing: {per:.2} µs/event fresh instance per event ({} B payload, fuel {fuel}, on-demand allocator); native rules {native_per:.2} µs",
-        payload.len()
-    );
+    println!("native rules (reference): {:.2} µs/event", t.elapsed().as_secs_f64() * 1e6 / n as f64);
 
     if failures > 0 {
         bail!("{failures} of {} events differ", events.len());
