@@ -77,7 +77,7 @@ pub enum AppendError {
     Projection {
         index: usize,
         event_id: String,
-        error: ProjectionError,
+        error: Box<ProjectionError>,
     },
     #[error(
         "events[{index}] ({event_id:?}): the ops its projectors returned do not apply to the graph, \
@@ -300,7 +300,7 @@ impl State {
                 .map_err(|error| AppendError::Projection {
                     index,
                     event_id: draft.event_id.clone(),
-                    error,
+                    error: Box::new(error),
                 })?
         } else {
             Vec::new()
