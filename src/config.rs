@@ -70,6 +70,14 @@ pub struct ServeArgs {
     /// Largest accepted artifact, in bytes.
     #[arg(long, env = "LEVIATHAN_MAX_ARTIFACT_BYTES", default_value_t = Limits::default().max_artifact_bytes)]
     pub max_artifact_bytes: u64,
+    /// The autonomy switch file (YAML with `autonomy_enabled`), read on every
+    /// `GET /v1/autonomy/status`.
+    #[arg(
+        long,
+        env = "LEVIATHAN_AUTONOMY_CONFIG_PATH",
+        default_value = "/etc/leviathan/autonomy/dev.yaml"
+    )]
+    pub autonomy_config: PathBuf,
     #[command(flatten)]
     pub projection: ProjectionArgs,
 }
@@ -114,6 +122,7 @@ pub struct Config {
     pub limits: Limits,
     pub projectors: Vec<crate::projectors::Spec>,
     pub projector_cache: PathBuf,
+    pub autonomy_config: PathBuf,
 }
 
 /// A setting that stops the server from starting. The message says what to do.
@@ -191,6 +200,7 @@ impl Config {
             .clone()
             .unwrap_or_else(|| data_dir.join("projector-cache"));
         Ok(Config {
+            autonomy_config: args.autonomy_config.clone(),
             projector_cache,
             projectors,
             token,

@@ -111,6 +111,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         fingerprint: projection.fingerprint,
         token: config.token.clone(),
         limits: config.limits,
+        autonomy_config: config.autonomy_config.clone(),
         log: store.log.clone(),
         graph: store.graph.clone(),
         cas,

@@ -6,11 +6,13 @@
 mod artifacts;
 mod attempts;
 mod auth;
+mod autonomy;
 pub mod error;
 mod events;
 mod failures;
 mod graph;
 mod ingest;
+mod topology;
 
 use crate::cas::Cas;
 use crate::config::{Limits, Token};
@@ -31,6 +33,8 @@ pub struct AppState {
     pub fingerprint: crate::digest::Sha256,
     pub token: Token,
     pub limits: Limits,
+    /// The autonomy YAML read by `/v1/autonomy/status`.
+    pub autonomy_config: std::path::PathBuf,
     pub log: Log,
     pub graph: GraphStore,
     pub cas: Cas,
@@ -55,6 +59,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/attempts", get(attempts::list))
         .route("/v1/attempts/{id}", get(attempts::show))
         .route("/v1/attempts/{id}/invalidate", post(attempts::invalidate))
+        .route("/v1/topology/summary", get(topology::summary))
+        .route("/v1/topology/{kind}", get(topology::list))
+        .route("/v1/autonomy/status", get(autonomy::status))
+        .route("/v1/backlog/suggest", post(autonomy::suggest))
         .route("/v1/artifacts", post(artifacts::post))
         .route(
             "/v1/artifacts/{sha256}",

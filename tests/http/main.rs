@@ -6,6 +6,7 @@ mod common;
 
 mod artifacts;
 mod auth;
+mod compat;
 mod graph_api;
 mod hashing;
 mod idempotency;

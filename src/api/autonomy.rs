@@ -1,0 +1,53 @@
+//! The original's operator switches: `GET /v1/autonomy/status` reads the
+//! autonomy YAML (a mounted ConfigMap) on every call; `POST /v1/backlog/suggest`
+//! is the original's documented placeholder.
+
+use super::error::ApiError;
+use super::ingest::read_json_body;
+use super::AppState;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde_json::{json, Value};
+
+/// `GET /v1/autonomy/status` → `{autonomy_enabled, source}`, as the original.
+pub async fn status(State(app): State<AppState>) -> Json<Value> {
+    let path = app.autonomy_config.clone();
+    let (enabled, source) = match tokio::fs::read_to_string(&path).await {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            (true, "default (config not mounted)".to_string())
+        }
+        Err(_) => (true, "default (error reading config)".to_string()),
+        Ok(text) => match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text) {
+            Ok(serde_yaml_ng::Value::Mapping(m)) => {
+                let enabled = m
+                    .get("autonomy_enabled")
+                    .and_then(serde_yaml_ng::Value::as_bool)
+                    .unwrap_or(true);
+                (enabled, format!("configmap:{}", path.display()))
+            }
+            _ => (true, "default (error reading config)".to_string()),
+        },
+    };
+    Json(json!({"autonomy_enabled": enabled, "source": source}))
+}
+
+/// `POST /v1/backlog/suggest` with `{"target": "..."}`: not implemented, as in the original.
+pub async fn suggest(headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+    let bytes = read_json_body(&headers, body, 64 * 1024).await?;
+    let target = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("target").and_then(Value::as_str).map(str::to_string));
+    if target.is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "the body must be {\"target\": \"<target id>\"}",
+        ));
+    }
+    Ok(Json(json!({
+        "status": "not_implemented", "attempt_id": null, "pr_url": null, "tasks_proposed": null,
+        "message": "Backlog synthesis endpoint is a placeholder. Full implementation requires scheduler integration.",
+    })))
+}
