@@ -24,12 +24,11 @@ fn target_param(q: Option<&str>) -> Result<String, ApiError> {
         })
 }
 
+/// An event with its parsed payload.
+type WithPayload = (StoredEvent, Map<String, Value>);
+
 /// Events of `event_type` whose `payload.target_id` is `target`, in log order.
-fn events_for(
-    log: &Log,
-    event_type: &str,
-    target: &str,
-) -> Result<Vec<(StoredEvent, Map<String, Value>)>, ApiError> {
+fn events_for(log: &Log, event_type: &str, target: &str) -> Result<Vec<WithPayload>, ApiError> {
     let mut out = Vec::new();
     for seq in log.seqs_by_type_desc(event_type, None).take(SCAN_BUDGET) {
         let Some(e) = log.get(seq?)? else { continue };
