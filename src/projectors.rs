@@ -7,7 +7,8 @@
 //! Syntax: a comma-separated list of entries, in projection order. An entry is
 //! `core` (the embedded core projector) or a path to a component file, followed
 //! by optional `#key=value` settings: `sha256=<hex>` (refuse to start unless the
-//! file has that digest), `fuel=<n>`, `memory_mib=<n>`. Example:
+//! file has that digest), `fuel=<n>`, `memory_mib=<n>`, `tables=<n>` (table
+//! elements), `instances=<n>`. Example:
 //! `core,/etc/leviathan/team.wasm#sha256=ab12…#fuel=20000000`.
 
 use crate::digest::Sha256;
@@ -176,6 +177,10 @@ mod tests {
         assert_eq!(specs[1].source, Source::File("/x/team.wasm".into()));
         assert_eq!(specs[1].limits.fuel, 10);
         assert_eq!(specs[1].limits.memory_bytes, 2 << 20);
+        assert_eq!(
+            (specs[1].limits.table_elements, specs[1].limits.instances),
+            (100, 4)
+        );
         assert!(specs[1].pin.is_some());
         assert!(parse("").is_err());
         assert!(parse("core#fuel=lots").is_err());
