@@ -92,9 +92,11 @@ pub fn parse(value: &str) -> Result<Vec<Spec>, SpecError> {
                 }
                 "fuel" => spec.limits.fuel = number()?,
                 "memory_mib" => spec.limits.memory_bytes = (number()? as usize) << 20,
+                "tables" => spec.limits.table_elements = number()? as usize,
+                "instances" => spec.limits.instances = number()? as usize,
                 other => {
                     return Err(syntax(format!(
-                        "unknown setting {other:?} (known: sha256, fuel, memory_mib)"
+                        "unknown setting {other:?} (known: sha256, fuel, memory_mib, tables, instances)"
                     )))
                 }
             }
