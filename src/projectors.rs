@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn parses_entries_and_settings() {
         let specs = parse(&format!(
-            "core, /x/team.wasm#sha256={}#fuel=10#memory_mib=2",
+            "core, /x/team.wasm#sha256={}#fuel=10#memory_mib=2#tables=100#instances=4",
             "ab".repeat(32)
         ))
         .unwrap();
