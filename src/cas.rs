@@ -14,7 +14,7 @@
 
 use crate::config::SyncMode;
 use crate::digest::Sha256;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions};
 use sha2::Digest;
 use std::sync::{Arc, Mutex};
 
@@ -93,13 +93,6 @@ impl Cas {
 
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes
-    }
-
-    fn persist_mode(&self) -> Option<PersistMode> {
-        Some(match self.sync {
-            SyncMode::Always => PersistMode::SyncData,
-            SyncMode::None => PersistMode::Buffer,
-        })
     }
 
     pub fn meta(&self, sha: &Sha256) -> Result<Option<BlobMeta>, CasError> {
@@ -240,7 +233,11 @@ impl Upload {
         rec.extend_from_slice(&self.id);
         rec.extend_from_slice(&self.size.to_be_bytes());
         rec.extend_from_slice(&self.chunks.to_be_bytes());
-        let mut batch = self.cas.db.batch().durability(self.cas.persist_mode());
+        let mut batch = self
+            .cas
+            .db
+            .batch()
+            .durability(Some(self.cas.sync.persist_mode()));
         batch.insert(&self.cas.blobs, actual.as_bytes(), rec);
         batch.remove(&self.cas.pending, self.id);
         batch.commit()?;

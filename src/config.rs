@@ -17,6 +17,16 @@ pub enum SyncMode {
     None,
 }
 
+impl SyncMode {
+    /// How a commit reaches the disk in this mode.
+    pub fn persist_mode(self) -> fjall::PersistMode {
+        match self {
+            SyncMode::Always => fjall::PersistMode::SyncData,
+            SyncMode::None => fjall::PersistMode::Buffer,
+        }
+    }
+}
+
 /// Size limits on what clients may send.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

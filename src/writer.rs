@@ -123,26 +123,14 @@ impl Writer {
     /// checked at startup).
     pub fn start(parts: WriterParts) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(4096);
-        let WriterParts {
-            db,
-            log,
-            graph,
-            projectors,
-            fingerprint,
-            head,
-            sync,
-        } = parts;
         let state = State {
-            db,
-            log,
-            graph,
-            projectors,
-            fingerprint,
-            head,
-            persist: match sync {
-                SyncMode::Always => PersistMode::SyncData,
-                SyncMode::None => PersistMode::Buffer,
-            },
+            persist: parts.sync.persist_mode(),
+            db: parts.db,
+            log: parts.log,
+            graph: parts.graph,
+            projectors: parts.projectors,
+            fingerprint: parts.fingerprint,
+            head: parts.head,
             failed: false,
         };
         std::thread::Builder::new()

@@ -123,6 +123,28 @@ impl Server {
         self.post("/v1/events/ingest", bundle)
     }
 
+    /// `PUT /v1/artifacts/{sha256 of data}`.
+    pub fn put_artifact(&self, data: &[u8]) -> (u16, Value) {
+        let url = self.url(&format!("/v1/artifacts/{}", sha256_hex(data)));
+        parse(
+            self.client
+                .put(url)
+                .bearer_auth(TOKEN)
+                .body(data.to_vec())
+                .send()
+                .unwrap(),
+        )
+    }
+
+    /// `GET /v1/artifacts/{sha}`, the raw response.
+    pub fn get_artifact(&self, sha: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/v1/artifacts/{sha}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap()
+    }
+
     /// Every stored event, in log order, through the paging route.
     pub fn all_events(&self) -> Vec<Value> {
         let mut out = Vec::new();

@@ -6,36 +6,17 @@ fn put_get_head_round_trip_with_etag() {
     let s = Server::start();
     let data = b"build log line 1\nline 2\n".to_vec();
     let sha = sha256_hex(&data);
-    let (st, r) = parse(
-        s.client
-            .put(s.url(&format!("/v1/artifacts/{sha}")))
-            .bearer_auth(TOKEN)
-            .body(data.clone())
-            .send()
-            .unwrap(),
-    );
+    let (st, r) = s.put_artifact(&data);
     assert_eq!(st, 201, "{r}");
     assert_eq!(
         r,
         json!({"sha256": sha, "size": data.len(), "created": true})
     );
     // Same content again: stored once.
-    let (st, r) = parse(
-        s.client
-            .put(s.url(&format!("/v1/artifacts/{sha}")))
-            .bearer_auth(TOKEN)
-            .body(data.clone())
-            .send()
-            .unwrap(),
-    );
+    let (st, r) = s.put_artifact(&data);
     assert_eq!((st, r["created"].clone()), (200, json!(false)));
 
-    let resp = s
-        .client
-        .get(s.url(&format!("/v1/artifacts/{sha}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .unwrap();
+    let resp = s.get_artifact(&sha);
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(
         resp.headers()["content-length"],
@@ -110,14 +91,7 @@ fn post_stores_and_returns_the_digest_of_a_large_artifact() {
     assert_eq!(st, 201, "{r}");
     let sha = sha256_hex(&data);
     assert_eq!(r["sha256"], sha);
-    let got = s
-        .client
-        .get(s.url(&format!("/v1/artifacts/{sha}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .unwrap()
-        .bytes()
-        .unwrap();
+    let got = s.get_artifact(&sha).bytes().unwrap();
     assert_eq!(got.len(), data.len());
     assert!(got.as_ref() == data.as_slice());
 }
@@ -157,12 +131,7 @@ fn bundles_report_artifacts_not_yet_stored() {
     let s = Server::start();
     let present = b"present".to_vec();
     let absent = b"absent".to_vec();
-    s.client
-        .put(s.url(&format!("/v1/artifacts/{}", sha256_hex(&present))))
-        .bearer_auth(TOKEN)
-        .body(present.clone())
-        .send()
-        .unwrap();
+    s.put_artifact(&present);
     let mut b = bundle("with-refs", events("w", 1));
     b["artifacts"] = json!([
         {"sha256": sha256_hex(&present), "kind": "log", "uri": "file:///p", "size": 7, "name": "extra keys are fine"},

@@ -7,12 +7,7 @@ fn a_restart_keeps_everything_and_the_chain_continues() {
     s.ingest(&bundle("b1", events("a", 4)));
     let data = b"artifact bytes".to_vec();
     let sha = sha256_hex(&data);
-    s.client
-        .put(s.url(&format!("/v1/artifacts/{sha}")))
-        .bearer_auth(TOKEN)
-        .body(data.clone())
-        .send()
-        .unwrap();
+    s.put_artifact(&data);
     let before = s.all_events();
     let (_, head) = s.get("/v1/log/head");
     let dir = s.keep_dir();
@@ -21,14 +16,7 @@ fn a_restart_keeps_everything_and_the_chain_continues() {
     let s = Server::start_in(dir.path(), &[]);
     assert_eq!(s.all_events(), before);
     assert_eq!(s.get("/v1/log/head").1, head);
-    let got = s
-        .client
-        .get(s.url(&format!("/v1/artifacts/{sha}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .unwrap()
-        .bytes()
-        .unwrap();
+    let got = s.get_artifact(&sha).bytes().unwrap();
     assert_eq!(got.to_vec(), data);
     // Idempotency survives the restart too.
     let (_, r) = s.ingest(&bundle("b1", events("a", 4)));
