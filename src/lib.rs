@@ -9,6 +9,7 @@ pub mod config;
 pub mod digest;
 pub mod graph;
 pub mod log;
+pub mod metrics;
 pub mod projection;
 pub mod projectors;
 pub mod replay;

@@ -116,6 +116,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         graph: store.graph.clone(),
         cas,
         writer,
+        metrics: crate::metrics::Metrics::default(),
     };
     let app = api::router(state);
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))

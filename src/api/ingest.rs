@@ -83,6 +83,28 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestResponse>, ApiError> {
+    let started = std::time::Instant::now();
+    let result = ingest_bundle(&app, headers, body).await;
+    let seconds = started.elapsed().as_secs_f64();
+    match &result {
+        Ok(r) => {
+            let outcome = match r.status {
+                AppendStatus::Ok => "ok",
+                AppendStatus::Duplicate => "duplicate",
+            };
+            app.metrics
+                .ingest(outcome, seconds, r.ingested, r.duplicates);
+        }
+        Err(e) => app.metrics.ingest(e.code, seconds, 0, 0),
+    }
+    result.map(Json)
+}
+
+async fn ingest_bundle(
+    app: &AppState,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<IngestResponse, ApiError> {
     let bytes = read_json_body(&headers, body, app.limits.max_body_bytes).await?;
     let limits = app.limits;
     // Parsing and canonicalizing a large bundle is CPU work: keep it off the async workers.
@@ -101,7 +123,7 @@ pub async fn ingest(
     }
     let bundle_id = bundle.bundle_id.clone();
     let a = app.writer.append(bundle).await?;
-    Ok(Json(IngestResponse {
+    Ok(IngestResponse {
         ingested: a.ingested,
         bundle_id,
         status: a.status,
@@ -111,5 +133,5 @@ pub async fn ingest(
         head_hash: a.head.hash,
         duplicates: a.duplicates,
         missing_artifacts,
-    }))
+    })
 }

@@ -39,6 +39,7 @@ pub struct AppState {
     pub graph: GraphStore,
     pub cas: Cas,
     pub writer: Writer,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The whole HTTP surface.
@@ -79,6 +80,7 @@ pub fn router(state: AppState) -> Router {
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
+        .route("/metrics", get(metrics))
         .merge(v1)
         .fallback(|| async { ApiError::not_found("no such route; see docs/API.md for the routes") })
         .method_not_allowed_fallback(|| async {
@@ -91,6 +93,27 @@ pub fn router(state: AppState) -> Router {
         // Limits are enforced by the handlers themselves, with their own messages.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// `GET /metrics` (no auth, like `/healthz`): Prometheus text format.
+async fn metrics(
+    axum::extract::State(app): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Ok(h) = app.log.head() {
+        app.metrics.log_head_seq.set(h.seq.0 as i64);
+    }
+    if let Ok((seq, _)) = app.graph.state() {
+        app.metrics.graph_applied_seq.set(seq.0 as i64);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Query parameters, parsed by hand so that every problem gets our error shape.

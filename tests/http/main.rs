@@ -11,6 +11,7 @@ mod graph_api;
 mod hashing;
 mod idempotency;
 mod ingest;
+mod metrics;
 mod projection_rules;
 mod reads;
 mod restart;
