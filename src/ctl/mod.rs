@@ -37,7 +37,7 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8000";
 )]
 pub struct Cli {
     /// The server's base URL.
-    #[arg(long, global = true, env = "LEVIATHAN_API_URL", default_value = DEFAULT_URL)]
+    #[arg(long, global = true, env = "LEVIATHAN_API_URL", default_value = DEFAULT_URL, help_heading = "Global options")]
     pub url: String,
 
     /// The bearer token (prefer the variable: flags show in `ps`).
@@ -45,16 +45,17 @@ pub struct Cli {
         long,
         global = true,
         env = "LEVIATHAN_CONTROL_PLANE_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = "Global options"
     )]
     pub token: Option<String>,
 
     /// Print the server's JSON unchanged instead of tables.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
 
     /// Seconds to wait for an answer (artifact transfers are not limited).
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 30.0, value_parser = parse_secs)]
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30.0, value_parser = parse_secs, help_heading = "Global options")]
     pub timeout: f64,
 
     #[command(subcommand)]
@@ -218,11 +219,19 @@ pub fn main() -> ExitCode {
     // Usage errors exit with clap's code, 2; --help and --version with 0.
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let settings = Settings {
-        url: UrlSetting {
-            url: cli.url.clone(),
-            from: source(&matches, "url"),
+    // An empty LEVIATHAN_API_URL counts as unset.
+    let url = match source(&matches, "url") {
+        Source::Env if cli.url.trim().is_empty() => UrlSetting {
+            url: DEFAULT_URL.into(),
+            from: Source::Default,
         },
+        from => UrlSetting {
+            url: cli.url.clone(),
+            from,
+        },
+    };
+    let settings = Settings {
+        url,
         token: cli.token.clone().map(|t| (t, source(&matches, "token"))),
         timeout: Duration::from_secs_f64(cli.timeout),
     };
