@@ -38,6 +38,14 @@ fn flags_override_the_variables() {
         err.contains("http://127.0.0.1:8000 (the default; LEVIATHAN_API_URL is not set)"),
         "{err}"
     );
+    // An empty variable counts as unset.
+    let mut c = bare();
+    c.env("LEVIATHAN_API_URL", "");
+    let (_, _, err) = run(c, &["--token", "x", "--timeout", "2", "log", "head"]);
+    assert!(
+        err.contains("(the default; LEVIATHAN_API_URL is not set)"),
+        "{err}"
+    );
 }
 
 #[test]
