@@ -6,6 +6,7 @@ pub mod api;
 pub mod bundle;
 pub mod cas;
 pub mod config;
+pub mod ctl;
 pub mod digest;
 pub mod graph;
 pub mod log;

@@ -1,0 +1,227 @@
+//! What can go wrong in `leviathanctl`, worded so that an operator can act on it,
+//! and the exit code each failure maps to: 1 the request was refused or the
+//! operation failed (4xx, 5xx, a broken chain, a download that does not verify,
+//! a declined confirmation, a local file problem), 2 usage, 3 the server cannot
+//! be reached. Every message names what to change: the URL and the variable that
+//! sets it, where the rejected token came from, what was not found.
+
+use serde_json::Value;
+use std::fmt;
+
+/// Where a setting's value came from, so that a message can say what to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env,
+    Default,
+}
+
+/// The base URL of the server and where it came from.
+#[derive(Debug, Clone)]
+pub struct UrlSetting {
+    pub url: String,
+    pub from: Source,
+}
+
+impl fmt::Display for UrlSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.from {
+            Source::Flag => write!(f, "{} (from --url)", self.url),
+            Source::Env => write!(f, "{} (from LEVIATHAN_API_URL)", self.url),
+            Source::Default => write!(
+                f,
+                "{} (the default; LEVIATHAN_API_URL is not set)",
+                self.url
+            ),
+        }
+    }
+}
+
+/// A non-2xx answer, with the server's error body as it was sent.
+#[derive(Debug)]
+pub struct Refusal {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// `error.code`, when the body has the API's error shape.
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub details: Option<Value>,
+    /// The body as received (shown when it is not the API's error shape).
+    pub body: String,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.status >= 500 {
+            "the server failed"
+        } else if self.status == 404 {
+            "not found"
+        } else {
+            "the server refused the request"
+        };
+        write!(f, "{what}: {} {}: {}", self.method, self.path, self.status)?;
+        match (&self.code, &self.message) {
+            (Some(code), Some(message)) => {
+                write!(f, " {code}: {message}")?;
+                if let Some(d) = &self.details {
+                    write!(f, "\n  details: {d}")?;
+                }
+                if code == "not_found" && message.starts_with("no such route") {
+                    write!(
+                        f,
+                        "\n  this server does not have that route: it may be older than leviathanctl, \
+                         or --url / LEVIATHAN_API_URL points at something else"
+                    )?;
+                }
+                Ok(())
+            }
+            _ if self.body.trim().is_empty() => write!(f, " (empty body)"),
+            _ => write!(f, "\n  body: {}", self.body.trim_end()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// Bad arguments or settings (exit 2).
+    #[error("{0}")]
+    Usage(String),
+
+    /// Connection refused, DNS failure, timeout, a connection cut mid-answer (exit 3).
+    #[error(
+        "cannot reach the Leviathan server at {url}: {cause}\n  \
+         is it running there? Set LEVIATHAN_API_URL (or --url) to its address{hint}"
+    )]
+    Unreachable {
+        url: UrlSetting,
+        cause: String,
+        /// Extra advice, e.g. how to resume `events follow`.
+        hint: String,
+    },
+
+    /// 401 (exit 1).
+    #[error(
+        "the server rejected the token (401 {message})\n  \
+         the token was read from {from}; it must equal the server's LEVIATHAN_CONTROL_PLANE_TOKEN"
+    )]
+    Unauthorized { message: String, from: &'static str },
+
+    /// Any other non-2xx answer (exit 1).
+    #[error("{0}")]
+    Refused(Box<Refusal>),
+
+    /// A 2xx answer that is not what the API documents (exit 1).
+    #[error("unexpected answer to {what}: {detail}")]
+    BadResponse { what: String, detail: String },
+
+    /// A local file could not be read or written (exit 1).
+    #[error("{context}: {source}")]
+    Local {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The operation ran and its outcome is a failure: a broken chain, a download
+    /// that does not verify, a declined confirmation (exit 1).
+    #[error("{0}")]
+    Failed(String),
+
+    /// Stdout was closed (e.g. piped into `head`): stop quietly (exit 0).
+    #[error("stdout closed")]
+    Closed,
+}
+
+impl CtlError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Closed => 0,
+            CtlError::Usage(_) => 2,
+            CtlError::Unreachable { .. } => 3,
+            _ => 1,
+        }
+    }
+
+    /// A local I/O error, with what was being done.
+    pub fn local(context: impl Into<String>, source: std::io::Error) -> CtlError {
+        CtlError::Local {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Maps a failed write to stdout: a closed pipe ends quietly.
+    pub fn stdout(e: std::io::Error) -> CtlError {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            CtlError::Closed
+        } else {
+            CtlError::local("writing to stdout", e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(status: u16, body: &str) -> Refusal {
+        let v: Option<Value> = serde_json::from_str(body).ok();
+        let err = v.as_ref().map(|v| &v["error"]);
+        Refusal {
+            method: "GET".into(),
+            path: "/v1/x".into(),
+            status,
+            code: err.and_then(|e| e["code"].as_str()).map(String::from),
+            message: err.and_then(|e| e["message"].as_str()).map(String::from),
+            details: err.and_then(|e| e.get("details")).cloned(),
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(CtlError::Usage("x".into()).exit_code(), 2);
+        let url = UrlSetting {
+            url: "http://h".into(),
+            from: Source::Default,
+        };
+        let e = CtlError::Unreachable {
+            url,
+            cause: "refused".into(),
+            hint: String::new(),
+        };
+        assert_eq!(e.exit_code(), 3);
+        let text = e.to_string();
+        assert!(
+            text.contains("http://h") && text.contains("LEVIATHAN_API_URL"),
+            "{text}"
+        );
+        assert_eq!(
+            CtlError::Refused(Box::new(refusal(500, "boom"))).exit_code(),
+            1
+        );
+        assert_eq!(CtlError::Closed.exit_code(), 0);
+    }
+
+    #[test]
+    fn server_error_bodies_are_shown() {
+        // A 5xx body that is not the API's shape (e.g. from a proxy) is shown as is.
+        let text = refusal(502, "<html>bad gateway</html>").to_string();
+        assert!(
+            text.starts_with("the server failed: GET /v1/x: 502"),
+            "{text}"
+        );
+        assert!(text.contains("<html>bad gateway</html>"), "{text}");
+        let text = refusal(
+            503,
+            r#"{"error":{"code":"unavailable","message":"the writer stopped","details":{"k":1}}}"#,
+        )
+        .to_string();
+        assert!(
+            text.contains("503 unavailable: the writer stopped"),
+            "{text}"
+        );
+        assert!(text.contains(r#"details: {"k":1}"#), "{text}");
+    }
+}

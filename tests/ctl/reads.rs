@@ -1,0 +1,258 @@
+//! The read commands: `--json` is the server's body unchanged, tables show the
+//! data, filters reach the server, `log verify` fails on a tampered log, colour
+//! appears only on a terminal without `NO_COLOR`, completions are generated.
+
+use crate::common::{Server, TOKEN};
+use crate::pty::Pty;
+use crate::{ctl, json, loaded, run, std_ctl};
+
+/// The server's body for `path`, as text.
+fn raw(s: &Server, path: &str) -> String {
+    s.client
+        .get(s.url(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+#[test]
+fn json_output_is_the_servers_body_unchanged() {
+    let s = loaded();
+    let cases: &[(&[&str], &str)] = &[
+        (&["summary"], "/v1/graph/summary"),
+        (&["attempts", "list"], "/v1/attempts"),
+        (
+            &["attempts", "list", "--target", "radix", "--limit", "2"],
+            "/v1/attempts?target=radix&limit=2",
+        ),
+        (&["attempts", "show", "att-1"], "/v1/attempts/att-1"),
+        (&["failures"], "/v1/failures"),
+        (
+            &["failures", "--target", "radix", "--limit", "1"],
+            "/v1/failures?target=radix&limit=1",
+        ),
+        (&["events", "recent"], "/v1/events/recent"),
+        (
+            &["events", "recent", "--limit", "3"],
+            "/v1/events/recent?limit=3",
+        ),
+        (&["log", "head"], "/v1/log/head"),
+        (&["log", "verify"], "/v1/log/verify"),
+        (&["projectors", "list"], "/v1/projection"),
+    ];
+    for (args, path) in cases {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = run(ctl(&s), &all);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert_eq!(out.trim_end(), raw(&s, path), "{args:?}");
+        // And it parses, as a script would.
+        let _: serde_json::Value = serde_json::from_str(&out).unwrap();
+    }
+    // Filters and paging reach the server.
+    let page = json(&s, &["attempts", "list", "--limit", "1"]);
+    assert_eq!(page["count"], 1);
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("more pages")
+        .to_string();
+    let next = json(
+        &s,
+        &["attempts", "list", "--limit", "1", "--cursor", &cursor],
+    );
+    assert_ne!(
+        next["attempts"][0]["attempt_id"],
+        page["attempts"][0]["attempt_id"]
+    );
+    let none = json(&s, &["attempts", "list", "--target", "nowhere"]);
+    assert_eq!(none["count"], 0);
+    assert_eq!(
+        json(&s, &["events", "recent", "--limit", "3"])
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn tables_show_the_data() {
+    let s = loaded();
+    let table = |args: &[&str]| {
+        let (code, out, err) = run(ctl(&s), args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(!out.contains('\x1b'), "no colour when piped: {out}");
+        out
+    };
+    let out = table(&["summary"]);
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().eq(["Attempt", "3"])),
+        "{out}"
+    );
+    assert!(
+        out.contains("PRODUCED") && out.contains("RECENT EVENTS"),
+        "{out}"
+    );
+    assert!(out.contains("att-1-invalid"), "{out}");
+
+    let out = table(&["attempts", "list"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ATTEMPT") && lines[0].contains("STATUS"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 4, "a header and 3 attempts: {out}");
+    assert!(lines[1].starts_with("att-2"), "newest first: {out}");
+    // Columns are aligned: STATUS starts at the same offset on every line.
+    let col = lines[0].find("STATUS").unwrap();
+    for l in &lines[1..] {
+        assert_ne!(&l[col..col + 1], " ", "{out}");
+        assert_eq!(&l[col - 2..col], "  ", "{out}");
+    }
+    assert!(out.contains("invalidated") && out.contains("failed") && out.contains("succeeded"));
+    assert!(table(&["attempts", "list", "--target", "nowhere"]).contains("no attempts"));
+
+    let out = table(&["attempts", "show", "att-0"]);
+    for want in [
+        "att-0",
+        "failed",
+        "EVENTS",
+        "attempt.created",
+        "att-0-failed",
+        "ARTIFACTS",
+        "artifact-00000000",
+        "PULL REQUESTS",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    let out = table(&["attempts", "show", "att-1"]);
+    assert!(
+        out.contains("https://github.com/o/radix/pull/1001"),
+        "{out}"
+    );
+
+    let out = table(&["failures"]);
+    assert!(
+        out.contains("case 0 failed") && out.contains("tests.failed"),
+        "{out}"
+    );
+    let out = table(&["failures", "--limit", "1"]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+
+    let head = s.get("/v1/log/head").1;
+    let head_seq = head["seq"].to_string();
+    let out = table(&["events", "recent", "--limit", "5"]);
+    assert_eq!(out.lines().count(), 6, "{out}");
+    let first = out
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(first, head_seq, "seq first, newest first: {out}");
+
+    let out = table(&["log", "head"]);
+    assert!(
+        out.contains(head["hash"].as_str().unwrap()) && out.contains(&head_seq),
+        "{out}"
+    );
+    let out = table(&["log", "verify"]);
+    assert!(out.contains("ok: the chain verifies"), "{out}");
+    let out = table(&["projectors", "list"]);
+    assert!(
+        out.contains("core") && out.contains("Attempt") && out.contains("fingerprint"),
+        "{out}"
+    );
+}
+
+#[test]
+fn log_verify_exits_1_on_a_broken_chain() {
+    let mut s = Server::start();
+    s.ingest(&crate::common::bundle("b", crate::common::events("t", 4)));
+    let dir = s.keep_dir();
+    s.stop();
+    {
+        // Rewrite the payload of seq 2 in place, keeping its stored hash.
+        let db = fjall::Database::builder(dir.path().join("store"))
+            .open()
+            .unwrap();
+        let ks = db
+            .keyspace("log_events", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        let key = 2u64.to_be_bytes();
+        let v = ks.get(key).unwrap().unwrap().to_vec();
+        let text = String::from_utf8(v[32..].to_vec())
+            .unwrap()
+            .replace("t-a1", "t-XX");
+        let mut forged = v[..32].to_vec();
+        forged.extend_from_slice(text.as_bytes());
+        ks.insert(key, forged).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let s = Server::start_in(dir.path(), &[]);
+    let (code, out, err) = run(ctl(&s), &["log", "verify"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("BROKEN") && out.contains("first broken seq"),
+        "{out}"
+    );
+    assert!(err.contains("the chain is broken at seq 2"), "{err}");
+    let (code, out, _) = run(ctl(&s), &["--json", "log", "verify"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["ok"].as_bool(), v["first_broken_seq"].as_u64()),
+        (Some(false), Some(2))
+    );
+}
+
+#[test]
+fn colour_only_on_a_terminal_without_no_color() {
+    let s = loaded();
+    let term = Pty::spawn({
+        let mut c = std_ctl(&s);
+        c.args(["attempts", "list"]);
+        c
+    });
+    let (code, text) = term.finish();
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("\x1b[1mATTEMPT\x1b[0m"),
+        "bold header: {text:?}"
+    );
+    assert!(
+        text.contains("\x1b[31mfailed\x1b[0m"),
+        "red failure: {text:?}"
+    );
+
+    let term = Pty::spawn({
+        let mut c = std_ctl(&s);
+        c.env("NO_COLOR", "1").args(["attempts", "list"]);
+        c
+    });
+    let (code, text) = term.finish();
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("ATTEMPT") && !text.contains('\x1b'),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn completions_for_each_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let (code, out, err) = run(crate::bare(), &["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(
+            out.contains("leviathanctl") && out.contains("invalidate"),
+            "{shell}"
+        );
+    }
+    let (code, _, err) = run(crate::bare(), &["completions", "tcsh"]);
+    assert_eq!(code, 2, "{err}");
+}
