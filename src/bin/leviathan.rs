@@ -7,6 +7,13 @@ use leviathan::config::{Config, ServeArgs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: the writer allocates and frees many small
+/// objects per event (ops, properties, canonical buffers, batch entries), and
+/// glibc's `_int_malloc`/`malloc_consolidate` were about a third of the writer
+/// thread's time in a profile (docs/BENCHMARKS.md), with a fragmented heap.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "leviathan", version, about = "Leviathan control plane")]
 struct Cli {
