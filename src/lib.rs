@@ -15,4 +15,5 @@ pub mod projectors;
 pub mod replay;
 pub mod seq;
 pub mod server;
+pub mod storage;
 pub mod writer;
