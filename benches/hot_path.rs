@@ -21,6 +21,10 @@ use leviathan::server::{load_projection, open_store, Projection, Store};
 use leviathan::writer::{Writer, WriterParts};
 use std::time::{Duration, Instant};
 
+/// The server's allocator (src/bin/leviathan.rs), so the figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BUNDLE: u64 = 100;
 
 fn quick(c: &mut Criterion) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
@@ -197,6 +201,12 @@ fn group_commit(c: &mut Criterion) {
     let g = Generator::new("crit", "bench");
     let mut grp = quick(c);
     grp.throughput(Throughput::Elements(BUNDLE));
+    // One log and graph across both variants: seqs continue.
+    let mut next = 0u64;
+    let mut head = Head {
+        seq: Seq::ZERO,
+        hash: None,
+    };
     for (name, persist) in [
         (
             "commit/batch_100_events_fsync",
@@ -204,11 +214,6 @@ fn group_commit(c: &mut Criterion) {
         ),
         ("commit/batch_100_events_nosync", fjall::PersistMode::Buffer),
     ] {
-        let mut next = 0u64;
-        let mut head = Head {
-            seq: Seq::ZERO,
-            hash: None,
-        };
         grp.bench_function(name, |bn| {
             bn.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
