@@ -181,7 +181,7 @@ impl Generator {
         let t = &self.target;
         let a = self.attempt_id(i);
         let task = i / ATTEMPTS_PER_TASK;
-        let failed = i % 3 == 0;
+        let failed = i.is_multiple_of(3);
         let ts = timestamp(j);
         let id = format!("{r}-e{j}");
         let pr = 1000 + i;
@@ -267,7 +267,7 @@ impl Generator {
                 "pr.merged",
                 format!(r#"{{"attempt_id":"{a}","pr_number":{pr},"merged_at":"{ts}"}}"#),
             ),
-            _ if i % ATTEMPTS_PER_TASK == 0 => ("task.created", self.task_payload(task + 1)),
+            _ if i.is_multiple_of(ATTEMPTS_PER_TASK) => ("task.created", self.task_payload(task + 1)),
             _ if i % ATTEMPTS_PER_TASK == ATTEMPTS_PER_TASK - 1 => (
                 "task.completed",
                 format!(r#"{{"task_id":"{r}-t{task}","target_id":"{t}","status":"completed"}}"#),
