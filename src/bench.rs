@@ -267,7 +267,9 @@ impl Generator {
                 "pr.merged",
                 format!(r#"{{"attempt_id":"{a}","pr_number":{pr},"merged_at":"{ts}"}}"#),
             ),
-            _ if i.is_multiple_of(ATTEMPTS_PER_TASK) => ("task.created", self.task_payload(task + 1)),
+            _ if i.is_multiple_of(ATTEMPTS_PER_TASK) => {
+                ("task.created", self.task_payload(task + 1))
+            }
             _ if i % ATTEMPTS_PER_TASK == ATTEMPTS_PER_TASK - 1 => (
                 "task.completed",
                 format!(r#"{{"task_id":"{r}-t{task}","target_id":"{t}","status":"completed"}}"#),
