@@ -14,7 +14,7 @@
 
 use crate::config::SyncMode;
 use crate::digest::Sha256;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions};
+use fjall::{Database, Keyspace, KvSeparationOptions};
 use sha2::Digest;
 use std::sync::{Arc, Mutex};
 
@@ -71,11 +71,11 @@ impl Cas {
         let cas = Cas {
             db: db.clone(),
             chunks: db.keyspace("cas_chunks", || {
-                KeyspaceCreateOptions::default()
+                crate::storage::keyspace_options()
                     .with_kv_separation(Some(KvSeparationOptions::default()))
             })?,
-            blobs: db.keyspace("cas_blobs", KeyspaceCreateOptions::default)?,
-            pending: db.keyspace("cas_pending", KeyspaceCreateOptions::default)?,
+            blobs: db.keyspace("cas_blobs", crate::storage::keyspace_options)?,
+            pending: db.keyspace("cas_pending", crate::storage::keyspace_options)?,
             sync,
             max_bytes,
             finish_lock: Arc::new(Mutex::new(())),

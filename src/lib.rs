@@ -3,6 +3,7 @@
 //! See docs/ARCHITECTURE.md for the module map and invariants.
 
 pub mod api;
+pub mod bench;
 pub mod bundle;
 pub mod cas;
 pub mod config;
@@ -16,4 +17,5 @@ pub mod projectors;
 pub mod replay;
 pub mod seq;
 pub mod server;
+pub mod storage;
 pub mod writer;

@@ -29,6 +29,7 @@ pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let db = fjall::Database::builder(data_dir.join("store"))
+        .max_journaling_size(crate::storage::MAX_JOURNAL_BYTES)
         .open()
         .with_context(|| {
             format!(

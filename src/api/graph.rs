@@ -70,7 +70,17 @@ pub struct Summary {
 /// `GET /v1/graph/summary`: counts from counters, the last 20 events newest first.
 pub async fn summary(State(app): State<AppState>) -> Result<Json<Summary>, ApiError> {
     blocking(move || {
-        let (nodes, edges) = app.graph.counts()?;
+        // By key for the set's declared types: the only types the graph can
+        // hold (GraphStore::counts_of), at a cost independent of the log's size.
+        let infos = app.projectors.projectors();
+        let (nodes, edges) = app.graph.counts_of(
+            infos
+                .iter()
+                .flat_map(|p| p.node_types.iter().map(String::as_str)),
+            infos
+                .iter()
+                .flat_map(|p| p.edge_types.iter().map(String::as_str)),
+        )?;
         let recent = app.log.recent(20)?;
         Ok(Json(Summary {
             nodes_by_type: Ordered(nodes),

@@ -1,10 +1,18 @@
-//! `leviathan`: the server (`serve`) and offline administration (`verify`).
+//! `leviathan`: the server (`serve`), offline administration (`verify`, `rebuild`,
+//! `dump`) and the load generator (`bench`).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use leviathan::config::{Config, ServeArgs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// mimalloc instead of glibc malloc: the writer allocates and frees many small
+/// objects per event (ops, properties, canonical buffers, batch entries), and
+/// glibc's `_int_malloc`/`malloc_consolidate` were about a third of the writer
+/// thread's time in a profile (docs/BENCHMARKS.md), with a fragmented heap.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "leviathan", version, about = "Leviathan control plane")]
@@ -34,6 +42,9 @@ enum Command {
         #[arg(long)]
         expect_change: bool,
     },
+    /// Drive a running server over HTTP on loopback and report ingest throughput,
+    /// bundle latency and read latency (docs/BENCHMARKS.md).
+    Bench(leviathan::bench::BenchArgs),
     /// Write every graph record (nodes, edges, indexes, counters, digests) to stdout, in key order.
     Dump {
         #[arg(long, env = "LEVIATHAN_DATA_DIR")]
@@ -67,6 +78,7 @@ fn main() -> ExitCode {
             expect_change,
         } => rebuild(d, projection, expect_change),
         Command::Dump { data_dir: d } => dump(d),
+        Command::Bench(args) => bench(args),
     };
     match result {
         Ok(code) => code,
@@ -147,5 +159,17 @@ fn dump(d: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     store.graph.dump(&mut out)?;
     std::io::Write::flush(&mut out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(args: leviathan::bench::BenchArgs) -> anyhow::Result<ExitCode> {
+    let report = leviathan::bench::run(&args)?;
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string_pretty(&report)?)
+    } else {
+        leviathan::bench::render(&report)
+    };
+    let mut stdout = std::io::stdout().lock();
+    std::io::Write::write_all(&mut stdout, text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

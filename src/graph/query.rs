@@ -160,6 +160,39 @@ impl GraphStore {
         Ok((nodes, edges))
     }
 
+    /// The counters of the given types only, read by key: what `counts`
+    /// returns when every counter belongs to one of these types, which holds
+    /// for the graph of a projector set and that set's declared types (ops of
+    /// undeclared types are refused before they reach the graph, and another
+    /// set needs a rebuild, which clears the graph). Unlike `counts`, its cost
+    /// does not grow with the log: the counters are rewritten by every batch,
+    /// and a scan walks every superseded version still in the memtable (1.9 ms
+    /// p50 after a million events, against tens of microseconds by key).
+    pub fn counts_of<'a>(
+        &self,
+        node_types: impl IntoIterator<Item = &'a str>,
+        edge_types: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(TypeCounts, TypeCounts), GraphError> {
+        let snap = self.db.snapshot();
+        let read = |tag: u8, types: std::collections::BTreeSet<&str>| {
+            let mut out = Vec::new();
+            for t in types {
+                if let Some(v) = snap.get(&self.counts, keys::count(tag, t))? {
+                    let n = keys::decode_count(&v)?;
+                    if n > 0 {
+                        out.push((t.to_owned(), n));
+                    }
+                }
+            }
+            Ok::<_, GraphError>(out)
+        };
+        let mut nodes = read(keys::COUNT_NODE, node_types.into_iter().collect())?;
+        let mut edges = read(keys::COUNT_EDGE, edge_types.into_iter().collect())?;
+        sort_types(&mut nodes, &NODE_TYPE_ORDER);
+        sort_types(&mut edges, &EDGE_TYPE_ORDER);
+        Ok((nodes, edges))
+    }
+
     /// Nodes in id order, all or of one type, `limit` at a time.
     pub fn list_nodes(
         &self,

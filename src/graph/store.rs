@@ -29,7 +29,7 @@ use crate::graph::error::GraphError;
 use crate::graph::keys;
 use crate::graph::model::{Edge, Node};
 use crate::seq::Seq;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
+use fjall::{Database, Keyspace, Readable};
 
 /// Digest of the empty graph, before the first event (32 zero bytes).
 pub const GENESIS_DIGEST: Sha256 = Sha256([0; 32]);
@@ -57,7 +57,7 @@ impl std::fmt::Debug for GraphStore {
 impl GraphStore {
     /// Opens (creating if needed) the graph keyspaces in `db`.
     pub fn open(db: &Database) -> Result<GraphStore, GraphError> {
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let ks = |name: &str| db.keyspace(name, crate::storage::keyspace_options);
         let store = GraphStore {
             db: db.clone(),
             nodes: ks("graph_nodes")?,

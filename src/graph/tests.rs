@@ -648,6 +648,16 @@ fn counts_follow_the_original_type_order() {
         c(&[("Target", 1), ("Attempt", 2), ("Alpha", 1), ("Zeta", 1)])
     );
     assert_eq!(edges, c(&[("DEPENDS_ON", 1), ("SUPPORTS", 1), ("AAA", 1)]));
+    // By key, for the types present (and some absent ones), the same answer.
+    assert_eq!(
+        env.store
+            .counts_of(
+                ["Zeta", "Attempt", "Alpha", "Target", "Task", "Attempt"],
+                ["SUPPORTS", "AAA", "DEPENDS_ON", "PRODUCED"]
+            )
+            .unwrap(),
+        (nodes.clone(), edges.clone())
+    );
 }
 
 #[test]

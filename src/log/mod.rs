@@ -18,7 +18,7 @@ pub mod record;
 use crate::bundle::ArtifactRef;
 use crate::digest::Sha256;
 use crate::seq::Seq;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, Readable};
+use fjall::{Database, Keyspace, OwnedWriteBatch, Readable};
 use record::{EventDraft, StoredEvent};
 use serde::{Deserialize, Serialize};
 
@@ -107,7 +107,7 @@ fn seq_suffix(key: &[u8]) -> Option<Seq> {
 
 impl Log {
     pub fn open(db: &Database) -> Result<Log, LogError> {
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let ks = |name: &str| db.keyspace(name, crate::storage::keyspace_options);
         Ok(Log {
             db: db.clone(),
             events: ks("log_events")?,

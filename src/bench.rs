@@ -1,0 +1,896 @@
+//! `leviathan bench`: a load generator that drives a running server over HTTP
+//! on loopback and reports ingest throughput, bundle latency and read latency
+//! (docs/BENCHMARKS.md). It owns the synthetic event stream (realistic executor
+//! bundles covering every standard event type, ids unique per run) and the
+//! measurement loop. It never talks to anything but the given server, refuses
+//! non-loopback URLs unless explicitly allowed, and is bounded in requests and
+//! time.
+//!
+//! Phases:
+//! 1. ingest `events` events in bundles of `bundle` from `clients` concurrent
+//!    clients (a setup bundle registering the target and first task goes first,
+//!    outside the timing);
+//! 2. read latency, one request at a time, for the summary, attempt detail,
+//!    attempts list and node lookup routes (random attempts of this run);
+//! 3. with `grow_factor` > 1: ingest until this run has put
+//!    `events × grow_factor` events in the log, then the same reads again.
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Events per attempt in the synthetic stream (see [`Generator::event`]).
+pub const EVENTS_PER_ATTEMPT: u64 = 10;
+/// Upper bounds, so that a typo cannot start an endless run.
+const MAX_EVENTS: u64 = 100_000_000;
+const MAX_CLIENTS: usize = 256;
+const MAX_GROW: u64 = 100;
+const MAX_READS: usize = 1_000_000;
+const MAX_DURATION_SECS: f64 = 4.0 * 3600.0;
+/// Requests answered with an error before the run gives up.
+const MAX_ERRORS: u64 = 10;
+
+/// `leviathan bench` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Base URL of a running server.
+    #[arg(
+        long,
+        env = "LEVIATHAN_BENCH_URL",
+        default_value = "http://127.0.0.1:8000"
+    )]
+    pub url: String,
+    /// Bearer token (the server's LEVIATHAN_CONTROL_PLANE_TOKEN).
+    #[arg(long, env = "LEVIATHAN_CONTROL_PLANE_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Events to ingest in the first phase.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: u64,
+    /// Events per bundle.
+    #[arg(long, default_value_t = 100)]
+    pub bundle: usize,
+    /// Concurrent ingest clients (one connection each).
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// After the first reads, grow this run's events to `events × grow_factor` and
+    /// read again (0 or 1: no second phase).
+    #[arg(long, default_value_t = 10)]
+    pub grow_factor: u64,
+    /// Requests per read route and phase (one at a time).
+    #[arg(long, default_value_t = 2_000)]
+    pub reads: usize,
+    /// Stop starting new requests after this many seconds (the report says so).
+    #[arg(long, default_value_t = 600.0)]
+    pub duration_limit: f64,
+    /// Run id: prefix of every id this run sends (default: random). Letters,
+    /// digits, `-` and `_` only.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// The bundles' `target`.
+    #[arg(long, default_value = "bench")]
+    pub target: String,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Allow a URL whose host is not a loopback address.
+    #[arg(long)]
+    pub allow_non_loopback: bool,
+}
+
+/// The synthetic event stream of one run: a pure function of the event index,
+/// so concurrent clients can each build their own bundles.
+///
+/// Every attempt is 10 events, shaped like what executors send (tests/common's
+/// `mixed_log`): `attempt.created`, `attempt.started`, `job.submitted`,
+/// `artifact.created`, `tests.passed`/`tests.failed`, `model.call_completed`,
+/// `pr.created` + `attempt.succeeded` + `pr.merged` (two of three attempts) or
+/// `attempt.failed` + `custom.note` + `attempt.invalidated` (one of three), and a
+/// task event (`task.created` for the next task every 20 attempts,
+/// `task.completed` at the end of a task, else `custom.note`). The setup bundle
+/// has `target.registered` and the first `task.created`.
+#[derive(Debug, Clone)]
+pub struct Generator {
+    pub run: String,
+    pub target: String,
+}
+
+/// Attempts per task in the synthetic stream.
+const ATTEMPTS_PER_TASK: u64 = 20;
+/// 2026-01-24T10:00:00Z.
+const BASE_EPOCH_SECS: i64 = 1_769_248_800;
+
+impl Generator {
+    pub fn new(run: &str, target: &str) -> Generator {
+        Generator {
+            run: run.to_owned(),
+            target: target.to_owned(),
+        }
+    }
+
+    /// The attempt id of attempt `i`.
+    pub fn attempt_id(&self, i: u64) -> String {
+        format!("{}-att-{i}", self.run)
+    }
+
+    /// The setup bundle (target and first task); its ids are unique per run.
+    pub fn setup_bundle(&self) -> String {
+        let mut out = String::with_capacity(1024);
+        self.open_bundle(&mut out, &format!("{}-setup", self.run));
+        let r = &self.run;
+        let t = &self.target;
+        push_event(
+            &mut out,
+            &format!("{r}-target"),
+            "target.registered",
+            &timestamp(0),
+            &format!(
+                r#"{{"target_id":"{t}","name":"{t}","repo_url":"git@github.com:bench/{t}.git","default_branch":"main","contract_sha256":"{}","created_by":"bench"}}"#,
+                hex64(r.len() as u64)
+            ),
+        );
+        out.push(',');
+        push_event(
+            &mut out,
+            &format!("{r}-task-0"),
+            "task.created",
+            &timestamp(0),
+            &self.task_payload(0),
+        );
+        out.push_str("]}");
+        out
+    }
+
+    fn task_payload(&self, task: u64) -> String {
+        format!(
+            r#"{{"task_id":"{r}-t{task}","target_id":"{t}","title":"Bump dependency #{task} and fix the fallout","scope":"deps","priority":"p1","estimated_size":"s","allowed_paths":["Cargo.toml","Cargo.lock","src/"],"acceptance_criteria":["cargo build","cargo test"],"status":"pending"}}"#,
+            r = self.run,
+            t = self.target
+        )
+    }
+
+    fn open_bundle(&self, out: &mut String, bundle_id: &str) {
+        let _ = write!(
+            out,
+            r#"{{"target":"{}","bundle_id":"{bundle_id}","events":["#,
+            self.target
+        );
+    }
+
+    /// The body of the bundle holding events `[first, first + count)`.
+    pub fn bundle(&self, first: u64, count: u64) -> String {
+        let mut out = String::with_capacity(count as usize * 700 + 128);
+        self.open_bundle(&mut out, &format!("{}-b{first}", self.run));
+        for j in first..first + count {
+            if j > first {
+                out.push(',');
+            }
+            self.push(&mut out, j);
+        }
+        out.push_str("]}");
+        out
+    }
+
+    /// Event `j` of the stream.
+    fn push(&self, out: &mut String, j: u64) {
+        let i = j / EVENTS_PER_ATTEMPT;
+        let slot = j % EVENTS_PER_ATTEMPT;
+        let r = &self.run;
+        let t = &self.target;
+        let a = self.attempt_id(i);
+        let task = i / ATTEMPTS_PER_TASK;
+        let failed = i.is_multiple_of(3);
+        let ts = timestamp(j);
+        let id = format!("{r}-e{j}");
+        let pr = 1000 + i;
+        let (event_type, payload) = match slot {
+            0 => (
+                "attempt.created",
+                format!(
+                    r#"{{"attempt_id":"{a}","task_id":"{r}-t{task}","target_id":"{t}","attempt_number":{n},"status":"created","created_by":"worker-{w}","executor":{{"kind":"sandbox","image":"executor:2026.01","cpu":2,"memory_mb":4096}}}}"#,
+                    n = i % ATTEMPTS_PER_TASK + 1,
+                    w = i % 16
+                ),
+            ),
+            1 => (
+                "attempt.started",
+                format!(
+                    r#"{{"attempt_id":"{a}","status":"running","started_at":"{ts}","worker_id":"worker-{w}"}}"#,
+                    w = i % 16
+                ),
+            ),
+            2 => (
+                "job.submitted",
+                format!(r#"{{"attempt_id":"{a}","job_id":"{r}-job-{i}","queue":"default"}}"#),
+            ),
+            3 => (
+                "artifact.created",
+                format!(
+                    r#"{{"artifact_id":"{r}-art-{i}","attempt_id":"{a}","sha256":"{h}","artifact_type":"log","size_bytes":{s},"storage_path":"cas://{h}","mime_type":"text/plain"}}"#,
+                    h = hex64(j),
+                    s = 4096 + i % 10_000
+                ),
+            ),
+            4 => (
+                if failed {
+                    "tests.failed"
+                } else {
+                    "tests.passed"
+                },
+                format!(
+                    r#"{{"test_run_id":"{r}-tr-{i}","attempt_id":"{a}","scope":"unit","test_count":412,"failure_count":{f},"output_sha256":"{h}"}}"#,
+                    f = u8::from(failed),
+                    h = hex64(j)
+                ),
+            ),
+            5 => (
+                "model.call_completed",
+                format!(
+                    r#"{{"call_id":"{r}-mc-{i}","attempt_id":"{a}","model":"model-large-2026","tokens_input":{ti},"tokens_output":{to},"cost_usd":{c:.4},"prompt_sha256":"{h}"}}"#,
+                    ti = 12_000 + i % 5000,
+                    to = 800 + i % 700,
+                    c = 0.05 + (i % 100) as f64 / 1000.0,
+                    h = hex64(j)
+                ),
+            ),
+            6 if failed => (
+                "attempt.failed",
+                format!(
+                    r#"{{"attempt_id":"{a}","status":"failed","failure_type":"execution_failed","error_summary":"unit tests failed: 1 of 412 (case {i})","exit_code":101,"completed_at":"{ts}"}}"#
+                ),
+            ),
+            6 => (
+                "pr.created",
+                format!(
+                    r#"{{"attempt_id":"{a}","pr_number":{pr},"pr_url":"https://github.com/bench/{t}/pull/{pr}","title":"Bump dependency for task {task}","state":"open"}}"#
+                ),
+            ),
+            7 if failed => (
+                "custom.note",
+                format!(
+                    r#"{{"attempt_id":"{a}","text":"retrying with a larger sandbox é\ud83d\ude00"}}"#
+                ),
+            ),
+            7 => (
+                "attempt.succeeded",
+                format!(
+                    r#"{{"attempt_id":"{a}","status":"succeeded","pr_number":{pr},"pr_url":"https://github.com/bench/{t}/pull/{pr}","exit_code":0,"completed_at":"{ts}"}}"#
+                ),
+            ),
+            8 if failed => (
+                "attempt.invalidated",
+                format!(r#"{{"attempt_id":"{a}","reason":"flaky test environment"}}"#),
+            ),
+            8 => (
+                "pr.merged",
+                format!(r#"{{"attempt_id":"{a}","pr_number":{pr},"merged_at":"{ts}"}}"#),
+            ),
+            _ if i.is_multiple_of(ATTEMPTS_PER_TASK) => {
+                ("task.created", self.task_payload(task + 1))
+            }
+            _ if i % ATTEMPTS_PER_TASK == ATTEMPTS_PER_TASK - 1 => (
+                "task.completed",
+                format!(r#"{{"task_id":"{r}-t{task}","target_id":"{t}","status":"completed"}}"#),
+            ),
+            _ => (
+                "custom.note",
+                format!(r#"{{"attempt_id":"{a}","text":"attempt {i} done"}}"#),
+            ),
+        };
+        push_event(out, &id, event_type, &ts, &payload);
+    }
+}
+
+fn push_event(out: &mut String, id: &str, event_type: &str, ts: &str, payload: &str) {
+    let _ = write!(
+        out,
+        r#"{{"event_id":"{id}","event_type":"{event_type}","timestamp":"{ts}","actor_id":"bench-worker","payload":{payload}}}"#
+    );
+}
+
+/// A deterministic 64-hex-digit string derived from `n`.
+fn hex64(n: u64) -> String {
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    let mut s = String::with_capacity(64);
+    for _ in 0..4 {
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let _ = write!(s, "{x:016x}");
+    }
+    s
+}
+
+/// Event `j`'s timestamp: one millisecond apart, naive UTC with microseconds
+/// (as Python's `isoformat()` writes it).
+fn timestamp(j: u64) -> String {
+    let t =
+        chrono::DateTime::from_timestamp(BASE_EPOCH_SECS + (j / 1000) as i64, 0).expect("in range");
+    format!("{}.{:06}", t.format("%Y-%m-%dT%H:%M:%S"), (j % 1000) * 1000)
+}
+
+/// Latency distribution of one kind of request, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub count: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<Duration>) -> Option<Latency> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let at = |q: f64| {
+            let idx = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            ms(samples[idx])
+        };
+        let sum: f64 = samples.iter().map(|d| ms(*d)).sum();
+        Some(Latency {
+            count: samples.len(),
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: ms(*samples.last().expect("non-empty")),
+            mean_ms: sum / samples.len() as f64,
+        })
+    }
+}
+
+/// One ingest phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    pub events: u64,
+    pub bundles: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub bundle_latency: Option<Latency>,
+    /// Bytes of request bodies sent.
+    pub body_bytes: u64,
+    /// The duration limit stopped the phase before all its events were sent.
+    pub truncated: bool,
+}
+
+/// Read latency per route, one request at a time.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadReport {
+    /// Events of this run in the log when the reads ran.
+    pub run_events: u64,
+    /// The server's log head when the reads ran.
+    pub head_seq: u64,
+    pub summary: Option<Latency>,
+    pub attempt_detail: Option<Latency>,
+    pub attempts_list: Option<Latency>,
+    pub node_lookup: Option<Latency>,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub run_id: String,
+    pub url: String,
+    pub bundle: usize,
+    pub clients: usize,
+    pub grow_factor: u64,
+    pub ingest: IngestReport,
+    pub reads: ReadReport,
+    pub grow_ingest: Option<IngestReport>,
+    pub grown_reads: Option<ReadReport>,
+    pub seconds: f64,
+}
+
+/// Refuses a URL whose host is not loopback, unless allowed.
+pub fn check_url(url: &str, allow_non_loopback: bool) -> anyhow::Result<reqwest::Url> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("invalid --url {url:?}"))?;
+    if parsed.scheme() != "http" {
+        bail!("--url must be http:// (got {url:?})");
+    }
+    let host = parsed.host_str().unwrap_or("");
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback && !allow_non_loopback {
+        bail!(
+            "--url {url:?} is not a loopback address; the benchmark only drives a local server \
+             (pass --allow-non-loopback to override)"
+        );
+    }
+    Ok(parsed)
+}
+
+fn check_args(a: &BenchArgs) -> anyhow::Result<()> {
+    if a.events == 0 || a.events > MAX_EVENTS {
+        bail!("--events must be between 1 and {MAX_EVENTS}");
+    }
+    if a.bundle == 0 || a.bundle > 10_000 {
+        bail!("--bundle must be between 1 and 10000");
+    }
+    if a.clients == 0 || a.clients > MAX_CLIENTS {
+        bail!("--clients must be between 1 and {MAX_CLIENTS}");
+    }
+    if a.grow_factor > MAX_GROW || a.events.saturating_mul(a.grow_factor.max(1)) > MAX_EVENTS {
+        bail!("--grow-factor must be at most {MAX_GROW}, and events × grow factor at most {MAX_EVENTS}");
+    }
+    if a.reads > MAX_READS {
+        bail!("--reads must be at most {MAX_READS}");
+    }
+    if !(a.duration_limit > 0.0 && a.duration_limit <= MAX_DURATION_SECS) {
+        bail!("--duration-limit must be positive and at most {MAX_DURATION_SECS} seconds");
+    }
+    if a.target.is_empty() || !a.target.chars().all(id_char) {
+        bail!("--target may only contain letters, digits, '-' and '_'");
+    }
+    if let Some(r) = &a.run_id {
+        if r.is_empty() || r.len() > 64 || !r.chars().all(id_char) {
+            bail!("--run-id: 1 to 64 letters, digits, '-' or '_'");
+        }
+    }
+    Ok(())
+}
+
+fn id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+/// Runs the whole benchmark (blocking; starts its own async runtime).
+pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
+    check_args(args)?;
+    let base = check_url(&args.url, args.allow_non_loopback)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(args, base))
+}
+
+struct Ctx {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+    generator: Generator,
+    deadline: Instant,
+    errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Ctx {
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    fn error(&self, msg: String) {
+        let n = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = Some(msg);
+        }
+        drop(first);
+        if n == 1 {
+            tracing::warn!("a request failed; the run stops after {MAX_ERRORS} failures");
+        }
+    }
+
+    fn check_errors(&self) -> anyhow::Result<()> {
+        let n = self.errors.load(Ordering::Relaxed);
+        if n >= MAX_ERRORS {
+            let first = self
+                .first_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_default();
+            bail!("{n} requests failed; the first: {first}");
+        }
+        Ok(())
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let resp = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = resp.status();
+        let body = resp.bytes().await.with_context(|| format!("GET {path}"))?;
+        if !status.is_success() {
+            bail!(
+                "GET {path}: {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(500)])
+            );
+        }
+        serde_json::from_slice(&body).with_context(|| format!("GET {path}: not JSON"))
+    }
+
+    async fn post_bundle(&self, body: String, expect: u64) -> anyhow::Result<()> {
+        let resp = self
+            .client
+            .post(self.url("/v1/events/ingest"))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .context("POST /v1/events/ingest")?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("POST /v1/events/ingest")?;
+        if !status.is_success() {
+            bail!(
+                "POST /v1/events/ingest: {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
+            );
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            ingested: u64,
+        }
+        let a: Answer = serde_json::from_slice(&bytes).context("ingest answer")?;
+        if a.ingested != expect {
+            bail!(
+                "POST /v1/events/ingest: ingested {} events, {expect} sent (was this run id used before?)",
+                a.ingested
+            );
+        }
+        Ok(())
+    }
+}
+
+async fn run_async(args: &BenchArgs, base: reqwest::Url) -> anyhow::Result<BenchReport> {
+    let started = Instant::now();
+    let run_id = args.run_id.clone().unwrap_or_else(|| {
+        let u = uuid::Uuid::new_v4().simple().to_string();
+        format!("r{}", &u[..10])
+    });
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients + 1)
+        .timeout(Duration::from_secs(120))
+        .connect_timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .context("building the HTTP client")?;
+    let ctx = Arc::new(Ctx {
+        client,
+        base: base.as_str().trim_end_matches('/').to_owned(),
+        token: args.token.clone(),
+        generator: Generator::new(&run_id, &args.target),
+        deadline: started + Duration::from_secs_f64(args.duration_limit),
+        errors: AtomicU64::new(0),
+        first_error: Mutex::new(None),
+    });
+    // The server must be up, and the token right, before anything is timed.
+    ctx.get("/v1/log/head")
+        .await
+        .context("the server does not answer GET /v1/log/head")?;
+    ctx.post_bundle(ctx.generator.setup_bundle(), 2)
+        .await
+        .context("sending the setup bundle")?;
+    tracing::info!(run_id = %run_id, "setup done; ingest phase");
+
+    let ingest = ingest_phase(&ctx, args, 0, args.events).await?;
+    let mut done = ingest.events;
+    let reads = reads_phase(&ctx, args.reads, done).await?;
+    let (mut grow_ingest, mut grown_reads) = (None, None);
+    if args.grow_factor > 1 && !ingest.truncated {
+        let total = args.events * args.grow_factor;
+        tracing::info!(total, "grow phase");
+        let g = ingest_phase(&ctx, args, done, total).await?;
+        done += g.events;
+        let truncated = g.truncated;
+        grow_ingest = Some(g);
+        if !truncated {
+            grown_reads = Some(reads_phase(&ctx, args.reads, done).await?);
+        }
+    }
+    Ok(BenchReport {
+        run_id,
+        url: ctx.base.clone(),
+        bundle: args.bundle,
+        clients: args.clients,
+        grow_factor: args.grow_factor,
+        ingest,
+        reads,
+        grow_ingest,
+        grown_reads,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Ingests events `[from, to)` of the stream in bundles, from `clients` tasks
+/// taking the next bundle from a shared counter.
+async fn ingest_phase(
+    ctx: &Arc<Ctx>,
+    args: &BenchArgs,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<IngestReport> {
+    let next = Arc::new(AtomicU64::new(from));
+    let stop = Arc::new(AtomicBool::new(false));
+    let bundle = args.bundle as u64;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        let (ctx, next, stop) = (ctx.clone(), next.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let (mut events, mut bytes) = (0u64, 0u64);
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if Instant::now() >= ctx.deadline {
+                    stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+                let first = next.fetch_add(bundle, Ordering::Relaxed);
+                if first >= to {
+                    break;
+                }
+                let count = bundle.min(to - first);
+                let body = ctx.generator.bundle(first, count);
+                let len = body.len() as u64;
+                let t = Instant::now();
+                match ctx.post_bundle(body, count).await {
+                    Ok(()) => {
+                        lat.push(t.elapsed());
+                        events += count;
+                        bytes += len;
+                    }
+                    Err(e) => {
+                        ctx.error(format!("{e:#}"));
+                        if ctx.errors.load(Ordering::Relaxed) >= MAX_ERRORS {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            (lat, events, bytes)
+        }));
+    }
+    let mut lat = Vec::new();
+    let (mut events, mut bytes) = (0, 0);
+    for t in tasks {
+        let (l, e, b) = t.await.context("an ingest client panicked")?;
+        lat.extend(l);
+        events += e;
+        bytes += b;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    ctx.check_errors()?;
+    Ok(IngestReport {
+        events,
+        bundles: lat.len() as u64,
+        seconds,
+        events_per_second: events as f64 / seconds,
+        bundle_latency: Latency::of(lat),
+        body_bytes: bytes,
+        truncated: events < to - from,
+    })
+}
+
+/// A small deterministic PRNG (splitmix64) for picking attempts to read.
+struct Pick(u64);
+
+impl Pick {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n.max(1)
+    }
+}
+
+/// `n` requests per read route, one at a time, after a short warm-up.
+async fn reads_phase(ctx: &Arc<Ctx>, n: usize, run_events: u64) -> anyhow::Result<ReadReport> {
+    let head = ctx.get("/v1/log/head").await?;
+    let head_seq = head["seq"].as_u64().unwrap_or(0);
+    // Only attempts whose `attempt.created` is in the log.
+    let attempts = run_events.div_ceil(EVENTS_PER_ATTEMPT).max(1);
+    let mut pick = Pick(attempts ^ 0x5EED);
+    let g = &ctx.generator;
+    let mut truncated = false;
+    let mut measure = |route: &'static str| {
+        let mut paths = Vec::with_capacity(n);
+        for _ in 0..n {
+            paths.push(match route {
+                "summary" => "/v1/graph/summary".to_owned(),
+                "attempt_detail" => format!("/v1/attempts/{}", g.attempt_id(pick.below(attempts))),
+                "attempts_list" => "/v1/attempts?limit=10".to_owned(),
+                _ => format!("/v1/graph/nodes/{}", g.attempt_id(pick.below(attempts))),
+            });
+        }
+        paths
+    };
+    let routes = ["summary", "attempt_detail", "attempts_list", "node_lookup"];
+    let mut out: Vec<Option<Latency>> = Vec::new();
+    for route in routes {
+        let paths = measure(route);
+        // Warm-up: connection, caches of the hot top of the log.
+        for p in paths.iter().take(20) {
+            if let Err(e) = ctx.get(p).await {
+                ctx.error(format!("{e:#}"));
+            }
+        }
+        let mut samples = Vec::with_capacity(n);
+        for p in &paths {
+            if Instant::now() >= ctx.deadline {
+                truncated = true;
+                break;
+            }
+            let t = Instant::now();
+            match ctx.get(p).await {
+                Ok(_) => samples.push(t.elapsed()),
+                Err(e) => ctx.error(format!("{e:#}")),
+            }
+        }
+        ctx.check_errors()?;
+        out.push(Latency::of(samples));
+    }
+    let mut it = out.into_iter();
+    Ok(ReadReport {
+        run_events,
+        head_seq,
+        summary: it.next().flatten(),
+        attempt_detail: it.next().flatten(),
+        attempts_list: it.next().flatten(),
+        node_lookup: it.next().flatten(),
+        truncated,
+    })
+}
+
+/// The report as a human-readable table.
+pub fn render(r: &BenchReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "run {} against {} — bundles of {}, {} clients, {:.1} s in all",
+        r.run_id, r.url, r.bundle, r.clients, r.seconds
+    );
+    let ingest = |s: &mut String, name: &str, i: &IngestReport| {
+        let _ = write!(
+            s,
+            "{name}: {} events in {} bundles, {:.2} s: {:.0} events/s",
+            i.events, i.bundles, i.seconds, i.events_per_second
+        );
+        if let Some(l) = &i.bundle_latency {
+            let _ = write!(
+                s,
+                "; bundle latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                l.p50_ms, l.p99_ms, l.max_ms
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{}",
+            if i.truncated {
+                " (TRUNCATED by the duration limit)"
+            } else {
+                ""
+            }
+        );
+    };
+    let reads = |s: &mut String, name: &str, rd: &ReadReport| {
+        let _ = writeln!(
+            s,
+            "{name} (log head {}, {} events of this run){}:",
+            rd.head_seq,
+            rd.run_events,
+            if rd.truncated { " (TRUNCATED)" } else { "" }
+        );
+        for (route, l) in [
+            ("summary", &rd.summary),
+            ("attempt detail", &rd.attempt_detail),
+            ("attempts list", &rd.attempts_list),
+            ("node lookup", &rd.node_lookup),
+        ] {
+            if let Some(l) = l {
+                let _ = writeln!(
+                    s,
+                    "  {route:<15} p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  ({} requests)",
+                    l.p50_ms, l.p99_ms, l.max_ms, l.count
+                );
+            }
+        }
+    };
+    ingest(&mut s, "ingest", &r.ingest);
+    reads(&mut s, "reads", &r.reads);
+    if let Some(g) = &r.grow_ingest {
+        ingest(&mut s, "grow ingest", g);
+    }
+    if let Some(g) = &r.grown_reads {
+        reads(&mut s, "reads after growth", g);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundles_are_valid_and_cover_every_standard_type() {
+        let g = Generator::new("r1", "bench");
+        let setup = crate::bundle::parse(g.setup_bundle().as_bytes(), &Default::default()).unwrap();
+        assert_eq!(setup.events.len(), 2);
+        let b = g.bundle(0, 400);
+        let parsed = crate::bundle::parse(b.as_bytes(), &Default::default()).unwrap();
+        assert_eq!(parsed.events.len(), 400);
+        let types: std::collections::BTreeSet<_> = parsed
+            .events
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect();
+        for t in [
+            "attempt.created",
+            "attempt.started",
+            "attempt.succeeded",
+            "attempt.failed",
+            "attempt.invalidated",
+            "job.submitted",
+            "artifact.created",
+            "tests.passed",
+            "tests.failed",
+            "model.call_completed",
+            "pr.created",
+            "pr.merged",
+            "task.created",
+            "task.completed",
+            "custom.note",
+        ] {
+            assert!(types.contains(t), "{t} missing");
+        }
+        // Ids are unique per run and the two halves of a split agree.
+        let ids: std::collections::HashSet<_> =
+            parsed.events.iter().map(|e| e.event_id.clone()).collect();
+        assert_eq!(ids.len(), 400);
+        let a = crate::bundle::parse(g.bundle(0, 150).as_bytes(), &Default::default()).unwrap();
+        let b = crate::bundle::parse(g.bundle(150, 250).as_bytes(), &Default::default()).unwrap();
+        let joined: Vec<_> = a
+            .events
+            .iter()
+            .chain(&b.events)
+            .map(|e| e.content_digest)
+            .collect();
+        let whole: Vec<_> = parsed.events.iter().map(|e| e.content_digest).collect();
+        assert_eq!(joined, whole);
+        let other = Generator::new("r2", "bench").bundle(0, 1);
+        assert!(!other.contains("\"r1-"));
+    }
+
+    #[test]
+    fn only_loopback_urls_unless_allowed() {
+        for ok in [
+            "http://127.0.0.1:8000",
+            "http://localhost:1/",
+            "http://[::1]:8000",
+            "http://127.1.2.3",
+        ] {
+            assert!(check_url(ok, false).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.1:8000",
+            "http://example.com",
+            "https://127.0.0.1",
+        ] {
+            assert!(check_url(bad, false).is_err(), "{bad}");
+        }
+        assert!(check_url("http://10.0.0.1:8000", true).is_ok());
+    }
+
+    #[test]
+    fn latency_quantiles() {
+        let l = Latency::of((1..=100).map(Duration::from_millis).collect()).unwrap();
+        assert_eq!(l.p50_ms, 50.0);
+        assert_eq!(l.p99_ms, 99.0);
+        assert_eq!(l.max_ms, 100.0);
+        assert!(Latency::of(Vec::new()).is_none());
+    }
+}

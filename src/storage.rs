@@ -1,0 +1,20 @@
+//! fjall tuning shared by every keyspace of the store (log, graph, artifacts).
+//! It owns the memory and start-up bounds of the embedded store and nothing
+//! else; see docs/BENCHMARKS.md for the measurements behind each value.
+
+/// Most bytes of journal kept before fjall flushes the oldest memtables to
+/// disk (fjall's default is 512 MiB). It bounds both the memory the memtables
+/// may hold and what a start-up replays: with the default, a store after a
+/// million events used ~770 MiB RSS and took ~3.3 s to open (docs/BENCHMARKS.md).
+/// 64 MiB is fjall's minimum.
+pub const MAX_JOURNAL_BYTES: u64 = 64 << 20;
+
+/// Largest memtable of each keyspace created from now on (fjall's default is
+/// 64 MiB; the setting is recorded when a keyspace is created). With ~20
+/// keyspaces the default alone allows over a GiB of memtables.
+pub const MAX_MEMTABLE_BYTES: u64 = 8 << 20;
+
+/// Options for every keyspace Leviathan creates.
+pub fn keyspace_options() -> fjall::KeyspaceCreateOptions {
+    fjall::KeyspaceCreateOptions::default().max_memtable_size(MAX_MEMTABLE_BYTES)
+}
