@@ -196,6 +196,24 @@ impl Drop for Server {
     }
 }
 
+/// Forges the stored event at `seq` of a stopped server's data dir: replaces
+/// `from` by `to` in its canonical bytes and keeps its stored hash, as an
+/// attacker with disk access would. Verification must then fail at `seq`.
+pub fn tamper_with_event(dir: &Path, seq: u64, from: &str, to: &str) {
+    let db = fjall::Database::builder(dir.join("store")).open().unwrap();
+    let ks = db
+        .keyspace("log_events", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    let key = seq.to_be_bytes();
+    let v = ks.get(key).unwrap().unwrap().to_vec();
+    let text = String::from_utf8(v[32..].to_vec()).unwrap();
+    assert!(text.contains(from), "seq {seq} has no {from:?}: {text}");
+    let mut forged = v[..32].to_vec();
+    forged.extend_from_slice(text.replace(from, to).as_bytes());
+    ks.insert(key, forged).unwrap();
+    db.persist(fjall::PersistMode::SyncAll).unwrap();
+}
+
 /// A compiled-projector cache shared by every test server.
 pub fn shared_cache() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("projector-cache")

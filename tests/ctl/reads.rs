@@ -176,24 +176,7 @@ fn log_verify_exits_1_on_a_broken_chain() {
     s.ingest(&crate::common::bundle("b", crate::common::events("t", 4)));
     let dir = s.keep_dir();
     s.stop();
-    {
-        // Rewrite the payload of seq 2 in place, keeping its stored hash.
-        let db = fjall::Database::builder(dir.path().join("store"))
-            .open()
-            .unwrap();
-        let ks = db
-            .keyspace("log_events", fjall::KeyspaceCreateOptions::default)
-            .unwrap();
-        let key = 2u64.to_be_bytes();
-        let v = ks.get(key).unwrap().unwrap().to_vec();
-        let text = String::from_utf8(v[32..].to_vec())
-            .unwrap()
-            .replace("t-a1", "t-XX");
-        let mut forged = v[..32].to_vec();
-        forged.extend_from_slice(text.as_bytes());
-        ks.insert(key, forged).unwrap();
-        db.persist(fjall::PersistMode::SyncAll).unwrap();
-    }
+    crate::common::tamper_with_event(dir.path(), 2, "t-a1", "t-XX");
     let s = Server::start_in(dir.path(), &[]);
     let (code, out, err) = run(ctl(&s), &["log", "verify"]);
     assert_eq!(code, 1, "{out}{err}");

@@ -41,24 +41,7 @@ fn tampering_is_detected_by_verify() {
     s.ingest(&bundle("b", events("t", 5)));
     let dir = s.keep_dir();
     s.stop();
-    {
-        // Rewrite the payload of seq 3 in place, keeping its stored hash.
-        let db = fjall::Database::builder(dir.path().join("store"))
-            .open()
-            .unwrap();
-        let ks = db
-            .keyspace("log_events", fjall::KeyspaceCreateOptions::default)
-            .unwrap();
-        let key = 3u64.to_be_bytes();
-        let v = ks.get(key).unwrap().unwrap().to_vec();
-        let text = String::from_utf8(v[32..].to_vec())
-            .unwrap()
-            .replace("t-a2", "t-XX");
-        let mut forged = v[..32].to_vec();
-        forged.extend_from_slice(text.as_bytes());
-        ks.insert(key, forged).unwrap();
-        db.persist(fjall::PersistMode::SyncAll).unwrap();
-    }
+    crate::common::tamper_with_event(dir.path(), 3, "t-a2", "t-XX");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan"))
         .args(["verify", "--data-dir"])
         .arg(dir.path())
