@@ -50,27 +50,23 @@ pub fn rebuild(
         }
         let mut staging = graph.staging()?;
         for e in &chunk {
-            let ops = if set.handles(&e.event_type) {
-                let input = EventInput {
-                    seq: e.seq,
-                    event_id: &e.event_id,
-                    event_type: &e.event_type,
-                    timestamp: &e.timestamp,
-                    actor_id: e.actor_id.as_deref(),
-                    target: &e.target,
-                    payload_json: e.payload.get(),
-                    event_hash: e.hash,
-                };
-                set.project(&input, &staging).with_context(|| {
-                    format!(
-                        "event seq {} ({}) does not project with this projector set; the graph is left \
-                         empty and the server will not start until a rebuild succeeds",
-                        e.seq, e.event_id
-                    )
-                })?
-            } else {
-                Vec::new()
+            let input = EventInput {
+                seq: e.seq,
+                event_id: &e.event_id,
+                event_type: &e.event_type,
+                timestamp: &e.timestamp,
+                actor_id: e.actor_id.as_deref(),
+                target: &e.target,
+                payload_json: e.payload.get(),
+                event_hash: e.hash,
             };
+            let ops = set.project(&input, &staging).with_context(|| {
+                format!(
+                    "event seq {} ({}) does not project with this projector set; the graph is left \
+                     empty and the server will not start until a rebuild succeeds",
+                    e.seq, e.event_id
+                )
+            })?;
             staging
                 .apply(e.seq, &e.timestamp, &ops)
                 .with_context(|| format!("applying the ops of seq {}", e.seq))?;

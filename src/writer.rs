@@ -22,7 +22,7 @@ use crate::log::{BundleRecord, Head, Log, LogError};
 use crate::projection::{EventInput, ProjectionError, ProjectorSet};
 use crate::seq::Seq;
 use fjall::{Database, PersistMode};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -272,27 +272,26 @@ impl State {
         target: &str,
         staging: &mut Staging,
     ) -> Result<(), AppendError> {
-        let ops = if self.projectors.handles(&draft.event_type) {
-            let input = EventInput {
-                seq,
-                event_id: &draft.event_id,
-                event_type: &draft.event_type,
-                timestamp: &draft.timestamp,
-                actor_id: draft.actor_id.as_deref(),
-                target,
-                payload_json: draft.payload_json(),
-                event_hash: hash,
-            };
+        // Types no projector handles give no ops (nothing is instantiated), but
+        // are still applied: every seq extends the state digest.
+        let input = EventInput {
+            seq,
+            event_id: &draft.event_id,
+            event_type: &draft.event_type,
+            timestamp: &draft.timestamp,
+            actor_id: draft.actor_id.as_deref(),
+            target,
+            payload_json: draft.payload_json(),
+            event_hash: hash,
+        };
+        let ops =
             self.projectors
                 .project(&input, staging)
                 .map_err(|error| AppendError::Projection {
                     index,
                     event_id: draft.event_id.clone(),
                     error: Box::new(error),
-                })?
-        } else {
-            Vec::new()
-        };
+                })?;
         staging
             .apply(seq, &draft.timestamp, &ops)
             .map_err(|e| match e {
@@ -339,10 +338,10 @@ impl State {
 
         let mut head = self.head;
         let mut staged: Vec<Staged> = Vec::with_capacity(bundle.events.len());
-        let mut in_bundle: HashMap<&str, Sha256> = HashMap::new();
+        let mut in_bundle: HashSet<&str> = HashSet::new();
         let mut duplicates = 0u64;
         for (index, draft) in bundle.events.iter().enumerate() {
-            if in_bundle.contains_key(draft.event_id.as_str()) {
+            if in_bundle.contains(draft.event_id.as_str()) {
                 // Identical repeat inside the bundle (validation refused a different one).
                 duplicates += 1;
                 continue;
@@ -361,7 +360,7 @@ impl State {
                 duplicates += 1;
                 continue;
             }
-            in_bundle.insert(&draft.event_id, draft.content_digest);
+            in_bundle.insert(&draft.event_id);
             let seq = head.seq.next();
             let canonical = draft.encode(seq, head.hash.as_ref());
             let hash = Sha256::of(&canonical);
