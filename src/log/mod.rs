@@ -99,6 +99,18 @@ fn attempt_prefix(attempt_id: &str) -> Vec<u8> {
     k
 }
 
+/// The head record: `seq (8) ‖ hash (32)`; absent for an empty log.
+fn decode_head(value: Option<&[u8]>) -> Result<Head, LogError> {
+    match value {
+        None => Ok(Head::default()),
+        Some(v) if v.len() == 40 => Ok(Head {
+            seq: Seq::from_key(&v[..8]).expect("8 bytes"),
+            hash: Sha256::from_slice(&v[8..]),
+        }),
+        Some(v) => Err(corrupt("log_meta/head", format!("{} bytes", v.len()))),
+    }
+}
+
 fn seq_suffix(key: &[u8]) -> Option<Seq> {
     key.len()
         .checked_sub(8)
@@ -122,14 +134,7 @@ impl Log {
 
     /// The head as last committed.
     pub fn head(&self) -> Result<Head, LogError> {
-        match self.meta.get(HEAD_KEY)? {
-            None => Ok(Head::default()),
-            Some(v) if v.len() == 40 => Ok(Head {
-                seq: Seq::from_key(&v[..8]).expect("8 bytes"),
-                hash: Sha256::from_slice(&v[8..]),
-            }),
-            Some(v) => Err(corrupt("log_meta/head", format!("{} bytes", v.len()))),
-        }
+        decode_head(self.meta.get(HEAD_KEY)?.as_deref())
     }
 
     fn decode(&self, seq: Seq, v: &[u8]) -> Result<StoredEvent, LogError> {
@@ -244,13 +249,8 @@ impl Log {
     /// predecessor's hash, and the head record matches the last entry.
     pub fn verify(&self) -> Result<VerifyReport, LogError> {
         let snap = self.db.snapshot();
-        let head = match snap.get(&self.meta, HEAD_KEY)? {
-            Some(v) if v.len() == 40 => Head {
-                seq: Seq::from_key(&v[..8]).expect("8 bytes"),
-                hash: Sha256::from_slice(&v[8..]),
-            },
-            _ => Head::default(),
-        };
+        // An unreadable head record is reported below as a head mismatch.
+        let head = decode_head(snap.get(&self.meta, HEAD_KEY)?.as_deref()).unwrap_or_default();
         let mut prev: Option<Sha256> = None;
         let mut expected = Seq(1);
         let mut verified = 0u64;
