@@ -3,7 +3,7 @@
 //! are streamed chunk by chunk in both directions; memory stays bounded.
 
 use super::error::ApiError;
-use super::AppState;
+use super::{declared_length, AppState};
 use crate::cas::{BlobMeta, Cas, Upload};
 use crate::digest::Sha256;
 use axum::body::Body;
@@ -35,14 +35,8 @@ async fn receive(
     expected: Option<Sha256>,
 ) -> Result<Response, ApiError> {
     let max = app.cas.max_bytes();
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > max {
-            return Err(crate::cas::CasError::TooLarge { limit: max }.into());
-        }
+    if declared_length(headers).is_some_and(|len| len > max) {
+        return Err(crate::cas::CasError::TooLarge { limit: max }.into());
     }
     let cas = app.cas.clone();
     let mut upload: Upload = tokio::task::block_in_place(|| cas.begin())?;

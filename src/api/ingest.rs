@@ -2,7 +2,7 @@
 //! hand it to the writer, answer once it is durable.
 
 use super::error::ApiError;
-use super::AppState;
+use super::{blocking, declared_length, AppState};
 use crate::bundle;
 use crate::digest::Sha256;
 use crate::seq::Seq;
@@ -45,14 +45,8 @@ pub async fn read_json_body(
             ));
         }
     }
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit as u64 {
-            return Err(too_large(limit));
-        }
+    if declared_length(headers).is_some_and(|len| len > limit as u64) {
+        return Err(too_large(limit));
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let is_limit = std::error::Error::source(&e)
@@ -109,9 +103,7 @@ async fn ingest_bundle(
     let limits = app.limits;
     // Parsing and canonicalizing a large bundle is CPU work: keep it off the async workers.
     let bundle = if bytes.len() > 64 * 1024 {
-        tokio::task::spawn_blocking(move || bundle::parse(&bytes, &limits))
-            .await
-            .map_err(|e| ApiError::internal("validation task failed", e))??
+        blocking(move || Ok(bundle::parse(&bytes, &limits)?)).await?
     } else {
         bundle::parse(&bytes, &limits)?
     };

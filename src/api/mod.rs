@@ -164,6 +164,17 @@ impl Params {
     }
 }
 
+/// The request's `Content-Length`, when it sends a valid one (a body over a
+/// limit is refused before it is read).
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Runs blocking store work off the async workers.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
