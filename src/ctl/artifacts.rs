@@ -17,24 +17,36 @@ use std::path::{Path, PathBuf};
 
 const BUF: usize = 256 * 1024;
 
-/// SHA-256 (hex) and size of a file, read in chunks.
-fn hash_file(path: &Path) -> Result<(String, u64), CtlError> {
-    let ctx = || format!("reading {}", path.display());
-    let mut f = File::open(path).map_err(|e| CtlError::local(ctx(), e))?;
+/// Reads `r` to the end in chunks, feeding each chunk to `sink`; returns the
+/// SHA-256 (hex) and size of what was read. `on_error` turns a read error
+/// (after `size` bytes) into the command's error.
+fn copy_hashing(
+    mut r: impl Read,
+    mut sink: impl FnMut(&[u8]) -> Result<(), CtlError>,
+    on_error: impl Fn(u64, std::io::Error) -> CtlError,
+) -> Result<(String, u64), CtlError> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; BUF];
     let mut size = 0u64;
     loop {
-        let n = match f.read(&mut buf) {
+        let n = match r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CtlError::local(ctx(), e)),
+            Err(e) => return Err(on_error(size, e)),
         };
         h.update(&buf[..n]);
+        sink(&buf[..n])?;
         size += n as u64;
     }
     Ok((hex::encode(h.finalize()), size))
+}
+
+/// SHA-256 (hex) and size of a file.
+fn hash_file(path: &Path) -> Result<(String, u64), CtlError> {
+    let ctx = || format!("reading {}", path.display());
+    let f = File::open(path).map_err(|e| CtlError::local(ctx(), e))?;
+    copy_hashing(f, |_| Ok(()), |_, e| CtlError::local(ctx(), e))
 }
 
 pub fn put(
@@ -112,29 +124,13 @@ impl Drop for TempFile {
 fn stream(
     c: &Client,
     resp: &mut reqwest::blocking::Response,
-    mut sink: impl FnMut(&[u8]) -> Result<(), CtlError>,
+    sink: impl FnMut(&[u8]) -> Result<(), CtlError>,
 ) -> Result<(String, u64), CtlError> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; BUF];
-    let mut size = 0u64;
-    loop {
-        let n = match resp.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(CtlError::Unreachable {
-                    url: c.url().clone(),
-                    cause: format!("the download was cut off after {size} bytes: {e}"),
-                    hint: String::new(),
-                })
-            }
-        };
-        h.update(&buf[..n]);
-        sink(&buf[..n])?;
-        size += n as u64;
-    }
-    Ok((hex::encode(h.finalize()), size))
+    copy_hashing(resp, sink, |size, e| CtlError::Unreachable {
+        url: c.url().clone(),
+        cause: format!("the download was cut off after {size} bytes: {e}"),
+        hint: String::new(),
+    })
 }
 
 fn mismatch(expected: &str, actual: &str, size: u64, what: &str) -> CtlError {
