@@ -13,8 +13,11 @@
 //! Rolling digest: `digest_n = SHA-256(digest_{n-1} ‖ JCS(ops_n))`, where
 //! `JCS(ops_n)` is the RFC 8785 canonical JSON of the event's op list exactly as
 //! given to `apply` (no-ops included), and `digest_0` is 32 zero bytes.
+//! `graph::canonical` writes that encoding (byte-identical to
+//! `serde_json_canonicalizer`).
 
 use crate::digest::Sha256;
+use crate::graph::canonical;
 use crate::graph::error::GraphError;
 use crate::graph::keys;
 use crate::graph::model::{Direction, Edge, GraphView, Node, Op, Properties};
@@ -74,6 +77,8 @@ pub struct Staging {
     counts: BTreeMap<Vec<u8>, i64>,
     digests: Vec<(Seq, Sha256)>,
     undo: Vec<Undo>,
+    /// Scratch buffer for `JCS(ops_n)`, reused across the batch's events.
+    canonical: Vec<u8>,
     /// First read failure seen through `GraphView` since the last apply.
     view_error: Mutex<Option<String>>,
 }
@@ -94,6 +99,7 @@ impl GraphStore {
             counts: BTreeMap::new(),
             digests: Vec::new(),
             undo: Vec::new(),
+            canonical: Vec::new(),
             view_error: Mutex::new(None),
         })
     }
@@ -158,7 +164,9 @@ impl Staging {
         for (index, op) in ops.iter().enumerate() {
             validate(index, op)?;
         }
-        let canonical = serde_json_canonicalizer::to_vec(&ops)?;
+        self.canonical.clear();
+        canonical::write_ops(ops, &mut self.canonical);
+        let digest = Sha256::of_parts(&[prev.as_bytes(), &self.canonical]);
         let mark = self.checkpoint();
         for (index, op) in ops.iter().enumerate() {
             if let Err(e) = self.apply_op(index, seq, timestamp, op) {
@@ -166,7 +174,6 @@ impl Staging {
                 return Err(e);
             }
         }
-        let digest = Sha256::of_parts(&[prev.as_bytes(), &canonical]);
         self.digests.push((seq, digest));
         Ok(())
     }
