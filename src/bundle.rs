@@ -276,8 +276,7 @@ fn validate(raw: RawBundle<'_>, limits: &Limits) -> Result<Bundle, BundleError> 
             .and_then(|v| v.as_str())
             .filter(|s| !s.is_empty())
             .map(str::to_string);
-        let payload_canonical = serde_json_canonicalizer::to_string(&ev.payload)
-            .map_err(|e| fail("payload", format!("payload cannot be canonicalized: {e}")))?;
+        let payload_canonical = crate::jcs::to_string(&ev.payload);
         if payload_canonical.len() > limits.max_payload_bytes {
             return Err(BundleError::TooLarge {
                 path: format!("events[{i}].payload"),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod ctl;
 pub mod digest;
 pub mod graph;
+pub mod jcs;
 pub mod log;
 pub mod metrics;
 pub mod projection;

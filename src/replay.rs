@@ -49,8 +49,9 @@ pub fn rebuild(
             break;
         }
         let mut staging = graph.staging()?;
-        for e in &chunk {
-            let input = EventInput {
+        let inputs: Vec<EventInput<'_>> = chunk
+            .iter()
+            .map(|e| EventInput {
                 seq: e.seq,
                 event_id: &e.event_id,
                 event_type: &e.event_type,
@@ -59,8 +60,13 @@ pub fn rebuild(
                 target: &e.target,
                 payload_json: e.payload.get(),
                 event_hash: e.hash,
-            };
-            let ops = set.project(&input, &staging).with_context(|| {
+            })
+            .collect();
+        // Graph-independent projectors run on every core; the rest, and the
+        // ops, in log order.
+        let prepared = set.prepare_all(&inputs);
+        for ((e, input), prepared) in chunk.iter().zip(&inputs).zip(prepared) {
+            let ops = set.finish(input, prepared, &staging).with_context(|| {
                 format!(
                     "event seq {} ({}) does not project with this projector set; the graph is left \
                      empty and the server will not start until a rebuild succeeds",

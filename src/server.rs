@@ -30,6 +30,7 @@ pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let db = fjall::Database::builder(data_dir.join("store"))
         .max_journaling_size(crate::storage::MAX_JOURNAL_BYTES)
+        .worker_threads(crate::storage::WORKER_THREADS)
         .open()
         .with_context(|| {
             format!(

@@ -9,6 +9,15 @@
 /// 64 MiB is fjall's minimum.
 pub const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 
+/// fjall background threads (memtable flushes and compactions). fjall's
+/// default is one per core (up to 4), but in fjall 3.1 with more than one,
+/// worker 0 hands every compaction message back to the queue and takes the
+/// next one, so it spins at 100 % of a core whenever another worker is
+/// compacting (`worker_pool.rs`, `WorkerMessage::Compact`). On two cores that
+/// spin took a quarter of the server's CPU during ingest (docs/BENCHMARKS.md).
+/// One worker does flushes and compactions in turn, without spinning.
+pub const WORKER_THREADS: usize = 1;
+
 /// Largest memtable of each keyspace created from now on (fjall's default is
 /// 64 MiB; the setting is recorded when a keyspace is created). With ~20
 /// keyspaces the default alone allows over a GiB of memtables.

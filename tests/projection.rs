@@ -858,3 +858,105 @@ fn guest_stdout_goes_to_tracing_capped_and_a_panic_message_reaches_the_error() {
          (guest stderr: panicked at src/lib.rs:3:5: boom)"
     );
 }
+
+/// A graph-independent projector named `name` handling `read.*` that returns
+/// one `put-node` of `id`, or (with `reject`) refuses every event.
+fn pure_projector(name: &'static str, id: &'static str, reject: bool) -> Vec<u8> {
+    let desc = Describe {
+        name,
+        version: "1.0.0",
+        handles: &["read.*"],
+        node_types: &["attempt"],
+        edge_types: &[],
+    };
+    static_projector(&desc, |d| {
+        if reject {
+            d.err("nope", "refused by a graph-independent projector")
+        } else {
+            d.ok_ops(&[StaticOp::PutNode {
+                id,
+                node_type: "attempt",
+                properties: "{}",
+            }])
+        }
+    })
+}
+
+/// `prepare` (done ahead, in parallel, by rebuild) followed by `finish` must
+/// give exactly what `project` gives: every projector's ops in set order, and
+/// on failure the first failing projector in set order, whether it reads the
+/// graph or not.
+#[test]
+fn prepared_then_finished_equals_projected_in_set_order() {
+    let graph = MemGraph::default()
+        .with_node("n1", "run", json!({"state": "open"}))
+        .with_edge("n1", "links", "n2", json!({}));
+    let empty = MemGraph::default();
+    let cases = [
+        // pure, reader, pure: all succeed on `graph`, the reader fails on `empty`.
+        vec![
+            pure_projector("first", "a:1", false),
+            graph_reading_projector(),
+            pure_projector("last", "a:2", false),
+        ],
+        // the reader fails (on `empty`) before a later pure projector rejects.
+        vec![
+            graph_reading_projector(),
+            pure_projector("last", "a:2", true),
+        ],
+        // a pure projector rejects before the reader runs.
+        vec![
+            pure_projector("first", "a:1", true),
+            graph_reading_projector(),
+        ],
+    ];
+    for (case, sources) in cases.into_iter().enumerate() {
+        let set = ProjectorSet::load(sources.into_iter().map(source).collect(), None).unwrap();
+        assert!(set.has_graph_independent());
+        let events: Vec<_> = (1..=40)
+            .map(|seq| {
+                event(
+                    seq,
+                    "e",
+                    if seq % 5 == 0 {
+                        "other.type"
+                    } else {
+                        "read.it"
+                    },
+                )
+            })
+            .collect();
+        for g in [&graph, &empty] {
+            let prepared = set.prepare_all(&events);
+            assert_eq!(prepared.len(), events.len());
+            for (ev, prep) in events.iter().zip(prepared) {
+                let want = set.project(ev, g);
+                let got = set.finish(ev, prep, g);
+                assert_eq!(got, want, "case {case}, seq {}", ev.seq);
+            }
+        }
+    }
+    // The first case on the full graph: ops of all three, in set order.
+    let set = ProjectorSet::load(
+        vec![
+            source(pure_projector("first", "a:1", false)),
+            source(graph_reading_projector()),
+            source(pure_projector("last", "a:2", false)),
+        ],
+        None,
+    )
+    .unwrap();
+    let ev = event(3, "e3", "read.it");
+    let ops = set.finish(&ev, set.prepare(&ev), &graph).unwrap();
+    let kinds: Vec<String> = ops
+        .iter()
+        .map(|op| match op {
+            Op::PutNode { id, .. } => format!("node {id}"),
+            Op::PutEdge { from, to, .. } => format!("edge {from}->{to}"),
+            other => panic!("unexpected op {other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, ["node a:1", "node n1", "edge n1->n2", "node a:2"]);
+    let err = set.finish(&ev, set.prepare(&ev), &empty).unwrap_err();
+    assert_eq!(err.projector, "reader@1.0.0");
+}

@@ -4,7 +4,7 @@
 //! ops through a `Staging` written into the writer's batch; nothing else
 //! writes it (except `GraphStore::clear` for an offline rebuild).
 
-mod canonical;
+pub(crate) mod canonical;
 pub mod error;
 mod keys;
 pub mod model;

@@ -69,7 +69,9 @@ impl GraphRef {
     }
 }
 
-struct EmptyGraph;
+/// A graph with nothing in it: what `describe` sees, and what a projector
+/// that does not import `graph` is given (it cannot read it).
+pub(crate) struct EmptyGraph;
 
 impl GraphView for EmptyGraph {
     fn get_node(&self, _id: &str) -> Option<graph::Node> {

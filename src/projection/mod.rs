@@ -224,6 +224,10 @@ struct Loaded {
     limits: Limits,
     pre: ProjectorPre<HostState>,
     uses_wasi: bool,
+    /// Whether the component imports `graph`: only then may its output
+    /// depend on anything but the event, so only then must it run after the
+    /// events before it have been applied.
+    reads_graph: bool,
     declared: DeclaredTypes,
     matcher: Matcher,
 }
@@ -233,6 +237,8 @@ struct Loaded {
 /// pool's slots; beyond, calls fail with a `host` failure).
 pub struct ProjectorSet {
     engine: Engine,
+    /// Threads of [`ProjectorSet::prepare_all`], one per core (none on one core).
+    pool: Option<rayon::ThreadPool>,
     projectors: Vec<Loaded>,
     infos: Vec<ProjectorInfo>,
     cache_hits: usize,
@@ -298,8 +304,10 @@ impl ProjectorSet {
             if origin == Origin::Cache {
                 cache_hits += 1;
             }
-            let uses_wasi =
-                uses_wasi(&engine, &component).map_err(|r| fail("checking imports", r))?;
+            let Imports {
+                wasi: uses_wasi,
+                graph: reads_graph,
+            } = imports(&engine, &component).map_err(|r| fail("checking imports", r))?;
             let linker = if uses_wasi { &with_wasi } else { &plain };
             let pre = linker
                 .instantiate_pre(&component)
@@ -321,6 +329,7 @@ impl ProjectorSet {
                 projector = %label,
                 %digest,
                 wasi = uses_wasi,
+                reads_graph,
                 from_cache = origin == Origin::Cache,
                 elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                 "projector loaded"
@@ -335,12 +344,15 @@ impl ProjectorSet {
                 limits: source.limits,
                 pre,
                 uses_wasi,
+                reads_graph,
                 info,
             });
         }
         let infos = projectors.iter().map(|p| p.info.clone()).collect();
+        let pool = prepare_pool().map_err(|e| LoadError::Engine(e.to_string()))?;
         Ok(ProjectorSet {
             engine,
+            pool,
             projectors,
             infos,
             cache_hits,
@@ -370,27 +382,99 @@ impl ProjectorSet {
             .any(|p| p.matcher.matches(event_type))
     }
 
+    /// Whether some projector of the set does not read the graph, so that
+    /// [`ProjectorSet::prepare`] can do part of the work ahead of order.
+    pub fn has_graph_independent(&self) -> bool {
+        self.projectors.iter().any(|p| !p.reads_graph)
+    }
+
     /// Runs every projector that handles the event type, in set order, each on
     /// a fresh instance, and returns all their ops in order. The first failure
     /// stops the event.
     ///
     /// Synchronous and CPU-bound: call it from a thread that may block (the
-    /// writer thread, or `spawn_blocking`), never from an async task. A WASI
-    /// guest's host calls may enter wasmtime-wasi's own tokio handling, which
-    /// does not work on a current-thread runtime.
+    /// writer thread, a rayon worker, or `spawn_blocking`), never from an
+    /// async task. A WASI guest's host calls may enter wasmtime-wasi's own
+    /// tokio handling, which does not work on a current-thread runtime.
     pub fn project(
         &self,
         event: &EventInput<'_>,
         graph: &dyn GraphView,
     ) -> Result<Vec<Op>, ProjectionError> {
-        let mut ops = Vec::new();
+        self.finish(event, Prepared::default(), graph)
+    }
+
+    /// [`ProjectorSet::prepare`] of every event, on every core; results in
+    /// the order of `events`.
+    pub fn prepare_all(&self, events: &[EventInput<'_>]) -> Vec<Prepared> {
+        use rayon::prelude::*;
+        match &self.pool {
+            Some(pool) if events.len() > 1 && self.has_graph_independent() => {
+                pool.install(|| events.par_iter().map(|e| self.prepare(e)).collect())
+            }
+            _ => events.iter().map(|e| self.prepare(e)).collect(),
+        }
+    }
+
+    /// The graph-independent part of [`ProjectorSet::project`]: runs the
+    /// handling projectors that do not import `graph` (their output is a pure
+    /// function of the event), so that many events can be prepared in
+    /// parallel. Only valid for exactly this `event` (its seq and hash
+    /// included); [`ProjectorSet::finish`] completes it in order.
+    pub fn prepare(&self, event: &EventInput<'_>) -> Prepared {
+        let mut runs = Vec::new();
         let mut wit_event: Option<wit::Event> = None;
-        for p in &self.projectors {
-            if !p.matcher.matches(event.event_type) {
+        for (index, p) in self.projectors.iter().enumerate() {
+            if p.reads_graph || !p.matcher.matches(event.event_type) {
                 continue;
             }
             let ev = wit_event.get_or_insert_with(|| to_wit_event(event));
-            p.run(ev, event, graph, &mut ops).map_err(|failure| {
+            let mut ops = Vec::new();
+            let r = p.run(ev, event, &host::EmptyGraph, &mut ops).map(|()| ops);
+            let failed = r.is_err();
+            runs.push((index, r));
+            if failed {
+                // Later projectors would not run in `project` either.
+                break;
+            }
+        }
+        Prepared { runs }
+    }
+
+    /// Completes `prepared` (from [`ProjectorSet::prepare`] of the same event,
+    /// or `Prepared::default()`) into exactly what [`ProjectorSet::project`]
+    /// returns: projectors run in set order, those already run contribute
+    /// their prepared result, the others (graph readers) run now against
+    /// `graph`, and the first failure in set order stops the event.
+    pub fn finish(
+        &self,
+        event: &EventInput<'_>,
+        prepared: Prepared,
+        graph: &dyn GraphView,
+    ) -> Result<Vec<Op>, ProjectionError> {
+        let mut ops = Vec::new();
+        let mut wit_event: Option<wit::Event> = None;
+        let mut prepared = prepared.runs.into_iter().peekable();
+        for (index, p) in self.projectors.iter().enumerate() {
+            if !p.matcher.matches(event.event_type) {
+                continue;
+            }
+            let result = match prepared.next_if(|(i, _)| *i == index) {
+                Some((_, Ok(mut done))) => {
+                    if ops.is_empty() {
+                        ops = done;
+                    } else {
+                        ops.append(&mut done);
+                    }
+                    Ok(())
+                }
+                Some((_, Err(failure))) => Err(failure),
+                None => {
+                    let ev = wit_event.get_or_insert_with(|| to_wit_event(event));
+                    p.run(ev, event, graph, &mut ops)
+                }
+            };
+            result.map_err(|failure| {
                 let e = ProjectionError {
                     projector: p.label.clone(),
                     seq: event.seq,
@@ -403,6 +487,14 @@ impl ProjectorSet {
         }
         Ok(ops)
     }
+}
+
+/// The graph-independent projector runs of one event, done ahead of order by
+/// [`ProjectorSet::prepare`]; `Default` is "nothing done yet".
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// (index in the set, result), in set order.
+    runs: Vec<(usize, Result<Vec<Op>, Failure>)>,
 }
 
 impl Loaded {
@@ -622,22 +714,45 @@ fn check_limits(l: &Limits) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether the component imports WASI; an error for any import the host does
-/// not provide at all.
-fn uses_wasi(engine: &Engine, component: &Component) -> Result<bool, String> {
-    let mut wasi = false;
+/// The threads that prepare events in parallel: one per core the process
+/// may use (at most 8), none when there is only one.
+fn prepare_pool() -> Result<Option<rayon::ThreadPool>, rayon::ThreadPoolBuildError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if cores < 2 {
+        return Ok(None);
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(cores)
+        .thread_name(|i| format!("leviathan-project-{i}"))
+        .build()
+        .map(Some)
+}
+
+/// Which host interfaces a component imports.
+struct Imports {
+    wasi: bool,
+    graph: bool,
+}
+
+/// What the component imports; an error for any import the host does not
+/// provide at all.
+fn imports(engine: &Engine, component: &Component) -> Result<Imports, String> {
+    let mut found = Imports {
+        wasi: false,
+        graph: false,
+    };
     for (name, _) in component.component_type().imports(engine) {
         if name.starts_with("wasi:") {
-            wasi = true;
-        } else if !(name.starts_with("leviathan:projector/graph@")
-            || name.starts_with("leviathan:projector/types@"))
-        {
+            found.wasi = true;
+        } else if name.starts_with("leviathan:projector/graph@") {
+            found.graph = true;
+        } else if !name.starts_with("leviathan:projector/types@") {
             return Err(format!(
                 "imports {name:?}; a projector may import only leviathan:projector/{{types,graph}} and wasi:* interfaces"
             ));
         }
     }
-    Ok(wasi)
+    Ok(found)
 }
 
 /// Calls `describe` on a fresh instance (empty graph, the projector's limits).

@@ -31,13 +31,15 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 const MEMORIES_PER_COMPONENT: u32 = 2;
 const TABLES_PER_COMPONENT: u32 = 16;
 
-/// Bytes of each freed linear memory kept resident (reset in place instead of
-/// `madvise`d away). With `pagemap_scan` only the pages a guest actually wrote
-/// are reset, so a larger window is cheap; without it every byte of the window
-/// is `memset` on each reuse, so the window is kept to a small guest's whole
-/// memory (see /work/shared/FACTS.md).
-const KEEP_RESIDENT_WITH_PAGEMAP: usize = 4 << 20;
-const KEEP_RESIDENT_WITHOUT_PAGEMAP: usize = 128 << 10;
+/// Bytes of each freed linear memory (and table) kept resident: `memset` in
+/// place on reuse instead of `madvise`d away and faulted in again. 128 KiB is
+/// the whole memory of the core projector (and of any guest built like it,
+/// see docs/PROJECTORS.md); a bigger guest pays page faults above it.
+/// wasmtime's `pagemap_scan` (Linux >= 6.7) would reset only the written pages
+/// of a larger window, but its one ioctl per instance cost more than the
+/// memset here: the core projector took 7.78 µs per `attempt.created` with it
+/// (4 MiB window) and 6.88 µs without (docs/BENCHMARKS.md), so it stays off.
+const KEEP_RESIDENT: usize = 128 << 10;
 
 /// Builds the engine shared by every projector of a set. `max_memory_bytes` and
 /// `max_table_elements` are the largest limits of any projector in the set (the
@@ -46,13 +48,6 @@ pub(crate) fn engine(
     max_memory_bytes: usize,
     max_table_elements: usize,
 ) -> wasmtime::Result<Engine> {
-    let pagemap = PoolingAllocationConfig::is_pagemap_scan_available();
-    let keep_resident = if pagemap {
-        KEEP_RESIDENT_WITH_PAGEMAP
-    } else {
-        KEEP_RESIDENT_WITHOUT_PAGEMAP
-    };
-
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(CONCURRENT_STORES)
         .total_core_instances(CONCURRENT_STORES * CORE_INSTANCES_PER_COMPONENT)
@@ -64,9 +59,9 @@ pub(crate) fn engine(
         .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_memory_size(round_up_to_page(max_memory_bytes))
         .table_elements(max_table_elements)
-        .linear_memory_keep_resident(keep_resident)
-        .table_keep_resident(keep_resident)
-        .pagemap_scan(if pagemap { Enabled::Yes } else { Enabled::No });
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT)
+        .pagemap_scan(Enabled::No);
 
     let mut config = Config::new();
     config
@@ -80,8 +75,7 @@ pub(crate) fn engine(
         .cranelift_opt_level(OptLevel::Speed)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     tracing::debug!(
-        pagemap_scan = pagemap,
-        keep_resident,
+        keep_resident = KEEP_RESIDENT,
         max_memory_bytes,
         "projection engine configured"
     );
