@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 /// The server's allocator (src/bin/leviathan.rs), so the figures match it.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const BUNDLE: u64 = 100;
 

@@ -31,6 +31,7 @@ pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     let db = fjall::Database::builder(data_dir.join("store"))
         .max_journaling_size(crate::storage::MAX_JOURNAL_BYTES)
         .worker_threads(crate::storage::WORKER_THREADS)
+        .cache_size(crate::storage::CACHE_BYTES)
         .open()
         .with_context(|| {
             format!(
