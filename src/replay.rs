@@ -5,11 +5,13 @@
 
 use crate::digest::Sha256;
 use crate::graph::GraphStore;
+use crate::log::record::StoredEvent;
 use crate::log::Log;
-use crate::projection::{EventInput, ProjectorSet};
+use crate::projection::{EventInput, Prepared, ProjectorSet};
 use crate::seq::Seq;
 use anyhow::Context;
 use serde::Serialize;
+use std::sync::mpsc::SyncSender;
 
 /// Events projected per committed batch.
 const BATCH_EVENTS: usize = 8192;
@@ -41,49 +43,43 @@ pub fn rebuild(
     let previous_digest = graph.digest_at(head.seq)?;
     let previous_fingerprint = graph.projector_set()?;
     graph.clear().context("clearing the graph")?;
-    let mut after = Seq::ZERO;
+    // Two stages, overlapped: a reader thread reads the next chunk of the log
+    // and runs the graph-independent projectors on it (on every core), while
+    // this thread completes the chunk before it in log order (graph-reading
+    // projectors, ops, graph writes, commit).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Chunk>>(1);
     let mut events = 0u64;
-    loop {
-        let chunk = log.after(after, BATCH_EVENTS)?;
-        if chunk.is_empty() {
-            break;
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        std::thread::Builder::new()
+            .name("leviathan-rebuild-read".into())
+            .spawn_scoped(scope, || read_ahead(log, set, tx))
+            .context("starting the rebuild's reader thread")?;
+        for chunk in rx {
+            let Chunk {
+                events: chunk,
+                prepared,
+            } = chunk?;
+            let mut staging = graph.staging()?;
+            for (e, prepared) in chunk.iter().zip(prepared) {
+                let ops = set.finish(&input(e), prepared, &staging).with_context(|| {
+                    format!(
+                        "event seq {} ({}) does not project with this projector set; the graph \
+                             is left empty and the server will not start until a rebuild succeeds",
+                        e.seq, e.event_id
+                    )
+                })?;
+                staging
+                    .apply(e.seq, &e.timestamp, &ops)
+                    .with_context(|| format!("applying the ops of seq {}", e.seq))?;
+            }
+            let mut batch = db.batch();
+            staging.write_into(&mut batch)?;
+            graph.stage_projector_set(&mut batch, &fingerprint);
+            batch.commit()?;
+            events += chunk.len() as u64;
         }
-        let mut staging = graph.staging()?;
-        let inputs: Vec<EventInput<'_>> = chunk
-            .iter()
-            .map(|e| EventInput {
-                seq: e.seq,
-                event_id: &e.event_id,
-                event_type: &e.event_type,
-                timestamp: &e.timestamp,
-                actor_id: e.actor_id.as_deref(),
-                target: &e.target,
-                payload_json: e.payload.get(),
-                event_hash: e.hash,
-            })
-            .collect();
-        // Graph-independent projectors run on every core; the rest, and the
-        // ops, in log order.
-        let prepared = set.prepare_all(&inputs);
-        for ((e, input), prepared) in chunk.iter().zip(&inputs).zip(prepared) {
-            let ops = set.finish(input, prepared, &staging).with_context(|| {
-                format!(
-                    "event seq {} ({}) does not project with this projector set; the graph is left \
-                     empty and the server will not start until a rebuild succeeds",
-                    e.seq, e.event_id
-                )
-            })?;
-            staging
-                .apply(e.seq, &e.timestamp, &ops)
-                .with_context(|| format!("applying the ops of seq {}", e.seq))?;
-        }
-        let mut batch = db.batch();
-        staging.write_into(&mut batch)?;
-        graph.stage_projector_set(&mut batch, &fingerprint);
-        batch.commit()?;
-        events += chunk.len() as u64;
-        after = chunk.last().expect("non-empty").seq;
-    }
+        Ok(())
+    })?;
     if events == 0 {
         let mut batch = db.batch();
         graph.stage_projector_set(&mut batch, &fingerprint);
@@ -106,4 +102,53 @@ pub fn rebuild(
         previous_fingerprint,
         fingerprint,
     })
+}
+
+/// A chunk of the log with its graph-independent projector runs done.
+struct Chunk {
+    events: Vec<StoredEvent>,
+    prepared: Vec<Prepared>,
+}
+
+/// The reader stage of [`rebuild`]: reads the log from genesis in chunks and
+/// prepares each; stops at the end of the log, on an error (sent on), or when
+/// the other stage hangs up.
+fn read_ahead(log: &Log, set: &ProjectorSet, tx: SyncSender<anyhow::Result<Chunk>>) {
+    let mut after = Seq::ZERO;
+    loop {
+        let chunk = match log.after(after, BATCH_EVENTS) {
+            Ok(c) if c.is_empty() => return,
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.send(Err(anyhow::Error::new(e).context("reading the log")));
+                return;
+            }
+        };
+        after = chunk.last().expect("non-empty").seq;
+        let inputs: Vec<EventInput<'_>> = chunk.iter().map(input).collect();
+        let prepared = set.prepare_all(&inputs);
+        drop(inputs);
+        if tx
+            .send(Ok(Chunk {
+                events: chunk,
+                prepared,
+            }))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn input(e: &StoredEvent) -> EventInput<'_> {
+    EventInput {
+        seq: e.seq,
+        event_id: &e.event_id,
+        event_type: &e.event_type,
+        timestamp: &e.timestamp,
+        actor_id: e.actor_id.as_deref(),
+        target: &e.target,
+        payload_json: e.payload.get(),
+        event_hash: e.hash,
+    }
 }
