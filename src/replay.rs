@@ -85,7 +85,7 @@ pub fn rebuild(
         graph.stage_projector_set(&mut batch, &fingerprint);
         batch.commit()?;
     }
-    db.persist(fjall::PersistMode::SyncAll)?;
+    crate::storage::flush_memtables(db).context("flushing the rebuilt graph")?;
     let (_, state_digest) = graph.state()?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(RebuildReport {

@@ -138,7 +138,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
-    tracing::info!("shut down");
+    // The router (and with it the writer's queue) is gone: flush the
+    // memtables so the next start does not replay the journal.
+    let flushing = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || crate::storage::flush_memtables(&store.db))
+        .await
+        .context("flushing the store")?
+        .context("flushing the store")?;
+    tracing::info!(
+        flush_ms = flushing.elapsed().as_millis() as u64,
+        "shut down"
+    );
     Ok(())
 }
 

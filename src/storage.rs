@@ -31,7 +31,32 @@ pub const MAX_MEMTABLE_BYTES: u64 = 6 << 20;
 /// ids) hit the memtables or the pinned index and filter blocks first.
 pub const CACHE_BYTES: u64 = 16 << 20;
 
+/// Size of the disk tables leveled compaction writes (fjall's default:
+/// 64 MiB; recorded when a keyspace is created). With one worker doing both
+/// flushes and compactions, a compaction of 64 MiB tables held the flushes
+/// up long enough for memtables to pile up: growing a store to 1M events,
+/// RSS spiked to 331 MiB and the p99 bundle latency was ~40 ms. With 16 MiB
+/// tables: peak 200-202 MiB, p99 29-31 ms, and less compaction CPU
+/// (docs/BENCHMARKS.md).
+pub const TABLE_TARGET_BYTES: u64 = 16 << 20;
+
 /// Options for every keyspace Leviathan creates.
 pub fn keyspace_options() -> fjall::KeyspaceCreateOptions {
-    fjall::KeyspaceCreateOptions::default().max_memtable_size(MAX_MEMTABLE_BYTES)
+    fjall::KeyspaceCreateOptions::default()
+        .max_memtable_size(MAX_MEMTABLE_BYTES)
+        .compaction_strategy(std::sync::Arc::new(
+            fjall::compaction::Leveled::default().with_table_target_size(TABLE_TARGET_BYTES),
+        ))
+}
+
+/// Flushes every keyspace's memtables to disk tables and waits for it, so the
+/// journal holds nothing that the next open has to replay (a clean shutdown
+/// and the end of a rebuild call it; after a crash fjall replays the journal,
+/// up to [`MAX_JOURNAL_BYTES`] and whatever flushes were still queued).
+pub fn flush_memtables(db: &fjall::Database) -> fjall::Result<()> {
+    for name in db.list_keyspace_names() {
+        let ks = db.keyspace(&name, keyspace_options)?;
+        ks.rotate_memtable_and_wait()?;
+    }
+    db.persist(fjall::PersistMode::SyncAll)
 }
