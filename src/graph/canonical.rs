@@ -5,20 +5,13 @@
 //! documented (docs/HASHING.md). The tests in `crate::jcs` compare the two.
 
 use crate::graph::model::Op;
-use crate::jcs::{write_object, write_str};
+use crate::jcs::{write_array, write_object, write_str};
 
 /// Appends `JCS(ops)` to `out`. Infallible: a `serde_json::Value` holds only
 /// finite numbers and string keys, so nothing the crate could reject reaches
 /// it.
 pub(crate) fn write_ops(ops: &[Op], out: &mut Vec<u8>) {
-    out.push(b'[');
-    for (i, op) in ops.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_op(op, out);
-    }
-    out.push(b']');
+    write_array(ops, out, write_op);
 }
 
 /// One op, members in sorted order. The patterns bind every field, so a new

@@ -261,60 +261,76 @@ impl Log {
             first_broken_seq: Some(seq),
             error: Some(msg),
         };
-        for kv in snap.iter(&self.events) {
-            let (k, v) = kv.into_inner()?;
-            let Some(seq) = Seq::from_key(&k) else {
-                return Ok(fail(expected, verified, "malformed key".into()));
-            };
-            if seq != expected {
-                return Ok(fail(
-                    expected,
-                    verified,
-                    format!("seq {expected} is missing (next stored is {seq})"),
-                ));
+        // Records are read in order in chunks; each chunk's per-record work
+        // (SHA-256, finding the chain fields) runs on every core, then the
+        // chain is walked in order, so the first broken seq and its message
+        // are the same as a sequential walk's.
+        let mut iter = snap.iter(&self.events);
+        loop {
+            let mut chunk = Vec::with_capacity(VERIFY_CHUNK);
+            for kv in iter.by_ref().take(VERIFY_CHUNK) {
+                chunk.push(kv.into_inner()?);
             }
-            let Some((stored_hash, canonical)) = record::split_stored(&v) else {
-                return Ok(fail(seq, verified, "stored value is truncated".into()));
-            };
-            let actual = Sha256::of(canonical);
-            if actual != stored_hash {
-                return Ok(fail(
-                    seq,
-                    verified,
-                    format!("hash mismatch: stored {stored_hash}, recomputed {actual}"),
-                ));
+            if chunk.is_empty() {
+                break;
             }
-            match record::chain_fields(canonical) {
-                Some((p, s)) if s == seq && p == prev => {}
-                Some((_, s)) if s != seq => {
+            let checked: Vec<Checked> = {
+                use rayon::prelude::*;
+                chunk.par_iter().map(|(k, v)| Checked::of(k, v)).collect()
+            };
+            for c in checked {
+                let Some(seq) = c.seq else {
+                    return Ok(fail(expected, verified, "malformed key".into()));
+                };
+                if seq != expected {
                     return Ok(fail(
-                        seq,
+                        expected,
                         verified,
-                        format!("record says seq {s} but is stored at seq {seq}"),
+                        format!("seq {expected} is missing (next stored is {seq})"),
                     ));
                 }
-                Some((p, _)) => {
+                let Some((stored_hash, actual)) = c.hashes else {
+                    return Ok(fail(seq, verified, "stored value is truncated".into()));
+                };
+                if actual != stored_hash {
                     return Ok(fail(
                         seq,
                         verified,
-                        format!(
-                            "chain broken: prev_hash is {} but the previous event's hash is {}",
-                            p.map_or("null".into(), |h| h.to_hex()),
-                            prev.map_or("null (genesis)".into(), |h| h.to_hex())
-                        ),
+                        format!("hash mismatch: stored {stored_hash}, recomputed {actual}"),
                     ));
                 }
-                None => {
-                    return Ok(fail(
-                        seq,
-                        verified,
-                        "record is not in canonical form".into(),
-                    ))
+                match c.chain {
+                    Some((p, s)) if s == seq && p == prev => {}
+                    Some((_, s)) if s != seq => {
+                        return Ok(fail(
+                            seq,
+                            verified,
+                            format!("record says seq {s} but is stored at seq {seq}"),
+                        ));
+                    }
+                    Some((p, _)) => {
+                        return Ok(fail(
+                            seq,
+                            verified,
+                            format!(
+                                "chain broken: prev_hash is {} but the previous event's hash is {}",
+                                p.map_or("null".into(), |h| h.to_hex()),
+                                prev.map_or("null (genesis)".into(), |h| h.to_hex())
+                            ),
+                        ));
+                    }
+                    None => {
+                        return Ok(fail(
+                            seq,
+                            verified,
+                            "record is not in canonical form".into(),
+                        ))
+                    }
                 }
+                prev = Some(stored_hash);
+                verified += 1;
+                expected = seq.next();
             }
-            prev = Some(stored_hash);
-            verified += 1;
-            expected = seq.next();
         }
         if verified != head.seq.0 || prev != head.hash {
             return Ok(fail(
@@ -414,6 +430,29 @@ impl Log {
                 "head",
                 format!("head record {head:?} does not match the last stored event {other:?}"),
             )),
+        }
+    }
+}
+
+/// Records per chunk of [`Log::verify`].
+const VERIFY_CHUNK: usize = 4096;
+
+/// What [`Log::verify`] needs of one stored record, computed independently
+/// of the others (so in parallel).
+struct Checked {
+    seq: Option<Seq>,
+    /// (stored hash, SHA-256 of the canonical bytes), if the value is whole.
+    hashes: Option<(Sha256, Sha256)>,
+    chain: Option<(Option<Sha256>, Seq)>,
+}
+
+impl Checked {
+    fn of(key: &[u8], value: &[u8]) -> Checked {
+        let split = record::split_stored(value);
+        Checked {
+            seq: Seq::from_key(key),
+            hashes: split.map(|(stored, canonical)| (stored, Sha256::of(canonical))),
+            chain: split.and_then(|(_, canonical)| record::chain_fields(canonical)),
         }
     }
 }
