@@ -116,6 +116,22 @@ impl Cas {
         Ok(self.blobs.contains_key(sha.as_bytes())?)
     }
 
+    /// The digests among `digests` that are not stored, each once, in the
+    /// order first given.
+    pub fn missing<'a>(
+        &self,
+        digests: impl IntoIterator<Item = &'a Sha256>,
+    ) -> Result<Vec<Sha256>, CasError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut missing = Vec::new();
+        for sha in digests {
+            if seen.insert(*sha) && !self.exists(sha)? {
+                missing.push(*sha);
+            }
+        }
+        Ok(missing)
+    }
+
     /// Starts an upload. Feed it with [`Upload::write`], then [`Upload::finish`].
     /// Dropping it unfinished removes what it wrote.
     pub fn begin(&self) -> Result<Upload, CasError> {

@@ -146,23 +146,6 @@ pub fn load(specs: &[Spec], cache_dir: Option<&Path>) -> Result<ProjectorSet, Sp
     Ok(ProjectorSet::load(sources, cache_dir)?)
 }
 
-/// The set's fingerprint: SHA-256 over, in order, each projector's component
-/// digest and limits. A graph is only valid for the fingerprint that built it.
-pub fn fingerprint(set: &ProjectorSet, specs: &[Spec]) -> Sha256 {
-    let mut text = String::new();
-    for (info, spec) in set.projectors().iter().zip(specs) {
-        text.push_str(&format!(
-            "{} fuel={} memory={} tables={} instances={}\n",
-            info.digest,
-            spec.limits.fuel,
-            spec.limits.memory_bytes,
-            spec.limits.table_elements,
-            spec.limits.instances
-        ));
-    }
-    Sha256::of(text.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

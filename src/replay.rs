@@ -43,6 +43,9 @@ pub fn rebuild(
     let previous_digest = graph.digest_at(head.seq)?;
     let previous_fingerprint = graph.projector_set()?;
     graph.clear().context("clearing the graph")?;
+    let mut batch = db.batch();
+    graph.stage_projector_set(&mut batch, &fingerprint);
+    batch.commit()?;
     // Two stages, overlapped: a reader thread reads the next chunk of the log
     // and runs the graph-independent projectors on it (on every core), while
     // this thread completes the chunk before it in log order (graph-reading
@@ -74,17 +77,11 @@ pub fn rebuild(
             }
             let mut batch = db.batch();
             staging.write_into(&mut batch)?;
-            graph.stage_projector_set(&mut batch, &fingerprint);
             batch.commit()?;
             events += chunk.len() as u64;
         }
         Ok(())
     })?;
-    if events == 0 {
-        let mut batch = db.batch();
-        graph.stage_projector_set(&mut batch, &fingerprint);
-        batch.commit()?;
-    }
     crate::storage::flush_memtables(db).context("flushing the rebuilt graph")?;
     let (_, state_digest) = graph.state()?;
     let seconds = started.elapsed().as_secs_f64();

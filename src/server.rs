@@ -28,17 +28,12 @@ pub struct Store {
 pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let db = fjall::Database::builder(data_dir.join("store"))
-        .max_journaling_size(crate::storage::MAX_JOURNAL_BYTES)
-        .worker_threads(crate::storage::WORKER_THREADS)
-        .cache_size(crate::storage::CACHE_BYTES)
-        .open()
-        .with_context(|| {
-            format!(
-                "cannot open the store in {} (is another leviathan process using it?)",
-                data_dir.display()
-            )
-        })?;
+    let db = crate::storage::open_database(&data_dir.join("store")).with_context(|| {
+        format!(
+            "cannot open the store in {} (is another leviathan process using it?)",
+            data_dir.display()
+        )
+    })?;
     let log = Log::open(&db).context("opening the event log")?;
     let graph = GraphStore::open(&db).context("opening the graph")?;
     Ok(Store { db, log, graph })
@@ -50,16 +45,13 @@ pub struct Projection {
     pub fingerprint: Sha256,
 }
 
-/// Loads the configured projectors, caching compiled forms under the data dir.
-pub fn load_projection(data_dir: &Path, specs: &[projectors::Spec]) -> anyhow::Result<Projection> {
-    let cache = data_dir.join("projector-cache");
-    std::fs::create_dir_all(&cache)
-        .with_context(|| format!("cannot create {}", cache.display()))?;
-    let set = projectors::load(specs, Some(&cache))?;
-    let fingerprint = projectors::fingerprint(&set, specs);
-    for p in set.projectors() {
-        tracing::info!(projector = %p.label(), digest = %p.digest, handles = p.handles.len(), "projector loaded");
-    }
+/// Loads the configured projectors, caching compiled forms in `cache_dir`
+/// (`LEVIATHAN_PROJECTOR_CACHE`, by default `<data dir>/projector-cache`).
+pub fn load_projection(cache_dir: &Path, specs: &[projectors::Spec]) -> anyhow::Result<Projection> {
+    std::fs::create_dir_all(cache_dir)
+        .with_context(|| format!("cannot create {}", cache_dir.display()))?;
+    let set = projectors::load(specs, Some(cache_dir))?;
+    let fingerprint = set.fingerprint();
     Ok(Projection {
         set: Arc::new(set),
         fingerprint,

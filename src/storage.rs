@@ -40,6 +40,15 @@ pub const CACHE_BYTES: u64 = 16 << 20;
 /// (docs/BENCHMARKS.md).
 pub const TABLE_TARGET_BYTES: u64 = 16 << 20;
 
+/// Opens (or creates) the fjall database at `path` with the settings above.
+pub fn open_database(path: &std::path::Path) -> fjall::Result<fjall::Database> {
+    fjall::Database::builder(path)
+        .max_journaling_size(MAX_JOURNAL_BYTES)
+        .worker_threads(WORKER_THREADS)
+        .cache_size(CACHE_BYTES)
+        .open()
+}
+
 /// Options for every keyspace Leviathan creates.
 pub fn keyspace_options() -> fjall::KeyspaceCreateOptions {
     fjall::KeyspaceCreateOptions::default()
@@ -50,9 +59,9 @@ pub fn keyspace_options() -> fjall::KeyspaceCreateOptions {
 }
 
 /// Flushes every keyspace's memtables to disk tables and waits for it, so the
-/// journal holds nothing that the next open has to replay (a clean shutdown
-/// and the end of a rebuild call it; after a crash fjall replays the journal,
-/// up to [`MAX_JOURNAL_BYTES`] and whatever flushes were still queued).
+/// next open has no memtable to rebuild from the journal (a clean shutdown and
+/// the end of a rebuild call it; after a crash fjall replays the journal, up
+/// to [`MAX_JOURNAL_BYTES`] and whatever flushes were still queued).
 pub fn flush_memtables(db: &fjall::Database) -> fjall::Result<()> {
     for name in db.list_keyspace_names() {
         let ks = db.keyspace(&name, keyspace_options)?;

@@ -107,12 +107,9 @@ async fn ingest_bundle(
     } else {
         bundle::parse(&bytes, &limits)?
     };
-    let mut missing_artifacts = Vec::new();
-    for r in &bundle.artifacts {
-        if !app.cas.exists(&r.sha256)? && !missing_artifacts.contains(&r.sha256) {
-            missing_artifacts.push(r.sha256);
-        }
-    }
+    let missing_artifacts = app
+        .cas
+        .missing(bundle.artifacts.iter().map(|r| &r.sha256))?;
     let bundle_id = bundle.bundle_id.clone();
     let a = app.writer.append(bundle).await?;
     Ok(IngestResponse {

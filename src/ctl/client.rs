@@ -129,22 +129,7 @@ impl Client {
             return Ok(resp);
         }
         let body = resp.text().unwrap_or_default();
-        let parsed: Option<Value> = serde_json::from_str(&body).ok();
-        let err = parsed.as_ref().and_then(|v| v.get("error"));
-        let field = |k: &str| {
-            err.and_then(|e| e.get(k))
-                .and_then(Value::as_str)
-                .map(String::from)
-        };
-        let refusal = Refusal {
-            method,
-            path,
-            status: status.as_u16(),
-            code: field("code"),
-            message: field("message"),
-            details: err.and_then(|e| e.get("details")).cloned(),
-            body,
-        };
+        let refusal = Refusal::from_body(method, path, status.as_u16(), body);
         if status == StatusCode::UNAUTHORIZED {
             return Err(CtlError::Unauthorized {
                 message: match (refusal.code, refusal.message) {

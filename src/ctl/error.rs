@@ -51,6 +51,30 @@ pub struct Refusal {
     pub body: String,
 }
 
+impl Refusal {
+    /// A refusal from the response's status and body: the API's error shape
+    /// (`{"error": {"code", "message", "details"}}`) is picked apart when the
+    /// body has it.
+    pub fn from_body(method: String, path: String, status: u16, body: String) -> Refusal {
+        let parsed: Option<Value> = serde_json::from_str(&body).ok();
+        let err = parsed.as_ref().and_then(|v| v.get("error"));
+        let field = |k: &str| {
+            err.and_then(|e| e.get(k))
+                .and_then(Value::as_str)
+                .map(String::from)
+        };
+        Refusal {
+            method,
+            path,
+            status,
+            code: field("code"),
+            message: field("message"),
+            details: err.and_then(|e| e.get("details")).cloned(),
+            body,
+        }
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = if self.status >= 500 {
@@ -166,17 +190,7 @@ mod tests {
     use super::*;
 
     fn refusal(status: u16, body: &str) -> Refusal {
-        let v: Option<Value> = serde_json::from_str(body).ok();
-        let err = v.as_ref().map(|v| &v["error"]);
-        Refusal {
-            method: "GET".into(),
-            path: "/v1/x".into(),
-            status,
-            code: err.and_then(|e| e["code"].as_str()).map(String::from),
-            message: err.and_then(|e| e["message"].as_str()).map(String::from),
-            details: err.and_then(|e| e.get("details")).cloned(),
-            body: body.into(),
-        }
+        Refusal::from_body("GET".into(), "/v1/x".into(), status, body.into())
     }
 
     #[test]

@@ -36,11 +36,11 @@ pub struct EventDraft {
     tail: String,
 }
 
+/// A JSON string in RFC 8785 form (`crate::jcs`, as the payload is).
 fn jcs_str(s: &str) -> String {
-    // serde_json escapes strings exactly as RFC 8785 requires: `"` and `\`, the
-    // control characters (short forms for \b \f \n \r \t, else \u00xx in lower
-    // case), everything else as UTF-8.
-    serde_json::to_string(s).expect("a string always serializes")
+    let mut out = Vec::with_capacity(s.len() + 2);
+    crate::jcs::write_str(s, &mut out);
+    String::from_utf8(out).expect("JCS of a string is UTF-8")
 }
 
 impl EventDraft {

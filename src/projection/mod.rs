@@ -219,7 +219,6 @@ impl Matcher {
 }
 
 struct Loaded {
-    info: ProjectorInfo,
     label: String,
     limits: Limits,
     pre: ProjectorPre<HostState>,
@@ -236,9 +235,6 @@ struct Loaded {
 /// number of threads may call [`ProjectorSet::project`] at once (up to the
 /// pool's slots; beyond, calls fail with a `host` failure).
 pub struct ProjectorSet {
-    engine: Engine,
-    /// Threads of [`ProjectorSet::prepare_all`], one per core (none on one core).
-    pool: Option<rayon::ThreadPool>,
     projectors: Vec<Loaded>,
     infos: Vec<ProjectorInfo>,
     cache_hits: usize,
@@ -286,6 +282,7 @@ impl ProjectorSet {
         wasmtime_wasi::p2::add_to_linker_sync(&mut with_wasi).map_err(linker_err)?;
 
         let mut projectors: Vec<Loaded> = Vec::with_capacity(sources.len());
+        let mut infos: Vec<ProjectorInfo> = Vec::with_capacity(sources.len());
         let mut cache_hits = 0;
         for (index, source) in sources.into_iter().enumerate() {
             let digest = Sha256::of(&source.bytes);
@@ -318,7 +315,7 @@ impl ProjectorSet {
             let info = check_description(description, digest)
                 .map_err(|r| fail("checking describe output", r))?;
             let label = info.label();
-            if let Some(first) = projectors.iter().position(|p| p.info.name == info.name) {
+            if let Some(first) = infos.iter().position(|p| p.name == info.name) {
                 return Err(LoadError::Duplicate {
                     label,
                     first,
@@ -345,14 +342,10 @@ impl ProjectorSet {
                 pre,
                 uses_wasi,
                 reads_graph,
-                info,
             });
+            infos.push(info);
         }
-        let infos = projectors.iter().map(|p| p.info.clone()).collect();
-        let pool = prepare_pool().map_err(|e| LoadError::Engine(e.to_string()))?;
         Ok(ProjectorSet {
-            engine,
-            pool,
             projectors,
             infos,
             cache_hits,
@@ -364,15 +357,28 @@ impl ProjectorSet {
         &self.infos
     }
 
+    /// The set's fingerprint: SHA-256 over, in order, each projector's
+    /// component digest and limits. A graph is only valid for the fingerprint
+    /// that built it.
+    pub fn fingerprint(&self) -> Sha256 {
+        let mut text = String::new();
+        for (info, p) in self.infos.iter().zip(&self.projectors) {
+            text.push_str(&format!(
+                "{} fuel={} memory={} tables={} instances={}\n",
+                info.digest,
+                p.limits.fuel,
+                p.limits.memory_bytes,
+                p.limits.table_elements,
+                p.limits.instances
+            ));
+        }
+        Sha256::of(text.as_bytes())
+    }
+
     /// How many projectors of this set were read from the compiled cache
     /// instead of being compiled.
     pub fn cache_hits(&self) -> usize {
         self.cache_hits
-    }
-
-    /// The engine the set runs on (to share with other wasm users).
-    pub fn engine(&self) -> &Engine {
-        &self.engine
     }
 
     /// Whether any projector handles `event_type`.
@@ -404,15 +410,14 @@ impl ProjectorSet {
         self.finish(event, Prepared::default(), graph)
     }
 
-    /// [`ProjectorSet::prepare`] of every event, on every core; results in
-    /// the order of `events`.
+    /// [`ProjectorSet::prepare`] of every event, on every core (rayon's
+    /// global pool); results in the order of `events`.
     pub fn prepare_all(&self, events: &[EventInput<'_>]) -> Vec<Prepared> {
         use rayon::prelude::*;
-        match &self.pool {
-            Some(pool) if events.len() > 1 && self.has_graph_independent() => {
-                pool.install(|| events.par_iter().map(|e| self.prepare(e)).collect())
-            }
-            _ => events.iter().map(|e| self.prepare(e)).collect(),
+        if self.has_graph_independent() {
+            events.par_iter().map(|e| self.prepare(e)).collect()
+        } else {
+            events.iter().map(|_| Prepared::default()).collect()
         }
     }
 
@@ -712,20 +717,6 @@ fn check_limits(l: &Limits) -> Result<(), String> {
         return Err("instances must be positive".into());
     }
     Ok(())
-}
-
-/// The threads that prepare events in parallel: one per core the process
-/// may use (at most 8), none when there is only one.
-fn prepare_pool() -> Result<Option<rayon::ThreadPool>, rayon::ThreadPoolBuildError> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    if cores < 2 {
-        return Ok(None);
-    }
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(cores)
-        .thread_name(|i| format!("leviathan-project-{i}"))
-        .build()
-        .map(Some)
 }
 
 /// Which host interfaces a component imports.
