@@ -122,6 +122,29 @@ impl Writer {
     /// and the graph must be projected up to it by `parts.projectors` (both
     /// checked at startup).
     pub fn start(parts: WriterParts) -> std::io::Result<Writer> {
+        Self::spawn(parts, None)
+    }
+
+    /// Test hook: like [`Writer::start`], but the writer thread takes nothing
+    /// from its queue until the returned [`Hold`] is released, so bundles
+    /// appended meanwhile are taken into one batch (up to the batch limits).
+    /// Tests use it to exercise group commit deterministically.
+    #[doc(hidden)]
+    pub fn start_held(parts: WriterParts) -> std::io::Result<(Writer, Hold)> {
+        let (release, held) = std::sync::mpsc::channel();
+        Ok((Self::spawn(parts, Some(held))?, Hold(release)))
+    }
+
+    /// Bundles waiting in the queue, not yet taken by the writer thread.
+    #[doc(hidden)]
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    fn spawn(
+        parts: WriterParts,
+        held: Option<std::sync::mpsc::Receiver<()>>,
+    ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(4096);
         let state = State {
             persist: parts.sync.persist_mode(),
@@ -135,7 +158,13 @@ impl Writer {
         };
         std::thread::Builder::new()
             .name("leviathan-writer".into())
-            .spawn(move || state.run(rx))?;
+            .spawn(move || {
+                if let Some(held) = held {
+                    // Released by `Hold::release` or by dropping the `Hold`.
+                    let _ = held.recv();
+                }
+                state.run(rx)
+            })?;
         Ok(Writer { tx })
     }
 
@@ -147,6 +176,17 @@ impl Writer {
             .await
             .map_err(|_| AppendError::Unavailable)?;
         rx.await.map_err(|_| AppendError::Unavailable)?
+    }
+}
+
+/// Keeps a writer started by [`Writer::start_held`] from taking bundles.
+#[doc(hidden)]
+pub struct Hold(std::sync::mpsc::Sender<()>);
+
+impl Hold {
+    /// Lets the writer thread start taking bundles.
+    pub fn release(self) {
+        let _ = self.0.send(());
     }
 }
 

@@ -72,16 +72,9 @@ fn a_changed_projector_set_needs_a_rebuild() {
     let dir = s.keep_dir();
     s.stop();
     let other = "core#fuel=40000000";
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(dir.path())
-        .env("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN)
-        .env("LEVIATHAN_PROJECTORS", other)
-        .env("LEVIATHAN_PROJECTOR_CACHE", shared_cache())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("leviathan rebuild"));
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_PROJECTORS", other);
+    assert!(refused(cmd).contains("leviathan rebuild"));
 
     let (code, out) = admin(&["rebuild", "--projectors", other], dir.path());
     assert_eq!(code, 0, "same rules, so the same graph: {out}");

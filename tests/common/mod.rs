@@ -4,7 +4,7 @@
 
 pub mod wasm;
 
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::{Client, RequestBuilder, Response};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -38,21 +38,18 @@ impl Server {
 
     /// A server on an existing data dir (for restarts).
     pub fn start_in(dir: &Path, env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_leviathan"));
-        cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
-            .arg(dir)
-            .env("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN)
-            .env_remove("LEVIATHAN_BACKEND")
-            .env_remove("LEVIATHAN_SYNC")
-            .env("LEVIATHAN_LOG", "info,fjall=warn,lsm_tree=warn")
-            // Compiled projectors are cached by digest: share them across tests.
-            .env("LEVIATHAN_PROJECTOR_CACHE", shared_cache())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut cmd = serve_command(dir);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::spawn(cmd, dir)
+    }
+
+    /// Starts `cmd` (a [`serve_command`], adjusted) and waits until it listens.
+    pub fn spawn(mut cmd: Command, dir: &Path) -> Server {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn leviathan");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -98,25 +95,24 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
+    /// A request to `path` carrying the token, to adjust and [`Server::send`].
+    pub fn req(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(TOKEN)
+    }
+
+    /// Sends a request; (status, JSON body or `Null` when empty).
+    pub fn send(&self, req: RequestBuilder) -> (u16, Value) {
+        parse(req.send().expect("request reaches the server"))
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
-        parse(
-            self.client
-                .get(self.url(path))
-                .bearer_auth(TOKEN)
-                .send()
-                .unwrap(),
-        )
+        self.send(self.req(reqwest::Method::GET, path))
     }
 
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        parse(
-            self.client
-                .post(self.url(path))
-                .bearer_auth(TOKEN)
-                .json(body)
-                .send()
-                .unwrap(),
-        )
+        self.send(self.req(reqwest::Method::POST, path).json(body))
     }
 
     pub fn ingest(&self, bundle: &Value) -> (u16, Value) {
@@ -125,22 +121,13 @@ impl Server {
 
     /// `PUT /v1/artifacts/{sha256 of data}`.
     pub fn put_artifact(&self, data: &[u8]) -> (u16, Value) {
-        let url = self.url(&format!("/v1/artifacts/{}", sha256_hex(data)));
-        parse(
-            self.client
-                .put(url)
-                .bearer_auth(TOKEN)
-                .body(data.to_vec())
-                .send()
-                .unwrap(),
-        )
+        let path = format!("/v1/artifacts/{}", sha256_hex(data));
+        self.send(self.req(reqwest::Method::PUT, &path).body(data.to_vec()))
     }
 
     /// `GET /v1/artifacts/{sha}`, the raw response.
     pub fn get_artifact(&self, sha: &str) -> Response {
-        self.client
-            .get(self.url(&format!("/v1/artifacts/{sha}")))
-            .bearer_auth(TOKEN)
+        self.req(reqwest::Method::GET, &format!("/v1/artifacts/{sha}"))
             .send()
             .unwrap()
     }
@@ -194,6 +181,122 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
+}
+
+/// `leviathan` with the tests' environment: the shared projector cache, quiet
+/// logs, and none of the settings of the machine running the tests.
+pub fn leviathan() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_leviathan"));
+    cmd.env_remove("LEVIATHAN_BACKEND")
+        .env_remove("LEVIATHAN_SYNC")
+        .env_remove("LEVIATHAN_DATA_DIR")
+        .env_remove("LEVIATHAN_PROJECTORS")
+        .env_remove("LEVIATHAN_CONTROL_PLANE_TOKEN")
+        .env("LEVIATHAN_LOG", "warn")
+        // Compiled projectors are cached by digest: share them across tests.
+        .env("LEVIATHAN_PROJECTOR_CACHE", shared_cache());
+    cmd
+}
+
+/// `leviathan serve` on a loopback ephemeral port over `dir`, with the test token.
+pub fn serve_command(dir: &Path) -> Command {
+    let mut cmd = leviathan();
+    cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
+        .arg(dir)
+        .env("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN)
+        .env("LEVIATHAN_LOG", "info,fjall=warn,lsm_tree=warn");
+    cmd
+}
+
+/// Runs `cmd` (a server expected to refuse to start) and returns its stderr
+/// once it has exited non-zero. Panics if it starts listening instead, or is
+/// still running after a minute.
+pub fn refused(mut cmd: Command) -> String {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn leviathan");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening on ") {
+                let _ = tx.send(Err(line.clone()));
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        let _ = tx.send(Ok(text));
+    });
+    // The reader ends when the process closes stderr, i.e. when it exits.
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(text)) => {
+            let status = child.wait().expect("wait for leviathan");
+            assert!(!status.success(), "exited with {status}: {text}");
+            text
+        }
+        Ok(Err(line)) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started instead of refusing: {line}")
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server neither refused nor started within a minute")
+        }
+    }
+}
+
+/// Opens the fjall store of a stopped server's data dir, as an attacker (or
+/// a disk fault) with access to the files would, and runs `f` on it; the
+/// changes are made durable before it returns.
+pub fn with_store<R>(dir: &Path, f: impl FnOnce(&fjall::Database) -> R) -> R {
+    let db = fjall::Database::builder(dir.join("store")).open().unwrap();
+    let r = f(&db);
+    db.persist(fjall::PersistMode::SyncAll).unwrap();
+    r
+}
+
+/// A keyspace of an opened store (see `src/log/mod.rs` and `src/graph/store.rs`
+/// for the names and layouts).
+pub fn keyspace(db: &fjall::Database, name: &str) -> fjall::Keyspace {
+    db.keyspace(name, fjall::KeyspaceCreateOptions::default)
+        .unwrap()
+}
+
+/// Rewrites the canonical record stored at `seq` with `edit` and stores it
+/// with the SHA-256 of the new bytes, so the record is self-consistent and
+/// only the chain can tell.
+pub fn forge_event(dir: &Path, seq: u64, edit: impl FnOnce(&str) -> String) {
+    with_store(dir, |db| {
+        let ks = keyspace(db, "log_events");
+        let key = seq.to_be_bytes();
+        let v = ks.get(key).unwrap().expect("the seq is stored").to_vec();
+        let text = String::from_utf8(v[32..].to_vec()).unwrap();
+        let forged = edit(&text);
+        assert_ne!(forged, text, "the edit changed nothing");
+        let mut value = sha2_of(forged.as_bytes()).to_vec();
+        value.extend_from_slice(forged.as_bytes());
+        ks.insert(key, value).unwrap();
+    })
+}
+
+/// The stored record (canonical JSON, without the stored hash) at `seq`.
+pub fn stored_record(dir: &Path, seq: u64) -> String {
+    with_store(dir, |db| {
+        let v = keyspace(db, "log_events")
+            .get(seq.to_be_bytes())
+            .unwrap()
+            .expect("the seq is stored");
+        String::from_utf8(v[32..].to_vec()).unwrap()
+    })
+}
+
+fn sha2_of(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }
 
 /// Forges the stored event at `seq` of a stopped server's data dir: replaces
@@ -348,18 +451,22 @@ pub fn mixed_log(attempts: usize) -> Vec<Value> {
 
 /// Runs `leviathan <args> --data-dir <dir>`; returns (exit code, stdout).
 pub fn admin(args: &[&str], dir: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_leviathan"))
+    let (code, stdout, _) = admin_full(args, dir);
+    (code, stdout)
+}
+
+/// Runs `leviathan <args> --data-dir <dir>`; returns (exit code, stdout, stderr).
+pub fn admin_full(args: &[&str], dir: &Path) -> (i32, String, String) {
+    let out = leviathan()
         .args(args)
         .arg("--data-dir")
         .arg(dir)
-        .env("LEVIATHAN_PROJECTOR_CACHE", shared_cache())
-        .env("LEVIATHAN_LOG", "warn")
         .output()
         .expect("run leviathan");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.code().is_some(), "killed: {stderr}");
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-    )
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let code = out
+        .status
+        .code()
+        .unwrap_or_else(|| panic!("killed: {stderr}"));
+    (code, String::from_utf8(out.stdout).unwrap(), stderr)
 }

@@ -56,35 +56,34 @@ fn follows_the_log_and_resumes() {
 
     // Live: events ingested while it runs are printed as they come.
     let mut child = std_ctl(&s)
-        .args([
-            "--json",
-            "events",
-            "follow",
-            "--interval",
-            "0.1",
-            "--max-events",
-            "4",
-        ])
+        .args(["events", "follow", "--interval", "0.1", "--max-events", "4"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    std::thread::sleep(Duration::from_millis(300));
-    s.ingest(&bundle("live-1", events("live1", 3)));
-    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    assert_eq!(
-        first["seq"],
-        head + 1,
-        "starts at the head: only new events"
+    // It says where it starts once it has read the head: only then is what
+    // follows new to it.
+    let started = stderr_line(&mut child, "following ");
+    assert!(
+        started.ends_with(&format!("after seq {head} (Ctrl-C to stop)")),
+        "{started}"
     );
+    s.ingest(&bundle("live-1", events("live1", 3)));
+    let seq_of = |line: String| -> u64 { line.split_whitespace().next().unwrap().parse().unwrap() };
+    let first = seq_of(lines.next().unwrap().unwrap());
+    assert_eq!(first, head + 1, "starts at the head: only new events");
     s.ingest(&bundle("live-2", events("live2", 3)));
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    assert_eq!(rest.len(), 3, "stops after --max-events: {rest:?}");
+    let rest: Vec<u64> = lines.map(|l| seq_of(l.unwrap())).collect();
+    assert_eq!(
+        rest,
+        [head + 2, head + 3, head + 4],
+        "stops after --max-events"
+    );
     assert!(child.wait().unwrap().success());
 
     // The server goes away: exit 3, with the seq to resume from.
-    let follower = std_ctl(&s)
+    let mut follower = std_ctl(&s)
         .args([
             "events",
             "follow",
@@ -97,10 +96,19 @@ fn follows_the_log_and_resumes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Killed once the follower has printed every event there is.
+    let mut printed = BufReader::new(follower.stdout.take().unwrap()).lines();
+    for _ in 0..6 {
+        printed.next().unwrap().unwrap();
+    }
     s.kill();
     let out = follower.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        printed.count(),
+        0,
+        "nothing printed after the server went away"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     let last = head + 6;
     assert!(
@@ -109,5 +117,21 @@ fn follows_the_log_and_resumes() {
         )),
         "{err}"
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
+}
+
+/// Reads the child's stderr until a line contains `needle` (at most a
+/// minute); returns that line. The rest of stderr is drained in the background.
+fn stderr_line(child: &mut std::process::Child, needle: &str) -> String {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let needle = needle.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(&needle) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the line on stderr within a minute")
 }

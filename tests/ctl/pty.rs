@@ -6,13 +6,15 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct Pty {
     child: Child,
     master: File,
     output: Arc<Mutex<Vec<u8>>>,
+    /// Disconnected when the reader has read everything (the terminal closed).
+    drained: mpsc::Receiver<()>,
 }
 
 fn cloexec(fd: i32) {
@@ -48,7 +50,9 @@ impl Pty {
         let output = Arc::new(Mutex::new(Vec::new()));
         let mut reader = master.try_clone().unwrap();
         let out2 = output.clone();
+        let (done, drained) = mpsc::channel::<()>();
         std::thread::spawn(move || {
+            let _done = done;
             let mut buf = [0u8; 4096];
             // Ends with EIO once every copy of the slave is closed.
             while let Ok(n) = reader.read(&mut buf) {
@@ -62,6 +66,7 @@ impl Pty {
             child,
             master,
             output,
+            drained,
         }
     }
 
@@ -88,19 +93,23 @@ impl Pty {
     }
 
     /// Waits for the exit; returns (exit code, everything the terminal showed).
-    pub fn finish(mut self) -> (i32, String) {
-        let status = self.child.wait().unwrap();
-        // Let the reader drain what is left.
-        let until = Instant::now() + Duration::from_secs(2);
-        let mut last = usize::MAX;
-        while Instant::now() < until {
-            let n = self.output.lock().unwrap().len();
-            if n == last {
-                break;
-            }
-            last = n;
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        (status.code().expect("exited"), self.text())
+    pub fn finish(self) -> (i32, String) {
+        let Pty {
+            mut child,
+            master,
+            output,
+            drained,
+        } = self;
+        let status = child.wait().unwrap();
+        // The child's end of the terminal closed with it; ours goes now, and
+        // the reader stops once it has read what is left.
+        drop(master);
+        let drained = drained.recv_timeout(Duration::from_secs(30));
+        assert!(
+            matches!(drained, Err(mpsc::RecvTimeoutError::Disconnected)),
+            "the terminal's output was not drained within 30 s"
+        );
+        let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+        (status.code().expect("exited"), text)
     }
 }

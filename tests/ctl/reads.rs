@@ -2,15 +2,13 @@
 //! data, filters reach the server, `log verify` fails on a tampered log, colour
 //! appears only on a terminal without `NO_COLOR`, completions are generated.
 
-use crate::common::{Server, TOKEN};
+use crate::common::Server;
 use crate::pty::Pty;
 use crate::{ctl, json, loaded, run, std_ctl};
 
 /// The server's body for `path`, as text.
 fn raw(s: &Server, path: &str) -> String {
-    s.client
-        .get(s.url(path))
-        .bearer_auth(TOKEN)
+    s.req(reqwest::Method::GET, path)
         .send()
         .unwrap()
         .text()

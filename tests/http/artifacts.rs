@@ -26,9 +26,10 @@ fn put_get_head_round_trip_with_etag() {
     assert_eq!(resp.bytes().unwrap().to_vec(), data);
 
     let resp = s
-        .client
-        .head(s.url(&format!("/v1/artifacts/{}", sha.to_uppercase())))
-        .bearer_auth(TOKEN)
+        .req(
+            reqwest::Method::HEAD,
+            &format!("/v1/artifacts/{}", sha.to_uppercase()),
+        )
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
@@ -38,9 +39,7 @@ fn put_get_head_round_trip_with_etag() {
     );
 
     let resp = s
-        .client
-        .get(s.url(&format!("/v1/artifacts/{sha}")))
-        .bearer_auth(TOKEN)
+        .req(reqwest::Method::GET, &format!("/v1/artifacts/{sha}"))
         .header("If-None-Match", format!("\"{sha}\""))
         .send()
         .unwrap();
@@ -51,13 +50,9 @@ fn put_get_head_round_trip_with_etag() {
 fn a_digest_mismatch_stores_nothing() {
     let s = Server::start();
     let claimed = sha256_hex(b"what I said");
-    let (st, r) = parse(
-        s.client
-            .put(s.url(&format!("/v1/artifacts/{claimed}")))
-            .bearer_auth(TOKEN)
-            .body("what I sent")
-            .send()
-            .unwrap(),
+    let (st, r) = s.send(
+        s.req(reqwest::Method::PUT, &format!("/v1/artifacts/{claimed}"))
+            .body("what I sent"),
     );
     assert_eq!(st, 400, "{r}");
     assert_eq!(r["error"]["code"], "digest_mismatch");
@@ -80,13 +75,9 @@ fn post_stores_and_returns_the_digest_of_a_large_artifact() {
     let data: Vec<u8> = (0..(5 * 1024 * 1024 + 4321))
         .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
-    let (st, r) = parse(
-        s.client
-            .post(s.url("/v1/artifacts"))
-            .bearer_auth(TOKEN)
-            .body(data.clone())
-            .send()
-            .unwrap(),
+    let (st, r) = s.send(
+        s.req(reqwest::Method::POST, "/v1/artifacts")
+            .body(data.clone()),
     );
     assert_eq!(st, 201, "{r}");
     let sha = sha256_hex(&data);
@@ -100,13 +91,9 @@ fn post_stores_and_returns_the_digest_of_a_large_artifact() {
 fn the_size_limit_is_enforced() {
     let s = Server::start_with(&[("LEVIATHAN_MAX_ARTIFACT_BYTES", "1000")]);
     let data = vec![7u8; 1001];
-    let (st, r) = parse(
-        s.client
-            .post(s.url("/v1/artifacts"))
-            .bearer_auth(TOKEN)
-            .body(data.clone())
-            .send()
-            .unwrap(),
+    let (st, r) = s.send(
+        s.req(reqwest::Method::POST, "/v1/artifacts")
+            .body(data.clone()),
     );
     assert_eq!(st, 413, "{r}");
     assert_eq!(
@@ -115,14 +102,7 @@ fn the_size_limit_is_enforced() {
     );
     // Without a Content-Length (chunked), the stream is cut at the limit too.
     let body = reqwest::blocking::Body::new(std::io::Cursor::new(data.clone()));
-    let (st, _) = parse(
-        s.client
-            .post(s.url("/v1/artifacts"))
-            .bearer_auth(TOKEN)
-            .body(body)
-            .send()
-            .unwrap(),
-    );
+    let (st, _) = s.send(s.req(reqwest::Method::POST, "/v1/artifacts").body(body));
     assert_eq!(st, 413);
 }
 

@@ -42,18 +42,9 @@ fn tampering_is_detected_by_verify() {
     let dir = s.keep_dir();
     s.stop();
     crate::common::tamper_with_event(dir.path(), 3, "t-a2", "t-XX");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["verify", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, out, err) = crate::common::admin_full(&["verify"], dir.path());
+    assert_eq!(code, 1, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["report"]["ok"], false);
     assert_eq!(report["report"]["first_broken_seq"], 3);
     assert_eq!(report["report"]["verified_events"], 2);

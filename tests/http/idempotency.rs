@@ -104,3 +104,39 @@ fn concurrent_retries_append_once() {
     assert_eq!((ok, dup), (1, 7), "{results:?}");
     assert_eq!(s.all_events().len(), 10);
 }
+
+/// Idempotency covers the whole bundle: the same bundle_id with the same
+/// events but another `target`, or other artifact refs (added, removed or
+/// changed in any field), is a conflict and stores nothing; only exactly the
+/// same bundle is a duplicate.
+#[test]
+fn a_bundle_id_is_bound_to_its_target_and_artifact_refs() {
+    let s = Server::start();
+    let art = |size: u64, kind: &str| json!({"sha256": sha256_hex(b"log bytes"), "kind": kind, "uri": "file:///log", "size": size});
+    let with = |target: &str, artifacts: Vec<serde_json::Value>| json!({"target": target, "bundle_id": "whole", "events": events("w", 2), "artifacts": artifacts});
+    let original = with("radix", vec![art(9, "log")]);
+    let (st, first) = s.ingest(&original);
+    assert_eq!(st, 200, "{first}");
+    for (what, changed) in [
+        ("another target", with("other-target", vec![art(9, "log")])),
+        ("no artifact refs", with("radix", vec![])),
+        ("another size", with("radix", vec![art(10, "log")])),
+        ("another kind", with("radix", vec![art(9, "trace")])),
+        (
+            "one more ref",
+            with("radix", vec![art(9, "log"), art(9, "trace")]),
+        ),
+    ] {
+        let (st, r) = s.ingest(&changed);
+        assert_eq!(st, 409, "{what}: {r}");
+        assert_eq!(r["error"]["code"], "bundle_conflict", "{what}");
+        assert_eq!(r["error"]["details"]["bundle_id"], "whole", "{what}");
+    }
+    let (st, again) = s.ingest(&original);
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(again["status"], "duplicate");
+    assert_eq!(again["first_seq"], first["first_seq"]);
+    let stored = s.all_events();
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|e| e["target"] == "radix"), "{stored:?}");
+}

@@ -35,26 +35,15 @@ fn a_restart_keeps_everything_and_the_chain_continues() {
 #[test]
 fn a_legacy_backend_setting_is_refused_with_an_explanation() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(dir.path())
-        .env("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN)
-        .env("LEVIATHAN_BACKEND", "postgres")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_BACKEND", "postgres");
+    let err = refused(cmd);
     assert!(
         err.contains("fjall") && err.contains("LEVIATHAN_BACKEND"),
         "{err}"
     );
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("LEVIATHAN_CONTROL_PLANE_TOKEN")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("LEVIATHAN_CONTROL_PLANE_TOKEN"));
+    let mut cmd = serve_command(dir.path());
+    cmd.env_remove("LEVIATHAN_CONTROL_PLANE_TOKEN");
+    assert!(refused(cmd).contains("LEVIATHAN_CONTROL_PLANE_TOKEN"));
 }

@@ -107,18 +107,12 @@ fn a_projector_that_does_not_match_its_pin_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("x.wasm");
     std::fs::write(&p, body_projector(&describe("x", &["x.y"]), "nop")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN)
-        .env(
-            "LEVIATHAN_PROJECTORS",
-            format!("core,{}#sha256={}", p.display(), "0".repeat(64)),
-        )
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let mut cmd = serve_command(&dir.path().join("data"));
+    cmd.env(
+        "LEVIATHAN_PROJECTORS",
+        format!("core,{}#sha256={}", p.display(), "0".repeat(64)),
+    );
+    let err = refused(cmd);
     assert!(
         err.contains("pin") && err.contains(&sha256_hex(&std::fs::read(&p).unwrap())),
         "{err}"

@@ -17,7 +17,11 @@ use serde_json::{json, Map, Value};
 
 pub const NAME: &str = "topology";
 pub const VERSION: &str = "0.1.0";
-pub const HANDLES: &[&str] = &["topo.area.discovered", "topo.subsystem.discovered", "topo.dependency.discovered"];
+pub const HANDLES: &[&str] = &[
+    "topo.area.discovered",
+    "topo.subsystem.discovered",
+    "topo.dependency.discovered",
+];
 pub const NODE_TYPES: &[&str] = &["Area", "Subsystem"];
 pub const EDGE_TYPES: &[&str] = &["CONTAINS", "DEPENDS_ON"];
 
@@ -32,8 +36,17 @@ pub struct Event<'a> {
 /// What a rule may emit (a subset of the contract's ops).
 #[derive(Debug, PartialEq)]
 pub enum Op {
-    PutNode { id: String, node_type: &'static str, properties: String },
-    PutEdge { edge_type: &'static str, from: String, to: String, properties: String },
+    PutNode {
+        id: String,
+        node_type: &'static str,
+        properties: String,
+    },
+    PutEdge {
+        edge_type: &'static str,
+        from: String,
+        to: String,
+        properties: String,
+    },
 }
 
 #[derive(Debug, PartialEq)]
@@ -73,7 +86,10 @@ pub fn project(ev: &Event<'_>, graph: &dyn Graph) -> Result<Vec<Op>, Refusal> {
         message: format!("{}: payload is not a JSON object: {e}", ev.event_type),
     })?;
     // The topology indexer names the target in the payload; fall back to the bundle's.
-    let target = payload.get("target_id").and_then(Value::as_str).unwrap_or(ev.target);
+    let target = payload
+        .get("target_id")
+        .and_then(Value::as_str)
+        .unwrap_or(ev.target);
     let edge_props = json!({"created_at": ev.timestamp}).to_string();
     match ev.event_type {
         "topo.area.discovered" => {
@@ -91,9 +107,18 @@ pub fn project(ev: &Event<'_>, graph: &dyn Graph) -> Result<Vec<Op>, Refusal> {
             let id = subsystem_id(target, subsystem);
             let mut props = payload.clone();
             props.insert("target_id".into(), target.into());
-            let mut ops = vec![Op::PutNode { id: id.clone(), node_type: "Subsystem", properties: Value::Object(props).to_string() }];
+            let mut ops = vec![Op::PutNode {
+                id: id.clone(),
+                node_type: "Subsystem",
+                properties: Value::Object(props).to_string(),
+            }];
             if let Some(area) = payload.get("area_id").and_then(Value::as_str) {
-                ops.push(Op::PutEdge { edge_type: "CONTAINS", from: area_id(target, area), to: id, properties: edge_props });
+                ops.push(Op::PutEdge {
+                    edge_type: "CONTAINS",
+                    from: area_id(target, area),
+                    to: id,
+                    properties: edge_props,
+                });
             }
             Ok(ops)
         }
@@ -101,21 +126,36 @@ pub fn project(ev: &Event<'_>, graph: &dyn Graph) -> Result<Vec<Op>, Refusal> {
             let from = subsystem_id(target, field(&payload, ev.event_type, "from_subsystem_id")?);
             let to = subsystem_id(target, field(&payload, ev.event_type, "to_subsystem_id")?);
             // Reading the graph: is this dependency between two areas?
-            let area_of = |id: &str| graph.node_properties(id).and_then(|p| p.get("area_id").cloned());
+            let area_of = |id: &str| {
+                graph
+                    .node_properties(id)
+                    .and_then(|p| p.get("area_id").cloned())
+            };
             let cross_area = match (area_of(&from), area_of(&to)) {
                 (Some(a), Some(b)) => Value::Bool(a != b),
                 _ => Value::Null,
             };
-            let evidence = payload.get("evidence").and_then(Value::as_array).map_or(0, Vec::len);
+            let evidence = payload
+                .get("evidence")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
             let props = json!({
                 "created_at": ev.timestamp,
                 "commit_sha": payload.get("commit_sha").cloned().unwrap_or(Value::Null),
                 "evidence_count": evidence,
                 "cross_area": cross_area,
             });
-            Ok(vec![Op::PutEdge { edge_type: "DEPENDS_ON", from, to, properties: props.to_string() }])
+            Ok(vec![Op::PutEdge {
+                edge_type: "DEPENDS_ON",
+                from,
+                to,
+                properties: props.to_string(),
+            }])
         }
-        other => Err(Refusal { code: "unhandled", message: format!("{other} is not a topology event") }),
+        other => Err(Refusal {
+            code: "unhandled",
+            message: format!("{other} is not a topology event"),
+        }),
     }
 }
 
@@ -159,16 +199,33 @@ mod wasm {
                 .map(|ops| {
                     ops.into_iter()
                         .map(|op| match op {
-                            crate::Op::PutNode { id, node_type, properties } => {
-                                Op::PutNode(PutNode { id, node_type: node_type.into(), properties })
-                            }
-                            crate::Op::PutEdge { edge_type, from, to, properties } => {
-                                Op::PutEdge(PutEdge { edge_type: edge_type.into(), from, to, properties })
-                            }
+                            crate::Op::PutNode {
+                                id,
+                                node_type,
+                                properties,
+                            } => Op::PutNode(PutNode {
+                                id,
+                                node_type: node_type.into(),
+                                properties,
+                            }),
+                            crate::Op::PutEdge {
+                                edge_type,
+                                from,
+                                to,
+                                properties,
+                            } => Op::PutEdge(PutEdge {
+                                edge_type: edge_type.into(),
+                                from,
+                                to,
+                                properties,
+                            }),
                         })
                         .collect()
                 })
-                .map_err(|r| ProjectionError { code: r.code.into(), message: r.message })
+                .map_err(|r| ProjectionError {
+                    code: r.code.into(),
+                    message: r.message,
+                })
         }
     }
 
@@ -187,14 +244,28 @@ mod tests {
     }
 
     fn ev<'a>(event_type: &'a str, payload: &'a str) -> Event<'a> {
-        Event { event_type, timestamp: "2026-01-24T10:00:00Z", target: "radix", payload }
+        Event {
+            event_type,
+            timestamp: "2026-01-24T10:00:00Z",
+            target: "radix",
+            payload,
+        }
     }
 
     #[test]
     fn subsystem_in_an_area() {
-        let ops = project(&ev("topo.subsystem.discovered", r#"{"subsystem_id":"api","area_id":"backend","target_id":"radix"}"#), &NoGraph).unwrap();
+        let ops = project(
+            &ev(
+                "topo.subsystem.discovered",
+                r#"{"subsystem_id":"api","area_id":"backend","target_id":"radix"}"#,
+            ),
+            &NoGraph,
+        )
+        .unwrap();
         assert_eq!(ops.len(), 2);
-        assert!(matches!(&ops[1], Op::PutEdge { edge_type: "CONTAINS", from, to, .. } if from == "area:radix:backend" && to == "subsystem:radix:api"));
+        assert!(
+            matches!(&ops[1], Op::PutEdge { edge_type: "CONTAINS", from, to, .. } if from == "area:radix:backend" && to == "subsystem:radix:api")
+        );
     }
 
     #[test]

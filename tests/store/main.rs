@@ -1,0 +1,11 @@
+//! The store's promises checked directly: group commit in the writer (through
+//! the library), the hash chain's verification branches against a forged
+//! store, `leviathan rebuild` as an audit, and the server's start-up checks.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod batch;
+mod chain;
+mod rebuild;
+mod startup;

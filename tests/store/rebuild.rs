@@ -1,0 +1,155 @@
+//! `leviathan rebuild` as an audit: it re-projects the log and says whether
+//! the graph it finds is the one the log gives (exit 1 when not, unless a
+//! change is expected), names the event a projector set cannot project, and
+//! the server refuses to serve a graph that is behind the log.
+
+use crate::common::wasm::{static_projector, Describe, StaticOp};
+use crate::common::*;
+use serde_json::Value;
+use std::path::Path;
+
+/// A stopped server's data dir holding `mixed_log(3)`, and its state digest.
+fn projected_store() -> (tempfile::TempDir, String, u64) {
+    let mut s = Server::start();
+    for b in mixed_log(3) {
+        let (st, r) = s.ingest(&b);
+        assert_eq!(st, 200, "{r}");
+    }
+    let (_, p) = s.get("/v1/projection");
+    let digest = p["state_digest"].as_str().unwrap().to_string();
+    let head = p["log_head_seq"].as_u64().unwrap();
+    let dir = s.keep_dir();
+    s.stop();
+    (dir, digest, head)
+}
+
+fn rebuild(dir: &Path, extra: &[&str]) -> (i32, Value, String) {
+    let mut args = vec!["rebuild"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = admin_full(&args, dir);
+    let report = serde_json::from_str(&out).unwrap_or(Value::Null);
+    (code, report, err)
+}
+
+/// Writes a component next to the store; its projector spec.
+fn projector_file(dir: &Path, name: &str, bytes: Vec<u8>) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, &bytes).unwrap();
+    format!("{}#sha256={}", path.display(), sha256_hex(&bytes))
+}
+
+fn describe<'a>(name: &'a str, handles: &'a [&'a str]) -> Describe<'a> {
+    Describe {
+        name,
+        version: "1.0.0",
+        handles,
+        node_types: &["Extra"],
+        edge_types: &[],
+    }
+}
+
+#[test]
+fn a_graph_that_is_not_the_logs_projection_fails_the_audit() {
+    let (dir, digest, head) = projected_store();
+    // The graph's recorded digest at the head no longer matches the log.
+    with_store(dir.path(), |db| {
+        keyspace(db, "graph_digests")
+            .insert(head.to_be_bytes(), [0xab; 32])
+            .unwrap();
+    });
+    let (code, report, err) = rebuild(dir.path(), &[]);
+    assert_eq!(code, 1, "{report}\n{err}");
+    assert_eq!(report["identical"], false);
+    assert_eq!(report["previous_digest"], "ab".repeat(32));
+    assert_eq!(report["state_digest"], digest.as_str());
+    assert_eq!(report["events"], head);
+
+    // Rebuilt, the graph is the log's projection again.
+    let (code, report, _) = rebuild(dir.path(), &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["identical"], true);
+    assert_eq!(report["state_digest"], digest.as_str());
+}
+
+#[test]
+fn a_projector_upgrade_needs_expect_change() {
+    let (dir, digest, _) = projected_store();
+    let extra = projector_file(
+        dir.path(),
+        "extra.wasm",
+        static_projector(&describe("extra", &["attempt.created"]), |d| {
+            d.ok_ops(&[StaticOp::PutNode {
+                id: "extra-node",
+                node_type: "Extra",
+                properties: "{}",
+            }])
+        }),
+    );
+    let upgraded = format!("core,{extra}");
+
+    // An upgrade that changes the graph, expected: exit 0, and the report says so.
+    let (code, report, err) = rebuild(dir.path(), &["--projectors", &upgraded, "--expect-change"]);
+    assert_eq!(code, 0, "{report}\n{err}");
+    assert_eq!(report["identical"], false);
+    assert_eq!(report["previous_digest"], digest.as_str());
+    assert_ne!(report["state_digest"], digest.as_str());
+    assert_ne!(report["fingerprint"], report["previous_fingerprint"]);
+    let upgraded_digest = report["state_digest"].clone();
+    let s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS", &upgraded)]);
+    assert_eq!(s.get("/v1/projection").1["state_digest"], upgraded_digest);
+    assert_eq!(s.get("/v1/graph/summary").1["nodes_by_type"]["Extra"], 1);
+    drop(s);
+
+    // Back to the core projector alone, not expected: the audit fails (exit
+    // 1) though the graph is rebuilt, to the digest it had before.
+    let (code, report, err) = rebuild(dir.path(), &[]);
+    assert_eq!(code, 1, "{report}\n{err}");
+    assert_eq!(report["identical"], false);
+    assert_eq!(report["previous_digest"], upgraded_digest);
+    assert_eq!(report["state_digest"], digest.as_str());
+    let s = Server::start_in(dir.path(), &[]);
+    assert_eq!(s.get("/v1/projection").1["state_digest"], digest.as_str());
+}
+
+#[test]
+fn a_rebuild_names_the_event_that_does_not_project_and_the_graph_stays_unserved() {
+    let (dir, digest, head) = projected_store();
+    let refuser = projector_file(
+        dir.path(),
+        "refuser.wasm",
+        static_projector(&describe("refuser", &["custom.note"]), |d| {
+            d.err("no_notes", "this projector refuses every note")
+        }),
+    );
+    let set = format!("core,{refuser}");
+    let (code, _, err) = rebuild(dir.path(), &["--projectors", &set]);
+    assert_eq!(code, 1, "{err}");
+    // The first custom.note of mixed_log: after the setup bundle (2 events)
+    // and the first attempt's 7 other events.
+    assert!(
+        err.contains("event seq 10 (att-0-note) does not project with this projector set"),
+        "{err}"
+    );
+    assert!(err.contains("this projector refuses every note"), "{err}");
+
+    // The graph is behind the log: the server will not serve it.
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_PROJECTORS", &set);
+    let err = refused(cmd);
+    assert!(
+        err.contains(&format!(
+            "the graph is projected up to seq 0 but the log ends at seq {head}"
+        )) && err.contains("leviathan rebuild"),
+        "{err}"
+    );
+    // Nor with the projectors it was built by before: the graph is not theirs.
+    let err = refused(serve_command(dir.path()));
+    assert!(err.contains("leviathan rebuild"), "{err}");
+
+    // A rebuild with those restores it, to the same digest.
+    let (code, report, err) = rebuild(dir.path(), &["--expect-change"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(report["state_digest"], digest.as_str());
+    let s = Server::start_in(dir.path(), &[]);
+    assert_eq!(s.get("/v1/projection").1["state_digest"], digest.as_str());
+}

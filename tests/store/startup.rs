@@ -1,0 +1,136 @@
+//! Start-up refusals and defaults: one process per data dir, a token that is
+//! required and not blank, and the compiled-projector cache under the data
+//! dir by default, reused by the next start.
+
+use crate::common::*;
+use std::path::Path;
+
+#[test]
+fn a_second_process_on_the_same_data_dir_is_refused_naming_it() {
+    let s = Server::start();
+    let (st, _) = s.ingest(&bundle("b", events("x", 3)));
+    assert_eq!(st, 200);
+    let dir = s.data_dir.display().to_string();
+
+    let err = refused(serve_command(&s.data_dir));
+    assert!(
+        err.contains(&format!("cannot open the store in {dir}"))
+            && err.contains("another leviathan process"),
+        "{err}"
+    );
+    // The offline commands too: none may touch a store a server is using.
+    for cmd in [&["verify"][..], &["rebuild"], &["dump"]] {
+        let (code, out, err) = admin_full(cmd, &s.data_dir);
+        assert_eq!(code, 1, "{cmd:?}: {out}\n{err}");
+        assert!(
+            err.contains(&format!("cannot open the store in {dir}")),
+            "{cmd:?}: {err}"
+        );
+    }
+    // The running server is untouched.
+    assert_eq!(s.get("/v1/log/verify").1["verified_events"], 3);
+    assert_eq!(s.all_events().len(), 3);
+}
+
+#[test]
+fn an_empty_or_blank_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for token in ["", "   "] {
+        let mut cmd = serve_command(dir.path());
+        cmd.env("LEVIATHAN_CONTROL_PLANE_TOKEN", token);
+        let err = refused(cmd);
+        assert!(
+            err.contains("LEVIATHAN_CONTROL_PLANE_TOKEN is not set (or empty)"),
+            "{token:?}: {err}"
+        );
+    }
+    // Nothing was created: the refusal comes before the store is opened.
+    assert!(!dir.path().join("store").exists());
+}
+
+fn compiled_files(dir: &Path) -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .map(|p| {
+            let m = std::fs::metadata(&p).unwrap().modified().unwrap();
+            (p, m)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `text` without ANSI colour sequences (the server's log colours its fields).
+fn without_colour(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters... final letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn logged(s: &Server, needle: &str) -> bool {
+    s.log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| without_colour(l).contains(needle))
+}
+
+#[test]
+fn the_projector_cache_defaults_to_the_data_dir_and_is_reused() {
+    let data = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut cmd = serve_command(data.path());
+        cmd.env_remove("LEVIATHAN_PROJECTOR_CACHE");
+        Server::spawn(cmd, data.path())
+    };
+    let mut s = start();
+    let cache = data.path().join("projector-cache");
+    let first = compiled_files(&cache);
+    assert_eq!(first.len(), 1, "the core projector, compiled: {first:?}");
+    assert!(
+        logged(&s, "from_cache=false"),
+        "compiled on the first start: {:?}",
+        s.log.lock().unwrap()
+    );
+    s.stop();
+
+    let mut s = start();
+    assert!(
+        logged(&s, "from_cache=true"),
+        "loaded from the cache on restart: {:?}",
+        s.log.lock().unwrap()
+    );
+    assert_eq!(
+        compiled_files(&cache),
+        first,
+        "the cached file is reused as is"
+    );
+    s.stop();
+
+    // The offline rebuild uses the same default.
+    let out = leviathan()
+        .env_remove("LEVIATHAN_PROJECTOR_CACHE")
+        .env("LEVIATHAN_LOG", "info")
+        .args(["rebuild", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let err = without_colour(&String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("from_cache=true"), "{err}");
+    assert_eq!(compiled_files(&cache), first);
+}
