@@ -124,6 +124,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         head_seq = head.seq.0,
         sync = ?config.sync,
+        tokens = config.tokens.current().len(),
+        tokens_file = %config.tokens.file().map_or("-".into(), |f| f.display().to_string()),
         startup_ms = started.elapsed().as_millis() as u64,
         "listening on {addr}"
     );
