@@ -90,6 +90,8 @@ pub struct ServeArgs {
     pub autonomy_config: PathBuf,
     #[command(flatten)]
     pub projection: ProjectionArgs,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// Which projectors run (shared by `serve` and `rebuild`).
@@ -105,26 +107,11 @@ pub struct ProjectionArgs {
     pub projector_cache: Option<PathBuf>,
 }
 
-/// A bearer token. Its `Debug` never shows the secret.
-#[derive(Clone)]
-pub struct Token(String);
-
-impl Token {
-    pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
-
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub token: Token,
+    pub tokens: crate::tokens::Tokens,
+    pub http: HttpSettings,
     pub host: String,
     pub port: u16,
     pub data_dir: PathBuf,
@@ -139,11 +126,14 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "LEVIATHAN_CONTROL_PLANE_TOKEN is not set (or empty). Every route but /healthz needs \
-         `Authorization: Bearer <token>`; start the server with e.g. \
-         `LEVIATHAN_CONTROL_PLANE_TOKEN=$(openssl rand -hex 32) leviathan serve`"
+        "no token is configured: neither LEVIATHAN_TOKENS_FILE nor LEVIATHAN_CONTROL_PLANE_TOKEN is set \
+         (or both are empty). Every route but /healthz and /metrics needs `Authorization: Bearer <token>`; \
+         start the server with e.g. `LEVIATHAN_CONTROL_PLANE_TOKEN=$(openssl rand -hex 32) leviathan serve`, \
+         or give it a tokens file of scoped tokens (docs/SECURITY.md)"
     )]
     MissingToken,
+    #[error(transparent)]
+    Tokens(#[from] crate::tokens::TokensError),
     #[error(
         "LEVIATHAN_BACKEND={0:?} is a setting of the old Python control plane. Leviathan keeps its \
          event log, graph and artifacts in one embedded fjall store under LEVIATHAN_DATA_DIR \
@@ -174,9 +164,8 @@ impl Config {
                 return Err(ConfigError::LegacyBackend(backend));
             }
         }
-        let token = env_nonempty("LEVIATHAN_CONTROL_PLANE_TOKEN")
-            .map(|t| Token(t.trim().to_string()))
-            .ok_or(ConfigError::MissingToken)?;
+        let tokens = load_tokens(&args.security)?;
+        let http = HttpSettings::from_args(&args.security)?;
         let data_dir = match &args.data_dir {
             Some(d) => d.clone(),
             None => default_data_dir().ok_or(ConfigError::NoHome)?,
@@ -213,7 +202,8 @@ impl Config {
             autonomy_config: args.autonomy_config.clone(),
             projector_cache,
             projectors,
-            token,
+            tokens,
+            http,
             host: args.host.clone(),
             port: args.port,
             data_dir,
@@ -226,4 +216,102 @@ impl Config {
 /// `~/.leviathan/data`.
 pub fn default_data_dir() -> Option<PathBuf> {
     env_nonempty("HOME").map(|h| PathBuf::from(h).join(".leviathan").join("data"))
+}
+
+// ---- Access control and HTTP hardening (docs/SECURITY.md) ----
+
+/// Tokens and the limits of the HTTP layer.
+#[derive(Debug, Clone, Args)]
+pub struct SecurityArgs {
+    /// A file of scoped tokens, one `NAME ROLES SHA256HEX` a line (docs/SECURITY.md;
+    /// `leviathan token hash` prints a line). Re-read on SIGHUP. The single token
+    /// LEVIATHAN_CONTROL_PLANE_TOKEN (environment only) still works beside it.
+    #[arg(long, env = "LEVIATHAN_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Seconds a client has to send a request's headers (also how long an idle
+    /// keep-alive connection stays open).
+    #[arg(long, env = "LEVIATHAN_HEADER_READ_TIMEOUT_SECS", default_value_t = HttpSettings::default().header_read_timeout.as_secs())]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request may take from its headers to its response's headers
+    /// (body upload included); beyond it the answer is 503 `timeout`.
+    #[arg(long, env = "LEVIATHAN_REQUEST_TIMEOUT_SECS", default_value_t = HttpSettings::default().request_timeout.as_secs())]
+    pub request_timeout_secs: u64,
+    /// Open connections served at once; a connection beyond it gets 503 and is closed.
+    #[arg(long, env = "LEVIATHAN_MAX_CONNECTIONS", default_value_t = HttpSettings::default().max_connections)]
+    pub max_connections: usize,
+    /// Requests handled at once (`/healthz` and `/metrics` aside); beyond it 503 with `Retry-After`.
+    #[arg(long, env = "LEVIATHAN_MAX_INFLIGHT_REQUESTS", default_value_t = HttpSettings::default().max_inflight_requests)]
+    pub max_inflight_requests: usize,
+    /// Most header fields in one request (more: 431 from the HTTP layer).
+    #[arg(long, env = "LEVIATHAN_MAX_HEADERS", default_value_t = HttpSettings::default().max_headers)]
+    pub max_headers: usize,
+    /// Test suites only: serve `GET /v1/_test/panic`, a route that panics, to
+    /// show a panic becomes a JSON 500 and the server lives on.
+    #[arg(long, env = "LEVIATHAN_TEST_PANIC_ROUTE", hide = true)]
+    pub test_panic_route: bool,
+}
+
+/// The limits of the HTTP layer.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    pub header_read_timeout: std::time::Duration,
+    pub request_timeout: std::time::Duration,
+    pub max_connections: usize,
+    pub max_inflight_requests: usize,
+    pub max_headers: usize,
+    pub test_panic_route: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            header_read_timeout: std::time::Duration::from_secs(10),
+            request_timeout: std::time::Duration::from_secs(120),
+            max_connections: 1024,
+            max_inflight_requests: 256,
+            max_headers: 100,
+            test_panic_route: false,
+        }
+    }
+}
+
+impl HttpSettings {
+    fn from_args(a: &SecurityArgs) -> Result<HttpSettings, ConfigError> {
+        for (name, v) in [
+            (
+                "LEVIATHAN_HEADER_READ_TIMEOUT_SECS",
+                a.header_read_timeout_secs as usize,
+            ),
+            (
+                "LEVIATHAN_REQUEST_TIMEOUT_SECS",
+                a.request_timeout_secs as usize,
+            ),
+            ("LEVIATHAN_MAX_CONNECTIONS", a.max_connections),
+            ("LEVIATHAN_MAX_INFLIGHT_REQUESTS", a.max_inflight_requests),
+            ("LEVIATHAN_MAX_HEADERS", a.max_headers),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::ZeroLimit(name));
+            }
+        }
+        Ok(HttpSettings {
+            header_read_timeout: std::time::Duration::from_secs(a.header_read_timeout_secs),
+            request_timeout: std::time::Duration::from_secs(a.request_timeout_secs),
+            max_connections: a.max_connections,
+            max_inflight_requests: a.max_inflight_requests,
+            max_headers: a.max_headers,
+            test_panic_route: a.test_panic_route,
+        })
+    }
+}
+
+/// The tokens file and/or `LEVIATHAN_CONTROL_PLANE_TOKEN` (trimmed); neither refuses.
+fn load_tokens(a: &SecurityArgs) -> Result<crate::tokens::Tokens, ConfigError> {
+    let env_token = env_nonempty("LEVIATHAN_CONTROL_PLANE_TOKEN")
+        .map(|t| crate::tokens::Secret(t.trim().to_string()));
+    let file = a.tokens_file.clone().filter(|f| !f.as_os_str().is_empty());
+    if file.is_none() && env_token.is_none() {
+        return Err(ConfigError::MissingToken);
+    }
+    Ok(crate::tokens::Tokens::load(file, env_token.as_ref())?)
 }

@@ -19,4 +19,5 @@ pub mod replay;
 pub mod seq;
 pub mod server;
 pub mod storage;
+pub mod tokens;
 pub mod writer;

@@ -104,7 +104,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = AppState {
         projectors: projection.set.clone(),
         fingerprint: projection.fingerprint,
-        token: config.token.clone(),
+        tokens: config.tokens.clone(),
+        http: config.http,
         limits: config.limits,
         autonomy_config: config.autonomy_config.clone(),
         log: store.log.clone(),
@@ -123,13 +124,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         head_seq = head.seq.0,
         sync = ?config.sync,
+        tokens = config.tokens.current().len(),
+        tokens_file = %config.tokens.file().map_or("-".into(), |f| f.display().to_string()),
         startup_ms = started.elapsed().as_millis() as u64,
         "listening on {addr}"
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    let reload = tokio::spawn(reload_tokens_on_sighup(config.tokens.clone()));
+    serve_http(listener, app, config.http, shutdown_signal()).await;
+    reload.abort();
     // The router (and with it the writer's queue) is gone: flush the
     // memtables so the next start does not replay the journal.
     let flushing = std::time::Instant::now();
@@ -142,6 +144,103 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "shut down"
     );
     Ok(())
+}
+
+/// The accept loop: HTTP/1.1 connections with a header read timeout (which is
+/// also the idle keep-alive timeout) and a cap on the number of headers, at
+/// most `max_connections` at once (a connection beyond it is answered 503 and
+/// closed). On `shutdown`, stops accepting and lets open connections finish
+/// the request in flight.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    http: crate::config::HttpSettings,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let connections = Arc::new(tokio::sync::Semaphore::new(http.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(http.header_read_timeout)
+        .max_headers(http.max_headers);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(stream);
+        match connections.clone().try_acquire_owned() {
+            Ok(permit) => {
+                // A Router takes any request body, hyper's included.
+                let svc = TowerToHyperService::new(app.clone());
+                let conn = graceful.watch(builder.serve_connection(io, svc));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tracing::warn!(%peer, max = http.max_connections, "too many connections: answering 503");
+                let max = http.max_connections;
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    Ok::<_, std::convert::Infallible>(api::limits::too_many_connections(max))
+                });
+                let mut b = builder.clone();
+                let conn = b.keep_alive(false).serve_connection(io, svc);
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(http.header_read_timeout * 2, conn).await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Re-reads the tokens file on SIGHUP. A file that cannot be used leaves the
+/// current tokens in force (and says why in the log); requests are never
+/// refused for a reload.
+async fn reload_tokens_on_sighup(tokens: crate::tokens::Tokens) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP: the tokens file will not be reloaded");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let Some(file) = tokens.file().map(Path::to_path_buf) else {
+                tracing::info!("SIGHUP: no LEVIATHAN_TOKENS_FILE to reload");
+                continue;
+            };
+            let t = tokens.clone();
+            match tokio::task::spawn_blocking(move || t.reload()).await {
+                Ok(Ok(n)) => tracing::info!(file = %file.display(), tokens = n, "tokens reloaded"),
+                Ok(Err(e)) => tracing::error!(
+                    file = %file.display(),
+                    "the tokens file was not reloaded, the previous tokens stay in force: {e}"
+                ),
+                Err(e) => tracing::error!(error = %e, "reloading the tokens failed"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
 }
 
 async fn shutdown_signal() {

@@ -122,6 +122,7 @@ struct InvalidateBody {
 /// `POST /v1/attempts/{id}/invalidate?dry_run=` with `{"reason": "..."}`.
 pub async fn invalidate(
     State(app): State<AppState>,
+    axum::Extension(principal): axum::Extension<crate::tokens::Principal>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -156,8 +157,13 @@ pub async fn invalidate(
         "event_id": event_id,
         "event_type": "attempt.invalidated",
         "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        "actor_id": req.actor_id.unwrap_or_else(|| "operator".into()),
-        "payload": {"attempt_id": id, "reason": req.reason},
+        // The actor is the name of the token that asked (docs/SECURITY.md); an
+        // `actor_id` in the body is kept in the payload as `requested_by`.
+        "actor_id": &*principal.name,
+        "payload": match req.actor_id {
+            Some(by) => json!({"attempt_id": id, "reason": req.reason, "requested_by": by}),
+            None => json!({"attempt_id": id, "reason": req.reason}),
+        },
     });
     let target = node
         .properties

@@ -12,15 +12,17 @@ mod events;
 mod failures;
 mod graph;
 mod ingest;
+pub mod limits;
 mod topology;
 
 use crate::cas::Cas;
-use crate::config::{Limits, Token};
+use crate::config::{HttpSettings, Limits};
 use crate::graph::GraphStore;
 use crate::log::Log;
+use crate::tokens::{Role, Tokens};
 use crate::writer::Writer;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use error::ApiError;
 use serde::Deserialize;
@@ -31,7 +33,10 @@ use std::collections::HashMap;
 pub struct AppState {
     pub projectors: std::sync::Arc<crate::projection::ProjectorSet>,
     pub fingerprint: crate::digest::Sha256,
-    pub token: Token,
+    /// The known tokens (swapped whole on SIGHUP).
+    pub tokens: Tokens,
+    /// Limits of the HTTP layer.
+    pub http: HttpSettings,
     pub limits: Limits,
     /// The autonomy YAML read by `/v1/autonomy/status`.
     pub autonomy_config: std::path::PathBuf,
@@ -42,10 +47,12 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
 }
 
-/// The whole HTTP surface.
+/// The whole HTTP surface. Every v1 route sits in exactly one role group
+/// (docs/SECURITY.md has the table): a new route must be added to the group
+/// whose role it needs.
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/v1/events/ingest", post(ingest::ingest))
+    use axum::middleware::{from_fn, from_fn_with_state};
+    let read = Router::new()
         .route("/v1/events/recent", get(events::recent))
         .route("/v1/events", get(events::after))
         .route("/v1/events/{event_id}", get(events::by_id))
@@ -59,22 +66,33 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/graph/nodes/{id}/edges", get(graph::edges))
         .route("/v1/attempts", get(attempts::list))
         .route("/v1/attempts/{id}", get(attempts::show))
-        .route("/v1/attempts/{id}/invalidate", post(attempts::invalidate))
         .route("/v1/topology/summary", get(topology::summary))
         .route("/v1/topology/{kind}", get(topology::list))
         .route("/v1/autonomy/status", get(autonomy::status))
         .route("/v1/backlog/suggest", post(autonomy::suggest))
-        .route("/v1/artifacts", post(artifacts::post))
         .route(
             "/v1/artifacts/{sha256}",
-            get(artifacts::get)
-                .head(artifacts::head)
-                .put(artifacts::put),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_bearer,
-        ));
+            get(artifacts::get).head(artifacts::head),
+        );
+    let read = if state.http.test_panic_route {
+        read.route("/v1/_test/panic", get(limits::test_panic))
+    } else {
+        read
+    };
+    let ingest = Router::new()
+        .route("/v1/events/ingest", post(ingest::ingest))
+        .route("/v1/artifacts", post(artifacts::post))
+        .route("/v1/artifacts/{sha256}", put(artifacts::put));
+    let admin = Router::new().route("/v1/attempts/{id}/invalidate", post(attempts::invalidate));
+    let with_role =
+        |r: Router<AppState>, role: Role| r.route_layer(from_fn_with_state(role, auth::require));
+    let request_limits =
+        limits::RequestLimits::new(state.http.max_inflight_requests, state.http.request_timeout);
+    let v1 = with_role(read, Role::Read)
+        .merge(with_role(ingest, Role::Ingest))
+        .merge(with_role(admin, Role::Admin))
+        .route_layer(from_fn_with_state(state.tokens.clone(), auth::authenticate))
+        .route_layer(from_fn_with_state(request_limits, limits::limit));
     Router::new()
         .route(
             "/healthz",
@@ -92,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         })
         // Limits are enforced by the handlers themselves, with their own messages.
         .layer(DefaultBodyLimit::disable())
+        .layer(from_fn(limits::edge))
         .with_state(state)
 }
 

@@ -60,6 +60,24 @@ enum Command {
         #[arg(long, env = "LEVIATHAN_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Scoped tokens (docs/SECURITY.md).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Read a token from stdin (one line; the newline is not part of it) and
+    /// print the line that grants it to the server's tokens file:
+    /// `NAME ROLES SHA256HEX`. The token itself is never printed.
+    Hash {
+        /// The token's name: the actor of events the server makes for it, shown in logs.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated roles: ingest, read, admin.
+        #[arg(long)]
+        roles: String,
+    },
 }
 
 fn init_tracing() {
@@ -89,6 +107,7 @@ fn main() -> ExitCode {
         } => rebuild(d, projection, expect_change),
         Command::Dump { data_dir: d } => dump(d),
         Command::Bench(args) => bench(args),
+        Command::Token(TokenCommand::Hash { name, roles }) => token_hash(&name, &roles),
     };
     match result {
         Ok(code) => code,
@@ -181,5 +200,33 @@ fn bench(args: leviathan::bench::BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let mut stdout = std::io::stdout().lock();
     std::io::Write::write_all(&mut stdout, text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token_hash(name: &str, roles: &str) -> anyhow::Result<ExitCode> {
+    use std::io::Read;
+    let roles = leviathan::tokens::Roles::parse(roles).map_err(anyhow::Error::msg)?;
+    let mut input = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(64 * 1024)
+        .read_to_end(&mut input)
+        .context("reading the token from stdin")?;
+    // One line: drop the line ending a shell or `echo` adds, nothing else.
+    let token = input
+        .strip_suffix(b"\n")
+        .map(|t| t.strip_suffix(b"\r").unwrap_or(t))
+        .unwrap_or(&input);
+    if token.is_empty() {
+        anyhow::bail!("no token on stdin; e.g. `openssl rand -hex 32 | tee token.txt | leviathan token hash --name NAME --roles read`");
+    }
+    if token.iter().any(|b| !b.is_ascii_graphic()) {
+        anyhow::bail!(
+            "the token must be printable ASCII without spaces (it is sent as `Authorization: Bearer <token>`)"
+        );
+    }
+    let line = leviathan::tokens::file_line(name, roles, token).map_err(anyhow::Error::msg)?;
+    let mut stdout = std::io::stdout().lock();
+    std::io::Write::write_all(&mut stdout, format!("{line}\n").as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

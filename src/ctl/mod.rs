@@ -136,7 +136,8 @@ pub struct InvalidateArgs {
     /// Why the attempt is invalid (recorded in the event).
     #[arg(long)]
     pub reason: String,
-    /// The actor recorded in the event (the server's default: "operator").
+    /// Who asked, recorded in the event's payload as `requested_by` (the event's
+    /// actor is the name of the token used).
     #[arg(long)]
     pub actor: Option<String>,
     /// Do not ask for confirmation (required without a terminal).

@@ -60,7 +60,9 @@ fn dry_run_and_no_terminal_write_nothing() {
     assert_eq!(v["status"], "would_invalidate");
     assert_eq!(v["current_status"], "failed");
     assert_eq!(v["event"]["payload"]["reason"], "flaky runner");
-    assert_eq!(v["event"]["actor_id"], "ops-1");
+    // The actor is the token's name; the requested actor is kept in the payload.
+    assert_eq!(v["event"]["actor_id"], "control-plane");
+    assert_eq!(v["event"]["payload"]["requested_by"], "ops-1");
     // A dry run still checks: unknown attempt is a 404.
     let (code, _, _) = run(
         ctl(&s),

@@ -78,12 +78,16 @@ fn every_route_but_healthz_needs_the_token() {
 }
 
 #[test]
-fn the_scheme_is_case_insensitive_and_credentials_are_trimmed() {
+fn the_scheme_is_case_insensitive_and_the_credential_is_exact() {
     let s = Server::start();
-    for h in [
-        format!("Bearer {TOKEN}"),
-        format!("bearer {TOKEN}"),
-        format!("BEARER   {TOKEN}  "),
+    for (h, status) in [
+        (format!("Bearer {TOKEN}"), 200),
+        (format!("bearer {TOKEN}"), 200),
+        (format!("BEARER {TOKEN}"), 200),
+        // Before: extra spaces around the credential were trimmed and accepted.
+        (format!("BEARER   {TOKEN}"), 401),
+        (format!("Bearer  {TOKEN}"), 401),
+        (format!("Bearer {TOKEN}x"), 401),
     ] {
         let resp = s
             .client
@@ -91,7 +95,7 @@ fn the_scheme_is_case_insensitive_and_credentials_are_trimmed() {
             .header("Authorization", h.as_str())
             .send()
             .unwrap();
-        assert_eq!(resp.status().as_u16(), 200, "{h}");
+        assert_eq!(resp.status().as_u16(), status, "{h}");
     }
 }
 

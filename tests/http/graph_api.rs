@@ -133,7 +133,8 @@ fn invalidate_goes_through_the_log_and_dry_run_writes_nothing() {
     assert_eq!(n["properties"]["invalidation_reason"], "flaky runner");
     let (_, e) = s.get(&format!("/v1/events/{}", r["event_id"].as_str().unwrap()));
     assert_eq!(e["seq"], 2);
-    assert_eq!(e["actor_id"], "operator");
+    // The actor is the name of the token that asked (LEVIATHAN_CONTROL_PLANE_TOKEN's).
+    assert_eq!(e["actor_id"], "control-plane");
     let (_, d) = s.get("/v1/attempts/radix-a0");
     assert_eq!(d["events"].as_array().unwrap().len(), 2);
 }

@@ -4,10 +4,12 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod access;
 mod artifacts;
 mod auth;
 mod compat;
 mod graph_api;
+mod hardening;
 mod hashing;
 mod idempotency;
 mod ingest;
