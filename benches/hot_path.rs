@@ -7,6 +7,9 @@
 //! `leviathan bench`'s synthetic stream (every standard event type), so the
 //! figures match what the load tool sends.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use leviathan::bench::Generator;
 use leviathan::bundle::{self, Bundle};

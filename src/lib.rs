@@ -2,6 +2,8 @@
 //! stores artifacts by SHA-256 and projects every event into a property graph.
 //! See docs/ARCHITECTURE.md for the module map and invariants.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod api;
 pub mod bench;
 pub mod bundle;

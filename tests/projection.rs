@@ -1,6 +1,9 @@
 //! Projection engine tests against real wasmtime and real components (built
 //! from WAT at test time, see `common`).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::wasm::*;

@@ -1,6 +1,8 @@
 //! `leviathan`: the server (`serve`), offline administration (`verify`, `rebuild`,
 //! `dump`) and the load generator (`bench`).
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use leviathan::config::{Config, ServeArgs};
@@ -20,6 +22,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's options, read before `main`: return freed pages to the system
 /// after 1 s instead of 10 s (peak RSS growing to 1M events 261 -> 233 MiB,
 /// no measurable cost); `_RJEM_MALLOC_CONF` in the environment still wins.
+/// Exporting a symbol is `unsafe` (the crate denies `unsafe_code`): this is
+/// the name jemalloc reads its options from, a NUL-terminated C string.
+#[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 #[used]
 static MALLOC_CONF: &[u8; 37] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
