@@ -3,7 +3,6 @@
 //! payloads, artifact refs, size limits) and turns a valid bundle into drafts the
 //! writer can append. It never touches storage and knows nothing of HTTP.
 
-use crate::config::Limits;
 use crate::digest::Sha256;
 use crate::log::record::EventDraft;
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Timelike, Utc};
@@ -23,6 +22,28 @@ pub struct ArtifactRef {
     pub kind: String,
     pub uri: String,
     pub size: u64,
+}
+
+/// Size limits on what clients may send (`LEVIATHAN_MAX_*`): the ingest body
+/// and bundle limits checked here and by the ingest route, and the artifact
+/// size the artifact store enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_bundle_events: usize,
+    pub max_payload_bytes: usize,
+    pub max_artifact_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 32 * 1024 * 1024,
+            max_bundle_events: 10_000,
+            max_payload_bytes: 1024 * 1024,
+            max_artifact_bytes: 1024 * 1024 * 1024,
+        }
+    }
 }
 
 /// A bundle that passed every check.

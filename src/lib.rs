@@ -16,7 +16,7 @@ pub mod jcs;
 pub mod log;
 pub mod metrics;
 pub mod projection;
-pub mod projectors;
+pub mod projector_specs;
 pub mod replay;
 pub mod seq;
 pub mod server;

@@ -14,13 +14,13 @@
 //! "unavailable") rather than letting memory and disk disagree.
 
 use crate::bundle::Bundle;
-use crate::config::SyncMode;
 use crate::digest::Sha256;
 use crate::graph::{GraphError, GraphStore, Staging};
 use crate::log::record::EventDraft;
 use crate::log::{BundleRecord, Head, Log, LogError};
 use crate::projection::{EventInput, ProjectionError, ProjectorSet};
 use crate::seq::Seq;
+use crate::storage::SyncMode;
 use fjall::{Database, PersistMode};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -14,8 +14,9 @@ mod graph;
 mod ingest;
 mod topology;
 
+use crate::bundle::Limits;
 use crate::cas::Cas;
-use crate::config::{Limits, Token};
+use crate::config::Token;
 use crate::graph::GraphStore;
 use crate::log::Log;
 use crate::writer::Writer;

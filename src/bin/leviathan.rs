@@ -118,7 +118,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 fn verify(d: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
-    let store = leviathan::server::open_store(&dir)?;
+    let store = leviathan::storage::open_store(&dir)?;
     let started = std::time::Instant::now();
     let report = store.log.verify()?;
     let secs = started.elapsed().as_secs_f64();
@@ -146,12 +146,12 @@ fn rebuild(
     expect_change: bool,
 ) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
-    let store = leviathan::server::open_store(&dir)?;
-    let specs = leviathan::projectors::parse(&projection.projectors)?;
+    let store = leviathan::storage::open_store(&dir)?;
+    let specs = leviathan::projector_specs::parse(&projection.projectors)?;
     let cache = projection
         .projector_cache
         .clone()
-        .unwrap_or_else(|| dir.join("projector-cache"));
+        .unwrap_or_else(|| leviathan::config::default_projector_cache(&dir));
     let p = leviathan::server::load_projection(&cache, &specs)?;
     let report =
         leviathan::replay::rebuild(&store.db, &store.log, &store.graph, &p.set, p.fingerprint)?;
@@ -170,7 +170,7 @@ fn rebuild(
 
 fn dump(d: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
-    let store = leviathan::server::open_store(&dir)?;
+    let store = leviathan::storage::open_store(&dir)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     store.graph.dump(&mut out)?;
     std::io::Write::flush(&mut out)?;
