@@ -18,7 +18,7 @@ impl Sha256 {
     }
 
     /// Digest of the concatenation of `parts`.
-    pub fn of_parts(parts: &[&[u8]]) -> Self {
+    pub(crate) fn of_parts(parts: &[&[u8]]) -> Self {
         let mut h = sha2::Sha256::new();
         for p in parts {
             h.update(p);

@@ -12,6 +12,7 @@ pub mod config;
 pub mod ctl;
 pub mod digest;
 pub mod graph;
+pub mod ids;
 pub mod jcs;
 pub mod log;
 pub mod metrics;

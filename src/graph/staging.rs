@@ -116,7 +116,7 @@ impl Staging {
         self.digests.is_empty()
     }
 
-    pub fn checkpoint(&self) -> Mark {
+    pub(crate) fn checkpoint(&self) -> Mark {
         Mark {
             undo: self.undo.len(),
             digests: self.digests.len(),
@@ -125,7 +125,7 @@ impl Staging {
 
     /// Undoes every change (graph, counters, digests) made after `mark`, and
     /// forgets `GraphView` read failures (they belonged to the undone work).
-    pub fn rollback(&mut self, mark: Mark) {
+    pub(crate) fn rollback(&mut self, mark: Mark) {
         while self.undo.len() > mark.undo {
             match self.undo.pop() {
                 Some(Undo::Node { id, prev }) => restore(&mut self.nodes, id, prev),
