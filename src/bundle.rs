@@ -12,7 +12,7 @@ use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::HashMap;
 /// Longest accepted event type, in bytes.
-pub const MAX_EVENT_TYPE_BYTES: usize = 128;
+pub(crate) const MAX_EVENT_TYPE_BYTES: usize = 128;
 
 /// Size limits on what clients may send (`LEVIATHAN_MAX_*`): the ingest body
 /// and bundle limits checked here and by the ingest route, and the artifact
@@ -172,7 +172,7 @@ fn strip_position(msg: &str) -> String {
 }
 
 /// A dotted lowercase name: at least two segments of `[a-z][a-z0-9_]*`.
-pub fn check_event_type(value: &str) -> Result<(), String> {
+pub(crate) fn check_event_type(value: &str) -> Result<(), String> {
     let ok = value.len() <= MAX_EVENT_TYPE_BYTES
         && value.split('.').count() >= 2
         && value.split('.').all(|seg| {

@@ -171,7 +171,7 @@ impl Log {
     }
 
     /// The event stored under `event_id`, for any string a reader asks for.
-    pub fn get_by_event_id(&self, event_id: &str) -> Result<Option<StoredEvent>, LogError> {
+    pub(crate) fn get_by_event_id(&self, event_id: &str) -> Result<Option<StoredEvent>, LogError> {
         match self.entry_for(event_id)? {
             Some((seq, _)) => self.get(seq),
             None => Ok(None),
@@ -212,7 +212,7 @@ impl Log {
     }
 
     /// Seqs of events of `event_type`, newest first, strictly below `before`.
-    pub fn seqs_by_type_desc(
+    pub(crate) fn seqs_by_type_desc(
         &self,
         event_type: &str,
         before: Option<Seq>,
@@ -226,7 +226,11 @@ impl Log {
     }
 
     /// Events whose payload names `attempt_id`, in log order, at most `limit`.
-    pub fn by_attempt(&self, attempt_id: &str, limit: usize) -> Result<Vec<StoredEvent>, LogError> {
+    pub(crate) fn by_attempt(
+        &self,
+        attempt_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, LogError> {
         let mut out = Vec::new();
         for kv in self
             .by_attempt

@@ -228,7 +228,7 @@ pub struct StoredEvent {
 
 impl StoredEvent {
     /// Decodes a stored value (`hash ‖ canonical record`).
-    pub fn decode(value: &[u8]) -> Result<StoredEvent, DecodeError> {
+    pub(crate) fn decode(value: &[u8]) -> Result<StoredEvent, DecodeError> {
         let (hash, canonical) = split_stored(value).ok_or(DecodeError::Truncated)?;
         let f: RecordFields<'_> = serde_json::from_slice(canonical).map_err(DecodeError::Json)?;
         Ok(StoredEvent {
@@ -245,7 +245,7 @@ impl StoredEvent {
     }
 
     /// The payload parsed, for routes that read fields out of it.
-    pub fn payload_value(&self) -> serde_json::Map<String, serde_json::Value> {
+    pub(crate) fn payload_value(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::from_str(self.payload.get()).unwrap_or_default()
     }
 }
