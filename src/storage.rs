@@ -138,3 +138,23 @@ pub(crate) fn flush_memtables(db: &fjall::Database) -> fjall::Result<()> {
     }
     db.persist(fjall::PersistMode::SyncAll)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_modes_parse_in_any_case_and_nothing_else() {
+        assert_eq!("always".parse::<SyncMode>().unwrap(), SyncMode::Always);
+        assert_eq!("NONE".parse::<SyncMode>().unwrap(), SyncMode::None);
+        let err = "fsync".parse::<SyncMode>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "\"fsync\" is not a sync mode: use `always` or `none`"
+        );
+        assert_eq!(
+            SyncMode::Always.persist_mode(),
+            fjall::PersistMode::SyncData
+        );
+    }
+}
