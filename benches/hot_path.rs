@@ -7,17 +7,22 @@
 //! `leviathan bench`'s synthetic stream (every standard event type), so the
 //! figures match what the load tool sends.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use leviathan::bench::Generator;
+use leviathan::bundle::Limits;
 use leviathan::bundle::{self, Bundle};
-use leviathan::config::{Limits, SyncMode};
 use leviathan::digest::Sha256;
 use leviathan::graph::Op;
 use leviathan::log::record::EventDraft;
 use leviathan::log::Head;
 use leviathan::projection::EventInput;
 use leviathan::seq::Seq;
-use leviathan::server::{load_projection, open_store, Projection, Store};
+use leviathan::server::{load_projection, Projection};
+use leviathan::storage::SyncMode;
+use leviathan::storage::{open_store, Store};
 use leviathan::writer::{Writer, WriterParts};
 use std::time::{Duration, Instant};
 
@@ -48,7 +53,7 @@ struct Env {
 fn env() -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open_store(&dir.path().join("data")).expect("store");
-    let specs = leviathan::projectors::parse("core").expect("core");
+    let specs = leviathan::projector_specs::parse("core").expect("core");
     // Share the compiled component with the test suite's cache when it exists.
     let cache = std::env::var_os("LEVIATHAN_PROJECTOR_CACHE")
         .map(std::path::PathBuf::from)

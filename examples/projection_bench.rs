@@ -3,6 +3,9 @@
 //! `cargo run --release --example projection_bench`; results go to the log.
 //! A measurement aid only: it asserts nothing about time.
 
+// Measurement code shared with the tests: a failed unwrap is a failed run.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/common/wasm.rs"]
 #[allow(dead_code)]
 mod common;

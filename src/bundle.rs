@@ -3,37 +3,55 @@
 //! payloads, artifact refs, size limits) and turns a valid bundle into drafts the
 //! writer can append. It never touches storage and knows nothing of HTTP.
 
-use crate::config::Limits;
 use crate::digest::Sha256;
-use crate::log::record::EventDraft;
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Timelike, Utc};
-use serde::{Deserialize, Serialize};
+pub use crate::ids::MAX_ID_BYTES;
+use crate::ids::{BundleId, EventId, Target, Timestamp};
+use crate::jcs::CanonicalJson;
+use crate::log::record::{ArtifactRef, EventDraft};
+use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::HashMap;
-
-/// Longest accepted id (event_id, bundle_id, target, actor_id), in bytes.
-pub const MAX_ID_BYTES: usize = 256;
 /// Longest accepted event type, in bytes.
-pub const MAX_EVENT_TYPE_BYTES: usize = 128;
+pub(crate) const MAX_EVENT_TYPE_BYTES: usize = 128;
 
-/// An artifact reference carried by a bundle.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ArtifactRef {
-    pub sha256: Sha256,
-    pub kind: String,
-    pub uri: String,
-    pub size: u64,
+/// Size limits on what clients may send (`LEVIATHAN_MAX_*`): the ingest body
+/// and bundle limits checked here and by the ingest route, and the artifact
+/// size the artifact store enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_bundle_events: usize,
+    pub max_payload_bytes: usize,
+    pub max_artifact_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 32 * 1024 * 1024,
+            max_bundle_events: 10_000,
+            max_payload_bytes: 1024 * 1024,
+            max_artifact_bytes: 1024 * 1024 * 1024,
+        }
+    }
 }
 
 /// A bundle that passed every check.
 #[derive(Debug, Clone)]
 pub struct Bundle {
-    pub target: String,
-    pub bundle_id: String,
+    pub target: Target,
+    pub bundle_id: BundleId,
     pub events: Vec<EventDraft>,
     pub artifacts: Vec<ArtifactRef>,
-    /// Digest of the bundle's content (target, events, artifacts): a retry with
-    /// the same bundle_id must carry the same digest.
+    /// Digest of the bundle's content: a retry with the same bundle_id must
+    /// carry the same digest. Stored with the bundle (`log_bundles`), so its
+    /// byte encoding is fixed: SHA-256 over a sequence of length-prefixed
+    /// parts (each part is its length as a big-endian u64, then its bytes):
+    /// the target's UTF-8 bytes, then each event's content digest (32 bytes,
+    /// see [`EventDraft::content_digest`]), then each artifact reference's
+    /// [`ArtifactRef::digest_bytes`]. It is written field by field, never by
+    /// serializing a struct, so renaming a field cannot change it; the test
+    /// `bundle_digest_is_pinned` holds it to a literal value.
     pub digest: Sha256,
 }
 
@@ -153,22 +171,6 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-fn check_id(path: &str, value: &str) -> Result<(), String> {
-    if value.is_empty() {
-        return Err(format!("{path} must not be empty"));
-    }
-    if value.len() > MAX_ID_BYTES {
-        return Err(format!(
-            "{path} is {} bytes long; at most {MAX_ID_BYTES} are allowed",
-            value.len()
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(format!("{path} must not contain control characters"));
-    }
-    Ok(())
-}
-
 /// A dotted lowercase name: at least two segments of `[a-z][a-z0-9_]*`.
 pub fn check_event_type(value: &str) -> Result<(), String> {
     let ok = value.len() <= MAX_EVENT_TYPE_BYTES
@@ -188,132 +190,152 @@ pub fn check_event_type(value: &str) -> Result<(), String> {
     }
 }
 
-/// Parses an RFC 3339 timestamp (`T` or space; fraction optional; offset
-/// optional — a time without one, as Python's `isoformat()` writes it, is UTC)
-/// and returns the log's one normalized form: UTC, `Z`, microsecond precision
-/// at most, trailing zero groups of the fraction dropped (`.5` → `.500`).
-pub fn normalize_timestamp(value: &str) -> Result<String, String> {
-    let parsed: Option<DateTime<Utc>> = DateTime::parse_from_rfc3339(value)
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
-        .or_else(|| {
-            ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-                .iter()
-                .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
-                .map(|n| n.and_utc())
-        });
-    let Some(dt) = parsed else {
-        return Err(format!(
-            "timestamp {:?} is not an RFC 3339 date-time such as \"2026-01-24T10:00:00Z\" \
-             (an offset is optional; without one the time is read as UTC)",
-            value.chars().take(64).collect::<String>()
-        ));
-    };
-    let micros = dt.nanosecond() / 1000 * 1000;
-    let dt = dt.with_nanosecond(micros).unwrap_or(dt);
-    Ok(dt.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+/// The checks of a parsed body, in order: the bundle's ids, its counts, each
+/// event, then each artifact reference; the first failure is the answer.
+fn validate(raw: RawBundle<'_>, limits: &Limits) -> Result<Bundle, BundleError> {
+    let target = Target::new(raw.target).map_err(|e| invalid("target".into(), e.0))?;
+    let bundle_id = BundleId::new(raw.bundle_id).map_err(|e| invalid("bundle_id".into(), e.0))?;
+    let artifacts_raw = raw.artifacts.unwrap_or_default();
+    check_counts(raw.events.len(), artifacts_raw.len(), limits)?;
+    let mut digest = DigestStream::new();
+    digest.add(target.as_bytes());
+    let events = validate_events(raw.events, &target, limits, &mut digest)?;
+    let artifacts = validate_artifacts(artifacts_raw, &mut digest)?;
+    Ok(Bundle {
+        target,
+        bundle_id,
+        events,
+        artifacts,
+        digest: digest.finish(),
+    })
 }
 
-fn validate(raw: RawBundle<'_>, limits: &Limits) -> Result<Bundle, BundleError> {
-    check_id("target", &raw.target).map_err(|m| invalid("target".into(), m))?;
-    check_id("bundle_id", &raw.bundle_id).map_err(|m| invalid("bundle_id".into(), m))?;
-    if raw.events.len() > limits.max_bundle_events {
-        return Err(BundleError::TooLarge {
-            path: "events".into(),
-            what: "the number of events",
-            actual: raw.events.len() as u64,
-            limit: limits.max_bundle_events as u64,
-            setting: "LEVIATHAN_MAX_BUNDLE_EVENTS",
-        });
-    }
-    let artifacts_raw = raw.artifacts.unwrap_or_default();
-    if artifacts_raw.len() > limits.max_bundle_events {
-        return Err(BundleError::TooLarge {
-            path: "artifacts".into(),
-            what: "the number of artifact references",
-            actual: artifacts_raw.len() as u64,
-            limit: limits.max_bundle_events as u64,
-            setting: "LEVIATHAN_MAX_BUNDLE_EVENTS",
-        });
-    }
-
-    let mut events = Vec::with_capacity(raw.events.len());
-    let mut seen: HashMap<String, (usize, Sha256)> = HashMap::with_capacity(raw.events.len());
-    let mut bundle_hash = sha2_stream();
-    bundle_hash.add(raw.target.as_bytes());
-    for (i, ev) in raw.events.into_iter().enumerate() {
-        let event_id = ev.event_id.into_owned();
-        let fail = |field: &str, message: String| BundleError::Invalid {
-            path: format!("events[{i}].{field}"),
-            message,
-            event_index: Some(i),
-            event_id: Some(event_id.clone()),
-        };
-        check_id("event_id", &event_id).map_err(|m| fail("event_id", m))?;
-        check_event_type(&ev.event_type).map_err(|m| fail("event_type", m))?;
-        let timestamp = normalize_timestamp(&ev.timestamp).map_err(|m| fail("timestamp", m))?;
-        if let Some(a) = &ev.actor_id {
-            if a.len() > MAX_ID_BYTES || a.chars().any(char::is_control) {
-                return Err(fail(
-                    "actor_id",
-                    format!(
-                        "actor_id must be at most {MAX_ID_BYTES} bytes without control characters"
-                    ),
-                ));
-            }
-        }
-        let serde_json::Value::Object(payload) = &ev.payload else {
-            return Err(fail(
-                "payload",
-                format!(
-                    "payload must be a JSON object, got {}",
-                    json_kind(&ev.payload)
-                ),
-            ));
-        };
-        let attempt_id = payload
-            .get("attempt_id")
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .map(str::to_string);
-        let payload_canonical = crate::jcs::to_string(&ev.payload);
-        if payload_canonical.len() > limits.max_payload_bytes {
+/// The number of events and of artifact references, each against
+/// `LEVIATHAN_MAX_BUNDLE_EVENTS`.
+fn check_counts(events: usize, artifacts: usize, limits: &Limits) -> Result<(), BundleError> {
+    for (path, what, count) in [
+        ("events", "the number of events", events),
+        ("artifacts", "the number of artifact references", artifacts),
+    ] {
+        if count > limits.max_bundle_events {
             return Err(BundleError::TooLarge {
-                path: format!("events[{i}].payload"),
-                what: "the payload size in bytes (canonical JSON)",
-                actual: payload_canonical.len() as u64,
-                limit: limits.max_payload_bytes as u64,
-                setting: "LEVIATHAN_MAX_PAYLOAD_BYTES",
+                path: path.into(),
+                what,
+                actual: count as u64,
+                limit: limits.max_bundle_events as u64,
+                setting: "LEVIATHAN_MAX_BUNDLE_EVENTS",
             });
         }
-        let draft = EventDraft::new(
-            event_id.clone(),
-            ev.event_type.into_owned(),
-            timestamp,
-            ev.actor_id.map(Cow::into_owned),
-            attempt_id,
-            &raw.target,
-            &payload_canonical,
-        );
-        if let Some((first, digest)) = seen.get(&event_id) {
-            if *digest != draft.content_digest {
-                return Err(fail(
-                    "event_id",
-                    format!(
-                        "event_id {event_id:?} appears twice in this bundle (events[{first}] and \
-                         events[{i}]) with different content"
+    }
+    Ok(())
+}
+
+/// Every event, in order, into drafts; an event id repeated in the bundle
+/// must repeat the same content. Each draft's content digest joins `digest`.
+fn validate_events(
+    raw: Vec<RawEvent<'_>>,
+    target: &Target,
+    limits: &Limits,
+    digest: &mut DigestStream,
+) -> Result<Vec<EventDraft>, BundleError> {
+    let mut events = Vec::with_capacity(raw.len());
+    let mut seen: HashMap<EventId, (usize, Sha256)> = HashMap::with_capacity(raw.len());
+    for (i, ev) in raw.into_iter().enumerate() {
+        let draft = validate_event(i, ev, target, limits)?;
+        if let Some((first, earlier)) = seen.get(&draft.event_id) {
+            if *earlier != draft.content_digest {
+                return Err(BundleError::Invalid {
+                    path: format!("events[{i}].event_id"),
+                    message: format!(
+                        "event_id {:?} appears twice in this bundle (events[{first}] and \
+                         events[{i}]) with different content",
+                        draft.event_id.as_str()
                     ),
-                ));
+                    event_index: Some(i),
+                    event_id: Some(draft.event_id.to_string()),
+                });
             }
         } else {
-            seen.insert(event_id, (i, draft.content_digest));
+            seen.insert(draft.event_id.clone(), (i, draft.content_digest));
         }
-        bundle_hash.add(draft.content_digest.as_bytes());
+        digest.add(draft.content_digest.as_bytes());
         events.push(draft);
     }
+    Ok(events)
+}
 
-    let mut artifacts = Vec::with_capacity(artifacts_raw.len());
-    for (i, a) in artifacts_raw.into_iter().enumerate() {
+/// One event: its envelope fields, then its payload (an object, canonical
+/// JSON within `LEVIATHAN_MAX_PAYLOAD_BYTES`).
+fn validate_event(
+    i: usize,
+    ev: RawEvent<'_>,
+    target: &Target,
+    limits: &Limits,
+) -> Result<EventDraft, BundleError> {
+    let RawEvent {
+        event_id,
+        event_type,
+        timestamp,
+        actor_id,
+        payload,
+    } = ev;
+    let fail = |field: &str, message: String| BundleError::Invalid {
+        path: format!("events[{i}].{field}"),
+        message,
+        event_index: Some(i),
+        event_id: Some(event_id.to_string()),
+    };
+    let id = EventId::new(event_id.as_ref()).map_err(|e| fail("event_id", e.0))?;
+    check_event_type(&event_type).map_err(|m| fail("event_type", m))?;
+    let timestamp = Timestamp::normalize(&timestamp).map_err(|m| fail("timestamp", m))?;
+    if let Some(a) = &actor_id {
+        if a.len() > MAX_ID_BYTES || a.chars().any(char::is_control) {
+            return Err(fail(
+                "actor_id",
+                format!("actor_id must be at most {MAX_ID_BYTES} bytes without control characters"),
+            ));
+        }
+    }
+    let serde_json::Value::Object(fields) = &payload else {
+        return Err(fail(
+            "payload",
+            format!("payload must be a JSON object, got {}", json_kind(&payload)),
+        ));
+    };
+    let attempt_id = fields
+        .get("attempt_id")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let payload_canonical = CanonicalJson::of(&payload);
+    if payload_canonical.len() > limits.max_payload_bytes {
+        return Err(BundleError::TooLarge {
+            path: format!("events[{i}].payload"),
+            what: "the payload size in bytes (canonical JSON)",
+            actual: payload_canonical.len() as u64,
+            limit: limits.max_payload_bytes as u64,
+            setting: "LEVIATHAN_MAX_PAYLOAD_BYTES",
+        });
+    }
+    Ok(EventDraft::new(
+        id,
+        event_type.into_owned(),
+        timestamp,
+        actor_id.map(Cow::into_owned),
+        attempt_id,
+        target,
+        &payload_canonical,
+    ))
+}
+
+/// Every artifact reference, in order; each one's
+/// [`ArtifactRef::digest_bytes`] join `digest`.
+fn validate_artifacts(
+    raw: Vec<RawArtifact<'_>>,
+    digest: &mut DigestStream,
+) -> Result<Vec<ArtifactRef>, BundleError> {
+    let mut artifacts = Vec::with_capacity(raw.len());
+    for (i, a) in raw.into_iter().enumerate() {
         let sha256: Sha256 = a
             .sha256
             .parse()
@@ -326,16 +348,10 @@ fn validate(raw: RawBundle<'_>, limits: &Limits) -> Result<Bundle, BundleError> 
             uri: a.uri.into_owned(),
             size: a.size,
         };
-        bundle_hash.add(&serde_json::to_vec(&r).expect("serializable"));
+        digest.add(&r.digest_bytes());
         artifacts.push(r);
     }
-    Ok(Bundle {
-        target: raw.target.into_owned(),
-        bundle_id: raw.bundle_id.into_owned(),
-        events,
-        artifacts,
-        digest: bundle_hash.finish(),
-    })
+    Ok(artifacts)
 }
 
 fn json_kind(v: &serde_json::Value) -> &'static str {
@@ -349,15 +365,16 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
-/// Length-prefixed streaming hash, so that concatenations cannot collide.
-struct Stream(sha2::Sha256);
+/// The bundle digest's hash: SHA-256 over length-prefixed parts (a
+/// big-endian u64 length, then the bytes), so that concatenations cannot
+/// collide. See [`Bundle::digest`].
+struct DigestStream(sha2::Sha256);
 
-fn sha2_stream() -> Stream {
-    use sha2::Digest;
-    Stream(sha2::Sha256::new())
-}
-
-impl Stream {
+impl DigestStream {
+    fn new() -> DigestStream {
+        use sha2::Digest;
+        DigestStream(sha2::Sha256::new())
+    }
     fn add(&mut self, bytes: &[u8]) {
         use sha2::Digest;
         self.0.update((bytes.len() as u64).to_be_bytes());
@@ -381,32 +398,6 @@ mod tests {
     fn ev(id: &str) -> serde_json::Value {
         json!({"event_id": id, "event_type": "attempt.created", "timestamp": "2026-01-24T10:00:00",
                "actor_id": "w", "payload": {"attempt_id": "a1"}})
-    }
-
-    #[test]
-    fn timestamps_normalize_to_one_utc_form() {
-        for (input, want) in [
-            ("2026-01-24T10:00:00Z", "2026-01-24T10:00:00Z"),
-            ("2026-01-24T10:00:00", "2026-01-24T10:00:00Z"),
-            ("2026-01-24 10:00:00.123456", "2026-01-24T10:00:00.123456Z"),
-            ("2026-01-24T12:00:00+02:00", "2026-01-24T10:00:00Z"),
-            ("2026-01-24T10:00:09.5", "2026-01-24T10:00:09.500Z"),
-            (
-                "2026-01-24T10:00:00.1234567891Z",
-                "2026-01-24T10:00:00.123456Z",
-            ),
-        ] {
-            assert_eq!(normalize_timestamp(input).unwrap(), want, "{input}");
-        }
-        for bad in [
-            "yesterday",
-            "2026-01-24",
-            "1706090400",
-            "2026-13-01T00:00:00Z",
-            "",
-        ] {
-            assert!(normalize_timestamp(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]
@@ -491,5 +482,47 @@ mod tests {
             parse(&b4, &small),
             Err(BundleError::TooLarge { .. })
         ));
+    }
+
+    /// The digest is stored with every bundle and compared on retries, so its
+    /// value for a given bundle must never change. The literal was computed
+    /// outside this crate from the encoding documented on `Bundle::digest`.
+    #[test]
+    fn bundle_digest_is_pinned() {
+        let b = body(json!({
+            "target": "radix",
+            "bundle_id": "b1",
+            "events": [{"event_id": "e1", "event_type": "attempt.created",
+                        "timestamp": "2026-01-24T10:00:00", "actor_id": "w",
+                        "payload": {"n": 1.5, "attempt_id": "a1"}}],
+            "artifacts": [{"sha256": Sha256::of(b"abc").to_hex(), "kind": "log",
+                           "uri": "s3://b/é\n\"x\"\\\u{1}", "size": 42}],
+        }));
+        let bundle = parse(&b, &Limits::default()).unwrap();
+        assert_eq!(
+            bundle.digest.to_hex(),
+            "2864ce0344fdb3d65d98763575a965c30c3fad575d2fcc070ad619aadfa8c55b"
+        );
+    }
+
+    /// Bundles stored before the explicit encoding hashed `serde_json::to_vec`
+    /// of the artifact reference: the explicit bytes are the same.
+    #[test]
+    fn artifact_digest_bytes_are_the_old_serde_json_bytes() {
+        let mut odd: String = (0u8..0x80).map(char::from).collect();
+        odd.push_str("é\u{2028}\u{fffd}😀");
+        for (kind, uri) in [("log", "file:///x"), ("", ""), (odd.as_str(), "\"\\/")] {
+            let r = ArtifactRef {
+                sha256: Sha256::of(kind.as_bytes()),
+                kind: kind.into(),
+                uri: uri.into(),
+                size: u64::MAX,
+            };
+            assert_eq!(
+                r.digest_bytes(),
+                serde_json::to_vec(&r).unwrap(),
+                "{kind:?}"
+            );
+        }
     }
 }

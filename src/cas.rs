@@ -12,8 +12,8 @@
 //! batch with the removal of its pending marker, so a reader never sees part of
 //! a blob and identical content is stored once.
 
-use crate::config::SyncMode;
 use crate::digest::Sha256;
+use crate::storage::SyncMode;
 use fjall::{Database, Keyspace, KvSeparationOptions};
 use sha2::Digest;
 use std::sync::{Arc, Mutex};

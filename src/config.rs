@@ -3,49 +3,11 @@
 //! defaults and the checks that refuse to start on a bad setting; it never reads
 //! the environment anywhere else.
 
-use clap::{Args, ValueEnum};
-use std::path::PathBuf;
-
-/// How hard the server pushes acknowledged data to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SyncMode {
-    /// fdatasync before acknowledging (the default): an acknowledged event
-    /// survives a power loss.
-    Always,
-    /// Hand data to the OS before acknowledging: survives a process crash
-    /// (`kill -9`), not a power loss. For throwaway and benchmark runs.
-    None,
-}
-
-impl SyncMode {
-    /// How a commit reaches the disk in this mode.
-    pub fn persist_mode(self) -> fjall::PersistMode {
-        match self {
-            SyncMode::Always => fjall::PersistMode::SyncData,
-            SyncMode::None => fjall::PersistMode::Buffer,
-        }
-    }
-}
-
-/// Size limits on what clients may send.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub max_bundle_events: usize,
-    pub max_payload_bytes: usize,
-    pub max_artifact_bytes: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_body_bytes: 32 * 1024 * 1024,
-            max_bundle_events: 10_000,
-            max_payload_bytes: 1024 * 1024,
-            max_artifact_bytes: 1024 * 1024 * 1024,
-        }
-    }
-}
+use crate::bundle::Limits;
+use crate::storage::SyncMode;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::Args;
+use std::path::{Path, PathBuf};
 
 /// `leviathan serve` flags; each falls back to its environment variable.
 #[derive(Debug, Clone, Args)]
@@ -63,9 +25,10 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "LEVIATHAN_SYNC",
-        value_enum,
         default_value = "always",
-        ignore_case = true
+        ignore_case = true,
+        value_parser = PossibleValuesParser::new(["always", "none"])
+            .try_map(|s| s.parse::<SyncMode>())
     )]
     pub sync: SyncMode,
     /// Largest accepted request body, in bytes.
@@ -117,7 +80,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub sync: SyncMode,
     pub limits: Limits,
-    pub projectors: Vec<crate::projectors::Spec>,
+    pub projectors: Vec<crate::projector_specs::Spec>,
     pub projector_cache: PathBuf,
     pub autonomy_config: PathBuf,
 }
@@ -147,7 +110,7 @@ pub enum ConfigError {
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
     #[error(transparent)]
-    Projectors(#[from] crate::projectors::SpecError),
+    Projectors(#[from] crate::projector_specs::SpecError),
 }
 
 /// Reads an environment variable, treating an empty value as unset.
@@ -192,12 +155,12 @@ impl Config {
                 return Err(ConfigError::ZeroLimit(name));
             }
         }
-        let projectors = crate::projectors::parse(&args.projection.projectors)?;
+        let projectors = crate::projector_specs::parse(&args.projection.projectors)?;
         let projector_cache = args
             .projection
             .projector_cache
             .clone()
-            .unwrap_or_else(|| data_dir.join("projector-cache"));
+            .unwrap_or_else(|| default_projector_cache(&data_dir));
         Ok(Config {
             autonomy_config: args.autonomy_config.clone(),
             projector_cache,
@@ -211,6 +174,12 @@ impl Config {
             limits,
         })
     }
+}
+
+/// Where compiled projectors are cached when `LEVIATHAN_PROJECTOR_CACHE` is
+/// not set: `<data dir>/projector-cache` (for `serve` and `rebuild` alike).
+pub fn default_projector_cache(data_dir: &Path) -> PathBuf {
+    data_dir.join("projector-cache")
 }
 
 /// `~/.leviathan/data`.

@@ -24,6 +24,39 @@
 
 use serde_json::{Map, Number, Value};
 
+/// Text that is RFC 8785 canonical JSON. Only this module builds one, from a
+/// value it canonicalizes ([`CanonicalJson::of`]), so a function that takes
+/// one (e.g. `EventDraft::new` for a payload) gets canonical bytes by type
+/// rather than by a comment.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CanonicalJson(String);
+
+impl CanonicalJson {
+    /// `JCS(value)`.
+    pub fn of(value: &Value) -> CanonicalJson {
+        CanonicalJson(to_string(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for CanonicalJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CanonicalJson({})", self.0)
+    }
+}
+
 /// `JCS(value)` as a string (what `serde_json_canonicalizer::to_string` gives).
 pub fn to_string(value: &Value) -> String {
     let mut out = Vec::with_capacity(256);
@@ -35,7 +68,7 @@ pub fn to_string(value: &Value) -> String {
 /// Appends `JCS(value)` to `out`. Infallible: a `serde_json::Value` holds
 /// only finite numbers and string keys, so nothing the crate could reject
 /// reaches it.
-pub fn write_value(value: &Value, out: &mut Vec<u8>) {
+pub(crate) fn write_value(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -48,7 +81,7 @@ pub fn write_value(value: &Value, out: &mut Vec<u8>) {
 }
 
 /// Appends a JSON array of `items` to `out`, each written by `write`.
-pub fn write_array<T>(items: &[T], out: &mut Vec<u8>, write: impl Fn(&T, &mut Vec<u8>)) {
+pub(crate) fn write_array<T>(items: &[T], out: &mut Vec<u8>, write: impl Fn(&T, &mut Vec<u8>)) {
     out.push(b'[');
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
@@ -60,7 +93,7 @@ pub fn write_array<T>(items: &[T], out: &mut Vec<u8>, write: impl Fn(&T, &mut Ve
 }
 
 /// Appends `JCS(map)` (an object) to `out`.
-pub fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
+pub(crate) fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
     out.push(b'{');
     // serde_json's `Map` (a `BTreeMap` here) iterates in UTF-8 byte order,
     // which is code point order. That equals UTF-16 code unit order except
@@ -141,7 +174,7 @@ fn write_digits(mut v: u64, out: &mut Vec<u8>) {
 
 /// A JSON string with JCS escaping (serde_json's escape set, the crate's
 /// lower-case `\u00xx`).
-pub fn write_str(s: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_str(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);

@@ -18,11 +18,11 @@ impl Seq {
     }
 
     /// 8-byte big-endian key: sorts in log order.
-    pub fn to_key(self) -> [u8; 8] {
+    pub(crate) fn to_key(self) -> [u8; 8] {
         self.0.to_be_bytes()
     }
 
-    pub fn from_key(bytes: &[u8]) -> Option<Seq> {
+    pub(crate) fn from_key(bytes: &[u8]) -> Option<Seq> {
         <[u8; 8]>::try_from(bytes)
             .ok()
             .map(|b| Seq(u64::from_be_bytes(b)))

@@ -6,38 +6,15 @@ use crate::api::{self, AppState};
 use crate::cas::Cas;
 use crate::config::Config;
 use crate::digest::Sha256;
-use crate::graph::GraphStore;
 use crate::log::Head;
-use crate::log::Log;
 use crate::projection::ProjectorSet;
-use crate::projectors;
+use crate::projector_specs;
 use crate::seq::Seq;
+use crate::storage::{open_store, Store};
 use crate::writer::{Writer, WriterParts};
 use anyhow::Context;
 use std::path::Path;
 use std::sync::Arc;
-
-/// The opened embedded store.
-pub struct Store {
-    pub db: fjall::Database,
-    pub log: Log,
-    pub graph: GraphStore,
-}
-
-/// Opens (or creates) the fjall store under `data_dir`.
-pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let db = crate::storage::open_database(&data_dir.join("store")).with_context(|| {
-        format!(
-            "cannot open the store in {} (is another leviathan process using it?)",
-            data_dir.display()
-        )
-    })?;
-    let log = Log::open(&db).context("opening the event log")?;
-    let graph = GraphStore::open(&db).context("opening the graph")?;
-    Ok(Store { db, log, graph })
-}
 
 /// The loaded projector set and its fingerprint.
 pub struct Projection {
@@ -47,10 +24,13 @@ pub struct Projection {
 
 /// Loads the configured projectors, caching compiled forms in `cache_dir`
 /// (`LEVIATHAN_PROJECTOR_CACHE`, by default `<data dir>/projector-cache`).
-pub fn load_projection(cache_dir: &Path, specs: &[projectors::Spec]) -> anyhow::Result<Projection> {
+pub fn load_projection(
+    cache_dir: &Path,
+    specs: &[projector_specs::Spec],
+) -> anyhow::Result<Projection> {
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("cannot create {}", cache_dir.display()))?;
-    let set = projectors::load(specs, Some(cache_dir))?;
+    let set = projector_specs::load(specs, Some(cache_dir))?;
     let fingerprint = set.fingerprint();
     Ok(Projection {
         set: Arc::new(set),
@@ -60,7 +40,7 @@ pub fn load_projection(cache_dir: &Path, specs: &[projectors::Spec]) -> anyhow::
 
 /// Refuses to serve a graph that is not the projection of the whole log by
 /// the configured projectors.
-pub fn check_graph(store: &Store, head: Head, fingerprint: &Sha256) -> anyhow::Result<()> {
+pub(crate) fn check_graph(store: &Store, head: Head, fingerprint: &Sha256) -> anyhow::Result<()> {
     let (graph_seq, _) = store.graph.state()?;
     let built_by = store.graph.projector_set()?;
     if head.seq == Seq::ZERO && graph_seq == Seq::ZERO {

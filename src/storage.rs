@@ -1,13 +1,82 @@
-//! fjall tuning shared by every keyspace of the store (log, graph, artifacts).
-//! It owns the memory and start-up bounds of the embedded store and nothing
-//! else; see docs/BENCHMARKS.md for the measurements behind each value.
+//! The embedded store: opening it (the fjall database under the data dir and
+//! the log and graph keyspaces in it), its durability mode, and the fjall
+//! tuning shared by every keyspace (log, graph, artifacts): the memory and
+//! start-up bounds of the store. See docs/BENCHMARKS.md for the measurements
+//! behind each value.
+
+use crate::graph::GraphStore;
+use crate::log::Log;
+use anyhow::Context;
+use std::path::Path;
+
+/// How hard the server pushes acknowledged data to disk (`LEVIATHAN_SYNC`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// fdatasync before acknowledging (the default): an acknowledged event
+    /// survives a power loss.
+    Always,
+    /// Hand data to the OS before acknowledging: survives a process crash
+    /// (`kill -9`), not a power loss. For throwaway and benchmark runs.
+    None,
+}
+
+impl SyncMode {
+    /// How a commit reaches the disk in this mode.
+    pub fn persist_mode(self) -> fjall::PersistMode {
+        match self {
+            SyncMode::Always => fjall::PersistMode::SyncData,
+            SyncMode::None => fjall::PersistMode::Buffer,
+        }
+    }
+}
+
+/// Why a string is not a [`SyncMode`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a sync mode: use `always` or `none`")]
+pub struct ParseSyncModeError(String);
+
+impl std::str::FromStr for SyncMode {
+    type Err = ParseSyncModeError;
+    /// `always` or `none`, in any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("always") {
+            Ok(SyncMode::Always)
+        } else if s.eq_ignore_ascii_case("none") {
+            Ok(SyncMode::None)
+        } else {
+            Err(ParseSyncModeError(s.to_string()))
+        }
+    }
+}
+
+/// The opened embedded store.
+pub struct Store {
+    pub db: fjall::Database,
+    pub log: Log,
+    pub graph: GraphStore,
+}
+
+/// Opens (or creates) the store under `data_dir` (`<data_dir>/store`).
+pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let db = open_database(&data_dir.join("store")).with_context(|| {
+        format!(
+            "cannot open the store in {} (is another leviathan process using it?)",
+            data_dir.display()
+        )
+    })?;
+    let log = Log::open(&db).context("opening the event log")?;
+    let graph = GraphStore::open(&db).context("opening the graph")?;
+    Ok(Store { db, log, graph })
+}
 
 /// Most bytes of journal kept before fjall flushes the oldest memtables to
 /// disk (fjall's default is 512 MiB). It bounds both the memory the memtables
 /// may hold and what a start-up replays: with the default, a store after a
 /// million events used ~770 MiB RSS and took ~3.3 s to open (docs/BENCHMARKS.md).
 /// 64 MiB is fjall's minimum.
-pub const MAX_JOURNAL_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 
 /// fjall background threads (memtable flushes and compactions). fjall's
 /// default is one per core (up to 4), but in fjall 3.1 with more than one,
@@ -16,7 +85,7 @@ pub const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 /// compacting (`worker_pool.rs`, `WorkerMessage::Compact`). On two cores that
 /// spin took a quarter of the server's CPU during ingest (docs/BENCHMARKS.md).
 /// One worker does flushes and compactions in turn, without spinning.
-pub const WORKER_THREADS: usize = 1;
+pub(crate) const WORKER_THREADS: usize = 1;
 
 /// Largest memtable of each keyspace created from now on (fjall's default is
 /// 64 MiB; the setting is recorded when a keyspace is created). With ~20
@@ -24,12 +93,12 @@ pub const WORKER_THREADS: usize = 1;
 /// most of the server's memory under load: growing a store to 1M events, peak
 /// RSS was 325 MiB with 8 MiB memtables and a 32 MiB block cache, 247 MiB with
 /// 6 MiB and 16 MiB, for ~2 % less ingest throughput (docs/BENCHMARKS.md).
-pub const MAX_MEMTABLE_BYTES: u64 = 6 << 20;
+pub(crate) const MAX_MEMTABLE_BYTES: u64 = 6 << 20;
 
 /// fjall's block cache, shared by all keyspaces (fjall's default: 32 MiB).
 /// Reads stay fast with less: the hot point reads (nodes, counters, event
 /// ids) hit the memtables or the pinned index and filter blocks first.
-pub const CACHE_BYTES: u64 = 16 << 20;
+pub(crate) const CACHE_BYTES: u64 = 16 << 20;
 
 /// Size of the disk tables leveled compaction writes (fjall's default:
 /// 64 MiB; recorded when a keyspace is created). With one worker doing both
@@ -38,7 +107,7 @@ pub const CACHE_BYTES: u64 = 16 << 20;
 /// RSS spiked to 331 MiB and the p99 bundle latency was ~40 ms. With 16 MiB
 /// tables: peak 200-202 MiB, p99 29-31 ms, and less compaction CPU
 /// (docs/BENCHMARKS.md).
-pub const TABLE_TARGET_BYTES: u64 = 16 << 20;
+pub(crate) const TABLE_TARGET_BYTES: u64 = 16 << 20;
 
 /// Opens (or creates) the fjall database at `path` with the settings above.
 pub fn open_database(path: &std::path::Path) -> fjall::Result<fjall::Database> {
@@ -50,7 +119,7 @@ pub fn open_database(path: &std::path::Path) -> fjall::Result<fjall::Database> {
 }
 
 /// Options for every keyspace Leviathan creates.
-pub fn keyspace_options() -> fjall::KeyspaceCreateOptions {
+pub(crate) fn keyspace_options() -> fjall::KeyspaceCreateOptions {
     fjall::KeyspaceCreateOptions::default()
         .max_memtable_size(MAX_MEMTABLE_BYTES)
         .compaction_strategy(std::sync::Arc::new(
@@ -62,10 +131,30 @@ pub fn keyspace_options() -> fjall::KeyspaceCreateOptions {
 /// next open has no memtable to rebuild from the journal (a clean shutdown and
 /// the end of a rebuild call it; after a crash fjall replays the journal, up
 /// to [`MAX_JOURNAL_BYTES`] and whatever flushes were still queued).
-pub fn flush_memtables(db: &fjall::Database) -> fjall::Result<()> {
+pub(crate) fn flush_memtables(db: &fjall::Database) -> fjall::Result<()> {
     for name in db.list_keyspace_names() {
         let ks = db.keyspace(&name, keyspace_options)?;
         ks.rotate_memtable_and_wait()?;
     }
     db.persist(fjall::PersistMode::SyncAll)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_modes_parse_in_any_case_and_nothing_else() {
+        assert_eq!("always".parse::<SyncMode>().unwrap(), SyncMode::Always);
+        assert_eq!("NONE".parse::<SyncMode>().unwrap(), SyncMode::None);
+        let err = "fsync".parse::<SyncMode>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "\"fsync\" is not a sync mode: use `always` or `none`"
+        );
+        assert_eq!(
+            SyncMode::Always.persist_mode(),
+            fjall::PersistMode::SyncData
+        );
+    }
 }

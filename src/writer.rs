@@ -14,13 +14,14 @@
 //! "unavailable") rather than letting memory and disk disagree.
 
 use crate::bundle::Bundle;
-use crate::config::SyncMode;
 use crate::digest::Sha256;
 use crate::graph::{GraphError, GraphStore, Staging};
+use crate::ids::{BundleId, EventId};
 use crate::log::record::EventDraft;
 use crate::log::{BundleRecord, Head, Log, LogError};
 use crate::projection::{EventInput, ProjectionError, ProjectorSet};
 use crate::seq::Seq;
+use crate::storage::SyncMode;
 use fjall::{Database, PersistMode};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -61,13 +62,13 @@ pub enum AppendError {
         "bundle_id {bundle_id:?} was already used for a bundle with different content; \
          a retry must resend exactly the same bundle, new content needs a new bundle_id"
     )]
-    BundleConflict { bundle_id: String },
+    BundleConflict { bundle_id: BundleId },
     #[error(
         "event_id {event_id:?} (events[{index}]) is already in the log at seq {seq} with different \
          content; event ids are permanent, send new content under a new event_id"
     )]
     EventConflict {
-        event_id: String,
+        event_id: EventId,
         index: usize,
         seq: Seq,
     },
@@ -76,7 +77,7 @@ pub enum AppendError {
     )]
     Projection {
         index: usize,
-        event_id: String,
+        event_id: EventId,
         error: Box<ProjectionError>,
     },
     #[error(
@@ -85,7 +86,7 @@ pub enum AppendError {
     )]
     GraphOp {
         index: usize,
-        event_id: String,
+        event_id: EventId,
         error: String,
     },
     #[error("the event store failed: {0}")]
@@ -209,11 +210,20 @@ struct Staged {
     index: usize,
 }
 
+/// A bundle's new events, placed and projected but not yet staged.
+struct Placed {
+    staged: Vec<Staged>,
+    /// Events skipped as identical repeats.
+    duplicates: u64,
+    /// The head after the last placed event.
+    head: Head,
+}
+
 /// What a batch has accepted so far that the log does not yet show.
 #[derive(Default)]
 struct Pending {
-    event_ids: HashMap<String, (Seq, Sha256)>,
-    bundles: HashMap<String, BundleRecord>,
+    event_ids: HashMap<EventId, (Seq, Sha256)>,
+    bundles: HashMap<BundleId, BundleRecord>,
 }
 
 impl State {
@@ -294,7 +304,7 @@ impl State {
     fn lookup_event(
         &self,
         pending: &Pending,
-        event_id: &str,
+        event_id: &EventId,
     ) -> Result<Option<(Seq, Sha256)>, LogError> {
         if let Some(e) = pending.event_ids.get(event_id) {
             return Ok(Some(*e));
@@ -347,7 +357,9 @@ impl State {
     }
 
     /// Checks one bundle and, if it is whole, stages it into `batch` (the
-    /// caller rolls `staging` back when this fails).
+    /// caller rolls `staging` back when this fails): a retry is answered from
+    /// what the log remembers; otherwise every new event gets its place and is
+    /// projected, and only then is the bundle staged.
     fn stage(
         &mut self,
         bundle: &Bundle,
@@ -355,35 +367,59 @@ impl State {
         pending: &mut Pending,
         staging: &mut Staging,
     ) -> Result<Appended, AppendError> {
-        let storage = |e: LogError| AppendError::Storage(e.to_string());
+        if let Some(answer) = self.retried(bundle, pending)? {
+            return Ok(answer);
+        }
+        let placed = self.place_and_project(bundle, pending, staging)?;
+        Ok(self.stage_placed(bundle, placed, batch, pending))
+    }
+
+    /// The answer to a bundle whose id the batch or the log has seen: the
+    /// original outcome if the content is the same, else a conflict. `None`
+    /// for a new bundle id.
+    fn retried(&self, bundle: &Bundle, pending: &Pending) -> Result<Option<Appended>, AppendError> {
         let known = match pending.bundles.get(&bundle.bundle_id) {
             Some(r) => Some(r.clone()),
             None => self.log.bundle(&bundle.bundle_id).map_err(storage)?,
         };
-        if let Some(rec) = known {
-            if rec.digest != bundle.digest {
-                return Err(AppendError::BundleConflict {
-                    bundle_id: bundle.bundle_id.clone(),
-                });
-            }
-            return Ok(Appended {
-                status: AppendStatus::Duplicate,
-                ingested: 0,
-                duplicates: bundle.events.len() as u64,
-                first_seq: rec.first_seq,
-                last_seq: rec.last_seq,
-                head: self.head,
+        let Some(rec) = known else {
+            return Ok(None);
+        };
+        if rec.digest != bundle.digest {
+            return Err(AppendError::BundleConflict {
+                bundle_id: bundle.bundle_id.clone(),
             });
         }
+        Ok(Some(Appended {
+            status: AppendStatus::Duplicate,
+            ingested: 0,
+            duplicates: bundle.events.len() as u64,
+            first_seq: rec.first_seq,
+            last_seq: rec.last_seq,
+            head: self.head,
+        }))
+    }
 
-        let mut head = self.head;
-        let mut staged: Vec<Staged> = Vec::with_capacity(bundle.events.len());
+    /// Gives each event that is new to the log its seq, `prev_hash` and hash
+    /// and projects it into `staging`; skips identical repeats (in the bundle
+    /// or already stored) and refuses a known event id with other content.
+    /// Nothing is written to the batch yet.
+    fn place_and_project(
+        &self,
+        bundle: &Bundle,
+        pending: &Pending,
+        staging: &mut Staging,
+    ) -> Result<Placed, AppendError> {
+        let mut placed = Placed {
+            staged: Vec::with_capacity(bundle.events.len()),
+            duplicates: 0,
+            head: self.head,
+        };
         let mut in_bundle: HashSet<&str> = HashSet::new();
-        let mut duplicates = 0u64;
         for (index, draft) in bundle.events.iter().enumerate() {
             if in_bundle.contains(draft.event_id.as_str()) {
                 // Identical repeat inside the bundle (validation refused a different one).
-                duplicates += 1;
+                placed.duplicates += 1;
                 continue;
             }
             if let Some((seq, digest)) = self
@@ -397,28 +433,38 @@ impl State {
                         seq,
                     });
                 }
-                duplicates += 1;
+                placed.duplicates += 1;
                 continue;
             }
             in_bundle.insert(&draft.event_id);
-            let seq = head.seq.next();
-            let canonical = draft.encode(seq, head.hash.as_ref());
+            let seq = placed.head.seq.next();
+            let canonical = draft.encode(seq, placed.head.hash.as_ref());
             let hash = Sha256::of(&canonical);
             self.project(index, draft, seq, hash, &bundle.target, staging)?;
-            staged.push(Staged {
+            placed.staged.push(Staged {
                 seq,
                 hash,
                 canonical,
                 index,
             });
-            head = Head {
+            placed.head = Head {
                 seq,
                 hash: Some(hash),
             };
         }
+        Ok(placed)
+    }
 
-        // The bundle is whole: stage it.
-        for s in &staged {
+    /// Stages a bundle known to be whole: its events and their indexes, its
+    /// bundle record; the batch's view (`pending`) and the head move on.
+    fn stage_placed(
+        &mut self,
+        bundle: &Bundle,
+        placed: Placed,
+        batch: &mut fjall::OwnedWriteBatch,
+        pending: &mut Pending,
+    ) -> Appended {
+        for s in &placed.staged {
             let draft = &bundle.events[s.index];
             self.log
                 .stage_event(batch, s.seq, &s.hash, &s.canonical, draft);
@@ -426,28 +472,30 @@ impl State {
                 .event_ids
                 .insert(draft.event_id.clone(), (s.seq, draft.content_digest));
         }
-        for r in &bundle.artifacts {
-            self.log.stage_artifact_ref(batch, &bundle.bundle_id, r);
-        }
         let rec = BundleRecord {
             digest: bundle.digest,
-            first_seq: staged.first().map(|s| s.seq),
-            last_seq: staged.last().map(|s| s.seq),
-            ingested: staged.len() as u64,
-            duplicates,
+            first_seq: placed.staged.first().map(|s| s.seq),
+            last_seq: placed.staged.last().map(|s| s.seq),
+            ingested: placed.staged.len() as u64,
+            duplicates: placed.duplicates,
         };
         self.log.stage_bundle(batch, &bundle.bundle_id, &rec);
         pending
             .bundles
             .insert(bundle.bundle_id.clone(), rec.clone());
-        self.head = head;
-        Ok(Appended {
+        self.head = placed.head;
+        Appended {
             status: AppendStatus::Ok,
             ingested: rec.ingested,
-            duplicates,
+            duplicates: placed.duplicates,
             first_seq: rec.first_seq,
             last_seq: rec.last_seq,
-            head,
-        })
+            head: placed.head,
+        }
     }
+}
+
+/// A storage failure while checking a bundle.
+fn storage(e: LogError) -> AppendError {
+    AppendError::Storage(e.to_string())
 }

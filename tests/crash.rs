@@ -2,6 +2,9 @@
 //! restart every acknowledged event is there (at the seqs it was acknowledged
 //! with), the chain verifies, and no bundle is partly stored.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

@@ -11,6 +11,9 @@
 //! The kill moments come from a seed printed at the start; set
 //! `LEVIATHAN_CRASH_SEED` to replay a failing run.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

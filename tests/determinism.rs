@@ -2,6 +2,9 @@
 //! the same state digest and byte-identical graph dumps, after an offline
 //! rebuild (twice), after a restart, and in a second store fed the same bundles.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

@@ -3,6 +3,9 @@
 //! shape, nothing may be stored, a refused bundle's id stays free, and the
 //! server keeps answering others (also while slow clients hold connections).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

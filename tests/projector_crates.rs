@@ -11,6 +11,9 @@
 //! cargo that runs this test, natively (no wasm target needed), in a target
 //! directory of their own, `<target dir>/projector-crates`.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 

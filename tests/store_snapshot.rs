@@ -17,6 +17,9 @@
 //! snapshot, find the newest index entry and read its record. Small memtables
 //! make flushes (and with them compactions) happen every few batches.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

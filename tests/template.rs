@@ -3,6 +3,9 @@
 //! and driven over HTTP (including its use of the `graph` import).
 //! Needs the wasm32-unknown-unknown target (the build script installs it).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

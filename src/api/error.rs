@@ -1,5 +1,6 @@
 //! The API's one error shape: `{"error": {"code", "message", "details"?}}` with
-//! the HTTP status that fits. Domain errors are mapped here, nowhere else.
+//! the HTTP status that fits. The bundle, writer, log and artifact store
+//! errors are mapped here; graph errors are mapped in `api/graph.rs`.
 
 use crate::bundle::BundleError;
 use crate::cas::CasError;

@@ -74,7 +74,13 @@ fn collect(log: &Log, target: Option<&str>, limit: usize) -> Result<Vec<Failure>
             if let Some(r) = it.peek() {
                 let s = match r {
                     Ok(s) => *s,
-                    Err(_) => return Err(it.next().expect("peeked").unwrap_err().into()),
+                    Err(_) => {
+                        return Err(it
+                            .next()
+                            .expect("peeked")
+                            .expect_err("peeked an error")
+                            .into())
+                    }
                 };
                 if best.is_none_or(|(_, b)| s > b) {
                     best = Some((i, s));

@@ -110,7 +110,7 @@ async fn ingest_bundle(
     let missing_artifacts = app
         .cas
         .missing(bundle.artifacts.iter().map(|r| &r.sha256))?;
-    let bundle_id = bundle.bundle_id.clone();
+    let bundle_id = bundle.bundle_id.to_string();
     let a = app.writer.append(bundle).await?;
     Ok(IngestResponse {
         ingested: a.ingested,

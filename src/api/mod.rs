@@ -15,8 +15,9 @@ mod ingest;
 pub mod limits;
 mod topology;
 
+use crate::bundle::Limits;
 use crate::cas::Cas;
-use crate::config::{HttpSettings, Limits};
+use crate::config::HttpSettings;
 use crate::graph::GraphStore;
 use crate::log::Log;
 use crate::tokens::{Role, Tokens};

@@ -1,6 +1,8 @@
 //! `leviathan`: the server (`serve`), offline administration (`verify`, `rebuild`,
 //! `dump`) and the load generator (`bench`).
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use leviathan::config::{Config, ServeArgs};
@@ -20,6 +22,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's options, read before `main`: return freed pages to the system
 /// after 1 s instead of 10 s (peak RSS growing to 1M events 261 -> 233 MiB,
 /// no measurable cost); `_RJEM_MALLOC_CONF` in the environment still wins.
+/// Exporting a symbol is `unsafe` (the crate denies `unsafe_code`): this is
+/// the name jemalloc reads its options from, a NUL-terminated C string.
+#[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 #[used]
 static MALLOC_CONF: &[u8; 37] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
@@ -132,7 +137,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 fn verify(d: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
-    let store = leviathan::server::open_store(&dir)?;
+    let store = leviathan::storage::open_store(&dir)?;
     let started = std::time::Instant::now();
     let report = store.log.verify()?;
     let secs = started.elapsed().as_secs_f64();
@@ -160,12 +165,12 @@ fn rebuild(
     expect_change: bool,
 ) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
-    let store = leviathan::server::open_store(&dir)?;
-    let specs = leviathan::projectors::parse(&projection.projectors)?;
+    let store = leviathan::storage::open_store(&dir)?;
+    let specs = leviathan::projector_specs::parse(&projection.projectors)?;
     let cache = projection
         .projector_cache
         .clone()
-        .unwrap_or_else(|| dir.join("projector-cache"));
+        .unwrap_or_else(|| leviathan::config::default_projector_cache(&dir));
     let p = leviathan::server::load_projection(&cache, &specs)?;
     let report =
         leviathan::replay::rebuild(&store.db, &store.log, &store.graph, &p.set, p.fingerprint)?;
@@ -184,7 +189,7 @@ fn rebuild(
 
 fn dump(d: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
-    let store = leviathan::server::open_store(&dir)?;
+    let store = leviathan::storage::open_store(&dir)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     store.graph.dump(&mut out)?;
     std::io::Write::flush(&mut out)?;

@@ -27,8 +27,8 @@ pub struct Node {
 }
 
 impl Node {
-    /// The node as the HTTP API shows it (the original's node JSON, ORIGINAL
-    /// §8, plus the seqs), fields in the original's order.
+    /// The node as the HTTP API shows it (the node JSON of the original Python
+    /// control plane, plus the seqs), fields in the original's order.
     pub fn api_view(&self) -> NodeApi<'_> {
         NodeApi {
             node_id: &self.id,

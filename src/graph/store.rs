@@ -105,7 +105,7 @@ impl GraphStore {
     /// crash part-way leaves a graph claiming seq 0 with leftovers, which the
     /// rebuild must clear again (calling `clear` is idempotent). Only call it
     /// while no writer is running.
-    pub fn clear(&self) -> Result<(), GraphError> {
+    pub(crate) fn clear(&self) -> Result<(), GraphError> {
         self.meta.remove(keys::META_STATE)?;
         for (name, ks) in self.keyspaces() {
             if name != "graph_meta" {
@@ -122,7 +122,7 @@ const META_PROJECTORS: &[u8] = b"projectors";
 impl GraphStore {
     /// Fingerprint of the projector set that built the committed graph
     /// (`None` before the first batch).
-    pub fn projector_set(&self) -> Result<Option<Sha256>, GraphError> {
+    pub(crate) fn projector_set(&self) -> Result<Option<Sha256>, GraphError> {
         self.meta
             .get(META_PROJECTORS)?
             .map(|v| Sha256::from_slice(&v).ok_or_else(|| GraphError::corrupt("projector set", &v)))
@@ -130,7 +130,11 @@ impl GraphStore {
     }
 
     /// Records the projector set's fingerprint in the caller's batch.
-    pub fn stage_projector_set(&self, batch: &mut fjall::OwnedWriteBatch, fingerprint: &Sha256) {
+    pub(crate) fn stage_projector_set(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        fingerprint: &Sha256,
+    ) {
         batch.insert(&self.meta, META_PROJECTORS, fingerprint.as_bytes().to_vec());
     }
 }

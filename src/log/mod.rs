@@ -10,13 +10,16 @@
 //! - `log_bundles`: bundle_id → [`BundleRecord`] (JSON)
 //! - `log_by_type`: `event_type ‖ 0x00 ‖ seq` → ()
 //! - `log_by_attempt`: `len (u16) ‖ attempt_id ‖ seq` → ()
-//! - `log_artifact_refs`: `sha256 (32) ‖ bundle_id` → [`ArtifactRef`] (JSON)
 //! - `log_meta`: `head` → `seq (8) ‖ hash (32)`
+//!
+//! Stores written before this layout may also hold `log_artifact_refs`
+//! (artifact references by digest); nothing read it, it is no longer written
+//! or opened, and it may stay on disk.
 
 pub mod record;
 
-use crate::bundle::ArtifactRef;
 use crate::digest::Sha256;
+use crate::ids::{BundleId, EventId};
 use crate::seq::Seq;
 use fjall::{Database, Keyspace, OwnedWriteBatch, Readable};
 use record::{EventDraft, StoredEvent};
@@ -77,7 +80,6 @@ pub struct Log {
     bundles: Keyspace,
     by_type: Keyspace,
     by_attempt: Keyspace,
-    artifact_refs: Keyspace,
     meta: Keyspace,
 }
 
@@ -127,7 +129,6 @@ impl Log {
             bundles: ks("log_bundles")?,
             by_type: ks("log_by_type")?,
             by_attempt: ks("log_by_attempt")?,
-            artifact_refs: ks("log_artifact_refs")?,
             meta: ks("log_meta")?,
         })
     }
@@ -149,7 +150,16 @@ impl Log {
     }
 
     /// `(seq, content digest)` of a stored event_id.
-    pub fn event_id_entry(&self, event_id: &str) -> Result<Option<(Seq, Sha256)>, LogError> {
+    pub(crate) fn event_id_entry(
+        &self,
+        event_id: &EventId,
+    ) -> Result<Option<(Seq, Sha256)>, LogError> {
+        self.entry_for(event_id)
+    }
+
+    /// `event_id_entry` for any string (one that is not a valid id is simply
+    /// not there).
+    fn entry_for(&self, event_id: &str) -> Result<Option<(Seq, Sha256)>, LogError> {
         match self.event_ids.get(event_id.as_bytes())? {
             Some(v) if v.len() == 40 => Ok(Some((
                 Seq::from_key(&v[..8]).expect("8 bytes"),
@@ -160,14 +170,15 @@ impl Log {
         }
     }
 
+    /// The event stored under `event_id`, for any string a reader asks for.
     pub fn get_by_event_id(&self, event_id: &str) -> Result<Option<StoredEvent>, LogError> {
-        match self.event_id_entry(event_id)? {
+        match self.entry_for(event_id)? {
             Some((seq, _)) => self.get(seq),
             None => Ok(None),
         }
     }
 
-    pub fn bundle(&self, bundle_id: &str) -> Result<Option<BundleRecord>, LogError> {
+    pub fn bundle(&self, bundle_id: &BundleId) -> Result<Option<BundleRecord>, LogError> {
         match self.bundles.get(bundle_id.as_bytes())? {
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
@@ -201,7 +212,7 @@ impl Log {
     }
 
     /// Seqs of events of `event_type`, newest first, strictly below `before`.
-    pub fn seqs_by_type_desc(
+    pub(crate) fn seqs_by_type_desc(
         &self,
         event_type: &str,
         before: Option<Seq>,
@@ -215,7 +226,11 @@ impl Log {
     }
 
     /// Events whose payload names `attempt_id`, in log order, at most `limit`.
-    pub fn by_attempt(&self, attempt_id: &str, limit: usize) -> Result<Vec<StoredEvent>, LogError> {
+    pub(crate) fn by_attempt(
+        &self,
+        attempt_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, LogError> {
         let mut out = Vec::new();
         for kv in self
             .by_attempt
@@ -231,18 +246,6 @@ impl Log {
         Ok(out)
     }
 
-    /// Artifact references recorded for `sha256`: `(bundle_id, ref)`.
-    pub fn artifact_refs(&self, sha256: &Sha256) -> Result<Vec<(String, ArtifactRef)>, LogError> {
-        let mut out = Vec::new();
-        for kv in self.artifact_refs.prefix(sha256.as_bytes()) {
-            let (k, v) = kv.into_inner()?;
-            let bundle_id = String::from_utf8_lossy(&k[32..]).into_owned();
-            let r = serde_json::from_slice(&v).map_err(|e| corrupt("log_artifact_refs", e))?;
-            out.push((bundle_id, r));
-        }
-        Ok(out)
-    }
-
     /// Re-verifies the whole chain from genesis on a consistent snapshot: every
     /// stored hash recomputes from its canonical bytes, every record's `seq`
     /// matches its key and follows its predecessor, every `prev_hash` is the
@@ -251,16 +254,7 @@ impl Log {
         let snap = self.db.snapshot();
         // An unreadable head record is reported below as a head mismatch.
         let head = decode_head(snap.get(&self.meta, HEAD_KEY)?.as_deref()).unwrap_or_default();
-        let mut prev: Option<Sha256> = None;
-        let mut expected = Seq(1);
-        let mut verified = 0u64;
-        let fail = |seq: Seq, verified: u64, msg: String| VerifyReport {
-            ok: false,
-            verified_events: verified,
-            head,
-            first_broken_seq: Some(seq),
-            error: Some(msg),
-        };
+        let mut walk = ChainWalk::default();
         // Records are read in order in chunks; each chunk's per-record work
         // (SHA-256, finding the chain fields) runs on every core, then the
         // chain is walked in order, so the first broken seq and its message
@@ -279,73 +273,17 @@ impl Log {
                 chunk.par_iter().map(|(k, v)| Checked::of(k, v)).collect()
             };
             for c in checked {
-                let Some(seq) = c.seq else {
-                    return Ok(fail(expected, verified, "malformed key".into()));
-                };
-                if seq != expected {
-                    return Ok(fail(
-                        expected,
-                        verified,
-                        format!("seq {expected} is missing (next stored is {seq})"),
-                    ));
+                if let Err((seq, msg)) = walk.step(&c) {
+                    return Ok(walk.broken(head, seq, msg));
                 }
-                let Some((stored_hash, actual)) = c.hashes else {
-                    return Ok(fail(seq, verified, "stored value is truncated".into()));
-                };
-                if actual != stored_hash {
-                    return Ok(fail(
-                        seq,
-                        verified,
-                        format!("hash mismatch: stored {stored_hash}, recomputed {actual}"),
-                    ));
-                }
-                match c.chain {
-                    Some((p, s)) if s == seq && p == prev => {}
-                    Some((_, s)) if s != seq => {
-                        return Ok(fail(
-                            seq,
-                            verified,
-                            format!("record says seq {s} but is stored at seq {seq}"),
-                        ));
-                    }
-                    Some((p, _)) => {
-                        return Ok(fail(
-                            seq,
-                            verified,
-                            format!(
-                                "chain broken: prev_hash is {} but the previous event's hash is {}",
-                                p.map_or("null".into(), |h| h.to_hex()),
-                                prev.map_or("null (genesis)".into(), |h| h.to_hex())
-                            ),
-                        ));
-                    }
-                    None => {
-                        return Ok(fail(
-                            seq,
-                            verified,
-                            "record is not in canonical form".into(),
-                        ))
-                    }
-                }
-                prev = Some(stored_hash);
-                verified += 1;
-                expected = seq.next();
             }
         }
-        if verified != head.seq.0 || prev != head.hash {
-            return Ok(fail(
-                Seq(verified + 1),
-                verified,
-                format!(
-                    "head record says seq {} hash {}, the log ends at seq {verified}",
-                    head.seq,
-                    head.hash.map_or("null".into(), |h| h.to_hex())
-                ),
-            ));
+        if let Err((seq, msg)) = walk.ends_at(&head) {
+            return Ok(walk.broken(head, seq, msg));
         }
         Ok(VerifyReport {
             ok: true,
-            verified_events: verified,
+            verified_events: walk.verified,
             head,
             first_broken_seq: None,
             error: None,
@@ -380,27 +318,16 @@ impl Log {
         }
     }
 
-    pub fn stage_bundle(&self, batch: &mut OwnedWriteBatch, bundle_id: &str, rec: &BundleRecord) {
+    pub(crate) fn stage_bundle(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        bundle_id: &BundleId,
+        rec: &BundleRecord,
+    ) {
         batch.insert(
             &self.bundles,
             bundle_id.as_bytes(),
             serde_json::to_vec(rec).expect("serializable"),
-        );
-    }
-
-    pub fn stage_artifact_ref(
-        &self,
-        batch: &mut OwnedWriteBatch,
-        bundle_id: &str,
-        r: &ArtifactRef,
-    ) {
-        let mut k = Vec::with_capacity(32 + bundle_id.len());
-        k.extend_from_slice(r.sha256.as_bytes());
-        k.extend_from_slice(bundle_id.as_bytes());
-        batch.insert(
-            &self.artifact_refs,
-            k,
-            serde_json::to_vec(r).expect("serializable"),
         );
     }
 
@@ -436,6 +363,101 @@ impl Log {
 
 /// Records per chunk of [`Log::verify`].
 const VERIFY_CHUNK: usize = 4096;
+
+/// The in-order part of [`Log::verify`]: where the chain has got to.
+struct ChainWalk {
+    /// The hash of the last verified record (`None` before the first).
+    prev: Option<Sha256>,
+    /// The seq the next record must have.
+    expected: Seq,
+    verified: u64,
+}
+
+impl Default for ChainWalk {
+    fn default() -> Self {
+        ChainWalk {
+            prev: None,
+            expected: Seq(1),
+            verified: 0,
+        }
+    }
+}
+
+impl ChainWalk {
+    /// Checks the next record in key order against the chain so far and
+    /// moves on; the error is the first broken seq and why.
+    fn step(&mut self, c: &Checked) -> Result<(), (Seq, String)> {
+        let expected = self.expected;
+        let Some(seq) = c.seq else {
+            return Err((expected, "malformed key".into()));
+        };
+        if seq != expected {
+            return Err((
+                expected,
+                format!("seq {expected} is missing (next stored is {seq})"),
+            ));
+        }
+        let Some((stored_hash, actual)) = c.hashes else {
+            return Err((seq, "stored value is truncated".into()));
+        };
+        if actual != stored_hash {
+            return Err((
+                seq,
+                format!("hash mismatch: stored {stored_hash}, recomputed {actual}"),
+            ));
+        }
+        match c.chain {
+            Some((p, s)) if s == seq && p == self.prev => {}
+            Some((_, s)) if s != seq => {
+                return Err((
+                    seq,
+                    format!("record says seq {s} but is stored at seq {seq}"),
+                ));
+            }
+            Some((p, _)) => {
+                return Err((
+                    seq,
+                    format!(
+                        "chain broken: prev_hash is {} but the previous event's hash is {}",
+                        p.map_or("null".into(), |h| h.to_hex()),
+                        self.prev.map_or("null (genesis)".into(), |h| h.to_hex())
+                    ),
+                ));
+            }
+            None => return Err((seq, "record is not in canonical form".into())),
+        }
+        self.prev = Some(stored_hash);
+        self.verified += 1;
+        self.expected = seq.next();
+        Ok(())
+    }
+
+    /// After the last record: the head record must name it.
+    fn ends_at(&self, head: &Head) -> Result<(), (Seq, String)> {
+        if self.verified == head.seq.0 && self.prev == head.hash {
+            return Ok(());
+        }
+        Err((
+            Seq(self.verified + 1),
+            format!(
+                "head record says seq {} hash {}, the log ends at seq {}",
+                head.seq,
+                head.hash.map_or("null".into(), |h| h.to_hex()),
+                self.verified
+            ),
+        ))
+    }
+
+    fn broken(&self, head: Head, seq: Seq, msg: String) -> VerifyReport {
+        VerifyReport {
+            ok: false,
+            verified_events: self.verified,
+            head,
+            first_broken_seq: Some(seq),
+            error: Some(msg),
+        }
+    }
+}
 
 /// What [`Log::verify`] needs of one stored record, computed independently
 /// of the others (so in parallel).

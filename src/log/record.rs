@@ -10,17 +10,52 @@
 //! holds it pre-encoded and the writer only splices in the chain fields.
 
 use crate::digest::Sha256;
+use crate::ids::{EventId, Target, Timestamp};
+use crate::jcs::CanonicalJson;
 use crate::seq::Seq;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+/// An artifact reference carried by a bundle (`artifacts[]` of an ingest body).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    pub sha256: Sha256,
+    pub kind: String,
+    pub uri: String,
+    pub size: u64,
+}
+
+impl ArtifactRef {
+    /// The bytes this reference contributes to its bundle's digest: the JSON
+    /// object `{"sha256":<hex>,"kind":<string>,"uri":<string>,"size":<integer>}`
+    /// with exactly these keys in this order, no whitespace, the digest as 64
+    /// lowercase hex characters and strings escaped as RFC 8785 escapes them
+    /// (`\"`, `\\`, `\b \f \n \r \t`, other control characters as
+    /// `\u00xx`, everything else as is). These are the bytes
+    /// `serde_json::to_vec` gave for this struct when bundle digests were first
+    /// stored, written out field by field so that they never depend on the
+    /// struct's field names or order again.
+    pub fn digest_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.kind.len() + self.uri.len() + 120);
+        out.extend_from_slice(b"{\"sha256\":\"");
+        out.extend_from_slice(self.sha256.to_hex().as_bytes());
+        out.extend_from_slice(b"\",\"kind\":");
+        crate::jcs::write_str(&self.kind, &mut out);
+        out.extend_from_slice(b",\"uri\":");
+        crate::jcs::write_str(&self.uri, &mut out);
+        out.extend_from_slice(b",\"size\":");
+        out.extend_from_slice(self.size.to_string().as_bytes());
+        out.push(b'}');
+        out
+    }
+}
+
 /// An accepted event before it has a place in the log.
 #[derive(Debug, Clone)]
 pub struct EventDraft {
-    pub event_id: String,
+    pub event_id: EventId,
     pub event_type: String,
-    /// RFC 3339, UTC, `Z`, at most microsecond precision.
-    pub timestamp: String,
+    pub timestamp: Timestamp,
     pub actor_id: Option<String>,
     /// `payload.attempt_id` when it is a string: feeds the attempt index.
     pub attempt_id: Option<String>,
@@ -44,16 +79,17 @@ fn jcs_str(s: &str) -> String {
 }
 
 impl EventDraft {
-    /// `payload_canonical` must already be RFC 8785 canonical JSON of an object.
+    /// `payload` is the canonical JSON of the event's payload (an object).
     pub fn new(
-        event_id: String,
+        event_id: EventId,
         event_type: String,
-        timestamp: String,
+        timestamp: Timestamp,
         actor_id: Option<String>,
         attempt_id: Option<String>,
-        target: &str,
-        payload_canonical: &str,
+        target: &Target,
+        payload: &CanonicalJson,
     ) -> EventDraft {
+        let payload_canonical = payload.as_str();
         let mut head = String::with_capacity(payload_canonical.len() + 128);
         head.push_str("{\"actor_id\":");
         match &actor_id {
@@ -119,7 +155,7 @@ pub fn stored_value(hash: &Sha256, canonical: &[u8]) -> Vec<u8> {
 }
 
 /// Splits a stored value into its hash and canonical record bytes.
-pub fn split_stored(value: &[u8]) -> Option<(Sha256, &[u8])> {
+pub(crate) fn split_stored(value: &[u8]) -> Option<(Sha256, &[u8])> {
     if value.len() < 32 {
         return None;
     }
@@ -159,7 +195,7 @@ fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// A record decoded for reading (the API's event shape, without `hash`).
 #[derive(Debug, Deserialize)]
-pub struct RecordFields<'a> {
+pub(crate) struct RecordFields<'a> {
     #[serde(borrow)]
     pub actor_id: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
@@ -209,7 +245,7 @@ impl StoredEvent {
     }
 
     /// The payload parsed, for routes that read fields out of it.
-    pub fn payload_value(&self) -> serde_json::Map<String, serde_json::Value> {
+    pub(crate) fn payload_value(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::from_str(self.payload.get()).unwrap_or_default()
     }
 }
@@ -228,17 +264,16 @@ mod tests {
     use super::*;
 
     fn draft() -> EventDraft {
-        let payload = serde_json_canonicalizer::to_string(&serde_json::json!({
+        let payload = CanonicalJson::of(&serde_json::json!({
             "z": {"b": 1, "a": [2]}, "k": "é", "n": 1.0, "q": "a\"b,\"prev_hash\":null"
-        }))
-        .unwrap();
+        }));
         EventDraft::new(
-            "e2".into(),
+            EventId::new("e2").unwrap(),
             "custom.thing".into(),
-            "2026-01-24T10:00:09.5Z".into(),
+            Timestamp::normalize("2026-01-24T10:00:09.5Z").unwrap(),
             None,
             None,
-            "radix",
+            &Target::new("radix").unwrap(),
             &payload,
         )
     }

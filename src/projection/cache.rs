@@ -67,8 +67,11 @@ impl CompiledCache {
             // SAFETY: the file is named by this cache's scheme in this cache's
             // directory, which only `write_atomically` below writes (complete
             // files only, via rename). wasmtime checks the engine
-            // compatibility header itself and refuses a mismatch.
-            match unsafe { Component::deserialize(engine, &compiled) } {
+            // compatibility header itself and refuses a mismatch. (The crate
+            // denies `unsafe_code`; this is one of its documented exceptions.)
+            #[allow(unsafe_code)]
+            let loaded = unsafe { Component::deserialize(engine, &compiled) };
+            match loaded {
                 Ok(c) => {
                     tracing::debug!(path = %path.display(), "projector loaded from compiled cache");
                     return Ok((c, Origin::Cache));

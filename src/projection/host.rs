@@ -29,17 +29,22 @@ pub(crate) const MAX_EDGES_PER_CALL: usize = 10_000;
 /// A borrowed `&dyn GraphView` with its lifetime erased, so it can sit in a
 /// `Store<HostState>` (wasmtime requires `T: 'static`).
 ///
-/// Invariant, kept by `ProjectorSet::project` (the only place that builds one
-/// from a caller's graph): the store holding it is created and dropped inside
-/// the call that borrowed the graph, on that call's thread, so the pointer is
-/// never read after the borrow ends and never from another thread.
+/// Invariant, kept by `Loaded::run` in `projection/mod.rs` (the only place
+/// that builds one from a caller's graph, for every path: `project`,
+/// `prepare` and `finish`): the store holding it is created and dropped inside
+/// that one call, on its thread, so the pointer is never read after the
+/// borrow ends and never from another thread. `GraphRef::empty` points at a
+/// static and needs no such care.
 pub(crate) struct GraphRef(*const (dyn GraphView + 'static));
 
 // SAFETY: see the invariant above: the store (and so this pointer) never
 // leaves the thread that borrowed the graph; `Send` is only needed because
-// wasmtime-wasi requires `WasiView: Send` for the store data.
+// wasmtime-wasi requires `WasiView: Send` for the store data. (The crate
+// denies `unsafe_code`; `GraphRef` is one of its documented exceptions.)
+#[allow(unsafe_code)]
 unsafe impl Send for GraphRef {}
 
+#[allow(unsafe_code)]
 impl GraphRef {
     /// # Safety
     /// The returned value must be dropped before `graph`'s borrow ends, and

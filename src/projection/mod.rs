@@ -524,7 +524,9 @@ impl Loaded {
             None
         };
         // SAFETY: `store` is a local of this function and is dropped before it
-        // returns; nothing in it is sent to another thread.
+        // returns; nothing in it is sent to another thread. (The crate denies
+        // `unsafe_code`; this is one of its documented exceptions.)
+        #[allow(unsafe_code)]
         let graph_ref = unsafe { GraphRef::new(graph) };
         let mut store = Store::new(
             self.pre.engine(),

@@ -2,6 +2,9 @@
 //! (loopback, temp data dir), one module per area. Interactive prompts and
 //! colour are exercised under a real pseudo-terminal (`pty.rs`).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 mod pty;

@@ -2,6 +2,10 @@
 //! and stderr are the terminal, so `leviathanctl` sees a person; the test reads
 //! what it prints and types answers.
 
+// openpty, fcntl and adopting the file descriptors it returns are `unsafe`
+// (the crate denies `unsafe_code` elsewhere).
+#![allow(unsafe_code)]
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};

@@ -1,6 +1,9 @@
 //! HTTP v1 behaviour, driven over loopback against a real `leviathan serve`
 //! process with a real fjall store in a temp dir. One module per behaviour.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 

@@ -30,9 +30,9 @@ fn load_as_configured(bytes: Vec<u8>) -> ProjectorSet {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("probe.wasm");
     std::fs::write(&path, bytes).unwrap();
-    let specs = leviathan::projectors::parse(&path.display().to_string()).unwrap();
+    let specs = leviathan::projector_specs::parse(&path.display().to_string()).unwrap();
     assert_eq!(specs[0].limits, Limits::default());
-    leviathan::projectors::load(&specs, None).unwrap()
+    leviathan::projector_specs::load(&specs, None).unwrap()
 }
 
 fn run(

@@ -1,6 +1,9 @@
 //! Projection engine tests against real wasmtime and real components (built
 //! from WAT at test time, see `common::wasm`), one module per behaviour.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 

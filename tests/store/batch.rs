@@ -8,8 +8,9 @@
 //! One batch is visible in the answers: each carries the head after its batch.
 
 use leviathan::bundle::Bundle;
-use leviathan::config::{Limits, SyncMode};
-use leviathan::server::{load_projection, open_store, Store};
+use leviathan::bundle::Limits;
+use leviathan::server::load_projection;
+use leviathan::storage::{open_store, Store, SyncMode};
 use leviathan::writer::{AppendError, AppendStatus, Appended, Writer, WriterParts};
 use serde_json::{json, Value};
 
@@ -23,7 +24,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path()).unwrap();
-    let specs = leviathan::projectors::parse("core").unwrap();
+    let specs = leviathan::projector_specs::parse("core").unwrap();
     let p = load_projection(&crate::common::shared_cache(), &specs).unwrap();
     Fixture {
         _dir: dir,
@@ -179,7 +180,12 @@ fn a_refused_bundle_in_a_batch_rolls_back_alone() {
     for id in ["r1", "r2-new", "r3"] {
         assert!(f.store.log.get_by_event_id(id).unwrap().is_none(), "{id}");
     }
-    assert!(f.store.log.bundle("refused").unwrap().is_none());
+    assert!(f
+        .store
+        .log
+        .bundle(&leviathan::ids::BundleId::new("refused").unwrap())
+        .unwrap()
+        .is_none());
     // The refused bundle's graph changes are gone, the others' are kept.
     let att_a = f.store.graph.get_node("att-a").unwrap().unwrap();
     assert_eq!(att_a.properties["status"], "created");

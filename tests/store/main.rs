@@ -2,6 +2,9 @@
 //! the library), the hash chain's verification branches against a forged
 //! store, `leviathan rebuild` as an audit, and the server's start-up checks.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 

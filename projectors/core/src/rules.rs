@@ -2,8 +2,8 @@
 //! in, graph ops out. No Wasm, no I/O, no clocks, no randomness, no hash-map
 //! iteration: the same event always gives the same ops.
 //!
-//! Reproduces the original control plane's rules (ORIGINAL.md §7) with its
-//! defects fixed (§12): identity fields are required and typed, payload keys
+//! Reproduces the original Python control plane's projection rules with its
+//! known defects fixed: identity fields are required and typed, payload keys
 //! outside the schema are kept, payload `node_id`/`node_type` never override
 //! the derived identity, `created_at` comes from the payload or the event
 //! timestamp (never a wall clock), `pr_number: null` is treated as absent,
@@ -74,7 +74,8 @@ pub struct ProjectionError {
     pub message: String,
 }
 
-/// Type of a schema field, as checked when present (ORIGINAL.md §8, lax mode).
+/// Type of a schema field, as checked when present (the original's graph
+/// schema, in its lax mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// JSON string.
@@ -130,7 +131,8 @@ pub const TASK: Schema = Schema {
 };
 
 /// The original's Attempt fields plus `target_id` (the attempts list filters
-/// on it) and the invalidation fields (ORIGINAL.md §12, defect 1).
+/// on it) and the invalidation fields (`invalidation_reason`, `invalidated_at`),
+/// which the original's schema dropped, so an invalidation was never stored.
 pub const ATTEMPT: Schema = Schema {
     node_type: "Attempt",
     fields: &[
@@ -549,7 +551,7 @@ impl<'e, 'a> Cx<'e, 'a> {
         Op::PutEdge { edge_type, from: from.into_owned(), to: to.into_owned(), properties: props.to_json() }
     }
 
-    /// The PullRequest id (ORIGINAL.md §7, with `pr_number: null` read as
+    /// The PullRequest id (the original's rule, with `pr_number: null` read as
     /// absent): `pr-<pr_number>`, else `pr-<sha256(pr_url)[..12]>` for a
     /// non-empty `pr_url`, else `pr-<event_id[..12 chars]>`.
     fn pr_id(&self) -> Result<String, ProjectionError> {

@@ -91,8 +91,8 @@ impl Runner {
     fn new(path: &str, pooled: bool) -> Result<Self> {
         let mut config = Config::new();
         if pooled {
-            // As FACTS.md's fastest host: pooling, keep the guest's whole
-            // initial memory (128 KiB) resident.
+            // The fastest host measured for a fresh instance per event:
+            // pooling, keep the guest's whole initial memory (128 KiB) resident.
             let mut pool = wasmtime::PoolingAllocationConfig::default();
             pool.linear_memory_keep_resident(128 << 10);
             pool.table_keep_resident(128 << 10);
@@ -198,7 +198,8 @@ fn corpus() -> Vec<(&'static str, String)> {
     c
 }
 
-/// About 600 bytes, like FACTS.md's benchmark event.
+/// About 600 bytes, the size of a typical `attempt.created` payload (the
+/// benchmark event the host's per-event cost was first measured with).
 fn typical_payload() -> String {
     let p = r#"{"attempt_id":"attempt-7f3c2a91-4b5e-4d2a-9c1f-2e8b7a6d5c4b","attempt_number":1,"branch_name":"leviathan/task-backlog-0042-attempt-1","commit_sha":"4b825dc642cb6eb9a060e54bf8d69288fbee4904","created_at":"2026-01-24T10:00:00.123456Z","executor":"k8s","image":"registry.example.com/leviathan/worker:2026.01.24","node_id":"attempt-7f3c2a91-4b5e-4d2a-9c1f-2e8b7a6d5c4b","node_type":"Attempt","notes":"first attempt after backlog load; scheduler picked the smallest estimated task","status":"created","target_id":"radix","task_id":"task-backlog-0042","worker":{"cpu":"500m","memory":"1Gi","namespace":"leviathan-workers"}}"#;
     p.to_owned()

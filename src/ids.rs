@@ -1,0 +1,247 @@
+//! The identifiers and the timestamp that cross module boundaries: event ids,
+//! bundle ids and targets as an executor sends them, and the one normalized
+//! timestamp form of the log. Each is a string that passed its rules when it
+//! was built ([`EventId::new`], [`Timestamp::normalize`], ...), so a function
+//! that takes one need not check it again, and a bundle id cannot be passed
+//! where an event id is meant. It owns those rules and nothing else.
+//!
+//! Values read back from the log were checked when they were appended; the
+//! stored record keeps plain strings (see `log::record`).
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Timelike, Utc};
+use serde::Serialize;
+use std::fmt;
+
+/// Longest accepted id (event_id, bundle_id, target, actor_id), in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Why a string is not a valid id. The message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct IdError(pub String);
+
+/// The rules every sender-chosen id follows: not empty, at most
+/// [`MAX_ID_BYTES`] bytes, no control characters.
+fn check_id(field: &str, value: &str) -> Result<(), IdError> {
+    if value.is_empty() {
+        return Err(IdError(format!("{field} must not be empty")));
+    }
+    if value.len() > MAX_ID_BYTES {
+        return Err(IdError(format!(
+            "{field} is {} bytes long; at most {MAX_ID_BYTES} are allowed",
+            value.len()
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(IdError(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Checks `value` against the id rules (not empty, at most
+            #[doc = concat!("[`MAX_ID_BYTES`] bytes, no control characters); the error names `", $field, "`.")]
+            pub fn new(value: impl Into<String>) -> Result<$name, IdError> {
+                let value = value.into();
+                check_id($field, &value)?;
+                Ok($name(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+    };
+}
+
+id_type!(
+    /// An event's id (`event_id`): chosen by the sender, permanent, one per
+    /// stored event.
+    EventId,
+    "event_id"
+);
+id_type!(
+    /// A bundle's id (`bundle_id`): the key of ingest idempotency.
+    BundleId,
+    "bundle_id"
+);
+id_type!(
+    /// What a bundle is about (`target`, e.g. a repository): recorded in every
+    /// event of the bundle.
+    Target,
+    "target"
+);
+
+/// An event time in the log's one normalized form: RFC 3339, UTC, `Z`, at
+/// most microsecond precision, trailing zero groups of the fraction dropped
+/// (`.5` → `.500`). The only constructor is [`Timestamp::normalize`].
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Timestamp(String);
+
+impl Timestamp {
+    /// Parses an RFC 3339 timestamp (`T` or space; fraction optional; offset
+    /// optional — a time without one, as Python's `isoformat()` writes it, is
+    /// UTC) into the normalized form.
+    pub fn normalize(value: &str) -> Result<Timestamp, String> {
+        let parsed: Option<DateTime<Utc>> = DateTime::parse_from_rfc3339(value)
+            .ok()
+            .map(|d| d.with_timezone(&Utc))
+            .or_else(|| {
+                ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+                    .iter()
+                    .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
+                    .map(|n| n.and_utc())
+            });
+        let Some(dt) = parsed else {
+            return Err(format!(
+                "timestamp {:?} is not an RFC 3339 date-time such as \"2026-01-24T10:00:00Z\" \
+                 (an offset is optional; without one the time is read as UTC)",
+                value.chars().take(64).collect::<String>()
+            ));
+        };
+        let micros = dt.nanosecond() / 1000 * 1000;
+        let dt = dt.with_nanosecond(micros).unwrap_or(dt);
+        Ok(Timestamp(dt.to_rfc3339_opts(SecondsFormat::AutoSi, true)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Timestamp {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_the_rules_and_name_their_field() {
+        assert_eq!(EventId::new("e1").unwrap().as_str(), "e1");
+        assert_eq!(
+            BundleId::new("").unwrap_err().to_string(),
+            "bundle_id must not be empty"
+        );
+        assert!(Target::new("x".repeat(MAX_ID_BYTES)).is_ok());
+        assert!(Target::new("x".repeat(MAX_ID_BYTES + 1))
+            .unwrap_err()
+            .to_string()
+            .starts_with("target is 257 bytes long"));
+        assert!(EventId::new("a\nb").is_err());
+        // The wire form is the bare string.
+        assert_eq!(
+            serde_json::to_string(&EventId::new("é").unwrap()).unwrap(),
+            "\"é\""
+        );
+    }
+
+    #[test]
+    fn timestamps_normalize_to_one_utc_form() {
+        for (input, want) in [
+            ("2026-01-24T10:00:00Z", "2026-01-24T10:00:00Z"),
+            ("2026-01-24T10:00:00", "2026-01-24T10:00:00Z"),
+            ("2026-01-24 10:00:00.123456", "2026-01-24T10:00:00.123456Z"),
+            ("2026-01-24T12:00:00+02:00", "2026-01-24T10:00:00Z"),
+            ("2026-01-24T10:00:09.5", "2026-01-24T10:00:09.500Z"),
+            (
+                "2026-01-24T10:00:00.1234567891Z",
+                "2026-01-24T10:00:00.123456Z",
+            ),
+        ] {
+            assert_eq!(
+                Timestamp::normalize(input).unwrap().as_str(),
+                want,
+                "{input}"
+            );
+        }
+        for bad in [
+            "yesterday",
+            "2026-01-24",
+            "1706090400",
+            "2026-13-01T00:00:00Z",
+            "",
+        ] {
+            assert!(Timestamp::normalize(bad).is_err(), "{bad}");
+        }
+    }
+}
