@@ -56,14 +56,14 @@ fn ingest_corpus() -> Vec<(&'static str, Vec<u8>, &'static [u16])> {
     const BAD: &[u16] = &[400];
     const INVALID: &[u16] = &[422];
     const TOO_LARGE: &[u16] = &[413];
-    let big = "x".repeat(100_000);
+    let big = "x".repeat(10_000);
     vec![
         ("empty body", b"".to_vec(), BAD),
         ("open brace", b"{".to_vec(), BAD),
         ("truncated", br#"{"target":"radix","bundle_id":"#.to_vec(), BAD),
-        ("trailing garbage", br#"{"events":[]} x"#.to_vec(), BAD),
+        ("trailing garbage", br#"{"target":"radix","bundle_id":"b","events":[]} x"#.to_vec(), BAD),
         ("bare word", b"nul".to_vec(), BAD),
-        ("byte order mark", b"\xEF\xBB\xBF{\"events\":[]}".to_vec(), BAD),
+        ("byte order mark", b"\xEF\xBB\xBF{\"target\":\"radix\",\"bundle_id\":\"b\",\"events\":[]}".to_vec(), BAD),
         ("invalid UTF-8 in a string", b"{\"target\":\"\xFF\xFE\",\"events\":[]}".to_vec(), BAD),
         ("lone surrogate escape", br#"{"target":"\ud800","bundle_id":"b","events":[]}"#.to_vec(), BAD),
         ("number out of range", br#"{"target":"radix","bundle_id":"b","events":[{"event_id":"e","event_type":"x.y","timestamp":"2026-01-24T10:00:00Z","payload":{"n":1e400}}]}"#.to_vec(), BAD),
@@ -81,7 +81,7 @@ fn ingest_corpus() -> Vec<(&'static str, Vec<u8>, &'static [u16])> {
         ("artifact size is negative", with_field("artifacts", json!([{"sha256": "a".repeat(64), "kind": "log", "uri": "u", "size": -1}])), INVALID),
         ("event_id is a number", with_event_field("event_id", json!(5)), INVALID),
         ("event_id is empty", with_event_field("event_id", json!("")), INVALID),
-        ("event_id is 100 KB", with_event_field("event_id", json!(big)), INVALID),
+        ("event_id is 10 KB", with_event_field("event_id", json!(big)), INVALID),
         ("event_id has a control character", with_event_field("event_id", json!("a\u{1}b")), INVALID),
         ("event_id has a NUL", with_event_field("event_id", json!("a\u{0}b")), INVALID),
         ("event_type is null", with_event_field("event_type", Value::Null), INVALID),
@@ -98,9 +98,9 @@ fn ingest_corpus() -> Vec<(&'static str, Vec<u8>, &'static [u16])> {
         ("actor_id is an object", with_event_field("actor_id", json!({})), INVALID),
         ("payload is a string", with_event_field("payload", json!("p")), INVALID),
         ("payload is an array", with_event_field("payload", json!([1])), INVALID),
-        ("target is 100 KB", with_field("target", json!(big)), INVALID),
+        ("target is 10 KB", with_field("target", json!(big)), INVALID),
         ("target has a control character", with_field("target", json!("ra\u{7}dix")), INVALID),
-        ("bundle_id is 100 KB", with_field("bundle_id", json!(big)), INVALID),
+        ("bundle_id is 10 KB", with_field("bundle_id", json!(big)), INVALID),
         ("payload over the payload limit", with_event_field("payload", json!({"p": "y".repeat(2000)})), TOO_LARGE),
         ("more events than the bundle limit", serde_json::to_vec(&bundle("hostile", (0..11).map(|i| ev(&format!("e{i}"))).collect())).unwrap(), TOO_LARGE),
         ("body over the body limit", serde_json::to_vec(&bundle("hostile", vec![event("e1", "x.y", json!({"p": "z".repeat(70_000)}))])).unwrap(), TOO_LARGE),
@@ -126,6 +126,7 @@ fn assert_error_shape(what: &str, status: u16, content_type: &str, body: &str) {
 #[test]
 fn every_hostile_body_gets_its_4xx_and_nothing_is_stored() {
     let s = Server::start_with(&LIMITS);
+    let mut wrong: Vec<String> = Vec::new();
     for (name, body, expected) in ingest_corpus() {
         let resp = s
             .client
@@ -142,12 +143,13 @@ fn every_hostile_body_gets_its_4xx_and_nothing_is_stored() {
             .map(|v| v.to_str().unwrap().to_string())
             .unwrap_or_default();
         let text = resp.text().unwrap();
-        assert!(
-            expected.contains(&status),
-            "{name}: expected {expected:?}, got {status}: {text}"
-        );
+        if !expected.contains(&status) {
+            wrong.push(format!("{name}: expected {expected:?}, got {status}: {text}"));
+            continue;
+        }
         assert_error_shape(name, status, &ct, &text);
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     // Wrong content types, with a body that would otherwise be fine.
     let good = serde_json::to_vec(&bundle("hostile", vec![ev("e1")])).unwrap();
     for ct in [

@@ -42,6 +42,7 @@
 #![allow(clippy::missing_const_for_fn)]
 #![warn(clippy::multiple_crate_versions)]
 #![allow(clippy::option_if_let_else)]
+#![allow(dead_code)] // LEVIATHAN PATCH: two unused items upstream warn about (build noise only)
 #![warn(clippy::redundant_feature_names)]
 #![cfg_attr(coverage_nightly, feature(coverage_attribute))]
 
