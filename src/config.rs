@@ -214,6 +214,11 @@ pub struct SecurityArgs {
     /// Most header fields in one request (more: 431 from the HTTP layer).
     #[arg(long, env = "LEVIATHAN_MAX_HEADERS", default_value_t = HttpSettings::default().max_headers)]
     pub max_headers: usize,
+    /// Seconds a SIGTERM/SIGINT has to finish requests in flight and flush the
+    /// store before the process exits anyway (non-zero); below Kubernetes'
+    /// default 30 s grace period.
+    #[arg(long, env = "LEVIATHAN_SHUTDOWN_TIMEOUT", default_value_t = HttpSettings::default().shutdown_timeout.as_secs())]
+    pub shutdown_timeout: u64,
     /// Test suites only: serve `GET /v1/_test/panic`, a route that panics, to
     /// show a panic becomes a JSON 500 and the server lives on.
     #[arg(long, env = "LEVIATHAN_TEST_PANIC_ROUTE", hide = true)]
@@ -228,6 +233,8 @@ pub struct HttpSettings {
     pub max_connections: usize,
     pub max_inflight_requests: usize,
     pub max_headers: usize,
+    /// From SIGTERM to exit, whatever state the store is in.
+    pub shutdown_timeout: std::time::Duration,
     pub test_panic_route: bool,
 }
 
@@ -239,6 +246,7 @@ impl Default for HttpSettings {
             max_connections: 1024,
             max_inflight_requests: 256,
             max_headers: 100,
+            shutdown_timeout: std::time::Duration::from_secs(25),
             test_panic_route: false,
         }
     }
@@ -258,6 +266,7 @@ impl HttpSettings {
             ("LEVIATHAN_MAX_CONNECTIONS", a.max_connections),
             ("LEVIATHAN_MAX_INFLIGHT_REQUESTS", a.max_inflight_requests),
             ("LEVIATHAN_MAX_HEADERS", a.max_headers),
+            ("LEVIATHAN_SHUTDOWN_TIMEOUT", a.shutdown_timeout as usize),
         ] {
             if v == 0 {
                 return Err(ConfigError::ZeroLimit(name));
@@ -269,6 +278,7 @@ impl HttpSettings {
             max_connections: a.max_connections,
             max_inflight_requests: a.max_inflight_requests,
             max_headers: a.max_headers,
+            shutdown_timeout: std::time::Duration::from_secs(a.shutdown_timeout),
             test_panic_route: a.test_panic_route,
         })
     }

@@ -81,6 +81,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sync: config.sync,
     })
     .context("starting the writer")?;
+    let writer_health = writer.health_handle();
     let state = AppState {
         projectors: projection.set.clone(),
         fingerprint: projection.fingerprint,
@@ -110,15 +111,48 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "listening on {addr}"
     );
     let reload = tokio::spawn(reload_tokens_on_sighup(config.tokens.clone()));
-    serve_http(listener, app, config.http, shutdown_signal()).await;
+    let health = writer_health;
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    let on_signal = {
+        let signalled = signalled.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = signalled.set(std::time::Instant::now());
+            tracing::info!("shutting down: no new connections; finishing requests in flight");
+        }
+    };
+    serve_http(listener, app, config.http, on_signal).await;
     reload.abort();
+    // Whatever state the store is in, the process exits within the shutdown
+    // timeout of the signal: a flush that cannot finish is abandoned.
+    let deadline = signalled
+        .get()
+        .copied()
+        .unwrap_or_else(std::time::Instant::now)
+        + config.http.shutdown_timeout;
+    if let Some(f) = health.failure() {
+        anyhow::bail!(
+            "shut down without flushing the store: the writer had stopped ({}: {}); \
+             the next start replays the journal",
+            f.cause,
+            f.message
+        );
+    }
     // The router (and with it the writer's queue) is gone: flush the
     // memtables so the next start does not replay the journal.
     let flushing = std::time::Instant::now();
-    tokio::task::spawn_blocking(move || crate::storage::flush_memtables(&store.db))
-        .await
-        .context("flushing the store")?
-        .context("flushing the store")?;
+    let flush = tokio::task::spawn_blocking(move || crate::storage::flush_memtables(&store.db));
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    match tokio::time::timeout(left, flush).await {
+        Ok(joined) => joined
+            .context("flushing the store")?
+            .context("flushing the store")?,
+        Err(_) => anyhow::bail!(
+            "shut down without flushing the store: the flush did not finish within \
+             LEVIATHAN_SHUTDOWN_TIMEOUT ({} s); the next start replays the journal",
+            config.http.shutdown_timeout.as_secs()
+        ),
+    }
     tracing::info!(
         flush_ms = flushing.elapsed().as_millis() as u64,
         "shut down"
@@ -189,7 +223,16 @@ pub async fn serve_http(
         }
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(http.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout_s = http.shutdown_timeout.as_secs(),
+            "requests still in flight at the shutdown timeout: their connections are dropped \
+             (a request that was not answered was not acknowledged)"
+        );
+    }
 }
 
 /// Re-reads the tokens file on SIGHUP. A file that cannot be used leaves the

@@ -11,7 +11,8 @@
 //! not at all (a projection failure rolls the staged graph back to the bundle's
 //! start and refuses the bundle); nothing is acknowledged before its batch is
 //! durable; a failed commit stops the writer (every later append answers
-//! "unavailable") rather than letting memory and disk disagree.
+//! 503 `storage_unavailable` with the classified cause, see [`Health`]) rather
+//! than letting memory and disk disagree.
 
 use crate::bundle::Bundle;
 use crate::digest::Sha256;
@@ -89,10 +90,98 @@ pub enum AppendError {
         event_id: EventId,
         error: String,
     },
-    #[error("the event store failed: {0}")]
-    Storage(String),
-    #[error("the writer has stopped after a storage failure; restart the server")]
-    Unavailable,
+    #[error("{0}")]
+    Storage(StorageFailure),
+    #[error("{0}")]
+    Unavailable(StorageFailure),
+}
+
+/// Why the writer stopped: the storage failure that stopped it, classified so
+/// that an operator knows what to fix. Once set it never changes; the writer
+/// takes no bundle after it (a restart is needed, docs/RUNBOOK.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageFailure {
+    /// `disk_full`, `io_error` or `store_error`.
+    pub cause: &'static str,
+    pub message: String,
+}
+
+impl StorageFailure {
+    pub fn new(context: &str, error: impl std::fmt::Display) -> StorageFailure {
+        let message = error.to_string();
+        let lower = message.to_ascii_lowercase();
+        let cause = if lower.contains("no space left") || lower.contains("quota exceeded") {
+            "disk_full"
+        } else if lower.contains("i/o error")
+            || lower.contains("io error")
+            || lower.contains("poisoned")
+            || lower.contains("read-only file system")
+        {
+            "io_error"
+        } else {
+            "store_error"
+        };
+        StorageFailure {
+            cause,
+            message: format!("{context}: {message}"),
+        }
+    }
+
+    /// What the operator reads: the cause, and what to do.
+    pub fn advice(&self) -> &'static str {
+        match self.cause {
+            "disk_full" => {
+                "the disk is full: free space (or grow the volume), then restart the server"
+            }
+            "io_error" => {
+                "the disk reported an I/O error: check the volume, then restart the server"
+            }
+            _ => "the store failed: see the server log, then restart the server",
+        }
+    }
+}
+
+impl std::fmt::Display for StorageFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the event store is unavailable ({}: {}); nothing more is acknowledged until then: {}",
+            self.cause,
+            self.message,
+            self.advice()
+        )
+    }
+}
+
+/// The writer's health, shared with readiness checks and shutdown.
+#[derive(Debug, Default)]
+pub struct Health {
+    failure: std::sync::OnceLock<StorageFailure>,
+}
+
+impl Health {
+    /// The failure that stopped the writer, if one did.
+    pub fn failure(&self) -> Option<&StorageFailure> {
+        self.failure.get()
+    }
+
+    /// Records the failure that stops the writer (the first one stays).
+    fn fail(&self, failure: StorageFailure) -> StorageFailure {
+        tracing::error!(
+            cause = failure.cause,
+            "{}; the writer stops",
+            failure.message
+        );
+        self.failure.get_or_init(|| failure).clone()
+    }
+
+    /// The failure to answer with once the writer has stopped.
+    fn stopped(&self) -> StorageFailure {
+        self.failure().cloned().unwrap_or_else(|| StorageFailure {
+            cause: "store_error",
+            message: "the writer thread has stopped".into(),
+        })
+    }
 }
 
 struct Job {
@@ -116,6 +205,7 @@ pub struct WriterParts {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
+    health: Arc<Health>,
 }
 
 impl Writer {
@@ -155,8 +245,9 @@ impl Writer {
             projectors: parts.projectors,
             fingerprint: parts.fingerprint,
             head: parts.head,
-            failed: false,
+            health: Arc::new(Health::default()),
         };
+        let health = state.health.clone();
         std::thread::Builder::new()
             .name("leviathan-writer".into())
             .spawn(move || {
@@ -166,7 +257,17 @@ impl Writer {
                 }
                 state.run(rx)
             })?;
-        Ok(Writer { tx })
+        Ok(Writer { tx, health })
+    }
+
+    /// The writer's health: the storage failure that stopped it, if any.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// A handle on the writer's health that outlives the writer's queue.
+    pub fn health_handle(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     /// Appends a validated bundle; resolves once it is durable (or refused).
@@ -175,8 +276,9 @@ impl Writer {
         self.tx
             .send(Job { bundle, reply })
             .await
-            .map_err(|_| AppendError::Unavailable)?;
-        rx.await.map_err(|_| AppendError::Unavailable)?
+            .map_err(|_| AppendError::Unavailable(self.health.stopped()))?;
+        rx.await
+            .map_err(|_| AppendError::Unavailable(self.health.stopped()))?
     }
 }
 
@@ -199,7 +301,7 @@ struct State {
     fingerprint: Sha256,
     head: Head,
     persist: PersistMode,
-    failed: bool,
+    health: Arc<Health>,
 }
 
 /// One accepted event, staged in memory until its bundle is known to be whole.
@@ -246,9 +348,9 @@ impl State {
     }
 
     fn process(&mut self, jobs: Vec<Job>) {
-        if self.failed {
+        if let Some(failure) = self.health.failure() {
             for j in jobs {
-                let _ = j.reply.send(Err(AppendError::Unavailable));
+                let _ = j.reply.send(Err(AppendError::Unavailable(failure.clone())));
             }
             return;
         }
@@ -256,10 +358,11 @@ impl State {
         let mut staging = match self.graph.staging() {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(error = %e, "reading the graph state failed; the writer stops");
-                self.failed = true;
+                let failure = self
+                    .health
+                    .fail(StorageFailure::new("reading the graph state failed", e));
                 for j in jobs {
-                    let _ = j.reply.send(Err(AppendError::Storage(e.to_string())));
+                    let _ = j.reply.send(Err(AppendError::Storage(failure.clone())));
                 }
                 return;
             }
@@ -285,11 +388,12 @@ impl State {
             .map_err(|e| e.to_string())
             .and_then(|_| batch.commit().map_err(|e| e.to_string()));
         if let Err(e) = committed {
-            tracing::error!(error = %e, "committing a batch failed; the writer stops");
-            self.failed = true;
+            let failure = self
+                .health
+                .fail(StorageFailure::new("committing a batch failed", e));
             self.head = start_head;
             for (reply, r) in results {
-                let _ = reply.send(r.and(Err(AppendError::Storage(e.clone()))));
+                let _ = reply.send(r.and(Err(AppendError::Storage(failure.clone()))));
             }
             return;
         }
@@ -352,7 +456,9 @@ impl State {
                         error: e.to_string(),
                     }
                 }
-                other => AppendError::Storage(other.to_string()),
+                other => {
+                    AppendError::Storage(StorageFailure::new("reading the graph failed", other))
+                }
             })
     }
 
@@ -367,6 +473,18 @@ impl State {
         pending: &mut Pending,
         staging: &mut Staging,
     ) -> Result<Appended, AppendError> {
+        if bundle.events.is_empty() {
+            // Accepted, as the original did, but nothing is stored, not even
+            // the bundle id: the same id may still carry events later.
+            return Ok(Appended {
+                status: AppendStatus::Ok,
+                ingested: 0,
+                duplicates: 0,
+                first_seq: None,
+                last_seq: None,
+                head: self.head,
+            });
+        }
         if let Some(answer) = self.retried(bundle, pending)? {
             return Ok(answer);
         }
@@ -497,5 +615,5 @@ impl State {
 
 /// A storage failure while checking a bundle.
 fn storage(e: LogError) -> AppendError {
-    AppendError::Storage(e.to_string())
+    AppendError::Storage(StorageFailure::new("reading the log failed", e))
 }

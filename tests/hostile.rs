@@ -144,7 +144,9 @@ fn every_hostile_body_gets_its_4xx_and_nothing_is_stored() {
             .unwrap_or_default();
         let text = resp.text().unwrap();
         if !expected.contains(&status) {
-            wrong.push(format!("{name}: expected {expected:?}, got {status}: {text}"));
+            wrong.push(format!(
+                "{name}: expected {expected:?}, got {status}: {text}"
+            ));
             continue;
         }
         assert_error_shape(name, status, &ct, &text);

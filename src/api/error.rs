@@ -134,17 +134,36 @@ impl From<AppendError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "projection_failed", message)
                     .with_details(json!({"event_index": index, "event_id": event_id, "cause": "invalid_op", "reason": error}))
             }
-            AppendError::Storage(_) => ApiError::internal("appending failed", message),
-            AppendError::Unavailable => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            AppendError::Storage(f) | AppendError::Unavailable(f) => {
+                tracing::error!(cause = f.cause, "{message}");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", message)
+                    .with_details(json!({"cause": f.cause, "reason": f.message}))
             }
         }
     }
 }
 
+impl ApiError {
+    /// A failure of the storage itself (I/O, disk full, a stopped store): 503
+    /// `storage_unavailable`, naming the cause. Corruption stays a 500.
+    pub fn storage(context: &str, e: impl std::fmt::Display) -> ApiError {
+        let f = crate::writer::StorageFailure::new(context, e);
+        tracing::error!(cause = f.cause, "{}", f.message);
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            f.to_string(),
+        )
+        .with_details(json!({"cause": f.cause, "reason": f.message}))
+    }
+}
+
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> ApiError {
-        ApiError::internal("reading the event log failed", e)
+        match e {
+            LogError::Store(e) => ApiError::storage("reading the event log failed", e),
+            corrupt => ApiError::internal("reading the event log failed", corrupt),
+        }
     }
 }
 
@@ -161,6 +180,7 @@ impl From<CasError> for ApiError {
                     json!({ "limit": limit, "setting": "LEVIATHAN_MAX_ARTIFACT_BYTES" }),
                 )
             }
+            CasError::Store(e) => ApiError::storage("the artifact store failed", e),
             other => ApiError::internal("artifact store failed", other),
         }
     }

@@ -18,6 +18,7 @@ impl From<GraphError> for ApiError {
             GraphError::BadCursor => ApiError::invalid_query(
                 "invalid cursor: pass back the next_cursor of the same query unchanged",
             ),
+            GraphError::Storage(e) => ApiError::storage("reading the graph failed", e),
             other => ApiError::internal("reading the graph failed", other),
         }
     }

@@ -13,6 +13,7 @@ mod failures;
 mod graph;
 mod ingest;
 pub mod limits;
+mod probes;
 mod topology;
 
 use crate::bundle::Limits;
@@ -24,7 +25,7 @@ use crate::tokens::{Role, Tokens};
 use crate::writer::Writer;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Router;
 use error::ApiError;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -95,10 +96,9 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(state.tokens.clone(), auth::authenticate))
         .route_layer(from_fn_with_state(request_limits, limits::limit));
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(probes::live))
+        .route("/livez", get(probes::live))
+        .route("/readyz", get(probes::ready))
         .route("/metrics", get(metrics))
         .merge(v1)
         .fallback(|| async { ApiError::not_found("no such route; see docs/API.md for the routes") })

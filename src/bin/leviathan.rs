@@ -131,7 +131,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .thread_name("leviathan-http")
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(leviathan::server::run(config))?;
+    let result = rt.block_on(leviathan::server::run(config));
+    // A flush abandoned at the shutdown timeout may still hold a blocking
+    // thread: do not wait for it.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -49,6 +49,20 @@ fn an_empty_bundle_is_accepted() {
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["ingested"], 0);
     assert!(r["first_seq"].is_null());
+    assert_eq!(r["status"], "ok");
+    // It stored nothing, not even its id: the same id may carry events later,
+    // and an empty retry of it is still just an empty bundle.
+    assert_eq!(s.get("/v1/log/head").1["seq"], 0);
+    let (st, r) = s.ingest(&bundle("empty", events("later", 2)));
+    assert_eq!(
+        (st, &r["status"], &r["ingested"]),
+        (200, &json!("ok"), &json!(2)),
+        "{r}"
+    );
+    let (st, r) = s.ingest(&bundle("empty", vec![]));
+    assert_eq!((st, &r["ingested"]), (200, &json!(0)), "{r}");
+    let (st, r) = s.ingest(&bundle("empty", events("later", 2)));
+    assert_eq!((st, &r["status"]), (200, &json!("duplicate")), "{r}");
 }
 
 /// A bundle with one bad event is refused whole: the error names the event,
