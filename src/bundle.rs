@@ -37,6 +37,25 @@ pub struct Bundle {
     pub digest: Sha256,
 }
 
+impl Bundle {
+    /// A bundle of drafts the server builds itself (no artifact refs), with
+    /// the digest `parse` gives the same content.
+    pub fn from_drafts(target: String, bundle_id: String, events: Vec<EventDraft>) -> Bundle {
+        let mut h = sha2_stream();
+        h.add(target.as_bytes());
+        for e in &events {
+            h.add(e.content_digest.as_bytes());
+        }
+        Bundle {
+            target,
+            bundle_id,
+            events,
+            artifacts: Vec::new(),
+            digest: h.finish(),
+        }
+    }
+}
+
 /// Why a bundle is refused. Nothing of a refused bundle is stored.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BundleError {
@@ -153,7 +172,7 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-fn check_id(path: &str, value: &str) -> Result<(), String> {
+pub fn check_id(path: &str, value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Err(format!("{path} must not be empty"));
     }

@@ -78,7 +78,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/healthz",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+            get(|| async {
+                Json(crate::wire::Health {
+                    status: "ok".into(),
+                })
+            }),
         )
         .route("/metrics", get(metrics))
         .merge(v1)

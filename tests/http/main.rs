@@ -7,6 +7,8 @@ mod common;
 mod artifacts;
 mod auth;
 mod compat;
+mod contract;
+mod event_types;
 mod graph_api;
 mod hashing;
 mod idempotency;
