@@ -55,6 +55,25 @@ pub struct Bundle {
     pub digest: Sha256,
 }
 
+impl Bundle {
+    /// A bundle of drafts the server builds itself (no artifact refs), with
+    /// the digest `parse` gives the same content.
+    pub fn from_drafts(target: Target, bundle_id: BundleId, events: Vec<EventDraft>) -> Bundle {
+        let mut digest = DigestStream::new();
+        digest.add(target.as_bytes());
+        for e in &events {
+            digest.add(e.content_digest.as_bytes());
+        }
+        Bundle {
+            target,
+            bundle_id,
+            events,
+            artifacts: Vec::new(),
+            digest: digest.finish(),
+        }
+    }
+}
+
 /// Why a bundle is refused. Nothing of a refused bundle is stored.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BundleError {

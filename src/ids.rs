@@ -22,7 +22,7 @@ pub struct IdError(pub String);
 
 /// The rules every sender-chosen id follows: not empty, at most
 /// [`MAX_ID_BYTES`] bytes, no control characters.
-fn check_id(field: &str, value: &str) -> Result<(), IdError> {
+pub(crate) fn check_id(field: &str, value: &str) -> Result<(), IdError> {
     if value.is_empty() {
         return Err(IdError(format!("{field} must not be empty")));
     }

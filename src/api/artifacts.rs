@@ -12,15 +12,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use serde::Serialize;
 
-#[derive(Serialize)]
-pub struct StoredResponse {
-    pub sha256: Sha256,
-    pub size: u64,
-    /// False when identical content was already stored.
-    pub created: bool,
-}
+use crate::wire::Stored as StoredResponse;
 
 fn parse_digest(raw: &str) -> Result<Sha256, ApiError> {
     raw.parse().map_err(|e: crate::digest::ParseSha256Error| {

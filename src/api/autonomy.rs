@@ -3,16 +3,17 @@
 //! is the original's documented placeholder.
 
 use super::error::ApiError;
-use super::ingest::read_json_body;
+use super::ingest::{parse_json_body, read_json_body, BodyLimit};
 use super::AppState;
+use crate::wire::{AutonomyStatus, BacklogSuggestion};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// `GET /v1/autonomy/status` → `{autonomy_enabled, source}`, as the original.
-pub async fn status(State(app): State<AppState>) -> Json<Value> {
+pub async fn status(State(app): State<AppState>) -> Json<AutonomyStatus> {
     let path = app.autonomy_config.clone();
     let (enabled, source) = match tokio::fs::read_to_string(&path).await {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -30,15 +31,19 @@ pub async fn status(State(app): State<AppState>) -> Json<Value> {
             _ => (true, "default (error reading config)".to_string()),
         },
     };
-    Json(json!({"autonomy_enabled": enabled, "source": source}))
+    Json(AutonomyStatus {
+        autonomy_enabled: enabled,
+        source,
+    })
 }
 
 /// `POST /v1/backlog/suggest` with `{"target": "..."}`: not implemented, as in the original.
-pub async fn suggest(headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
-    let bytes = read_json_body(&headers, body, 64 * 1024).await?;
-    let target = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("target").and_then(Value::as_str).map(str::to_string));
+pub async fn suggest(headers: HeaderMap, body: Body) -> Result<Json<BacklogSuggestion>, ApiError> {
+    let bytes = read_json_body(&headers, body, BodyLimit::SMALL).await?;
+    let target = parse_json_body::<Value>(&bytes, "{\"target\": \"<target id>\"}")?
+        .get("target")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     if target.is_none() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -46,8 +51,11 @@ pub async fn suggest(headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiE
             "the body must be {\"target\": \"<target id>\"}",
         ));
     }
-    Ok(Json(json!({
-        "status": "not_implemented", "attempt_id": null, "pr_url": null, "tasks_proposed": null,
-        "message": "Backlog synthesis endpoint is a placeholder. Full implementation requires scheduler integration.",
-    })))
+    Ok(Json(BacklogSuggestion {
+        attempt_id: None,
+        message: "Backlog synthesis endpoint is a placeholder. Full implementation requires scheduler integration.".into(),
+        pr_url: None,
+        status: "not_implemented".into(),
+        tasks_proposed: None,
+    }))
 }

@@ -1,10 +1,13 @@
-//! The API's one error shape: `{"error": {"code", "message", "details"?}}` with
-//! the HTTP status that fits. The bundle, writer, log and artifact store
-//! errors are mapped here; graph errors are mapped in `api/graph.rs`.
+//! The API's one error shape: `{"error": {"code", "message", "details"?}, "detail"}`
+//! with the HTTP status that fits. `detail` repeats the message at the top level,
+//! where the original (FastAPI) control plane put it, so old clients that read it
+//! keep working. Domain errors are mapped to HTTP here, nowhere else.
 
 use crate::bundle::BundleError;
 use crate::cas::CasError;
+use crate::graph::GraphError;
 use crate::log::LogError;
+use crate::views::ViewError;
 use crate::writer::AppendError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -57,11 +60,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(d) = self.details {
-            error["details"] = d;
-        }
-        let mut resp = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        let body = crate::wire::ErrorBody {
+            detail: self.message.clone(),
+            error: crate::wire::ErrorInfo {
+                code: self.code.to_owned(),
+                details: self.details,
+                message: self.message,
+            },
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -182,6 +189,29 @@ impl From<CasError> for ApiError {
             }
             CasError::Store(e) => ApiError::storage("the artifact store failed", e),
             other => ApiError::internal("artifact store failed", other),
+        }
+    }
+}
+
+impl From<GraphError> for ApiError {
+    fn from(e: GraphError) -> ApiError {
+        match e {
+            GraphError::BadCursor => ApiError::invalid_query(
+                "invalid cursor: pass back the next_cursor of the same query unchanged",
+            ),
+            GraphError::Storage(e) => ApiError::storage("reading the graph failed", e),
+            other => ApiError::internal("reading the graph failed", other),
+        }
+    }
+}
+
+impl From<ViewError> for ApiError {
+    fn from(e: ViewError) -> ApiError {
+        match e {
+            ViewError::Log(e) => e.into(),
+            ViewError::Graph(e) => e.into(),
+            ViewError::BadCursor => ApiError::invalid_query(e.to_string()),
+            ViewError::NotFound(what) => ApiError::not_found(what),
         }
     }
 }

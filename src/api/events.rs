@@ -3,12 +3,10 @@
 
 use super::error::ApiError;
 use super::{blocking, AppState, Params};
-use crate::log::record::StoredEvent;
-use crate::log::{Head, VerifyReport};
 use crate::seq::Seq;
+use crate::wire::{Event, EventsPage, Head, Verify};
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
-use serde::Serialize;
 
 pub const RECENT_DEFAULT: u64 = 200;
 pub const PAGE_MAX: u64 = 1000;
@@ -17,34 +15,28 @@ pub const PAGE_MAX: u64 = 1000;
 pub async fn recent(
     State(app): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Vec<StoredEvent>>, ApiError> {
+) -> Result<Json<Vec<Event>>, ApiError> {
     let limit =
         Params::from_query(q.as_deref())?.int("limit", RECENT_DEFAULT, 1, PAGE_MAX)? as usize;
-    Ok(Json(blocking(move || Ok(app.log.recent(limit)?)).await?))
-}
-
-#[derive(Serialize)]
-pub struct Page {
-    pub events: Vec<StoredEvent>,
-    /// Pass as `after_seq` to get the next page (equal to the request's when empty).
-    pub next_after_seq: Seq,
-    pub head_seq: Seq,
+    let events = blocking(move || Ok(app.log.recent(limit)?)).await?;
+    Ok(Json(events.into_iter().map(Into::into).collect()))
 }
 
 /// `GET /v1/events?after_seq=&limit=`: events in log order, for tools that follow the log.
 pub async fn after(
     State(app): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<Json<EventsPage>, ApiError> {
     let p = Params::from_query(q.as_deref())?;
     let after = Seq(p.int("after_seq", 0, 0, u64::MAX >> 1)?);
     let limit = p.int("limit", 100, 1, PAGE_MAX)? as usize;
     blocking(move || {
         let head_seq = app.log.head()?.seq;
         let events = app.log.after(after, limit)?;
+        // Pass as `after_seq` to get the next page (the request's when empty).
         let next_after_seq = events.last().map_or(after, |e| e.seq);
-        Ok(Json(Page {
-            events,
+        Ok(Json(EventsPage {
+            events: events.into_iter().map(Into::into).collect(),
             next_after_seq,
             head_seq,
         }))
@@ -56,9 +48,9 @@ pub async fn after(
 pub async fn by_id(
     State(app): State<AppState>,
     Path(event_id): Path<String>,
-) -> Result<Json<StoredEvent>, ApiError> {
+) -> Result<Json<Event>, ApiError> {
     blocking(move || match app.log.get_by_event_id(&event_id)? {
-        Some(e) => Ok(Json(e)),
+        Some(e) => Ok(Json(e.into())),
         None => Err(ApiError::not_found(format!(
             "no event with event_id {event_id:?}"
         ))),
@@ -68,10 +60,10 @@ pub async fn by_id(
 
 /// `GET /v1/log/head` → `{seq, hash}`.
 pub async fn head(State(app): State<AppState>) -> Result<Json<Head>, ApiError> {
-    Ok(Json(app.log.head()?))
+    Ok(Json(app.log.head()?.into()))
 }
 
 /// `GET /v1/log/verify`: re-verifies the chain from genesis.
-pub async fn verify(State(app): State<AppState>) -> Result<Json<VerifyReport>, ApiError> {
-    Ok(Json(blocking(move || Ok(app.log.verify()?)).await?))
+pub async fn verify(State(app): State<AppState>) -> Result<Json<Verify>, ApiError> {
+    Ok(Json(blocking(move || Ok(app.log.verify()?)).await?.into()))
 }

@@ -3,70 +3,11 @@
 
 use super::error::ApiError;
 use super::{blocking, AppState, Params};
-use crate::graph::query::{Page, TypeCounts, MAX_PAGE_LIMIT};
-use crate::graph::{Direction, GraphError};
-use crate::log::record::StoredEvent;
+use crate::graph::query::{Page, MAX_PAGE_LIMIT};
+use crate::graph::Direction;
+use crate::wire::{self, EdgesPage, NodesPage, OrderedCounts, Projection, Summary};
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
-use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
-use serde_json::{json, Value};
-
-impl From<GraphError> for ApiError {
-    fn from(e: GraphError) -> ApiError {
-        match e {
-            GraphError::BadCursor => ApiError::invalid_query(
-                "invalid cursor: pass back the next_cursor of the same query unchanged",
-            ),
-            GraphError::Storage(e) => ApiError::storage("reading the graph failed", e),
-            other => ApiError::internal("reading the graph failed", other),
-        }
-    }
-}
-
-/// Type counts as a JSON object whose keys keep the summary order.
-struct Ordered(TypeCounts);
-
-impl Serialize for Ordered {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            m.serialize_entry(k, v)?;
-        }
-        m.end()
-    }
-}
-
-#[derive(Serialize)]
-struct RecentEvent {
-    event_id: String,
-    timestamp: String,
-    event_type: String,
-    actor_id: Option<String>,
-    target: Value,
-    attempt_id: Value,
-}
-
-impl From<StoredEvent> for RecentEvent {
-    fn from(e: StoredEvent) -> RecentEvent {
-        let p = e.payload_value();
-        RecentEvent {
-            target: p.get("target_id").cloned().unwrap_or(Value::Null),
-            attempt_id: p.get("attempt_id").cloned().unwrap_or(Value::Null),
-            event_id: e.event_id,
-            timestamp: e.timestamp,
-            event_type: e.event_type,
-            actor_id: e.actor_id,
-        }
-    }
-}
-
-#[derive(Serialize)]
-pub struct Summary {
-    nodes_by_type: Ordered,
-    edges_by_type: Ordered,
-    recent_events: Vec<RecentEvent>,
-}
 
 /// `GET /v1/graph/summary`: counts from counters, the last 20 events newest first.
 pub async fn summary(State(app): State<AppState>) -> Result<Json<Summary>, ApiError> {
@@ -81,12 +22,13 @@ pub async fn summary(State(app): State<AppState>) -> Result<Json<Summary>, ApiEr
             infos
                 .iter()
                 .flat_map(|p| p.edge_types.iter().map(String::as_str)),
+            &crate::schema::SUMMARY_ORDER,
         )?;
         let recent = app.log.recent(20)?;
         Ok(Json(Summary {
-            nodes_by_type: Ordered(nodes),
-            edges_by_type: Ordered(edges),
-            recent_events: recent.into_iter().map(RecentEvent::from).collect(),
+            nodes_by_type: OrderedCounts(nodes),
+            edges_by_type: OrderedCounts(edges),
+            recent_events: recent.into_iter().map(Into::into).collect(),
         }))
     })
     .await
@@ -100,7 +42,7 @@ fn limit(p: &Params, default: u64) -> Result<usize, ApiError> {
 pub async fn nodes(
     State(app): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NodesPage>, ApiError> {
     let p = Params::from_query(q.as_deref())?;
     let limit = limit(&p, 100)?;
     let node_type = p.str("type").map(str::to_string);
@@ -109,10 +51,12 @@ pub async fn nodes(
         let page: Page<_> = app
             .graph
             .list_nodes(node_type.as_deref(), cursor.as_deref(), limit)?;
-        let nodes: Vec<_> = page.items.iter().map(|n| n.api_view()).collect();
-        Ok(Json(
-            json!({"nodes": nodes, "count": nodes.len(), "next_cursor": page.next_cursor}),
-        ))
+        let nodes: Vec<wire::Node> = page.items.into_iter().map(Into::into).collect();
+        Ok(Json(NodesPage {
+            count: nodes.len(),
+            next_cursor: page.next_cursor,
+            nodes,
+        }))
     })
     .await
 }
@@ -121,11 +65,9 @@ pub async fn nodes(
 pub async fn node(
     State(app): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<wire::Node>, ApiError> {
     blocking(move || match app.graph.get_node(&id)? {
-        Some(n) => Ok(Json(
-            serde_json::to_value(n.api_view()).expect("serializable"),
-        )),
+        Some(n) => Ok(Json(n.into())),
         None => Err(ApiError::not_found(format!("no node with id {id:?}"))),
     })
     .await
@@ -136,7 +78,7 @@ pub async fn edges(
     State(app): State<AppState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EdgesPage>, ApiError> {
     let p = Params::from_query(q.as_deref())?;
     let limit = limit(&p, 100)?;
     let dir = match p.str("direction").unwrap_or("both") {
@@ -152,41 +94,45 @@ pub async fn edges(
     let edge_type = p.str("type").map(str::to_string);
     let cursor = p.str("cursor").map(str::to_string);
     blocking(move || {
-        let page = app.graph.edges(&id, dir, edge_type.as_deref(), cursor.as_deref(), limit)?;
-        let edges: Vec<Value> = page
-            .items
-            .iter()
-            .map(|e| {
-                json!({
-                    "edge_id": crate::graph::edge_id(&e.from, &e.edge_type, &e.to),
-                    "edge_type": e.edge_type, "from_node": e.from, "to_node": e.to,
-                    "properties": e.properties, "created_seq": e.created_seq,
-                })
-            })
-            .collect();
-        Ok(Json(json!({"node_id": id, "edges": edges, "count": edges.len(), "next_cursor": page.next_cursor})))
+        let page = app
+            .graph
+            .edges(&id, dir, edge_type.as_deref(), cursor.as_deref(), limit)?;
+        let edges: Vec<wire::Edge> = page.items.into_iter().map(Into::into).collect();
+        Ok(Json(EdgesPage {
+            count: edges.len(),
+            edges,
+            next_cursor: page.next_cursor,
+            node_id: id,
+        }))
     })
     .await
 }
 
 /// `GET /v1/projection`: the projector set, the last applied seq and the state digest.
-pub async fn projection(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn projection(State(app): State<AppState>) -> Result<Json<Projection>, ApiError> {
     blocking(move || {
         let (seq, digest) = app.graph.state()?;
         let head = app.log.head()?;
-        let projectors: Vec<Value> = app
+        let projectors = app
             .projectors
             .projectors()
             .iter()
-            .map(|p| {
-                json!({"name": p.name, "version": p.version, "digest": p.digest, "handles": p.handles,
-                       "node_types": p.node_types, "edge_types": p.edge_types})
+            .map(|p| wire::Projector {
+                digest: p.digest,
+                edge_types: p.edge_types.clone(),
+                handles: p.handles.clone(),
+                name: p.name.clone(),
+                node_types: p.node_types.clone(),
+                version: p.version.clone(),
             })
             .collect();
-        Ok(Json(json!({
-            "projectors": projectors, "fingerprint": app.fingerprint,
-            "applied_seq": seq, "state_digest": digest, "log_head_seq": head.seq,
-        })))
+        Ok(Json(Projection {
+            applied_seq: seq,
+            fingerprint: app.fingerprint,
+            log_head_seq: head.seq,
+            projectors,
+            state_digest: digest,
+        }))
     })
     .await
 }

@@ -4,33 +4,33 @@
 use super::error::ApiError;
 use super::{blocking, declared_length, AppState};
 use crate::bundle;
-use crate::digest::Sha256;
-use crate::seq::Seq;
-use crate::writer::AppendStatus;
+use crate::wire::{IngestResponse, IngestStatus};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use serde::Serialize;
 
-#[derive(Serialize)]
-pub struct IngestResponse {
-    pub ingested: u64,
-    pub bundle_id: String,
-    pub status: AppendStatus,
-    pub first_seq: Option<Seq>,
-    pub last_seq: Option<Seq>,
-    pub head_seq: Seq,
-    pub head_hash: Option<Sha256>,
-    pub duplicates: u64,
-    pub missing_artifacts: Vec<Sha256>,
+/// The largest body a route reads, and the setting that changes it (`None`
+/// for a route's fixed cap).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit {
+    pub bytes: usize,
+    pub setting: Option<&'static str>,
 }
 
-/// Reads a JSON request body, refusing other content types and bodies over `limit`.
+impl BodyLimit {
+    /// The fixed cap of the small operator routes (invalidate, backlog).
+    pub const SMALL: BodyLimit = BodyLimit {
+        bytes: 64 * 1024,
+        setting: None,
+    };
+}
+
+/// Reads a JSON request body, refusing other content types and bodies over the limit.
 pub async fn read_json_body(
     headers: &HeaderMap,
     body: Body,
-    limit: usize,
+    limit: BodyLimit,
 ) -> Result<bytes::Bytes, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
@@ -45,10 +45,10 @@ pub async fn read_json_body(
             ));
         }
     }
-    if declared_length(headers).is_some_and(|len| len > limit as u64) {
+    if declared_length(headers).is_some_and(|len| len > limit.bytes as u64) {
         return Err(too_large(limit));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    axum::body::to_bytes(body, limit.bytes).await.map_err(|e| {
         let is_limit = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if is_limit {
@@ -63,13 +63,44 @@ pub async fn read_json_body(
     })
 }
 
-fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
-        format!("the request body is larger than {limit} bytes (LEVIATHAN_MAX_BODY_BYTES); split the bundle"),
-    )
-    .with_details(serde_json::json!({"limit": limit, "setting": "LEVIATHAN_MAX_BODY_BYTES"}))
+fn too_large(limit: BodyLimit) -> ApiError {
+    let bytes = limit.bytes;
+    match limit.setting {
+        Some(setting) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is larger than {bytes} bytes ({setting}); split the bundle"),
+        )
+        .with_details(serde_json::json!({"limit": bytes, "setting": setting})),
+        None => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is larger than {bytes} bytes, this route's fixed limit"),
+        )
+        .with_details(serde_json::json!({"limit": bytes, "setting": null})),
+    }
+}
+
+/// Parses a small JSON request body into `T`: 400 `invalid_json` when it is not
+/// JSON at all, 422 `invalid_body` (with `expected`) when it is JSON of another shape.
+pub fn parse_json_body<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    expected: &str,
+) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("the body must be {expected}: {e}"),
+        )
+    })
 }
 
 pub async fn ingest(
@@ -83,8 +114,8 @@ pub async fn ingest(
     match &result {
         Ok(r) => {
             let outcome = match r.status {
-                AppendStatus::Ok => "ok",
-                AppendStatus::Duplicate => "duplicate",
+                IngestStatus::Ok => "ok",
+                IngestStatus::Duplicate => "duplicate",
             };
             app.metrics
                 .ingest(outcome, seconds, r.ingested, r.duplicates);
@@ -99,7 +130,11 @@ async fn ingest_bundle(
     headers: HeaderMap,
     body: Body,
 ) -> Result<IngestResponse, ApiError> {
-    let bytes = read_json_body(&headers, body, app.limits.max_body_bytes).await?;
+    let limit = BodyLimit {
+        bytes: app.limits.max_body_bytes,
+        setting: Some("LEVIATHAN_MAX_BODY_BYTES"),
+    };
+    let bytes = read_json_body(&headers, body, limit).await?;
     let limits = app.limits;
     // Parsing and canonicalizing a large bundle is CPU work: keep it off the async workers.
     let bundle = if bytes.len() > 64 * 1024 {
@@ -115,7 +150,7 @@ async fn ingest_bundle(
     Ok(IngestResponse {
         ingested: a.ingested,
         bundle_id,
-        status: a.status,
+        status: a.status.into(),
         first_seq: a.first_seq,
         last_seq: a.last_seq,
         head_seq: a.head.seq,

@@ -12,8 +12,10 @@ use serde_json::json;
 
 /// `GET /livez`, `GET /healthz`: no checks, so that a busy or degraded server
 /// is not restarted for being slow.
-pub async fn live() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+pub async fn live() -> Json<crate::wire::Health> {
+    Json(crate::wire::Health {
+        status: "ok".into(),
+    })
 }
 
 /// `GET /readyz`: 200 when ready, else 503 with the reason in the API's error
@@ -21,7 +23,10 @@ pub async fn live() -> Json<serde_json::Value> {
 /// store it (reads keep working there; see docs/RUNBOOK.md).
 pub async fn ready(State(app): State<AppState>) -> Response {
     match app.writer.health().failure() {
-        None => Json(json!({"status": "ready"})).into_response(),
+        None => Json(crate::wire::Health {
+            status: "ready".into(),
+        })
+        .into_response(),
         Some(f) => super::error::ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",

@@ -96,7 +96,7 @@ pub fn put(
     if json {
         return out.raw(&r.raw);
     }
-    let created = r.value["created"].as_bool().unwrap_or(false);
+    let created = r.parse::<crate::wire::Stored>()?.created;
     let verb = if created {
         out.paint(Style::Green, "stored")
     } else {

@@ -8,15 +8,29 @@
 use super::error::{CtlError, Refusal, Source, UrlSetting};
 use reqwest::blocking::{Client as Http, RequestBuilder, Response};
 use reqwest::{Method, StatusCode, Url};
-use serde_json::Value;
 use std::error::Error as _;
 use std::time::Duration;
 
-/// A 2xx JSON answer: the bytes as sent and their parsed value.
+/// A 2xx JSON answer: the bytes as sent (`--json` prints them unchanged);
+/// [`Json::parse`] reads them as the route's wire model (`crate::wire`).
 #[derive(Debug)]
 pub struct Json {
     pub raw: String,
-    pub value: Value,
+    /// What the request was, for errors (`GET /v1/...`).
+    pub what: String,
+}
+
+impl Json {
+    /// The body as the route's typed wire model.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, CtlError> {
+        serde_json::from_str(&self.raw).map_err(|e| CtlError::BadResponse {
+            what: self.what.clone(),
+            detail: format!(
+                "the body is not the expected shape ({e}): {}",
+                truncate(&self.raw, 200)
+            ),
+        })
+    }
 }
 
 pub struct Client {
@@ -177,11 +191,14 @@ impl Client {
     pub fn json(&self, req: RequestBuilder, what: &str) -> Result<Json, CtlError> {
         let resp = self.send(req)?;
         let raw = resp.text().map_err(|e| self.transport(&e))?;
-        let value = serde_json::from_str(&raw).map_err(|e| CtlError::BadResponse {
+        serde_json::from_str::<serde::de::IgnoredAny>(&raw).map_err(|e| CtlError::BadResponse {
             what: what.to_string(),
             detail: format!("the body is not JSON ({e}): {}", truncate(&raw, 200)),
         })?;
-        Ok(Json { raw, value })
+        Ok(Json {
+            raw,
+            what: what.to_string(),
+        })
     }
 
     /// `GET` a JSON route.

@@ -56,20 +56,19 @@ impl Refusal {
     /// (`{"error": {"code", "message", "details"}}`) is picked apart when the
     /// body has it.
     pub fn from_body(method: String, path: String, status: u16, body: String) -> Refusal {
-        let parsed: Option<Value> = serde_json::from_str(&body).ok();
-        let err = parsed.as_ref().and_then(|v| v.get("error"));
-        let field = |k: &str| {
-            err.and_then(|e| e.get(k))
-                .and_then(Value::as_str)
-                .map(String::from)
-        };
+        // `wire::ErrorBody`, without requiring `detail` (servers before it).
+        #[derive(serde::Deserialize)]
+        struct Shape {
+            error: crate::wire::ErrorInfo,
+        }
+        let err = serde_json::from_str::<Shape>(&body).ok().map(|s| s.error);
         Refusal {
             method,
             path,
             status,
-            code: field("code"),
-            message: field("message"),
-            details: err.and_then(|e| e.get("details")).cloned(),
+            code: err.as_ref().map(|e| e.code.clone()),
+            message: err.as_ref().map(|e| e.message.clone()),
+            details: err.and_then(|e| e.details),
             body,
         }
     }

@@ -8,10 +8,10 @@
 
 use super::client::Client;
 use super::error::CtlError;
-use super::output::{cell, Out};
+use super::output::Out;
+use crate::wire;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 const PAGE: u64 = 1000;
@@ -33,6 +33,7 @@ pub struct FollowArgs {
     pub interval: f64,
 }
 
+/// `wire::EventsPage`, with each event kept as the server's bytes for `--json`.
 #[derive(Deserialize)]
 struct Page<'a> {
     #[serde(borrow)]
@@ -46,12 +47,12 @@ pub fn follow(c: &Client, out: &mut Out, json: bool, args: &FollowArgs) -> Resul
         .map(|s| Instant::now() + Duration::from_secs_f64(s));
     let mut after = match args.after_seq {
         Some(s) => s,
-        None => c.get(&["v1", "log", "head"], &[])?.value["seq"]
-            .as_u64()
-            .ok_or_else(|| CtlError::BadResponse {
-                what: "GET /v1/log/head".into(),
-                detail: "no numeric `seq`".into(),
-            })?,
+        None => {
+            c.get(&["v1", "log", "head"], &[])?
+                .parse::<wire::Head>()?
+                .seq
+                .0
+        }
     };
     if !json {
         eprintln!(
@@ -80,19 +81,18 @@ pub fn follow(c: &Client, out: &mut Out, json: bool, args: &FollowArgs) -> Resul
         })?;
         let mut text = String::new();
         for raw in &page.events {
-            let v: Value = serde_json::from_str(raw.get()).map_err(|e| CtlError::BadResponse {
-                what: "GET /v1/events".into(),
-                detail: e.to_string(),
-            })?;
+            let e: wire::Event =
+                serde_json::from_str(raw.get()).map_err(|e| CtlError::BadResponse {
+                    what: "GET /v1/events".into(),
+                    detail: e.to_string(),
+                })?;
             if json {
                 text.push_str(raw.get());
             } else {
-                text.push_str(&line(&v));
+                text.push_str(&line(&e));
             }
             text.push('\n');
-            if let Some(seq) = v["seq"].as_u64() {
-                after = seq;
-            }
+            after = e.seq.0;
         }
         printed += page.events.len() as u64;
         after = after.max(page.next_after_seq);
@@ -115,16 +115,11 @@ pub fn follow(c: &Client, out: &mut Out, json: bool, args: &FollowArgs) -> Resul
 }
 
 /// One event as a line: seq first, then fixed-width columns.
-fn line(e: &Value) -> String {
+fn line(e: &wire::Event) -> String {
+    let row = super::read::event_row(e);
     format!(
         "{:>6}  {:<27}  {:<24}  {}  target={}  attempt={}  actor={}",
-        cell(&e["seq"]),
-        cell(&e["timestamp"]),
-        cell(&e["event_type"]),
-        cell(&e["event_id"]),
-        cell(&e["target"]),
-        cell(&e["payload"]["attempt_id"]),
-        cell(&e["actor_id"]),
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6],
     )
 }
 

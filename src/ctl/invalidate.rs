@@ -8,10 +8,11 @@
 use super::client::{Client, Json};
 use super::confirm;
 use super::error::CtlError;
-use super::output::{cell, Out, Style};
+use super::output::{cell, show, Out, Style};
 use super::{InvalidateArgs, Settings};
+use crate::wire;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn post(c: &Client, args: &InvalidateArgs, dry_run: bool) -> Result<Json, CtlError> {
     let mut body = json!({"reason": args.reason});
@@ -29,16 +30,16 @@ fn post(c: &Client, args: &InvalidateArgs, dry_run: bool) -> Result<Json, CtlErr
 }
 
 /// What the server's dry run says will happen.
-fn plan(v: &Value, colour: bool) -> String {
-    let event = serde_json::to_string_pretty(&v["event"]).unwrap_or_default();
-    let status = cell(&v["current_status"]);
+fn plan(v: &wire::InvalidationPlan, colour: bool) -> String {
+    let event = serde_json::to_string_pretty(&v.event).unwrap_or_default();
+    let status = cell(&v.current_status);
     format!(
         "{} attempt {} (current status: {}, target: {})\n\
          by appending this event to the log (an append cannot be undone):\n{}\n",
         super::output::paint(colour, Style::Yellow, "would invalidate"),
-        cell(&v["attempt_id"]),
+        show(&v.attempt_id),
         super::output::paint(colour, Style::for_status(&status), &status),
-        cell(&v["target"]),
+        show(&v.target),
         event
     )
 }
@@ -55,7 +56,7 @@ pub fn invalidate(
         if json {
             return out.raw(&r.raw);
         }
-        out.text(&plan(&r.value, out.colour))?;
+        out.text(&plan(&r.parse()?, out.colour))?;
         return out.line("dry run: nothing was changed");
     }
     if !args.yes {
@@ -70,11 +71,9 @@ pub fn invalidate(
         let r = post(&c, args, true)?;
         let colour =
             super::output::colour_wanted(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-        eprint!("{}", plan(&r.value, colour));
-        if !confirm::ask(&format!(
-            "Invalidate attempt {}?",
-            cell(&r.value["attempt_id"])
-        ))? {
+        let p: wire::InvalidationPlan = r.parse()?;
+        eprint!("{}", plan(&p, colour));
+        if !confirm::ask(&format!("Invalidate attempt {}?", show(&p.attempt_id)))? {
             return Err(CtlError::Failed(
                 "not confirmed: nothing was changed".into(),
             ));
@@ -84,13 +83,13 @@ pub fn invalidate(
     if json {
         return out.raw(&r.raw);
     }
-    let v = &r.value;
+    let v: wire::Invalidated = r.parse()?;
     out.line(&format!(
         "{} attempt {}: event {} appended at seq {} (head hash {})",
         out.paint(Style::Yellow, "invalidated"),
-        cell(&v["attempt_id"]),
-        cell(&v["event_id"]),
-        cell(&v["seq"]),
-        cell(&v["head_hash"]),
+        show(&v.attempt_id),
+        show(&v.event_id),
+        show(&v.seq),
+        show(&v.head_hash),
     ))
 }

@@ -70,7 +70,13 @@ pub enum Command {
     #[command(subcommand)]
     Attempts(AttemptsCmd),
     /// Failure events (attempt.failed, task.failed, tests.failed), newest first.
-    Failures(Filter),
+    Failures {
+        #[command(flatten)]
+        filter: Filter,
+        /// Continue from a previous page's next cursor.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
     /// Read or follow the event log.
     #[command(subcommand)]
     Events(EventsCmd),
@@ -262,7 +268,9 @@ fn run(cli: Cli, settings: &Settings) -> Result<(), CtlError> {
         Command::Attempts(AttemptsCmd::Show { id }) => {
             read::attempt(&settings.client()?, &mut out, json, &id)
         }
-        Command::Failures(filter) => read::failures(&settings.client()?, &mut out, json, &filter),
+        Command::Failures { filter, cursor } => {
+            read::failures(&settings.client()?, &mut out, json, &filter, cursor)
+        }
         Command::Events(EventsCmd::Recent { limit }) => {
             read::recent(&settings.client()?, &mut out, json, limit)
         }

@@ -85,6 +85,11 @@ pub fn cell(v: &Value) -> String {
     }
 }
 
+/// A typed value as a table cell, the way [`cell`] shows its JSON.
+pub fn show<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    cell(&serde_json::to_value(v).unwrap_or(Value::Null))
+}
+
 /// A byte count for people: `1536 bytes, 1.5 KiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];

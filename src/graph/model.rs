@@ -26,50 +26,6 @@ pub struct Node {
     pub updated_at: String,
 }
 
-impl Node {
-    /// The node as the HTTP API shows it (the node JSON of the original Python
-    /// control plane, plus the seqs), fields in the original's order.
-    pub fn api_view(&self) -> NodeApi<'_> {
-        NodeApi {
-            node_id: &self.id,
-            node_type: &self.node_type,
-            properties: &self.properties,
-            created_at: &self.created_at,
-            updated_at: &self.updated_at,
-            created_seq: self.created_seq,
-            updated_seq: self.updated_seq,
-        }
-    }
-
-    /// `{"node_id","node_type","properties","created_at","updated_at",
-    /// "created_seq","updated_seq"}` as a `Value` (object keys then print
-    /// sorted; serialize [`Node::api_view`] to keep the original's order).
-    pub fn to_api_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("node_id".into(), Value::from(self.id.as_str()));
-        m.insert("node_type".into(), Value::from(self.node_type.as_str()));
-        m.insert("properties".into(), Value::Object(self.properties.clone()));
-        m.insert("created_at".into(), Value::from(self.created_at.as_str()));
-        m.insert("updated_at".into(), Value::from(self.updated_at.as_str()));
-        m.insert("created_seq".into(), Value::from(self.created_seq.0));
-        m.insert("updated_seq".into(), Value::from(self.updated_seq.0));
-        Value::Object(m)
-    }
-}
-
-/// Borrowed API form of a [`Node`] (see [`Node::api_view`]). Added to the model
-/// because the HTTP layer and the tests both need the one node JSON shape.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct NodeApi<'a> {
-    pub node_id: &'a str,
-    pub node_type: &'a str,
-    pub properties: &'a Properties,
-    pub created_at: &'a str,
-    pub updated_at: &'a str,
-    pub created_seq: Seq,
-    pub updated_seq: Seq,
-}
-
 /// An edge as stored. Its id is `from:TYPE:to` (see [`edge_id`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Edge {

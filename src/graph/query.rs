@@ -1,6 +1,6 @@
 //! Read-side graph queries for the HTTP API and tools, answered from the
 //! committed state through one fjall snapshot per call. It owns paging
-//! (opaque cursors), the summary's type order and the rebuild dump. It must
+//! (opaque cursors), type counts in a caller-given order and the rebuild dump. It must
 //! never write, and never scan more than an index range answers (the one
 //! filtered scan, `newest_nodes`, is bounded by [`NEWEST_SCAN_BUDGET`]).
 //!
@@ -18,33 +18,14 @@ use fjall::Readable;
 use std::io::Write;
 use std::ops::Bound;
 
-/// Node types in the original's summary order (ORIGINAL §8).
-pub const NODE_TYPE_ORDER: [&str; 12] = [
-    "Target",
-    "Task",
-    "Attempt",
-    "Workspace",
-    "Artifact",
-    "ModelCall",
-    "TestRun",
-    "Commit",
-    "PullRequest",
-    "PolicySnapshot",
-    "Actor",
-    "Delegation",
-];
-
-/// Edge types in the original's summary order (ORIGINAL §8).
-pub const EDGE_TYPE_ORDER: [&str; 8] = [
-    "DEPENDS_ON",
-    "PRODUCED",
-    "RUNS_IN",
-    "AUTHORIZED_BY",
-    "DELEGATES",
-    "INVALIDATES",
-    "SUPPORTS",
-    "CONTESTS",
-];
+/// The order type counts are listed in: these names first, in this order,
+/// then any other type by name. The graph engine knows no type names; the
+/// caller's schema supplies them (`crate::schema::SUMMARY_ORDER`).
+#[derive(Debug, Clone, Copy)]
+pub struct TypeOrder<'a> {
+    pub nodes: &'a [&'a str],
+    pub edges: &'a [&'a str],
+}
 
 /// Largest page any query returns (a larger `limit` is clamped).
 pub const MAX_PAGE_LIMIT: usize = 10_000;
@@ -135,9 +116,8 @@ impl GraphStore {
         self.read_node(&self.db.snapshot(), id)
     }
 
-    /// `(nodes_by_type, edges_by_type)`, counts above 0 only: the original's
-    /// types first in its order (ORIGINAL §8), then others alphabetically.
-    pub fn counts(&self) -> Result<(TypeCounts, TypeCounts), GraphError> {
+    /// `(nodes_by_type, edges_by_type)`, counts above 0 only, in `order`.
+    pub fn counts(&self, order: &TypeOrder<'_>) -> Result<(TypeCounts, TypeCounts), GraphError> {
         let (mut nodes, mut edges) = (Vec::new(), Vec::new());
         for guard in self.db.snapshot().iter(&self.counts) {
             let (key, value) = guard.into_inner()?;
@@ -155,8 +135,8 @@ impl GraphStore {
                 _ => return Err(GraphError::corrupt("counter key", &key)),
             }
         }
-        sort_types(&mut nodes, &NODE_TYPE_ORDER);
-        sort_types(&mut edges, &EDGE_TYPE_ORDER);
+        sort_types(&mut nodes, order.nodes);
+        sort_types(&mut edges, order.edges);
         Ok((nodes, edges))
     }
 
@@ -172,6 +152,7 @@ impl GraphStore {
         &self,
         node_types: impl IntoIterator<Item = &'a str>,
         edge_types: impl IntoIterator<Item = &'a str>,
+        order: &TypeOrder<'_>,
     ) -> Result<(TypeCounts, TypeCounts), GraphError> {
         let snap = self.db.snapshot();
         let read = |tag: u8, types: std::collections::BTreeSet<&str>| {
@@ -188,8 +169,8 @@ impl GraphStore {
         };
         let mut nodes = read(keys::COUNT_NODE, node_types.into_iter().collect())?;
         let mut edges = read(keys::COUNT_EDGE, edge_types.into_iter().collect())?;
-        sort_types(&mut nodes, &NODE_TYPE_ORDER);
-        sort_types(&mut edges, &EDGE_TYPE_ORDER);
+        sort_types(&mut nodes, order.nodes);
+        sort_types(&mut edges, order.edges);
         Ok((nodes, edges))
     }
 

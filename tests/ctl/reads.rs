@@ -138,7 +138,22 @@ fn tables_show_the_data() {
         "{out}"
     );
     let out = table(&["failures", "--limit", "1"]);
-    assert_eq!(out.lines().count(), 2, "{out}");
+    let rows: Vec<&str> = out.lines().take_while(|l| !l.is_empty()).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    // More remain: the page says how to continue, and the cursor works.
+    let cursor = out
+        .lines()
+        .find_map(|l| l.strip_prefix("more: leviathanctl failures --cursor "))
+        .unwrap_or_else(|| panic!("a hint with the cursor: {out}"))
+        .trim()
+        .to_string();
+    let next = table(&["failures", "--limit", "1", "--cursor", &cursor]);
+    assert!(next.contains("failed"), "{next}");
+    assert_ne!(
+        next.lines().nth(1),
+        out.lines().nth(1),
+        "the next page: {next}"
+    );
 
     let head = s.get("/v1/log/head").1;
     let head_seq = head["seq"].to_string();
@@ -236,4 +251,27 @@ fn completions_for_each_shell() {
     }
     let (code, _, err) = run(crate::bare(), &["completions", "tcsh"]);
     assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn an_attempt_without_a_node_shows_its_events() {
+    let s = Server::start();
+    let (st, r) = s.ingest(&crate::common::bundle(
+        "ghost",
+        vec![crate::common::event(
+            "g1",
+            "attempt.started",
+            serde_json::json!({"attempt_id": "ghost-1", "status": "running"}),
+        )],
+    ));
+    assert_eq!(st, 200, "{r}");
+    let (code, out, err) = run(ctl(&s), &["attempts", "show", "ghost-1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no attempt.created made it"), "{out}");
+    assert!(
+        out.contains("attempt.started") && out.contains("g1"),
+        "{out}"
+    );
+    let (code, _, err) = run(ctl(&s), &["attempts", "show", "nobody"]);
+    assert_eq!(code, 1, "404 is a refusal: {err}");
 }

@@ -11,6 +11,8 @@ mod access;
 mod artifacts;
 mod auth;
 mod compat;
+mod contract;
+mod event_types;
 mod graph_api;
 mod hardening;
 mod hashing;
