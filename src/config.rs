@@ -68,11 +68,17 @@ pub struct ProjectionArgs {
     /// settings; safe to share). Default: <data dir>/projector-cache
     #[arg(long, env = "LEVIATHAN_PROJECTOR_CACHE")]
     pub projector_cache: Option<PathBuf>,
+    /// Largest projector component file accepted, in bytes (a file over it,
+    /// or anything that is not a regular file, is refused at start).
+    #[arg(long, env = "LEVIATHAN_MAX_PROJECTOR_BYTES", default_value_t = crate::projector_specs::DEFAULT_MAX_COMPONENT_BYTES)]
+    pub max_projector_bytes: u64,
 }
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Largest projector component file read at start.
+    pub max_projector_bytes: u64,
     pub tokens: crate::tokens::Tokens,
     pub http: HttpSettings,
     pub host: String,
@@ -162,6 +168,7 @@ impl Config {
             .clone()
             .unwrap_or_else(|| default_projector_cache(&data_dir));
         Ok(Config {
+            max_projector_bytes: args.projection.max_projector_bytes,
             autonomy_config: args.autonomy_config.clone(),
             projector_cache,
             projectors,

@@ -68,7 +68,8 @@ pub fn plan(
         now.timestamp_subsec_micros()
     );
     let event_id = EventId::new(event_id).map_err(|e| invalid("attempt_id", e.0))?;
-    let bundle_id = BundleId::new(format!("bundle-{event_id}")).map_err(|e| invalid("attempt_id", e.0))?;
+    let bundle_id =
+        BundleId::new(format!("bundle-{event_id}")).map_err(|e| invalid("attempt_id", e.0))?;
     let timestamp = Timestamp::normalize(&now.to_rfc3339_opts(SecondsFormat::Micros, true))
         .map_err(|m| invalid("timestamp", m))?;
     let target = attempt
@@ -184,7 +185,15 @@ mod tests {
         let long = "x".repeat(300);
         assert!(plan(&attempt(&long, None), "r", "ops", None, now, &limits).is_err());
         assert!(plan(&attempt("a1", None), "r", "ops", Some(&long), now, &limits).is_err());
-        let inv = plan(&attempt("a1", None), "r", "ops", Some("alice"), now, &limits).expect("plan");
+        let inv = plan(
+            &attempt("a1", None),
+            "r",
+            "ops",
+            Some("alice"),
+            now,
+            &limits,
+        )
+        .expect("plan");
         assert_eq!(inv.target, DEFAULT_TARGET);
         assert_eq!(inv.event.actor_id, "ops");
         assert_eq!(inv.event.payload["requested_by"], "alice");

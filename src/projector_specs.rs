@@ -45,6 +45,16 @@ pub enum SpecError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "projector {path} is not a regular file ({kind}): a component must be a file \
+         (a symlink to one is fine)"
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error(
+        "projector {path} is {size} bytes, over the cap of {cap} bytes \
+         (LEVIATHAN_MAX_PROJECTOR_BYTES): refusing to load it"
+    )]
+    TooLarge { path: PathBuf, size: u64, cap: u64 },
     #[error("projector {path} has SHA-256 {actual}, but its pin says {pinned}: refusing to run an unpinned projector")]
     PinMismatch {
         path: String,
@@ -109,19 +119,65 @@ pub fn parse(value: &str) -> Result<Vec<Spec>, SpecError> {
     Ok(out)
 }
 
-/// Reads, checks pins and loads a projector set (compiled forms cached in `cache_dir`).
-pub fn load(specs: &[Spec], cache_dir: Option<&Path>) -> Result<ProjectorSet, SpecError> {
+/// Largest projector component read by default: a componentize-py component
+/// is about 18 MB, a ComponentizeJS one 12 MB, the core one 0.1 MB.
+pub const DEFAULT_MAX_COMPONENT_BYTES: u64 = 128 << 20;
+
+/// Reads a component file: a regular file (after symlinks) of at most `cap`
+/// bytes, so that `/dev/zero` or a huge file is refused before it is read.
+fn read_component(path: &Path, cap: u64) -> Result<Vec<u8>, SpecError> {
+    use std::io::Read;
+    let read_err = |source| SpecError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "a device, pipe or socket"
+        };
+        return Err(SpecError::NotAFile {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    if meta.len() > cap {
+        return Err(SpecError::TooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            cap,
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // `take` also bounds a file that grows while it is read.
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > cap {
+        return Err(SpecError::TooLarge {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+            cap,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Reads, checks pins and loads a projector set (compiled forms cached in
+/// `cache_dir`); component files over `max_bytes` are refused.
+pub fn load(
+    specs: &[Spec],
+    cache_dir: Option<&Path>,
+    max_bytes: u64,
+) -> Result<ProjectorSet, SpecError> {
     let mut sources = Vec::with_capacity(specs.len());
     for spec in specs {
         let (bytes, name) = match &spec.source {
             Source::Core => (CORE_WASM.to_vec(), "core (embedded)".to_string()),
-            Source::File(p) => (
-                std::fs::read(p).map_err(|source| SpecError::Read {
-                    path: p.clone(),
-                    source,
-                })?,
-                p.display().to_string(),
-            ),
+            Source::File(p) => (read_component(p, max_bytes)?, p.display().to_string()),
         };
         let pinned = match (&spec.source, spec.pin) {
             (_, Some(pin)) => Some(pin),

@@ -112,8 +112,10 @@ struct Chunk {
 /// the other stage hangs up.
 fn read_ahead(log: &Log, set: &ProjectorSet, tx: SyncSender<anyhow::Result<Chunk>>) {
     let mut after = Seq::ZERO;
+    // Offline: nothing writes the log while it is replayed, one view serves.
+    let view = log.view();
     loop {
-        let chunk = match log.after(after, BATCH_EVENTS) {
+        let chunk = match log.after_at(&view, after, BATCH_EVENTS) {
             Ok(c) if c.is_empty() => return,
             Ok(c) => c,
             Err(e) => {

@@ -28,9 +28,22 @@ pub fn load_projection(
     cache_dir: &Path,
     specs: &[projector_specs::Spec],
 ) -> anyhow::Result<Projection> {
+    load_projection_capped(
+        cache_dir,
+        specs,
+        projector_specs::DEFAULT_MAX_COMPONENT_BYTES,
+    )
+}
+
+/// [`load_projection`] with a cap on component file size.
+pub fn load_projection_capped(
+    cache_dir: &Path,
+    specs: &[projector_specs::Spec],
+    max_bytes: u64,
+) -> anyhow::Result<Projection> {
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("cannot create {}", cache_dir.display()))?;
-    let set = projector_specs::load(specs, Some(cache_dir))?;
+    let set = projector_specs::load(specs, Some(cache_dir), max_bytes)?;
     let fingerprint = set.fingerprint();
     Ok(Projection {
         set: Arc::new(set),
@@ -67,7 +80,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let store = open_store(&config.data_dir)?;
     let head = store.log.check_head().context("checking the log head")?;
-    let projection = load_projection(&config.projector_cache, &config.projectors)?;
+    let projection = load_projection_capped(
+        &config.projector_cache,
+        &config.projectors,
+        config.max_projector_bytes,
+    )?;
     check_graph(&store, head, &projection.fingerprint)?;
     let cas = Cas::open(&store.db, config.sync, config.limits.max_artifact_bytes)
         .context("opening the artifact store")?;

@@ -127,6 +127,23 @@ impl StorageFailure {
         }
     }
 
+    /// Classifies as `disk_full` when the store's volume has (almost) no space
+    /// left, whatever the error says: fjall reports a journal write that
+    /// failed for lack of space later only as "Poisoned".
+    pub fn on_volume(mut self, store_path: &std::path::Path) -> StorageFailure {
+        if self.cause == "disk_full" {
+            return self;
+        }
+        if let Ok(st) = rustix::fs::statvfs(store_path) {
+            let free = st.f_bavail.saturating_mul(st.f_frsize);
+            if free < LOW_SPACE_BYTES {
+                self.cause = "disk_full";
+                self.message = format!("{} (the volume has {free} bytes free)", self.message);
+            }
+        }
+        self
+    }
+
     /// What the operator reads: the cause, and what to do.
     pub fn advice(&self) -> &'static str {
         match self.cause {
@@ -152,6 +169,10 @@ impl std::fmt::Display for StorageFailure {
         )
     }
 }
+
+/// Below this much free space on the store's volume, a storage failure is
+/// taken for a full disk: a group commit writes up to a few MiB of journal.
+const LOW_SPACE_BYTES: u64 = 16 << 20;
 
 /// The writer's health, shared with readiness checks and shutdown.
 #[derive(Debug, Default)]
@@ -358,9 +379,10 @@ impl State {
         let mut staging = match self.graph.staging() {
             Ok(s) => s,
             Err(e) => {
-                let failure = self
-                    .health
-                    .fail(StorageFailure::new("reading the graph state failed", e));
+                let failure = self.health.fail(
+                    StorageFailure::new("reading the graph state failed", e)
+                        .on_volume(self.log.store_path()),
+                );
                 for j in jobs {
                     let _ = j.reply.send(Err(AppendError::Storage(failure.clone())));
                 }
@@ -388,9 +410,10 @@ impl State {
             .map_err(|e| e.to_string())
             .and_then(|_| batch.commit().map_err(|e| e.to_string()));
         if let Err(e) = committed {
-            let failure = self
-                .health
-                .fail(StorageFailure::new("committing a batch failed", e));
+            let failure = self.health.fail(
+                StorageFailure::new("committing a batch failed", e)
+                    .on_volume(self.log.store_path()),
+            );
             self.head = start_head;
             for (reply, r) in results {
                 let _ = reply.send(r.and(Err(AppendError::Storage(failure.clone()))));

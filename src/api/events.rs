@@ -31,8 +31,9 @@ pub async fn after(
     let after = Seq(p.int("after_seq", 0, 0, u64::MAX >> 1)?);
     let limit = p.int("limit", 100, 1, PAGE_MAX)? as usize;
     blocking(move || {
-        let head_seq = app.log.head()?.seq;
-        let events = app.log.after(after, limit)?;
+        let view = app.log.view();
+        let head_seq = app.log.head_at(&view)?.seq;
+        let events = app.log.after_at(&view, after, limit)?;
         // Pass as `after_seq` to get the next page (the request's when empty).
         let next_after_seq = events.last().map_or(after, |e| e.seq);
         Ok(Json(EventsPage {

@@ -15,7 +15,9 @@ pub async fn summary(State(app): State<AppState>) -> Result<Json<Summary>, ApiEr
         // By key for the set's declared types: the only types the graph can
         // hold (GraphStore::counts_of), at a cost independent of the log's size.
         let infos = app.projectors.projectors();
-        let (nodes, edges) = app.graph.counts_of(
+        let view = app.log.view();
+        let (nodes, edges) = app.graph.counts_of_at(
+            &view,
             infos
                 .iter()
                 .flat_map(|p| p.node_types.iter().map(String::as_str)),
@@ -24,7 +26,7 @@ pub async fn summary(State(app): State<AppState>) -> Result<Json<Summary>, ApiEr
                 .flat_map(|p| p.edge_types.iter().map(String::as_str)),
             &crate::schema::SUMMARY_ORDER,
         )?;
-        let recent = app.log.recent(20)?;
+        let recent = app.log.recent_at(&view, 20)?;
         Ok(Json(Summary {
             nodes_by_type: OrderedCounts(nodes),
             edges_by_type: OrderedCounts(edges),
@@ -111,8 +113,9 @@ pub async fn edges(
 /// `GET /v1/projection`: the projector set, the last applied seq and the state digest.
 pub async fn projection(State(app): State<AppState>) -> Result<Json<Projection>, ApiError> {
     blocking(move || {
-        let (seq, digest) = app.graph.state()?;
-        let head = app.log.head()?;
+        let view = app.log.view();
+        let (seq, digest) = app.graph.state_at(&view)?;
+        let head = app.log.head_at(&view)?;
         let projectors = app
             .projectors
             .projectors()

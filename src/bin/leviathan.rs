@@ -91,6 +91,9 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in files or
+        // log collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -175,7 +178,8 @@ fn rebuild(
         .projector_cache
         .clone()
         .unwrap_or_else(|| leviathan::config::default_projector_cache(&dir));
-    let p = leviathan::server::load_projection(&cache, &specs)?;
+    let p =
+        leviathan::server::load_projection_capped(&cache, &specs, projection.max_projector_bytes)?;
     let report =
         leviathan::replay::rebuild(&store.db, &store.log, &store.graph, &p.set, p.fingerprint)?;
     let mut stdout = std::io::stdout().lock();

@@ -101,19 +101,35 @@ impl GraphStore {
         self.read_state(&self.db.snapshot())
     }
 
+    /// A consistent read view of the store (see `Log::view`).
+    pub fn view(&self) -> crate::log::View {
+        self.db.snapshot()
+    }
+
+    /// [`GraphStore::state`] through a given view.
+    pub fn state_at(&self, snap: &impl Readable) -> Result<(Seq, Sha256), GraphError> {
+        self.read_state(snap)
+    }
+
     /// Rolling state digest after `seq`; `Seq(0)` is the genesis digest.
     pub fn digest_at(&self, seq: Seq) -> Result<Option<Sha256>, GraphError> {
         if seq == Seq::ZERO {
             return Ok(Some(GENESIS_DIGEST));
         }
-        self.digests
-            .get(seq.to_key())?
+        self.db
+            .snapshot()
+            .get(&self.digests, seq.to_key())?
             .map(|v| keys::decode_digest(&v))
             .transpose()
     }
 
     pub fn get_node(&self, id: &str) -> Result<Option<Node>, GraphError> {
         self.read_node(&self.db.snapshot(), id)
+    }
+
+    /// [`GraphStore::get_node`] through a given view.
+    pub fn get_node_at(&self, snap: &impl Readable, id: &str) -> Result<Option<Node>, GraphError> {
+        self.read_node(snap, id)
     }
 
     /// `(nodes_by_type, edges_by_type)`, counts above 0 only, in `order`.
@@ -154,7 +170,17 @@ impl GraphStore {
         edge_types: impl IntoIterator<Item = &'a str>,
         order: &TypeOrder<'_>,
     ) -> Result<(TypeCounts, TypeCounts), GraphError> {
-        let snap = self.db.snapshot();
+        self.counts_of_at(&self.db.snapshot(), node_types, edge_types, order)
+    }
+
+    /// [`GraphStore::counts_of`] through a given view.
+    pub fn counts_of_at<'a>(
+        &self,
+        snap: &impl Readable,
+        node_types: impl IntoIterator<Item = &'a str>,
+        edge_types: impl IntoIterator<Item = &'a str>,
+        order: &TypeOrder<'_>,
+    ) -> Result<(TypeCounts, TypeCounts), GraphError> {
         let read = |tag: u8, types: std::collections::BTreeSet<&str>| {
             let mut out = Vec::new();
             for t in types {
@@ -295,11 +321,23 @@ impl GraphStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<Edge>, GraphError> {
+        self.edges_at(&self.db.snapshot(), id, dir, edge_type, cursor, limit)
+    }
+
+    /// [`GraphStore::edges`] through a given view.
+    pub fn edges_at(
+        &self,
+        snap: &impl Readable,
+        id: &str,
+        dir: Direction,
+        edge_type: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Edge>, GraphError> {
         let limit = limit.min(MAX_PAGE_LIMIT);
         if limit == 0 {
             return Ok(Page::last(Vec::new()));
         }
-        let snap = self.db.snapshot();
         let prefix = match edge_type {
             Some(t) => keys::lp2(id, t),
             None => keys::lp(id),
@@ -339,7 +377,7 @@ impl GraphStore {
                     if dir == Direction::Both && from == to {
                         continue;
                     }
-                    self.read_edge(&snap, &keys::edge_out(from, t, to))?
+                    self.read_edge(snap, &keys::edge_out(from, t, to))?
                         .ok_or_else(|| GraphError::corrupt("edge in-index entry", &key))?
                 };
                 items.push(edge);

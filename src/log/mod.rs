@@ -25,6 +25,10 @@ use fjall::{Database, Keyspace, OwnedWriteBatch, Readable};
 use record::{EventDraft, StoredEvent};
 use serde::{Deserialize, Serialize};
 
+/// A consistent read view of the store: one fjall snapshot across every
+/// keyspace (log, graph, artifacts); see [`Log::view`].
+pub type View = fjall::Snapshot;
+
 /// The last entry of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Head {
@@ -102,6 +106,21 @@ fn attempt_prefix(attempt_id: &str) -> Vec<u8> {
 }
 
 /// The head record: `seq (8) ‖ hash (32)`; absent for an empty log.
+/// A `log_event_ids` value: `seq ‖ content digest`.
+fn decode_entry(
+    event_id: &str,
+    value: Option<fjall::UserValue>,
+) -> Result<Option<(Seq, Sha256)>, LogError> {
+    match value {
+        Some(v) if v.len() == 40 => Ok(Some((
+            Seq::from_key(&v[..8]).expect("8 bytes"),
+            Sha256::from_slice(&v[8..]).expect("32 bytes"),
+        ))),
+        Some(_) => Err(corrupt(format!("log_event_ids/{event_id}"), "bad length")),
+        None => Ok(None),
+    }
+}
+
 fn decode_head(value: Option<&[u8]>) -> Result<Head, LogError> {
     match value {
         None => Ok(Head::default()),
@@ -133,9 +152,27 @@ impl Log {
         })
     }
 
+    /// A directory inside the store, on the store's volume.
+    pub fn store_path(&self) -> &std::path::Path {
+        self.events.path()
+    }
+
+    /// A consistent read view of the whole store (log, graph, artifacts): one
+    /// fjall snapshot. A batch the writer commits is in it whole or not at all,
+    /// so a route that answers from one view never shows a torn state. Every
+    /// read below has an `_at` form that reads through a given view (for a
+    /// route that reads several things) and a plain form that opens its own.
+    pub fn view(&self) -> View {
+        self.db.snapshot()
+    }
+
     /// The head as last committed.
     pub fn head(&self) -> Result<Head, LogError> {
-        decode_head(self.meta.get(HEAD_KEY)?.as_deref())
+        self.head_at(&self.view())
+    }
+
+    pub fn head_at(&self, v: &View) -> Result<Head, LogError> {
+        decode_head(v.get(&self.meta, HEAD_KEY)?.as_deref())
     }
 
     fn decode(&self, seq: Seq, v: &[u8]) -> Result<StoredEvent, LogError> {
@@ -143,41 +180,37 @@ impl Log {
     }
 
     pub fn get(&self, seq: Seq) -> Result<Option<StoredEvent>, LogError> {
-        match self.events.get(seq.to_key())? {
-            Some(v) => Ok(Some(self.decode(seq, &v)?)),
+        self.get_at(&self.view(), seq)
+    }
+
+    pub fn get_at(&self, v: &View, seq: Seq) -> Result<Option<StoredEvent>, LogError> {
+        match v.get(&self.events, seq.to_key())? {
+            Some(value) => Ok(Some(self.decode(seq, &value)?)),
             None => Ok(None),
         }
     }
 
-    /// `(seq, content digest)` of a stored event_id.
+    /// `(seq, content digest)` of a stored event_id. The writer's own read:
+    /// it is the only writer of the log, so it needs no view.
     pub(crate) fn event_id_entry(
         &self,
         event_id: &EventId,
     ) -> Result<Option<(Seq, Sha256)>, LogError> {
-        self.entry_for(event_id)
+        decode_entry(event_id, self.event_ids.get(event_id.as_bytes())?)
     }
 
-    /// `event_id_entry` for any string (one that is not a valid id is simply
-    /// not there).
-    fn entry_for(&self, event_id: &str) -> Result<Option<(Seq, Sha256)>, LogError> {
-        match self.event_ids.get(event_id.as_bytes())? {
-            Some(v) if v.len() == 40 => Ok(Some((
-                Seq::from_key(&v[..8]).expect("8 bytes"),
-                Sha256::from_slice(&v[8..]).expect("32 bytes"),
-            ))),
-            Some(_) => Err(corrupt(format!("log_event_ids/{event_id}"), "bad length")),
-            None => Ok(None),
-        }
-    }
-
-    /// The event stored under `event_id`, for any string a reader asks for.
+    /// The event stored under `event_id`, for any string a reader asks for
+    /// (one that is not a valid id is simply not there).
     pub fn get_by_event_id(&self, event_id: &str) -> Result<Option<StoredEvent>, LogError> {
-        match self.entry_for(event_id)? {
-            Some((seq, _)) => self.get(seq),
+        let v = self.view();
+        match decode_entry(event_id, v.get(&self.event_ids, event_id.as_bytes())?)? {
+            Some((seq, _)) => self.get_at(&v, seq),
             None => Ok(None),
         }
     }
 
+    /// The record of a stored bundle. The writer's own read (see
+    /// `event_id_entry`).
     pub fn bundle(&self, bundle_id: &BundleId) -> Result<Option<BundleRecord>, LogError> {
         match self.bundles.get(bundle_id.as_bytes())? {
             Some(v) => serde_json::from_slice(&v)
@@ -188,58 +221,67 @@ impl Log {
     }
 
     /// Events with seq > `after`, in log order, at most `limit`.
-    pub fn after(&self, after: Seq, limit: usize) -> Result<Vec<StoredEvent>, LogError> {
+    pub fn after_at(
+        &self,
+        v: &View,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, LogError> {
         let mut out = Vec::with_capacity(limit.min(1024));
-        for kv in self
-            .events
-            .range(Seq(after.0.saturating_add(1)).to_key()..)
+        for kv in v
+            .range(&self.events, Seq(after.0.saturating_add(1)).to_key()..)
             .take(limit)
         {
-            let (k, v) = kv.into_inner()?;
-            out.push(self.decode(Seq::from_key(&k).unwrap_or_default(), &v)?);
+            let (k, value) = kv.into_inner()?;
+            out.push(self.decode(Seq::from_key(&k).unwrap_or_default(), &value)?);
         }
         Ok(out)
     }
 
     /// The last `limit` events, newest first.
     pub fn recent(&self, limit: usize) -> Result<Vec<StoredEvent>, LogError> {
+        self.recent_at(&self.view(), limit)
+    }
+
+    pub fn recent_at(&self, v: &View, limit: usize) -> Result<Vec<StoredEvent>, LogError> {
         let mut out = Vec::with_capacity(limit.min(1024));
-        for kv in self.events.iter().rev().take(limit) {
-            let (k, v) = kv.into_inner()?;
-            out.push(self.decode(Seq::from_key(&k).unwrap_or_default(), &v)?);
+        for kv in v.iter(&self.events).rev().take(limit) {
+            let (k, value) = kv.into_inner()?;
+            out.push(self.decode(Seq::from_key(&k).unwrap_or_default(), &value)?);
         }
         Ok(out)
     }
 
     /// Seqs of events of `event_type`, newest first, strictly below `before`.
-    pub(crate) fn seqs_by_type_desc(
+    pub(crate) fn seqs_by_type_desc_at(
         &self,
+        v: &View,
         event_type: &str,
         before: Option<Seq>,
-    ) -> impl Iterator<Item = Result<Seq, LogError>> + '_ {
+    ) -> impl Iterator<Item = Result<Seq, LogError>> + 'static {
         let lo = type_key(event_type, Seq(0));
         let hi = type_key(event_type, before.unwrap_or(Seq(u64::MAX)));
-        self.by_type.range(lo..hi).rev().map(|kv| {
+        v.range(&self.by_type, lo..hi).rev().map(|kv| {
             let k = kv.key()?;
             seq_suffix(&k).ok_or_else(|| corrupt("log_by_type", "short key"))
         })
     }
 
     /// Events whose payload names `attempt_id`, in log order, at most `limit`.
-    pub(crate) fn by_attempt(
+    pub(crate) fn by_attempt_at(
         &self,
+        v: &View,
         attempt_id: &str,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, LogError> {
         let mut out = Vec::new();
-        for kv in self
-            .by_attempt
-            .prefix(attempt_prefix(attempt_id))
+        for kv in v
+            .prefix(&self.by_attempt, attempt_prefix(attempt_id))
             .take(limit)
         {
             let k = kv.key()?;
             let seq = seq_suffix(&k).ok_or_else(|| corrupt("log_by_attempt", "short key"))?;
-            if let Some(e) = self.get(seq)? {
+            if let Some(e) = self.get_at(v, seq)? {
                 out.push(e);
             }
         }

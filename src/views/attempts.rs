@@ -4,7 +4,7 @@
 
 use super::ViewError;
 use crate::graph::{Direction, GraphStore, Node};
-use crate::log::Log;
+use crate::log::{Log, View};
 use crate::schema::{ARTIFACT, ATTEMPT, PRODUCED, PULL_REQUEST};
 use crate::wire::{AttemptDetail, AttemptItem, AttemptsPage};
 use serde_json::Value;
@@ -58,7 +58,11 @@ pub fn list(
 /// The Attempt node `id`: `Ok(None)` when no node has that id, `NotFound`
 /// when a node of another type has it.
 pub fn attempt_node(graph: &GraphStore, id: &str) -> Result<Option<Node>, ViewError> {
-    match graph.get_node(id)? {
+    attempt_node_at(graph, &graph.view(), id)
+}
+
+fn attempt_node_at(graph: &GraphStore, v: &View, id: &str) -> Result<Option<Node>, ViewError> {
+    match graph.get_node_at(v, id)? {
         Some(n) if n.node_type == ATTEMPT => Ok(Some(n)),
         Some(n) => Err(ViewError::NotFound(format!(
             "{id:?} is a {} node, not an attempt",
@@ -72,8 +76,10 @@ pub fn attempt_node(graph: &GraphStore, id: &str) -> Result<Option<Node>, ViewEr
 /// Attempt node (e.g. `attempt.started` without `attempt.created`) answers
 /// with `attempt_node: null` and those events; an id nothing names is `NotFound`.
 pub fn detail(log: &Log, graph: &GraphStore, id: &str) -> Result<AttemptDetail, ViewError> {
-    let node = attempt_node(graph, id)?;
-    let events = log.by_attempt(id, DETAIL_MAX)?;
+    // One view for the node, its events and what it produced.
+    let view = log.view();
+    let node = attempt_node_at(graph, &view, id)?;
+    let events = log.by_attempt_at(&view, id, DETAIL_MAX)?;
     if node.is_none() && events.is_empty() {
         return Err(ViewError::NotFound(format!("no attempt with id {id:?}")));
     }
@@ -81,9 +87,16 @@ pub fn detail(log: &Log, graph: &GraphStore, id: &str) -> Result<AttemptDetail, 
     let mut pull_requests = Vec::new();
     // Edges may point from an id with no node yet (an artifact reported
     // before its attempt): they are listed either way.
-    let produced = graph.edges(id, Direction::Outgoing, Some(PRODUCED), None, DETAIL_MAX)?;
+    let produced = graph.edges_at(
+        &view,
+        id,
+        Direction::Outgoing,
+        Some(PRODUCED),
+        None,
+        DETAIL_MAX,
+    )?;
     for e in produced.items {
-        if let Some(n) = graph.get_node(&e.to)? {
+        if let Some(n) = graph.get_node_at(&view, &e.to)? {
             match n.node_type.as_str() {
                 ARTIFACT => artifacts.push(n.into()),
                 PULL_REQUEST => pull_requests.push(n.into()),

@@ -66,10 +66,11 @@ pub(crate) fn failures_bounded(
     budget: usize,
 ) -> Result<Failures, ViewError> {
     let before = cursor.map(parse_cursor).transpose()?;
+    let view = log.view();
     // Merge the per-type indexes newest first (by seq, i.e. append order).
     let mut iters: Vec<_> = FAILURE_TYPES
         .iter()
-        .map(|t| log.seqs_by_type_desc(t, before).peekable())
+        .map(|t| log.seqs_by_type_desc_at(&view, t, before).peekable())
         .collect();
     let mut out = Vec::new();
     let mut scanned = 0;
@@ -99,7 +100,9 @@ pub(crate) fn failures_bounded(
         iters[i].next();
         scanned += 1;
         last_seq = Some(seq);
-        let Some(e) = log.get(seq)? else { continue };
+        let Some(e) = log.get_at(&view, seq)? else {
+            continue;
+        };
         let f = to_failure(e);
         if let Some(t) = target {
             if f.target.as_ref().and_then(Value::as_str) != Some(t) {
@@ -121,7 +124,7 @@ fn page(failures: Vec<Failure>, next_cursor: Option<String>) -> Failures {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Limits;
+    use crate::bundle::Limits;
     use serde_json::json;
 
     /// A log holding `events` (type, target_id) in order, written the way the

@@ -9,7 +9,7 @@
 
 use super::ViewError;
 use crate::log::record::StoredEvent;
-use crate::log::Log;
+use crate::log::{Log, View};
 use crate::wire::{TopologyList, TopologySummary};
 use serde_json::{json, Map, Value};
 
@@ -24,10 +24,17 @@ pub const KINDS: [(&str, &str); 3] = [
 type WithPayload = (StoredEvent, Map<String, Value>);
 
 /// Events of `event_type` whose `payload.target_id` is `target`, in log order.
-fn events_for(log: &Log, event_type: &str, target: &str) -> Result<Vec<WithPayload>, ViewError> {
+fn events_for(
+    log: &Log,
+    v: &View,
+    event_type: &str,
+    target: &str,
+) -> Result<Vec<WithPayload>, ViewError> {
     let mut out = Vec::new();
-    for seq in log.seqs_by_type_desc(event_type, None) {
-        let Some(e) = log.get(seq?)? else { continue };
+    for seq in log.seqs_by_type_desc_at(v, event_type, None) {
+        let Some(e) = log.get_at(v, seq?)? else {
+            continue;
+        };
         let p = e.payload_value();
         if p.get("target_id").and_then(Value::as_str) == Some(target) {
             out.push((e, p));
@@ -38,9 +45,13 @@ fn events_for(log: &Log, event_type: &str, target: &str) -> Result<Vec<WithPaylo
 }
 
 /// The latest `topo.indexed` of a target: greatest timestamp, the first in log order on a tie.
-fn latest_index(log: &Log, target: &str) -> Result<Option<Map<String, Value>>, ViewError> {
+fn latest_index(
+    log: &Log,
+    v: &View,
+    target: &str,
+) -> Result<Option<Map<String, Value>>, ViewError> {
     let mut best: Option<(String, Map<String, Value>)> = None;
-    for (e, p) in events_for(log, "topo.indexed", target)? {
+    for (e, p) in events_for(log, v, "topo.indexed", target)? {
         if best.as_ref().is_none_or(|(ts, _)| e.timestamp > *ts) {
             best = Some((e.timestamp, p));
         }
@@ -50,7 +61,7 @@ fn latest_index(log: &Log, target: &str) -> Result<Option<Map<String, Value>>, V
 
 /// The latest indexing run's counts; `NotFound` if the target was never indexed.
 pub fn summary(log: &Log, target: &str) -> Result<TopologySummary, ViewError> {
-    let Some(p) = latest_index(log, target)? else {
+    let Some(p) = latest_index(log, &log.view(), target)? else {
         return Err(ViewError::NotFound(format!(
             "no topology data found for target {target}"
         )));
@@ -77,8 +88,10 @@ pub fn list(log: &Log, kind: &str, target: &str) -> Result<Option<TopologyList>,
     let Some((_, event_type)) = KINDS.iter().find(|(k, _)| *k == kind) else {
         return Ok(None);
     };
-    let latest_commit = latest_index(log, target)?.and_then(|p| p.get("commit_sha").cloned());
-    let items: Vec<Value> = events_for(log, event_type, target)?
+    let view = log.view();
+    let latest_commit =
+        latest_index(log, &view, target)?.and_then(|p| p.get("commit_sha").cloned());
+    let items: Vec<Value> = events_for(log, &view, event_type, target)?
         .into_iter()
         .filter(|(_, p)| latest_commit.is_none() || p.get("commit_sha") == latest_commit.as_ref())
         .map(|(_, p)| Value::Object(p))

@@ -163,13 +163,29 @@ impl Server {
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status()
-                .unwrap();
-            let status = c.wait().unwrap();
-            assert!(status.success(), "server exited with {status}");
+        let status = self.terminate(Duration::from_secs(60));
+        assert!(status.success(), "server exited with {status}");
+    }
+
+    /// SIGTERM; the exit status, which must come within `within` (else the
+    /// server is killed and the test fails: shutdown hung).
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("server is running");
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("the server did not exit within {within:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

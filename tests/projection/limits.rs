@@ -32,7 +32,12 @@ fn load_as_configured(bytes: Vec<u8>) -> ProjectorSet {
     std::fs::write(&path, bytes).unwrap();
     let specs = leviathan::projector_specs::parse(&path.display().to_string()).unwrap();
     assert_eq!(specs[0].limits, Limits::default());
-    leviathan::projector_specs::load(&specs, None).unwrap()
+    leviathan::projector_specs::load(
+        &specs,
+        None,
+        leviathan::projector_specs::DEFAULT_MAX_COMPONENT_BYTES,
+    )
+    .unwrap()
 }
 
 fn run(

@@ -96,7 +96,11 @@ fn seqs(a: &Appended) -> (u64, u64) {
 
 /// The log holds exactly `ids`, at seqs 1.., and its chain verifies.
 fn assert_log(f: &Fixture, ids: &[&str]) {
-    let events = f.store.log.after(leviathan::seq::Seq(0), 1000).unwrap();
+    let events = f
+        .store
+        .log
+        .after_at(&f.store.log.view(), leviathan::seq::Seq(0), 1000)
+        .unwrap();
     let got: Vec<(u64, &str)> = events
         .iter()
         .map(|e| (e.seq.0, e.event_id.as_str()))

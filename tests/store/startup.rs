@@ -39,10 +39,7 @@ fn an_empty_or_blank_token_is_refused() {
         let mut cmd = serve_command(dir.path());
         cmd.env("LEVIATHAN_CONTROL_PLANE_TOKEN", token);
         let err = refused(cmd);
-        assert!(
-            err.contains("LEVIATHAN_CONTROL_PLANE_TOKEN is not set (or empty)"),
-            "{token:?}: {err}"
-        );
+        assert!(err.contains("no token is configured"), "{token:?}: {err}");
     }
     // Nothing was created: the refusal comes before the store is opened.
     assert!(!dir.path().join("store").exists());
@@ -133,4 +130,40 @@ fn the_projector_cache_defaults_to_the_data_dir_and_is_reused() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("from_cache=true"), "{err}");
     assert_eq!(compiled_files(&cache), first);
+}
+
+/// A projector file is read with a cap: `/dev/zero`, a directory or a file
+/// over `LEVIATHAN_MAX_PROJECTOR_BYTES` is refused at start with a message
+/// naming it, before anything is read into memory.
+#[test]
+fn projector_files_are_capped_and_must_be_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.wasm");
+    std::fs::write(&big, vec![0u8; 4096]).unwrap();
+    // (file, LEVIATHAN_MAX_PROJECTOR_BYTES, what the refusal says)
+    let cases = [
+        (
+            "/dev/zero",
+            None,
+            "is not a regular file (a device, pipe or socket)",
+        ),
+        ("/tmp", None, "is not a regular file (a directory)"),
+        (
+            big.to_str().unwrap(),
+            Some("1000"),
+            "is 4096 bytes, over the cap of 1000 bytes",
+        ),
+    ];
+    for (path, cap, expected) in cases {
+        let mut cmd = serve_command(&dir.path().join("data"));
+        cmd.env("LEVIATHAN_PROJECTORS", format!("core,{path}"));
+        if let Some(cap) = cap {
+            cmd.env("LEVIATHAN_MAX_PROJECTOR_BYTES", cap);
+        }
+        let err = refused(cmd);
+        assert!(
+            err.contains(expected) && err.contains(path),
+            "{path}: {err}"
+        );
+    }
 }

@@ -117,17 +117,18 @@ impl SuperVersions {
         seqno: &SequenceNumberCounter,
         visible_seqno: &SequenceNumberCounter,
     ) -> crate::Result<()> {
-        // LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): a flush or compaction
-        // takes its version's seqno from the counter that write batches share,
-        // but must not raise the *visible* seqno past it. A batch that took a
-        // lower seqno may still be inserting its items (it publishes only after
-        // its last insert); raising the visible seqno here let a snapshot
-        // opened in that window see the batch in part. The new version becomes
-        // visible with the next published write; until then snapshots use the
-        // previous version, which holds the same data.
-        let _ = visible_seqno;
+        // LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): a flush, compaction or
+        // clear must not raise the *visible* seqno. A write batch that took a
+        // seqno from the shared counter may still be inserting its items (it
+        // publishes only after its last insert); raising the visible seqno past
+        // it let a snapshot opened in that window see the batch in part. The
+        // new version is tagged just below the visible seqno instead: every
+        // snapshot opened from now on uses it (as upstream), and no unpublished
+        // batch becomes visible. Versions stay in non-decreasing seqno order
+        // because the visible seqno only grows.
+        let _ = seqno;
         let mut next_version = f(&self.latest_version())?;
-        next_version.seqno = seqno.next();
+        next_version.seqno = visible_seqno.get().saturating_sub(1);
         log::trace!("Next version seqno={}", next_version.seqno);
 
         persist_version(tree_path, &next_version.version)?;

@@ -1,0 +1,193 @@
+//! Storage failures end to end, on a real full disk: the data dir is a small
+//! tmpfs that ingest fills. Every failure answers 503 `storage_unavailable`
+//! naming the cause (never a 500), nothing unacknowledged is claimed, `/readyz`
+//! turns 503 with the same reason, reads keep working, SIGTERM exits within
+//! the shutdown timeout (non-zero: the store could not be flushed), and once
+//! space returns a restart finds every acknowledged bundle and takes ingest
+//! again.
+//!
+//! Mounting needs root (or CAP_SYS_ADMIN); where it is not permitted the test
+//! says so and checks nothing else.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A tmpfs mounted for the test's lifetime.
+struct Tmpfs {
+    dir: PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("fs");
+        std::fs::create_dir(&dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs here ({}); the disk-full test needs root",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        Some(Tmpfs {
+            dir,
+            _parent: parent,
+        })
+    }
+
+    fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "remount failed");
+    }
+
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+fn big_bundle(id: &str) -> Value {
+    let events = (0..50)
+        .map(|i| {
+            event(
+                &format!("{id}-{i}"),
+                "attempt.created",
+                json!({"attempt_id": format!("{id}-a{i}"), "task_id": "t1", "note": "n".repeat(4000)}),
+            )
+        })
+        .collect();
+    bundle(id, events)
+}
+
+#[test]
+fn a_full_disk_answers_503_with_the_cause_and_nothing_acknowledged_is_lost() {
+    let Some(fs) = Tmpfs::mount("48m") else {
+        return;
+    };
+    let env = [("LEVIATHAN_SHUTDOWN_TIMEOUT", "5")];
+    let mut s = Server::start_in(fs.path(), &env);
+
+    let mut acked: Vec<(String, u64, u64)> = Vec::new();
+    let mut refusals: Vec<(u16, Value)> = Vec::new();
+    let started = Instant::now();
+    for n in 0.. {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the disk never filled"
+        );
+        let id = format!("fill-{n}");
+        let (st, r) = s.ingest(&big_bundle(&id));
+        if st == 200 {
+            acked.push((
+                id,
+                r["first_seq"].as_u64().unwrap(),
+                r["last_seq"].as_u64().unwrap(),
+            ));
+            continue;
+        }
+        refusals.push((st, r));
+        if refusals.len() == 3 {
+            break;
+        }
+    }
+    assert!(!acked.is_empty(), "nothing fit before the disk filled");
+    for (st, r) in &refusals {
+        assert_eq!(*st, 503, "a storage failure is a 503, never a 500: {r}");
+        assert_eq!(r["error"]["code"], "storage_unavailable", "{r}");
+        assert_eq!(r["error"]["details"]["cause"], "disk_full", "{r}");
+        let message = r["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("free space"),
+            "the message says what to do: {message}"
+        );
+    }
+    // Ready no more, with the same reason; alive still; reads still answer.
+    let (st, r) = s.get("/readyz");
+    assert_eq!((st, &r["error"]["code"]), (503, &json!("not_ready")), "{r}");
+    assert_eq!(r["error"]["details"]["cause"], "disk_full");
+    assert_eq!(s.get("/livez").0, 200);
+    let (st, head) = s.get("/v1/log/head");
+    assert_eq!(st, 200, "{head}");
+    assert_eq!(head["seq"], acked.last().unwrap().2);
+
+    // SIGTERM ends the process within its bound, and says it could not flush.
+    let t = Instant::now();
+    let status = s.terminate(Duration::from_secs(30));
+    assert!(
+        !status.success(),
+        "a shutdown that could not flush exits non-zero"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+
+    // Space returns: a restart has every acknowledged bundle, whole, and
+    // takes ingest again.
+    fs.resize("512m");
+    s = Server::start_in(fs.path(), &[]);
+    let events = s.all_events();
+    for (id, first, last) in &acked {
+        let seqs: Vec<u64> = events
+            .iter()
+            .filter(|e| {
+                e["event_id"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{id}-"))
+            })
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            seqs.len(),
+            50,
+            "acknowledged bundle {id} is not whole after the restart"
+        );
+        assert_eq!((seqs[0], *seqs.last().unwrap()), (*first, *last));
+    }
+    // A refused bundle may be there whole (its batch reached the journal but
+    // not its answer; a retry with its id is a duplicate), never in part.
+    let mut per_bundle = std::collections::BTreeMap::<&str, usize>::new();
+    for e in &events {
+        let id = e["event_id"].as_str().unwrap();
+        *per_bundle.entry(&id[..id.rfind('-').unwrap()]).or_default() += 1;
+    }
+    assert!(
+        per_bundle.values().all(|n| *n == 50),
+        "a bundle is partly stored: {per_bundle:?}"
+    );
+    let (st, v) = s.get("/v1/log/verify");
+    assert_eq!((st, &v["ok"]), (200, &json!(true)), "{v}");
+    assert_eq!(s.get("/readyz").0, 200);
+    let (st, r) = s.ingest(&bundle("after", events_of("after", 3)));
+    assert_eq!(st, 200, "{r}");
+    s.stop();
+}
+
+fn events_of(prefix: &str, n: usize) -> Vec<Value> {
+    events(prefix, n)
+}
