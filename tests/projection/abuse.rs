@@ -189,19 +189,35 @@ fn unbounded_recursion_is_a_stack_overflow_every_time() {
 }
 
 #[test]
-fn a_component_declaring_a_huge_memory_is_refused_at_load() {
-    // 4 GiB of initial memory in a component of a few hundred bytes.
-    let wat = projector_wat(&describe("huge"), Data::default(), "", "", "(i32.const 0)").replace(
-        r#"(memory (export "memory") 2)"#,
-        r#"(memory (export "memory") 65536)"#,
-    );
-    let bytes = component(&wat);
-    assert!(bytes.len() < 4096, "{}", bytes.len());
-    let e = ProjectorSet::load(vec![source(bytes)], None).expect_err("must not load");
-    let text = e.to_string();
-    assert!(matches!(e, LoadError::Component { index: 0, .. }), "{text}");
-    assert!(text.contains("projector source #0"), "{text}");
-    assert!(text.contains("memory"), "{text}");
+fn a_component_declaring_huge_resources_is_refused_at_load() {
+    let memory = r#"(memory (export "memory") 2)"#;
+    let many_tables: String = (0..17)
+        .map(|i| format!("(table $t{i} 1 funcref)"))
+        .collect();
+    // (what replaces the 2-page memory declaration, what the refusal names)
+    let cases = [
+        // 4 GiB of initial memory, over the pool's 64 MiB slots.
+        (r#"(memory (export "memory") 65536)"#.to_owned(), "memory"),
+        // A million-element table, over the pool's 20,000.
+        (format!("{memory} (table 1000000 funcref)"), "table"),
+        // 17 tables, over the 16 a component may have.
+        (format!("{memory} {many_tables}"), "table"),
+    ];
+    for (declaration, resource) in cases {
+        let wat = projector_wat(&describe("huge"), Data::default(), "", "", "(i32.const 0)")
+            .replace(memory, &declaration);
+        let bytes = component(&wat);
+        assert!(bytes.len() < 4096, "{}", bytes.len());
+        let e = ProjectorSet::load(vec![source(bytes)], None).expect_err("must not load");
+        let text = e.to_string();
+        assert!(matches!(e, LoadError::Component { index: 0, .. }), "{text}");
+        assert!(
+            text.contains("projector source #0")
+                && text.contains("pooling allocator")
+                && text.contains(resource),
+            "{text}"
+        );
+    }
 }
 
 const EVIL: &str = r#"
