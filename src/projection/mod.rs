@@ -152,6 +152,18 @@ pub enum Failure {
     OutOfFuel { limit: u64 },
     #[error("memory limit reached (limit {limit} bytes)")]
     MemoryLimit { limit: usize },
+    /// The guest used up its wasm stack (unbounded recursion).
+    #[error("call stack exhausted (wasm stack limit {limit} bytes)")]
+    StackOverflow { limit: usize },
+    /// The guest returned more ops than one run may (`MAX_OPS_PER_RUN`).
+    #[error("returned {count} ops, over the limit of {limit} per event")]
+    TooManyOps { count: usize, limit: usize },
+    /// The guest's output is bigger than the host copies: a property
+    /// document over `MAX_PROPERTIES_BYTES`, all the text of one run over
+    /// `MAX_OUTPUT_BYTES`, or a result the host stopped copying at
+    /// `MAX_COPY_BYTES`.
+    #[error("output too large: {reason}")]
+    OutputTooLarge { reason: String },
     /// Any other trap, a guest panic included (its message, if the guest
     /// printed one, is in `stderr`).
     #[error("trap: {message}{}", stderr.as_deref().map(|s| format!(" (guest stderr: {s})")).unwrap_or_default())]
@@ -179,13 +191,17 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// `rejected`, `out_of_fuel`, `memory_limit`, `trap`, `undeclared_type`,
+    /// `rejected`, `out_of_fuel`, `memory_limit`, `stack_overflow`,
+    /// `too_many_ops`, `output_too_large`, `trap`, `undeclared_type`,
     /// `invalid_output`, `invalid_event` or `host`.
     pub fn code(&self) -> &'static str {
         match self {
             Failure::Rejected { .. } => "rejected",
             Failure::OutOfFuel { .. } => "out_of_fuel",
             Failure::MemoryLimit { .. } => "memory_limit",
+            Failure::StackOverflow { .. } => "stack_overflow",
+            Failure::TooManyOps { .. } => "too_many_ops",
+            Failure::OutputTooLarge { .. } => "output_too_large",
             Failure::Trap { .. } => "trap",
             Failure::UndeclaredType { .. } => "undeclared_type",
             Failure::InvalidOutput { .. } => "invalid_output",
@@ -194,6 +210,31 @@ impl Failure {
         }
     }
 }
+
+/// Most ops one projector may return for one event. The core projector
+/// returns a handful; a guest returning more is refused (`too_many_ops`)
+/// before any of them is parsed.
+pub const MAX_OPS_PER_RUN: usize = 10_000;
+/// Largest property document (JSON text) of one op, in bytes: a bit more than
+/// a payload can be at the largest body size, so a projector that copies a
+/// whole payload into a node fits. Checked before the text is parsed
+/// (`output_too_large`).
+pub const MAX_PROPERTIES_BYTES: usize = 8 << 20;
+/// Most text (ids, types and properties of every op, counted each time an op
+/// names it) one projector may return for one event, in bytes
+/// (`output_too_large`).
+pub const MAX_OUTPUT_BYTES: usize = 32 << 20;
+/// wasmtime's "hostcall fuel": the most bytes the host allocates while
+/// copying one value out of a guest (the result of `project` or `describe`,
+/// the arguments of one import call), counting each list element at its host
+/// size and each string at its length, aliased strings included. It bounds
+/// the copy before the checks above can run: a guest whose list points the
+/// same huge string from a million ops is stopped here (`output_too_large`),
+/// not after the host has allocated terabytes. Above `MAX_OUTPUT_BYTES` plus
+/// `MAX_OPS_PER_RUN` ops, so the finer checks decide every result that fits.
+pub const MAX_COPY_BYTES: usize = 64 << 20;
+/// The text wasmtime 48 gives its hostcall-fuel error (its type is private).
+const HOSTCALL_FUEL_MESSAGE: &str = "fuel allocated for hostcalls has been exhausted";
 
 /// Longest guest-supplied text kept in an error (rejection code and message,
 /// stderr tail), in characters.
@@ -534,6 +575,7 @@ impl Loaded {
         );
         store.limiter(|s| &mut s.limiter);
         store.set_fuel(self.limits.fuel).map_err(host_failure)?;
+        store.set_hostcall_fuel(MAX_COPY_BYTES);
 
         let result = self
             .pre
@@ -568,6 +610,7 @@ impl Loaded {
             );
         }
         drop(store);
+        check_output_size(&list)?;
         ops.reserve(list.len());
         for (index, op) in list.into_iter().enumerate() {
             match host::convert_op(op, &self.declared) {
@@ -639,6 +682,9 @@ fn classify(
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => Failure::OutOfFuel { limit: limits.fuel },
+        Some(Trap::StackOverflow) => Failure::StackOverflow {
+            limit: sandbox::MAX_WASM_STACK,
+        },
         Some(trap) => {
             tracing::debug!(error = %format!("{e:?}"), "projector trapped");
             let message = trap.to_string();
@@ -656,6 +702,12 @@ fn classify(
         {
             host_failure(e)
         }
+        None if format!("{e:#}").contains(HOSTCALL_FUEL_MESSAGE) => Failure::OutputTooLarge {
+            reason: format!(
+                "the host stopped copying the guest's data at {MAX_COPY_BYTES} bytes \
+                 (list elements at their host size plus every string)"
+            ),
+        },
         // Other errors raised while running guest code (a host import
         // refusing, a resource limit other than memory) are the guest's doing
         // and deterministic: report them as traps with the full message.
@@ -664,6 +716,46 @@ fn classify(
             stderr,
         },
     }
+}
+
+/// Checks a run's output against `MAX_OPS_PER_RUN`, `MAX_PROPERTIES_BYTES`
+/// and `MAX_OUTPUT_BYTES` before any of it is parsed.
+fn check_output_size(list: &[wit::Op]) -> Result<(), Failure> {
+    if list.len() > MAX_OPS_PER_RUN {
+        return Err(Failure::TooManyOps {
+            count: list.len(),
+            limit: MAX_OPS_PER_RUN,
+        });
+    }
+    let mut total = 0usize;
+    for (index, op) in list.iter().enumerate() {
+        let (texts, properties): (&[&str], Option<&str>) = match op {
+            wit::Op::PutNode(n) => (&[&n.id, &n.node_type], Some(&n.properties)),
+            wit::Op::MergeNode(n) => (&[&n.id, &n.node_type], Some(&n.properties)),
+            wit::Op::DeleteNode(id) => (&[id], None),
+            wit::Op::PutEdge(e) => (&[&e.edge_type, &e.from, &e.to], Some(&e.properties)),
+            wit::Op::DeleteEdge(k) => (&[&k.edge_type, &k.from, &k.to], None),
+        };
+        if let Some(p) = properties.filter(|p| p.len() > MAX_PROPERTIES_BYTES) {
+            return Err(Failure::OutputTooLarge {
+                reason: format!(
+                    "op {index}: the property document is {} bytes, over the limit of \
+                     {MAX_PROPERTIES_BYTES}",
+                    p.len()
+                ),
+            });
+        }
+        total += texts.iter().map(|t| t.len()).sum::<usize>() + properties.map_or(0, str::len);
+        if total > MAX_OUTPUT_BYTES {
+            return Err(Failure::OutputTooLarge {
+                reason: format!(
+                    "the text of ops 0..={index} is {total} bytes, over the limit of \
+                     {MAX_OUTPUT_BYTES} per event"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn host_failure(e: impl std::fmt::Display) -> Failure {
@@ -762,6 +854,7 @@ fn describe(
     );
     store.limiter(|s| &mut s.limiter);
     store.set_fuel(limits.fuel).map_err(|e| format!("{e:#}"))?;
+    store.set_hostcall_fuel(MAX_COPY_BYTES);
     let result = pre
         .instantiate(&mut store)
         .and_then(|i| i.call_describe(&mut store));

@@ -41,6 +41,16 @@ const TABLES_PER_COMPONENT: u32 = 16;
 /// (4 MiB window) and 6.88 µs without (docs/BENCHMARKS.md), so it stays off.
 const KEEP_RESIDENT: usize = 128 << 10;
 
+/// The wasm stack a guest may use, in bytes: wasmtime's default, set here so
+/// that it is a decision rather than an accident of the version. Unbounded
+/// recursion traps with `Trap::StackOverflow` (cause `stack_overflow`) when it
+/// is used up; how deep a guest gets before that depends on its frame sizes,
+/// which are fixed by the component and the pinned wasmtime/cranelift, so the
+/// same event fails the same way on every replay. Guest code runs on the
+/// calling thread's stack, so that thread needs this much on top of its own
+/// use (Rust's spawned threads, rayon's and tokio's blocking ones, have 2 MiB).
+pub(crate) const MAX_WASM_STACK: usize = 512 << 10;
+
 /// Builds the engine shared by every projector of a set. `max_memory_bytes` and
 /// `max_table_elements` are the largest limits of any projector in the set (the
 /// pool's slots must fit them; each store then enforces its own projector's).
@@ -73,6 +83,7 @@ pub(crate) fn engine(
         .wasm_relaxed_simd(true)
         .relaxed_simd_deterministic(true)
         .cranelift_opt_level(OptLevel::Speed)
+        .max_wasm_stack(MAX_WASM_STACK)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     tracing::debug!(
         keep_resident = KEEP_RESIDENT,

@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod abuse;
 mod calls;
 mod failures;
 mod graph_view;
