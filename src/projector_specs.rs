@@ -61,7 +61,7 @@ pub enum SpecError {
         pinned: Sha256,
         actual: Sha256,
     },
-    #[error("loading projectors: {0}")]
+    #[error("loading projectors")]
     Load(#[from] crate::projection::LoadError),
 }
 
