@@ -117,6 +117,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
     let addr = listener.local_addr()?;
+    // Signals are caught from before the line that says the server is up.
+    let shutdown_signal_installed = shutdown_signal();
     tracing::info!(
         %addr,
         data_dir = %config.data_dir.display(),
@@ -132,8 +134,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let signalled = Arc::new(std::sync::OnceLock::new());
     let on_signal = {
         let signalled = signalled.clone();
+        let signal = shutdown_signal_installed;
         async move {
-            shutdown_signal().await;
+            signal.await;
             let _ = signalled.set(std::time::Instant::now());
             tracing::info!("shutting down: no new connections; finishing requests in flight");
         }
@@ -283,20 +286,33 @@ async fn reload_tokens_on_sighup(tokens: crate::tokens::Tokens) {
     std::future::pending::<()>().await;
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled: a signal that arrives right
+/// after the `listening on` line must already be caught (otherwise its default
+/// action kills the process without a flush).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        if term.is_err() || int.is_err() {
+            tracing::warn!("cannot listen for SIGTERM/SIGINT: stop the server with SIGKILL");
         }
-    };
+        async move {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! { _ = wait(term) => {}, _ = wait(int) => {} }
+        }
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
