@@ -134,6 +134,89 @@ id_type!(
     "target"
 );
 
+/// A graph node's id, as a projector names it in its ops (`put-node`,
+/// `merge-node`, `delete-node`, and an edge's `from`/`to`). Built once, where a
+/// projector's output enters the host ([`NodeId::new`]): it is never empty.
+/// Its length cap (`graph::MAX_ID_BYTES`) is the graph store's key limit and is
+/// checked when the op is applied (`graph::Staging::apply`, a `graph_op`
+/// failure naming the op's place in the event), as before this type existed.
+///
+/// Node ids read back from the graph store were checked when they were
+/// written, and are not checked again; the stored and wire form is the bare
+/// string.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// Checks that `value` is not empty; the error is `"{what} is empty"`,
+    /// where `what` names the op field (`node id`, `edge from`, `edge to`).
+    pub fn new(what: &str, value: impl Into<String>) -> Result<NodeId, IdError> {
+        let value = value.into();
+        if value.is_empty() {
+            return Err(IdError(format!("{what} is empty")));
+        }
+        Ok(NodeId(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::ops::Deref for NodeId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for NodeId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for NodeId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl PartialEq<str> for NodeId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for NodeId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl From<NodeId> for String {
+    fn from(id: NodeId) -> String {
+        id.0
+    }
+}
+
 /// An event time in the log's one normalized form: RFC 3339, UTC, `Z`, at
 /// most microsecond precision, trailing zero groups of the fraction dropped
 /// (`.5` → `.500`). The only constructor is [`Timestamp::normalize`].
@@ -213,6 +296,19 @@ mod tests {
             serde_json::to_string(&EventId::new("é").unwrap()).unwrap(),
             "\"é\""
         );
+    }
+
+    #[test]
+    fn node_ids_are_never_empty_and_stay_bare_strings() {
+        assert_eq!(
+            NodeId::new("edge from", "").unwrap_err().to_string(),
+            "edge from is empty"
+        );
+        let id = NodeId::new("node id", "task:t1").unwrap();
+        assert_eq!(id, "task:t1");
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"task:t1\"");
+        let back: NodeId = serde_json::from_str("\"task:t1\"").unwrap();
+        assert_eq!(back, id);
     }
 
     #[test]

@@ -98,13 +98,13 @@ pub fn plan(
         EVENT_TYPE.to_owned(),
         timestamp.clone(),
         Some(actor.to_owned()),
-        Some(attempt.id.clone()),
+        Some(attempt.id.to_string()),
         &target,
         &payload_canonical,
     );
     let bundle = Bundle::from_drafts(target.clone(), bundle_id, vec![draft]);
     Ok(Invalidation {
-        attempt_id: attempt.id.clone(),
+        attempt_id: attempt.id.to_string(),
         current_status: attempt
             .properties
             .get("status")
@@ -134,7 +134,7 @@ mod tests {
             properties.insert("target_id".into(), json!(t));
         }
         Node {
-            id: id.into(),
+            id: crate::graph::NodeId::new("node id", id).expect("test ids are not empty"),
             node_type: "Attempt".into(),
             properties,
             created_at: "2026-01-24T10:00:00Z".into(),

@@ -209,8 +209,14 @@ pub(crate) fn write_str(s: &str, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::graph::canonical::write_ops;
-    use crate::graph::model::{Op, Properties};
+    use crate::graph::model::{NodeId, Op, Properties};
     use serde_json::{json, Map};
+
+    /// A node id for an op; an op cannot carry an empty one, so the empty
+    /// string (which the generators produce) becomes "-".
+    fn nid(s: &str) -> NodeId {
+        NodeId::new("node id", if s.is_empty() { "-" } else { s }).expect("not empty")
+    }
 
     fn jcs<T: serde::Serialize>(v: &T) -> Vec<u8> {
         serde_json_canonicalizer::to_vec(v).expect("crate encodes")
@@ -257,33 +263,33 @@ mod tests {
     fn every_variant(p: &Properties) -> Vec<Op> {
         vec![
             Op::PutNode {
-                id: "n1".into(),
+                id: nid("n1"),
                 node_type: "Attempt".into(),
                 properties: p.clone(),
             },
             Op::MergeNode {
-                id: "n2".into(),
+                id: nid("n2"),
                 node_type: "Run".into(),
                 properties: p.clone(),
                 create_if_absent: true,
             },
             Op::MergeNode {
-                id: "n3".into(),
+                id: nid("n3"),
                 node_type: "Run".into(),
                 properties: Map::new(),
                 create_if_absent: false,
             },
-            Op::DeleteNode { id: "n4".into() },
+            Op::DeleteNode { id: nid("n4") },
             Op::PutEdge {
                 edge_type: "OWNS".into(),
-                from: "n1".into(),
-                to: "n2".into(),
+                from: nid("n1"),
+                to: nid("n2"),
                 properties: p.clone(),
             },
             Op::DeleteEdge {
                 edge_type: "OWNS".into(),
-                from: "n1".into(),
-                to: "n2".into(),
+                from: nid("n1"),
+                to: nid("n2"),
             },
         ]
     }
@@ -345,8 +351,8 @@ mod tests {
         assert_eq!(
             ours(&[Op::DeleteEdge {
                 edge_type: "E".into(),
-                from: "a".into(),
-                to: "b".into()
+                from: nid("a"),
+                to: nid("b")
             }]),
             br#"[{"edge_type":"E","from":"a","op":"delete_edge","to":"b"}]"#
         );
@@ -361,14 +367,14 @@ mod tests {
             p.insert(s.clone(), Value::String(s.clone()));
             same_ops(&[
                 Op::PutNode {
-                    id: s.clone(),
+                    id: nid(s),
                     node_type: s.clone(),
                     properties: p.clone(),
                 },
                 Op::PutEdge {
                     edge_type: s.clone(),
-                    from: s.clone(),
-                    to: s.clone(),
+                    from: nid(s),
+                    to: nid(s),
                     properties: p,
                 },
             ]);
@@ -616,27 +622,29 @@ mod tests {
         fn op(&mut self) -> Op {
             match self.below(5) {
                 0 => Op::PutNode {
-                    id: self.string(),
+                    id: nid(&self.string()),
                     node_type: self.string(),
                     properties: self.object(3),
                 },
                 1 => Op::MergeNode {
-                    id: self.string(),
+                    id: nid(&self.string()),
                     node_type: self.string(),
                     properties: self.object(3),
                     create_if_absent: self.below(2) == 0,
                 },
-                2 => Op::DeleteNode { id: self.string() },
+                2 => Op::DeleteNode {
+                    id: nid(&self.string()),
+                },
                 3 => Op::PutEdge {
                     edge_type: self.string(),
-                    from: self.string(),
-                    to: self.string(),
+                    from: nid(&self.string()),
+                    to: nid(&self.string()),
                     properties: self.object(3),
                 },
                 _ => Op::DeleteEdge {
                     edge_type: self.string(),
-                    from: self.string(),
-                    to: self.string(),
+                    from: nid(&self.string()),
+                    to: nid(&self.string()),
                 },
             }
         }

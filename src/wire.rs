@@ -257,7 +257,7 @@ impl From<crate::graph::Node> for Node {
         Node {
             created_at: n.created_at,
             created_seq: n.created_seq,
-            node_id: n.id,
+            node_id: n.id.into_string(),
             node_type: n.node_type,
             properties: n.properties,
             updated_at: n.updated_at,
@@ -291,9 +291,9 @@ impl From<crate::graph::Edge> for Edge {
             created_seq: e.created_seq,
             edge_id: crate::graph::edge_id(&e.from, &e.edge_type, &e.to),
             edge_type: e.edge_type,
-            from_node: e.from,
+            from_node: e.from.into_string(),
             properties: e.properties,
-            to_node: e.to,
+            to_node: e.to.into_string(),
         }
     }
 }
@@ -496,7 +496,7 @@ mod tests {
         let mut properties = Map::new();
         properties.insert("status".into(), json!("running"));
         let n = crate::graph::Node {
-            id: "a1".into(),
+            id: crate::graph::NodeId::new("node id", "a1").expect("not empty"),
             node_type: "Attempt".into(),
             properties,
             created_seq: Seq(3),

@@ -19,7 +19,7 @@ pub enum GraphError {
     #[error("graph store has layout version {found:?}, this build writes {expected:?}")]
     Format { found: String, expected: String },
 
-    /// An op is malformed (empty or oversized id or type). `index` is the op's
+    /// An op is malformed (an oversized id, an empty or oversized type). `index` is the op's
     /// position in the event's op list.
     #[error("op {index}: {reason}")]
     InvalidOp { index: usize, reason: String },

@@ -16,7 +16,7 @@ pub mod store;
 mod tests;
 
 pub use error::GraphError;
-pub use model::{edge_id, Direction, Edge, GraphView, Node, Op, Properties};
+pub use model::{edge_id, Direction, Edge, GraphView, Node, NodeId, Op, Properties};
 pub use query::{Page, TypeCounts, TypeOrder, MAX_PAGE_LIMIT, NEWEST_SCAN_BUDGET};
 pub use staging::{Mark, Staging, MAX_ID_BYTES, MAX_TYPE_BYTES};
 pub use store::{GraphStore, GENESIS_DIGEST};

@@ -2,6 +2,7 @@
 //! projector emits, and the read-only `GraphView` a projector may query. Pure
 //! data; no storage, no Wasm.
 
+pub use crate::ids::NodeId;
 use crate::seq::Seq;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -12,7 +13,7 @@ pub type Properties = Map<String, Value>;
 /// A node as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Node {
-    pub id: String,
+    pub id: NodeId,
     pub node_type: String,
     pub properties: Properties,
     /// Seq of the event that created the node.
@@ -30,8 +31,8 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Edge {
     pub edge_type: String,
-    pub from: String,
-    pub to: String,
+    pub from: NodeId,
+    pub to: NodeId,
     pub properties: Properties,
     pub created_seq: Seq,
 }
@@ -55,32 +56,32 @@ pub enum Direction {
 pub enum Op {
     /// Create the node or replace it whole.
     PutNode {
-        id: String,
+        id: NodeId,
         node_type: String,
         properties: Properties,
     },
     /// Shallow-merge into an existing node of `node_type`; create it only if
     /// `create_if_absent`. A node of another type fails the event.
     MergeNode {
-        id: String,
+        id: NodeId,
         node_type: String,
         properties: Properties,
         create_if_absent: bool,
     },
     /// Delete the node and every edge touching it; no-op if absent.
-    DeleteNode { id: String },
+    DeleteNode { id: NodeId },
     /// Create or replace the edge `from:TYPE:to`.
     PutEdge {
         edge_type: String,
-        from: String,
-        to: String,
+        from: NodeId,
+        to: NodeId,
         properties: Properties,
     },
     /// Delete the edge; no-op if absent.
     DeleteEdge {
         edge_type: String,
-        from: String,
-        to: String,
+        from: NodeId,
+        to: NodeId,
     },
 }
 

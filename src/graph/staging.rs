@@ -20,7 +20,7 @@ use crate::digest::Sha256;
 use crate::graph::canonical;
 use crate::graph::error::GraphError;
 use crate::graph::keys;
-use crate::graph::model::{Direction, Edge, GraphView, Node, Op, Properties};
+use crate::graph::model::{Direction, Edge, GraphView, Node, NodeId, Op, Properties};
 use crate::graph::store::{decode_edge, encode_edge, encode_node, GraphStore};
 use crate::seq::Seq;
 use fjall::{OwnedWriteBatch, Readable, Snapshot, UserValue};
@@ -197,7 +197,7 @@ impl Staging {
                 Some(n) if &n.node_type != node_type => {
                     return Err(GraphError::TypeMismatch {
                         index,
-                        id: id.clone(),
+                        id: id.to_string(),
                         existing: n.node_type,
                         requested: node_type.clone(),
                     })
@@ -260,7 +260,7 @@ impl Staging {
 
     fn put_node(
         &mut self,
-        id: &str,
+        id: &NodeId,
         node_type: &str,
         properties: Properties,
         existing: Option<Node>,
@@ -281,7 +281,7 @@ impl Staging {
             }
         };
         let node = Node {
-            id: id.to_owned(),
+            id: id.clone(),
             node_type: node_type.to_owned(),
             properties,
             created_seq,
@@ -531,7 +531,7 @@ fn check_str(index: usize, what: &str, s: &str, max: usize) -> Result<(), GraphE
 }
 
 fn validate(index: usize, op: &Op) -> Result<(), GraphError> {
-    let id = |s| check_str(index, "node id", s, MAX_ID_BYTES);
+    let id = |s: &str| check_str(index, "node id", s, MAX_ID_BYTES);
     let ty = |what, s| check_str(index, what, s, MAX_TYPE_BYTES);
     match op {
         Op::PutNode {

@@ -9,6 +9,10 @@ use fjall::Database;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
+fn nid(s: &str) -> NodeId {
+    NodeId::new("node id", s).expect("test ids are not empty")
+}
+
 struct Env {
     _dir: tempfile::TempDir,
     db: Database,
@@ -47,7 +51,7 @@ fn ts(seq: Seq) -> String {
 
 fn put(id: &str, t: &str, p: Value) -> Op {
     Op::PutNode {
-        id: id.into(),
+        id: nid(id),
         node_type: t.into(),
         properties: props(p),
     }
@@ -55,7 +59,7 @@ fn put(id: &str, t: &str, p: Value) -> Op {
 
 fn merge(id: &str, t: &str, p: Value, create: bool) -> Op {
     Op::MergeNode {
-        id: id.into(),
+        id: nid(id),
         node_type: t.into(),
         properties: props(p),
         create_if_absent: create,
@@ -63,14 +67,14 @@ fn merge(id: &str, t: &str, p: Value, create: bool) -> Op {
 }
 
 fn del(id: &str) -> Op {
-    Op::DeleteNode { id: id.into() }
+    Op::DeleteNode { id: nid(id) }
 }
 
 fn edge(from: &str, t: &str, to: &str) -> Op {
     Op::PutEdge {
         edge_type: t.into(),
-        from: from.into(),
-        to: to.into(),
+        from: nid(from),
+        to: nid(to),
         properties: props(json!({"w": 1})),
     }
 }
@@ -78,8 +82,8 @@ fn edge(from: &str, t: &str, to: &str) -> Op {
 fn del_edge(from: &str, t: &str, to: &str) -> Op {
     Op::DeleteEdge {
         edge_type: t.into(),
-        from: from.into(),
-        to: to.into(),
+        from: nid(from),
+        to: nid(to),
     }
 }
 
@@ -217,15 +221,35 @@ fn invalid_ops_and_seq_order_are_rejected() {
             got: Seq(2)
         }
     ));
+    // An op cannot carry an empty node id (the host refuses it as
+    // `invalid_output` when it builds the `NodeId`); an empty type is refused here.
+    assert_eq!(
+        NodeId::new("node id", "").unwrap_err().to_string(),
+        "node id is empty"
+    );
     let err = st
-        .apply(Seq(1), "t", &[put("", "T", json!({}))])
+        .apply(Seq(1), "t", &[put("a", "", json!({}))])
         .unwrap_err();
     assert!(
         matches!(err, GraphError::InvalidOp { index: 0, .. }),
         "{err}"
     );
+    // An overlong id is the graph store's limit, refused when applied.
     let long = "x".repeat(MAX_ID_BYTES + 1);
-    assert!(st.apply(Seq(1), "t", &[edge("a", "E", &long)]).is_err());
+    let err = st
+        .apply(
+            Seq(1),
+            "t",
+            &[put("a", "T", json!({})), edge("a", "E", &long)],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "op 1: node id is {} bytes, more than {MAX_ID_BYTES}",
+            MAX_ID_BYTES + 1
+        )
+    );
     assert!(st.is_empty());
 }
 
@@ -294,8 +318,8 @@ fn edge_reverse_index_and_replace_keeps_created_seq() {
     ]]);
     env.commit(&[vec![Op::PutEdge {
         edge_type: "DEPENDS_ON".into(),
-        from: "t1".into(),
-        to: "g".into(),
+        from: nid("t1"),
+        to: nid("g"),
         properties: props(json!({"v": 2})),
     }]]);
     assert_eq!(
@@ -561,7 +585,7 @@ fn paging_returns_every_item_exactly_once() {
                 n.properties["target_id"] == "g1"
             })
             .unwrap();
-        got.extend(page.items.into_iter().map(|n| n.id));
+        got.extend(page.items.into_iter().map(|n| n.id.into_string()));
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,
@@ -586,7 +610,7 @@ fn paging_returns_every_item_exactly_once() {
                 n.properties["target_id"] == "g1"
             })
             .unwrap();
-        got.extend(page.items.into_iter().map(|n| n.id));
+        got.extend(page.items.into_iter().map(|n| n.id.into_string()));
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,

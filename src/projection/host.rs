@@ -6,7 +6,7 @@
 //! call whose graph it borrows.
 
 use super::sandbox::{Limiter, WasiState};
-use crate::graph::{self, Direction, GraphView};
+use crate::graph::{self, Direction, GraphView, NodeId};
 use std::collections::HashSet;
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
@@ -126,7 +126,7 @@ impl bindings::leviathan::projector::graph::Host for HostState {
     fn get_node(&mut self, id: String) -> Option<wit::Node> {
         self.graph.get().get_node(&id).map(|n| wit::Node {
             properties: properties_text(&n.properties),
-            id: n.id,
+            id: n.id.into_string(),
             node_type: n.node_type,
             created_seq: n.created_seq.0,
             updated_seq: n.updated_seq.0,
@@ -158,8 +158,8 @@ impl bindings::leviathan::projector::graph::Host for HostState {
             .map(|e| wit::Edge {
                 properties: properties_text(&e.properties),
                 edge_type: e.edge_type,
-                from: e.from,
-                to: e.to,
+                from: e.from.into_string(),
+                to: e.to.into_string(),
                 created_seq: e.created_seq.0,
             })
             .collect()
@@ -211,12 +211,10 @@ impl DeclaredTypes {
     }
 }
 
-fn non_empty(what: &str, s: String) -> Result<String, OpError> {
-    if s.is_empty() {
-        Err(OpError::Invalid(format!("{what} is empty")))
-    } else {
-        Ok(s)
-    }
+/// A node id from the guest: never empty (its length is checked when the op
+/// is applied, see `NodeId`).
+fn node_id(what: &str, s: String) -> Result<NodeId, OpError> {
+    NodeId::new(what, s).map_err(|e| OpError::Invalid(e.0))
 }
 
 fn parse_properties(text: &str) -> Result<graph::Properties, OpError> {
@@ -231,29 +229,29 @@ fn parse_properties(text: &str) -> Result<graph::Properties, OpError> {
 pub(crate) fn convert_op(op: wit::Op, declared: &DeclaredTypes) -> Result<graph::Op, OpError> {
     Ok(match op {
         wit::Op::PutNode(n) => graph::Op::PutNode {
-            id: non_empty("node id", n.id)?,
+            id: node_id("node id", n.id)?,
             node_type: declared.node(n.node_type)?,
             properties: parse_properties(&n.properties)?,
         },
         wit::Op::MergeNode(n) => graph::Op::MergeNode {
-            id: non_empty("node id", n.id)?,
+            id: node_id("node id", n.id)?,
             node_type: declared.node(n.node_type)?,
             properties: parse_properties(&n.properties)?,
             create_if_absent: n.create_if_absent,
         },
         wit::Op::DeleteNode(id) => graph::Op::DeleteNode {
-            id: non_empty("node id", id)?,
+            id: node_id("node id", id)?,
         },
         wit::Op::PutEdge(e) => graph::Op::PutEdge {
             edge_type: declared.edge(e.edge_type)?,
-            from: non_empty("edge from", e.from)?,
-            to: non_empty("edge to", e.to)?,
+            from: node_id("edge from", e.from)?,
+            to: node_id("edge to", e.to)?,
             properties: parse_properties(&e.properties)?,
         },
         wit::Op::DeleteEdge(k) => graph::Op::DeleteEdge {
             edge_type: declared.edge(k.edge_type)?,
-            from: non_empty("edge from", k.from)?,
-            to: non_empty("edge to", k.to)?,
+            from: node_id("edge from", k.from)?,
+            to: node_id("edge to", k.to)?,
         },
     })
 }

@@ -30,7 +30,7 @@ fn list_item(n: Node) -> AttemptItem {
         pr_number: prop(&n, "pr_number"),
         created_seq: n.created_seq,
         updated_seq: n.updated_seq,
-        attempt_id: n.id,
+        attempt_id: n.id.into_string(),
     }
 }
 

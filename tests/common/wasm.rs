@@ -5,7 +5,12 @@
 //! crate itself.
 
 use leviathan::digest::Sha256;
-use leviathan::graph::{Direction, Edge, GraphView, Node, Properties};
+use leviathan::graph::{Direction, Edge, GraphView, Node, NodeId, Properties};
+
+/// A node id for a test op or node.
+pub fn nid(s: &str) -> NodeId {
+    NodeId::new("node id", s).expect("test ids are not empty")
+}
 use leviathan::projection::EventInput;
 use leviathan::seq::Seq;
 use std::collections::BTreeMap;
@@ -372,7 +377,7 @@ impl MemGraph {
         self.nodes.insert(
             id.to_owned(),
             Node {
-                id: id.to_owned(),
+                id: nid(id),
                 node_type: node_type.to_owned(),
                 properties,
                 created_seq: Seq(1),
@@ -393,8 +398,8 @@ impl MemGraph {
     ) -> Self {
         self.edges.push(Edge {
             edge_type: edge_type.to_owned(),
-            from: from.to_owned(),
-            to: to.to_owned(),
+            from: nid(from),
+            to: nid(to),
             properties: props.as_object().expect("object").clone(),
             created_seq: Seq(3),
         });

@@ -90,14 +90,14 @@ fn graph_import_answers_from_the_graph_view() {
         ops,
         vec![
             Op::PutNode {
-                id: "n1".into(),
+                id: nid("n1"),
                 node_type: "run".into(),
                 properties: obj(json!({"state": "open", "tries": 3, "tags": ["a", "b"]})),
             },
             Op::PutEdge {
                 edge_type: "links".into(),
-                from: "n1".into(),
-                to: "n2".into(),
+                from: nid("n1"),
+                to: nid("n2"),
                 properties: obj(json!({"weight": 0.5})),
             },
         ]
@@ -230,7 +230,7 @@ fn obj(v: serde_json::Value) -> leviathan::graph::Properties {
 
 fn put_node(id: &str, props: serde_json::Value) -> Op {
     Op::PutNode {
-        id: id.into(),
+        id: nid(id),
         node_type: "run".into(),
         properties: obj(props),
     }
@@ -239,8 +239,8 @@ fn put_node(id: &str, props: serde_json::Value) -> Op {
 fn put_edge(from: &str, to: &str, props: serde_json::Value) -> Op {
     Op::PutEdge {
         edge_type: "links".into(),
-        from: from.into(),
-        to: to.into(),
+        from: nid(from),
+        to: nid(to),
         properties: obj(props),
     }
 }
@@ -293,8 +293,8 @@ fn the_graph_import_reads_the_batch_being_built() {
                 put_node("n1", json!({"state": "closed"})),
                 Op::DeleteEdge {
                     edge_type: "links".into(),
-                    from: "n1".into(),
-                    to: "n2".into(),
+                    from: nid("n1"),
+                    to: nid("n2"),
                 },
                 put_edge("n1", "n3", json!({})),
             ],

@@ -65,29 +65,29 @@ fn expected_good_ops() -> Vec<Op> {
     let obj = |v: serde_json::Value| v.as_object().unwrap().clone();
     vec![
         Op::PutNode {
-            id: "attempt:a1".into(),
+            id: nid("attempt:a1"),
             node_type: "attempt".into(),
             properties: obj(json!({"status": "running", "n": 1})),
         },
         Op::PutEdge {
             edge_type: "part_of".into(),
-            from: "attempt:a1".into(),
-            to: "run:r1".into(),
+            from: nid("attempt:a1"),
+            to: nid("run:r1"),
             properties: obj(json!({})),
         },
         Op::MergeNode {
-            id: "run:r1".into(),
+            id: nid("run:r1"),
             node_type: "run".into(),
             properties: obj(json!({"last": "a1"})),
             create_if_absent: true,
         },
         Op::DeleteNode {
-            id: "attempt:old".into(),
+            id: nid("attempt:old"),
         },
         Op::DeleteEdge {
             edge_type: "part_of".into(),
-            from: "attempt:old".into(),
-            to: "run:r1".into(),
+            from: nid("attempt:old"),
+            to: nid("run:r1"),
         },
     ]
 }

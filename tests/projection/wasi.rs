@@ -86,7 +86,7 @@ fn wasi_projector() -> Vec<u8> {
 fn node_ids(ops: &[Op]) -> Vec<String> {
     ops.iter()
         .map(|op| match op {
-            Op::PutNode { id, .. } => id.clone(),
+            Op::PutNode { id, .. } => id.to_string(),
             other => panic!("unexpected op {other:?}"),
         })
         .collect()
