@@ -10,6 +10,9 @@
 //! growing after the warm-up (a least-squares slope over the samples of the
 //! last two thirds of the run above `LEVIATHAN_SOAK_MAX_SLOPE_MIB_PER_MIN`,
 //! default 4). It prints events/s, reads/s, the RSS samples and the slope.
+//! Run it as a release build: the warm-up is the memtables filling to their
+//! bound (`storage::MAX_MEMTABLE_BYTES` per keyspace), which a debug build at a
+//! few hundred events/s does not reach in minutes.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
