@@ -248,7 +248,19 @@ fn the_token_name_is_the_actor_of_an_invalidation_and_in_the_log_but_never_the_t
     assert_eq!(ev["actor_id"], "ops-admin", "{ev}");
     assert_eq!(ev["payload"]["requested_by"], "alice", "{ev}");
 
-    let log = strip_ansi(&s.log.lock().expect("log").join("\n"));
+    // The request line is logged as the response goes out: wait (bounded)
+    // until the log reader has it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = s.log.lock().expect("log").join("\n");
+        let all = ["executor", "ops-admin", "dashboard"]
+            .iter()
+            .all(|name| log.contains(&format!("token={name}")));
+        if all || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     for name in ["executor", "ops-admin", "dashboard"] {
         assert!(
             log.contains(&format!("token={name}")),
@@ -386,22 +398,4 @@ fn the_server_refuses_to_start_without_a_usable_token() {
         "{err}"
     );
     assert!(!err.contains(READ), "the error echoes the token: {err}");
-}
-
-/// The log without terminal colour codes.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
