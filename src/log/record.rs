@@ -212,8 +212,9 @@ pub(crate) struct RecordFields<'a> {
     pub timestamp: std::borrow::Cow<'a, str>,
 }
 
-/// An event as the API serves it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A stored event, decoded: the domain type (the API serves it as
+/// `wire::Event`, which converts from it).
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub seq: Seq,
     pub event_id: String,
