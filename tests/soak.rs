@@ -105,17 +105,23 @@ fn disk_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-/// Ingests 100-event bundles from 4 clients: as fast as the server takes them
-/// until `until_events` are stored (`pace` = None), or each client one bundle
-/// per `pace` until `stop`.
+/// How the ingest clients send.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// As fast as the server takes them, until this many events are stored.
+    FullSpeedUntil(u64),
+    /// Each client one bundle per this interval, until `stop`.
+    Every(Duration),
+}
+
+/// Ingests 100-event bundles from 4 clients, paced by `pace`.
 fn ingest_workers<'s>(
     sc: &'s std::thread::Scope<'s, '_>,
     base: &str,
     prefix: &'static str,
-    pace: Option<Duration>,
+    pace: Pace,
     stop: &'s AtomicBool,
     events: &'s AtomicU64,
-    until_events: u64,
     fail: &'s (dyn Fn(String) + Sync),
 ) -> Vec<std::thread::ScopedJoinHandle<'s, ()>> {
     (0..4)
@@ -125,13 +131,15 @@ fn ingest_workers<'s>(
                 let c = client();
                 let started = Instant::now();
                 for n in 0u32.. {
-                    if stop.load(Ordering::Relaxed)
-                        || events.load(Ordering::Relaxed) >= until_events
-                    {
+                    let until = match pace {
+                        Pace::FullSpeedUntil(n) => n,
+                        Pace::Every(_) => u64::MAX,
+                    };
+                    if stop.load(Ordering::Relaxed) || events.load(Ordering::Relaxed) >= until {
                         return;
                     }
-                    if let Some(pace) = pace {
-                        let due = started + pace * n;
+                    if let Pace::Every(every) = pace {
+                        let due = started + every * n;
                         if let Some(wait) = due.checked_duration_since(Instant::now()) {
                             std::thread::sleep(wait);
                         }
@@ -183,7 +191,15 @@ fn soak_sustained_ingest_with_readers_and_followers() {
     let never = AtomicBool::new(false);
     let t0 = Instant::now();
     std::thread::scope(|sc| {
-        for h in ingest_workers(sc, &s.base, "p", None, &never, &loaded, preload, &fail) {
+        for h in ingest_workers(
+            sc,
+            &s.base,
+            "p",
+            Pace::FullSpeedUntil(preload),
+            &never,
+            &loaded,
+            &fail,
+        ) {
             h.join().unwrap();
         }
     });
@@ -209,16 +225,7 @@ fn soak_sustained_ingest_with_readers_and_followers() {
     // Each of the 4 clients sends one 100-event bundle per `pace`.
     let pace = Duration::from_secs_f64(400.0 / rate);
     std::thread::scope(|sc| {
-        ingest_workers(
-            sc,
-            &s.base,
-            "w",
-            Some(pace),
-            &stop,
-            &events,
-            u64::MAX,
-            &fail,
-        );
+        ingest_workers(sc, &s.base, "w", Pace::Every(pace), &stop, &events, &fail);
         for r in 0..2 {
             let (stop, reads, fail, base) = (&stop, &reads, &fail, s.base.clone());
             sc.spawn(move || {
