@@ -395,6 +395,24 @@ def check_k8s():
     with open(os.path.join(OPS, "k8s", "base", "kustomization.yaml")) as f:
         if "secret.template.yaml" in [r for r in (load_yaml_all(f.read())[0].get("resources") or [])]:
             problems.append("base: secret.template.yaml must not be a resource")
+    # The one-off rebuild pod: valid once its placeholders are filled in, and held to the
+    # same container rules (a pod that runs to completion has no probes).
+    with open(os.path.join(OPS, "k8s", "jobs", "rebuild.yaml")) as f:
+        text = f.read()
+    for placeholder, value in (
+        ("__IMAGE__", "ghcr.io/example/leviathan@sha256:" + "a" * 64),
+        ("__PROJECTORS_IMAGE__", "ghcr.io/example/leviathan-projectors@sha256:" + "b" * 64),
+        ("__MANIFEST_CONFIGMAP__", "leviathan-projectors-abc123"),
+        ('"__ARGS__"', '"--expect-change"'),
+    ):
+        if placeholder not in text:
+            problems.append(f"jobs/rebuild.yaml: placeholder {placeholder} is gone (update the runbook's commands)")
+        text = text.replace(placeholder, value)
+    for o in load_yaml_all(text):
+        problems += schema_problems("jobs/rebuild.yaml", [o], versions)
+        pod = pod_spec(o)
+        for c in pod.get("initContainers", []) + pod.get("containers", []):
+            problems += container_problems("jobs/rebuild.yaml", c, pod, init=True)
     # Production pins images by digest and the volume to one pod.
     for o in rendered.get("production", []):
         pod = pod_spec(o)
@@ -526,6 +544,10 @@ def check_monitoring():
     with open(alerts_path) as f:
         doc = yaml.safe_load(f)
     problems = alerts_problems(doc, anchors)
+    with open(os.path.join(ROOT, "docs", "RUNBOOK.md")) as f:
+        for link in re.findall(r"\]\(#([\w\-]+)\)", f.read()):
+            if link not in anchors:
+                problems.append(f"docs/RUNBOOK.md: link to #{link}, which is not a heading")
     dash_path = os.path.join(OPS, "monitoring", "grafana-dashboard.json")
     with open(dash_path) as f:
         dash = json.load(f)
