@@ -231,8 +231,8 @@ def objects_problems(where, objs, core_digest):
     for o in objs:
         meta = o.get("metadata") or {}
         name = f"{where}: {o.get('kind')}/{meta.get('name')}"
-        if o.get("kind") == "Secret" and any((o.get("data") or {}).values()) | any(
-            (o.get("stringData") or {}).values()
+        if o.get("kind") == "Secret" and (
+            any((o.get("data") or {}).values()) or any((o.get("stringData") or {}).values())
         ):
             out.append(f"{name}: a Secret with a value is committed")
         if o.get("kind") == "StatefulSet" and o["spec"].get("replicas") != 1:
@@ -371,7 +371,7 @@ def check_k8s():
         core_digest = f.read().split()[0]
     overlays_dir = os.path.join(OPS, "k8s", "overlays")
     overlays = sorted(os.listdir(overlays_dir))
-    if set(overlays) < {"kind", "production"}:
+    if not {"kind", "production"} <= set(overlays):
         raise AssertionError(f"expected overlays kind and production, found {overlays}")
     problems = []
     rendered = {}
