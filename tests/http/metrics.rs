@@ -122,9 +122,11 @@ fn metrics_cover_the_writer_projectors_http_artifacts_store_and_process() {
     // The core projector: a call per event it handles, fuel, the refusal.
     let core = r#"{projector="core@"#;
     let calls = metric_starting(&text, &format!("leviathan_projector_calls_total{core}"));
+    // At most one per event sent (the refused one included); the core
+    // projector handles most of the mixed log's types.
     assert!(
-        calls >= sent as f64 - 3.0 && calls <= sent as f64 + 1.0,
-        "{calls}"
+        calls >= (sent / 2) as f64 && calls <= sent as f64 + 1.0,
+        "{calls} of {sent}"
     );
     assert_eq!(
         metric_starting(
