@@ -98,7 +98,7 @@ fn a_broken_chain_is_reported_with_its_seq() {
 fn json_logs_carry_the_request_id_of_every_line_of_a_request() {
     let s = Server::start_with(&[
         ("LEVIATHAN_LOG_FORMAT", "json"),
-        ("LEVIATHAN_TEST_PANIC_ROUTE", "1"),
+        ("LEVIATHAN_TEST_PANIC_ROUTE", "true"),
     ]);
     let resp = s
         .req(reqwest::Method::GET, "/v1/_test/panic")
