@@ -63,6 +63,16 @@ pub struct Cas {
     max_bytes: u64,
     /// Serializes the "already stored?" check with the commit of a new blob.
     finish_lock: Arc<Mutex<()>>,
+    /// Blobs stored and their bytes: counted once at open, then kept up to
+    /// date by every upload that stores a new blob (blobs are never removed).
+    stats: Arc<CasStats>,
+}
+
+/// How many blobs the store holds and their total size.
+#[derive(Debug, Default)]
+struct CasStats {
+    blobs: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Cas {
@@ -79,7 +89,22 @@ impl Cas {
             sync,
             max_bytes,
             finish_lock: Arc::new(Mutex::new(())),
+            stats: Arc::default(),
         };
+        let (mut blobs, mut bytes) = (0u64, 0u64);
+        for kv in cas.blobs.iter() {
+            let v = kv.value()?;
+            blobs += 1;
+            bytes += v
+                .get(16..24)
+                .map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+        }
+        cas.stats
+            .blobs
+            .store(blobs, std::sync::atomic::Ordering::Relaxed);
+        cas.stats
+            .bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
         let mut stale = Vec::new();
         for kv in cas.pending.iter() {
             stale.push(kv.key()?);
@@ -89,6 +114,15 @@ impl Cas {
             cas.discard(&id)?;
         }
         Ok(cas)
+    }
+
+    /// (blobs stored, their total size in bytes), without reading the store.
+    pub fn totals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.stats.blobs.load(Relaxed),
+            self.stats.bytes.load(Relaxed),
+        )
     }
 
     pub fn max_bytes(&self) -> u64 {
@@ -258,6 +292,9 @@ impl Upload {
         batch.remove(&self.cas.pending, self.id);
         batch.commit()?;
         self.done = true;
+        use std::sync::atomic::Ordering::Relaxed;
+        self.cas.stats.blobs.fetch_add(1, Relaxed);
+        self.cas.stats.bytes.fetch_add(self.size, Relaxed);
         Ok(Stored {
             sha256: actual,
             size: self.size,
@@ -313,6 +350,7 @@ mod tests {
         assert!(!again.finish(None).unwrap().created);
         let empty = cas.begin().unwrap().finish(None).unwrap();
         assert_eq!(read_all(&cas, &empty.sha256), Vec::<u8>::new());
+        assert_eq!(cas.totals(), (2, data.len() as u64));
     }
 
     #[test]

@@ -55,6 +55,27 @@ pub struct ServeArgs {
     pub projection: ProjectionArgs,
     #[command(flatten)]
     pub security: SecurityArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
+}
+
+/// Monitoring settings of `leviathan serve` (LEVIATHAN_METRICS_TOKEN is read
+/// from the environment only: a flag would show in `ps`).
+#[derive(Debug, Clone, Args)]
+pub struct OpsArgs {
+    /// Seconds between two passes of the background chain verifier (the
+    /// first, from seq 1, starts with the server); each later pass verifies
+    /// the records appended since.
+    #[arg(long, env = "LEVIATHAN_VERIFY_INTERVAL_SECS", default_value_t = 300)]
+    pub verify_interval_secs: u64,
+}
+
+/// Monitoring settings.
+#[derive(Debug, Clone)]
+pub struct OpsSettings {
+    pub verify_interval: std::time::Duration,
+    /// When set, `GET /metrics` requires `Authorization: Bearer <it>`.
+    pub metrics_token: Option<crate::tokens::Secret>,
 }
 
 /// Which projectors run (shared by `serve` and `rebuild`).
@@ -89,6 +110,7 @@ pub struct Config {
     pub projectors: Vec<crate::projector_specs::Spec>,
     pub projector_cache: PathBuf,
     pub autonomy_config: PathBuf,
+    pub ops: OpsSettings,
 }
 
 /// A setting that stops the server from starting. The message says what to do.
@@ -161,6 +183,14 @@ impl Config {
                 return Err(ConfigError::ZeroLimit(name));
             }
         }
+        if args.ops.verify_interval_secs == 0 {
+            return Err(ConfigError::ZeroLimit("LEVIATHAN_VERIFY_INTERVAL_SECS"));
+        }
+        let ops = OpsSettings {
+            verify_interval: std::time::Duration::from_secs(args.ops.verify_interval_secs),
+            metrics_token: env_nonempty("LEVIATHAN_METRICS_TOKEN")
+                .map(|t| crate::tokens::Secret(t.trim().to_string())),
+        };
         let projectors = crate::projector_specs::parse(&args.projection.projectors)?;
         let projector_cache = args
             .projection
@@ -179,6 +209,7 @@ impl Config {
             data_dir,
             sync: args.sync,
             limits,
+            ops,
         })
     }
 }

@@ -51,9 +51,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
+pub mod backup;
 pub mod bench;
 pub mod bundle;
 pub mod cas;
+pub mod chain_verifier;
 pub mod config;
 pub mod ctl;
 pub mod digest;

@@ -1,14 +1,26 @@
-//! Operational metrics in the Prometheus/OpenMetrics text format: ingest
-//! outcomes and latency, events appended, and the log and graph positions.
-//! It owns the registry and the metric names; it never influences what is
-//! stored or answered.
+//! Operational metrics in the Prometheus/OpenMetrics text format. It owns the
+//! registry and the metric names (docs/API.md lists them); it never
+//! influences what is stored or answered.
+//!
+//! The writer's per-event path only increments counters it resolved once
+//! ([`WriterMetrics`], [`ProjectorMetrics`]): no lock, no allocation and no
+//! label lookup by hash beyond the first event of a type.
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Most distinct `event_type` label values; later types count as `other`.
+pub const MAX_EVENT_TYPE_LABELS: usize = 256;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
@@ -17,81 +29,367 @@ pub struct Outcome {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventTypeLabel {
+    pub event_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectorLabel {
+    /// `name@version`.
+    pub projector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectorCause {
+    pub projector: String,
+    /// The failure's code: `rejected`, `out_of_fuel`, `memory_limit`, ...
+    pub cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The route template (`/v1/attempts/{id}`), or `unmatched`.
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpRoute {
+    pub route: String,
+    pub method: String,
+}
+
+/// A histogram whose `observe` is lock-free (atomic adds): for the per-event
+/// path. prometheus-client's `Histogram` takes a mutex per observation.
+#[derive(Clone, Debug)]
+pub struct AtomicHistogram(Arc<AtomicHistogramInner>);
+
+#[derive(Debug)]
+struct AtomicHistogramInner {
+    /// Upper bounds, ascending; the last bucket (`+Inf`) is implicit.
+    bounds: Box<[f64]>,
+    /// One count per bound plus the `+Inf` bucket (not cumulative).
+    counts: Box<[AtomicU64]>,
+    /// The sum of observations in nanounits (seconds → nanoseconds).
+    sum_nanos: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub fn new(bounds: impl IntoIterator<Item = f64>) -> AtomicHistogram {
+        let bounds: Box<[f64]> = bounds.into_iter().filter(|b| b.is_finite()).collect();
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        AtomicHistogram(Arc::new(AtomicHistogramInner {
+            bounds,
+            counts,
+            sum_nanos: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn observe(&self, v: f64) {
+        let i = self.0.bounds.partition_point(|b| *b < v);
+        self.0.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.0
+            .sum_nanos
+            .fetch_add((v.max(0.0) * 1e9) as u64, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut buckets = Vec::with_capacity(self.0.counts.len());
+        let mut count = 0;
+        for (i, c) in self.0.counts.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            count += n;
+            buckets.push((self.0.bounds.get(i).copied().unwrap_or(f64::INFINITY), n));
+        }
+        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// Seconds, 0.25 ms .. ~8 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.000_25, 2.0, 16)
+}
+
+/// A projector call: 1 µs .. ~0.5 s.
+fn projector_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.000_001, 4.0, 10)
+}
+
+fn http_histogram() -> Histogram {
+    Histogram::new(latency_buckets())
+}
+
+fn projector_histogram() -> AtomicHistogram {
+    AtomicHistogram::new(projector_buckets())
+}
+
 /// The server's metrics. Cheap to clone (shared atomics).
 #[derive(Clone)]
 pub struct Metrics {
-    registry: std::sync::Arc<Registry>,
+    registry: Arc<Registry>,
     pub ingest_requests: Family<Outcome, Counter>,
     pub ingest_seconds: Histogram,
-    pub events_appended: Counter,
+    pub events_appended: Family<EventTypeLabel, Counter>,
     pub events_duplicate: Counter,
     pub log_head_seq: Gauge,
     pub graph_applied_seq: Gauge,
+    pub batch_bundles: Histogram,
+    pub batch_events: Histogram,
+    pub commit_seconds: Histogram,
+    pub writer_up: Gauge,
+    pub projector_calls: Family<ProjectorLabel, Counter>,
+    pub projector_seconds: Family<ProjectorLabel, AtomicHistogram, fn() -> AtomicHistogram>,
+    pub projector_errors: Family<ProjectorCause, Counter>,
+    pub projector_fuel: Family<ProjectorLabel, Counter>,
+    /// Projection errors recorded instead of refusing the bundle
+    /// (`on_error="record"`).
+    pub projection_errors_recorded: Family<ProjectorLabel, Counter>,
+    pub artifacts: Gauge,
+    pub artifact_bytes: Gauge,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_seconds: Family<HttpRoute, Histogram, fn() -> Histogram>,
+    pub store_disk_bytes: Gauge,
+    pub chain_verified_seq: Gauge,
+    pub chain_verify_failures: Counter,
+    pub chain_last_verify_timestamp: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("leviathan");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let r = root.sub_registry_with_prefix("leviathan");
         let ingest_requests = Family::<Outcome, Counter>::default();
-        registry.register(
+        r.register(
             "ingest_requests",
-            "Ingest requests by outcome",
+            "Ingest requests (bundles) by outcome",
             ingest_requests.clone(),
         );
-        // 0.25 ms .. ~8 s
-        let ingest_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
-        registry.register(
+        let ingest_seconds = Histogram::new(latency_buckets());
+        r.register(
             "ingest_duration_seconds",
             "Time from request to durable answer, per ingest request",
             ingest_seconds.clone(),
         );
-        let events_appended = Counter::default();
-        registry.register(
+        let events_appended = Family::<EventTypeLabel, Counter>::default();
+        r.register(
             "events_appended",
-            "Events appended to the log",
+            "Events appended to the log, by event type (past 256 types: \"other\")",
             events_appended.clone(),
         );
         let events_duplicate = Counter::default();
-        registry.register(
+        r.register(
             "events_duplicate",
             "Events skipped because an identical event was already in the log",
             events_duplicate.clone(),
         );
         let log_head_seq = Gauge::default();
-        registry.register(
+        r.register(
             "log_head_seq",
             "Seq of the last event in the log",
             log_head_seq.clone(),
         );
         let graph_applied_seq = Gauge::default();
-        registry.register(
+        r.register(
             "graph_applied_seq",
             "Seq of the last event projected into the graph",
             graph_applied_seq.clone(),
         );
+        let batch_bundles = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        r.register(
+            "batch_bundles",
+            "Bundles per group commit",
+            batch_bundles.clone(),
+        );
+        let batch_events = Histogram::new(exponential_buckets(1.0, 4.0, 9));
+        r.register(
+            "batch_events",
+            "Events per group commit",
+            batch_events.clone(),
+        );
+        let commit_seconds = Histogram::new(latency_buckets());
+        r.register(
+            "commit_duration_seconds",
+            "Time to commit one group-commit batch, fsync included",
+            commit_seconds.clone(),
+        );
+        let writer_up = Gauge::default();
+        r.register(
+            "writer_up",
+            "1 while the writer takes bundles, 0 once a storage failure stopped it",
+            writer_up.clone(),
+        );
+        let projector_calls = Family::<ProjectorLabel, Counter>::default();
+        r.register(
+            "projector_calls",
+            "Projector calls (one per event a projector handles)",
+            projector_calls.clone(),
+        );
+        let projector_seconds =
+            Family::<ProjectorLabel, AtomicHistogram, fn() -> AtomicHistogram>::new_with_constructor(
+                projector_histogram,
+            );
+        r.register(
+            "projector_duration_seconds",
+            "Time of one projector call (fresh instance, call, output checks)",
+            projector_seconds.clone(),
+        );
+        let projector_errors = Family::<ProjectorCause, Counter>::default();
+        r.register(
+            "projector_errors",
+            "Projector calls that failed, by cause",
+            projector_errors.clone(),
+        );
+        let projector_fuel = Family::<ProjectorLabel, Counter>::default();
+        r.register(
+            "projector_fuel_consumed",
+            "Fuel (roughly, wasm instructions) the projector's calls consumed",
+            projector_fuel.clone(),
+        );
+        let projection_errors_recorded = Family::<ProjectorLabel, Counter>::default();
+        r.register(
+            "projection_errors_recorded",
+            "Projection errors recorded instead of refusing the bundle (on_error=\"record\")",
+            projection_errors_recorded.clone(),
+        );
+        let artifacts = Gauge::default();
+        r.register("artifacts", "Artifacts stored", artifacts.clone());
+        let artifact_bytes = Gauge::default();
+        r.register(
+            "artifact_bytes",
+            "Bytes of the artifacts stored (their content length)",
+            artifact_bytes.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        r.register(
+            "http_requests",
+            "HTTP requests by route template, method and status",
+            http_requests.clone(),
+        );
+        let http_seconds =
+            Family::<HttpRoute, Histogram, fn() -> Histogram>::new_with_constructor(http_histogram);
+        r.register(
+            "http_request_duration_seconds",
+            "Time from a request's headers to its response's headers",
+            http_seconds.clone(),
+        );
+        let store_disk_bytes = Gauge::default();
+        r.register(
+            "store_disk_bytes",
+            "Bytes the data directory takes on disk (refreshed at most every 10 s)",
+            store_disk_bytes.clone(),
+        );
+        let chain_verified_seq = Gauge::default();
+        r.register(
+            "chain_verified_seq",
+            "The last seq the background chain verifier verified",
+            chain_verified_seq.clone(),
+        );
+        let chain_verify_failures = Counter::default();
+        r.register(
+            "chain_verify_failures",
+            "Background chain verifications that found a broken chain (or could not read it)",
+            chain_verify_failures.clone(),
+        );
+        let chain_last_verify_timestamp = Gauge::<f64, AtomicU64>::default();
+        r.register(
+            "chain_last_verify_timestamp_seconds",
+            "Unix time the background chain verifier last finished a pass",
+            chain_last_verify_timestamp.clone(),
+        );
         Metrics {
-            registry: std::sync::Arc::new(registry),
+            registry: Arc::new(root),
             ingest_requests,
             ingest_seconds,
             events_appended,
             events_duplicate,
             log_head_seq,
             graph_applied_seq,
+            batch_bundles,
+            batch_events,
+            commit_seconds,
+            writer_up,
+            projector_calls,
+            projector_seconds,
+            projector_errors,
+            projector_fuel,
+            projection_errors_recorded,
+            artifacts,
+            artifact_bytes,
+            http_requests,
+            http_seconds,
+            store_disk_bytes,
+            chain_verified_seq,
+            chain_verify_failures,
+            chain_last_verify_timestamp,
         }
     }
 }
 
 impl Metrics {
-    /// Records one ingest request.
-    pub fn ingest(&self, outcome: &str, seconds: f64, appended: u64, duplicates: u64) {
+    /// Records one ingest request (events appended are counted by the writer).
+    pub fn ingest(&self, outcome: &str, seconds: f64, duplicates: u64) {
         self.ingest_requests
             .get_or_create(&Outcome {
                 outcome: outcome.to_string(),
             })
             .inc();
         self.ingest_seconds.observe(seconds);
-        self.events_appended.inc_by(appended);
         self.events_duplicate.inc_by(duplicates);
+    }
+
+    /// Records one HTTP request.
+    pub fn http(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route: route.to_string(),
+                method: method.to_string(),
+                status,
+            })
+            .inc();
+        self.http_seconds
+            .get_or_create(&HttpRoute {
+                route: route.to_string(),
+                method: method.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    /// The writer's handles, resolved once.
+    pub fn writer(&self) -> WriterMetrics {
+        WriterMetrics {
+            events: EventTypeCounters::new(self.events_appended.clone()),
+            batch_bundles: self.batch_bundles.clone(),
+            batch_events: self.batch_events.clone(),
+            commit_seconds: self.commit_seconds.clone(),
+        }
+    }
+
+    /// One projector's handles, resolved once.
+    pub fn projector(&self, label: &str) -> ProjectorMetrics {
+        let l = ProjectorLabel {
+            projector: label.to_string(),
+        };
+        ProjectorMetrics {
+            label: label.to_string(),
+            calls: self.projector_calls.get_or_create(&l).clone(),
+            seconds: self.projector_seconds.get_or_create(&l).clone(),
+            fuel: self.projector_fuel.get_or_create(&l).clone(),
+            errors: self.projector_errors.clone(),
+        }
     }
 
     /// The text exposition of every metric.
@@ -100,5 +398,286 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
         out
+    }
+}
+
+/// One projector's metrics, resolved when the projector set is loaded.
+#[derive(Clone, Debug)]
+pub struct ProjectorMetrics {
+    label: String,
+    calls: Counter,
+    seconds: AtomicHistogram,
+    fuel: Counter,
+    errors: Family<ProjectorCause, Counter>,
+}
+
+impl ProjectorMetrics {
+    /// One call: its time, the fuel it consumed, and its failure's code.
+    pub fn record(&self, seconds: f64, fuel: u64, failure: Option<&str>) {
+        self.calls.inc();
+        self.seconds.observe(seconds);
+        self.fuel.inc_by(fuel);
+        if let Some(cause) = failure {
+            // Failures are rare: the label lookup is fine here.
+            self.errors
+                .get_or_create(&ProjectorCause {
+                    projector: self.label.clone(),
+                    cause: cause.to_string(),
+                })
+                .inc();
+        }
+    }
+}
+
+/// `events_appended_total{event_type}` for the writer thread: each type's
+/// counter is looked up in the family once, then kept here; counts wait in
+/// `pending` until their batch is committed.
+struct EventTypeCounters {
+    family: Family<EventTypeLabel, Counter>,
+    index: HashMap<Box<str>, usize>,
+    counters: Vec<Counter>,
+    pending: Vec<u64>,
+    touched: Vec<usize>,
+    other: Option<usize>,
+}
+
+impl EventTypeCounters {
+    fn new(family: Family<EventTypeLabel, Counter>) -> Self {
+        EventTypeCounters {
+            family,
+            index: HashMap::new(),
+            counters: Vec::new(),
+            pending: Vec::new(),
+            touched: Vec::new(),
+            other: None,
+        }
+    }
+
+    fn slot(&mut self, event_type: &str) -> usize {
+        if let Some(&i) = self.index.get(event_type) {
+            return i;
+        }
+        let label = if self.index.len() < MAX_EVENT_TYPE_LABELS {
+            event_type
+        } else if let Some(i) = self.other {
+            return i;
+        } else {
+            "other"
+        };
+        let counter = self
+            .family
+            .get_or_create(&EventTypeLabel {
+                event_type: label.to_string(),
+            })
+            .clone();
+        let i = self.counters.len();
+        self.counters.push(counter);
+        self.pending.push(0);
+        if label == "other" && self.index.len() >= MAX_EVENT_TYPE_LABELS {
+            self.other = Some(i);
+        } else {
+            self.index.insert(label.into(), i);
+        }
+        i
+    }
+
+    fn stage(&mut self, event_type: &str) {
+        let i = self.slot(event_type);
+        if self.pending[i] == 0 {
+            self.touched.push(i);
+        }
+        self.pending[i] += 1;
+    }
+
+    fn commit(&mut self, keep: bool) {
+        for i in self.touched.drain(..) {
+            if keep {
+                self.counters[i].inc_by(self.pending[i]);
+            }
+            self.pending[i] = 0;
+        }
+    }
+}
+
+/// The writer thread's metrics.
+pub struct WriterMetrics {
+    events: EventTypeCounters,
+    batch_bundles: Histogram,
+    batch_events: Histogram,
+    commit_seconds: Histogram,
+}
+
+impl WriterMetrics {
+    /// Handles on a registry nobody renders (a writer started without metrics).
+    pub fn unregistered() -> WriterMetrics {
+        Metrics::default().writer()
+    }
+
+    /// An event staged in the batch being built (counted once it commits).
+    pub fn stage_event(&mut self, event_type: &str) {
+        self.events.stage(event_type);
+    }
+
+    /// The batch committed: count its events, observe its size and commit time.
+    pub fn committed(&mut self, bundles: usize, events: usize, commit_seconds: f64) {
+        self.events.commit(true);
+        self.batch_bundles.observe(bundles as f64);
+        self.batch_events.observe(events as f64);
+        self.commit_seconds.observe(commit_seconds);
+    }
+
+    /// The batch failed to commit: nothing of it was appended.
+    pub fn discarded(&mut self) {
+        self.events.commit(false);
+    }
+}
+
+/// Standard process metrics from `/proc/self` (Linux), read at each scrape.
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// What `/proc/self` says now; `None` where it cannot be read.
+#[derive(Debug, Default)]
+pub struct ProcessStats {
+    pub resident_bytes: Option<u64>,
+    pub cpu_seconds: Option<f64>,
+    pub open_fds: Option<u64>,
+    pub start_time_seconds: Option<f64>,
+}
+
+impl ProcessStats {
+    pub fn read() -> ProcessStats {
+        let ticks = rustix::param::clock_ticks_per_second() as f64;
+        let mut s = ProcessStats::default();
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            s.resident_bytes = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024);
+        }
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command name (which may hold spaces), from field 3.
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+                // utime = field 14, stime = 15, starttime = 22 (1-based); f[0] is field 3.
+                if let (Some(u), Some(st)) = (num(11), num(12)) {
+                    s.cpu_seconds = Some((u + st) / ticks);
+                }
+                let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("btime "))
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                });
+                if let (Some(start), Some(boot)) = (num(19), boot) {
+                    s.start_time_seconds = Some(boot + start / ticks);
+                }
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            // The directory handle itself is one of the entries.
+            s.open_fds = Some((dir.count() as u64).saturating_sub(1));
+        }
+        s
+    }
+}
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = ProcessStats::read();
+        if let Some(v) = s.resident_bytes {
+            let m = encoder.encode_descriptor(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(v as i64).encode(m)?;
+        }
+        if let Some(v) = s.cpu_seconds {
+            let m = encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(v).encode(m)?;
+        }
+        if let Some(v) = s.open_fds {
+            let m = encoder.encode_descriptor(
+                "process_open_fds",
+                "Number of open file descriptors",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(v as i64).encode(m)?;
+        }
+        if let Some(v) = s.start_time_seconds {
+            let m = encoder.encode_descriptor(
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::<f64>::new(v).encode(m)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_past_the_cap_count_as_other_and_wait_for_commit() {
+        let m = Metrics::default();
+        let mut w = m.writer();
+        for i in 0..MAX_EVENT_TYPE_LABELS + 10 {
+            w.stage_event(&format!("type.{i}"));
+        }
+        w.stage_event("type.0");
+        assert!(!m.render().contains("event_type=\"type.0\"} 2"));
+        w.committed(1, MAX_EVENT_TYPE_LABELS + 11, 0.001);
+        let text = m.render();
+        assert!(text.contains("leviathan_events_appended_total{event_type=\"type.0\"} 2"));
+        assert!(text.contains("leviathan_events_appended_total{event_type=\"other\"} 10"));
+        let labels = text
+            .lines()
+            .filter(|l| l.starts_with("leviathan_events_appended_total{"))
+            .count();
+        assert_eq!(labels, MAX_EVENT_TYPE_LABELS + 1);
+        w.stage_event("type.1");
+        w.discarded();
+        w.committed(1, 0, 0.001);
+        assert!(m
+            .render()
+            .contains("leviathan_events_appended_total{event_type=\"type.1\"} 1"));
+    }
+
+    #[test]
+    fn atomic_histogram_encodes_like_a_histogram() {
+        let m = Metrics::default();
+        let p = m.projector("core@1.0.0");
+        p.record(0.000_002, 100, None);
+        p.record(0.2, 50, Some("out_of_fuel"));
+        let text = m.render();
+        assert!(
+            text.contains("leviathan_projector_duration_seconds_count{projector=\"core@1.0.0\"} 2")
+        );
+        assert!(text.contains(
+            "leviathan_projector_duration_seconds_bucket{le=\"+Inf\",projector=\"core@1.0.0\"} 2"
+        ) || text.contains(
+            "leviathan_projector_duration_seconds_bucket{projector=\"core@1.0.0\",le=\"+Inf\"} 2"
+        ), "{text}");
+        assert!(
+            text.contains("leviathan_projector_fuel_consumed_total{projector=\"core@1.0.0\"} 150")
+        );
+        assert!(text.contains(
+            "leviathan_projector_errors_total{projector=\"core@1.0.0\",cause=\"out_of_fuel\"} 1"
+        ));
+        assert!(text.contains("process_resident_memory_bytes "));
+        assert!(text.contains("process_cpu_seconds_total "));
     }
 }

@@ -88,17 +88,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     check_graph(&store, head, &projection.fingerprint)?;
     let cas = Cas::open(&store.db, config.sync, config.limits.max_artifact_bytes)
         .context("opening the artifact store")?;
-    let writer = Writer::start(WriterParts {
-        db: store.db.clone(),
-        log: store.log.clone(),
-        graph: store.graph.clone(),
-        projectors: projection.set.clone(),
-        fingerprint: projection.fingerprint,
-        head,
-        sync: config.sync,
-    })
+    let metrics = crate::metrics::Metrics::default();
+    projection.set.attach_metrics(&metrics);
+    let writer = Writer::start_with_metrics(
+        WriterParts {
+            db: store.db.clone(),
+            log: store.log.clone(),
+            graph: store.graph.clone(),
+            projectors: projection.set.clone(),
+            fingerprint: projection.fingerprint,
+            head,
+            sync: config.sync,
+        },
+        metrics.writer(),
+    )
     .context("starting the writer")?;
     let writer_health = writer.health_handle();
+    // Verifies the log from seq 1 in the background (readiness does not wait
+    // for it), then what is appended, every LEVIATHAN_VERIFY_INTERVAL_SECS.
+    let verifier = crate::chain_verifier::Verifier::start(
+        store.log.clone(),
+        metrics.clone(),
+        config.ops.verify_interval,
+    )
+    .context("starting the chain verifier")?;
+    let verifier_status = verifier.status();
     let state = AppState {
         projectors: projection.set.clone(),
         fingerprint: projection.fingerprint,
@@ -110,7 +124,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         graph: store.graph.clone(),
         cas,
         writer,
-        metrics: crate::metrics::Metrics::default(),
+        metrics: metrics.clone(),
+        monitor: Arc::new(api::monitoring::Monitor::new(
+            config.ops.metrics_token.as_ref(),
+            config.data_dir.clone(),
+            Some(verifier_status.clone()),
+            store.db.clone(),
+        )),
     };
     let app = api::router(state);
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
@@ -143,6 +163,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     serve_http(listener, app, config.http, on_signal).await;
     reload.abort();
+    drop(verifier);
     // Whatever state the store is in, the process exits within the shutdown
     // timeout of the signal: a flush that cannot finish is abandoned.
     let deadline = signalled

@@ -529,3 +529,32 @@ mod tests {
         );
     }
 }
+
+// ---------------------------------------------------------------- chain verification
+
+/// `GET /v1/log/verification`: the last result of the server's background
+/// chain verifier (`LEVIATHAN_VERIFY_INTERVAL_SECS`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChainVerification {
+    /// `pending` (no pass has finished yet), `ok`, `failed` (the chain is
+    /// broken at `first_broken_seq`) or `error` (the log could not be read).
+    pub status: String,
+    /// The chain is verified from seq 1 up to this seq (0: nothing yet).
+    pub verified_seq: Seq,
+    /// The hash of the record at `verified_seq`.
+    pub verified_hash: Option<Sha256>,
+    /// When the last pass finished (RFC 3339, UTC).
+    pub last_verified_at: Option<String>,
+    /// How long the last pass took, and how many records it checked.
+    pub last_duration_ms: Option<f64>,
+    pub last_checked_events: Option<u64>,
+    /// Passes finished since the server started, and those that failed.
+    pub passes: u64,
+    pub failures: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_broken_seq: Option<Seq>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Seconds between passes.
+    pub interval_secs: u64,
+}

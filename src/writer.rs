@@ -234,7 +234,16 @@ impl Writer {
     /// and the graph must be projected up to it by `parts.projectors` (both
     /// checked at startup).
     pub fn start(parts: WriterParts) -> std::io::Result<Writer> {
-        Self::spawn(parts, None)
+        Self::spawn(parts, None, crate::metrics::WriterMetrics::unregistered())
+    }
+
+    /// [`Writer::start`], counting into `metrics` (events by type, batch
+    /// sizes, commit time).
+    pub fn start_with_metrics(
+        parts: WriterParts,
+        metrics: crate::metrics::WriterMetrics,
+    ) -> std::io::Result<Writer> {
+        Self::spawn(parts, None, metrics)
     }
 
     /// Test hook: like [`Writer::start`], but the writer thread takes nothing
@@ -244,7 +253,8 @@ impl Writer {
     #[doc(hidden)]
     pub fn start_held(parts: WriterParts) -> std::io::Result<(Writer, Hold)> {
         let (release, held) = std::sync::mpsc::channel();
-        Ok((Self::spawn(parts, Some(held))?, Hold(release)))
+        let metrics = crate::metrics::WriterMetrics::unregistered();
+        Ok((Self::spawn(parts, Some(held), metrics)?, Hold(release)))
     }
 
     /// Bundles waiting in the queue, not yet taken by the writer thread.
@@ -256,6 +266,7 @@ impl Writer {
     fn spawn(
         parts: WriterParts,
         held: Option<std::sync::mpsc::Receiver<()>>,
+        metrics: crate::metrics::WriterMetrics,
     ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(4096);
         let state = State {
@@ -267,6 +278,7 @@ impl Writer {
             fingerprint: parts.fingerprint,
             head: parts.head,
             health: Arc::new(Health::default()),
+            metrics,
         };
         let health = state.health.clone();
         std::thread::Builder::new()
@@ -323,6 +335,7 @@ struct State {
     head: Head,
     persist: PersistMode,
     health: Arc<Health>,
+    metrics: crate::metrics::WriterMetrics,
 }
 
 /// One accepted event, staged in memory until its bundle is known to be whole.
@@ -389,6 +402,8 @@ impl State {
                 return;
             }
         };
+        let batch_bundles = jobs.len();
+        let batch_events: usize = jobs.iter().map(|j| j.bundle.events.len()).sum();
         let mut batch = self.db.batch().durability(Some(self.persist));
         let mut pending = Pending::default();
         let mut results = Vec::with_capacity(jobs.len());
@@ -405,10 +420,17 @@ impl State {
             self.graph
                 .stage_projector_set(&mut batch, &self.fingerprint);
         }
+        let commit_started = std::time::Instant::now();
         let committed = staging
             .write_into(&mut batch)
             .map_err(|e| e.to_string())
             .and_then(|_| batch.commit().map_err(|e| e.to_string()));
+        if committed.is_ok() {
+            let seconds = commit_started.elapsed().as_secs_f64();
+            self.metrics.committed(batch_bundles, batch_events, seconds);
+        } else {
+            self.metrics.discarded();
+        }
         if let Err(e) = committed {
             let failure = self.health.fail(
                 StorageFailure::new("committing a batch failed", e)
@@ -609,6 +631,7 @@ impl State {
             let draft = &bundle.events[s.index];
             self.log
                 .stage_event(batch, s.seq, &s.hash, &s.canonical, draft);
+            self.metrics.stage_event(&draft.event_type);
             pending
                 .event_ids
                 .insert(draft.event_id.clone(), (s.seq, draft.content_digest));

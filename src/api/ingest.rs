@@ -117,10 +117,9 @@ pub async fn ingest(
                 IngestStatus::Ok => "ok",
                 IngestStatus::Duplicate => "duplicate",
             };
-            app.metrics
-                .ingest(outcome, seconds, r.ingested, r.duplicates);
+            app.metrics.ingest(outcome, seconds, r.duplicates);
         }
-        Err(e) => app.metrics.ingest(e.code, seconds, 0, 0),
+        Err(e) => app.metrics.ingest(e.code, seconds, 0),
     }
     result.map(Json)
 }

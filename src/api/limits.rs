@@ -10,9 +10,10 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 /// The header that carries a request's id, in both directions.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -30,12 +31,35 @@ fn well_formed(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// The outermost layer: gives the request an id (echoed in `x-request-id`),
-/// turns a panic below into a JSON 500 that names the id, rewrites error
-/// answers that are not JSON (axum's extractor rejections are text) into the
-/// JSON shape, and logs one line per request with the token's name (never the
-/// token).
-pub async fn edge(mut req: Request, next: Next) -> Response {
+/// Where [`matched_route`] leaves the route template for [`edge`].
+#[derive(Debug, Clone, Default)]
+struct RouteSlot(Arc<OnceLock<String>>);
+
+/// A route layer of every route: notes the matched route template
+/// (`/v1/attempts/{id}`) for the request's metrics. A request no route
+/// matches never passes here and is counted as `unmatched`.
+pub async fn matched_route(req: Request, next: Next) -> Response {
+    if let (Some(slot), Some(path)) = (
+        req.extensions().get::<RouteSlot>(),
+        req.extensions().get::<axum::extract::MatchedPath>(),
+    ) {
+        let _ = slot.0.set(path.as_str().to_string());
+    }
+    next.run(req).await
+}
+
+/// The outermost layer: gives the request an id (echoed in `x-request-id`)
+/// and a span carrying it (so every log line written while handling the
+/// request names it), turns a panic below into a JSON 500 that names the id,
+/// rewrites error answers that are not JSON (axum's extractor rejections are
+/// text) into the JSON shape, logs one line per request with the token's name
+/// (never the token), and counts the request in the HTTP metrics by route
+/// template.
+pub async fn edge(
+    State(metrics): State<crate::metrics::Metrics>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let id: Arc<str> = match req.headers().get(REQUEST_ID) {
         Some(v) if well_formed(v.as_bytes()) => {
@@ -44,9 +68,12 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
         _ => uuid::Uuid::new_v4().simple().to_string().into(),
     };
     req.extensions_mut().insert(RequestId(id.clone()));
+    let route = RouteSlot::default();
+    req.extensions_mut().insert(route.clone());
+    let span = tracing::info_span!("request", request_id = %id);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let mut resp = match std::panic::AssertUnwindSafe(next.run(req))
+    let mut resp = match std::panic::AssertUnwindSafe(next.run(req).instrument(span.clone()))
         .catch_unwind()
         .await
     {
@@ -57,7 +84,7 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a non-string panic payload".into());
-            tracing::error!(request_id = %id, %method, %path, panic = %what, "a request handler panicked");
+            span.in_scope(|| tracing::error!(request_id = %id, %method, %path, panic = %what, "a request handler panicked"));
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -77,16 +104,26 @@ pub async fn edge(mut req: Request, next: Next) -> Response {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
     let token = resp.extensions().get::<Principal>().map(|p| p.name.clone());
-    tracing::info!(
-        target: "leviathan::request",
-        request_id = %id,
-        %method,
-        %path,
-        status = resp.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-        token = %token.as_deref().unwrap_or("-"),
-        "request"
+    let seconds = started.elapsed().as_secs_f64();
+    let status = resp.status().as_u16();
+    metrics.http(
+        route.0.get().map_or("unmatched", String::as_str),
+        method.as_str(),
+        status,
+        seconds,
     );
+    span.in_scope(|| {
+        tracing::info!(
+            target: "leviathan::request",
+            request_id = %id,
+            %method,
+            %path,
+            status,
+            ms = seconds * 1000.0,
+            token = %token.as_deref().unwrap_or("-"),
+            "request"
+        )
+    });
     resp
 }
 

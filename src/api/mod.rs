@@ -13,6 +13,7 @@ mod failures;
 mod graph;
 mod ingest;
 pub mod limits;
+pub mod monitoring;
 mod probes;
 mod topology;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub cas: Cas,
     pub writer: Writer,
     pub metrics: crate::metrics::Metrics,
+    /// `/metrics` and the chain verifier's status.
+    pub monitor: std::sync::Arc<monitoring::Monitor>,
 }
 
 /// The whole HTTP surface. Every v1 route sits in exactly one role group
@@ -60,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events/{event_id}", get(events::by_id))
         .route("/v1/log/head", get(events::head))
         .route("/v1/log/verify", get(events::verify))
+        .route("/v1/log/verification", get(monitoring::verification))
         .route("/v1/failures", get(failures::failures))
         .route("/v1/graph/summary", get(graph::summary))
         .route("/v1/projection", get(graph::projection))
@@ -85,7 +89,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events/ingest", post(ingest::ingest))
         .route("/v1/artifacts", post(artifacts::post))
         .route("/v1/artifacts/{sha256}", put(artifacts::put));
-    let admin = Router::new().route("/v1/attempts/{id}/invalidate", post(attempts::invalidate));
+    let admin = Router::new()
+        .route("/v1/attempts/{id}/invalidate", post(attempts::invalidate))
+        .route("/v1/admin/backup", post(monitoring::backup));
     let with_role =
         |r: Router<AppState>, role: Role| r.route_layer(from_fn_with_state(role, auth::require));
     let request_limits =
@@ -99,8 +105,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(probes::live))
         .route("/livez", get(probes::live))
         .route("/readyz", get(probes::ready))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(monitoring::metrics))
         .merge(v1)
+        .route_layer(from_fn(limits::matched_route))
         .fallback(|| async { ApiError::not_found("no such route; see docs/API.md for the routes") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -111,29 +118,8 @@ pub fn router(state: AppState) -> Router {
         })
         // Limits are enforced by the handlers themselves, with their own messages.
         .layer(DefaultBodyLimit::disable())
-        .layer(from_fn(limits::edge))
+        .layer(from_fn_with_state(state.metrics.clone(), limits::edge))
         .with_state(state)
-}
-
-/// `GET /metrics` (no auth, like `/healthz`): Prometheus text format.
-async fn metrics(
-    axum::extract::State(app): axum::extract::State<AppState>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    if let Ok(h) = app.log.head() {
-        app.metrics.log_head_seq.set(h.seq.0 as i64);
-    }
-    if let Ok((seq, _)) = app.graph.state() {
-        app.metrics.graph_applied_seq.set(seq.0 as i64);
-    }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.render(),
-    )
-        .into_response()
 }
 
 /// Query parameters, parsed by hand so that every problem gets our error shape.
@@ -199,7 +185,9 @@ pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    // The request's span (its id) follows the work onto the blocking thread.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| ApiError::internal("a worker task failed", e))?
 }

@@ -68,6 +68,36 @@ enum Command {
     /// Scoped tokens (docs/SECURITY.md).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Back a running server up (POST /v1/admin/backup): a consistent snapshot
+    /// of the log, indexes, graph and artifacts as of one seq, verified, with a
+    /// manifest. Ingest goes on meanwhile. Needs an admin token
+    /// (LEVIATHAN_CONTROL_PLANE_TOKEN).
+    Backup {
+        /// A new or empty directory on the server's filesystem (made absolute
+        /// from this command's working directory).
+        #[arg(long)]
+        to: PathBuf,
+        /// The server's base URL.
+        #[arg(
+            long,
+            env = "LEVIATHAN_API_URL",
+            default_value = "http://127.0.0.1:8000"
+        )]
+        url: String,
+    },
+    /// Restore a backup into a new data directory, offline: verify the chain
+    /// and the head against the manifest, check the graph's state digest at
+    /// that seq (or rebuild the graph from the log), print the restored head.
+    Restore {
+        /// The backup directory (with manifest.json).
+        #[arg(long)]
+        from: PathBuf,
+        /// The new (or empty) data directory.
+        #[arg(long, env = "LEVIATHAN_DATA_DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        projection: leviathan::config::ProjectionArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -85,16 +115,50 @@ enum TokenCommand {
     },
 }
 
-fn init_tracing() {
+/// Logs go to stderr, as text (the default) or, with
+/// `LEVIATHAN_LOG_FORMAT=json`, one JSON object a line for log collectors
+/// (the fields of the current span, e.g. a request's `request_id`, under
+/// `span`). A panic is logged through the same subscriber, so a JSON log
+/// stays JSON.
+fn init_tracing() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEVIATHAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let format = std::env::var("LEVIATHAN_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, never in files or
-        // log collectors.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format.trim().to_ascii_lowercase().as_str() {
+        "" | "text" => builder
+            // Colour codes only for a person at a terminal, never in files or
+            // log collectors.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        "json" => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        other => {
+            anyhow::bail!("LEVIATHAN_LOG_FORMAT={other:?}: use `text` (the default) or `json`")
+        }
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic payload".into());
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("-"),
+            "panicked{location}: {message}"
+        );
+    }));
+    Ok(())
 }
 
 fn data_dir(d: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -104,7 +168,10 @@ fn data_dir(d: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if let Err(e) = init_tracing() {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Verify { data_dir: d } => verify(d),
@@ -116,6 +183,12 @@ fn main() -> ExitCode {
         Command::Dump { data_dir: d } => dump(d),
         Command::Bench(args) => bench(args),
         Command::Token(TokenCommand::Hash { name, roles }) => token_hash(&name, &roles),
+        Command::Backup { to, url } => backup(&to, &url),
+        Command::Restore {
+            from,
+            data_dir,
+            projection,
+        } => restore(&from, &data_dir, projection),
     };
     match result {
         Ok(code) => code,
@@ -241,5 +314,72 @@ fn token_hash(name: &str, roles: &str) -> anyhow::Result<ExitCode> {
     let line = leviathan::tokens::file_line(name, roles, token).map_err(anyhow::Error::msg)?;
     let mut stdout = std::io::stdout().lock();
     std::io::Write::write_all(&mut stdout, format!("{line}\n").as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn backup(to: &std::path::Path, url: &str) -> anyhow::Result<ExitCode> {
+    let token = std::env::var("LEVIATHAN_CONTROL_PLANE_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .context("set LEVIATHAN_CONTROL_PLANE_TOKEN to a token with the admin role")?;
+    let to = std::path::absolute(to).context("making --to absolute")?;
+    let client = reqwest::blocking::Client::builder()
+        // A large store takes a while to copy.
+        .timeout(None)
+        .build()?;
+    let resp = client
+        .post(format!("{}/v1/admin/backup", url.trim_end_matches('/')))
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({ "to": to }))
+        .send()
+        .with_context(|| format!("cannot reach the server at {url}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().context("reading the server's answer")?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "the server refused the backup ({status}): {}",
+            body["error"]["message"].as_str().unwrap_or("no message")
+        );
+    }
+    let mut stdout = std::io::stdout().lock();
+    std::io::Write::write_all(
+        &mut stdout,
+        format!("{}\n", serde_json::to_string_pretty(&body)?).as_bytes(),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn restore(
+    from: &std::path::Path,
+    data_dir: &std::path::Path,
+    projection: leviathan::config::ProjectionArgs,
+) -> anyhow::Result<ExitCode> {
+    let data_dir = std::path::absolute(data_dir).context("making --data-dir absolute")?;
+    let cache = projection
+        .projector_cache
+        .clone()
+        .unwrap_or_else(|| leviathan::config::default_projector_cache(&data_dir));
+    let restored = leviathan::backup::restore(from, &data_dir, |store| {
+        let specs = leviathan::projector_specs::parse(&projection.projectors)?;
+        let p = leviathan::server::load_projection_capped(
+            &cache,
+            &specs,
+            projection.max_projector_bytes,
+        )?;
+        let report =
+            leviathan::replay::rebuild(&store.db, &store.log, &store.graph, &p.set, p.fingerprint)?;
+        Ok(report.state_digest)
+    })?;
+    tracing::info!(
+        seq = restored.seq.0,
+        graph = restored.graph,
+        "restored into {}",
+        data_dir.display()
+    );
+    let mut stdout = std::io::stdout().lock();
+    std::io::Write::write_all(
+        &mut stdout,
+        format!("{}\n", serde_json::to_string_pretty(&restored)?).as_bytes(),
+    )?;
     Ok(ExitCode::SUCCESS)
 }

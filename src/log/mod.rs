@@ -293,15 +293,32 @@ impl Log {
     /// matches its key and follows its predecessor, every `prev_hash` is the
     /// predecessor's hash, and the head record matches the last entry.
     pub fn verify(&self) -> Result<VerifyReport, LogError> {
-        let snap = self.db.snapshot();
+        self.verify_from(&self.view(), Seq::ZERO, None)
+    }
+
+    /// [`Log::verify`] of the records after `after` in view `v`, given that
+    /// the chain up to `after` was verified and ends with hash `prev` (`None`
+    /// for `after` = 0): the background verifier's incremental pass. The
+    /// report counts every verified event, `after`'s included.
+    pub fn verify_from(
+        &self,
+        v: &View,
+        after: Seq,
+        prev: Option<Sha256>,
+    ) -> Result<VerifyReport, LogError> {
+        let snap = v;
         // An unreadable head record is reported below as a head mismatch.
         let head = decode_head(snap.get(&self.meta, HEAD_KEY)?.as_deref()).unwrap_or_default();
-        let mut walk = ChainWalk::default();
+        let mut walk = ChainWalk {
+            prev,
+            expected: after.next(),
+            verified: after.0,
+        };
         // Records are read in order in chunks; each chunk's per-record work
         // (SHA-256, finding the chain fields) runs on every core, then the
         // chain is walked in order, so the first broken seq and its message
         // are the same as a sequential walk's.
-        let mut iter = snap.iter(&self.events);
+        let mut iter = snap.range(&self.events, after.next().to_key()..);
         loop {
             let mut chunk = Vec::with_capacity(VERIFY_CHUNK);
             for kv in iter.by_ref().take(VERIFY_CHUNK) {

@@ -270,6 +270,8 @@ struct Loaded {
     reads_graph: bool,
     declared: DeclaredTypes,
     matcher: Matcher,
+    /// Calls, time, fuel and failures, once the server attaches its metrics.
+    metrics: std::sync::OnceLock<crate::metrics::ProjectorMetrics>,
 }
 
 /// A loaded, ordered set of projectors sharing one engine. `Send + Sync`: any
@@ -383,6 +385,7 @@ impl ProjectorSet {
                 pre,
                 uses_wasi,
                 reads_graph,
+                metrics: std::sync::OnceLock::new(),
             });
             infos.push(info);
         }
@@ -414,6 +417,15 @@ impl ProjectorSet {
             ));
         }
         Sha256::of(text.as_bytes())
+    }
+
+    /// Counts every later call of each projector into `metrics` (calls,
+    /// time, fuel consumed, failures by cause). Once per set; later calls
+    /// change nothing.
+    pub fn attach_metrics(&self, metrics: &crate::metrics::Metrics) {
+        for p in &self.projectors {
+            let _ = p.metrics.set(metrics.projector(&p.label));
+        }
     }
 
     /// How many projectors of this set were read from the compiled cache
@@ -554,6 +566,27 @@ impl Loaded {
         graph: &dyn GraphView,
         ops: &mut Vec<Op>,
     ) -> Result<(), Failure> {
+        let Some(metrics) = self.metrics.get() else {
+            return self.run_once(ev, event, graph, ops, &mut 0);
+        };
+        let started = std::time::Instant::now();
+        let mut fuel = 0;
+        let r = self.run_once(ev, event, graph, ops, &mut fuel);
+        let failure = r.as_ref().err().map(Failure::code);
+        metrics.record(started.elapsed().as_secs_f64(), fuel, failure);
+        r
+    }
+
+    /// [`Loaded::run`] without metrics; `fuel_used` is set to the fuel the
+    /// call consumed.
+    fn run_once(
+        &self,
+        ev: &wit::Event,
+        event: &EventInput<'_>,
+        graph: &dyn GraphView,
+        ops: &mut Vec<Op>,
+        fuel_used: &mut u64,
+    ) -> Result<(), Failure> {
         let wasi = if self.uses_wasi {
             let time = event_time(event.timestamp)?;
             Some(WasiState::new(
@@ -581,6 +614,10 @@ impl Loaded {
             .pre
             .instantiate(&mut store)
             .and_then(|instance| instance.call_project(&mut store, ev));
+        *fuel_used = self
+            .limits
+            .fuel
+            .saturating_sub(store.get_fuel().unwrap_or(0));
         let stderr_tail = forward_output(&mut store, &self.label, event);
         let list = match result {
             Ok(Ok(list)) => list,

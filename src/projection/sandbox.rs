@@ -54,16 +54,25 @@ pub(crate) const MAX_WASM_STACK: usize = 512 << 10;
 /// Builds the engine shared by every projector of a set. `max_memory_bytes` and
 /// `max_table_elements` are the largest limits of any projector in the set (the
 /// pool's slots must fit them; each store then enforces its own projector's).
+///
+/// The pooling allocator's size is derived at start ([`pool_slots`]) from
+/// those limits, the cgroup memory limit and the cores. Where the pool cannot
+/// be set up (its address-space reservation refused, e.g. under a `ulimit -v`
+/// or a strict overcommit policy), the engine falls back to the on-demand
+/// allocator with a warning: slower instantiation, the same results.
 pub(crate) fn engine(
     max_memory_bytes: usize,
     max_table_elements: usize,
 ) -> wasmtime::Result<Engine> {
+    let cgroup_max = cgroup_memory_max();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let slots = pool_slots(max_memory_bytes, cgroup_max, cores);
     let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(CONCURRENT_STORES)
-        .total_core_instances(CONCURRENT_STORES * CORE_INSTANCES_PER_COMPONENT)
-        .total_memories(CONCURRENT_STORES * MEMORIES_PER_COMPONENT)
-        .total_tables(CONCURRENT_STORES * TABLES_PER_COMPONENT)
-        .total_stacks(CONCURRENT_STORES)
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(slots * MEMORIES_PER_COMPONENT)
+        .total_tables(slots * TABLES_PER_COMPONENT)
+        .total_stacks(slots)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)
@@ -85,12 +94,62 @@ pub(crate) fn engine(
         .cranelift_opt_level(OptLevel::Speed)
         .max_wasm_stack(MAX_WASM_STACK)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    tracing::debug!(
-        keep_resident = KEEP_RESIDENT,
-        max_memory_bytes,
-        "projection engine configured"
-    );
-    Engine::new(&config)
+    match Engine::new(&config) {
+        Ok(engine) => {
+            tracing::info!(
+                slots,
+                max_memory_bytes,
+                cgroup_memory_max = cgroup_max,
+                keep_resident = KEEP_RESIDENT,
+                "projection engine: pooling allocator"
+            );
+            Ok(engine)
+        }
+        Err(e) => {
+            tracing::warn!(
+                slots,
+                max_memory_bytes,
+                cgroup_memory_max = cgroup_max,
+                "the projectors' pooling allocator could not be set up ({e:#}); falling back to \
+                 the on-demand allocator (same results, slower instantiation; see docs/RUNBOOK.md)"
+            );
+            config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+            Engine::new(&config)
+        }
+    }
+}
+
+/// How many stores the pool holds at once: [`CONCURRENT_STORES`], fewer on
+/// a node whose cgroup memory limit could not hold that many guests at their
+/// largest memory (at most half the limit for guests), but never fewer than
+/// the threads that may call projectors at once (the writer, a rebuild's
+/// workers, one per core, and a spare): a call beyond the slots would fail.
+pub(crate) fn pool_slots(max_memory_bytes: usize, cgroup_max: Option<u64>, cores: usize) -> u32 {
+    let floor = (cores as u32).saturating_add(2).min(CONCURRENT_STORES);
+    match cgroup_max {
+        None => CONCURRENT_STORES,
+        Some(limit) => {
+            let per_slot = (max_memory_bytes as u64).max(1) * u64::from(MEMORIES_PER_COMPONENT);
+            let by_memory = (limit / 2 / per_slot).min(u64::from(CONCURRENT_STORES)) as u32;
+            by_memory.clamp(floor, CONCURRENT_STORES)
+        }
+    }
+}
+
+/// The memory limit of this process's cgroup, read at start: cgroup v2
+/// `memory.max`, else v1 `memory.limit_in_bytes`; `None` when unlimited or
+/// unknown.
+pub(crate) fn cgroup_memory_max() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let v2 = read("/sys/fs/cgroup/memory.max");
+    let v1 = || read("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    parse_cgroup_limit(v2.or_else(v1)?.trim())
+}
+
+/// `max` (v2) and v1's "unlimited" (a page-rounded i64::MAX) are no limit.
+fn parse_cgroup_limit(text: &str) -> Option<u64> {
+    let v: u64 = text.parse().ok()?;
+    (v < 1 << 60).then_some(v)
 }
 
 /// Wasm pages are 64 KiB; the pool wants a whole number of them.
@@ -427,6 +486,21 @@ mod tests {
         let c = out.take();
         assert_eq!(c.bytes, b"hello");
         assert_eq!(c.dropped, 7);
+    }
+
+    #[test]
+    fn the_pool_shrinks_to_the_cgroup_limit_but_not_below_the_callers() {
+        assert_eq!(pool_slots(64 << 20, None, 2), CONCURRENT_STORES);
+        // 8 GiB: room for 32 slots of 2 x 64 MiB in half of it.
+        assert_eq!(pool_slots(64 << 20, Some(8 << 30), 2), CONCURRENT_STORES);
+        // 1 GiB: half of it holds 4 slots of 2 x 64 MiB.
+        assert_eq!(pool_slots(64 << 20, Some(1 << 30), 2), 4);
+        // 256 MiB: one slot by memory, but 2 cores + 2 callers need 4.
+        assert_eq!(pool_slots(64 << 20, Some(256 << 20), 2), 4);
+        assert_eq!(pool_slots(64 << 20, Some(256 << 20), 64), CONCURRENT_STORES);
+        assert_eq!(parse_cgroup_limit("max"), None);
+        assert_eq!(parse_cgroup_limit("9223372036854771712"), None);
+        assert_eq!(parse_cgroup_limit("536870912"), Some(512 << 20));
     }
 
     #[test]

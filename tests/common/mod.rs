@@ -58,8 +58,9 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on ") {
+                    // Text logs end the address at a space, JSON logs at a quote.
                     let addr = line[i + 13..]
-                        .split_whitespace()
+                        .split(|c: char| c.is_whitespace() || c == '"')
                         .next()
                         .unwrap_or("")
                         .to_string();

@@ -1,6 +1,7 @@
 use crate::common::*;
+use serde_json::json;
 
-fn metric(text: &str, name: &str) -> f64 {
+pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
@@ -42,12 +43,195 @@ fn metrics_count_ingest_outcomes_and_positions() {
         ),
         1.0
     );
-    assert_eq!(metric(&text, "leviathan_events_appended_total"), 4.0);
+    assert_eq!(
+        metric(
+            &text,
+            r#"leviathan_events_appended_total{event_type="attempt.created"}"#
+        ),
+        4.0
+    );
     assert_eq!(metric(&text, "leviathan_events_duplicate_total"), 4.0);
     assert_eq!(metric(&text, "leviathan_log_head_seq"), 4.0);
     assert_eq!(metric(&text, "leviathan_graph_applied_seq"), 4.0);
     assert_eq!(
         metric(&text, "leviathan_ingest_duration_seconds_count"),
         3.0
+    );
+}
+
+/// The value of the one series whose line starts with `prefix` (labels and
+/// all up to the point given), e.g. a projector's whose version is not fixed.
+fn metric_starting(text: &str, prefix: &str) -> f64 {
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(prefix)).collect();
+    assert_eq!(lines.len(), 1, "{prefix}: {lines:?}");
+    lines[0].rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+pub fn scrape(s: &Server) -> String {
+    let resp = s.client.get(s.url("/metrics")).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.text().unwrap()
+}
+
+#[test]
+fn metrics_cover_the_writer_projectors_http_artifacts_store_and_process() {
+    let s = Server::start();
+    let bundles = mixed_log(3);
+    let mut sent = 0;
+    for b in &bundles {
+        sent += b["events"].as_array().unwrap().len();
+        assert_eq!(s.ingest(b).0, 200, "{b}");
+    }
+    // A bundle the core projector refuses (no attempt_id): counted as its error.
+    let bad = bundle(
+        "refused",
+        vec![event("bad-1", "attempt.created", json!({"task_id": "t1"}))],
+    );
+    assert_eq!(s.ingest(&bad).0, 422);
+    let blob = b"some build log".repeat(100);
+    assert_eq!(s.put_artifact(&blob).0, 201);
+    assert_eq!(s.put_artifact(&blob).0, 200, "the same blob is stored once");
+    assert_eq!(s.get("/v1/attempts/att-0").0, 200);
+    assert_eq!(s.get("/v1/attempts/att-1").0, 200);
+    assert_eq!(s.get("/v1/no/such/route").0, 404);
+
+    let text = scrape(&s);
+    let m = |name: &str| metric(&text, name);
+    // Events by type, counted by the writer once committed.
+    assert_eq!(
+        m(r#"leviathan_events_appended_total{event_type="attempt.created"}"#),
+        3.0
+    );
+    assert_eq!(
+        m(r#"leviathan_events_appended_total{event_type="custom.note"}"#),
+        3.0
+    );
+    assert_eq!(
+        m(r#"leviathan_events_appended_total{event_type="task.created"}"#),
+        1.0
+    );
+    // Every bundle went in its own batch (one client, one at a time); the
+    // refused one still made a batch (that committed nothing of it).
+    let batches = bundles.len() as f64 + 1.0;
+    assert_eq!(m("leviathan_batch_bundles_count"), batches);
+    assert_eq!(m("leviathan_batch_bundles_sum"), batches);
+    assert_eq!(m("leviathan_batch_events_sum"), sent as f64 + 1.0);
+    assert_eq!(m("leviathan_commit_duration_seconds_count"), batches);
+    assert!(m("leviathan_commit_duration_seconds_sum") > 0.0);
+    assert_eq!(m("leviathan_writer_up"), 1.0);
+    // The core projector: a call per event it handles, fuel, the refusal.
+    let core = r#"{projector="core@"#;
+    let calls = metric_starting(&text, &format!("leviathan_projector_calls_total{core}"));
+    // At most one per event sent (the refused one included); the core
+    // projector handles most of the mixed log's types.
+    assert!(
+        calls >= (sent / 2) as f64 && calls <= sent as f64 + 1.0,
+        "{calls} of {sent}"
+    );
+    assert_eq!(
+        metric_starting(
+            &text,
+            &format!("leviathan_projector_duration_seconds_count{core}")
+        ),
+        calls
+    );
+    assert!(
+        metric_starting(
+            &text,
+            &format!("leviathan_projector_fuel_consumed_total{core}")
+        ) > calls
+    );
+    assert_eq!(
+        metric_starting(
+            &text,
+            r#"leviathan_projector_errors_total{projector="core@"#
+        ),
+        1.0
+    );
+    assert!(text.contains(r#"cause="rejected"} 1"#), "{text}");
+    // Artifacts: one blob, its bytes.
+    assert_eq!(m("leviathan_artifacts"), 1.0);
+    assert_eq!(m("leviathan_artifact_bytes"), blob.len() as f64);
+    // HTTP by route template; an unknown path is `unmatched`.
+    assert_eq!(
+        m(r#"leviathan_http_requests_total{route="/v1/attempts/{id}",method="GET",status="200"}"#),
+        2.0
+    );
+    assert_eq!(
+        m(r#"leviathan_http_requests_total{route="unmatched",method="GET",status="404"}"#),
+        1.0
+    );
+    assert_eq!(
+        m(r#"leviathan_http_requests_total{route="/v1/events/ingest",method="POST",status="422"}"#),
+        1.0
+    );
+    assert_eq!(
+        m(
+            r#"leviathan_http_request_duration_seconds_count{route="/v1/attempts/{id}",method="GET"}"#
+        ),
+        2.0
+    );
+    // The store on disk, and the process.
+    assert!(m("leviathan_store_disk_bytes") > 0.0);
+    assert!(m("process_resident_memory_bytes") > 1e6);
+    assert!(m("process_open_fds") > 3.0);
+    assert!(m("process_cpu_seconds_total") > 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = m("process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 600.0,
+        "{started} vs {now}"
+    );
+}
+
+#[test]
+fn artifact_totals_survive_a_restart() {
+    let mut s = Server::start();
+    assert_eq!(s.put_artifact(b"one").0, 201);
+    assert_eq!(s.put_artifact(b"three").0, 201);
+    let dir = s.keep_dir();
+    s.stop();
+    let s = Server::start_in(dir.path(), &[]);
+    let text = scrape(&s);
+    assert_eq!(metric(&text, "leviathan_artifacts"), 2.0);
+    assert_eq!(metric(&text, "leviathan_artifact_bytes"), 8.0);
+}
+
+#[test]
+fn metrics_token_guards_metrics_only() {
+    let s = Server::start_with(&[("LEVIATHAN_METRICS_TOKEN", "scrape-secret")]);
+    for auth in [None, Some("wrong"), Some(TOKEN)] {
+        let mut req = s.client.get(s.url("/metrics"));
+        if let Some(t) = auth {
+            req = req.bearer_auth(t);
+        }
+        let (st, body) = parse(req.send().unwrap());
+        assert_eq!(st, 401, "{auth:?}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("LEVIATHAN_METRICS_TOKEN"));
+    }
+    let resp = s
+        .client
+        .get(s.url("/metrics"))
+        .bearer_auth("scrape-secret")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.text().unwrap().contains("leviathan_writer_up 1"));
+    // The probes stay open.
+    assert_eq!(
+        s.client
+            .get(s.url("/livez"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
     );
 }

@@ -1,0 +1,221 @@
+//! `GET /metrics` (Prometheus text format; open unless
+//! `LEVIATHAN_METRICS_TOKEN` is set) and `GET /v1/log/verification` (the
+//! background chain verifier's last result).
+
+use super::error::ApiError;
+use super::AppState;
+use crate::digest::Sha256;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a measured size of the data dir is served before it is measured
+/// again (walking a large store is not free).
+const DISK_REFRESH: Duration = Duration::from_secs(10);
+
+/// What the monitoring routes need beside the rest of the state.
+pub struct Monitor {
+    /// SHA-256 of `LEVIATHAN_METRICS_TOKEN`, when set.
+    metrics_token: Option<Sha256>,
+    data_dir: PathBuf,
+    /// When the data dir was last measured, and its size.
+    disk: Mutex<Option<(Instant, u64)>>,
+    verifier: Option<Arc<crate::chain_verifier::Status>>,
+    /// The store, for online backups; one backup at a time.
+    pub(super) db: fjall::Database,
+    pub(super) backup_running: Mutex<()>,
+}
+
+impl Monitor {
+    pub fn new(
+        metrics_token: Option<&crate::tokens::Secret>,
+        data_dir: PathBuf,
+        verifier: Option<Arc<crate::chain_verifier::Status>>,
+        db: fjall::Database,
+    ) -> Monitor {
+        Monitor {
+            metrics_token: metrics_token.map(|t| Sha256::of(t.0.as_bytes())),
+            data_dir,
+            disk: Mutex::new(None),
+            verifier,
+            db,
+            backup_running: Mutex::new(()),
+        }
+    }
+
+    /// Bytes the data dir takes on disk, measured at most every
+    /// [`DISK_REFRESH`]. Blocking: call it off the async workers.
+    fn disk_bytes(&self) -> u64 {
+        let mut cached = self.disk.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, bytes)) = *cached {
+            if at.elapsed() < DISK_REFRESH {
+                return bytes;
+            }
+        }
+        let bytes = dir_bytes(&self.data_dir);
+        *cached = Some((Instant::now(), bytes));
+        bytes
+    }
+}
+
+/// The disk usage (allocated blocks) of every file under `dir`; what cannot
+/// be read (a file removed meanwhile) counts as nothing.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += m.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+/// `GET /metrics`: the Prometheus/OpenMetrics text of every metric. With
+/// `LEVIATHAN_METRICS_TOKEN` set, only for `Authorization: Bearer <it>`.
+pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(expected) = app.monitor.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| Sha256::of(t.trim().as_bytes()));
+        let ok = given.is_some_and(|g| {
+            use subtle::ConstantTimeEq;
+            bool::from(g.as_bytes().ct_eq(expected.as_bytes()))
+        });
+        if !ok {
+            let mut resp = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "/metrics needs `Authorization: Bearer <token>` with the token in \
+                 LEVIATHAN_METRICS_TOKEN",
+            )
+            .into_response();
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return resp;
+        }
+    }
+    let m = app.metrics.clone();
+    let monitor = app.monitor.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        if let Ok(h) = app.log.head() {
+            m.log_head_seq.set(h.seq.0 as i64);
+        }
+        if let Ok((seq, _)) = app.graph.state() {
+            m.graph_applied_seq.set(seq.0 as i64);
+        }
+        m.writer_up
+            .set(i64::from(app.writer.health().failure().is_none()));
+        let (blobs, bytes) = app.cas.totals();
+        m.artifacts.set(blobs as i64);
+        m.artifact_bytes.set(bytes as i64);
+        m.store_disk_bytes.set(monitor.disk_bytes() as i64);
+        m.render()
+    })
+    .await;
+    match text {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal("rendering the metrics failed", e).into_response(),
+    }
+}
+
+/// `GET /v1/log/verification`: the background chain verifier's last result.
+pub async fn verification(
+    State(app): State<AppState>,
+) -> Result<Json<crate::wire::ChainVerification>, ApiError> {
+    match &app.monitor.verifier {
+        Some(v) => Ok(Json(v.get())),
+        None => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the background chain verifier is not running",
+        )),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupRequest {
+    /// An absolute directory on the server's filesystem, new or empty.
+    to: std::path::PathBuf,
+}
+
+/// `POST /v1/admin/backup` `{"to": "/abs/dir"}` (admin): a consistent online
+/// backup of the store as of one snapshot, verified, with its manifest.
+pub async fn backup(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<crate::backup::Manifest>, ApiError> {
+    let bytes =
+        super::ingest::read_json_body(&headers, body, super::ingest::BodyLimit::SMALL).await?;
+    let req: BackupRequest =
+        super::ingest::parse_json_body(&bytes, "{\"to\": \"<absolute directory>\"}")?;
+    if !req.to.is_absolute() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!(
+                "`to` must be an absolute directory on the server's filesystem, got {:?}",
+                req.to
+            ),
+        ));
+    }
+    super::blocking(move || {
+        let Ok(_one) = app.monitor.backup_running.try_lock() else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "backup_running",
+                "another backup is running; retry when it has finished",
+            ));
+        };
+        let started = Instant::now();
+        let m = crate::backup::backup(
+            &app.monitor.db,
+            &app.log,
+            &app.graph,
+            Some(app.fingerprint),
+            &req.to,
+        )
+        .map_err(|e| {
+            tracing::error!(to = %req.to.display(), "backup failed: {e:#}");
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "backup_failed",
+                format!("the backup to {} failed: {e:#}", req.to.display()),
+            )
+        })?;
+        tracing::info!(
+            to = %req.to.display(),
+            seq = m.seq.0,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "backup written and verified"
+        );
+        Ok(Json(m))
+    })
+    .await
+}

@@ -1,0 +1,325 @@
+//! Online backup and restore. A backup copies every keyspace of the store
+//! (log, indexes, graph, artifacts) as of one fjall snapshot — one seq — into
+//! a new store under `<DIR>/store`, verifies the copy (chain, head, state
+//! digest, entry counts) and only then writes `<DIR>/manifest.json`, so a
+//! directory with a manifest is a whole, verified backup. Ingest goes on
+//! meanwhile: the snapshot does not block the writer. A restore copies a
+//! backup into a new data dir, verifies the chain and the head against the
+//! manifest, and checks the graph's state digest at that seq (or rebuilds the
+//! graph from the log when it does not match).
+
+use crate::digest::Sha256;
+use crate::graph::GraphStore;
+use crate::log::Log;
+use crate::seq::Seq;
+use anyhow::{bail, Context};
+use fjall::{Database, Readable};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// `manifest.json` of a backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The layout of this file and of `store/` (1).
+    pub format: u32,
+    /// The log's head at the snapshot: the backup holds seqs 1..=seq.
+    pub seq: Seq,
+    pub head_hash: Option<Sha256>,
+    /// The graph's rolling state digest after `seq`.
+    pub state_digest: Sha256,
+    /// The projector set that built the graph.
+    pub projector_set: Option<Sha256>,
+    /// Artifacts in the backup and their bytes.
+    pub artifacts: u64,
+    pub artifact_bytes: u64,
+    /// Entries copied per keyspace (checked again in the copy).
+    pub keyspaces: std::collections::BTreeMap<String, u64>,
+    /// When the snapshot was taken (RFC 3339, UTC).
+    pub created_at: String,
+    pub leviathan_version: String,
+}
+
+/// The manifest's format.
+const FORMAT: u32 = 1;
+/// Bytes of entries per write batch of the copy.
+const COPY_BATCH_BYTES: usize = 8 << 20;
+const MANIFEST: &str = "manifest.json";
+
+/// Options of a keyspace by name, as the server creates it.
+fn keyspace_options_for(name: &str) -> fjall::KeyspaceCreateOptions {
+    let o = crate::storage::keyspace_options();
+    if name == "cas_chunks" {
+        o.with_kv_separation(Some(fjall::KvSeparationOptions::default()))
+    } else {
+        o
+    }
+}
+
+/// A directory that does not exist yet, or is empty.
+fn check_empty_target(dir: &Path) -> anyhow::Result<()> {
+    if !dir.is_absolute() {
+        bail!("{} is not an absolute path", dir.display());
+    }
+    if dir.exists() {
+        let mut entries =
+            std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        if entries.next().is_some() {
+            bail!(
+                "{} is not empty: a backup or restore goes into a new (or empty) directory",
+                dir.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(())
+}
+
+/// Backs the store up into `to` (new or empty) as of one snapshot taken now,
+/// while the server keeps running. Returns the manifest written.
+pub fn backup(
+    db: &Database,
+    log: &Log,
+    graph: &GraphStore,
+    projector_set: Option<Sha256>,
+    to: &Path,
+) -> anyhow::Result<Manifest> {
+    check_empty_target(to)?;
+    let snap = db.snapshot();
+    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let head = log.head_at(&snap)?;
+    let (graph_seq, state_digest) = graph.state_at(&snap)?;
+    if graph_seq != head.seq {
+        bail!(
+            "the graph (seq {graph_seq}) is not at the log's head (seq {}) in the snapshot",
+            head.seq
+        );
+    }
+    let dest = crate::storage::open_database(&to.join("store"))
+        .with_context(|| format!("cannot create a store in {}", to.display()))?;
+    let mut counts = std::collections::BTreeMap::new();
+    let mut names = db.list_keyspace_names();
+    names.sort();
+    for name in names {
+        let name: String = name.to_string();
+        let src = db.keyspace(&name, || keyspace_options_for(&name))?;
+        let dst = dest.keyspace(&name, || keyspace_options_for(&name))?;
+        let mut n = 0u64;
+        let mut batch = dest.batch();
+        let mut bytes = 0;
+        for kv in snap.iter(&src) {
+            let (k, v) = kv.into_inner()?;
+            bytes += k.len() + v.len();
+            batch.insert(&dst, k, v);
+            n += 1;
+            if bytes >= COPY_BATCH_BYTES {
+                batch.commit()?;
+                batch = dest.batch();
+                bytes = 0;
+            }
+        }
+        batch.commit()?;
+        counts.insert(name, n);
+    }
+    drop(snap);
+    crate::storage::flush_memtables(&dest)?;
+    let cas_totals = artifact_totals(&dest)?;
+    let manifest = Manifest {
+        format: FORMAT,
+        seq: head.seq,
+        head_hash: head.hash,
+        state_digest,
+        projector_set,
+        artifacts: cas_totals.0,
+        artifact_bytes: cas_totals.1,
+        keyspaces: counts,
+        created_at,
+        leviathan_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    verify_store(&dest, &manifest).context("the copy does not verify")?;
+    drop(dest);
+    let text = serde_json::to_vec_pretty(&manifest)?;
+    write_synced(&to.join(MANIFEST), &text)?;
+    Ok(manifest)
+}
+
+/// Artifacts and their bytes in a store (read from `cas_blobs`).
+fn artifact_totals(db: &Database) -> anyhow::Result<(u64, u64)> {
+    let mut n = 0;
+    let mut bytes = 0;
+    if db.list_keyspace_names().iter().any(|k| &**k == "cas_blobs") {
+        let blobs = db.keyspace("cas_blobs", crate::storage::keyspace_options)?;
+        for kv in blobs.iter() {
+            let v = kv.value()?;
+            n += 1;
+            bytes += v
+                .get(16..24)
+                .map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+        }
+    }
+    Ok((n, bytes))
+}
+
+/// Checks a store against a manifest: the chain verifies from seq 1 and ends
+/// at the manifest's head, the graph's state is the manifest's, and every
+/// keyspace holds the number of entries copied.
+fn verify_store(db: &Database, manifest: &Manifest) -> anyhow::Result<()> {
+    let log = Log::open(db)?;
+    let report = log.verify()?;
+    if !report.ok {
+        bail!(
+            "the chain is broken at seq {}: {}",
+            report.first_broken_seq.unwrap_or_default(),
+            report.error.unwrap_or_default()
+        );
+    }
+    if report.head.seq != manifest.seq || report.head.hash != manifest.head_hash {
+        bail!(
+            "the head is seq {} but the manifest says seq {}",
+            report.head.seq,
+            manifest.seq
+        );
+    }
+    let graph = GraphStore::open(db)?;
+    let (seq, digest) = graph.state()?;
+    if seq != manifest.seq || digest != manifest.state_digest {
+        bail!(
+            "the graph's state is seq {seq} digest {digest}, the manifest says seq {} digest {}",
+            manifest.seq,
+            manifest.state_digest
+        );
+    }
+    let snap = db.snapshot();
+    for (name, expected) in &manifest.keyspaces {
+        let ks = db.keyspace(name, || keyspace_options_for(name))?;
+        let n = snap.iter(&ks).count() as u64;
+        if n != *expected {
+            bail!("keyspace {name} holds {n} entries, the manifest says {expected}");
+        }
+    }
+    Ok(())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Reads a backup's manifest.
+pub fn read_manifest(from: &Path) -> anyhow::Result<Manifest> {
+    let path = from.join(MANIFEST);
+    let text = std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read {}: not a finished backup (the manifest is written last)",
+            path.display()
+        )
+    })?;
+    let m: Manifest = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a backup manifest", path.display()))?;
+    if m.format != FORMAT {
+        bail!(
+            "{} has format {}, this leviathan reads format {FORMAT}",
+            path.display(),
+            m.format
+        );
+    }
+    Ok(m)
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Restored {
+    pub seq: Seq,
+    pub head_hash: Option<Sha256>,
+    pub state_digest: Sha256,
+    /// `verified` (the graph came with the backup and its digest matches) or
+    /// `rebuilt` (re-projected from the log).
+    pub graph: &'static str,
+    pub data_dir: std::path::PathBuf,
+}
+
+/// Restores the backup in `from` into `data_dir` (new or empty): copies its
+/// store, verifies the chain and the head against the manifest, and checks
+/// the graph's digest at that seq; `rebuild` re-projects the graph when that
+/// check fails (e.g. a backup whose graph keyspaces were lost).
+pub fn restore(
+    from: &Path,
+    data_dir: &Path,
+    rebuild: impl FnOnce(&crate::storage::Store) -> anyhow::Result<Sha256>,
+) -> anyhow::Result<Restored> {
+    let manifest = read_manifest(from)?;
+    check_empty_target(data_dir)?;
+    copy_dir(&from.join("store"), &data_dir.join("store"))?;
+    let store = crate::storage::open_store(data_dir)?;
+    let report = store.log.verify()?;
+    if !report.ok {
+        bail!(
+            "the restored chain is broken at seq {}: {}",
+            report.first_broken_seq.unwrap_or_default(),
+            report.error.unwrap_or_default()
+        );
+    }
+    if report.head.seq != manifest.seq || report.head.hash != manifest.head_hash {
+        bail!(
+            "the restored log ends at seq {} but the manifest says seq {}",
+            report.head.seq,
+            manifest.seq
+        );
+    }
+    let (seq, digest) = store.graph.state()?;
+    let graph = if seq == manifest.seq && digest == manifest.state_digest {
+        "verified"
+    } else {
+        tracing::warn!(
+            graph_seq = seq.0,
+            %digest,
+            "the restored graph is not the backup's: rebuilding it from the log"
+        );
+        let rebuilt = rebuild(&store)?;
+        if rebuilt != manifest.state_digest {
+            tracing::warn!(
+                %rebuilt,
+                expected = %manifest.state_digest,
+                "the rebuilt graph's digest differs from the backup's (another projector set?)"
+            );
+        }
+        "rebuilt"
+    };
+    let (_, state_digest) = store.graph.state()?;
+    crate::storage::flush_memtables(&store.db)?;
+    Ok(Restored {
+        seq: report.head.seq,
+        head_hash: report.head.hash,
+        state_digest,
+        graph,
+        data_dir: data_dir.to_path_buf(),
+    })
+}
+
+/// Copies a directory tree (regular files and directories only), syncing
+/// each file.
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
+        let e = e?;
+        let kind = e.file_type()?;
+        let dst = to.join(e.file_name());
+        if kind.is_dir() {
+            copy_dir(&e.path(), &dst)?;
+        } else if kind.is_file() {
+            std::fs::copy(e.path(), &dst)
+                .with_context(|| format!("cannot copy {}", e.path().display()))?;
+            std::fs::File::open(&dst)?.sync_all()?;
+        }
+    }
+    std::fs::File::open(to)?.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! Online backup (`leviathan backup` → `POST /v1/admin/backup`) and restore
+//! (`leviathan restore`), against a real server under concurrent ingest.
+
+use crate::common::*;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// `leviathan backup --to <to> --url <server>` with the admin token.
+fn backup_cli(s: &Server, to: &std::path::Path) -> (i32, String, String) {
+    let out = leviathan()
+        .args(["backup", "--url", &s.base, "--to"])
+        .arg(to)
+        .env("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn digest_at(dir: &std::path::Path, seq: u64) -> String {
+    let store = leviathan::storage::open_store(dir).unwrap();
+    store
+        .graph
+        .digest_at(leviathan::seq::Seq(seq))
+        .unwrap()
+        .unwrap()
+        .to_hex()
+}
+
+#[test]
+fn backup_under_ingest_restores_an_equal_store_that_takes_ingest() {
+    let s = Server::start();
+    for b in mixed_log(5) {
+        assert_eq!(s.ingest(&b).0, 200);
+    }
+    let blob = b"artifact kept in the backup".to_vec();
+    assert_eq!(s.put_artifact(&blob).0, 201);
+    let s = Arc::new(s);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let ingest = {
+        let (s, stop, acked) = (s.clone(), stop.clone(), acked.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let (st, r) = s.ingest(&bundle(&format!("c{i}"), events(&format!("c{i}"), 20)));
+                assert_eq!(st, 200, "{r}");
+                acked.fetch_add(1, Ordering::SeqCst);
+                i += 1;
+            }
+        })
+    };
+    // The backup starts while bundles are being acknowledged...
+    while acked.load(Ordering::SeqCst) < 2 {
+        std::thread::yield_now();
+    }
+    let backups = tempfile::tempdir().unwrap();
+    let to = backups.path().join("b1");
+    let (code, out, err) = backup_cli(&s, &to);
+    assert_eq!(code, 0, "{err}");
+    let manifest: Value = serde_json::from_str(&out).unwrap();
+    // ...and ingest goes on after it.
+    let after = acked.load(Ordering::SeqCst);
+    while acked.load(Ordering::SeqCst) < after + 2 {
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::SeqCst);
+    ingest.join().unwrap();
+    let seq = manifest["seq"].as_u64().unwrap();
+    let (_, head) = s.get("/v1/log/head");
+    assert!(
+        seq > 40 && seq < head["seq"].as_u64().unwrap(),
+        "{manifest} {head}"
+    );
+    assert_eq!(manifest["artifacts"], 1);
+    assert!(to.join("manifest.json").is_file());
+    let source_events: Vec<Value> = s
+        .all_events()
+        .into_iter()
+        .filter(|e| e["seq"].as_u64().unwrap() <= seq)
+        .collect();
+
+    // Restore into a new data dir: verified, the backup's head and digest.
+    let restored_dir = backups.path().join("restored");
+    let (code, out, err) = admin_full(&["restore", "--from", to.to_str().unwrap()], &restored_dir);
+    assert_eq!(code, 0, "{err}");
+    let restored: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(restored["seq"], seq);
+    assert_eq!(restored["head_hash"], manifest["head_hash"]);
+    assert_eq!(restored["graph"], "verified");
+    assert_eq!(restored["state_digest"], manifest["state_digest"]);
+    let (code, out) = admin(&["verify"], &restored_dir);
+    assert_eq!(code, 0, "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["report"]["head"]["seq"], seq);
+
+    // The source at the backup's seq: same digest (read once it is stopped).
+    let source_dir = s.data_dir.clone();
+    let mut s = Arc::try_unwrap(s).ok().expect("the ingest thread is done");
+    s.stop();
+    assert_eq!(
+        digest_at(&source_dir, seq),
+        manifest["state_digest"].as_str().unwrap()
+    );
+
+    // The restored store serves the same events and artifact, and takes ingest.
+    let b = Server::start_in(&restored_dir, &[]);
+    assert_eq!(b.all_events(), source_events);
+    let resp = b.get_artifact(&sha256_hex(&blob));
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.bytes().unwrap().as_ref(), blob.as_slice());
+    let (st, r) = b.ingest(&bundle("after-restore", events("ar", 3)));
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["first_seq"], seq + 1);
+    let (_, v) = b.get("/v1/log/verify");
+    assert_eq!(v["ok"], true, "{v}");
+}
+
+#[test]
+fn a_backup_whose_graph_is_lost_is_restored_by_rebuilding_it_from_the_log() {
+    let s = Server::start();
+    for b in mixed_log(3) {
+        assert_eq!(s.ingest(&b).0, 200);
+    }
+    let backups = tempfile::tempdir().unwrap();
+    let to = backups.path().join("b");
+    let (code, out, err) = backup_cli(&s, &to);
+    assert_eq!(code, 0, "{err}");
+    let manifest: Value = serde_json::from_str(&out).unwrap();
+    // Disaster: every graph keyspace of the copy is emptied; the log is left.
+    with_store(&to, |db| {
+        for name in db.list_keyspace_names() {
+            if name.starts_with("graph_") {
+                keyspace(db, &name).clear().unwrap();
+            }
+        }
+    });
+    let restored_dir = backups.path().join("restored");
+    let (code, out, err) = admin_full(&["restore", "--from", to.to_str().unwrap()], &restored_dir);
+    assert_eq!(code, 0, "{err}");
+    let restored: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(restored["graph"], "rebuilt");
+    assert_eq!(restored["state_digest"], manifest["state_digest"]);
+    let b = Server::start_in(&restored_dir, &[]);
+    let (_, a) = b.get("/v1/attempts/att-0");
+    assert_eq!(a["artifacts"].as_array().map(Vec::len), Some(1), "{a}");
+}
+
+#[test]
+fn backup_refuses_what_it_cannot_do_safely() {
+    let s = Server::start();
+    assert_eq!(s.ingest(&bundle("x", events("x", 2))).0, 200);
+    let (st, r) = s.post("/v1/admin/backup", &json!({"to": "relative/dir"}));
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (422, Some("invalid_body")),
+        "{r}"
+    );
+    let full = tempfile::tempdir().unwrap();
+    std::fs::write(full.path().join("something"), b"x").unwrap();
+    let (st, r) = s.post("/v1/admin/backup", &json!({"to": full.path()}));
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (422, Some("backup_failed")),
+        "{r}"
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not empty"),
+        "{r}"
+    );
+    // A restore needs a finished backup (its manifest).
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = admin_full(
+        &["restore", "--from", empty.path().to_str().unwrap()],
+        &full.path().join("new"),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("not a finished backup"), "{err}");
+}
