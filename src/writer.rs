@@ -258,7 +258,16 @@ impl Writer {
         held: Option<std::sync::mpsc::Receiver<()>>,
     ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(4096);
+        // The Merkle tree follows the log in every batch; a store written
+        // before the tree existed gets it built here first.
+        let tree = crate::tlog::Tree::open(&parts.db, &parts.log)
+            .and_then(|t| {
+                t.catch_up(&parts.db)?;
+                t.writer(&parts.db)
+            })
+            .map_err(std::io::Error::other)?;
         let state = State {
+            tree,
             persist: parts.sync.persist_mode(),
             db: parts.db,
             log: parts.log,
@@ -315,6 +324,8 @@ impl Hold {
 }
 
 struct State {
+    /// The log's Merkle tree, extended in every batch (crate::tlog::tree).
+    tree: crate::tlog::tree::TreeWriter,
     db: Database,
     log: Log,
     graph: GraphStore,
@@ -376,6 +387,7 @@ impl State {
             return;
         }
         let start_head = self.head;
+        let start_tree = self.tree.mark();
         let mut staging = match self.graph.staging() {
             Ok(s) => s,
             Err(e) => {
@@ -404,6 +416,7 @@ impl State {
             self.log.stage_head(&mut batch, &self.head);
             self.graph
                 .stage_projector_set(&mut batch, &self.fingerprint);
+            self.tree.stage_size(&mut batch);
         }
         let committed = staging
             .write_into(&mut batch)
@@ -415,6 +428,7 @@ impl State {
                     .on_volume(self.log.store_path()),
             );
             self.head = start_head;
+            self.tree.restore(start_tree);
             for (reply, r) in results {
                 let _ = reply.send(r.and(Err(AppendError::Storage(failure.clone()))));
             }
@@ -609,6 +623,7 @@ impl State {
             let draft = &bundle.events[s.index];
             self.log
                 .stage_event(batch, s.seq, &s.hash, &s.canonical, draft);
+            self.tree.append(batch, &s.canonical);
             pending
                 .event_ids
                 .insert(draft.event_id.clone(), (s.seq, draft.content_digest));
