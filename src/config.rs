@@ -51,6 +51,11 @@ pub struct ServeArgs {
         default_value = "/etc/leviathan/autonomy/dev.yaml"
     )]
     pub autonomy_config: PathBuf,
+    /// The key that signs the log's checkpoints (a signed-note signer key,
+    /// `PRIVATE+KEY+<name>+<id>+<base64>`; docs/AUDIT.md). Default:
+    /// <data dir>/log-signing.key, generated on first start.
+    #[arg(long, env = "LEVIATHAN_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub projection: ProjectionArgs,
     #[command(flatten)]
@@ -111,6 +116,8 @@ pub struct Config {
     pub projector_cache: PathBuf,
     pub autonomy_config: PathBuf,
     pub ops: OpsSettings,
+    /// `LEVIATHAN_SIGNING_KEY_FILE`; `None`: the data dir's key.
+    pub signing_key_file: Option<PathBuf>,
 }
 
 /// A setting that stops the server from starting. The message says what to do.
@@ -200,6 +207,7 @@ impl Config {
         Ok(Config {
             max_projector_bytes: args.projection.max_projector_bytes,
             autonomy_config: args.autonomy_config.clone(),
+            signing_key_file: args.signing_key_file.clone(),
             projector_cache,
             projectors,
             tokens,

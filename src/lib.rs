@@ -72,6 +72,7 @@ pub mod schema;
 pub mod seq;
 pub mod server;
 pub mod storage;
+pub mod tlog;
 pub mod tokens;
 pub mod views;
 pub mod wire;

@@ -113,6 +113,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .context("starting the chain verifier")?;
     let verifier_status = verifier.status();
+    let signer = crate::tlog::load_signer(config.signing_key_file.as_deref(), &config.data_dir)?;
+    tracing::info!(verifier_key = %signer.verifier_key(), "checkpoints are signed with this key");
+    let transparency = crate::tlog::Transparency {
+        tree: crate::tlog::Tree::open(&store.db, &store.log).context("opening the Merkle tree")?,
+        log: store.log.clone(),
+        graph: store.graph.clone(),
+        signer: Arc::new(signer),
+        fingerprint: projection.fingerprint,
+    };
     let state = AppState {
         projectors: projection.set.clone(),
         fingerprint: projection.fingerprint,
@@ -131,6 +140,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Some(verifier_status.clone()),
             store.db.clone(),
         )),
+        transparency,
     };
     let app = api::router(state);
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))

@@ -269,7 +269,16 @@ impl Writer {
         metrics: crate::metrics::WriterMetrics,
     ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(4096);
+        // The Merkle tree follows the log in every batch; a store written
+        // before the tree existed gets it built here first.
+        let tree = crate::tlog::Tree::open(&parts.db, &parts.log)
+            .and_then(|t| {
+                t.catch_up(&parts.db)?;
+                t.writer(&parts.db)
+            })
+            .map_err(std::io::Error::other)?;
         let state = State {
+            tree,
             persist: parts.sync.persist_mode(),
             db: parts.db,
             log: parts.log,
@@ -327,6 +336,8 @@ impl Hold {
 }
 
 struct State {
+    /// The log's Merkle tree, extended in every batch (crate::tlog::tree).
+    tree: crate::tlog::tree::TreeWriter,
     db: Database,
     log: Log,
     graph: GraphStore,
@@ -389,6 +400,7 @@ impl State {
             return;
         }
         let start_head = self.head;
+        let start_tree = self.tree.mark();
         let mut staging = match self.graph.staging() {
             Ok(s) => s,
             Err(e) => {
@@ -419,6 +431,7 @@ impl State {
             self.log.stage_head(&mut batch, &self.head);
             self.graph
                 .stage_projector_set(&mut batch, &self.fingerprint);
+            self.tree.stage_size(&mut batch);
         }
         let commit_started = std::time::Instant::now();
         let committed = staging
@@ -437,6 +450,7 @@ impl State {
                     .on_volume(self.log.store_path()),
             );
             self.head = start_head;
+            self.tree.restore(start_tree);
             for (reply, r) in results {
                 let _ = reply.send(r.and(Err(AppendError::Storage(failure.clone()))));
             }
@@ -632,6 +646,7 @@ impl State {
             self.log
                 .stage_event(batch, s.seq, &s.hash, &s.canonical, draft);
             self.metrics.stage_event(&draft.event_type);
+            self.tree.append(batch, &s.canonical);
             pending
                 .event_ids
                 .insert(draft.event_id.clone(), (s.seq, draft.content_digest));

@@ -5,6 +5,7 @@
 
 mod artifacts;
 mod attempts;
+mod audit;
 mod auth;
 mod autonomy;
 pub mod error;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// `/metrics` and the chain verifier's status.
     pub monitor: std::sync::Arc<monitoring::Monitor>,
+    /// The Merkle tree, checkpoints and the signing key (api/audit.rs).
+    pub transparency: crate::tlog::Transparency,
 }
 
 /// The whole HTTP surface. Every v1 route sits in exactly one role group
@@ -64,6 +67,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log/head", get(events::head))
         .route("/v1/log/verify", get(events::verify))
         .route("/v1/log/verification", get(monitoring::verification))
+        .route("/v1/log/checkpoint", get(audit::checkpoint))
+        .route("/v1/log/public-key", get(audit::public_key))
+        .route("/v1/log/consistency", get(audit::consistency))
+        .route("/v1/events/{event_id}/proof", get(audit::proof))
+        .route("/v1/events/{event_id}/bundle", get(audit::bundle))
         .route("/v1/failures", get(failures::failures))
         .route("/v1/graph/summary", get(graph::summary))
         .route("/v1/projection", get(graph::projection))

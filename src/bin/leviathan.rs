@@ -65,6 +65,10 @@ enum Command {
         #[arg(long, env = "LEVIATHAN_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Audit the log offline: check inclusion and consistency proofs and audit
+    /// bundles against a saved checkpoint and the log's verifier key (docs/AUDIT.md).
+    #[command(subcommand)]
+    Audit(leviathan::tlog::cli::AuditCommand),
     /// Scoped tokens (docs/SECURITY.md).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -189,6 +193,7 @@ fn main() -> ExitCode {
             data_dir,
             projection,
         } => restore(&from, &data_dir, projection),
+        Command::Audit(cmd) => leviathan::tlog::cli::run(cmd),
     };
     match result {
         Ok(code) => code,
@@ -255,6 +260,9 @@ fn rebuild(
         leviathan::server::load_projection_capped(&cache, &specs, projection.max_projector_bytes)?;
     let report =
         leviathan::replay::rebuild(&store.db, &store.log, &store.graph, &p.set, p.fingerprint)?;
+    // The log's Merkle tree is not the graph's: a rebuild leaves it as it is,
+    // and builds it if the store predates it.
+    leviathan::tlog::Tree::open(&store.db, &store.log)?.catch_up(&store.db)?;
     let mut stdout = std::io::stdout().lock();
     std::io::Write::write_all(
         &mut stdout,

@@ -209,6 +209,29 @@ impl Log {
         }
     }
 
+    /// The seq of `event_id` through a view, for any string a reader asks
+    /// for (one that is not a valid id is simply not there).
+    pub fn seq_of_at(&self, v: &View, event_id: &str) -> Result<Option<Seq>, LogError> {
+        Ok(decode_entry(event_id, v.get(&self.event_ids, event_id.as_bytes())?)?.map(|(s, _)| s))
+    }
+
+    /// The stored values (`hash ‖ canonical record`) from seq `from` on, in
+    /// log order, at most `limit` (the Merkle tree's leaves are read so).
+    pub fn stored_range_at(
+        &self,
+        v: &View,
+        from: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, fjall::UserValue)>, LogError> {
+        let mut out = Vec::with_capacity(limit.min(8192));
+        for kv in v.range(&self.events, from.to_key()..).take(limit) {
+            let (k, value) = kv.into_inner()?;
+            let seq = Seq::from_key(&k).ok_or_else(|| corrupt("log_events", "malformed key"))?;
+            out.push((seq, value));
+        }
+        Ok(out)
+    }
+
     /// The record of a stored bundle. The writer's own read (see
     /// `event_id_entry`).
     pub fn bundle(&self, bundle_id: &BundleId) -> Result<Option<BundleRecord>, LogError> {

@@ -1,0 +1,108 @@
+//! The verifiable log's routes: signed checkpoints, the verifier key,
+//! inclusion and consistency proofs, and audit bundles (docs/AUDIT.md).
+//! Every proof is computed from one view of the store, so a proof and the
+//! checkpoint it is checked against describe the same tree.
+
+use super::error::ApiError;
+use super::{blocking, AppState, Params};
+use crate::tlog::{AuditBundle, AuditError, ConsistencyProof, InclusionProof};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+// The audit errors' HTTP form (kept beside the routes that raise them).
+impl From<AuditError> for ApiError {
+    fn from(e: AuditError) -> ApiError {
+        match e {
+            AuditError::NotFound(m) => ApiError::not_found(m),
+            AuditError::BadRequest(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameter", m)
+            }
+            AuditError::Log(e) => e.into(),
+            AuditError::Graph(e) => e.into(),
+            AuditError::Cas(e) => e.into(),
+            AuditError::Tree(crate::tlog::TreeError::Store(e)) => {
+                ApiError::storage("reading the Merkle tree failed", e)
+            }
+            AuditError::Tree(e) => ApiError::internal("reading the Merkle tree failed", e),
+        }
+    }
+}
+
+/// A tree size parameter: absent, or a decimal integer (400 otherwise).
+fn size_param(p: &Params, name: &str) -> Result<Option<u64>, ApiError> {
+    match p.str(name) {
+        None => Ok(None),
+        Some(raw) => raw.parse::<u64>().map(Some).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                format!(
+                    "query parameter `{name}` must be a tree size (an integer from 0), got {raw:?}"
+                ),
+            )
+            .with_details(serde_json::json!({ "parameter": name }))
+        }),
+    }
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// `GET /v1/log/checkpoint[?tree_size=N]`: the signed checkpoint (C2SP
+/// tlog-checkpoint, a signed note), of the whole tree or of its first N leaves.
+pub async fn checkpoint(
+    State(app): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let size = size_param(&Params::from_query(q.as_deref())?, "tree_size")?;
+    let t = app.transparency.clone();
+    let note = blocking(move || Ok(t.checkpoint_at(&t.log.view(), size)?)).await?;
+    Ok(text(note))
+}
+
+/// `GET /v1/log/public-key`: the checkpoints' verifier key, one line.
+pub async fn public_key(State(app): State<AppState>) -> Response {
+    text(format!("{}\n", app.transparency.signer.verifier_key()))
+}
+
+/// `GET /v1/events/{event_id}/proof[?tree_size=N]`: the event's inclusion proof.
+pub async fn proof(
+    State(app): State<AppState>,
+    Path(event_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<InclusionProof>, ApiError> {
+    let size = size_param(&Params::from_query(q.as_deref())?, "tree_size")?;
+    let t = app.transparency.clone();
+    blocking(move || Ok(Json(t.inclusion(&t.log.view(), &event_id, size)?.0))).await
+}
+
+/// `GET /v1/log/consistency?from=M[&to=N]`: the consistency proof between two tree sizes.
+pub async fn consistency(
+    State(app): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    let p = Params::from_query(q.as_deref())?;
+    let Some(from) = size_param(&p, "from")? else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "query parameter `from` (the older tree size) is required",
+        ));
+    };
+    let to = size_param(&p, "to")?;
+    let t = app.transparency.clone();
+    blocking(move || Ok(Json(t.consistency(&t.log.view(), from, to)?))).await
+}
+
+/// `GET /v1/events/{event_id}/bundle`: the audit bundle of one event.
+pub async fn bundle(
+    State(app): State<AppState>,
+    Path(event_id): Path<String>,
+) -> Result<Json<AuditBundle>, ApiError> {
+    let t = app.transparency.clone();
+    let cas = app.cas.clone();
+    blocking(move || Ok(Json(t.bundle(&event_id, Some(&cas))?))).await
+}

@@ -1,0 +1,301 @@
+//! The verifiable log: an RFC 9162 Merkle tree over the stored records
+//! ([`tree`], the algorithms in [`proof`]), checkpoints signed as C2SP signed
+//! notes with the server's Ed25519 key ([`note`]), and what the audit routes
+//! and commands serve and check ([`Transparency`], [`audit`]). docs/AUDIT.md
+//! has the formats.
+
+pub mod audit;
+pub mod cli;
+pub mod note;
+pub mod proof;
+pub mod tree;
+
+use crate::cas::Cas;
+use crate::digest::Sha256;
+use crate::graph::GraphStore;
+use crate::log::record::split_stored;
+use crate::log::{Log, View};
+use crate::seq::Seq;
+use anyhow::Context;
+use note::{Checkpoint, NoteSigner};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+pub use tree::{Tree, TreeError};
+
+/// Where the signing key is kept when `LEVIATHAN_SIGNING_KEY_FILE` is unset.
+pub const DEFAULT_KEY_FILE: &str = "log-signing.key";
+
+/// The key file used for `data_dir` and the setting.
+pub fn key_path(setting: Option<&Path>, data_dir: &Path) -> PathBuf {
+    setting.map_or_else(|| data_dir.join(DEFAULT_KEY_FILE), Path::to_path_buf)
+}
+
+/// Loads the checkpoint signing key: from `LEVIATHAN_SIGNING_KEY_FILE` when
+/// set (it must exist), else from the data dir, generated there on first
+/// start (mode 0600) with its verifier key logged.
+pub fn load_signer(setting: Option<&Path>, data_dir: &Path) -> anyhow::Result<NoteSigner> {
+    let path = key_path(setting, data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => NoteSigner::from_text(&text)
+            .with_context(|| format!("the signing key file {} is not usable", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && setting.is_none() => {
+            let signer = generate_default()?;
+            write_key(&path, &signer)?;
+            tracing::info!(
+                file = %path.display(),
+                verifier_key = %signer.verifier_key(),
+                "generated the log's checkpoint signing key; give auditors its verifier key \
+                 (GET /v1/log/public-key) and back the key file up"
+            );
+            Ok(signer)
+        }
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot read the signing key file {} (LEVIATHAN_SIGNING_KEY_FILE)",
+                path.display()
+            )
+        }),
+    }
+}
+
+/// A new key named `leviathan/<first 8 hex digits of SHA-256(public key)>`.
+fn generate_default() -> anyhow::Result<NoteSigner> {
+    Ok(NoteSigner::generate_keyed_name("leviathan")?)
+}
+
+/// Writes a new key file with mode 0600; never overwrites one.
+pub fn write_key(path: &Path, signer: &NoteSigner) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create the key file {}", path.display()))?;
+    f.write_all(format!("{}\n", signer.to_text()).as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Why an audit request cannot be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error(transparent)]
+    Log(#[from] crate::log::LogError),
+    #[error(transparent)]
+    Graph(#[from] crate::graph::GraphError),
+    #[error("reading the artifact store: {0}")]
+    Cas(#[from] crate::cas::CasError),
+}
+
+/// An inclusion proof as served (`GET /v1/events/{event_id}/proof`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InclusionProof {
+    pub event_id: String,
+    pub seq: Seq,
+    /// `seq - 1`.
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    /// SHA-256(0x00 ‖ record).
+    pub leaf_hash: Sha256,
+    /// RFC 9162 inclusion path, from the leaf up.
+    pub path: Vec<Sha256>,
+    /// The root the path leads to (for convenience: trust the checkpoint's).
+    pub root: Sha256,
+}
+
+/// A consistency proof as served (`GET /v1/log/consistency`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    /// RFC 9162 consistency path.
+    pub path: Vec<Sha256>,
+    pub from_root: Sha256,
+    pub to_root: Sha256,
+}
+
+/// A payload field that names an artifact by digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactDigest {
+    /// JSON path of the field, e.g. `payload.output_sha256`.
+    pub path: String,
+    pub sha256: Sha256,
+    /// Whether the server's artifact store holds it (when the bundle was made).
+    pub stored: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// `leviathan-audit-bundle/v1`: one event with everything needed to check it offline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditBundle {
+    pub format: String,
+    /// The stored canonical record, byte for byte (the Merkle leaf's entry).
+    pub record: String,
+    /// SHA-256 of `record` (the chain hash).
+    pub hash: Sha256,
+    pub proof: InclusionProof,
+    /// The signed checkpoint (C2SP signed note) the proof leads to.
+    pub checkpoint: String,
+    pub artifacts: Vec<ArtifactDigest>,
+}
+
+pub const BUNDLE_FORMAT: &str = "leviathan-audit-bundle/v1";
+
+/// What the audit routes and `leviathan audit bundle` read: the tree, the
+/// log, the graph's digests and the signing key.
+#[derive(Clone)]
+pub struct Transparency {
+    pub tree: Tree,
+    pub log: Log,
+    pub graph: GraphStore,
+    pub signer: Arc<NoteSigner>,
+    /// The fingerprint of the projector set of the live graph.
+    pub fingerprint: Sha256,
+}
+
+impl Transparency {
+    /// The tree size of a view, with a requested size checked against it.
+    fn size(&self, v: &View, requested: Option<u64>, what: &str) -> Result<u64, AuditError> {
+        let size = self.tree.size_at(v)?;
+        match requested {
+            None => Ok(size),
+            Some(n) if n <= size => Ok(n),
+            Some(n) => Err(AuditError::BadRequest(format!(
+                "{what} {n} is beyond the log: the tree has {size} leaves"
+            ))),
+        }
+    }
+
+    /// The checkpoint of the tree of `size` leaves (the whole tree if `None`), signed.
+    pub fn checkpoint_at(&self, v: &View, size: Option<u64>) -> Result<String, AuditError> {
+        let size = self.size(v, size, "tree_size")?;
+        let root = self.tree.root_at(v, size)?;
+        let chain_head = if size == 0 {
+            None
+        } else {
+            let rec = self.log.stored_range_at(v, Seq(size), 1)?;
+            let (_, value) = rec
+                .first()
+                .filter(|(s, _)| s.0 == size)
+                .ok_or_else(|| AuditError::NotFound(format!("no record at seq {size}")))?;
+            split_stored(value).map(|(h, _)| h)
+        };
+        let state_digest = self.graph.digest_at(Seq(size))?.ok_or_else(|| {
+            AuditError::NotFound(format!("no state digest is recorded for seq {size}"))
+        })?;
+        let c = Checkpoint {
+            origin: self.signer.name().to_string(),
+            tree_size: size,
+            root,
+            chain_head,
+            state_digest,
+            projector_set: self.fingerprint,
+        };
+        Ok(self.signer.sign(&c.text()))
+    }
+
+    /// The inclusion proof of an event in the tree of `tree_size` leaves.
+    pub fn inclusion(
+        &self,
+        v: &View,
+        event_id: &str,
+        tree_size: Option<u64>,
+    ) -> Result<(InclusionProof, String), AuditError> {
+        let Some(seq) = self.log.seq_of_at(v, event_id)? else {
+            return Err(AuditError::NotFound(format!(
+                "no event with event_id {event_id:?}"
+            )));
+        };
+        let size = self.size(v, tree_size, "tree_size")?;
+        if seq.0 > size {
+            return Err(AuditError::BadRequest(format!(
+                "event {event_id:?} is at seq {seq}, after the tree of size {size}: ask for \
+                 tree_size {} or more",
+                seq.0
+            )));
+        }
+        let rec = self.log.stored_range_at(v, seq, 1)?;
+        let (_, value) = rec
+            .first()
+            .filter(|(s, _)| *s == seq)
+            .ok_or_else(|| AuditError::NotFound(format!("no record at seq {seq}")))?;
+        let (_, canonical) = split_stored(value)
+            .ok_or_else(|| AuditError::NotFound(format!("record {seq} is truncated")))?;
+        let record = String::from_utf8(canonical.to_vec())
+            .map_err(|_| AuditError::NotFound(format!("record {seq} is not UTF-8")))?;
+        let index = seq.0 - 1;
+        Ok((
+            InclusionProof {
+                event_id: event_id.to_string(),
+                seq,
+                leaf_index: index,
+                tree_size: size,
+                leaf_hash: proof::leaf_hash(canonical),
+                path: self.tree.inclusion_at(v, index, size)?,
+                root: self.tree.root_at(v, size)?,
+            },
+            record,
+        ))
+    }
+
+    /// The consistency proof from the tree of `from` leaves to the tree of
+    /// `to` leaves (the whole tree if `None`).
+    pub fn consistency(
+        &self,
+        v: &View,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<ConsistencyProof, AuditError> {
+        let to = self.size(v, to, "to")?;
+        if from > to {
+            return Err(AuditError::BadRequest(format!(
+                "from ({from}) must not be greater than to ({to})"
+            )));
+        }
+        Ok(ConsistencyProof {
+            from,
+            to,
+            path: self.tree.consistency_at(v, from, to)?,
+            from_root: self.tree.root_at(v, from)?,
+            to_root: self.tree.root_at(v, to)?,
+        })
+    }
+
+    /// An audit bundle for one event, against the latest checkpoint.
+    pub fn bundle(&self, event_id: &str, cas: Option<&Cas>) -> Result<AuditBundle, AuditError> {
+        let v = self.log.view();
+        let (proof, record) = self.inclusion(&v, event_id, None)?;
+        let checkpoint = self.checkpoint_at(&v, Some(proof.tree_size))?;
+        let mut artifacts = Vec::new();
+        for (path, sha256) in audit::artifact_digests(&record) {
+            let meta = match cas {
+                Some(c) => c.meta(&sha256)?,
+                None => None,
+            };
+            artifacts.push(ArtifactDigest {
+                path,
+                sha256,
+                stored: meta.is_some(),
+                size: meta.map(|m| m.size),
+            });
+        }
+        Ok(AuditBundle {
+            format: BUNDLE_FORMAT.into(),
+            hash: Sha256::of(record.as_bytes()),
+            record,
+            proof,
+            checkpoint,
+            artifacts,
+        })
+    }
+}
