@@ -99,6 +99,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     })
     .context("starting the writer")?;
     let writer_health = writer.health_handle();
+    let streams = api::stream::Streams::new(config.streams, writer.head_watch());
     let state = AppState {
         projectors: projection.set.clone(),
         fingerprint: projection.fingerprint,
@@ -111,6 +112,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cas,
         writer,
         metrics: crate::metrics::Metrics::default(),
+        streams: streams.clone(),
     };
     let app = api::router(state);
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
@@ -138,6 +140,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         async move {
             signal.await;
             let _ = signalled.set(std::time::Instant::now());
+            // Event streams never end by themselves: end them, or graceful
+            // shutdown would wait for them until its timeout.
+            streams.close();
             tracing::info!("shutting down: no new connections; finishing requests in flight");
         }
     };

@@ -7,6 +7,7 @@ mod artifacts;
 mod attempts;
 mod auth;
 mod autonomy;
+pub mod console;
 pub mod error;
 mod events;
 mod failures;
@@ -14,6 +15,7 @@ mod graph;
 mod ingest;
 pub mod limits;
 mod probes;
+pub mod stream;
 mod topology;
 
 use crate::bundle::Limits;
@@ -47,6 +49,8 @@ pub struct AppState {
     pub cas: Cas,
     pub writer: Writer,
     pub metrics: crate::metrics::Metrics,
+    /// The open event streams (`GET /v1/events/stream`).
+    pub streams: stream::Streams,
 }
 
 /// The whole HTTP surface. Every v1 route sits in exactly one role group
@@ -57,6 +61,7 @@ pub fn router(state: AppState) -> Router {
     let read = Router::new()
         .route("/v1/events/recent", get(events::recent))
         .route("/v1/events", get(events::after))
+        .route("/v1/events/stream", get(stream::stream))
         .route("/v1/events/{event_id}", get(events::by_id))
         .route("/v1/log/head", get(events::head))
         .route("/v1/log/verify", get(events::verify))
@@ -100,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(probes::live))
         .route("/readyz", get(probes::ready))
         .route("/metrics", get(metrics))
+        .merge(console::routes())
         .merge(v1)
         .fallback(|| async { ApiError::not_found("no such route; see docs/API.md for the routes") })
         .method_not_allowed_fallback(|| async {
