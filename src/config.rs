@@ -62,6 +62,8 @@ pub struct ServeArgs {
     pub security: SecurityArgs,
     #[command(flatten)]
     pub ops: OpsArgs,
+    #[command(flatten)]
+    pub streams: StreamArgs,
 }
 
 /// Monitoring settings of `leviathan serve` (LEVIATHAN_METRICS_TOKEN is read
@@ -107,6 +109,7 @@ pub struct Config {
     pub max_projector_bytes: u64,
     pub tokens: crate::tokens::Tokens,
     pub http: HttpSettings,
+    pub streams: StreamSettings,
     pub host: String,
     pub port: u16,
     pub data_dir: PathBuf,
@@ -144,6 +147,8 @@ pub enum ConfigError {
     NoHome,
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+    #[error("{0} must be a number of seconds from 0.05 to 86400, got {1}")]
+    BadSeconds(&'static str, f64),
     #[error(transparent)]
     Projectors(#[from] crate::projector_specs::SpecError),
 }
@@ -212,6 +217,7 @@ impl Config {
             projectors,
             tokens,
             http,
+            streams: StreamSettings::from_args(&args.streams)?,
             host: args.host.clone(),
             port: args.port,
             data_dir,
@@ -339,4 +345,71 @@ fn load_tokens(a: &SecurityArgs) -> Result<crate::tokens::Tokens, ConfigError> {
         return Err(ConfigError::MissingToken);
     }
     Ok(crate::tokens::Tokens::load(file, env_token.as_ref())?)
+}
+
+// ---- The event stream, `GET /v1/events/stream` (docs/API.md) ----
+
+/// Limits of the server-sent event stream.
+#[derive(Debug, Clone, Args)]
+pub struct StreamArgs {
+    /// Event streams open at once; one more is answered 503 `too_many_streams`.
+    #[arg(long, env = "LEVIATHAN_MAX_STREAMS", default_value_t = StreamSettings::default().max_streams)]
+    pub max_streams: usize,
+    /// Events one stream reads from the store ahead of its client (its buffer;
+    /// also capped at 1 MiB of events).
+    #[arg(long, env = "LEVIATHAN_STREAM_BUFFER", default_value_t = StreamSettings::default().buffer)]
+    pub stream_buffer: usize,
+    /// Seconds a client may leave its buffer untaken before it is told it fell
+    /// behind and its stream is closed (it resumes with `Last-Event-ID`).
+    #[arg(long, env = "LEVIATHAN_STREAM_STALL_SECS", default_value_t = StreamSettings::default().stall.as_secs_f64())]
+    pub stream_stall_secs: f64,
+    /// Seconds between heartbeat comments on an idle stream.
+    #[arg(long, env = "LEVIATHAN_STREAM_HEARTBEAT_SECS", default_value_t = StreamSettings::default().heartbeat.as_secs_f64())]
+    pub stream_heartbeat_secs: f64,
+}
+
+/// The limits of `GET /v1/events/stream`.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
+    pub max_streams: usize,
+    pub buffer: usize,
+    pub stall: std::time::Duration,
+    pub heartbeat: std::time::Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            max_streams: 64,
+            buffer: 1024,
+            stall: std::time::Duration::from_secs(30),
+            heartbeat: std::time::Duration::from_secs(15),
+        }
+    }
+}
+
+impl StreamSettings {
+    fn from_args(a: &StreamArgs) -> Result<StreamSettings, ConfigError> {
+        for (name, ok) in [
+            ("LEVIATHAN_MAX_STREAMS", a.max_streams >= 1),
+            ("LEVIATHAN_STREAM_BUFFER", a.stream_buffer >= 1),
+        ] {
+            if !ok {
+                return Err(ConfigError::ZeroLimit(name));
+            }
+        }
+        let secs = |name: &'static str, v: f64| {
+            if v.is_finite() && (0.05..=86_400.0).contains(&v) {
+                Ok(std::time::Duration::from_secs_f64(v))
+            } else {
+                Err(ConfigError::BadSeconds(name, v))
+            }
+        };
+        Ok(StreamSettings {
+            max_streams: a.max_streams,
+            buffer: a.stream_buffer,
+            stall: secs("LEVIATHAN_STREAM_STALL_SECS", a.stream_stall_secs)?,
+            heartbeat: secs("LEVIATHAN_STREAM_HEARTBEAT_SECS", a.stream_heartbeat_secs)?,
+        })
+    }
 }

@@ -122,6 +122,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         signer: Arc::new(signer),
         fingerprint: projection.fingerprint,
     };
+    let streams = api::stream::Streams::new(config.streams, writer.head_watch());
     let state = AppState {
         projectors: projection.set.clone(),
         fingerprint: projection.fingerprint,
@@ -141,6 +142,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             store.db.clone(),
         )),
         transparency,
+        streams: streams.clone(),
     };
     let app = api::router(state);
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
@@ -168,6 +170,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         async move {
             signal.await;
             let _ = signalled.set(std::time::Instant::now());
+            // Event streams never end by themselves: end them, or graceful
+            // shutdown would wait for them until its timeout.
+            streams.close();
             tracing::info!("shutting down: no new connections; finishing requests in flight");
         }
     };

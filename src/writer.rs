@@ -227,6 +227,8 @@ pub struct WriterParts {
 pub struct Writer {
     tx: mpsc::Sender<Job>,
     health: Arc<Health>,
+    /// The committed head seq, published after every commit (event streams wake on it).
+    head: tokio::sync::watch::Receiver<Seq>,
 }
 
 impl Writer {
@@ -277,8 +279,10 @@ impl Writer {
                 t.writer(&parts.db)
             })
             .map_err(std::io::Error::other)?;
+        let (head_tx, head) = tokio::sync::watch::channel(parts.head.seq);
         let state = State {
             tree,
+            head_tx,
             persist: parts.sync.persist_mode(),
             db: parts.db,
             log: parts.log,
@@ -299,7 +303,13 @@ impl Writer {
                 }
                 state.run(rx)
             })?;
-        Ok(Writer { tx, health })
+        Ok(Writer { tx, health, head })
+    }
+
+    /// The committed head seq, updated after each commit that appended events:
+    /// readers wake on it, then read the new events from the store.
+    pub fn head_watch(&self) -> tokio::sync::watch::Receiver<Seq> {
+        self.head.clone()
     }
 
     /// The writer's health: the storage failure that stopped it, if any.
@@ -347,6 +357,7 @@ struct State {
     persist: PersistMode,
     health: Arc<Health>,
     metrics: crate::metrics::WriterMetrics,
+    head_tx: tokio::sync::watch::Sender<Seq>,
 }
 
 /// One accepted event, staged in memory until its bundle is known to be whole.
@@ -455,6 +466,9 @@ impl State {
                 let _ = reply.send(r.and(Err(AppendError::Storage(failure.clone()))));
             }
             return;
+        }
+        if self.head != start_head {
+            self.head_tx.send_replace(self.head.seq);
         }
         for (reply, r) in results {
             let _ = reply.send(r.map(|mut a| {

@@ -8,6 +8,7 @@ mod attempts;
 mod audit;
 mod auth;
 mod autonomy;
+pub mod console;
 pub mod error;
 mod events;
 mod failures;
@@ -16,6 +17,7 @@ mod ingest;
 pub mod limits;
 pub mod monitoring;
 mod probes;
+pub mod stream;
 mod topology;
 
 use crate::bundle::Limits;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub monitor: std::sync::Arc<monitoring::Monitor>,
     /// The Merkle tree, checkpoints and the signing key (api/audit.rs).
     pub transparency: crate::tlog::Transparency,
+    /// The open event streams (`GET /v1/events/stream`).
+    pub streams: stream::Streams,
 }
 
 /// The whole HTTP surface. Every v1 route sits in exactly one role group
@@ -63,6 +67,7 @@ pub fn router(state: AppState) -> Router {
     let read = Router::new()
         .route("/v1/events/recent", get(events::recent))
         .route("/v1/events", get(events::after))
+        .route("/v1/events/stream", get(stream::stream))
         .route("/v1/events/{event_id}", get(events::by_id))
         .route("/v1/log/head", get(events::head))
         .route("/v1/log/verify", get(events::verify))
@@ -114,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(probes::live))
         .route("/readyz", get(probes::ready))
         .route("/metrics", get(monitoring::metrics))
+        .merge(console::routes())
         .merge(v1)
         .route_layer(from_fn(limits::matched_route))
         .fallback(|| async { ApiError::not_found("no such route; see docs/API.md for the routes") })

@@ -21,6 +21,13 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("POST", "/v1/events/ingest", "/v1/events/ingest", "ingest"),
     ("GET", "/v1/events/recent", "/v1/events/recent", "read"),
     ("GET", "/v1/events", "/v1/events?after_seq=0", "read"),
+    // A bad filter: an authorized request is answered (422) instead of streaming.
+    (
+        "GET",
+        "/v1/events/stream",
+        "/v1/events/stream?type=a*",
+        "read",
+    ),
     ("GET", "/v1/events/{event_id}", "/v1/events/e1", "read"),
     ("GET", "/v1/log/head", "/v1/log/head", "read"),
     ("GET", "/v1/log/verify", "/v1/log/verify", "read"),

@@ -1,0 +1,194 @@
+// The console's only way to the server: the authenticated v1 API.
+// The token lives in sessionStorage only (gone when the tab closes).
+
+const KEY = "leviathan.token";
+
+export function token() {
+  return sessionStorage.getItem(KEY);
+}
+
+export function setToken(t) {
+  sessionStorage.setItem(KEY, t);
+}
+
+export function signOut() {
+  sessionStorage.removeItem(KEY);
+}
+
+/** An answer that was not 2xx: status, the API's error code and message. */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** Called with the error when the server refuses the token (401). */
+let onUnauthorized = () => {};
+export function whenUnauthorized(f) {
+  onUnauthorized = f;
+}
+
+async function refusal(resp) {
+  let code = "http_" + resp.status;
+  let message = resp.statusText || "request failed";
+  try {
+    const body = await resp.json();
+    if (body && body.error) {
+      code = body.error.code || code;
+      message = body.error.message || message;
+    }
+  } catch (_) {
+    // not JSON: keep the status text
+  }
+  return new ApiError(resp.status, code, message);
+}
+
+function headers(extra, tok) {
+  const h = new Headers(extra || {});
+  h.set("Authorization", "Bearer " + (tok ?? token() ?? ""));
+  return h;
+}
+
+/** GET/POST a JSON route under /v1. Throws ApiError. */
+export async function api(path, { method = "GET", body, tok, signal } = {}) {
+  const init = { method, headers: headers(body ? { "Content-Type": "application/json" } : {}, tok), signal };
+  if (body !== undefined) init.body = JSON.stringify(body);
+  let resp;
+  try {
+    resp = await fetch(path, init);
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new ApiError(0, "unreachable", "the server cannot be reached: " + e.message);
+  }
+  if (!resp.ok) {
+    const err = await refusal(resp);
+    if (resp.status === 401 && tok === undefined) onUnauthorized(err);
+    throw err;
+  }
+  return resp.json();
+}
+
+/** Like api(), but a 404 (a route this server does not have yet) gives null. */
+export async function optional(path, opts) {
+  try {
+    return await api(path, opts);
+  } catch (e) {
+    if (e instanceof ApiError && (e.status === 404 || e.status === 405)) {
+      return null;
+    }
+    throw e;
+  }
+}
+
+/** Path segment, percent-encoded. */
+export const seg = encodeURIComponent;
+
+/** Downloads an artifact through the API (the token cannot go in a link). */
+export async function download(sha256, name) {
+  const resp = await fetch("/v1/artifacts/" + seg(sha256), { headers: headers() });
+  if (!resp.ok) throw await refusal(resp);
+  const blob = await resp.blob();
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name || sha256;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+/**
+ * Follows GET /v1/events/stream (Server-Sent Events) with fetch, since
+ * EventSource cannot send the Authorization header. Reconnects after the last
+ * seq received when the server ends the stream, so nothing is lost or doubled.
+ * Returns a function that stops it.
+ *   opts: {after, type, target, onEvent(event), onState(text), batch(events)}
+ */
+export function follow(opts) {
+  const ctl = new AbortController();
+  let after = opts.after;
+  let stopped = false;
+  const state = (s) => opts.onState && opts.onState(s);
+
+  async function once() {
+    const q = new URLSearchParams();
+    if (after !== undefined && after !== null) q.set("after_seq", String(after));
+    if (opts.type) q.set("type", opts.type);
+    if (opts.target) q.set("target", opts.target);
+    const resp = await fetch("/v1/events/stream?" + q, {
+      headers: headers({ Accept: "text/event-stream" }),
+      signal: ctl.signal,
+    });
+    if (!resp.ok) {
+      const err = await refusal(resp);
+      if (resp.status === 401) onUnauthorized(err);
+      throw err;
+    }
+    state("live");
+    const reader = resp.body.getReader();
+    const dec = new TextDecoder();
+    let buf = "";
+    let msg = { data: [], event: null, id: null };
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += dec.decode(value, { stream: true });
+      let nl;
+      const got = [];
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl).replace(/\r$/, "");
+        buf = buf.slice(nl + 1);
+        if (line === "") {
+          if (msg.event === "lagged") {
+            state("catching up");
+          } else if (msg.data.length && (msg.event === null || msg.event === "message")) {
+            const ev = JSON.parse(msg.data.join("\n"));
+            after = ev.seq;
+            got.push(ev);
+          }
+          msg = { data: [], event: null, id: null };
+          continue;
+        }
+        if (line.startsWith(":")) {
+          const m = /stream open after_seq=(\d+)/.exec(line);
+          if (m && (after === undefined || after === null)) after = Number(m[1]);
+          continue;
+        }
+        const i = line.indexOf(":");
+        const field = i < 0 ? line : line.slice(0, i);
+        let v = i < 0 ? "" : line.slice(i + 1);
+        if (v.startsWith(" ")) v = v.slice(1);
+        if (field === "data") msg.data.push(v);
+        else if (field === "event") msg.event = v;
+        else if (field === "id") msg.id = v;
+      }
+      if (got.length) opts.batch(got);
+    }
+  }
+
+  (async () => {
+    let delay = 500;
+    while (!stopped) {
+      try {
+        await once();
+        delay = 500;
+      } catch (e) {
+        if (stopped || e.name === "AbortError") return;
+        if (e instanceof ApiError && e.status === 401) return;
+        state(e instanceof ApiError ? "error: " + e.message : "reconnecting");
+        delay = Math.min(delay * 2, 10000);
+      }
+      if (stopped) return;
+      state("reconnecting");
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  })();
+
+  return () => {
+    stopped = true;
+    ctl.abort();
+  };
+}

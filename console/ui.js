@@ -1,0 +1,88 @@
+// Small DOM helpers: elements are built node by node (never from HTML strings),
+// so nothing the server returns is ever interpreted as markup.
+
+/** h("a.link", {href}, child, ...): an element with classes, attributes, children. */
+export function h(spec, attrs, ...children) {
+  const [tag, ...classes] = spec.split(".");
+  const el = document.createElement(tag || "div");
+  if (classes.length) el.className = classes.join(" ");
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "text") el.textContent = v;
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+/** Replaces the children of `el`. */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+/** A value from the API as short text. */
+export function show(v) {
+  if (v === null || v === undefined) return "—";
+  if (typeof v === "object") return JSON.stringify(v);
+  return String(v);
+}
+
+/** A table that scrolls sideways on narrow screens. */
+export function table(caption, heads, rows) {
+  return h(
+    "div.scroll",
+    { tabindex: 0, role: "region", "aria-label": caption },
+    h(
+      "table",
+      {},
+      h("caption", { text: caption }),
+      h("thead", {}, h("tr", {}, heads.map((t) => h("th", { scope: "col", text: t })))),
+      h("tbody", {}, rows.length ? rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c)))) : h("tr", {}, h("td.muted", { colspan: heads.length, text: "none" }))),
+    ),
+  );
+}
+
+/** Definition list from [label, value] pairs. */
+export function facts(pairs) {
+  return h("dl.facts", {}, pairs.map(([k, v]) => [h("dt", { text: k }), h("dd", {}, v)]));
+}
+
+/** A message in the page (role=alert for errors). */
+export function notice(text, kind = "error") {
+  return h("p.notice." + kind, { role: kind === "error" ? "alert" : "status", text });
+}
+
+export function link(href, text, cls) {
+  return h("a" + (cls ? "." + cls : ""), { href, text });
+}
+
+export function eventLink(eventId) {
+  return link("#/events/" + encodeURIComponent(eventId), eventId, "mono");
+}
+
+export function nodeLink(id) {
+  return link("#/graph/" + encodeURIComponent(id), id, "mono");
+}
+
+export function short(hash) {
+  return hash ? String(hash).slice(0, 12) + "…" : "—";
+}
+
+export function pre(value) {
+  return h("pre.json", { tabindex: 0 }, JSON.stringify(value, null, 2));
+}
+
+/** A status word as a badge (text, not colour alone). */
+export function badge(status) {
+  const s = show(status);
+  return h("span.badge.s-" + s.replace(/[^a-z_]/gi, ""), { text: s });
+}

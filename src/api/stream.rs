@@ -1,0 +1,343 @@
+//! `GET /v1/events/stream`: the log as Server-Sent Events, as it is appended.
+//!
+//! Each SSE event has `id` = the event's seq and `data` = the event exactly as
+//! `GET /v1/events` serves it (`wire::Event`). A stream starts after
+//! `Last-Event-ID` (what a reconnecting client sends), else after `?after_seq=`,
+//! else at the current head (only new events), and may be filtered by
+//! `?type=` (exact, or `prefix.*`) and `?target=`.
+//!
+//! Nothing is held in memory for a client beyond its buffer: the writer
+//! publishes the committed head seq after each commit (`Writer::head_watch`);
+//! a stream wakes on it and reads the new events from the store by seq, at
+//! most `LEVIATHAN_STREAM_BUFFER` events (and about 1 MiB) at a time, and only
+//! when its client has taken the previous buffer. A client that leaves its
+//! buffer untaken for `LEVIATHAN_STREAM_STALL_SECS` has fallen behind: its
+//! next message is a final `lagged` event naming the seq to resume after, and
+//! the stream ends. At most `LEVIATHAN_MAX_STREAMS` streams are open at once
+//! (503 `too_many_streams` beyond). Idle streams get a heartbeat comment every
+//! `LEVIATHAN_STREAM_HEARTBEAT_SECS`; at shutdown every stream ends, so that
+//! graceful shutdown does not wait for them.
+
+use super::error::ApiError;
+use super::{blocking, AppState, Params};
+use crate::config::StreamSettings;
+use crate::log::Log;
+use crate::seq::Seq;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+/// Bytes of events one buffer holds at most (a single larger event still goes alone).
+const BUFFER_BYTES: usize = 1 << 20;
+/// Records one store read looks at, matching or not (so that a filter that
+/// matches rarely still lets heartbeats and shutdown through between reads).
+const SCAN_MAX: usize = 4096;
+/// Records decoded at a time.
+const CHUNK: usize = 64;
+
+/// The open streams: their cap, the head they wake on, and the shutdown switch.
+#[derive(Clone)]
+pub struct Streams {
+    settings: StreamSettings,
+    permits: Arc<Semaphore>,
+    head: watch::Receiver<Seq>,
+    closing: Arc<watch::Sender<bool>>,
+}
+
+impl Streams {
+    /// `head` is the writer's published head (`Writer::head_watch`).
+    pub fn new(settings: StreamSettings, head: watch::Receiver<Seq>) -> Streams {
+        Streams {
+            settings,
+            permits: Arc::new(Semaphore::new(settings.max_streams)),
+            head,
+            closing: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Ends every open stream and refuses new ones (at shutdown).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+        self.permits.close();
+    }
+
+    /// Streams open now.
+    pub fn open(&self) -> usize {
+        self.settings.max_streams - self.permits.available_permits()
+    }
+}
+
+/// Which events a stream carries.
+#[derive(Debug, Clone)]
+enum TypeFilter {
+    Any,
+    Exact(String),
+    /// `prefix.*`: types starting with `prefix.` (the dot kept).
+    Prefix(String),
+}
+
+impl TypeFilter {
+    fn parse(raw: Option<&str>) -> Result<TypeFilter, ApiError> {
+        let Some(t) = raw else {
+            return Ok(TypeFilter::Any);
+        };
+        if t == "*" {
+            return Ok(TypeFilter::Any);
+        }
+        let bad = |why: &str| {
+            ApiError::invalid_query(format!(
+                "query parameter `type` must be an event type (`attempt.created`) or a prefix \
+                 ending in `.*` (`attempt.*`); {why}, got {t:?}"
+            ))
+        };
+        if let Some(prefix) = t.strip_suffix(".*") {
+            if prefix.is_empty() || prefix.contains('*') {
+                return Err(bad("the prefix is empty or has another `*`"));
+            }
+            return Ok(TypeFilter::Prefix(format!("{prefix}.")));
+        }
+        if t.contains('*') {
+            return Err(bad("`*` may only end it, as `.*`"));
+        }
+        Ok(TypeFilter::Exact(t.to_string()))
+    }
+
+    fn matches(&self, event_type: &str) -> bool {
+        match self {
+            TypeFilter::Any => true,
+            TypeFilter::Exact(t) => event_type == t,
+            TypeFilter::Prefix(p) => event_type.starts_with(p.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Filter {
+    event_type: TypeFilter,
+    target: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, e: &crate::log::record::StoredEvent) -> bool {
+        self.event_type.matches(&e.event_type) && self.target.as_ref().is_none_or(|t| &e.target == t)
+    }
+}
+
+/// `Last-Event-ID`, when sent: a seq (what this stream's ids are).
+fn last_event_id(headers: &HeaderMap) -> Result<Option<Seq>, ApiError> {
+    let Some(v) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or("").trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse::<u64>()
+        .ok()
+        .filter(|n| *n <= u64::MAX >> 1)
+        .map(|n| Some(Seq(n)))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_last_event_id",
+                format!(
+                    "the Last-Event-ID header must be the seq of the last event received (an integer), got {s:?}"
+                ),
+            )
+        })
+}
+
+/// `GET /v1/events/stream?after_seq=&type=&target=`.
+pub async fn stream(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::from_query(q.as_deref())?;
+    let filter = Filter {
+        event_type: TypeFilter::parse(p.str("type"))?,
+        target: p.str("target").map(str::to_string),
+    };
+    let resume = last_event_id(&headers)?;
+    let after_param = match p.str("after_seq") {
+        Some(_) => Some(Seq(p.int("after_seq", 0, 0, u64::MAX >> 1)?)),
+        None => None,
+    };
+    let streams = app.streams.clone();
+    let settings = streams.settings;
+    let Ok(permit) = streams.permits.clone().try_acquire_owned() else {
+        let mut resp = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            format!(
+                "{} event streams are open already (LEVIATHAN_MAX_STREAMS); retry shortly, or page \
+                 GET /v1/events?after_seq= instead",
+                settings.max_streams
+            ),
+        )
+        .with_details(serde_json::json!({"setting": "LEVIATHAN_MAX_STREAMS", "limit": settings.max_streams}))
+        .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Ok(resp);
+    };
+    let mut head = streams.head.clone();
+    let head_now = *head.borrow_and_update();
+    // Last-Event-ID wins: a browser reconnecting sends it with the original URL.
+    let after = resume.or(after_param).unwrap_or(head_now);
+    let cursor = Cursor {
+        log: app.log.clone(),
+        filter: Arc::new(filter),
+        after,
+        last_sent: after,
+        page: VecDeque::new(),
+        page_at: Instant::now(),
+        settings,
+        head,
+        closing: streams.closing.subscribe(),
+        opened: Some(head_now),
+        done: false,
+        _permit: permit,
+    };
+    let events = futures_util::stream::unfold(cursor, next);
+    Ok(Sse::new(events)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(settings.heartbeat)
+                .text("heartbeat"),
+        )
+        .into_response())
+}
+
+/// One stream's position and buffer.
+struct Cursor {
+    log: Log,
+    filter: Arc<Filter>,
+    /// The last seq read from the store (matching or not).
+    after: Seq,
+    /// The last seq sent to the client (what it resumes after).
+    last_sent: Seq,
+    /// Events read but not yet taken by the client: (seq, JSON).
+    page: VecDeque<(Seq, String)>,
+    /// When `page` was read.
+    page_at: Instant,
+    settings: StreamSettings,
+    head: watch::Receiver<Seq>,
+    closing: watch::Receiver<bool>,
+    /// Set until the opening comment is sent: the head when the stream opened.
+    opened: Option<Seq>,
+    done: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+async fn next(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)> {
+    if c.done {
+        return None;
+    }
+    if let Some(head) = c.opened.take() {
+        let hello = Event::default()
+            .retry(std::time::Duration::from_secs(1))
+            .comment(format!("stream open after_seq={} head_seq={head}", c.after));
+        return Some((Ok(hello), c));
+    }
+    loop {
+        if *c.closing.borrow() {
+            return None;
+        }
+        if let Some((seq, json)) = c.page.pop_front() {
+            if c.page_at.elapsed() > c.settings.stall {
+                // The client did not take its buffer in time: it has fallen behind.
+                c.done = true;
+                c.page.clear();
+                let body = serde_json::json!({
+                    "code": "lagged",
+                    "message": format!(
+                        "this client fell behind: it did not take its buffer of events within {} s \
+                         (LEVIATHAN_STREAM_STALL_SECS), so the stream is closed; reconnect with \
+                         Last-Event-ID: {} (or after_seq={}) to resume without loss",
+                        c.settings.stall.as_secs_f64(), c.last_sent, c.last_sent
+                    ),
+                    "last_seq": c.last_sent,
+                    "head_seq": *c.head.borrow(),
+                });
+                return Some((Ok(Event::default().event("lagged").data(body.to_string())), c));
+            }
+            c.last_sent = seq;
+            return Some((Ok(Event::default().id(seq.0.to_string()).data(json)), c));
+        }
+        let head = *c.head.borrow_and_update();
+        if c.after < head {
+            let (log, filter, after) = (c.log.clone(), c.filter.clone(), c.after);
+            let want = c.settings.buffer;
+            let read = blocking(move || read_page(&log, &filter, after, head, want)).await;
+            match read {
+                Ok((page, scanned_to)) => {
+                    c.after = scanned_to;
+                    c.page = page;
+                    c.page_at = Instant::now();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e.message, "an event stream could not read the log; it ends");
+                    c.done = true;
+                    let body = serde_json::json!({"code": e.code, "message": e.message, "last_seq": c.last_sent});
+                    return Some((Ok(Event::default().event("error").data(body.to_string())), c));
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            changed = c.head.changed() => {
+                if changed.is_err() {
+                    return None; // the writer is gone
+                }
+            }
+            _ = c.closing.changed() => return None,
+        }
+    }
+}
+
+/// Up to `want` matching events after `after` (and about `BUFFER_BYTES`),
+/// looking at no more than `SCAN_MAX` records, none past `head`; with the last
+/// seq looked at.
+fn read_page(
+    log: &Log,
+    filter: &Filter,
+    after: Seq,
+    head: Seq,
+    want: usize,
+) -> Result<(VecDeque<(Seq, String)>, Seq), ApiError> {
+    let view = log.view();
+    let mut out = VecDeque::new();
+    let mut bytes = 0usize;
+    let mut last = after;
+    let mut scanned = 0usize;
+    // Small chunks: an event may be up to LEVIATHAN_MAX_PAYLOAD_BYTES.
+    while last < head && scanned < SCAN_MAX && out.len() < want && bytes < BUFFER_BYTES {
+        let chunk = (head.0 - last.0).min(CHUNK as u64) as usize;
+        let events = log.after_at(&view, last, chunk)?;
+        if events.is_empty() {
+            break;
+        }
+        for e in events {
+            if e.seq > head || out.len() >= want || bytes >= BUFFER_BYTES {
+                break;
+            }
+            last = e.seq;
+            scanned += 1;
+            if !filter.matches(&e) {
+                continue;
+            }
+            let json = serde_json::to_string(&crate::wire::Event::from(e))
+                .map_err(|e| ApiError::internal("serializing an event", e))?;
+            bytes += json.len();
+            out.push_back((last, json));
+        }
+    }
+    Ok((out, last))
+}

@@ -1,0 +1,145 @@
+//! The operator console in a real browser: a real server on loopback, and
+//! `tests/console/run.mjs` driving headless Chromium (Debian's `chromium`)
+//! through playwright-core: sign in, a live event in the feed within a second,
+//! invalidating an attempt through its dialog, expanding a node in the graph
+//! explorer, a wrong token refused with a clear message, phone width. Each
+//! scenario saves a screenshot under `target/console-screenshots/`.
+//!
+//! Needs `/usr/bin/chromium` (`apt-get install chromium chromium-driver`) and
+//! `npm ci` in `tests/console/`. Without them the browser test says so and
+//! passes, unless `LEVIATHAN_REQUIRE_BROWSER=1`, when it fails.
+//!
+//! The console's HTTP side (files, headers, the policy) is tested without a
+//! browser too.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod common;
+
+use common::{bundle, event, mixed_log, Server};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+fn script_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console")
+}
+
+/// Why the browser test cannot run here, if it cannot.
+fn missing() -> Option<String> {
+    if !chromium().is_file() {
+        return Some(format!(
+            "{} is absent (apt-get install -y chromium chromium-driver)",
+            chromium().display()
+        ));
+    }
+    if !script_dir().join("node_modules/playwright-core").is_dir() {
+        return Some("tests/console/node_modules is absent (cd tests/console && npm ci)".into());
+    }
+    match Command::new("node").arg("--version").output() {
+        Ok(o) if o.status.success() => None,
+        _ => Some("node is not on PATH".into()),
+    }
+}
+
+#[test]
+fn the_console_in_a_real_browser() {
+    if let Some(why) = missing() {
+        if std::env::var("LEVIATHAN_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("LEVIATHAN_REQUIRE_BROWSER=1 but the browser test cannot run: {why}");
+        }
+        eprintln!("SKIPPED the_console_in_a_real_browser: {why}");
+        return;
+    }
+    let s = Server::start_with(&[("LEVIATHAN_SYNC", "none")]);
+    for b in mixed_log(6) {
+        assert_eq!(s.ingest(&b).0, 200);
+    }
+    // The artifacts' content, so that their download links work.
+    for i in 0..6 {
+        assert_eq!(s.put_artifact(format!("att-{i}").as_bytes()).0 / 100, 2);
+    }
+    let attempt = "att-2";
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join("console-screenshots");
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new("node")
+        .arg(script_dir().join("run.mjs"))
+        .current_dir(script_dir())
+        .env("BASE_URL", &s.base)
+        .env("TOKEN", common::TOKEN)
+        .env("OUT_DIR", &out)
+        .env("CHROMIUM", chromium())
+        .env("ATTEMPT", attempt)
+        .env("NODE_ID", "att-0")
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("{stdout}{stderr}");
+    assert!(run.status.success(), "a browser scenario failed:\n{stdout}\n{stderr}");
+    for name in [
+        "wrong-token",
+        "sign-in-dashboard",
+        "live-feed",
+        "invalidate-attempt",
+        "invalidate-dialog",
+        "graph-explorer",
+        "phone-dashboard",
+    ] {
+        let png = out.join(format!("{name}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(bytes.starts_with(b"\x89PNG"), "{name}.png is a PNG");
+        assert!(stdout.contains(&format!("ok {name}")) || name == "invalidate-dialog", "{name}");
+    }
+    // What the browser did, as the server sees it: the attempt is invalidated,
+    // by an event that names the reason typed in the dialog.
+    let (_, detail) = s.get(&format!("/v1/attempts/{attempt}"));
+    assert_eq!(detail["attempt_node"]["properties"]["status"], "invalidated");
+    let inv = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_type"] == "attempt.invalidated")
+        .expect("the invalidation event");
+    assert_eq!(inv["payload"]["reason"], "flaky runner (browser test)");
+}
+
+#[test]
+fn the_console_is_served_with_a_strict_policy() {
+    let s = Server::start();
+    for path in ["/console", "/console/", "/console/app.js", "/console/style.css"] {
+        let r = s.client.get(s.url(path)).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let h = r.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        for d in ["default-src 'self'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"] {
+            assert!(csp.contains(d), "{path}: {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+        assert_eq!(h["x-content-type-options"], "nosniff");
+    }
+    let r = s.client.get(s.url("/console")).send().unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = r.text().unwrap();
+    assert!(html.contains(r#"<script type="module" src="/console/app.js"></script>"#));
+    let r = s.client.get(s.url("/console/app.js")).send().unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    // An unknown file: the JSON error shape, with the policy too.
+    let r = s.client.get(s.url("/console/nope.js")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(r.headers().contains_key("content-security-policy"));
+    let (_, body) = common::parse(r);
+    assert_eq!(body["error"]["code"], "not_found");
+    // The pages hold no data: every data call needs the token.
+    s.ingest(&bundle("x", vec![event("x1", "custom.note", json!({}))]));
+    let r = s.client.get(s.url("/v1/events/recent")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}

@@ -1,0 +1,344 @@
+//! `GET /v1/events/stream` (Server-Sent Events) against a real server: events as
+//! `/v1/events` serves them, resume after a disconnect without loss or
+//! duplicates (`Last-Event-ID` and `?after_seq=`), the type and target filters,
+//! heartbeats, the cut-off of a client that does not keep up, the cap on open
+//! streams, and streams that end at shutdown.
+//!
+//! The client is a plain TCP socket speaking HTTP/1.0, so that the response
+//! body is the raw event stream (delimited by the connection's close) and the
+//! test decides exactly when bytes are read.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod common;
+
+use common::{bundle, event, events, Server, TOKEN};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// One message of the stream.
+#[derive(Debug, Clone, PartialEq)]
+enum Msg {
+    Event { id: u64, data: Value },
+    Named { event: String, data: Value },
+    Comment(String),
+}
+
+struct Stream {
+    r: BufReader<TcpStream>,
+}
+
+/// Opens `/v1/events/stream{query}`; `None` and the (status, body) when the
+/// answer is not 200.
+fn open(s: &Server, query: &str, last_event_id: Option<u64>) -> Result<Stream, (u16, Value)> {
+    let addr = s.base.trim_start_matches("http://");
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "GET /v1/events/stream{query} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n"
+    );
+    if let Some(id) = last_event_id {
+        req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+    }
+    req.push_str("\r\n");
+    tcp.write_all(req.as_bytes()).unwrap();
+    let mut r = BufReader::new(tcp);
+    let mut status_line = String::new();
+    r.read_line(&mut status_line).unwrap();
+    let status: u16 = status_line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut content_type = String::new();
+    loop {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        if l.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-type:") {
+            content_type = v.trim().to_string();
+        }
+    }
+    if status != 200 {
+        let mut body = String::new();
+        r.read_to_string(&mut body).unwrap();
+        return Err((status, serde_json::from_str(&body).unwrap_or(Value::Null)));
+    }
+    assert_eq!(content_type, "text/event-stream");
+    Ok(Stream { r })
+}
+
+impl Stream {
+    /// The next message; `None` at the end of the stream.
+    fn next(&mut self) -> Option<Msg> {
+        let (mut id, mut name, mut data) = (None, None, String::new());
+        loop {
+            let mut l = String::new();
+            if self.r.read_line(&mut l).unwrap() == 0 {
+                return None;
+            }
+            let l = l.trim_end_matches(['\n', '\r']);
+            if l.is_empty() {
+                if data.is_empty() && id.is_none() && name.is_none() {
+                    continue;
+                }
+                let data: Value = serde_json::from_str(&data).unwrap();
+                return Some(match name {
+                    Some(event) => Msg::Named { event, data },
+                    None => Msg::Event {
+                        id: id.expect("every event has an id"),
+                        data,
+                    },
+                });
+            }
+            if let Some(c) = l.strip_prefix(':') {
+                if data.is_empty() && id.is_none() {
+                    return Some(Msg::Comment(c.trim().to_string()));
+                }
+                continue;
+            }
+            let (f, v) = l.split_once(':').unwrap_or((l, ""));
+            let v = v.strip_prefix(' ').unwrap_or(v);
+            match f {
+                "id" => id = Some(v.parse::<u64>().unwrap()),
+                "event" => name = Some(v.to_string()),
+                "data" => data.push_str(v),
+                "retry" => {}
+                other => panic!("unexpected field {other:?}"),
+            }
+        }
+    }
+
+    /// The next event, skipping comments (heartbeats, the opening line).
+    fn event(&mut self) -> Msg {
+        loop {
+            match self.next() {
+                Some(Msg::Comment(_)) => continue,
+                Some(m) => return m,
+                None => panic!("the stream ended"),
+            }
+        }
+    }
+
+    /// The next `n` events' (seq, data).
+    fn events(&mut self, n: usize) -> Vec<(u64, Value)> {
+        (0..n)
+            .map(|_| match self.event() {
+                Msg::Event { id, data } => (id, data),
+                other => panic!("expected an event, got {other:?}"),
+            })
+            .collect()
+    }
+
+    /// The opening comment: `stream open after_seq=N head_seq=H`.
+    fn opening(&mut self) -> String {
+        match self.next() {
+            Some(Msg::Comment(c)) => c,
+            other => panic!("expected the opening comment, got {other:?}"),
+        }
+    }
+}
+
+fn typed(id: &str, t: &str, target: &str) -> Value {
+    let mut e = event(id, t, json!({"attempt_id": format!("a-{id}"), "task_id": "t1", "target_id": target, "attempt_number": 1}));
+    if t == "job.started" {
+        e["payload"] = json!({"job": id});
+    }
+    e
+}
+
+#[test]
+fn streams_what_events_serves_and_resumes_without_loss_or_duplicates() {
+    let s = Server::start();
+    for b in 0..3 {
+        s.ingest(&bundle(&format!("b{b}"), events(&format!("b{b}"), 10)));
+    }
+    let all = s.all_events();
+    assert_eq!(all.len(), 30);
+
+    // From the start: ids are seqs, data is the event exactly as /v1/events has it.
+    let mut st = open(&s, "?after_seq=0", None).unwrap();
+    assert_eq!(st.opening(), "stream open after_seq=0 head_seq=30");
+    let first = st.events(12);
+    for (i, (id, data)) in first.iter().enumerate() {
+        assert_eq!(*id, i as u64 + 1);
+        assert_eq!(data, &all[i]);
+    }
+    // The client goes away; more is appended meanwhile.
+    drop(st);
+    s.ingest(&bundle("b3", events("b3", 10)));
+    // It comes back with Last-Event-ID (which wins over the URL's after_seq, as
+    // a browser resends the original URL).
+    let mut st = open(&s, "?after_seq=0", Some(12)).unwrap();
+    assert_eq!(st.opening(), "stream open after_seq=12 head_seq=40");
+    let rest = st.events(28);
+    let seqs: Vec<u64> = first.iter().chain(&rest).map(|(id, _)| *id).collect();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>(), "no loss, no duplicate");
+    let all = s.all_events();
+    for (id, data) in &rest {
+        assert_eq!(data, &all[*id as usize - 1]);
+    }
+    // Live: a bundle ingested now arrives on the open stream.
+    let t = Instant::now();
+    s.ingest(&bundle("b4", events("b4", 2)));
+    let live = st.events(2);
+    assert_eq!(live.iter().map(|e| e.0).collect::<Vec<_>>(), [41, 42]);
+    assert_eq!(live[1].1["event_id"], "b4-1");
+    assert!(t.elapsed() < Duration::from_secs(5));
+
+    // Without a position it starts at the head: only new events.
+    let mut st = open(&s, "", None).unwrap();
+    assert_eq!(st.opening(), "stream open after_seq=42 head_seq=42");
+    s.ingest(&bundle("b5", events("b5", 1)));
+    assert_eq!(st.events(1)[0].0, 43);
+
+    // Bad positions and filters are refused with the JSON error shape.
+    let (st, body) = open(&s, "?after_seq=-1", None).err().unwrap();
+    assert_eq!((st, body["error"]["code"].as_str()), (422, Some("invalid_query")));
+    let (st, body) = open(&s, "", Some(0)).map(|_| ()).map_or_else(|e| e, |_| (200, Value::Null));
+    assert_eq!(st, 200, "Last-Event-ID 0 is the start of the log: {body}");
+    let (st, body) = open(&s, "?type=attempt*", None).err().unwrap();
+    assert_eq!((st, body["error"]["code"].as_str()), (422, Some("invalid_query")));
+    // No token: 401 like every v1 route.
+    let r = s.client.get(s.url("/v1/events/stream")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
+
+#[test]
+fn filters_by_exact_type_prefix_and_target() {
+    let s = Server::start();
+    s.ingest(&bundle(
+        "mix",
+        vec![
+            typed("e1", "attempt.created", "radix"),
+            typed("e2", "job.started", "radix"),
+            typed("e3", "attempt.failed", "radix"),
+            typed("e4", "attempt.created", "other"),
+            typed("e5", "attempt.started", "radix"),
+        ],
+    ));
+    // `target` filters on the event's target (the bundle's here: "radix" for all).
+    let ids = |q: &str, n: usize| -> Vec<u64> {
+        let mut st = open(&s, q, None).unwrap();
+        st.opening();
+        st.events(n).into_iter().map(|e| e.0).collect()
+    };
+    assert_eq!(ids("?after_seq=0&type=attempt.created", 2), [1, 4]);
+    assert_eq!(ids("?after_seq=0&type=attempt.*", 4), [1, 3, 4, 5]);
+    assert_eq!(ids("?after_seq=0&type=job.started", 1), [2]);
+    // Then live: only matching events arrive (the next one after a skipped one).
+    let mut st = open(&s, "?after_seq=0&type=attempt.failed&target=prod", None).unwrap();
+    st.opening();
+    s.ingest(&json!({"target": "prod", "bundle_id": "p1", "events": [
+        typed("p1", "attempt.created", "prod"),
+        typed("p2", "attempt.failed", "prod"),
+    ]}));
+    s.ingest(&bundle("r1", vec![typed("r1", "attempt.failed", "radix")]));
+    s.ingest(&json!({"target": "prod", "bundle_id": "p3", "events": [typed("p3", "attempt.failed", "prod")]}));
+    let got = st.events(2);
+    assert_eq!(got.iter().map(|e| e.0).collect::<Vec<_>>(), [7, 9]);
+    assert_eq!(got[0].1["event_id"], "p2");
+    assert_eq!(got[1].1["target"], "prod");
+}
+
+#[test]
+fn idle_streams_get_heartbeats_and_end_at_shutdown() {
+    let mut s = Server::start_with(&[("LEVIATHAN_STREAM_HEARTBEAT_SECS", "0.2")]);
+    let mut st = open(&s, "", None).unwrap();
+    st.opening();
+    assert_eq!(st.next(), Some(Msg::Comment("heartbeat".into())));
+    assert_eq!(st.next(), Some(Msg::Comment("heartbeat".into())));
+    // SIGTERM: the open stream ends (it does not hold shutdown until its timeout).
+    let t = Instant::now();
+    let status = s.terminate(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    while let Some(m) = st.next() {
+        assert_eq!(m, Msg::Comment("heartbeat".into()));
+    }
+}
+
+#[test]
+fn at_most_max_streams_are_open() {
+    let s = Server::start_with(&[
+        ("LEVIATHAN_MAX_STREAMS", "2"),
+        ("LEVIATHAN_STREAM_HEARTBEAT_SECS", "0.2"),
+    ]);
+    let mut a = open(&s, "", None).unwrap();
+    let mut b = open(&s, "", None).unwrap();
+    a.opening();
+    b.opening();
+    let (status, body) = open(&s, "", None).err().unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "too_many_streams");
+    assert_eq!(body["error"]["details"]["setting"], "LEVIATHAN_MAX_STREAMS");
+    assert!(body["error"]["message"].as_str().unwrap().contains("2 event streams"));
+    // Other routes are not affected.
+    assert_eq!(s.get("/v1/log/head").0, 200);
+    // A client that leaves frees its place (once the server notices: its next
+    // heartbeat write fails).
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut c = loop {
+        match open(&s, "", None) {
+            Ok(c) => break c,
+            Err((503, _)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    c.opening();
+    s.ingest(&bundle("x", events("x", 1)));
+    assert_eq!(c.events(1)[0].0, 1);
+    assert_eq!(b.events(1)[0].0, 1);
+}
+
+#[test]
+fn a_client_that_falls_behind_is_told_and_closed_then_resumes() {
+    // A small buffer and a short stall limit; events of 8 KiB, 16 MiB in all:
+    // more than the socket buffers and the HTTP layer hold for a client that
+    // does not read.
+    let s = Server::start_with(&[
+        ("LEVIATHAN_STREAM_BUFFER", "16"),
+        ("LEVIATHAN_STREAM_STALL_SECS", "0.5"),
+        ("LEVIATHAN_SYNC", "none"),
+    ]);
+    let filler = "x".repeat(8 * 1024);
+    let total = 2000u64;
+    for b in 0..(total / 100) {
+        let evs = (0..100)
+            .map(|i| event(&format!("big-{b}-{i}"), "job.log", json!({"line": filler})))
+            .collect();
+        assert_eq!(s.ingest(&bundle(&format!("big-{b}"), evs)).0, 200);
+    }
+    let mut st = open(&s, "?after_seq=0", None).unwrap();
+    st.opening();
+    // The client stops reading: this pause is the behaviour under test.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut seqs = Vec::new();
+    let lagged = loop {
+        match st.next() {
+            Some(Msg::Event { id, .. }) => seqs.push(id),
+            Some(Msg::Named { event, data }) => {
+                assert_eq!(event, "lagged");
+                break data;
+            }
+            Some(Msg::Comment(_)) => {}
+            None => panic!("the stream ended without saying why after {} events", seqs.len()),
+        }
+    };
+    assert!(st.next().is_none(), "the stream ends after the lagged event");
+    let n = seqs.len() as u64;
+    assert!(n > 0 && n < total, "cut off after {n} of {total}");
+    assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "what it got has no gap");
+    assert_eq!(lagged["code"], "lagged");
+    assert_eq!(lagged["last_seq"], n);
+    assert!(lagged["message"].as_str().unwrap().contains("LEVIATHAN_STREAM_STALL_SECS"));
+    // It resumes where it was cut off and, reading promptly, gets the rest.
+    let mut st = open(&s, "", Some(n)).unwrap();
+    st.opening();
+    let rest: Vec<u64> = st.events((total - n) as usize).into_iter().map(|e| e.0).collect();
+    assert_eq!(rest, (n + 1..=total).collect::<Vec<_>>());
+}
