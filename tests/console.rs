@@ -84,7 +84,10 @@ fn the_console_in_a_real_browser() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     eprintln!("{stdout}{stderr}");
-    assert!(run.status.success(), "a browser scenario failed:\n{stdout}\n{stderr}");
+    assert!(
+        run.status.success(),
+        "a browser scenario failed:\n{stdout}\n{stderr}"
+    );
     for name in [
         "wrong-token",
         "sign-in-dashboard",
@@ -97,12 +100,18 @@ fn the_console_in_a_real_browser() {
         let png = out.join(format!("{name}.png"));
         let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
         assert!(bytes.starts_with(b"\x89PNG"), "{name}.png is a PNG");
-        assert!(stdout.contains(&format!("ok {name}")) || name == "invalidate-dialog", "{name}");
+        assert!(
+            stdout.contains(&format!("ok {name}")) || name == "invalidate-dialog",
+            "{name}"
+        );
     }
     // What the browser did, as the server sees it: the attempt is invalidated,
     // by an event that names the reason typed in the dialog.
     let (_, detail) = s.get(&format!("/v1/attempts/{attempt}"));
-    assert_eq!(detail["attempt_node"]["properties"]["status"], "invalidated");
+    assert_eq!(
+        detail["attempt_node"]["properties"]["status"],
+        "invalidated"
+    );
     let inv = detail["events"]
         .as_array()
         .unwrap()
@@ -115,23 +124,39 @@ fn the_console_in_a_real_browser() {
 #[test]
 fn the_console_is_served_with_a_strict_policy() {
     let s = Server::start();
-    for path in ["/console", "/console/", "/console/app.js", "/console/style.css"] {
+    for path in [
+        "/console",
+        "/console/",
+        "/console/app.js",
+        "/console/style.css",
+    ] {
         let r = s.client.get(s.url(path)).send().unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
         let h = r.headers();
         let csp = h["content-security-policy"].to_str().unwrap();
-        for d in ["default-src 'self'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"] {
+        for d in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
             assert!(csp.contains(d), "{path}: {csp}");
         }
         assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
         assert_eq!(h["x-content-type-options"], "nosniff");
     }
     let r = s.client.get(s.url("/console")).send().unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     let html = r.text().unwrap();
     assert!(html.contains(r#"<script type="module" src="/console/app.js"></script>"#));
     let r = s.client.get(s.url("/console/app.js")).send().unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
     // An unknown file: the JSON error shape, with the policy too.
     let r = s.client.get(s.url("/console/nope.js")).send().unwrap();
     assert_eq!(r.status().as_u16(), 404);

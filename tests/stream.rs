@@ -46,7 +46,12 @@ fn open(s: &Server, query: &str, last_event_id: Option<u64>) -> Result<Stream, (
     let mut r = BufReader::new(tcp);
     let mut status_line = String::new();
     r.read_line(&mut status_line).unwrap();
-    let status: u16 = status_line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut content_type = String::new();
     loop {
         let mut l = String::new();
@@ -139,7 +144,11 @@ impl Stream {
 }
 
 fn typed(id: &str, t: &str, target: &str) -> Value {
-    let mut e = event(id, t, json!({"attempt_id": format!("a-{id}"), "task_id": "t1", "target_id": target, "attempt_number": 1}));
+    let mut e = event(
+        id,
+        t,
+        json!({"attempt_id": format!("a-{id}"), "task_id": "t1", "target_id": target, "attempt_number": 1}),
+    );
     if t == "job.started" {
         e["payload"] = json!({"job": id});
     }
@@ -193,11 +202,19 @@ fn streams_what_events_serves_and_resumes_without_loss_or_duplicates() {
 
     // Bad positions and filters are refused with the JSON error shape.
     let (st, body) = open(&s, "?after_seq=-1", None).err().unwrap();
-    assert_eq!((st, body["error"]["code"].as_str()), (422, Some("invalid_query")));
-    let (st, body) = open(&s, "", Some(0)).map(|_| ()).map_or_else(|e| e, |_| (200, Value::Null));
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (422, Some("invalid_query"))
+    );
+    let (st, body) = open(&s, "", Some(0))
+        .map(|_| ())
+        .map_or_else(|e| e, |_| (200, Value::Null));
     assert_eq!(st, 200, "Last-Event-ID 0 is the start of the log: {body}");
     let (st, body) = open(&s, "?type=attempt*", None).err().unwrap();
-    assert_eq!((st, body["error"]["code"].as_str()), (422, Some("invalid_query")));
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (422, Some("invalid_query"))
+    );
     // No token: 401 like every v1 route.
     let r = s.client.get(s.url("/v1/events/stream")).send().unwrap();
     assert_eq!(r.status().as_u16(), 401);
@@ -275,7 +292,10 @@ fn at_most_max_streams_are_open() {
     assert_eq!(status, 503);
     assert_eq!(body["error"]["code"], "too_many_streams");
     assert_eq!(body["error"]["details"]["setting"], "LEVIATHAN_MAX_STREAMS");
-    assert!(body["error"]["message"].as_str().unwrap().contains("2 event streams"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("2 event streams"));
     // Other routes are not affected.
     assert_eq!(s.get("/v1/log/head").0, 200);
     // A client that leaves frees its place (once the server notices: its next
@@ -285,7 +305,9 @@ fn at_most_max_streams_are_open() {
     let mut c = loop {
         match open(&s, "", None) {
             Ok(c) => break c,
-            Err((503, _)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err((503, _)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
             Err(e) => panic!("{e:?}"),
         }
     };
@@ -326,19 +348,32 @@ fn a_client_that_falls_behind_is_told_and_closed_then_resumes() {
                 break data;
             }
             Some(Msg::Comment(_)) => {}
-            None => panic!("the stream ended without saying why after {} events", seqs.len()),
+            None => panic!(
+                "the stream ended without saying why after {} events",
+                seqs.len()
+            ),
         }
     };
-    assert!(st.next().is_none(), "the stream ends after the lagged event");
+    assert!(
+        st.next().is_none(),
+        "the stream ends after the lagged event"
+    );
     let n = seqs.len() as u64;
     assert!(n > 0 && n < total, "cut off after {n} of {total}");
     assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "what it got has no gap");
     assert_eq!(lagged["code"], "lagged");
     assert_eq!(lagged["last_seq"], n);
-    assert!(lagged["message"].as_str().unwrap().contains("LEVIATHAN_STREAM_STALL_SECS"));
+    assert!(lagged["message"]
+        .as_str()
+        .unwrap()
+        .contains("LEVIATHAN_STREAM_STALL_SECS"));
     // It resumes where it was cut off and, reading promptly, gets the rest.
     let mut st = open(&s, "", Some(n)).unwrap();
     st.opening();
-    let rest: Vec<u64> = st.events((total - n) as usize).into_iter().map(|e| e.0).collect();
+    let rest: Vec<u64> = st
+        .events((total - n) as usize)
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
     assert_eq!(rest, (n + 1..=total).collect::<Vec<_>>());
 }

@@ -13,7 +13,8 @@ use axum::routing::get;
 use axum::Router;
 
 /// The policy of every console answer: same-origin only, no inline code.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+pub const CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
      connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
 
@@ -126,7 +127,10 @@ mod tests {
             assert!(!body.contains("<script>"), "{name}: inline script");
             assert!(!body.contains(" style="), "{name}: inline style");
             assert!(!body.contains("<style"), "{name}: inline style");
-            assert!(!body.contains("innerHTML"), "{name}: innerHTML (build nodes instead)");
+            assert!(
+                !body.contains("innerHTML"),
+                "{name}: innerHTML (build nodes instead)"
+            );
         }
         let index = ASSETS[0].2;
         for src in ["/console/app.js", "/console/style.css"] {

@@ -125,7 +125,8 @@ struct Filter {
 
 impl Filter {
     fn matches(&self, e: &crate::log::record::StoredEvent) -> bool {
-        self.event_type.matches(&e.event_type) && self.target.as_ref().is_none_or(|t| &e.target == t)
+        self.event_type.matches(&e.event_type)
+            && self.target.as_ref().is_none_or(|t| &e.target == t)
     }
 }
 
@@ -181,7 +182,9 @@ pub async fn stream(
                 settings.max_streams
             ),
         )
-        .with_details(serde_json::json!({"setting": "LEVIATHAN_MAX_STREAMS", "limit": settings.max_streams}))
+        .with_details(
+            serde_json::json!({"setting": "LEVIATHAN_MAX_STREAMS", "limit": settings.max_streams}),
+        )
         .into_response();
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -266,7 +269,10 @@ async fn next(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)> {
                     "last_seq": c.last_sent,
                     "head_seq": *c.head.borrow(),
                 });
-                return Some((Ok(Event::default().event("lagged").data(body.to_string())), c));
+                return Some((
+                    Ok(Event::default().event("lagged").data(body.to_string())),
+                    c,
+                ));
             }
             c.last_sent = seq;
             return Some((Ok(Event::default().id(seq.0.to_string()).data(json)), c));
@@ -286,7 +292,10 @@ async fn next(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)> {
                     tracing::error!(error = %e.message, "an event stream could not read the log; it ends");
                     c.done = true;
                     let body = serde_json::json!({"code": e.code, "message": e.message, "last_seq": c.last_sent});
-                    return Some((Ok(Event::default().event("error").data(body.to_string())), c));
+                    return Some((
+                        Ok(Event::default().event("error").data(body.to_string())),
+                        c,
+                    ));
                 }
             }
             continue;

@@ -158,7 +158,8 @@ fn follow_once(
             if let Some(comment) = l.strip_prefix(':') {
                 // `: stream open after_seq=N head_seq=H`: where it starts.
                 if let Some(rest) = comment.trim().strip_prefix("stream open after_seq=") {
-                    let start: Option<u64> = rest.split_whitespace().next().and_then(|s| s.parse().ok());
+                    let start: Option<u64> =
+                        rest.split_whitespace().next().and_then(|s| s.parse().ok());
                     if after.is_none() {
                         *after = start;
                     }
@@ -209,7 +210,10 @@ fn follow_once(
                 }
             }
             Some("lagged") => {
-                eprintln!("the server says this client fell behind; resuming after seq {}", after.unwrap_or(0));
+                eprintln!(
+                    "the server says this client fell behind; resuming after seq {}",
+                    after.unwrap_or(0)
+                );
                 return Ok(Ended::Reconnect);
             }
             Some("error") => {
