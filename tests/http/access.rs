@@ -62,6 +62,13 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
         "/v1/graph/nodes/x/edges",
         "read",
     ),
+    (
+        "GET",
+        "/v1/log/verification",
+        "/v1/log/verification",
+        "read",
+    ),
+    ("POST", "/v1/admin/backup", "/v1/admin/backup", "admin"),
     ("GET", "/v1/attempts", "/v1/attempts", "read"),
     ("GET", "/v1/attempts/{id}", "/v1/attempts/a1", "read"),
     (
