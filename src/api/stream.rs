@@ -201,6 +201,7 @@ pub async fn stream(
         last_sent: after,
         page: VecDeque::new(),
         page_at: Instant::now(),
+        idle: true,
         settings,
         head,
         closing: streams.closing.subscribe(),
@@ -228,8 +229,11 @@ struct Cursor {
     last_sent: Seq,
     /// Events read but not yet taken by the client: (seq, JSON).
     page: VecDeque<(Seq, String)>,
-    /// When `page` was read.
+    /// When this stream last handed an event to the HTTP layer.
     page_at: Instant,
+    /// Whether the stream last waited for new events (so the gap since
+    /// `page_at` is the log's silence, not a client that does not read).
+    idle: bool,
     settings: StreamSettings,
     head: watch::Receiver<Seq>,
     closing: watch::Receiver<bool>,
@@ -249,31 +253,37 @@ async fn next(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)> {
             .comment(format!("stream open after_seq={} head_seq={head}", c.after));
         return Some((Ok(hello), c));
     }
+    // The HTTP layer asks for the next event as soon as the connection can
+    // take it: a long gap since the last event handed out, while this stream
+    // was not waiting for new events, is a client that did not read.
+    let stalled = !c.idle && c.page_at.elapsed() > c.settings.stall;
     loop {
         if *c.closing.borrow() {
             return None;
         }
+        if stalled && (!c.page.is_empty() || c.after < *c.head.borrow()) {
+            // The client did not take its events in time: it has fallen behind.
+            c.done = true;
+            c.page.clear();
+            let body = serde_json::json!({
+                "code": "lagged",
+                "message": format!(
+                    "this client fell behind: it did not take its buffer of events within {} s \
+                     (LEVIATHAN_STREAM_STALL_SECS), so the stream is closed; reconnect with \
+                     Last-Event-ID: {} (or after_seq={}) to resume without loss",
+                    c.settings.stall.as_secs_f64(), c.last_sent, c.last_sent
+                ),
+                "last_seq": c.last_sent,
+                "head_seq": *c.head.borrow(),
+            });
+            return Some((
+                Ok(Event::default().event("lagged").data(body.to_string())),
+                c,
+            ));
+        }
         if let Some((seq, json)) = c.page.pop_front() {
-            if c.page_at.elapsed() > c.settings.stall {
-                // The client did not take its buffer in time: it has fallen behind.
-                c.done = true;
-                c.page.clear();
-                let body = serde_json::json!({
-                    "code": "lagged",
-                    "message": format!(
-                        "this client fell behind: it did not take its buffer of events within {} s \
-                         (LEVIATHAN_STREAM_STALL_SECS), so the stream is closed; reconnect with \
-                         Last-Event-ID: {} (or after_seq={}) to resume without loss",
-                        c.settings.stall.as_secs_f64(), c.last_sent, c.last_sent
-                    ),
-                    "last_seq": c.last_sent,
-                    "head_seq": *c.head.borrow(),
-                });
-                return Some((
-                    Ok(Event::default().event("lagged").data(body.to_string())),
-                    c,
-                ));
-            }
+            c.page_at = Instant::now();
+            c.idle = false;
             c.last_sent = seq;
             return Some((Ok(Event::default().id(seq.0.to_string()).data(json)), c));
         }
@@ -286,7 +296,6 @@ async fn next(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)> {
                 Ok((page, scanned_to)) => {
                     c.after = scanned_to;
                     c.page = page;
-                    c.page_at = Instant::now();
                 }
                 Err(e) => {
                     tracing::error!(error = %e.message, "an event stream could not read the log; it ends");
@@ -300,6 +309,7 @@ async fn next(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)> {
             }
             continue;
         }
+        c.idle = true;
         tokio::select! {
             changed = c.head.changed() => {
                 if changed.is_err() {
