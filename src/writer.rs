@@ -449,13 +449,8 @@ impl State {
             .write_into(&mut batch)
             .map_err(|e| e.to_string())
             .and_then(|_| batch.commit().map_err(|e| e.to_string()));
-        if committed.is_ok() {
-            let seconds = commit_started.elapsed().as_secs_f64();
-            self.metrics.committed(batch_bundles, batch_events, seconds);
-        } else {
-            self.metrics.discarded();
-        }
         if let Err(e) = committed {
+            self.metrics.discarded();
             let failure = self.health.fail(
                 StorageFailure::new("committing a batch failed", e)
                     .on_volume(self.log.store_path()),
@@ -467,6 +462,8 @@ impl State {
             }
             return;
         }
+        let seconds = commit_started.elapsed().as_secs_f64();
+        self.metrics.committed(batch_bundles, batch_events, seconds);
         if self.head != start_head {
             self.head_tx.send_replace(self.head.seq);
         }
