@@ -33,7 +33,7 @@ fn well_formed(id: &[u8]) -> bool {
 
 /// Where [`matched_route`] leaves the route template for [`edge`].
 #[derive(Debug, Clone, Default)]
-struct RouteSlot(Arc<OnceLock<String>>);
+struct RouteSlot(Arc<OnceLock<axum::extract::MatchedPath>>);
 
 /// A route layer of every route: notes the matched route template
 /// (`/v1/attempts/{id}`) for the request's metrics. A request no route
@@ -43,7 +43,7 @@ pub async fn matched_route(req: Request, next: Next) -> Response {
         req.extensions().get::<RouteSlot>(),
         req.extensions().get::<axum::extract::MatchedPath>(),
     ) {
-        let _ = slot.0.set(path.as_str().to_string());
+        let _ = slot.0.set(path.clone());
     }
     next.run(req).await
 }
@@ -107,7 +107,10 @@ pub async fn edge(
     let seconds = started.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
     metrics.http(
-        route.0.get().map_or("unmatched", String::as_str),
+        route
+            .0
+            .get()
+            .map_or("unmatched", axum::extract::MatchedPath::as_str),
         method.as_str(),
         status,
         seconds,
