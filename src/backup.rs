@@ -159,26 +159,34 @@ fn artifact_totals(db: &Database) -> anyhow::Result<(u64, u64)> {
     Ok((n, bytes))
 }
 
-/// Checks a store against a manifest: the chain verifies from seq 1 and ends
-/// at the manifest's head, the graph's state is the manifest's, and every
-/// keyspace holds the number of entries copied.
-fn verify_store(db: &Database, manifest: &Manifest) -> anyhow::Result<()> {
-    let log = Log::open(db)?;
+/// Verifies `log`'s chain from seq 1 and that it ends at the manifest's head,
+/// which it returns (`what` names the store in the errors: "the copied",
+/// "the restored").
+fn check_chain(log: &Log, manifest: &Manifest, what: &str) -> anyhow::Result<crate::log::Head> {
     let report = log.verify()?;
     if !report.ok {
         bail!(
-            "the chain is broken at seq {}: {}",
+            "{what} chain is broken at seq {}: {}",
             report.first_broken_seq.unwrap_or_default(),
             report.error.unwrap_or_default()
         );
     }
     if report.head.seq != manifest.seq || report.head.hash != manifest.head_hash {
         bail!(
-            "the head is seq {} but the manifest says seq {}",
+            "{what} log ends at seq {} but the manifest says seq {}",
             report.head.seq,
             manifest.seq
         );
     }
+    Ok(report.head)
+}
+
+/// Checks a store against a manifest: the chain verifies from seq 1 and ends
+/// at the manifest's head, the graph's state is the manifest's, and every
+/// keyspace holds the number of entries copied.
+fn verify_store(db: &Database, manifest: &Manifest) -> anyhow::Result<()> {
+    let log = Log::open(db)?;
+    check_chain(&log, manifest, "the copied")?;
     let graph = GraphStore::open(db)?;
     let (seq, digest) = graph.state()?;
     if seq != manifest.seq || digest != manifest.state_digest {
@@ -259,21 +267,7 @@ pub fn restore(
     check_empty_target(data_dir)?;
     copy_dir(&from.join("store"), &data_dir.join("store"))?;
     let store = crate::storage::open_store(data_dir)?;
-    let report = store.log.verify()?;
-    if !report.ok {
-        bail!(
-            "the restored chain is broken at seq {}: {}",
-            report.first_broken_seq.unwrap_or_default(),
-            report.error.unwrap_or_default()
-        );
-    }
-    if report.head.seq != manifest.seq || report.head.hash != manifest.head_hash {
-        bail!(
-            "the restored log ends at seq {} but the manifest says seq {}",
-            report.head.seq,
-            manifest.seq
-        );
-    }
+    let head = check_chain(&store.log, &manifest, "the restored")?;
     let (seq, digest) = store.graph.state()?;
     let graph = if seq == manifest.seq && digest == manifest.state_digest {
         "verified"
@@ -296,8 +290,8 @@ pub fn restore(
     let (_, state_digest) = store.graph.state()?;
     crate::storage::flush_memtables(&store.db)?;
     Ok(Restored {
-        seq: report.head.seq,
-        head_hash: report.head.hash,
+        seq: head.seq,
+        head_hash: head.hash,
         state_digest,
         graph,
         data_dir: data_dir.to_path_buf(),
