@@ -61,9 +61,14 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ProjectionArgs {
     /// Projectors, in order: `core` (embedded) and/or component files, each with
-    /// optional `#sha256=<hex>#fuel=<n>#memory_mib=<n>` (see docs/PROJECTORS.md).
-    #[arg(long, env = "LEVIATHAN_PROJECTORS", default_value = "core")]
-    pub projectors: String,
+    /// optional `#sha256=<hex>#fuel=<n>#memory_mib=<n>#on_error=record` (see
+    /// docs/PROJECTORS.md). Default: core. Not with --projectors-file.
+    #[arg(long, env = "LEVIATHAN_PROJECTORS")]
+    pub projectors: Option<String>,
+    /// A projector manifest (TOML: names, files, pins, limits, error policies,
+    /// test vectors; docs/PROJECTORS.md), instead of --projectors.
+    #[arg(long, env = "LEVIATHAN_PROJECTORS_FILE")]
+    pub projectors_file: Option<PathBuf>,
     /// Where compiled projectors are cached (keyed by component digest and engine
     /// settings; safe to share). Default: <data dir>/projector-cache
     #[arg(long, env = "LEVIATHAN_PROJECTOR_CACHE")]
@@ -87,6 +92,8 @@ pub struct Config {
     pub sync: SyncMode,
     pub limits: Limits,
     pub projectors: Vec<crate::projector_specs::Spec>,
+    /// The manifest's top-level settings (defaults without a manifest).
+    pub projector_settings: crate::manifest::Settings,
     pub projector_cache: PathBuf,
     pub autonomy_config: PathBuf,
 }
@@ -161,7 +168,10 @@ impl Config {
                 return Err(ConfigError::ZeroLimit(name));
             }
         }
-        let projectors = crate::projector_specs::parse(&args.projection.projectors)?;
+        let configured = crate::projector_specs::configured(
+            args.projection.projectors.as_deref(),
+            args.projection.projectors_file.as_deref(),
+        )?;
         let projector_cache = args
             .projection
             .projector_cache
@@ -171,7 +181,8 @@ impl Config {
             max_projector_bytes: args.projection.max_projector_bytes,
             autonomy_config: args.autonomy_config.clone(),
             projector_cache,
-            projectors,
+            projectors: configured.specs,
+            projector_settings: configured.settings,
             tokens,
             http,
             host: args.host.clone(),

@@ -17,6 +17,12 @@ pub struct Outcome {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectorLabel {
+    /// The projector's name.
+    pub projector: String,
+}
+
 /// The server's metrics. Cheap to clone (shared atomics).
 #[derive(Clone)]
 pub struct Metrics {
@@ -27,6 +33,7 @@ pub struct Metrics {
     pub events_duplicate: Counter,
     pub log_head_seq: Gauge,
     pub graph_applied_seq: Gauge,
+    pub projection_errors: Family<ProjectorLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -69,7 +76,14 @@ impl Default for Metrics {
             "Seq of the last event projected into the graph",
             graph_applied_seq.clone(),
         );
+        let projection_errors = Family::<ProjectorLabel, Counter>::default();
+        registry.register(
+            "projection_errors_recorded",
+            "Projection errors recorded by on_error = \"record\" projectors, by projector",
+            projection_errors.clone(),
+        );
         Metrics {
+            projection_errors,
             registry: std::sync::Arc::new(registry),
             ingest_requests,
             ingest_seconds,
@@ -92,6 +106,17 @@ impl Metrics {
         self.ingest_seconds.observe(seconds);
         self.events_appended.inc_by(appended);
         self.events_duplicate.inc_by(duplicates);
+    }
+
+    /// Counts recorded projection errors (one projector name per error).
+    pub fn projection_errors_recorded(&self, projectors: &[String]) {
+        for p in projectors {
+            self.projection_errors
+                .get_or_create(&ProjectorLabel {
+                    projector: p.clone(),
+                })
+                .inc();
+        }
     }
 
     /// The text exposition of every metric.

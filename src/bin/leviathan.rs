@@ -173,7 +173,11 @@ fn rebuild(
 ) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
     let store = leviathan::storage::open_store(&dir)?;
-    let specs = leviathan::projector_specs::parse(&projection.projectors)?;
+    let specs = leviathan::projector_specs::configured(
+        projection.projectors.as_deref(),
+        projection.projectors_file.as_deref(),
+    )?
+    .specs;
     let cache = projection
         .projector_cache
         .clone()
