@@ -12,6 +12,7 @@ mod artifacts;
 mod auth;
 mod compat;
 mod contract;
+mod deploy;
 mod event_types;
 mod graph_api;
 mod hardening;
