@@ -107,21 +107,3 @@ fn a_vector_reads_its_starting_graph() {
     );
     assert_eq!(vectors::run(&set, 0, text).unwrap(), 2);
 }
-
-#[test]
-#[ignore]
-fn tmp_dump_core_vectors() {
-    let set = projector_specs::load(
-        &[core_spec(None)],
-        None,
-        projector_specs::DEFAULT_MAX_COMPONENT_BYTES,
-    )
-    .unwrap();
-    let text = std::fs::read_to_string(core_vectors()).unwrap();
-    for l in text.lines() {
-        match vectors::run(&set, 0, l) {
-            Ok(_) => println!("OK"),
-            Err(e) => println!("ERR {e}"),
-        }
-    }
-}
