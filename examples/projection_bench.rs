@@ -87,10 +87,12 @@ fn main() {
         ProjectorSource {
             bytes: five_ops,
             limits: Limits::default(),
+            on_error: Default::default(),
         },
         ProjectorSource {
             bytes: empty,
             limits: Limits::default(),
+            on_error: Default::default(),
         },
     ];
     let t = Instant::now();

@@ -89,9 +89,14 @@ pub struct OpsSettings {
 #[derive(Debug, Clone, Args)]
 pub struct ProjectionArgs {
     /// Projectors, in order: `core` (embedded) and/or component files, each with
-    /// optional `#sha256=<hex>#fuel=<n>#memory_mib=<n>` (see docs/PROJECTORS.md).
-    #[arg(long, env = "LEVIATHAN_PROJECTORS", default_value = "core")]
-    pub projectors: String,
+    /// optional `#sha256=<hex>#fuel=<n>#memory_mib=<n>#on_error=record` (see
+    /// docs/PROJECTORS.md). Default: core. Not with --projectors-file.
+    #[arg(long, env = "LEVIATHAN_PROJECTORS")]
+    pub projectors: Option<String>,
+    /// A projector manifest (TOML: names, files, pins, limits, error policies,
+    /// test vectors; docs/PROJECTORS.md), instead of --projectors.
+    #[arg(long, env = "LEVIATHAN_PROJECTORS_FILE")]
+    pub projectors_file: Option<PathBuf>,
     /// Where compiled projectors are cached (keyed by component digest and engine
     /// settings; safe to share). Default: <data dir>/projector-cache
     #[arg(long, env = "LEVIATHAN_PROJECTOR_CACHE")]
@@ -116,6 +121,8 @@ pub struct Config {
     pub sync: SyncMode,
     pub limits: Limits,
     pub projectors: Vec<crate::projector_specs::Spec>,
+    /// The manifest's top-level settings (defaults without a manifest).
+    pub projector_settings: crate::manifest::Settings,
     pub projector_cache: PathBuf,
     pub autonomy_config: PathBuf,
     pub ops: OpsSettings,
@@ -203,7 +210,10 @@ impl Config {
             metrics_token: env_nonempty("LEVIATHAN_METRICS_TOKEN")
                 .map(|t| crate::tokens::Secret(t.trim().to_string())),
         };
-        let projectors = crate::projector_specs::parse(&args.projection.projectors)?;
+        let configured = crate::projector_specs::configured(
+            args.projection.projectors.as_deref(),
+            args.projection.projectors_file.as_deref(),
+        )?;
         let projector_cache = args
             .projection
             .projector_cache
@@ -214,7 +224,8 @@ impl Config {
             autonomy_config: args.autonomy_config.clone(),
             signing_key_file: args.signing_key_file.clone(),
             projector_cache,
-            projectors,
+            projectors: configured.specs,
+            projector_settings: configured.settings,
             tokens,
             http,
             streams: StreamSettings::from_args(&args.streams)?,

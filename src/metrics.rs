@@ -392,6 +392,18 @@ impl Metrics {
         }
     }
 
+    /// Counts projection errors recorded instead of refused (`on_error =
+    /// "record"`), one label per error.
+    pub fn count_recorded_errors(&self, projectors: &[String]) {
+        for p in projectors {
+            self.projection_errors_recorded
+                .get_or_create(&ProjectorLabel {
+                    projector: p.clone(),
+                })
+                .inc();
+        }
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -1,18 +1,20 @@
 //! Which projectors a server runs: the embedded, pinned core projector and any
 //! component files an operator adds, each optionally pinned by SHA-256, with
-//! per-projector limits; and the set's fingerprint, stored with the graph so
-//! that a server never serves a graph built by other projectors. It owns the
-//! `LEVIATHAN_PROJECTORS` syntax and loading; it never projects anything.
+//! per-projector limits and error policy; and the set's fingerprint, stored
+//! with the graph so that a server never serves a graph built by other
+//! projectors. It owns the `LEVIATHAN_PROJECTORS` syntax (the manifest's is in
+//! `manifest`) and the deploy-time checks of a set (pins, names, type
+//! ownership, test vectors); it never projects anything.
 //!
 //! Syntax: a comma-separated list of entries, in projection order. An entry is
 //! `core` (the embedded core projector) or a path to a component file, followed
 //! by optional `#key=value` settings: `sha256=<hex>` (refuse to start unless the
 //! file has that digest), `fuel=<n>`, `memory_mib=<n>`, `tables=<n>` (table
-//! elements), `instances=<n>`. Example:
+//! elements), `instances=<n>`, `on_error=reject|record`. Example:
 //! `core,/etc/leviathan/team.wasm#sha256=ab12…#fuel=20000000`.
 
 use crate::digest::Sha256;
-use crate::projection::{Limits, ProjectorSet, ProjectorSource};
+use crate::projection::{Limits, LoadError, OnError, ProjectorSet, ProjectorSource};
 use std::path::{Path, PathBuf};
 
 /// The pinned core projector component (built by `projectors/build.sh`).
@@ -26,12 +28,84 @@ pub enum Source {
     File(PathBuf),
 }
 
-/// One entry of `LEVIATHAN_PROJECTORS`.
+/// Where a [`Spec`] was written, for messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    /// Entry `index` (from 0) of `LEVIATHAN_PROJECTORS`.
+    Inline { index: usize },
+    /// A projector manifest.
+    Manifest { file: PathBuf },
+}
+
+/// One projector to run: an entry of `LEVIATHAN_PROJECTORS` or of a manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
     pub source: Source,
     pub pin: Option<Sha256>,
     pub limits: Limits,
+    pub on_error: OnError,
+    /// The name `describe` must report (manifest entries).
+    pub name: Option<String>,
+    /// Test vectors to run at load (manifest entries).
+    pub test_vectors: Option<PathBuf>,
+    pub origin: Origin,
+}
+
+impl Spec {
+    /// How start-up messages name this projector: its name, its file and
+    /// where it was configured.
+    pub fn who(&self) -> String {
+        let source = match &self.source {
+            Source::Core => "builtin core".to_string(),
+            Source::File(p) => format!("file {}", p.display()),
+        };
+        match (&self.name, &self.origin) {
+            (Some(name), Origin::Manifest { file }) => {
+                format!("projector {name:?} ({source}, manifest {})", file.display())
+            }
+            (_, Origin::Inline { index }) => {
+                format!("projector {source} (LEVIATHAN_PROJECTORS entry #{index})")
+            }
+            (None, Origin::Manifest { file }) => {
+                format!("projector {source} (manifest {})", file.display())
+            }
+        }
+    }
+}
+
+/// The configured projectors: `LEVIATHAN_PROJECTORS` or a manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Configured {
+    pub specs: Vec<Spec>,
+    /// The manifest's top-level settings (defaults for an inline list).
+    pub settings: crate::manifest::Settings,
+    /// The manifest file, when one was used.
+    pub manifest: Option<PathBuf>,
+}
+
+/// The projectors named by `LEVIATHAN_PROJECTORS` (`inline`, `None` when
+/// unset: `core`) or `LEVIATHAN_PROJECTORS_FILE` (`file`); both is refused.
+pub fn configured(inline: Option<&str>, file: Option<&Path>) -> Result<Configured, SpecError> {
+    let inline = inline.filter(|v| !v.trim().is_empty());
+    let file = file.filter(|f| !f.as_os_str().is_empty());
+    match (inline, file) {
+        (Some(_), Some(f)) => Err(SpecError::Both {
+            file: f.to_path_buf(),
+        }),
+        (_, Some(f)) => {
+            let m = crate::manifest::read(f)?;
+            Ok(Configured {
+                specs: m.specs,
+                settings: m.settings,
+                manifest: Some(m.file),
+            })
+        }
+        (inline, None) => Ok(Configured {
+            specs: parse(inline.unwrap_or("core"))?,
+            settings: Default::default(),
+            manifest: None,
+        }),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +114,48 @@ pub enum SpecError {
     Syntax { entry: String, reason: String },
     #[error("LEVIATHAN_PROJECTORS is empty: name at least `core`")]
     Empty,
+    #[error(
+        "both LEVIATHAN_PROJECTORS and LEVIATHAN_PROJECTORS_FILE ({}) are set: configure the \
+         projectors in one place (the manifest can list `core` too)",
+        .file.display()
+    )]
+    Both { file: PathBuf },
+    #[error("cannot read the projector manifest {}: {error}", .file.display())]
+    ManifestRead {
+        file: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("projector manifest {}: {reason}", .file.display())]
+    Manifest { file: PathBuf, reason: String },
+    /// A problem with one projector: `who` names it (name, file, where it
+    /// was configured), `source` says what.
+    #[error("{who}")]
+    At {
+        who: String,
+        #[source]
+        source: Box<SpecError>,
+    },
+    #[error(
+        "describe() reports the name {actual:?}, but the manifest calls it {expected:?}: \
+         fix the manifest's `name` (or check that `path` is the right component)"
+    )]
+    NameMismatch { expected: String, actual: String },
+    #[error(
+        "{kind} type {type_name:?} is declared by both {first} and {second}: each node and edge \
+         type has one owning projector, so that no projector clobbers another's data"
+    )]
+    SharedType {
+        kind: &'static str,
+        type_name: String,
+        first: String,
+        second: String,
+    },
+    #[error("test vectors {}", .file.display())]
+    Vectors {
+        file: PathBuf,
+        #[source]
+        source: crate::vectors::VectorError,
+    },
     #[error("cannot read projector {path}: {source}")]
     Read {
         path: PathBuf,
@@ -55,14 +171,14 @@ pub enum SpecError {
          (LEVIATHAN_MAX_PROJECTOR_BYTES): refusing to load it"
     )]
     TooLarge { path: PathBuf, size: u64, cap: u64 },
-    #[error("projector {path} has SHA-256 {actual}, but its pin says {pinned}: refusing to run an unpinned projector")]
+    #[error("projector {path}: its pin expects SHA-256 {pinned}, the actual SHA-256 is {actual}: refusing to run a projector that is not the pinned one")]
     PinMismatch {
         path: String,
         pinned: Sha256,
         actual: Sha256,
     },
     #[error("loading projectors")]
-    Load(#[from] crate::projection::LoadError),
+    Load(#[from] LoadError),
 }
 
 /// Parses a `LEVIATHAN_PROJECTORS` value.
@@ -84,6 +200,10 @@ pub fn parse(value: &str) -> Result<Vec<Spec>, SpecError> {
             source,
             pin: None,
             limits: Limits::default(),
+            on_error: OnError::Reject,
+            name: None,
+            test_vectors: None,
+            origin: Origin::Inline { index: out.len() },
         };
         for setting in parts {
             let (k, v) = setting
@@ -104,9 +224,11 @@ pub fn parse(value: &str) -> Result<Vec<Spec>, SpecError> {
                 "memory_mib" => spec.limits.memory_bytes = (number()? as usize) << 20,
                 "tables" => spec.limits.table_elements = number()? as usize,
                 "instances" => spec.limits.instances = number()? as usize,
+                "on_error" => spec.on_error = v.parse().map_err(syntax)?,
                 other => {
                     return Err(syntax(format!(
-                        "unknown setting {other:?} (known: sha256, fuel, memory_mib, tables, instances)"
+                        "unknown setting {other:?} (known: sha256, fuel, memory_mib, tables, \
+                         instances, on_error)"
                     )))
                 }
             }
@@ -167,17 +289,27 @@ fn read_component(path: &Path, cap: u64) -> Result<Vec<u8>, SpecError> {
 }
 
 /// Reads, checks pins and loads a projector set (compiled forms cached in
-/// `cache_dir`); component files over `max_bytes` are refused.
+/// `cache_dir`); component files over `max_bytes` are refused. Then the
+/// deploy-time checks: each manifest name equals what `describe` reports, no
+/// node or edge type is declared by two projectors, and every projector's
+/// test vectors pass. Each refusal names the projector and its file.
 pub fn load(
     specs: &[Spec],
     cache_dir: Option<&Path>,
     max_bytes: u64,
 ) -> Result<ProjectorSet, SpecError> {
+    let at = |spec: &Spec, e: SpecError| SpecError::At {
+        who: spec.who(),
+        source: Box::new(e),
+    };
     let mut sources = Vec::with_capacity(specs.len());
     for spec in specs {
         let (bytes, name) = match &spec.source {
             Source::Core => (CORE_WASM.to_vec(), "core (embedded)".to_string()),
-            Source::File(p) => (read_component(p, max_bytes)?, p.display().to_string()),
+            Source::File(p) => (
+                read_component(p, max_bytes).map_err(|e| at(spec, e))?,
+                p.display().to_string(),
+            ),
         };
         let pinned = match (&spec.source, spec.pin) {
             (_, Some(pin)) => Some(pin),
@@ -187,19 +319,79 @@ pub fn load(
         if let Some(pinned) = pinned {
             let actual = Sha256::of(&bytes);
             if actual != pinned {
-                return Err(SpecError::PinMismatch {
-                    path: name,
-                    pinned,
-                    actual,
-                });
+                return Err(at(
+                    spec,
+                    SpecError::PinMismatch {
+                        path: name,
+                        pinned,
+                        actual,
+                    },
+                ));
             }
         }
         sources.push(ProjectorSource {
             bytes,
             limits: spec.limits.clone(),
+            on_error: spec.on_error,
         });
     }
-    Ok(ProjectorSet::load(sources, cache_dir)?)
+    let set = ProjectorSet::load(sources, cache_dir).map_err(|e| {
+        let index = match &e {
+            LoadError::Limits { index, .. } | LoadError::Component { index, .. } => Some(*index),
+            LoadError::Duplicate { second, .. } => Some(*second),
+            LoadError::Engine(_) => None,
+        };
+        match index.and_then(|i| specs.get(i)) {
+            Some(spec) => at(spec, SpecError::Load(e)),
+            None => SpecError::Load(e),
+        }
+    })?;
+    let infos = set.projectors();
+    for (spec, info) in specs.iter().zip(infos) {
+        if let Some(expected) = &spec.name {
+            if *expected != info.name {
+                return Err(at(
+                    spec,
+                    SpecError::NameMismatch {
+                        expected: expected.clone(),
+                        actual: info.name.clone(),
+                    },
+                ));
+            }
+        }
+    }
+    for (i, info) in infos.iter().enumerate() {
+        for (j, other) in infos.iter().enumerate().skip(i + 1) {
+            for (kind, mine, theirs) in [
+                ("node", &info.node_types, &other.node_types),
+                ("edge", &info.edge_types, &other.edge_types),
+            ] {
+                if let Some(t) = mine.iter().find(|t| theirs.contains(t)) {
+                    return Err(SpecError::SharedType {
+                        kind,
+                        type_name: t.clone(),
+                        first: specs[i].who(),
+                        second: specs[j].who(),
+                    });
+                }
+            }
+        }
+    }
+    for (index, spec) in specs.iter().enumerate() {
+        if let Some(file) = &spec.test_vectors {
+            let passed = crate::vectors::run_file(&set, index, file).map_err(|source| {
+                at(
+                    spec,
+                    SpecError::Vectors {
+                        file: file.clone(),
+                        source,
+                    },
+                )
+            })?;
+            tracing::info!(projector = %set.label(index), vectors = passed, file = %file.display(), "test vectors passed");
+        }
+    }
+    Ok(set)
 }
 
 #[cfg(test)]

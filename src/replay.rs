@@ -7,7 +7,8 @@ use crate::digest::Sha256;
 use crate::graph::GraphStore;
 use crate::log::record::StoredEvent;
 use crate::log::Log;
-use crate::projection::{EventInput, Prepared, ProjectorSet};
+use crate::project_event::project_event;
+use crate::projection::{EventInput, Policy, Prepared, ProjectorSet};
 use crate::seq::Seq;
 use anyhow::Context;
 use serde::Serialize;
@@ -28,6 +29,8 @@ pub struct RebuildReport {
     pub fingerprint: Sha256,
     /// True when the rebuilt graph has exactly the previous digest.
     pub identical: bool,
+    /// Projection errors recorded (projectors with `on_error = "record"`).
+    pub projection_errors: u64,
 }
 
 /// Clears the graph and projects every event of the log again.
@@ -52,6 +55,7 @@ pub fn rebuild(
     // projectors, ops, graph writes, commit).
     let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Chunk>>(1);
     let mut events = 0u64;
+    let mut projection_errors = 0u64;
     std::thread::scope(|scope| -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("leviathan-rebuild-read".into())
@@ -64,16 +68,17 @@ pub fn rebuild(
             } = chunk?;
             let mut staging = graph.staging()?;
             for (e, prepared) in chunk.iter().zip(prepared) {
-                let ops = set.finish(&input(e), prepared, &staging).with_context(|| {
-                    format!(
-                        "event seq {} ({}) does not project with this projector set; the graph \
-                             is left empty and the server will not start until a rebuild succeeds",
-                        e.seq, e.event_id
-                    )
-                })?;
-                staging
-                    .apply(e.seq, &e.timestamp, &ops)
-                    .with_context(|| format!("applying the ops of seq {}", e.seq))?;
+                let recorded =
+                    project_event(set, &input(e), prepared, &mut staging, Policy::AsConfigured)
+                        .with_context(|| {
+                            format!(
+                                "event seq {} ({}) does not project with this projector set; the \
+                                 graph is left empty and the server will not start until a \
+                                 rebuild succeeds",
+                                e.seq, e.event_id
+                            )
+                        })?;
+                projection_errors += recorded.len() as u64;
             }
             let mut batch = db.batch();
             staging.write_into(&mut batch)?;
@@ -98,6 +103,7 @@ pub fn rebuild(
         previous_digest,
         previous_fingerprint,
         fingerprint,
+        projection_errors,
     })
 }
 

@@ -313,9 +313,53 @@ pub struct Projector {
     pub digest: Sha256,
     pub edge_types: Vec<String>,
     pub handles: Vec<String>,
+    #[serde(default)]
+    pub limits: Option<ProjectorLimits>,
     pub name: String,
     pub node_types: Vec<String>,
+    /// `reject` or `record`.
+    #[serde(default)]
+    pub on_error: String,
     pub version: String,
+}
+
+/// The per-event limits a projector runs under.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectorLimits {
+    pub fuel: u64,
+    pub instances: usize,
+    pub memory_mib: usize,
+    pub tables: usize,
+}
+
+/// One recorded projection error (`GET /v1/projection/errors`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectionError {
+    pub code: String,
+    pub event_id: String,
+    pub message: String,
+    pub projector: String,
+    pub seq: Seq,
+}
+
+impl From<crate::graph::ErrorRecord> for ProjectionError {
+    fn from(e: crate::graph::ErrorRecord) -> Self {
+        ProjectionError {
+            code: e.code,
+            event_id: e.event_id,
+            message: e.message,
+            projector: e.projector,
+            seq: e.seq,
+        }
+    }
+}
+
+/// `GET /v1/projection/errors?projector=&limit=&cursor=`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectionErrorsPage {
+    pub count: usize,
+    pub errors: Vec<ProjectionError>,
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /v1/projection`.

@@ -16,11 +16,12 @@
 
 use crate::bundle::Bundle;
 use crate::digest::Sha256;
-use crate::graph::{GraphError, GraphStore, Staging};
+use crate::graph::{GraphStore, Staging};
 use crate::ids::{BundleId, EventId};
 use crate::log::record::EventDraft;
 use crate::log::{BundleRecord, Head, Log, LogError};
-use crate::projection::{EventInput, ProjectionError, ProjectorSet};
+use crate::project_event::{project_event, StepError};
+use crate::projection::{EventInput, Policy, Prepared, ProjectionError, ProjectorSet};
 use crate::seq::Seq;
 use crate::storage::SyncMode;
 use fjall::{Database, PersistMode};
@@ -55,6 +56,9 @@ pub struct Appended {
     pub first_seq: Option<Seq>,
     pub last_seq: Option<Seq>,
     pub head: Head,
+    /// The projector (name) of each projection error recorded for this
+    /// bundle's events (`on_error = "record"`), for the metrics.
+    pub recorded_errors: Vec<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -375,6 +379,8 @@ struct Placed {
     duplicates: u64,
     /// The head after the last placed event.
     head: Head,
+    /// Projectors of the projection errors recorded for the placed events.
+    recorded_errors: Vec<String>,
 }
 
 /// What a batch has accepted so far that the log does not yet show.
@@ -486,7 +492,9 @@ impl State {
         self.log.event_id_entry(event_id)
     }
 
-    /// Runs the projectors on one event and applies their ops to the staged graph.
+    /// Runs the projectors on one event and applies their ops to the staged
+    /// graph (`project_event`: ownership, error policies); returns the
+    /// projection errors recorded for it.
     fn project(
         &self,
         index: usize,
@@ -495,7 +503,7 @@ impl State {
         hash: Sha256,
         target: &str,
         staging: &mut Staging,
-    ) -> Result<(), AppendError> {
+    ) -> Result<Vec<crate::graph::ErrorRecord>, AppendError> {
         // Types no projector handles give no ops (nothing is instantiated), but
         // are still applied: every seq extends the state digest.
         let input = EventInput {
@@ -508,28 +516,28 @@ impl State {
             payload_json: draft.payload_json(),
             event_hash: hash,
         };
-        let ops =
-            self.projectors
-                .project(&input, staging)
-                .map_err(|error| AppendError::Projection {
-                    index,
-                    event_id: draft.event_id.clone(),
-                    error: Box::new(error),
-                })?;
-        staging
-            .apply(seq, &draft.timestamp, &ops)
-            .map_err(|e| match e {
-                GraphError::InvalidOp { .. } | GraphError::TypeMismatch { .. } => {
-                    AppendError::GraphOp {
-                        index,
-                        event_id: draft.event_id.clone(),
-                        error: e.to_string(),
-                    }
-                }
-                other => {
-                    AppendError::Storage(StorageFailure::new("reading the graph failed", other))
-                }
-            })
+        project_event(
+            &self.projectors,
+            &input,
+            Prepared::default(),
+            staging,
+            Policy::AsConfigured,
+        )
+        .map_err(|e| match e {
+            StepError::Projection(error) => AppendError::Projection {
+                index,
+                event_id: draft.event_id.clone(),
+                error,
+            },
+            StepError::GraphOp(e) => AppendError::GraphOp {
+                index,
+                event_id: draft.event_id.clone(),
+                error: e.to_string(),
+            },
+            StepError::Graph(other) => {
+                AppendError::Storage(StorageFailure::new("reading the graph failed", other))
+            }
+        })
     }
 
     /// Checks one bundle and, if it is whole, stages it into `batch` (the
@@ -553,6 +561,7 @@ impl State {
                 first_seq: None,
                 last_seq: None,
                 head: self.head,
+                recorded_errors: Vec::new(),
             });
         }
         if let Some(answer) = self.retried(bundle, pending)? {
@@ -585,6 +594,7 @@ impl State {
             first_seq: rec.first_seq,
             last_seq: rec.last_seq,
             head: self.head,
+            recorded_errors: Vec::new(),
         }))
     }
 
@@ -602,6 +612,7 @@ impl State {
             staged: Vec::with_capacity(bundle.events.len()),
             duplicates: 0,
             head: self.head,
+            recorded_errors: Vec::new(),
         };
         let mut in_bundle: HashSet<&str> = HashSet::new();
         for (index, draft) in bundle.events.iter().enumerate() {
@@ -628,7 +639,10 @@ impl State {
             let seq = placed.head.seq.next();
             let canonical = draft.encode(seq, placed.head.hash.as_ref());
             let hash = Sha256::of(&canonical);
-            self.project(index, draft, seq, hash, &bundle.target, staging)?;
+            let recorded = self.project(index, draft, seq, hash, &bundle.target, staging)?;
+            placed
+                .recorded_errors
+                .extend(recorded.into_iter().map(|e| e.projector));
             placed.staged.push(Staged {
                 seq,
                 hash,
@@ -681,6 +695,7 @@ impl State {
             first_seq: rec.first_seq,
             last_seq: rec.last_seq,
             head: placed.head,
+            recorded_errors: placed.recorded_errors,
         }
     }
 }

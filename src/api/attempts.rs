@@ -97,6 +97,8 @@ pub async fn invalidate(
         .into_response());
     }
     let appended = app.writer.append(plan.bundle).await?;
+    app.metrics
+        .count_recorded_errors(&appended.recorded_errors);
     Ok(Json(Invalidated {
         attempt_id: plan.attempt_id,
         event_id: plan.event.event_id,

@@ -124,8 +124,15 @@ pub async fn projection(State(app): State<AppState>) -> Result<Json<Projection>,
                 digest: p.digest,
                 edge_types: p.edge_types.clone(),
                 handles: p.handles.clone(),
+                limits: Some(wire::ProjectorLimits {
+                    fuel: p.limits.fuel,
+                    instances: p.limits.instances,
+                    memory_mib: p.limits.memory_bytes >> 20,
+                    tables: p.limits.table_elements,
+                }),
                 name: p.name.clone(),
                 node_types: p.node_types.clone(),
+                on_error: p.on_error.as_str().to_owned(),
                 version: p.version.clone(),
             })
             .collect();
@@ -135,6 +142,31 @@ pub async fn projection(State(app): State<AppState>) -> Result<Json<Projection>,
             log_head_seq: head.seq,
             projectors,
             state_digest: digest,
+        }))
+    })
+    .await
+}
+
+/// `GET /v1/projection/errors?projector=&limit=&cursor=`: the projection
+/// errors recorded by `on_error = "record"` projectors, in log order (one
+/// projector's with `projector`), paged like the graph's lists.
+pub async fn projection_errors(
+    State(app): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<wire::ProjectionErrorsPage>, ApiError> {
+    let p = Params::from_query(q.as_deref())?;
+    let limit = limit(&p, 100)?;
+    let projector = p.str("projector").map(str::to_owned);
+    let cursor = p.str("cursor").map(str::to_owned);
+    blocking(move || {
+        let page = app
+            .graph
+            .projection_errors(projector.as_deref(), cursor.as_deref(), limit)?;
+        let errors: Vec<wire::ProjectionError> = page.items.into_iter().map(Into::into).collect();
+        Ok(Json(wire::ProjectionErrorsPage {
+            count: errors.len(),
+            errors,
+            next_cursor: page.next_cursor,
         }))
     })
     .await

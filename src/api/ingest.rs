@@ -146,6 +146,7 @@ async fn ingest_bundle(
         .missing(bundle.artifacts.iter().map(|r| &r.sha256))?;
     let bundle_id = bundle.bundle_id.to_string();
     let a = app.writer.append(bundle).await?;
+    app.metrics.count_recorded_errors(&a.recorded_errors);
     Ok(IngestResponse {
         ingested: a.ingested,
         bundle_id,

@@ -80,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/failures", get(failures::failures))
         .route("/v1/graph/summary", get(graph::summary))
         .route("/v1/projection", get(graph::projection))
+        .route("/v1/projection/errors", get(graph::projection_errors))
         .route("/v1/graph/nodes", get(graph::nodes))
         .route("/v1/graph/nodes/{id}", get(graph::node))
         .route("/v1/graph/nodes/{id}/edges", get(graph::edges))

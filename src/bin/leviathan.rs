@@ -251,7 +251,11 @@ fn rebuild(
 ) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
     let store = leviathan::storage::open_store(&dir)?;
-    let specs = leviathan::projector_specs::parse(&projection.projectors)?;
+    let specs = leviathan::projector_specs::configured(
+        projection.projectors.as_deref(),
+        projection.projectors_file.as_deref(),
+    )?
+    .specs;
     let cache = projection
         .projector_cache
         .clone()
@@ -368,7 +372,11 @@ fn restore(
         .clone()
         .unwrap_or_else(|| leviathan::config::default_projector_cache(&data_dir));
     let restored = leviathan::backup::restore(from, &data_dir, |store| {
-        let specs = leviathan::projector_specs::parse(&projection.projectors)?;
+        let specs = leviathan::projector_specs::configured(
+            projection.projectors.as_deref(),
+            projection.projectors_file.as_deref(),
+        )?
+        .specs;
         let p = leviathan::server::load_projection_capped(
             &cache,
             &specs,

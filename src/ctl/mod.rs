@@ -185,6 +185,9 @@ pub enum LogCmd {
 pub enum ProjectorsCmd {
     /// The projector set, its fingerprint and the graph's applied seq.
     List,
+    /// The live set: each projector's error policy and limits, the applied
+    /// seq and its lag behind the log, the recorded projection errors.
+    Status,
 }
 
 fn parse_secs(s: &str) -> Result<f64, String> {
@@ -292,6 +295,9 @@ fn run(cli: Cli, settings: &Settings) -> Result<(), CtlError> {
         Command::Log(LogCmd::Verify) => read::verify(&settings.client()?, &mut out, json),
         Command::Projectors(ProjectorsCmd::List) => {
             read::projectors(&settings.client()?, &mut out, json)
+        }
+        Command::Projectors(ProjectorsCmd::Status) => {
+            read::projectors_status(&settings.client()?, &mut out, json)
         }
     }
 }

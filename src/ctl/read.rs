@@ -400,3 +400,84 @@ pub fn projectors(c: &Client, out: &mut Out, json: bool) -> Result<(), CtlError>
         ("state digest".into(), show(&v.state_digest)),
     ])
 }
+
+/// Errors `projectors status` counts before it says "or more".
+const STATUS_ERRORS_COUNTED: usize = 1000;
+
+/// `projectors status`: `GET /v1/projection` and the first page of
+/// `GET /v1/projection/errors`.
+pub fn projectors_status(c: &Client, out: &mut Out, json: bool) -> Result<(), CtlError> {
+    let r = c.get(&["v1", "projection"], &[])?;
+    if json {
+        return out.raw(&r.raw);
+    }
+    let v: wire::Projection = r.parse()?;
+    let errors: wire::ProjectionErrorsPage = c
+        .get(
+            &["v1", "projection", "errors"],
+            &[("limit", STATUS_ERRORS_COUNTED.to_string())],
+        )?
+        .parse()?;
+    let mut t = Table::new(&[
+        "NAME",
+        "VERSION",
+        "ON ERROR",
+        "FUEL",
+        "MEMORY MIB",
+        "TABLES",
+        "INSTANCES",
+        "DIGEST",
+    ])
+    .right(3)
+    .right(4)
+    .right(5)
+    .right(6);
+    for p in &v.projectors {
+        let (fuel, mem, tables, instances) = match &p.limits {
+            Some(l) => (
+                l.fuel.to_string(),
+                l.memory_mib.to_string(),
+                l.tables.to_string(),
+                l.instances.to_string(),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        t.row(vec![
+            show(&p.name),
+            show(&p.version),
+            show(&p.on_error),
+            fuel,
+            mem,
+            tables,
+            instances,
+            show(&p.digest),
+        ]);
+    }
+    out.table(&t)?;
+    out.line("")?;
+    let lag = v.log_head_seq.0.saturating_sub(v.applied_seq.0);
+    let recorded = if errors.next_cursor.is_some() {
+        format!("{} or more", errors.count)
+    } else {
+        errors.count.to_string()
+    };
+    out.fields(&[
+        ("fingerprint".into(), show(&v.fingerprint)),
+        ("applied seq".into(), show(&v.applied_seq)),
+        ("log head seq".into(), show(&v.log_head_seq)),
+        ("lag".into(), format!("{lag} events")),
+        ("state digest".into(), show(&v.state_digest)),
+        ("recorded errors".into(), recorded),
+    ])?;
+    if let Some(last) = errors.errors.last() {
+        out.line(&format!(
+            "last recorded error: seq {} ({}) {}: {}: {}",
+            last.seq,
+            clean(&last.event_id),
+            clean(&last.projector),
+            clean(&last.code),
+            clean(&last.message)
+        ))?;
+    }
+    Ok(())
+}

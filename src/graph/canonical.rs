@@ -5,13 +5,31 @@
 //! documented (docs/HASHING.md). The tests in `crate::jcs` compare the two.
 
 use crate::graph::model::Op;
-use crate::jcs::{write_array, write_object, write_str};
+#[cfg(test)]
+use crate::jcs::write_array;
+use crate::jcs::{write_object, write_str};
 
 /// Appends `JCS(ops)` to `out`. Infallible: a `serde_json::Value` holds only
 /// finite numbers and string keys, so nothing the crate could reject reaches
 /// it.
+#[cfg(test)]
 pub(crate) fn write_ops(ops: &[Op], out: &mut Vec<u8>) {
     write_array(ops, out, write_op);
+}
+
+/// Appends `JCS(ops)` of the concatenation of `lists` (one array) to `out`:
+/// the same bytes as [`write_ops`] of the concatenated list, without building it.
+pub(crate) fn write_op_lists<'a>(lists: impl Iterator<Item = &'a [Op]>, out: &mut Vec<u8>) {
+    out.push(b'[');
+    let mut first = true;
+    for op in lists.flatten() {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_op(op, out);
+    }
+    out.push(b']');
 }
 
 /// One op, members in sorted order. The patterns bind every field, so a new

@@ -33,6 +33,16 @@ pub enum GraphError {
         requested: String,
     },
 
+    /// `put-node`, `merge-node` or `delete-node` on an existing node whose
+    /// type the applying projector does not own.
+    #[error("op {index}: {op} on node {id:?}, a {node_type}, which the projector does not own")]
+    NotOwner {
+        index: usize,
+        op: &'static str,
+        id: String,
+        node_type: String,
+    },
+
     /// `apply` was called with a seq that does not follow the last applied one.
     #[error("graph expected seq {expected}, got {got}")]
     SeqOutOfOrder { expected: Seq, got: Seq },

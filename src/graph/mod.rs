@@ -6,6 +6,7 @@
 
 pub(crate) mod canonical;
 pub mod error;
+pub mod errors;
 mod keys;
 pub mod model;
 pub mod query;
@@ -16,6 +17,7 @@ pub mod store;
 mod tests;
 
 pub use error::GraphError;
+pub use errors::ErrorRecord;
 pub use model::{edge_id, Direction, Edge, GraphView, Node, NodeId, Op, Properties};
 pub use query::{Page, TypeCounts, TypeOrder, MAX_PAGE_LIMIT, NEWEST_SCAN_BUDGET};
 pub use staging::{Mark, Staging, MAX_ID_BYTES, MAX_TYPE_BYTES};

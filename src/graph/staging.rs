@@ -12,13 +12,22 @@
 //!
 //! Rolling digest: `digest_n = SHA-256(digest_{n-1} ‖ JCS(ops_n))`, where
 //! `JCS(ops_n)` is the RFC 8785 canonical JSON of the event's op list exactly as
-//! given to `apply` (no-ops included), and `digest_0` is 32 zero bytes.
+//! applied (no-ops included), and `digest_0` is 32 zero bytes. When the event
+//! has recorded projection errors (`on_error = "record"`), their canonical
+//! list follows: `SHA-256(digest_{n-1} ‖ JCS(ops_n) ‖ JCS(errors_n))`
+//! (`graph::errors`), so histories without errors keep their digests.
+//!
+//! Ownership: [`Staging::apply_segment`] applies one projector's ops with an
+//! owner check: `put-node`, `merge-node` and `delete-node` on an existing node
+//! whose type the projector does not own fail with `NotOwner` (edges are
+//! checked against declared types where the ops enter the host).
 //! `graph::canonical` writes that encoding (byte-identical to
 //! `serde_json_canonicalizer`).
 
 use crate::digest::Sha256;
 use crate::graph::canonical;
 use crate::graph::error::GraphError;
+use crate::graph::errors::{self, ErrorRecord};
 use crate::graph::keys;
 use crate::graph::model::{Direction, Edge, GraphView, Node, NodeId, Op, Properties};
 use crate::graph::store::{decode_edge, encode_edge, encode_node, GraphStore};
@@ -39,6 +48,7 @@ pub const MAX_TYPE_BYTES: usize = 256;
 pub struct Mark {
     undo: usize,
     digests: usize,
+    errors: usize,
 }
 
 /// One change to the pending maps, with what it replaced (`None`: the key was
@@ -76,6 +86,8 @@ pub struct Staging {
     /// counter key → change against the committed counter.
     counts: BTreeMap<Vec<u8>, i64>,
     digests: Vec<(Seq, Sha256)>,
+    /// Recorded projection errors of this batch, in log order.
+    errors: Vec<ErrorRecord>,
     undo: Vec<Undo>,
     /// Scratch buffer for `JCS(ops_n)`, reused across the batch's events.
     canonical: Vec<u8>,
@@ -98,6 +110,7 @@ impl GraphStore {
             edges_in: BTreeMap::new(),
             counts: BTreeMap::new(),
             digests: Vec::new(),
+            errors: Vec::new(),
             undo: Vec::new(),
             canonical: Vec::new(),
             view_error: Mutex::new(None),
@@ -120,6 +133,7 @@ impl Staging {
         Mark {
             undo: self.undo.len(),
             digests: self.digests.len(),
+            errors: self.errors.len(),
         }
     }
 
@@ -143,49 +157,128 @@ impl Staging {
             }
         }
         self.digests.truncate(mark.digests);
+        self.errors.truncate(mark.errors);
         self.take_view_error();
     }
 
     /// Applies the ops of the event at `seq` (which must follow `state().0`),
     /// in order, then advances the rolling digest. All or nothing: on error the
     /// event leaves no trace. `timestamp` is the event's time, stored as the
-    /// nodes' `created_at` / `updated_at`.
+    /// nodes' `created_at` / `updated_at`. No owner check (see
+    /// [`Staging::apply_segment`]).
     pub fn apply(&mut self, seq: Seq, timestamp: &str, ops: &[Op]) -> Result<(), GraphError> {
+        self.begin_event(seq)?;
+        self.apply_ops(timestamp, seq, ops, None)?;
+        self.end_event(seq, std::iter::once(ops), &[]);
+        Ok(())
+    }
+
+    /// Starts the event at `seq`: checks that it follows the last applied
+    /// one and that no `GraphView` read failed while its projectors ran.
+    /// Then [`Staging::apply_segment`] for each projector's ops, and
+    /// [`Staging::end_event`].
+    pub fn begin_event(&mut self, seq: Seq) -> Result<(), GraphError> {
         if let Some(msg) = self.take_view_error() {
             return Err(GraphError::ViewRead(msg));
         }
-        let (last, prev) = self.state();
+        let (last, _) = self.state();
         if seq != last.next() {
             return Err(GraphError::SeqOutOfOrder {
                 expected: last.next(),
                 got: seq,
             });
         }
+        Ok(())
+    }
+
+    /// Applies one projector's ops for the event at `seq` (after
+    /// [`Staging::begin_event`]), all or nothing: on error they leave no
+    /// trace and the event's other ops stand. `owns` says whether the
+    /// projector owns a node type: an op on an existing node of a type it does
+    /// not own fails with [`GraphError::NotOwner`].
+    pub fn apply_segment(
+        &mut self,
+        seq: Seq,
+        timestamp: &str,
+        ops: &[Op],
+        owns: &dyn Fn(&str) -> bool,
+    ) -> Result<(), GraphError> {
+        self.apply_ops(timestamp, seq, ops, Some(owns))
+    }
+
+    fn apply_ops(
+        &mut self,
+        timestamp: &str,
+        seq: Seq,
+        ops: &[Op],
+        owns: Option<&dyn Fn(&str) -> bool>,
+    ) -> Result<(), GraphError> {
         for (index, op) in ops.iter().enumerate() {
             validate(index, op)?;
         }
-        self.canonical.clear();
-        canonical::write_ops(ops, &mut self.canonical);
-        let digest = Sha256::of_parts(&[prev.as_bytes(), &self.canonical]);
         let mark = self.checkpoint();
         for (index, op) in ops.iter().enumerate() {
-            if let Err(e) = self.apply_op(index, seq, timestamp, op) {
+            if let Err(e) = self.apply_op(index, seq, timestamp, op, owns) {
                 self.rollback(mark);
                 return Err(e);
             }
         }
-        self.digests.push((seq, digest));
         Ok(())
     }
 
-    fn apply_op(&mut self, index: usize, seq: Seq, ts: &str, op: &Op) -> Result<(), GraphError> {
+    /// Ends the event at `seq`: extends the rolling digest with the ops that
+    /// were applied (`applied`, in order) and the recorded `errors` (only
+    /// when there are any), and keeps the errors to write with the batch.
+    pub fn end_event<'a>(
+        &mut self,
+        seq: Seq,
+        applied: impl Iterator<Item = &'a [Op]>,
+        errors: &[ErrorRecord],
+    ) {
+        let (_, prev) = self.state();
+        self.canonical.clear();
+        canonical::write_op_lists(applied, &mut self.canonical);
+        if !errors.is_empty() {
+            errors::write_canonical(errors, &mut self.canonical);
+            self.errors.extend_from_slice(errors);
+        }
+        let digest = Sha256::of_parts(&[prev.as_bytes(), &self.canonical]);
+        self.digests.push((seq, digest));
+    }
+
+    fn apply_op(
+        &mut self,
+        index: usize,
+        seq: Seq,
+        ts: &str,
+        op: &Op,
+        owns: Option<&dyn Fn(&str) -> bool>,
+    ) -> Result<(), GraphError> {
+        let check_owner = |name: &'static str, id: &str, n: &Node| match owns {
+            Some(owns) if !owns(&n.node_type) => Err(GraphError::NotOwner {
+                index,
+                op: name,
+                id: id.to_owned(),
+                node_type: n.node_type.clone(),
+            }),
+            _ => Ok(()),
+        };
+        // The node under `id`, if any, once its type is checked.
+        let owned =
+            |this: &Self, name: &'static str, id: &str| -> Result<Option<Node>, GraphError> {
+                let n = this.node(id)?;
+                if let Some(n) = &n {
+                    check_owner(name, id, n)?;
+                }
+                Ok(n)
+            };
         match op {
             Op::PutNode {
                 id,
                 node_type,
                 properties,
             } => {
-                let existing = self.node(id)?;
+                let existing = owned(&*self, "put-node", id.as_str())?;
                 self.put_node(id, node_type, properties.clone(), existing, seq, ts);
             }
             Op::MergeNode {
@@ -193,7 +286,7 @@ impl Staging {
                 node_type,
                 properties,
                 create_if_absent,
-            } => match self.node(id)? {
+            } => match owned(&*self, "merge-node", id.as_str())? {
                 Some(n) if &n.node_type != node_type => {
                     return Err(GraphError::TypeMismatch {
                         index,
@@ -216,7 +309,7 @@ impl Staging {
                 None => {}
             },
             Op::DeleteNode { id } => {
-                if let Some(n) = self.node(id)? {
+                if let Some(n) = owned(&*self, "delete-node", id.as_str())? {
                     let mut touching = self.edges_of(id, Direction::Outgoing, None, usize::MAX)?;
                     touching.extend(self.edges_of(id, Direction::Incoming, None, usize::MAX)?);
                     for e in touching {
@@ -482,6 +575,18 @@ impl Staging {
         }
         for (seq, digest) in &self.digests {
             batch.insert(&st.digests, seq.to_key(), digest.0);
+        }
+        for e in &self.errors {
+            batch.insert(
+                &st.errors,
+                errors::key_by_seq(e.seq, &e.projector),
+                errors::encode(e)?,
+            );
+            batch.insert(
+                &st.errors,
+                errors::key_by_projector(&e.projector, e.seq),
+                UserValue::empty(),
+            );
         }
         let state = self.state();
         if !self.digests.is_empty() {

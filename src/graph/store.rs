@@ -17,6 +17,7 @@
 //! | `graph_edges_in` | `lp(to) ‖ lp(type) ‖ from` | empty (record is in `graph_edges_out`) |
 //! | `graph_counts` | `b'n' ‖ node_type` or `b'e' ‖ edge_type` | `u64` big-endian, never 0 (a zero counter is removed) |
 //! | `graph_digests` | `seq` | 32-byte rolling state digest after that seq |
+//! | `graph_errors` | see `errors` | recorded projection errors (`on_error = "record"`) |
 //! | `graph_meta` | `"state"` / `"format"` | `seq ‖ digest` of the last applied event / layout version `"1"` |
 //!
 //! Records are compact JSON (`serde_json::to_vec`) of [`Node`] / [`Edge`]:
@@ -45,6 +46,7 @@ pub struct GraphStore {
     pub(crate) edges_in: Keyspace,
     pub(crate) counts: Keyspace,
     pub(crate) digests: Keyspace,
+    pub(crate) errors: Keyspace,
     pub(crate) meta: Keyspace,
 }
 
@@ -67,6 +69,7 @@ impl GraphStore {
             edges_in: ks("graph_edges_in")?,
             counts: ks("graph_counts")?,
             digests: ks("graph_digests")?,
+            errors: ks("graph_errors")?,
             meta: ks("graph_meta")?,
         };
         match store.meta.get(keys::META_FORMAT)? {
@@ -85,7 +88,7 @@ impl GraphStore {
     }
 
     /// Every graph keyspace with its name, in a fixed order (dump order).
-    pub(crate) fn keyspaces(&self) -> [(&'static str, &Keyspace); 8] {
+    pub(crate) fn keyspaces(&self) -> [(&'static str, &Keyspace); 9] {
         [
             ("graph_nodes", &self.nodes),
             ("graph_nodes_by_type", &self.nodes_by_type),
@@ -94,6 +97,7 @@ impl GraphStore {
             ("graph_edges_in", &self.edges_in),
             ("graph_counts", &self.counts),
             ("graph_digests", &self.digests),
+            ("graph_errors", &self.errors),
             ("graph_meta", &self.meta),
         ]
     }

@@ -709,3 +709,102 @@ fn staging_and_store_can_cross_threads() {
     send_sync::<GraphStore>();
     let _: &dyn GraphView = &env().store.staging().unwrap();
 }
+
+#[test]
+fn a_segment_touches_only_nodes_of_types_it_owns() {
+    let env = env();
+    env.commit(&[vec![put("a", "Attempt", json!({"k": 1}))]]);
+    let mut st = env.store.staging().unwrap();
+    let seq = Seq(2);
+    st.begin_event(seq).unwrap();
+    let owns_gadget = |t: &str| t == "Gadget";
+    for (op, name) in [
+        (put("a", "Gadget", json!({})), "put-node"),
+        (merge("a", "Gadget", json!({}), false), "merge-node"),
+        (del("a"), "delete-node"),
+    ] {
+        let e = st
+            .apply_segment(seq, &ts(seq), &[edge("g", "POKES", "a"), op], &owns_gadget)
+            .unwrap_err();
+        match e {
+            GraphError::NotOwner {
+                index,
+                op,
+                id,
+                node_type,
+            } => assert_eq!(
+                (index, op, id.as_str(), node_type.as_str()),
+                (1, name, "a", "Attempt")
+            ),
+            other => panic!("{other}"),
+        }
+    }
+    // Its own node, and an edge of its own type to any node: fine. The
+    // failed segments left nothing (their edge was rolled back).
+    let ok = [put("g", "Gadget", json!({})), edge("g", "POKES", "a")];
+    st.apply_segment(seq, &ts(seq), &ok, &owns_gadget).unwrap();
+    st.end_event(seq, std::iter::once(&ok[..]), &[]);
+    env.write(st);
+    assert_eq!(
+        env.store.get_node("a").unwrap().unwrap().node_type,
+        "Attempt"
+    );
+    let edges = env
+        .store
+        .edges("a", Direction::Incoming, None, None, 10)
+        .unwrap();
+    assert_eq!(edges.items.len(), 1);
+}
+
+#[test]
+fn recorded_errors_extend_the_digest_only_when_there_are_some() {
+    let a = env();
+    let b = env();
+    let ops = vec![put("a", "Attempt", json!({}))];
+    // Without errors, the segment API gives exactly `apply`'s digest.
+    let (_, plain) = a.commit(std::slice::from_ref(&ops));
+    let mut st = b.store.staging().unwrap();
+    st.begin_event(Seq(1)).unwrap();
+    st.apply_segment(Seq(1), &ts(Seq(1)), &ops, &|_| true)
+        .unwrap();
+    st.end_event(Seq(1), std::iter::once(&ops[..]), &[]);
+    assert_eq!(st.state().1, plain);
+
+    // With one, the digest differs, the record is stored, and a rollback
+    // forgets it.
+    let err = ErrorRecord {
+        seq: Seq(2),
+        event_id: "e2".into(),
+        projector: "team".into(),
+        code: "rejected".into(),
+        message: "no".into(),
+    };
+    let mark = st.checkpoint();
+    st.begin_event(Seq(2)).unwrap();
+    st.end_event(Seq(2), std::iter::empty(), std::slice::from_ref(&err));
+    let with_error = st.state().1;
+    st.rollback(mark);
+    st.begin_event(Seq(2)).unwrap();
+    st.end_event(Seq(2), std::iter::empty(), &[]);
+    assert_ne!(st.state().1, with_error);
+    st.rollback(mark);
+    st.begin_event(Seq(2)).unwrap();
+    st.end_event(Seq(2), std::iter::empty(), std::slice::from_ref(&err));
+    assert_eq!(st.state().1, with_error);
+    b.write(st);
+    let page = b.store.projection_errors(None, None, 10).unwrap();
+    assert_eq!(page.items, vec![err.clone()]);
+    assert_eq!(
+        b.store
+            .projection_errors(Some("team"), None, 10)
+            .unwrap()
+            .items,
+        vec![err]
+    );
+    assert!(b
+        .store
+        .projection_errors(Some("other"), None, 10)
+        .unwrap()
+        .items
+        .is_empty());
+}

@@ -50,12 +50,49 @@ impl Default for Limits {
     }
 }
 
-/// A projector to load: its component bytes and its limits.
+/// What happens to an event one projector cannot project (it fails, or its
+/// ops do not apply to the graph).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The bundle that carried the event is refused (422) and nothing is stored.
+    #[default]
+    Reject,
+    /// The event is stored; this projector's ops for it are dropped and its
+    /// error is recorded with the graph (`GET /v1/projection/errors`); the
+    /// other projectors' ops apply.
+    Record,
+}
+
+impl OnError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::Reject => "reject",
+            OnError::Record => "record",
+        }
+    }
+}
+
+impl std::str::FromStr for OnError {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reject" => Ok(OnError::Reject),
+            "record" => Ok(OnError::Record),
+            other => Err(format!(
+                "on_error must be \"reject\" or \"record\", got {other:?}"
+            )),
+        }
+    }
+}
+
+/// A projector to load: its component bytes, its limits and its error policy.
 #[derive(Debug, Clone)]
 pub struct ProjectorSource {
     /// A WebAssembly component targeting the `projector` world.
     pub bytes: Vec<u8>,
     pub limits: Limits,
+    pub on_error: OnError,
 }
 
 /// What a loaded projector said about itself, plus its digest.
@@ -69,6 +106,9 @@ pub struct ProjectorInfo {
     pub handles: Vec<String>,
     pub node_types: Vec<String>,
     pub edge_types: Vec<String>,
+    /// The limits it runs under.
+    pub limits: Limits,
+    pub on_error: OnError,
 }
 
 impl ProjectorInfo {
@@ -181,6 +221,22 @@ pub enum Failure {
     },
     #[error("op {index}: {reason}")]
     InvalidOutput { index: usize, reason: String },
+    /// An op names an existing node whose type the projector does not
+    /// declare (set when the ops are applied, see `graph::Staging`).
+    #[error(
+        "op {index}: {op} on node {id:?}, a {node_type}: the projector does not own that node \
+         type (only the projector that declares a node type may put, merge or delete its nodes)"
+    )]
+    NotOwner {
+        index: usize,
+        op: &'static str,
+        id: String,
+        node_type: String,
+    },
+    /// The ops do not apply to the graph (e.g. `merge-node` on a node of
+    /// another type, an oversized id); set when the ops are applied.
+    #[error("its ops do not apply to the graph: {reason}")]
+    GraphOp { reason: String },
     /// The event itself is malformed for the host (e.g. its timestamp).
     #[error("invalid event: {reason}")]
     InvalidEvent { reason: String },
@@ -193,7 +249,7 @@ pub enum Failure {
 impl Failure {
     /// `rejected`, `out_of_fuel`, `memory_limit`, `stack_overflow`,
     /// `too_many_ops`, `output_too_large`, `trap`, `undeclared_type`,
-    /// `invalid_output`, `invalid_event` or `host`.
+    /// `invalid_output`, `not_owner`, `invalid_op`, `invalid_event` or `host`.
     pub fn code(&self) -> &'static str {
         match self {
             Failure::Rejected { .. } => "rejected",
@@ -205,6 +261,8 @@ impl Failure {
             Failure::Trap { .. } => "trap",
             Failure::UndeclaredType { .. } => "undeclared_type",
             Failure::InvalidOutput { .. } => "invalid_output",
+            Failure::NotOwner { .. } => "not_owner",
+            Failure::GraphOp { .. } => "invalid_op",
             Failure::InvalidEvent { .. } => "invalid_event",
             Failure::Host { .. } => "host",
         }
@@ -262,6 +320,7 @@ impl Matcher {
 struct Loaded {
     label: String,
     limits: Limits,
+    on_error: OnError,
     pre: ProjectorPre<HostState>,
     uses_wasi: bool,
     /// Whether the component imports `graph`: only then may its output
@@ -355,7 +414,7 @@ impl ProjectorSet {
                 .map_err(|e| fail("linking", format!("{e:#}")))?;
             let description = describe(&pre, &source.limits, uses_wasi)
                 .map_err(|r| fail("calling describe", r))?;
-            let info = check_description(description, digest)
+            let info = check_description(description, digest, &source)
                 .map_err(|r| fail("checking describe output", r))?;
             let label = info.label();
             if let Some(first) = infos.iter().position(|p| p.name == info.name) {
@@ -382,6 +441,7 @@ impl ProjectorSet {
                 matcher: matcher(&info.handles),
                 label,
                 limits: source.limits,
+                on_error: source.on_error,
                 pre,
                 uses_wasi,
                 reads_graph,
@@ -402,19 +462,25 @@ impl ProjectorSet {
     }
 
     /// The set's fingerprint: SHA-256 over, in order, each projector's
-    /// component digest and limits. A graph is only valid for the fingerprint
-    /// that built it.
+    /// component digest, limits and (only when it is not the default
+    /// `reject`, so that sets written before error policies existed keep
+    /// their fingerprint) error policy. A graph is only valid for the
+    /// fingerprint that built it.
     pub fn fingerprint(&self) -> Sha256 {
         let mut text = String::new();
         for (info, p) in self.infos.iter().zip(&self.projectors) {
             text.push_str(&format!(
-                "{} fuel={} memory={} tables={} instances={}\n",
+                "{} fuel={} memory={} tables={} instances={}",
                 info.digest,
                 p.limits.fuel,
                 p.limits.memory_bytes,
                 p.limits.table_elements,
                 p.limits.instances
             ));
+            if p.on_error != OnError::Reject {
+                text.push_str(&format!(" on_error={}", p.on_error.as_str()));
+            }
+            text.push('\n');
         }
         Sha256::of(text.as_bytes())
     }
@@ -426,6 +492,39 @@ impl ProjectorSet {
         for p in &self.projectors {
             let _ = p.metrics.set(metrics.projector(&p.label));
         }
+    }
+
+    /// The error policy of the projector at `index` (set order).
+    pub fn on_error(&self, index: usize) -> OnError {
+        self.projectors[index].on_error
+    }
+
+    /// Whether the projector at `index` declares `node_type`: the node types
+    /// it owns (`put-node`, `merge-node` and `delete-node` on an existing node
+    /// of another type fail with `not_owner`).
+    pub fn owns_node_type(&self, index: usize, node_type: &str) -> bool {
+        self.projectors[index]
+            .declared
+            .node_types
+            .contains(node_type)
+    }
+
+    /// `name@version` of the projector at `index`.
+    pub fn label(&self, index: usize) -> &str {
+        &self.projectors[index].label
+    }
+
+    /// Runs only the projector at `index` on `event` (test vectors): its ops,
+    /// or its failure.
+    pub fn run_one(
+        &self,
+        index: usize,
+        event: &EventInput<'_>,
+        graph: &dyn GraphView,
+    ) -> Result<Vec<Op>, Failure> {
+        let mut ops = Vec::new();
+        self.projectors[index].run(&to_wit_event(event), event, graph, &mut ops)?;
+        Ok(ops)
     }
 
     /// How many projectors of this set were read from the compiled cache
@@ -489,9 +588,9 @@ impl ProjectorSet {
             let ev = wit_event.get_or_insert_with(|| to_wit_event(event));
             let mut ops = Vec::new();
             let r = p.run(ev, event, &host::EmptyGraph, &mut ops).map(|()| ops);
-            let failed = r.is_err();
+            let stops = r.is_err() && p.on_error == OnError::Reject;
             runs.push((index, r));
-            if failed {
+            if stops {
                 // Later projectors would not run in `project` either.
                 break;
             }
@@ -503,48 +602,129 @@ impl ProjectorSet {
     /// or `Prepared::default()`) into exactly what [`ProjectorSet::project`]
     /// returns: projectors run in set order, those already run contribute
     /// their prepared result, the others (graph readers) run now against
-    /// `graph`, and the first failure in set order stops the event.
+    /// `graph`, and the first failure in set order stops the event (whatever
+    /// the projectors' error policies: see [`ProjectorSet::run_event`]).
     pub fn finish(
         &self,
         event: &EventInput<'_>,
         prepared: Prepared,
         graph: &dyn GraphView,
     ) -> Result<Vec<Op>, ProjectionError> {
-        let mut ops = Vec::new();
+        self.complete(event, prepared, graph, None).map(|p| p.ops)
+    }
+
+    /// Like [`ProjectorSet::finish`], but honouring each projector's error
+    /// policy: the failure of an `on_error = "record"` projector drops its ops
+    /// and is returned in [`Projected::failed`] while the others go on; a
+    /// `reject` projector's failure, or a host failure (not the event's fault),
+    /// stops the event with an error. Ops are returned per projector
+    /// ([`Projected::segments`]) so that the caller can apply (and drop) them
+    /// projector by projector.
+    pub fn run_event(
+        &self,
+        event: &EventInput<'_>,
+        prepared: Prepared,
+        graph: &dyn GraphView,
+        policy: Policy,
+    ) -> Result<Projected, ProjectionError> {
+        self.complete(event, prepared, graph, Some(policy))
+    }
+
+    fn complete(
+        &self,
+        event: &EventInput<'_>,
+        prepared: Prepared,
+        graph: &dyn GraphView,
+        policy: Option<Policy>,
+    ) -> Result<Projected, ProjectionError> {
+        let mut out = Projected::default();
         let mut wit_event: Option<wit::Event> = None;
         let mut prepared = prepared.runs.into_iter().peekable();
         for (index, p) in self.projectors.iter().enumerate() {
             if !p.matcher.matches(event.event_type) {
                 continue;
             }
+            let start = out.ops.len();
             let result = match prepared.next_if(|(i, _)| *i == index) {
                 Some((_, Ok(mut done))) => {
-                    if ops.is_empty() {
-                        ops = done;
+                    if out.ops.is_empty() {
+                        out.ops = done;
                     } else {
-                        ops.append(&mut done);
+                        out.ops.append(&mut done);
                     }
                     Ok(())
                 }
                 Some((_, Err(failure))) => Err(failure),
                 None => {
                     let ev = wit_event.get_or_insert_with(|| to_wit_event(event));
-                    p.run(ev, event, graph, &mut ops)
+                    p.run(ev, event, graph, &mut out.ops)
                 }
             };
-            result.map_err(|failure| {
-                let e = ProjectionError {
-                    projector: p.label.clone(),
-                    seq: event.seq,
-                    event_id: event.event_id.to_owned(),
-                    failure,
-                };
-                tracing::debug!(code = e.code(), error = %e, "projection failed");
-                e
-            })?;
+            match result {
+                Ok(()) => out.segments.push(Segment {
+                    projector: index,
+                    start,
+                    end: out.ops.len(),
+                }),
+                Err(failure) => {
+                    // A failed run may have converted part of its ops.
+                    out.ops.truncate(start);
+                    let e = ProjectionError {
+                        projector: p.label.clone(),
+                        seq: event.seq,
+                        event_id: event.event_id.to_owned(),
+                        failure,
+                    };
+                    tracing::debug!(code = e.code(), error = %e, "projection failed");
+                    let record = policy.is_some_and(|pol| pol.records(p.on_error));
+                    if record && e.is_deterministic() {
+                        out.failed.push((index, e));
+                    } else {
+                        return Err(e);
+                    }
+                }
+            }
         }
-        Ok(ops)
+        Ok(out)
     }
+}
+
+/// Which error policy [`ProjectorSet::run_event`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Each projector's own `on_error` (ingest, rebuild).
+    AsConfigured,
+    /// Every projector records (a build of a new projector set from a log
+    /// that cannot be refused any more).
+    RecordAll,
+}
+
+impl Policy {
+    /// Whether the failure of the projector with policy `on_error` is recorded.
+    pub fn records(self, on_error: OnError) -> bool {
+        self == Policy::RecordAll || on_error == OnError::Record
+    }
+}
+
+/// What the projectors of a set made of one event ([`ProjectorSet::run_event`]).
+#[derive(Debug, Default)]
+pub struct Projected {
+    /// Every successful projector's ops, in set order.
+    pub ops: Vec<Op>,
+    /// Which ops came from which projector, in set order.
+    pub segments: Vec<Segment>,
+    /// The failures of `on_error = "record"` projectors (index in the set,
+    /// error), in set order; they contributed no ops.
+    pub failed: Vec<(usize, ProjectionError)>,
+}
+
+/// The ops `ops[start..end]` of [`Projected`] came from the projector at
+/// index `projector` of the set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub projector: usize,
+    pub start: usize,
+    pub end: usize,
 }
 
 /// The graph-independent projector runs of one event, done ahead of order by
@@ -914,7 +1094,11 @@ fn describe(
 
 /// Checks `describe`'s answer: non-empty name and version without blanks,
 /// at least one handled pattern, each exact or `prefix.*`, type names non-empty.
-fn check_description(d: wit::Description, digest: Sha256) -> Result<ProjectorInfo, String> {
+fn check_description(
+    d: wit::Description,
+    digest: Sha256,
+    source: &ProjectorSource,
+) -> Result<ProjectorInfo, String> {
     let token = |what: &str, s: &str| -> Result<(), String> {
         if s.is_empty() {
             Err(format!("{what} is empty"))
@@ -953,6 +1137,8 @@ fn check_description(d: wit::Description, digest: Sha256) -> Result<ProjectorInf
         handles: d.handles,
         node_types: d.node_types,
         edge_types: d.edge_types,
+        limits: source.limits.clone(),
+        on_error: source.on_error,
     })
 }
 

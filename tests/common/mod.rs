@@ -213,6 +213,7 @@ pub fn leviathan() -> Command {
         .env_remove("LEVIATHAN_SYNC")
         .env_remove("LEVIATHAN_DATA_DIR")
         .env_remove("LEVIATHAN_PROJECTORS")
+        .env_remove("LEVIATHAN_PROJECTORS_FILE")
         .env_remove("LEVIATHAN_CONTROL_PLANE_TOKEN")
         .env("LEVIATHAN_LOG", "warn")
         // Compiled projectors are cached by digest: share them across tests.

@@ -39,6 +39,7 @@ fn json_output_is_the_servers_body_unchanged() {
         (&["log", "head"], "/v1/log/head"),
         (&["log", "verify"], "/v1/log/verify"),
         (&["projectors", "list"], "/v1/projection"),
+        (&["projectors", "status"], "/v1/projection"),
     ];
     for (args, path) in cases {
         let mut all = vec!["--json"];
@@ -179,6 +180,27 @@ fn tables_show_the_data() {
     let out = table(&["projectors", "list"]);
     assert!(
         out.contains("core") && out.contains("Attempt") && out.contains("fingerprint"),
+        "{out}"
+    );
+    let out = table(&["projectors", "status"]);
+    let core_row = out.lines().nth(1).unwrap();
+    assert!(
+        core_row.contains("core") && core_row.contains("reject") && core_row.contains("50000000"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("applied seq") && l.trim_end().ends_with(&head_seq)),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("lag") && l.contains("0 events")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("recorded errors") && l.trim_end().ends_with('0')),
         "{out}"
     );
 }

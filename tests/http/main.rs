@@ -13,6 +13,7 @@ mod auth;
 mod backup;
 mod compat;
 mod contract;
+mod deploy;
 mod event_types;
 mod graph_api;
 mod hardening;

@@ -5,13 +5,16 @@ use crate::common::wasm::{body_projector, static_projector, Describe, StaticOp};
 use crate::common::*;
 use serde_json::json;
 
+/// `name@0.1.0` owning the types `Thing-NAME` and `LINKS-NAME` (a set's
+/// projectors may not share a type).
 fn describe<'a>(name: &'a str, handles: &'a [&'a str]) -> Describe<'a> {
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     Describe {
         name,
         version: "0.1.0",
         handles,
-        node_types: &["Thing"],
-        edge_types: &["LINKS"],
+        node_types: Box::leak(vec![leak(format!("Thing-{name}"))].into_boxed_slice()),
+        edge_types: Box::leak(vec![leak(format!("LINKS-{name}"))].into_boxed_slice()),
     }
 }
 

@@ -14,16 +14,20 @@ use leviathan::projection::{
 };
 use serde_json::json;
 
-/// `name@0.1.0`, handling `abuse.NAME` only.
+/// `name@0.1.0`, handling `abuse.NAME` only, owning the node type `Thing-NAME`
+/// (a set's projectors may not share a type).
 fn describe(name: &str) -> Describe<'static> {
-    let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let name: &'static str = leak(name.to_owned());
     let handles: &'static [&'static str] =
-        Box::leak(vec![&*Box::leak(format!("abuse.{name}").into_boxed_str())].into_boxed_slice());
+        Box::leak(vec![leak(format!("abuse.{name}"))].into_boxed_slice());
+    let node_types: &'static [&'static str] =
+        Box::leak(vec![leak(format!("Thing-{name}"))].into_boxed_slice());
     Describe {
         name,
         version: "0.1.0",
         handles,
-        node_types: &["Thing"],
+        node_types,
         edge_types: &[],
     }
 }
@@ -33,12 +37,12 @@ const OP_SIZE: u32 = 36;
 
 /// A guest whose `project` builds, at run time, a list of `count` ops that
 /// all point at the same strings: `delete-node("x")` when `props_bytes` is
-/// `None`, else `put-node("x", "Thing", P)` where P is one JSON object of
+/// `None`, else `put-node("x", "Thing-NAME", P)` where P is one JSON object of
 /// `props_bytes` bytes (`{"a":"xxx…"}`) shared by every op.
 fn list_projector(name: &str, count: u32, props_bytes: Option<u32>) -> Vec<u8> {
     let mut d = Data::default();
     let (id_p, id_l) = d.str("x");
-    let (ty_p, ty_l) = d.str("Thing");
+    let (ty_p, ty_l) = d.str(&format!("Thing-{name}"));
     let make_props = match props_bytes {
         None => String::new(),
         Some(n) => {

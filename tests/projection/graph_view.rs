@@ -11,7 +11,7 @@ use serde_json::json;
 
 /// A guest that reads node `n1` and its outgoing `links` edges through the
 /// `graph` import and echoes them back as ops.
-fn graph_reading_projector() -> Vec<u8> {
+pub(crate) fn graph_reading_projector() -> Vec<u8> {
     let desc = Describe {
         name: "reader",
         version: "1.0.0",

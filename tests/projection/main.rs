@@ -13,6 +13,7 @@ mod failures;
 mod graph_view;
 mod limits;
 mod loading;
+mod vectors;
 mod wasi;
 
 use common::wasm::*;
@@ -24,11 +25,16 @@ fn source(bytes: Vec<u8>) -> ProjectorSource {
     ProjectorSource {
         bytes,
         limits: Limits::default(),
+        on_error: Default::default(),
     }
 }
 
 fn with_limits(bytes: Vec<u8>, limits: Limits) -> ProjectorSource {
-    ProjectorSource { bytes, limits }
+    ProjectorSource {
+        bytes,
+        limits,
+        on_error: Default::default(),
+    }
 }
 
 fn good_projector() -> Vec<u8> {

@@ -1,0 +1,127 @@
+//! One event through a projector set into a staged graph: run every
+//! projector that handles it, apply each one's ops with its ownership checked,
+//! and apply each projector's error policy (`on_error`): a `reject` failure
+//! refuses the event, a `record` failure drops that projector's ops and
+//! records the error with the graph (folded into the state digest). The
+//! writer (ingest) and `replay` (rebuild) both project through here, so a
+//! rebuild records the same errors bit for bit; a background build of another
+//! projector set can too (with [`Policy::RecordAll`]). It decides nothing
+//! about bundles or batches, and never writes storage itself (the `Staging`
+//! goes into the caller's batch).
+
+use crate::graph::{ErrorRecord, GraphError, Staging};
+use crate::projection::{EventInput, Failure, Policy, Prepared, ProjectionError, ProjectorSet};
+
+/// Why an event could not be projected.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// A projector whose failures are not recorded failed (or the host could
+    /// not run it): the event is refused.
+    #[error(transparent)]
+    Projection(Box<ProjectionError>),
+    /// The ops of a projector whose failures are not recorded do not apply
+    /// (`merge-node` on a node of another type, an oversized id ...).
+    #[error("{0}")]
+    GraphOp(GraphError),
+    /// The graph could not be read (or the event is out of order): not the
+    /// event's fault.
+    #[error(transparent)]
+    Graph(GraphError),
+}
+
+/// Projects `event` (with `prepared`, its graph-independent runs done ahead,
+/// or `Prepared::default()`) into `staging`, ending the event there (its
+/// digest extended). Returns the errors recorded for it (empty unless a
+/// `record` projector failed). On error the staging may hold part of the
+/// event: roll it back.
+pub fn project_event(
+    set: &ProjectorSet,
+    event: &EventInput<'_>,
+    prepared: Prepared,
+    staging: &mut Staging,
+    policy: Policy,
+) -> Result<Vec<ErrorRecord>, StepError> {
+    let projected = set
+        .run_event(event, prepared, staging, policy)
+        .map_err(|e| StepError::Projection(Box::new(e)))?;
+    staging.begin_event(event.seq).map_err(StepError::Graph)?;
+    let mut failed: Vec<(usize, ErrorRecord)> = projected
+        .failed
+        .into_iter()
+        .map(|(index, e)| (index, record(set, index, event, e.code(), &e.failure)))
+        .collect();
+    let mut applied = Vec::with_capacity(projected.segments.len());
+    for seg in &projected.segments {
+        let index = seg.projector;
+        let ops = &projected.ops[seg.start..seg.end];
+        let owns = |t: &str| set.owns_node_type(index, t);
+        match staging.apply_segment(event.seq, event.timestamp, ops, &owns) {
+            Ok(()) => applied.push(ops),
+            Err(e) => {
+                let failure = match e {
+                    GraphError::NotOwner {
+                        index: op_index,
+                        op,
+                        id,
+                        node_type,
+                    } => Failure::NotOwner {
+                        index: op_index,
+                        op,
+                        id,
+                        node_type,
+                    },
+                    GraphError::InvalidOp { .. } | GraphError::TypeMismatch { .. }
+                        if policy.records(set.on_error(index)) =>
+                    {
+                        Failure::GraphOp {
+                            reason: e.to_string(),
+                        }
+                    }
+                    GraphError::InvalidOp { .. } | GraphError::TypeMismatch { .. } => {
+                        return Err(StepError::GraphOp(e))
+                    }
+                    other => return Err(StepError::Graph(other)),
+                };
+                if !policy.records(set.on_error(index)) {
+                    return Err(StepError::Projection(Box::new(ProjectionError {
+                        projector: set.label(index).to_owned(),
+                        seq: event.seq,
+                        event_id: event.event_id.to_owned(),
+                        failure,
+                    })));
+                }
+                failed.push((index, record(set, index, event, failure.code(), &failure)));
+            }
+        }
+    }
+    failed.sort_by_key(|(index, _)| *index);
+    let errors: Vec<ErrorRecord> = failed.into_iter().map(|(_, r)| r).collect();
+    for e in &errors {
+        tracing::warn!(
+            projector = %e.projector,
+            seq = e.seq.0,
+            event_id = %e.event_id,
+            code = %e.code,
+            "projection error recorded (on_error = record): {}",
+            e.message
+        );
+    }
+    staging.end_event(event.seq, applied.into_iter(), &errors);
+    Ok(errors)
+}
+
+fn record(
+    set: &ProjectorSet,
+    index: usize,
+    event: &EventInput<'_>,
+    code: &str,
+    failure: &Failure,
+) -> ErrorRecord {
+    ErrorRecord {
+        seq: event.seq,
+        event_id: event.event_id.to_owned(),
+        projector: set.projectors()[index].name.clone(),
+        code: code.to_owned(),
+        message: failure.to_string(),
+    }
+}
