@@ -59,6 +59,7 @@ pub mod chain_verifier;
 pub mod config;
 pub mod ctl;
 pub mod digest;
+pub mod generations;
 pub mod graph;
 pub mod ids;
 pub mod invalidation;
