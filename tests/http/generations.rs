@@ -131,7 +131,7 @@ fn a_set_change_is_built_behind_the_live_set_and_switched_atomically_under_load(
     let m = manifest(files.path(), "team", &team(), "");
     let m_s = m.display().to_string();
     let mut s = Server::start();
-    preload(&s, "pre", 40, 100);
+    preload(&s, "pre", 20, 100);
     let before = projection(&s);
     assert_eq!(before["generation"], 0);
     s.stop();
@@ -317,6 +317,20 @@ fn a_generation_with_errors_stays_pending_until_the_manifest_allows_them() {
     assert_eq!(errors["errors"][0]["code"], "rejected");
     let (st, _) = s.get("/v1/projection/errors?generation=999");
     assert_eq!(st, 404);
+    // leviathanctl shows the pending build beside the live set.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathanctl"))
+        .args(["projectors", "status"])
+        .env("LEVIATHAN_API_URL", &s.base)
+        .env("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("generation {pending} (core@")) && text.contains(": pending"),
+        "{text}"
+    );
+    assert!(text.contains("20 (max_build_errors 0)"), "{text}");
     // The live (old) set keeps taking what the new one would refuse.
     preload(&s, "more", 1, 5);
     s.stop();
