@@ -37,6 +37,11 @@ pub struct Manifest {
     /// When the snapshot was taken (RFC 3339, UTC).
     pub created_at: String,
     pub leviathan_version: String,
+    /// The log's signed checkpoint at `seq` (a C2SP signed note, docs/AUDIT.md):
+    /// what an auditor holds to prove that the restored log is the one the
+    /// server signed, and that later logs extend it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
 }
 
 /// The manifest's format.
@@ -82,6 +87,7 @@ pub fn backup(
     graph: &GraphStore,
     projector_set: Option<Sha256>,
     to: &Path,
+    sign: Option<&dyn Fn(Seq) -> anyhow::Result<String>>,
 ) -> anyhow::Result<Manifest> {
     check_empty_target(to)?;
     let snap = db.snapshot();
@@ -123,6 +129,9 @@ pub fn backup(
     drop(snap);
     crate::storage::flush_memtables(&dest)?;
     let cas_totals = artifact_totals(&dest)?;
+    let checkpoint = sign
+        .map(|sign| sign(head.seq).context("signing the checkpoint at the backup's head"))
+        .transpose()?;
     let manifest = Manifest {
         format: FORMAT,
         seq: head.seq,
@@ -134,6 +143,7 @@ pub fn backup(
         keyspaces: counts,
         created_at,
         leviathan_version: env!("CARGO_PKG_VERSION").to_string(),
+        checkpoint,
     };
     verify_store(&dest, &manifest).context("the copy does not verify")?;
     drop(dest);

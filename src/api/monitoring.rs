@@ -205,12 +205,18 @@ pub async fn backup(
         };
         let started = Instant::now();
         let live = app.live.get();
+        let transparency = app.transparency.clone();
+        let log = app.log.clone();
+        let sign = move |seq: crate::seq::Seq| -> anyhow::Result<String> {
+            Ok(transparency.checkpoint_at(&log.view(), Some(seq.0))?)
+        };
         let m = crate::backup::backup(
             &app.monitor.db,
             &app.log,
             &live.graph,
             Some(live.fingerprint),
             &req.to,
+            Some(&sign),
         )
         .map_err(|e| {
             tracing::error!(to = %req.to.display(), "backup failed: {e:#}");

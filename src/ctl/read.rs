@@ -486,7 +486,10 @@ pub fn projectors_status(c: &Client, out: &mut Out, json: bool) -> Result<(), Ct
             ("fingerprint".into(), show(&b.fingerprint)),
             ("applied seq".into(), show(&b.applied_seq)),
             ("lag".into(), format!("{} events", b.lag_events)),
-            ("rate".into(), format!("{:.0} events/s", b.events_per_second)),
+            (
+                "rate".into(),
+                format!("{:.0} events/s", b.events_per_second),
+            ),
             (
                 "eta".into(),
                 b.eta_seconds.map_or("-".into(), |s| format!("{s:.0} s")),

@@ -78,6 +78,23 @@ fn backup_under_ingest_restores_an_equal_store_that_takes_ingest() {
     );
     assert_eq!(manifest["artifacts"], 1);
     assert!(to.join("manifest.json").is_file());
+    // The manifest carries the log's signed checkpoint at the backup's head:
+    // the one the server signs for that tree size (Ed25519 is deterministic).
+    let note = manifest["checkpoint"].as_str().expect("a checkpoint");
+    assert_eq!(
+        note.lines().nth(1),
+        Some(seq.to_string().as_str()),
+        "{note}"
+    );
+    let signed = s
+        .client
+        .get(s.url(&format!("/v1/log/checkpoint?tree_size={seq}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(note, signed);
     let source_events: Vec<Value> = s
         .all_events()
         .into_iter()
