@@ -62,6 +62,11 @@ pub struct BenchArgs {
     /// Requests per read route and phase (one at a time).
     #[arg(long, default_value_t = 2_000)]
     pub reads: usize,
+    /// Pace ingest at this many events per second across all clients (0: as
+    /// fast as the server takes them), e.g. to measure something else under
+    /// a steady load.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// Stop starting new requests after this many seconds (the report says so).
     #[arg(long, default_value_t = 600.0)]
     pub duration_limit: f64,
@@ -615,6 +620,7 @@ async fn ingest_phase(
     let stop = Arc::new(AtomicBool::new(false));
     let bundle = args.bundle as u64;
     let started = Instant::now();
+    let rate = args.rate;
     let mut tasks = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
         let (ctx, next, stop) = (ctx.clone(), next.clone(), stop.clone());
@@ -634,6 +640,12 @@ async fn ingest_phase(
                     break;
                 }
                 let count = bundle.min(to - first);
+                if rate > 0 {
+                    // The bundle starting at event `first` is due at first/rate s.
+                    let due =
+                        started + Duration::from_secs_f64((first - from) as f64 / rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let body = ctx.generator.bundle(first, count);
                 let len = body.len() as u64;
                 let t = Instant::now();
