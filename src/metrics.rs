@@ -167,6 +167,7 @@ pub struct Metrics {
     pub chain_last_verify_timestamp: Gauge<f64, AtomicU64>,
     pub generation_build_applied_seq: Gauge,
     pub generation_build_lag_events: Gauge,
+    pub generation_build_errors: Gauge,
 }
 
 impl Default for Metrics {
@@ -324,6 +325,12 @@ impl Default for Metrics {
             "Events the generation being built lags the log's head by (0: no build running)",
             generation_build_lag_events.clone(),
         );
+        let generation_build_errors = Gauge::default();
+        r.register(
+            "generation_build_errors",
+            "Projection errors the generation being built has recorded (0: no build running)",
+            generation_build_errors.clone(),
+        );
         Metrics {
             registry: Arc::new(root),
             ingest_requests,
@@ -351,6 +358,7 @@ impl Default for Metrics {
             chain_last_verify_timestamp,
             generation_build_applied_seq,
             generation_build_lag_events,
+            generation_build_errors,
         }
     }
 }

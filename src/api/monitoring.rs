@@ -125,10 +125,12 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
             Some(b) if b.state != crate::generations::build::BuildState::Switched => {
                 m.generation_build_applied_seq.set(b.applied_seq.0 as i64);
                 m.generation_build_lag_events.set(b.lag_events as i64);
+                m.generation_build_errors.set(b.errors as i64);
             }
             _ => {
                 m.generation_build_applied_seq.set(0);
                 m.generation_build_lag_events.set(0);
+                m.generation_build_errors.set(0);
             }
         }
         m.writer_up

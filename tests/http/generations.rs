@@ -331,6 +331,18 @@ fn a_generation_with_errors_stays_pending_until_the_manifest_allows_them() {
         "{text}"
     );
     assert!(text.contains("20 (max_build_errors 0)"), "{text}");
+    // ...and /metrics, for the LeviathanGenerationBuildErrors alert.
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("\nleviathan_generation_build_errors 20\n"),
+        "{metrics}"
+    );
     // The live (old) set keeps taking what the new one would refuse.
     preload(&s, "more", 1, 5);
     s.stop();

@@ -61,6 +61,7 @@ LEVIATHAN_METRICS = {
     "leviathan_projection_errors_recorded_total",
     "leviathan_generation_build_applied_seq",
     "leviathan_generation_build_lag_events",
+    "leviathan_generation_build_errors",
     "leviathan_artifacts",
     "leviathan_artifact_bytes",
     "leviathan_http_requests_total",
