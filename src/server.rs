@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::digest::Sha256;
 use crate::projection::ProjectorSet;
 use crate::projector_specs;
-use crate::storage::open_store;
+use crate::storage::{open_store, Store};
 use crate::writer::{Writer, WriterParts};
 use anyhow::Context;
 use std::path::Path;
@@ -52,15 +52,85 @@ pub fn load_projection_capped(
     })
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
+/// What start-up has done so far: `/readyz` says it while the server starts.
+#[derive(Clone, Default)]
+struct Starting {
+    stage: Arc<std::sync::Mutex<&'static str>>,
+    builds: crate::generations::Builds,
+}
+
+impl Starting {
+    fn set(&self, stage: &'static str) {
+        if let Ok(mut s) = self.stage.lock() {
+            *s = stage;
+        }
+    }
+
+    fn reason(&self) -> String {
+        let stage = self.stage.lock().map_or("starting", |s| *s);
+        match self.builds.get() {
+            Some(b) if stage == "building the new projector set's graph" => format!(
+                "{stage} before serving (LEVIATHAN_REBUILD=block): generation {}, seq {} of {}",
+                b.generation, b.applied_seq, b.head_seq
+            ),
+            _ => stage.to_string(),
+        }
+    }
+}
+
+/// While the store opens and a blocking build runs: `/livez` answers 200,
+/// everything else 503 `not_ready` with what start-up is doing.
+fn starting_router(starting: Starting) -> axum::Router {
+    use axum::routing::get;
+    let live = || async {
+        axum::Json(crate::wire::Health {
+            status: "ok".into(),
+        })
+    };
+    axum::Router::new()
+        .route("/livez", get(live))
+        .route("/healthz", get(live))
+        .fallback(move || {
+            let reason = starting.reason();
+            async move {
+                let mut resp = axum::response::IntoResponse::into_response(
+                    api::error::ApiError::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "not_ready",
+                        format!("not ready: the server is starting ({reason})"),
+                    )
+                    .with_details(serde_json::json!({"cause": "starting", "reason": reason})),
+                );
+                resp.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                resp
+            }
+        })
+}
+
+/// Opens the store, loads the projectors and decides the live generation
+/// (building it first with `LEVIATHAN_REBUILD=block`).
+fn open_and_prepare(
+    config: &Config,
+    starting: &Starting,
+) -> anyhow::Result<(
+    Store,
+    crate::log::Head,
+    Projection,
+    crate::generations::Prepared,
+)> {
+    starting.set("opening the store");
     let store = open_store(&config.data_dir)?;
     let head = store.log.check_head().context("checking the log head")?;
+    starting.set("loading the projectors");
     let projection = load_projection_capped(
         &config.projector_cache,
         &config.projectors,
         config.max_projector_bytes,
     )?;
+    starting.set("building the new projector set's graph");
     let prepared = crate::generations::prepare(
         &store,
         head,
@@ -73,7 +143,41 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         config.rebuild,
         &config.projector_cache,
+        &starting.builds,
     )?;
+    Ok((store, head, projection, prepared))
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    // Listen first: probes get an answer (503, saying why) while the store
+    // opens (a journal replay after a crash) or a blocking build runs.
+    let listener = Arc::new(
+        tokio::net::TcpListener::bind((config.host.as_str(), config.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?,
+    );
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "starting: probes answer on {addr} (503 until ready)");
+    let starting = Starting::default();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let probes = tokio::spawn(serve_http(
+        listener.clone(),
+        starting_router(starting.clone()),
+        config.http,
+        async move {
+            let _ = ready_rx.await;
+        },
+    ));
+    let opened = {
+        let (config, starting) = (config.clone(), starting.clone());
+        tokio::task::spawn_blocking(move || open_and_prepare(&config, &starting))
+            .await
+            .context("start-up panicked")?
+    };
+    let _ = ready_tx.send(());
+    let _ = probes.await;
+    let (store, head, projection, prepared) = opened?;
     let cas = Cas::open(&store.db, config.sync, config.limits.max_artifact_bytes)
         .context("opening the artifact store")?;
     let metrics = crate::metrics::Metrics::default();
@@ -154,10 +258,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         streams: streams.clone(),
     };
     let app = api::router(state);
-    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
-        .await
-        .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
-    let addr = listener.local_addr()?;
     // Signals are caught from before the line that says the server is up.
     let shutdown_signal_installed = shutdown_signal();
     tracing::info!(
@@ -237,7 +337,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// closed). On `shutdown`, stops accepting and lets open connections finish
 /// the request in flight.
 pub async fn serve_http(
-    listener: tokio::net::TcpListener,
+    listener: Arc<tokio::net::TcpListener>,
     app: axum::Router,
     http: crate::config::HttpSettings,
     shutdown: impl std::future::Future<Output = ()>,

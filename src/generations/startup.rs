@@ -57,6 +57,7 @@ pub fn prepare(
     configured: Configured<'_>,
     mode: RebuildMode,
     cache_dir: &Path,
+    builds: &Builds,
 ) -> anyhow::Result<Prepared> {
     let catalog = Catalog::open(&store.db)?;
     catalog.store_components(configured.sources)?;
@@ -129,7 +130,7 @@ pub fn prepare(
         max_rate: (configured.build_rate > 0).then_some(configured.build_rate),
     };
     match mode {
-        RebuildMode::Block => build_now(store, &catalog, live_id, plan),
+        RebuildMode::Block => build_now(store, &catalog, live_id, plan, builds),
         RebuildMode::Background => {
             let old = catalog.get(live_id)?;
             let sources = match &old {
@@ -187,6 +188,7 @@ fn build_now(
     catalog: &Catalog,
     live_id: u64,
     plan: Plan,
+    builds: &Builds,
 ) -> anyhow::Result<Prepared> {
     tracing::info!(
         generation = plan.record.id,
@@ -194,12 +196,11 @@ fn build_now(
         "the projector set changed: building its graph before serving (LEVIATHAN_REBUILD=block)"
     );
     let started = std::time::Instant::now();
-    let builds = Builds::default();
     let errors = build_until(
         &store.db,
         &store.log,
         &plan,
-        &builds,
+        builds,
         &AtomicBool::new(false),
         |applied, head| applied >= head,
     )?;

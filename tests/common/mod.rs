@@ -92,6 +92,21 @@ impl Server {
         }
     }
 
+    /// A server process started by the caller, already listening on `addr`.
+    pub fn adopt(child: Child, addr: &str, dir: &Path) -> Server {
+        Server {
+            child: Some(child),
+            base: format!("http://{addr}"),
+            data_dir: dir.to_path_buf(),
+            _tmp: None,
+            log: Arc::new(Mutex::new(Vec::new())),
+            client: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
     /// The server's process id (for signals).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server is running").id()

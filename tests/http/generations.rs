@@ -401,13 +401,71 @@ fn block_mode_builds_before_serving_and_an_old_store_is_told_to_use_it() {
     let err = refused(cmd);
     assert!(err.contains("LEVIATHAN_REBUILD=block"), "{err}");
 
-    let s = Server::start_in(
-        dir.path(),
-        &[
-            ("LEVIATHAN_PROJECTORS_FILE", m_s.as_str()),
-            ("LEVIATHAN_REBUILD", "block"),
-        ],
-    );
+    // While it builds (slowed down here), the server answers probes: /livez
+    // 200, /readyz 503 with what it is doing; then it is ready.
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_PROJECTORS_FILE", &m_s)
+        .env("LEVIATHAN_REBUILD", "block")
+        .env("LEVIATHAN_BUILD_RATE", "100")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            for marker in ["probes answer on ", "listening on "] {
+                if let Some(i) = line.find(marker) {
+                    let addr = line[i + marker.len()..]
+                        .split(|c: char| c.is_whitespace() || c == '"')
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    let _ = tx.send((marker, addr));
+                }
+            }
+        }
+    });
+    let (marker, addr) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(marker, "probes answer on ");
+    let client = reqwest::blocking::Client::new();
+    let mut saw_building = false;
+    let ready = loop {
+        let r = client.get(format!("http://{addr}/readyz")).send().unwrap();
+        if r.status() == 200 {
+            break r.json::<Value>().unwrap();
+        }
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        let body: Value = r.json().unwrap();
+        assert_eq!(body["error"]["code"], "not_ready", "{body}");
+        let reason = body["error"]["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if reason.contains("LEVIATHAN_REBUILD=block") && reason.contains("generation 1, seq ") {
+            saw_building = true;
+            let live = client.get(format!("http://{addr}/livez")).send().unwrap();
+            assert_eq!(live.status(), 200);
+            let other = client
+                .get(format!("http://{addr}/v1/projection"))
+                .bearer_auth(TOKEN)
+                .send()
+                .unwrap();
+            assert_eq!(other.status(), 503);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(ready["status"], "ready");
+    assert!(saw_building, "readyz never said the build was running");
+    let (marker, _) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(marker, "listening on ");
+    let s = Server::adopt(child, &addr, dir.path());
     let p = projection(&s);
     assert_eq!(p["generation"], 1, "{p}");
     assert_eq!(p["build"], Value::Null);
