@@ -243,6 +243,23 @@ impl Log {
         }
     }
 
+    /// Every stored bundle record, in bundle_id order (an export's
+    /// `bundles.ndjson`).
+    pub fn for_each_bundle_at(
+        &self,
+        v: &View,
+        mut f: impl FnMut(&str, BundleRecord) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        for kv in v.iter(&self.bundles) {
+            let (k, value) = kv.into_inner()?;
+            let id = String::from_utf8_lossy(&k);
+            let rec: BundleRecord = serde_json::from_slice(&value)
+                .map_err(|e| corrupt(format!("log_bundles/{id}"), e))?;
+            f(&id, rec)?;
+        }
+        Ok(())
+    }
+
     /// Events with seq > `after`, in log order, at most `limit`.
     pub fn after_at(
         &self,
