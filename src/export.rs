@@ -26,7 +26,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The format name in `manifest.json`.
 pub const FORMAT: &str = "leviathan-export/v1";
@@ -739,9 +739,4 @@ fn check_artifacts(
         ))
     })();
     (present, result)
-}
-
-/// The export directory's log file (for messages).
-pub fn log_path(dir: &Path) -> PathBuf {
-    dir.join(LOG)
 }

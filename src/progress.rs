@@ -18,8 +18,3 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     bar.set_message(what.to_string());
     bar
 }
-
-/// A bar that draws nothing (a caller that reports progress elsewhere).
-pub fn hidden() -> ProgressBar {
-    ProgressBar::hidden()
-}

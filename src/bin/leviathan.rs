@@ -313,7 +313,10 @@ fn verify(d: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
     let store = leviathan::storage::open_store(&dir)?;
     let started = std::time::Instant::now();
-    let report = store.log.verify()?;
+    // A progress bar on a terminal only (stderr), as `verify --export` has.
+    let bar = leviathan::progress::bar(store.log.head()?.seq.0, "verifying");
+    let report = store.log.verify_with_progress(&|n| bar.inc(n))?;
+    bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     let out = serde_json::json!({
         "report": report,

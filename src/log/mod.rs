@@ -336,6 +336,12 @@ impl Log {
         self.verify_from(&self.view(), Seq::ZERO, None)
     }
 
+    /// [`Log::verify`], telling `progress` how many more records were
+    /// verified after each chunk (`leviathan verify`'s progress bar).
+    pub fn verify_with_progress(&self, progress: &dyn Fn(u64)) -> Result<VerifyReport, LogError> {
+        self.verify_walk(&self.view(), Seq::ZERO, None, progress)
+    }
+
     /// [`Log::verify`] of the records after `after` in view `v`, given that
     /// the chain up to `after` was verified and ends with hash `prev` (`None`
     /// for `after` = 0): the background verifier's incremental pass. The
@@ -345,6 +351,16 @@ impl Log {
         v: &View,
         after: Seq,
         prev: Option<Sha256>,
+    ) -> Result<VerifyReport, LogError> {
+        self.verify_walk(v, after, prev, &|_| {})
+    }
+
+    fn verify_walk(
+        &self,
+        v: &View,
+        after: Seq,
+        prev: Option<Sha256>,
+        progress: &dyn Fn(u64),
     ) -> Result<VerifyReport, LogError> {
         let snap = v;
         // An unreadable head record is reported below as a head mismatch.
@@ -371,11 +387,13 @@ impl Log {
                 use rayon::prelude::*;
                 chunk.par_iter().map(|(k, v)| Checked::of(k, v)).collect()
             };
+            let n = checked.len() as u64;
             for c in checked {
                 if let Err((seq, msg)) = walk.step(&c) {
                     return Ok(walk.broken(head, seq, msg));
                 }
             }
+            progress(n);
         }
         if let Err((seq, msg)) = walk.ends_at(&head) {
             return Ok(walk.broken(head, seq, msg));
