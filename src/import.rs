@@ -240,7 +240,7 @@ fn load_bundles(from: &Path, store: &Store) -> anyhow::Result<u64> {
         let id = crate::ids::BundleId::new(b.bundle_id).map_err(|e| anyhow::anyhow!(e.0))?;
         store.log.stage_bundle(&mut batch, &id, &b.record);
         n += 1;
-        if n % LOAD_BATCH as u64 == 0 {
+        if n.is_multiple_of(LOAD_BATCH as u64) {
             std::mem::replace(&mut batch, store.db.batch()).commit()?;
         }
     }

@@ -667,8 +667,9 @@ pub struct LegacySummary {
     pub journal: String,
     pub lines: u64,
     pub events: u64,
-    /// Links whose hash recomputes by the original's rules and whose
-    /// prev_hash is the previous line's hash.
+    /// Links whose hash recomputes (by the original's rules, or in another
+    /// serialization: those are counted in `verified_in_other_form` too) and
+    /// whose prev_hash is the previous line's hash.
     pub verified: u64,
     /// Hashes that recompute only in another serialization (`findings`).
     pub verified_in_other_form: u64,

@@ -875,7 +875,8 @@ fn tampering_with_the_stored_log_is_named_by_seq() {
     assert_eq!((code, &r["ok"]), (0, &json!(true)), "{r}");
     assert_eq!(r["verified_events"], 10);
 
-    let cases: Vec<(&str, Box<dyn Fn(&fjall::Database)>, u64, &str)> = vec![
+    type Edit = Box<dyn Fn(&fjall::Database)>;
+    let cases: Vec<(&str, Edit, u64, &str)> = vec![
         (
             "one changed byte in record 4",
             Box::new(|db| {

@@ -579,3 +579,37 @@ fn a_damaged_legacy_journal_is_reported_link_by_link() {
         r["legacy"]["hash"].as_str().unwrap()
     );
 }
+
+/// `verify --export` and `verify` draw a progress bar on a terminal (run
+/// here under `script`, which gives the command a pseudo-terminal) and
+/// nothing when stderr is not one.
+#[test]
+fn verify_draws_a_progress_bar_only_on_a_terminal() {
+    let (dir, _, _) = written_store();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    assert_eq!(run(&["export", "--data-dir", p(dir.path()), "--to", p(&out)]).0, 0);
+    let bin = env!("CARGO_BIN_EXE_leviathan");
+    for args in [
+        format!("{bin} verify --export {}", p(&out)),
+        format!("{bin} verify --data-dir {}", p(dir.path())),
+    ] {
+        // Not a terminal: the report only.
+        let (code, _, err) = run(&args.split(' ').skip(1).collect::<Vec<_>>());
+        assert_eq!(code, 0);
+        assert!(!err.contains("verifying"), "{err}");
+        let Ok(tty) = std::process::Command::new("script")
+            .args(["-qec", &args, "/dev/null"])
+            .env("LEVIATHAN_LOG", "warn")
+            .env("LEVIATHAN_PROJECTOR_CACHE", shared_cache())
+            .output()
+        else {
+            println!("SKIP: util-linux `script` is not installed");
+            return;
+        };
+        let text = String::from_utf8_lossy(&tty.stdout);
+        assert!(tty.status.success(), "{text}");
+        assert!(text.contains("verifying ["), "{text}");
+        assert!(text.contains(" events, "), "{text}");
+    }
+}
