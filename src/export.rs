@@ -740,3 +740,54 @@ fn check_artifacts(
     })();
     (present, result)
 }
+
+// ------------------------------------------------------------------ the CLI
+
+/// `leviathan export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    #[arg(long, env = "LEVIATHAN_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// A new (or empty) directory.
+    #[arg(long)]
+    pub to: std::path::PathBuf,
+    /// The key that signs the checkpoint (default: the data dir's).
+    #[arg(long, env = "LEVIATHAN_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<std::path::PathBuf>,
+}
+
+/// Prints a command's JSON result on stdout.
+pub(crate) fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(format!("{}\n", serde_json::to_string_pretty(v)?).as_bytes())?;
+    Ok(())
+}
+
+/// Runs `leviathan export`: prints the manifest.
+pub fn run(args: ExportArgs) -> anyhow::Result<std::process::ExitCode> {
+    let dir = args
+        .data_dir
+        .or_else(crate::config::default_data_dir)
+        .context("no data directory: set LEVIATHAN_DATA_DIR or --data-dir")?;
+    let manifest = export(&dir, args.signing_key_file.as_deref(), &args.to)?;
+    print_json(&manifest)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Runs `leviathan verify --export DIR`: prints the report, exit 1 unless ok.
+pub fn run_verify(dir: &Path, public_key: Option<&str>) -> anyhow::Result<std::process::ExitCode> {
+    let key = public_key.map(crate::tlog::cli::verifier).transpose()?;
+    let started = std::time::Instant::now();
+    let report = verify_export(dir, key.as_ref())?;
+    let secs = started.elapsed().as_secs_f64();
+    print_json(&serde_json::json!({
+        "report": report,
+        "seconds": secs,
+        "events_per_second": if secs > 0.0 { report.verified_events as f64 / secs } else { 0.0 },
+    }))?;
+    Ok(if report.ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}

@@ -443,3 +443,95 @@ pub fn rebuild_with(
         crate::replay::rebuild(&store.db, &store.log, &store.graph, &p.set, p.fingerprint)
     })
 }
+
+// ------------------------------------------------------------------ the CLI
+
+/// `leviathan import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The export directory (not with --legacy).
+    #[arg(required_unless_present = "legacy", conflicts_with = "legacy")]
+    pub from: Option<std::path::PathBuf>,
+    /// The original control plane's journal (events.ndjson).
+    #[arg(long, value_name = "FILE")]
+    pub legacy: Option<std::path::PathBuf>,
+    /// The new (or empty) data directory.
+    #[arg(long, env = "LEVIATHAN_DATA_DIR")]
+    pub data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub projection: crate::config::ProjectionArgs,
+    /// With an export: the log's verifier key, to check its checkpoint with.
+    #[arg(long, conflicts_with = "legacy")]
+    pub public_key: Option<String>,
+    /// With an export: a state digest other than the export's is expected
+    /// (another projector set): exit 0 anyway.
+    #[arg(long)]
+    pub expect_change: bool,
+    /// With --legacy: the target of events whose payload has no valid `target_id`.
+    #[arg(long, default_value = "legacy", requires = "legacy")]
+    pub target: String,
+    /// With --legacy: import even when some links do not verify (each such
+    /// record says why in its `legacy.unverified`).
+    #[arg(long, requires = "legacy")]
+    pub accept_unverified: bool,
+}
+
+/// Runs `leviathan import`: prints what was imported (or, for a legacy
+/// journal, the summary); exit 1 when something does not match or nothing
+/// was imported.
+pub fn run(args: ImportArgs) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    let data_dir = std::path::absolute(&args.data_dir).context("making --data-dir absolute")?;
+    let rebuild = rebuild_with(
+        args.projection,
+        crate::config::default_projector_cache(&data_dir),
+    );
+    if let Some(journal) = &args.legacy {
+        let s = crate::legacy::import_legacy(
+            journal,
+            &data_dir,
+            &args.target,
+            args.accept_unverified,
+            rebuild,
+        )?;
+        export::print_json(&s)?;
+        if !s.imported {
+            eprintln!(
+                "error: nothing was imported: {} line(s) cannot be stored, {} link(s) do not \
+                 verify{}",
+                s.refused,
+                s.unverified,
+                if s.refused == 0 {
+                    " (see `findings`; --accept-unverified imports them, each saying why)"
+                } else {
+                    " (see `findings`)"
+                }
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let from = args
+        .from
+        .as_deref()
+        .context("give the export directory, or --legacy FILE")?;
+    let key = args
+        .public_key
+        .as_deref()
+        .map(crate::tlog::cli::verifier)
+        .transpose()?;
+    let done = import(from, &data_dir, key.as_ref(), rebuild)?;
+    export::print_json(&done)?;
+    if !done.tree_root_matches {
+        tracing::error!("the imported log's tree root is not the export's");
+        return Ok(ExitCode::FAILURE);
+    }
+    if !done.state_digest_matches && !args.expect_change {
+        tracing::warn!(
+            "the rebuilt graph's state digest is not the export's (another projector set? \
+             --expect-change accepts it)"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -59,47 +59,12 @@ enum Command {
     /// Export a stopped store: the log as NDJSON (one stored record a line with seq,
     /// prev_hash, hash), the artifacts by SHA-256, the bundles, and a manifest with
     /// the head, the Merkle tree's root and the latest signed checkpoint (docs/AUDIT.md).
-    Export {
-        #[arg(long, env = "LEVIATHAN_DATA_DIR")]
-        data_dir: Option<PathBuf>,
-        /// A new (or empty) directory.
-        #[arg(long)]
-        to: PathBuf,
-        /// The key that signs the checkpoint (default: the data dir's).
-        #[arg(long, env = "LEVIATHAN_SIGNING_KEY_FILE")]
-        signing_key_file: Option<PathBuf>,
-    },
+    Export(leviathan::export::ExportArgs),
     /// Load an export (DIR) into a new, empty data directory, verifying every link
     /// and artifact, and rebuild the graph with the configured projectors; or, with
     /// --legacy FILE, import the original Python control plane's events.ndjson
     /// journal, checking its own hash chain.
-    Import {
-        /// The export directory (not with --legacy).
-        #[arg(required_unless_present = "legacy", conflicts_with = "legacy")]
-        from: Option<PathBuf>,
-        /// The original control plane's journal (events.ndjson).
-        #[arg(long, value_name = "FILE")]
-        legacy: Option<PathBuf>,
-        /// The new (or empty) data directory.
-        #[arg(long, env = "LEVIATHAN_DATA_DIR")]
-        data_dir: PathBuf,
-        #[command(flatten)]
-        projection: leviathan::config::ProjectionArgs,
-        /// With an export: the log's verifier key, to check its checkpoint with.
-        #[arg(long, conflicts_with = "legacy")]
-        public_key: Option<String>,
-        /// With an export: a state digest other than the export's is expected
-        /// (another projector set): exit 0 anyway.
-        #[arg(long)]
-        expect_change: bool,
-        /// With --legacy: the target of events whose payload has no valid `target_id`.
-        #[arg(long, default_value = "legacy", requires = "legacy")]
-        target: String,
-        /// With --legacy: import even when some links do not verify (each such
-        /// record says why in its `legacy.unverified`).
-        #[arg(long, requires = "legacy")]
-        accept_unverified: bool,
-    },
+    Import(leviathan::import::ImportArgs),
     /// Rebuild the graph from the log with the configured projectors, offline; print the
     /// state digest; exit 1 if it differs from the graph's previous digest.
     Rebuild {
@@ -241,33 +206,9 @@ fn main() -> ExitCode {
             export: Some(dir),
             public_key,
             ..
-        } => verify_export(&dir, public_key.as_deref()),
-        Command::Export {
-            data_dir: d,
-            to,
-            signing_key_file,
-        } => export(d, &to, signing_key_file.as_deref()),
-        Command::Import {
-            from,
-            legacy,
-            data_dir,
-            projection,
-            public_key,
-            expect_change,
-            target,
-            accept_unverified,
-        } => match legacy {
-            Some(journal) => {
-                import_legacy(&journal, &data_dir, projection, &target, accept_unverified)
-            }
-            None => import(
-                from.as_deref().expect("clap requires DIR without --legacy"),
-                &data_dir,
-                projection,
-                public_key.as_deref(),
-                expect_change,
-            ),
-        },
+        } => leviathan::export::run_verify(&dir, public_key.as_deref()),
+        Command::Export(args) => leviathan::export::run(args),
+        Command::Import(args) => leviathan::import::run(args),
         Command::Rebuild {
             data_dir: d,
             projection,
@@ -489,102 +430,5 @@ fn restore(
         &mut stdout,
         format!("{}\n", serde_json::to_string_pretty(&restored)?).as_bytes(),
     )?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    std::io::Write::write_all(
-        &mut stdout,
-        format!("{}\n", serde_json::to_string_pretty(v)?).as_bytes(),
-    )?;
-    Ok(())
-}
-
-fn verify_export(dir: &std::path::Path, public_key: Option<&str>) -> anyhow::Result<ExitCode> {
-    let key = public_key.map(leviathan::tlog::cli::verifier).transpose()?;
-    let started = std::time::Instant::now();
-    let report = leviathan::export::verify_export(dir, key.as_ref())?;
-    let secs = started.elapsed().as_secs_f64();
-    print_json(&serde_json::json!({
-        "report": report,
-        "seconds": secs,
-        "events_per_second": if secs > 0.0 { report.verified_events as f64 / secs } else { 0.0 },
-    }))?;
-    Ok(if report.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-fn export(
-    d: Option<PathBuf>,
-    to: &std::path::Path,
-    signing_key_file: Option<&std::path::Path>,
-) -> anyhow::Result<ExitCode> {
-    let dir = data_dir(d)?;
-    let manifest = leviathan::export::export(&dir, signing_key_file, to)?;
-    print_json(&manifest)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn import(
-    from: &std::path::Path,
-    data_dir: &std::path::Path,
-    projection: leviathan::config::ProjectionArgs,
-    public_key: Option<&str>,
-    expect_change: bool,
-) -> anyhow::Result<ExitCode> {
-    let data_dir = std::path::absolute(data_dir).context("making --data-dir absolute")?;
-    let key = public_key.map(leviathan::tlog::cli::verifier).transpose()?;
-    let rebuild = leviathan::import::rebuild_with(
-        projection,
-        leviathan::config::default_projector_cache(&data_dir),
-    );
-    let done = leviathan::import::import(from, &data_dir, key.as_ref(), rebuild)?;
-    print_json(&done)?;
-    if !done.tree_root_matches {
-        tracing::error!("the imported log's tree root is not the export's");
-        return Ok(ExitCode::FAILURE);
-    }
-    if !done.state_digest_matches && !expect_change {
-        tracing::warn!(
-            "the rebuilt graph's state digest is not the export's (another projector set? \
-             --expect-change accepts it)"
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn import_legacy(
-    journal: &std::path::Path,
-    data_dir: &std::path::Path,
-    projection: leviathan::config::ProjectionArgs,
-    target: &str,
-    accept_unverified: bool,
-) -> anyhow::Result<ExitCode> {
-    let data_dir = std::path::absolute(data_dir).context("making --data-dir absolute")?;
-    let rebuild = leviathan::import::rebuild_with(
-        projection,
-        leviathan::config::default_projector_cache(&data_dir),
-    );
-    let s =
-        leviathan::legacy::import_legacy(journal, &data_dir, target, accept_unverified, rebuild)?;
-    print_json(&s)?;
-    if !s.imported {
-        eprintln!(
-            "error: nothing was imported: {} line(s) cannot be stored, {} link(s) do not verify{}",
-            s.refused,
-            s.unverified,
-            if s.refused == 0 {
-                " (see `findings`; --accept-unverified imports them, each saying why)"
-            } else {
-                " (see `findings`)"
-            }
-        );
-        return Ok(ExitCode::FAILURE);
-    }
     Ok(ExitCode::SUCCESS)
 }
