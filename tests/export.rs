@@ -588,7 +588,10 @@ fn verify_draws_a_progress_bar_only_on_a_terminal() {
     let (dir, _, _) = written_store();
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
-    assert_eq!(run(&["export", "--data-dir", p(dir.path()), "--to", p(&out)]).0, 0);
+    assert_eq!(
+        run(&["export", "--data-dir", p(dir.path()), "--to", p(&out)]).0,
+        0
+    );
     let bin = env!("CARGO_BIN_EXE_leviathan");
     for args in [
         format!("{bin} verify --export {}", p(&out)),
