@@ -272,6 +272,7 @@ fn writer_append(c: &mut Criterion) {
             fingerprint: e.projection.fingerprint,
             head,
             sync,
+            live: None,
         })
         .expect("writer");
         let rt = tokio::runtime::Builder::new_current_thread()

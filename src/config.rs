@@ -56,6 +56,16 @@ pub struct ServeArgs {
     /// <data dir>/log-signing.key, generated on first start.
     #[arg(long, env = "LEVIATHAN_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
+    /// When the projector set differs from the live graph's: `background`
+    /// (serve the live graph while the new set's graph is built from the log,
+    /// then switch) or `block` (build it before serving).
+    #[arg(long, env = "LEVIATHAN_REBUILD", value_enum, default_value_t = crate::generations::RebuildMode::Background)]
+    pub rebuild: crate::generations::RebuildMode,
+    /// Most events per second a background generation build projects (0:
+    /// as fast as it can). Lowers the build's share of the CPU and disk
+    /// when ingest must keep all of it.
+    #[arg(long, env = "LEVIATHAN_BUILD_RATE", default_value_t = 0)]
+    pub build_rate: u64,
     #[command(flatten)]
     pub projection: ProjectionArgs,
     #[command(flatten)]
@@ -128,6 +138,10 @@ pub struct Config {
     pub ops: OpsSettings,
     /// `LEVIATHAN_SIGNING_KEY_FILE`; `None`: the data dir's key.
     pub signing_key_file: Option<PathBuf>,
+    /// `LEVIATHAN_REBUILD`.
+    pub rebuild: crate::generations::RebuildMode,
+    /// `LEVIATHAN_BUILD_RATE` (0: unlimited).
+    pub build_rate: u64,
 }
 
 /// A setting that stops the server from starting. The message says what to do.
@@ -224,6 +238,8 @@ impl Config {
             max_projector_bytes: args.projection.max_projector_bytes,
             autonomy_config: args.autonomy_config.clone(),
             signing_key_file: args.signing_key_file.clone(),
+            rebuild: args.rebuild,
+            build_rate: args.build_rate,
             projector_cache,
             projectors: configured.specs,
             projector_settings: configured.settings,

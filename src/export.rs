@@ -263,9 +263,11 @@ pub fn export(data_dir: &Path, signing_key: Option<&Path>, to: &Path) -> anyhow:
             let t = crate::tlog::Transparency {
                 tree,
                 log: store.log.clone(),
-                graph: store.graph.clone(),
+                graph: crate::tlog::GraphSource::Fixed {
+                    graph: store.graph.clone(),
+                    fingerprint,
+                },
                 signer: std::sync::Arc::new(signer),
-                fingerprint,
             };
             (Some(t.checkpoint_at(&view, None)?), Some(verifier_key))
         }

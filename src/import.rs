@@ -440,7 +440,16 @@ pub fn rebuild_with(
         let cache = projection.projector_cache.clone().unwrap_or(default_cache);
         let p =
             crate::server::load_projection_capped(&cache, &specs, projection.max_projector_bytes)?;
-        crate::replay::rebuild(&store.db, &store.log, &store.graph, &p.set, p.fingerprint)
+        let report =
+            crate::replay::rebuild(&store.db, &store.log, &store.graph, &p.set, p.fingerprint)?;
+        // As `leviathan rebuild` does: the rebuilt generation's set is recorded.
+        crate::generations::Catalog::open(&store.db)?.record_rebuilt(
+            store.graph.generation(),
+            &p.set,
+            p.fingerprint,
+            &p.sources,
+        )?;
+        Ok(report)
     })
 }
 

@@ -165,6 +165,8 @@ pub struct Metrics {
     pub chain_verified_seq: Gauge,
     pub chain_verify_failures: Counter,
     pub chain_last_verify_timestamp: Gauge<f64, AtomicU64>,
+    pub generation_build_applied_seq: Gauge,
+    pub generation_build_lag_events: Gauge,
 }
 
 impl Default for Metrics {
@@ -310,6 +312,18 @@ impl Default for Metrics {
             "Unix time the background chain verifier last finished a pass",
             chain_last_verify_timestamp.clone(),
         );
+        let generation_build_applied_seq = Gauge::default();
+        r.register(
+            "generation_build_applied_seq",
+            "Seq the generation being built has applied (0: no build running)",
+            generation_build_applied_seq.clone(),
+        );
+        let generation_build_lag_events = Gauge::default();
+        r.register(
+            "generation_build_lag_events",
+            "Events the generation being built lags the log's head by (0: no build running)",
+            generation_build_lag_events.clone(),
+        );
         Metrics {
             registry: Arc::new(root),
             ingest_requests,
@@ -335,6 +349,8 @@ impl Default for Metrics {
             chain_verified_seq,
             chain_verify_failures,
             chain_last_verify_timestamp,
+            generation_build_applied_seq,
+            generation_build_lag_events,
         }
     }
 }

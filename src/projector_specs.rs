@@ -298,6 +298,16 @@ pub fn load(
     cache_dir: Option<&Path>,
     max_bytes: u64,
 ) -> Result<ProjectorSet, SpecError> {
+    load_with_sources(specs, cache_dir, max_bytes).map(|(set, _)| set)
+}
+
+/// [`load`], also returning the sources it loaded (component bytes, limits,
+/// policies), which the generations catalog keeps.
+pub fn load_with_sources(
+    specs: &[Spec],
+    cache_dir: Option<&Path>,
+    max_bytes: u64,
+) -> Result<(ProjectorSet, Vec<ProjectorSource>), SpecError> {
     let at = |spec: &Spec, e: SpecError| SpecError::At {
         who: spec.who(),
         source: Box::new(e),
@@ -335,7 +345,7 @@ pub fn load(
             on_error: spec.on_error,
         });
     }
-    let set = ProjectorSet::load(sources, cache_dir).map_err(|e| {
+    let set = ProjectorSet::load(sources.clone(), cache_dir).map_err(|e| {
         let index = match &e {
             LoadError::Limits { index, .. } | LoadError::Component { index, .. } => Some(*index),
             LoadError::Duplicate { second, .. } => Some(*second),
@@ -391,7 +401,7 @@ pub fn load(
             tracing::info!(projector = %set.label(index), vectors = passed, file = %file.display(), "test vectors passed");
         }
     }
-    Ok(set)
+    Ok((set, sources))
 }
 
 #[cfg(test)]

@@ -6,11 +6,9 @@ use crate::api::{self, AppState};
 use crate::cas::Cas;
 use crate::config::Config;
 use crate::digest::Sha256;
-use crate::log::Head;
 use crate::projection::ProjectorSet;
 use crate::projector_specs;
-use crate::seq::Seq;
-use crate::storage::{open_store, Store};
+use crate::storage::open_store;
 use crate::writer::{Writer, WriterParts};
 use anyhow::Context;
 use std::path::Path;
@@ -20,6 +18,8 @@ use std::sync::Arc;
 pub struct Projection {
     pub set: Arc<ProjectorSet>,
     pub fingerprint: Sha256,
+    /// What the set was loaded from (the generations catalog keeps it).
+    pub sources: Vec<crate::projection::ProjectorSource>,
 }
 
 /// Loads the configured projectors, caching compiled forms in `cache_dir`
@@ -43,37 +43,13 @@ pub fn load_projection_capped(
 ) -> anyhow::Result<Projection> {
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("cannot create {}", cache_dir.display()))?;
-    let set = projector_specs::load(specs, Some(cache_dir), max_bytes)?;
+    let (set, sources) = projector_specs::load_with_sources(specs, Some(cache_dir), max_bytes)?;
     let fingerprint = set.fingerprint();
     Ok(Projection {
         set: Arc::new(set),
         fingerprint,
+        sources,
     })
-}
-
-/// Refuses to serve a graph that is not the projection of the whole log by
-/// the configured projectors.
-pub(crate) fn check_graph(store: &Store, head: Head, fingerprint: &Sha256) -> anyhow::Result<()> {
-    let (graph_seq, _) = store.graph.state()?;
-    let built_by = store.graph.projector_set()?;
-    if head.seq == Seq::ZERO && graph_seq == Seq::ZERO {
-        return Ok(());
-    }
-    if built_by.as_ref() != Some(fingerprint) {
-        anyhow::bail!(
-            "the graph was built by another projector set (fingerprint {}), the server is configured \
-             with {fingerprint} (LEVIATHAN_PROJECTORS). Stop the server and run `leviathan rebuild` \
-             to re-project the log with the configured projectors; the log itself is unchanged",
-            built_by.map_or("none".into(), |f| f.to_hex())
-        );
-    }
-    if graph_seq != head.seq {
-        anyhow::bail!(
-            "the graph is projected up to seq {graph_seq} but the log ends at seq {}; run `leviathan rebuild`",
-            head.seq
-        );
-    }
-    Ok(())
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -85,20 +61,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config.projectors,
         config.max_projector_bytes,
     )?;
-    check_graph(&store, head, &projection.fingerprint)?;
+    let prepared = crate::generations::prepare(
+        &store,
+        head,
+        crate::generations::Configured {
+            set: projection.set.clone(),
+            fingerprint: projection.fingerprint,
+            sources: &projection.sources,
+            settings: &config.projector_settings,
+            build_rate: config.build_rate,
+        },
+        config.rebuild,
+        &config.projector_cache,
+    )?;
     let cas = Cas::open(&store.db, config.sync, config.limits.max_artifact_bytes)
         .context("opening the artifact store")?;
     let metrics = crate::metrics::Metrics::default();
     projection.set.attach_metrics(&metrics);
+    prepared.live.projectors.attach_metrics(&metrics);
+    let live_graph = prepared.live.graph.clone();
+    let live = crate::generations::LiveGraph::new(prepared.live);
     let writer = Writer::start_with_metrics(
         WriterParts {
             db: store.db.clone(),
             log: store.log.clone(),
-            graph: store.graph.clone(),
-            projectors: projection.set.clone(),
-            fingerprint: projection.fingerprint,
+            graph: live_graph,
+            projectors: live.get().projectors.clone(),
+            fingerprint: live.get().fingerprint,
             head,
             sync: config.sync,
+            live: Some(live.clone()),
         },
         metrics.writer(),
     )
@@ -118,20 +110,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let transparency = crate::tlog::Transparency {
         tree: crate::tlog::Tree::open(&store.db, &store.log).context("opening the Merkle tree")?,
         log: store.log.clone(),
-        graph: store.graph.clone(),
+        graph: crate::tlog::GraphSource::Live(live.clone()),
         signer: Arc::new(signer),
-        fingerprint: projection.fingerprint,
+    };
+    let builds = crate::generations::Builds::default();
+    let build_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let build_thread = match prepared.build {
+        Some(plan) => Some(
+            crate::generations::build::spawn(crate::generations::build::Background {
+                db: store.db.clone(),
+                log: store.log.clone(),
+                catalog: prepared.catalog.clone(),
+                plan,
+                writer: writer.clone(),
+                live: live.clone(),
+                builds: builds.clone(),
+                stop: build_stop.clone(),
+            })
+            .context("starting the generation build")?,
+        ),
+        None => None,
     };
     let streams = api::stream::Streams::new(config.streams, writer.head_watch());
     let state = AppState {
-        projectors: projection.set.clone(),
-        fingerprint: projection.fingerprint,
+        live: live.clone(),
+        builds: builds.clone(),
+        catalog: prepared.catalog.clone(),
         tokens: config.tokens.clone(),
         http: config.http,
         limits: config.limits,
         autonomy_config: config.autonomy_config.clone(),
         log: store.log.clone(),
-        graph: store.graph.clone(),
         cas,
         writer,
         metrics: metrics.clone(),
@@ -178,6 +187,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     serve_http(listener, app, config.http, on_signal).await;
     reload.abort();
+    // A build stops at its next chunk; it resumes from there on the next start.
+    build_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = build_thread {
+        let joined = tokio::task::spawn_blocking(move || t.join());
+        let _ = tokio::time::timeout(config.http.shutdown_timeout, joined).await;
+    }
     drop(verifier);
     // Whatever state the store is in, the process exits within the shutdown
     // timeout of the signal: a flush that cannot finish is abandoned.

@@ -367,9 +367,64 @@ pub struct ProjectionErrorsPage {
 pub struct Projection {
     pub applied_seq: Seq,
     pub fingerprint: Sha256,
+    /// The live generation's id.
+    #[serde(default)]
+    pub generation: u64,
     pub log_head_seq: Seq,
     pub projectors: Vec<Projector>,
     pub state_digest: Sha256,
+    /// The generation being built behind the live one (or the last build,
+    /// until the server restarts): its progress, errors and ETA.
+    #[serde(default)]
+    pub build: Option<GenerationBuild>,
+}
+
+/// A generation build's progress (`GET /v1/projection`, `build`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenerationBuild {
+    pub generation: u64,
+    pub fingerprint: Sha256,
+    /// `name@version` of each projector of the new set.
+    pub projectors: Vec<String>,
+    /// `building`, `switching`, `switched` (live now), `pending` (too many
+    /// errors: not live) or `failed`.
+    pub state: String,
+    pub applied_seq: Seq,
+    /// Where this run of the build started (above 0: a resumed build).
+    pub resumed_from_seq: Seq,
+    pub head_seq: Seq,
+    pub lag_events: u64,
+    pub events_per_second: f64,
+    pub errors: u64,
+    pub max_build_errors: u64,
+    pub eta_seconds: Option<f64>,
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl From<crate::generations::BuildStatus> for GenerationBuild {
+    fn from(s: crate::generations::BuildStatus) -> GenerationBuild {
+        GenerationBuild {
+            generation: s.generation,
+            fingerprint: s.fingerprint,
+            projectors: s.projectors,
+            state: serde_json::to_value(s.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            applied_seq: s.applied_seq,
+            resumed_from_seq: s.resumed_from_seq,
+            head_seq: s.head_seq,
+            lag_events: s.lag_events,
+            events_per_second: s.events_per_second,
+            errors: s.errors,
+            max_build_errors: s.max_build_errors,
+            eta_seconds: s.eta_seconds,
+            started_at: s.started_at,
+            message: s.message,
+        }
+    }
 }
 
 // ---------------------------------------------------------------- attempts

@@ -214,6 +214,49 @@ struct Job {
     reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
+/// What the writer thread takes from its queue.
+enum Msg {
+    Append(Job),
+    Switch(SwitchJob),
+}
+
+struct SwitchJob {
+    request: SwitchRequest,
+    reply: oneshot::Sender<Result<SwitchOutcome, AppendError>>,
+}
+
+/// A request to make another generation live (crate::generations::build):
+/// the writer projects what the generation still lacks of the log (with
+/// `Policy::RecordAll`: history cannot be refused), and commits those
+/// events' graph changes with `stage_catalog`'s writes in one batch; then it
+/// projects every later event with the new set, and swaps the live handle
+/// before it answers anything else.
+pub struct SwitchRequest {
+    pub graph: GraphStore,
+    pub projectors: Arc<ProjectorSet>,
+    pub fingerprint: Sha256,
+    /// Most recorded errors the generation may have and still go live.
+    pub max_errors: u64,
+    /// Errors it has recorded so far.
+    pub errors_so_far: u64,
+    /// The catalog's writes for the switch (the new live id, the records).
+    pub stage_catalog: Box<dyn FnOnce(&mut fjall::OwnedWriteBatch) + Send>,
+}
+
+/// How a [`SwitchRequest`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchOutcome {
+    /// The generation is live from the head `seq` on; the writer projected
+    /// its last `caught_up` events itself; it has recorded `errors` in all.
+    Switched {
+        seq: Seq,
+        caught_up: u64,
+        errors: u64,
+    },
+    /// It recorded more errors than allowed; nothing was committed.
+    TooManyErrors { errors: u64 },
+}
+
 /// What the writer owns.
 pub struct WriterParts {
     pub db: Database,
@@ -224,12 +267,15 @@ pub struct WriterParts {
     pub fingerprint: Sha256,
     pub head: Head,
     pub sync: SyncMode,
+    /// The live generation's shared handle, swapped by a switch
+    /// ([`Writer::switch_blocking`]); `None`: this writer never switches.
+    pub live: Option<crate::generations::LiveGraph>,
 }
 
 /// Handle used by request handlers to submit bundles. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Msg>,
     health: Arc<Health>,
     /// The committed head seq, published after every commit (event streams wake on it).
     head: tokio::sync::watch::Receiver<Seq>,
@@ -294,6 +340,7 @@ impl Writer {
             projectors: parts.projectors,
             fingerprint: parts.fingerprint,
             head: parts.head,
+            live: parts.live,
             health: Arc::new(Health::default()),
             metrics,
         };
@@ -330,10 +377,24 @@ impl Writer {
     pub async fn append(&self, bundle: Bundle) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { bundle, reply })
+            .send(Msg::Append(Job { bundle, reply }))
             .await
             .map_err(|_| AppendError::Unavailable(self.health.stopped()))?;
         rx.await
+            .map_err(|_| AppendError::Unavailable(self.health.stopped()))?
+    }
+}
+
+impl Writer {
+    /// Asks the writer to make another generation live ([`SwitchRequest`]);
+    /// blocks until it did or could not. For a thread that may block (the
+    /// generation builder), never an async task.
+    pub fn switch_blocking(&self, request: SwitchRequest) -> Result<SwitchOutcome, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .blocking_send(Msg::Switch(SwitchJob { request, reply }))
+            .map_err(|_| AppendError::Unavailable(self.health.stopped()))?;
+        rx.blocking_recv()
             .map_err(|_| AppendError::Unavailable(self.health.stopped()))?
     }
 }
@@ -358,6 +419,7 @@ struct State {
     projectors: Arc<ProjectorSet>,
     fingerprint: Sha256,
     head: Head,
+    live: Option<crate::generations::LiveGraph>,
     persist: PersistMode,
     health: Arc<Health>,
     metrics: crate::metrics::WriterMetrics,
@@ -391,15 +453,36 @@ struct Pending {
 }
 
 impl State {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        while let Some(first) = rx.blocking_recv() {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut next = None;
+        loop {
+            let first = match next.take() {
+                Some(m) => m,
+                None => match rx.blocking_recv() {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            let first = match first {
+                Msg::Append(job) => job,
+                Msg::Switch(s) => {
+                    let outcome = self.switch(s.request);
+                    let _ = s.reply.send(outcome);
+                    continue;
+                }
+            };
             let mut events = first.bundle.events.len();
             let mut jobs = vec![first];
             while jobs.len() < MAX_BATCH_BUNDLES && events < MAX_BATCH_EVENTS {
                 match rx.try_recv() {
-                    Ok(j) => {
+                    Ok(Msg::Append(j)) => {
                         events += j.bundle.events.len();
                         jobs.push(j);
+                    }
+                    Ok(switch) => {
+                        // After this batch, in queue order.
+                        next = Some(switch);
+                        break;
                     }
                     Err(_) => break,
                 }
@@ -407,6 +490,92 @@ impl State {
             self.process(jobs);
         }
         tracing::info!("writer stopped: no more senders");
+    }
+
+    /// Makes the requested generation live (see [`SwitchRequest`]).
+    fn switch(&mut self, request: SwitchRequest) -> Result<SwitchOutcome, AppendError> {
+        if let Some(failure) = self.health.failure() {
+            return Err(AppendError::Unavailable(failure.clone()));
+        }
+        let fail = |this: &Self, what: &str, e: &dyn std::fmt::Display| {
+            AppendError::Storage(
+                this.health
+                    .fail(StorageFailure::new(what, e).on_volume(this.log.store_path())),
+            )
+        };
+        let graph_error = |e: crate::graph::GraphError| {
+            AppendError::Storage(StorageFailure::new("reading the new generation failed", e))
+        };
+        let (mut applied, _) = request.graph.state().map_err(graph_error)?;
+        let mut staging = request.graph.staging().map_err(graph_error)?;
+        let mut errors = request.errors_so_far;
+        let mut caught_up = 0u64;
+        while applied < self.head.seq {
+            let chunk = self
+                .log
+                .after_at(&self.log.view(), applied, 4096)
+                .map_err(|e| fail(self, "reading the log failed", &e))?;
+            let Some(last) = chunk.last() else { break };
+            let last = last.seq;
+            for e in &chunk {
+                let recorded = project_event(
+                    &request.projectors,
+                    &crate::replay::input(e),
+                    Prepared::default(),
+                    &mut staging,
+                    Policy::RecordAll,
+                )
+                .map_err(|e| {
+                    AppendError::Storage(StorageFailure::new(
+                        "projecting the log into the new generation failed",
+                        e,
+                    ))
+                })?;
+                errors += recorded.len() as u64;
+            }
+            caught_up += chunk.len() as u64;
+            applied = last;
+        }
+        if errors > request.max_errors {
+            return Ok(SwitchOutcome::TooManyErrors { errors });
+        }
+        let mut batch = self.db.batch().durability(Some(self.persist));
+        staging
+            .write_into(&mut batch)
+            .map_err(|e| fail(self, "staging the new generation failed", &e))?;
+        request
+            .graph
+            .stage_projector_set(&mut batch, &request.fingerprint);
+        (request.stage_catalog)(&mut batch);
+        batch
+            .commit()
+            .map_err(|e| fail(self, "committing the switch failed", &e))?;
+        let previous = self.graph.generation();
+        self.graph = request.graph.clone();
+        self.projectors = request.projectors.clone();
+        self.fingerprint = request.fingerprint;
+        if let Some(live) = &self.live {
+            live.replace(crate::generations::Live {
+                generation: request.graph.generation(),
+                graph: request.graph,
+                projectors: request.projectors,
+                fingerprint: request.fingerprint,
+            });
+        }
+        tracing::info!(
+            previous,
+            generation = self.graph.generation(),
+            fingerprint = %self.fingerprint,
+            seq = self.head.seq.0,
+            caught_up,
+            errors,
+            "generation switched: the new projector set is live"
+        );
+        Ok(SwitchOutcome::Switched {
+            seq: self.head.seq,
+            caught_up,
+            errors,
+        })
     }
 
     fn process(&mut self, jobs: Vec<Job>) {

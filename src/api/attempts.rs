@@ -25,7 +25,7 @@ pub async fn list(
     let cursor = p.str("cursor").map(str::to_string);
     blocking(move || {
         Ok(Json(views::attempts::list(
-            &app.graph,
+            &app.live.graph(),
             target.as_deref(),
             cursor.as_deref(),
             limit,
@@ -39,7 +39,14 @@ pub async fn show(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<AttemptDetail>, ApiError> {
-    blocking(move || Ok(Json(views::attempts::detail(&app.log, &app.graph, &id)?))).await
+    blocking(move || {
+        Ok(Json(views::attempts::detail(
+            &app.log,
+            &app.live.graph(),
+            &id,
+        )?))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -71,7 +78,7 @@ pub async fn invalidate(
     let app2 = app.clone();
     let id2 = id.clone();
     let node = blocking(move || {
-        views::attempts::attempt_node(&app2.graph, &id2)?
+        views::attempts::attempt_node(&app2.live.graph(), &id2)?
             .ok_or_else(|| ApiError::not_found(format!("no attempt with id {id2:?}")))
     })
     .await?;
@@ -97,8 +104,7 @@ pub async fn invalidate(
         .into_response());
     }
     let appended = app.writer.append(plan.bundle).await?;
-    app.metrics
-        .count_recorded_errors(&appended.recorded_errors);
+    app.metrics.count_recorded_errors(&appended.recorded_errors);
     Ok(Json(Invalidated {
         attempt_id: plan.attempt_id,
         event_id: plan.event.event_id,

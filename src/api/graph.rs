@@ -14,9 +14,10 @@ pub async fn summary(State(app): State<AppState>) -> Result<Json<Summary>, ApiEr
     blocking(move || {
         // By key for the set's declared types: the only types the graph can
         // hold (GraphStore::counts_of), at a cost independent of the log's size.
-        let infos = app.projectors.projectors();
+        let live = app.live.get();
+        let infos = live.projectors.projectors();
         let view = app.log.view();
-        let (nodes, edges) = app.graph.counts_of_at(
+        let (nodes, edges) = live.graph.counts_of_at(
             &view,
             infos
                 .iter()
@@ -50,9 +51,10 @@ pub async fn nodes(
     let node_type = p.str("type").map(str::to_string);
     let cursor = p.str("cursor").map(str::to_string);
     blocking(move || {
-        let page: Page<_> = app
-            .graph
-            .list_nodes(node_type.as_deref(), cursor.as_deref(), limit)?;
+        let page: Page<_> =
+            app.live
+                .graph()
+                .list_nodes(node_type.as_deref(), cursor.as_deref(), limit)?;
         let nodes: Vec<wire::Node> = page.items.into_iter().map(Into::into).collect();
         Ok(Json(NodesPage {
             count: nodes.len(),
@@ -68,7 +70,7 @@ pub async fn node(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<wire::Node>, ApiError> {
-    blocking(move || match app.graph.get_node(&id)? {
+    blocking(move || match app.live.graph().get_node(&id)? {
         Some(n) => Ok(Json(n.into())),
         None => Err(ApiError::not_found(format!("no node with id {id:?}"))),
     })
@@ -96,9 +98,10 @@ pub async fn edges(
     let edge_type = p.str("type").map(str::to_string);
     let cursor = p.str("cursor").map(str::to_string);
     blocking(move || {
-        let page = app
-            .graph
-            .edges(&id, dir, edge_type.as_deref(), cursor.as_deref(), limit)?;
+        let page =
+            app.live
+                .graph()
+                .edges(&id, dir, edge_type.as_deref(), cursor.as_deref(), limit)?;
         let edges: Vec<wire::Edge> = page.items.into_iter().map(Into::into).collect();
         Ok(Json(EdgesPage {
             count: edges.len(),
@@ -113,10 +116,11 @@ pub async fn edges(
 /// `GET /v1/projection`: the projector set, the last applied seq and the state digest.
 pub async fn projection(State(app): State<AppState>) -> Result<Json<Projection>, ApiError> {
     blocking(move || {
+        let live = app.live.get();
         let view = app.log.view();
-        let (seq, digest) = app.graph.state_at(&view)?;
+        let (seq, digest) = live.graph.state_at(&view)?;
         let head = app.log.head_at(&view)?;
-        let projectors = app
+        let projectors = live
             .projectors
             .projectors()
             .iter()
@@ -138,18 +142,21 @@ pub async fn projection(State(app): State<AppState>) -> Result<Json<Projection>,
             .collect();
         Ok(Json(Projection {
             applied_seq: seq,
-            fingerprint: app.fingerprint,
+            fingerprint: live.fingerprint,
+            generation: live.generation,
             log_head_seq: head.seq,
             projectors,
             state_digest: digest,
+            build: app.builds.get().map(Into::into),
         }))
     })
     .await
 }
 
-/// `GET /v1/projection/errors?projector=&limit=&cursor=`: the projection
-/// errors recorded by `on_error = "record"` projectors, in log order (one
-/// projector's with `projector`), paged like the graph's lists.
+/// `GET /v1/projection/errors?projector=&generation=&limit=&cursor=`: the
+/// projection errors recorded by `on_error = "record"` projectors (or by a
+/// generation's build: `generation`), in log order (one projector's with
+/// `projector`), paged like the graph's lists.
 pub async fn projection_errors(
     State(app): State<AppState>,
     RawQuery(q): RawQuery,
@@ -158,10 +165,29 @@ pub async fn projection_errors(
     let limit = limit(&p, 100)?;
     let projector = p.str("projector").map(str::to_owned);
     let cursor = p.str("cursor").map(str::to_owned);
+    let generation = match p.str("generation") {
+        None => None,
+        Some(g) => Some(g.parse::<u64>().map_err(|_| {
+            ApiError::invalid_query(format!("generation must be a generation id, got {g:?}"))
+        })?),
+    };
     blocking(move || {
-        let page = app
-            .graph
-            .projection_errors(projector.as_deref(), cursor.as_deref(), limit)?;
+        let graph = match generation {
+            None => app.live.graph(),
+            Some(g) if g == app.live.get().generation => app.live.graph(),
+            Some(g) => app
+                .catalog
+                .graph(g)
+                .map_err(|e| {
+                    ApiError::internal("opening a generation's graph failed", format!("{e:#}"))
+                })?
+                .ok_or_else(|| {
+                    ApiError::not_found(format!(
+                        "no generation {g} (GET /v1/projection names the live one and any build)"
+                    ))
+                })?,
+        };
+        let page = graph.projection_errors(projector.as_deref(), cursor.as_deref(), limit)?;
         let errors: Vec<wire::ProjectionError> = page.items.into_iter().map(Into::into).collect();
         Ok(Json(wire::ProjectionErrorsPage {
             count: errors.len(),

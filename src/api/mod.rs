@@ -23,7 +23,6 @@ mod topology;
 use crate::bundle::Limits;
 use crate::cas::Cas;
 use crate::config::HttpSettings;
-use crate::graph::GraphStore;
 use crate::log::Log;
 use crate::tokens::{Role, Tokens};
 use crate::writer::Writer;
@@ -37,8 +36,12 @@ use std::collections::HashMap;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub projectors: std::sync::Arc<crate::projection::ProjectorSet>,
-    pub fingerprint: crate::digest::Sha256,
+    /// The live generation (graph, projector set, fingerprint), swapped
+    /// whole when another generation goes live: take it once per request.
+    pub live: crate::generations::LiveGraph,
+    /// The generation being built, if any (`GET /v1/projection`).
+    pub builds: crate::generations::Builds,
+    pub catalog: crate::generations::Catalog,
     /// The known tokens (swapped whole on SIGHUP).
     pub tokens: Tokens,
     /// Limits of the HTTP layer.
@@ -47,7 +50,6 @@ pub struct AppState {
     /// The autonomy YAML read by `/v1/autonomy/status`.
     pub autonomy_config: std::path::PathBuf,
     pub log: Log,
-    pub graph: GraphStore,
     pub cas: Cas,
     pub writer: Writer,
     pub metrics: crate::metrics::Metrics,

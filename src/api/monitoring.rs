@@ -118,8 +118,18 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
         if let Ok(h) = app.log.head() {
             m.log_head_seq.set(h.seq.0 as i64);
         }
-        if let Ok((seq, _)) = app.graph.state() {
+        if let Ok((seq, _)) = app.live.graph().state() {
             m.graph_applied_seq.set(seq.0 as i64);
+        }
+        match app.builds.get() {
+            Some(b) if b.state != crate::generations::build::BuildState::Switched => {
+                m.generation_build_applied_seq.set(b.applied_seq.0 as i64);
+                m.generation_build_lag_events.set(b.lag_events as i64);
+            }
+            _ => {
+                m.generation_build_applied_seq.set(0);
+                m.generation_build_lag_events.set(0);
+            }
         }
         m.writer_up
             .set(i64::from(app.writer.health().failure().is_none()));
@@ -194,11 +204,12 @@ pub async fn backup(
             ));
         };
         let started = Instant::now();
+        let live = app.live.get();
         let m = crate::backup::backup(
             &app.monitor.db,
             &app.log,
-            &app.graph,
-            Some(app.fingerprint),
+            &live.graph,
+            Some(live.fingerprint),
             &req.to,
         )
         .map_err(|e| {

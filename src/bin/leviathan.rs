@@ -297,6 +297,12 @@ fn rebuild(
         leviathan::server::load_projection_capped(&cache, &specs, projection.max_projector_bytes)?;
     let report =
         leviathan::replay::rebuild(&store.db, &store.log, &store.graph, &p.set, p.fingerprint)?;
+    leviathan::generations::Catalog::open(&store.db)?.record_rebuilt(
+        store.graph.generation(),
+        &p.set,
+        p.fingerprint,
+        &p.sources,
+    )?;
     // The log's Merkle tree is not the graph's: a rebuild leaves it as it is,
     // and builds it if the store predates it.
     leviathan::tlog::Tree::open(&store.db, &store.log)?.catch_up(&store.db)?;

@@ -462,6 +462,7 @@ pub fn projectors_status(c: &Client, out: &mut Out, json: bool) -> Result<(), Ct
         errors.count.to_string()
     };
     out.fields(&[
+        ("generation".into(), v.generation.to_string()),
         ("fingerprint".into(), show(&v.fingerprint)),
         ("applied seq".into(), show(&v.applied_seq)),
         ("log head seq".into(), show(&v.log_head_seq)),
@@ -469,6 +470,36 @@ pub fn projectors_status(c: &Client, out: &mut Out, json: bool) -> Result<(), Ct
         ("state digest".into(), show(&v.state_digest)),
         ("recorded errors".into(), recorded),
     ])?;
+    if let Some(b) = &v.build {
+        out.line("")?;
+        out.line(&format!(
+            "generation {} ({}): {}",
+            b.generation,
+            b.projectors
+                .iter()
+                .map(|p| clean(p))
+                .collect::<Vec<_>>()
+                .join(", "),
+            clean(&b.state)
+        ))?;
+        out.fields(&[
+            ("fingerprint".into(), show(&b.fingerprint)),
+            ("applied seq".into(), show(&b.applied_seq)),
+            ("lag".into(), format!("{} events", b.lag_events)),
+            ("rate".into(), format!("{:.0} events/s", b.events_per_second)),
+            (
+                "eta".into(),
+                b.eta_seconds.map_or("-".into(), |s| format!("{s:.0} s")),
+            ),
+            (
+                "errors".into(),
+                format!("{} (max_build_errors {})", b.errors, b.max_build_errors),
+            ),
+        ])?;
+        if let Some(m) = &b.message {
+            out.line(&clean(m))?;
+        }
+    }
     if let Some(last) = errors.errors.last() {
         out.line(&format!(
             "last recorded error: seq {} ({}) {}: {}: {}",

@@ -155,3 +155,17 @@ impl GraphStore {
         self.projection_errors_at(&self.db.snapshot(), projector, cursor, limit)
     }
 }
+
+impl GraphStore {
+    /// How many projection errors this graph has recorded (one per failing
+    /// projector per event). Reads the whole by-seq family: for status pages
+    /// and a build's resume, not for a hot path.
+    pub fn error_count(&self) -> Result<u64, GraphError> {
+        let mut n = 0u64;
+        for kv in self.errors.prefix([TAG_SEQ]) {
+            kv.key()?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}

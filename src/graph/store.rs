@@ -39,6 +39,8 @@ pub const GENESIS_DIGEST: Sha256 = Sha256([0; 32]);
 #[derive(Clone)]
 pub struct GraphStore {
     pub(crate) db: Database,
+    /// Which generation (projector set's graph) these keyspaces hold.
+    generation: u64,
     pub(crate) nodes: Keyspace,
     pub(crate) nodes_by_type: Keyspace,
     pub(crate) nodes_by_created: Keyspace,
@@ -57,11 +59,24 @@ impl std::fmt::Debug for GraphStore {
 }
 
 impl GraphStore {
-    /// Opens (creating if needed) the graph keyspaces in `db`.
+    /// Opens (creating if needed) the keyspaces of the live generation's
+    /// graph in `db` (the one the `generations` catalog names; generation 0,
+    /// the unprefixed keyspaces, in a store that never changed its projector
+    /// set online).
     pub fn open(db: &Database) -> Result<GraphStore, GraphError> {
-        let ks = |name: &str| db.keyspace(name, crate::storage::keyspace_options);
+        GraphStore::open_generation(db, live_generation(db)?)
+    }
+
+    /// Opens (creating if needed) the keyspaces of generation `generation`:
+    /// `graph_*` for generation 0, `gen<N>_graph_*` for generation N.
+    pub fn open_generation(db: &Database, generation: u64) -> Result<GraphStore, GraphError> {
+        let ks = |name: &str| {
+            let name = keyspace_name(generation, name);
+            db.keyspace(&name, crate::storage::keyspace_options)
+        };
         let store = GraphStore {
             db: db.clone(),
+            generation,
             nodes: ks("graph_nodes")?,
             nodes_by_type: ks("graph_nodes_by_type")?,
             nodes_by_created: ks("graph_nodes_by_created")?,
@@ -83,8 +98,34 @@ impl GraphStore {
             None => store.meta.insert(keys::META_FORMAT, keys::FORMAT_VERSION)?,
         }
         let (seq, digest) = store.state()?;
-        tracing::debug!(%seq, %digest, "graph store opened");
+        tracing::debug!(generation, %seq, %digest, "graph store opened");
         Ok(store)
+    }
+
+    /// The generation this graph belongs to.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Deletes this generation's keyspaces (their files go once the last
+    /// handle on them is dropped, fjall's `delete_keyspace`). For a
+    /// generation that is not live.
+    pub(crate) fn delete(self) -> Result<(), GraphError> {
+        let db = self.db.clone();
+        for ks in [
+            self.nodes,
+            self.nodes_by_type,
+            self.nodes_by_created,
+            self.edges_out,
+            self.edges_in,
+            self.counts,
+            self.digests,
+            self.errors,
+            self.meta,
+        ] {
+            db.delete_keyspace(ks)?;
+        }
+        Ok(())
     }
 
     /// Every graph keyspace with its name, in a fixed order (dump order).
@@ -122,6 +163,32 @@ impl GraphStore {
 }
 
 const META_PROJECTORS: &[u8] = b"projectors";
+
+/// The catalog of generations (crate::generations owns it; the graph reads
+/// only which one is live, so that every opener of the store gets it).
+pub(crate) const GENERATIONS_KEYSPACE: &str = "generations";
+/// Key of the live generation's id (`u64` big-endian) in the catalog.
+pub(crate) const LIVE_KEY: &[u8] = b"live";
+
+/// The live generation's id: 0 unless the catalog names another.
+pub(crate) fn live_generation(db: &Database) -> Result<u64, GraphError> {
+    let catalog = db.keyspace(GENERATIONS_KEYSPACE, crate::storage::keyspace_options)?;
+    match catalog.get(LIVE_KEY)? {
+        None => Ok(0),
+        Some(v) => <[u8; 8]>::try_from(v.as_ref())
+            .map(u64::from_be_bytes)
+            .map_err(|_| GraphError::corrupt("live generation", &v)),
+    }
+}
+
+/// The fjall keyspace name of graph keyspace `name` in `generation`.
+pub(crate) fn keyspace_name(generation: u64, name: &str) -> String {
+    if generation == 0 {
+        name.to_owned()
+    } else {
+        format!("gen{generation}_{name}")
+    }
+}
 
 impl GraphStore {
     /// Fingerprint of the projector set that built the committed graph

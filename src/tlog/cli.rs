@@ -258,9 +258,11 @@ fn bundle_from_store(
     let t = Transparency {
         tree,
         log: store.log.clone(),
-        graph: store.graph.clone(),
+        graph: super::GraphSource::Fixed {
+            graph: store.graph.clone(),
+            fingerprint,
+        },
         signer: std::sync::Arc::new(signer),
-        fingerprint,
     };
     Ok(t.bundle(event_id, Some(&cas))?)
 }

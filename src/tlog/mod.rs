@@ -157,10 +157,33 @@ pub const BUNDLE_FORMAT: &str = "leviathan-audit-bundle/v1";
 pub struct Transparency {
     pub tree: Tree,
     pub log: Log,
-    pub graph: GraphStore,
+    /// The graph whose state digests checkpoints sign.
+    pub graph: GraphSource,
     pub signer: Arc<NoteSigner>,
-    /// The fingerprint of the projector set of the live graph.
-    pub fingerprint: Sha256,
+}
+
+/// Which graph a checkpoint's state digest and projector set come from.
+#[derive(Clone)]
+pub enum GraphSource {
+    /// The server's live generation (it changes when another goes live).
+    Live(crate::generations::LiveGraph),
+    /// One graph, with the fingerprint of the set that built it (offline).
+    Fixed {
+        graph: GraphStore,
+        fingerprint: Sha256,
+    },
+}
+
+impl GraphSource {
+    fn current(&self) -> (GraphStore, Sha256) {
+        match self {
+            GraphSource::Live(live) => {
+                let l = live.get();
+                (l.graph.clone(), l.fingerprint)
+            }
+            GraphSource::Fixed { graph, fingerprint } => (graph.clone(), *fingerprint),
+        }
+    }
 }
 
 impl Transparency {
@@ -190,7 +213,8 @@ impl Transparency {
                 .ok_or_else(|| AuditError::NotFound(format!("no record at seq {size}")))?;
             split_stored(value).map(|(h, _)| h)
         };
-        let state_digest = self.graph.digest_at(Seq(size))?.ok_or_else(|| {
+        let (graph, fingerprint) = self.graph.current();
+        let state_digest = graph.digest_at(Seq(size))?.ok_or_else(|| {
             AuditError::NotFound(format!("no state digest is recorded for seq {size}"))
         })?;
         let c = Checkpoint {
@@ -199,7 +223,7 @@ impl Transparency {
             root,
             chain_head,
             state_digest,
-            projector_set: self.fingerprint,
+            projector_set: fingerprint,
         };
         Ok(self.signer.sign(&c.text()))
     }

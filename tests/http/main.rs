@@ -15,6 +15,7 @@ mod compat;
 mod contract;
 mod deploy;
 mod event_types;
+mod generations;
 mod graph_api;
 mod hardening;
 mod hashing;

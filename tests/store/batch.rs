@@ -50,6 +50,7 @@ fn one_batch(f: &Fixture, bundles: &[Value]) -> Vec<Result<Appended, AppendError
         fingerprint: f.fingerprint,
         head: f.store.log.check_head().unwrap(),
         sync: SyncMode::Always,
+        live: None,
     })
     .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,362 @@
+//! Building a generation from the log: from its applied seq (0 for a new
+//! one, where it stopped after a crash) to the head, in chunks committed in
+//! their own batches (not durable one by one: a crash loses at most the last
+//! chunks, and the build resumes from what its graph says it applied, the
+//! state and the graph changes being in the same batch). In the background
+//! (the default) it then follows the head like a replica until it lags by at
+//! most [`SWITCH_LAG`] events, and asks the writer to switch; with
+//! `LEVIATHAN_REBUILD=block` the server builds to the head before it serves.
+//!
+//! History cannot be refused, so every projector records its failures here
+//! (`Policy::RecordAll`); a generation with more recorded errors than the
+//! manifest's `max_build_errors` stays pending.
+
+use super::catalog::{Catalog, GenerationRecord, Status};
+use super::live::LiveGraph;
+use crate::digest::Sha256;
+use crate::graph::GraphStore;
+use crate::log::Log;
+use crate::project_event::project_event;
+use crate::projection::{EventInput, Policy, ProjectorSet};
+use crate::seq::Seq;
+use crate::writer::{SwitchOutcome, SwitchRequest, Writer};
+use anyhow::Context;
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Events read, projected and committed per chunk.
+const CHUNK_EVENTS: usize = 4096;
+
+/// The build asks the writer to switch once it lags the head by at most this
+/// many events: the writer projects them itself, pausing ingest for about
+/// that long (well under a second).
+pub const SWITCH_LAG: u64 = 2048;
+
+/// A generation to build: its record, graph and loaded projector set.
+pub struct Plan {
+    pub record: GenerationRecord,
+    pub graph: GraphStore,
+    pub projectors: Arc<ProjectorSet>,
+    pub fingerprint: Sha256,
+    pub settings: crate::manifest::Settings,
+    /// Most events per second the build projects (`LEVIATHAN_BUILD_RATE`);
+    /// `None`: as fast as it can.
+    pub max_rate: Option<u64>,
+}
+
+/// Where a build stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildState {
+    Building,
+    /// Caught up, waiting for the writer to switch.
+    Switching,
+    /// Live now (the build is over).
+    Switched,
+    /// Built with more errors than `max_build_errors`: not live.
+    Pending,
+    /// Stopped by a storage failure (the message says which).
+    Failed,
+}
+
+/// A build's progress, as `GET /v1/projection` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildStatus {
+    pub generation: u64,
+    pub fingerprint: Sha256,
+    pub projectors: Vec<String>,
+    pub state: BuildState,
+    pub applied_seq: Seq,
+    /// Where this run of the build started (above 0: it resumed a build
+    /// that a restart or crash interrupted).
+    pub resumed_from_seq: Seq,
+    pub head_seq: Seq,
+    pub lag_events: u64,
+    pub events_per_second: f64,
+    pub errors: u64,
+    pub max_build_errors: u64,
+    pub eta_seconds: Option<f64>,
+    pub started_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The current (or last) build's status, shared with the API and metrics.
+#[derive(Clone, Default)]
+pub struct Builds(Arc<Mutex<Option<BuildStatus>>>);
+
+impl Builds {
+    pub fn get(&self) -> Option<BuildStatus> {
+        match self.0.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut BuildStatus)) {
+        let mut g = match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(s) = g.as_mut() {
+            f(s);
+        }
+    }
+
+    fn set(&self, status: BuildStatus) {
+        match self.0.lock() {
+            Ok(mut g) => *g = Some(status),
+            Err(p) => *p.into_inner() = Some(status),
+        }
+    }
+}
+
+/// Builds `plan`'s graph until `done(applied, head)` (or `stop`); returns the
+/// errors it has recorded in all (this run and before).
+pub fn build_until(
+    db: &fjall::Database,
+    log: &Log,
+    plan: &Plan,
+    builds: &Builds,
+    stop: &AtomicBool,
+    done: impl Fn(Seq, Seq) -> bool,
+) -> anyhow::Result<u64> {
+    let mut errors = plan.graph.error_count()?;
+    let (mut applied, _) = plan.graph.state()?;
+    let started = Instant::now();
+    let first = applied;
+    builds.set(BuildStatus {
+        generation: plan.record.id,
+        fingerprint: plan.fingerprint,
+        projectors: plan.record.labels(),
+        state: BuildState::Building,
+        applied_seq: applied,
+        resumed_from_seq: applied,
+        head_seq: log.head()?.seq,
+        lag_events: 0,
+        events_per_second: 0.0,
+        errors,
+        max_build_errors: plan.settings.max_build_errors,
+        eta_seconds: None,
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        message: None,
+    });
+    loop {
+        let view = log.view();
+        let head = log.head_at(&view)?.seq;
+        let rate = {
+            let secs = started.elapsed().as_secs_f64();
+            if secs > 0.0 {
+                (applied.0 - first.0) as f64 / secs
+            } else {
+                0.0
+            }
+        };
+        let lag = head.0.saturating_sub(applied.0);
+        builds.update(|s| {
+            s.applied_seq = applied;
+            s.head_seq = head;
+            s.lag_events = lag;
+            s.events_per_second = rate;
+            s.errors = errors;
+            s.eta_seconds = (rate > 0.0).then(|| lag as f64 / rate);
+        });
+        if done(applied, head) || stop.load(Ordering::Relaxed) {
+            return Ok(errors);
+        }
+        if applied >= head {
+            // Caught up, but not done (a pending build following nothing):
+            // wait for the log to grow.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let chunk_events = plan
+            .max_rate
+            .map_or(CHUNK_EVENTS, |r| (r as usize).clamp(1, CHUNK_EVENTS));
+        if let Some(rate) = plan.max_rate {
+            // Not ahead of the allowed rate: wait until this chunk is due.
+            let due = Duration::from_secs_f64((applied.0 - first.0) as f64 / rate.max(1) as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let chunk = log
+            .after_at(&view, applied, chunk_events)
+            .context("reading the log for the build")?;
+        drop(view);
+        let Some(last) = chunk.last().map(|e| e.seq) else {
+            continue;
+        };
+        let inputs: Vec<EventInput<'_>> = chunk.iter().map(crate::replay::input).collect();
+        let prepared = plan.projectors.prepare_all(&inputs);
+        let mut staging = plan.graph.staging()?;
+        for (e, p) in inputs.iter().zip(prepared) {
+            let recorded = project_event(&plan.projectors, e, p, &mut staging, Policy::RecordAll)
+                .with_context(|| {
+                format!("building generation {}: seq {}", plan.record.id, e.seq)
+            })?;
+            errors += recorded.len() as u64;
+        }
+        let mut batch = db.batch();
+        staging.write_into(&mut batch)?;
+        plan.graph
+            .stage_projector_set(&mut batch, &plan.fingerprint);
+        batch.commit().context("committing a build chunk")?;
+        applied = last;
+    }
+}
+
+/// Everything a background build needs.
+pub struct Background {
+    pub db: fjall::Database,
+    pub log: Log,
+    pub catalog: Catalog,
+    pub plan: Plan,
+    pub writer: Writer,
+    pub live: LiveGraph,
+    pub builds: Builds,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Starts the background build; the thread ends when the generation is live,
+/// pending, or the build failed (its status says which).
+pub fn spawn(bg: Background) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("leviathan-generation-build".into())
+        .spawn(move || {
+            let builds = bg.builds.clone();
+            if let Err(e) = run(bg) {
+                tracing::error!("building the new generation failed: {e:#}");
+                builds.update(|s| {
+                    s.state = BuildState::Failed;
+                    s.message = Some(format!("{e:#}"));
+                });
+            }
+        })
+}
+
+fn run(bg: Background) -> anyhow::Result<()> {
+    let Background {
+        db,
+        log,
+        catalog,
+        plan,
+        writer,
+        live,
+        builds,
+        stop,
+    } = bg;
+    let id = plan.record.id;
+    tracing::info!(
+        generation = id,
+        fingerprint = %plan.fingerprint,
+        "building a new generation in the background; the live one keeps serving"
+    );
+    let errors = build_until(&db, &log, &plan, &builds, &stop, |applied, head| {
+        head.0.saturating_sub(applied.0) <= SWITCH_LAG
+    })?;
+    if stop.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let to_head = |applied: Seq, head: Seq| applied >= head;
+    if errors > plan.settings.max_build_errors {
+        // Too many already: build to the head (every error recorded and
+        // served), then stay pending.
+        let errors = build_until(&db, &log, &plan, &builds, &stop, to_head)?;
+        return pend(&catalog, &plan, &builds, errors);
+    }
+    builds.update(|s| s.state = BuildState::Switching);
+    let old = live.get();
+    let keep = plan.settings.keep_previous;
+    let old_record = catalog.get(old.generation)?;
+    let mut new_record = plan.record.clone();
+    new_record.status = Status::Live;
+    let stage_catalog = {
+        let catalog = catalog.clone();
+        let old_id = old.generation;
+        Box::new(move |batch: &mut fjall::OwnedWriteBatch| {
+            catalog.stage_live(batch, new_record.id);
+            catalog.stage_record(batch, &new_record);
+            match old_record {
+                Some(mut r) if keep => {
+                    r.status = Status::Kept;
+                    catalog.stage_record(batch, &r);
+                }
+                _ => catalog.stage_remove(batch, old_id),
+            }
+        })
+    };
+    let outcome = writer
+        .switch_blocking(SwitchRequest {
+            graph: plan.graph.clone(),
+            projectors: plan.projectors.clone(),
+            fingerprint: plan.fingerprint,
+            max_errors: plan.settings.max_build_errors,
+            errors_so_far: errors,
+            stage_catalog,
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match outcome {
+        SwitchOutcome::TooManyErrors { .. } => {
+            // The writer's catch-up was not committed: record it here.
+            let errors = build_until(&db, &log, &plan, &builds, &stop, to_head)?;
+            pend(&catalog, &plan, &builds, errors)
+        }
+        SwitchOutcome::Switched { seq, errors, .. } => {
+            builds.update(|s| {
+                s.state = BuildState::Switched;
+                s.errors = errors;
+                s.applied_seq = seq;
+                s.head_seq = seq;
+                s.lag_events = 0;
+                s.eta_seconds = None;
+            });
+            if !keep {
+                retire(old);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Marks the generation pending: it does not go live, its errors are served.
+fn pend(catalog: &Catalog, plan: &Plan, builds: &Builds, errors: u64) -> anyhow::Result<()> {
+    let mut record = plan.record.clone();
+    record.status = Status::Pending;
+    catalog.put(&record)?;
+    builds.update(|s| {
+        s.state = BuildState::Pending;
+        s.errors = errors;
+        s.message = Some(format!(
+            "{errors} projection errors recorded, more than max_build_errors = {}: the generation \
+             stays pending and the live one keeps serving (GET /v1/projection/errors?generation={})",
+            plan.settings.max_build_errors, record.id
+        ));
+    });
+    tracing::warn!(
+        generation = record.id,
+        errors,
+        max_build_errors = plan.settings.max_build_errors,
+        "the new generation recorded too many projection errors: it stays pending"
+    );
+    Ok(())
+}
+
+/// Deletes a generation that is no longer live, once no request reads it
+/// any more (or after a minute: fjall keeps a deleted keyspace's files
+/// while handles on it remain).
+pub(crate) fn retire(old: Arc<super::Live>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let generation = old.generation;
+    let graph = old.graph.clone();
+    drop(old);
+    match graph.delete() {
+        Ok(()) => tracing::info!(generation, "the previous generation was deleted"),
+        Err(e) => tracing::warn!(generation, "deleting the previous generation failed: {e}"),
+    }
+}

@@ -1,0 +1,405 @@
+//! Generations: a changed projector set is built in the background while the
+//! live one serves, then switched to atomically; a kill -9 mid-build resumes;
+//! a build with errors stays pending; `LEVIATHAN_REBUILD=block` builds before
+//! serving; a store that does not hold the live set's components is told what
+//! to do. Real server processes, real components built from WAT, and the final
+//! digests compared with an offline `leviathan rebuild`.
+
+use crate::common::wasm::{static_projector, Describe, StaticOp};
+use crate::common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A team projector: every `attempt.started` puts the node `team-seen`
+/// (type `TeamSeen`), so the new set's graph differs from the core's.
+fn team() -> Vec<u8> {
+    static_projector(
+        &Describe {
+            name: "team",
+            version: "0.1.0",
+            handles: &["attempt.started"],
+            node_types: &["TeamSeen"],
+            edge_types: &[],
+        },
+        |d| {
+            d.ok_ops(&[StaticOp::PutNode {
+                id: "team-seen",
+                node_type: "TeamSeen",
+                properties: r#"{"by":"team"}"#,
+            }])
+        },
+    )
+}
+
+/// A projector that refuses every `attempt.started`.
+fn refuser() -> Vec<u8> {
+    static_projector(
+        &Describe {
+            name: "refuser",
+            version: "0.1.0",
+            handles: &["attempt.started"],
+            node_types: &["Refused"],
+            edge_types: &[],
+        },
+        |d| d.err("no_way", "this projector refuses every attempt.started"),
+    )
+}
+
+/// A manifest `core` + `name` (its component written beside it), with `top`
+/// lines at the top level.
+fn manifest(dir: &Path, name: &str, bytes: &[u8], top: &str) -> PathBuf {
+    std::fs::write(dir.join(format!("{name}.wasm")), bytes).unwrap();
+    let text = format!(
+        "{top}\n[[projector]]\nname = \"core\"\nbuiltin = \"core\"\n\n[[projector]]\nname = \
+         \"{name}\"\npath = \"{name}.wasm\"\nsha256 = \"{}\"\n",
+        sha256_hex(bytes)
+    );
+    let m = dir.join(format!("{name}.toml"));
+    std::fs::write(&m, text).unwrap();
+    m
+}
+
+/// `n` bundles of `per` attempt.created + attempt.started pairs.
+fn preload(s: &Server, prefix: &str, bundles: usize, per: usize) {
+    for b in 0..bundles {
+        let mut evs = Vec::with_capacity(per * 2);
+        for i in 0..per {
+            let a = format!("{prefix}-{b}-{i}");
+            evs.push(event(
+                &format!("{a}-c"),
+                "attempt.created",
+                json!({"attempt_id": a, "task_id": "t1", "attempt_number": 1}),
+            ));
+            evs.push(event(
+                &format!("{a}-s"),
+                "attempt.started",
+                json!({"attempt_id": a, "status": "running"}),
+            ));
+        }
+        let (st, r) = s.ingest(&bundle(&format!("{prefix}-b{b}"), evs));
+        assert_eq!(st, 200, "{r}");
+    }
+}
+
+fn projection(s: &Server) -> Value {
+    let (st, p) = s.get("/v1/projection");
+    assert_eq!(st, 200, "{p}");
+    p
+}
+
+/// Polls `/v1/projection` until `done` (at most 120 s).
+fn wait_projection(s: &Server, what: &str, mut done: impl FnMut(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let p = projection(s);
+        if done(&p) {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {p}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn switched(p: &Value) -> bool {
+    p["build"]["state"] == "switched"
+}
+
+/// `leviathan rebuild` with `manifest` on a stopped store: its report.
+fn offline_rebuild(dir: &Path, manifest: &Path) -> Value {
+    let (code, out, err) = admin_full(
+        &[
+            "rebuild",
+            "--projectors-file",
+            manifest.to_str().unwrap(),
+            "--expect-change",
+        ],
+        dir,
+    );
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn a_set_change_is_built_behind_the_live_set_and_switched_atomically_under_load() {
+    let files = tempfile::tempdir().unwrap();
+    let m = manifest(files.path(), "team", &team(), "");
+    let m_s = m.display().to_string();
+    let mut s = Server::start();
+    preload(&s, "pre", 20, 100);
+    let before = projection(&s);
+    assert_eq!(before["generation"], 0);
+    s.stop();
+    let dir = s.keep_dir();
+
+    // Slow the build down so that ingest and reads overlap it for seconds.
+    let s = Arc::new(Server::start_in(
+        dir.path(),
+        &[
+            ("LEVIATHAN_PROJECTORS_FILE", m_s.as_str()),
+            ("LEVIATHAN_BUILD_RATE", "4000"),
+        ],
+    ));
+    let p = projection(&s);
+    assert_eq!(p["generation"], 0, "the old set serves while building: {p}");
+    assert_eq!(p["fingerprint"], before["fingerprint"]);
+    let new_fp = p["build"]["fingerprint"].clone();
+    assert_ne!(new_fp, before["fingerprint"]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    // Paced (under 1,000 events/s) so that the build (4,000/s) catches up.
+    for w in 0..1 {
+        let (s, stop) = (s.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+                let mut evs = Vec::new();
+                for i in 0..5 {
+                    let a = format!("live-{w}-{n}-{i}");
+                    evs.push(event(
+                        &format!("{a}-c"),
+                        "attempt.created",
+                        json!({"attempt_id": a, "task_id": "t1", "attempt_number": 1}),
+                    ));
+                    evs.push(event(
+                        &format!("{a}-s"),
+                        "attempt.started",
+                        json!({"attempt_id": a, "status": "running"}),
+                    ));
+                }
+                let (st, r) = s.ingest(&bundle(&format!("live-{w}-{n}"), evs));
+                assert_eq!(st, 200, "ingest during the build failed: {r}");
+                n += 1;
+            }
+            n
+        }));
+    }
+    // A reader: every answer is 200, and once the new set's node type shows,
+    // it never goes away again (no answer from the old graph after one from
+    // the new, none from a mix of both: counts and the node agree).
+    let reader = {
+        let (s, stop) = (s.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen_new = false;
+            let mut reads = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let (st, summary) = s.get("/v1/graph/summary");
+                assert_eq!(st, 200, "{summary}");
+                let has = summary["nodes_by_type"].get("TeamSeen").is_some();
+                assert!(!seen_new || has, "the old graph answered after the new one");
+                seen_new |= has;
+                let (st, node) = s.get("/v1/graph/nodes/team-seen");
+                assert!(st == 200 || st == 404, "{node}");
+                reads += 1;
+            }
+            (seen_new, reads)
+        })
+    };
+    let mut saw_building = false;
+    let done = wait_projection(&s, "the switch", |p| {
+        if p["build"]["state"] == "building" && p["generation"] == 0 {
+            saw_building = true;
+        }
+        switched(p)
+    });
+    assert!(saw_building, "the build was never seen in progress");
+    // A little more ingest on the new generation, then stop the load.
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let bundles: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let (seen_new, reads) = reader.join().unwrap();
+    assert!(bundles > 0 && reads > 0);
+    assert!(seen_new, "the reader never saw the new graph");
+    assert_eq!(done["generation"], done["build"]["generation"]);
+    assert_eq!(done["fingerprint"], new_fp);
+    let after = projection(&s);
+    assert_eq!(after["applied_seq"], after["log_head_seq"]);
+    let (_, node) = s.get("/v1/graph/nodes/team-seen");
+    assert_eq!(node["node_type"], "TeamSeen", "{node}");
+
+    // The live graph equals an offline rebuild of the whole log with the new
+    // set, bit for bit.
+    let mut s = Arc::try_unwrap(s).ok().expect("no other handle");
+    s.stop();
+    let report = offline_rebuild(dir.path(), &m);
+    assert_eq!(report["identical"], true, "{report}");
+    assert_eq!(report["state_digest"], after["state_digest"]);
+    // The old generation's keyspaces were deleted.
+    with_store(dir.path(), |db| {
+        let names: Vec<String> = db
+            .list_keyspace_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with("graph_")),
+            "generation 0 was not deleted: {names:?}"
+        );
+    });
+    // A restart with the same set serves the new generation, no build.
+    let s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS_FILE", m_s.as_str())]);
+    let p = projection(&s);
+    assert_eq!(p["generation"], done["generation"]);
+    assert_eq!(p["build"], Value::Null);
+    assert_eq!(p["state_digest"], after["state_digest"]);
+}
+
+#[test]
+fn a_build_killed_midway_resumes_where_it_stopped_and_equals_an_offline_rebuild() {
+    let files = tempfile::tempdir().unwrap();
+    let m = manifest(files.path(), "team", &team(), "");
+    let m_s = m.display().to_string();
+    let mut s = Server::start();
+    preload(&s, "pre", 20, 100);
+    s.stop();
+    let dir = s.keep_dir();
+
+    let mut s = Server::start_in(
+        dir.path(),
+        &[
+            ("LEVIATHAN_PROJECTORS_FILE", m_s.as_str()),
+            ("LEVIATHAN_BUILD_RATE", "1000"),
+        ],
+    );
+    let p = wait_projection(&s, "a build half-way", |p| {
+        p["build"]["applied_seq"].as_u64().unwrap_or(0) >= 1000
+    });
+    assert_eq!(p["generation"], 0);
+    s.kill();
+
+    // The old generation is untouched and live; the build resumes.
+    let s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS_FILE", m_s.as_str())]);
+    let p = projection(&s);
+    assert_eq!(p["generation"], 0, "{p}");
+    let done = wait_projection(&s, "the switch", switched);
+    let resumed = done["build"]["resumed_from_seq"].as_u64().unwrap();
+    assert!(resumed >= 1000, "the build started over: {done}");
+    let mut s = s;
+    s.stop();
+    let report = offline_rebuild(dir.path(), &m);
+    assert_eq!(report["identical"], true, "{report}");
+    assert_eq!(report["state_digest"], done["state_digest"]);
+}
+
+#[test]
+fn a_generation_with_errors_stays_pending_until_the_manifest_allows_them() {
+    let files = tempfile::tempdir().unwrap();
+    let strict = manifest(files.path(), "refuser", &refuser(), "");
+    let strict_s = strict.display().to_string();
+    let mut s = Server::start();
+    preload(&s, "pre", 2, 10);
+    let before = projection(&s);
+    s.stop();
+    let dir = s.keep_dir();
+
+    let mut s = Server::start_in(
+        dir.path(),
+        &[("LEVIATHAN_PROJECTORS_FILE", strict_s.as_str())],
+    );
+    let p = wait_projection(&s, "a pending build", |p| p["build"]["state"] == "pending");
+    assert_eq!(p["build"]["errors"], 20, "{p}");
+    assert_eq!(p["generation"], 0, "a pending generation went live: {p}");
+    assert_eq!(p["fingerprint"], before["fingerprint"]);
+    let pending = p["build"]["generation"].as_u64().unwrap();
+    let (st, errors) = s.get(&format!(
+        "/v1/projection/errors?generation={pending}&limit=5"
+    ));
+    assert_eq!(st, 200, "{errors}");
+    assert_eq!(errors["count"], 5);
+    assert_eq!(errors["errors"][0]["projector"], "refuser");
+    assert_eq!(errors["errors"][0]["code"], "rejected");
+    let (st, _) = s.get("/v1/projection/errors?generation=999");
+    assert_eq!(st, 404);
+    // leviathanctl shows the pending build beside the live set.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathanctl"))
+        .args(["projectors", "status"])
+        .env("LEVIATHAN_API_URL", &s.base)
+        .env("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("generation {pending} (core@")) && text.contains(": pending"),
+        "{text}"
+    );
+    assert!(text.contains("20 (max_build_errors 0)"), "{text}");
+    // The live (old) set keeps taking what the new one would refuse.
+    preload(&s, "more", 1, 5);
+    s.stop();
+
+    // Allowing the errors lets it go live; from then on the new set's policy
+    // applies to ingest (the refuser rejects).
+    let lenient = manifest(
+        files.path(),
+        "refuser",
+        &refuser(),
+        "max_build_errors = 1000",
+    );
+    let lenient_s = lenient.display().to_string();
+    let s = Server::start_in(
+        dir.path(),
+        &[("LEVIATHAN_PROJECTORS_FILE", lenient_s.as_str())],
+    );
+    let done = wait_projection(&s, "the switch", switched);
+    assert_eq!(done["build"]["errors"], 25, "{done}");
+    assert_eq!(done["generation"].as_u64(), Some(pending));
+    let (st, r) = s.ingest(&bundle(
+        "refused",
+        vec![event(
+            "x-s",
+            "attempt.started",
+            json!({"attempt_id": "x", "status": "running"}),
+        )],
+    ));
+    assert_eq!(st, 422, "{r}");
+}
+
+#[test]
+fn block_mode_builds_before_serving_and_an_old_store_is_told_to_use_it() {
+    let files = tempfile::tempdir().unwrap();
+    let m = manifest(files.path(), "team", &team(), "");
+    let m_s = m.display().to_string();
+    let mut s = Server::start();
+    preload(&s, "pre", 3, 50);
+    s.stop();
+    let dir = s.keep_dir();
+
+    // A store written before generations has no catalog and kept no
+    // components: the live set cannot run beside the build, and the message
+    // says what to do.
+    with_store(dir.path(), |db| {
+        for name in ["projector_components", "generations"] {
+            let ks = keyspace(db, name);
+            let keys: Vec<Vec<u8>> = ks.iter().map(|kv| kv.key().unwrap().to_vec()).collect();
+            for k in keys {
+                ks.remove(k).unwrap();
+            }
+        }
+    });
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_PROJECTORS_FILE", &m_s);
+    let err = refused(cmd);
+    assert!(err.contains("LEVIATHAN_REBUILD=block"), "{err}");
+
+    let s = Server::start_in(
+        dir.path(),
+        &[
+            ("LEVIATHAN_PROJECTORS_FILE", m_s.as_str()),
+            ("LEVIATHAN_REBUILD", "block"),
+        ],
+    );
+    let p = projection(&s);
+    assert_eq!(p["generation"], 1, "{p}");
+    assert_eq!(p["build"], Value::Null);
+    assert_eq!(p["applied_seq"], p["log_head_seq"]);
+    let (_, node) = s.get("/v1/graph/nodes/team-seen");
+    assert_eq!(node["node_type"], "TeamSeen", "{node}");
+}
