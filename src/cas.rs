@@ -146,6 +146,19 @@ impl Cas {
         }))
     }
 
+    /// Every stored blob's digest, in digest order (an export's artifact list).
+    pub fn digests(&self) -> Result<Vec<Sha256>, CasError> {
+        let mut out = Vec::new();
+        for kv in self.blobs.iter() {
+            let k = kv.key()?;
+            out.push(
+                Sha256::from_slice(&k)
+                    .ok_or_else(|| CasError::Corrupt(format!("blob key of {} bytes", k.len())))?,
+            );
+        }
+        Ok(out)
+    }
+
     pub fn exists(&self, sha: &Sha256) -> Result<bool, CasError> {
         Ok(self.blobs.contains_key(sha.as_bytes())?)
     }

@@ -161,7 +161,8 @@ pub enum ConfigError {
          event log, graph and artifacts in one embedded fjall store under LEVIATHAN_DATA_DIR \
          (default ~/.leviathan/data); there is no NDJSON or Postgres backend. Unset \
          LEVIATHAN_BACKEND (or set it to `fjall`). To bring an old events.ndjson journal over, \
-         re-ingest it through POST /v1/events/ingest (a dedicated import command is planned)."
+         run `leviathan import --legacy events.ndjson --data-dir NEW`: it checks the journal's \
+         hash chain link by link and keeps each legacy hash in the imported record."
     )]
     LegacyBackend(String),
     #[error("cannot find a home directory for the default data dir; set LEVIATHAN_DATA_DIR or --data-dir")]

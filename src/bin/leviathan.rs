@@ -40,12 +40,31 @@ struct Cli {
 enum Command {
     /// Run the HTTP server.
     Serve(ServeArgs),
-    /// Re-verify the whole hash chain of a data directory, offline (the server must be stopped).
+    /// Re-verify the whole hash chain of a data directory, offline (the server must be
+    /// stopped), or of an export (--export DIR, no store needed).
     Verify {
         /// Data directory. Default: LEVIATHAN_DATA_DIR, else ~/.leviathan/data
         #[arg(long, env = "LEVIATHAN_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Verify this export directory instead of a store: every link, hash and
+        /// artifact, the manifest's head and tree, the checkpoint.
+        #[arg(long, value_name = "DIR")]
+        export: Option<PathBuf>,
+        /// With --export: the log's verifier key (or a file holding it), obtained out
+        /// of band, to check the checkpoint's signature with (default: the key the
+        /// manifest names, which shows only that the export is self-consistent).
+        #[arg(long, requires = "export")]
+        public_key: Option<String>,
     },
+    /// Export a stopped store: the log as NDJSON (one stored record a line with seq,
+    /// prev_hash, hash), the artifacts by SHA-256, the bundles, and a manifest with
+    /// the head, the Merkle tree's root and the latest signed checkpoint (docs/AUDIT.md).
+    Export(leviathan::export::ExportArgs),
+    /// Load an export (DIR) into a new, empty data directory, verifying every link
+    /// and artifact, and rebuild the graph with the configured projectors; or, with
+    /// --legacy FILE, import the original Python control plane's events.ndjson
+    /// journal, checking its own hash chain.
+    Import(leviathan::import::ImportArgs),
     /// Rebuild the graph from the log with the configured projectors, offline; print the
     /// state digest; exit 1 if it differs from the graph's previous digest.
     Rebuild {
@@ -178,7 +197,18 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Verify { data_dir: d } => verify(d),
+        Command::Verify {
+            data_dir: d,
+            export: None,
+            ..
+        } => verify(d),
+        Command::Verify {
+            export: Some(dir),
+            public_key,
+            ..
+        } => leviathan::export::run_verify(&dir, public_key.as_deref()),
+        Command::Export(args) => leviathan::export::run(args),
+        Command::Import(args) => leviathan::import::run(args),
         Command::Rebuild {
             data_dir: d,
             projection,
@@ -224,7 +254,10 @@ fn verify(d: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
     let store = leviathan::storage::open_store(&dir)?;
     let started = std::time::Instant::now();
-    let report = store.log.verify()?;
+    // A progress bar on a terminal only (stderr), as `verify --export` has.
+    let bar = leviathan::progress::bar(store.log.head()?.seq.0, "verifying");
+    let report = store.log.verify_with_progress(&|n| bar.inc(n))?;
+    bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     let out = serde_json::json!({
         "report": report,

@@ -243,6 +243,23 @@ impl Log {
         }
     }
 
+    /// Every stored bundle record, in bundle_id order (an export's
+    /// `bundles.ndjson`).
+    pub fn for_each_bundle_at(
+        &self,
+        v: &View,
+        mut f: impl FnMut(&str, BundleRecord) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        for kv in v.iter(&self.bundles) {
+            let (k, value) = kv.into_inner()?;
+            let id = String::from_utf8_lossy(&k);
+            let rec: BundleRecord = serde_json::from_slice(&value)
+                .map_err(|e| corrupt(format!("log_bundles/{id}"), e))?;
+            f(&id, rec)?;
+        }
+        Ok(())
+    }
+
     /// Events with seq > `after`, in log order, at most `limit`.
     pub fn after_at(
         &self,
@@ -319,6 +336,12 @@ impl Log {
         self.verify_from(&self.view(), Seq::ZERO, None)
     }
 
+    /// [`Log::verify`], telling `progress` how many more records were
+    /// verified after each chunk (`leviathan verify`'s progress bar).
+    pub fn verify_with_progress(&self, progress: &dyn Fn(u64)) -> Result<VerifyReport, LogError> {
+        self.verify_walk(&self.view(), Seq::ZERO, None, progress)
+    }
+
     /// [`Log::verify`] of the records after `after` in view `v`, given that
     /// the chain up to `after` was verified and ends with hash `prev` (`None`
     /// for `after` = 0): the background verifier's incremental pass. The
@@ -328,6 +351,16 @@ impl Log {
         v: &View,
         after: Seq,
         prev: Option<Sha256>,
+    ) -> Result<VerifyReport, LogError> {
+        self.verify_walk(v, after, prev, &|_| {})
+    }
+
+    fn verify_walk(
+        &self,
+        v: &View,
+        after: Seq,
+        prev: Option<Sha256>,
+        progress: &dyn Fn(u64),
     ) -> Result<VerifyReport, LogError> {
         let snap = v;
         // An unreadable head record is reported below as a head mismatch.
@@ -354,11 +387,13 @@ impl Log {
                 use rayon::prelude::*;
                 chunk.par_iter().map(|(k, v)| Checked::of(k, v)).collect()
             };
+            let n = checked.len() as u64;
             for c in checked {
                 if let Err((seq, msg)) = walk.step(&c) {
                     return Ok(walk.broken(head, seq, msg));
                 }
             }
+            progress(n);
         }
         if let Err((seq, msg)) = walk.ends_at(&head) {
             return Ok(walk.broken(head, seq, msg));

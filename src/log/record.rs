@@ -71,6 +71,8 @@ pub struct EventDraft {
     tail: String,
 }
 
+const PAYLOAD_KEY: &str = ",\"payload\":";
+
 /// A JSON string in RFC 8785 form (`crate::jcs`, as the payload is).
 fn jcs_str(s: &str) -> String {
     let mut out = Vec::with_capacity(s.len() + 2);
@@ -100,7 +102,7 @@ impl EventDraft {
         head.push_str(&jcs_str(&event_id));
         head.push_str(",\"event_type\":");
         head.push_str(&jcs_str(&event_type));
-        head.push_str(",\"payload\":");
+        head.push_str(PAYLOAD_KEY);
         let start = head.len();
         head.push_str(payload_canonical);
         let payload_at = start..head.len();
@@ -119,6 +121,62 @@ impl EventDraft {
             payload_at,
             tail,
         }
+    }
+
+    /// The same draft with a `legacy` member (an imported event's original
+    /// hash and the text it covered, see docs/HASHING.md): JCS puts it
+    /// between `event_type` and `payload`, so the record stays the JCS of
+    /// the whole object, and events without it are encoded as before.
+    pub fn with_legacy(mut self, legacy: &CanonicalJson) -> EventDraft {
+        let at = self.payload_at.start - PAYLOAD_KEY.len();
+        let insert = format!(",\"legacy\":{}", legacy.as_str());
+        self.head.insert_str(at, &insert);
+        self.payload_at = self.payload_at.start + insert.len()..self.payload_at.end + insert.len();
+        let ts = jcs_str(&self.timestamp);
+        self.content_digest = Sha256::of_parts(&[self.head.as_bytes(), b"\0", ts.as_bytes()]);
+        self
+    }
+
+    /// The draft a stored record was encoded from, rebuilt from its bytes
+    /// (an export being imported). The caller checks that
+    /// [`EventDraft::encode`] at the record's seq and `prev_hash` gives the
+    /// same bytes back: a record this version would not have written so is
+    /// refused there.
+    pub fn from_record(canonical: &[u8]) -> Result<EventDraft, String> {
+        #[derive(Deserialize)]
+        struct Fields {
+            actor_id: Option<String>,
+            event_id: String,
+            event_type: String,
+            #[serde(default)]
+            legacy: Option<serde_json::Value>,
+            payload: serde_json::Value,
+            target: String,
+            timestamp: String,
+        }
+        let f: Fields = serde_json::from_slice(canonical).map_err(|e| e.to_string())?;
+        let event_id = EventId::new(f.event_id).map_err(|e| e.0)?;
+        let target = Target::new(f.target).map_err(|e| e.0)?;
+        let timestamp = Timestamp::normalize(&f.timestamp)?;
+        let attempt_id = f
+            .payload
+            .get("attempt_id")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        let draft = EventDraft::new(
+            event_id,
+            f.event_type,
+            timestamp,
+            f.actor_id,
+            attempt_id,
+            &target,
+            &CanonicalJson::of(&f.payload),
+        );
+        Ok(match f.legacy {
+            Some(l) => draft.with_legacy(&CanonicalJson::of(&l)),
+            None => draft,
+        })
     }
 
     /// The payload as canonical JSON text.
@@ -305,6 +363,30 @@ mod tests {
             Some((Some(prev), Seq(7)))
         );
         assert_eq!(chain_fields(&d.encode(Seq(1), None)), Some((None, Seq(1))));
+    }
+
+    #[test]
+    fn a_record_rebuilds_its_draft_with_or_without_legacy() {
+        let prev = Sha256::of(b"x");
+        let plain = draft().encode(Seq(4), Some(&prev));
+        let again = EventDraft::from_record(&plain).unwrap();
+        assert_eq!(again.encode(Seq(4), Some(&prev)), plain);
+        assert_eq!(again.content_digest, draft().content_digest);
+        let legacy = CanonicalJson::of(&serde_json::json!({"hash": "ab", "prev_hash": null}));
+        let with = draft().with_legacy(&legacy).encode(Seq(4), Some(&prev));
+        let as_value: serde_json::Value = serde_json::from_slice(&with).unwrap();
+        assert_eq!(
+            with,
+            serde_json_canonicalizer::to_vec(&as_value).unwrap(),
+            "still the JCS of the whole record"
+        );
+        assert_eq!(as_value["legacy"]["hash"], "ab");
+        assert_eq!(chain_fields(&with), Some((Some(prev), Seq(4))));
+        let e = StoredEvent::decode(&stored_value(&Sha256::of(&with), &with)).unwrap();
+        assert_eq!(e.payload.get(), draft().payload_json());
+        let rebuilt = EventDraft::from_record(&with).unwrap();
+        assert_eq!(rebuilt.encode(Seq(4), Some(&prev)), with);
+        assert_ne!(rebuilt.content_digest, draft().content_digest);
     }
 
     #[test]

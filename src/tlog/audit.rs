@@ -26,7 +26,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn push(&mut self, check: &'static str, result: Result<String, String>) -> bool {
+    pub(crate) fn push(&mut self, check: &'static str, result: Result<String, String>) -> bool {
         let ok = result.is_ok();
         self.checks.push(Check {
             check,
@@ -36,7 +36,7 @@ impl Report {
         ok
     }
 
-    fn done(mut self) -> Report {
+    pub(crate) fn done(mut self) -> Report {
         self.ok = !self.checks.is_empty() && self.checks.iter().all(|c| c.ok);
         self
     }

@@ -72,6 +72,24 @@ pub enum AuditCommand {
         #[arg(long)]
         artifacts: Option<PathBuf>,
     },
+    /// Prove what the graph was: check the checkpoint's signature, replay the
+    /// export up to the checkpoint's tree size with the pinned projector set in
+    /// a scratch store, and check that the state digest (and the tree root and
+    /// chain head) are the ones the checkpoint signed. Exit 1 if any differ.
+    ReplayCheck {
+        /// The signed checkpoint (GET /v1/log/checkpoint), saved to a file.
+        checkpoint: PathBuf,
+        /// The export directory (`leviathan export`).
+        export: PathBuf,
+        #[arg(long)]
+        public_key: String,
+        #[command(flatten)]
+        projection: crate::config::ProjectionArgs,
+        /// Where the scratch store is made (and removed): default the system's
+        /// temporary directory.
+        #[arg(long)]
+        scratch_dir: Option<PathBuf>,
+    },
     /// Generate a checkpoint signing key file (0600) named NAME (the log's
     /// origin, e.g. example.com/leviathan) and print its verifier key.
     Keygen {
@@ -86,7 +104,8 @@ fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-fn verifier(arg: &str) -> anyhow::Result<NoteVerifier> {
+/// The verifier key given as a string, or the path of a file holding it.
+pub fn verifier(arg: &str) -> anyhow::Result<NoteVerifier> {
     let p = Path::new(arg);
     let text = if p.is_file() {
         read(p)?
@@ -182,6 +201,29 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 None => std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?,
             }
             Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::ReplayCheck {
+            checkpoint,
+            export,
+            public_key,
+            projection,
+            scratch_dir,
+        } => {
+            let key = verifier(&public_key)?;
+            let cache = projection.projector_cache.clone().unwrap_or_else(|| {
+                scratch_dir
+                    .clone()
+                    .unwrap_or_else(std::env::temp_dir)
+                    .join("leviathan-projector-cache")
+            });
+            let rebuild = crate::import::rebuild_with(projection, cache);
+            print_report(&crate::import::replay_check(
+                &read(&checkpoint)?,
+                &key,
+                &export,
+                scratch_dir.as_deref(),
+                rebuild,
+            )?)
         }
         AuditCommand::Keygen { name, out } => {
             let signer = NoteSigner::generate(&name)?;

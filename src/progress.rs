@@ -1,0 +1,20 @@
+//! Progress bars of the offline commands (`verify`, `export`, `import`):
+//! drawn on stderr only when it is a terminal, so scripts and logs never see
+//! them.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A bar for `len` events, labelled `what`; hidden unless stderr is a
+/// terminal (indicatif draws nothing to a stderr that is not one).
+pub fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:40}] {human_pos}/{human_len} events, {per_sec}, eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
