@@ -34,12 +34,20 @@ pub async fn list(
     .await
 }
 
-/// `GET /v1/attempts/{id}` → `{attempt_node, events, artifacts, pull_requests}`.
+/// `GET /v1/attempts/{id}?as_of_seq=` → `{attempt_node, events, artifacts, pull_requests}`
+/// (as it stood right after seq `as_of_seq` when given).
 pub async fn show(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    RawQuery(q): RawQuery,
 ) -> Result<Json<AttemptDetail>, ApiError> {
-    blocking(move || Ok(Json(views::attempts::detail(&app.log, &app.graph, &id)?))).await
+    let as_of = super::graph::as_of_seq(&Params::from_query(q.as_deref())?)?;
+    blocking(move || {
+        Ok(Json(views::attempts::detail(
+            &app.log, &app.graph, &id, as_of,
+        )?))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -97,8 +105,7 @@ pub async fn invalidate(
         .into_response());
     }
     let appended = app.writer.append(plan.bundle).await?;
-    app.metrics
-        .count_recorded_errors(&appended.recorded_errors);
+    app.metrics.count_recorded_errors(&appended.recorded_errors);
     Ok(Json(Invalidated {
         attempt_id: plan.attempt_id,
         event_id: plan.event.event_id,
