@@ -250,8 +250,8 @@ impl GraphStore {
             }
             None => std::ops::Bound::Included(prefix.clone()),
         };
-        let upper = keys::prefix_end(&prefix)
-            .map_or(std::ops::Bound::Unbounded, |e| std::ops::Bound::Excluded(e));
+        let upper =
+            keys::prefix_end(&prefix).map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
         let mut changes = Vec::new();
         let mut last_key: Option<Vec<u8>> = None;
         for guard in snap.range(&self.history, (lower, upper)) {
