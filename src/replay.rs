@@ -145,7 +145,7 @@ fn read_ahead(log: &Log, set: &ProjectorSet, tx: SyncSender<anyhow::Result<Chunk
     }
 }
 
-fn input(e: &StoredEvent) -> EventInput<'_> {
+pub(crate) fn input(e: &StoredEvent) -> EventInput<'_> {
     EventInput {
         seq: e.seq,
         event_id: &e.event_id,

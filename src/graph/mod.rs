@@ -8,7 +8,7 @@ pub(crate) mod canonical;
 pub mod error;
 pub mod errors;
 pub mod history;
-mod keys;
+pub(crate) mod keys;
 pub mod model;
 pub mod query;
 pub mod staging;
