@@ -18,6 +18,7 @@ mod event_types;
 mod graph_api;
 mod hardening;
 mod hashing;
+mod history;
 mod idempotency;
 mod ingest;
 mod metrics;
