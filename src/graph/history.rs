@@ -25,7 +25,7 @@
 //! `delete-node` records the node's deletion and the deletion of every edge
 //! touching it, each with the `delete-node` op as its cause.
 //!
-//! The change record is compact JSON with sorted keys: `seq`, `event_id`,
+//! The change record is compact JSON (top-level keys sorted): `seq`, `event_id`,
 //! `event_type`, `projector` (`name@version`; `null` when ops were applied
 //! outside a projector set, as in tests), `op` (the op as the projector
 //! emitted it, in the wire form of `Op`), `ord`, and `node` or `edge`.
@@ -82,6 +82,22 @@ pub struct ChangeRecord {
     /// The edge right after the change (`None`: deleted). Edge changes only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge: Option<Option<Edge>>,
+}
+
+/// A change record as written: [`ChangeRecord`]'s fields, borrowed, in
+/// sorted key order.
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edge: Option<Option<&'a Edge>>,
+    event_id: &'a str,
+    event_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<Option<&'a Node>>,
+    op: Option<&'a Op>,
+    ord: u32,
+    projector: Option<&'a str>,
+    seq: Seq,
 }
 
 /// The pending history of one `Staging` (one write batch).
@@ -164,24 +180,28 @@ impl Pending {
                 last_seq = Some(c.seq);
             }
             let (key, node, edge) = match &c.target {
-                Target::Node { id, after } => (node_key(id, c.seq, ord), Some(after.clone()), None),
+                Target::Node { id, after } => {
+                    (node_key(id, c.seq, ord), Some(after.as_ref()), None)
+                }
                 Target::Edge { key, after } => {
                     let (from, t, to) = keys::split3(key)?;
-                    (edge_key(from, t, to, c.seq, ord), None, Some(after.clone()))
+                    (
+                        edge_key(from, t, to, c.seq, ord),
+                        None,
+                        Some(after.as_ref()),
+                    )
                 }
             };
-            let record = ChangeRecord {
-                seq: c.seq,
-                ord,
-                event_id: c.source.event_id.clone(),
-                event_type: c.source.event_type.clone(),
-                projector: c.source.projector.clone(),
-                op: match &c.op {
-                    Some(op) => serde_json::to_value(&**op)?,
-                    None => serde_json::Value::Null,
-                },
-                node,
+            // Serialized from borrows (no copy of the op or the record).
+            let record = RecordOut {
                 edge,
+                event_id: &c.source.event_id,
+                event_type: &c.source.event_type,
+                node,
+                op: c.op.as_deref(),
+                ord,
+                projector: c.source.projector.as_deref(),
+                seq: c.seq,
             };
             batch.insert(&store.history, key, serde_json::to_vec(&record)?);
         }
