@@ -75,6 +75,7 @@ pub mod project_event;
 pub mod projection;
 pub mod projector_specs;
 pub mod replay;
+pub mod replay_to;
 pub mod schema;
 pub mod seq;
 pub mod server;

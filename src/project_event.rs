@@ -55,6 +55,7 @@ pub fn project_event(
         let index = seg.projector;
         let ops = &projected.ops[seg.start..seg.end];
         let owns = |t: &str| set.owns_node_type(index, t);
+        staging.set_history_source(event.event_id, event.event_type, Some(set.label(index)));
         match staging.apply_segment(event.seq, event.timestamp, ops, &owns) {
             Ok(()) => applied.push(ops),
             Err(e) => {

@@ -657,3 +657,33 @@ pub struct ChainVerification {
     /// Seconds between passes.
     pub interval_secs: u64,
 }
+
+// ---------------------------------------------------------------- history
+
+/// One change of a node (`GET /v1/graph/nodes/{id}/history`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeChange {
+    pub seq: Seq,
+    /// Position among the changes of the same event (0, 1, ...).
+    pub ord: u32,
+    pub event_id: String,
+    pub event_type: String,
+    /// `name@version` of the projector whose op made the change.
+    pub projector: Option<String>,
+    /// The op as the projector emitted it.
+    pub op: Value,
+    /// The node right after the change; `null` when the change deleted it.
+    pub node: Option<Node>,
+}
+
+/// `GET /v1/graph/nodes/{id}/history`: oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeHistoryPage {
+    pub node_id: String,
+    pub count: usize,
+    pub changes: Vec<NodeChange>,
+    pub next_cursor: Option<String>,
+    /// The first seq the history covers (1 unless the store predates the
+    /// history index and was not rebuilt since).
+    pub history_from: Seq,
+}

@@ -34,16 +34,20 @@ pub async fn list(
     .await
 }
 
-/// `GET /v1/attempts/{id}` → `{attempt_node, events, artifacts, pull_requests}`.
+/// `GET /v1/attempts/{id}?as_of_seq=` → `{attempt_node, events, artifacts, pull_requests}`
+/// (as it stood right after seq `as_of_seq` when given).
 pub async fn show(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    RawQuery(q): RawQuery,
 ) -> Result<Json<AttemptDetail>, ApiError> {
+    let as_of = super::graph::as_of_seq(&Params::from_query(q.as_deref())?)?;
     blocking(move || {
         Ok(Json(views::attempts::detail(
             &app.log,
             &app.live.graph(),
             &id,
+            as_of,
         )?))
     })
     .await

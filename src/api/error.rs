@@ -212,6 +212,7 @@ impl From<ViewError> for ApiError {
             ViewError::Graph(e) => e.into(),
             ViewError::BadCursor => ApiError::invalid_query(e.to_string()),
             ViewError::NotFound(what) => ApiError::not_found(what),
+            ViewError::BadQuery(why) => ApiError::invalid_query(why),
         }
     }
 }

@@ -5,6 +5,7 @@ use super::error::ApiError;
 use super::{blocking, AppState, Params};
 use crate::graph::query::{Page, MAX_PAGE_LIMIT};
 use crate::graph::Direction;
+use crate::views;
 use crate::wire::{self, EdgesPage, NodesPage, OrderedCounts, Projection, Summary};
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
@@ -65,14 +66,60 @@ pub async fn nodes(
     .await
 }
 
-/// `GET /v1/graph/nodes/{id}`
+/// `as_of_seq` of a query: absent, or an integer from 0 (checked against the
+/// head by `views::history::check_as_of`, in the read's snapshot).
+pub(super) fn as_of_seq(p: &Params) -> Result<Option<u64>, ApiError> {
+    match p.str("as_of_seq") {
+        None => Ok(None),
+        Some(_) => Ok(Some(p.int("as_of_seq", 0, 0, i64::MAX as u64)?)),
+    }
+}
+
+/// `GET /v1/graph/nodes/{id}?as_of_seq=`: the node now, or as it stood
+/// right after seq `as_of_seq` (from the history index).
 pub async fn node(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    RawQuery(q): RawQuery,
 ) -> Result<Json<wire::Node>, ApiError> {
-    blocking(move || match app.live.graph().get_node(&id)? {
-        Some(n) => Ok(Json(n.into())),
-        None => Err(ApiError::not_found(format!("no node with id {id:?}"))),
+    let as_of = as_of_seq(&Params::from_query(q.as_deref())?)?;
+    blocking(move || {
+        let graph = app.live.graph();
+        let Some(n) = as_of else {
+            return match graph.get_node(&id)? {
+                Some(n) => Ok(Json(n.into())),
+                None => Err(ApiError::not_found(format!("no node with id {id:?}"))),
+            };
+        };
+        let view = graph.view();
+        let seq = views::history::check_as_of(&graph, &view, n)?;
+        Ok(Json(
+            views::history::node_as_of(&graph, &view, &id, seq)?.into(),
+        ))
+    })
+    .await
+}
+
+/// `GET /v1/graph/nodes/{id}/history?limit=&cursor=`: the node's changes,
+/// oldest first.
+pub async fn node_history(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<wire::NodeHistoryPage>, ApiError> {
+    let p = Params::from_query(q.as_deref())?;
+    let limit = limit(&p, 100)?;
+    let cursor = p.str("cursor").map(str::to_string);
+    blocking(move || {
+        let graph = app.live.graph();
+        let view = graph.view();
+        Ok(Json(views::history::node_history(
+            &graph,
+            &view,
+            &id,
+            cursor.as_deref(),
+            limit,
+        )?))
     })
     .await
 }

@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/graph/nodes", get(graph::nodes))
         .route("/v1/graph/nodes/{id}", get(graph::node))
         .route("/v1/graph/nodes/{id}/edges", get(graph::edges))
+        .route("/v1/graph/nodes/{id}/history", get(graph::node_history))
         .route("/v1/attempts", get(attempts::list))
         .route("/v1/attempts/{id}", get(attempts::show))
         .route("/v1/topology/summary", get(topology::summary))

@@ -79,11 +79,19 @@ enum Command {
     /// Drive a running server over HTTP on loopback and report ingest throughput,
     /// bundle latency and read latency (docs/BENCHMARKS.md).
     Bench(leviathan::bench::BenchArgs),
-    /// Write every graph record (nodes, edges, indexes, counters, digests) to stdout, in key order.
+    /// Write every graph record (nodes, edges, indexes, counters, digests) to stdout, in key order;
+    /// with `--format jsonl`, the nodes and edges as sorted JSON Lines (as `replay --dump`).
     Dump {
         #[arg(long, env = "LEVIATHAN_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// `raw` (keyspace, hex key, hex value) or `jsonl`.
+        #[arg(long, default_value = "raw", value_parser = ["raw", "jsonl"])]
+        format: String,
     },
+    /// Re-project the log up to --to SEQ into a scratch store (the data dir is not written;
+    /// the server may be running), print the state digest and compare it with the one
+    /// recorded at that seq; exit 1 if they differ (docs/AUDIT.md).
+    Replay(leviathan::replay_to::ReplayArgs),
     /// Audit the log offline: check inclusion and consistency proofs and audit
     /// bundles against a saved checkpoint and the log's verifier key (docs/AUDIT.md).
     #[command(subcommand)]
@@ -214,7 +222,19 @@ fn main() -> ExitCode {
             projection,
             expect_change,
         } => rebuild(d, projection, expect_change),
-        Command::Dump { data_dir: d } => dump(d),
+        Command::Dump {
+            data_dir: d,
+            format,
+        } => dump(d, &format),
+        Command::Replay(args) => data_dir(args.data_dir.clone())
+            .and_then(|d| leviathan::replay_to::run(&args, &d))
+            .map(|same| {
+                if same {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }),
         Command::Bench(args) => bench(args),
         Command::Token(TokenCommand::Hash { name, roles }) => token_hash(&name, &roles),
         Command::Backup { to, url } => backup(&to, &url),
@@ -319,11 +339,14 @@ fn rebuild(
     })
 }
 
-fn dump(d: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn dump(d: Option<PathBuf>, format: &str) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
     let store = leviathan::storage::open_store(&dir)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    store.graph.dump(&mut out)?;
+    match format {
+        "jsonl" => leviathan::replay_to::dump_jsonl(&store.graph, &mut out)?,
+        _ => store.graph.dump(&mut out)?,
+    }
     std::io::Write::flush(&mut out)?;
     Ok(ExitCode::SUCCESS)
 }

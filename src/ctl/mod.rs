@@ -9,6 +9,7 @@ pub mod client;
 mod confirm;
 pub mod error;
 mod follow;
+mod history;
 mod invalidate;
 pub mod output;
 mod read;
@@ -69,6 +70,9 @@ pub enum Command {
     /// List or show attempts.
     #[command(subcommand)]
     Attempts(AttemptsCmd),
+    /// One graph node now or as of a seq, and its history.
+    #[command(subcommand)]
+    Nodes(NodesCmd),
     /// Failure events (attempt.failed, task.failed, tests.failed), newest first.
     Failures {
         #[command(flatten)]
@@ -119,7 +123,34 @@ pub enum AttemptsCmd {
         cursor: Option<String>,
     },
     /// One attempt: its node, events, artifacts and pull requests.
-    Show { id: String },
+    Show {
+        id: String,
+        /// As it stood right after this seq (from the graph's history index).
+        #[arg(long, value_name = "SEQ")]
+        as_of: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodesCmd {
+    /// One node: its type, seqs and properties.
+    Show {
+        id: String,
+        /// As it stood right after this seq (from the graph's history index).
+        #[arg(long, value_name = "SEQ")]
+        as_of: Option<u64>,
+    },
+    /// Every change of a node, oldest first: the seq, the event, the
+    /// projector and the op that made it.
+    History {
+        id: String,
+        /// At most this many changes (1 to 10000; default 100).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Continue from a previous page's next cursor.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,8 +299,14 @@ fn run(cli: Cli, settings: &Settings) -> Result<(), CtlError> {
         Command::Attempts(AttemptsCmd::List { filter, cursor }) => {
             read::attempts(&settings.client()?, &mut out, json, &filter, cursor)
         }
-        Command::Attempts(AttemptsCmd::Show { id }) => {
-            read::attempt(&settings.client()?, &mut out, json, &id)
+        Command::Attempts(AttemptsCmd::Show { id, as_of }) => {
+            read::attempt(&settings.client()?, &mut out, json, &id, as_of)
+        }
+        Command::Nodes(NodesCmd::Show { id, as_of }) => {
+            history::node(&settings.client()?, &mut out, json, &id, as_of)
+        }
+        Command::Nodes(NodesCmd::History { id, limit, cursor }) => {
+            history::history(&settings.client()?, &mut out, json, &id, limit, cursor)
         }
         Command::Failures { filter, cursor } => {
             read::failures(&settings.client()?, &mut out, json, &filter, cursor)

@@ -119,9 +119,16 @@ pub fn attempts(
     more(out, page.next_cursor.as_deref(), "attempts list")
 }
 
-/// `attempts show ID`: `GET /v1/attempts/{id}`.
-pub fn attempt(c: &Client, out: &mut Out, json: bool, id: &str) -> Result<(), CtlError> {
-    let r = c.get(&["v1", "attempts", id], &[])?;
+/// `attempts show ID [--as-of SEQ]`: `GET /v1/attempts/{id}?as_of_seq=`.
+pub fn attempt(
+    c: &Client,
+    out: &mut Out,
+    json: bool,
+    id: &str,
+    as_of: Option<u64>,
+) -> Result<(), CtlError> {
+    let q = query(&[("as_of_seq", as_of.map(|n| n.to_string()))]);
+    let r = c.get(&["v1", "attempts", id], &q)?;
     if json {
         return out.raw(&r.raw);
     }

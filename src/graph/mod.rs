@@ -7,7 +7,8 @@
 pub(crate) mod canonical;
 pub mod error;
 pub mod errors;
-mod keys;
+pub mod history;
+pub(crate) mod keys;
 pub mod model;
 pub mod query;
 pub mod staging;
@@ -18,6 +19,7 @@ mod tests;
 
 pub use error::GraphError;
 pub use errors::ErrorRecord;
+pub use history::{ChangeRecord, HistoryPage};
 pub use model::{edge_id, Direction, Edge, GraphView, Node, NodeId, Op, Properties};
 pub use query::{Page, TypeCounts, TypeOrder, MAX_PAGE_LIMIT, NEWEST_SCAN_BUDGET};
 pub use staging::{Mark, Staging, MAX_ID_BYTES, MAX_TYPE_BYTES};

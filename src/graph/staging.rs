@@ -28,6 +28,7 @@ use crate::digest::Sha256;
 use crate::graph::canonical;
 use crate::graph::error::GraphError;
 use crate::graph::errors::{self, ErrorRecord};
+use crate::graph::history;
 use crate::graph::keys;
 use crate::graph::model::{Direction, Edge, GraphView, Node, NodeId, Op, Properties};
 use crate::graph::store::{decode_edge, encode_edge, encode_node, GraphStore};
@@ -49,6 +50,7 @@ pub struct Mark {
     undo: usize,
     digests: usize,
     errors: usize,
+    history: usize,
 }
 
 /// One change to the pending maps, with what it replaced (`None`: the key was
@@ -91,6 +93,8 @@ pub struct Staging {
     undo: Vec<Undo>,
     /// Scratch buffer for `JCS(ops_n)`, reused across the batch's events.
     canonical: Vec<u8>,
+    /// Every node and edge change of the batch, for `graph_history`.
+    history: history::Pending,
     /// First read failure seen through `GraphView` since the last apply.
     view_error: Mutex<Option<String>>,
 }
@@ -113,6 +117,7 @@ impl GraphStore {
             errors: Vec::new(),
             undo: Vec::new(),
             canonical: Vec::new(),
+            history: Default::default(),
             view_error: Mutex::new(None),
         })
     }
@@ -129,11 +134,23 @@ impl Staging {
         self.digests.is_empty()
     }
 
+    /// Names the event (and the projector, `name@version`) whose ops are
+    /// applied next, for the history index (`graph::history`).
+    pub fn set_history_source(
+        &mut self,
+        event_id: &str,
+        event_type: &str,
+        projector: Option<&str>,
+    ) {
+        self.history.set_source(event_id, event_type, projector);
+    }
+
     pub fn checkpoint(&self) -> Mark {
         Mark {
             undo: self.undo.len(),
             digests: self.digests.len(),
             errors: self.errors.len(),
+            history: self.history.len(),
         }
     }
 
@@ -158,6 +175,7 @@ impl Staging {
         }
         self.digests.truncate(mark.digests);
         self.errors.truncate(mark.errors);
+        self.history.truncate(mark.history);
         self.take_view_error();
     }
 
@@ -218,6 +236,7 @@ impl Staging {
         }
         let mark = self.checkpoint();
         for (index, op) in ops.iter().enumerate() {
+            self.history.set_op(seq, op);
             if let Err(e) = self.apply_op(index, seq, timestamp, op, owns) {
                 self.rollback(mark);
                 return Err(e);
@@ -397,6 +416,7 @@ impl Staging {
     // ---- pending-map mutations (each recorded for rollback) ----------------
 
     fn set_node(&mut self, id: &str, node: Option<Node>) {
+        self.history.node(id, node.clone());
         let prev = self.nodes.insert(id.to_owned(), node);
         self.undo.push(Undo::Node {
             id: id.to_owned(),
@@ -405,6 +425,7 @@ impl Staging {
     }
 
     fn set_edge(&mut self, out_key: Vec<u8>, from: &str, t: &str, to: &str, e: Option<Edge>) {
+        self.history.edge(&out_key, e.clone());
         let in_key = keys::edge_in(to, t, from);
         let prev = self.edges_in.insert(in_key.clone(), e.is_some());
         self.undo.push(Undo::EdgeIn { key: in_key, prev });
@@ -588,6 +609,7 @@ impl Staging {
                 UserValue::empty(),
             );
         }
+        self.history.write_into(st, batch)?;
         let state = self.state();
         if !self.digests.is_empty() {
             batch.insert(

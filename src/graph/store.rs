@@ -19,6 +19,7 @@
 //! | `graph_digests` | `seq` | 32-byte rolling state digest after that seq |
 //! | `graph_errors` | see `errors` | recorded projection errors (`on_error = "record"`) |
 //! | `graph_meta` | `"state"` / `"format"` | `seq ‖ digest` of the last applied event / layout version `"1"` |
+//! | `graph_history` | see `history` | every node and edge change by (id, seq), not in the digest |
 //!
 //! Records are compact JSON (`serde_json::to_vec`) of [`Node`] / [`Edge`]:
 //! properties are a `serde_json::Map` (a `BTreeMap`: keys sorted), so the bytes
@@ -50,6 +51,8 @@ pub struct GraphStore {
     pub(crate) digests: Keyspace,
     pub(crate) errors: Keyspace,
     pub(crate) meta: Keyspace,
+    /// Node and edge changes by (id, seq): `graph::history`.
+    pub(crate) history: Keyspace,
 }
 
 impl std::fmt::Debug for GraphStore {
@@ -74,6 +77,7 @@ impl GraphStore {
             let name = keyspace_name(generation, name);
             db.keyspace(&name, crate::storage::keyspace_options)
         };
+        let history_existed = db.keyspace_exists(&keyspace_name(generation, "graph_history"));
         let store = GraphStore {
             db: db.clone(),
             generation,
@@ -86,6 +90,7 @@ impl GraphStore {
             digests: ks("graph_digests")?,
             errors: ks("graph_errors")?,
             meta: ks("graph_meta")?,
+            history: ks("graph_history")?,
         };
         match store.meta.get(keys::META_FORMAT)? {
             Some(v) if v.as_ref() == keys::FORMAT_VERSION => {}
@@ -97,6 +102,7 @@ impl GraphStore {
             }
             None => store.meta.insert(keys::META_FORMAT, keys::FORMAT_VERSION)?,
         }
+        crate::graph::history::on_open(&store, history_existed)?;
         let (seq, digest) = store.state()?;
         tracing::debug!(generation, %seq, %digest, "graph store opened");
         Ok(store)
@@ -122,6 +128,7 @@ impl GraphStore {
             self.digests,
             self.errors,
             self.meta,
+            self.history,
         ] {
             db.delete_keyspace(ks)?;
         }
@@ -129,7 +136,7 @@ impl GraphStore {
     }
 
     /// Every graph keyspace with its name, in a fixed order (dump order).
-    pub(crate) fn keyspaces(&self) -> [(&'static str, &Keyspace); 9] {
+    pub(crate) fn keyspaces(&self) -> [(&'static str, &Keyspace); 10] {
         [
             ("graph_nodes", &self.nodes),
             ("graph_nodes_by_type", &self.nodes_by_type),
@@ -140,6 +147,7 @@ impl GraphStore {
             ("graph_digests", &self.digests),
             ("graph_errors", &self.errors),
             ("graph_meta", &self.meta),
+            ("graph_history", &self.history),
         ]
     }
 
@@ -152,6 +160,7 @@ impl GraphStore {
     /// while no writer is running.
     pub(crate) fn clear(&self) -> Result<(), GraphError> {
         self.meta.remove(keys::META_STATE)?;
+        crate::graph::history::on_clear(self)?;
         for (name, ks) in self.keyspaces() {
             if name != "graph_meta" {
                 ks.clear()?;

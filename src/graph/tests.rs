@@ -808,3 +808,101 @@ fn recorded_errors_extend_the_digest_only_when_there_are_some() {
         .items
         .is_empty());
 }
+
+// ---- history index (graph::history) ----------------------------------------
+
+#[test]
+fn history_records_every_change_and_answers_as_of() {
+    let e = env();
+    e.commit(&[
+        vec![put("a", "T", json!({"v": 1}))], // 1
+        vec![merge("a", "T", json!({"w": 2}), false), edge("a", "E", "b")], // 2
+        vec![put("x", "T", json!({}))],       // 3
+        vec![
+            put("a", "T", json!({"v": 3})),
+            merge("a", "T", json!({"z": 0}), false),
+        ], // 4
+        vec![del("a")],                       // 5
+    ]);
+    let snap = e.db.snapshot();
+    let h = e.store.node_history_at(&snap, "a", None, 100).unwrap();
+    let seqs: Vec<(u64, u32)> = h.changes.iter().map(|c| (c.seq.0, c.ord)).collect();
+    // At 5 the edge a-E->b goes first (ord 0), then the node (ord 1).
+    assert_eq!(seqs, [(1, 0), (2, 0), (4, 0), (4, 1), (5, 1)]);
+    assert_eq!(h.changes[1].op["op"], "merge_node");
+    assert!(h.changes[4].node.clone().flatten().is_none());
+    assert!(h.changes[3].node.clone().flatten().is_some());
+    assert_eq!(h.next_cursor, None);
+    // Paging: two at a time gives the same changes.
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let p = e
+            .store
+            .node_history_at(&snap, "a", cursor.as_deref(), 2)
+            .unwrap();
+        paged.extend(p.changes);
+        match p.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(paged, h.changes);
+    assert!(e
+        .store
+        .node_history_at(&snap, "b", None, 10)
+        .unwrap()
+        .changes
+        .is_empty());
+    let bad = e.store.node_history_at(&snap, "x", cursor.as_deref(), 2);
+    assert!(bad.is_ok() || matches!(bad, Err(GraphError::BadCursor)));
+    let as_of = |seq: u64| e.store.node_as_of(&snap, "a", Seq(seq)).unwrap();
+    assert_eq!(as_of(0), None);
+    assert_eq!(as_of(1).unwrap().properties, props(json!({"v": 1})));
+    assert_eq!(as_of(2).unwrap().properties, props(json!({"v": 1, "w": 2})));
+    assert_eq!(as_of(3).unwrap().properties, props(json!({"v": 1, "w": 2})));
+    assert_eq!(as_of(4).unwrap().properties, props(json!({"v": 3, "z": 0})));
+    assert_eq!(as_of(5), None);
+    // The edge a-E->b: there from 2, removed with a at 5.
+    let edges = |seq: u64| {
+        e.store
+            .out_edges_as_of(&snap, "a", "E", Seq(seq), 10)
+            .unwrap()
+    };
+    assert!(edges(1).is_empty());
+    assert_eq!(edges(2).len(), 1);
+    assert_eq!(edges(4)[0].to.as_str(), "b");
+    assert!(edges(5).is_empty());
+}
+
+#[test]
+fn history_follows_rollback_and_is_not_in_the_digest() {
+    let with = env();
+    let mut st = with.store.staging().unwrap();
+    st.apply(Seq(1), "t", &[put("a", "T", json!({}))]).unwrap();
+    let mark = st.checkpoint();
+    st.apply(Seq(2), "t", &[put("b", "T", json!({}))]).unwrap();
+    st.rollback(mark);
+    let mut batch = with.db.batch();
+    let state = st.write_into(&mut batch).unwrap();
+    batch.commit().unwrap();
+    let snap = with.db.snapshot();
+    assert!(with
+        .store
+        .node_history_at(&snap, "b", None, 10)
+        .unwrap()
+        .changes
+        .is_empty());
+    assert_eq!(
+        with.store
+            .node_history_at(&snap, "a", None, 10)
+            .unwrap()
+            .changes
+            .len(),
+        1
+    );
+    // The same op with its history dropped has the same digest.
+    let without = env();
+    let (_, digest) = without.commit(&[vec![put("a", "T", json!({}))]]);
+    assert_eq!(state.1, digest);
+}

@@ -6,6 +6,7 @@ use super::ViewError;
 use crate::graph::{Direction, GraphStore, Node};
 use crate::log::{Log, View};
 use crate::schema::{ARTIFACT, ATTEMPT, PRODUCED, PULL_REQUEST};
+use crate::seq::Seq;
 use crate::wire::{AttemptDetail, AttemptItem, AttemptsPage};
 use serde_json::Value;
 
@@ -58,11 +59,30 @@ pub fn list(
 /// The Attempt node `id`: `Ok(None)` when no node has that id, `NotFound`
 /// when a node of another type has it.
 pub fn attempt_node(graph: &GraphStore, id: &str) -> Result<Option<Node>, ViewError> {
-    attempt_node_at(graph, &graph.view(), id)
+    attempt_node_at(graph, &graph.view(), id, None)
 }
 
-fn attempt_node_at(graph: &GraphStore, v: &View, id: &str) -> Result<Option<Node>, ViewError> {
-    match graph.get_node_at(v, id)? {
+/// The node `id` now (`as_of` `None`) or right after `as_of` (from the
+/// history index).
+fn node_at(
+    graph: &GraphStore,
+    v: &View,
+    id: &str,
+    as_of: Option<Seq>,
+) -> Result<Option<Node>, ViewError> {
+    Ok(match as_of {
+        None => graph.get_node_at(v, id)?,
+        Some(seq) => graph.node_as_of(v, id, seq)?,
+    })
+}
+
+fn attempt_node_at(
+    graph: &GraphStore,
+    v: &View,
+    id: &str,
+    as_of: Option<Seq>,
+) -> Result<Option<Node>, ViewError> {
+    match node_at(graph, v, id, as_of)? {
         Some(n) if n.node_type == ATTEMPT => Ok(Some(n)),
         Some(n) => Err(ViewError::NotFound(format!(
             "{id:?} is a {} node, not an attempt",
@@ -75,11 +95,25 @@ fn attempt_node_at(graph: &GraphStore, v: &View, id: &str) -> Result<Option<Node
 /// One attempt. As the original did, an id that events name but that has no
 /// Attempt node (e.g. `attempt.started` without `attempt.created`) answers
 /// with `attempt_node: null` and those events; an id nothing names is `NotFound`.
-pub fn detail(log: &Log, graph: &GraphStore, id: &str) -> Result<AttemptDetail, ViewError> {
+/// With `as_of_seq` (`GET /v1/attempts/{id}?as_of_seq=N`), the same answer as
+/// it stood right after seq N: the node and the PRODUCED edges and nodes from
+/// the graph's history index, the events up to N.
+pub fn detail(
+    log: &Log,
+    graph: &GraphStore,
+    id: &str,
+    as_of_seq: Option<u64>,
+) -> Result<AttemptDetail, ViewError> {
     // One view for the node, its events and what it produced.
     let view = log.view();
-    let node = attempt_node_at(graph, &view, id)?;
-    let events = log.by_attempt_at(&view, id, DETAIL_MAX)?;
+    let as_of = as_of_seq
+        .map(|n| super::history::check_as_of(graph, &view, n))
+        .transpose()?;
+    let node = attempt_node_at(graph, &view, id, as_of)?;
+    let mut events = log.by_attempt_at(&view, id, DETAIL_MAX)?;
+    if let Some(n) = as_of {
+        events.retain(|e| e.seq <= n);
+    }
     if node.is_none() && events.is_empty() {
         return Err(ViewError::NotFound(format!("no attempt with id {id:?}")));
     }
@@ -87,16 +121,23 @@ pub fn detail(log: &Log, graph: &GraphStore, id: &str) -> Result<AttemptDetail, 
     let mut pull_requests = Vec::new();
     // Edges may point from an id with no node yet (an artifact reported
     // before its attempt): they are listed either way.
-    let produced = graph.edges_at(
-        &view,
-        id,
-        Direction::Outgoing,
-        Some(PRODUCED),
-        None,
-        DETAIL_MAX,
-    )?;
-    for e in produced.items {
-        if let Some(n) = graph.get_node_at(&view, &e.to)? {
+    let produced = match as_of {
+        None => {
+            graph
+                .edges_at(
+                    &view,
+                    id,
+                    Direction::Outgoing,
+                    Some(PRODUCED),
+                    None,
+                    DETAIL_MAX,
+                )?
+                .items
+        }
+        Some(n) => graph.out_edges_as_of(&view, id, PRODUCED, n, DETAIL_MAX)?,
+    };
+    for e in produced {
+        if let Some(n) = node_at(graph, &view, &e.to, as_of)? {
             match n.node_type.as_str() {
                 ARTIFACT => artifacts.push(n.into()),
                 PULL_REQUEST => pull_requests.push(n.into()),

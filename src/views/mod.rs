@@ -10,6 +10,7 @@
 
 pub mod attempts;
 pub mod failures;
+pub mod history;
 pub mod topology;
 
 use crate::graph::GraphError;
@@ -28,4 +29,7 @@ pub enum ViewError {
     /// What the caller asked for does not exist (the message names it).
     #[error("{0}")]
     NotFound(String),
+    /// A query parameter out of range (the message says why).
+    #[error("{0}")]
+    BadQuery(String),
 }

@@ -12,6 +12,7 @@ mod pty;
 mod artifacts;
 mod errors;
 mod follow;
+mod history;
 mod invalidate;
 mod reads;
 

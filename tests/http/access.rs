@@ -64,6 +64,12 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "GET",
+        "/v1/graph/nodes/{id}/history",
+        "/v1/graph/nodes/x/history",
+        "read",
+    ),
+    (
+        "GET",
         "/v1/log/verification",
         "/v1/log/verification",
         "read",

@@ -19,6 +19,7 @@ mod generations;
 mod graph_api;
 mod hardening;
 mod hashing;
+mod history;
 mod idempotency;
 mod ingest;
 mod metrics;
