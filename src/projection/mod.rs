@@ -386,7 +386,7 @@ impl ProjectorSet {
         let mut with_wasi: Linker<HostState> = Linker::new(&engine);
         Projector::add_to_linker::<HostState, HasSelf<HostState>>(&mut with_wasi, |s| s)
             .map_err(linker_err)?;
-        wasmtime_wasi::p2::add_to_linker_sync(&mut with_wasi).map_err(linker_err)?;
+        sandbox::add_wasi_to_linker(&mut with_wasi).map_err(linker_err)?;
 
         let mut projectors: Vec<Loaded> = Vec::with_capacity(sources.len());
         let mut infos: Vec<ProjectorInfo> = Vec::with_capacity(sources.len());

@@ -1,23 +1,25 @@
 //! The sandbox a projector runs in: the one wasmtime `Engine` (deterministic
 //! compilation settings, pooling allocator), the per-store resource limiter, and
-//! the deterministic WASI subset (frozen clocks, seeded randomness, no files,
-//! no environment, no network, captured stdio). It owns every knob that decides
+//! the deterministic WASI subset (frozen clocks, timers that fire at once,
+//! seeded randomness, no files, no environment, no network, captured stdio). It owns every knob that decides
 //! whether two runs of the same event give the same result, and must never
 //! expose host time, host entropy, host files or the network to a guest.
 
+use super::host::HostState;
 use super::Limits;
 use crate::digest::Sha256;
 use bytes::Bytes;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use wasmtime::component::{Linker, Resource};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
     ResourceLimiter, StoreLimits, StoreLimitsBuilder,
 };
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder};
+use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiView};
 
 /// How many stores may be alive at once across all threads calling
 /// `ProjectorSet::project` (one per call in flight). The pool reserves address
@@ -225,6 +227,48 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// The version wasmtime-wasi 48 defines the WASI 0.2 interfaces at; a
+/// component importing any 0.2.x is linked to it (semver matching).
+const WASI_P2_VERSION: &str = "0.2.12";
+
+/// Links the deterministic WASI subset: wasmtime-wasi's WASI 0.2 (sync), with
+/// the monotonic clock's timers replaced. wasmtime-wasi's `subscribe-duration`
+/// and `subscribe-instant` wait in host time (a tokio sleep on the calling
+/// thread, forever for a far deadline): a guest's `sleep` would stall the
+/// writer for as long as it asks without spending any fuel, and the host's
+/// time would decide when it goes on. Here every timer is ready at once, as
+/// if the frozen clock had jumped to the deadline (it still reads the same
+/// afterwards): a sleep returns immediately, and a loop waiting for the clock
+/// to move runs out of fuel the same way on every replay.
+pub(crate) fn add_wasi_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(&format!("wasi:clocks/monotonic-clock@{WASI_P2_VERSION}"))?;
+    clock.func_wrap("subscribe-instant", |mut cx, (_when,): (u64,)| {
+        Ok((elapsed_timer(cx.data_mut())?,))
+    })?;
+    clock.func_wrap("subscribe-duration", |mut cx, (_duration,): (u64,)| {
+        Ok((elapsed_timer(cx.data_mut())?,))
+    })?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// A `wasi:io/poll.pollable` that is always ready: a timer whose deadline has
+/// passed.
+fn elapsed_timer(state: &mut HostState) -> wasmtime::Result<Resource<DynPollable>> {
+    let table = state.ctx().table;
+    let timer = table.push(ElapsedTimer)?;
+    wasmtime_wasi::p2::subscribe(table, timer)
+}
+
+struct ElapsedTimer;
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for ElapsedTimer {
+    async fn ready(&mut self) {}
+}
+
 /// Per-store WASI state for a projector that imports WASI.
 pub(crate) struct WasiState {
     pub(crate) ctx: WasiCtx,
@@ -235,7 +279,8 @@ pub(crate) struct WasiState {
 
 impl WasiState {
     /// The deterministic WASI context for one event: the wall clock reads the
-    /// event's timestamp, the monotonic clock never moves, every random source
+    /// event's timestamp, the monotonic clock never moves (and its timers fire
+    /// at once: [`add_wasi_to_linker`]), every random source
     /// is derived from the event hash, there are no preopens, no environment,
     /// no arguments, no stdin and no network; stdout/stderr are captured (at
     /// most `output_bytes` each).
