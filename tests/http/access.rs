@@ -54,6 +54,12 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("GET", "/v1/failures", "/v1/failures", "read"),
     ("GET", "/v1/graph/summary", "/v1/graph/summary", "read"),
     ("GET", "/v1/projection", "/v1/projection", "read"),
+    (
+        "GET",
+        "/v1/projection/errors",
+        "/v1/projection/errors",
+        "read",
+    ),
     ("GET", "/v1/graph/nodes", "/v1/graph/nodes", "read"),
     ("GET", "/v1/graph/nodes/{id}", "/v1/graph/nodes/x", "read"),
     (
