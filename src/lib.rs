@@ -68,6 +68,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod project_event;
 pub mod projection;
+pub mod projector_cli;
 pub mod projector_specs;
 pub mod replay;
 pub mod schema;
