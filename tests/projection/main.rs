@@ -3,6 +3,8 @@
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
+// ProjectionError is large (the cold path of a failing event; see src/projection).
+#![allow(clippy::result_large_err)]
 
 #[path = "../common/mod.rs"]
 mod common;
