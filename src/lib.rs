@@ -73,6 +73,7 @@ pub mod metrics;
 pub mod progress;
 pub mod project_event;
 pub mod projection;
+pub mod projector_cli;
 pub mod projector_specs;
 pub mod replay;
 pub mod replay_to;

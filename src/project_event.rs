@@ -9,8 +9,10 @@
 //! about bundles or batches, and never writes storage itself (the `Staging`
 //! goes into the caller's batch).
 
-use crate::graph::{ErrorRecord, GraphError, Staging};
-use crate::projection::{EventInput, Failure, Policy, Prepared, ProjectionError, ProjectorSet};
+use crate::graph::{ErrorRecord, GraphError, Op, Staging};
+use crate::projection::{
+    EventInput, Failure, Policy, Prepared, ProjectionError, ProjectorSet, Segment,
+};
 
 /// Why an event could not be projected.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,29 @@ pub fn project_event(
     staging: &mut Staging,
     policy: Policy,
 ) -> Result<Vec<ErrorRecord>, StepError> {
+    project_event_traced(set, event, prepared, staging, policy).map(|t| t.errors)
+}
+
+/// What [`project_event_traced`] did with one event.
+#[derive(Debug)]
+pub struct Traced {
+    /// The errors recorded for it (see [`project_event`]).
+    pub errors: Vec<ErrorRecord>,
+    /// Every projector's ops, in set order (`applied` says which were applied).
+    pub ops: Vec<Op>,
+    /// The ops applied, per projector, in set order.
+    pub applied: Vec<Segment>,
+}
+
+/// [`project_event`], also returning the ops applied per projector (for
+/// `leviathan projector test`, which shows them).
+pub fn project_event_traced(
+    set: &ProjectorSet,
+    event: &EventInput<'_>,
+    prepared: Prepared,
+    staging: &mut Staging,
+    policy: Policy,
+) -> Result<Traced, StepError> {
     let projected = set
         .run_event(event, prepared, staging, policy)
         .map_err(|e| StepError::Projection(Box::new(e)))?;
@@ -57,7 +82,7 @@ pub fn project_event(
         let owns = |t: &str| set.owns_node_type(index, t);
         staging.set_history_source(event.event_id, event.event_type, Some(set.label(index)));
         match staging.apply_segment(event.seq, event.timestamp, ops, &owns) {
-            Ok(()) => applied.push(ops),
+            Ok(()) => applied.push(*seg),
             Err(e) => {
                 let failure = match e {
                     GraphError::NotOwner {
@@ -107,8 +132,16 @@ pub fn project_event(
             e.message
         );
     }
-    staging.end_event(event.seq, applied.into_iter(), &errors);
-    Ok(errors)
+    staging.end_event(
+        event.seq,
+        applied.iter().map(|seg| &projected.ops[seg.start..seg.end]),
+        &errors,
+    );
+    Ok(Traced {
+        errors,
+        ops: projected.ops,
+        applied,
+    })
 }
 
 fn record(

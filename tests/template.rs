@@ -66,7 +66,8 @@ fn the_template_builds_loads_and_projects() {
     assert_eq!(summary["nodes_by_type"]["Area"], 2);
     assert_eq!(summary["nodes_by_type"]["Subsystem"], 2);
     assert_eq!(summary["edges_by_type"]["CONTAINS"], 2);
-    let (_, e) = s.get("/v1/graph/nodes/subsystem:radix:ui/edges?direction=out&type=DEPENDS_ON");
+    let (_, e) =
+        s.get("/v1/graph/nodes/subsystem:radix:ui/edges?direction=out&type=SUBSYSTEM_DEPENDS_ON");
     assert_eq!(e["edges"][0]["to_node"], "subsystem:radix:api");
     // Read through the graph import: the two subsystems sit in different areas.
     assert_eq!(e["edges"][0]["properties"]["cross_area"], true);

@@ -2,6 +2,9 @@
 # Builds the template projector into a component: target/topology.wasm.
 # Prints its SHA-256 and the LEVIATHAN_PROJECTORS entry that pins it.
 set -euo pipefail
+# Its outputs are read from ./target and ../tools/componentize/target: a target
+# directory set for another build must not move them.
+unset CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 TOOLS="$HERE/../tools"
 TARGET="wasm32-unknown-unknown"

@@ -96,6 +96,10 @@ enum Command {
     /// bundles against a saved checkpoint and the log's verifier key (docs/AUDIT.md).
     #[command(subcommand)]
     Audit(leviathan::tlog::cli::AuditCommand),
+    /// The projector author's tools: new, build, inspect, test, bench
+    /// (docs/PROJECTORS.md, "The author's loop").
+    #[command(subcommand)]
+    Projector(leviathan::projector_cli::ProjectorCommand),
     /// Scoped tokens (docs/SECURITY.md).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -244,6 +248,7 @@ fn main() -> ExitCode {
             projection,
         } => restore(&from, &data_dir, projection),
         Command::Audit(cmd) => leviathan::tlog::cli::run(cmd),
+        Command::Projector(cmd) => leviathan::projector_cli::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -334,6 +334,8 @@ struct Loaded {
     reads_graph: bool,
     declared: DeclaredTypes,
     matcher: Matcher,
+    /// The component's import names, as wasmtime reports them.
+    imports: Vec<String>,
     /// Calls, time, fuel and failures, once the server attaches its metrics.
     metrics: std::sync::OnceLock<crate::metrics::ProjectorMetrics>,
 }
@@ -411,6 +413,7 @@ impl ProjectorSet {
             let Imports {
                 wasi: uses_wasi,
                 graph: reads_graph,
+                names: import_names,
             } = imports(&engine, &component).map_err(|r| fail("checking imports", r))?;
             let linker = if uses_wasi { &with_wasi } else { &plain };
             let pre = linker
@@ -444,6 +447,7 @@ impl ProjectorSet {
                     edge_types: info.edge_types.iter().cloned().collect(),
                 },
                 matcher: matcher(&info.handles),
+                imports: import_names,
                 label,
                 limits: source.limits,
                 on_error: source.on_error,
@@ -512,6 +516,17 @@ impl ProjectorSet {
             .declared
             .node_types
             .contains(node_type)
+    }
+
+    /// The import names of the projector at `index` (`leviathan:projector/…`
+    /// and `wasi:…` interfaces, with their versions), in component order.
+    pub fn imports(&self, index: usize) -> &[String] {
+        &self.projectors[index].imports
+    }
+
+    /// Whether the projector at `index` handles `event_type` (its `handles`).
+    pub fn handles_at(&self, index: usize, event_type: &str) -> bool {
+        self.projectors[index].matcher.matches(event_type)
     }
 
     /// `name@version` of the projector at `index`.
@@ -1039,6 +1054,7 @@ fn check_limits(l: &Limits) -> Result<(), String> {
 struct Imports {
     wasi: bool,
     graph: bool,
+    names: Vec<String>,
 }
 
 /// What the component imports; an error for any import the host does not
@@ -1047,8 +1063,10 @@ fn imports(engine: &Engine, component: &Component) -> Result<Imports, String> {
     let mut found = Imports {
         wasi: false,
         graph: false,
+        names: Vec::new(),
     };
     for (name, _) in component.component_type().imports(engine) {
+        found.names.push(name.to_owned());
         if name.starts_with("wasi:") {
             found.wasi = true;
         } else if name.starts_with("leviathan:projector/graph@") {

@@ -1,5 +1,5 @@
 //! A team projector, as a template to copy: it turns the topology indexer's
-//! events into `Area` and `Subsystem` nodes with `CONTAINS` and `DEPENDS_ON`
+//! events into `Area` and `Subsystem` nodes with `CONTAINS` and `SUBSYSTEM_DEPENDS_ON`
 //! edges. The rules are plain Rust over `serde_json` (unit-tested natively
 //! with `cargo test`); the `wasm` module at the bottom is the only part that
 //! knows about the component contract (`wit/projector.wit`).
@@ -23,7 +23,7 @@ pub const HANDLES: &[&str] = &[
     "topo.dependency.discovered",
 ];
 pub const NODE_TYPES: &[&str] = &["Area", "Subsystem"];
-pub const EDGE_TYPES: &[&str] = &["CONTAINS", "DEPENDS_ON"];
+pub const EDGE_TYPES: &[&str] = &["CONTAINS", "SUBSYSTEM_DEPENDS_ON"];
 
 /// The event fields a rule needs.
 pub struct Event<'a> {
@@ -146,7 +146,7 @@ pub fn project(ev: &Event<'_>, graph: &dyn Graph) -> Result<Vec<Op>, Refusal> {
                 "cross_area": cross_area,
             });
             Ok(vec![Op::PutEdge {
-                edge_type: "DEPENDS_ON",
+                edge_type: "SUBSYSTEM_DEPENDS_ON",
                 from,
                 to,
                 properties: props.to_string(),
