@@ -67,20 +67,34 @@ fn rebuilds_restarts_and_replicas_give_the_identical_graph() {
 }
 
 #[test]
-fn a_changed_projector_set_needs_a_rebuild() {
+fn a_changed_projector_set_is_built_online_and_gives_the_offline_rebuilds_digest() {
     let mut s = Server::start();
     for b in mixed_log(3) {
         assert_eq!(s.ingest(&b).0, 200);
     }
+    let before = s.get("/v1/projection").1;
     let dir = s.keep_dir();
     s.stop();
+    // Same rules, other limits: another fingerprint, the same graph.
     let other = "core#fuel=40000000";
-    let mut cmd = serve_command(dir.path());
-    cmd.env("LEVIATHAN_PROJECTORS", other);
-    assert!(refused(cmd).contains("leviathan rebuild"));
+    let mut s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS", other)]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let live = loop {
+        let p = s.get("/v1/projection").1;
+        if p["build"]["state"] == "switched" {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no switch: {p}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_ne!(live["fingerprint"], before["fingerprint"]);
+    assert_eq!(live["state_digest"], before["state_digest"], "{live}");
+    assert_eq!(s.get("/v1/graph/summary").1["nodes_by_type"]["Attempt"], 3);
+    s.stop();
 
     let (code, out) = admin(&["rebuild", "--projectors", other], dir.path());
     assert_eq!(code, 0, "same rules, so the same graph: {out}");
-    let s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS", other)]);
-    assert_eq!(s.get("/v1/graph/summary").1["nodes_by_type"]["Attempt"], 3);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["identical"], true, "{report}");
+    assert_eq!(report["state_digest"], before["state_digest"]);
 }

@@ -62,23 +62,30 @@ fn manifest(dir: &Path, name: &str, bytes: &[u8], top: &str) -> PathBuf {
     m
 }
 
-/// `n` bundles of `per` attempt.created + attempt.started pairs.
+/// `per` attempts `{prefix}-{i}`, each an attempt.created and an
+/// attempt.started event.
+fn started_attempts(prefix: &str, per: usize) -> Vec<Value> {
+    let mut evs = Vec::with_capacity(per * 2);
+    for i in 0..per {
+        let a = format!("{prefix}-{i}");
+        evs.push(event(
+            &format!("{a}-c"),
+            "attempt.created",
+            json!({"attempt_id": a, "task_id": "t1", "attempt_number": 1}),
+        ));
+        evs.push(event(
+            &format!("{a}-s"),
+            "attempt.started",
+            json!({"attempt_id": a, "status": "running"}),
+        ));
+    }
+    evs
+}
+
+/// `bundles` bundles of `per` started attempts.
 fn preload(s: &Server, prefix: &str, bundles: usize, per: usize) {
     for b in 0..bundles {
-        let mut evs = Vec::with_capacity(per * 2);
-        for i in 0..per {
-            let a = format!("{prefix}-{b}-{i}");
-            evs.push(event(
-                &format!("{a}-c"),
-                "attempt.created",
-                json!({"attempt_id": a, "task_id": "t1", "attempt_number": 1}),
-            ));
-            evs.push(event(
-                &format!("{a}-s"),
-                "attempt.started",
-                json!({"attempt_id": a, "status": "running"}),
-            ));
-        }
+        let evs = started_attempts(&format!("{prefix}-{b}"), per);
         let (st, r) = s.ingest(&bundle(&format!("{prefix}-b{b}"), evs));
         assert_eq!(st, 200, "{r}");
     }
@@ -160,20 +167,7 @@ fn a_set_change_is_built_behind_the_live_set_and_switched_atomically_under_load(
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(10));
-                let mut evs = Vec::new();
-                for i in 0..5 {
-                    let a = format!("live-{w}-{n}-{i}");
-                    evs.push(event(
-                        &format!("{a}-c"),
-                        "attempt.created",
-                        json!({"attempt_id": a, "task_id": "t1", "attempt_number": 1}),
-                    ));
-                    evs.push(event(
-                        &format!("{a}-s"),
-                        "attempt.started",
-                        json!({"attempt_id": a, "status": "running"}),
-                    ));
-                }
+                let evs = started_attempts(&format!("live-{w}-{n}"), 5);
                 let (st, r) = s.ingest(&bundle(&format!("live-{w}-{n}"), evs));
                 assert_eq!(st, 200, "ingest during the build failed: {r}");
                 n += 1;
