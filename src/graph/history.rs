@@ -37,6 +37,7 @@ use crate::graph::store::GraphStore;
 use crate::seq::Seq;
 use fjall::{OwnedWriteBatch, Readable};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::sync::Arc;
 
 const NODE_TAG: u8 = b'n';
@@ -52,15 +53,20 @@ struct Source {
     projector: Option<String>,
 }
 
+/// A node or edge as it stood after a change: its compact JSON, written
+/// when the change is made (no copy of the record is kept; `None`: deleted).
+type After = Option<Box<RawValue>>;
+
 enum Target {
-    Node { id: String, after: Option<Node> },
-    Edge { key: Vec<u8>, after: Option<Edge> },
+    Node { id: String, after: After },
+    Edge { key: Vec<u8>, after: After },
 }
 
 struct Change {
     seq: Seq,
     source: Arc<Source>,
-    op: Option<Arc<Op>>,
+    /// The op's compact JSON, shared by every change it made.
+    op: Option<Arc<RawValue>>,
     target: Target,
 }
 
@@ -89,12 +95,12 @@ pub struct ChangeRecord {
 #[derive(Serialize)]
 struct RecordOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    edge: Option<Option<&'a Edge>>,
+    edge: Option<Option<&'a RawValue>>,
     event_id: &'a str,
     event_type: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    node: Option<Option<&'a Node>>,
-    op: Option<&'a Op>,
+    node: Option<Option<&'a RawValue>>,
+    op: Option<&'a RawValue>,
     ord: u32,
     projector: Option<&'a str>,
     seq: Seq,
@@ -105,7 +111,7 @@ struct RecordOut<'a> {
 pub(crate) struct Pending {
     source: Arc<Source>,
     seq: Seq,
-    op: Option<Arc<Op>>,
+    op: Option<Arc<RawValue>>,
     changes: Vec<Change>,
 }
 
@@ -129,7 +135,7 @@ impl Pending {
     /// recorded with it).
     pub(crate) fn set_op(&mut self, seq: Seq, op: &Op) {
         self.seq = seq;
-        self.op = Some(Arc::new(op.clone()));
+        self.op = Some(Arc::from(raw(op)));
     }
 
     fn push(&mut self, target: Target) {
@@ -141,17 +147,17 @@ impl Pending {
         });
     }
 
-    pub(crate) fn node(&mut self, id: &str, after: Option<Node>) {
+    pub(crate) fn node(&mut self, id: &str, after: Option<&Node>) {
         self.push(Target::Node {
             id: id.to_owned(),
-            after,
+            after: after.map(raw),
         });
     }
 
-    pub(crate) fn edge(&mut self, out_key: &[u8], after: Option<Edge>) {
+    pub(crate) fn edge(&mut self, out_key: &[u8], after: Option<&Edge>) {
         self.push(Target::Edge {
             key: out_key.to_vec(),
-            after,
+            after: after.map(raw),
         });
     }
 
@@ -181,14 +187,14 @@ impl Pending {
             }
             let (key, node, edge) = match &c.target {
                 Target::Node { id, after } => {
-                    (node_key(id, c.seq, ord), Some(after.as_ref()), None)
+                    (node_key(id, c.seq, ord), Some(after.as_deref()), None)
                 }
                 Target::Edge { key, after } => {
                     let (from, t, to) = keys::split3(key)?;
                     (
                         edge_key(from, t, to, c.seq, ord),
                         None,
-                        Some(after.as_ref()),
+                        Some(after.as_deref()),
                     )
                 }
             };
@@ -207,6 +213,13 @@ impl Pending {
         }
         Ok(())
     }
+}
+
+/// The compact JSON of a graph record or op (the bytes `serde_json::to_vec`
+/// gives): these types hold only strings, finite numbers and string-keyed
+/// maps, so serializing them cannot fail.
+fn raw<T: Serialize>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("a graph record or op always serializes")
 }
 
 fn node_prefix(id: &str) -> Vec<u8> {

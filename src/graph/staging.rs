@@ -416,7 +416,7 @@ impl Staging {
     // ---- pending-map mutations (each recorded for rollback) ----------------
 
     fn set_node(&mut self, id: &str, node: Option<Node>) {
-        self.history.node(id, node.clone());
+        self.history.node(id, node.as_ref());
         let prev = self.nodes.insert(id.to_owned(), node);
         self.undo.push(Undo::Node {
             id: id.to_owned(),
@@ -425,7 +425,7 @@ impl Staging {
     }
 
     fn set_edge(&mut self, out_key: Vec<u8>, from: &str, t: &str, to: &str, e: Option<Edge>) {
-        self.history.edge(&out_key, e.clone());
+        self.history.edge(&out_key, e.as_ref());
         let in_key = keys::edge_in(to, t, from);
         let prev = self.edges_in.insert(in_key.clone(), e.is_some());
         self.undo.push(Undo::EdgeIn { key: in_key, prev });
