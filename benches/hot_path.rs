@@ -267,12 +267,13 @@ fn writer_append(c: &mut Criterion) {
         let writer = Writer::start(WriterParts {
             db: e.store.db.clone(),
             log: e.store.log.clone(),
-            graph: e.store.graph.clone(),
-            projectors: e.projection.set.clone(),
-            fingerprint: e.projection.fingerprint,
+            live: leviathan::generations::LiveGraph::new(leviathan::generations::Live {
+                graph: e.store.graph.clone(),
+                projectors: e.projection.set.clone(),
+                fingerprint: e.projection.fingerprint,
+            }),
             head,
             sync,
-            live: None,
         })
         .expect("writer");
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -60,23 +60,12 @@ fn keyspace_options_for(name: &str) -> fjall::KeyspaceCreateOptions {
     }
 }
 
-/// A directory that does not exist yet, or is empty.
+/// A directory that does not exist yet, or is empty, named by an absolute path.
 fn check_empty_target(dir: &Path) -> anyhow::Result<()> {
     if !dir.is_absolute() {
         bail!("{} is not an absolute path", dir.display());
     }
-    if dir.exists() {
-        let mut entries =
-            std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-        if entries.next().is_some() {
-            bail!(
-                "{} is not empty: a backup or restore goes into a new (or empty) directory",
-                dir.display()
-            );
-        }
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(())
+    crate::files::new_dir(dir, "a backup or restore")
 }
 
 /// Backs the store up into `to` (new or empty) as of one snapshot taken now,
@@ -148,7 +137,7 @@ pub fn backup(
     verify_store(&dest, &manifest).context("the copy does not verify")?;
     drop(dest);
     let text = serde_json::to_vec_pretty(&manifest)?;
-    write_synced(&to.join(MANIFEST), &text)?;
+    crate::files::write_synced(&to.join(MANIFEST), &text)?;
     Ok(manifest)
 }
 
@@ -213,20 +202,6 @@ fn verify_store(db: &Database, manifest: &Manifest) -> anyhow::Result<()> {
         if n != *expected {
             bail!("keyspace {name} holds {n} entries, the manifest says {expected}");
         }
-    }
-    Ok(())
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
 }

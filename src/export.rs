@@ -105,36 +105,11 @@ pub fn open_stopped(data_dir: &Path) -> anyhow::Result<crate::storage::Store> {
     crate::storage::open_store(data_dir)
 }
 
-/// A directory that does not exist yet, or is empty; created.
-pub(crate) fn new_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
-    if dir.exists() {
-        let mut entries =
-            std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-        if entries.next().is_some() {
-            bail!(
-                "{} is not empty: {what} goes into a new (or empty) directory",
-                dir.display()
-            );
-        }
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
 /// Exports the stopped store of `data_dir` into `to` (new or empty). The
 /// chain is checked while it is written: a broken log is not exported.
 pub fn export(data_dir: &Path, signing_key: Option<&Path>, to: &Path) -> anyhow::Result<Manifest> {
     let store = open_stopped(data_dir)?;
-    new_dir(to, "an export")?;
+    crate::files::new_dir(to, "an export")?;
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let tree = crate::tlog::Tree::open(&store.db, &store.log)?;
     tree.catch_up(&store.db)?;
@@ -299,8 +274,7 @@ pub fn export(data_dir: &Path, signing_key: Option<&Path>, to: &Path) -> anyhow:
         created_at,
         leviathan_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    write_synced(&to.join(MANIFEST), &serde_json::to_vec_pretty(&manifest)?)?;
-    std::fs::File::open(to)?.sync_all()?;
+    crate::files::write_synced(&to.join(MANIFEST), &serde_json::to_vec_pretty(&manifest)?)?;
     Ok(manifest)
 }
 

@@ -168,7 +168,7 @@ pub fn import(
             serde_json::to_string_pretty(&report)?
         );
     }
-    export::new_dir(data_dir, "an import")?;
+    crate::files::new_dir(data_dir, "an import")?;
     let store = crate::storage::open_store(data_dir)?;
     let mut loader = Loader::new(&store)?;
     let bar = crate::progress::bar(manifest.head_seq.0, "importing");
@@ -328,7 +328,7 @@ pub fn replay_check(
         "leviathan-replay-check-{}-{nanos}",
         std::process::id()
     )));
-    export::new_dir(&scratch.0, "a scratch store")?;
+    crate::files::new_dir(&scratch.0, "a scratch store")?;
     let store = crate::storage::open_store(&scratch.0)?;
     let mut loader = Loader::new(&store)?;
     let bar = crate::progress::bar(c.tree_size, "replaying");

@@ -921,7 +921,7 @@ pub fn import_legacy(
     if s.refused > 0 || (s.unverified > 0 && !accept_unverified) {
         return Ok(s);
     }
-    crate::export::new_dir(data_dir, "an import")?;
+    crate::files::new_dir(data_dir, "an import")?;
     let store = crate::storage::open_store(data_dir)?;
     let mut loader = crate::import::Loader::new(&store)?;
     let bar = crate::progress::bar(s.events, "importing");

@@ -60,6 +60,7 @@ pub mod config;
 pub mod ctl;
 pub mod digest;
 pub mod export;
+mod files;
 pub mod generations;
 pub mod graph;
 pub mod ids;

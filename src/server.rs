@@ -183,18 +183,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = crate::metrics::Metrics::default();
     projection.set.attach_metrics(&metrics);
     prepared.live.projectors.attach_metrics(&metrics);
-    let live_graph = prepared.live.graph.clone();
     let live = crate::generations::LiveGraph::new(prepared.live);
     let writer = Writer::start_with_metrics(
         WriterParts {
             db: store.db.clone(),
             log: store.log.clone(),
-            graph: live_graph,
-            projectors: live.get().projectors.clone(),
-            fingerprint: live.get().fingerprint,
+            live: live.clone(),
             head,
             sync: config.sync,
-            live: Some(live.clone()),
         },
         metrics.writer(),
     )

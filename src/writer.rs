@@ -16,12 +16,12 @@
 
 use crate::bundle::Bundle;
 use crate::digest::Sha256;
-use crate::graph::{GraphStore, Staging};
+use crate::graph::Staging;
 use crate::ids::{BundleId, EventId};
 use crate::log::record::EventDraft;
 use crate::log::{BundleRecord, Head, Log, LogError};
 use crate::project_event::{project_event, StepError};
-use crate::projection::{EventInput, Policy, Prepared, ProjectionError, ProjectorSet};
+use crate::projection::{EventInput, Policy, Prepared, ProjectionError};
 use crate::seq::Seq;
 use crate::storage::SyncMode;
 use fjall::{Database, PersistMode};
@@ -232,9 +232,8 @@ struct SwitchJob {
 /// projects every later event with the new set, and swaps the live handle
 /// before it answers anything else.
 pub struct SwitchRequest {
-    pub graph: GraphStore,
-    pub projectors: Arc<ProjectorSet>,
-    pub fingerprint: Sha256,
+    /// The generation to make live.
+    pub next: crate::generations::Live,
     /// Most recorded errors the generation may have and still go live.
     pub max_errors: u64,
     /// Errors it has recorded so far.
@@ -261,15 +260,12 @@ pub enum SwitchOutcome {
 pub struct WriterParts {
     pub db: Database,
     pub log: Log,
-    pub graph: GraphStore,
-    pub projectors: Arc<ProjectorSet>,
-    /// Fingerprint of `projectors`, recorded with the graph in every batch.
-    pub fingerprint: Sha256,
+    /// The live generation: its graph, projected by its projector set, whose
+    /// fingerprint is recorded with the graph in every batch. A switch
+    /// ([`Writer::switch_blocking`]) replaces it.
+    pub live: crate::generations::LiveGraph,
     pub head: Head,
     pub sync: SyncMode,
-    /// The live generation's shared handle, swapped by a switch
-    /// ([`Writer::switch_blocking`]); `None`: this writer never switches.
-    pub live: Option<crate::generations::LiveGraph>,
 }
 
 /// Handle used by request handlers to submit bundles. Cheap to clone.
@@ -336,9 +332,7 @@ impl Writer {
             persist: parts.sync.persist_mode(),
             db: parts.db,
             log: parts.log,
-            graph: parts.graph,
-            projectors: parts.projectors,
-            fingerprint: parts.fingerprint,
+            current: parts.live.get(),
             head: parts.head,
             live: parts.live,
             health: Arc::new(Health::default()),
@@ -415,11 +409,11 @@ struct State {
     tree: crate::tlog::tree::TreeWriter,
     db: Database,
     log: Log,
-    graph: GraphStore,
-    projectors: Arc<ProjectorSet>,
-    fingerprint: Sha256,
+    /// The live generation, as `live` holds it (taken once; replaced only
+    /// by a switch, which also replaces it in `live`).
+    current: Arc<crate::generations::Live>,
     head: Head,
-    live: Option<crate::generations::LiveGraph>,
+    live: crate::generations::LiveGraph,
     persist: PersistMode,
     health: Arc<Health>,
     metrics: crate::metrics::WriterMetrics,
@@ -506,8 +500,9 @@ impl State {
         let graph_error = |e: crate::graph::GraphError| {
             AppendError::Storage(StorageFailure::new("reading the new generation failed", e))
         };
-        let (mut applied, _) = request.graph.state().map_err(graph_error)?;
-        let mut staging = request.graph.staging().map_err(graph_error)?;
+        let next = request.next;
+        let (mut applied, _) = next.graph.state().map_err(graph_error)?;
+        let mut staging = next.graph.staging().map_err(graph_error)?;
         let mut errors = request.errors_so_far;
         let mut caught_up = 0u64;
         while applied < self.head.seq {
@@ -519,7 +514,7 @@ impl State {
             let last = last.seq;
             for e in &chunk {
                 let recorded = project_event(
-                    &request.projectors,
+                    &next.projectors,
                     &crate::replay::input(e),
                     Prepared::default(),
                     &mut staging,
@@ -543,29 +538,18 @@ impl State {
         staging
             .write_into(&mut batch)
             .map_err(|e| fail(self, "staging the new generation failed", &e))?;
-        request
-            .graph
-            .stage_projector_set(&mut batch, &request.fingerprint);
+        next.graph
+            .stage_projector_set(&mut batch, &next.fingerprint);
         (request.stage_catalog)(&mut batch);
         batch
             .commit()
             .map_err(|e| fail(self, "committing the switch failed", &e))?;
-        let previous = self.graph.generation();
-        self.graph = request.graph.clone();
-        self.projectors = request.projectors.clone();
-        self.fingerprint = request.fingerprint;
-        if let Some(live) = &self.live {
-            live.replace(crate::generations::Live {
-                generation: request.graph.generation(),
-                graph: request.graph,
-                projectors: request.projectors,
-                fingerprint: request.fingerprint,
-            });
-        }
+        self.current = Arc::new(next);
+        let previous = self.live.replace(self.current.clone());
         tracing::info!(
-            previous,
-            generation = self.graph.generation(),
-            fingerprint = %self.fingerprint,
+            previous = previous.graph.generation(),
+            generation = self.current.graph.generation(),
+            fingerprint = %self.current.fingerprint,
             seq = self.head.seq.0,
             caught_up,
             errors,
@@ -587,7 +571,7 @@ impl State {
         }
         let start_head = self.head;
         let start_tree = self.tree.mark();
-        let mut staging = match self.graph.staging() {
+        let mut staging = match self.current.graph.staging() {
             Ok(s) => s,
             Err(e) => {
                 let failure = self.health.fail(
@@ -615,8 +599,9 @@ impl State {
         }
         if self.head != start_head {
             self.log.stage_head(&mut batch, &self.head);
-            self.graph
-                .stage_projector_set(&mut batch, &self.fingerprint);
+            self.current
+                .graph
+                .stage_projector_set(&mut batch, &self.current.fingerprint);
             self.tree.stage_size(&mut batch);
         }
         let commit_started = std::time::Instant::now();
@@ -686,7 +671,7 @@ impl State {
             event_hash: hash,
         };
         project_event(
-            &self.projectors,
+            &self.current.projectors,
             &input,
             Prepared::default(),
             staging,

@@ -190,7 +190,7 @@ pub async fn projection(State(app): State<AppState>) -> Result<Json<Projection>,
         Ok(Json(Projection {
             applied_seq: seq,
             fingerprint: live.fingerprint,
-            generation: live.generation,
+            generation: live.graph.generation(),
             log_head_seq: head.seq,
             projectors,
             state_digest: digest,
@@ -221,7 +221,7 @@ pub async fn projection_errors(
     blocking(move || {
         let graph = match generation {
             None => app.live.graph(),
-            Some(g) if g == app.live.get().generation => app.live.graph(),
+            Some(g) if g == app.live.get().graph.generation() => app.live.graph(),
             Some(g) => app
                 .catalog
                 .graph(g)

@@ -270,12 +270,12 @@ fn run(bg: Background) -> anyhow::Result<()> {
     builds.update(|s| s.state = BuildState::Switching);
     let old = live.get();
     let keep = plan.settings.keep_previous;
-    let old_record = catalog.get(old.generation)?;
+    let old_record = catalog.get(old.graph.generation())?;
     let mut new_record = plan.record.clone();
     new_record.status = Status::Live;
     let stage_catalog = {
         let catalog = catalog.clone();
-        let old_id = old.generation;
+        let old_id = old.graph.generation();
         Box::new(move |batch: &mut fjall::OwnedWriteBatch| {
             catalog.stage_live(batch, new_record.id);
             catalog.stage_record(batch, &new_record);
@@ -290,9 +290,11 @@ fn run(bg: Background) -> anyhow::Result<()> {
     };
     let outcome = writer
         .switch_blocking(SwitchRequest {
-            graph: plan.graph.clone(),
-            projectors: plan.projectors.clone(),
-            fingerprint: plan.fingerprint,
+            next: super::Live {
+                graph: plan.graph.clone(),
+                projectors: plan.projectors.clone(),
+                fingerprint: plan.fingerprint,
+            },
             max_errors: plan.settings.max_build_errors,
             errors_so_far: errors,
             stage_catalog,
@@ -352,7 +354,7 @@ pub(crate) fn retire(old: Arc<super::Live>) {
     while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let generation = old.generation;
+    let generation = old.graph.generation();
     let graph = old.graph.clone();
     drop(old);
     match graph.delete() {

@@ -8,9 +8,8 @@ use crate::graph::GraphStore;
 use crate::projection::ProjectorSet;
 use std::sync::{Arc, RwLock};
 
-/// One generation, live.
+/// One generation, live (its id is `graph.generation()`).
 pub struct Live {
-    pub generation: u64,
     pub graph: GraphStore,
     pub projectors: Arc<ProjectorSet>,
     pub fingerprint: Sha256,
@@ -40,9 +39,8 @@ impl LiveGraph {
         self.get().graph.clone()
     }
 
-    /// Makes `live` the live generation; returns the previous one.
-    pub(crate) fn replace(&self, live: Live) -> Arc<Live> {
-        let new = Arc::new(live);
+    /// Makes `new` the live generation; returns the previous one.
+    pub(crate) fn replace(&self, new: Arc<Live>) -> Arc<Live> {
         match self.0.write() {
             Ok(mut g) => std::mem::replace(&mut *g, new),
             Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), new),

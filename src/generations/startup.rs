@@ -87,7 +87,6 @@ pub fn prepare(
         return Ok(Prepared {
             catalog,
             live: Live {
-                generation: live_id,
                 graph,
                 projectors: configured.set,
                 fingerprint: configured.fingerprint,
@@ -170,7 +169,6 @@ pub fn prepare(
             Ok(Prepared {
                 catalog,
                 live: Live {
-                    generation: live_id,
                     graph,
                     projectors: Arc::new(set),
                     fingerprint,
@@ -247,7 +245,6 @@ fn build_now(
     Ok(Prepared {
         catalog: catalog.clone(),
         live: Live {
-            generation: record.id,
             graph: plan.graph,
             projectors: plan.projectors,
             fingerprint: plan.fingerprint,

@@ -45,12 +45,13 @@ fn one_batch(f: &Fixture, bundles: &[Value]) -> Vec<Result<Appended, AppendError
     let (writer, hold) = Writer::start_held(WriterParts {
         db: f.store.db.clone(),
         log: f.store.log.clone(),
-        graph: f.store.graph.clone(),
-        projectors: f.set.clone(),
-        fingerprint: f.fingerprint,
+        live: leviathan::generations::LiveGraph::new(leviathan::generations::Live {
+            graph: f.store.graph.clone(),
+            projectors: f.set.clone(),
+            fingerprint: f.fingerprint,
+        }),
         head: f.store.log.check_head().unwrap(),
         sync: SyncMode::Always,
-        live: None,
     })
     .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
