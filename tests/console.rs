@@ -2,8 +2,11 @@
 //! `tests/console/run.mjs` driving headless Chromium (Debian's `chromium`)
 //! through playwright-core: sign in, a live event in the feed within a second,
 //! invalidating an attempt through its dialog, expanding a node in the graph
-//! explorer, a wrong token refused with a clear message, phone width. Each
-//! scenario saves a screenshot under `target/console-screenshots/`.
+//! explorer, a wrong token refused with a clear message, phone width; and
+//! (`tests/console/deep.mjs`) a generation's build with its errors on the
+//! dashboard, a node's history and as-of view, an event's inclusion proof
+//! verified in the browser. Each scenario saves a screenshot under
+//! `target/console-screenshots/{basic,deep}/`.
 //!
 //! Needs `/usr/bin/chromium` (`apt-get install chromium chromium-driver`) and
 //! `npm ci` in `tests/console/`. Without them the browser test says so and
@@ -15,10 +18,12 @@
 
 mod common;
 
-use common::{bundle, event, mixed_log, Server};
-use serde_json::json;
+use common::wasm::{static_projector, Describe};
+use common::{bundle, event, mixed_log, sha256_hex, Server};
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn chromium() -> PathBuf {
     std::env::var_os("CHROMIUM")
@@ -49,11 +54,7 @@ fn missing() -> Option<String> {
 
 #[test]
 fn the_console_in_a_real_browser() {
-    if let Some(why) = missing() {
-        if std::env::var("LEVIATHAN_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("LEVIATHAN_REQUIRE_BROWSER=1 but the browser test cannot run: {why}");
-        }
-        eprintln!("SKIPPED the_console_in_a_real_browser: {why}");
+    if !browser_or_skip("the_console_in_a_real_browser") {
         return;
     }
     let s = Server::start_with(&[("LEVIATHAN_SYNC", "none")]);
@@ -65,11 +66,7 @@ fn the_console_in_a_real_browser() {
         assert_eq!(s.put_artifact(format!("att-{i}").as_bytes()).0 / 100, 2);
     }
     let attempt = "att-2";
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .join("console-screenshots");
-    let _ = std::fs::remove_dir_all(&out);
+    let out = screenshots("basic");
     let run = Command::new("node")
         .arg(script_dir().join("run.mjs"))
         .current_dir(script_dir())
@@ -167,4 +164,178 @@ fn the_console_is_served_with_a_strict_policy() {
     s.ingest(&bundle("x", vec![event("x1", "custom.note", json!({}))]));
     let r = s.client.get(s.url("/v1/events/recent")).send().unwrap();
     assert_eq!(r.status().as_u16(), 401);
+}
+
+/// Whether the browser tests can run; prints why not (and passes) unless
+/// `LEVIATHAN_REQUIRE_BROWSER=1`.
+fn browser_or_skip(test: &str) -> bool {
+    if let Some(why) = missing() {
+        if std::env::var("LEVIATHAN_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("LEVIATHAN_REQUIRE_BROWSER=1 but the browser test cannot run: {why}");
+        }
+        eprintln!("SKIPPED {test}: {why}");
+        return false;
+    }
+    true
+}
+
+/// The screenshots' directory (`target/console-screenshots/<sub>`), emptied.
+fn screenshots(sub: &str) -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join("console-screenshots")
+        .join(sub);
+    let _ = std::fs::remove_dir_all(&out);
+    out
+}
+
+/// Runs `tests/console/<script>` against `s`; panics with its output if a
+/// scenario failed, else answers its output. Each name in `shots` must have
+/// passed and left a PNG in `out`.
+fn run_script(
+    script: &str,
+    s: &Server,
+    out: &Path,
+    env: &[(&str, String)],
+    shots: &[&str],
+) -> String {
+    let mut cmd = Command::new("node");
+    cmd.arg(script_dir().join(script))
+        .current_dir(script_dir())
+        .env("BASE_URL", &s.base)
+        .env("TOKEN", common::TOKEN)
+        .env("OUT_DIR", out)
+        .env("CHROMIUM", chromium());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let run = cmd.output().expect("node runs");
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("{stdout}{stderr}");
+    assert!(
+        run.status.success(),
+        "a browser scenario failed:\n{stdout}\n{stderr}"
+    );
+    for name in shots {
+        let png = out.join(format!("{name}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(bytes.starts_with(b"\x89PNG"), "{name}.png is a PNG");
+        assert!(stdout.contains(&format!("ok {name} ")), "{name}");
+    }
+    stdout
+}
+
+/// A projector that refuses every `attempt.started`: a set with it builds a
+/// generation that records errors and is held back (`pending`).
+fn refuser() -> Vec<u8> {
+    static_projector(
+        &Describe {
+            name: "refuser",
+            version: "0.1.0",
+            handles: &["attempt.started"],
+            node_types: &["Refused"],
+            edge_types: &[],
+        },
+        |d| d.err("no_way", "this projector refuses every attempt.started"),
+    )
+}
+
+/// Polls `path` until `done` holds (at most 60 s).
+fn wait_for(s: &Server, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, v) = s.get(path);
+        if st == 200 && done(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The audit and projection views: a build held back by its errors on the
+/// dashboard (and its errors, linked), a node's history and its state as of
+/// an earlier seq, an event's inclusion proof verified in the browser against
+/// the latest signed checkpoint (and refused when tampered with); WCAG AA
+/// contrast of those pages.
+#[test]
+fn the_console_shows_generations_history_and_verified_proofs_in_a_real_browser() {
+    if !browser_or_skip(
+        "the_console_shows_generations_history_and_verified_proofs_in_a_real_browser",
+    ) {
+        return;
+    }
+    let mut s = Server::start_with(&[("LEVIATHAN_SYNC", "none")]);
+    for b in mixed_log(6) {
+        assert_eq!(s.ingest(&b).0, 200);
+    }
+    // A tree size that is not a power of two, so that the proof's path has a
+    // promoted node.
+    let notes: Vec<Value> = (0..5)
+        .map(|i| event(&format!("note-{i}"), "custom.note", json!({ "n": i })))
+        .collect();
+    assert_eq!(s.ingest(&bundle("notes", notes)).0, 200);
+    s.stop();
+    let dir = s.keep_dir();
+
+    // Restart with core + a refusing projector: its generation is built
+    // behind the live one and held back by its errors.
+    let files = tempfile::tempdir().unwrap();
+    let wasm = refuser();
+    std::fs::write(files.path().join("refuser.wasm"), &wasm).unwrap();
+    let manifest = files.path().join("projectors.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[[projector]]\nname = \"core\"\nbuiltin = \"core\"\n\n[[projector]]\nname = \
+             \"refuser\"\npath = \"refuser.wasm\"\nsha256 = \"{}\"\n",
+            sha256_hex(&wasm)
+        ),
+    )
+    .unwrap();
+    let m = manifest.display().to_string();
+    let s = Server::start_in(
+        dir.path(),
+        &[
+            ("LEVIATHAN_SYNC", "none"),
+            ("LEVIATHAN_PROJECTORS_FILE", m.as_str()),
+        ],
+    );
+    let p = wait_for(&s, "/v1/projection", "a pending build", |p| {
+        p["build"]["state"] == "pending"
+    });
+    assert_eq!(p["generation"], 0, "{p}");
+    let errors = p["build"]["errors"].as_u64().unwrap();
+    assert_eq!(errors, 6, "one per attempt.started: {p}");
+    // The background verifier's first pass, so that the dashboard has a result.
+    wait_for(
+        &s,
+        "/v1/log/verification",
+        "the verifier's first pass",
+        |v| v["status"] == "ok" && v["verified_seq"] == p["log_head_seq"],
+    );
+
+    let out = screenshots("deep");
+    run_script(
+        "deep.mjs",
+        &s,
+        &out,
+        &[
+            ("NODE_ID", "att-0".into()),
+            ("EVENT_ID", "att-3-tests".into()),
+            ("BUILD_GENERATION", p["build"]["generation"].to_string()),
+            ("BUILD_ERRORS", errors.to_string()),
+        ],
+        &[
+            "dashboard-generation",
+            "projection-errors",
+            "node-history",
+            "event-proof",
+        ],
+    );
 }
