@@ -97,6 +97,11 @@ async function route() {
     showSignIn();
     return;
   }
+  // Signed in (also after a reload: the token is still in the tab's session
+  // storage): the pages, not the form.
+  signin.hidden = true;
+  nav.hidden = false;
+  main.hidden = false;
   leave();
   const path = location.hash.replace(/^#/, "") || "/";
   const parts = path.split("?")[0].split("/").filter(Boolean).map(decodeURIComponent);

@@ -339,3 +339,102 @@ fn the_console_shows_generations_history_and_verified_proofs_in_a_real_browser()
         ],
     );
 }
+
+/// `leviathan bench` ingests `events` more events into `s` (its own shapes:
+/// targets, tasks, attempts with their artifacts, tests and PRs).
+fn grow(s: &Server, events: usize) {
+    let out = Command::new(env!("CARGO_BIN_EXE_leviathan"))
+        .args(["bench", "--url", &s.base, "--token", common::TOKEN])
+        .args([
+            "--events",
+            &events.to_string(),
+            "--bundle",
+            "500",
+            "--clients",
+            "2",
+        ])
+        .args([
+            "--grow-factor",
+            "0",
+            "--reads",
+            "1",
+            "--duration-limit",
+            "3600",
+        ])
+        .output()
+        .expect("leviathan bench runs");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every view pages or streams: each view's requests and bytes, measured in
+/// the browser (resource timing) at a log of 10,000 events and again at N, stay
+/// the same (within a small slack: ids get longer, a proof's path grows by
+/// log2), and stay small. On demand: `LEVIATHAN_CONSOLE_BIG=1` (N = 50,000;
+/// or `=N`), since a debug server ingests a few hundred events a second. The
+/// figures are printed and saved in `target/console-screenshots/scale/`
+/// (docs/CONSOLE.md has a run's).
+#[test]
+fn the_console_views_stay_small_at_scale() {
+    let n = match std::env::var("LEVIATHAN_CONSOLE_BIG").as_deref() {
+        Err(_) | Ok("") | Ok("0") => {
+            eprintln!("SKIPPED the_console_views_stay_small_at_scale: set LEVIATHAN_CONSOLE_BIG=1 (or =N events) to run it");
+            return;
+        }
+        Ok("1") => 50_000,
+        Ok(v) => v
+            .parse::<usize>()
+            .expect("LEVIATHAN_CONSOLE_BIG is 1 or a number of events"),
+    };
+    if !browser_or_skip("the_console_views_stay_small_at_scale") {
+        return;
+    }
+    let s = Server::start_with(&[("LEVIATHAN_SYNC", "none")]);
+    let out = screenshots("scale");
+    let measure = |label: &str| -> Value {
+        run_script("scale.mjs", &s, &out, &[("LABEL", label.into())], &[]);
+        serde_json::from_slice(&std::fs::read(out.join(format!("{label}.json"))).unwrap()).unwrap()
+    };
+    // The small log is large enough that every paged view is already full
+    // (the bench target has more than a page of tasks by then).
+    let first = 10_000;
+    assert!(
+        n >= 2 * first,
+        "LEVIATHAN_CONSOLE_BIG: at least {} events",
+        2 * first
+    );
+    grow(&s, first);
+    let small = measure("small");
+    grow(&s, n - first);
+    let big = measure("big");
+    let head = big["head_seq"].as_u64().unwrap();
+    assert!(head >= n as u64, "the log holds {head} events");
+    let views = big["views"].as_object().unwrap();
+    assert_eq!(views.len(), small["views"].as_object().unwrap().len());
+    for (name, b) in views {
+        let a = &small["views"][name];
+        let (ra, rb) = (
+            a["requests"].as_u64().unwrap(),
+            b["requests"].as_u64().unwrap(),
+        );
+        let (ba, bb) = (a["bytes"].as_u64().unwrap(), b["bytes"].as_u64().unwrap());
+        eprintln!("{name}: {ra} → {rb} requests, {ba} → {bb} bytes");
+        assert!(
+            rb <= ra + 2,
+            "{name}: {ra} requests at {} events, {rb} at {head}",
+            small["head_seq"]
+        );
+        assert!(
+            bb <= ba + ba / 4 + 2048,
+            "{name}: {ba} bytes at {} events, {bb} at {head}",
+            small["head_seq"]
+        );
+        assert!(
+            rb <= 60 && bb <= 256 * 1024,
+            "{name}: {rb} requests, {bb} bytes"
+        );
+    }
+}

@@ -107,6 +107,8 @@ await scenario("node-history", page, async () => {
 
 await scenario("event-proof", page, async () => {
   await page.goto(BASE + "/console#/events/" + encodeURIComponent(EVENT_ID));
+  // A reload keeps the tab signed in (the token is in its session storage).
+  await page.reload();
   const status = page.locator("#proof-status");
   await page.locator("#proof-status", { hasText: /Verified against checkpoint of size|NOT verified|Not checked/ }).waitFor();
   const verdict = await status.textContent();
