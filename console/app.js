@@ -132,7 +132,7 @@ async function route() {
 
 window.addEventListener("hashchange", route);
 
-// Keyboard: g then d/f/a/x for the pages, / to the first search field.
+// Keyboard: g then d/f/a/x/e for the pages, / to the first search field.
 let pendingG = false;
 document.addEventListener("keydown", (ev) => {
   const t = ev.target;
@@ -148,7 +148,7 @@ document.addEventListener("keydown", (ev) => {
   }
   if (pendingG) {
     pendingG = false;
-    const to = { d: "#/", f: "#/feed", a: "#/attempts", x: "#/graph" }[ev.key];
+    const to = { d: "#/", f: "#/feed", a: "#/attempts", x: "#/graph", e: "#/errors" }[ev.key];
     if (to) location.hash = to;
     return;
   }
@@ -810,7 +810,7 @@ function nodeHistory(box, node) {
   const more = h("p");
   const asOfIn = h("input", { id: "as-of-seq", name: "as_of_seq", inputmode: "numeric", size: 10, placeholder: "a seq" });
   const asOfOut = h("div", { id: "as-of", "aria-live": "polite" });
-  const heads = ["seq", "event", "event type", "change", "by", ""];
+  const heads = ["seq", "event", "change", "view"];
 
   async function asOf(seq) {
     asOfIn.value = String(seq);
@@ -847,11 +847,9 @@ function nodeHistory(box, node) {
     for (const c of r.changes) {
       body.append(h("tr", { "data-seq": c.seq },
         h("td.mono", {}, link("#/seq/" + c.seq, String(c.seq)), c.ord ? `.${c.ord}` : ""),
-        h("td", {}, c.event_id ? eventLink(c.event_id) : "—"),
-        h("td", { text: show(c.event_type) }),
-        h("td", {}, h("span.mono", { text: opKind(c.op) }), c.node === null ? " (deleted)" : ""),
-        h("td.mono", { text: show(c.projector) }),
-        h("td", {}, h("button.small", { type: "button", text: "View as of seq " + c.seq, onclick: () => asOf(c.seq) })),
+        h("td", {}, c.event_id ? eventLink(c.event_id) : "—", h("br"), h("span.muted.small", { text: show(c.event_type) })),
+        h("td", {}, h("span.mono", { text: opKind(c.op) }), c.node === null ? " (deleted)" : "", h("br"), h("span.muted.small", { text: "by " + show(c.projector) })),
+        h("td", {}, h("button.small", { type: "button", text: "as of", title: `View ${id} as of seq ${c.seq}`, "aria-label": `View ${id} as of seq ${c.seq}`, onclick: () => asOf(c.seq) })),
       ));
     }
     if (!body.children.length) body.append(h("tr", {}, h("td.muted", { colspan: heads.length, text: "no changes recorded" })));
