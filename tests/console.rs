@@ -258,8 +258,8 @@ fn wait_for(s: &Server, path: &str, what: &str, done: impl Fn(&Value) -> bool) -
     }
 }
 
-/// The audit and projection views: a build held back by its errors on the
-/// dashboard (and its errors, linked), a node's history and its state as of
+/// The audit and projection views: a build in progress on the dashboard,
+/// then held back by its errors (and its errors, linked), a node's history and its state as of
 /// an earlier seq, an event's inclusion proof verified in the browser against
 /// the latest signed checkpoint (and refused when tampered with); WCAG AA
 /// contrast of those pages.
@@ -274,12 +274,16 @@ fn the_console_shows_generations_history_and_verified_proofs_in_a_real_browser()
     for b in mixed_log(6) {
         assert_eq!(s.ingest(&b).0, 200);
     }
-    // A tree size that is not a power of two, so that the proof's path has a
-    // promoted node.
-    let notes: Vec<Value> = (0..5)
-        .map(|i| event(&format!("note-{i}"), "custom.note", json!({ "n": i })))
-        .collect();
-    assert_eq!(s.ingest(&bundle("notes", notes)).0, 200);
+    // More than SWITCH_LAG (2,048) events that no projector handles (cheap to
+    // ingest and to build), so that the new generation is visibly built
+    // before it stops; and a tree size that is not a power of two, so that
+    // the proof's path has a promoted node.
+    for b in 0..5 {
+        let notes: Vec<Value> = (0..481)
+            .map(|i| event(&format!("note-{b}-{i}"), "custom.note", json!({ "n": i })))
+            .collect();
+        assert_eq!(s.ingest(&bundle(&format!("notes-{b}"), notes)).0, 200);
+    }
     s.stop();
     let dir = s.keep_dir();
 
@@ -299,20 +303,21 @@ fn the_console_shows_generations_history_and_verified_proofs_in_a_real_browser()
     )
     .unwrap();
     let m = manifest.display().to_string();
+    // The build is slowed to 200 events/s, so that the browser sees it in
+    // progress (about 12 s for the log's 2,467 events) before it ends pending.
     let s = Server::start_in(
         dir.path(),
         &[
             ("LEVIATHAN_SYNC", "none"),
             ("LEVIATHAN_PROJECTORS_FILE", m.as_str()),
+            ("LEVIATHAN_BUILD_RATE", "200"),
         ],
     );
-    let p = wait_for(&s, "/v1/projection", "a pending build", |p| {
-        p["build"]["state"] == "pending"
-    });
+    let p = wait_for(&s, "/v1/projection", "the build", |p| !p["build"].is_null());
+    assert_eq!(p["build"]["state"], "building", "{p}");
     assert_eq!(p["generation"], 0, "{p}");
-    let errors = p["build"]["errors"].as_u64().unwrap();
-    assert_eq!(errors, 6, "one per attempt.started: {p}");
-    // The background verifier's first pass, so that the dashboard has a result.
+    let errors = 6; // one per attempt.started
+                    // The background verifier's first pass, so that the dashboard has a result.
     wait_for(
         &s,
         "/v1/log/verification",
@@ -338,6 +343,11 @@ fn the_console_shows_generations_history_and_verified_proofs_in_a_real_browser()
             "event-proof",
         ],
     );
+    // What the browser showed is what the server says: held back, 6 errors.
+    let (_, p) = s.get("/v1/projection");
+    assert_eq!(p["build"]["state"], "pending", "{p}");
+    assert_eq!(p["build"]["errors"], errors, "{p}");
+    assert_eq!(p["generation"], 0, "{p}");
 }
 
 /// `leviathan bench` ingests `events` more events into `s` (its own shapes:

@@ -1,8 +1,8 @@
 // The console's audit and projection views in headless Chromium, against a
 // server that tests/console.rs prepared: a log, and a projector-set change
 // whose build is pending with recorded errors.
-//   1. dashboard-generation: the live generation, the build being held back
-//      (state, progress, errors), projector modes, the chain verifier's
+//   1. dashboard-generation: the live generation, the build in progress (its
+//      bar moving), then held back by its errors (state, progress, errors), projector modes, the chain verifier's
 //      result, the latest signed checkpoint; WCAG AA contrast of the page.
 //   2. projection-errors: the build's errors, linked from the dashboard.
 //   3. node-history: a node's changes (as the API lists them) and the node as
@@ -14,7 +14,7 @@
 // env: BASE_URL, TOKEN, OUT_DIR, CHROMIUM, NODE_ID (a node with several
 //      changes), EVENT_ID (an event to prove), BUILD_GENERATION, BUILD_ERRORS
 
-import { BASE, TOKEN, newPage, scenario, check, signIn, get, contrastFailures, finish } from "./lib.mjs";
+import { BASE, TOKEN, OUT, newPage, scenario, check, signIn, get, contrastFailures, finish } from "./lib.mjs";
 
 const NODE_ID = process.env.NODE_ID;
 const EVENT_ID = process.env.EVENT_ID;
@@ -57,6 +57,22 @@ async function fitsAPhone(what) {
 await scenario("dashboard-generation", page, async () => {
   await signIn(page, TOKEN);
   await page.locator("h1", { hasText: "Dashboard" }).waitFor();
+  // The build in progress (the server builds at 200 events/s): its state, and
+  // a progress bar that moves as the page polls.
+  const build = page.locator("#dash-build");
+  await page.locator("#dash-build-state", { hasText: "building" }).waitFor();
+  const headSeq = (await get("/v1/log/head")).seq;
+  const v0 = Number(await build.locator("progress").getAttribute("value"));
+  check(Number(await build.locator("progress").getAttribute("max")) === headSeq, "progress toward the head");
+  check(v0 < headSeq, `the build is not done yet: ${v0} of ${headSeq}`);
+  await page.waitForFunction((v) => {
+    const p = document.querySelector("#dash-build progress");
+    return p && Number(p.getAttribute("value")) > v && document.querySelector("#dash-build-state").textContent === "building";
+  }, v0);
+  check(/seq [0-9,]+ of [0-9,]+ \([0-9]+ %\)/.test(await build.innerText()), "progress in words");
+  await page.screenshot({ path: OUT + "/dashboard-building.png", fullPage: true });
+  // Then held back by its errors.
+  await page.locator("#dash-build-state", { hasText: "pending" }).waitFor({ timeout: 45000 });
   const pr = await get("/v1/projection");
   // The live generation and its projectors, with their error policy.
   await page.locator("#dash-generation", { hasText: String(pr.generation) }).waitFor();
@@ -67,8 +83,6 @@ await scenario("dashboard-generation", page, async () => {
   // The build held back by its errors.
   const b = pr.build;
   check(b && String(b.generation) === GEN && b.state === "pending", "the server reports the pending build: " + JSON.stringify(b));
-  const build = page.locator("#dash-build");
-  await page.locator("#dash-build-state", { hasText: "pending" }).waitFor();
   const text = await build.innerText();
   check(text.includes(`seq ${b.applied_seq.toLocaleString("en-US")} of ${b.head_seq.toLocaleString("en-US")}`), "progress: " + text);
   check(text.includes(`${ERRORS} (at most 0 allowed)`), "errors: " + text);
