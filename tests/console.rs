@@ -278,6 +278,8 @@ fn the_console_shows_generations_history_and_verified_proofs_in_a_real_browser()
     // ingest and to build), so that the new generation is visibly built
     // before it stops; and a tree size that is not a power of two, so that
     // the proof's path has a promoted node.
+    // The content of att-0's artifact, for its download button.
+    assert_eq!(s.put_artifact(b"att-0").0 / 100, 2);
     for b in 0..5 {
         let notes: Vec<Value> = (0..481)
             .map(|i| event(&format!("note-{b}-{i}"), "custom.note", json!({ "n": i })))

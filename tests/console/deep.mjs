@@ -6,7 +6,7 @@
 //      result, the latest signed checkpoint; WCAG AA contrast of the page.
 //   2. projection-errors: the build's errors, linked from the dashboard.
 //   3. node-history: a node's changes (as the API lists them) and the node as
-//      of an earlier seq, driven from the keyboard.
+//      of an earlier seq, driven from the keyboard; its artifact downloaded.
 //   4. event-proof: the inclusion proof checked in the browser against the
 //      latest checkpoint ("Verified against checkpoint of size N"), and the
 //      same check refusing a tampered path or a wrong key.
@@ -129,6 +129,13 @@ await scenario("node-history", page, async () => {
     const cells = await rows.nth(i).locator("td").allTextContents();
     check(cells[0] === String(c.seq) && cells[1] === c.event_id + c.event_type && cells[2] === `${c.op.op}by ${c.projector}`, `row ${i}: ${cells.join(" | ")}`);
   }
+  // The artifact it produced, downloaded through the API with the token:
+  // the bytes the server holds.
+  const dl = page.locator("#node-artifacts button", { hasText: "Download" });
+  const [download] = await Promise.all([page.waitForEvent("download"), dl.click()]);
+  const path = await download.path();
+  const bytes = (await import("node:fs")).readFileSync(path, "utf8");
+  check(bytes === NODE_ID, `downloaded ${JSON.stringify(bytes)} as ${download.suggestedFilename()}`);
   // As of the first change, from the keyboard: the node as it was then.
   const first = hist.changes[0];
   await rows.first().locator("button").focus();
