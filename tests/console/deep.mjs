@@ -112,6 +112,7 @@ await scenario("projection-errors", page, async () => {
   const first = await rows.first().locator("td").allTextContents();
   check(first[0] === String(api.errors[0].seq) && first[2] === "refuser" && first[3] === "rejected", "first row: " + first.join(" | "));
   await noContrastFailures("errors page");
+  await page.screenshot({ path: OUT + "/projection-errors-list.png", fullPage: true });
   // Each error links to its event.
   await rows.first().locator(`a[href='#/seq/${api.errors[0].seq}']`).click();
   await page.locator("dd", { hasText: String(api.errors[0].event_id) }).first().waitFor();
