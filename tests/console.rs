@@ -278,6 +278,17 @@ fn the_console_shows_generations_history_and_verified_proofs_in_a_real_browser()
     // ingest and to build), so that the new generation is visibly built
     // before it stops; and a tree size that is not a power of two, so that
     // the proof's path has a promoted node.
+    // att-5 gets more changes than a history page holds (20).
+    let jobs: Vec<Value> = (0..22)
+        .map(|k| {
+            event(
+                &format!("att-5-job-{k}"),
+                "job.submitted",
+                json!({"attempt_id": "att-5", "job_id": format!("job-5-{k}")}),
+            )
+        })
+        .collect();
+    assert_eq!(s.ingest(&bundle("jobs", jobs)).0, 200);
     // The content of att-0's artifact, for its download button.
     assert_eq!(s.put_artifact(b"att-0").0 / 100, 2);
     for b in 0..5 {
@@ -334,6 +345,7 @@ fn the_console_shows_generations_history_and_verified_proofs_in_a_real_browser()
         &out,
         &[
             ("NODE_ID", "att-0".into()),
+            ("LONG_HISTORY_NODE", "att-5".into()),
             ("EVENT_ID", "att-3-tests".into()),
             ("BUILD_GENERATION", p["build"]["generation"].to_string()),
             ("BUILD_ERRORS", errors.to_string()),

@@ -12,11 +12,12 @@
 //      same check refusing a tampered path or a wrong key.
 //
 // env: BASE_URL, TOKEN, OUT_DIR, CHROMIUM, NODE_ID (a node with several
-//      changes), EVENT_ID (an event to prove), BUILD_GENERATION, BUILD_ERRORS
+//      changes), LONG_HISTORY_NODE (one with more than 20), EVENT_ID (an event to prove), BUILD_GENERATION, BUILD_ERRORS
 
 import { BASE, TOKEN, OUT, newPage, scenario, check, signIn, get, contrastFailures, finish } from "./lib.mjs";
 
 const NODE_ID = process.env.NODE_ID;
+const LONG = process.env.LONG_HISTORY_NODE;
 const EVENT_ID = process.env.EVENT_ID;
 const GEN = process.env.BUILD_GENERATION;
 const ERRORS = Number(process.env.BUILD_ERRORS);
@@ -155,6 +156,17 @@ await scenario("node-history", page, async () => {
   await page.locator("#as-of", { hasText: "did not exist as of seq 0" }).waitFor();
   await noContrastFailures("explorer");
   await fitsAPhone("explorer");
+  // A longer history comes a page at a time: 20, then the rest.
+  const long = await get(`/v1/graph/nodes/${encodeURIComponent(LONG)}/history?limit=1000`);
+  check(long.changes.length > 20, "the long history is longer than a page: " + long.changes.length);
+  await page.goto(BASE + "/console#/graph/" + encodeURIComponent(LONG));
+  await page.locator("aside.panel h2", { hasText: LONG }).waitFor();
+  await page.locator("#history-rows tr").nth(19).waitFor();
+  check((await rows.count()) === 20, `first page: ${await rows.count()} rows`);
+  await page.click("#history-more");
+  await page.locator(`#history-rows tr[data-seq="${long.changes[long.changes.length - 1].seq}"]`).waitFor();
+  check((await rows.count()) === long.changes.length, `all pages: ${await rows.count()} rows for ${long.changes.length}`);
+  check((await page.locator("#history-more").count()) === 0, "no more pages");
 });
 
 await scenario("event-proof", page, async () => {
