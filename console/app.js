@@ -5,11 +5,12 @@
 //   #/graph       graph explorer; #/graph/<node id> starting at a node
 //   #/events/<id> one event and its verified inclusion proof; #/seq/<n> the event at a seq
 //   #/errors      projection errors (paged; ?projector=, ?generation=)
+//   #/audit       the latest checkpoint, and a saved one checked against it (consistency)
 
 import { api, apiText, optional, follow, download, seg, token, setToken, signOut, whenUnauthorized, ApiError } from "./api.js";
 import { h, fill, show, table, facts, notice, link, eventLink, nodeLink, short, pre, badge } from "./ui.js";
 import { Explorer, colourOf } from "./graph.js";
-import { cryptoAvailable, parseCheckpoint, verifyBundle } from "./proof.js";
+import { cryptoAvailable, parseCheckpoint, verifyBundle, verifyGrowth } from "./proof.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -118,6 +119,7 @@ async function route() {
       case "attempts": parts[1] ? await attempt(parts[1]) : await attempts(); break;
       case "graph": await graph(parts[1]); break;
       case "errors": await errorsPage(); break;
+      case "audit": await auditPage(); break;
       case "events": await eventPage({ id: parts[1] }); break;
       case "seq": await eventPage({ seq: Number(parts[1]) }); break;
       default: fill(main, title("Not found"), notice("No such page: " + path));
@@ -206,7 +208,7 @@ function checkpointView(text) {
     ["root", h("span.mono.hash", { text: cp.root })],
     ["chain head", h("span.mono.hash", { text: show(cp.extensions["chain-head"]) })],
     ["signed by", cp.signatures.map((s) => h("span.mono", { text: `${s.name} (key id ${s.keyId}) ` }))],
-    ["", cp.size > 0 ? link("#/seq/" + cp.size, `prove an event against it (seq ${cp.size})`) : "—"],
+    ["", h("span", {}, cp.size > 0 ? [link("#/seq/" + cp.size, `prove an event against it (seq ${cp.size})`), h("br")] : null, link("#/audit", "save it, or check that the log only grew since one you saved"))],
   ]);
 }
 
@@ -890,6 +892,101 @@ function changedProps(then, now) {
   return table("Properties that differ from now", ["property", "then", "now"], diff.map((k) => [
     h("span.mono", { text: k }), h("span.mono", { text: show((then || {})[k]) }), h("span.mono", { text: show((now || {})[k]) }),
   ]));
+}
+
+// ------------------------------------------------------------------ audit: the log only grew
+
+/**
+ * An auditor's check that the log only grew since a checkpoint they saved:
+ * the latest checkpoint, the consistency proof between the two sizes, both
+ * checked in the browser (proof.js: RFC 9162 §2.1.4.2, Ed25519 signatures).
+ */
+async function auditPage() {
+  const [latest, serverKey] = await Promise.all([apiText("/v1/log/checkpoint"), apiText("/v1/log/public-key").catch(() => "")]);
+  let cp;
+  try {
+    cp = parseCheckpoint(latest);
+  } catch (e) {
+    fill(main, title("Audit"), notice("The server's checkpoint cannot be read: " + e.message));
+    return;
+  }
+  const saved = h("textarea.mono", { id: "saved-checkpoint", rows: 8, spellcheck: "false", placeholder: "leviathan/…\n1234\n…base64 root…\n…\n\n— leviathan/… …" });
+  const keyIn = h("input.wide", { id: "audit-key", name: "key", spellcheck: "false", autocomplete: "off", value: serverKey.trim() });
+  const status = h("p.verdict", { id: "growth-status", role: "status", "aria-live": "polite", text: "Paste a checkpoint saved earlier and press Check." });
+  const checks = h("div", { id: "growth-checks" });
+  fill(main,
+    title("Audit: has the log only grown?"),
+    h("p", { text: "A consistency proof shows that every record of a checkpoint you saved earlier is still in the log, unchanged and in the same order: a history rewritten since fails, even with its hash chain recomputed. The check runs in this browser." }),
+    h("h2", { text: "The latest signed checkpoint" }),
+    facts([
+      ["tree size", h("span.mono", { id: "audit-latest-size", text: String(cp.size) })],
+      ["root", h("span.mono.hash", { text: cp.root })],
+    ]),
+    h("pre.json", { tabindex: 0, id: "latest-checkpoint", text: latest }),
+    h("p", {}, h("button", { type: "button", id: "save-checkpoint", text: "Save this checkpoint", onclick: () => saveText(latest, `checkpoint-${cp.size}.txt`) })),
+    h("h2", { text: "Check a saved checkpoint against it" }),
+    h("form", {
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        await check();
+      },
+    },
+      h("p", {}, h("label", { for: "saved-checkpoint" }, "Saved checkpoint (the whole signed note)"), h("br"), saved),
+      h("p", {}, h("label", { for: "audit-key" }, "Verifier key"), " ", keyIn),
+      h("p", {}, h("button", { type: "submit", id: "growth-check", text: "Check" })),
+    ),
+    status,
+    checks,
+  );
+
+  async function check() {
+    if (!cryptoAvailable()) {
+      fill(status, "Not checked: this page is not a secure context (HTTPS or loopback), so the browser offers no WebCrypto. Use leviathan audit check-consistency.");
+      status.className = "verdict bad";
+      return;
+    }
+    let old;
+    try {
+      old = parseCheckpoint(saved.value.replace(/\r\n/g, "\n").replace(/\n*$/, "\n"));
+    } catch (e) {
+      fill(status, "That is not a checkpoint: " + e.message);
+      status.className = "verdict bad";
+      return;
+    }
+    fill(status, "Checking…");
+    // The latest checkpoint again (the log may have grown since the page loaded).
+    const now = await apiText("/v1/log/checkpoint");
+    const size = parseCheckpoint(now).size;
+    if (old.size > size) {
+      fill(status, `NOT consistent: the saved checkpoint is of ${old.size} records, the log now has ${size}.`);
+      status.className = "verdict bad";
+      fill(checks);
+      return;
+    }
+    const proof = await api(`/v1/log/consistency?from=${old.size}&to=${size}`);
+    const r = await verifyGrowth(saved.value.replace(/\r\n/g, "\n").replace(/\n*$/, "\n"), now, proof, keyIn.value.trim() || null);
+    fill(checks, table("Checks, made in this browser", ["check", "result", "detail"], r.checks.map((c) => [
+      c.check, h("span", { class: c.ok ? "ok" : "bad", text: c.ok ? "passed" : "FAILED" }), h("span.mono.hash", { text: c.detail }),
+    ])), h("p", {}, `Consistency path: ${proof.path.length} hashes.`));
+    if (r.ok) {
+      const signed = r.checks.some((c) => c.check.endsWith("signature")) ? "; both signatures checked" : " (no verifier key: the signatures were not checked)";
+      fill(status, `The log only grew: the checkpoint of size ${old.size} you saved is a prefix of the latest checkpoint, of size ${size}${signed}.`);
+      status.className = "verdict ok";
+    } else {
+      fill(status, "NOT verified: " + r.checks.filter((c) => !c.ok).map((c) => c.check).join(", ") + ".");
+      status.className = "verdict bad";
+    }
+  }
+}
+
+/** Saves text as a file (a blob: nothing leaves the browser). */
+function saveText(text, name) {
+  const url = URL.createObjectURL(new Blob([text], { type: "text/plain" }));
+  const a = h("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
 // ------------------------------------------------------------------ one event

@@ -214,3 +214,89 @@ export async function verifyBundle(bundle, event, verifierKey) {
     checks,
   };
 }
+
+/**
+ * RFC 9162 §2.1.4.2: whether `path` proves that the tree of `first` leaves
+ * with root `firstRoot` is a prefix of the tree of `second` leaves with root
+ * `secondRoot` (32-byte arrays).
+ */
+export async function verifyConsistency(first, second, firstRoot, secondRoot, path) {
+  const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+  if (!Number.isSafeInteger(first) || !Number.isSafeInteger(second) || first < 0 || first > second) return false;
+  if (first === second) return path.length === 0 && same(firstRoot, secondRoot);
+  if (first === 0) return path.length === 0; // the empty tree is a prefix of every tree
+  if (path.length === 0) return false;
+  const p = (first & (first - 1)) === 0 ? [firstRoot, ...path] : [...path];
+  let fn = first - 1;
+  let sn = second - 1;
+  while (fn % 2 === 1) {
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  let fr = p[0];
+  let sr = p[0];
+  for (const c of p.slice(1)) {
+    if (sn === 0) return false;
+    if (fn % 2 === 1 || fn === sn) {
+      fr = await nodeHash(c, fr);
+      sr = await nodeHash(c, sr);
+      while (fn % 2 === 0 && fn !== 0) {
+        fn = Math.floor(fn / 2);
+        sn = Math.floor(sn / 2);
+      }
+    } else {
+      sr = await nodeHash(sr, c);
+    }
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  return sn === 0 && same(fr, firstRoot) && same(sr, secondRoot);
+}
+
+/**
+ * Whether the log only grew from the checkpoint `oldText` (one an auditor
+ * saved) to `newText` (the latest): both parsed and, with `verifierKey`,
+ * their signatures checked; the consistency proof `proof` (GET
+ * /v1/log/consistency?from=M&to=N) checked against their roots.
+ * Answers {ok, old, new, checks: [{check, ok, detail}]}.
+ */
+export async function verifyGrowth(oldText, newText, proof, verifierKey) {
+  const checks = [];
+  const add = (check, ok, detail) => checks.push({ check, ok, detail });
+  let o = null;
+  let n = null;
+  try {
+    o = parseCheckpoint(oldText);
+  } catch (e) {
+    add("saved checkpoint", false, e.message);
+  }
+  try {
+    n = parseCheckpoint(newText);
+  } catch (e) {
+    add("latest checkpoint", false, e.message);
+  }
+  if (o && n) {
+    if (verifierKey) {
+      for (const [label, cp] of [["saved checkpoint's signature", o], ["latest checkpoint's signature", n]]) {
+        try {
+          const sig = await verifyNoteSignature(cp, verifierKey);
+          add(label, sig === true, sig === null ? "this browser cannot check Ed25519 signatures" : sig ? `signed by ${cp.origin}` : "no valid signature by this key");
+        } catch (e) {
+          add(label, false, e.message);
+        }
+      }
+    }
+    add("same log", o.origin === n.origin, `origins ${o.origin} and ${n.origin}`);
+    add("proof is for these sizes", proof.from === o.size && proof.to === n.size, `proof from ${proof.from} to ${proof.to}; checkpoints of ${o.size} and ${n.size}`);
+    let ok = false;
+    try {
+      ok = o.size <= n.size && (await verifyConsistency(o.size, n.size, fromHex(o.root), fromHex(n.root), proof.path.map(fromHex)));
+    } catch (e) {
+      add("consistency proof", false, e.message);
+    }
+    add("consistency proof (RFC 9162 §2.1.4.2)", ok, ok
+      ? `the tree of ${o.size} leaves (root ${o.root}) is a prefix of the tree of ${n.size} (root ${n.root})`
+      : `the path does not lead from root ${o.root} (size ${o.size}) to root ${n.root} (size ${n.size})`);
+  }
+  return { ok: checks.length > 0 && checks.every((c) => c.ok), old: o, new: n, checks };
+}

@@ -316,14 +316,15 @@ fn the_console_shows_generations_history_and_verified_proofs_in_a_real_browser()
     )
     .unwrap();
     let m = manifest.display().to_string();
-    // The build is slowed to 200 events/s, so that the browser sees it in
-    // progress (about 12 s for the log's 2,467 events) before it ends pending.
+    // The build is slowed to 100 events/s, so that the browser sees it in
+    // progress (about 25 s for the log's 2,484 events, time for Chromium to
+    // start and sign in on a busy machine) before it ends pending.
     let s = Server::start_in(
         dir.path(),
         &[
             ("LEVIATHAN_SYNC", "none"),
             ("LEVIATHAN_PROJECTORS_FILE", m.as_str()),
-            ("LEVIATHAN_BUILD_RATE", "200"),
+            ("LEVIATHAN_BUILD_RATE", "100"),
         ],
     );
     let p = wait_for(&s, "/v1/projection", "the build", |p| !p["build"].is_null());
@@ -355,6 +356,7 @@ fn the_console_shows_generations_history_and_verified_proofs_in_a_real_browser()
             "projection-errors",
             "node-history",
             "event-proof",
+            "audit-consistency",
         ],
     );
     // What the browser showed is what the server says: held back, 6 errors.

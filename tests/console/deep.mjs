@@ -10,6 +10,9 @@
 //   4. event-proof: the inclusion proof checked in the browser against the
 //      latest checkpoint ("Verified against checkpoint of size N"), and the
 //      same check refusing a tampered path or a wrong key.
+//   5. audit-consistency: a checkpoint saved earlier checked against the
+//      latest (RFC 9162 consistency proof, both signatures) in the browser;
+//      a forged one refused; "Save this checkpoint" saves the note.
 //
 // env: BASE_URL, TOKEN, OUT_DIR, CHROMIUM, NODE_ID (a node with several
 //      changes), LONG_HISTORY_NODE (one with more than 20), EVENT_ID (an event to prove), BUILD_GENERATION, BUILD_ERRORS
@@ -58,10 +61,10 @@ async function fitsAPhone(what) {
 await scenario("dashboard-generation", page, async () => {
   await signIn(page, TOKEN);
   await page.locator("h1", { hasText: "Dashboard" }).waitFor();
-  // The build in progress (the server builds at 200 events/s): its state, and
+  // The build in progress (the server builds at 100 events/s): its state, and
   // a progress bar that moves as the page polls.
   const build = page.locator("#dash-build");
-  await page.locator("#dash-build-state", { hasText: "building" }).waitFor();
+  await page.locator("#dash-build-state", { hasText: "building" }).waitFor({ timeout: 20000 });
   const headSeq = (await get("/v1/log/head")).seq;
   const v0 = Number(await build.locator("progress").getAttribute("value"));
   check(Number(await build.locator("progress").getAttribute("max")) === headSeq, "progress toward the head");
@@ -73,7 +76,7 @@ await scenario("dashboard-generation", page, async () => {
   check(/seq [0-9,]+ of [0-9,]+ \([0-9]+ %\)/.test(await build.innerText()), "progress in words");
   await page.screenshot({ path: OUT + "/dashboard-building.png", fullPage: true });
   // Then held back by its errors.
-  await page.locator("#dash-build-state", { hasText: "pending" }).waitFor({ timeout: 45000 });
+  await page.locator("#dash-build-state", { hasText: "pending" }).waitFor({ timeout: 60000 });
   const pr = await get("/v1/projection");
   // The live generation and its projectors, with their error policy.
   await page.locator("#dash-generation", { hasText: String(pr.generation) }).waitFor();
@@ -222,6 +225,42 @@ await scenario("event-proof", page, async () => {
   await page.locator("#proof-status", { hasText: "signature checked" }).waitFor();
   await noContrastFailures("event page");
   await fitsAPhone("event page");
+});
+
+await scenario("audit-consistency", page, async () => {
+  // A checkpoint "saved earlier": the server signs one of the first 10 records.
+  const saved = await get("/v1/log/checkpoint?tree_size=10", true);
+  await page.goto(BASE + "/console#/");
+  await page.locator("#dash-checkpoint a[href='#/audit']").click();
+  await page.locator("h1", { hasText: "Audit" }).waitFor();
+  const latest = await get("/v1/log/checkpoint", true);
+  const size = latest.split("\n")[1];
+  await page.locator("#audit-latest-size", { hasText: size }).waitFor();
+  // "Save this checkpoint" saves the signed note as served.
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#save-checkpoint")]);
+  const text = (await import("node:fs")).readFileSync(await download.path(), "utf8");
+  check(text === latest && download.suggestedFilename() === `checkpoint-${size}.txt`, "the saved checkpoint: " + download.suggestedFilename());
+  // The saved one against the latest: consistent, both signed.
+  await page.fill("#saved-checkpoint", saved);
+  await page.click("#growth-check");
+  const status = page.locator("#growth-status");
+  await page.locator("#growth-status", { hasText: /The log only grew|NOT/ }).waitFor();
+  const verdict = await status.textContent();
+  check(verdict.startsWith(`The log only grew: the checkpoint of size 10 you saved is a prefix of the latest checkpoint, of size ${size}`), "verdict: " + verdict);
+  for (const c of await page.locator("#growth-checks tbody tr td:nth-child(2)").allTextContents()) check(c === "passed", "a check did not pass: " + c);
+  await page.screenshot({ path: OUT + "/audit-consistency-ok.png", fullPage: true });
+  // A forged history: the same size, another root. Its signature fails, and
+  // so does the proof.
+  const lines = saved.split("\n");
+  lines[2] = Buffer.alloc(32, 7).toString("base64");
+  await page.fill("#saved-checkpoint", lines.join("\n"));
+  await page.click("#growth-check");
+  await page.locator("#growth-status", { hasText: "NOT verified" }).waitFor();
+  const failed = await page.locator("#growth-checks tbody tr").evaluateAll((trs) =>
+    trs.filter((tr) => tr.cells[1].textContent === "FAILED").map((tr) => tr.cells[0].textContent));
+  check(failed.includes("saved checkpoint's signature") && failed.includes("consistency proof (RFC 9162 §2.1.4.2)"), "failed checks: " + failed.join(", "));
+  await noContrastFailures("audit page");
+  await fitsAPhone("audit page");
 });
 
 await finish();
