@@ -41,6 +41,12 @@ const views = [
   ["event-first", "#/events/" + encodeURIComponent(firstEvent), async () => page.locator("#proof-status", { hasText: "Verified against checkpoint" }).waitFor()],
   ["event-head", "#/seq/" + head.seq, async () => page.locator("#proof-status", { hasText: "Verified against checkpoint" }).waitFor()],
   ["errors", "#/errors", async () => page.locator("h1", { hasText: "Projection errors" }).waitFor()],
+  ["audit-consistency", "#/audit", async () => {
+    await page.locator("#audit-latest-size").waitFor();
+    await page.fill("#saved-checkpoint", await get("/v1/log/checkpoint?tree_size=10", true));
+    await page.click("#growth-check");
+    await page.locator("#growth-status", { hasText: "The log only grew" }).waitFor();
+  }],
 ];
 
 const results = { head_seq: head.seq, views: {} };
