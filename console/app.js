@@ -359,11 +359,14 @@ async function dashboard() {
   // not scans); the verifier's result and the checkpoint every 10 s.
   const samples = [[performance.now(), head.seq]];
   let tick = 0;
+  let lastProjection = projection;
   let lastBuild = JSON.stringify(projection.build);
+  let lastErrors = JSON.stringify([projection.generation, projection.build && projection.build.generation, projection.build && projection.build.errors, projection.build && projection.build.state]);
   const timer = setInterval(async () => {
     tick++;
     try {
       const [hd, pr] = await Promise.all([api("/v1/log/head"), api("/v1/projection")]);
+      lastProjection = pr;
       fill(headSeq, String(hd.seq));
       fill(headHash, show(hd.hash));
       fill(digest, show(pr.state_digest));
@@ -375,6 +378,11 @@ async function dashboard() {
       if (b !== lastBuild) {
         lastBuild = b;
         fill(build, buildView(pr.build, pr.generation));
+      }
+      // The errors list changes with the live generation or a build's errors.
+      const e = JSON.stringify([pr.generation, pr.build && pr.build.generation, pr.build && pr.build.errors, pr.build && pr.build.state]);
+      if (e !== lastErrors) {
+        lastErrors = e;
         refreshErrors(pr);
       }
       samples.push([performance.now(), hd.seq]);
@@ -388,6 +396,7 @@ async function dashboard() {
     if (tick % 5 === 0) {
       refreshVerification();
       refreshCheckpoint();
+      if (lastProjection) refreshErrors(lastProjection);
     }
   }, 2000);
   cleanup.push(() => clearInterval(timer));
@@ -429,12 +438,12 @@ async function errorsPage() {
         const f = new URLSearchParams();
         if (projIn.value.trim()) f.set("projector", projIn.value.trim());
         if (genIn.value.trim()) f.set("generation", genIn.value.trim());
-        location.hash = "#/errors" + (f.size ? "?" + f : "");
+        location.hash = "#/errors" + (String(f) ? "?" + f : "");
       },
     }, h("label", { for: "errors-projector" }, "Projector"), projIn, h("label", { for: "errors-generation" }, "Generation"), genIn, h("button", { type: "submit", text: "Filter" })),
     table(gen ? `Errors of generation ${gen}` : "Errors of the live generation", ["seq", "event", "projector", "code", "message"], errorRows(page.errors)),
     h("nav.pager", { "aria-label": "pages" },
-      cursor ? link("#/errors" + (base.size ? "?" + base : ""), "First page") : null,
+      cursor ? link("#/errors" + (String(base) ? "?" + base : ""), "First page") : null,
       page.next_cursor ? link("#/errors?" + next, "Next page") : h("span.muted", { text: "End of the list" }),
     ),
   );
