@@ -134,7 +134,7 @@ async function route() {
 
 window.addEventListener("hashchange", route);
 
-// Keyboard: g then d/f/a/x/e for the pages, / to the first search field.
+// Keyboard: g then d/f/a/x/e/u for the pages, / to the first search field.
 let pendingG = false;
 document.addEventListener("keydown", (ev) => {
   const t = ev.target;
@@ -150,7 +150,7 @@ document.addEventListener("keydown", (ev) => {
   }
   if (pendingG) {
     pendingG = false;
-    const to = { d: "#/", f: "#/feed", a: "#/attempts", x: "#/graph", e: "#/errors" }[ev.key];
+    const to = { d: "#/", f: "#/feed", a: "#/attempts", x: "#/graph", e: "#/errors", u: "#/audit" }[ev.key];
     if (to) location.hash = to;
     return;
   }

@@ -125,6 +125,7 @@ fn the_console_is_served_with_a_strict_policy() {
         "/console",
         "/console/",
         "/console/app.js",
+        "/console/proof.js",
         "/console/style.css",
     ] {
         let r = s.client.get(s.url(path)).send().unwrap();

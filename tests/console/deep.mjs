@@ -230,6 +230,12 @@ await scenario("event-proof", page, async () => {
 await scenario("audit-consistency", page, async () => {
   // A checkpoint "saved earlier": the server signs one of the first 10 records.
   const saved = await get("/v1/log/checkpoint?tree_size=10", true);
+  // From the keyboard (g then u), and from the dashboard's checkpoint.
+  await page.goto(BASE + "/console#/errors");
+  await page.locator("h1", { hasText: "Projection errors" }).waitFor();
+  await page.keyboard.press("g");
+  await page.keyboard.press("u");
+  await page.locator("h1", { hasText: "Audit" }).waitFor();
   await page.goto(BASE + "/console#/");
   await page.locator("#dash-checkpoint a[href='#/audit']").click();
   await page.locator("h1", { hasText: "Audit" }).waitFor();
