@@ -190,13 +190,16 @@ pub fn build_until(
             continue;
         };
         let inputs: Vec<EventInput<'_>> = chunk.iter().map(crate::replay::input).collect();
-        let prepared = plan.projectors.prepare_all(&inputs);
+        // The inline lane (the whole set without `async` projectors); the
+        // async lane is applied by the follower (generations::follow).
+        let set = plan.projectors.inline();
+        let prepared = set.prepare_all(&inputs);
         let mut staging = plan.graph.staging()?;
         for (e, p) in inputs.iter().zip(prepared) {
-            let recorded = project_event(&plan.projectors, e, p, &mut staging, Policy::RecordAll)
-                .with_context(|| {
-                format!("building generation {}: seq {}", plan.record.id, e.seq)
-            })?;
+            let recorded =
+                project_event(set, e, p, &mut staging, Policy::RecordAll).with_context(|| {
+                    format!("building generation {}: seq {}", plan.record.id, e.seq)
+                })?;
             errors += recorded.len() as u64;
         }
         let mut batch = db.batch();
@@ -257,6 +260,20 @@ fn run(bg: Background) -> anyhow::Result<()> {
     let errors = build_until(&db, &log, &plan, &builds, &stop, |applied, head| {
         head.0.saturating_sub(applied.0) <= SWITCH_LAG
     })?;
+    if stop.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    // A set with async projectors: their lane is brought up to the inline
+    // lane before the switch (the follower goes on from there once the
+    // generation is live), then the inline lane closes the gap again.
+    let errors =
+        if super::follow::catch_up_stoppable(&db, &log, &plan.graph, &plan.projectors, &stop)? {
+            build_until(&db, &log, &plan, &builds, &stop, |applied, head| {
+                head.0.saturating_sub(applied.0) <= SWITCH_LAG
+            })?
+        } else {
+            errors
+        };
     if stop.load(Ordering::Relaxed) {
         return Ok(());
     }
