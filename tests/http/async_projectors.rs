@@ -359,3 +359,177 @@ fn min_seq_answers_at_once_when_applied_waits_for_a_commit_and_times_out_beyond_
         assert_eq!(body["error"]["code"], "invalid_query", "{q}: {body}");
     }
 }
+
+/// `name@0.1.0`, owning node type `own`: on `team.peek`, reads node `read`
+/// through the `graph` import; if it sees it, puts `{name}-saw` (type
+/// `own`), else refuses (`no_node`).
+fn peeker(name: &str, own: &str, read: &str) -> Vec<u8> {
+    let desc = Describe {
+        name,
+        version: "0.1.0",
+        handles: &["team.peek"],
+        node_types: &[own],
+        edge_types: &[],
+    };
+    let mut d = Data::default();
+    let (rp, rl) = d.str(read);
+    let retn = d.zeros(48, 8);
+    let no_node = d.err("no_node", &format!("the graph import shows no {read}"));
+    let saw = format!("{name}-saw");
+    let ok = d.ok_ops(&[StaticOp::PutNode {
+        id: &saw,
+        node_type: own,
+        properties: "{}",
+    }]);
+    let imports = r#"
+  (import "leviathan:projector/graph@1.0.0" "get-node" (func $get_node (param i32 i32 i32)))"#;
+    let body = format!(
+        "(call $get_node (i32.const {rp}) (i32.const {rl}) (i32.const {retn}))
+         (if (i32.eqz (i32.load8_u (i32.const {retn}))) (then (return (i32.const {no_node}))))
+         (i32.const {ok})"
+    );
+    component(&projector_wat(&desc, d, imports, "", &body))
+}
+
+/// `ticker@0.1.0` (fast): on `team.tick`, puts `tick-1` (type `Tick`).
+fn ticker() -> Vec<u8> {
+    static_projector(
+        &Describe {
+            name: "ticker",
+            version: "0.1.0",
+            handles: &["team.tick"],
+            node_types: &["Tick"],
+            edge_types: &[],
+        },
+        |d| {
+            d.ok_ops(&[StaticOp::PutNode {
+                id: "tick-1",
+                node_type: "Tick",
+                properties: "{}",
+            }])
+        },
+    )
+}
+
+/// A manifest of `core` then `entries` (name, component, extra settings).
+fn manifest_of(dir: &Path, entries: &[(&str, Vec<u8>, &str)]) -> PathBuf {
+    let mut text = String::from("[[projector]]\nname = \"core\"\nbuiltin = \"core\"\n");
+    for (name, bytes, settings) in entries {
+        std::fs::write(dir.join(format!("{name}.wasm")), bytes).unwrap();
+        text.push_str(&format!(
+            "\n[[projector]]\nname = \"{name}\"\npath = \"{name}.wasm\"\nsha256 = \"{}\"\n{settings}\n",
+            sha256_hex(bytes)
+        ));
+    }
+    let m = dir.join("m.toml");
+    std::fs::write(&m, text).unwrap();
+    m
+}
+
+#[test]
+fn each_lanes_graph_import_sees_only_that_lanes_types() {
+    let files = tempfile::tempdir().unwrap();
+    let m = manifest_of(
+        files.path(),
+        &[
+            ("ticker", ticker(), "mode = \"async\""),
+            // Async, reading another async projector's node: sees it.
+            (
+                "peek-own",
+                peeker("peek-own", "PeekOwn", "tick-1"),
+                "mode = \"async\"",
+            ),
+            // Async, reading the core's (inline) Attempt: does not.
+            (
+                "peek-core",
+                peeker("peek-core", "PeekCore", "a1"),
+                "mode = \"async\"",
+            ),
+            // Inline, reading the async ticker's node: does not either.
+            (
+                "peek-inline",
+                peeker("peek-inline", "PeekInline", "tick-1"),
+                "on_error = \"record\"",
+            ),
+        ],
+    );
+    let m_s = m.display().to_string();
+    let s = Server::start_with(&[("LEVIATHAN_PROJECTORS_FILE", m_s.as_str())]);
+    let (st, r) = s.ingest(&bundle(
+        "b1",
+        vec![
+            event(
+                "a1-c",
+                "attempt.created",
+                json!({"attempt_id": "a1", "task_id": "t1"}),
+            ),
+            event("tick", "team.tick", json!({})),
+        ],
+    ));
+    assert_eq!(st, 200, "{r}");
+    // Both nodes exist before anyone peeks (the async one applied too).
+    for id in ["a1", "tick-1"] {
+        let (st, n) = s.get(&format!("/v1/graph/nodes/{id}?min_seq=2&timeout_ms=30000"));
+        assert_eq!(st, 200, "{id}: {n}");
+    }
+    let (st, r) = s.ingest(&bundle("b2", vec![event("peek", "team.peek", json!({}))]));
+    assert_eq!(st, 200, "{r}");
+    let (st, saw) = s.get("/v1/graph/nodes/peek-own-saw?min_seq=3&timeout_ms=30000");
+    assert_eq!(st, 200, "an async projector sees its lane's types: {saw}");
+    for name in ["peek-core", "peek-inline"] {
+        let (st, n) = s.get(&format!("/v1/graph/nodes/{name}-saw"));
+        assert_eq!(st, 404, "{name} saw across lanes: {n}");
+        let (_, page) = s.get(&format!("/v1/projection/errors?projector={name}"));
+        assert_eq!(page["count"], 1, "{name}: {page}");
+        assert_eq!(page["errors"][0]["code"], "rejected", "{page}");
+        assert_eq!(page["errors"][0]["seq"], 3, "{page}");
+    }
+}
+
+#[test]
+fn a_kill_9_while_the_async_projector_lags_resumes_and_equals_a_rebuild() {
+    let files = tempfile::tempdir().unwrap();
+    let m = manifest(
+        files.path(),
+        "async.toml",
+        "slow",
+        &slow(),
+        "mode = \"async\"",
+    );
+    let m_s = m.display().to_string();
+    let env = [("LEVIATHAN_PROJECTORS_FILE", m_s.as_str())];
+    let mut s = Server::start_with(&env);
+    let (head, _) = ingest_ticks(&s, "k", 300, 50);
+    // Killed once the follower has committed something, but not all.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let applied = loop {
+        let p = projection(&s);
+        let applied = p["async"]["applied_seq"].as_u64().unwrap();
+        if applied > 1 {
+            break applied;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower never committed: {p}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(applied < head, "it should still lag: {applied} of {head}");
+    s.kill();
+    let dir = s.keep_dir();
+    let mut s = Server::start_in(dir.path(), &env);
+    let p = projection(&s);
+    assert!(
+        p["async"]["applied_seq"].as_u64().unwrap() >= applied,
+        "a restart resumes from the last committed round: {p}"
+    );
+    let (st, node) = s.get(&format!(
+        "/v1/graph/nodes/tick-1?min_seq={head}&timeout_ms=30000"
+    ));
+    assert_eq!(st, 200, "{node}");
+    let done = projection(&s);
+    s.stop();
+    let report = offline_rebuild(dir.path(), &m);
+    assert_eq!(report["identical"], true, "{report}");
+    assert_eq!(report["combined_digest"], done["async"]["combined_digest"]);
+}
