@@ -533,3 +533,42 @@ fn a_kill_9_while_the_async_projector_lags_resumes_and_equals_a_rebuild() {
     assert_eq!(report["identical"], true, "{report}");
     assert_eq!(report["combined_digest"], done["async"]["combined_digest"]);
 }
+
+#[test]
+fn a_set_change_to_a_set_with_an_async_projector_is_built_online_and_equals_a_rebuild() {
+    let files = tempfile::tempdir().unwrap();
+    let m = manifest_of(files.path(), &[("ticker", ticker(), "mode = \"async\"")]);
+    let m_s = m.display().to_string();
+    let mut s = Server::start();
+    let (head, _) = ingest_ticks(&s, "g", 300, 100);
+    let before = projection(&s);
+    s.stop();
+    let dir = s.keep_dir();
+
+    // The core-only generation serves while the new set is built (its
+    // async lane included), then the switch.
+    let mut s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS_FILE", m_s.as_str())]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let p = projection(&s);
+        if p["build"]["state"] == "switched" {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no switch: {p}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(done["generation"], before["generation"]);
+    assert_eq!(projector(&done, "ticker")["mode"], "async", "{done}");
+    let (st, node) = s.get(&format!(
+        "/v1/graph/nodes/tick-1?min_seq={head}&timeout_ms=30000"
+    ));
+    assert_eq!(st, 200, "{node}");
+    assert_eq!(node["updated_seq"], head);
+    let p = projection(&s);
+    assert_eq!(p["async"]["applied_seq"], head, "{p}");
+    s.stop();
+    let report = offline_rebuild(dir.path(), &m);
+    assert_eq!(report["identical"], true, "{report}");
+    assert_eq!(report["state_digest"], p["state_digest"]);
+    assert_eq!(report["combined_digest"], p["async"]["combined_digest"]);
+}
