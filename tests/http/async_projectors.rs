@@ -276,6 +276,30 @@ fn a_failing_async_projector_records_its_errors_and_never_refuses_a_bundle() {
     assert_eq!(page["errors"][0]["seq"], 2);
     let p = projection(&s);
     assert_eq!(p["async"]["errors"], 12, "{p}");
+    // The follower thread runs nicer than the rest of the server.
+    let nice = |stat: &str| -> i64 {
+        // Fields after the `(comm)`: state is field 3, nice field 19.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split(' ').nth(16).unwrap().parse().unwrap()
+    };
+    let mut follower = None;
+    let mut others = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", s.pid())).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap();
+        let n = nice(&std::fs::read_to_string(dir.join("stat")).unwrap());
+        if comm.trim() == "leviathan-follo" {
+            follower = Some(n);
+        } else if comm.trim().starts_with("leviathan-") {
+            others.push(n);
+        }
+    }
+    let follower = follower.expect("a leviathan-follower thread");
+    assert!(!others.is_empty());
+    assert!(
+        others.iter().all(|&o| follower >= o + 10),
+        "follower nice {follower}, others {others:?}"
+    );
     assert_eq!(p["async"]["applied_seq"], head);
     let metrics = s
         .client
