@@ -276,6 +276,21 @@ fn a_failing_async_projector_records_its_errors_and_never_refuses_a_bundle() {
     assert_eq!(page["errors"][0]["seq"], 2);
     let p = projection(&s);
     assert_eq!(p["async"]["errors"], 12, "{p}");
+    // leviathanctl shows the async lane under the set.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathanctl"))
+        .args(["projectors", "status"])
+        .env("LEVIATHAN_API_URL", &s.base)
+        .env("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("async projectors (refuser), applied behind the head:"),
+        "{text}"
+    );
+    assert!(text.contains("errors since start"), "{text}");
     // The follower thread runs nicer than the rest of the server.
     let nice = |stat: &str| -> i64 {
         // Fields after the `(comm)`: state is field 3, nice field 19.
