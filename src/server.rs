@@ -233,7 +233,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     // The async projectors of the live generation, applied behind the head.
     let follow = crate::generations::Follow::default();
-    let follow_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (follow_stop, follow_stopped) = tokio::sync::watch::channel(false);
     let follower_thread = crate::generations::follow::spawn(crate::generations::follow::Follower {
         db: store.db.clone(),
         log: store.log.clone(),
@@ -242,7 +242,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         head: writer.head_watch(),
         runtime: tokio::runtime::Handle::current(),
         metrics: metrics.clone(),
-        stop: follow_stop.clone(),
+        stop: follow_stopped,
     })
     .context("starting the async projectors' follower")?;
     let streams = api::stream::Streams::new(config.streams, writer.head_watch());
@@ -305,7 +305,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(config.http.shutdown_timeout, joined).await;
     }
     // The follower stops after its round; it resumes from its committed seq.
-    follow_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = follow_stop.send(true);
     {
         let joined = tokio::task::spawn_blocking(move || follower_thread.join());
         let _ = tokio::time::timeout(config.http.shutdown_timeout, joined).await;

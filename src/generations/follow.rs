@@ -330,10 +330,11 @@ pub struct Follower {
     pub head: tokio::sync::watch::Receiver<Seq>,
     pub runtime: tokio::runtime::Handle,
     pub metrics: crate::metrics::Metrics,
-    pub stop: Arc<AtomicBool>,
+    /// Set to `true` to stop the thread (it wakes at once from any wait).
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
-/// Starts the follower thread; it ends when `stop` is set.
+/// Starts the follower thread; it ends once `stop` says `true`.
 pub fn spawn(f: Follower) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("leviathan-follower".into())
@@ -355,7 +356,8 @@ fn run(mut f: Follower) {
     lower_priority();
     let mut errors = 0u64;
     let mut generation = None;
-    while !f.stop.load(Ordering::Relaxed) {
+    // Stopped when told, or when the server dropped the sender.
+    while !*f.stop.borrow() && f.stop.has_changed().is_ok() {
         // Looked at before the round: a commit after this wakes the wait.
         f.head.borrow_and_update();
         let live = f.live.get();
@@ -414,20 +416,32 @@ fn run(mut f: Follower) {
                 drop(live);
                 tracing::error!("the async projectors' round failed (retried): {e:#}");
                 f.follow.update(|s| s.message = Some(format!("{e:#}")));
-                std::thread::sleep(RETRY_AFTER);
+                pause(&mut f, RETRY_AFTER);
             }
         }
     }
 }
 
-/// Waits until the head moves (or `most`).
+/// Waits until the head moves, the thread is stopped, or `most` passed.
 fn wait(f: &mut Follower, most: Duration) {
-    let head = &mut f.head;
+    let (head, stop) = (&mut f.head, &mut f.stop);
     f.runtime.block_on(async {
-        if let Ok(Err(_)) = tokio::time::timeout(most, head.changed()).await {
-            // The writer is gone (shutting down): nothing will move.
-            tokio::time::sleep(most).await;
+        tokio::select! {
+            moved = head.changed() => if moved.is_err() {
+                // The writer is gone (shutting down): nothing will move.
+                let _ = tokio::time::timeout(most, stop.changed()).await;
+            },
+            _ = stop.changed() => {}
+            _ = tokio::time::sleep(most) => {}
         }
+    });
+}
+
+/// Waits `how_long`, or until the thread is stopped.
+fn pause(f: &mut Follower, how_long: Duration) {
+    let stop = &mut f.stop;
+    f.runtime.block_on(async {
+        let _ = tokio::time::timeout(how_long, stop.changed()).await;
     });
 }
 
