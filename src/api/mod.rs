@@ -15,6 +15,7 @@ mod failures;
 mod graph;
 mod ingest;
 pub mod limits;
+pub mod min_seq;
 pub mod monitoring;
 mod probes;
 pub mod stream;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub live: crate::generations::LiveGraph,
     /// The generation being built, if any (`GET /v1/projection`).
     pub builds: crate::generations::Builds,
+    /// The async projectors' follower: its status and applied seq.
+    pub follow: crate::generations::Follow,
     pub catalog: crate::generations::Catalog,
     /// The known tokens (swapped whole on SIGHUP).
     pub tokens: Tokens,
@@ -102,6 +105,8 @@ pub fn router(state: AppState) -> Router {
     } else {
         read
     };
+    // `?min_seq=N`: every read route can wait until N is applied.
+    let read = read.route_layer(from_fn_with_state(state.clone(), min_seq::wait));
     let ingest = Router::new()
         .route("/v1/events/ingest", post(ingest::ingest))
         .route("/v1/artifacts", post(artifacts::post))

@@ -154,7 +154,10 @@ pub fn build_until(
     let reader_stop = AtomicBool::new(false);
     let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Chunk>>(1);
     std::thread::scope(|scope| -> anyhow::Result<u64> {
-        let (from, projectors, reader_stop) = (applied, &plan.projectors, &reader_stop);
+        // The inline lane (the whole set without `async` projectors); the
+        // async lane is applied by the follower (generations::follow).
+        let set = plan.projectors.inline();
+        let (from, projectors, reader_stop) = (applied, set, &reader_stop);
         std::thread::Builder::new()
             .name("leviathan-build-read".into())
             .spawn_scoped(scope, move || {
@@ -207,11 +210,10 @@ pub fn build_until(
                 let mut staging = plan.graph.staging()?;
                 for (e, p) in events.iter().zip(prepared) {
                     let e = crate::replay::input(e);
-                    let recorded =
-                        project_event(&plan.projectors, &e, p, &mut staging, Policy::RecordAll)
-                            .with_context(|| {
-                                format!("building generation {}: seq {}", plan.record.id, e.seq)
-                            })?;
+                    let recorded = project_event(set, &e, p, &mut staging, Policy::RecordAll)
+                        .with_context(|| {
+                            format!("building generation {}: seq {}", plan.record.id, e.seq)
+                        })?;
                     errors += recorded.len() as u64;
                 }
                 let mut batch = db.batch();
@@ -324,6 +326,20 @@ fn run(bg: Background) -> anyhow::Result<()> {
     let errors = build_until(&db, &log, &plan, &builds, &stop, |applied, head| {
         head.0.saturating_sub(applied.0) <= SWITCH_LAG
     })?;
+    if stop.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    // A set with async projectors: their lane is brought up to the inline
+    // lane before the switch (the follower goes on from there once the
+    // generation is live), then the inline lane closes the gap again.
+    let errors =
+        if super::follow::catch_up_stoppable(&db, &log, &plan.graph, &plan.projectors, &stop)? {
+            build_until(&db, &log, &plan, &builds, &stop, |applied, head| {
+                head.0.saturating_sub(applied.0) <= SWITCH_LAG
+            })?
+        } else {
+            errors
+        };
     if stop.load(Ordering::Relaxed) {
         return Ok(());
     }

@@ -906,3 +906,60 @@ fn history_follows_rollback_and_is_not_in_the_digest() {
     let (_, digest) = without.commit(&[vec![put("a", "T", json!({}))]]);
     assert_eq!(state.1, digest);
 }
+
+#[test]
+fn the_async_lane_has_its_own_state_and_digests_and_a_combined_one_per_seq() {
+    let lanes = env();
+    let link = edge("a", "LINK", "b");
+    let (_, inline2) = lanes.commit(&[vec![put("a", "Attempt", json!({})), link.clone()], vec![]]);
+    let inline1 = lanes.store.digest_at(Seq(1)).unwrap().unwrap();
+
+    // The async lane starts at genesis whatever the inline lane applied.
+    let mut st = lanes.store.staging_async().unwrap();
+    assert_eq!(st.state(), (Seq(0), GENESIS_DIGEST));
+    let ops = [put("x", "Tick", json!({})), edge("x", "TICKED", "a")];
+    st.begin_event(Seq(1)).unwrap();
+    st.apply_segment_in_lane(Seq(1), &ts(Seq(1)), &ops, &|t| t == "Tick", &|t| {
+        t == "TICKED"
+    })
+    .unwrap();
+    st.end_event(Seq(1), std::iter::once(&ops[..]), &[]);
+    let (_, async1) = lanes.write(st);
+
+    // Same rule as the inline digest (a fresh graph applying the same ops).
+    let fresh = env();
+    assert_eq!(fresh.commit(&[ops.to_vec()]).1, async1);
+    assert_eq!(lanes.store.async_state().unwrap(), (Seq(1), async1));
+    assert_eq!(lanes.store.async_digest_at(Seq(1)).unwrap(), Some(async1));
+    assert_eq!(
+        lanes.store.combined_digest_at(Seq(1)).unwrap(),
+        Some(Sha256::of_parts(&[inline1.as_bytes(), async1.as_bytes()]))
+    );
+    assert_eq!(lanes.store.combined_digest_at(Seq(2)).unwrap(), None);
+    // The writer's state and digests are untouched.
+    assert_eq!(lanes.store.state().unwrap(), (Seq(2), inline2));
+    assert_eq!(lanes.store.digest_at(Seq(1)).unwrap(), Some(inline1));
+
+    // A delete-node in the inline lane removes only the inline lane's edges.
+    let mut st = lanes.store.staging().unwrap();
+    st.begin_event(Seq(3)).unwrap();
+    st.apply_segment_in_lane(
+        Seq(3),
+        &ts(Seq(3)),
+        &[del("a")],
+        &|t| t == "Attempt",
+        &|t| t == "LINK",
+    )
+    .unwrap();
+    st.end_event(Seq(3), std::iter::once(&[del("a")][..]), &[]);
+    lanes.write(st);
+    assert!(lanes.node("a").is_none());
+    assert!(lanes.edge_ids("a", Direction::Outgoing, None).is_empty());
+    assert_eq!(
+        lanes.edge_ids("a", Direction::Incoming, None),
+        vec![edge_id("x", "TICKED", "a")]
+    );
+    // An offline rebuild's clear forgets the async lane too.
+    lanes.store.clear().unwrap();
+    assert_eq!(lanes.store.async_state().unwrap(), (Seq(0), GENESIS_DIGEST));
+}
