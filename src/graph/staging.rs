@@ -34,6 +34,7 @@ use crate::graph::model::{Direction, Edge, GraphView, Node, NodeId, Op, Properti
 use crate::graph::store::{decode_edge, encode_edge, encode_node, GraphStore};
 use crate::seq::Seq;
 use fjall::{OwnedWriteBatch, Readable, Snapshot, UserValue};
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -360,12 +361,22 @@ impl Staging {
                     })
                 }
                 Some(mut n) => {
+                    // The history stores what changed, unless a snapshot is due.
+                    let diff = (!history::snapshot_due(n.updated_seq, seq)).then(|| {
+                        history::node_diff(
+                            properties
+                                .iter()
+                                .filter(|(k, v)| n.properties.get(k.as_str()) != Some(*v)),
+                            std::iter::empty(),
+                            ts,
+                        )
+                    });
                     for (k, v) in properties {
                         n.properties.insert(k.clone(), v.clone());
                     }
                     n.updated_seq = seq;
                     n.updated_at = ts.to_owned();
-                    self.set_node(id, Some(n));
+                    self.set_node(id, Some(n), diff);
                 }
                 None if *create_if_absent => {
                     self.put_node(id, node_type, properties.clone(), None, seq, ts);
@@ -383,7 +394,7 @@ impl Staging {
                         self.delete_edge(&e.from, &e.edge_type, &e.to)?;
                     }
                     self.bump(keys::COUNT_NODE, &n.node_type, -1);
-                    self.set_node(id, None);
+                    self.set_node(id, None, None);
                 }
             }
             Op::PutEdge {
@@ -427,6 +438,24 @@ impl Staging {
         seq: Seq,
         ts: &str,
     ) {
+        // The history stores what changed when the node keeps its type and
+        // no snapshot is due.
+        let diff = existing
+            .as_ref()
+            .filter(|old| {
+                old.node_type == node_type && !history::snapshot_due(old.updated_seq, seq)
+            })
+            .map(|old| {
+                history::node_diff(
+                    properties
+                        .iter()
+                        .filter(|(k, v)| old.properties.get(k.as_str()) != Some(*v)),
+                    old.properties
+                        .keys()
+                        .filter(|k| !properties.contains_key(k.as_str())),
+                    ts,
+                )
+            });
         let (created_seq, created_at) = match existing {
             Some(old) => {
                 if old.node_type != node_type {
@@ -449,7 +478,7 @@ impl Staging {
             created_at,
             updated_at: ts.to_owned(),
         };
-        self.set_node(id, Some(node));
+        self.set_node(id, Some(node), diff);
     }
 
     fn delete_edge(&mut self, from: &str, edge_type: &str, to: &str) -> Result<(), GraphError> {
@@ -463,8 +492,13 @@ impl Staging {
 
     // ---- pending-map mutations (each recorded for rollback) ----------------
 
-    fn set_node(&mut self, id: &str, node: Option<Node>) {
-        self.history.node(id, node.as_ref());
+    /// Stages `node` under `id` (`None`: deleted); its history change is
+    /// `diff` when given (relative to the node before), else the whole node.
+    fn set_node(&mut self, id: &str, node: Option<Node>, diff: Option<Box<RawValue>>) {
+        match diff {
+            Some(diff) => self.history.node_changed(id, diff),
+            None => self.history.node(id, node.as_ref()),
+        }
         let prev = self.nodes.insert(id.to_owned(), node);
         self.undo.push(Undo::Node {
             id: id.to_owned(),

@@ -963,3 +963,87 @@ fn the_async_lane_has_its_own_state_and_digests_and_a_combined_one_per_seq() {
     lanes.store.clear().unwrap();
     assert_eq!(lanes.store.async_state().unwrap(), (Seq(0), GENESIS_DIGEST));
 }
+
+#[test]
+fn history_diffs_and_snapshots_give_every_state_back() {
+    // One node changed at every seq across several snapshot blocks: merges
+    // (diffs), whole replacements that drop keys (diffs with `unset`), a
+    // delete and a re-creation (snapshots); every as-of and every history
+    // entry must equal the state a plain model gives.
+    let e = env();
+    let n = 3 * history::SNAPSHOT_BLOCK + 17;
+    let mut model: Vec<Option<serde_json::Value>> = vec![None]; // state after seq i
+    let mut batches = Vec::new();
+    let mut state: Option<serde_json::Value> = None;
+    for seq in 1..=n {
+        let op = if seq == 1 || seq == 2 * history::SNAPSHOT_BLOCK + 3 {
+            state = Some(json!({"seq": seq}));
+            put("h", "T", json!({"seq": seq}))
+        } else if seq == 2 * history::SNAPSHOT_BLOCK {
+            state = None;
+            del("h")
+        } else if seq % 10 == 0 {
+            // Replace whole: every other key dropped.
+            state = Some(json!({"replaced": seq}));
+            put("h", "T", json!({"replaced": seq}))
+        } else {
+            let key = format!("k{}", seq % 7);
+            let s = state.get_or_insert_with(|| json!({}));
+            s[key.as_str()] = json!(seq);
+            merge("h", "T", json!({ key: seq }), false)
+        };
+        // A merge of an absent node (after the delete) changes nothing.
+        if matches!(&op, Op::MergeNode { .. }) && model.last().unwrap().is_none() && seq > 1 {
+            state = None;
+        }
+        batches.push(vec![op]);
+        model.push(state.clone());
+    }
+    e.commit(&batches);
+    let snap = e.db.snapshot();
+    for seq in 0..=n {
+        let got = e
+            .store
+            .node_as_of(&snap, "h", Seq(seq))
+            .unwrap()
+            .map(|node| serde_json::Value::Object(node.properties));
+        assert_eq!(got, model[seq as usize], "as of seq {seq}");
+    }
+    // Every history entry carries the whole node, paged at an odd size so
+    // that pages start on diffs.
+    let mut cursor = None;
+    let mut seen = 0u64;
+    loop {
+        let p = e
+            .store
+            .node_history_at(&snap, "h", cursor.as_deref(), 7)
+            .unwrap();
+        for c in &p.changes {
+            let node = c.node.clone().flatten();
+            assert_eq!(
+                node.as_ref()
+                    .map(|n| serde_json::Value::Object(n.properties.clone())),
+                model[c.seq.0 as usize],
+                "history entry at seq {}",
+                c.seq
+            );
+            if let Some(node) = node {
+                assert_eq!(node.updated_seq, c.seq);
+            }
+            seen += 1;
+        }
+        match p.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert!(seen > n - 200, "{seen} changes for {n} seqs");
+    // Most changes are diffs: far fewer bytes than a whole node per change.
+    use fjall::Readable;
+    let diffs = snap
+        .prefix(&e.store.history, b"n")
+        .map(|g| g.into_inner().unwrap().1)
+        .filter(|v| std::str::from_utf8(v).unwrap().contains("\"node_diff\""))
+        .count();
+    assert!(diffs as u64 > seen / 2, "{diffs} diffs of {seen} changes");
+}
