@@ -312,7 +312,9 @@ fn a_failing_async_projector_records_its_errors_and_never_refuses_a_bundle() {
     let follower = follower.expect("a leviathan-follower thread");
     assert!(!others.is_empty());
     assert!(
-        others.iter().all(|&o| follower >= o + 10),
+        // 19 is the lowest priority there is (a suite run under `nice`
+        // starts every thread above 0).
+        others.iter().all(|&o| follower >= (o + 10).min(19)),
         "follower nice {follower}, others {others:?}"
     );
     assert_eq!(p["async"]["applied_seq"], head);
