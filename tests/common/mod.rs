@@ -2,6 +2,7 @@
 //! ephemeral loopback port with a temp data dir, and a small blocking client.
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod wasm;
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
