@@ -157,6 +157,13 @@ impl StorageFailure {
             "io_error" => {
                 "the disk reported an I/O error: check the volume, then restart the server"
             }
+            "not_leader" => {
+                "another writer holds the PostgreSQL log's leadership: send ingest to it \
+                 (this node appends nothing more; restart it to take leadership again once free)"
+            }
+            "postgres_unavailable" => {
+                "PostgreSQL did not take the batch: check the database and retry the request"
+            }
             _ => "the store failed: see the server log, then restart the server",
         }
     }
@@ -282,7 +289,12 @@ impl Writer {
     /// and the graph must be projected up to it by `parts.projectors` (both
     /// checked at startup).
     pub fn start(parts: WriterParts) -> std::io::Result<Writer> {
-        Self::spawn(parts, None, crate::metrics::WriterMetrics::unregistered())
+        Self::spawn(
+            parts,
+            None,
+            crate::metrics::WriterMetrics::unregistered(),
+            None,
+        )
     }
 
     /// [`Writer::start`], counting into `metrics` (events by type, batch
@@ -291,7 +303,20 @@ impl Writer {
         parts: WriterParts,
         metrics: crate::metrics::WriterMetrics,
     ) -> std::io::Result<Writer> {
-        Self::spawn(parts, None, metrics)
+        Self::spawn(parts, None, metrics, None)
+    }
+
+    /// [`Writer::start_with_metrics`] with the log's authority in PostgreSQL
+    /// (`LEVIATHAN_STORE=postgres`): every batch is first appended to
+    /// PostgreSQL, fenced by `leader`'s epoch, and committed locally only
+    /// after that commit. The local store must have been caught up
+    /// (`crate::pg::catch_up`) after leadership was taken.
+    pub fn start_leader(
+        parts: WriterParts,
+        metrics: crate::metrics::WriterMetrics,
+        leader: crate::pg::Leader,
+    ) -> std::io::Result<Writer> {
+        Self::spawn(parts, None, metrics, Some(leader))
     }
 
     /// Test hook: like [`Writer::start`], but the writer thread takes nothing
@@ -302,7 +327,10 @@ impl Writer {
     pub fn start_held(parts: WriterParts) -> std::io::Result<(Writer, Hold)> {
         let (release, held) = std::sync::mpsc::channel();
         let metrics = crate::metrics::WriterMetrics::unregistered();
-        Ok((Self::spawn(parts, Some(held), metrics)?, Hold(release)))
+        Ok((
+            Self::spawn(parts, Some(held), metrics, None)?,
+            Hold(release),
+        ))
     }
 
     /// Bundles waiting in the queue, not yet taken by the writer thread.
@@ -315,6 +343,7 @@ impl Writer {
         parts: WriterParts,
         held: Option<std::sync::mpsc::Receiver<()>>,
         metrics: crate::metrics::WriterMetrics,
+        leader: Option<crate::pg::Leader>,
     ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(4096);
         // The Merkle tree follows the log in every batch; a store written
@@ -337,6 +366,7 @@ impl Writer {
             live: parts.live,
             health: Arc::new(Health::default()),
             metrics,
+            leader,
         };
         let health = state.health.clone();
         std::thread::Builder::new()
@@ -418,6 +448,9 @@ struct State {
     health: Arc<Health>,
     metrics: crate::metrics::WriterMetrics,
     head_tx: tokio::sync::watch::Sender<Seq>,
+    /// `LEVIATHAN_STORE=postgres`: the authority each batch is appended to
+    /// before the local commit (crate::pg).
+    leader: Option<crate::pg::Leader>,
 }
 
 /// One accepted event, staged in memory until its bundle is known to be whole.
@@ -426,6 +459,7 @@ struct Staged {
     hash: Sha256,
     canonical: Vec<u8>,
     index: usize,
+    prev_hash: Option<Sha256>,
 }
 
 /// A bundle's new events, placed and projected but not yet staged.
@@ -444,6 +478,8 @@ struct Placed {
 struct Pending {
     event_ids: HashMap<EventId, (Seq, Sha256)>,
     bundles: HashMap<BundleId, BundleRecord>,
+    /// The rows the batch appends to PostgreSQL (with a leader only).
+    rows: crate::pg::Rows,
 }
 
 impl State {
@@ -563,6 +599,9 @@ impl State {
     }
 
     fn process(&mut self, jobs: Vec<Job>) {
+        if let Some(lost) = self.leader.as_ref().and_then(|l| l.lost()) {
+            self.health.fail(lost);
+        }
         if let Some(failure) = self.health.failure() {
             for j in jobs {
                 let _ = j.reply.send(Err(AppendError::Unavailable(failure.clone())));
@@ -605,6 +644,25 @@ impl State {
             self.tree.stage_size(&mut batch);
         }
         let commit_started = std::time::Instant::now();
+        if let Some(leader) = self.leader.as_mut() {
+            // The authority first: nothing is committed locally (or
+            // acknowledged) that PostgreSQL does not hold.
+            if let Err(failure) = leader.append(start_head, &pending.rows) {
+                self.metrics.discarded();
+                let failure = if failure.stops_writer {
+                    self.health.fail(failure.failure)
+                } else {
+                    tracing::warn!(cause = failure.failure.cause, "{}", failure.failure.message);
+                    failure.failure
+                };
+                self.head = start_head;
+                self.tree.restore(start_tree);
+                for (reply, r) in results {
+                    let _ = reply.send(r.and(Err(AppendError::Storage(failure.clone()))));
+                }
+                return;
+            }
+        }
         let committed = staging
             .write_into(&mut batch)
             .map_err(|e| e.to_string())
@@ -802,6 +860,7 @@ impl State {
                 hash,
                 canonical,
                 index,
+                prev_hash: placed.head.hash,
             });
             placed.head = Head {
                 seq,
@@ -829,6 +888,18 @@ impl State {
             pending
                 .event_ids
                 .insert(draft.event_id.clone(), (s.seq, draft.content_digest));
+            if self.leader.is_some() {
+                pending.rows.events.push(crate::pg::EventRow {
+                    seq: s.seq,
+                    event_id: draft.event_id.to_string(),
+                    bundle_id: bundle.bundle_id.to_string(),
+                    event_type: draft.event_type.clone(),
+                    target: bundle.target.to_string(),
+                    record: s.canonical.clone(),
+                    prev_hash: s.prev_hash,
+                    hash: s.hash,
+                });
+            }
         }
         let rec = BundleRecord {
             digest: bundle.digest,
@@ -838,6 +909,14 @@ impl State {
             duplicates: placed.duplicates,
         };
         self.log.stage_bundle(batch, &bundle.bundle_id, &rec);
+        if self.leader.is_some() {
+            pending.rows.bundles.push(crate::pg::BundleRow {
+                bundle_id: bundle.bundle_id.to_string(),
+                record: rec.clone(),
+                head_seq: placed.head.seq,
+                artifacts: bundle.artifacts.clone(),
+            });
+        }
         pending
             .bundles
             .insert(bundle.bundle_id.clone(), rec.clone());

@@ -1,0 +1,435 @@
+//! `LEVIATHAN_STORE=postgres`: the schema and its migrations, the append-only
+//! triggers, fencing, and start-up catching a node's local store up from the
+//! PostgreSQL log (after a kill -9, a crash between the two commits, a wiped
+//! data dir). Each test runs its own throwaway cluster (tests/common/pg.rs)
+//! and real server processes.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::pg::Postgres;
+use common::*;
+use leviathan::pg::{EventRow, PgLog, PgSettings, Rows};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A server on a fresh data dir whose log lives in `url`.
+fn pg_server(url: &str, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("LEVIATHAN_STORE", "postgres"),
+        ("LEVIATHAN_POSTGRES_URL", url),
+        ("LEVIATHAN_POSTGRES_LEASE_SECS", "2"),
+    ];
+    env.extend_from_slice(extra);
+    Server::start_with(&env)
+}
+
+fn pg_server_in(dir: &std::path::Path, url: &str, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("LEVIATHAN_STORE", "postgres"),
+        ("LEVIATHAN_POSTGRES_URL", url),
+        ("LEVIATHAN_POSTGRES_LEASE_SECS", "2"),
+    ];
+    env.extend_from_slice(extra);
+    Server::start_in(dir, &env)
+}
+
+fn settings(url: &str, holder: &str, lease_secs: f64) -> PgSettings {
+    PgSettings {
+        url: url.to_string(),
+        lease: Duration::from_secs_f64(lease_secs),
+        holder: holder.to_string(),
+        test_crash_after_commit: false,
+    }
+}
+
+/// What a reader sees of a store: every event, the head, the graph's digest
+/// and applied seq.
+fn state(s: &Server) -> (Vec<Value>, Value, Value, Value) {
+    let (st, p) = s.get("/v1/projection");
+    assert_eq!(st, 200, "{p}");
+    (
+        s.all_events(),
+        s.get("/v1/log/head").1,
+        p["state_digest"].clone(),
+        p["applied_seq"].clone(),
+    )
+}
+
+/// The server's log line saying what start-up caught up from PostgreSQL.
+fn caught_up(s: &Server) -> String {
+    s.log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("caught the local store up from PostgreSQL"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn pg_count(pg: &mut postgres::Client, table: &str) -> i64 {
+    pg.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .unwrap()
+        .get(0)
+}
+
+/// One event row chained after `prev` (enough for the fencing checks; the
+/// record is a real one so that catch-up could read it).
+fn row(seq: u64, prev: Option<leviathan::digest::Sha256>, id: &str) -> EventRow {
+    let body = json!({"target": "radix", "bundle_id": format!("b-{id}"), "events": [
+        event(id, "custom.thing", json!({"n": seq}))]});
+    let b = leviathan::bundle::parse(body.to_string().as_bytes(), &Default::default()).unwrap();
+    let record = b.events[0].encode(leviathan::seq::Seq(seq), prev.as_ref());
+    EventRow {
+        seq: leviathan::seq::Seq(seq),
+        event_id: id.into(),
+        bundle_id: format!("b-{id}"),
+        event_type: "custom.thing".into(),
+        target: "radix".into(),
+        hash: leviathan::digest::Sha256::of(&record),
+        record,
+        prev_hash: prev,
+    }
+}
+
+#[test]
+fn the_schema_is_migrated_once_and_a_newer_one_is_refused() {
+    let Some(pg) = Postgres::start("the_schema_is_migrated_once_and_a_newer_one_is_refused") else {
+        return;
+    };
+    let url = pg.url();
+    let log = PgLog::open(settings(&url, "a", 5.0)).unwrap();
+    drop(log);
+    // A second open finds the schema current and applies nothing again.
+    let log = PgLog::open(settings(&url, "b", 5.0)).unwrap();
+    drop(log);
+    let mut c = pg.client();
+    let latest = leviathan::pg::schema::latest();
+    let versions: Vec<i32> = c
+        .query("SELECT version FROM schema_version ORDER BY version", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, (1..=latest).collect::<Vec<_>>());
+
+    // A newer binary migrated it: this one refuses, naming both versions.
+    c.execute(
+        "INSERT INTO schema_version (version, description) VALUES ($1, 'from the future')",
+        &[&(latest + 1)],
+    )
+    .unwrap();
+    let err = PgLog::open(settings(&url, "c", 5.0)).err().unwrap();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("version {}", latest + 1))
+            && msg.contains(&format!("version {latest}")),
+        "{msg}"
+    );
+    // And so does the server, before it serves.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_STORE", "postgres")
+        .env("LEVIATHAN_POSTGRES_URL", &url);
+    let out = refused(cmd);
+    assert!(
+        out.contains(&format!("version {}", latest + 1)) && out.contains("newer than this binary"),
+        "{out}"
+    );
+}
+
+#[test]
+fn postgres_without_a_url_and_the_old_backend_setting_are_refused_with_directions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_STORE", "postgres")
+        .env_remove("LEVIATHAN_POSTGRES_URL");
+    let out = refused(cmd);
+    assert!(out.contains("LEVIATHAN_POSTGRES_URL"), "{out}");
+
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_BACKEND", "postgres");
+    let out = refused(cmd);
+    assert!(
+        out.contains("LEVIATHAN_STORE=postgres") && out.contains("LEVIATHAN_BACKEND"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_log_in_postgres_is_append_only() {
+    let Some(pg) = Postgres::start("the_log_in_postgres_is_append_only") else {
+        return;
+    };
+    let s = pg_server(&pg.url(), &[]);
+    let (st, r) = s.ingest(&bundle("b1", events("e", 3)));
+    assert_eq!(st, 200, "{r}");
+    let mut c = pg.client();
+    assert_eq!(pg_count(&mut c, "events"), 3);
+    for sql in [
+        "UPDATE events SET target = 'other' WHERE seq = 2",
+        "DELETE FROM events WHERE seq = 3",
+        "TRUNCATE events CASCADE",
+        "UPDATE bundles SET ingested = 0",
+        "DELETE FROM bundles",
+    ] {
+        let err = c
+            .batch_execute(sql)
+            .err()
+            .unwrap_or_else(|| panic!("{sql} was allowed"));
+        let msg = err
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(pg_count(&mut c, "events"), 3);
+    assert_eq!(pg_count(&mut c, "bundles"), 1);
+    // The stored rows are the served records, byte for byte.
+    let served = s.all_events();
+    let rows = c
+        .query(
+            "SELECT seq, event_id, hash, prev_hash FROM events ORDER BY seq",
+            &[],
+        )
+        .unwrap();
+    for (r, e) in rows.iter().zip(&served) {
+        assert_eq!(r.get::<_, i64>(0) as u64, e["seq"].as_u64().unwrap());
+        assert_eq!(r.get::<_, String>(1), e["event_id"].as_str().unwrap());
+        assert_eq!(
+            hex::encode(r.get::<_, Vec<u8>>(2)),
+            e["hash"].as_str().unwrap()
+        );
+        let prev: Option<Vec<u8>> = r.get(3);
+        assert_eq!(
+            prev.map(hex::encode),
+            e["prev_hash"].as_str().map(String::from)
+        );
+    }
+}
+
+#[test]
+fn a_fenced_writer_cannot_append() {
+    let Some(pg) = Postgres::start("a_fenced_writer_cannot_append") else {
+        return;
+    };
+    let url = pg.url();
+    let mut a = PgLog::open(settings(&url, "node-a", 30.0)).unwrap();
+    let mut b = PgLog::open(settings(&url, "node-b", 30.0)).unwrap();
+    let epoch_a = a.try_lead().unwrap().expect("a free lease is taken");
+    // The lease is a's and has not expired: b cannot take it.
+    assert_eq!(b.try_lead().unwrap(), None);
+    assert_eq!(b.lease_state().unwrap().holder, "node-a");
+    let e1 = row(1, None, "x1");
+    let h1 = e1.hash;
+    let empty = a.head().unwrap();
+    a.append(
+        empty,
+        &Rows {
+            events: vec![e1],
+            bundles: vec![],
+        },
+    )
+    .unwrap();
+    // A writer that does not lead cannot append either.
+    let at = b.head().unwrap();
+    let err = b
+        .append(
+            at,
+            &Rows {
+                events: vec![row(2, Some(h1), "y2")],
+                bundles: vec![],
+            },
+        )
+        .unwrap_err();
+    assert!(err.is_fenced(), "{err}");
+    // a pauses past its lease (here: the lease is made to expire); b takes over.
+    pg.client()
+        .execute(
+            "UPDATE leader SET expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .unwrap();
+    let epoch_b = b.try_lead().unwrap().expect("an expired lease is taken");
+    assert!(epoch_b > epoch_a);
+    // a resumes and tries to append: fenced, nothing written.
+    let head = a.head().unwrap();
+    let err = a
+        .append(
+            head,
+            &Rows {
+                events: vec![row(2, Some(h1), "a2")],
+                bundles: vec![],
+            },
+        )
+        .unwrap_err();
+    assert!(err.is_fenced(), "{err}");
+    assert!(err.to_string().contains("node-b"), "{err}");
+    // b continues the chain; an append that does not follow the head is refused.
+    b.append(
+        head,
+        &Rows {
+            events: vec![row(2, Some(h1), "b2")],
+            bundles: vec![],
+        },
+    )
+    .unwrap();
+    let stale = b
+        .append(
+            head,
+            &Rows {
+                events: vec![row(2, Some(h1), "b2-again")],
+                bundles: vec![],
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(stale, leviathan::pg::PgError::HeadMoved { .. }),
+        "{stale}"
+    );
+    let mut c = pg.client();
+    let ids: Vec<String> = c
+        .query("SELECT event_id FROM events ORDER BY seq", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, ["x1", "b2"]);
+}
+
+#[test]
+fn a_server_fenced_by_another_writer_answers_503_not_leader_and_appends_nothing() {
+    let Some(pg) = Postgres::start("a_server_fenced_by_another_writer") else {
+        return;
+    };
+    let s = pg_server(&pg.url(), &[]);
+    let (st, r) = s.ingest(&bundle("b1", events("e", 2)));
+    assert_eq!(st, 200, "{r}");
+    // Another writer takes leadership (as after this one paused past its lease).
+    let mut other = PgLog::open(settings(&pg.url(), "intruder", 30.0)).unwrap();
+    pg.client()
+        .execute(
+            "UPDATE leader SET expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .unwrap();
+    other
+        .try_lead()
+        .unwrap()
+        .expect("the expired lease is taken");
+    for i in 0..2 {
+        let (st, r) = s.ingest(&bundle(&format!("b2-{i}"), events(&format!("f{i}"), 2)));
+        assert_eq!(st, 503, "{r}");
+        assert_eq!(r["error"]["code"], "not_leader", "{r}");
+        assert!(
+            r["error"]["message"].as_str().unwrap().contains("intruder")
+                || r["error"]["message"].as_str().unwrap().contains("lease"),
+            "{r}"
+        );
+    }
+    let mut c = pg.client();
+    assert_eq!(pg_count(&mut c, "events"), 2);
+    // Reads still answer from the local store.
+    assert_eq!(s.all_events().len(), 2);
+}
+
+#[test]
+fn kill_9_then_restart_on_the_same_or_a_wiped_data_dir_loses_nothing() {
+    let Some(pg) = Postgres::start("kill_9_then_restart") else {
+        return;
+    };
+    let url = pg.url();
+    let mut s = pg_server(&url, &[]);
+    for b in mixed_log(6) {
+        let (st, r) = s.ingest(&b);
+        assert_eq!(st, 200, "{r}");
+    }
+    let before = state(&s);
+    let dir = s.keep_dir();
+    s.kill();
+
+    // Same data dir: the node takes its own lease back at once.
+    let mut s = pg_server_in(dir.path(), &url, &[]);
+    assert_eq!(state(&s), before);
+    let (_, r) = s.ingest(&mixed_log(6)[1]);
+    assert_eq!(r["status"], "duplicate", "{r}");
+    s.kill();
+
+    // A wiped data dir (a new node): it waits for the lease to expire,
+    // then fills its store from PostgreSQL.
+    let s = pg_server(&url, &[]);
+    assert_eq!(state(&s), before);
+    let n = before.0.len();
+    assert!(
+        caught_up(&s).contains(&format!("events={n}")),
+        "{}",
+        caught_up(&s)
+    );
+    assert_eq!(s.get("/v1/log/verify").1["ok"], true);
+    let (_, r) = s.ingest(&mixed_log(6)[2]);
+    assert_eq!(r["status"], "duplicate", "{r}");
+    let (st, r) = s.ingest(&bundle("after", events("late", 2)));
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        r["first_seq"].as_u64().unwrap(),
+        before.1["seq"].as_u64().unwrap() + 1
+    );
+}
+
+#[test]
+fn a_crash_between_the_postgres_commit_and_the_local_commit_is_repaired_at_start() {
+    let Some(pg) = Postgres::start("a_crash_between_the_two_commits") else {
+        return;
+    };
+    let url = pg.url();
+    let log = mixed_log(4);
+    let (first, last) = log.split_at(log.len() - 1);
+    let mut s = pg_server(&url, &[]);
+    for b in first {
+        assert_eq!(s.ingest(b).0, 200);
+    }
+    let dir = s.keep_dir();
+    s.stop();
+    // This run dies right after PostgreSQL committed the last bundle.
+    let mut s = pg_server_in(
+        dir.path(),
+        &url,
+        &[("LEVIATHAN_TEST_CRASH_AFTER_POSTGRES_COMMIT", "true")],
+    );
+    let sent = s
+        .req(reqwest::Method::POST, "/v1/events/ingest")
+        .json(&last[0])
+        .send();
+    assert!(
+        sent.is_err(),
+        "the server answered: {:?}",
+        sent.map(|r| r.status())
+    );
+    s.kill();
+    let mut c = pg.client();
+    let in_pg = pg_count(&mut c, "events") as usize;
+    let expected: usize = log
+        .iter()
+        .map(|b| b["events"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(in_pg, expected, "the last bundle is in PostgreSQL");
+
+    // The next start catches the local store up: everything is served, and the
+    // graph is the one a plain fjall server builds from the same bundles.
+    let s = pg_server_in(dir.path(), &url, &[]);
+    let got = state(&s);
+    assert_eq!(got.0.len(), expected);
+    let last_len = last[0]["events"].as_array().unwrap().len();
+    assert!(
+        caught_up(&s).contains(&format!("events={last_len}")),
+        "{}",
+        caught_up(&s)
+    );
+    let (_, r) = s.ingest(&last[0]);
+    assert_eq!(r["status"], "duplicate", "{r}");
+    let plain = Server::start();
+    for b in &log {
+        assert_eq!(plain.ingest(b).0, 200);
+    }
+    assert_eq!(got, state(&plain));
+}
