@@ -210,3 +210,72 @@ impl Drop for Postgres {
         }
     }
 }
+
+/// The suite's store switch: with `LEVIATHAN_TEST_STORE=postgres`, every
+/// server a test starts ([`crate::common::Server::start_in`]) keeps its log in
+/// PostgreSQL: one cluster for the whole test process, one database per data
+/// dir (so a restart on the same dir finds its log again). `None` for the
+/// default store (fjall alone).
+pub fn store_env(dir: &Path) -> Option<Vec<(&'static str, String)>> {
+    match std::env::var("LEVIATHAN_TEST_STORE").as_deref() {
+        Ok("postgres") => {}
+        Ok("fjall") | Ok("") | Err(_) => return None,
+        Ok(other) => panic!("LEVIATHAN_TEST_STORE={other:?}: expected fjall or postgres"),
+    }
+    let url = shared().database_for(dir);
+    Some(vec![
+        ("LEVIATHAN_STORE", "postgres".to_string()),
+        ("LEVIATHAN_POSTGRES_URL", url),
+    ])
+}
+
+/// The test process's shared cluster, started on first use. A static is never
+/// dropped, so a watcher process stops the cluster and removes its files
+/// once this process has exited (however it exits).
+fn shared() -> &'static Postgres {
+    static SHARED: std::sync::OnceLock<Postgres> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        std::env::set_var("LEVIATHAN_REQUIRE_POSTGRES", "1");
+        let pg = Postgres::start("LEVIATHAN_TEST_STORE=postgres").expect("required");
+        let mut stop = pg.tool("pg_ctl");
+        stop.arg("-D")
+            .arg(pg.data_dir())
+            .args(["-m", "immediate", "-w", "stop"]);
+        let mut watcher = Command::new("sh");
+        watcher
+            .arg("-c")
+            .arg(r#"pid="$1"; dir="$2"; shift 2; tail --pid="$pid" -f /dev/null; "$@" >/dev/null 2>&1; rm -rf "$dir""#)
+            .arg("leviathan-pg-watcher")
+            .arg(std::process::id().to_string())
+            .arg(pg.dir.path())
+            .arg(stop.get_program())
+            .args(stop.get_args())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        watcher.spawn().expect("start the cluster's watcher");
+        pg
+    })
+}
+
+impl Postgres {
+    /// The database of the server on `dir`, created on first use.
+    fn database_for(&self, dir: &Path) -> String {
+        static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let name = format!(
+            "lv_{}",
+            &crate::common::sha256_hex(dir.to_string_lossy().as_bytes())[..20]
+        );
+        let _one_at_a_time = CREATE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self.client();
+        let exists = c
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .expect("query pg_database")
+            .is_some();
+        if !exists {
+            c.batch_execute(&format!("CREATE DATABASE {name}"))
+                .expect("create database");
+        }
+        self.url_for(&name)
+    }
+}
