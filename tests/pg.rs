@@ -433,3 +433,155 @@ fn a_crash_between_the_postgres_commit_and_the_local_commit_is_repaired_at_start
     }
     assert_eq!(got, state(&plain));
 }
+
+fn signal(s: &Server, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn a_paused_writer_is_fenced_once_another_took_over_and_nothing_forks() {
+    let Some(pg) = Postgres::start("a_paused_writer_is_fenced") else {
+        return;
+    };
+    let url = pg.url();
+    let a = pg_server(&url, &[]);
+    for b in mixed_log(3) {
+        assert_eq!(a.ingest(&b).0, 200);
+    }
+    // A pauses (a GC pause, a stalled VM) past its 2 s lease.
+    signal(&a, "-STOP");
+    // B, a new node, waits for the lease to run out, takes over, catches up.
+    let started = std::time::Instant::now();
+    let b = pg_server(&url, &[]);
+    let took_over = started.elapsed();
+    let (st, r) = b.ingest(&bundle("from-b", events("b", 3)));
+    assert_eq!(st, 200, "{r}");
+    // A bundle sent to A while it is paused is taken when it resumes.
+    let a_base = a.base.clone();
+    let in_flight = std::thread::spawn(move || {
+        let c = reqwest::blocking::Client::new();
+        parse(
+            c.post(format!("{a_base}/v1/events/ingest"))
+                .bearer_auth(TOKEN)
+                .json(&bundle("from-a", events("a", 2)))
+                .send()
+                .unwrap(),
+        )
+    });
+    signal(&a, "-CONT");
+    let (st, r) = in_flight.join().unwrap();
+    assert_eq!(st, 503, "{r}");
+    assert_eq!(r["error"]["code"], "not_leader", "{r}");
+    let (st, r) = a.ingest(&bundle("from-a-2", events("a2", 1)));
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (503, Some("not_leader")),
+        "{r}"
+    );
+
+    // Nothing of A's after the pause is stored, and the chain is one chain.
+    let mut c = pg.client();
+    let from_a: i64 = c
+        .query_one(
+            "SELECT count(*) FROM events WHERE event_id IN ('a-0', 'a-1', 'a2-0')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(from_a, 0);
+    let served = b.all_events();
+    assert_eq!(served.len() as i64, pg_count(&mut c, "events"));
+    assert_eq!(b.get("/v1/log/verify").1["ok"], true);
+    eprintln!("B took over {took_over:?} after A paused (lease 2 s)");
+}
+
+#[test]
+fn failover_under_load_after_kill_9_loses_nothing_acknowledged_and_appends_nothing_twice() {
+    let Some(pg) = Postgres::start("failover_under_load") else {
+        return;
+    };
+    let url = pg.url();
+    let mut a = pg_server(&url, &[]);
+    // The standby starts now and waits for the lease (its start returns once it leads).
+    let standby = {
+        let url = url.clone();
+        std::thread::spawn(move || pg_server(&url, &[]))
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Value, Value)>::new()));
+    let clients: Vec<_> = (0..2)
+        .map(|c| {
+            let (base, stop, acked) = (a.base.clone(), stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap();
+                let mut sent = Vec::new();
+                for i in 0..2000 {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let b = bundle(&format!("c{c}-{i}"), events(&format!("c{c}-{i}"), 5));
+                    sent.push(b.clone());
+                    let Ok(resp) = http
+                        .post(format!("{base}/v1/events/ingest"))
+                        .bearer_auth(TOKEN)
+                        .json(&b)
+                        .send()
+                    else {
+                        break;
+                    };
+                    let (st, r) = parse(resp);
+                    if st == 200 {
+                        acked.lock().unwrap().push((b, r));
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    // Kill A once a good share has been acknowledged.
+    while acked.lock().unwrap().len() < 40 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.kill();
+    let killed = std::time::Instant::now();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent: Vec<Value> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let b = standby.join().unwrap();
+    let took_over = killed.elapsed();
+    assert!(
+        took_over < Duration::from_secs(2 + 30),
+        "the standby took {took_over:?} to lead"
+    );
+    // Every acknowledged bundle is there, at the seqs it was acknowledged with.
+    for (bundle, answer) in acked.lock().unwrap().iter() {
+        let (st, r) = b.ingest(bundle);
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["status"], "duplicate", "{r}");
+        assert_eq!(r["first_seq"], answer["first_seq"]);
+        assert_eq!(r["last_seq"], answer["last_seq"]);
+    }
+    // Every bundle sent can be retried on B: appended once, whatever A did.
+    for bundle in &sent {
+        let (st, r) = b.ingest(bundle);
+        assert_eq!(st, 200, "{r}");
+    }
+    let total: usize = sent.len() * 5;
+    let mut c = pg.client();
+    assert_eq!(pg_count(&mut c, "events") as usize, total);
+    assert_eq!(b.all_events().len(), total);
+    assert_eq!(b.get("/v1/log/verify").1["ok"], true);
+    eprintln!(
+        "{} bundles acknowledged by A before kill -9; B led {took_over:?} after it",
+        acked.lock().unwrap().len()
+    );
+}

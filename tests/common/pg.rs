@@ -253,7 +253,9 @@ fn shared() -> &'static Postgres {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        watcher.spawn().expect("start the cluster's watcher");
+        // Never waited for: it must outlive this process (init reaps it).
+        #[allow(clippy::zombie_processes)]
+        let _watcher = watcher.spawn().expect("start the cluster's watcher");
         pg
     })
 }
