@@ -96,6 +96,17 @@ pub struct StoreArgs {
     /// third of it): a writer that died is replaced within about this long.
     #[arg(long, env = "LEVIATHAN_POSTGRES_LEASE_SECS", default_value_t = 10.0)]
     pub postgres_lease_secs: f64,
+    /// With `postgres`: `writer` (take the log's leadership, waiting while
+    /// another node holds it) or `replica` (never append: follow the log and
+    /// serve reads; ingest answers 503 `not_leader`).
+    #[arg(
+        long,
+        env = "LEVIATHAN_ROLE",
+        default_value = "writer",
+        ignore_case = true,
+        value_parser = PossibleValuesParser::new(["writer", "replica"])
+    )]
+    pub role: String,
     /// Test suites only: abort the process right after a batch's PostgreSQL
     /// commit, before the local commit, to show start-up repairs it.
     #[arg(long, env = "LEVIATHAN_TEST_CRASH_AFTER_POSTGRES_COMMIT", hide = true)]
@@ -108,6 +119,8 @@ pub struct PostgresConfig {
     /// `LEVIATHAN_POSTGRES_URL` (environment only: it may hold a password).
     pub url: String,
     pub lease: std::time::Duration,
+    /// `LEVIATHAN_ROLE=replica`: follow the log, never append.
+    pub replica: bool,
     /// The hidden test hook (`StoreArgs::test_crash_after_postgres_commit`).
     pub test_crash_after_commit: bool,
 }
@@ -292,6 +305,7 @@ impl Config {
                 url,
                 lease: std::time::Duration::from_secs_f64(lease),
                 test_crash_after_commit: args.store.test_crash_after_postgres_commit,
+                replica: args.store.role.eq_ignore_ascii_case("replica"),
             })
         } else {
             None

@@ -120,7 +120,7 @@ fn open_and_prepare(
     crate::log::Head,
     Projection,
     crate::generations::Prepared,
-    Option<crate::pg::Leader>,
+    Option<crate::pg::Role>,
 )> {
     starting.set("opening the store");
     let store = open_store(&config.data_dir)?;
@@ -148,8 +148,8 @@ fn open_and_prepare(
     )?;
     let (head, leader) = match &config.postgres {
         Some(pg) => {
-            let (head, leader) = lead_postgres(config, pg, &store, &prepared.live, starting)?;
-            (head, Some(leader))
+            let (head, role) = join_postgres(config, pg, &store, &prepared.live, starting)?;
+            (head, Some(role))
         }
         None => (head, None),
     };
@@ -157,15 +157,16 @@ fn open_and_prepare(
 }
 
 /// `LEVIATHAN_STORE=postgres`: connect and migrate, take the writer's
-/// leadership (waiting while another node holds it), then catch the local
-/// store up from PostgreSQL before anything is served or appended.
-fn lead_postgres(
+/// leadership (waiting while another node holds it; a replica does not),
+/// then catch the local store up from PostgreSQL before anything is served
+/// or appended.
+fn join_postgres(
     config: &Config,
     pg: &crate::config::PostgresConfig,
     store: &Store,
     live: &crate::generations::Live,
     starting: &Starting,
-) -> anyhow::Result<(crate::log::Head, crate::pg::Leader)> {
+) -> anyhow::Result<(crate::log::Head, crate::pg::Role)> {
     starting.set("connecting to PostgreSQL");
     let settings = crate::pg::PgSettings {
         url: pg.url.clone(),
@@ -174,6 +175,20 @@ fn lead_postgres(
         holder: crate::pg::node_id(&config.data_dir).context("the node id")?,
     };
     let mut log = crate::pg::PgLog::open(settings).context("opening the PostgreSQL log")?;
+    if pg.replica {
+        // Listening before the catch-up: nothing appended after it is missed.
+        let mut follower = crate::pg::Follower::new(log).context("listening to the log")?;
+        starting.set("catching up from PostgreSQL");
+        let caught = crate::pg::catch_up::catch_up(
+            &store.db,
+            &store.log,
+            live,
+            config.sync.persist_mode(),
+            follower.log(),
+        )
+        .context("catching the local store up from PostgreSQL")?;
+        return Ok((caught.head, crate::pg::Role::Follower(follower)));
+    }
     starting.set("waiting for the writer's leadership in PostgreSQL");
     let told = std::sync::atomic::AtomicBool::new(false);
     log.lead(&|state| {
@@ -188,10 +203,16 @@ fn lead_postgres(
     })
     .context("taking the writer's leadership")?;
     starting.set("catching up from PostgreSQL");
-    let caught = crate::pg::catch_up::catch_up(&store.db, &store.log, live, config.sync, &mut log)
-        .context("catching the local store up from PostgreSQL")?;
+    let caught = crate::pg::catch_up::catch_up(
+        &store.db,
+        &store.log,
+        live,
+        config.sync.persist_mode(),
+        &mut log,
+    )
+    .context("catching the local store up from PostgreSQL")?;
     let leader = crate::pg::Leader::new(log).context("starting the leader lease renewal")?;
-    Ok((caught.head, leader))
+    Ok((caught.head, crate::pg::Role::Leader(leader)))
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -238,7 +259,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sync: config.sync,
     };
     let writer = match leader {
-        Some(leader) => Writer::start_leader(parts, metrics.writer(), leader),
+        Some(crate::pg::Role::Leader(leader)) => {
+            Writer::start_leader(parts, metrics.writer(), leader)
+        }
+        Some(crate::pg::Role::Follower(follower)) => {
+            Writer::start_follower(parts, metrics.writer(), follower)
+        }
         None => Writer::start_with_metrics(parts, metrics.writer()),
     }
     .context("starting the writer")?;

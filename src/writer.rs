@@ -282,6 +282,8 @@ pub struct Writer {
     health: Arc<Health>,
     /// The committed head seq, published after every commit (event streams wake on it).
     head: tokio::sync::watch::Receiver<Seq>,
+    /// A replica's: appends are refused at once.
+    replica: bool,
 }
 
 impl Writer {
@@ -316,7 +318,25 @@ impl Writer {
         metrics: crate::metrics::WriterMetrics,
         leader: crate::pg::Leader,
     ) -> std::io::Result<Writer> {
-        Self::spawn(parts, None, metrics, Some(leader))
+        Self::spawn(parts, None, metrics, Some(crate::pg::Role::Leader(leader)))
+    }
+
+    /// A replica's writer (`LEVIATHAN_ROLE=replica`): it appends nothing
+    /// (ingest answers 503 `not_leader` at once) and applies what the
+    /// PostgreSQL log gains, woken by its notifications, through the same
+    /// catch-up as at start (`crate::pg::catch_up`); readers wake on its head
+    /// as on a writer's. It still performs generation switches.
+    pub fn start_follower(
+        parts: WriterParts,
+        metrics: crate::metrics::WriterMetrics,
+        follower: crate::pg::Follower,
+    ) -> std::io::Result<Writer> {
+        Self::spawn(
+            parts,
+            None,
+            metrics,
+            Some(crate::pg::Role::Follower(follower)),
+        )
     }
 
     /// Test hook: like [`Writer::start`], but the writer thread takes nothing
@@ -343,9 +363,15 @@ impl Writer {
         parts: WriterParts,
         held: Option<std::sync::mpsc::Receiver<()>>,
         metrics: crate::metrics::WriterMetrics,
-        leader: Option<crate::pg::Leader>,
+        pg: Option<crate::pg::Role>,
     ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(4096);
+        let (leader, follower) = match pg {
+            Some(crate::pg::Role::Leader(l)) => (Some(l), None),
+            Some(crate::pg::Role::Follower(f)) => (None, Some(f)),
+            None => (None, None),
+        };
+        let replica = follower.is_some();
         // The Merkle tree follows the log in every batch; a store written
         // before the tree existed gets it built here first.
         let tree = crate::tlog::Tree::open(&parts.db, &parts.log)
@@ -367,6 +393,7 @@ impl Writer {
             health: Arc::new(Health::default()),
             metrics,
             leader,
+            follower,
         };
         let health = state.health.clone();
         std::thread::Builder::new()
@@ -378,7 +405,12 @@ impl Writer {
                 }
                 state.run(rx)
             })?;
-        Ok(Writer { tx, health, head })
+        Ok(Writer {
+            tx,
+            health,
+            head,
+            replica,
+        })
     }
 
     /// The committed head seq, updated after each commit that appended events:
@@ -399,6 +431,14 @@ impl Writer {
 
     /// Appends a validated bundle; resolves once it is durable (or refused).
     pub async fn append(&self, bundle: Bundle) -> Result<Appended, AppendError> {
+        if self.replica {
+            return Err(AppendError::Unavailable(StorageFailure {
+                cause: crate::pg::NOT_LEADER,
+                message: "this node is a replica (LEVIATHAN_ROLE=replica): it serves reads and \
+                          appends nothing; send ingest to the writer"
+                    .into(),
+            }));
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Msg::Append(Job { bundle, reply }))
@@ -451,6 +491,8 @@ struct State {
     /// `LEVIATHAN_STORE=postgres`: the authority each batch is appended to
     /// before the local commit (crate::pg).
     leader: Option<crate::pg::Leader>,
+    /// `LEVIATHAN_ROLE=replica`: the log this node follows instead of appending.
+    follower: Option<crate::pg::Follower>,
 }
 
 /// One accepted event, staged in memory until its bundle is known to be whole.
@@ -484,6 +526,9 @@ struct Pending {
 
 impl State {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        if let Some(follower) = self.follower.take() {
+            return self.follow(follower, rx);
+        }
         let mut next = None;
         loop {
             let first = match next.take() {
@@ -520,6 +565,71 @@ impl State {
             self.process(jobs);
         }
         tracing::info!("writer stopped: no more senders");
+    }
+
+    /// A replica's loop: switches as they come; otherwise wait for the
+    /// PostgreSQL log to move and apply what it gained.
+    fn follow(mut self, mut follower: crate::pg::Follower, mut rx: mpsc::Receiver<Msg>) {
+        loop {
+            loop {
+                match rx.try_recv() {
+                    Ok(Msg::Switch(s)) => {
+                        let outcome = self.switch(s.request);
+                        let _ = s.reply.send(outcome);
+                    }
+                    Ok(Msg::Append(job)) => {
+                        // `Writer::append` refuses on a replica; nothing gets here.
+                        let _ = job.reply.send(Err(AppendError::Unavailable(StorageFailure {
+                            cause: crate::pg::NOT_LEADER,
+                            message: "this node is a replica".into(),
+                        })));
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        tracing::info!("replica stopped: no more senders");
+                        return;
+                    }
+                }
+            }
+            if let Err(e) = follower.wait() {
+                tracing::warn!(error = %e, "waiting for the PostgreSQL log failed; retrying");
+                continue;
+            }
+            let caught = crate::pg::catch_up::catch_up(
+                &self.db,
+                &self.log,
+                &self.current,
+                self.persist,
+                follower.log(),
+            );
+            match caught {
+                Ok(c) if c.events > 0 || c.bundles > 0 => {
+                    self.head = c.head;
+                    match crate::tlog::Tree::open(&self.db, &self.log)
+                        .and_then(|t| t.writer(&self.db))
+                    {
+                        Ok(t) => self.tree = t,
+                        Err(e) => {
+                            self.health
+                                .fail(StorageFailure::new("reopening the Merkle tree failed", e));
+                        }
+                    }
+                    self.head_tx.send_replace(self.head.seq);
+                }
+                Ok(_) => {}
+                Err(crate::pg::catch_up::CatchUpError::Pg(e)) => {
+                    tracing::warn!(error = %e, "following the PostgreSQL log failed; retrying");
+                }
+                Err(e) => {
+                    // The log does not apply here: stop following, say why.
+                    self.health.fail(StorageFailure::new(
+                        "following the PostgreSQL log failed",
+                        e,
+                    ));
+                    return;
+                }
+            }
+        }
     }
 
     /// Makes the requested generation live (see [`SwitchRequest`]).

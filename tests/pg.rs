@@ -585,3 +585,70 @@ fn failover_under_load_after_kill_9_loses_nothing_acknowledged_and_appends_nothi
         acked.lock().unwrap().len()
     );
 }
+
+/// Waits (bounded) until `s` has applied `seq`; panics past the deadline.
+fn wait_applied(s: &Server, seq: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, p) = s.get("/v1/projection");
+        if st == 200 && p["applied_seq"].as_u64() >= Some(seq) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not apply seq {seq} within 60 s: {p}",
+            s.base
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_replicas_follow_the_writer_and_agree_on_the_state_digest_after_concurrent_ingest() {
+    let Some(pg) = Postgres::start("two_replicas_follow_the_writer") else {
+        return;
+    };
+    let url = pg.url();
+    let writer = pg_server(&url, &[]);
+    let early = pg_server(&url, &[("LEVIATHAN_ROLE", "replica")]);
+    let log = mixed_log(8);
+    assert_eq!(writer.ingest(&log[0]).0, 200);
+    // Two clients at once.
+    std::thread::scope(|scope| {
+        for part in [&log[1..5], &log[5..]] {
+            let w = &writer;
+            scope.spawn(move || {
+                for b in part {
+                    let (st, r) = w.ingest(b);
+                    assert_eq!(st, 200, "{r}");
+                }
+            });
+        }
+    });
+    // A replica started after the ingest catches up at start.
+    let late = pg_server(&url, &[("LEVIATHAN_ROLE", "replica")]);
+    let head = writer.get("/v1/log/head").1["seq"].as_u64().unwrap();
+    for r in [&early, &late] {
+        wait_applied(r, head);
+    }
+    let expected = state(&writer);
+    assert_eq!(state(&early), expected);
+    assert_eq!(state(&late), expected);
+    // Idempotency answers from a replica's copy are the writer's.
+    let (st, r) = early.ingest(&log[3]);
+    assert_eq!(st, 503, "{r}");
+    assert_eq!(r["error"]["code"], "not_leader", "{r}");
+
+    // A batch that appends no event (a new bundle id over known events), then
+    // one that does: the replicas follow both.
+    let (st, r) = writer
+        .ingest(&json!({"target": "radix", "bundle_id": "again", "events": log[2]["events"]}));
+    assert_eq!((st, r["ingested"].as_u64()), (200, Some(0)), "{r}");
+    let (st, r) = writer.ingest(&bundle("last", events("last", 3)));
+    assert_eq!(st, 200, "{r}");
+    let head = r["last_seq"].as_u64().unwrap();
+    for r in [&early, &late] {
+        wait_applied(r, head);
+        assert_eq!(state(r), state(&writer));
+    }
+}

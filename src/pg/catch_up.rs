@@ -18,7 +18,6 @@ use crate::log::record::EventDraft;
 use crate::log::{Head, Log};
 use crate::projection::{Policy, Prepared};
 use crate::seq::Seq;
-use crate::storage::SyncMode;
 
 /// Events read and committed locally at a time.
 const CHUNK: i64 = 2048;
@@ -72,11 +71,20 @@ pub fn catch_up(
     db: &fjall::Database,
     log: &Log,
     live: &Live,
-    sync: SyncMode,
+    persist: fjall::PersistMode,
     pg: &mut PgLog,
 ) -> Result<CaughtUp, CatchUpError> {
     let start = log.head().map_err(local)?;
     let remote = pg.head()?;
+    if remote == start && missing_bundles(log, pg, start.seq, start.seq)?.is_empty() {
+        // Nothing new (a replica's poll ends here).
+        return Ok(CaughtUp {
+            from: start.seq,
+            head: start,
+            events: 0,
+            bundles: 0,
+        });
+    }
     if remote.seq < start.seq {
         return Err(CatchUpError::LocalAhead {
             local: start.seq.0,
@@ -102,7 +110,7 @@ pub fn catch_up(
     loop {
         let chunk = pg.events_after(head.seq, CHUNK)?;
         let from = head.seq;
-        let mut batch = db.batch().durability(Some(sync.persist_mode()));
+        let mut batch = db.batch().durability(Some(persist));
         let mut staging = live.graph.staging().map_err(local)?;
         for e in &chunk {
             check_link(&head, e)?;
@@ -144,7 +152,7 @@ pub fn catch_up(
         }
         // The bundles whose records this chunk completes, and those recorded
         // at the chunk's start (a batch of duplicates does not move the head).
-        let recorded = pg.bundles_between(from, head.seq)?;
+        let recorded = missing_bundles(log, pg, from, head.seq)?;
         for (id, rec) in &recorded {
             let id = crate::ids::BundleId::new(id.clone()).map_err(|e| CatchUpError::Broken {
                 seq: head.seq.0,
@@ -181,6 +189,27 @@ pub fn catch_up(
         events,
         bundles,
     })
+}
+
+/// The bundle records with a head in `from..=to` the local store lacks.
+fn missing_bundles(
+    log: &Log,
+    pg: &mut PgLog,
+    from: Seq,
+    to: Seq,
+) -> Result<Vec<(String, crate::log::BundleRecord)>, CatchUpError> {
+    let mut out = Vec::new();
+    for (id, rec) in pg.bundles_between(from, to)? {
+        let bundle_id =
+            crate::ids::BundleId::new(id.clone()).map_err(|e| CatchUpError::Broken {
+                seq: to.0,
+                reason: format!("bundle id {id:?}: {}", e.0),
+            })?;
+        if log.bundle(&bundle_id).map_err(local)?.is_none() {
+            out.push((id, rec));
+        }
+    }
+    Ok(out)
 }
 
 /// `e` follows `head`: the next seq, its `prev_hash` is the head's hash, its

@@ -488,12 +488,12 @@ impl PgLog {
                 )?;
             }
         }
-        if let Some(last) = rows.events.last() {
-            tx.execute(
-                "SELECT pg_notify($1, $2)",
-                &[&NOTIFY_CHANNEL, &last.seq.0.to_string()],
-            )?;
-        }
+        // Replicas wake on it (a batch of duplicates too: its bundle records).
+        let head = rows.events.last().map_or(expected.seq, |e| e.seq);
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&NOTIFY_CHANNEL, &head.0.to_string()],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -675,4 +675,56 @@ impl Drop for Leader {
             tracing::warn!(error = %e, "could not release the leader lease; it expires by itself");
         }
     }
+}
+
+/// A replica's hold on the log (`LEVIATHAN_ROLE=replica`): a connection that
+/// LISTENs on [`NOTIFY_CHANNEL`] and reads what is appended; it never appends.
+pub struct Follower {
+    log: PgLog,
+}
+
+/// How long a replica waits for a notification before it looks anyway (a
+/// notification lost with a dropped connection costs at most this much lag).
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+impl Follower {
+    /// `log` must not lead. Starts listening.
+    pub fn new(mut log: PgLog) -> Result<Follower, PgError> {
+        log.client
+            .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))?;
+        Ok(Follower { log })
+    }
+
+    /// Waits until the log may have moved: a notification, or the poll
+    /// interval. Reconnects (and listens again) after a dropped connection.
+    pub fn wait(&mut self) -> Result<(), PgError> {
+        if self.log.client.is_closed() {
+            self.log.client = connect(&self.log.settings.url)?;
+            self.log
+                .client
+                .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))?;
+            return Ok(());
+        }
+        use postgres::fallible_iterator::FallibleIterator;
+        let mut notifications = self.log.client.notifications();
+        // One is enough to look; the rest are drained so they do not pile up.
+        if notifications.timeout_iter(FOLLOW_POLL).next()?.is_some() {
+            let mut rest = notifications.iter();
+            while rest.next()?.is_some() {}
+        }
+        Ok(())
+    }
+
+    /// The connection, for [`catch_up::catch_up`].
+    pub fn log(&mut self) -> &mut PgLog {
+        &mut self.log
+    }
+}
+
+/// What a node does with the PostgreSQL log.
+pub enum Role {
+    /// The writer: appends, fenced.
+    Leader(Leader),
+    /// A replica: follows, never appends.
+    Follower(Follower),
 }
