@@ -652,3 +652,75 @@ fn two_replicas_follow_the_writer_and_agree_on_the_state_digest_after_concurrent
         assert_eq!(state(r), state(&writer));
     }
 }
+
+fn seq_header(resp: &reqwest::blocking::Response) -> u64 {
+    resp.headers()
+        .get("x-leviathan-seq")
+        .expect("X-Leviathan-Seq on a read")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_client_reads_its_own_writes_from_a_replica_with_min_seq() {
+    let Some(pg) = Postgres::start("a_client_reads_its_own_writes") else {
+        return;
+    };
+    let url = pg.url();
+    let writer = pg_server(&url, &[]);
+    let replica = pg_server(&url, &[("LEVIATHAN_ROLE", "replica")]);
+    for round in 0..5 {
+        let id = format!("mine-{round}");
+        let (st, r) = writer.ingest(&bundle(&id, events(&id, 3)));
+        assert_eq!(st, 200, "{r}");
+        let last = r["last_seq"].as_u64().unwrap();
+        // Right after the write, through the replica: min_seq makes it wait.
+        let resp = replica
+            .req(
+                reqwest::Method::GET,
+                &format!("/v1/events/{id}-2?min_seq={last}"),
+            )
+            .send()
+            .unwrap();
+        assert!(seq_header(&resp) >= last);
+        let (st, e) = parse(resp);
+        assert_eq!(st, 200, "{e}");
+        assert_eq!(e["seq"].as_u64(), Some(last));
+    }
+    // The writer's reads carry the header too.
+    let resp = writer
+        .req(reqwest::Method::GET, "/v1/log/head")
+        .send()
+        .unwrap();
+    let at = seq_header(&resp);
+    assert_eq!(parse(resp).1["seq"].as_u64(), Some(at));
+    // A seq no one has appended: a bounded wait, then 503 not_caught_up.
+    let far = at + 1000;
+    let started = std::time::Instant::now();
+    let resp = replica
+        .req(reqwest::Method::GET, &format!("/v1/log/head?min_seq={far}"))
+        .send()
+        .unwrap();
+    assert_eq!(seq_header(&resp), at);
+    let (st, r) = parse(resp);
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (503, Some("not_caught_up")),
+        "{r}"
+    );
+    assert_eq!(
+        r["error"]["details"]["applied_seq"].as_u64(),
+        Some(at),
+        "{r}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(10));
+    // A malformed min_seq is refused as any bad query parameter is, not waited on.
+    let (st, r) = replica.get("/v1/log/head?min_seq=soon");
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (422, Some("invalid_query")),
+        "{r}"
+    );
+}

@@ -8,6 +8,7 @@ mod attempts;
 mod audit;
 mod auth;
 mod autonomy;
+pub mod consistency;
 pub mod console;
 pub mod error;
 mod events;
@@ -113,6 +114,8 @@ pub fn router(state: AppState) -> Router {
         |r: Router<AppState>, role: Role| r.route_layer(from_fn_with_state(role, auth::require));
     let request_limits =
         limits::RequestLimits::new(state.http.max_inflight_requests, state.http.request_timeout);
+    // X-Leviathan-Seq and ?min_seq on every read (api/consistency.rs).
+    let read = read.route_layer(from_fn_with_state(state.clone(), consistency::read_at));
     let v1 = with_role(read, Role::Read)
         .merge(with_role(ingest, Role::Ingest))
         .merge(with_role(admin, Role::Admin))
