@@ -258,6 +258,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         head,
         sync: config.sync,
     };
+    // Publishes this node's state for `GET /v1/cluster` while it runs.
+    let (cluster, _publisher) = match &leader {
+        Some(role) => {
+            let settings = role.settings();
+            let publisher =
+                crate::pg::members::Publisher::start(settings, role.name(), live.clone())
+                    .context("starting the cluster membership publisher")?;
+            (
+                Some(crate::pg::members::Cluster {
+                    url: settings.url.clone(),
+                    node_id: settings.holder.clone(),
+                }),
+                Some(publisher),
+            )
+        }
+        None => (None, None),
+    };
     let writer = match leader {
         Some(crate::pg::Role::Leader(leader)) => {
             Writer::start_leader(parts, metrics.writer(), leader)
@@ -325,6 +342,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )),
         transparency,
         streams: streams.clone(),
+        cluster,
     };
     let app = api::router(state);
     // Signals are caught from before the line that says the server is up.

@@ -651,6 +651,49 @@ fn two_replicas_follow_the_writer_and_agree_on_the_state_digest_after_concurrent
         wait_applied(r, head);
         assert_eq!(state(r), state(&writer));
     }
+
+    // GET /v1/cluster, from any member: all three, in agreement, one leader.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let view = loop {
+        let (st, v) = late.get("/v1/cluster");
+        assert_eq!(st, 200, "{v}");
+        let members = v["members"].as_array().unwrap();
+        if members.len() == 3
+            && members
+                .iter()
+                .all(|m| m["applied_seq"].as_u64() == Some(head))
+        {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "members never all at {head}: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(view["head_seq"].as_u64(), Some(head), "{view}");
+    let members = view["members"].as_array().unwrap();
+    for m in members {
+        assert_eq!(m["digest_agrees"], true, "{view}");
+        assert_eq!(m["same_projector_set"], true, "{view}");
+        assert_eq!(m["lag_seqs"], 0, "{view}");
+        assert_eq!(m["state_digest"], state(&writer).2, "{view}");
+    }
+    let leaders: Vec<&Value> = members.iter().filter(|m| m["leader"] == true).collect();
+    assert_eq!(leaders.len(), 1, "{view}");
+    assert_eq!(leaders[0]["role"], "writer", "{view}");
+    assert_eq!(
+        members.iter().filter(|m| m["role"] == "replica").count(),
+        2,
+        "{view}"
+    );
+    // On the embedded store alone there is no cluster.
+    let (st, r) = Server::start().get("/v1/cluster");
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{r}"
+    );
 }
 
 fn seq_header(resp: &reqwest::blocking::Response) -> u64 {

@@ -8,6 +8,7 @@ mod attempts;
 mod audit;
 mod auth;
 mod autonomy;
+mod cluster;
 pub mod consistency;
 pub mod console;
 pub mod error;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub transparency: crate::tlog::Transparency,
     /// The open event streams (`GET /v1/events/stream`).
     pub streams: stream::Streams,
+    /// `LEVIATHAN_STORE=postgres`: where `GET /v1/cluster` reads the members.
+    pub cluster: Option<crate::pg::members::Cluster>,
 }
 
 /// The whole HTTP surface. Every v1 route sits in exactly one role group
@@ -83,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/failures", get(failures::failures))
         .route("/v1/graph/summary", get(graph::summary))
         .route("/v1/projection", get(graph::projection))
+        .route("/v1/cluster", get(cluster::cluster))
         .route("/v1/projection/errors", get(graph::projection_errors))
         .route("/v1/graph/nodes", get(graph::nodes))
         .route("/v1/graph/nodes/{id}", get(graph::node))

@@ -20,6 +20,7 @@
 //! two appends of one seq cannot both commit anyway.
 
 pub mod catch_up;
+pub mod members;
 pub mod schema;
 
 use crate::digest::Sha256;
@@ -727,4 +728,22 @@ pub enum Role {
     Leader(Leader),
     /// A replica: follows, never appends.
     Follower(Follower),
+}
+
+impl Role {
+    /// How this node reaches the log.
+    pub fn settings(&self) -> &PgSettings {
+        match self {
+            Role::Leader(l) => l.log.settings(),
+            Role::Follower(f) => f.log.settings(),
+        }
+    }
+
+    /// `writer` or `replica`, as `GET /v1/cluster` shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Leader(_) => "writer",
+            Role::Follower(_) => "replica",
+        }
+    }
 }

@@ -17,7 +17,8 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Never edit a released one: add the next.
-pub const MIGRATIONS: &[Migration] = &[Migration {
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
     version: 1,
     description:
         "the log: leader lease, events, bundles, bundle artifact references; append-only triggers",
@@ -84,7 +85,22 @@ CREATE TRIGGER bundle_artifacts_append_only BEFORE UPDATE OR DELETE ON bundle_ar
 CREATE TRIGGER bundle_artifacts_no_truncate BEFORE TRUNCATE ON bundle_artifacts
     FOR EACH STATEMENT EXECUTE FUNCTION leviathan_append_only();
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "cluster members: each node's applied seq, state digest and projector set",
+        sql: r#"
+CREATE TABLE members (
+    node_id text PRIMARY KEY,
+    role text NOT NULL,
+    applied_seq bigint NOT NULL,
+    state_digest bytea NOT NULL CHECK (length(state_digest) = 32),
+    fingerprint bytea NOT NULL CHECK (length(fingerprint) = 32),
+    updated_at timestamptz NOT NULL
+);
+"#,
+    },
+];
 
 /// The newest schema version this binary knows.
 pub fn latest() -> i32 {
