@@ -97,14 +97,15 @@ pub struct StoreArgs {
     #[arg(long, env = "LEVIATHAN_POSTGRES_LEASE_SECS", default_value_t = 10.0)]
     pub postgres_lease_secs: f64,
     /// With `postgres`: `writer` (take the log's leadership, waiting while
-    /// another node holds it) or `replica` (never append: follow the log and
-    /// serve reads; ingest answers 503 `not_leader`).
+    /// another node holds it), `replica` (never append: follow the log and
+    /// serve reads; ingest answers 503 `not_leader`) or `auto` (a replica
+    /// that takes the leadership whenever the lease is free).
     #[arg(
         long,
         env = "LEVIATHAN_ROLE",
         default_value = "writer",
         ignore_case = true,
-        value_parser = PossibleValuesParser::new(["writer", "replica"])
+        value_parser = PossibleValuesParser::new(["writer", "replica", "auto"])
     )]
     pub role: String,
     /// Test suites only: abort the process right after a batch's PostgreSQL
@@ -119,8 +120,10 @@ pub struct PostgresConfig {
     /// `LEVIATHAN_POSTGRES_URL` (environment only: it may hold a password).
     pub url: String,
     pub lease: std::time::Duration,
-    /// `LEVIATHAN_ROLE=replica`: follow the log, never append.
+    /// `LEVIATHAN_ROLE=replica` or `auto`: follow the log.
     pub replica: bool,
+    /// `LEVIATHAN_ROLE=auto`: a replica that takes leadership when it is free.
+    pub promote: bool,
     /// The hidden test hook (`StoreArgs::test_crash_after_postgres_commit`).
     pub test_crash_after_commit: bool,
 }
@@ -305,7 +308,8 @@ impl Config {
                 url,
                 lease: std::time::Duration::from_secs_f64(lease),
                 test_crash_after_commit: args.store.test_crash_after_postgres_commit,
-                replica: args.store.role.eq_ignore_ascii_case("replica"),
+                replica: !args.store.role.eq_ignore_ascii_case("writer"),
+                promote: args.store.role.eq_ignore_ascii_case("auto"),
             })
         } else {
             None

@@ -177,7 +177,8 @@ fn join_postgres(
     let mut log = crate::pg::PgLog::open(settings).context("opening the PostgreSQL log")?;
     if pg.replica {
         // Listening before the catch-up: nothing appended after it is missed.
-        let mut follower = crate::pg::Follower::new(log).context("listening to the log")?;
+        let mut follower =
+            crate::pg::Follower::new(log, pg.promote).context("listening to the log")?;
         starting.set("catching up from PostgreSQL");
         let caught = crate::pg::catch_up::catch_up(
             &store.db,

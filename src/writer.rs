@@ -282,8 +282,8 @@ pub struct Writer {
     health: Arc<Health>,
     /// The committed head seq, published after every commit (event streams wake on it).
     head: tokio::sync::watch::Receiver<Seq>,
-    /// A replica's: appends are refused at once.
-    replica: bool,
+    /// A replica's (until it is promoted): appends are refused at once.
+    replica: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Writer {
@@ -371,7 +371,7 @@ impl Writer {
             Some(crate::pg::Role::Follower(f)) => (None, Some(f)),
             None => (None, None),
         };
-        let replica = follower.is_some();
+        let replica = Arc::new(std::sync::atomic::AtomicBool::new(follower.is_some()));
         // The Merkle tree follows the log in every batch; a store written
         // before the tree existed gets it built here first.
         let tree = crate::tlog::Tree::open(&parts.db, &parts.log)
@@ -394,6 +394,7 @@ impl Writer {
             metrics,
             leader,
             follower,
+            replica: replica.clone(),
         };
         let health = state.health.clone();
         std::thread::Builder::new()
@@ -431,7 +432,7 @@ impl Writer {
 
     /// Appends a validated bundle; resolves once it is durable (or refused).
     pub async fn append(&self, bundle: Bundle) -> Result<Appended, AppendError> {
-        if self.replica {
+        if self.replica.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(AppendError::Unavailable(StorageFailure {
                 cause: crate::pg::NOT_LEADER,
                 message: "this node is a replica (LEVIATHAN_ROLE=replica): it serves reads and \
@@ -493,6 +494,8 @@ struct State {
     leader: Option<crate::pg::Leader>,
     /// `LEVIATHAN_ROLE=replica`: the log this node follows instead of appending.
     follower: Option<crate::pg::Follower>,
+    /// Cleared when a replica is promoted (`LEVIATHAN_ROLE=auto`).
+    replica: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One accepted event, staged in memory until its bundle is known to be whole.
@@ -595,6 +598,20 @@ impl State {
                 tracing::warn!(error = %e, "waiting for the PostgreSQL log failed; retrying");
                 continue;
             }
+            if follower.promotes() {
+                match follower.log().try_lead() {
+                    Ok(Some(_)) => match self.promote(follower) {
+                        Ok(()) => return self.run(rx),
+                        Err(e) => {
+                            self.health
+                                .fail(StorageFailure::new("taking over as the writer failed", e));
+                            return;
+                        }
+                    },
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "checking the leader lease failed"),
+                }
+            }
             let caught = crate::pg::catch_up::catch_up(
                 &self.db,
                 &self.log,
@@ -630,6 +647,36 @@ impl State {
                 }
             }
         }
+    }
+
+    /// A replica that took the lease (`LEVIATHAN_ROLE=auto`): catch up with
+    /// everything the old writer committed (nobody else can append now),
+    /// then append from here on as the writer.
+    fn promote(&mut self, follower: crate::pg::Follower) -> Result<(), String> {
+        let mut log = follower.into_log().map_err(|e| e.to_string())?;
+        let caught = crate::pg::catch_up::catch_up(
+            &self.db,
+            &self.log,
+            &self.current,
+            self.persist,
+            &mut log,
+        )
+        .map_err(|e| e.to_string())?;
+        self.head = caught.head;
+        self.tree = crate::tlog::Tree::open(&self.db, &self.log)
+            .and_then(|t| t.writer(&self.db))
+            .map_err(|e| e.to_string())?;
+        self.head_tx.send_replace(self.head.seq);
+        let epoch = log.epoch();
+        self.leader = Some(crate::pg::Leader::new(log).map_err(|e| e.to_string())?);
+        self.replica
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(
+            epoch,
+            head = self.head.seq.0,
+            "promoted: this replica took the writer's leadership and appends from here on"
+        );
+        Ok(())
     }
 
     /// Makes the requested generation live (see [`SwitchRequest`]).

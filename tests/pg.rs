@@ -767,3 +767,54 @@ fn a_client_reads_its_own_writes_from_a_replica_with_min_seq() {
         "{r}"
     );
 }
+
+#[test]
+fn an_auto_replica_serves_reads_and_takes_over_when_the_writer_dies() {
+    let Some(pg) = Postgres::start("an_auto_replica_takes_over") else {
+        return;
+    };
+    let url = pg.url();
+    let mut a = pg_server(&url, &[]);
+    let b = pg_server(&url, &[("LEVIATHAN_ROLE", "auto")]);
+    let log = mixed_log(4);
+    for bundle in &log {
+        assert_eq!(a.ingest(bundle).0, 200);
+    }
+    let head = a.get("/v1/log/head").1["seq"].as_u64().unwrap();
+    wait_applied(&b, head);
+    // While A leads, B refuses ingest.
+    let (st, r) = b.ingest(&bundle("too-early", events("early", 1)));
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (503, Some("not_leader")),
+        "{r}"
+    );
+    let before = state(&a);
+    a.kill();
+    let killed = std::time::Instant::now();
+    // B keeps serving reads, then takes over within the lease (2 s) and a poll.
+    assert_eq!(state(&b), before);
+    let deadline = killed + Duration::from_secs(30);
+    let r = loop {
+        let (st, r) = b.ingest(&bundle("after-failover", events("late", 2)));
+        if st == 200 {
+            break r;
+        }
+        assert_eq!(r["error"]["code"], "not_leader", "{r}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never took over: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = killed.elapsed();
+    assert_eq!(r["first_seq"].as_u64(), Some(head + 1), "{r}");
+    for bundle in &log {
+        let (st, r) = b.ingest(bundle);
+        assert_eq!((st, r["status"].as_str()), (200, Some("duplicate")), "{r}");
+    }
+    assert_eq!(b.get("/v1/log/verify").1["ok"], true);
+    let mut c = pg.client();
+    assert_eq!(pg_count(&mut c, "events") as u64, head + 2);
+    eprintln!("the auto replica appended {took:?} after the writer's kill -9 (lease 2 s)");
+}

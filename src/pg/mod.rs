@@ -682,6 +682,9 @@ impl Drop for Leader {
 /// LISTENs on [`NOTIFY_CHANNEL`] and reads what is appended; it never appends.
 pub struct Follower {
     log: PgLog,
+    /// `LEVIATHAN_ROLE=auto`: take the writer's leadership once the lease
+    /// is free.
+    promotes: bool,
 }
 
 /// How long a replica waits for a notification before it looks anyway (a
@@ -690,10 +693,21 @@ const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
 impl Follower {
     /// `log` must not lead. Starts listening.
-    pub fn new(mut log: PgLog) -> Result<Follower, PgError> {
+    pub fn new(mut log: PgLog, promotes: bool) -> Result<Follower, PgError> {
         log.client
             .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))?;
-        Ok(Follower { log })
+        Ok(Follower { log, promotes })
+    }
+
+    /// Whether it takes leadership when the lease is free.
+    pub fn promotes(&self) -> bool {
+        self.promotes
+    }
+
+    /// The connection, no longer listening (a promoted replica's).
+    pub fn into_log(mut self) -> Result<PgLog, PgError> {
+        self.log.client.batch_execute("UNLISTEN *")?;
+        Ok(self.log)
     }
 
     /// Waits until the log may have moved: a notification, or the poll
