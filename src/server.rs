@@ -263,13 +263,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (cluster, _publisher) = match &leader {
         Some(role) => {
             let settings = role.settings();
-            let publisher =
-                crate::pg::members::Publisher::start(settings, role.name(), live.clone())
-                    .context("starting the cluster membership publisher")?;
+            let disagreement = crate::pg::members::Disagreement::default();
+            let publisher = crate::pg::members::Publisher::start(
+                settings,
+                role.name(),
+                live.clone(),
+                disagreement.clone(),
+            )
+            .context("starting the cluster membership publisher")?;
             (
                 Some(crate::pg::members::Cluster {
                     url: settings.url.clone(),
                     node_id: settings.holder.clone(),
+                    disagreement,
                 }),
                 Some(publisher),
             )

@@ -818,3 +818,58 @@ fn an_auto_replica_serves_reads_and_takes_over_when_the_writer_dies() {
     assert_eq!(pg_count(&mut c, "events") as u64, head + 2);
     eprintln!("the auto replica appended {took:?} after the writer's kill -9 (lease 2 s)");
 }
+
+#[test]
+fn a_replica_with_another_projector_set_is_reported_and_refuses_reads() {
+    let Some(pg) = Postgres::start("a_replica_with_another_projector_set") else {
+        return;
+    };
+    let url = pg.url();
+    let writer = pg_server(&url, &[]);
+    for b in mixed_log(2) {
+        assert_eq!(writer.ingest(&b).0, 200);
+    }
+    // Same rules, other limits: another projector set (fingerprint).
+    let odd = pg_server(
+        &url,
+        &[
+            ("LEVIATHAN_ROLE", "replica"),
+            ("LEVIATHAN_PROJECTORS", "core#fuel=40000000"),
+        ],
+    );
+    // It finds out within a publish round or two, then refuses reads.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let (st, r) = odd.get("/v1/log/head");
+        if st == 503 {
+            break r;
+        }
+        assert_eq!(st, 200, "{r}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica kept serving reads"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(refused["error"]["code"], "replica_disagrees", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("projector set"),
+        "{refused}"
+    );
+    // The writer's view of the cluster reports it.
+    let (st, view) = writer.get("/v1/cluster");
+    assert_eq!(st, 200, "{view}");
+    let members = view["members"].as_array().unwrap();
+    let odd_member = members
+        .iter()
+        .find(|m| m["role"] == "replica")
+        .unwrap_or_else(|| panic!("{view}"));
+    assert_eq!(odd_member["same_projector_set"], false, "{view}");
+    // The writer itself keeps serving.
+    assert_eq!(writer.get("/v1/log/head").0, 200);
+    // And the replica's own /v1/cluster still answers, to say why.
+    assert_eq!(odd.get("/v1/cluster").0, 200);
+}

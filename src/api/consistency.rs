@@ -39,6 +39,21 @@ impl AppState {
 
 /// The read routes' layer: `?min_seq`, then `X-Leviathan-Seq`.
 pub async fn read_at(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // A replica that found its graph is not the writer's serves no reads
+    // (crate::pg::members); `GET /v1/cluster` still answers, to show why.
+    if let Some(reason) = state
+        .cluster
+        .as_ref()
+        .and_then(|c| c.disagreement.get())
+        .filter(|_| req.uri().path() != "/v1/cluster")
+    {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "replica_disagrees",
+            reason.to_string(),
+        )
+        .into_response();
+    }
     // Only a query that names min_seq is parsed here (the route parses the rest).
     let query = req.uri().query().filter(|q| q.contains("min_seq"));
     let params = match super::Params::from_query(query) {

@@ -21,16 +21,21 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// Publishes; a node that does not lead also checks itself against the
+    /// leader's published state and records into `disagreement` why it
+    /// cannot serve reads (another projector set, another digest at a
+    /// common seq).
     pub fn start(
         settings: &PgSettings,
         role: &'static str,
         live: crate::generations::LiveGraph,
+        disagreement: Disagreement,
     ) -> Result<Publisher, PgError> {
         let (url, node) = (settings.url.clone(), settings.holder.clone());
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("leviathan-members".into())
-            .spawn(move || publish(&url, &node, role, &live, &stopped))
+            .spawn(move || publish(&url, &node, role, &live, &disagreement, &stopped))
             .map_err(PgError::Thread)?;
         Ok(Publisher {
             stop: Some(stop),
@@ -56,6 +61,7 @@ fn publish(
     node: &str,
     role: &str,
     live: &crate::generations::LiveGraph,
+    disagreement: &Disagreement,
     stopped: &std::sync::mpsc::Receiver<()>,
 ) {
     let mut client: Option<postgres::Client> = None;
@@ -85,6 +91,11 @@ fn publish(
                 if let Err(e) = published {
                     tracing::debug!(error = %e, "publishing this node's state failed");
                 }
+                match check_against_leader(c, node, &current) {
+                    Ok(Some(reason)) => disagreement.set(reason),
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(error = %e, "comparing with the leader failed"),
+                }
             }
             (_, Err(e)) => tracing::warn!(error = %e, "reading the graph state to publish failed"),
             (None, Ok(_)) => {}
@@ -96,11 +107,71 @@ fn publish(
     }
 }
 
+/// Why this node must not serve reads, once found (it stays until a
+/// restart: the replica's store is rebuilt, or its projector set fixed).
+#[derive(Clone, Default)]
+pub struct Disagreement(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl Disagreement {
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+
+    fn set(&self, reason: String) {
+        if self.0.set(reason.clone()).is_ok() {
+            tracing::error!(
+                "{reason}; this node stops serving reads until it is fixed and restarted"
+            );
+        }
+    }
+}
+
+/// Compares this node (not the leader) with the leader's published state.
+fn check_against_leader(
+    c: &mut postgres::Client,
+    node: &str,
+    live: &crate::generations::Live,
+) -> Result<Option<String>, PgError> {
+    let row = c.query_opt(
+        "SELECT m.node_id, m.applied_seq, m.state_digest, m.fingerprint
+           FROM members m JOIN leader l ON l.holder = m.node_id
+          WHERE l.id = 1 AND l.expires_at > now() AND m.node_id <> $1",
+        &[&node],
+    )?;
+    let Some(r) = row else { return Ok(None) };
+    let leader: String = r.get(0);
+    let seq: i64 = r.get(1);
+    let digest = super::hash_of(seq, r.get(2))?;
+    let fingerprint = super::hash_of(seq, r.get(3))?;
+    if fingerprint != live.fingerprint {
+        return Ok(Some(format!(
+            "this node's projector set (fingerprint {}) is not the writer's ({leader}: {}), so its \
+             graph is not the writer's; run the writer's projector set",
+            live.fingerprint, fingerprint
+        )));
+    }
+    let seq = crate::seq::Seq(u64::try_from(seq).unwrap_or(0));
+    let ours = live.graph.digest_at(seq).map_err(|e| PgError::Corrupt {
+        seq: seq.0,
+        reason: format!("reading the local digest: {e}"),
+    })?;
+    Ok(match ours {
+        Some(d) if d != digest => Some(format!(
+            "this node's state digest at seq {} is {d}, the writer's ({leader}) is {digest}: its \
+             graph is not the writer's; rebuild it (an empty data dir fills from PostgreSQL)",
+            seq.0
+        )),
+        _ => None,
+    })
+}
+
 /// What `GET /v1/cluster` answers from.
 #[derive(Clone)]
 pub struct Cluster {
     pub url: String,
     pub node_id: String,
+    /// Set once this node found it disagrees with the writer.
+    pub disagreement: Disagreement,
 }
 
 /// `GET /v1/cluster`.
