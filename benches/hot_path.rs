@@ -212,12 +212,31 @@ fn group_commit(c: &mut Criterion) {
         seq: Seq::ZERO,
         hash: None,
     };
-    for (name, persist) in [
+    // With and without the Merkle tree's nodes (the audit issue's A/B: the
+    // tree's share of the batch, back to back on one store).
+    let tree = leviathan::tlog::Tree::open(&e.store.db, &e.store.log).expect("tree");
+    let mut tw = tree.writer(&e.store.db).expect("tree writer");
+    for (name, persist, with_tree) in [
         (
             "commit/batch_100_events_fsync",
             fjall::PersistMode::SyncData,
+            true,
         ),
-        ("commit/batch_100_events_nosync", fjall::PersistMode::Buffer),
+        (
+            "commit/batch_100_events_fsync_no_tree",
+            fjall::PersistMode::SyncData,
+            false,
+        ),
+        (
+            "commit/batch_100_events_nosync",
+            fjall::PersistMode::Buffer,
+            true,
+        ),
+        (
+            "commit/batch_100_events_nosync_no_tree",
+            fjall::PersistMode::Buffer,
+            false,
+        ),
     ] {
         grp.bench_function(name, |bn| {
             bn.iter_custom(|iters| {
@@ -234,6 +253,9 @@ fn group_commit(c: &mut Criterion) {
                         let bytes = d.encode(seq, head.hash.as_ref());
                         let hash = Sha256::of(&bytes);
                         e.store.log.stage_event(&mut batch, seq, &hash, &bytes, d);
+                        if with_tree {
+                            tw.append(&mut batch, &bytes);
+                        }
                         st.apply(seq, &d.timestamp, &[]).expect("applies");
                         head = Head {
                             seq,
@@ -241,6 +263,9 @@ fn group_commit(c: &mut Criterion) {
                         };
                     }
                     e.store.log.stage_head(&mut batch, &head);
+                    if with_tree {
+                        tw.stage_size(&mut batch);
+                    }
                     st.write_into(&mut batch).expect("written");
                     batch.commit().expect("committed");
                     total += t.elapsed();

@@ -52,7 +52,16 @@ function headers(extra, tok) {
 }
 
 /** GET/POST a JSON route under /v1. Throws ApiError. */
-export async function api(path, { method = "GET", body, tok, signal } = {}) {
+export async function api(path, opts = {}) {
+  return (await request(path, opts)).json();
+}
+
+/** GET a text route under /v1 (the checkpoint, the verifier key). Throws ApiError. */
+export async function apiText(path, opts = {}) {
+  return (await request(path, opts)).text();
+}
+
+async function request(path, { method = "GET", body, tok, signal } = {}) {
   const init = { method, headers: headers(body ? { "Content-Type": "application/json" } : {}, tok), signal };
   if (body !== undefined) init.body = JSON.stringify(body);
   let resp;
@@ -67,7 +76,7 @@ export async function api(path, { method = "GET", body, tok, signal } = {}) {
     if (resp.status === 401 && tok === undefined) onUnauthorized(err);
     throw err;
   }
-  return resp.json();
+  return resp;
 }
 
 /** Like api(), but a 404 (a route this server does not have yet) gives null. */

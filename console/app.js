@@ -3,11 +3,14 @@
 //   #/feed        live event feed
 //   #/attempts    attempts (paged); #/attempts/<id> one attempt
 //   #/graph       graph explorer; #/graph/<node id> starting at a node
-//   #/events/<id> one event; #/seq/<n> the event at a seq
+//   #/events/<id> one event and its verified inclusion proof; #/seq/<n> the event at a seq
+//   #/errors      projection errors (paged; ?projector=, ?generation=)
+//   #/audit       the latest checkpoint, and a saved one checked against it (consistency)
 
-import { api, optional, follow, download, seg, token, setToken, signOut, whenUnauthorized, ApiError } from "./api.js";
+import { api, apiText, optional, follow, download, seg, token, setToken, signOut, whenUnauthorized, ApiError } from "./api.js";
 import { h, fill, show, table, facts, notice, link, eventLink, nodeLink, short, pre, badge } from "./ui.js";
 import { Explorer, colourOf } from "./graph.js";
+import { cryptoAvailable, parseCheckpoint, verifyBundle, verifyGrowth } from "./proof.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -95,6 +98,11 @@ async function route() {
     showSignIn();
     return;
   }
+  // Signed in (also after a reload: the token is still in the tab's session
+  // storage): the pages, not the form.
+  signin.hidden = true;
+  nav.hidden = false;
+  main.hidden = false;
   leave();
   const path = location.hash.replace(/^#/, "") || "/";
   const parts = path.split("?")[0].split("/").filter(Boolean).map(decodeURIComponent);
@@ -110,6 +118,8 @@ async function route() {
       case "feed": await feed(); break;
       case "attempts": parts[1] ? await attempt(parts[1]) : await attempts(); break;
       case "graph": await graph(parts[1]); break;
+      case "errors": await errorsPage(); break;
+      case "audit": await auditPage(); break;
       case "events": await eventPage({ id: parts[1] }); break;
       case "seq": await eventPage({ seq: Number(parts[1]) }); break;
       default: fill(main, title("Not found"), notice("No such page: " + path));
@@ -124,7 +134,7 @@ async function route() {
 
 window.addEventListener("hashchange", route);
 
-// Keyboard: g then d/f/a/x for the pages, / to the first search field.
+// Keyboard: g then d/f/a/x/e/u for the pages, / to the first search field.
 let pendingG = false;
 document.addEventListener("keydown", (ev) => {
   const t = ev.target;
@@ -140,7 +150,7 @@ document.addEventListener("keydown", (ev) => {
   }
   if (pendingG) {
     pendingG = false;
-    const to = { d: "#/", f: "#/feed", a: "#/attempts", x: "#/graph" }[ev.key];
+    const to = { d: "#/", f: "#/feed", a: "#/attempts", x: "#/graph", e: "#/errors", u: "#/audit" }[ev.key];
     if (to) location.hash = to;
     return;
   }
@@ -154,27 +164,113 @@ function counts(caption, obj) {
   return table(caption, ["type", "count"], rows);
 }
 
+/** "1,234" */
+function num(n) {
+  return typeof n === "number" ? n.toLocaleString("en-US") : show(n);
+}
+
+/** Seconds as "1 h 02 min", "3 min 05 s", "12 s". */
+function duration(s) {
+  if (typeof s !== "number" || !isFinite(s)) return "—";
+  s = Math.round(s);
+  if (s >= 3600) return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
+  if (s >= 60) return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
+  return `${s} s`;
+}
+
+/** The background chain verifier's last result (GET /v1/log/verification). */
+function verificationView(v) {
+  if (!v) return h("span.muted", { text: "this server has no background verifier" });
+  const when = v.last_verified_at ? ` at ${v.last_verified_at}` : "";
+  switch (v.status) {
+    case "ok":
+      return h("span", {}, h("span.ok", { text: "ok" }), ` — seq 1 to ${num(v.verified_seq)} verified${when} (pass ${num(v.passes)}, every ${duration(v.interval_secs)})`);
+    case "pending":
+      return h("span", {}, h("span.status", { text: "pending" }), " — the first pass has not finished");
+    case "failed":
+      return h("span", {}, h("span.bad", { text: "BROKEN" }), ` at seq ${num(v.first_broken_seq)}: ${show(v.error)} (verified up to ${num(v.verified_seq)}${when})`);
+    default:
+      return h("span", {}, h("span.bad", { text: show(v.status) }), ` — ${show(v.error)}${when}`);
+  }
+}
+
+/** The latest signed checkpoint (GET /v1/log/checkpoint, a signed note). */
+function checkpointView(text) {
+  if (text === null) return h("p.muted", { text: "This server does not sign checkpoints (GET /v1/log/checkpoint is absent)." });
+  let cp;
+  try {
+    cp = parseCheckpoint(text);
+  } catch (e) {
+    return notice("The checkpoint cannot be read: " + e.message);
+  }
+  return facts([
+    ["tree size", h("span.mono", { id: "dash-checkpoint-size", text: String(cp.size) })],
+    ["root", h("span.mono.hash", { text: cp.root })],
+    ["chain head", h("span.mono.hash", { text: show(cp.extensions["chain-head"]) })],
+    ["signed by", cp.signatures.map((s) => h("span.mono", { text: `${s.name} (key id ${s.keyId}) ` }))],
+    ["", h("span", {}, cp.size > 0 ? [link("#/seq/" + cp.size, `prove an event against it (seq ${cp.size})`), h("br")] : null, link("#/audit", "save it, or check that the log only grew since one you saved"))],
+  ]);
+}
+
+/** The generation being built (or the last build), from /v1/projection's `build`. */
+function buildView(b, live) {
+  if (!b) {
+    return h("p", { id: "dash-build", text: `No generation is being built: generation ${live} serves.` });
+  }
+  const pct = b.head_seq > 0 ? Math.min(100, Math.floor((b.applied_seq * 100) / b.head_seq)) : 100;
+  const errs = `${num(b.errors)} (at most ${num(b.max_build_errors)} allowed)`;
+  return h("div", { id: "dash-build" },
+    facts([
+      ["generation", h("span.mono", { text: String(b.generation) })],
+      ["state", h("span", { id: "dash-build-state" }, badge(b.state))],
+      ["progress", h("span", {},
+        h("progress", { max: Math.max(b.head_seq, 1), value: Math.min(b.applied_seq, Math.max(b.head_seq, 1)), "aria-label": "build progress" }),
+        ` seq ${num(b.applied_seq)} of ${num(b.head_seq)} (${pct} %)`)],
+      ["lag", `${num(b.lag_events)} events`],
+      ["rate", typeof b.events_per_second === "number" ? `${num(Math.round(b.events_per_second))} events/s` : "—"],
+      ["time left", b.state === "building" ? duration(b.eta_seconds) : "—"],
+      ["errors", b.errors > 0 ? link("#/errors?generation=" + b.generation, errs) : errs],
+      ["projectors", h("span.mono", { text: (b.projectors || []).join(", ") })],
+      ["fingerprint", h("span.mono.hash", { text: show(b.fingerprint) })],
+      ["started", show(b.started_at)],
+      ["resumed from seq", show(b.resumed_from_seq)],
+      b.message ? ["message", h("span", { text: b.message })] : null,
+    ].filter(Boolean)),
+  );
+}
+
+function errorRows(list) {
+  return list.map((e) => [
+    e.seq !== undefined ? link("#/seq/" + e.seq, String(e.seq)) : "—", e.event_id ? eventLink(e.event_id) : "—", show(e.projector), show(e.code), show(e.message),
+  ]);
+}
+
 async function dashboard() {
   const [summary, head, projection] = await Promise.all([
     api("/v1/graph/summary"),
     api("/v1/log/head"),
     api("/v1/projection"),
   ]);
-  const headSeq = h("span.mono", { text: String(head.seq) });
+  const headSeq = h("span.mono", { id: "dash-head-seq", text: String(head.seq) });
   const headHash = h("span.mono.hash", { text: show(head.hash) });
   const rate = h("span", { text: "measuring…" });
   const digest = h("span.mono.hash", { text: show(projection.state_digest) });
-  const applied = h("span.mono", { text: String(projection.applied_seq) });
-  const verifyOut = h("span", { text: "not run in this session" });
+  const applied = h("span.mono", { id: "dash-applied-seq", text: String(projection.applied_seq) });
+  const lag = h("span", { text: num(projection.log_head_seq - projection.applied_seq) + " events" });
+  const generation = h("span.mono", { id: "dash-generation", text: show(projection.generation) });
+  const fingerprint = h("span.mono.hash", { text: show(projection.fingerprint) });
+  const verification = h("span", { id: "dash-verification", text: "…" });
+  const verifyOut = h("span", { role: "status", text: "" });
   const verifyBtn = h("button", {
     type: "button",
-    text: "Verify the chain now",
+    text: "Verify the whole chain now",
+    title: "Re-reads the whole log on the server (GET /v1/log/verify)",
     onclick: async () => {
       verifyBtn.disabled = true;
       fill(verifyOut, "verifying…");
       try {
         const v = await api("/v1/log/verify");
-        fill(verifyOut, v.ok ? `ok: ${v.verified_events} events verified at ${new Date().toLocaleTimeString()}` : `BROKEN at seq ${v.first_broken_seq}: ${v.error}`);
+        fill(verifyOut, v.ok ? `ok: ${num(v.verified_events)} events verified at ${new Date().toLocaleTimeString()}` : `BROKEN at seq ${v.first_broken_seq}: ${v.error}`);
         verifyOut.className = v.ok ? "ok" : "bad";
       } catch (e) {
         fill(verifyOut, errorText(e));
@@ -183,8 +279,9 @@ async function dashboard() {
       }
     },
   });
-  const generations = h("div");
-  const errors = h("div");
+  const build = h("div", {}, buildView(projection.build, projection.generation));
+  const errors = h("div", { id: "dash-errors" }, h("p.muted", { text: "Loading…" }));
+  const checkpoint = h("div", { id: "dash-checkpoint" }, h("p.muted", { text: "Loading…" }));
 
   fill(
     main,
@@ -194,25 +291,34 @@ async function dashboard() {
         ["head seq", headSeq],
         ["head hash", headHash],
         ["ingest rate", rate],
-        ["chain", h("span", {}, verifyOut, " ", verifyBtn)],
+        ["chain verification", verification],
+        ["", h("span", {}, verifyBtn, " ", verifyOut)],
       ])),
-      h("div.card", {}, h("h2", { text: "Projection" }), facts([
+      h("div.card", {}, h("h2", { text: "Live generation" }), facts([
+        ["generation", generation],
         ["applied seq", applied],
+        ["lag", lag],
         ["state digest", digest],
-        ["projector set", h("span.mono.hash", { text: show(projection.fingerprint) })],
+        ["projector set", fingerprint],
       ])),
+      h("div.card", {}, h("h2", { text: "Latest signed checkpoint" }), checkpoint),
     ),
+    table(
+      "Projectors of the live generation",
+      ["name", "version", "digest", "on error", "handles", "node types", "edge types", "limits"],
+      projection.projectors.map((p) => [
+        p.name, p.version, h("span.mono", { title: p.digest, text: short(p.digest) }),
+        h("span", { text: show(p.on_error) }),
+        p.handles.join(", "), p.node_types.join(", "), p.edge_types.join(", "),
+        p.limits ? `fuel ${num(p.limits.fuel)}, ${p.limits.memory_mib} MiB` : "—",
+      ]),
+    ),
+    h("section", { "aria-labelledby": "dash-build-title" }, h("h2", { id: "dash-build-title", text: "Generation being built" }), build),
+    h("section", { "aria-labelledby": "dash-errors-title" }, h("h2", { id: "dash-errors-title", text: "Projection errors" }), errors),
     h("section.cards", {},
       h("div.card", {}, counts("Nodes by type", summary.nodes_by_type)),
       h("div.card", {}, counts("Edges by type", summary.edges_by_type)),
     ),
-    table(
-      "Projectors",
-      ["name", "version", "digest", "handles", "node types", "edge types"],
-      projection.projectors.map((p) => [p.name, p.version, h("span.mono", { title: p.digest, text: short(p.digest) }), p.handles.join(", "), p.node_types.join(", "), p.edge_types.join(", ")]),
-    ),
-    h("section", {}, h("h2", { text: "Generations" }), generations),
-    h("section", {}, h("h2", { text: "Recent projection errors" }), errors),
     table(
       "Recent events",
       ["time", "type", "event", "target", "attempt"],
@@ -220,38 +326,65 @@ async function dashboard() {
     ),
   );
 
-  // Generations and projection errors come from routes other work adds: say
-  // so when this server does not have them.
-  const gens = projection.generations || projection.building || projection.generation || null;
-  if (gens) {
-    const list = Array.isArray(gens) ? gens : [gens];
-    fill(generations, table("Generations", ["fingerprint", "state", "applied seq", "lag", "errors", "progress"], list.map((g) => [
-      h("span.mono", { text: short(g.fingerprint) }), show(g.state ?? g.status), show(g.applied_seq), show(g.lag), show(g.errors ?? g.error_count),
-      g.log_head_seq && g.applied_seq !== undefined ? h("progress", { max: g.log_head_seq, value: g.applied_seq, "aria-label": "build progress" }) : "—",
-    ])));
-  } else {
-    fill(generations, h("p.muted", { text: "One live generation (this server reports no generation being built)." }));
+  // The slower parts, each on its own: one that fails says so in its place.
+  function refreshVerification() {
+    optional("/v1/log/verification").then((v) => fill(verification, verificationView(v)), (e) => fill(verification, errorText(e)));
   }
-  optional("/v1/projection/errors?limit=10").then((r) => {
-    if (r === null) {
-      fill(errors, h("p.muted", { text: "This server does not record projection errors (GET /v1/projection/errors is absent)." }));
-      return;
-    }
-    const list = r.errors || r.items || [];
-    fill(errors, table("Projection errors", ["seq", "event", "projector", "code", "message"], list.map((e) => [
-      e.seq !== undefined ? link("#/seq/" + e.seq, String(e.seq)) : "—", e.event_id ? eventLink(e.event_id) : "—", show(e.projector), show(e.code), show(e.message),
-    ])));
-  }, (e) => fill(errors, notice(errorText(e))));
+  function refreshCheckpoint() {
+    apiText("/v1/log/checkpoint").then((t) => fill(checkpoint, checkpointView(t)), (e) =>
+      fill(checkpoint, e instanceof ApiError && e.status === 404 ? checkpointView(null) : notice(errorText(e))));
+  }
+  function refreshErrors(pr) {
+    // The live generation's first errors, in log order; a build's are on the
+    // errors page (linked from its count).
+    optional("/v1/projection/errors?limit=5").then((r) => {
+      if (r === null) {
+        fill(errors, h("p.muted", { text: "This server does not record projection errors (GET /v1/projection/errors is absent)." }));
+        return;
+      }
+      const recording = pr.projectors.filter((p) => p.on_error === "record").map((p) => p.name);
+      fill(errors,
+        r.errors.length
+          ? table("Projection errors of the live generation (the first, in log order)", ["seq", "event", "projector", "code", "message"], errorRows(r.errors))
+          : h("p", { text: recording.length ? `None recorded (projectors that record errors: ${recording.join(", ")}).` : "None: every live projector refuses a bad event (on_error = reject), so the live graph has no recorded errors." }),
+        h("p", {}, link("#/errors", "All projection errors, page by page"), pr.build && pr.build.errors > 0 ? [" · ", link("#/errors?generation=" + pr.build.generation, `the ${num(pr.build.errors)} errors of generation ${pr.build.generation}'s build`)] : null),
+      );
+    }, (e) => fill(errors, notice(errorText(e))));
+  }
+  refreshVerification();
+  refreshCheckpoint();
+  refreshErrors(projection);
 
-  // Live head and ingest rate: poll the head (cheap at any rate of ingest).
+  // Live: poll the head and the projection (cheap at any log size: counters,
+  // not scans); the verifier's result and the checkpoint every 10 s.
   const samples = [[performance.now(), head.seq]];
+  let tick = 0;
+  let lastProjection = projection;
+  let lastBuild = JSON.stringify(projection.build);
+  let lastErrors = JSON.stringify([projection.generation, projection.build && projection.build.generation, projection.build && projection.build.errors, projection.build && projection.build.state]);
   const timer = setInterval(async () => {
+    tick++;
     try {
       const [hd, pr] = await Promise.all([api("/v1/log/head"), api("/v1/projection")]);
+      lastProjection = pr;
       fill(headSeq, String(hd.seq));
       fill(headHash, show(hd.hash));
       fill(digest, show(pr.state_digest));
       fill(applied, String(pr.applied_seq));
+      fill(lag, num(pr.log_head_seq - pr.applied_seq) + " events");
+      fill(generation, show(pr.generation));
+      fill(fingerprint, show(pr.fingerprint));
+      const b = JSON.stringify(pr.build);
+      if (b !== lastBuild) {
+        lastBuild = b;
+        fill(build, buildView(pr.build, pr.generation));
+      }
+      // The errors list changes with the live generation or a build's errors.
+      const e = JSON.stringify([pr.generation, pr.build && pr.build.generation, pr.build && pr.build.errors, pr.build && pr.build.state]);
+      if (e !== lastErrors) {
+        lastErrors = e;
+        refreshErrors(pr);
+      }
       samples.push([performance.now(), hd.seq]);
       while (samples.length > 6) samples.shift();
       const [t0, s0] = samples[0];
@@ -260,8 +393,60 @@ async function dashboard() {
     } catch (_) {
       fill(rate, "unavailable");
     }
+    if (tick % 5 === 0) {
+      refreshVerification();
+      refreshCheckpoint();
+      if (lastProjection) refreshErrors(lastProjection);
+    }
   }, 2000);
   cleanup.push(() => clearInterval(timer));
+}
+
+// ------------------------------------------------------------------ projection errors
+
+async function errorsPage() {
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const projector = params.get("projector") || "";
+  const gen = params.get("generation") || "";
+  const cursor = params.get("cursor") || "";
+  const q = new URLSearchParams({ limit: "50" });
+  if (projector) q.set("projector", projector);
+  if (gen) q.set("generation", gen);
+  if (cursor) q.set("cursor", cursor);
+  const page = await optional("/v1/projection/errors?" + q);
+  if (page === null && !gen) {
+    fill(main, title("Projection errors"), h("p.muted", { text: "This server does not record projection errors (GET /v1/projection/errors is absent)." }));
+    return;
+  }
+  if (page === null) {
+    fill(main, title("Projection errors"), notice(`The server knows no generation ${gen}.`));
+    return;
+  }
+  const projIn = h("input", { id: "errors-projector", name: "projector", value: projector, placeholder: "every projector" });
+  const genIn = h("input", { id: "errors-generation", name: "generation", value: gen, placeholder: "the live one", inputmode: "numeric" });
+  const base = new URLSearchParams();
+  if (projector) base.set("projector", projector);
+  if (gen) base.set("generation", gen);
+  const next = new URLSearchParams(base);
+  if (page.next_cursor) next.set("cursor", page.next_cursor);
+  fill(main,
+    title("Projection errors"),
+    h("p", { text: "Errors recorded by projectors deployed with on_error = \"record\" (the event is stored, that projector's ops for it are dropped), and by a generation's build. In log order." }),
+    h("form.filters", {
+      onsubmit: (ev) => {
+        ev.preventDefault();
+        const f = new URLSearchParams();
+        if (projIn.value.trim()) f.set("projector", projIn.value.trim());
+        if (genIn.value.trim()) f.set("generation", genIn.value.trim());
+        location.hash = "#/errors" + (String(f) ? "?" + f : "");
+      },
+    }, h("label", { for: "errors-projector" }, "Projector"), projIn, h("label", { for: "errors-generation" }, "Generation"), genIn, h("button", { type: "submit", text: "Filter" })),
+    table(gen ? `Errors of generation ${gen}` : "Errors of the live generation", ["seq", "event", "projector", "code", "message"], errorRows(page.errors)),
+    h("nav.pager", { "aria-label": "pages" },
+      cursor ? link("#/errors" + (String(base) ? "?" + base : ""), "First page") : null,
+      page.next_cursor ? link("#/errors?" + next, "Next page") : h("span.muted", { text: "End of the list" }),
+    ),
+  );
 }
 
 // ------------------------------------------------------------------ live feed
@@ -595,6 +780,7 @@ async function showNode(panel, node, drawn, ex) {
   const p = node.properties || {};
   const sha = node.node_type === "Artifact" ? artifactSha(p) : null;
   const history = h("div");
+  const arts = h("div", { id: "node-artifacts" });
   fill(panel,
     h("h2", {}, h("span.swatch", {}, swatch(node.node_type)), ` ${node.node_type} `, h("span.mono", { text: node.node_id })),
     facts([
@@ -604,6 +790,7 @@ async function showNode(panel, node, drawn, ex) {
     drawn && drawn.cursor ? h("button", { type: "button", text: "Load more edges", onclick: () => ex.activate(node.node_id) }) : null,
     node.node_type === "Attempt" ? h("p", {}, link("#/attempts/" + seg(node.node_id), "Open the attempt")) : null,
     sha ? h("p", {}, h("button", { type: "button", text: "Download artifact", onclick: (ev) => downloadButton(ev.target, sha, String(p.name ?? p.path ?? sha).split("/").pop()) })) : null,
+    arts,
     h("h3", { text: "Properties" }),
     pre(p),
     h("h3", { text: "History" }),
@@ -611,19 +798,204 @@ async function showNode(panel, node, drawn, ex) {
   );
   if (node.node_type === "Attempt") {
     api("/v1/attempts/" + seg(node.node_id)).then((d) => {
-      if (d.artifacts.length) panel.append(table("Artifacts", ["node", "name", "sha256", ""], d.artifacts.map(artifactRow)));
-    }, () => {});
+      fill(arts, table("Artifacts it produced", ["node", "name", "sha256", ""], d.artifacts.map(artifactRow)));
+    }, (e) => fill(arts, notice(errorText(e))));
   }
-  optional("/v1/graph/nodes/" + seg(node.node_id) + "/history?limit=20").then((r) => {
+  nodeHistory(history, node);
+}
+
+const HISTORY_PAGE = 20;
+
+/** An op's kind: "put_node", "merge_node", "delete_node"… */
+function opKind(op) {
+  return op && typeof op === "object" && op.op ? String(op.op) : show(op);
+}
+
+/**
+ * A node's history (GET /v1/graph/nodes/{id}/history, oldest first, a page at
+ * a time) and its state as of any seq (GET /v1/graph/nodes/{id}?as_of_seq=N).
+ */
+function nodeHistory(box, node) {
+  const id = node.node_id;
+  const body = h("tbody", { id: "history-rows" });
+  const more = h("p");
+  const asOfIn = h("input", { id: "as-of-seq", name: "as_of_seq", inputmode: "numeric", size: 10, placeholder: "a seq" });
+  const asOfOut = h("div", { id: "as-of", "aria-live": "polite" });
+  const heads = ["seq", "event", "change", "view"];
+
+  async function asOf(seq) {
+    asOfIn.value = String(seq);
+    fill(asOfOut, h("p.muted", { text: `Reading ${id} as of seq ${seq}…` }));
+    try {
+      const n = await api(`/v1/graph/nodes/${seg(id)}?as_of_seq=${encodeURIComponent(seq)}`);
+      fill(asOfOut,
+        h("h4", { id: "as-of-title", tabindex: -1, text: `${id} as of seq ${seq}` }),
+        facts([
+          ["created", h("span", {}, `${n.created_at} (`, link("#/seq/" + n.created_seq, "seq " + n.created_seq), ")")],
+          ["last changed", h("span", {}, `${n.updated_at} (`, link("#/seq/" + n.updated_seq, "seq " + n.updated_seq), ")")],
+        ]),
+        changedProps(n.properties, node.properties),
+        pre(n.properties),
+      );
+    } catch (e) {
+      const text = e instanceof ApiError && e.status === 404
+        ? `${id} did not exist as of seq ${seq} (not created yet, or deleted).`
+        : errorText(e);
+      fill(asOfOut, h("h4", { id: "as-of-title", tabindex: -1, text: `${id} as of seq ${seq}` }), notice(text, e.status === 404 ? "info" : "error"));
+    }
+    const t = asOfOut.querySelector("h4");
+    if (t) t.focus({ preventScroll: false });
+  }
+
+  async function page(cursor) {
+    const q = new URLSearchParams({ limit: String(HISTORY_PAGE) });
+    if (cursor) q.set("cursor", cursor);
+    const r = await optional(`/v1/graph/nodes/${seg(id)}/history?${q}`);
     if (r === null) {
-      fill(history, h("p.muted", { text: "This server has no node history route." }));
+      fill(box, h("p.muted", { text: "This server has no node history (GET /v1/graph/nodes/{id}/history is absent)." }));
       return;
     }
-    const list = r.history || r.versions || r.changes || [];
-    fill(history, table("History", ["seq", "event", "change"], list.map((c) => [
-      c.seq !== undefined ? link("#/seq/" + c.seq, String(c.seq)) : "—", c.event_id ? eventLink(c.event_id) : "—", show(c.op ?? c.change ?? c.event_type),
-    ])));
-  }, (e) => fill(history, notice(errorText(e))));
+    for (const c of r.changes) {
+      body.append(h("tr", { "data-seq": c.seq },
+        h("td.mono", {}, link("#/seq/" + c.seq, String(c.seq)), c.ord ? `.${c.ord}` : ""),
+        h("td", {}, c.event_id ? eventLink(c.event_id) : "—", h("br"), h("span.muted.small", { text: show(c.event_type) })),
+        h("td", {}, h("span.mono", { text: opKind(c.op) }), c.node === null ? " (deleted)" : "", h("br"), h("span.muted.small", { text: "by " + show(c.projector) })),
+        h("td", {}, h("button.small", { type: "button", text: "as of", title: `View ${id} as of seq ${c.seq}`, "aria-label": `View ${id} as of seq ${c.seq}`, onclick: () => asOf(c.seq) })),
+      ));
+    }
+    if (!body.children.length) body.append(h("tr", {}, h("td.muted", { colspan: heads.length, text: "no changes recorded" })));
+    fill(more, r.next_cursor
+      ? h("button", { type: "button", id: "history-more", text: `Later changes (${HISTORY_PAGE} more)`, onclick: () => page(r.next_cursor).catch((e) => fill(more, notice(errorText(e)))) })
+      : h("span.muted", { text: r.history_from > 1 ? `Recorded from seq ${r.history_from} (the store predates the history index before it).` : "Every change since the node was created." }));
+  }
+
+  fill(box,
+    h("div.scroll", { tabindex: 0, role: "region", "aria-label": "history" },
+      h("table", {},
+        h("caption", { text: "Changes, oldest first" }),
+        h("thead", {}, h("tr", {}, heads.map((t) => h("th", { scope: "col", text: t })))),
+        body)),
+    more,
+    h("form.filters", {
+      onsubmit: (ev) => {
+        ev.preventDefault();
+        const v = asOfIn.value.trim();
+        if (!/^[0-9]+$/.test(v)) {
+          fill(asOfOut, notice("A seq is a whole number (0 is before the first event)."));
+          asOfIn.focus();
+          return;
+        }
+        asOf(Number(v));
+      },
+    }, h("label", { for: "as-of-seq" }, "View as of seq"), asOfIn, h("button", { type: "submit", text: "Show" })),
+    asOfOut,
+  );
+  page(null).catch((e) => fill(box, notice(errorText(e))));
+}
+
+/** Which properties differ between the node then and now, as a short list. */
+function changedProps(then, now) {
+  const keys = new Set([...Object.keys(then || {}), ...Object.keys(now || {})]);
+  const diff = [...keys].filter((k) => JSON.stringify((then || {})[k]) !== JSON.stringify((now || {})[k])).sort();
+  if (!diff.length) return h("p", { text: "The same properties as now." });
+  return table("Properties that differ from now", ["property", "then", "now"], diff.map((k) => [
+    h("span.mono", { text: k }), h("span.mono", { text: show((then || {})[k]) }), h("span.mono", { text: show((now || {})[k]) }),
+  ]));
+}
+
+// ------------------------------------------------------------------ audit: the log only grew
+
+/**
+ * An auditor's check that the log only grew since a checkpoint they saved:
+ * the latest checkpoint, the consistency proof between the two sizes, both
+ * checked in the browser (proof.js: RFC 9162 §2.1.4.2, Ed25519 signatures).
+ */
+async function auditPage() {
+  const [latest, serverKey] = await Promise.all([apiText("/v1/log/checkpoint"), apiText("/v1/log/public-key").catch(() => "")]);
+  let cp;
+  try {
+    cp = parseCheckpoint(latest);
+  } catch (e) {
+    fill(main, title("Audit"), notice("The server's checkpoint cannot be read: " + e.message));
+    return;
+  }
+  const saved = h("textarea.mono", { id: "saved-checkpoint", rows: 8, spellcheck: "false", placeholder: "leviathan/…\n1234\n…base64 root…\n…\n\n— leviathan/… …" });
+  const keyIn = h("input.wide", { id: "audit-key", name: "key", spellcheck: "false", autocomplete: "off", value: serverKey.trim() });
+  const status = h("p.verdict", { id: "growth-status", role: "status", "aria-live": "polite", text: "Paste a checkpoint saved earlier and press Check." });
+  const checks = h("div", { id: "growth-checks" });
+  fill(main,
+    title("Audit: has the log only grown?"),
+    h("p", { text: "A consistency proof shows that every record of a checkpoint you saved earlier is still in the log, unchanged and in the same order: a history rewritten since fails, even with its hash chain recomputed. The check runs in this browser." }),
+    h("h2", { text: "The latest signed checkpoint" }),
+    facts([
+      ["tree size", h("span.mono", { id: "audit-latest-size", text: String(cp.size) })],
+      ["root", h("span.mono.hash", { text: cp.root })],
+    ]),
+    h("pre.json", { tabindex: 0, id: "latest-checkpoint", text: latest }),
+    h("p", {}, h("button", { type: "button", id: "save-checkpoint", text: "Save this checkpoint", onclick: () => saveText(latest, `checkpoint-${cp.size}.txt`) })),
+    h("h2", { text: "Check a saved checkpoint against it" }),
+    h("form", {
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        await check();
+      },
+    },
+      h("p", {}, h("label", { for: "saved-checkpoint" }, "Saved checkpoint (the whole signed note)"), h("br"), saved),
+      h("p", {}, h("label", { for: "audit-key" }, "Verifier key"), " ", keyIn),
+      h("p", {}, h("button", { type: "submit", id: "growth-check", text: "Check" })),
+    ),
+    status,
+    checks,
+  );
+
+  async function check() {
+    if (!cryptoAvailable()) {
+      fill(status, "Not checked: this page is not a secure context (HTTPS or loopback), so the browser offers no WebCrypto. Use leviathan audit check-consistency.");
+      status.className = "verdict bad";
+      return;
+    }
+    let old;
+    try {
+      old = parseCheckpoint(saved.value.replace(/\r\n/g, "\n").replace(/\n*$/, "\n"));
+    } catch (e) {
+      fill(status, "That is not a checkpoint: " + e.message);
+      status.className = "verdict bad";
+      return;
+    }
+    fill(status, "Checking…");
+    // The latest checkpoint again (the log may have grown since the page loaded).
+    const now = await apiText("/v1/log/checkpoint");
+    const size = parseCheckpoint(now).size;
+    if (old.size > size) {
+      fill(status, `NOT consistent: the saved checkpoint is of ${old.size} records, the log now has ${size}.`);
+      status.className = "verdict bad";
+      fill(checks);
+      return;
+    }
+    const proof = await api(`/v1/log/consistency?from=${old.size}&to=${size}`);
+    const r = await verifyGrowth(saved.value.replace(/\r\n/g, "\n").replace(/\n*$/, "\n"), now, proof, keyIn.value.trim() || null);
+    fill(checks, table("Checks, made in this browser", ["check", "result", "detail"], r.checks.map((c) => [
+      c.check, h("span", { class: c.ok ? "ok" : "bad", text: c.ok ? "passed" : "FAILED" }), h("span.mono.hash", { text: c.detail }),
+    ])), h("p", {}, `Consistency path: ${proof.path.length} hashes.`));
+    if (r.ok) {
+      const signed = r.checks.some((c) => c.check.endsWith("signature")) ? "; both signatures checked" : " (no verifier key: the signatures were not checked)";
+      fill(status, `The log only grew: the checkpoint of size ${old.size} you saved is a prefix of the latest checkpoint, of size ${size}${signed}.`);
+      status.className = "verdict ok";
+    } else {
+      fill(status, "NOT verified: " + r.checks.filter((c) => !c.ok).map((c) => c.check).join(", ") + ".");
+      status.className = "verdict bad";
+    }
+  }
+}
+
+/** Saves text as a file (a blob: nothing leaves the browser). */
+function saveText(text, name) {
+  const url = URL.createObjectURL(new Blob([text], { type: "text/plain" }));
+  const a = h("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
 // ------------------------------------------------------------------ one event
@@ -662,9 +1034,107 @@ async function eventPage({ id, seq }) {
     h("h2", { text: "Inclusion proof" }),
     proof,
   );
-  optional("/v1/log/proof/" + e.seq).then((r) => {
-    fill(proof, r === null ? h("p.muted", { text: "This server does not serve inclusion proofs yet." }) : pre(r));
-  }, (err) => fill(proof, notice(errorText(err))));
+  inclusion(proof, e);
+}
+
+/**
+ * The event's inclusion proof against the latest signed checkpoint, checked
+ * here, in the browser (proof.js): the record's hash, its leaf, the RFC 9162
+ * path to the checkpoint's root, the checkpoint's signature. One request for
+ * the proof material (the audit bundle: record, proof and checkpoint from one
+ * view of the store) and one for the verifier key.
+ */
+async function inclusion(box, e) {
+  fill(box, h("p.muted", { text: "Fetching the proof…" }));
+  let bundle, serverKey;
+  try {
+    [bundle, serverKey] = await Promise.all([
+      optional("/v1/events/" + seg(e.event_id) + "/bundle"),
+      apiText("/v1/log/public-key").catch(() => ""),
+    ]);
+  } catch (err) {
+    fill(box, notice(errorText(err)));
+    return;
+  }
+  if (bundle === null) {
+    fill(box, h("p.muted", { text: "This server does not serve inclusion proofs (GET /v1/events/{id}/bundle is absent)." }));
+    return;
+  }
+  const p = bundle.proof;
+  const status = h("p.verdict", { id: "proof-status", role: "status", "aria-live": "polite", text: "Checking…" });
+  const checks = h("div", { id: "proof-checks" });
+  const cpFacts = h("div");
+  const keyIn = h("input.wide", { id: "verifier-key", name: "key", spellcheck: "false", autocomplete: "off", value: serverKey.trim() });
+  const again = h("form.filters", {
+    onsubmit: (ev) => {
+      ev.preventDefault();
+      run();
+    },
+  },
+    h("label", { for: "verifier-key" }, "Verifier key"), keyIn,
+    h("button", { type: "submit", text: "Check again" }),
+    h("button", { type: "button", text: "Download the audit bundle", onclick: () => saveJson(bundle, `bundle-${e.event_id}.json`) }),
+  );
+  fill(box,
+    status,
+    facts([
+      ["leaf index", h("span.mono", { id: "proof-leaf-index", text: String(p.leaf_index) })],
+      ["tree size", h("span.mono", { id: "proof-tree-size", text: String(p.tree_size) })],
+      ["leaf hash", h("span.mono.hash", { text: p.leaf_hash })],
+      ["root", h("span.mono.hash", { text: p.root })],
+    ]),
+    table(`Audit path (${p.path.length} hashes, from the leaf up)`, ["level", "hash"], p.path.map((x, i) => [String(i), h("span.mono.hash", { text: x })])),
+    h("h3", { text: "Checkpoint" }),
+    cpFacts,
+    h("h3", { text: "Checks, made in this browser" }),
+    checks,
+    h("p.muted", { text: "The key is the one this server presents (GET /v1/log/public-key). An auditor pastes the key obtained from the operator out of band; the signature is then checked against that." }),
+    again,
+  );
+
+  async function run() {
+    if (!cryptoAvailable()) {
+      fill(status, "Not checked: this page is not a secure context (HTTPS or loopback), so the browser offers no WebCrypto. Download the audit bundle and run leviathan audit verify-bundle.");
+      status.className = "verdict bad";
+      return;
+    }
+    fill(status, "Checking…");
+    const key = keyIn.value.trim() || null;
+    const r = await verifyBundle(bundle, e, key);
+    const cp = r.checkpoint;
+    if (cp) {
+      fill(cpFacts, facts([
+        ["origin", h("span.mono", { text: cp.origin })],
+        ["tree size", h("span.mono", { id: "checkpoint-size", text: String(cp.size) })],
+        ["root", h("span.mono.hash", { text: cp.root })],
+        ["chain head", h("span.mono.hash", { text: show(cp.extensions["chain-head"]) })],
+        ["state digest", h("span.mono.hash", { text: show(cp.extensions["state-digest"]) })],
+        ["signed by", cp.signatures.map((s) => h("span.mono", { text: `${s.name} (key id ${s.keyId}) ` }))],
+      ]), h("details", {}, h("summary", { text: "The signed note" }), h("pre.json", { tabindex: 0, text: bundle.checkpoint })));
+    }
+    fill(checks, table("Checks", ["check", "result", "detail"], r.checks.map((c) => [
+      c.check, h("span", { class: c.ok ? "ok" : "bad", text: c.ok ? "passed" : "FAILED" }), h("span.mono.hash", { text: c.detail }),
+    ])));
+    if (r.included && cp) {
+      const sig = r.signed === true ? ", signature checked" : r.signed === false ? "; the checkpoint's signature did NOT check with this key" : " (no key given: signature not checked)";
+      fill(status, `Verified against checkpoint of size ${cp.size}: seq ${e.seq} is leaf ${p.leaf_index} of the log's Merkle tree (root ${short(cp.root)})${sig}.`);
+      status.className = "verdict " + (r.signed === false ? "bad" : "ok");
+    } else {
+      fill(status, "NOT verified: " + r.checks.filter((c) => !c.ok).map((c) => c.check).join(", ") + ".");
+      status.className = "verdict bad";
+    }
+  }
+  await run();
+}
+
+/** Saves a JSON value as a file (a blob: nothing leaves the browser). */
+function saveJson(value, name) {
+  const url = URL.createObjectURL(new Blob([JSON.stringify(value, null, 2)], { type: "application/json" }));
+  const a = h("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
 route();

@@ -64,6 +64,7 @@ fn measure(name: &str, bytes: Vec<u8>, event_type: &str, payload: &str) -> Row {
             bytes,
             limits: Limits::default(),
             on_error: Default::default(),
+            mode: Default::default(),
         }],
         cache.as_deref(),
     )

@@ -88,11 +88,13 @@ fn main() {
             bytes: five_ops,
             limits: Limits::default(),
             on_error: Default::default(),
+            mode: Default::default(),
         },
         ProjectorSource {
             bytes: empty,
             limits: Limits::default(),
             on_error: Default::default(),
+            mode: Default::default(),
         },
     ];
     let t = Instant::now();

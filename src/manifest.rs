@@ -5,7 +5,7 @@
 //! `projector_specs::Spec`s as the inline `LEVIATHAN_PROJECTORS` list, so the
 //! same set gives the same fingerprint either way. It never loads a component.
 
-use crate::projection::{Limits, OnError};
+use crate::projection::{Limits, Mode, OnError};
 use crate::projector_specs::{Origin, Source, Spec, SpecError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -51,6 +51,8 @@ struct EntryDoc {
     sha256: Option<String>,
     #[serde(default)]
     on_error: OnError,
+    #[serde(default)]
+    mode: Mode,
     test_vectors: Option<PathBuf>,
     limits: Option<LimitsDoc>,
 }
@@ -181,6 +183,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Manifest, SpecError> {
             pin,
             limits,
             on_error: e.on_error,
+            mode: e.mode,
             name: Some(e.name.clone()),
             test_vectors: e.test_vectors.as_deref().map(resolve),
             origin: Origin::Manifest {
@@ -222,6 +225,7 @@ name = "team-deploys"
 path = "team-deploys.wasm"
 sha256 = "{}"
 on_error = "record"
+mode = "async"
 test_vectors = "team.vectors.ndjson"
 [projector.limits]
 fuel = 20000000
@@ -249,6 +253,8 @@ instances = 32
         );
         assert_eq!(team.name.as_deref(), Some("team-deploys"));
         assert_eq!(team.on_error, OnError::Record);
+        assert_eq!(team.mode, Mode::Async);
+        assert_eq!(m.specs[0].mode, Mode::Inline);
         assert_eq!(
             team.test_vectors.as_deref(),
             Some(Path::new("/etc/lev/team.vectors.ndjson"))
@@ -273,6 +279,7 @@ instances = 32
             (&format!("[[projector]]\nname='x'\nbuiltin='core'\npath='x.wasm'\nsha256='{pin}'\n"), "exactly one"),
             ("[[projector]]\nname='x'\nbuiltin='other'\n", "only builtin"),
             ("[[projector]]\nname='x'\nbuiltin='core'\non_error='ignore'\n", "ignore"),
+            ("[[projector]]\nname='x'\nbuiltin='core'\nmode='later'\n", "later"),
             ("[[projector]]\nname='x'\npath='x.wasm'\nsha256='zz'\n", "sha256"),
             ("[[projector]]\nname='c'\nbuiltin='core'\n[[projector]]\nname='c'\nbuiltin='core'\n", "same name"),
         ] {

@@ -168,6 +168,13 @@ pub struct Metrics {
     pub generation_build_applied_seq: Gauge,
     pub generation_build_lag_events: Gauge,
     pub generation_build_errors: Gauge,
+    /// Per projector of the live set: the last seq it applied (an async
+    /// projector lags the head; an inline one is at the graph's applied seq).
+    pub projector_applied_seq: Family<ProjectorLabel, Gauge>,
+    pub projector_lag_events: Family<ProjectorLabel, Gauge>,
+    pub projector_lag_seconds: Family<ProjectorLabel, Gauge<f64, AtomicU64>>,
+    /// Read requests waiting for `?min_seq=N` now.
+    pub min_seq_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -331,6 +338,30 @@ impl Default for Metrics {
             "Projection errors the generation being built has recorded (0: no build running)",
             generation_build_errors.clone(),
         );
+        let projector_applied_seq = Family::<ProjectorLabel, Gauge>::default();
+        r.register(
+            "projector_applied_seq",
+            "Last seq the projector has applied (async projectors are applied behind the head)",
+            projector_applied_seq.clone(),
+        );
+        let projector_lag_events = Family::<ProjectorLabel, Gauge>::default();
+        r.register(
+            "projector_lag_events",
+            "Events the projector lags the log's head by (0 for an inline projector)",
+            projector_lag_events.clone(),
+        );
+        let projector_lag_seconds = Family::<ProjectorLabel, Gauge<f64, AtomicU64>>::default();
+        r.register(
+            "projector_lag_seconds",
+            "How long the projector has been behind the log's head (0: caught up)",
+            projector_lag_seconds.clone(),
+        );
+        let min_seq_waiting = Gauge::default();
+        r.register(
+            "min_seq_waiting",
+            "Read requests waiting until every projector has applied their ?min_seq=",
+            min_seq_waiting.clone(),
+        );
         Metrics {
             registry: Arc::new(root),
             ingest_requests,
@@ -359,6 +390,10 @@ impl Default for Metrics {
             generation_build_applied_seq,
             generation_build_lag_events,
             generation_build_errors,
+            projector_applied_seq,
+            projector_lag_events,
+            projector_lag_seconds,
+            min_seq_waiting,
         }
     }
 }

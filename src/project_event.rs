@@ -9,9 +9,9 @@
 //! about bundles or batches, and never writes storage itself (the `Staging`
 //! goes into the caller's batch).
 
-use crate::graph::{ErrorRecord, GraphError, Op, Staging};
+use crate::graph::{Direction, Edge, ErrorRecord, GraphError, GraphView, Node, Op, Staging};
 use crate::projection::{
-    EventInput, Failure, Policy, Prepared, ProjectionError, ProjectorSet, Segment,
+    EventInput, Failure, Mode, Policy, Prepared, ProjectionError, ProjectorSet, Segment,
 };
 
 /// Why an event could not be projected.
@@ -66,9 +66,20 @@ pub fn project_event_traced(
     staging: &mut Staging,
     policy: Policy,
 ) -> Result<Traced, StepError> {
-    let projected = set
-        .run_event(event, prepared, staging, policy)
-        .map_err(|e| StepError::Projection(Box::new(e)))?;
+    let projected = match set.lane() {
+        None => set.run_event(event, prepared, staging, policy),
+        Some(lane) => set.run_event(
+            event,
+            prepared,
+            &LaneView {
+                inner: &*staging,
+                set,
+                lane,
+            },
+            policy,
+        ),
+    }
+    .map_err(|e| StepError::Projection(Box::new(e)))?;
     staging.begin_event(event.seq).map_err(StepError::Graph)?;
     let mut failed: Vec<(usize, ErrorRecord)> = projected
         .failed
@@ -81,7 +92,14 @@ pub fn project_event_traced(
         let ops = &projected.ops[seg.start..seg.end];
         let owns = |t: &str| set.owns_node_type(index, t);
         staging.set_history_source(event.event_id, event.event_type, Some(set.label(index)));
-        match staging.apply_segment(event.seq, event.timestamp, ops, &owns) {
+        let applied_ops = match set.lane() {
+            None => staging.apply_segment(event.seq, event.timestamp, ops, &owns),
+            Some(lane) => {
+                let cascade = |t: &str| set.edge_type_mode(t) == Some(lane);
+                staging.apply_segment_in_lane(event.seq, event.timestamp, ops, &owns, &cascade)
+            }
+        };
+        match applied_ops {
             Ok(()) => applied.push(*seg),
             Err(e) => {
                 let failure = match e {
@@ -142,6 +160,40 @@ pub fn project_event_traced(
         ops: projected.ops,
         applied,
     })
+}
+
+/// What the projectors of one lane of a set with `async` projectors read
+/// through the `graph` import: only the node and edge types that the lane's
+/// projectors declare. The inline lane's state (applied by the writer, ahead)
+/// and the async lane's (applied by the follower, behind) are each a function
+/// of the log up to the event, but not of each other at any one instant, so
+/// neither lane may see the other's types.
+struct LaneView<'a> {
+    inner: &'a Staging,
+    set: &'a ProjectorSet,
+    lane: Mode,
+}
+
+impl GraphView for LaneView<'_> {
+    fn get_node(&self, id: &str) -> Option<Node> {
+        self.inner
+            .get_node(id)
+            .filter(|n| self.set.node_type_mode(&n.node_type) == Some(self.lane))
+    }
+
+    fn edges(&self, id: &str, dir: Direction, edge_type: Option<&str>, limit: usize) -> Vec<Edge> {
+        let mine = |t: &str| self.set.edge_type_mode(t) == Some(self.lane);
+        match edge_type {
+            Some(t) if !mine(t) => Vec::new(),
+            Some(_) => self.inner.edges(id, dir, edge_type, limit),
+            None => {
+                let mut all = self.inner.edges(id, dir, None, usize::MAX);
+                all.retain(|e| mine(&e.edge_type));
+                all.truncate(limit);
+                all
+            }
+        }
+    }
 }
 
 fn record(

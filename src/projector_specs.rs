@@ -10,11 +10,11 @@
 //! `core` (the embedded core projector) or a path to a component file, followed
 //! by optional `#key=value` settings: `sha256=<hex>` (refuse to start unless the
 //! file has that digest), `fuel=<n>`, `memory_mib=<n>`, `tables=<n>` (table
-//! elements), `instances=<n>`, `on_error=reject|record`. Example:
+//! elements), `instances=<n>`, `on_error=reject|record`, `mode=inline|async`. Example:
 //! `core,/etc/leviathan/team.wasm#sha256=ab12…#fuel=20000000`.
 
 use crate::digest::Sha256;
-use crate::projection::{Limits, LoadError, OnError, ProjectorSet, ProjectorSource};
+use crate::projection::{Limits, LoadError, Mode, OnError, ProjectorSet, ProjectorSource};
 use std::path::{Path, PathBuf};
 
 /// The pinned core projector component (built by `projectors/build.sh`).
@@ -44,6 +44,8 @@ pub struct Spec {
     pub pin: Option<Sha256>,
     pub limits: Limits,
     pub on_error: OnError,
+    /// `inline` (in the writer's batch) or `async` (by the follower).
+    pub mode: Mode,
     /// The name `describe` must report (manifest entries).
     pub name: Option<String>,
     /// Test vectors to run at load (manifest entries).
@@ -201,6 +203,7 @@ pub fn parse(value: &str) -> Result<Vec<Spec>, SpecError> {
             pin: None,
             limits: Limits::default(),
             on_error: OnError::Reject,
+            mode: Mode::Inline,
             name: None,
             test_vectors: None,
             origin: Origin::Inline { index: out.len() },
@@ -225,10 +228,11 @@ pub fn parse(value: &str) -> Result<Vec<Spec>, SpecError> {
                 "tables" => spec.limits.table_elements = number()? as usize,
                 "instances" => spec.limits.instances = number()? as usize,
                 "on_error" => spec.on_error = v.parse().map_err(syntax)?,
+                "mode" => spec.mode = v.parse().map_err(syntax)?,
                 other => {
                     return Err(syntax(format!(
                         "unknown setting {other:?} (known: sha256, fuel, memory_mib, tables, \
-                         instances, on_error)"
+                         instances, on_error, mode)"
                     )))
                 }
             }
@@ -343,6 +347,7 @@ pub fn load_with_sources(
             bytes,
             limits: spec.limits.clone(),
             on_error: spec.on_error,
+            mode: spec.mode,
         });
     }
     let set = ProjectorSet::load(sources.clone(), cache_dir).map_err(|e| {
@@ -429,6 +434,10 @@ mod tests {
         assert!(parse("core#fuel=lots").is_err());
         assert!(parse("core#colour=red").is_err());
         assert!(parse("x.wasm#sha256=zz").is_err());
+        let modes = parse("core, /x/team.wasm#mode=async#on_error=record").unwrap();
+        assert_eq!((modes[0].mode, modes[1].mode), (Mode::Inline, Mode::Async));
+        let e = parse("core#mode=later").unwrap_err().to_string();
+        assert!(e.contains("inline") && e.contains("later"), "{e}");
     }
 
     #[test]

@@ -29,8 +29,16 @@ pub struct RebuildReport {
     pub fingerprint: Sha256,
     /// True when the rebuilt graph has exactly the previous digest.
     pub identical: bool,
-    /// Projection errors recorded (projectors with `on_error = "record"`).
+    /// Projection errors recorded (projectors with `on_error = "record"`,
+    /// and every failure of an `async` projector).
     pub projection_errors: u64,
+    /// A set with `async` projectors: the async lane's digest at the head
+    /// (`state_digest` is the inline lane's, as the writer keeps it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub async_digest: Option<Sha256>,
+    /// A set with `async` projectors: `SHA-256(state_digest ‖ async_digest)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub combined_digest: Option<Sha256>,
 }
 
 /// Clears the graph and projects every event of the log again.
@@ -45,7 +53,17 @@ pub fn rebuild(
     let head = log.head()?;
     let previous_digest = graph.digest_at(head.seq)?;
     let previous_fingerprint = graph.projector_set()?;
+    // How far the previous graph's async lane had got (a server stopped
+    // while its follower lagged): compared at that seq.
+    let previous_async = match set.asynchronous() {
+        Some(_) => Some(graph.async_state()?),
+        None => None,
+    };
     graph.clear().context("clearing the graph")?;
+    // The writer's lane first (the whole set when it has no async
+    // projectors), then the async lane, as the server's follower applies it.
+    let whole = set;
+    let set = set.inline();
     let mut batch = db.batch();
     graph.stage_projector_set(&mut batch, &fingerprint);
     batch.commit()?;
@@ -87,8 +105,20 @@ pub fn rebuild(
         }
         Ok(())
     })?;
+    if whole.asynchronous().is_some() {
+        projection_errors += crate::generations::follow::catch_up(db, log, graph, whole)
+            .context("applying the async projectors")?;
+    }
     crate::storage::flush_memtables(db).context("flushing the rebuilt graph")?;
     let (_, state_digest) = graph.state()?;
+    let (async_digest, combined_digest, async_identical) = match previous_async {
+        None => (None, None, true),
+        Some((seq, previous)) => (
+            graph.async_digest_at(head.seq)?,
+            graph.combined_digest_at(head.seq)?,
+            graph.async_digest_at(seq)? == Some(previous),
+        ),
+    };
     let seconds = started.elapsed().as_secs_f64();
     Ok(RebuildReport {
         events,
@@ -99,11 +129,13 @@ pub fn rebuild(
             0.0
         },
         state_digest,
-        identical: previous_digest == Some(state_digest),
+        identical: previous_digest == Some(state_digest) && async_identical,
         previous_digest,
         previous_fingerprint,
         fingerprint,
         projection_errors,
+        async_digest,
+        combined_digest,
     })
 }
 

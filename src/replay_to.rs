@@ -72,6 +72,9 @@ pub fn replay_to(
     scratch_db: &fjall::Database,
 ) -> anyhow::Result<(ReplayToReport, GraphStore)> {
     let started = std::time::Instant::now();
+    // The digest compared is the writer's (the inline lane's): the `async`
+    // projectors of a set, applied behind by the follower, are not replayed.
+    let set = set.inline();
     let view = src_db.snapshot();
     let head = log.head_at(&view)?;
     if to > head.seq {

@@ -328,8 +328,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // The async projectors of the live generation, applied behind the head.
+    let follow = crate::generations::Follow::default();
+    let (follow_stop, follow_stopped) = tokio::sync::watch::channel(false);
+    let follower_thread = crate::generations::follow::spawn(crate::generations::follow::Follower {
+        db: store.db.clone(),
+        log: store.log.clone(),
+        live: live.clone(),
+        follow: follow.clone(),
+        head: writer.head_watch(),
+        runtime: tokio::runtime::Handle::current(),
+        metrics: metrics.clone(),
+        stop: follow_stopped,
+    })
+    .context("starting the async projectors' follower")?;
     let streams = api::stream::Streams::new(config.streams, writer.head_watch());
     let state = AppState {
+        follow,
         live: live.clone(),
         builds: builds.clone(),
         catalog: prepared.catalog.clone(),
@@ -385,6 +400,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     build_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(t) = build_thread {
         let joined = tokio::task::spawn_blocking(move || t.join());
+        let _ = tokio::time::timeout(config.http.shutdown_timeout, joined).await;
+    }
+    // The follower stops after its round; it resumes from its committed seq.
+    let _ = follow_stop.send(true);
+    {
+        let joined = tokio::task::spawn_blocking(move || follower_thread.join());
         let _ = tokio::time::timeout(config.http.shutdown_timeout, joined).await;
     }
     drop(verifier);

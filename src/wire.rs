@@ -320,7 +320,41 @@ pub struct Projector {
     /// `reject` or `record`.
     #[serde(default)]
     pub on_error: String,
+    /// `inline` (in the writer's batch) or `async` (applied behind the head).
+    #[serde(default)]
+    pub mode: String,
+    /// The last seq this projector has applied (the graph's applied seq for
+    /// an inline one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_seq: Option<Seq>,
+    /// Events it lags the log's head by (0 for an inline one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_events: Option<u64>,
+    /// How long it has been behind the head, in seconds (0: caught up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
     pub version: String,
+}
+
+/// The async projectors of the live generation (`GET /v1/projection`,
+/// `async`): applied by the follower behind the head.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AsyncLane {
+    /// The last seq every async projector has applied.
+    pub applied_seq: Seq,
+    pub lag_events: u64,
+    pub lag_seconds: f64,
+    pub events_per_second: f64,
+    /// The async lane's rolling digest at `applied_seq`.
+    pub async_digest: Sha256,
+    /// `SHA-256(inline digest ‖ async digest)` at `applied_seq`: the state
+    /// digest of every projector of the set at that seq.
+    pub combined_digest: Option<Sha256>,
+    /// Projection errors the async projectors recorded since the server started.
+    pub errors: u64,
+    /// The last failure that stopped a round of the follower (retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The per-event limits a projector runs under.
@@ -377,6 +411,9 @@ pub struct Projection {
     /// until the server restarts): its progress, errors and ETA.
     #[serde(default)]
     pub build: Option<GenerationBuild>,
+    /// The async projectors' progress, when the set has any.
+    #[serde(default, rename = "async", skip_serializing_if = "Option::is_none")]
+    pub asynchronous: Option<AsyncLane>,
 }
 
 /// A generation build's progress (`GET /v1/projection`, `build`).

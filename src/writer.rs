@@ -707,7 +707,7 @@ impl State {
             let last = last.seq;
             for e in &chunk {
                 let recorded = project_event(
-                    &next.projectors,
+                    next.projectors.inline(),
                     &crate::replay::input(e),
                     Prepared::default(),
                     &mut staging,
@@ -885,8 +885,10 @@ impl State {
             payload_json: draft.payload_json(),
             event_hash: hash,
         };
+        // Only the inline projectors: `async` ones are applied behind the
+        // head by the follower (generations::follow), never in this batch.
         project_event(
-            &self.current.projectors,
+            self.current.projectors.inline(),
             &input,
             Prepared::default(),
             staging,

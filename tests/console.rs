@@ -2,8 +2,11 @@
 //! `tests/console/run.mjs` driving headless Chromium (Debian's `chromium`)
 //! through playwright-core: sign in, a live event in the feed within a second,
 //! invalidating an attempt through its dialog, expanding a node in the graph
-//! explorer, a wrong token refused with a clear message, phone width. Each
-//! scenario saves a screenshot under `target/console-screenshots/`.
+//! explorer, a wrong token refused with a clear message, phone width; and
+//! (`tests/console/deep.mjs`) a generation's build with its errors on the
+//! dashboard, a node's history and as-of view, an event's inclusion proof
+//! verified in the browser. Each scenario saves a screenshot under
+//! `target/console-screenshots/{basic,deep}/`.
 //!
 //! Needs `/usr/bin/chromium` (`apt-get install chromium chromium-driver`) and
 //! `npm ci` in `tests/console/`. Without them the browser test says so and
@@ -15,10 +18,12 @@
 
 mod common;
 
-use common::{bundle, event, mixed_log, Server};
-use serde_json::json;
+use common::wasm::{static_projector, Describe};
+use common::{bundle, event, mixed_log, sha256_hex, Server};
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn chromium() -> PathBuf {
     std::env::var_os("CHROMIUM")
@@ -49,11 +54,7 @@ fn missing() -> Option<String> {
 
 #[test]
 fn the_console_in_a_real_browser() {
-    if let Some(why) = missing() {
-        if std::env::var("LEVIATHAN_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("LEVIATHAN_REQUIRE_BROWSER=1 but the browser test cannot run: {why}");
-        }
-        eprintln!("SKIPPED the_console_in_a_real_browser: {why}");
+    if !browser_or_skip("the_console_in_a_real_browser") {
         return;
     }
     let s = Server::start_with(&[("LEVIATHAN_SYNC", "none")]);
@@ -65,11 +66,7 @@ fn the_console_in_a_real_browser() {
         assert_eq!(s.put_artifact(format!("att-{i}").as_bytes()).0 / 100, 2);
     }
     let attempt = "att-2";
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .join("console-screenshots");
-    let _ = std::fs::remove_dir_all(&out);
+    let out = screenshots("basic");
     let run = Command::new("node")
         .arg(script_dir().join("run.mjs"))
         .current_dir(script_dir())
@@ -128,6 +125,7 @@ fn the_console_is_served_with_a_strict_policy() {
         "/console",
         "/console/",
         "/console/app.js",
+        "/console/proof.js",
         "/console/style.css",
     ] {
         let r = s.client.get(s.url(path)).send().unwrap();
@@ -167,4 +165,303 @@ fn the_console_is_served_with_a_strict_policy() {
     s.ingest(&bundle("x", vec![event("x1", "custom.note", json!({}))]));
     let r = s.client.get(s.url("/v1/events/recent")).send().unwrap();
     assert_eq!(r.status().as_u16(), 401);
+}
+
+/// Whether the browser tests can run; prints why not (and passes) unless
+/// `LEVIATHAN_REQUIRE_BROWSER=1`.
+fn browser_or_skip(test: &str) -> bool {
+    if let Some(why) = missing() {
+        if std::env::var("LEVIATHAN_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("LEVIATHAN_REQUIRE_BROWSER=1 but the browser test cannot run: {why}");
+        }
+        eprintln!("SKIPPED {test}: {why}");
+        return false;
+    }
+    true
+}
+
+/// The screenshots' directory (`target/console-screenshots/<sub>`), emptied.
+fn screenshots(sub: &str) -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join("console-screenshots")
+        .join(sub);
+    let _ = std::fs::remove_dir_all(&out);
+    out
+}
+
+/// Runs `tests/console/<script>` against `s`; panics with its output if a
+/// scenario failed, else answers its output. Each name in `shots` must have
+/// passed and left a PNG in `out`.
+fn run_script(
+    script: &str,
+    s: &Server,
+    out: &Path,
+    env: &[(&str, String)],
+    shots: &[&str],
+) -> String {
+    let mut cmd = Command::new("node");
+    cmd.arg(script_dir().join(script))
+        .current_dir(script_dir())
+        .env("BASE_URL", &s.base)
+        .env("TOKEN", common::TOKEN)
+        .env("OUT_DIR", out)
+        .env("CHROMIUM", chromium());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let run = cmd.output().expect("node runs");
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("{stdout}{stderr}");
+    assert!(
+        run.status.success(),
+        "a browser scenario failed:\n{stdout}\n{stderr}"
+    );
+    for name in shots {
+        let png = out.join(format!("{name}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(bytes.starts_with(b"\x89PNG"), "{name}.png is a PNG");
+        assert!(stdout.contains(&format!("ok {name} ")), "{name}");
+    }
+    stdout
+}
+
+/// A projector that refuses every `attempt.started`: a set with it builds a
+/// generation that records errors and is held back (`pending`).
+fn refuser() -> Vec<u8> {
+    static_projector(
+        &Describe {
+            name: "refuser",
+            version: "0.1.0",
+            handles: &["attempt.started"],
+            node_types: &["Refused"],
+            edge_types: &[],
+        },
+        |d| d.err("no_way", "this projector refuses every attempt.started"),
+    )
+}
+
+/// Polls `path` until `done` holds (at most 60 s).
+fn wait_for(s: &Server, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, v) = s.get(path);
+        if st == 200 && done(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The audit and projection views: a build in progress on the dashboard,
+/// then held back by its errors (and its errors, linked), a node's history and its state as of
+/// an earlier seq, an event's inclusion proof verified in the browser against
+/// the latest signed checkpoint (and refused when tampered with); WCAG AA
+/// contrast of those pages.
+#[test]
+fn the_console_shows_generations_history_and_verified_proofs_in_a_real_browser() {
+    if !browser_or_skip(
+        "the_console_shows_generations_history_and_verified_proofs_in_a_real_browser",
+    ) {
+        return;
+    }
+    let mut s = Server::start_with(&[("LEVIATHAN_SYNC", "none")]);
+    for b in mixed_log(6) {
+        assert_eq!(s.ingest(&b).0, 200);
+    }
+    // More than SWITCH_LAG (2,048) events that no projector handles (cheap to
+    // ingest and to build), so that the new generation is visibly built
+    // before it stops; and a tree size that is not a power of two, so that
+    // the proof's path has a promoted node.
+    // att-5 gets more changes than a history page holds (20).
+    let jobs: Vec<Value> = (0..22)
+        .map(|k| {
+            event(
+                &format!("att-5-job-{k}"),
+                "job.submitted",
+                json!({"attempt_id": "att-5", "job_id": format!("job-5-{k}")}),
+            )
+        })
+        .collect();
+    assert_eq!(s.ingest(&bundle("jobs", jobs)).0, 200);
+    // The content of att-0's artifact, for its download button.
+    assert_eq!(s.put_artifact(b"att-0").0 / 100, 2);
+    for b in 0..5 {
+        let notes: Vec<Value> = (0..481)
+            .map(|i| event(&format!("note-{b}-{i}"), "custom.note", json!({ "n": i })))
+            .collect();
+        assert_eq!(s.ingest(&bundle(&format!("notes-{b}"), notes)).0, 200);
+    }
+    s.stop();
+    let dir = s.keep_dir();
+
+    // Restart with core + a refusing projector: its generation is built
+    // behind the live one and held back by its errors.
+    let files = tempfile::tempdir().unwrap();
+    let wasm = refuser();
+    std::fs::write(files.path().join("refuser.wasm"), &wasm).unwrap();
+    let manifest = files.path().join("projectors.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[[projector]]\nname = \"core\"\nbuiltin = \"core\"\n\n[[projector]]\nname = \
+             \"refuser\"\npath = \"refuser.wasm\"\nsha256 = \"{}\"\n",
+            sha256_hex(&wasm)
+        ),
+    )
+    .unwrap();
+    let m = manifest.display().to_string();
+    // The build is slowed to 100 events/s, so that the browser sees it in
+    // progress (about 25 s for the log's 2,484 events, time for Chromium to
+    // start and sign in on a busy machine) before it ends pending.
+    let s = Server::start_in(
+        dir.path(),
+        &[
+            ("LEVIATHAN_SYNC", "none"),
+            ("LEVIATHAN_PROJECTORS_FILE", m.as_str()),
+            ("LEVIATHAN_BUILD_RATE", "100"),
+        ],
+    );
+    let p = wait_for(&s, "/v1/projection", "the build", |p| !p["build"].is_null());
+    assert_eq!(p["build"]["state"], "building", "{p}");
+    assert_eq!(p["generation"], 0, "{p}");
+    let errors = 6; // one per attempt.started
+                    // The background verifier's first pass, so that the dashboard has a result.
+    wait_for(
+        &s,
+        "/v1/log/verification",
+        "the verifier's first pass",
+        |v| v["status"] == "ok" && v["verified_seq"] == p["log_head_seq"],
+    );
+
+    let out = screenshots("deep");
+    run_script(
+        "deep.mjs",
+        &s,
+        &out,
+        &[
+            ("NODE_ID", "att-0".into()),
+            ("LONG_HISTORY_NODE", "att-5".into()),
+            ("EVENT_ID", "att-3-tests".into()),
+            ("BUILD_GENERATION", p["build"]["generation"].to_string()),
+            ("BUILD_ERRORS", errors.to_string()),
+        ],
+        &[
+            "dashboard-generation",
+            "projection-errors",
+            "node-history",
+            "event-proof",
+            "audit-consistency",
+        ],
+    );
+    // What the browser showed is what the server says: held back, 6 errors.
+    let (_, p) = s.get("/v1/projection");
+    assert_eq!(p["build"]["state"], "pending", "{p}");
+    assert_eq!(p["build"]["errors"], errors, "{p}");
+    assert_eq!(p["generation"], 0, "{p}");
+}
+
+/// `leviathan bench` ingests `events` more events into `s` (its own shapes:
+/// targets, tasks, attempts with their artifacts, tests and PRs).
+fn grow(s: &Server, events: usize) {
+    let out = Command::new(env!("CARGO_BIN_EXE_leviathan"))
+        .args(["bench", "--url", &s.base, "--token", common::TOKEN])
+        .args([
+            "--events",
+            &events.to_string(),
+            "--bundle",
+            "500",
+            "--clients",
+            "2",
+        ])
+        .args([
+            "--grow-factor",
+            "0",
+            "--reads",
+            "1",
+            "--duration-limit",
+            "3600",
+        ])
+        .output()
+        .expect("leviathan bench runs");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every view pages or streams: each view's requests and bytes, measured in
+/// the browser (resource timing) at a log of 10,000 events and again at N, stay
+/// the same (within a small slack: ids get longer, a proof's path grows by
+/// log2), and stay small. On demand: `LEVIATHAN_CONSOLE_BIG=1` (N = 50,000;
+/// or `=N`), since a debug server ingests a few hundred events a second. The
+/// figures are printed and saved in `target/console-screenshots/scale/`
+/// (docs/CONSOLE.md has a run's).
+#[test]
+fn the_console_views_stay_small_at_scale() {
+    let n = match std::env::var("LEVIATHAN_CONSOLE_BIG").as_deref() {
+        Err(_) | Ok("") | Ok("0") => {
+            eprintln!("SKIPPED the_console_views_stay_small_at_scale: set LEVIATHAN_CONSOLE_BIG=1 (or =N events) to run it");
+            return;
+        }
+        Ok("1") => 50_000,
+        Ok(v) => v
+            .parse::<usize>()
+            .expect("LEVIATHAN_CONSOLE_BIG is 1 or a number of events"),
+    };
+    if !browser_or_skip("the_console_views_stay_small_at_scale") {
+        return;
+    }
+    let s = Server::start_with(&[("LEVIATHAN_SYNC", "none")]);
+    let out = screenshots("scale");
+    let measure = |label: &str| -> Value {
+        run_script("scale.mjs", &s, &out, &[("LABEL", label.into())], &[]);
+        serde_json::from_slice(&std::fs::read(out.join(format!("{label}.json"))).unwrap()).unwrap()
+    };
+    // The small log is large enough that every paged view is already full
+    // (the bench target has more than a page of tasks by then).
+    let first = 10_000;
+    assert!(
+        n >= 2 * first,
+        "LEVIATHAN_CONSOLE_BIG: at least {} events",
+        2 * first
+    );
+    grow(&s, first);
+    let small = measure("small");
+    grow(&s, n - first);
+    let big = measure("big");
+    let head = big["head_seq"].as_u64().unwrap();
+    assert!(head >= n as u64, "the log holds {head} events");
+    let views = big["views"].as_object().unwrap();
+    assert_eq!(views.len(), small["views"].as_object().unwrap().len());
+    for (name, b) in views {
+        let a = &small["views"][name];
+        let (ra, rb) = (
+            a["requests"].as_u64().unwrap(),
+            b["requests"].as_u64().unwrap(),
+        );
+        let (ba, bb) = (a["bytes"].as_u64().unwrap(), b["bytes"].as_u64().unwrap());
+        eprintln!("{name}: {ra} → {rb} requests, {ba} → {bb} bytes");
+        assert!(
+            rb <= ra + 2,
+            "{name}: {ra} requests at {} events, {rb} at {head}",
+            small["head_seq"]
+        );
+        assert!(
+            bb <= ba + ba / 4 + 2048,
+            "{name}: {ba} bytes at {} events, {bb} at {head}",
+            small["head_seq"]
+        );
+        assert!(
+            rb <= 60 && bb <= 256 * 1024,
+            "{name}: {rb} requests, {bb} bytes"
+        );
+    }
 }

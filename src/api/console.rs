@@ -51,6 +51,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../console/graph.js"),
     ),
     (
+        "proof.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../console/proof.js"),
+    ),
+    (
         "favicon.svg",
         "image/svg+xml",
         include_str!("../../console/favicon.svg"),

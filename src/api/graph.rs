@@ -5,6 +5,8 @@ use super::error::ApiError;
 use super::{blocking, AppState, Params};
 use crate::graph::query::{Page, MAX_PAGE_LIMIT};
 use crate::graph::Direction;
+use crate::projection::Mode;
+use crate::seq::Seq;
 use crate::views;
 use crate::wire::{self, EdgesPage, NodesPage, OrderedCounts, Projection, Summary};
 use axum::extract::{Path, RawQuery, State};
@@ -167,11 +169,35 @@ pub async fn projection(State(app): State<AppState>) -> Result<Json<Projection>,
         let view = app.log.view();
         let (seq, digest) = live.graph.state_at(&view)?;
         let head = app.log.head_at(&view)?;
+        let follow = app
+            .follow
+            .status()
+            .filter(|s| s.generation == live.graph.generation());
+        let has_async = live.projectors.asynchronous().is_some();
+        let (async_seq, async_digest) = if has_async {
+            live.graph.async_state_at(&view)?
+        } else {
+            (Seq::ZERO, crate::graph::GENESIS_DIGEST)
+        };
+        let lag_seconds = follow.as_ref().map_or(0.0, |s| s.lag_seconds);
         let projectors = live
             .projectors
             .projectors()
             .iter()
             .map(|p| wire::Projector {
+                mode: p.mode.as_str().to_owned(),
+                applied_seq: Some(match p.mode {
+                    Mode::Inline => seq,
+                    Mode::Async => async_seq,
+                }),
+                lag_events: Some(match p.mode {
+                    Mode::Inline => head.seq.0.saturating_sub(seq.0),
+                    Mode::Async => head.seq.0.saturating_sub(async_seq.0),
+                }),
+                lag_seconds: Some(match p.mode {
+                    Mode::Inline => 0.0,
+                    Mode::Async => lag_seconds,
+                }),
                 digest: p.digest,
                 edge_types: p.edge_types.clone(),
                 handles: p.handles.clone(),
@@ -195,6 +221,20 @@ pub async fn projection(State(app): State<AppState>) -> Result<Json<Projection>,
             projectors,
             state_digest: digest,
             build: app.builds.get().map(Into::into),
+            asynchronous: if has_async {
+                Some(wire::AsyncLane {
+                    applied_seq: async_seq,
+                    lag_events: head.seq.0.saturating_sub(async_seq.0),
+                    lag_seconds,
+                    events_per_second: follow.as_ref().map_or(0.0, |s| s.events_per_second),
+                    async_digest,
+                    combined_digest: live.graph.combined_digest_at(async_seq)?,
+                    errors: follow.as_ref().map_or(0, |s| s.errors),
+                    message: follow.and_then(|s| s.message),
+                })
+            } else {
+                None
+            },
         }))
     })
     .await

@@ -17,6 +17,7 @@ mod failures;
 mod graph;
 mod ingest;
 pub mod limits;
+pub mod min_seq;
 pub mod monitoring;
 mod probes;
 pub mod stream;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub live: crate::generations::LiveGraph,
     /// The generation being built, if any (`GET /v1/projection`).
     pub builds: crate::generations::Builds,
+    /// The async projectors' follower: its status and applied seq.
+    pub follow: crate::generations::Follow,
     pub catalog: crate::generations::Catalog,
     /// The known tokens (swapped whole on SIGHUP).
     pub tokens: Tokens,
@@ -107,6 +110,12 @@ pub fn router(state: AppState) -> Router {
     } else {
         read
     };
+    // X-Leviathan-Seq on every read, and a replica that disagrees with the
+    // writer refusing reads (api/consistency.rs); inside the min_seq wait, so
+    // that the header is read after it.
+    let read = read.route_layer(from_fn_with_state(state.clone(), consistency::read_at));
+    // `?min_seq=N`: every read route can wait until N is applied.
+    let read = read.route_layer(from_fn_with_state(state.clone(), min_seq::wait));
     let ingest = Router::new()
         .route("/v1/events/ingest", post(ingest::ingest))
         .route("/v1/artifacts", post(artifacts::post))
@@ -118,8 +127,6 @@ pub fn router(state: AppState) -> Router {
         |r: Router<AppState>, role: Role| r.route_layer(from_fn_with_state(role, auth::require));
     let request_limits =
         limits::RequestLimits::new(state.http.max_inflight_requests, state.http.request_timeout);
-    // X-Leviathan-Seq and ?min_seq on every read (api/consistency.rs).
-    let read = read.route_layer(from_fn_with_state(state.clone(), consistency::read_at));
     let v1 = with_role(read, Role::Read)
         .merge(with_role(ingest, Role::Ingest))
         .merge(with_role(admin, Role::Admin))

@@ -86,6 +86,45 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 
 /// `GET /metrics`: the Prometheus/OpenMetrics text of every metric. With
 /// `LEVIATHAN_METRICS_TOKEN` set, only for `Authorization: Bearer <it>`.
+/// Sets the per-projector applied seq and lag of the live set.
+fn projector_lag(app: &AppState, m: &crate::metrics::Metrics) {
+    use crate::metrics::ProjectorLabel;
+    use crate::projection::Mode;
+    let live = app.live.get();
+    let view = app.log.view();
+    let (Ok(head), Ok((inline, _))) = (app.log.head_at(&view), live.graph.state_at(&view)) else {
+        return;
+    };
+    let asynchronous = live
+        .graph
+        .async_state_at(&view)
+        .map_or(crate::seq::Seq::ZERO, |(s, _)| s);
+    let lag_seconds = app
+        .follow
+        .status()
+        .filter(|s| s.generation == live.graph.generation())
+        .map_or(0.0, |s| s.lag_seconds);
+    m.projector_applied_seq.clear();
+    m.projector_lag_events.clear();
+    m.projector_lag_seconds.clear();
+    for p in live.projectors.projectors() {
+        let label = ProjectorLabel {
+            projector: p.label(),
+        };
+        let (applied, secs) = match p.mode {
+            Mode::Inline => (inline, 0.0),
+            Mode::Async => (asynchronous, lag_seconds),
+        };
+        m.projector_applied_seq
+            .get_or_create(&label)
+            .set(applied.0 as i64);
+        m.projector_lag_events
+            .get_or_create(&label)
+            .set(head.seq.0.saturating_sub(applied.0) as i64);
+        m.projector_lag_seconds.get_or_create(&label).set(secs);
+    }
+}
+
 pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(expected) = app.monitor.metrics_token {
         let given = headers
@@ -121,6 +160,7 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
         if let Ok((seq, _)) = app.live.graph().state() {
             m.graph_applied_seq.set(seq.0 as i64);
         }
+        projector_lag(&app, &m);
         match app.builds.get() {
             Some(b) if b.state != crate::generations::build::BuildState::Switched => {
                 m.generation_build_applied_seq.set(b.applied_seq.0 as i64);

@@ -477,6 +477,40 @@ pub fn projectors_status(c: &Client, out: &mut Out, json: bool) -> Result<(), Ct
         ("state digest".into(), show(&v.state_digest)),
         ("recorded errors".into(), recorded),
     ])?;
+    if let Some(a) = &v.asynchronous {
+        let names: Vec<String> = v
+            .projectors
+            .iter()
+            .filter(|p| p.mode == "async")
+            .map(|p| clean(&p.name))
+            .collect();
+        out.line("")?;
+        out.line(&format!(
+            "async projectors ({}), applied behind the head:",
+            names.join(", ")
+        ))?;
+        let mut fields = vec![
+            ("applied seq".into(), show(&a.applied_seq)),
+            (
+                "lag".into(),
+                format!("{} events, {:.1} s", a.lag_events, a.lag_seconds),
+            ),
+            (
+                "rate".into(),
+                format!("{:.0} events/s", a.events_per_second),
+            ),
+            ("async digest".into(), show(&a.async_digest)),
+            (
+                "combined digest".into(),
+                a.combined_digest.as_ref().map_or("-".into(), show),
+            ),
+            ("errors since start".into(), a.errors.to_string()),
+        ];
+        if let Some(m) = &a.message {
+            fields.push(("last failure".into(), clean(m)));
+        }
+        out.fields(&fields)?;
+    }
     if let Some(b) = &v.build {
         out.line("")?;
         out.line(&format!(

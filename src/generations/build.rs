@@ -115,6 +115,11 @@ impl Builds {
 
 /// Builds `plan`'s graph until `done(applied, head)` (or `stop`); returns the
 /// errors it has recorded in all (this run and before).
+///
+/// Two stages, overlapped as in the offline rebuild: a reader thread reads
+/// the next chunk of the log and runs the graph-independent projectors on it
+/// (on every core), while this thread completes the chunk before it in log
+/// order (graph-reading projectors, ops, graph writes, commit).
 pub fn build_until(
     db: &fjall::Database,
     log: &Log,
@@ -143,68 +148,132 @@ pub fn build_until(
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         message: None,
     });
-    loop {
+    let chunk_events = plan
+        .max_rate
+        .map_or(CHUNK_EVENTS, |r| (r as usize).clamp(1, CHUNK_EVENTS));
+    let reader_stop = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Chunk>>(1);
+    std::thread::scope(|scope| -> anyhow::Result<u64> {
+        // The inline lane (the whole set without `async` projectors); the
+        // async lane is applied by the follower (generations::follow).
+        let set = plan.projectors.inline();
+        let (from, projectors, reader_stop) = (applied, set, &reader_stop);
+        std::thread::Builder::new()
+            .name("leviathan-build-read".into())
+            .spawn_scoped(scope, move || {
+                read_ahead(log, projectors, from, chunk_events, reader_stop, stop, tx)
+            })
+            .context("starting the build's reader thread")?;
+        let result = (|| -> anyhow::Result<u64> {
+            loop {
+                let head = log.head()?.seq;
+                let rate = {
+                    let secs = started.elapsed().as_secs_f64();
+                    if secs > 0.0 {
+                        (applied.0 - first.0) as f64 / secs
+                    } else {
+                        0.0
+                    }
+                };
+                let lag = head.0.saturating_sub(applied.0);
+                builds.update(|s| {
+                    s.applied_seq = applied;
+                    s.head_seq = head;
+                    s.lag_events = lag;
+                    s.events_per_second = rate;
+                    s.errors = errors;
+                    s.eta_seconds = (rate > 0.0).then(|| lag as f64 / rate);
+                });
+                if done(applied, head) || stop.load(Ordering::Relaxed) {
+                    return Ok(errors);
+                }
+                // Caught up but not done (a pending build following the
+                // head): the timeout re-checks `done` and `stop`.
+                let chunk = match rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(chunk) => chunk?,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        anyhow::bail!("the build's reader thread stopped")
+                    }
+                };
+                if let Some(rate) = plan.max_rate {
+                    // Not ahead of the allowed rate: wait until this chunk is due.
+                    let due =
+                        Duration::from_secs_f64((applied.0 - first.0) as f64 / rate.max(1) as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                let Chunk { events, prepared } = chunk;
+                let last = events.last().expect("the reader sends no empty chunk").seq;
+                debug_assert!(events.first().is_some_and(|e| e.seq.0 == applied.0 + 1));
+                let mut staging = plan.graph.staging()?;
+                for (e, p) in events.iter().zip(prepared) {
+                    let e = crate::replay::input(e);
+                    let recorded = project_event(set, &e, p, &mut staging, Policy::RecordAll)
+                        .with_context(|| {
+                            format!("building generation {}: seq {}", plan.record.id, e.seq)
+                        })?;
+                    errors += recorded.len() as u64;
+                }
+                let mut batch = db.batch();
+                staging.write_into(&mut batch)?;
+                plan.graph
+                    .stage_projector_set(&mut batch, &plan.fingerprint);
+                batch.commit().context("committing a build chunk")?;
+                applied = last;
+            }
+        })();
+        // Unblock and end the reader whatever happened (a `send` on a
+        // dropped receiver fails at once).
+        reader_stop.store(true, Ordering::Relaxed);
+        drop(rx);
+        result
+    })
+}
+
+/// A chunk of the log with its graph-independent projector runs done.
+struct Chunk {
+    events: Vec<crate::log::record::StoredEvent>,
+    prepared: Vec<crate::projection::Prepared>,
+}
+
+/// The reader stage of [`build_until`]: reads the log after `after` in chunks
+/// and prepares each; when it reaches the head it polls for more. Stops on an
+/// error (sent on), when told to, or when the other stage hangs up.
+fn read_ahead(
+    log: &Log,
+    projectors: &ProjectorSet,
+    mut after: Seq,
+    chunk_events: usize,
+    reader_stop: &AtomicBool,
+    stop: &AtomicBool,
+    tx: std::sync::mpsc::SyncSender<anyhow::Result<Chunk>>,
+) {
+    while !reader_stop.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+        // A fresh view per chunk: the log grows while the build runs.
         let view = log.view();
-        let head = log.head_at(&view)?.seq;
-        let rate = {
-            let secs = started.elapsed().as_secs_f64();
-            if secs > 0.0 {
-                (applied.0 - first.0) as f64 / secs
-            } else {
-                0.0
+        let events = match log.after_at(&view, after, chunk_events) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.send(Err(
+                    anyhow::Error::new(e).context("reading the log for the build")
+                ));
+                return;
             }
         };
-        let lag = head.0.saturating_sub(applied.0);
-        builds.update(|s| {
-            s.applied_seq = applied;
-            s.head_seq = head;
-            s.lag_events = lag;
-            s.events_per_second = rate;
-            s.errors = errors;
-            s.eta_seconds = (rate > 0.0).then(|| lag as f64 / rate);
-        });
-        if done(applied, head) || stop.load(Ordering::Relaxed) {
-            return Ok(errors);
-        }
-        if applied >= head {
-            // Caught up, but not done (a pending build following nothing):
-            // wait for the log to grow.
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        }
-        let chunk_events = plan
-            .max_rate
-            .map_or(CHUNK_EVENTS, |r| (r as usize).clamp(1, CHUNK_EVENTS));
-        if let Some(rate) = plan.max_rate {
-            // Not ahead of the allowed rate: wait until this chunk is due.
-            let due = Duration::from_secs_f64((applied.0 - first.0) as f64 / rate.max(1) as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
-        let chunk = log
-            .after_at(&view, applied, chunk_events)
-            .context("reading the log for the build")?;
         drop(view);
-        let Some(last) = chunk.last().map(|e| e.seq) else {
+        let Some(last) = events.last().map(|e| e.seq) else {
+            std::thread::sleep(Duration::from_millis(20));
             continue;
         };
-        let inputs: Vec<EventInput<'_>> = chunk.iter().map(crate::replay::input).collect();
-        let prepared = plan.projectors.prepare_all(&inputs);
-        let mut staging = plan.graph.staging()?;
-        for (e, p) in inputs.iter().zip(prepared) {
-            let recorded = project_event(&plan.projectors, e, p, &mut staging, Policy::RecordAll)
-                .with_context(|| {
-                format!("building generation {}: seq {}", plan.record.id, e.seq)
-            })?;
-            errors += recorded.len() as u64;
+        after = last;
+        let inputs: Vec<EventInput<'_>> = events.iter().map(crate::replay::input).collect();
+        let prepared = projectors.prepare_all(&inputs);
+        drop(inputs);
+        if tx.send(Ok(Chunk { events, prepared })).is_err() {
+            return;
         }
-        let mut batch = db.batch();
-        staging.write_into(&mut batch)?;
-        plan.graph
-            .stage_projector_set(&mut batch, &plan.fingerprint);
-        batch.commit().context("committing a build chunk")?;
-        applied = last;
     }
 }
 
@@ -257,6 +326,20 @@ fn run(bg: Background) -> anyhow::Result<()> {
     let errors = build_until(&db, &log, &plan, &builds, &stop, |applied, head| {
         head.0.saturating_sub(applied.0) <= SWITCH_LAG
     })?;
+    if stop.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    // A set with async projectors: their lane is brought up to the inline
+    // lane before the switch (the follower goes on from there once the
+    // generation is live), then the inline lane closes the gap again.
+    let errors =
+        if super::follow::catch_up_stoppable(&db, &log, &plan.graph, &plan.projectors, &stop)? {
+            build_until(&db, &log, &plan, &builds, &stop, |applied, head| {
+                head.0.saturating_sub(applied.0) <= SWITCH_LAG
+            })?
+        } else {
+            errors
+        };
     if stop.load(Ordering::Relaxed) {
         return Ok(());
     }

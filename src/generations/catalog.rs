@@ -13,7 +13,7 @@
 
 use crate::digest::Sha256;
 use crate::graph::store::{GENERATIONS_KEYSPACE, LIVE_KEY};
-use crate::projection::{Limits, OnError, ProjectorSet, ProjectorSource};
+use crate::projection::{Limits, Mode, OnError, ProjectorSet, ProjectorSource};
 use anyhow::Context;
 use fjall::{Database, Keyspace, OwnedWriteBatch};
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,13 @@ pub struct ProjectorRecord {
     pub instances: u64,
     pub output_bytes: u64,
     pub on_error: String,
+    /// `inline` or `async` (absent in records written before modes: inline).
+    #[serde(default, skip_serializing_if = "is_inline")]
+    pub mode: Mode,
+}
+
+fn is_inline(m: &Mode) -> bool {
+    *m == Mode::Inline
 }
 
 /// One generation.
@@ -81,6 +88,7 @@ impl GenerationRecord {
                     instances: p.limits.instances as u64,
                     output_bytes: p.limits.output_bytes as u64,
                     on_error: p.on_error.as_str().to_owned(),
+                    mode: p.mode,
                 })
                 .collect(),
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -255,6 +263,7 @@ impl Catalog {
                     output_bytes: p.output_bytes as usize,
                 },
                 on_error,
+                mode: p.mode,
             });
         }
         Ok(Some(out))

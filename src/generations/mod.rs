@@ -17,10 +17,12 @@
 
 pub mod build;
 mod catalog;
+pub mod follow;
 mod live;
 mod startup;
 
 pub use build::{BuildStatus, Builds};
 pub use catalog::{Catalog, GenerationRecord, ProjectorRecord, Status};
+pub use follow::{Follow, FollowStatus};
 pub use live::{Live, LiveGraph};
 pub use startup::{prepare, Configured, Prepared, RebuildMode};

@@ -28,7 +28,22 @@
 //! The change record is compact JSON (top-level keys sorted): `seq`, `event_id`,
 //! `event_type`, `projector` (`name@version`; `null` when ops were applied
 //! outside a projector set, as in tests), `op` (the op as the projector
-//! emitted it, in the wire form of `Op`), `ord`, and `node` or `edge`.
+//! emitted it, in the wire form of `Op`), `ord`, and `node`, `node_diff` or
+//! `edge`.
+//!
+//! # Node snapshots and diffs
+//! Storing the whole node after every change doubled the store and cost
+//! ~45 % of ingest (docs/BENCHMARKS.md). A node change is stored whole
+//! (`node`: the record after it, `null` when deleted) when the node is
+//! created, deleted or changes type, or when its previous change was in
+//! another block of [`SNAPSHOT_BLOCK`] seqs; otherwise as `node_diff`
+//! (`{"set": {changed properties}, "unset": [removed keys], "updated_at"}`),
+//! applied to the record before it (its `updated_seq` becomes the change's
+//! seq). Reading a node at a seq replays the diffs since its last snapshot:
+//! at most the node's changes within one block. The rule depends only on the
+//! seqs, so a rebuild writes the same records. Edges are always stored
+//! whole (they rarely change). The history routes answer every change with
+//! the whole node, as before.
 
 use crate::graph::error::GraphError;
 use crate::graph::keys;
@@ -57,9 +72,56 @@ struct Source {
 /// when the change is made (no copy of the record is kept; `None`: deleted).
 type After = Option<Box<RawValue>>;
 
+/// A node change as stored: the whole record after it, or its diff.
+enum NodeAfter {
+    Whole(After),
+    Diff(Box<RawValue>),
+}
+
 enum Target {
-    Node { id: String, after: After },
+    Node { id: String, after: NodeAfter },
     Edge { key: Vec<u8>, after: After },
+}
+
+/// Node changes are stored whole at least once per block of this many seqs
+/// (see the module docs).
+pub(crate) const SNAPSHOT_BLOCK: u64 = 256;
+
+/// Whether a change at `seq` to a node last changed at `before_updated` is
+/// stored whole rather than as a diff.
+pub(crate) fn snapshot_due(before_updated: Seq, seq: Seq) -> bool {
+    before_updated.0 / SNAPSHOT_BLOCK != seq.0 / SNAPSHOT_BLOCK
+}
+
+/// A node's diff as written: the properties set (changed or added), those
+/// removed, and the new `updated_at`.
+#[derive(Serialize)]
+struct DiffOut<'a> {
+    set: std::collections::BTreeMap<&'a str, &'a serde_json::Value>,
+    unset: Vec<&'a str>,
+    updated_at: &'a str,
+}
+
+/// A node's diff as read back.
+#[derive(Debug, Deserialize)]
+struct NodeDiff {
+    set: crate::graph::model::Properties,
+    unset: Vec<String>,
+    updated_at: String,
+}
+
+/// The compact JSON of a node diff: `set` and `unset` relative to the node
+/// before the change.
+pub(crate) fn node_diff<'a>(
+    set: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
+    unset: impl Iterator<Item = &'a String>,
+    updated_at: &str,
+) -> Box<RawValue> {
+    raw(&DiffOut {
+        set: set.map(|(k, v)| (k.as_str(), v)).collect(),
+        unset: unset.map(String::as_str).collect(),
+        updated_at,
+    })
 }
 
 struct Change {
@@ -90,6 +152,16 @@ pub struct ChangeRecord {
     pub edge: Option<Option<Edge>>,
 }
 
+/// A change record as read back: [`ChangeRecord`] plus the node diff, if
+/// the change was stored as one.
+#[derive(Debug, Deserialize)]
+struct StoredChange {
+    #[serde(flatten)]
+    record: ChangeRecord,
+    #[serde(default)]
+    node_diff: Option<NodeDiff>,
+}
+
 /// A change record as written: [`ChangeRecord`]'s fields, borrowed, in
 /// sorted key order.
 #[derive(Serialize)]
@@ -100,6 +172,8 @@ struct RecordOut<'a> {
     event_type: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     node: Option<Option<&'a RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_diff: Option<&'a RawValue>,
     op: Option<&'a RawValue>,
     ord: u32,
     projector: Option<&'a str>,
@@ -147,10 +221,19 @@ impl Pending {
         });
     }
 
+    /// A node change stored whole (`None`: deleted).
     pub(crate) fn node(&mut self, id: &str, after: Option<&Node>) {
         self.push(Target::Node {
             id: id.to_owned(),
-            after: after.map(raw),
+            after: NodeAfter::Whole(after.map(raw)),
+        });
+    }
+
+    /// A node change stored as its diff ([`node_diff`]).
+    pub(crate) fn node_changed(&mut self, id: &str, diff: Box<RawValue>) {
+        self.push(Target::Node {
+            id: id.to_owned(),
+            after: NodeAfter::Diff(diff),
         });
     }
 
@@ -185,14 +268,20 @@ impl Pending {
                 ord = 0;
                 last_seq = Some(c.seq);
             }
-            let (key, node, edge) = match &c.target {
-                Target::Node { id, after } => {
-                    (node_key(id, c.seq, ord), Some(after.as_deref()), None)
-                }
+            let (key, node, node_diff, edge) = match &c.target {
+                Target::Node {
+                    id,
+                    after: NodeAfter::Whole(after),
+                } => (node_key(id, c.seq, ord), Some(after.as_deref()), None, None),
+                Target::Node {
+                    id,
+                    after: NodeAfter::Diff(diff),
+                } => (node_key(id, c.seq, ord), None, Some(&**diff), None),
                 Target::Edge { key, after } => {
                     let (from, t, to) = keys::split3(key)?;
                     (
                         edge_key(from, t, to, c.seq, ord),
+                        None,
                         None,
                         Some(after.as_deref()),
                     )
@@ -204,6 +293,7 @@ impl Pending {
                 event_id: &c.source.event_id,
                 event_type: &c.source.event_type,
                 node,
+                node_diff,
                 op: c.op.as_deref(),
                 ord,
                 projector: c.source.projector.as_deref(),
@@ -249,8 +339,20 @@ fn edge_key(from: &str, edge_type: &str, to: &str, seq: Seq, ord: u32) -> Vec<u8
     k
 }
 
-fn decode(bytes: &[u8]) -> Result<ChangeRecord, GraphError> {
+fn decode(bytes: &[u8]) -> Result<StoredChange, GraphError> {
     serde_json::from_slice(bytes).map_err(|_| GraphError::corrupt("history record", bytes))
+}
+
+/// `node` after the change `diff` made at `seq`.
+fn apply_diff(node: &mut Node, seq: Seq, diff: NodeDiff) {
+    for (k, v) in diff.set {
+        node.properties.insert(k, v);
+    }
+    for k in &diff.unset {
+        node.properties.remove(k);
+    }
+    node.updated_seq = seq;
+    node.updated_at = diff.updated_at;
 }
 
 /// One page of a node's history, oldest first.
@@ -287,6 +389,9 @@ impl GraphStore {
             keys::prefix_end(&prefix).map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
         let mut changes = Vec::new();
         let mut last_key: Option<Vec<u8>> = None;
+        // The node as it stood before the change being read (known once a
+        // snapshot is read, or looked up before the page's first diff).
+        let mut current: Option<Option<Node>> = None;
         for guard in snap.range(&self.history, (lower, upper)) {
             let (k, v) = guard.into_inner()?;
             if changes.len() == limit {
@@ -297,7 +402,26 @@ impl GraphStore {
                     next_cursor: Some(hex::encode(raw)),
                 });
             }
-            changes.push(decode(&v)?);
+            let StoredChange {
+                mut record,
+                node_diff,
+            } = decode(&v)?;
+            match node_diff {
+                None => current = Some(record.node.clone().flatten()),
+                Some(diff) => {
+                    let before = match current.take() {
+                        Some(n) => n,
+                        None => self.node_before(snap, &prefix, &k)?,
+                    };
+                    let mut node = before.ok_or_else(|| {
+                        GraphError::corrupt("history record (a diff of no node)", &k)
+                    })?;
+                    apply_diff(&mut node, record.seq, diff);
+                    record.node = Some(Some(node.clone()));
+                    current = Some(Some(node));
+                }
+            }
+            changes.push(record);
             last_key = Some(k.to_vec());
         }
         Ok(HistoryPage {
@@ -317,13 +441,54 @@ impl GraphStore {
         let prefix = node_prefix(id);
         let mut upper = prefix.clone();
         upper.extend_from_slice(&Seq(seq.0.saturating_add(1)).to_key());
-        match snap.range(&self.history, prefix..upper).next_back() {
-            None => Ok(None),
-            Some(guard) => {
-                let (_, v) = guard.into_inner()?;
-                Ok(decode(&v)?.node.flatten())
+        self.node_before(snap, &prefix, &upper)
+    }
+
+    /// The node (under history `prefix`) as its changes before the key
+    /// `upper` left it: the last snapshot before it, with the diffs after
+    /// that snapshot applied in order.
+    fn node_before(
+        &self,
+        snap: &impl Readable,
+        prefix: &[u8],
+        upper: &[u8],
+    ) -> Result<Option<Node>, GraphError> {
+        let mut diffs = Vec::new();
+        let mut base = None;
+        for guard in snap
+            .range(&self.history, prefix.to_vec()..upper.to_vec())
+            .rev()
+        {
+            let (k, v) = guard.into_inner()?;
+            let StoredChange { record, node_diff } = decode(&v)?;
+            match node_diff {
+                Some(diff) => diffs.push((record.seq, diff, k)),
+                None => {
+                    base = Some(record.node.flatten());
+                    break;
+                }
             }
         }
+        let mut node = match base {
+            Some(n) => n,
+            // No snapshot: the node never existed (no change at all) …
+            None if diffs.is_empty() => return Ok(None),
+            // … or the index is broken (a diff always follows a snapshot).
+            None => {
+                let (_, _, k) = diffs.pop().expect("not empty");
+                return Err(GraphError::corrupt(
+                    "history record (a diff of no node)",
+                    &k,
+                ));
+            }
+        };
+        for (seq, diff, k) in diffs.into_iter().rev() {
+            let n = node.as_mut().ok_or_else(|| {
+                GraphError::corrupt("history record (a diff of a deleted node)", &k)
+            })?;
+            apply_diff(n, seq, diff);
+        }
+        Ok(node)
     }
 
     /// The live edges of type `edge_type` out of `from` right after `seq`, in
@@ -366,7 +531,7 @@ impl GraphStore {
                 current = Some((group.to_vec(), None));
             }
             if change_seq <= seq {
-                let edge = decode(&v)?.edge.flatten();
+                let edge = decode(&v)?.record.edge.flatten();
                 current = Some((group.to_vec(), edge));
             }
         }

@@ -19,6 +19,24 @@ pub const COUNT_EDGE: u8 = b'e';
 
 /// Meta key of the applied state (`seq ‖ digest`, 40 bytes).
 pub const META_STATE: &[u8] = b"state";
+/// Meta key of the async lane's applied state (`seq ‖ async digest`, 40
+/// bytes): how far the `async` projectors of the set have applied the log
+/// (`generations::follow`). Absent: nothing (seq 0, genesis).
+pub const META_ASYNC_STATE: &[u8] = b"async_state";
+/// Tag of the async lane's per-seq digests in `graph_digests`
+/// (`b'a' ‖ seq`, 9 bytes: never a plain 8-byte seq key).
+pub const DIGEST_ASYNC: u8 = b'a';
+/// Tag of the combined per-seq digests in `graph_digests` (`b'c' ‖ seq`).
+pub const DIGEST_COMBINED: u8 = b'c';
+
+/// A tagged per-seq digest key (`tag ‖ seq`).
+pub fn tagged_digest(tag: u8, seq: Seq) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(tag);
+    k.extend_from_slice(&seq.to_key());
+    k
+}
+
 /// Meta key of the layout version.
 pub const META_FORMAT: &[u8] = b"format";
 /// Current layout version (value of [`META_FORMAT`]).

@@ -111,6 +111,48 @@ impl GraphStore {
         self.read_state(snap)
     }
 
+    /// The async lane's applied seq and digest (a set with `async`
+    /// projectors; `(Seq(0), GENESIS_DIGEST)` before it applied anything).
+    pub fn async_state(&self) -> Result<(Seq, Sha256), GraphError> {
+        self.read_async_state(&self.db.snapshot())
+    }
+
+    /// [`GraphStore::async_state`] through a given view.
+    pub fn async_state_at(&self, snap: &impl Readable) -> Result<(Seq, Sha256), GraphError> {
+        self.read_async_state(snap)
+    }
+
+    /// The async lane's digest after `seq` (a set with `async` projectors).
+    pub fn async_digest_at(&self, seq: Seq) -> Result<Option<Sha256>, GraphError> {
+        if seq == Seq::ZERO {
+            return Ok(Some(GENESIS_DIGEST));
+        }
+        self.db
+            .snapshot()
+            .get(&self.digests, keys::tagged_digest(keys::DIGEST_ASYNC, seq))?
+            .map(|v| keys::decode_digest(&v))
+            .transpose()
+    }
+
+    /// The combined digest after `seq` (a set with `async` projectors, once
+    /// every projector applied `seq`): `SHA-256(inline ‖ async)`.
+    pub fn combined_digest_at(&self, seq: Seq) -> Result<Option<Sha256>, GraphError> {
+        if seq == Seq::ZERO {
+            return Ok(Some(crate::graph::staging::combined_digest(
+                &GENESIS_DIGEST,
+                &GENESIS_DIGEST,
+            )));
+        }
+        self.db
+            .snapshot()
+            .get(
+                &self.digests,
+                keys::tagged_digest(keys::DIGEST_COMBINED, seq),
+            )?
+            .map(|v| keys::decode_digest(&v))
+            .transpose()
+    }
+
     /// Rolling state digest after `seq`; `Seq(0)` is the genesis digest.
     pub fn digest_at(&self, seq: Seq) -> Result<Option<Sha256>, GraphError> {
         if seq == Seq::ZERO {

@@ -34,6 +34,7 @@ use crate::graph::model::{Direction, Edge, GraphView, Node, NodeId, Op, Properti
 use crate::graph::store::{decode_edge, encode_edge, encode_node, GraphStore};
 use crate::seq::Seq;
 use fjall::{OwnedWriteBatch, Readable, Snapshot, UserValue};
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -42,6 +43,18 @@ use std::sync::Mutex;
 pub const MAX_ID_BYTES: usize = 1024;
 /// Longest node or edge type, in bytes.
 pub const MAX_TYPE_BYTES: usize = 256;
+
+/// Which rolling digest a `Staging` extends: the writer's (`Inline`: the
+/// state digest in `graph_meta` `"state"` and `graph_digests` by seq, as
+/// before modes existed) or the async lane's (`Async`: `"async_state"` and
+/// `graph_digests` by `b'a' ‖ seq`, plus the combined digest of each seq,
+/// `b'c' ‖ seq`: `SHA-256(inline digest ‖ async digest)`). The async lane
+/// is applied by `generations::follow` behind the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chain {
+    Inline,
+    Async,
+}
 
 /// A point in a `Staging` to roll back to. Valid until a rollback to an
 /// earlier mark.
@@ -76,6 +89,7 @@ enum Undo {
 
 /// Pending graph changes of one write batch (see the module doc).
 pub struct Staging {
+    chain: Chain,
     store: GraphStore,
     snap: Snapshot,
     base: (Seq, Sha256),
@@ -103,9 +117,24 @@ impl GraphStore {
     /// Starts the overlay for one write batch. Owns a clone of the store's
     /// handles, so it is `'static` (it can live inside a wasmtime `Store`).
     pub fn staging(&self) -> Result<Staging, GraphError> {
+        self.staging_for(Chain::Inline)
+    }
+
+    /// [`GraphStore::staging`] for the async lane (see [`Chain`]): it
+    /// starts at the async lane's applied state, and writes that state and
+    /// its digests (never the writer's).
+    pub fn staging_async(&self) -> Result<Staging, GraphError> {
+        self.staging_for(Chain::Async)
+    }
+
+    fn staging_for(&self, chain: Chain) -> Result<Staging, GraphError> {
         let snap = self.db.snapshot();
-        let base = self.read_state(&snap)?;
+        let base = match chain {
+            Chain::Inline => self.read_state(&snap)?,
+            Chain::Async => self.read_async_state(&snap)?,
+        };
         Ok(Staging {
+            chain,
             store: self.clone(),
             snap,
             base,
@@ -186,7 +215,7 @@ impl Staging {
     /// [`Staging::apply_segment`]).
     pub fn apply(&mut self, seq: Seq, timestamp: &str, ops: &[Op]) -> Result<(), GraphError> {
         self.begin_event(seq)?;
-        self.apply_ops(timestamp, seq, ops, None)?;
+        self.apply_ops(timestamp, seq, ops, None, None)?;
         self.end_event(seq, std::iter::once(ops), &[]);
         Ok(())
     }
@@ -221,7 +250,22 @@ impl Staging {
         ops: &[Op],
         owns: &dyn Fn(&str) -> bool,
     ) -> Result<(), GraphError> {
-        self.apply_ops(timestamp, seq, ops, Some(owns))
+        self.apply_ops(timestamp, seq, ops, Some(owns), None)
+    }
+
+    /// [`Staging::apply_segment`] in one lane of a set with `async`
+    /// projectors: a `delete-node` removes only the touching edges whose
+    /// type `cascade` accepts (the lane's own edge types), so that neither
+    /// lane ever writes what the other one owns.
+    pub fn apply_segment_in_lane(
+        &mut self,
+        seq: Seq,
+        timestamp: &str,
+        ops: &[Op],
+        owns: &dyn Fn(&str) -> bool,
+        cascade: &dyn Fn(&str) -> bool,
+    ) -> Result<(), GraphError> {
+        self.apply_ops(timestamp, seq, ops, Some(owns), Some(cascade))
     }
 
     fn apply_ops(
@@ -230,6 +274,7 @@ impl Staging {
         seq: Seq,
         ops: &[Op],
         owns: Option<&dyn Fn(&str) -> bool>,
+        cascade: Option<&dyn Fn(&str) -> bool>,
     ) -> Result<(), GraphError> {
         for (index, op) in ops.iter().enumerate() {
             validate(index, op)?;
@@ -237,7 +282,7 @@ impl Staging {
         let mark = self.checkpoint();
         for (index, op) in ops.iter().enumerate() {
             self.history.set_op(seq, op);
-            if let Err(e) = self.apply_op(index, seq, timestamp, op, owns) {
+            if let Err(e) = self.apply_op(index, seq, timestamp, op, owns, cascade) {
                 self.rollback(mark);
                 return Err(e);
             }
@@ -272,6 +317,7 @@ impl Staging {
         ts: &str,
         op: &Op,
         owns: Option<&dyn Fn(&str) -> bool>,
+        cascade: Option<&dyn Fn(&str) -> bool>,
     ) -> Result<(), GraphError> {
         let check_owner = |name: &'static str, id: &str, n: &Node| match owns {
             Some(owns) if !owns(&n.node_type) => Err(GraphError::NotOwner {
@@ -315,12 +361,22 @@ impl Staging {
                     })
                 }
                 Some(mut n) => {
+                    // The history stores what changed, unless a snapshot is due.
+                    let diff = (!history::snapshot_due(n.updated_seq, seq)).then(|| {
+                        history::node_diff(
+                            properties
+                                .iter()
+                                .filter(|(k, v)| n.properties.get(k.as_str()) != Some(*v)),
+                            std::iter::empty(),
+                            ts,
+                        )
+                    });
                     for (k, v) in properties {
                         n.properties.insert(k.clone(), v.clone());
                     }
                     n.updated_seq = seq;
                     n.updated_at = ts.to_owned();
-                    self.set_node(id, Some(n));
+                    self.set_node(id, Some(n), diff);
                 }
                 None if *create_if_absent => {
                     self.put_node(id, node_type, properties.clone(), None, seq, ts);
@@ -332,10 +388,13 @@ impl Staging {
                     let mut touching = self.edges_of(id, Direction::Outgoing, None, usize::MAX)?;
                     touching.extend(self.edges_of(id, Direction::Incoming, None, usize::MAX)?);
                     for e in touching {
+                        if cascade.is_some_and(|keep| !keep(&e.edge_type)) {
+                            continue;
+                        }
                         self.delete_edge(&e.from, &e.edge_type, &e.to)?;
                     }
                     self.bump(keys::COUNT_NODE, &n.node_type, -1);
-                    self.set_node(id, None);
+                    self.set_node(id, None, None);
                 }
             }
             Op::PutEdge {
@@ -379,6 +438,24 @@ impl Staging {
         seq: Seq,
         ts: &str,
     ) {
+        // The history stores what changed when the node keeps its type and
+        // no snapshot is due.
+        let diff = existing
+            .as_ref()
+            .filter(|old| {
+                old.node_type == node_type && !history::snapshot_due(old.updated_seq, seq)
+            })
+            .map(|old| {
+                history::node_diff(
+                    properties
+                        .iter()
+                        .filter(|(k, v)| old.properties.get(k.as_str()) != Some(*v)),
+                    old.properties
+                        .keys()
+                        .filter(|k| !properties.contains_key(k.as_str())),
+                    ts,
+                )
+            });
         let (created_seq, created_at) = match existing {
             Some(old) => {
                 if old.node_type != node_type {
@@ -401,7 +478,7 @@ impl Staging {
             created_at,
             updated_at: ts.to_owned(),
         };
-        self.set_node(id, Some(node));
+        self.set_node(id, Some(node), diff);
     }
 
     fn delete_edge(&mut self, from: &str, edge_type: &str, to: &str) -> Result<(), GraphError> {
@@ -415,8 +492,13 @@ impl Staging {
 
     // ---- pending-map mutations (each recorded for rollback) ----------------
 
-    fn set_node(&mut self, id: &str, node: Option<Node>) {
-        self.history.node(id, node.as_ref());
+    /// Stages `node` under `id` (`None`: deleted); its history change is
+    /// `diff` when given (relative to the node before), else the whole node.
+    fn set_node(&mut self, id: &str, node: Option<Node>, diff: Option<Box<RawValue>>) {
+        match diff {
+            Some(diff) => self.history.node_changed(id, diff),
+            None => self.history.node(id, node.as_ref()),
+        }
         let prev = self.nodes.insert(id.to_owned(), node);
         self.undo.push(Undo::Node {
             id: id.to_owned(),
@@ -594,8 +676,35 @@ impl Staging {
                 Err(_) => return Err(GraphError::corrupt("counter (would go negative)", key)),
             }
         }
-        for (seq, digest) in &self.digests {
-            batch.insert(&st.digests, seq.to_key(), digest.0);
+        match self.chain {
+            Chain::Inline => {
+                for (seq, digest) in &self.digests {
+                    batch.insert(&st.digests, seq.to_key(), digest.0);
+                }
+            }
+            Chain::Async => {
+                for (seq, digest) in &self.digests {
+                    batch.insert(
+                        &st.digests,
+                        keys::tagged_digest(keys::DIGEST_ASYNC, *seq),
+                        digest.0,
+                    );
+                    // The writer is ahead: its digest of `seq` is committed.
+                    let inline = self
+                        .snap
+                        .get(&st.digests, seq.to_key())?
+                        .map(|v| keys::decode_digest(&v))
+                        .transpose()?
+                        .ok_or_else(|| {
+                            GraphError::corrupt("inline digest (async lane ahead)", &seq.to_key())
+                        })?;
+                    batch.insert(
+                        &st.digests,
+                        keys::tagged_digest(keys::DIGEST_COMBINED, *seq),
+                        combined_digest(&inline, digest).0,
+                    );
+                }
+            }
         }
         for e in &self.errors {
             batch.insert(
@@ -612,11 +721,11 @@ impl Staging {
         self.history.write_into(st, batch)?;
         let state = self.state();
         if !self.digests.is_empty() {
-            batch.insert(
-                &st.meta,
-                keys::META_STATE,
-                keys::encode_state(state.0, &state.1),
-            );
+            let key = match self.chain {
+                Chain::Inline => keys::META_STATE,
+                Chain::Async => keys::META_ASYNC_STATE,
+            };
+            batch.insert(&st.meta, key, keys::encode_state(state.0, &state.1));
         }
         Ok(state)
     }
@@ -637,6 +746,12 @@ impl GraphView for Staging {
                 Vec::new()
             })
     }
+}
+
+/// The combined state digest of a seq in a set with `async` projectors:
+/// `SHA-256(inline digest ‖ async digest)`, both after that seq.
+pub fn combined_digest(inline: &Sha256, asynchronous: &Sha256) -> Sha256 {
+    Sha256::of_parts(&[inline.as_bytes(), asynchronous.as_bytes()])
 }
 
 fn restore<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, prev: Option<V>) {

@@ -17,8 +17,10 @@
 //! | `graph_edges_in` | `lp(to) ‖ lp(type) ‖ from` | empty (record is in `graph_edges_out`) |
 //! | `graph_counts` | `b'n' ‖ node_type` or `b'e' ‖ edge_type` | `u64` big-endian, never 0 (a zero counter is removed) |
 //! | `graph_digests` | `seq` | 32-byte rolling state digest after that seq |
+//! | `graph_digests` | `b'a' ‖ seq`, `b'c' ‖ seq` | a set with `async` projectors: the async lane's digest, the combined digest |
 //! | `graph_errors` | see `errors` | recorded projection errors (`on_error = "record"`) |
 //! | `graph_meta` | `"state"` / `"format"` | `seq ‖ digest` of the last applied event / layout version `"1"` |
+//! | `graph_meta` | `"async_state"` | `seq ‖ digest` of the async lane's last applied event |
 //! | `graph_history` | see `history` | every node and edge change by (id, seq), not in the digest |
 //!
 //! Records are compact JSON (`serde_json::to_vec`) of [`Node`] / [`Edge`]:
@@ -160,6 +162,7 @@ impl GraphStore {
     /// while no writer is running.
     pub(crate) fn clear(&self) -> Result<(), GraphError> {
         self.meta.remove(keys::META_STATE)?;
+        self.meta.remove(keys::META_ASYNC_STATE)?;
         crate::graph::history::on_clear(self)?;
         for (name, ks) in self.keyspaces() {
             if name != "graph_meta" {
@@ -264,6 +267,15 @@ impl GraphStore {
     pub(crate) fn read_count(&self, snap: &impl Readable, key: &[u8]) -> Result<u64, GraphError> {
         snap.get(&self.counts, key)?
             .map_or(Ok(0), |v| keys::decode_count(&v))
+    }
+
+    /// The async lane's applied state (`(Seq(0), GENESIS_DIGEST)` if none).
+    pub(crate) fn read_async_state(
+        &self,
+        snap: &impl Readable,
+    ) -> Result<(Seq, Sha256), GraphError> {
+        snap.get(&self.meta, keys::META_ASYNC_STATE)?
+            .map_or(Ok((Seq::ZERO, GENESIS_DIGEST)), |v| keys::decode_state(&v))
     }
 
     pub(crate) fn read_state(&self, snap: &impl Readable) -> Result<(Seq, Sha256), GraphError> {

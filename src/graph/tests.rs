@@ -906,3 +906,144 @@ fn history_follows_rollback_and_is_not_in_the_digest() {
     let (_, digest) = without.commit(&[vec![put("a", "T", json!({}))]]);
     assert_eq!(state.1, digest);
 }
+
+#[test]
+fn the_async_lane_has_its_own_state_and_digests_and_a_combined_one_per_seq() {
+    let lanes = env();
+    let link = edge("a", "LINK", "b");
+    let (_, inline2) = lanes.commit(&[vec![put("a", "Attempt", json!({})), link.clone()], vec![]]);
+    let inline1 = lanes.store.digest_at(Seq(1)).unwrap().unwrap();
+
+    // The async lane starts at genesis whatever the inline lane applied.
+    let mut st = lanes.store.staging_async().unwrap();
+    assert_eq!(st.state(), (Seq(0), GENESIS_DIGEST));
+    let ops = [put("x", "Tick", json!({})), edge("x", "TICKED", "a")];
+    st.begin_event(Seq(1)).unwrap();
+    st.apply_segment_in_lane(Seq(1), &ts(Seq(1)), &ops, &|t| t == "Tick", &|t| {
+        t == "TICKED"
+    })
+    .unwrap();
+    st.end_event(Seq(1), std::iter::once(&ops[..]), &[]);
+    let (_, async1) = lanes.write(st);
+
+    // Same rule as the inline digest (a fresh graph applying the same ops).
+    let fresh = env();
+    assert_eq!(fresh.commit(&[ops.to_vec()]).1, async1);
+    assert_eq!(lanes.store.async_state().unwrap(), (Seq(1), async1));
+    assert_eq!(lanes.store.async_digest_at(Seq(1)).unwrap(), Some(async1));
+    assert_eq!(
+        lanes.store.combined_digest_at(Seq(1)).unwrap(),
+        Some(Sha256::of_parts(&[inline1.as_bytes(), async1.as_bytes()]))
+    );
+    assert_eq!(lanes.store.combined_digest_at(Seq(2)).unwrap(), None);
+    // The writer's state and digests are untouched.
+    assert_eq!(lanes.store.state().unwrap(), (Seq(2), inline2));
+    assert_eq!(lanes.store.digest_at(Seq(1)).unwrap(), Some(inline1));
+
+    // A delete-node in the inline lane removes only the inline lane's edges.
+    let mut st = lanes.store.staging().unwrap();
+    st.begin_event(Seq(3)).unwrap();
+    st.apply_segment_in_lane(
+        Seq(3),
+        &ts(Seq(3)),
+        &[del("a")],
+        &|t| t == "Attempt",
+        &|t| t == "LINK",
+    )
+    .unwrap();
+    st.end_event(Seq(3), std::iter::once(&[del("a")][..]), &[]);
+    lanes.write(st);
+    assert!(lanes.node("a").is_none());
+    assert!(lanes.edge_ids("a", Direction::Outgoing, None).is_empty());
+    assert_eq!(
+        lanes.edge_ids("a", Direction::Incoming, None),
+        vec![edge_id("x", "TICKED", "a")]
+    );
+    // An offline rebuild's clear forgets the async lane too.
+    lanes.store.clear().unwrap();
+    assert_eq!(lanes.store.async_state().unwrap(), (Seq(0), GENESIS_DIGEST));
+}
+
+#[test]
+fn history_diffs_and_snapshots_give_every_state_back() {
+    // One node changed at every seq across several snapshot blocks: merges
+    // (diffs), whole replacements that drop keys (diffs with `unset`), a
+    // delete and a re-creation (snapshots); every as-of and every history
+    // entry must equal the state a plain model gives.
+    let e = env();
+    let n = 3 * history::SNAPSHOT_BLOCK + 17;
+    let mut model: Vec<Option<serde_json::Value>> = vec![None]; // state after seq i
+    let mut batches = Vec::new();
+    let mut state: Option<serde_json::Value> = None;
+    for seq in 1..=n {
+        let op = if seq == 1 || seq == 2 * history::SNAPSHOT_BLOCK + 3 {
+            state = Some(json!({"seq": seq}));
+            put("h", "T", json!({"seq": seq}))
+        } else if seq == 2 * history::SNAPSHOT_BLOCK {
+            state = None;
+            del("h")
+        } else if seq % 10 == 0 {
+            // Replace whole: every other key dropped.
+            state = Some(json!({"replaced": seq}));
+            put("h", "T", json!({"replaced": seq}))
+        } else {
+            let key = format!("k{}", seq % 7);
+            let s = state.get_or_insert_with(|| json!({}));
+            s[key.as_str()] = json!(seq);
+            merge("h", "T", json!({ key: seq }), false)
+        };
+        // A merge of an absent node (after the delete) changes nothing.
+        if matches!(&op, Op::MergeNode { .. }) && model.last().unwrap().is_none() && seq > 1 {
+            state = None;
+        }
+        batches.push(vec![op]);
+        model.push(state.clone());
+    }
+    e.commit(&batches);
+    let snap = e.db.snapshot();
+    for seq in 0..=n {
+        let got = e
+            .store
+            .node_as_of(&snap, "h", Seq(seq))
+            .unwrap()
+            .map(|node| serde_json::Value::Object(node.properties));
+        assert_eq!(got, model[seq as usize], "as of seq {seq}");
+    }
+    // Every history entry carries the whole node, paged at an odd size so
+    // that pages start on diffs.
+    let mut cursor = None;
+    let mut seen = 0u64;
+    loop {
+        let p = e
+            .store
+            .node_history_at(&snap, "h", cursor.as_deref(), 7)
+            .unwrap();
+        for c in &p.changes {
+            let node = c.node.clone().flatten();
+            assert_eq!(
+                node.as_ref()
+                    .map(|n| serde_json::Value::Object(n.properties.clone())),
+                model[c.seq.0 as usize],
+                "history entry at seq {}",
+                c.seq
+            );
+            if let Some(node) = node {
+                assert_eq!(node.updated_seq, c.seq);
+            }
+            seen += 1;
+        }
+        match p.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert!(seen > n - 200, "{seen} changes for {n} seqs");
+    // Most changes are diffs: far fewer bytes than a whole node per change.
+    use fjall::Readable;
+    let diffs = snap
+        .prefix(&e.store.history, b"n")
+        .map(|g| g.into_inner().unwrap().1)
+        .filter(|v| std::str::from_utf8(v).unwrap().contains("\"node_diff\""))
+        .count();
+    assert!(diffs as u64 > seen / 2, "{diffs} diffs of {seen} changes");
+}

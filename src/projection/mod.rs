@@ -91,13 +91,48 @@ impl std::str::FromStr for OnError {
     }
 }
 
-/// A projector to load: its component bytes, its limits and its error policy.
+/// Where a projector runs: `inline` (in the writer's batch; it may refuse
+/// a bundle) or `async` (by the follower behind the head, `generations::follow`;
+/// it never refuses nor slows ingest, its errors are recorded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Inline,
+    Async,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Inline => "inline",
+            Mode::Async => "async",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "inline" => Ok(Mode::Inline),
+            "async" => Ok(Mode::Async),
+            other => Err(format!(
+                "mode must be \"inline\" or \"async\", got {other:?}"
+            )),
+        }
+    }
+}
+
+/// A projector to load: its component bytes, its limits, its error policy
+/// and where it runs.
 #[derive(Debug, Clone)]
 pub struct ProjectorSource {
     /// A WebAssembly component targeting the `projector` world.
     pub bytes: Vec<u8>,
     pub limits: Limits,
     pub on_error: OnError,
+    pub mode: Mode,
 }
 
 /// What a loaded projector said about itself, plus its digest.
@@ -114,6 +149,7 @@ pub struct ProjectorInfo {
     /// The limits it runs under.
     pub limits: Limits,
     pub on_error: OnError,
+    pub mode: Mode,
 }
 
 impl ProjectorInfo {
@@ -326,6 +362,7 @@ struct Loaded {
     label: String,
     limits: Limits,
     on_error: OnError,
+    mode: Mode,
     pre: ProjectorPre<HostState>,
     uses_wasi: bool,
     /// Whether the component imports `graph`: only then may its output
@@ -344,9 +381,20 @@ struct Loaded {
 /// number of threads may call [`ProjectorSet::project`] at once (up to the
 /// pool's slots; beyond, calls fail with a `host` failure).
 pub struct ProjectorSet {
-    projectors: Vec<Loaded>,
+    projectors: std::sync::Arc<Vec<Loaded>>,
     infos: Vec<ProjectorInfo>,
     cache_hits: usize,
+    /// Which projectors of the set this value runs (`None`: all of them).
+    lane: Option<Mode>,
+    /// The set's lanes, when it has `async` projectors (`lanes`).
+    lanes: Option<Box<Lanes>>,
+}
+
+/// The two lanes of a set with `async` projectors: views of the same loaded
+/// projectors that run only the `inline` ones or only the `async` ones.
+struct Lanes {
+    inline: ProjectorSet,
+    asynchronous: ProjectorSet,
 }
 
 impl std::fmt::Debug for ProjectorSet {
@@ -451,6 +499,7 @@ impl ProjectorSet {
                 label,
                 limits: source.limits,
                 on_error: source.on_error,
+                mode: source.mode,
                 pre,
                 uses_wasi,
                 reads_graph,
@@ -458,11 +507,73 @@ impl ProjectorSet {
             });
             infos.push(info);
         }
+        let projectors = std::sync::Arc::new(projectors);
+        let lane = |mode| ProjectorSet {
+            projectors: projectors.clone(),
+            infos: infos.clone(),
+            cache_hits,
+            lane: Some(mode),
+            lanes: None,
+        };
+        let lanes = projectors.iter().any(|p| p.mode == Mode::Async).then(|| {
+            Box::new(Lanes {
+                inline: lane(Mode::Inline),
+                asynchronous: lane(Mode::Async),
+            })
+        });
         Ok(ProjectorSet {
             projectors,
             infos,
             cache_hits,
+            lane: None,
+            lanes,
         })
+    }
+
+    /// The projectors the writer runs in its batch: the `inline` lane of a
+    /// set with `async` projectors, else the whole set (itself: a set
+    /// without `async` projectors projects exactly as before modes existed).
+    pub fn inline(&self) -> &ProjectorSet {
+        match &self.lanes {
+            Some(l) => &l.inline,
+            None => self,
+        }
+    }
+
+    /// The `async` lane (what the follower runs), if the set has any.
+    pub fn asynchronous(&self) -> Option<&ProjectorSet> {
+        self.lanes.as_deref().map(|l| &l.asynchronous)
+    }
+
+    /// Which lane this value runs (`None`: the whole set, no lanes).
+    pub fn lane(&self) -> Option<Mode> {
+        self.lane
+    }
+
+    /// Whether this value runs `p` (always, unless it is a lane).
+    fn runs(&self, p: &Loaded) -> bool {
+        self.lane.is_none_or(|m| m == p.mode)
+    }
+
+    /// Whether this value runs the projector at `index` (set order).
+    pub fn runs_at(&self, index: usize) -> bool {
+        self.runs(&self.projectors[index])
+    }
+
+    /// The mode of the projector that declares node type `t`, if any.
+    pub fn node_type_mode(&self, t: &str) -> Option<Mode> {
+        self.projectors
+            .iter()
+            .find(|p| p.declared.node_types.contains(t))
+            .map(|p| p.mode)
+    }
+
+    /// The mode of the projector that declares edge type `t`, if any.
+    pub fn edge_type_mode(&self, t: &str) -> Option<Mode> {
+        self.projectors
+            .iter()
+            .find(|p| p.declared.edge_types.contains(t))
+            .map(|p| p.mode)
     }
 
     /// The loaded projectors, in set order.
@@ -473,11 +584,12 @@ impl ProjectorSet {
     /// The set's fingerprint: SHA-256 over, in order, each projector's
     /// component digest, limits and (only when it is not the default
     /// `reject`, so that sets written before error policies existed keep
-    /// their fingerprint) error policy. A graph is only valid for the
+    /// their fingerprint) error policy and (only when it is `async`) mode.
+    /// A lane has its set's fingerprint. A graph is only valid for the
     /// fingerprint that built it.
     pub fn fingerprint(&self) -> Sha256 {
         let mut text = String::new();
-        for (info, p) in self.infos.iter().zip(&self.projectors) {
+        for (info, p) in self.infos.iter().zip(self.projectors.iter()) {
             text.push_str(&format!(
                 "{} fuel={} memory={} tables={} instances={}",
                 info.digest,
@@ -489,6 +601,9 @@ impl ProjectorSet {
             if p.on_error != OnError::Reject {
                 text.push_str(&format!(" on_error={}", p.on_error.as_str()));
             }
+            if p.mode != Mode::Inline {
+                text.push_str(&format!(" mode={}", p.mode.as_str()));
+            }
             text.push('\n');
         }
         Sha256::of(text.as_bytes())
@@ -498,7 +613,7 @@ impl ProjectorSet {
     /// time, fuel consumed, failures by cause). Once per set; later calls
     /// change nothing.
     pub fn attach_metrics(&self, metrics: &crate::metrics::Metrics) {
-        for p in &self.projectors {
+        for p in self.projectors.iter() {
             let _ = p.metrics.set(metrics.projector(&p.label));
         }
     }
@@ -557,13 +672,15 @@ impl ProjectorSet {
     pub fn handles(&self, event_type: &str) -> bool {
         self.projectors
             .iter()
-            .any(|p| p.matcher.matches(event_type))
+            .any(|p| self.runs(p) && p.matcher.matches(event_type))
     }
 
     /// Whether some projector of the set does not read the graph, so that
     /// [`ProjectorSet::prepare`] can do part of the work ahead of order.
     pub fn has_graph_independent(&self) -> bool {
-        self.projectors.iter().any(|p| !p.reads_graph)
+        self.projectors
+            .iter()
+            .any(|p| self.runs(p) && !p.reads_graph)
     }
 
     /// Runs every projector that handles the event type, in set order, each on
@@ -602,7 +719,7 @@ impl ProjectorSet {
         let mut runs = Vec::new();
         let mut wit_event: Option<wit::Event> = None;
         for (index, p) in self.projectors.iter().enumerate() {
-            if p.reads_graph || !p.matcher.matches(event.event_type) {
+            if p.reads_graph || !self.runs(p) || !p.matcher.matches(event.event_type) {
                 continue;
             }
             let ev = wit_event.get_or_insert_with(|| to_wit_event(event));
@@ -661,7 +778,7 @@ impl ProjectorSet {
         let mut wit_event: Option<wit::Event> = None;
         let mut prepared = prepared.runs.into_iter().peekable();
         for (index, p) in self.projectors.iter().enumerate() {
-            if !p.matcher.matches(event.event_type) {
+            if !self.runs(p) || !p.matcher.matches(event.event_type) {
                 continue;
             }
             let start = out.ops.len();
@@ -1162,6 +1279,7 @@ fn check_description(
         edge_types: d.edge_types,
         limits: source.limits.clone(),
         on_error: source.on_error,
+        mode: source.mode,
     })
 }
 

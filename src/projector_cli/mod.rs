@@ -118,6 +118,7 @@ fn source(bytes: Vec<u8>) -> ProjectorSource {
         bytes,
         limits: Limits::default(),
         on_error: OnError::Reject,
+        mode: crate::projection::Mode::Inline,
     }
 }
 

@@ -294,7 +294,7 @@ impl Tree {
     }
 
     /// The writer's side: the tree's right edge at the committed head.
-    pub(crate) fn writer(&self, db: &Database) -> Result<TreeWriter, TreeError> {
+    pub fn writer(&self, db: &Database) -> Result<TreeWriter, TreeError> {
         let view = db.snapshot();
         let size = self.size_at(&view)?;
         Ok(TreeWriter {
@@ -313,15 +313,16 @@ pub struct CatchUp {
 }
 
 /// The tree as the writer extends it: appends stage their nodes into the
-/// writer's batch; nothing is read.
-pub(crate) struct TreeWriter {
+/// writer's batch; nothing is read. Public for the benchmarks (the tree's
+/// share of a group-commit batch); the server's only user is the writer.
+pub struct TreeWriter {
     tree: Tree,
     frontier: Frontier,
 }
 
 impl TreeWriter {
     /// Appends the leaf of a record's canonical bytes.
-    pub(crate) fn append(&mut self, batch: &mut OwnedWriteBatch, canonical: &[u8]) {
+    pub fn append(&mut self, batch: &mut OwnedWriteBatch, canonical: &[u8]) {
         let tree = &self.tree;
         self.frontier
             .append(proof::leaf_hash(canonical), |l, i, h| {
@@ -330,7 +331,7 @@ impl TreeWriter {
     }
 
     /// Stages the tree's size (once per batch).
-    pub(crate) fn stage_size(&self, batch: &mut OwnedWriteBatch) {
+    pub fn stage_size(&self, batch: &mut OwnedWriteBatch) {
         self.tree.stage_size(batch, self.frontier.size);
     }
 

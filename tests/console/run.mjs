@@ -8,66 +8,11 @@
 // Prints one line per scenario (`ok NAME ms` or `FAIL NAME: why`) and exits 1
 // if any failed.
 
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { BASE, TOKEN, OUT, newPage, scenario, check, signIn, finish } from "./lib.mjs";
 
-const BASE = process.env.BASE_URL;
-const TOKEN = process.env.TOKEN;
-const OUT = process.env.OUT_DIR;
 const ATTEMPT = process.env.ATTEMPT;
 const NODE_ID = process.env.NODE_ID;
-mkdirSync(OUT, { recursive: true });
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
-
-let failed = 0;
-const problems = []; // CSP violations and page errors, any page
-
-async function newPage(viewport = { width: 1280, height: 900 }) {
-  const ctx = await browser.newContext({ viewport });
-  const page = await ctx.newPage();
-  page.setDefaultTimeout(10000);
-  page.on("pageerror", (e) => problems.push("page error: " + e.message));
-  page.on("console", (m) => {
-    if (m.type() === "error" && /Content Security Policy|Refused to/i.test(m.text())) problems.push("console: " + m.text());
-  });
-  return page;
-}
-
-async function scenario(name, page, f) {
-  const t = Date.now();
-  try {
-    await f();
-    console.log(`ok ${name} ${Date.now() - t}`);
-  } catch (e) {
-    failed++;
-    console.log(`FAIL ${name}: ${String(e && e.stack ? e.stack : e).split("\n").slice(0, 4).join(" | ")}`);
-  } finally {
-    try {
-      await page.screenshot({ path: join(OUT, name + ".png"), fullPage: true });
-    } catch (e) {
-      console.log(`(no screenshot for ${name}: ${e.message})`);
-    }
-  }
-}
-
-function check(cond, what) {
-  if (!cond) throw new Error(what);
-}
-
-async function signIn(page, token) {
-  await page.goto(BASE + "/console");
-  await page.fill("#token", token);
-  await page.click("#signin-form button[type=submit]");
-}
 
 // 1. A wrong token is refused with a clear message, and nothing else shows.
 const wrong = await newPage();
@@ -187,12 +132,4 @@ await scenario("phone-dashboard", phone, async () => {
 });
 
 // Nothing was blocked by the Content-Security-Policy, no script failed.
-if (problems.length) {
-  failed++;
-  console.log("FAIL page-problems: " + problems.join(" | "));
-} else {
-  console.log("ok no-csp-violations-or-page-errors 0");
-}
-
-await browser.close();
-process.exit(failed ? 1 : 0);
+await finish();

@@ -467,3 +467,52 @@ fn block_mode_builds_before_serving_and_an_old_store_is_told_to_use_it() {
     let (_, node) = s.get("/v1/graph/nodes/team-seen");
     assert_eq!(node["node_type"], "TeamSeen", "{node}");
 }
+
+#[test]
+fn a_kept_generation_rolls_back_by_catching_up_from_where_it_stopped() {
+    let files = tempfile::tempdir().unwrap();
+    // A: the core alone; B: core + team. Both keep the generation they replace.
+    let a = files.path().join("a.toml");
+    std::fs::write(
+        &a,
+        "keep_previous = true\n[[projector]]\nname = \"core\"\nbuiltin = \"core\"\n",
+    )
+    .unwrap();
+    let b = manifest(files.path(), "team", &team(), "keep_previous = true");
+    let (a_s, b_s) = (a.display().to_string(), b.display().to_string());
+    let mut s = Server::start_with(&[("LEVIATHAN_PROJECTORS_FILE", a_s.as_str())]);
+    preload(&s, "pre", 10, 100);
+    let (_, head_a) = s.get("/v1/log/head");
+    s.stop();
+    let dir = s.keep_dir();
+
+    // Roll out B: generation 1 goes live, generation 0 (A's) is kept.
+    let mut s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS_FILE", b_s.as_str())]);
+    let p = wait_projection(&s, "the switch to B", switched);
+    assert_eq!(p["generation"], 1, "{p}");
+    preload(&s, "mid", 5, 100);
+    s.stop();
+
+    // Roll back to A: its kept generation catches up from where it stopped
+    // (not from seq 1) and goes live again.
+    let mut s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS_FILE", a_s.as_str())]);
+    let p = wait_projection(&s, "the roll back to A", switched);
+    assert_eq!(
+        p["generation"], 0,
+        "the kept generation was not reused: {p}"
+    );
+    let resumed = p["build"]["resumed_from_seq"].as_u64().unwrap();
+    assert_eq!(
+        resumed,
+        head_a["seq"].as_u64().unwrap(),
+        "the kept generation did not resume where B replaced it: {p}"
+    );
+    // It serves what A projects: no TeamSeen node, the later attempts present.
+    let (st, _) = s.get("/v1/graph/nodes/team-seen");
+    assert_eq!(st, 404);
+    let (st, n) = s.get("/v1/graph/nodes/mid-4-99");
+    assert_eq!(st, 200, "{n}");
+    s.stop();
+    let report = offline_rebuild(dir.path(), &a);
+    assert_eq!(report["state_digest"], p["state_digest"], "{report}");
+}

@@ -9,6 +9,7 @@ mod common;
 
 mod access;
 mod artifacts;
+mod async_projectors;
 mod auth;
 mod backup;
 mod compat;

@@ -28,6 +28,7 @@ fn source(bytes: Vec<u8>) -> ProjectorSource {
         bytes,
         limits: Limits::default(),
         on_error: Default::default(),
+        mode: Default::default(),
     }
 }
 
@@ -36,6 +37,7 @@ fn with_limits(bytes: Vec<u8>, limits: Limits) -> ProjectorSource {
         bytes,
         limits,
         on_error: Default::default(),
+        mode: Default::default(),
     }
 }
 

@@ -16,6 +16,7 @@ fn core_spec(vectors: Option<PathBuf>) -> Spec {
         pin: None,
         limits: Default::default(),
         on_error: Default::default(),
+        mode: Default::default(),
         name: Some("core".into()),
         test_vectors: vectors,
         origin: Origin::Manifest {
