@@ -74,6 +74,58 @@ pub struct ServeArgs {
     pub ops: OpsArgs,
     #[command(flatten)]
     pub streams: StreamArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Where the log's authority lives (docs/SCALING.md).
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// `fjall` (the embedded store alone, the default) or `postgres` (the
+    /// log's authority in PostgreSQL at LEVIATHAN_POSTGRES_URL, read from the
+    /// environment only; each node keeps its fjall store as a local copy).
+    #[arg(
+        long = "store",
+        env = "LEVIATHAN_STORE",
+        default_value = "fjall",
+        ignore_case = true,
+        value_parser = PossibleValuesParser::new(["fjall", "postgres"])
+    )]
+    pub kind: String,
+    /// Seconds the writer's leadership lasts without renewal (renewed every
+    /// third of it): a writer that died is replaced within about this long.
+    #[arg(long, env = "LEVIATHAN_POSTGRES_LEASE_SECS", default_value_t = 10.0)]
+    pub postgres_lease_secs: f64,
+    /// With `postgres`: `writer` (take the log's leadership, waiting while
+    /// another node holds it), `replica` (never append: follow the log and
+    /// serve reads; ingest answers 503 `not_leader`) or `auto` (a replica
+    /// that takes the leadership whenever the lease is free).
+    #[arg(
+        long,
+        env = "LEVIATHAN_ROLE",
+        default_value = "writer",
+        ignore_case = true,
+        value_parser = PossibleValuesParser::new(["writer", "replica", "auto"])
+    )]
+    pub role: String,
+    /// Test suites only: abort the process right after a batch's PostgreSQL
+    /// commit, before the local commit, to show start-up repairs it.
+    #[arg(long, env = "LEVIATHAN_TEST_CRASH_AFTER_POSTGRES_COMMIT", hide = true)]
+    pub test_crash_after_postgres_commit: bool,
+}
+
+/// `LEVIATHAN_STORE=postgres`.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// `LEVIATHAN_POSTGRES_URL` (environment only: it may hold a password).
+    pub url: String,
+    pub lease: std::time::Duration,
+    /// `LEVIATHAN_ROLE=replica` or `auto`: follow the log.
+    pub replica: bool,
+    /// `LEVIATHAN_ROLE=auto`: a replica that takes leadership when it is free.
+    pub promote: bool,
+    /// The hidden test hook (`StoreArgs::test_crash_after_postgres_commit`).
+    pub test_crash_after_commit: bool,
 }
 
 /// Monitoring settings of `leviathan serve` (LEVIATHAN_METRICS_TOKEN is read
@@ -142,6 +194,8 @@ pub struct Config {
     pub rebuild: crate::generations::RebuildMode,
     /// `LEVIATHAN_BUILD_RATE` (0: unlimited).
     pub build_rate: u64,
+    /// `LEVIATHAN_STORE=postgres`: the log's authority (`None`: fjall alone).
+    pub postgres: Option<PostgresConfig>,
 }
 
 /// A setting that stops the server from starting. The message says what to do.
@@ -158,9 +212,10 @@ pub enum ConfigError {
     Tokens(#[from] crate::tokens::TokensError),
     #[error(
         "LEVIATHAN_BACKEND={0:?} is a setting of the old Python control plane. Leviathan keeps its \
-         event log, graph and artifacts in one embedded fjall store under LEVIATHAN_DATA_DIR \
-         (default ~/.leviathan/data); there is no NDJSON or Postgres backend. Unset \
-         LEVIATHAN_BACKEND (or set it to `fjall`). To bring an old events.ndjson journal over, \
+         event log, graph and artifacts in an embedded fjall store under LEVIATHAN_DATA_DIR \
+         (default ~/.leviathan/data); there is no NDJSON backend. Unset LEVIATHAN_BACKEND (or \
+         set it to `fjall`). To keep the log in PostgreSQL, set LEVIATHAN_STORE=postgres and \
+         LEVIATHAN_POSTGRES_URL instead (docs/SCALING.md). To bring an old events.ndjson journal over, \
          run `leviathan import --legacy events.ndjson --data-dir NEW`: it checks the journal's \
          hash chain link by link and keeps each legacy hash in the imported record."
     )]
@@ -173,6 +228,11 @@ pub enum ConfigError {
     BadSeconds(&'static str, f64),
     #[error(transparent)]
     Projectors(#[from] crate::projector_specs::SpecError),
+    #[error(
+        "LEVIATHAN_STORE=postgres needs LEVIATHAN_POSTGRES_URL (environment only), e.g. \
+         `host=db.internal user=leviathan dbname=leviathan` or `postgres://leviathan@db.internal/leviathan`"
+    )]
+    MissingPostgresUrl,
 }
 
 /// Reads an environment variable, treating an empty value as unset.
@@ -234,7 +294,28 @@ impl Config {
             .projector_cache
             .clone()
             .unwrap_or_else(|| default_projector_cache(&data_dir));
+        let postgres = if args.store.kind.eq_ignore_ascii_case("postgres") {
+            let url =
+                env_nonempty("LEVIATHAN_POSTGRES_URL").ok_or(ConfigError::MissingPostgresUrl)?;
+            let lease = args.store.postgres_lease_secs;
+            if !(lease.is_finite() && (0.05..=86_400.0).contains(&lease)) {
+                return Err(ConfigError::BadSeconds(
+                    "LEVIATHAN_POSTGRES_LEASE_SECS",
+                    lease,
+                ));
+            }
+            Some(PostgresConfig {
+                url,
+                lease: std::time::Duration::from_secs_f64(lease),
+                test_crash_after_commit: args.store.test_crash_after_postgres_commit,
+                replica: !args.store.role.eq_ignore_ascii_case("writer"),
+                promote: args.store.role.eq_ignore_ascii_case("auto"),
+            })
+        } else {
+            None
+        };
         Ok(Config {
+            postgres,
             max_projector_bytes: args.projection.max_projector_bytes,
             autonomy_config: args.autonomy_config.clone(),
             signing_key_file: args.signing_key_file.clone(),

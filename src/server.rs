@@ -120,6 +120,7 @@ fn open_and_prepare(
     crate::log::Head,
     Projection,
     crate::generations::Prepared,
+    Option<crate::pg::Role>,
 )> {
     starting.set("opening the store");
     let store = open_store(&config.data_dir)?;
@@ -145,7 +146,74 @@ fn open_and_prepare(
         &config.projector_cache,
         &starting.builds,
     )?;
-    Ok((store, head, projection, prepared))
+    let (head, leader) = match &config.postgres {
+        Some(pg) => {
+            let (head, role) = join_postgres(config, pg, &store, &prepared.live, starting)?;
+            (head, Some(role))
+        }
+        None => (head, None),
+    };
+    Ok((store, head, projection, prepared, leader))
+}
+
+/// `LEVIATHAN_STORE=postgres`: connect and migrate, take the writer's
+/// leadership (waiting while another node holds it; a replica does not),
+/// then catch the local store up from PostgreSQL before anything is served
+/// or appended.
+fn join_postgres(
+    config: &Config,
+    pg: &crate::config::PostgresConfig,
+    store: &Store,
+    live: &crate::generations::Live,
+    starting: &Starting,
+) -> anyhow::Result<(crate::log::Head, crate::pg::Role)> {
+    starting.set("connecting to PostgreSQL");
+    let settings = crate::pg::PgSettings {
+        url: pg.url.clone(),
+        lease: pg.lease,
+        test_crash_after_commit: pg.test_crash_after_commit,
+        holder: crate::pg::node_id(&config.data_dir).context("the node id")?,
+    };
+    let mut log = crate::pg::PgLog::open(settings).context("opening the PostgreSQL log")?;
+    if pg.replica {
+        // Listening before the catch-up: nothing appended after it is missed.
+        let mut follower =
+            crate::pg::Follower::new(log, pg.promote).context("listening to the log")?;
+        starting.set("catching up from PostgreSQL");
+        let caught = crate::pg::catch_up::catch_up(
+            &store.db,
+            &store.log,
+            live,
+            config.sync.persist_mode(),
+            follower.log(),
+        )
+        .context("catching the local store up from PostgreSQL")?;
+        return Ok((caught.head, crate::pg::Role::Follower(follower)));
+    }
+    starting.set("waiting for the writer's leadership in PostgreSQL");
+    let told = std::sync::atomic::AtomicBool::new(false);
+    log.lead(&|state| {
+        if !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!(
+                holder = %state.holder,
+                epoch = state.epoch,
+                expires_in_secs = state.expires_in,
+                "another node holds the writer's leadership: waiting for its lease to expire"
+            );
+        }
+    })
+    .context("taking the writer's leadership")?;
+    starting.set("catching up from PostgreSQL");
+    let caught = crate::pg::catch_up::catch_up(
+        &store.db,
+        &store.log,
+        live,
+        config.sync.persist_mode(),
+        &mut log,
+    )
+    .context("catching the local store up from PostgreSQL")?;
+    let leader = crate::pg::Leader::new(log).context("starting the leader lease renewal")?;
+    Ok((caught.head, crate::pg::Role::Leader(leader)))
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -177,23 +245,52 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let _ = ready_tx.send(());
     let _ = probes.await;
-    let (store, head, projection, prepared) = opened?;
+    let (store, head, projection, prepared, leader) = opened?;
     let cas = Cas::open(&store.db, config.sync, config.limits.max_artifact_bytes)
         .context("opening the artifact store")?;
     let metrics = crate::metrics::Metrics::default();
     projection.set.attach_metrics(&metrics);
     prepared.live.projectors.attach_metrics(&metrics);
     let live = crate::generations::LiveGraph::new(prepared.live);
-    let writer = Writer::start_with_metrics(
-        WriterParts {
-            db: store.db.clone(),
-            log: store.log.clone(),
-            live: live.clone(),
-            head,
-            sync: config.sync,
-        },
-        metrics.writer(),
-    )
+    let parts = WriterParts {
+        db: store.db.clone(),
+        log: store.log.clone(),
+        live: live.clone(),
+        head,
+        sync: config.sync,
+    };
+    // Publishes this node's state for `GET /v1/cluster` while it runs.
+    let (cluster, _publisher) = match &leader {
+        Some(role) => {
+            let settings = role.settings();
+            let disagreement = crate::pg::members::Disagreement::default();
+            let publisher = crate::pg::members::Publisher::start(
+                settings,
+                role.name(),
+                live.clone(),
+                disagreement.clone(),
+            )
+            .context("starting the cluster membership publisher")?;
+            (
+                Some(crate::pg::members::Cluster {
+                    url: settings.url.clone(),
+                    node_id: settings.holder.clone(),
+                    disagreement,
+                }),
+                Some(publisher),
+            )
+        }
+        None => (None, None),
+    };
+    let writer = match leader {
+        Some(crate::pg::Role::Leader(leader)) => {
+            Writer::start_leader(parts, metrics.writer(), leader)
+        }
+        Some(crate::pg::Role::Follower(follower)) => {
+            Writer::start_follower(parts, metrics.writer(), follower)
+        }
+        None => Writer::start_with_metrics(parts, metrics.writer()),
+    }
     .context("starting the writer")?;
     let writer_health = writer.health_handle();
     // Verifies the log from seq 1 in the background (readiness does not wait
@@ -267,6 +364,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )),
         transparency,
         streams: streams.clone(),
+        cluster,
     };
     let app = api::router(state);
     // Signals are caught from before the line that says the server is up.

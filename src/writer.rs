@@ -157,6 +157,13 @@ impl StorageFailure {
             "io_error" => {
                 "the disk reported an I/O error: check the volume, then restart the server"
             }
+            "not_leader" => {
+                "another writer holds the PostgreSQL log's leadership: send ingest to it \
+                 (this node appends nothing more; restart it to take leadership again once free)"
+            }
+            "postgres_unavailable" => {
+                "PostgreSQL did not take the batch: check the database and retry the request"
+            }
             _ => "the store failed: see the server log, then restart the server",
         }
     }
@@ -275,6 +282,8 @@ pub struct Writer {
     health: Arc<Health>,
     /// The committed head seq, published after every commit (event streams wake on it).
     head: tokio::sync::watch::Receiver<Seq>,
+    /// A replica's (until it is promoted): appends are refused at once.
+    replica: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Writer {
@@ -282,7 +291,12 @@ impl Writer {
     /// and the graph must be projected up to it by `parts.projectors` (both
     /// checked at startup).
     pub fn start(parts: WriterParts) -> std::io::Result<Writer> {
-        Self::spawn(parts, None, crate::metrics::WriterMetrics::unregistered())
+        Self::spawn(
+            parts,
+            None,
+            crate::metrics::WriterMetrics::unregistered(),
+            None,
+        )
     }
 
     /// [`Writer::start`], counting into `metrics` (events by type, batch
@@ -291,7 +305,38 @@ impl Writer {
         parts: WriterParts,
         metrics: crate::metrics::WriterMetrics,
     ) -> std::io::Result<Writer> {
-        Self::spawn(parts, None, metrics)
+        Self::spawn(parts, None, metrics, None)
+    }
+
+    /// [`Writer::start_with_metrics`] with the log's authority in PostgreSQL
+    /// (`LEVIATHAN_STORE=postgres`): every batch is first appended to
+    /// PostgreSQL, fenced by `leader`'s epoch, and committed locally only
+    /// after that commit. The local store must have been caught up
+    /// (`crate::pg::catch_up`) after leadership was taken.
+    pub fn start_leader(
+        parts: WriterParts,
+        metrics: crate::metrics::WriterMetrics,
+        leader: crate::pg::Leader,
+    ) -> std::io::Result<Writer> {
+        Self::spawn(parts, None, metrics, Some(crate::pg::Role::Leader(leader)))
+    }
+
+    /// A replica's writer (`LEVIATHAN_ROLE=replica`): it appends nothing
+    /// (ingest answers 503 `not_leader` at once) and applies what the
+    /// PostgreSQL log gains, woken by its notifications, through the same
+    /// catch-up as at start (`crate::pg::catch_up`); readers wake on its head
+    /// as on a writer's. It still performs generation switches.
+    pub fn start_follower(
+        parts: WriterParts,
+        metrics: crate::metrics::WriterMetrics,
+        follower: crate::pg::Follower,
+    ) -> std::io::Result<Writer> {
+        Self::spawn(
+            parts,
+            None,
+            metrics,
+            Some(crate::pg::Role::Follower(follower)),
+        )
     }
 
     /// Test hook: like [`Writer::start`], but the writer thread takes nothing
@@ -302,7 +347,10 @@ impl Writer {
     pub fn start_held(parts: WriterParts) -> std::io::Result<(Writer, Hold)> {
         let (release, held) = std::sync::mpsc::channel();
         let metrics = crate::metrics::WriterMetrics::unregistered();
-        Ok((Self::spawn(parts, Some(held), metrics)?, Hold(release)))
+        Ok((
+            Self::spawn(parts, Some(held), metrics, None)?,
+            Hold(release),
+        ))
     }
 
     /// Bundles waiting in the queue, not yet taken by the writer thread.
@@ -315,8 +363,15 @@ impl Writer {
         parts: WriterParts,
         held: Option<std::sync::mpsc::Receiver<()>>,
         metrics: crate::metrics::WriterMetrics,
+        pg: Option<crate::pg::Role>,
     ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(4096);
+        let (leader, follower) = match pg {
+            Some(crate::pg::Role::Leader(l)) => (Some(l), None),
+            Some(crate::pg::Role::Follower(f)) => (None, Some(f)),
+            None => (None, None),
+        };
+        let replica = Arc::new(std::sync::atomic::AtomicBool::new(follower.is_some()));
         // The Merkle tree follows the log in every batch; a store written
         // before the tree existed gets it built here first.
         let tree = crate::tlog::Tree::open(&parts.db, &parts.log)
@@ -337,6 +392,9 @@ impl Writer {
             live: parts.live,
             health: Arc::new(Health::default()),
             metrics,
+            leader,
+            follower,
+            replica: replica.clone(),
         };
         let health = state.health.clone();
         std::thread::Builder::new()
@@ -348,7 +406,12 @@ impl Writer {
                 }
                 state.run(rx)
             })?;
-        Ok(Writer { tx, health, head })
+        Ok(Writer {
+            tx,
+            health,
+            head,
+            replica,
+        })
     }
 
     /// The committed head seq, updated after each commit that appended events:
@@ -369,6 +432,14 @@ impl Writer {
 
     /// Appends a validated bundle; resolves once it is durable (or refused).
     pub async fn append(&self, bundle: Bundle) -> Result<Appended, AppendError> {
+        if self.replica.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(AppendError::Unavailable(StorageFailure {
+                cause: crate::pg::NOT_LEADER,
+                message: "this node is a replica (LEVIATHAN_ROLE=replica): it serves reads and \
+                          appends nothing; send ingest to the writer"
+                    .into(),
+            }));
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Msg::Append(Job { bundle, reply }))
@@ -418,6 +489,13 @@ struct State {
     health: Arc<Health>,
     metrics: crate::metrics::WriterMetrics,
     head_tx: tokio::sync::watch::Sender<Seq>,
+    /// `LEVIATHAN_STORE=postgres`: the authority each batch is appended to
+    /// before the local commit (crate::pg).
+    leader: Option<crate::pg::Leader>,
+    /// `LEVIATHAN_ROLE=replica`: the log this node follows instead of appending.
+    follower: Option<crate::pg::Follower>,
+    /// Cleared when a replica is promoted (`LEVIATHAN_ROLE=auto`).
+    replica: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One accepted event, staged in memory until its bundle is known to be whole.
@@ -426,6 +504,7 @@ struct Staged {
     hash: Sha256,
     canonical: Vec<u8>,
     index: usize,
+    prev_hash: Option<Sha256>,
 }
 
 /// A bundle's new events, placed and projected but not yet staged.
@@ -444,10 +523,15 @@ struct Placed {
 struct Pending {
     event_ids: HashMap<EventId, (Seq, Sha256)>,
     bundles: HashMap<BundleId, BundleRecord>,
+    /// The rows the batch appends to PostgreSQL (with a leader only).
+    rows: crate::pg::Rows,
 }
 
 impl State {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        if let Some(follower) = self.follower.take() {
+            return self.follow(follower, rx);
+        }
         let mut next = None;
         loop {
             let first = match next.take() {
@@ -484,6 +568,115 @@ impl State {
             self.process(jobs);
         }
         tracing::info!("writer stopped: no more senders");
+    }
+
+    /// A replica's loop: switches as they come; otherwise wait for the
+    /// PostgreSQL log to move and apply what it gained.
+    fn follow(mut self, mut follower: crate::pg::Follower, mut rx: mpsc::Receiver<Msg>) {
+        loop {
+            loop {
+                match rx.try_recv() {
+                    Ok(Msg::Switch(s)) => {
+                        let outcome = self.switch(s.request);
+                        let _ = s.reply.send(outcome);
+                    }
+                    Ok(Msg::Append(job)) => {
+                        // `Writer::append` refuses on a replica; nothing gets here.
+                        let _ = job.reply.send(Err(AppendError::Unavailable(StorageFailure {
+                            cause: crate::pg::NOT_LEADER,
+                            message: "this node is a replica".into(),
+                        })));
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        tracing::info!("replica stopped: no more senders");
+                        return;
+                    }
+                }
+            }
+            if let Err(e) = follower.wait() {
+                tracing::warn!(error = %e, "waiting for the PostgreSQL log failed; retrying");
+                continue;
+            }
+            if follower.promotes() {
+                match follower.log().try_lead() {
+                    Ok(Some(_)) => match self.promote(follower) {
+                        Ok(()) => return self.run(rx),
+                        Err(e) => {
+                            self.health
+                                .fail(StorageFailure::new("taking over as the writer failed", e));
+                            return;
+                        }
+                    },
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "checking the leader lease failed"),
+                }
+            }
+            let caught = crate::pg::catch_up::catch_up(
+                &self.db,
+                &self.log,
+                &self.current,
+                self.persist,
+                follower.log(),
+            );
+            match caught {
+                Ok(c) if c.events > 0 || c.bundles > 0 => {
+                    self.head = c.head;
+                    match crate::tlog::Tree::open(&self.db, &self.log)
+                        .and_then(|t| t.writer(&self.db))
+                    {
+                        Ok(t) => self.tree = t,
+                        Err(e) => {
+                            self.health
+                                .fail(StorageFailure::new("reopening the Merkle tree failed", e));
+                        }
+                    }
+                    self.head_tx.send_replace(self.head.seq);
+                }
+                Ok(_) => {}
+                Err(crate::pg::catch_up::CatchUpError::Pg(e)) => {
+                    tracing::warn!(error = %e, "following the PostgreSQL log failed; retrying");
+                }
+                Err(e) => {
+                    // The log does not apply here: stop following, say why.
+                    self.health.fail(StorageFailure::new(
+                        "following the PostgreSQL log failed",
+                        e,
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A replica that took the lease (`LEVIATHAN_ROLE=auto`): catch up with
+    /// everything the old writer committed (nobody else can append now),
+    /// then append from here on as the writer.
+    fn promote(&mut self, follower: crate::pg::Follower) -> Result<(), String> {
+        let mut log = follower.into_log().map_err(|e| e.to_string())?;
+        let caught = crate::pg::catch_up::catch_up(
+            &self.db,
+            &self.log,
+            &self.current,
+            self.persist,
+            &mut log,
+        )
+        .map_err(|e| e.to_string())?;
+        self.head = caught.head;
+        self.tree = crate::tlog::Tree::open(&self.db, &self.log)
+            .and_then(|t| t.writer(&self.db))
+            .map_err(|e| e.to_string())?;
+        self.head_tx.send_replace(self.head.seq);
+        let epoch = log.epoch();
+        self.leader = Some(crate::pg::Leader::new(log).map_err(|e| e.to_string())?);
+        self.replica
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(
+            epoch,
+            head = self.head.seq.0,
+            "promoted: this replica took the writer's leadership and appends from here on"
+        );
+        Ok(())
     }
 
     /// Makes the requested generation live (see [`SwitchRequest`]).
@@ -563,6 +756,9 @@ impl State {
     }
 
     fn process(&mut self, jobs: Vec<Job>) {
+        if let Some(lost) = self.leader.as_ref().and_then(|l| l.lost()) {
+            self.health.fail(lost);
+        }
         if let Some(failure) = self.health.failure() {
             for j in jobs {
                 let _ = j.reply.send(Err(AppendError::Unavailable(failure.clone())));
@@ -605,6 +801,25 @@ impl State {
             self.tree.stage_size(&mut batch);
         }
         let commit_started = std::time::Instant::now();
+        if let Some(leader) = self.leader.as_mut() {
+            // The authority first: nothing is committed locally (or
+            // acknowledged) that PostgreSQL does not hold.
+            if let Err(failure) = leader.append(start_head, &pending.rows) {
+                self.metrics.discarded();
+                let failure = if failure.stops_writer {
+                    self.health.fail(failure.failure)
+                } else {
+                    tracing::warn!(cause = failure.failure.cause, "{}", failure.failure.message);
+                    failure.failure
+                };
+                self.head = start_head;
+                self.tree.restore(start_tree);
+                for (reply, r) in results {
+                    let _ = reply.send(r.and(Err(AppendError::Storage(failure.clone()))));
+                }
+                return;
+            }
+        }
         let committed = staging
             .write_into(&mut batch)
             .map_err(|e| e.to_string())
@@ -804,6 +1019,7 @@ impl State {
                 hash,
                 canonical,
                 index,
+                prev_hash: placed.head.hash,
             });
             placed.head = Head {
                 seq,
@@ -831,6 +1047,18 @@ impl State {
             pending
                 .event_ids
                 .insert(draft.event_id.clone(), (s.seq, draft.content_digest));
+            if self.leader.is_some() {
+                pending.rows.events.push(crate::pg::EventRow {
+                    seq: s.seq,
+                    event_id: draft.event_id.to_string(),
+                    bundle_id: bundle.bundle_id.to_string(),
+                    event_type: draft.event_type.clone(),
+                    target: bundle.target.to_string(),
+                    record: s.canonical.clone(),
+                    prev_hash: s.prev_hash,
+                    hash: s.hash,
+                });
+            }
         }
         let rec = BundleRecord {
             digest: bundle.digest,
@@ -840,6 +1068,14 @@ impl State {
             duplicates: placed.duplicates,
         };
         self.log.stage_bundle(batch, &bundle.bundle_id, &rec);
+        if self.leader.is_some() {
+            pending.rows.bundles.push(crate::pg::BundleRow {
+                bundle_id: bundle.bundle_id.to_string(),
+                record: rec.clone(),
+                head_seq: placed.head.seq,
+                artifacts: bundle.artifacts.clone(),
+            });
+        }
         pending
             .bundles
             .insert(bundle.bundle_id.clone(), rec.clone());

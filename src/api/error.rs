@@ -143,7 +143,14 @@ impl From<AppendError> for ApiError {
             }
             AppendError::Storage(f) | AppendError::Unavailable(f) => {
                 tracing::error!(cause = f.cause, "{message}");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", message)
+                // LEVIATHAN_STORE=postgres: a writer fenced by another is
+                // told apart from a failing store (crate::pg).
+                let code = if f.cause == crate::pg::NOT_LEADER {
+                    crate::pg::NOT_LEADER
+                } else {
+                    "storage_unavailable"
+                };
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
                     .with_details(json!({"cause": f.cause, "reason": f.message}))
             }
         }

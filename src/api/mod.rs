@@ -8,6 +8,8 @@ mod attempts;
 mod audit;
 mod auth;
 mod autonomy;
+mod cluster;
+pub mod consistency;
 pub mod console;
 pub mod error;
 mod events;
@@ -62,6 +64,8 @@ pub struct AppState {
     pub transparency: crate::tlog::Transparency,
     /// The open event streams (`GET /v1/events/stream`).
     pub streams: stream::Streams,
+    /// `LEVIATHAN_STORE=postgres`: where `GET /v1/cluster` reads the members.
+    pub cluster: Option<crate::pg::members::Cluster>,
 }
 
 /// The whole HTTP surface. Every v1 route sits in exactly one role group
@@ -85,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/failures", get(failures::failures))
         .route("/v1/graph/summary", get(graph::summary))
         .route("/v1/projection", get(graph::projection))
+        .route("/v1/cluster", get(cluster::cluster))
         .route("/v1/projection/errors", get(graph::projection_errors))
         .route("/v1/graph/nodes", get(graph::nodes))
         .route("/v1/graph/nodes/{id}", get(graph::node))
@@ -105,6 +110,10 @@ pub fn router(state: AppState) -> Router {
     } else {
         read
     };
+    // X-Leviathan-Seq on every read, and a replica that disagrees with the
+    // writer refusing reads (api/consistency.rs); inside the min_seq wait, so
+    // that the header is read after it.
+    let read = read.route_layer(from_fn_with_state(state.clone(), consistency::read_at));
     // `?min_seq=N`: every read route can wait until N is applied.
     let read = read.route_layer(from_fn_with_state(state.clone(), min_seq::wait));
     let ingest = Router::new()

@@ -2,6 +2,7 @@
 //! ephemeral loopback port with a temp data dir, and a small blocking client.
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod wasm;
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -39,6 +40,10 @@ impl Server {
     /// A server on an existing data dir (for restarts).
     pub fn start_in(dir: &Path, env: &[(&str, &str)]) -> Server {
         let mut cmd = serve_command(dir);
+        // LEVIATHAN_TEST_STORE=postgres: the same tests on the PostgreSQL store.
+        for (k, v) in pg::store_env(dir).unwrap_or_default() {
+            cmd.env(k, v);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

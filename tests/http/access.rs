@@ -54,6 +54,7 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("GET", "/v1/failures", "/v1/failures", "read"),
     ("GET", "/v1/graph/summary", "/v1/graph/summary", "read"),
     ("GET", "/v1/projection", "/v1/projection", "read"),
+    ("GET", "/v1/cluster", "/v1/cluster", "read"),
     (
         "GET",
         "/v1/projection/errors",

@@ -1,0 +1,283 @@
+//! Cluster membership (`GET /v1/cluster`): every node publishes, about once a
+//! second on its own connection, its applied seq, the state digest at that
+//! seq and its projector-set fingerprint into `members`. A node answering
+//! `/v1/cluster` compares each member's digest with its own digest at the
+//! member's seq (the local store keeps the digest after every seq), so two
+//! nodes are compared at a common seq whenever the answering node has
+//! applied as far as the member.
+
+use super::{connect, PgError, PgSettings};
+use crate::digest::Sha256;
+use serde::Serialize;
+use std::time::Duration;
+
+/// How often a node publishes its state.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// Publishes this node's state until dropped.
+pub struct Publisher {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Publisher {
+    /// Publishes; a node that does not lead also checks itself against the
+    /// leader's published state and records into `disagreement` why it
+    /// cannot serve reads (another projector set, another digest at a
+    /// common seq).
+    pub fn start(
+        settings: &PgSettings,
+        role: &'static str,
+        live: crate::generations::LiveGraph,
+        disagreement: Disagreement,
+    ) -> Result<Publisher, PgError> {
+        let (url, node) = (settings.url.clone(), settings.holder.clone());
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("leviathan-members".into())
+            .spawn(move || publish(&url, &node, role, &live, &disagreement, &stopped))
+            .map_err(PgError::Thread)?;
+        Ok(Publisher {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The publisher thread: this node's row, every [`PUBLISH_EVERY`], until
+/// `stopped` is dropped. The synchronous client is created here, never on an
+/// async runtime's thread (start-up runs on one).
+fn publish(
+    url: &str,
+    node: &str,
+    role: &str,
+    live: &crate::generations::LiveGraph,
+    disagreement: &Disagreement,
+    stopped: &std::sync::mpsc::Receiver<()>,
+) {
+    let mut client: Option<postgres::Client> = None;
+    loop {
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = connect(url)
+                .inspect_err(|e| tracing::debug!(error = %e, "cannot reach PostgreSQL to publish this node's state"))
+                .ok();
+        }
+        let current = live.get();
+        match (client.as_mut(), current.graph.state()) {
+            (Some(c), Ok((seq, digest))) => {
+                let seq = i64::try_from(seq.0).unwrap_or(i64::MAX);
+                let published = c.execute(
+                    "INSERT INTO members (node_id, role, applied_seq, state_digest, fingerprint, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, now())
+                     ON CONFLICT (node_id) DO UPDATE SET role = $2, applied_seq = $3,
+                         state_digest = $4, fingerprint = $5, updated_at = now()",
+                    &[
+                        &node,
+                        &role,
+                        &seq,
+                        &&digest.as_bytes()[..],
+                        &&current.fingerprint.as_bytes()[..],
+                    ],
+                );
+                if let Err(e) = published {
+                    tracing::debug!(error = %e, "publishing this node's state failed");
+                }
+                match check_against_leader(c, node, &current) {
+                    Ok(Some(reason)) => disagreement.set(reason),
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(error = %e, "comparing with the leader failed"),
+                }
+            }
+            (_, Err(e)) => tracing::warn!(error = %e, "reading the graph state to publish failed"),
+            (None, Ok(_)) => {}
+        }
+        match stopped.recv_timeout(PUBLISH_EVERY) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+    }
+}
+
+/// Why this node must not serve reads, once found (it stays until a
+/// restart: the replica's store is rebuilt, or its projector set fixed).
+#[derive(Clone, Default)]
+pub struct Disagreement(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl Disagreement {
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+
+    fn set(&self, reason: String) {
+        if self.0.set(reason.clone()).is_ok() {
+            tracing::error!(
+                "{reason}; this node stops serving reads until it is fixed and restarted"
+            );
+        }
+    }
+}
+
+/// Compares this node (not the leader) with the leader's published state.
+fn check_against_leader(
+    c: &mut postgres::Client,
+    node: &str,
+    live: &crate::generations::Live,
+) -> Result<Option<String>, PgError> {
+    let row = c.query_opt(
+        "SELECT m.node_id, m.applied_seq, m.state_digest, m.fingerprint
+           FROM members m JOIN leader l ON l.holder = m.node_id
+          WHERE l.id = 1 AND l.expires_at > now() AND m.node_id <> $1",
+        &[&node],
+    )?;
+    let Some(r) = row else { return Ok(None) };
+    let leader: String = r.get(0);
+    let seq: i64 = r.get(1);
+    let digest = super::hash_of(seq, r.get(2))?;
+    let fingerprint = super::hash_of(seq, r.get(3))?;
+    if fingerprint != live.fingerprint {
+        return Ok(Some(format!(
+            "this node's projector set (fingerprint {}) is not the writer's ({leader}: {}), so its \
+             graph is not the writer's; run the writer's projector set",
+            live.fingerprint, fingerprint
+        )));
+    }
+    let seq = crate::seq::Seq(u64::try_from(seq).unwrap_or(0));
+    let ours = live.graph.digest_at(seq).map_err(|e| PgError::Corrupt {
+        seq: seq.0,
+        reason: format!("reading the local digest: {e}"),
+    })?;
+    Ok(match ours {
+        Some(d) if d != digest => Some(format!(
+            "this node's state digest at seq {} is {d}, the writer's ({leader}) is {digest}: its \
+             graph is not the writer's; rebuild it (an empty data dir fills from PostgreSQL)",
+            seq.0
+        )),
+        _ => None,
+    })
+}
+
+/// What `GET /v1/cluster` answers from.
+#[derive(Clone)]
+pub struct Cluster {
+    pub url: String,
+    pub node_id: String,
+    /// Set once this node found it disagrees with the writer.
+    pub disagreement: Disagreement,
+}
+
+/// `GET /v1/cluster`.
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    /// The node that answered.
+    pub node_id: String,
+    /// The PostgreSQL log's head.
+    pub head_seq: u64,
+    pub leader: LeaderView,
+    pub members: Vec<MemberView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LeaderView {
+    pub holder: String,
+    pub epoch: i64,
+    /// Negative: expired (no writer renews it).
+    pub expires_in_secs: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemberView {
+    pub node_id: String,
+    /// `writer` or `replica`, as configured.
+    pub role: String,
+    /// Holds the leader lease now.
+    pub leader: bool,
+    pub applied_seq: u64,
+    /// The log's head minus its applied seq.
+    pub lag_seqs: u64,
+    /// Seconds since it last published (about 1 s for a live node).
+    pub heartbeat_age_secs: f64,
+    pub state_digest: Sha256,
+    pub fingerprint: Sha256,
+    /// Its projector set is the answering node's.
+    pub same_projector_set: bool,
+    /// Its digest equals the answering node's at its applied seq; `null`
+    /// when the answering node has not applied that far yet.
+    pub digest_agrees: Option<bool>,
+}
+
+impl Cluster {
+    /// Reads the members and compares them with `live` (blocking).
+    pub fn view(&self, live: &crate::generations::Live) -> Result<ClusterView, PgError> {
+        let mut c = connect(&self.url)?;
+        let head: i64 = c
+            .query_one("SELECT coalesce(max(seq), 0) FROM events", &[])?
+            .get(0);
+        let l = c.query_one(
+            "SELECT holder, epoch, (extract(epoch FROM expires_at) - extract(epoch FROM now()))::float8
+               FROM leader WHERE id = 1",
+            &[],
+        )?;
+        let leader = LeaderView {
+            holder: l.get(0),
+            epoch: l.get(1),
+            expires_in_secs: l.get::<_, Option<f64>>(2).unwrap_or(f64::NEG_INFINITY),
+        };
+        let (own_seq, _) = live.graph.state().map_err(|e| PgError::Corrupt {
+            seq: 0,
+            reason: format!("reading the local graph state: {e}"),
+        })?;
+        let rows = c.query(
+            "SELECT node_id, role, applied_seq, state_digest, fingerprint,
+                    extract(epoch FROM now() - updated_at)::float8
+               FROM members ORDER BY node_id",
+            &[],
+        )?;
+        let head = u64::try_from(head).unwrap_or(0);
+        let mut members = Vec::with_capacity(rows.len());
+        for r in rows {
+            let node_id: String = r.get(0);
+            let seq = u64::try_from(r.get::<_, i64>(2)).unwrap_or(0);
+            let digest = super::hash_of(r.get(2), r.get(3))?;
+            let fingerprint = super::hash_of(r.get(2), r.get(4))?;
+            let digest_agrees = if seq <= own_seq.0 {
+                let ours =
+                    live.graph
+                        .digest_at(crate::seq::Seq(seq))
+                        .map_err(|e| PgError::Corrupt {
+                            seq,
+                            reason: format!("reading the local digest: {e}"),
+                        })?;
+                Some(ours == Some(digest))
+            } else {
+                None
+            };
+            members.push(MemberView {
+                leader: node_id == leader.holder && leader.expires_in_secs > 0.0,
+                node_id,
+                role: r.get(1),
+                applied_seq: seq,
+                lag_seqs: head.saturating_sub(seq),
+                heartbeat_age_secs: r.get::<_, Option<f64>>(5).unwrap_or(0.0),
+                state_digest: digest,
+                fingerprint,
+                same_projector_set: fingerprint == live.fingerprint,
+                digest_agrees,
+            });
+        }
+        Ok(ClusterView {
+            node_id: self.node_id.clone(),
+            head_seq: head,
+            leader,
+            members,
+        })
+    }
+}

@@ -1,0 +1,763 @@
+//! The log on PostgreSQL (`LEVIATHAN_STORE=postgres`): the authority for what
+//! is appended. Every node keeps its local fjall store (log mirror, indexes,
+//! tree, graph) and serves reads from it; an event is acknowledged only after
+//! the PostgreSQL transaction that appends it committed (see the invariant in
+//! docs/ARCHITECTURE.md).
+//!
+//! - [`schema`]: the versioned migrations and the start-up check.
+//! - [`PgLog`]: one writer's connection: taking leadership (a lease row with
+//!   an epoch), the fenced append, and the reads by seq that catch a local
+//!   store up ([`catch_up`]).
+//! - [`Renewer`]: the thread that keeps the lease alive and tells the writer
+//!   when it is lost.
+//!
+//! Exactly one writer appends: it takes leadership by incrementing the lease's
+//! epoch (only when the lease has expired or is its own), and every append
+//! transaction locks the lease row, checks the epoch is still its own, and
+//! checks that the first new seq follows the stored head and its `prev_hash`
+//! is the head's hash. A writer that was paused past its lease and resumed
+//! finds another epoch there and appends nothing; seq is the primary key, so
+//! two appends of one seq cannot both commit anyway.
+
+pub mod catch_up;
+pub mod members;
+pub mod schema;
+
+use crate::digest::Sha256;
+use crate::log::record::ArtifactRef;
+use crate::log::Head;
+use crate::seq::Seq;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The channel a commit notifies (payload: the new head seq), for replicas.
+pub const NOTIFY_CHANNEL: &str = "leviathan_log";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("PostgreSQL: {0}")]
+    Db(#[from] postgres::Error),
+    #[error(
+        "the PostgreSQL database's schema is at version {database}, newer than this binary knows \
+         (version {binary}): a newer Leviathan migrated it. Run that version (or newer), or point \
+         LEVIATHAN_POSTGRES_URL at another database"
+    )]
+    NewerSchema { database: i32, binary: i32 },
+    #[error("PostgreSQL migration {0} failed: {1}")]
+    Migration(i32, postgres::Error),
+    #[error(
+        "this writer was fenced: the leader lease's epoch is now {current} (held by {holder:?}), \
+         this writer's was {ours}; another writer took over, so this one appends nothing more"
+    )]
+    Fenced {
+        ours: i64,
+        current: i64,
+        holder: String,
+    },
+    #[error(
+        "the PostgreSQL log's head is seq {stored} ({stored_hash}), but this writer expected seq \
+         {expected} ({expected_hash}): another writer appended, so this one appends nothing more"
+    )]
+    HeadMoved {
+        expected: u64,
+        expected_hash: String,
+        stored: u64,
+        stored_hash: String,
+    },
+    #[error("cannot start the leader lease thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the PostgreSQL log is inconsistent at seq {seq}: {reason}")]
+    Corrupt { seq: u64, reason: String },
+}
+
+impl PgError {
+    /// Whether this is the writer losing its right to append.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, PgError::Fenced { .. } | PgError::HeadMoved { .. })
+    }
+}
+
+/// How to reach PostgreSQL and hold leadership.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    /// `LEVIATHAN_POSTGRES_URL`: a libpq-style string or a `postgres://` URL.
+    pub url: String,
+    /// `LEVIATHAN_POSTGRES_LEASE_SECS`: how long leadership lasts without a
+    /// renewal (renewed every third of it). A writer that dies is replaced
+    /// after at most this long.
+    pub lease: Duration,
+    /// Who this node is in the lease (`<data dir>/node-id`, made on first
+    /// start): a restarted node takes its own lease back at once.
+    pub holder: String,
+    /// Test hook: abort right after a PostgreSQL commit (before the local one).
+    pub test_crash_after_commit: bool,
+}
+
+/// Connects (no TLS: a deployment that needs it puts the database on a
+/// private network or a local proxy; docs/SCALING.md).
+pub fn connect(url: &str) -> Result<postgres::Client, PgError> {
+    let mut config: postgres::Config = url.parse()?;
+    config.application_name("leviathan");
+    config.connect_timeout(Duration::from_secs(10));
+    Ok(config.connect(postgres::NoTls)?)
+}
+
+/// The node's identity in the lease: stored in the data dir so that it
+/// survives restarts and no two data dirs share it.
+pub fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Ok(_) | Err(_) => {
+            std::fs::create_dir_all(data_dir)?;
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            let id = format!("{}/{}", host.trim(), uuid::Uuid::new_v4());
+            crate::files::write_synced(&path, id.as_bytes())?;
+            Ok(id)
+        }
+    }
+}
+
+/// Who holds the lease now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseState {
+    pub epoch: i64,
+    pub holder: String,
+    /// Seconds until it expires (negative: expired).
+    pub expires_in: f64,
+}
+
+/// One event row of an append.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub seq: Seq,
+    pub event_id: String,
+    pub bundle_id: String,
+    pub event_type: String,
+    pub target: String,
+    pub record: Vec<u8>,
+    pub prev_hash: Option<Sha256>,
+    pub hash: Sha256,
+}
+
+/// One bundle row of an append (what answers a retry of it).
+#[derive(Debug, Clone)]
+pub struct BundleRow {
+    pub bundle_id: String,
+    pub record: crate::log::BundleRecord,
+    /// The head after the bundle: catch-up re-stages the bundles recorded at
+    /// or after its local head.
+    pub head_seq: Seq,
+    pub artifacts: Vec<ArtifactRef>,
+}
+
+/// What one writer batch appends.
+#[derive(Debug, Default)]
+pub struct Rows {
+    pub events: Vec<EventRow>,
+    pub bundles: Vec<BundleRow>,
+}
+
+impl Rows {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.bundles.is_empty()
+    }
+}
+
+/// A stored event as read back from PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgEvent {
+    pub seq: Seq,
+    pub record: Vec<u8>,
+    pub prev_hash: Option<Sha256>,
+    pub hash: Sha256,
+}
+
+/// One writer's (or reader's) connection to the log.
+pub struct PgLog {
+    client: postgres::Client,
+    settings: PgSettings,
+    /// The epoch this node holds leadership with (0: not the leader).
+    epoch: i64,
+}
+
+fn seq_i64(s: Seq) -> i64 {
+    i64::try_from(s.0).unwrap_or(i64::MAX)
+}
+
+fn seq_of(v: i64) -> Seq {
+    Seq(u64::try_from(v).unwrap_or(0))
+}
+
+fn hash_of(seq: i64, bytes: &[u8]) -> Result<Sha256, PgError> {
+    Sha256::from_slice(bytes).ok_or_else(|| PgError::Corrupt {
+        seq: u64::try_from(seq).unwrap_or(0),
+        reason: format!("a stored hash is {} bytes, not 32", bytes.len()),
+    })
+}
+
+impl PgLog {
+    /// Connects and migrates the schema (refusing a newer one).
+    pub fn open(settings: PgSettings) -> Result<PgLog, PgError> {
+        let mut client = connect(&settings.url)?;
+        let (found, now) = schema::migrate(&mut client)?;
+        tracing::info!(
+            schema_found = found,
+            schema = now,
+            "connected to PostgreSQL"
+        );
+        Ok(PgLog {
+            client,
+            settings,
+            epoch: 0,
+        })
+    }
+
+    pub fn settings(&self) -> &PgSettings {
+        &self.settings
+    }
+
+    /// The epoch this node leads with (0 before [`PgLog::try_lead`] succeeds).
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    /// Who holds the lease.
+    pub fn lease_state(&mut self) -> Result<LeaseState, PgError> {
+        let row = self.client.query_one(
+            "SELECT epoch, holder, (extract(epoch FROM expires_at) - extract(epoch FROM now()))::float8
+               FROM leader WHERE id = 1",
+            &[],
+        )?;
+        Ok(LeaseState {
+            epoch: row.get(0),
+            holder: row.get(1),
+            expires_in: row.get::<_, Option<f64>>(2).unwrap_or(f64::NEG_INFINITY),
+        })
+    }
+
+    /// Takes leadership if the lease has expired or is this node's own: a new
+    /// epoch, which fences every earlier holder. `Ok(None)`: someone else
+    /// holds it (its state is returned by [`PgLog::lease_state`]).
+    pub fn try_lead(&mut self) -> Result<Option<i64>, PgError> {
+        let secs = self.settings.lease.as_secs_f64();
+        let row = self.client.query_opt(
+            "UPDATE leader SET epoch = epoch + 1, holder = $1,
+                    expires_at = now() + make_interval(secs => $2)
+              WHERE id = 1 AND (expires_at < now() OR holder = $1)
+              RETURNING epoch",
+            &[&self.settings.holder, &secs],
+        )?;
+        Ok(row.map(|r| {
+            self.epoch = r.get(0);
+            tracing::info!(
+                epoch = self.epoch,
+                holder = %self.settings.holder,
+                "took writer leadership"
+            );
+            self.epoch
+        }))
+    }
+
+    /// Waits until this node leads (the lease expires or is its own),
+    /// polling; `waiting` is told who holds it meanwhile.
+    pub fn lead(&mut self, waiting: &dyn Fn(&LeaseState)) -> Result<i64, PgError> {
+        loop {
+            if let Some(epoch) = self.try_lead()? {
+                return Ok(epoch);
+            }
+            let state = self.lease_state()?;
+            waiting(&state);
+            // Poll again when it should have expired (at most a second away).
+            let wait = state.expires_in.clamp(0.05, 1.0);
+            std::thread::sleep(Duration::from_secs_f64(wait));
+        }
+    }
+
+    /// The stored head.
+    pub fn head(&mut self) -> Result<Head, PgError> {
+        let row = self.client.query_opt(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+            &[],
+        )?;
+        match row {
+            None => Ok(Head {
+                seq: Seq(0),
+                hash: None,
+            }),
+            Some(r) => {
+                let seq: i64 = r.get(0);
+                Ok(Head {
+                    seq: seq_of(seq),
+                    hash: Some(hash_of(seq, r.get(1))?),
+                })
+            }
+        }
+    }
+
+    /// The hash stored at `seq`, if any.
+    pub fn hash_at(&mut self, seq: Seq) -> Result<Option<Sha256>, PgError> {
+        let s = seq_i64(seq);
+        match self
+            .client
+            .query_opt("SELECT hash FROM events WHERE seq = $1", &[&s])?
+        {
+            None => Ok(None),
+            Some(r) => Ok(Some(hash_of(s, r.get(0))?)),
+        }
+    }
+
+    /// Up to `limit` events after `after`, in seq order.
+    pub fn events_after(&mut self, after: Seq, limit: i64) -> Result<Vec<PgEvent>, PgError> {
+        let rows = self.client.query(
+            "SELECT seq, record, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&seq_i64(after), &limit],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = r.get(0);
+                let prev: Option<&[u8]> = r.get(2);
+                Ok(PgEvent {
+                    seq: seq_of(seq),
+                    record: r.get(1),
+                    prev_hash: prev.map(|p| hash_of(seq, p)).transpose()?,
+                    hash: hash_of(seq, r.get(3))?,
+                })
+            })
+            .collect()
+    }
+
+    /// The bundle records whose head is in `from..=to`.
+    pub fn bundles_between(
+        &mut self,
+        from: Seq,
+        to: Seq,
+    ) -> Result<Vec<(String, crate::log::BundleRecord)>, PgError> {
+        let rows = self.client.query(
+            "SELECT bundle_id, digest, first_seq, last_seq, ingested, duplicates, head_seq
+               FROM bundles WHERE head_seq BETWEEN $1 AND $2 ORDER BY head_seq",
+            &[&seq_i64(from), &seq_i64(to)],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let head: i64 = r.get(6);
+                let first: Option<i64> = r.get(2);
+                let last: Option<i64> = r.get(3);
+                let ingested: i64 = r.get(4);
+                let duplicates: i64 = r.get(5);
+                Ok((
+                    r.get(0),
+                    crate::log::BundleRecord {
+                        digest: hash_of(head, r.get(1))?,
+                        first_seq: first.map(seq_of),
+                        last_seq: last.map(seq_of),
+                        ingested: u64::try_from(ingested).unwrap_or(0),
+                        duplicates: u64::try_from(duplicates).unwrap_or(0),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Appends one writer batch in one transaction, fenced: the lease's epoch
+    /// must still be this node's and the stored head must be `expected`
+    /// (what the batch's first event chains to). Returns once committed.
+    ///
+    /// If the connection fails, the outcome of the commit is unknown: the
+    /// append reconnects once and looks for the batch's last event. Found
+    /// with its hash: committed (`Ok`). Absent: not committed (the error).
+    pub fn append(&mut self, expected: Head, rows: &Rows) -> Result<(), PgError> {
+        match self.try_append(expected, rows) {
+            Ok(()) => Ok(()),
+            Err(PgError::Db(e)) if self.client.is_closed() => {
+                tracing::warn!(error = %e, "the PostgreSQL connection failed during an append; reconnecting to learn whether it committed");
+                self.client = connect(&self.settings.url)?;
+                match rows.events.last() {
+                    Some(last) if self.hash_at(last.seq)? == Some(last.hash) => Ok(()),
+                    _ => Err(PgError::Db(e)),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn try_append(&mut self, expected: Head, rows: &Rows) -> Result<(), PgError> {
+        let epoch = self.epoch;
+        let mut tx = self.client.transaction()?;
+        let lease = tx.query_one(
+            "SELECT epoch, holder FROM leader WHERE id = 1 FOR UPDATE",
+            &[],
+        )?;
+        let current: i64 = lease.get(0);
+        if current != epoch || epoch == 0 {
+            return Err(PgError::Fenced {
+                ours: epoch,
+                current,
+                holder: lease.get(1),
+            });
+        }
+        let stored = match tx.query_opt(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+            &[],
+        )? {
+            None => Head {
+                seq: Seq(0),
+                hash: None,
+            },
+            Some(r) => {
+                let seq: i64 = r.get(0);
+                Head {
+                    seq: seq_of(seq),
+                    hash: Some(hash_of(seq, r.get(1))?),
+                }
+            }
+        };
+        if stored != expected {
+            let hex = |h: Option<Sha256>| h.map_or("empty".to_string(), |h| h.to_hex());
+            return Err(PgError::HeadMoved {
+                expected: expected.seq.0,
+                expected_hash: hex(expected.hash),
+                stored: stored.seq.0,
+                stored_hash: hex(stored.hash),
+            });
+        }
+        if !rows.events.is_empty() {
+            let e = &rows.events;
+            let seqs: Vec<i64> = e.iter().map(|r| seq_i64(r.seq)).collect();
+            let ids: Vec<&str> = e.iter().map(|r| r.event_id.as_str()).collect();
+            let bundles: Vec<&str> = e.iter().map(|r| r.bundle_id.as_str()).collect();
+            let types: Vec<&str> = e.iter().map(|r| r.event_type.as_str()).collect();
+            let targets: Vec<&str> = e.iter().map(|r| r.target.as_str()).collect();
+            let records: Vec<&[u8]> = e.iter().map(|r| r.record.as_slice()).collect();
+            let prevs: Vec<Option<&[u8]>> = e
+                .iter()
+                .map(|r| r.prev_hash.as_ref().map(|h| &h.as_bytes()[..]))
+                .collect();
+            let hashes: Vec<&[u8]> = e.iter().map(|r| &r.hash.as_bytes()[..]).collect();
+            tx.execute(
+                "INSERT INTO events (seq, event_id, bundle_id, event_type, target, record, prev_hash, hash, epoch)
+                 SELECT s, i, b, t, g, r, p, h, $9
+                   FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[],
+                               $6::bytea[], $7::bytea[], $8::bytea[]) AS u(s, i, b, t, g, r, p, h)",
+                &[&seqs, &ids, &bundles, &types, &targets, &records, &prevs, &hashes, &epoch],
+            )?;
+        }
+        if !rows.bundles.is_empty() {
+            let b = &rows.bundles;
+            let ids: Vec<&str> = b.iter().map(|r| r.bundle_id.as_str()).collect();
+            let digests: Vec<&[u8]> = b.iter().map(|r| &r.record.digest.as_bytes()[..]).collect();
+            let firsts: Vec<Option<i64>> =
+                b.iter().map(|r| r.record.first_seq.map(seq_i64)).collect();
+            let lasts: Vec<Option<i64>> =
+                b.iter().map(|r| r.record.last_seq.map(seq_i64)).collect();
+            let ingested: Vec<i64> = b
+                .iter()
+                .map(|r| i64::try_from(r.record.ingested).unwrap_or(i64::MAX))
+                .collect();
+            let dups: Vec<i64> = b
+                .iter()
+                .map(|r| i64::try_from(r.record.duplicates).unwrap_or(i64::MAX))
+                .collect();
+            let heads: Vec<i64> = b.iter().map(|r| seq_i64(r.head_seq)).collect();
+            tx.execute(
+                "INSERT INTO bundles (bundle_id, digest, first_seq, last_seq, ingested, duplicates, head_seq)
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[])",
+                &[&ids, &digests, &firsts, &lasts, &ingested, &dups, &heads],
+            )?;
+            let mut a_bundle = Vec::new();
+            let mut a_ord = Vec::new();
+            let mut a_sha = Vec::new();
+            let mut a_kind = Vec::new();
+            let mut a_uri = Vec::new();
+            let mut a_size = Vec::new();
+            for r in b {
+                for (ord, a) in r.artifacts.iter().enumerate() {
+                    a_bundle.push(r.bundle_id.as_str());
+                    a_ord.push(i32::try_from(ord).unwrap_or(i32::MAX));
+                    a_sha.push(&a.sha256.as_bytes()[..]);
+                    a_kind.push(a.kind.as_str());
+                    a_uri.push(a.uri.as_str());
+                    a_size.push(i64::try_from(a.size).unwrap_or(i64::MAX));
+                }
+            }
+            if !a_bundle.is_empty() {
+                tx.execute(
+                    "INSERT INTO bundle_artifacts (bundle_id, ord, sha256, kind, uri, size)
+                     SELECT * FROM unnest($1::text[], $2::int4[], $3::bytea[], $4::text[], $5::text[], $6::int8[])",
+                    &[&a_bundle, &a_ord, &a_sha, &a_kind, &a_uri, &a_size],
+                )?;
+            }
+        }
+        // Replicas wake on it (a batch of duplicates too: its bundle records).
+        let head = rows.events.last().map_or(expected.seq, |e| e.seq);
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&NOTIFY_CHANNEL, &head.0.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Gives leadership up at a clean stop, so that another node need not
+    /// wait for the lease to expire.
+    pub fn release(&mut self) -> Result<(), PgError> {
+        if self.epoch != 0 {
+            self.client.execute(
+                "UPDATE leader SET expires_at = '-infinity' WHERE id = 1 AND epoch = $1",
+                &[&self.epoch],
+            )?;
+            self.epoch = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Renews the lease every third of its length on its own connection; once a
+/// renewal finds the epoch gone (or it cannot renew before the lease runs
+/// out) it sets `lost` and stops. Stops when dropped.
+pub struct Renewer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    lost: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Renewer {
+    pub fn start(settings: &PgSettings, epoch: i64) -> Result<Renewer, PgError> {
+        let mut client = connect(&settings.url)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let lost = Arc::new(AtomicBool::new(false));
+        let (holder, lease) = (settings.holder.clone(), settings.lease);
+        let url = settings.url.clone();
+        let flag = lost.clone();
+        let thread = std::thread::Builder::new()
+            .name("leviathan-lease".into())
+            .spawn(move || {
+                let secs = lease.as_secs_f64();
+                let mut renewed_at = std::time::Instant::now();
+                loop {
+                    match stopped.recv_timeout(lease / 3) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    if client.is_closed() {
+                        match connect(&url) {
+                            Ok(c) => client = c,
+                            Err(e) => tracing::warn!(error = %e, "cannot reach PostgreSQL to renew the leader lease"),
+                        }
+                    }
+                    let renewed = client.query_opt(
+                        "UPDATE leader SET expires_at = now() + make_interval(secs => $3)
+                          WHERE id = 1 AND epoch = $1 AND holder = $2 RETURNING epoch",
+                        &[&epoch, &holder, &secs],
+                    );
+                    match renewed {
+                        Ok(Some(_)) => renewed_at = std::time::Instant::now(),
+                        Ok(None) => {
+                            tracing::error!(epoch, "the leader lease is gone (another writer took over): this writer steps down");
+                            flag.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "renewing the leader lease failed");
+                            if renewed_at.elapsed() >= lease {
+                                tracing::error!(epoch, "the leader lease ran out before it could be renewed: this writer steps down");
+                                flag.store(true, Ordering::SeqCst);
+                                return;
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(PgError::Thread)?;
+        Ok(Renewer {
+            stop: Some(stop),
+            lost,
+            thread: Some(thread),
+        })
+    }
+
+    /// Set once leadership is lost.
+    pub fn lost(&self) -> Arc<AtomicBool> {
+        self.lost.clone()
+    }
+}
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The writer's hold on the log: its connection with the epoch it leads with,
+/// and the lease renewal.
+pub struct Leader {
+    log: PgLog,
+    lost: Arc<AtomicBool>,
+    _renewer: Renewer,
+}
+
+/// Why an append to PostgreSQL failed, as the writer answers it.
+pub struct AppendFailure {
+    pub failure: crate::writer::StorageFailure,
+    /// Fenced, or an outcome that cannot be known: the writer stops. A
+    /// failure known not to have committed only refuses the batch.
+    pub stops_writer: bool,
+}
+
+/// The cause of a writer that lost leadership (503 `not_leader`).
+pub const NOT_LEADER: &str = "not_leader";
+
+impl Leader {
+    /// `log` must lead ([`PgLog::lead`]); starts renewing its lease.
+    pub fn new(log: PgLog) -> Result<Leader, PgError> {
+        let renewer = Renewer::start(log.settings(), log.epoch())?;
+        Ok(Leader {
+            lost: renewer.lost(),
+            log,
+            _renewer: renewer,
+        })
+    }
+
+    /// The failure to stop with once the lease is lost.
+    pub fn lost(&self) -> Option<crate::writer::StorageFailure> {
+        self.lost
+            .load(Ordering::SeqCst)
+            .then(|| crate::writer::StorageFailure {
+                cause: NOT_LEADER,
+                message: format!(
+                    "this writer's leader lease (epoch {}) was lost: another writer may have taken over",
+                    self.log.epoch()
+                ),
+            })
+    }
+
+    /// Appends a batch's rows (nothing to do when there are none).
+    pub fn append(&mut self, expected: Head, rows: &Rows) -> Result<(), AppendFailure> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let appended = self.log.append(expected, rows);
+        if appended.is_ok() && self.log.settings.test_crash_after_commit {
+            tracing::error!(
+                "LEVIATHAN_TEST_CRASH_AFTER_POSTGRES_COMMIT: aborting after the PostgreSQL commit"
+            );
+            std::process::abort();
+        }
+        appended.map_err(|e| {
+            let fenced = e.is_fenced();
+            let known_not_committed = matches!(e, PgError::Db(_)) && !self.log.client.is_closed();
+            if fenced {
+                self.lost.store(true, Ordering::SeqCst);
+            }
+            AppendFailure {
+                failure: crate::writer::StorageFailure {
+                    cause: if fenced {
+                        NOT_LEADER
+                    } else {
+                        "postgres_unavailable"
+                    },
+                    message: e.to_string(),
+                },
+                stops_writer: !known_not_committed,
+            }
+        })
+    }
+}
+
+impl Drop for Leader {
+    /// A clean stop gives the lease up (best effort: a lease that cannot be
+    /// released expires by itself).
+    fn drop(&mut self) {
+        if let Err(e) = self.log.release() {
+            tracing::warn!(error = %e, "could not release the leader lease; it expires by itself");
+        }
+    }
+}
+
+/// A replica's hold on the log (`LEVIATHAN_ROLE=replica`): a connection that
+/// LISTENs on [`NOTIFY_CHANNEL`] and reads what is appended; it never appends.
+pub struct Follower {
+    log: PgLog,
+    /// `LEVIATHAN_ROLE=auto`: take the writer's leadership once the lease
+    /// is free.
+    promotes: bool,
+}
+
+/// How long a replica waits for a notification before it looks anyway (a
+/// notification lost with a dropped connection costs at most this much lag).
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+impl Follower {
+    /// `log` must not lead. Starts listening.
+    pub fn new(mut log: PgLog, promotes: bool) -> Result<Follower, PgError> {
+        log.client
+            .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))?;
+        Ok(Follower { log, promotes })
+    }
+
+    /// Whether it takes leadership when the lease is free.
+    pub fn promotes(&self) -> bool {
+        self.promotes
+    }
+
+    /// The connection, no longer listening (a promoted replica's).
+    pub fn into_log(mut self) -> Result<PgLog, PgError> {
+        self.log.client.batch_execute("UNLISTEN *")?;
+        Ok(self.log)
+    }
+
+    /// Waits until the log may have moved: a notification, or the poll
+    /// interval. Reconnects (and listens again) after a dropped connection.
+    pub fn wait(&mut self) -> Result<(), PgError> {
+        if self.log.client.is_closed() {
+            self.log.client = connect(&self.log.settings.url)?;
+            self.log
+                .client
+                .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))?;
+            return Ok(());
+        }
+        use postgres::fallible_iterator::FallibleIterator;
+        let mut notifications = self.log.client.notifications();
+        // One is enough to look; the rest are drained so they do not pile up.
+        if notifications.timeout_iter(FOLLOW_POLL).next()?.is_some() {
+            let mut rest = notifications.iter();
+            while rest.next()?.is_some() {}
+        }
+        Ok(())
+    }
+
+    /// The connection, for [`catch_up::catch_up`].
+    pub fn log(&mut self) -> &mut PgLog {
+        &mut self.log
+    }
+}
+
+/// What a node does with the PostgreSQL log.
+pub enum Role {
+    /// The writer: appends, fenced.
+    Leader(Leader),
+    /// A replica: follows, never appends.
+    Follower(Follower),
+}
+
+impl Role {
+    /// How this node reaches the log.
+    pub fn settings(&self) -> &PgSettings {
+        match self {
+            Role::Leader(l) => l.log.settings(),
+            Role::Follower(f) => f.log.settings(),
+        }
+    }
+
+    /// `writer` or `replica`, as `GET /v1/cluster` shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Leader(_) => "writer",
+            Role::Follower(_) => "replica",
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The PostgreSQL schema and its versioned migrations, embedded in the binary.
+//!
+//! `schema_version` holds one row per applied migration. At start the server
+//! applies, in one transaction under an advisory lock (so that two nodes
+//! starting together do not both migrate), every migration the database lacks;
+//! a database whose version is newer than the newest this binary knows is
+//! refused, naming both versions: an older binary must not write to a log whose
+//! rules it does not know.
+
+use super::PgError;
+
+/// One migration: its version (dense from 1), what it does, its SQL.
+pub struct Migration {
+    pub version: i32,
+    pub description: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in order. Never edit a released one: add the next.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+    version: 1,
+    description:
+        "the log: leader lease, events, bundles, bundle artifact references; append-only triggers",
+    sql: r#"
+CREATE TABLE leader (
+    id smallint PRIMARY KEY CHECK (id = 1),
+    epoch bigint NOT NULL,
+    holder text NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+INSERT INTO leader (id, epoch, holder, expires_at) VALUES (1, 0, '', '-infinity');
+
+CREATE TABLE events (
+    seq bigint PRIMARY KEY CHECK (seq >= 1),
+    event_id text NOT NULL UNIQUE,
+    bundle_id text NOT NULL,
+    event_type text NOT NULL,
+    target text NOT NULL,
+    record bytea NOT NULL,
+    prev_hash bytea CHECK (prev_hash IS NULL OR length(prev_hash) = 32),
+    hash bytea NOT NULL CHECK (length(hash) = 32),
+    epoch bigint NOT NULL
+);
+CREATE INDEX events_by_bundle ON events (bundle_id, seq);
+CREATE INDEX events_by_type ON events (event_type, seq);
+
+CREATE TABLE bundles (
+    bundle_id text PRIMARY KEY,
+    digest bytea NOT NULL CHECK (length(digest) = 32),
+    first_seq bigint,
+    last_seq bigint,
+    ingested bigint NOT NULL,
+    duplicates bigint NOT NULL,
+    head_seq bigint NOT NULL
+);
+CREATE INDEX bundles_by_head ON bundles (head_seq);
+
+CREATE TABLE bundle_artifacts (
+    bundle_id text NOT NULL REFERENCES bundles (bundle_id),
+    ord integer NOT NULL,
+    sha256 bytea NOT NULL CHECK (length(sha256) = 32),
+    kind text NOT NULL,
+    uri text NOT NULL,
+    size bigint NOT NULL,
+    PRIMARY KEY (bundle_id, ord)
+);
+
+CREATE FUNCTION leviathan_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'leviathan: % on % is refused: the log is append-only', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION leviathan_append_only();
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION leviathan_append_only();
+CREATE TRIGGER bundles_append_only BEFORE UPDATE OR DELETE ON bundles
+    FOR EACH ROW EXECUTE FUNCTION leviathan_append_only();
+CREATE TRIGGER bundles_no_truncate BEFORE TRUNCATE ON bundles
+    FOR EACH STATEMENT EXECUTE FUNCTION leviathan_append_only();
+CREATE TRIGGER bundle_artifacts_append_only BEFORE UPDATE OR DELETE ON bundle_artifacts
+    FOR EACH ROW EXECUTE FUNCTION leviathan_append_only();
+CREATE TRIGGER bundle_artifacts_no_truncate BEFORE TRUNCATE ON bundle_artifacts
+    FOR EACH STATEMENT EXECUTE FUNCTION leviathan_append_only();
+"#,
+    },
+    Migration {
+        version: 2,
+        description: "cluster members: each node's applied seq, state digest and projector set",
+        sql: r#"
+CREATE TABLE members (
+    node_id text PRIMARY KEY,
+    role text NOT NULL,
+    applied_seq bigint NOT NULL,
+    state_digest bytea NOT NULL CHECK (length(state_digest) = 32),
+    fingerprint bytea NOT NULL CHECK (length(fingerprint) = 32),
+    updated_at timestamptz NOT NULL
+);
+"#,
+    },
+];
+
+/// The newest schema version this binary knows.
+pub fn latest() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Serializes migrations between nodes (`pg_advisory_xact_lock`).
+const MIGRATION_LOCK: i64 = 0x4c45_5649_4154_0001;
+
+/// Brings the database to [`latest`]; returns (version found, version now).
+pub fn migrate(client: &mut postgres::Client) -> Result<(i32, i32), PgError> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             version integer PRIMARY KEY,
+             description text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )?;
+    let found: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])?
+        .get(0);
+    if found > latest() {
+        return Err(PgError::NewerSchema {
+            database: found,
+            binary: latest(),
+        });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
+        tx.batch_execute(m.sql)
+            .map_err(|e| PgError::Migration(m.version, e))?;
+        tx.execute(
+            "INSERT INTO schema_version (version, description) VALUES ($1, $2)",
+            &[&m.version, &m.description],
+        )?;
+        tracing::info!(
+            version = m.version,
+            "applied PostgreSQL migration: {}",
+            m.description
+        );
+    }
+    tx.commit()?;
+    Ok((found, latest()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_dense_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "{}", m.description);
+        }
+        assert_eq!(latest() as usize, MIGRATIONS.len());
+    }
+}

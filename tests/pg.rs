@@ -1,0 +1,870 @@
+//! `LEVIATHAN_STORE=postgres`: the schema and its migrations, the append-only
+//! triggers, fencing, and start-up catching a node's local store up from the
+//! PostgreSQL log (after a kill -9, a crash between the two commits, a wiped
+//! data dir). Each test runs its own throwaway cluster (tests/common/pg.rs)
+//! and real server processes.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::pg::Postgres;
+use common::*;
+use leviathan::pg::{EventRow, PgLog, PgSettings, Rows};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A server on a fresh data dir whose log lives in `url`.
+fn pg_server(url: &str, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("LEVIATHAN_STORE", "postgres"),
+        ("LEVIATHAN_POSTGRES_URL", url),
+        ("LEVIATHAN_POSTGRES_LEASE_SECS", "2"),
+    ];
+    env.extend_from_slice(extra);
+    Server::start_with(&env)
+}
+
+fn pg_server_in(dir: &std::path::Path, url: &str, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("LEVIATHAN_STORE", "postgres"),
+        ("LEVIATHAN_POSTGRES_URL", url),
+        ("LEVIATHAN_POSTGRES_LEASE_SECS", "2"),
+    ];
+    env.extend_from_slice(extra);
+    Server::start_in(dir, &env)
+}
+
+fn settings(url: &str, holder: &str, lease_secs: f64) -> PgSettings {
+    PgSettings {
+        url: url.to_string(),
+        lease: Duration::from_secs_f64(lease_secs),
+        holder: holder.to_string(),
+        test_crash_after_commit: false,
+    }
+}
+
+/// What a reader sees of a store: every event, the head, the graph's digest
+/// and applied seq.
+fn state(s: &Server) -> (Vec<Value>, Value, Value, Value) {
+    let (st, p) = s.get("/v1/projection");
+    assert_eq!(st, 200, "{p}");
+    (
+        s.all_events(),
+        s.get("/v1/log/head").1,
+        p["state_digest"].clone(),
+        p["applied_seq"].clone(),
+    )
+}
+
+/// The server's log line saying what start-up caught up from PostgreSQL.
+fn caught_up(s: &Server) -> String {
+    s.log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("caught the local store up from PostgreSQL"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn pg_count(pg: &mut postgres::Client, table: &str) -> i64 {
+    pg.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .unwrap()
+        .get(0)
+}
+
+/// One event row chained after `prev` (enough for the fencing checks; the
+/// record is a real one so that catch-up could read it).
+fn row(seq: u64, prev: Option<leviathan::digest::Sha256>, id: &str) -> EventRow {
+    let body = json!({"target": "radix", "bundle_id": format!("b-{id}"), "events": [
+        event(id, "custom.thing", json!({"n": seq}))]});
+    let b = leviathan::bundle::parse(body.to_string().as_bytes(), &Default::default()).unwrap();
+    let record = b.events[0].encode(leviathan::seq::Seq(seq), prev.as_ref());
+    EventRow {
+        seq: leviathan::seq::Seq(seq),
+        event_id: id.into(),
+        bundle_id: format!("b-{id}"),
+        event_type: "custom.thing".into(),
+        target: "radix".into(),
+        hash: leviathan::digest::Sha256::of(&record),
+        record,
+        prev_hash: prev,
+    }
+}
+
+#[test]
+fn the_schema_is_migrated_once_and_a_newer_one_is_refused() {
+    let Some(pg) = Postgres::start("the_schema_is_migrated_once_and_a_newer_one_is_refused") else {
+        return;
+    };
+    let url = pg.url();
+    let log = PgLog::open(settings(&url, "a", 5.0)).unwrap();
+    drop(log);
+    // A second open finds the schema current and applies nothing again.
+    let log = PgLog::open(settings(&url, "b", 5.0)).unwrap();
+    drop(log);
+    let mut c = pg.client();
+    let latest = leviathan::pg::schema::latest();
+    let versions: Vec<i32> = c
+        .query("SELECT version FROM schema_version ORDER BY version", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, (1..=latest).collect::<Vec<_>>());
+
+    // A newer binary migrated it: this one refuses, naming both versions.
+    c.execute(
+        "INSERT INTO schema_version (version, description) VALUES ($1, 'from the future')",
+        &[&(latest + 1)],
+    )
+    .unwrap();
+    let err = PgLog::open(settings(&url, "c", 5.0)).err().unwrap();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("version {}", latest + 1))
+            && msg.contains(&format!("version {latest}")),
+        "{msg}"
+    );
+    // And so does the server, before it serves.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_STORE", "postgres")
+        .env("LEVIATHAN_POSTGRES_URL", &url);
+    let out = refused(cmd);
+    assert!(
+        out.contains(&format!("version {}", latest + 1)) && out.contains("newer than this binary"),
+        "{out}"
+    );
+}
+
+#[test]
+fn postgres_without_a_url_and_the_old_backend_setting_are_refused_with_directions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_STORE", "postgres")
+        .env_remove("LEVIATHAN_POSTGRES_URL");
+    let out = refused(cmd);
+    assert!(out.contains("LEVIATHAN_POSTGRES_URL"), "{out}");
+
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_BACKEND", "postgres");
+    let out = refused(cmd);
+    assert!(
+        out.contains("LEVIATHAN_STORE=postgres") && out.contains("LEVIATHAN_BACKEND"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_log_in_postgres_is_append_only() {
+    let Some(pg) = Postgres::start("the_log_in_postgres_is_append_only") else {
+        return;
+    };
+    let s = pg_server(&pg.url(), &[]);
+    let (st, r) = s.ingest(&bundle("b1", events("e", 3)));
+    assert_eq!(st, 200, "{r}");
+    let mut c = pg.client();
+    assert_eq!(pg_count(&mut c, "events"), 3);
+    for sql in [
+        "UPDATE events SET target = 'other' WHERE seq = 2",
+        "DELETE FROM events WHERE seq = 3",
+        "TRUNCATE events CASCADE",
+        "UPDATE bundles SET ingested = 0",
+        "DELETE FROM bundles",
+    ] {
+        let err = c
+            .batch_execute(sql)
+            .err()
+            .unwrap_or_else(|| panic!("{sql} was allowed"));
+        let msg = err
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(pg_count(&mut c, "events"), 3);
+    assert_eq!(pg_count(&mut c, "bundles"), 1);
+    // The stored rows are the served records, byte for byte.
+    let served = s.all_events();
+    let rows = c
+        .query(
+            "SELECT seq, event_id, hash, prev_hash FROM events ORDER BY seq",
+            &[],
+        )
+        .unwrap();
+    for (r, e) in rows.iter().zip(&served) {
+        assert_eq!(r.get::<_, i64>(0) as u64, e["seq"].as_u64().unwrap());
+        assert_eq!(r.get::<_, String>(1), e["event_id"].as_str().unwrap());
+        assert_eq!(
+            hex::encode(r.get::<_, Vec<u8>>(2)),
+            e["hash"].as_str().unwrap()
+        );
+        let prev: Option<Vec<u8>> = r.get(3);
+        assert_eq!(
+            prev.map(hex::encode),
+            e["prev_hash"].as_str().map(String::from)
+        );
+    }
+}
+
+#[test]
+fn a_fenced_writer_cannot_append() {
+    let Some(pg) = Postgres::start("a_fenced_writer_cannot_append") else {
+        return;
+    };
+    let url = pg.url();
+    let mut a = PgLog::open(settings(&url, "node-a", 30.0)).unwrap();
+    let mut b = PgLog::open(settings(&url, "node-b", 30.0)).unwrap();
+    let epoch_a = a.try_lead().unwrap().expect("a free lease is taken");
+    // The lease is a's and has not expired: b cannot take it.
+    assert_eq!(b.try_lead().unwrap(), None);
+    assert_eq!(b.lease_state().unwrap().holder, "node-a");
+    let e1 = row(1, None, "x1");
+    let h1 = e1.hash;
+    let empty = a.head().unwrap();
+    a.append(
+        empty,
+        &Rows {
+            events: vec![e1],
+            bundles: vec![],
+        },
+    )
+    .unwrap();
+    // A writer that does not lead cannot append either.
+    let at = b.head().unwrap();
+    let err = b
+        .append(
+            at,
+            &Rows {
+                events: vec![row(2, Some(h1), "y2")],
+                bundles: vec![],
+            },
+        )
+        .unwrap_err();
+    assert!(err.is_fenced(), "{err}");
+    // a pauses past its lease (here: the lease is made to expire); b takes over.
+    pg.client()
+        .execute(
+            "UPDATE leader SET expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .unwrap();
+    let epoch_b = b.try_lead().unwrap().expect("an expired lease is taken");
+    assert!(epoch_b > epoch_a);
+    // a resumes and tries to append: fenced, nothing written.
+    let head = a.head().unwrap();
+    let err = a
+        .append(
+            head,
+            &Rows {
+                events: vec![row(2, Some(h1), "a2")],
+                bundles: vec![],
+            },
+        )
+        .unwrap_err();
+    assert!(err.is_fenced(), "{err}");
+    assert!(err.to_string().contains("node-b"), "{err}");
+    // b continues the chain; an append that does not follow the head is refused.
+    b.append(
+        head,
+        &Rows {
+            events: vec![row(2, Some(h1), "b2")],
+            bundles: vec![],
+        },
+    )
+    .unwrap();
+    let stale = b
+        .append(
+            head,
+            &Rows {
+                events: vec![row(2, Some(h1), "b2-again")],
+                bundles: vec![],
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(stale, leviathan::pg::PgError::HeadMoved { .. }),
+        "{stale}"
+    );
+    let mut c = pg.client();
+    let ids: Vec<String> = c
+        .query("SELECT event_id FROM events ORDER BY seq", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, ["x1", "b2"]);
+}
+
+#[test]
+fn a_server_fenced_by_another_writer_answers_503_not_leader_and_appends_nothing() {
+    let Some(pg) = Postgres::start("a_server_fenced_by_another_writer") else {
+        return;
+    };
+    let s = pg_server(&pg.url(), &[]);
+    let (st, r) = s.ingest(&bundle("b1", events("e", 2)));
+    assert_eq!(st, 200, "{r}");
+    // Another writer takes leadership (as after this one paused past its lease).
+    let mut other = PgLog::open(settings(&pg.url(), "intruder", 30.0)).unwrap();
+    pg.client()
+        .execute(
+            "UPDATE leader SET expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .unwrap();
+    other
+        .try_lead()
+        .unwrap()
+        .expect("the expired lease is taken");
+    for i in 0..2 {
+        let (st, r) = s.ingest(&bundle(&format!("b2-{i}"), events(&format!("f{i}"), 2)));
+        assert_eq!(st, 503, "{r}");
+        assert_eq!(r["error"]["code"], "not_leader", "{r}");
+        assert!(
+            r["error"]["message"].as_str().unwrap().contains("intruder")
+                || r["error"]["message"].as_str().unwrap().contains("lease"),
+            "{r}"
+        );
+    }
+    let mut c = pg.client();
+    assert_eq!(pg_count(&mut c, "events"), 2);
+    // Reads still answer from the local store.
+    assert_eq!(s.all_events().len(), 2);
+}
+
+#[test]
+fn kill_9_then_restart_on_the_same_or_a_wiped_data_dir_loses_nothing() {
+    let Some(pg) = Postgres::start("kill_9_then_restart") else {
+        return;
+    };
+    let url = pg.url();
+    let mut s = pg_server(&url, &[]);
+    for b in mixed_log(6) {
+        let (st, r) = s.ingest(&b);
+        assert_eq!(st, 200, "{r}");
+    }
+    let before = state(&s);
+    let dir = s.keep_dir();
+    s.kill();
+
+    // Same data dir: the node takes its own lease back at once.
+    let mut s = pg_server_in(dir.path(), &url, &[]);
+    assert_eq!(state(&s), before);
+    let (_, r) = s.ingest(&mixed_log(6)[1]);
+    assert_eq!(r["status"], "duplicate", "{r}");
+    s.kill();
+
+    // A wiped data dir (a new node): it waits for the lease to expire,
+    // then fills its store from PostgreSQL.
+    let s = pg_server(&url, &[]);
+    assert_eq!(state(&s), before);
+    let n = before.0.len();
+    assert!(
+        caught_up(&s).contains(&format!("events={n}")),
+        "{}",
+        caught_up(&s)
+    );
+    assert_eq!(s.get("/v1/log/verify").1["ok"], true);
+    let (_, r) = s.ingest(&mixed_log(6)[2]);
+    assert_eq!(r["status"], "duplicate", "{r}");
+    let (st, r) = s.ingest(&bundle("after", events("late", 2)));
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        r["first_seq"].as_u64().unwrap(),
+        before.1["seq"].as_u64().unwrap() + 1
+    );
+}
+
+#[test]
+fn a_crash_between_the_postgres_commit_and_the_local_commit_is_repaired_at_start() {
+    let Some(pg) = Postgres::start("a_crash_between_the_two_commits") else {
+        return;
+    };
+    let url = pg.url();
+    let log = mixed_log(4);
+    let (first, last) = log.split_at(log.len() - 1);
+    let mut s = pg_server(&url, &[]);
+    for b in first {
+        assert_eq!(s.ingest(b).0, 200);
+    }
+    let dir = s.keep_dir();
+    s.stop();
+    // This run dies right after PostgreSQL committed the last bundle.
+    let mut s = pg_server_in(
+        dir.path(),
+        &url,
+        &[("LEVIATHAN_TEST_CRASH_AFTER_POSTGRES_COMMIT", "true")],
+    );
+    let sent = s
+        .req(reqwest::Method::POST, "/v1/events/ingest")
+        .json(&last[0])
+        .send();
+    assert!(
+        sent.is_err(),
+        "the server answered: {:?}",
+        sent.map(|r| r.status())
+    );
+    s.kill();
+    let mut c = pg.client();
+    let in_pg = pg_count(&mut c, "events") as usize;
+    let expected: usize = log
+        .iter()
+        .map(|b| b["events"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(in_pg, expected, "the last bundle is in PostgreSQL");
+
+    // The next start catches the local store up: everything is served, and the
+    // graph is the one a plain fjall server builds from the same bundles.
+    let s = pg_server_in(dir.path(), &url, &[]);
+    let got = state(&s);
+    assert_eq!(got.0.len(), expected);
+    let last_len = last[0]["events"].as_array().unwrap().len();
+    assert!(
+        caught_up(&s).contains(&format!("events={last_len}")),
+        "{}",
+        caught_up(&s)
+    );
+    let (_, r) = s.ingest(&last[0]);
+    assert_eq!(r["status"], "duplicate", "{r}");
+    let plain = Server::start();
+    for b in &log {
+        assert_eq!(plain.ingest(b).0, 200);
+    }
+    assert_eq!(got, state(&plain));
+}
+
+fn signal(s: &Server, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn a_paused_writer_is_fenced_once_another_took_over_and_nothing_forks() {
+    let Some(pg) = Postgres::start("a_paused_writer_is_fenced") else {
+        return;
+    };
+    let url = pg.url();
+    let a = pg_server(&url, &[]);
+    for b in mixed_log(3) {
+        assert_eq!(a.ingest(&b).0, 200);
+    }
+    // A pauses (a GC pause, a stalled VM) past its 2 s lease.
+    signal(&a, "-STOP");
+    // B, a new node, waits for the lease to run out, takes over, catches up.
+    let started = std::time::Instant::now();
+    let b = pg_server(&url, &[]);
+    let took_over = started.elapsed();
+    let (st, r) = b.ingest(&bundle("from-b", events("b", 3)));
+    assert_eq!(st, 200, "{r}");
+    // A bundle sent to A while it is paused is taken when it resumes.
+    let a_base = a.base.clone();
+    let in_flight = std::thread::spawn(move || {
+        let c = reqwest::blocking::Client::new();
+        parse(
+            c.post(format!("{a_base}/v1/events/ingest"))
+                .bearer_auth(TOKEN)
+                .json(&bundle("from-a", events("a", 2)))
+                .send()
+                .unwrap(),
+        )
+    });
+    signal(&a, "-CONT");
+    let (st, r) = in_flight.join().unwrap();
+    assert_eq!(st, 503, "{r}");
+    assert_eq!(r["error"]["code"], "not_leader", "{r}");
+    let (st, r) = a.ingest(&bundle("from-a-2", events("a2", 1)));
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (503, Some("not_leader")),
+        "{r}"
+    );
+
+    // Nothing of A's after the pause is stored, and the chain is one chain.
+    let mut c = pg.client();
+    let from_a: i64 = c
+        .query_one(
+            "SELECT count(*) FROM events WHERE event_id IN ('a-0', 'a-1', 'a2-0')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(from_a, 0);
+    let served = b.all_events();
+    assert_eq!(served.len() as i64, pg_count(&mut c, "events"));
+    assert_eq!(b.get("/v1/log/verify").1["ok"], true);
+    eprintln!("B took over {took_over:?} after A paused (lease 2 s)");
+}
+
+#[test]
+fn failover_under_load_after_kill_9_loses_nothing_acknowledged_and_appends_nothing_twice() {
+    let Some(pg) = Postgres::start("failover_under_load") else {
+        return;
+    };
+    let url = pg.url();
+    let mut a = pg_server(&url, &[]);
+    // The standby starts now and waits for the lease (its start returns once it leads).
+    let standby = {
+        let url = url.clone();
+        std::thread::spawn(move || pg_server(&url, &[]))
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Value, Value)>::new()));
+    let clients: Vec<_> = (0..2)
+        .map(|c| {
+            let (base, stop, acked) = (a.base.clone(), stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap();
+                let mut sent = Vec::new();
+                for i in 0..2000 {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let b = bundle(&format!("c{c}-{i}"), events(&format!("c{c}-{i}"), 5));
+                    sent.push(b.clone());
+                    let Ok(resp) = http
+                        .post(format!("{base}/v1/events/ingest"))
+                        .bearer_auth(TOKEN)
+                        .json(&b)
+                        .send()
+                    else {
+                        break;
+                    };
+                    let (st, r) = parse(resp);
+                    if st == 200 {
+                        acked.lock().unwrap().push((b, r));
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    // Kill A once a good share has been acknowledged.
+    while acked.lock().unwrap().len() < 40 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.kill();
+    let killed = std::time::Instant::now();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent: Vec<Value> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let b = standby.join().unwrap();
+    let took_over = killed.elapsed();
+    assert!(
+        took_over < Duration::from_secs(2 + 30),
+        "the standby took {took_over:?} to lead"
+    );
+    // Every acknowledged bundle is there, at the seqs it was acknowledged with.
+    for (bundle, answer) in acked.lock().unwrap().iter() {
+        let (st, r) = b.ingest(bundle);
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["status"], "duplicate", "{r}");
+        assert_eq!(r["first_seq"], answer["first_seq"]);
+        assert_eq!(r["last_seq"], answer["last_seq"]);
+    }
+    // Every bundle sent can be retried on B: appended once, whatever A did.
+    for bundle in &sent {
+        let (st, r) = b.ingest(bundle);
+        assert_eq!(st, 200, "{r}");
+    }
+    let total: usize = sent.len() * 5;
+    let mut c = pg.client();
+    assert_eq!(pg_count(&mut c, "events") as usize, total);
+    assert_eq!(b.all_events().len(), total);
+    assert_eq!(b.get("/v1/log/verify").1["ok"], true);
+    eprintln!(
+        "{} bundles acknowledged by A before kill -9; B led {took_over:?} after it",
+        acked.lock().unwrap().len()
+    );
+}
+
+/// Waits (bounded) until `s` has applied `seq`; panics past the deadline.
+fn wait_applied(s: &Server, seq: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, p) = s.get("/v1/projection");
+        if st == 200 && p["applied_seq"].as_u64() >= Some(seq) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not apply seq {seq} within 60 s: {p}",
+            s.base
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_replicas_follow_the_writer_and_agree_on_the_state_digest_after_concurrent_ingest() {
+    let Some(pg) = Postgres::start("two_replicas_follow_the_writer") else {
+        return;
+    };
+    let url = pg.url();
+    let writer = pg_server(&url, &[]);
+    let early = pg_server(&url, &[("LEVIATHAN_ROLE", "replica")]);
+    let log = mixed_log(8);
+    assert_eq!(writer.ingest(&log[0]).0, 200);
+    // Two clients at once.
+    std::thread::scope(|scope| {
+        for part in [&log[1..5], &log[5..]] {
+            let w = &writer;
+            scope.spawn(move || {
+                for b in part {
+                    let (st, r) = w.ingest(b);
+                    assert_eq!(st, 200, "{r}");
+                }
+            });
+        }
+    });
+    // A replica started after the ingest catches up at start.
+    let late = pg_server(&url, &[("LEVIATHAN_ROLE", "replica")]);
+    let head = writer.get("/v1/log/head").1["seq"].as_u64().unwrap();
+    for r in [&early, &late] {
+        wait_applied(r, head);
+    }
+    let expected = state(&writer);
+    assert_eq!(state(&early), expected);
+    assert_eq!(state(&late), expected);
+    // Idempotency answers from a replica's copy are the writer's.
+    let (st, r) = early.ingest(&log[3]);
+    assert_eq!(st, 503, "{r}");
+    assert_eq!(r["error"]["code"], "not_leader", "{r}");
+
+    // A batch that appends no event (a new bundle id over known events), then
+    // one that does: the replicas follow both.
+    let (st, r) = writer
+        .ingest(&json!({"target": "radix", "bundle_id": "again", "events": log[2]["events"]}));
+    assert_eq!((st, r["ingested"].as_u64()), (200, Some(0)), "{r}");
+    let (st, r) = writer.ingest(&bundle("last", events("last", 3)));
+    assert_eq!(st, 200, "{r}");
+    let head = r["last_seq"].as_u64().unwrap();
+    for r in [&early, &late] {
+        wait_applied(r, head);
+        assert_eq!(state(r), state(&writer));
+    }
+
+    // GET /v1/cluster, from any member: all three, in agreement, one leader.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let view = loop {
+        let (st, v) = late.get("/v1/cluster");
+        assert_eq!(st, 200, "{v}");
+        let members = v["members"].as_array().unwrap();
+        if members.len() == 3
+            && members
+                .iter()
+                .all(|m| m["applied_seq"].as_u64() == Some(head))
+        {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "members never all at {head}: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(view["head_seq"].as_u64(), Some(head), "{view}");
+    let members = view["members"].as_array().unwrap();
+    for m in members {
+        assert_eq!(m["digest_agrees"], true, "{view}");
+        assert_eq!(m["same_projector_set"], true, "{view}");
+        assert_eq!(m["lag_seqs"], 0, "{view}");
+        assert_eq!(m["state_digest"], state(&writer).2, "{view}");
+    }
+    let leaders: Vec<&Value> = members.iter().filter(|m| m["leader"] == true).collect();
+    assert_eq!(leaders.len(), 1, "{view}");
+    assert_eq!(leaders[0]["role"], "writer", "{view}");
+    assert_eq!(
+        members.iter().filter(|m| m["role"] == "replica").count(),
+        2,
+        "{view}"
+    );
+    // On the embedded store alone there is no cluster.
+    let (st, r) = Server::start().get("/v1/cluster");
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{r}"
+    );
+}
+
+fn seq_header(resp: &reqwest::blocking::Response) -> u64 {
+    resp.headers()
+        .get("x-leviathan-seq")
+        .expect("X-Leviathan-Seq on a read")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_client_reads_its_own_writes_from_a_replica_with_min_seq() {
+    let Some(pg) = Postgres::start("a_client_reads_its_own_writes") else {
+        return;
+    };
+    let url = pg.url();
+    let writer = pg_server(&url, &[]);
+    let replica = pg_server(&url, &[("LEVIATHAN_ROLE", "replica")]);
+    for round in 0..5 {
+        let id = format!("mine-{round}");
+        let (st, r) = writer.ingest(&bundle(&id, events(&id, 3)));
+        assert_eq!(st, 200, "{r}");
+        let last = r["last_seq"].as_u64().unwrap();
+        // Right after the write, through the replica: min_seq makes it wait.
+        let resp = replica
+            .req(
+                reqwest::Method::GET,
+                &format!("/v1/events/{id}-2?min_seq={last}"),
+            )
+            .send()
+            .unwrap();
+        assert!(seq_header(&resp) >= last);
+        let (st, e) = parse(resp);
+        assert_eq!(st, 200, "{e}");
+        assert_eq!(e["seq"].as_u64(), Some(last));
+    }
+    // The writer's reads carry the header too.
+    let resp = writer
+        .req(reqwest::Method::GET, "/v1/log/head")
+        .send()
+        .unwrap();
+    let at = seq_header(&resp);
+    assert_eq!(parse(resp).1["seq"].as_u64(), Some(at));
+    // A seq no one has appended: a bounded wait, then 503 not_caught_up.
+    let far = at + 1000;
+    let started = std::time::Instant::now();
+    let (st, r) = replica.get(&format!("/v1/log/head?min_seq={far}&timeout_ms=1000"));
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (503, Some("not_caught_up")),
+        "{r}"
+    );
+    assert_eq!(
+        r["error"]["details"]["applied_seq"].as_u64(),
+        Some(at),
+        "{r}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    // A malformed min_seq is refused as any bad query parameter is, not waited on.
+    let (st, r) = replica.get("/v1/log/head?min_seq=soon");
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (422, Some("invalid_query")),
+        "{r}"
+    );
+}
+
+#[test]
+fn an_auto_replica_serves_reads_and_takes_over_when_the_writer_dies() {
+    let Some(pg) = Postgres::start("an_auto_replica_takes_over") else {
+        return;
+    };
+    let url = pg.url();
+    let mut a = pg_server(&url, &[]);
+    let b = pg_server(&url, &[("LEVIATHAN_ROLE", "auto")]);
+    let log = mixed_log(4);
+    for bundle in &log {
+        assert_eq!(a.ingest(bundle).0, 200);
+    }
+    let head = a.get("/v1/log/head").1["seq"].as_u64().unwrap();
+    wait_applied(&b, head);
+    // While A leads, B refuses ingest.
+    let (st, r) = b.ingest(&bundle("too-early", events("early", 1)));
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (503, Some("not_leader")),
+        "{r}"
+    );
+    let before = state(&a);
+    a.kill();
+    let killed = std::time::Instant::now();
+    // B keeps serving reads, then takes over within the lease (2 s) and a poll.
+    assert_eq!(state(&b), before);
+    let deadline = killed + Duration::from_secs(30);
+    let r = loop {
+        let (st, r) = b.ingest(&bundle("after-failover", events("late", 2)));
+        if st == 200 {
+            break r;
+        }
+        assert_eq!(r["error"]["code"], "not_leader", "{r}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never took over: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = killed.elapsed();
+    assert_eq!(r["first_seq"].as_u64(), Some(head + 1), "{r}");
+    for bundle in &log {
+        let (st, r) = b.ingest(bundle);
+        assert_eq!((st, r["status"].as_str()), (200, Some("duplicate")), "{r}");
+    }
+    assert_eq!(b.get("/v1/log/verify").1["ok"], true);
+    let mut c = pg.client();
+    assert_eq!(pg_count(&mut c, "events") as u64, head + 2);
+    eprintln!("the auto replica appended {took:?} after the writer's kill -9 (lease 2 s)");
+}
+
+#[test]
+fn a_replica_with_another_projector_set_is_reported_and_refuses_reads() {
+    let Some(pg) = Postgres::start("a_replica_with_another_projector_set") else {
+        return;
+    };
+    let url = pg.url();
+    let writer = pg_server(&url, &[]);
+    for b in mixed_log(2) {
+        assert_eq!(writer.ingest(&b).0, 200);
+    }
+    // Same rules, other limits: another projector set (fingerprint).
+    let odd = pg_server(
+        &url,
+        &[
+            ("LEVIATHAN_ROLE", "replica"),
+            ("LEVIATHAN_PROJECTORS", "core#fuel=40000000"),
+        ],
+    );
+    // It finds out within a publish round or two, then refuses reads.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let (st, r) = odd.get("/v1/log/head");
+        if st == 503 {
+            break r;
+        }
+        assert_eq!(st, 200, "{r}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica kept serving reads"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(refused["error"]["code"], "replica_disagrees", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("projector set"),
+        "{refused}"
+    );
+    // The writer's view of the cluster reports it.
+    let (st, view) = writer.get("/v1/cluster");
+    assert_eq!(st, 200, "{view}");
+    let members = view["members"].as_array().unwrap();
+    let odd_member = members
+        .iter()
+        .find(|m| m["role"] == "replica")
+        .unwrap_or_else(|| panic!("{view}"));
+    assert_eq!(odd_member["same_projector_set"], false, "{view}");
+    // The writer itself keeps serving.
+    assert_eq!(writer.get("/v1/log/head").0, 200);
+    // And the replica's own /v1/cluster still answers, to say why.
+    assert_eq!(odd.get("/v1/cluster").0, 200);
+}
