@@ -79,7 +79,12 @@ impl Starting {
 }
 
 /// While the store opens and a blocking build runs: `/livez` answers 200,
-/// everything else 503 `not_ready` with what start-up is doing.
+/// everything else 503 `not_ready` with what start-up is doing. Every answer
+/// closes its connection (`Connection: close`): this server stops when the
+/// real one takes the listener, and a kept-alive connection it closed then
+/// could meet a client's next request on the way (the client sees the
+/// connection drop mid-request); a fresh connection lands in the listener's
+/// queue and is served by whichever server accepts it.
 fn starting_router(starting: Starting) -> axum::Router {
     use axum::routing::get;
     let live = || async {
@@ -108,6 +113,15 @@ fn starting_router(starting: Starting) -> axum::Router {
                 resp
             }
         })
+        .layer(axum::middleware::map_response(
+            |mut resp: axum::response::Response| async move {
+                resp.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+                resp
+            },
+        ))
 }
 
 /// Opens the store, loads the projectors and decides the live generation

@@ -132,20 +132,26 @@ pub fn build_until(
     let (mut applied, _) = plan.graph.state()?;
     let started = Instant::now();
     let first = applied;
+    // A later phase of the same build (to the head after too many errors)
+    // keeps where and when the build started.
+    let earlier = builds.get().filter(|s| s.generation == plan.record.id);
     builds.set(BuildStatus {
         generation: plan.record.id,
         fingerprint: plan.fingerprint,
         projectors: plan.record.labels(),
         state: BuildState::Building,
         applied_seq: applied,
-        resumed_from_seq: applied,
+        resumed_from_seq: earlier.as_ref().map_or(applied, |s| s.resumed_from_seq),
         head_seq: log.head()?.seq,
         lag_events: 0,
         events_per_second: 0.0,
         errors,
         max_build_errors: plan.settings.max_build_errors,
         eta_seconds: None,
-        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        started_at: earlier.map_or_else(
+            || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            |s| s.started_at,
+        ),
         message: None,
     });
     let chunk_events = plan

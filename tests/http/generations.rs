@@ -436,6 +436,9 @@ fn block_mode_builds_before_serving_and_an_old_store_is_told_to_use_it() {
         }
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "1");
+        // Start-up answers close their connection (none is kept alive
+        // into the handover to the real server).
+        assert_eq!(r.headers()["connection"], "close");
         let body: Value = r.json().unwrap();
         assert_eq!(body["error"]["code"], "not_ready", "{body}");
         let reason = body["error"]["details"]["reason"]
