@@ -335,9 +335,9 @@ async function dashboard() {
       fill(checkpoint, e instanceof ApiError && e.status === 404 ? checkpointView(null) : notice(errorText(e))));
   }
   function refreshErrors(pr) {
-    // The live generation's first errors, in log order; a build's are on the
-    // errors page (linked from its count).
-    optional("/v1/projection/errors?limit=5").then((r) => {
+    // The live generation's most recent errors, newest first; a build's are
+    // on the errors page (linked from its count).
+    optional("/v1/projection/errors?order=newest&limit=5").then((r) => {
       if (r === null) {
         fill(errors, h("p.muted", { text: "This server does not record projection errors (GET /v1/projection/errors is absent)." }));
         return;
@@ -345,7 +345,7 @@ async function dashboard() {
       const recording = pr.projectors.filter((p) => p.on_error === "record").map((p) => p.name);
       fill(errors,
         r.errors.length
-          ? table("Projection errors of the live generation (the first, in log order)", ["seq", "event", "projector", "code", "message"], errorRows(r.errors))
+          ? table("Recent projection errors of the live generation (newest first)", ["seq", "event", "projector", "code", "message"], errorRows(r.errors))
           : h("p", { text: recording.length ? `None recorded (projectors that record errors: ${recording.join(", ")}).` : "None: every live projector refuses a bad event (on_error = reject), so the live graph has no recorded errors." }),
         h("p", {}, link("#/errors", "All projection errors, page by page"), pr.build && pr.build.errors > 0 ? [" · ", link("#/errors?generation=" + pr.build.generation, `the ${num(pr.build.errors)} errors of generation ${pr.build.generation}'s build`)] : null),
       );

@@ -240,10 +240,11 @@ pub async fn projection(State(app): State<AppState>) -> Result<Json<Projection>,
     .await
 }
 
-/// `GET /v1/projection/errors?projector=&generation=&limit=&cursor=`: the
-/// projection errors recorded by `on_error = "record"` projectors (or by a
-/// generation's build: `generation`), in log order (one projector's with
-/// `projector`), paged like the graph's lists.
+/// `GET /v1/projection/errors?projector=&generation=&order=&limit=&cursor=`:
+/// the projection errors recorded by `on_error = "record"` projectors (or by
+/// a generation's build: `generation`), in log order or newest first
+/// (`order=newest`; `oldest` is the default), one projector's with
+/// `projector`, paged like the graph's lists.
 pub async fn projection_errors(
     State(app): State<AppState>,
     RawQuery(q): RawQuery,
@@ -252,6 +253,15 @@ pub async fn projection_errors(
     let limit = limit(&p, 100)?;
     let projector = p.str("projector").map(str::to_owned);
     let cursor = p.str("cursor").map(str::to_owned);
+    let newest_first = match p.str("order") {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(o) => {
+            return Err(ApiError::invalid_query(format!(
+                "order must be \"oldest\" or \"newest\", got {o:?}"
+            )))
+        }
+    };
     let generation = match p.str("generation") {
         None => None,
         Some(g) => Some(g.parse::<u64>().map_err(|_| {
@@ -274,7 +284,12 @@ pub async fn projection_errors(
                     ))
                 })?,
         };
-        let page = graph.projection_errors(projector.as_deref(), cursor.as_deref(), limit)?;
+        let page = graph.projection_errors(
+            projector.as_deref(),
+            cursor.as_deref(),
+            limit,
+            newest_first,
+        )?;
         let errors: Vec<wire::ProjectionError> = page.items.into_iter().map(Into::into).collect();
         Ok(Json(wire::ProjectionErrorsPage {
             count: errors.len(),

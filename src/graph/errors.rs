@@ -36,6 +36,9 @@ const TAG_PROJECTOR: u8 = b'p';
 /// Cursor tags (first byte of a decoded cursor).
 const CURSOR_ALL: u8 = b'E';
 const CURSOR_PROJECTOR: u8 = b'F';
+/// The same two, newest first (a cursor of one order is refused by the other).
+const CURSOR_ALL_NEWEST: u8 = b'e';
+const CURSOR_PROJECTOR_NEWEST: u8 = b'f';
 
 pub(crate) fn key_by_seq(seq: Seq, projector: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(9 + projector.len());
@@ -85,20 +88,23 @@ pub(crate) fn write_canonical(errors: &[ErrorRecord], out: &mut Vec<u8>) {
 }
 
 impl GraphStore {
-    /// Recorded projection errors in log order (then projector name), all or
-    /// one projector's, after `cursor`, at most `limit` (clamped to
-    /// `MAX_PAGE_LIMIT`), through `snap`.
+    /// Recorded projection errors in log order (then projector name), or
+    /// newest first (`newest_first`), all or one projector's, after `cursor`,
+    /// at most `limit` (clamped to `MAX_PAGE_LIMIT`), through `snap`.
     pub fn projection_errors_at(
         &self,
         snap: &impl Readable,
         projector: Option<&str>,
         cursor: Option<&str>,
         limit: usize,
+        newest_first: bool,
     ) -> Result<Page<ErrorRecord>, GraphError> {
         let limit = limit.clamp(1, crate::graph::MAX_PAGE_LIMIT);
-        let (tag, prefix) = match projector {
-            Some(p) => (CURSOR_PROJECTOR, prefix_by_projector(p)),
-            None => (CURSOR_ALL, vec![TAG_SEQ]),
+        let (tag, prefix) = match (projector, newest_first) {
+            (Some(p), false) => (CURSOR_PROJECTOR, prefix_by_projector(p)),
+            (Some(p), true) => (CURSOR_PROJECTOR_NEWEST, prefix_by_projector(p)),
+            (None, false) => (CURSOR_ALL, vec![TAG_SEQ]),
+            (None, true) => (CURSOR_ALL_NEWEST, vec![TAG_SEQ]),
         };
         let after = match cursor {
             None => None,
@@ -110,12 +116,28 @@ impl GraphStore {
                 }
             }
         };
-        let lower = after.map_or(Bound::Included(prefix.clone()), Bound::Excluded);
-        let upper = keys::prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        let (lower, upper) = if newest_first {
+            // Going down from the cursor (exclusive) or the family's end.
+            let upper = match after {
+                Some(k) => Bound::Excluded(k),
+                None => keys::prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded),
+            };
+            (Bound::Included(prefix.clone()), upper)
+        } else {
+            let lower = after.map_or(Bound::Included(prefix.clone()), Bound::Excluded);
+            let upper = keys::prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+            (lower, upper)
+        };
+        let range = snap.range(&self.errors, (lower, upper));
+        let ordered: Box<dyn Iterator<Item = _>> = if newest_first {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
         let mut items = Vec::new();
         let mut last_key = Vec::new();
         let mut more = false;
-        for guard in snap.range(&self.errors, (lower, upper)) {
+        for guard in ordered {
             let (key, value) = guard.into_inner()?;
             if items.len() == limit {
                 more = true;
@@ -151,8 +173,9 @@ impl GraphStore {
         projector: Option<&str>,
         cursor: Option<&str>,
         limit: usize,
+        newest_first: bool,
     ) -> Result<Page<ErrorRecord>, GraphError> {
-        self.projection_errors_at(&self.db.snapshot(), projector, cursor, limit)
+        self.projection_errors_at(&self.db.snapshot(), projector, cursor, limit, newest_first)
     }
 }
 

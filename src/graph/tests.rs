@@ -792,21 +792,76 @@ fn recorded_errors_extend_the_digest_only_when_there_are_some() {
     st.end_event(Seq(2), std::iter::empty(), std::slice::from_ref(&err));
     assert_eq!(st.state().1, with_error);
     b.write(st);
-    let page = b.store.projection_errors(None, None, 10).unwrap();
+    let page = b.store.projection_errors(None, None, 10, false).unwrap();
     assert_eq!(page.items, vec![err.clone()]);
     assert_eq!(
         b.store
-            .projection_errors(Some("team"), None, 10)
+            .projection_errors(Some("team"), None, 10, false)
             .unwrap()
             .items,
         vec![err]
     );
     assert!(b
         .store
-        .projection_errors(Some("other"), None, 10)
+        .projection_errors(Some("other"), None, 10, false)
         .unwrap()
         .items
         .is_empty());
+}
+
+#[test]
+fn projection_errors_page_oldest_or_newest_first() {
+    let e = env();
+    let mut st = e.store.staging().unwrap();
+    let mut all = Vec::new();
+    for seq in 1..=7u64 {
+        st.begin_event(Seq(seq)).unwrap();
+        let errs: Vec<ErrorRecord> = ["a", "b"]
+            .iter()
+            .filter(|p| seq % 2 == 1 || **p == "a")
+            .map(|p| ErrorRecord {
+                seq: Seq(seq),
+                event_id: format!("e{seq}"),
+                projector: (*p).into(),
+                code: "rejected".into(),
+                message: "no".into(),
+            })
+            .collect();
+        st.end_event(Seq(seq), std::iter::empty(), &errs);
+        all.extend(errs);
+    }
+    e.write(st);
+    let pages = |projector: Option<&str>, newest: bool| {
+        let mut got = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let p = e
+                .store
+                .projection_errors(projector, cursor.as_deref(), 3, newest)
+                .unwrap();
+            got.extend(p.items);
+            match p.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return (got, cursor),
+            }
+        }
+    };
+    let (oldest, _) = pages(None, false);
+    assert_eq!(oldest, all);
+    let (newest, _) = pages(None, true);
+    let mut reversed = all.clone();
+    reversed.reverse();
+    assert_eq!(newest, reversed);
+    let (b_newest, _) = pages(Some("b"), true);
+    let seqs: Vec<u64> = b_newest.iter().map(|r| r.seq.0).collect();
+    assert_eq!(seqs, [7, 5, 3, 1]);
+    // A cursor of one order is refused by the other.
+    let first = e.store.projection_errors(None, None, 2, true).unwrap();
+    let c = first.next_cursor.unwrap();
+    assert!(matches!(
+        e.store.projection_errors(None, Some(&c), 2, false),
+        Err(GraphError::BadCursor)
+    ));
 }
 
 // ---- history index (graph::history) ----------------------------------------

@@ -502,6 +502,23 @@ fn record_policy_keeps_the_event_and_rebuild_reproduces_the_errors() {
     assert_eq!(seen, vec![json!(2), json!(3), json!(4)]);
     let (st, bad) = s.get("/v1/projection/errors?cursor=zz");
     assert_eq!(st, 422, "{bad}");
+    // Newest first, paged the same way (what the console's dashboard shows).
+    let (st, newest) = s.get("/v1/projection/errors?order=newest&limit=2");
+    assert_eq!(st, 200, "{newest}");
+    let seqs: Vec<Value> = newest["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].clone())
+        .collect();
+    assert_eq!(seqs, vec![json!(4), json!(3)]);
+    let c = newest["next_cursor"].as_str().unwrap();
+    let (_, rest) = s.get(&format!("/v1/projection/errors?order=newest&cursor={c}"));
+    assert_eq!(rest["errors"][0]["seq"], 2, "{rest}");
+    assert_eq!(rest["next_cursor"], Value::Null);
+    let (st, bad) = s.get("/v1/projection/errors?order=sideways");
+    assert_eq!(st, 422, "{bad}");
+    assert_eq!(bad["error"]["code"], "invalid_query");
 
     // Counted in /metrics, by projector.
     let metrics = s
