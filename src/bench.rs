@@ -120,6 +120,11 @@ impl Generator {
         format!("{}-att-{i}", self.run)
     }
 
+    /// The event id of event `j` of the stream.
+    pub fn event_id(&self, j: u64) -> String {
+        format!("{}-e{j}", self.run)
+    }
+
     /// The setup bundle (target and first task); its ids are unique per run.
     pub fn setup_bundle(&self) -> String {
         let mut out = String::with_capacity(1024);
@@ -188,7 +193,7 @@ impl Generator {
         let task = i / ATTEMPTS_PER_TASK;
         let failed = i.is_multiple_of(3);
         let ts = timestamp(j);
-        let id = format!("{r}-e{j}");
+        let id = self.event_id(j);
         let pr = 1000 + i;
         let (event_type, payload) = match slot {
             0 => (
@@ -372,6 +377,10 @@ pub struct ReadReport {
     pub attempt_detail: Option<Latency>,
     pub attempts_list: Option<Latency>,
     pub node_lookup: Option<Latency>,
+    /// `GET /v1/graph/nodes/{attempt}/history`.
+    pub node_history: Option<Latency>,
+    /// `GET /v1/events/{event_id}/proof` (against the latest tree size).
+    pub inclusion_proof: Option<Latency>,
     pub truncated: bool,
 }
 
@@ -716,12 +725,27 @@ async fn reads_phase(ctx: &Arc<Ctx>, n: usize, run_events: u64) -> anyhow::Resul
                 "summary" => "/v1/graph/summary".to_owned(),
                 "attempt_detail" => format!("/v1/attempts/{}", g.attempt_id(pick.below(attempts))),
                 "attempts_list" => "/v1/attempts?limit=10".to_owned(),
+                "node_history" => format!(
+                    "/v1/graph/nodes/{}/history",
+                    g.attempt_id(pick.below(attempts))
+                ),
+                "inclusion_proof" => format!(
+                    "/v1/events/{}/proof",
+                    g.event_id(pick.below(run_events.max(1)))
+                ),
                 _ => format!("/v1/graph/nodes/{}", g.attempt_id(pick.below(attempts))),
             });
         }
         paths
     };
-    let routes = ["summary", "attempt_detail", "attempts_list", "node_lookup"];
+    let routes = [
+        "summary",
+        "attempt_detail",
+        "attempts_list",
+        "node_lookup",
+        "node_history",
+        "inclusion_proof",
+    ];
     let mut out: Vec<Option<Latency>> = Vec::new();
     for route in routes {
         let paths = measure(route);
@@ -754,6 +778,8 @@ async fn reads_phase(ctx: &Arc<Ctx>, n: usize, run_events: u64) -> anyhow::Resul
         attempt_detail: it.next().flatten(),
         attempts_list: it.next().flatten(),
         node_lookup: it.next().flatten(),
+        node_history: it.next().flatten(),
+        inclusion_proof: it.next().flatten(),
         truncated,
     })
 }
@@ -802,6 +828,8 @@ pub fn render(r: &BenchReport) -> String {
             ("attempt detail", &rd.attempt_detail),
             ("attempts list", &rd.attempts_list),
             ("node lookup", &rd.node_lookup),
+            ("node history", &rd.node_history),
+            ("inclusion proof", &rd.inclusion_proof),
         ] {
             if let Some(l) = l {
                 let _ = writeln!(
