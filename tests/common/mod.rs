@@ -499,6 +499,21 @@ pub fn admin(args: &[&str], dir: &Path) -> (i32, String) {
 }
 
 /// Runs `leviathan <args> --data-dir <dir>`; returns (exit code, stdout, stderr).
+/// `leviathan rebuild` with `manifest` on a stopped store: its report.
+pub fn offline_rebuild(dir: &Path, manifest: &Path) -> serde_json::Value {
+    let (code, out, err) = admin_full(
+        &[
+            "rebuild",
+            "--projectors-file",
+            manifest.to_str().unwrap(),
+            "--expect-change",
+        ],
+        dir,
+    );
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
 pub fn admin_full(args: &[&str], dir: &Path) -> (i32, String, String) {
     let out = leviathan()
         .args(args)

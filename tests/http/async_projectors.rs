@@ -131,21 +131,6 @@ fn ingest_ticks(s: &Server, prefix: &str, n: usize, per: usize) -> (u64, f64) {
     (head, started.elapsed().as_secs_f64())
 }
 
-/// `leviathan rebuild` with `manifest` on a stopped store: its report.
-fn offline_rebuild(dir: &Path, manifest: &Path) -> Value {
-    let (code, out, err) = admin_full(
-        &[
-            "rebuild",
-            "--projectors-file",
-            manifest.to_str().unwrap(),
-            "--expect-change",
-        ],
-        dir,
-    );
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
-
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name))

@@ -117,21 +117,6 @@ fn switched(p: &Value) -> bool {
     p["build"]["state"] == "switched"
 }
 
-/// `leviathan rebuild` with `manifest` on a stopped store: its report.
-fn offline_rebuild(dir: &Path, manifest: &Path) -> Value {
-    let (code, out, err) = admin_full(
-        &[
-            "rebuild",
-            "--projectors-file",
-            manifest.to_str().unwrap(),
-            "--expect-change",
-        ],
-        dir,
-    );
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
-
 #[test]
 fn a_set_change_is_built_behind_the_live_set_and_switched_atomically_under_load() {
     let files = tempfile::tempdir().unwrap();
