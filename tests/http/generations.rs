@@ -389,8 +389,9 @@ fn block_mode_builds_before_serving_and_an_old_store_is_told_to_use_it() {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
+    // Killed if an assertion fails before the server is adopted.
+    let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let stderr = child.0.as_mut().unwrap().stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -457,7 +458,7 @@ fn block_mode_builds_before_serving_and_an_old_store_is_told_to_use_it() {
     assert!(saw_building, "readyz never said the build was running");
     let (marker, _) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(marker, "listening on ");
-    let s = Server::adopt(child, &addr, dir.path());
+    let s = Server::adopt(child.0.take().unwrap(), &addr, dir.path());
     let p = projection(&s);
     assert_eq!(p["generation"], 1, "{p}");
     assert_eq!(p["build"], Value::Null);
@@ -513,4 +514,17 @@ fn a_kept_generation_rolls_back_by_catching_up_from_where_it_stopped() {
     s.stop();
     let report = offline_rebuild(dir.path(), &a);
     assert_eq!(report["state_digest"], p["state_digest"], "{report}");
+}
+
+/// A server process this file spawned itself: killed when dropped unless
+/// taken (by `Server::adopt`), so a failed assertion leaks no process.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
