@@ -189,20 +189,25 @@ fn join_postgres(
         holder: crate::pg::node_id(&config.data_dir).context("the node id")?,
     };
     let mut log = crate::pg::PgLog::open(settings).context("opening the PostgreSQL log")?;
-    if pg.replica {
-        // Listening before the catch-up: nothing appended after it is missed.
-        let mut follower =
-            crate::pg::Follower::new(log, pg.promote).context("listening to the log")?;
+    // Applies what the PostgreSQL log holds beyond the local head.
+    let catch_up = |log: &mut crate::pg::PgLog| -> anyhow::Result<crate::log::Head> {
         starting.set("catching up from PostgreSQL");
         let caught = crate::pg::catch_up::catch_up(
             &store.db,
             &store.log,
             live,
             config.sync.persist_mode(),
-            follower.log(),
+            log,
         )
         .context("catching the local store up from PostgreSQL")?;
-        return Ok((caught.head, crate::pg::Role::Follower(follower)));
+        Ok(caught.head)
+    };
+    if pg.replica {
+        // Listening before the catch-up: nothing appended after it is missed.
+        let mut follower =
+            crate::pg::Follower::new(log, pg.promote).context("listening to the log")?;
+        let head = catch_up(follower.log())?;
+        return Ok((head, crate::pg::Role::Follower(follower)));
     }
     starting.set("waiting for the writer's leadership in PostgreSQL");
     let told = std::sync::atomic::AtomicBool::new(false);
@@ -217,17 +222,9 @@ fn join_postgres(
         }
     })
     .context("taking the writer's leadership")?;
-    starting.set("catching up from PostgreSQL");
-    let caught = crate::pg::catch_up::catch_up(
-        &store.db,
-        &store.log,
-        live,
-        config.sync.persist_mode(),
-        &mut log,
-    )
-    .context("catching the local store up from PostgreSQL")?;
+    let head = catch_up(&mut log)?;
     let leader = crate::pg::Leader::new(log).context("starting the leader lease renewal")?;
-    Ok((caught.head, crate::pg::Role::Leader(leader)))
+    Ok((head, crate::pg::Role::Leader(leader)))
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {

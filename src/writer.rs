@@ -621,17 +621,10 @@ impl State {
             );
             match caught {
                 Ok(c) if c.events > 0 || c.bundles > 0 => {
-                    self.head = c.head;
-                    match crate::tlog::Tree::open(&self.db, &self.log)
-                        .and_then(|t| t.writer(&self.db))
-                    {
-                        Ok(t) => self.tree = t,
-                        Err(e) => {
-                            self.health
-                                .fail(StorageFailure::new("reopening the Merkle tree failed", e));
-                        }
+                    if let Err(e) = self.adopt_caught_up(c.head) {
+                        self.health
+                            .fail(StorageFailure::new("reopening the Merkle tree failed", e));
                     }
-                    self.head_tx.send_replace(self.head.seq);
                 }
                 Ok(_) => {}
                 Err(crate::pg::catch_up::CatchUpError::Pg(e)) => {
@@ -649,6 +642,17 @@ impl State {
         }
     }
 
+    /// Takes the head a catch-up from PostgreSQL committed: the Merkle tree's
+    /// right edge is read again (the catch-up extended it in its own
+    /// batches), and readers are woken.
+    fn adopt_caught_up(&mut self, head: Head) -> Result<(), crate::tlog::TreeError> {
+        self.head = head;
+        let tree = crate::tlog::Tree::open(&self.db, &self.log).and_then(|t| t.writer(&self.db));
+        self.head_tx.send_replace(self.head.seq);
+        self.tree = tree?;
+        Ok(())
+    }
+
     /// A replica that took the lease (`LEVIATHAN_ROLE=auto`): catch up with
     /// everything the old writer committed (nobody else can append now),
     /// then append from here on as the writer.
@@ -662,11 +666,8 @@ impl State {
             &mut log,
         )
         .map_err(|e| e.to_string())?;
-        self.head = caught.head;
-        self.tree = crate::tlog::Tree::open(&self.db, &self.log)
-            .and_then(|t| t.writer(&self.db))
+        self.adopt_caught_up(caught.head)
             .map_err(|e| e.to_string())?;
-        self.head_tx.send_replace(self.head.seq);
         let epoch = log.epoch();
         self.leader = Some(crate::pg::Leader::new(log).map_err(|e| e.to_string())?);
         self.replica
