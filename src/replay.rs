@@ -139,10 +139,21 @@ pub fn rebuild(
     })
 }
 
-/// A chunk of the log with its graph-independent projector runs done.
-struct Chunk {
-    events: Vec<StoredEvent>,
-    prepared: Vec<Prepared>,
+/// A chunk of the log with its graph-independent projector runs done (the
+/// reader stage of a rebuild and of a generation build).
+pub(crate) struct Chunk {
+    pub(crate) events: Vec<StoredEvent>,
+    pub(crate) prepared: Vec<Prepared>,
+}
+
+impl Chunk {
+    /// Runs `set`'s graph-independent projectors on `events` (on every core).
+    pub(crate) fn prepare(set: &ProjectorSet, events: Vec<StoredEvent>) -> Chunk {
+        let inputs: Vec<EventInput<'_>> = events.iter().map(input).collect();
+        let prepared = set.prepare_all(&inputs);
+        drop(inputs);
+        Chunk { events, prepared }
+    }
 }
 
 /// The reader stage of [`rebuild`]: reads the log from genesis in chunks and
@@ -162,16 +173,7 @@ fn read_ahead(log: &Log, set: &ProjectorSet, tx: SyncSender<anyhow::Result<Chunk
             }
         };
         after = chunk.last().expect("non-empty").seq;
-        let inputs: Vec<EventInput<'_>> = chunk.iter().map(input).collect();
-        let prepared = set.prepare_all(&inputs);
-        drop(inputs);
-        if tx
-            .send(Ok(Chunk {
-                events: chunk,
-                prepared,
-            }))
-            .is_err()
-        {
+        if tx.send(Ok(Chunk::prepare(set, chunk))).is_err() {
             return;
         }
     }

@@ -17,7 +17,8 @@ use crate::digest::Sha256;
 use crate::graph::GraphStore;
 use crate::log::Log;
 use crate::project_event::project_event;
-use crate::projection::{EventInput, Policy, ProjectorSet};
+use crate::projection::{Policy, ProjectorSet};
+use crate::replay::Chunk;
 use crate::seq::Seq;
 use crate::writer::{SwitchOutcome, SwitchRequest, Writer};
 use anyhow::Context;
@@ -238,12 +239,6 @@ pub fn build_until(
     })
 }
 
-/// A chunk of the log with its graph-independent projector runs done.
-struct Chunk {
-    events: Vec<crate::log::record::StoredEvent>,
-    prepared: Vec<crate::projection::Prepared>,
-}
-
 /// The reader stage of [`build_until`]: reads the log after `after` in chunks
 /// and prepares each; when it reaches the head it polls for more. Stops on an
 /// error (sent on), when told to, or when the other stage hangs up.
@@ -274,10 +269,7 @@ fn read_ahead(
             continue;
         };
         after = last;
-        let inputs: Vec<EventInput<'_>> = events.iter().map(crate::replay::input).collect();
-        let prepared = projectors.prepare_all(&inputs);
-        drop(inputs);
-        if tx.send(Ok(Chunk { events, prepared })).is_err() {
+        if tx.send(Ok(Chunk::prepare(projectors, events))).is_err() {
             return;
         }
     }
