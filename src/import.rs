@@ -419,6 +419,44 @@ pub fn replay_check(
             ))
         },
     );
+    // The async projectors' part: the replay above applied them too
+    // (`rebuild` runs the async lane after the inline one).
+    match (c.combined_state_digest, rebuilt.combined_digest) {
+        (Some(signed), replayed) => {
+            r.push(
+                "combined_state_digest",
+                match replayed {
+                    Some(d) if d == signed => Ok(format!(
+                        "replaying {} events with the async projectors too gives the combined \
+                         state digest the checkpoint signed ({signed})",
+                        c.tree_size
+                    )),
+                    Some(d) => Err(format!(
+                        "replaying {} events gives combined state digest {d}, the checkpoint's \
+                         combined-state-digest line says {signed}",
+                        c.tree_size
+                    )),
+                    None => Err(format!(
+                        "the checkpoint signs a combined-state-digest ({signed}), but the \
+                         projectors given have no async projectors: replay with the set it names"
+                    )),
+                },
+            );
+        }
+        (None, Some(_)) => {
+            r.push(
+                "combined_state_digest",
+                Ok(
+                    "not signed: the checkpoint has no combined-state-digest line (its async \
+                    lane had not applied this tree size when it was signed), so only the inline \
+                    projectors' part of the graph is proved; check a checkpoint of this size \
+                    fetched later (GET /v1/log/checkpoint?tree_size=N)"
+                        .into(),
+                ),
+            );
+        }
+        (None, None) => {}
+    }
     drop(store);
     drop(scratch);
     Ok(r.done())
