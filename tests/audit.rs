@@ -1108,16 +1108,21 @@ fn checkpoints_sign_the_combined_digest_of_async_projectors_and_replay_check_pro
     }
     let (_, head) = s.get("/v1/log/head");
     let head = head["seq"].as_u64().unwrap();
-    // Wait (bounded) until every projector has applied the head.
-    let (st, p) = s.get(&format!("/v1/projection?min_seq={head}&timeout_ms=30000"));
-    assert_eq!(st, 200, "{p}");
+    // The checkpoint of the head, waiting (bounded) until every projector
+    // has applied it, as an auditor asks for it.
+    let (st, cp) = text(
+        &s,
+        &format!("/v1/log/checkpoint?tree_size={head}&min_seq={head}&timeout_ms=30000"),
+    );
+    assert_eq!(st, 200, "{cp}");
+    let p = s.get("/v1/projection").1;
     assert_eq!(p["async"]["applied_seq"], head, "{p}");
     let combined = p["async"]["combined_digest"].as_str().unwrap().to_string();
     let (_, vkey) = text(&s, "/v1/log/public-key");
 
-    // The checkpoint of the head signs it, as a fourth extension line after
-    // the three of an all-inline set; the signature verifies independently.
-    let cp = checkpoint(&s, Some(head));
+    // It signs the combined digest, as a fourth extension line after the
+    // three of an all-inline set; the signature verifies independently.
+    assert_eq!(checkpoint(&s, Some(head)), cp);
     let opened = open_checkpoint(&cp, &vkey).unwrap();
     assert_eq!(opened.size, head);
     assert_eq!(opened.ext.len(), 4, "{cp}");
