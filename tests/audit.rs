@@ -1195,7 +1195,34 @@ fn checkpoints_sign_the_combined_digest_of_async_projectors_and_replay_check_pro
     let out = w.join("export");
     let (code, o) = admin(&["export", "--to", out.to_str().unwrap()], dir.path());
     assert_eq!(code, 0, "{o}");
+    let em: Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(em["combined_digest"], combined.as_str(), "{em}");
+    assert_eq!(em["checkpoint"], cp.as_str(), "{em}");
     std::fs::write(w.join("key"), &vkey).unwrap();
+    // The export verifies (the manifest's combined digest is the one its
+    // checkpoint signs), and imports into the same digests, the async
+    // lane's included.
+    let o = leviathan()
+        .args([
+            "verify",
+            "--export",
+            out.to_str().unwrap(),
+            "--public-key",
+            vkey.trim(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let imported = w.join("imported");
+    let (code, o) = admin(
+        &["import", out.to_str().unwrap(), "--projectors-file", m],
+        &imported,
+    );
+    assert_eq!(code, 0, "{o}");
+    let im: Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(im["combined_digest"], combined.as_str(), "{im}");
+    assert_eq!(im["expected_combined_digest"], combined.as_str(), "{im}");
+    assert_eq!(im["state_digest_matches"], true, "{im}");
     let replay_check = |cp: &str| -> (i32, Value) {
         std::fs::write(w.join("cp"), cp).unwrap();
         let o = leviathan()
