@@ -259,6 +259,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (store, head, projection, prepared, leader) = opened?;
     let cas = Cas::open(&store.db, config.sync, config.limits.max_artifact_bytes)
         .context("opening the artifact store")?;
+    // Postgres mode: artifacts are shared through PostgreSQL, the local store
+    // is this node's cache of them (crate::pg::artifacts).
+    let cas = match &config.postgres {
+        Some(pg) => cas.with_remote(Arc::new(
+            crate::pg::artifacts::PgArtifacts::new(&pg.url)
+                .context("the artifact store in PostgreSQL")?,
+        )),
+        None => cas,
+    };
     let metrics = crate::metrics::Metrics::default();
     projection.set.attach_metrics(&metrics);
     prepared.live.projectors.attach_metrics(&metrics);

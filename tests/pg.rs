@@ -344,6 +344,8 @@ fn kill_9_then_restart_on_the_same_or_a_wiped_data_dir_loses_nothing() {
         let (st, r) = s.ingest(&b);
         assert_eq!(st, 200, "{r}");
     }
+    let blob = b"an artifact uploaded before the kill".to_vec();
+    assert_eq!(s.put_artifact(&blob).0, 201);
     let before = state(&s);
     let dir = s.keep_dir();
     s.kill();
@@ -366,6 +368,8 @@ fn kill_9_then_restart_on_the_same_or_a_wiped_data_dir_loses_nothing() {
         caught_up(&s)
     );
     assert_eq!(s.get("/v1/log/verify").1["ok"], true);
+    // Its artifacts come from PostgreSQL too.
+    assert_eq!(artifact(&s, &sha256_hex(&blob)), (200, blob.clone()));
     let (_, r) = s.ingest(&mixed_log(6)[2]);
     assert_eq!(r["status"], "duplicate", "{r}");
     let (st, r) = s.ingest(&bundle("after", events("late", 2)));
@@ -784,6 +788,8 @@ fn an_auto_replica_serves_reads_and_takes_over_when_the_writer_dies() {
         (503, Some("not_leader")),
         "{r}"
     );
+    let blob = b"uploaded to the writer that dies".to_vec();
+    assert_eq!(a.put_artifact(&blob).0, 201);
     let before = state(&a);
     a.kill();
     let killed = std::time::Instant::now();
@@ -804,6 +810,8 @@ fn an_auto_replica_serves_reads_and_takes_over_when_the_writer_dies() {
     };
     let took = killed.elapsed();
     assert_eq!(r["first_seq"].as_u64(), Some(head + 1), "{r}");
+    // The node that took over serves what was uploaded to the dead one.
+    assert_eq!(artifact(&b, &sha256_hex(&blob)), (200, blob.clone()));
     for bundle in &log {
         let (st, r) = b.ingest(bundle);
         assert_eq!((st, r["status"].as_str()), (200, Some("duplicate")), "{r}");
@@ -867,4 +875,151 @@ fn a_replica_with_another_projector_set_is_reported_and_refuses_reads() {
     assert_eq!(writer.get("/v1/log/head").0, 200);
     // And the replica's own /v1/cluster still answers, to say why.
     assert_eq!(odd.get("/v1/cluster").0, 200);
+}
+
+/// `GET /v1/artifacts/{sha}` on `s`: (status, body bytes).
+fn artifact(s: &Server, sha: &str) -> (u16, Vec<u8>) {
+    let resp = s.get_artifact(sha);
+    let st = resp.status().as_u16();
+    (st, resp.bytes().unwrap().to_vec())
+}
+
+/// `(rows in artifacts, rows in artifact_chunks)` for one digest.
+fn artifact_rows(c: &mut postgres::Client, data: &[u8]) -> (i64, i64) {
+    let key = leviathan::digest::Sha256::of(data).as_bytes().to_vec();
+    let mut count = |table: &str| -> i64 {
+        c.query_one(
+            &format!("SELECT count(*) FROM {table} WHERE sha256 = $1"),
+            &[&key],
+        )
+        .unwrap()
+        .get(0)
+    };
+    (count("artifacts"), count("artifact_chunks"))
+}
+
+#[test]
+fn artifacts_live_in_postgres_every_node_serves_them_and_a_corrupt_copy_is_never_served() {
+    let Some(pg) = Postgres::start("artifacts_live_in_postgres") else {
+        return;
+    };
+    let url = pg.url();
+    let writer = pg_server(&url, &[]);
+    let replica = pg_server(&url, &[("LEVIATHAN_ROLE", "replica")]);
+    let mut c = pg.client();
+
+    // A small artifact uploaded to the writer is served by the replica.
+    let small = b"the build log of attempt 1".to_vec();
+    let (st, r) = writer.put_artifact(&small);
+    assert_eq!((st, r["created"].as_bool()), (201, Some(true)), "{r}");
+    assert_eq!(artifact_rows(&mut c, &small), (1, 1));
+    assert_eq!(
+        artifact(&replica, &sha256_hex(&small)),
+        (200, small.clone())
+    );
+
+    // A large one (three 1 MiB chunks, the last partial) uploaded to the
+    // replica (any node takes uploads) round-trips through PostgreSQL.
+    let large: Vec<u8> = (0..(2 * 1024 * 1024 + 4321))
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (st, r) = replica.send(
+        replica
+            .req(reqwest::Method::POST, "/v1/artifacts")
+            .body(large.clone()),
+    );
+    assert_eq!(st, 201, "{r}");
+    assert_eq!(r["sha256"], sha256_hex(&large), "{r}");
+    assert_eq!(artifact_rows(&mut c, &large), (1, 3));
+    let (st, got) = artifact(&writer, &sha256_hex(&large));
+    assert_eq!(st, 200);
+    assert!(got == large, "the writer served other bytes");
+    let (st, r) = writer.send(writer.req(
+        reqwest::Method::HEAD,
+        &format!("/v1/artifacts/{}", sha256_hex(&large)),
+    ));
+    assert_eq!(st, 200, "{r}");
+
+    // The same content again is a no-op, on either node.
+    let (st, r) = writer.put_artifact(&large);
+    assert_eq!((st, r["created"].as_bool()), (200, Some(false)), "{r}");
+    assert_eq!(artifact_rows(&mut c, &large), (1, 3));
+
+    // The writer checks a bundle's references against PostgreSQL too.
+    let absent = b"never uploaded".to_vec();
+    let only_on_replica = b"uploaded to the replica only".to_vec();
+    assert_eq!(replica.put_artifact(&only_on_replica).0, 201);
+    let mut b = bundle("with-refs", events("w", 1));
+    b["artifacts"] = json!([
+        {"sha256": sha256_hex(&only_on_replica), "kind": "log", "uri": "file:///r", "size": 28},
+        {"sha256": sha256_hex(&absent), "kind": "log", "uri": "file:///a", "size": 14},
+    ]);
+    let (st, r) = writer.ingest(&b);
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["missing_artifacts"], json!([sha256_hex(&absent)]), "{r}");
+    assert_eq!(artifact(&writer, &sha256_hex(&absent)).0, 404);
+
+    // The append-only triggers cover the artifact tables.
+    let key = leviathan::digest::Sha256::of(&small).as_bytes().to_vec();
+    let err = c
+        .execute("DELETE FROM artifact_chunks WHERE sha256 = $1", &[&key])
+        .unwrap_err();
+    assert!(
+        err.as_db_error().unwrap().message().contains("append-only"),
+        "{err:?}"
+    );
+    let err = c
+        .execute("UPDATE artifacts SET size = 1 WHERE sha256 = $1", &[&key])
+        .unwrap_err();
+    assert!(
+        err.as_db_error().unwrap().message().contains("append-only"),
+        "{err:?}"
+    );
+
+    // A corrupted chunk (written past the trigger by a superuser) is refused
+    // with a clear error, never served, never cached: asked again, the
+    // replica refuses again.
+    let victim: Vec<u8> = (0..(1024 * 1024 + 10))
+        .map(|i: u32| (i % 253) as u8)
+        .collect();
+    assert_eq!(writer.put_artifact(&victim).0, 201);
+    let vkey = leviathan::digest::Sha256::of(&victim).as_bytes().to_vec();
+    c.batch_execute("ALTER TABLE artifact_chunks DISABLE TRIGGER artifact_chunks_append_only")
+        .unwrap();
+    c.execute(
+        "UPDATE artifact_chunks SET data = set_byte(data, 5, (get_byte(data, 5) + 1) % 256) \
+         WHERE sha256 = $1 AND ord = 1",
+        &[&vkey],
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    for _ in 0..2 {
+        let (st, r) = replica.get(&format!("/v1/artifacts/{}", sha256_hex(&victim)));
+        assert_eq!(st, 500, "{r}");
+        assert_eq!(r["error"]["code"], "artifact_corrupt", "{r}");
+        assert!(
+            r["error"]["message"].as_str().unwrap().contains("corrupt"),
+            "{r}"
+        );
+    }
+    // A missing chunk too.
+    c.execute(
+        "DELETE FROM artifact_chunks WHERE sha256 = $1 AND ord = 0",
+        &[&vkey],
+    )
+    .unwrap();
+    let (st, r) = replica.get(&format!("/v1/artifacts/{}", sha256_hex(&victim)));
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (500, Some("artifact_corrupt")),
+        "{r}"
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("chunk 0 of 2 is missing"),
+        "{r}"
+    );
+    // The writer kept its own good copy from the upload.
+    assert_eq!(artifact(&writer, &sha256_hex(&victim)), (200, victim));
 }

@@ -19,6 +19,7 @@
 //! finds another epoch there and appends nothing; seq is the primary key, so
 //! two appends of one seq cannot both commit anyway.
 
+pub mod artifacts;
 pub mod catch_up;
 pub mod members;
 pub mod schema;
@@ -97,10 +98,15 @@ pub struct PgSettings {
 /// Connects (no TLS: a deployment that needs it puts the database on a
 /// private network or a local proxy; docs/SCALING.md).
 pub fn connect(url: &str) -> Result<postgres::Client, PgError> {
+    Ok(config(url)?.connect(postgres::NoTls)?)
+}
+
+/// How every connection of this node is made (`LEVIATHAN_POSTGRES_URL`).
+pub fn config(url: &str) -> Result<postgres::Config, PgError> {
     let mut config: postgres::Config = url.parse()?;
     config.application_name("leviathan");
     config.connect_timeout(Duration::from_secs(10));
-    Ok(config.connect(postgres::NoTls)?)
+    Ok(config)
 }
 
 /// The node's identity in the lease: stored in the data dir so that it
