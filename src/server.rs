@@ -196,7 +196,7 @@ fn join_postgres(
             &store.db,
             &store.log,
             live,
-            config.sync.persist_mode(),
+            crate::pg::LOCAL_PERSIST,
             log,
         )
         .context("catching the local store up from PostgreSQL")?;

@@ -385,6 +385,11 @@ impl Writer {
             tree,
             head_tx,
             persist: parts.sync.persist_mode(),
+            log_persist: if leader.is_some() || follower.is_some() {
+                crate::pg::LOCAL_PERSIST
+            } else {
+                parts.sync.persist_mode()
+            },
             db: parts.db,
             log: parts.log,
             current: parts.live.get(),
@@ -486,6 +491,10 @@ struct State {
     head: Head,
     live: crate::generations::LiveGraph,
     persist: PersistMode,
+    /// How a batch of the log (an append, a catch-up) is committed locally:
+    /// `persist`, except in postgres mode, where PostgreSQL is the durable
+    /// copy and the local batch is not fsynced (`crate::pg::LOCAL_PERSIST`).
+    log_persist: PersistMode,
     health: Arc<Health>,
     metrics: crate::metrics::WriterMetrics,
     head_tx: tokio::sync::watch::Sender<Seq>,
@@ -616,7 +625,7 @@ impl State {
                 &self.db,
                 &self.log,
                 &self.current,
-                self.persist,
+                self.log_persist,
                 follower.log(),
             );
             match caught {
@@ -662,7 +671,7 @@ impl State {
             &self.db,
             &self.log,
             &self.current,
-            self.persist,
+            self.log_persist,
             &mut log,
         )
         .map_err(|e| e.to_string())?;
@@ -783,7 +792,7 @@ impl State {
         };
         let batch_bundles = jobs.len();
         let batch_events: usize = jobs.iter().map(|j| j.bundle.events.len()).sum();
-        let mut batch = self.db.batch().durability(Some(self.persist));
+        let mut batch = self.db.batch().durability(Some(self.log_persist));
         let mut pending = Pending::default();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {

@@ -32,6 +32,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How a node in postgres mode commits its local batches of the log (an
+/// append after PostgreSQL committed it, a catch-up): written to the OS, not
+/// fsynced. PostgreSQL holds every event durably and start-up catches the
+/// local store up from it, so a local tail lost to a power cut is re-fetched
+/// (the same records, hashes and projections); a process crash loses nothing
+/// written to the OS anyway. Everything else in the local store is derived
+/// from the log, or kept durable on its own (generation switches, the
+/// artifact cache's commits, the node id file).
+pub const LOCAL_PERSIST: fjall::PersistMode = fjall::PersistMode::Buffer;
+
 /// The channel a commit notifies (payload: the new head seq), for replicas.
 pub const NOTIFY_CHANNEL: &str = "leviathan_log";
 
