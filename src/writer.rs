@@ -397,6 +397,8 @@ impl Writer {
             live: parts.live,
             health: Arc::new(Health::default()),
             metrics,
+            steps_down: follower.as_ref().is_some_and(|f| f.promotes()),
+            stepped_down: false,
             leader,
             follower,
             replica: replica.clone(),
@@ -503,9 +505,18 @@ struct State {
     leader: Option<crate::pg::Leader>,
     /// `LEVIATHAN_ROLE=replica`: the log this node follows instead of appending.
     follower: Option<crate::pg::Follower>,
-    /// Cleared when a replica is promoted (`LEVIATHAN_ROLE=auto`).
+    /// Cleared when a replica is promoted (`LEVIATHAN_ROLE=auto`), set again
+    /// when it steps down.
     replica: Arc<std::sync::atomic::AtomicBool>,
+    /// `LEVIATHAN_ROLE=auto`: a writer that loses its leadership follows
+    /// the log as a replica instead of stopping.
+    steps_down: bool,
+    /// Set once the lease is found lost: the run loop steps down.
+    stepped_down: bool,
 }
+
+/// How long an `auto` writer waits for work before it checks its lease.
+const LEASE_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One accepted event, staged in memory until its bundle is known to be whole.
 struct Staged {
@@ -538,16 +549,66 @@ struct Pending {
 
 impl State {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        if let Some(follower) = self.follower.take() {
-            return self.follow(follower, rx);
+        // `LEVIATHAN_ROLE=auto` nodes wait for messages with a timeout while
+        // they lead, to notice a lost lease without traffic.
+        let timer = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                tracing::warn!(error = %e, "no timer for the writer: a lost lease is noticed at the next append");
+                None
+            }
         }
+        .filter(|_| self.steps_down);
         let mut next = None;
         loop {
+            if let Some(follower) = self.follower.take() {
+                if !self.follow(follower, &mut rx) {
+                    return;
+                }
+                // Promoted: lead from here on.
+            }
+            if self.stepped_down {
+                self.stepped_down = false;
+                match self.step_down() {
+                    Ok(follower) => {
+                        self.follower = Some(follower);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.health.fail(StorageFailure {
+                            cause: crate::pg::NOT_LEADER,
+                            message: format!(
+                                "this writer lost its leadership and could not follow the log as a replica: {e}"
+                            ),
+                        });
+                    }
+                }
+            }
             let first = match next.take() {
                 Some(m) => m,
-                None => match rx.blocking_recv() {
-                    Some(m) => m,
-                    None => break,
+                None => match &timer {
+                    Some(rt) if self.leader.is_some() => {
+                        match rt.block_on(async {
+                            // Made inside the runtime: the timer needs its context.
+                            tokio::time::timeout(LEASE_CHECK, rx.recv()).await
+                        }) {
+                            Ok(Some(m)) => m,
+                            Ok(None) => break,
+                            Err(_) => {
+                                // Idle: step down if the lease was lost.
+                                self.stepped_down =
+                                    self.leader.as_ref().is_some_and(|l| l.lost().is_some());
+                                continue;
+                            }
+                        }
+                    }
+                    _ => match rx.blocking_recv() {
+                        Some(m) => m,
+                        None => break,
+                    },
                 },
             };
             let first = match first {
@@ -579,9 +640,37 @@ impl State {
         tracing::info!("writer stopped: no more senders");
     }
 
+    /// A writer that lost its leadership, with `LEVIATHAN_ROLE=auto`: it
+    /// appends nothing more (ingest answers 503 `not_leader` at once) and
+    /// follows the log as a replica on a new connection. Its local store
+    /// holds nothing PostgreSQL lacks (a batch is committed locally only after
+    /// PostgreSQL committed it), so the follower's catch-up continues from
+    /// its head.
+    fn step_down(&mut self) -> Result<crate::pg::Follower, crate::pg::PgError> {
+        self.replica
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let Some(leader) = self.leader.take() else {
+            return Err(crate::pg::PgError::Corrupt {
+                seq: self.head.seq.0,
+                reason: "stepping down without leading".into(),
+            });
+        };
+        let settings = leader.settings().clone();
+        let epoch = leader.epoch();
+        drop(leader);
+        let follower = crate::pg::Follower::new(crate::pg::PgLog::open(settings)?, true)?;
+        tracing::warn!(
+            epoch,
+            head = self.head.seq.0,
+            "this writer lost its leadership (another node took over): it stepped down and follows the log as a replica"
+        );
+        Ok(follower)
+    }
+
     /// A replica's loop: switches as they come; otherwise wait for the
-    /// PostgreSQL log to move and apply what it gained.
-    fn follow(mut self, mut follower: crate::pg::Follower, mut rx: mpsc::Receiver<Msg>) {
+    /// PostgreSQL log to move and apply what it gained. Returns true once it
+    /// was promoted (it leads now), false when it stops.
+    fn follow(&mut self, mut follower: crate::pg::Follower, rx: &mut mpsc::Receiver<Msg>) -> bool {
         loop {
             loop {
                 match rx.try_recv() {
@@ -599,7 +688,7 @@ impl State {
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         tracing::info!("replica stopped: no more senders");
-                        return;
+                        return false;
                     }
                 }
             }
@@ -610,11 +699,11 @@ impl State {
             if follower.promotes() {
                 match follower.log().try_lead() {
                     Ok(Some(_)) => match self.promote(follower) {
-                        Ok(()) => return self.run(rx),
+                        Ok(()) => return true,
                         Err(e) => {
                             self.health
                                 .fail(StorageFailure::new("taking over as the writer failed", e));
-                            return;
+                            return false;
                         }
                     },
                     Ok(None) => {}
@@ -645,7 +734,7 @@ impl State {
                         "following the PostgreSQL log failed",
                         e,
                     ));
-                    return;
+                    return false;
                 }
             }
         }
@@ -767,6 +856,13 @@ impl State {
 
     fn process(&mut self, jobs: Vec<Job>) {
         if let Some(lost) = self.leader.as_ref().and_then(|l| l.lost()) {
+            if self.steps_down {
+                self.stepped_down = true;
+                for j in jobs {
+                    let _ = j.reply.send(Err(AppendError::Unavailable(lost.clone())));
+                }
+                return;
+            }
             self.health.fail(lost);
         }
         if let Some(failure) = self.health.failure() {
@@ -816,7 +912,11 @@ impl State {
             // acknowledged) that PostgreSQL does not hold.
             if let Err(failure) = leader.append(start_head, &pending.rows) {
                 self.metrics.discarded();
-                let failure = if failure.stops_writer {
+                let fenced = failure.failure.cause == crate::pg::NOT_LEADER;
+                let failure = if fenced && self.steps_down {
+                    self.stepped_down = true;
+                    failure.failure
+                } else if failure.stops_writer {
                     self.health.fail(failure.failure)
                 } else {
                     tracing::warn!(cause = failure.failure.cause, "{}", failure.failure.message);

@@ -452,9 +452,21 @@ fn a_paused_writer_is_fenced_once_another_took_over_and_nothing_forks() {
         return;
     };
     let url = pg.url();
-    let a = pg_server(&url, &[]);
-    for b in mixed_log(3) {
-        assert_eq!(a.ingest(&b).0, 200);
+    // A runs with LEVIATHAN_ROLE=auto: it starts as a replica and takes the
+    // free lease at its first look.
+    let a = pg_server(&url, &[("LEVIATHAN_ROLE", "auto")]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let log = mixed_log(3);
+    while a.ingest(&log[0]).0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never led: {}",
+            a.log.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for b in &log[1..] {
+        assert_eq!(a.ingest(b).0, 200);
     }
     // A pauses (a GC pause, a stalled VM) past its 2 s lease.
     signal(&a, "-STOP");
@@ -500,6 +512,28 @@ fn a_paused_writer_is_fenced_once_another_took_over_and_nothing_forks() {
     let served = b.all_events();
     assert_eq!(served.len() as i64, pg_count(&mut c, "events"));
     assert_eq!(b.get("/v1/log/verify").1["ok"], true);
+
+    // A stepped down and follows B as a replica: it serves B's log, with
+    // B's state digest.
+    let (st, r) = b.ingest(&bundle("from-b-2", events("b2", 2)));
+    assert_eq!(st, 200, "{r}");
+    let head = r["head_seq"].as_u64().unwrap();
+    wait_applied(&a, head);
+    assert_eq!(state(&a), state(&b));
+    assert!(
+        a.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("follows the log as a replica")),
+        "A did not say it stepped down"
+    );
+    let (st, r) = a.ingest(&bundle("from-a-3", events("a3", 1)));
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (503, Some("not_leader")),
+        "{r}"
+    );
     eprintln!("B took over {took_over:?} after A paused (lease 2 s)");
 }
 

@@ -638,6 +638,16 @@ impl Leader {
         })
     }
 
+    /// How this node reaches the log.
+    pub fn settings(&self) -> &PgSettings {
+        self.log.settings()
+    }
+
+    /// The epoch it leads with.
+    pub fn epoch(&self) -> i64 {
+        self.log.epoch()
+    }
+
     /// The failure to stop with once the lease is lost.
     pub fn lost(&self) -> Option<crate::writer::StorageFailure> {
         self.lost
