@@ -187,8 +187,19 @@ fn join_postgres(
         lease: pg.lease,
         test_crash_after_commit: pg.test_crash_after_commit,
         holder: crate::pg::node_id(&config.data_dir).context("the node id")?,
+        instance: uuid::Uuid::new_v4().to_string(),
     };
     let mut log = crate::pg::PgLog::open(settings).context("opening the PostgreSQL log")?;
+    starting.set("claiming this node's id in PostgreSQL");
+    let (applied_seq, state_digest) = live.graph.state().context("reading the graph state")?;
+    log.claim_identity(&crate::pg::identity::Claim {
+        role: if pg.replica { "replica" } else { "writer" },
+        applied_seq: applied_seq.0,
+        state_digest,
+        fingerprint: live.fingerprint,
+        node_id_file: &config.data_dir.join("node-id"),
+    })
+    .context("claiming this node's id")?;
     // Applies what the PostgreSQL log holds beyond the local head.
     let catch_up = |log: &mut crate::pg::PgLog| -> anyhow::Result<crate::log::Head> {
         starting.set("catching up from PostgreSQL");

@@ -39,6 +39,7 @@ fn settings(url: &str, holder: &str, lease_secs: f64) -> PgSettings {
         url: url.to_string(),
         lease: Duration::from_secs_f64(lease_secs),
         holder: holder.to_string(),
+        instance: format!("test-{holder}"),
         test_crash_after_commit: false,
     }
 }
@@ -1112,4 +1113,47 @@ fn a_postgres_writer_killed_under_ingest_restarts_with_everything_acknowledged_a
     let fresh = pg_server(&url, &[("LEVIATHAN_ROLE", "replica")]);
     wait_applied(&fresh, in_pg as u64);
     assert_eq!(state(&fresh), restarted);
+}
+
+#[test]
+fn a_copied_data_dir_is_refused_while_its_node_id_is_live_and_starts_once_it_is_gone() {
+    let Some(pg) = Postgres::start("a_copied_data_dir_is_refused") else {
+        return;
+    };
+    let url = pg.url();
+    let mut a = pg_server(&url, &[]);
+    assert_eq!(a.ingest(&bundle("one", events("one", 3))).0, 200);
+    let before = state(&a);
+    // A copy of A's data dir shares its node id.
+    let copy = tempfile::tempdir().unwrap();
+    let id = std::fs::read_to_string(a.data_dir.join("node-id")).unwrap();
+    std::fs::write(copy.path().join("node-id"), &id).unwrap();
+    let mut cmd = serve_command(copy.path());
+    cmd.env("LEVIATHAN_STORE", "postgres")
+        .env("LEVIATHAN_POSTGRES_URL", &url)
+        .env("LEVIATHAN_POSTGRES_LEASE_SECS", "2")
+        .env("LEVIATHAN_ROLE", "replica");
+    let out = refused(cmd);
+    let file = copy.path().join("node-id");
+    assert!(
+        out.contains("another running process uses this node's id")
+            && out.contains(&format!("delete {}", file.display())),
+        "{out}"
+    );
+    // A is untouched: still the writer.
+    assert_eq!(a.ingest(&bundle("two", events("two", 1))).0, 200);
+    let before_kill = state(&a);
+    assert_ne!(before_kill, before);
+
+    // Once A is gone (kill -9: its heartbeat stops), the id can be taken:
+    // the copy starts and serves A's log from PostgreSQL.
+    a.kill();
+    let b = pg_server_in(copy.path(), &url, &[("LEVIATHAN_ROLE", "replica")]);
+    wait_applied(&b, before_kill.1["seq"].as_u64().unwrap());
+    assert_eq!(state(&b), before_kill);
+    let (st, view) = b.get("/v1/cluster");
+    assert_eq!(st, 200, "{view}");
+    let members = view["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{view}");
+    assert_eq!(members[0]["node_id"], id.trim(), "{view}");
 }

@@ -32,10 +32,11 @@ impl Publisher {
         disagreement: Disagreement,
     ) -> Result<Publisher, PgError> {
         let (url, node) = (settings.url.clone(), settings.holder.clone());
+        let instance = settings.instance.clone();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("leviathan-members".into())
-            .spawn(move || publish(&url, &node, role, &live, &disagreement, &stopped))
+            .spawn(move || publish(&url, &node, &instance, role, &live, &disagreement, &stopped))
             .map_err(PgError::Thread)?;
         Ok(Publisher {
             stop: Some(stop),
@@ -59,6 +60,7 @@ impl Drop for Publisher {
 fn publish(
     url: &str,
     node: &str,
+    instance: &str,
     role: &str,
     live: &crate::generations::LiveGraph,
     disagreement: &Disagreement,
@@ -76,16 +78,17 @@ fn publish(
             (Some(c), Ok((seq, digest))) => {
                 let seq = i64::try_from(seq.0).unwrap_or(i64::MAX);
                 let published = c.execute(
-                    "INSERT INTO members (node_id, role, applied_seq, state_digest, fingerprint, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, now())
+                    "INSERT INTO members (node_id, role, applied_seq, state_digest, fingerprint, updated_at, instance)
+                     VALUES ($1, $2, $3, $4, $5, now(), $6)
                      ON CONFLICT (node_id) DO UPDATE SET role = $2, applied_seq = $3,
-                         state_digest = $4, fingerprint = $5, updated_at = now()",
+                         state_digest = $4, fingerprint = $5, updated_at = now(), instance = $6",
                     &[
                         &node,
                         &role,
                         &seq,
                         &&digest.as_bytes()[..],
                         &&current.fingerprint.as_bytes()[..],
+                        &instance,
                     ],
                 );
                 if let Err(e) = published {
@@ -102,7 +105,19 @@ fn publish(
         }
         match stopped.recv_timeout(PUBLISH_EVERY) {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            _ => return,
+            _ => {
+                // A clean stop gives the node id up (crate::pg::identity).
+                if let Some(c) = client.as_mut() {
+                    let released = c.execute(
+                        "UPDATE members SET instance = '' WHERE node_id = $1 AND instance = $2",
+                        &[&node, &instance],
+                    );
+                    if let Err(e) = released {
+                        tracing::debug!(error = %e, "releasing this node's id failed");
+                    }
+                }
+                return;
+            }
         }
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod artifacts;
 pub mod catch_up;
+pub mod identity;
 pub mod members;
 pub mod schema;
 
@@ -80,6 +81,13 @@ pub enum PgError {
     Thread(std::io::Error),
     #[error("the PostgreSQL log is inconsistent at seq {seq}: {reason}")]
     Corrupt { seq: u64, reason: String },
+    #[error(
+        "another running process uses this node's id ({node_id}): its heartbeat in PostgreSQL \
+         keeps moving. A data dir copied from another node (a cloned volume, a restored \
+         snapshot) shares that node's id: delete {file} in the copy and start it again (it makes \
+         a new id). Two processes with one id would take each other's writer lease"
+    )]
+    NodeIdInUse { node_id: String, file: String },
 }
 
 impl PgError {
@@ -101,6 +109,9 @@ pub struct PgSettings {
     /// Who this node is in the lease (`<data dir>/node-id`, made on first
     /// start): a restarted node takes its own lease back at once.
     pub holder: String,
+    /// This process's token for its node id (a fresh UUID per start): a
+    /// second live process with the same id is refused (`identity`).
+    pub instance: String,
     /// Test hook: abort right after a PostgreSQL commit (before the local one).
     pub test_crash_after_commit: bool,
 }
@@ -232,6 +243,12 @@ impl PgLog {
 
     pub fn settings(&self) -> &PgSettings {
         &self.settings
+    }
+
+    /// Claims this node's id for this process, or refuses while another live
+    /// process holds it ([`identity`]).
+    pub fn claim_identity(&mut self, claim: &identity::Claim<'_>) -> Result<(), PgError> {
+        identity::claim(&mut self.client, &self.settings, claim)
     }
 
     /// The epoch this node leads with (0 before [`PgLog::try_lead`] succeeds).

@@ -126,6 +126,13 @@ CREATE TRIGGER artifact_chunks_no_truncate BEFORE TRUNCATE ON artifact_chunks
     FOR EACH STATEMENT EXECUTE FUNCTION leviathan_append_only();
 "#,
     },
+    Migration {
+        version: 4,
+        description: "cluster members: the process that holds each node id",
+        sql: r#"
+ALTER TABLE members ADD COLUMN instance text NOT NULL DEFAULT '';
+"#,
+    },
 ];
 
 /// The newest schema version this binary knows.
