@@ -318,6 +318,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Writer::start_leader(parts, metrics.writer(), leader)
         }
         Some(crate::pg::Role::Follower(follower)) => {
+            // A replica repairs a digest disagreement itself (a rebuild).
+            let follower = match &cluster {
+                Some(c) => follower.with_agreement(crate::pg::Agreement {
+                    disagreement: c.disagreement.clone(),
+                    catalog: prepared.catalog.clone(),
+                }),
+                None => follower,
+            };
             Writer::start_follower(parts, metrics.writer(), follower)
         }
         None => Writer::start_with_metrics(parts, metrics.writer()),

@@ -366,7 +366,7 @@ impl Writer {
         pg: Option<crate::pg::Role>,
     ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(4096);
-        let (leader, follower) = match pg {
+        let (leader, mut follower) = match pg {
             Some(crate::pg::Role::Leader(l)) => (Some(l), None),
             Some(crate::pg::Role::Follower(f)) => (None, Some(f)),
             None => (None, None),
@@ -398,6 +398,8 @@ impl Writer {
             health: Arc::new(Health::default()),
             metrics,
             steps_down: follower.as_ref().is_some_and(|f| f.promotes()),
+            agreement: follower.as_mut().and_then(|f| f.take_agreement()),
+            rebuilt_at: None,
             stepped_down: false,
             leader,
             follower,
@@ -513,6 +515,10 @@ struct State {
     steps_down: bool,
     /// Set once the lease is found lost: the run loop steps down.
     stepped_down: bool,
+    /// A replica's comparison with the writer, to repair a disagreement.
+    agreement: Option<crate::pg::Agreement>,
+    /// The head at which this replica last rebuilt its graph.
+    rebuilt_at: Option<Seq>,
 }
 
 /// How long an `auto` writer waits for work before it checks its lease.
@@ -710,6 +716,7 @@ impl State {
                     Err(e) => tracing::warn!(error = %e, "checking the leader lease failed"),
                 }
             }
+            self.repair(&mut follower);
             let caught = crate::pg::catch_up::catch_up(
                 &self.db,
                 &self.log,
@@ -737,6 +744,164 @@ impl State {
                     return false;
                 }
             }
+        }
+    }
+
+    /// A replica whose state digest disagrees with the writer's at a common
+    /// seq (the publisher's comparison, `crate::pg::members`) rebuilds its
+    /// graph from its own log, if that log is PostgreSQL's (its head's hash
+    /// is the one stored at that seq: the log is a hash chain, and the
+    /// background verifier checks the local chain), then serves reads again.
+    /// It does not rebuild twice for one seq: a graph rebuilt from the right
+    /// log that still disagrees points at the writer's, which is reported.
+    fn repair(&mut self, follower: &mut crate::pg::Follower) {
+        use crate::pg::members::Found;
+        let Some(agreement) = self.agreement.clone() else {
+            return;
+        };
+        let Some(found) = agreement.disagreement.found() else {
+            return;
+        };
+        if !found.rebuilds {
+            return;
+        }
+        let refuse = |reason: String| {
+            agreement.disagreement.clear();
+            agreement.disagreement.set(Found {
+                reason,
+                rebuilds: false,
+                ..found.clone()
+            });
+        };
+        if found.generation != self.current.graph.generation() {
+            // About the graph a rebuild replaced: compared again within a second.
+            agreement.disagreement.clear();
+            return;
+        }
+        if self.rebuilt_at.is_some_and(|at| found.seq <= at.0) {
+            return refuse(format!(
+                "{}; the graph was rebuilt from this node's log (which is PostgreSQL's) and \
+                 still disagrees, so the writer's graph may be the wrong one: compare with \
+                 another replica (GET /v1/cluster)",
+                found.reason
+            ));
+        }
+        match follower.log().hash_at(self.head.seq) {
+            Ok(theirs) if theirs == self.head.hash || self.head.seq == Seq::ZERO => {}
+            Ok(theirs) => {
+                return refuse(format!(
+                    "{}; and this node's log differs from PostgreSQL's at seq {} (local hash {}, \
+                     PostgreSQL {}): restart it on an empty data dir to fill it from PostgreSQL",
+                    found.reason,
+                    self.head.seq.0,
+                    self.head.hash.map_or("none".into(), |h| h.to_hex()),
+                    theirs.map_or("absent".into(), |h| h.to_hex())
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "checking the log before a rebuild failed; retrying");
+                return;
+            }
+        }
+        tracing::warn!(
+            reason = %found.reason,
+            head = self.head.seq.0,
+            "rebuilding this replica's graph from its log"
+        );
+        let started = std::time::Instant::now();
+        let old = self.current.clone();
+        match self.rebuild_graph(&agreement.catalog) {
+            Ok(()) => {
+                self.metrics.replica_rebuilds.inc();
+                self.rebuilt_at = Some(self.head.seq);
+                agreement.disagreement.clear();
+                tracing::info!(
+                    head = self.head.seq.0,
+                    generation = self.current.graph.generation(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "rebuilt this replica's graph from its log: it serves reads again once its digest agrees"
+                );
+                let spawned = std::thread::Builder::new()
+                    .name("leviathan-retire".into())
+                    .spawn(move || crate::generations::build::retire(old));
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "the replaced graph is deleted at the next start");
+                }
+            }
+            Err(e) => {
+                self.health.fail(StorageFailure::new(
+                    "rebuilding the replica's graph failed",
+                    e,
+                ));
+            }
+        }
+    }
+
+    /// Projects the local log into a new generation of the live projector
+    /// set, chunk by chunk, and makes it live (the switch records it in the
+    /// catalog and retires the old one there).
+    fn rebuild_graph(&mut self, catalog: &crate::generations::Catalog) -> Result<(), String> {
+        use crate::generations::{GenerationRecord, Status};
+        let text = |e: &dyn std::fmt::Display| e.to_string();
+        let id = catalog.next_id().map_err(|e| text(&e))?;
+        let mut record = GenerationRecord::for_set(
+            id,
+            &self.current.projectors,
+            self.current.fingerprint,
+            Status::Building,
+        );
+        catalog.put(&record).map_err(|e| text(&e))?;
+        let graph =
+            crate::graph::GraphStore::open_generation(&self.db, id).map_err(|e| text(&e))?;
+        let mut applied = Seq::ZERO;
+        while applied < self.head.seq {
+            let chunk = self
+                .log
+                .after_at(&self.log.view(), applied, 4096)
+                .map_err(|e| text(&e))?;
+            let Some(last) = chunk.last().map(|e| e.seq) else {
+                break;
+            };
+            let mut staging = graph.staging().map_err(|e| text(&e))?;
+            for e in &chunk {
+                project_event(
+                    self.current.projectors.inline(),
+                    &crate::replay::input(e),
+                    Prepared::default(),
+                    &mut staging,
+                    Policy::RecordAll,
+                )
+                .map_err(|e| text(&e))?;
+            }
+            let mut batch = self.db.batch().durability(Some(self.log_persist));
+            staging.write_into(&mut batch).map_err(|e| text(&e))?;
+            batch.commit().map_err(|e| text(&e))?;
+            applied = last;
+        }
+        record.status = Status::Live;
+        let old_id = self.current.graph.generation();
+        let stage_catalog = {
+            let catalog = catalog.clone();
+            Box::new(move |batch: &mut fjall::OwnedWriteBatch| {
+                catalog.stage_live(batch, id);
+                catalog.stage_record(batch, &record);
+                catalog.stage_remove(batch, old_id);
+            })
+        };
+        let next = crate::generations::Live {
+            graph,
+            projectors: self.current.projectors.clone(),
+            fingerprint: self.current.fingerprint,
+        };
+        match self.switch(SwitchRequest {
+            next,
+            max_errors: u64::MAX,
+            errors_so_far: 0,
+            stage_catalog,
+        }) {
+            Ok(SwitchOutcome::Switched { .. }) => Ok(()),
+            Ok(other) => Err(format!("the rebuilt graph did not go live: {other:?}")),
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -1157,3 +1157,95 @@ fn a_copied_data_dir_is_refused_while_its_node_id_is_live_and_starts_once_it_is_
     assert_eq!(members.len(), 1, "{view}");
     assert_eq!(members[0]["node_id"], id.trim(), "{view}");
 }
+
+/// Waits (bounded) until a line of `s`'s log contains `text`.
+fn wait_log(s: &Server, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !s.log.lock().unwrap().iter().any(|l| l.contains(text)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line says {text:?}:\n{}",
+            s.log.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_replica_whose_graph_disagrees_rebuilds_it_from_its_log_and_serves_again() {
+    let Some(pg) = Postgres::start("a_replica_whose_graph_disagrees") else {
+        return;
+    };
+    let url = pg.url();
+    let writer = pg_server(&url, &[]);
+    for b in mixed_log(3) {
+        assert_eq!(writer.ingest(&b).0, 200);
+    }
+    let head = writer.get("/v1/log/head").1["seq"].as_u64().unwrap();
+    let mut replica = pg_server(&url, &[("LEVIATHAN_ROLE", "replica")]);
+    wait_applied(&replica, head);
+    let dir = replica.keep_dir();
+    replica.stop();
+    // Damage its graph: every per-seq state digest it recorded.
+    with_store(dir.path(), |db| {
+        let digests = keyspace(db, "graph_digests");
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = digests
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.into_inner().unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect();
+        assert!(!entries.is_empty());
+        for (k, mut v) in entries {
+            let last = v.len() - 1;
+            v[last] ^= 0xff;
+            digests.insert(k, v).unwrap();
+        }
+    });
+    let replica = pg_server_in(dir.path(), &url, &[("LEVIATHAN_ROLE", "replica")]);
+    // It finds out, says so, rebuilds, and agrees again.
+    wait_log(
+        &replica,
+        "this node stops serving reads until it agrees again",
+    );
+    wait_log(&replica, "rebuilt this replica's graph from its log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while replica.get("/v1/log/head").0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "it never served again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(state(&replica), state(&writer));
+    let metrics = replica
+        .client
+        .get(replica.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("leviathan_replica_rebuilds_total 1"),
+        "{metrics}"
+    );
+    // It keeps following, with the writer's digest.
+    let (st, r) = writer.ingest(&bundle("after", events("after", 2)));
+    assert_eq!(st, 200, "{r}");
+    wait_applied(&replica, r["head_seq"].as_u64().unwrap());
+    assert_eq!(state(&replica), state(&writer));
+    let (_, view) = writer.get("/v1/cluster");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut view = view;
+    while !view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["digest_agrees"] == true && m["applied_seq"] == r["head_seq"])
+    {
+        assert!(std::time::Instant::now() < deadline, "{view}");
+        std::thread::sleep(Duration::from_millis(100));
+        view = writer.get("/v1/cluster").1;
+    }
+}

@@ -95,7 +95,7 @@ fn publish(
                     tracing::debug!(error = %e, "publishing this node's state failed");
                 }
                 match check_against_leader(c, node, &current) {
-                    Ok(Some(reason)) => disagreement.set(reason),
+                    Ok(Some(found)) => disagreement.set(found),
                     Ok(None) => {}
                     Err(e) => tracing::debug!(error = %e, "comparing with the leader failed"),
                 }
@@ -122,22 +122,57 @@ fn publish(
     }
 }
 
-/// Why this node must not serve reads, once found (it stays until a
-/// restart: the replica's store is rebuilt, or its projector set fixed).
+/// Why this node must not serve reads, once found. Another projector set
+/// stays until a restart with the writer's set; another state digest is
+/// repaired by the node itself (the writer thread rebuilds its graph from its
+/// log, then [`Disagreement::clear`]s it).
 #[derive(Clone, Default)]
-pub struct Disagreement(std::sync::Arc<std::sync::OnceLock<String>>);
+pub struct Disagreement(std::sync::Arc<std::sync::Mutex<Option<Found>>>);
+
+/// What the comparison with the writer found.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub reason: String,
+    /// Another digest at a common seq (not another projector set): a
+    /// rebuild of the graph from the log repairs it.
+    pub rebuilds: bool,
+    /// The seq compared at.
+    pub seq: u64,
+    /// The generation of the graph compared (a finding about a graph that
+    /// a rebuild has since replaced is stale).
+    pub generation: u64,
+}
 
 impl Disagreement {
-    pub fn get(&self) -> Option<&str> {
-        self.0.get().map(String::as_str)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Found>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set(&self, reason: String) {
-        if self.0.set(reason.clone()).is_ok() {
+    /// Why reads are refused, if they are.
+    pub fn get(&self) -> Option<String> {
+        self.lock().as_ref().map(|f| f.reason.clone())
+    }
+
+    pub fn found(&self) -> Option<Found> {
+        self.lock().clone()
+    }
+
+    /// Records a disagreement (the first one found stays until cleared).
+    pub fn set(&self, found: Found) {
+        let mut g = self.lock();
+        if g.is_none() {
             tracing::error!(
-                "{reason}; this node stops serving reads until it is fixed and restarted"
+                rebuilds = found.rebuilds,
+                "{}; this node stops serving reads until it agrees again",
+                found.reason
             );
+            *g = Some(found);
         }
+    }
+
+    /// Serves reads again (after a rebuild).
+    pub fn clear(&self) {
+        *self.lock() = None;
     }
 }
 
@@ -146,7 +181,7 @@ fn check_against_leader(
     c: &mut postgres::Client,
     node: &str,
     live: &crate::generations::Live,
-) -> Result<Option<String>, PgError> {
+) -> Result<Option<Found>, PgError> {
     let row = c.query_opt(
         "SELECT m.node_id, m.applied_seq, m.state_digest, m.fingerprint
            FROM members m JOIN leader l ON l.holder = m.node_id
@@ -159,11 +194,16 @@ fn check_against_leader(
     let digest = super::hash_of(seq, r.get(2))?;
     let fingerprint = super::hash_of(seq, r.get(3))?;
     if fingerprint != live.fingerprint {
-        return Ok(Some(format!(
-            "this node's projector set (fingerprint {}) is not the writer's ({leader}: {}), so its \
-             graph is not the writer's; run the writer's projector set",
-            live.fingerprint, fingerprint
-        )));
+        return Ok(Some(Found {
+            reason: format!(
+                "this node's projector set (fingerprint {}) is not the writer's ({leader}: {}), \
+                 so its graph is not the writer's; run the writer's projector set",
+                live.fingerprint, fingerprint
+            ),
+            rebuilds: false,
+            seq: u64::try_from(seq).unwrap_or(0),
+            generation: live.graph.generation(),
+        }));
     }
     let seq = crate::seq::Seq(u64::try_from(seq).unwrap_or(0));
     let ours = live.graph.digest_at(seq).map_err(|e| PgError::Corrupt {
@@ -171,11 +211,16 @@ fn check_against_leader(
         reason: format!("reading the local digest: {e}"),
     })?;
     Ok(match ours {
-        Some(d) if d != digest => Some(format!(
-            "this node's state digest at seq {} is {d}, the writer's ({leader}) is {digest}: its \
-             graph is not the writer's; rebuild it (an empty data dir fills from PostgreSQL)",
-            seq.0
-        )),
+        Some(d) if d != digest => Some(Found {
+            reason: format!(
+                "this node's state digest at seq {} is {d}, the writer's ({leader}) is {digest}: \
+                 its graph is not the writer's; it rebuilds its graph from its log",
+                seq.0
+            ),
+            rebuilds: true,
+            seq: seq.0,
+            generation: live.graph.generation(),
+        }),
         _ => None,
     })
 }

@@ -728,6 +728,17 @@ pub struct Follower {
     /// `LEVIATHAN_ROLE=auto`: take the writer's leadership once the lease
     /// is free.
     promotes: bool,
+    /// What a replica needs to repair a digest disagreement itself.
+    agreement: Option<Agreement>,
+}
+
+/// A replica's link to the comparison with the writer (`members`): the
+/// disagreement it found, and the generations catalog its rebuilt graph is
+/// recorded in.
+#[derive(Clone)]
+pub struct Agreement {
+    pub disagreement: members::Disagreement,
+    pub catalog: crate::generations::Catalog,
 }
 
 /// How long a replica waits for a notification before it looks anyway (a
@@ -739,7 +750,23 @@ impl Follower {
     pub fn new(mut log: PgLog, promotes: bool) -> Result<Follower, PgError> {
         log.client
             .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))?;
-        Ok(Follower { log, promotes })
+        Ok(Follower {
+            log,
+            promotes,
+            agreement: None,
+        })
+    }
+
+    /// Repairs a digest disagreement found by the comparison with the
+    /// writer by rebuilding its graph (the writer thread does).
+    pub fn with_agreement(mut self, agreement: Agreement) -> Follower {
+        self.agreement = Some(agreement);
+        self
+    }
+
+    /// Taken by the writer thread.
+    pub fn take_agreement(&mut self) -> Option<Agreement> {
+        self.agreement.take()
     }
 
     /// Whether it takes leadership when the lease is free.
