@@ -1249,3 +1249,93 @@ fn a_replica_whose_graph_disagrees_rebuilds_it_from_its_log_and_serves_again() {
         view = writer.get("/v1/cluster").1;
     }
 }
+
+/// A self-signed certificate for 127.0.0.1 and localhost: (certificate PEM,
+/// key PEM).
+fn self_signed() -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_to_postgres_with_verify_full_and_require_and_a_wrong_ca_is_refused() {
+    let (cert, key) = self_signed();
+    let Some(pg) = Postgres::start_tls("tls_to_postgres", Some((&cert, &key))) else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    let ca = certs.path().join("ca.pem");
+    std::fs::write(&ca, &cert).unwrap();
+    let url = format!(
+        "{} sslmode=verify-full sslrootcert={}",
+        pg.url(),
+        ca.display()
+    );
+
+    // A server whose every connection is TLS, the certificate and name checked.
+    let s = pg_server(&url, &[]);
+    let (st, r) = s.ingest(&bundle("over-tls", events("tls", 3)));
+    assert_eq!(st, 200, "{r}");
+    let blob = b"an artifact over TLS".to_vec();
+    assert_eq!(s.put_artifact(&blob).0, 201);
+    assert_eq!(s.get("/v1/cluster").0, 200);
+    let mut c = pg.client();
+    let (tls, plain): (i64, i64) = {
+        let row = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+                   FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+                  WHERE a.application_name = 'leviathan'",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(tls >= 3, "{tls} TLS connections");
+    assert_eq!(plain, 0, "a connection without TLS");
+
+    // require: encrypted, the certificate not checked (a URI this time).
+    let uri = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=require",
+        pg.port
+    );
+    let mut client = leviathan::pg::connect(&uri).unwrap();
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(ssl);
+
+    // Another CA: the server refuses to start, saying why.
+    let (other, _) = self_signed();
+    let wrong = certs.path().join("other.pem");
+    std::fs::write(&wrong, &other).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_STORE", "postgres").env(
+        "LEVIATHAN_POSTGRES_URL",
+        format!(
+            "{} sslmode=verify-full sslrootcert={}",
+            pg.url(),
+            wrong.display()
+        ),
+    );
+    let out = refused(cmd);
+    assert!(
+        out.to_lowercase().contains("certificate"),
+        "the refusal does not name the certificate: {out}"
+    );
+    // verify-full without a CA file is refused with directions.
+    let err = leviathan::pg::connect(&format!("{} sslmode=verify-full", pg.url()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("needs sslrootcert"), "{err}");
+}

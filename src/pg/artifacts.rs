@@ -19,11 +19,12 @@ use crate::cas::{CasError, Remote};
 use crate::digest::Sha256;
 use r2d2_postgres::{r2d2, PostgresConnectionManager};
 use std::time::Duration;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Connections the pool keeps at most (uploads and reads of artifacts only).
 const POOL_SIZE: u32 = 4;
 
-type Pool = r2d2::Pool<PostgresConnectionManager<postgres::NoTls>>;
+type Pool = r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>;
 
 /// The artifact tables, through a connection pool.
 pub struct PgArtifacts {
@@ -39,7 +40,8 @@ impl PgArtifacts {
     /// A pool on `url` (connections are made on first use: the server has
     /// connected and migrated the schema before this is used).
     pub fn new(url: &str) -> Result<PgArtifacts, super::PgError> {
-        let manager = PostgresConnectionManager::new(super::config(url)?, postgres::NoTls);
+        let (config, tls) = super::config(url)?;
+        let manager = PostgresConnectionManager::new(config, tls);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(0))
@@ -50,7 +52,8 @@ impl PgArtifacts {
 
     fn client(
         &self,
-    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<postgres::NoTls>>, CasError> {
+    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>, CasError>
+    {
         self.pool
             .as_ref()
             .ok_or_else(|| remote("the pool is closed"))?

@@ -24,6 +24,7 @@ pub mod catch_up;
 pub mod identity;
 pub mod members;
 pub mod schema;
+pub mod tls;
 
 use crate::digest::Sha256;
 use crate::log::record::ArtifactRef;
@@ -88,6 +89,8 @@ pub enum PgError {
          a new id). Two processes with one id would take each other's writer lease"
     )]
     NodeIdInUse { node_id: String, file: String },
+    #[error("TLS to PostgreSQL: {0}")]
+    Tls(String),
 }
 
 impl PgError {
@@ -116,18 +119,27 @@ pub struct PgSettings {
     pub test_crash_after_commit: bool,
 }
 
-/// Connects (no TLS: a deployment that needs it puts the database on a
-/// private network or a local proxy; docs/SCALING.md).
+/// Connects, with TLS as the URL's `sslmode` says ([`tls`]).
 pub fn connect(url: &str) -> Result<postgres::Client, PgError> {
-    Ok(config(url)?.connect(postgres::NoTls)?)
+    let (config, tls) = config(url)?;
+    Ok(config.connect(tls)?)
 }
 
-/// How every connection of this node is made (`LEVIATHAN_POSTGRES_URL`).
-pub fn config(url: &str) -> Result<postgres::Config, PgError> {
-    let mut config: postgres::Config = url.parse()?;
+/// How every connection of this node is made (`LEVIATHAN_POSTGRES_URL`):
+/// the client's settings and the TLS connector ([`tls`]).
+pub fn config(
+    url: &str,
+) -> Result<(postgres::Config, tokio_postgres_rustls::MakeRustlsConnect), PgError> {
+    let split = tls::split(url)?;
+    let mut config: postgres::Config = split.rest.parse()?;
     config.application_name("leviathan");
     config.connect_timeout(Duration::from_secs(10));
-    Ok(config)
+    config.ssl_mode(if split.mode == tls::SslMode::Disable {
+        postgres::config::SslMode::Disable
+    } else {
+        postgres::config::SslMode::Require
+    });
+    Ok((config, tls::connector(&split)?))
 }
 
 /// The node's identity in the lease: stored in the data dir so that it
