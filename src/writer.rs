@@ -580,6 +580,22 @@ impl State {
                 self.stepped_down = false;
                 match self.step_down() {
                     Ok(follower) => {
+                        // A switch taken after the last batch is not left waiting.
+                        match next.take() {
+                            Some(Msg::Switch(s)) => {
+                                let outcome = self.switch(s.request);
+                                let _ = s.reply.send(outcome);
+                            }
+                            Some(Msg::Append(job)) => {
+                                let _ =
+                                    job.reply.send(Err(AppendError::Unavailable(StorageFailure {
+                                        cause: crate::pg::NOT_LEADER,
+                                        message: "this node stepped down: it is a replica now"
+                                            .into(),
+                                    })));
+                            }
+                            None => {}
+                        }
                         self.follower = Some(follower);
                         continue;
                     }
@@ -869,7 +885,8 @@ impl State {
                     &crate::replay::input(e),
                     Prepared::default(),
                     &mut staging,
-                    Policy::RecordAll,
+                    // As the writer and the catch-up projected it.
+                    Policy::AsConfigured,
                 )
                 .map_err(|e| text(&e))?;
             }

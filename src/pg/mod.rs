@@ -314,6 +314,12 @@ impl PgLog {
             }
             let state = self.lease_state()?;
             waiting(&state);
+            // The node id's heartbeat (`identity`): its publisher does not
+            // run yet, and a copy of this data dir must still be refused.
+            self.client.execute(
+                "UPDATE members SET updated_at = now() WHERE node_id = $1 AND instance = $2",
+                &[&self.settings.holder, &self.settings.instance],
+            )?;
             // Poll again when it should have expired (at most a second away).
             let wait = state.expires_in.clamp(0.05, 1.0);
             std::thread::sleep(Duration::from_secs_f64(wait));
