@@ -557,17 +557,20 @@ impl State {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         // `LEVIATHAN_ROLE=auto` nodes wait for messages with a timeout while
         // they lead, to notice a lost lease without traffic.
-        let timer = match tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-        {
-            Ok(rt) => Some(rt),
-            Err(e) => {
-                tracing::warn!(error = %e, "no timer for the writer: a lost lease is noticed at the next append");
-                None
+        let timer = if self.steps_down {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => Some(rt),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no timer for the writer: a lost lease is noticed at the next append");
+                    None
+                }
             }
-        }
-        .filter(|_| self.steps_down);
+        } else {
+            None
+        };
         let mut next = None;
         loop {
             if let Some(follower) = self.follower.take() {
