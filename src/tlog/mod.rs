@@ -386,15 +386,16 @@ impl Transparency {
         let checkpoint = self.checkpoint_at(&v, Some(proof.tree_size))?;
         let mut artifacts = Vec::new();
         for (path, sha256) in audit::artifact_digests(&record) {
-            let meta = match cas {
-                Some(c) => c.meta(&sha256)?,
+            // Stored here or, in postgres mode, in the shared store.
+            let size = match cas {
+                Some(c) => c.size_of(&sha256)?,
                 None => None,
             };
             artifacts.push(ArtifactDigest {
                 path,
                 sha256,
-                stored: meta.is_some(),
-                size: meta.map(|m| m.size),
+                stored: size.is_some(),
+                size,
             });
         }
         Ok(AuditBundle {
