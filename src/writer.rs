@@ -872,32 +872,26 @@ impl State {
         catalog.put(&record).map_err(|e| text(&e))?;
         let graph =
             crate::graph::GraphStore::open_generation(&self.db, id).map_err(|e| text(&e))?;
-        let mut applied = Seq::ZERO;
-        while applied < self.head.seq {
-            let chunk = self
-                .log
-                .after_at(&self.log.view(), applied, 4096)
-                .map_err(|e| text(&e))?;
-            let Some(last) = chunk.last().map(|e| e.seq) else {
-                break;
-            };
-            let mut staging = graph.staging().map_err(|e| text(&e))?;
-            for e in &chunk {
-                project_event(
-                    self.current.projectors.inline(),
-                    &crate::replay::input(e),
-                    Prepared::default(),
-                    &mut staging,
-                    // As the writer and the catch-up projected it.
-                    Policy::AsConfigured,
-                )
-                .map_err(|e| text(&e))?;
-            }
-            let mut batch = self.db.batch().durability(Some(self.log_persist));
-            staging.write_into(&mut batch).map_err(|e| text(&e))?;
-            batch.commit().map_err(|e| text(&e))?;
-            applied = last;
-        }
+        // The generation build's pipeline (a reader thread prepares the next
+        // chunk while this thread applies one), to this node's head.
+        let plan = crate::generations::build::Plan {
+            record: record.clone(),
+            graph: graph.clone(),
+            projectors: self.current.projectors.clone(),
+            fingerprint: self.current.fingerprint,
+            settings: crate::manifest::Settings::default(),
+            max_rate: None,
+        };
+        let head = self.head.seq;
+        crate::generations::build::build_until(
+            &self.db,
+            &self.log,
+            &plan,
+            &crate::generations::build::Builds::default(),
+            &std::sync::atomic::AtomicBool::new(false),
+            |applied, _| applied >= head,
+        )
+        .map_err(|e| format!("{e:#}"))?;
         record.status = Status::Live;
         let old_id = self.current.graph.generation();
         let stage_catalog = {
