@@ -403,7 +403,9 @@ pub struct CpuUse {
     /// The machine's 1-minute load average at the end mark (Linux).
     pub load_average: Option<f64>,
     /// `"client"` when the bench's thread was ≥ 90 % busy (it could not send
-    /// faster), else `"server"`.
+    /// faster); `"machine"` when other processes kept about a core or more
+    /// busy (the 1-minute load average less the bench's and the server's
+    /// cores ≥ 1); else `"server"`.
     pub bound: &'static str,
 }
 
@@ -449,6 +451,24 @@ pub struct CpuMark {
 
 /// Client cores at or above this share of one core: the bench was the bound.
 const CLIENT_BOUND_CORES: f64 = 0.9;
+/// Runnable threads of other processes (the load average less the bench's
+/// and the server's cores) at or above this: the machine was shared.
+const OTHERS_BOUND_LOAD: f64 = 1.0;
+
+/// Which side bounded a stretch of ingest: `"client"` (the bench's one
+/// thread was busy), `"machine"` (other processes kept about a core or more
+/// busy: the figure is the machine's, not the server's), else `"server"`.
+fn bound(client: Option<f64>, server: Option<f64>, load: Option<f64>) -> &'static str {
+    if client.is_some_and(|c| c >= CLIENT_BOUND_CORES) {
+        "client"
+    } else if load
+        .is_some_and(|l| l - client.unwrap_or(0.0) - server.unwrap_or(0.0) >= OTHERS_BOUND_LOAD)
+    {
+        "machine"
+    } else {
+        "server"
+    }
+}
 
 impl CpuUse {
     /// The CPU used between marks `a` and `b`.
@@ -459,17 +479,14 @@ impl CpuUse {
             _ => None,
         };
         let client_cores = rate(a.client_cpu, b.client_cpu);
+        let server_cores = rate(a.server_cpu, b.server_cpu);
         CpuUse {
             seconds,
             client_cores,
-            server_cores: rate(a.server_cpu, b.server_cpu),
+            server_cores,
             server_rss_bytes: b.server_rss,
             load_average: b.load_average,
-            bound: if client_cores.is_some_and(|c| c >= CLIENT_BOUND_CORES) {
-                "client"
-            } else {
-                "server"
-            },
+            bound: bound(client_cores, server_cores, b.load_average),
         }
     }
 }
@@ -1410,6 +1427,14 @@ mod tests {
         );
         assert!(segs[1].cpu.is_none());
         assert!(segments(0, 1_000, Vec::new(), &[]).is_empty());
+    }
+
+    #[test]
+    fn which_side_was_the_bound() {
+        assert_eq!(bound(Some(0.95), Some(1.0), Some(9.0)), "client");
+        assert_eq!(bound(Some(0.1), Some(1.8), Some(2.5)), "server");
+        assert_eq!(bound(Some(0.1), Some(0.4), Some(9.0)), "machine");
+        assert_eq!(bound(None, None, None), "server");
     }
 
     #[test]
