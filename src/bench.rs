@@ -83,6 +83,21 @@ pub struct BenchArgs {
     /// Allow a URL whose host is not a loopback address.
     #[arg(long)]
     pub allow_non_loopback: bool,
+    /// Report each ingest phase per segment of `--segment-events` events of the
+    /// run: events/s, bundle latency, the bench's and the server's CPU.
+    #[arg(long)]
+    pub segments: bool,
+    /// Events per segment of the `--segments` report.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub segment_events: u64,
+    /// With `--events 0`: no ingest, only the reads, against the first
+    /// `--run-events` events an earlier run (`--run-id`) left in the log.
+    #[arg(long, default_value_t = 0)]
+    pub run_events: u64,
+    /// Bearer token for `/metrics` (the server's LEVIATHAN_METRICS_TOKEN, when
+    /// it has one); the server's CPU time and RSS are read from there.
+    #[arg(long, env = "LEVIATHAN_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 /// The synthetic event stream of one run: a pure function of the event index,
@@ -321,7 +336,7 @@ fn timestamp(j: u64) -> String {
 }
 
 /// Latency distribution of one kind of request, in milliseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Latency {
     pub count: usize,
     pub p50_ms: f64,
@@ -364,6 +379,190 @@ pub struct IngestReport {
     pub body_bytes: u64,
     /// The duration limit stopped the phase before all its events were sent.
     pub truncated: bool,
+    /// The bench's and the server's CPU over the whole phase.
+    pub cpu: CpuUse,
+    /// Per segment of `--segment-events` events (with `--segments`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentReport>,
+}
+
+/// CPU used between two marks, in cores (CPU seconds per wall second), and
+/// which side was the bound.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CpuUse {
+    /// Wall time between the marks.
+    pub seconds: f64,
+    /// The bench's own CPU (user + system) over `seconds`: at most ~1, its
+    /// runtime is one thread.
+    pub client_cores: Option<f64>,
+    /// The server's `process_cpu_seconds_total` over `seconds` (None when
+    /// `/metrics` could not be read).
+    pub server_cores: Option<f64>,
+    /// The server's `process_resident_memory_bytes` at the end mark.
+    pub server_rss_bytes: Option<u64>,
+    /// The machine's 1-minute load average at the end mark (Linux).
+    pub load_average: Option<f64>,
+    /// `"client"` when the bench's thread was ≥ 90 % busy (it could not send
+    /// faster); `"machine"` when other processes kept about a core or more
+    /// busy (the 1-minute load average less the bench's and the server's
+    /// cores ≥ 1); else `"server"`.
+    pub bound: &'static str,
+}
+
+/// One segment of an ingest phase: the bundles whose last event is the
+/// run's event `first_event..end_event`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SegmentReport {
+    /// Segment number: events `[index × size, (index + 1) × size)` of the run.
+    pub index: u64,
+    pub first_event: u64,
+    pub end_event: u64,
+    pub events: u64,
+    /// From the previous segment's last answer (or the phase's start) to this
+    /// segment's last answer.
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub bundle_latency: Option<Latency>,
+    pub cpu: Option<CpuUse>,
+}
+
+/// One answered bundle, for the segment report.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion {
+    /// When the answer came, since the phase's start.
+    pub done_at: Duration,
+    pub events: u64,
+    pub latency: Duration,
+}
+
+/// The CPU counters at a segment boundary.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuMark {
+    /// The boundary: the start of segment `boundary` (the phase's start and
+    /// end marks are at the boundaries of the segments they fall in).
+    pub boundary: u64,
+    /// Since the phase's start.
+    pub at: Duration,
+    pub client_cpu: Option<f64>,
+    pub server_cpu: Option<f64>,
+    pub server_rss: Option<u64>,
+    pub load_average: Option<f64>,
+}
+
+/// Client cores at or above this share of one core: the bench was the bound.
+const CLIENT_BOUND_CORES: f64 = 0.9;
+/// Runnable threads of other processes (the load average less the bench's
+/// and the server's cores) at or above this: the machine was shared.
+const OTHERS_BOUND_LOAD: f64 = 1.0;
+
+/// Which side bounded a stretch of ingest: `"client"` (the bench's one
+/// thread was busy), `"machine"` (other processes kept about a core or more
+/// busy: the figure is the machine's, not the server's), else `"server"`.
+fn bound(client: Option<f64>, server: Option<f64>, load: Option<f64>) -> &'static str {
+    if client.is_some_and(|c| c >= CLIENT_BOUND_CORES) {
+        "client"
+    } else if load
+        .is_some_and(|l| l - client.unwrap_or(0.0) - server.unwrap_or(0.0) >= OTHERS_BOUND_LOAD)
+    {
+        "machine"
+    } else {
+        "server"
+    }
+}
+
+impl CpuUse {
+    /// The CPU used between marks `a` and `b`.
+    pub fn between(a: &CpuMark, b: &CpuMark) -> CpuUse {
+        let seconds = b.at.saturating_sub(a.at).as_secs_f64();
+        let rate = |x: Option<f64>, y: Option<f64>| match (x, y) {
+            (Some(x), Some(y)) if seconds > 0.0 => Some((y - x).max(0.0) / seconds),
+            _ => None,
+        };
+        let client_cores = rate(a.client_cpu, b.client_cpu);
+        let server_cores = rate(a.server_cpu, b.server_cpu);
+        CpuUse {
+            seconds,
+            client_cores,
+            server_cores,
+            server_rss_bytes: b.server_rss,
+            load_average: b.load_average,
+            bound: bound(client_cores, server_cores, b.load_average),
+        }
+    }
+}
+
+/// Splits a phase's answered bundles into segments of `size` events of the
+/// run. `from` is the run's event count at the phase's start; a bundle belongs
+/// to the segment of its last event, counting bundles in the order their
+/// answers came. `marks` (any order) give each segment its CPU figures: the
+/// segment `k` runs from the mark at boundary `k` (or the phase's start mark)
+/// to the mark at boundary `k + 1`.
+pub fn segments(
+    from: u64,
+    size: u64,
+    mut completions: Vec<Completion>,
+    marks: &[CpuMark],
+) -> Vec<SegmentReport> {
+    let size = size.max(1);
+    completions.sort_by_key(|c| c.done_at);
+    let mut out: Vec<SegmentReport> = Vec::new();
+    let mut lat: Vec<Duration> = Vec::new();
+    let mut count = from;
+    let mut seg_start = Duration::ZERO;
+    let mut last = Duration::ZERO;
+    let mut current: Option<(u64, u64, u64)> = None; // (index, first event, events)
+    let finish = |out: &mut Vec<SegmentReport>,
+                  (index, first_event, events): (u64, u64, u64),
+                  start: Duration,
+                  end: Duration,
+                  lat: Vec<Duration>| {
+        let seconds = end.saturating_sub(start).as_secs_f64();
+        let start_mark = marks
+            .iter()
+            .filter(|m| m.boundary <= index)
+            .max_by_key(|m| (m.boundary, std::cmp::Reverse(m.at)));
+        let end_mark = marks
+            .iter()
+            .filter(|m| m.boundary > index)
+            .min_by_key(|m| (m.boundary, m.at));
+        out.push(SegmentReport {
+            index,
+            first_event,
+            end_event: first_event + events,
+            events,
+            seconds,
+            events_per_second: if seconds > 0.0 {
+                events as f64 / seconds
+            } else {
+                0.0
+            },
+            bundle_latency: Latency::of(lat),
+            cpu: match (start_mark, end_mark) {
+                (Some(a), Some(b)) => Some(CpuUse::between(a, b)),
+                _ => None,
+            },
+        });
+    };
+    for c in completions {
+        let index = (count + c.events.max(1) - 1) / size;
+        match current {
+            Some((i, first, events)) if i == index => current = Some((i, first, events + c.events)),
+            _ => {
+                if let Some(cur) = current.take() {
+                    finish(&mut out, cur, seg_start, last, std::mem::take(&mut lat));
+                    seg_start = last;
+                }
+                current = Some((index, count, c.events));
+            }
+        }
+        lat.push(c.latency);
+        count += c.events;
+        last = c.done_at;
+    }
+    if let Some(cur) = current {
+        finish(&mut out, cur, seg_start, last, lat);
+    }
+    out
 }
 
 /// Read latency per route, one request at a time.
@@ -420,8 +619,20 @@ pub fn check_url(url: &str, allow_non_loopback: bool) -> anyhow::Result<reqwest:
 }
 
 fn check_args(a: &BenchArgs) -> anyhow::Result<()> {
-    if a.events == 0 || a.events > MAX_EVENTS {
-        bail!("--events must be between 1 and {MAX_EVENTS}");
+    if a.events > MAX_EVENTS {
+        bail!("--events must be at most {MAX_EVENTS}");
+    }
+    if a.events == 0 && (a.run_id.is_none() || a.run_events == 0) {
+        bail!(
+            "--events 0 (reads only) needs --run-id and --run-events: the run whose events \
+             the reads pick from"
+        );
+    }
+    if a.run_events > 0 && a.events > 0 {
+        bail!("--run-events only goes with --events 0 (reads only)");
+    }
+    if a.segments && a.segment_events == 0 {
+        bail!("--segment-events must be at least 1");
     }
     if a.bundle == 0 || a.bundle > 10_000 {
         bail!("--bundle must be between 1 and 10000");
@@ -472,6 +683,9 @@ struct Ctx {
     deadline: Instant,
     errors: AtomicU64,
     first_error: Mutex<Option<String>>,
+    metrics_token: String,
+    /// `/metrics` failed once: not asked again (and said once).
+    no_metrics: AtomicBool,
 }
 
 impl Ctx {
@@ -503,6 +717,52 @@ impl Ctx {
             bail!("{n} requests failed; the first: {first}");
         }
         Ok(())
+    }
+
+    /// The CPU counters now, for the boundary `boundary` of the phase that
+    /// started at `started`.
+    async fn mark(&self, boundary: u64, started: Instant, at: Instant) -> CpuMark {
+        let client_cpu = crate::metrics::ProcessStats::read().cpu_seconds;
+        let (server_cpu, server_rss) = match self.server_process().await {
+            Ok(v) => v,
+            Err(e) => {
+                if !self.no_metrics.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("no server CPU figures: {e:#}");
+                }
+                (None, None)
+            }
+        };
+        CpuMark {
+            boundary,
+            at: at.saturating_duration_since(started),
+            client_cpu,
+            server_cpu,
+            server_rss,
+            load_average: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|l| l.split_whitespace().next()?.parse().ok()),
+        }
+    }
+
+    /// The server's `process_cpu_seconds_total` and
+    /// `process_resident_memory_bytes` from `/metrics`.
+    async fn server_process(&self) -> anyhow::Result<(Option<f64>, Option<u64>)> {
+        if self.no_metrics.load(Ordering::Relaxed) {
+            return Ok((None, None));
+        }
+        let resp = self
+            .client
+            .get(self.url("/metrics"))
+            .bearer_auth(&self.metrics_token)
+            .send()
+            .await
+            .context("GET /metrics")?;
+        let status = resp.status();
+        let text = resp.text().await.context("GET /metrics")?;
+        if !status.is_success() {
+            bail!("GET /metrics: {status}");
+        }
+        Ok(process_metrics(&text))
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
@@ -578,11 +838,43 @@ async fn run_async(args: &BenchArgs, base: reqwest::Url) -> anyhow::Result<Bench
         deadline: started + Duration::from_secs_f64(args.duration_limit),
         errors: AtomicU64::new(0),
         first_error: Mutex::new(None),
+        metrics_token: args
+            .metrics_token
+            .clone()
+            .unwrap_or_else(|| args.token.clone()),
+        no_metrics: AtomicBool::new(false),
     });
     // The server must be up, and the token right, before anything is timed.
     ctx.get("/v1/log/head")
         .await
         .context("the server does not answer GET /v1/log/head")?;
+    if args.events == 0 {
+        // Reads only, against an earlier run's events.
+        let reads = reads_phase(&ctx, args.reads, args.run_events).await?;
+        let now = ctx.mark(0, started, Instant::now()).await;
+        return Ok(BenchReport {
+            run_id,
+            url: ctx.base.clone(),
+            bundle: args.bundle,
+            clients: args.clients,
+            grow_factor: args.grow_factor,
+            ingest: IngestReport {
+                events: 0,
+                bundles: 0,
+                seconds: 0.0,
+                events_per_second: 0.0,
+                bundle_latency: None,
+                body_bytes: 0,
+                truncated: false,
+                cpu: CpuUse::between(&now, &now),
+                segments: Vec::new(),
+            },
+            reads,
+            grow_ingest: None,
+            grown_reads: None,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
     ctx.post_bundle(ctx.generator.setup_bundle(), 2)
         .await
         .context("sending the setup bundle")?;
@@ -626,15 +918,36 @@ async fn ingest_phase(
     to: u64,
 ) -> anyhow::Result<IngestReport> {
     let next = Arc::new(AtomicU64::new(from));
+    let answered = Arc::new(AtomicU64::new(from));
     let stop = Arc::new(AtomicBool::new(false));
     let bundle = args.bundle as u64;
+    let seg = if args.segments {
+        args.segment_events.max(1)
+    } else {
+        u64::MAX
+    };
     let started = Instant::now();
     let rate = args.rate;
+    // Boundary crossings go to a monitor task, which reads the CPU counters.
+    let (marks_tx, mut marks_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let first_mark = ctx.mark(from / seg, started, started).await;
+    let monitor = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let mut marks = vec![first_mark];
+            while let Some(boundary) = marks_rx.recv().await {
+                marks.push(ctx.mark(boundary, started, Instant::now()).await);
+            }
+            marks
+        })
+    };
     let mut tasks = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
-        let (ctx, next, stop) = (ctx.clone(), next.clone(), stop.clone());
+        let (ctx, next, stop, answered) =
+            (ctx.clone(), next.clone(), stop.clone(), answered.clone());
+        let marks_tx = marks_tx.clone();
         tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
+            let mut done = Vec::new();
             let (mut events, mut bytes) = (0u64, 0u64);
             loop {
                 if stop.load(Ordering::Relaxed) {
@@ -660,9 +973,18 @@ async fn ingest_phase(
                 let t = Instant::now();
                 match ctx.post_bundle(body, count).await {
                     Ok(()) => {
-                        lat.push(t.elapsed());
+                        let now = Instant::now();
+                        done.push(Completion {
+                            done_at: now - started,
+                            events: count,
+                            latency: now - t,
+                        });
                         events += count;
                         bytes += len;
+                        let total = answered.fetch_add(count, Ordering::Relaxed) + count;
+                        if total / seg > (total - count) / seg && total < to {
+                            let _ = marks_tx.send(total / seg);
+                        }
                     }
                     Err(e) => {
                         ctx.error(format!("{e:#}"));
@@ -672,28 +994,58 @@ async fn ingest_phase(
                     }
                 }
             }
-            (lat, events, bytes)
+            (done, events, bytes)
         }));
     }
-    let mut lat = Vec::new();
+    drop(marks_tx);
+    let mut done = Vec::new();
     let (mut events, mut bytes) = (0, 0);
     for t in tasks {
-        let (l, e, b) = t.await.context("an ingest client panicked")?;
-        lat.extend(l);
+        let (d, e, b) = t.await.context("an ingest client panicked")?;
+        done.extend(d);
         events += e;
         bytes += b;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let mut marks = monitor.await.context("the CPU monitor panicked")?;
+    let end = from + events;
+    let last_mark = ctx
+        .mark(end.saturating_sub(1) / seg + 1, started, Instant::now())
+        .await;
+    marks.push(last_mark);
     ctx.check_errors()?;
+    let cpu = CpuUse::between(&first_mark, &last_mark);
+    let segments = if args.segments {
+        segments(from, seg, done.clone(), &marks)
+    } else {
+        Vec::new()
+    };
     Ok(IngestReport {
         events,
-        bundles: lat.len() as u64,
+        bundles: done.len() as u64,
         seconds,
         events_per_second: events as f64 / seconds,
-        bundle_latency: Latency::of(lat),
+        bundle_latency: Latency::of(done.iter().map(|c| c.latency).collect()),
         body_bytes: bytes,
         truncated: events < to - from,
+        cpu,
+        segments,
     })
+}
+
+/// `process_cpu_seconds_total` and `process_resident_memory_bytes` from a
+/// Prometheus text exposition.
+fn process_metrics(text: &str) -> (Option<f64>, Option<u64>) {
+    let value = |name: &str| {
+        text.lines().find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name).then(|| v.trim().parse::<f64>().ok()).flatten()
+        })
+    };
+    (
+        value("process_cpu_seconds_total"),
+        value("process_resident_memory_bytes").map(|v| v as u64),
+    )
 }
 
 /// A small deterministic PRNG (splitmix64) for picking attempts to read.
@@ -784,6 +1136,29 @@ async fn reads_phase(ctx: &Arc<Ctx>, n: usize, run_events: u64) -> anyhow::Resul
     })
 }
 
+/// "bench 0.12 cores, server 1.31 cores over 20.1 s (…): server-bound".
+fn cpu_text(c: &CpuUse) -> String {
+    let cores = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.2}"));
+    let mut out = format!(
+        "bench {} cores, server {} cores over {:.1} s",
+        cores(c.client_cores),
+        cores(c.server_cores),
+        c.seconds
+    );
+    if let Some(rss) = c.server_rss_bytes {
+        let _ = write!(
+            out,
+            ", server RSS {:.0} MiB",
+            rss as f64 / (1024.0 * 1024.0)
+        );
+    }
+    if let Some(l) = c.load_average {
+        let _ = write!(out, ", load {l:.1}");
+    }
+    let _ = write!(out, ": {}-bound", c.bound);
+    out
+}
+
 /// The report as a human-readable table.
 pub fn render(r: &BenchReport) -> String {
     let mut s = String::new();
@@ -814,6 +1189,56 @@ pub fn render(r: &BenchReport) -> String {
                 ""
             }
         );
+        if i.events > 0 {
+            let _ = writeln!(s, "  CPU: {}", cpu_text(&i.cpu));
+        }
+        if !i.segments.is_empty() {
+            let _ = writeln!(
+                s,
+                "  {:>4} {:>21} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>7} {:>5}  bound",
+                "seg",
+                "events",
+                "events/s",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "bench",
+                "server",
+                "RSS MiB",
+                "load"
+            );
+            for g in &i.segments {
+                let (p50, p99, max) = g
+                    .bundle_latency
+                    .as_ref()
+                    .map_or((f64::NAN, f64::NAN, f64::NAN), |l| {
+                        (l.p50_ms, l.p99_ms, l.max_ms)
+                    });
+                let opt = |v: Option<f64>, prec: usize| {
+                    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.prec$}"))
+                };
+                let cpu = g.cpu.as_ref();
+                let _ = writeln!(
+                    s,
+                    "  {:>4} {:>21} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>6} {:>7} {:>5}  {}",
+                    g.index,
+                    format!("{}..{}", g.first_event, g.end_event),
+                    g.events_per_second,
+                    p50,
+                    p99,
+                    max,
+                    opt(cpu.and_then(|c| c.client_cores), 2),
+                    opt(cpu.and_then(|c| c.server_cores), 2),
+                    opt(
+                        cpu.and_then(|c| c.server_rss_bytes)
+                            .map(|b| b as f64 / (1024.0 * 1024.0)),
+                        0
+                    ),
+                    opt(cpu.and_then(|c| c.load_average), 1),
+                    cpu.map_or("-", |c| c.bound),
+                );
+            }
+        }
     };
     let reads = |s: &mut String, name: &str, rd: &ReadReport| {
         let _ = writeln!(
@@ -923,6 +1348,104 @@ mod tests {
             assert!(check_url(bad, false).is_err(), "{bad}");
         }
         assert!(check_url("http://10.0.0.1:8000", true).is_ok());
+    }
+
+    fn done(at_ms: u64, events: u64, latency_ms: u64) -> Completion {
+        Completion {
+            done_at: Duration::from_millis(at_ms),
+            events,
+            latency: Duration::from_millis(latency_ms),
+        }
+    }
+
+    fn mark(boundary: u64, at_ms: u64, client: f64, server: f64) -> CpuMark {
+        CpuMark {
+            boundary,
+            at: Duration::from_millis(at_ms),
+            client_cpu: Some(client),
+            server_cpu: Some(server),
+            server_rss: Some(boundary << 20),
+            load_average: None,
+        }
+    }
+
+    #[test]
+    fn segment_arithmetic() {
+        // A phase from event 1,000 of the run, segments of 1,000, bundles of
+        // 250 answered out of order: the answers' order decides.
+        let completions = vec![
+            done(2_000, 250, 40), // 1,250..1,500 (second answer)
+            done(1_000, 250, 10), // 1,000..1,250
+            done(3_000, 250, 20),
+            done(4_000, 250, 30), // ends segment 1 at 4 s
+            done(4_500, 250, 50), // segment 2 starts after 4 s
+            done(5_000, 250, 60),
+            done(6_000, 100, 70), // a short last bundle: segment 2 is partial
+        ];
+        let marks = [
+            mark(1, 0, 10.0, 100.0),
+            mark(2, 4_000, 11.0, 104.0),
+            mark(3, 6_000, 12.9, 106.0),
+        ];
+        let segs = segments(1_000, 1_000, completions, &marks);
+        assert_eq!(segs.len(), 2);
+        let (a, b) = (&segs[0], &segs[1]);
+        assert_eq!(
+            (a.index, a.first_event, a.end_event, a.events),
+            (1, 1_000, 2_000, 1_000)
+        );
+        assert_eq!(a.seconds, 4.0);
+        assert_eq!(a.events_per_second, 250.0);
+        let la = a.bundle_latency.as_ref().unwrap();
+        assert_eq!((la.count, la.p50_ms, la.p99_ms), (4, 20.0, 40.0));
+        let ca = a.cpu.as_ref().unwrap();
+        assert_eq!(ca.seconds, 4.0);
+        assert_eq!(ca.client_cores, Some(0.25));
+        assert_eq!(ca.server_cores, Some(1.0));
+        assert_eq!(ca.server_rss_bytes, Some(2 << 20));
+        assert_eq!(ca.bound, "server");
+        assert_eq!(
+            (b.index, b.first_event, b.end_event, b.events),
+            (2, 2_000, 2_600, 600)
+        );
+        assert_eq!(b.seconds, 2.0);
+        assert_eq!(b.events_per_second, 300.0);
+        let lb = b.bundle_latency.as_ref().unwrap();
+        assert_eq!((lb.count, lb.p50_ms, lb.max_ms), (3, 60.0, 70.0));
+        let cb = b.cpu.as_ref().unwrap();
+        assert!((cb.client_cores.unwrap() - 0.95).abs() < 1e-9);
+        assert_eq!(cb.bound, "client");
+
+        // A bundle straddling a boundary counts in the segment of its last
+        // event; no completions, no segments; no marks, no CPU.
+        let segs = segments(0, 1_000, vec![done(1, 900, 1), done(2, 200, 1)], &[]);
+        assert_eq!(segs.len(), 2);
+        assert_eq!((segs[0].index, segs[0].events), (0, 900));
+        assert_eq!(
+            (segs[1].index, segs[1].first_event, segs[1].events),
+            (1, 900, 200)
+        );
+        assert!(segs[1].cpu.is_none());
+        assert!(segments(0, 1_000, Vec::new(), &[]).is_empty());
+    }
+
+    #[test]
+    fn which_side_was_the_bound() {
+        assert_eq!(bound(Some(0.95), Some(1.0), Some(9.0)), "client");
+        assert_eq!(bound(Some(0.1), Some(1.8), Some(2.5)), "server");
+        assert_eq!(bound(Some(0.1), Some(0.4), Some(9.0)), "machine");
+        assert_eq!(bound(None, None, None), "server");
+    }
+
+    #[test]
+    fn process_metrics_from_the_exposition() {
+        let text = "# HELP process_cpu_seconds Total user and system CPU time spent in seconds\n\
+                    # TYPE process_cpu_seconds counter\n\
+                    process_cpu_seconds_total 12.5\n\
+                    process_resident_memory_bytes 1048576\n\
+                    process_cpu_seconds_totalx 1\n";
+        assert_eq!(process_metrics(text), (Some(12.5), Some(1_048_576)));
+        assert_eq!(process_metrics("nothing 1\n"), (None, None));
     }
 
     #[test]

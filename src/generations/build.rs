@@ -223,7 +223,7 @@ pub fn build_until(
                         })?;
                     errors += recorded.len() as u64;
                 }
-                let mut batch = db.batch();
+                let mut batch = crate::replay::chunk_batch(db, events.len());
                 staging.write_into(&mut batch)?;
                 plan.graph
                     .stage_projector_set(&mut batch, &plan.fingerprint);

@@ -224,8 +224,14 @@ impl GraphStore {
 
 // ---- records ---------------------------------------------------------------
 
+/// First size of a record's buffer: most nodes and edges fit, where
+/// `to_vec`'s 128 bytes grow by reallocation twice or more.
+const RECORD_BUFFER: usize = 512;
+
 pub(crate) fn encode_node(node: &Node) -> Result<Vec<u8>, GraphError> {
-    Ok(serde_json::to_vec(node)?)
+    let mut out = Vec::with_capacity(RECORD_BUFFER);
+    serde_json::to_writer(&mut out, node)?;
+    Ok(out)
 }
 
 pub(crate) fn decode_node(bytes: &[u8]) -> Result<Node, GraphError> {
@@ -233,7 +239,9 @@ pub(crate) fn decode_node(bytes: &[u8]) -> Result<Node, GraphError> {
 }
 
 pub(crate) fn encode_edge(edge: &Edge) -> Result<Vec<u8>, GraphError> {
-    Ok(serde_json::to_vec(edge)?)
+    let mut out = Vec::with_capacity(RECORD_BUFFER);
+    serde_json::to_writer(&mut out, edge)?;
+    Ok(out)
 }
 
 pub(crate) fn decode_edge(bytes: &[u8]) -> Result<Edge, GraphError> {
