@@ -20,6 +20,7 @@ pub mod limits;
 pub mod min_seq;
 pub mod monitoring;
 mod probes;
+mod redirect;
 pub mod stream;
 mod topology;
 
@@ -119,7 +120,9 @@ pub fn router(state: AppState) -> Router {
     let ingest = Router::new()
         .route("/v1/events/ingest", post(ingest::ingest))
         .route("/v1/artifacts", post(artifacts::post))
-        .route("/v1/artifacts/{sha256}", put(artifacts::put));
+        .route("/v1/artifacts/{sha256}", put(artifacts::put))
+        // A replica answers 307 to the writer (api/redirect.rs).
+        .route_layer(from_fn_with_state(state.clone(), redirect::to_leader));
     let admin = Router::new()
         .route("/v1/attempts/{id}/invalidate", post(attempts::invalidate))
         .route("/v1/admin/backup", post(monitoring::backup));

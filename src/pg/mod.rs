@@ -20,6 +20,7 @@
 //! two appends of one seq cannot both commit anyway.
 
 pub mod catch_up;
+pub mod lag;
 pub mod members;
 pub mod schema;
 
