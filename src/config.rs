@@ -354,7 +354,7 @@ impl Config {
                     .map(advertise_url)
                     .transpose()?,
                 max_replica_lag: match args.store.max_replica_lag_secs {
-                    v if v == 0.0 => None,
+                    0.0 => None,
                     v if v.is_finite() && v > 0.0 && v <= 86_400.0 => {
                         Some(std::time::Duration::from_secs_f64(v))
                     }

@@ -92,6 +92,16 @@ impl NodeStatus {
         }
     }
 
+    /// Sets the lag gauges to [`NodeStatus::lag`] (at each scrape, so that
+    /// `/metrics` and `/readyz` agree between two measurements).
+    pub fn export_lag(&self) {
+        let lag = self.lag();
+        self.0.lag_seconds.set(lag.seconds);
+        self.0
+            .lag_seqs
+            .set(i64::try_from(lag.seqs).unwrap_or(i64::MAX));
+    }
+
     /// Why this node is too far behind to serve, if it is (`max_lag` set
     /// and exceeded).
     pub fn lagging(&self) -> Option<(Lag, Duration)> {
@@ -116,7 +126,7 @@ impl NodeStatus {
         let row = c.query_one(
             "SELECT (SELECT coalesce(max(seq), 0) FROM events),
                     (SELECT extract(epoch FROM clock_timestamp() - committed_at)::float8
-                       FROM events WHERE seq = $1 + 1),
+                       FROM events WHERE seq = $1::int8 + 1),
                     (SELECT l.holder FROM leader l WHERE l.id = 1 AND l.expires_at > now()),
                     (SELECT m.advertise_url FROM leader l JOIN members m ON m.node_id = l.holder
                       WHERE l.id = 1 AND l.expires_at > now())",
@@ -137,8 +147,7 @@ impl NodeStatus {
             secs,
             seqs,
         });
-        self.0.lag_seconds.set(secs);
-        self.0.lag_seqs.set(i64::try_from(seqs).unwrap_or(i64::MAX));
+        self.export_lag();
         let leader = row
             .get::<_, Option<String>>(2)
             .map(|node_id| LeaderAddress {
