@@ -334,3 +334,38 @@ fn ingest_sent_to_a_replica_is_redirected_to_the_writer_with_307() {
     assert_eq!(body["error"]["code"], "not_leader", "{body}");
     assert_eq!(body["error"]["details"]["cause"], "not_leader", "{body}");
 }
+
+#[test]
+fn a_bad_advertise_url_or_lag_threshold_is_refused_at_start_with_directions() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value, says) in [
+        (
+            "LEVIATHAN_ADVERTISE_URL",
+            "leviathan-0:8000",
+            "LEVIATHAN_ADVERTISE_URL",
+        ),
+        ("LEVIATHAN_ADVERTISE_URL", "ftp://10.0.0.1/", "http://"),
+        (
+            "LEVIATHAN_ADVERTISE_URL",
+            "http://10.0.0.1:8000/?x=1",
+            "without a query",
+        ),
+        (
+            "LEVIATHAN_MAX_REPLICA_LAG_SECS",
+            "-1",
+            "LEVIATHAN_MAX_REPLICA_LAG_SECS",
+        ),
+        ("LEVIATHAN_MAX_REPLICA_LAG_SECS", "NaN", "0 (off)"),
+    ] {
+        let mut cmd = serve_command(dir.path());
+        cmd.env("LEVIATHAN_STORE", "postgres")
+            // Never reached: the settings are checked first.
+            .env(
+                "LEVIATHAN_POSTGRES_URL",
+                "host=127.0.0.1 port=1 user=nobody",
+            )
+            .env(name, value);
+        let out = refused(cmd);
+        assert!(out.contains(says), "{name}={value}: {out}");
+    }
+}
