@@ -194,6 +194,16 @@ function verificationView(v) {
   }
 }
 
+/**
+ * The combined state digest a checkpoint signs for a set with async
+ * projectors (its `combined-state-digest` line), as a facts row; none when
+ * the line is absent (an all-inline set, or the async lane was behind).
+ */
+function combinedFact(cp) {
+  const c = cp.extensions["combined-state-digest"];
+  return c ? [["combined state digest", h("span.mono.hash", { text: c })]] : [];
+}
+
 /** The latest signed checkpoint (GET /v1/log/checkpoint, a signed note). */
 function checkpointView(text) {
   if (text === null) return h("p.muted", { text: "This server does not sign checkpoints (GET /v1/log/checkpoint is absent)." });
@@ -207,6 +217,7 @@ function checkpointView(text) {
     ["tree size", h("span.mono", { id: "dash-checkpoint-size", text: String(cp.size) })],
     ["root", h("span.mono.hash", { text: cp.root })],
     ["chain head", h("span.mono.hash", { text: show(cp.extensions["chain-head"]) })],
+    ...combinedFact(cp),
     ["signed by", cp.signatures.map((s) => h("span.mono", { text: `${s.name} (key id ${s.keyId}) ` }))],
     ["", h("span", {}, cp.size > 0 ? [link("#/seq/" + cp.size, `prove an event against it (seq ${cp.size})`), h("br")] : null, link("#/audit", "save it, or check that the log only grew since one you saved"))],
   ]);
@@ -1109,6 +1120,7 @@ async function inclusion(box, e) {
         ["root", h("span.mono.hash", { text: cp.root })],
         ["chain head", h("span.mono.hash", { text: show(cp.extensions["chain-head"]) })],
         ["state digest", h("span.mono.hash", { text: show(cp.extensions["state-digest"]) })],
+        ...combinedFact(cp),
         ["signed by", cp.signatures.map((s) => h("span.mono", { text: `${s.name} (key id ${s.keyId}) ` }))],
       ]), h("details", {}, h("summary", { text: "The signed note" }), h("pre.json", { tabindex: 0, text: bundle.checkpoint })));
     }

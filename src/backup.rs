@@ -6,7 +6,10 @@
 //! meanwhile: the snapshot does not block the writer. A restore copies a
 //! backup into a new data dir, verifies the chain and the head against the
 //! manifest, and checks the graph's state digest at that seq (or rebuilds the
-//! graph from the log when it does not match).
+//! graph from the log when it does not match). For a projector set with
+//! `async` projectors the manifest also holds where the async lane stood in
+//! the snapshot (its applied seq, its digest and the combined digest there),
+//! checked in the copy and at restore the same way.
 
 use crate::digest::Sha256;
 use crate::graph::GraphStore;
@@ -42,6 +45,62 @@ pub struct Manifest {
     /// server signed, and that later logs extend it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
+    /// A set with `async` projectors: the seq its async lane had applied in
+    /// the snapshot (at most `seq`: the lane follows the head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub async_seq: Option<Seq>,
+    /// The async lane's rolling digest after `async_seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub async_digest: Option<Sha256>,
+    /// The combined digest after `async_seq`, `SHA-256(inline ‖ async)`:
+    /// the digest that covers every projector's ops (docs/ARCHITECTURE.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combined_digest: Option<Sha256>,
+}
+
+/// Where a graph's async lane stands: its applied seq, its digest there and
+/// the combined digest recorded there (`None` when the lane has applied
+/// nothing: an all-inline set).
+fn async_lane(
+    graph: &GraphStore,
+    snap: &impl Readable,
+) -> anyhow::Result<Option<(Seq, Sha256, Option<Sha256>)>> {
+    let (seq, digest) = graph.async_state_at(snap)?;
+    if seq == Seq::ZERO {
+        return Ok(None);
+    }
+    let combined = snap
+        .get(
+            &graph.digests,
+            crate::graph::keys::tagged_digest(crate::graph::keys::DIGEST_COMBINED, seq),
+        )?
+        .map(|v| crate::graph::keys::decode_digest(&v))
+        .transpose()?;
+    Ok(Some((seq, digest, combined)))
+}
+
+/// Checks `graph`'s async lane against the manifest's; `Err` says how it differs.
+fn check_async_lane(graph: &GraphStore, manifest: &Manifest) -> anyhow::Result<Result<(), String>> {
+    let found = async_lane(graph, &graph.view())?;
+    let expected = manifest
+        .async_seq
+        .map(|s| (s, manifest.async_digest, manifest.combined_digest));
+    Ok(match (found, expected) {
+        (None, None) => Ok(()),
+        (Some((s, d, c)), Some((es, ed, ec))) if s == es && Some(d) == ed && c == ec => Ok(()),
+        (found, _) => Err(format!(
+            "the graph's async lane is at {}, the manifest says seq {} digest {} combined {}",
+            found.map_or("seq 0".into(), |(s, d, c)| format!(
+                "seq {s} digest {d} combined {}",
+                c.map_or("none".into(), |c| c.to_hex())
+            )),
+            manifest.async_seq.unwrap_or_default(),
+            manifest.async_digest.map_or("none".into(), |d| d.to_hex()),
+            manifest
+                .combined_digest
+                .map_or("none".into(), |d| d.to_hex()),
+        )),
+    })
 }
 
 /// The manifest's format.
@@ -89,6 +148,7 @@ pub fn backup(
             head.seq
         );
     }
+    let lane = async_lane(graph, &snap)?;
     let dest = crate::storage::open_database(&to.join("store"))
         .with_context(|| format!("cannot create a store in {}", to.display()))?;
     let mut counts = std::collections::BTreeMap::new();
@@ -133,6 +193,9 @@ pub fn backup(
         created_at,
         leviathan_version: env!("CARGO_PKG_VERSION").to_string(),
         checkpoint,
+        async_seq: lane.map(|l| l.0),
+        async_digest: lane.map(|l| l.1),
+        combined_digest: lane.and_then(|l| l.2),
     };
     verify_store(&dest, &manifest).context("the copy does not verify")?;
     drop(dest);
@@ -195,6 +258,9 @@ fn verify_store(db: &Database, manifest: &Manifest) -> anyhow::Result<()> {
             manifest.state_digest
         );
     }
+    if let Err(e) = check_async_lane(&graph, manifest)? {
+        bail!("{e}");
+    }
     let snap = db.snapshot();
     for (name, expected) in &manifest.keyspaces {
         let ks = db.keyspace(name, || keyspace_options_for(name))?;
@@ -233,7 +299,13 @@ pub struct Restored {
     pub seq: Seq,
     pub head_hash: Option<Sha256>,
     pub state_digest: Sha256,
-    /// `verified` (the graph came with the backup and its digest matches) or
+    /// A set with `async` projectors: the restored graph's async lane's
+    /// applied seq and the combined digest there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub async_seq: Option<Seq>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub combined_digest: Option<Sha256>,
+    /// `verified` (the graph came with the backup and its digests match) or
     /// `rebuilt` (re-projected from the log).
     pub graph: &'static str,
     pub data_dir: std::path::PathBuf,
@@ -254,12 +326,14 @@ pub fn restore(
     let store = crate::storage::open_store(data_dir)?;
     let head = check_chain(&store.log, &manifest, "the restored")?;
     let (seq, digest) = store.graph.state()?;
-    let graph = if seq == manifest.seq && digest == manifest.state_digest {
+    let lane = check_async_lane(&store.graph, &manifest)?;
+    let graph = if seq == manifest.seq && digest == manifest.state_digest && lane.is_ok() {
         "verified"
     } else {
         tracing::warn!(
             graph_seq = seq.0,
             %digest,
+            async_lane = %lane.err().unwrap_or_default(),
             "the restored graph is not the backup's: rebuilding it from the log"
         );
         let rebuilt = rebuild(&store)?;
@@ -270,14 +344,31 @@ pub fn restore(
                 "the rebuilt graph's digest differs from the backup's (another projector set?)"
             );
         }
+        // The rebuild applied the async lane up to the head: its combined
+        // digest at the backup's async seq must be the backup's.
+        if let (Some(s), Some(expected)) = (manifest.async_seq, manifest.combined_digest) {
+            let got = store.graph.combined_digest_at(s)?;
+            if got != Some(expected) {
+                tracing::warn!(
+                    async_seq = s.0,
+                    rebuilt = ?got,
+                    %expected,
+                    "the rebuilt graph's combined digest differs from the backup's (another \
+                     projector set?)"
+                );
+            }
+        }
         "rebuilt"
     };
     let (_, state_digest) = store.graph.state()?;
+    let lane = async_lane(&store.graph, &store.graph.view())?;
     crate::storage::flush_memtables(&store.db)?;
     Ok(Restored {
         seq: head.seq,
         head_hash: head.hash,
         state_digest,
+        async_seq: lane.map(|l| l.0),
+        combined_digest: lane.and_then(|l| l.2),
         graph,
         data_dir: data_dir.to_path_buf(),
     })

@@ -11,6 +11,12 @@
 //! A blob becomes visible only when its `cas_blobs` entry is committed, in one
 //! batch with the removal of its pending marker, so a reader never sees part of
 //! a blob and identical content is stored once.
+//!
+//! With a [`Remote`] (`LEVIATHAN_STORE=postgres`: `crate::pg::artifacts`), the
+//! remote store is the authority every node shares and the local one a cache:
+//! an upload is committed there before it is committed here (and before it is
+//! acknowledged), and a blob missing here is fetched from there, its SHA-256
+//! checked again, stored here, then served.
 
 use crate::digest::Sha256;
 use crate::storage::SyncMode;
@@ -33,6 +39,40 @@ pub enum CasError {
     TooLarge { limit: u64 },
     #[error("artifact store is corrupt: {0}")]
     Corrupt(String),
+    #[error("the shared artifact store (PostgreSQL) failed: {0}")]
+    Remote(String),
+    #[error(
+        "the copy of artifact {sha256} in the shared artifact store (PostgreSQL) is corrupt: \
+         {reason}; it was not served or cached. Upload the artifact again from a good copy \
+         (PUT /v1/artifacts/{sha256}) after removing the bad rows"
+    )]
+    RemoteCorrupt { sha256: Sha256, reason: String },
+}
+
+/// The store every node shares, behind the local one (PostgreSQL's
+/// `artifacts` and `artifact_chunks` tables: `crate::pg::artifacts`).
+pub trait Remote: Send + Sync {
+    /// The size of a stored blob; `None` when it is not stored.
+    fn size(&self, sha: &Sha256) -> Result<Option<u64>, CasError>;
+    /// Stores a blob of `chunks` chunks, read one at a time by `chunk`,
+    /// unless it is already stored, atomically (no part of it is ever
+    /// visible). Returns whether it was new.
+    fn store(
+        &self,
+        sha: &Sha256,
+        size: u64,
+        chunks: u32,
+        chunk: &mut dyn FnMut(u32) -> Result<Vec<u8>, CasError>,
+    ) -> Result<bool, CasError>;
+    /// Streams a stored blob's chunks, in order, into `sink`; returns its
+    /// size, or `None` when it is not stored. A missing chunk or a size that
+    /// does not add up is [`CasError::RemoteCorrupt`]; the caller checks the
+    /// digest.
+    fn fetch(
+        &self,
+        sha: &Sha256,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), CasError>,
+    ) -> Result<Option<u64>, CasError>;
 }
 
 /// What the store knows of a blob.
@@ -66,6 +106,8 @@ pub struct Cas {
     /// Blobs stored and their bytes: counted once at open, then kept up to
     /// date by every upload that stores a new blob (blobs are never removed).
     stats: Arc<CasStats>,
+    /// The shared store behind this one, if any ([`Remote`]).
+    remote: Option<Arc<dyn Remote>>,
 }
 
 /// How many blobs the store holds and their total size.
@@ -90,6 +132,7 @@ impl Cas {
             max_bytes,
             finish_lock: Arc::new(Mutex::new(())),
             stats: Arc::default(),
+            remote: None,
         };
         let (mut blobs, mut bytes) = (0u64, 0u64);
         for kv in cas.blobs.iter() {
@@ -114,6 +157,13 @@ impl Cas {
             cas.discard(&id)?;
         }
         Ok(cas)
+    }
+
+    /// Puts `remote` behind this store: uploads are committed there first,
+    /// and blobs missing here are fetched from there ([`Cas::find`]).
+    pub fn with_remote(mut self, remote: Arc<dyn Remote>) -> Cas {
+        self.remote = Some(remote);
+        self
     }
 
     /// (blobs stored, their total size in bytes), without reading the store.
@@ -159,8 +209,53 @@ impl Cas {
         Ok(out)
     }
 
+    /// Whether a blob is stored here or, on a miss, in the remote store.
     pub fn exists(&self, sha: &Sha256) -> Result<bool, CasError> {
-        Ok(self.blobs.contains_key(sha.as_bytes())?)
+        Ok(self.size_of(sha)?.is_some())
+    }
+
+    /// A stored blob's size, here or, on a miss, in the remote store
+    /// (nothing is fetched).
+    pub fn size_of(&self, sha: &Sha256) -> Result<Option<u64>, CasError> {
+        if let Some(m) = self.meta(sha)? {
+            return Ok(Some(m.size));
+        }
+        match &self.remote {
+            Some(r) => r.size(sha),
+            None => Ok(None),
+        }
+    }
+
+    /// A blob's metadata; on a local miss, the blob is fetched from the
+    /// remote store chunk by chunk into this one (its SHA-256 checked before
+    /// it is committed here, so a corrupt remote copy is neither cached nor
+    /// served: [`CasError::RemoteCorrupt`]).
+    pub fn find(&self, sha: &Sha256) -> Result<Option<BlobMeta>, CasError> {
+        if let Some(m) = self.meta(sha)? {
+            return Ok(Some(m));
+        }
+        let Some(remote) = self.remote.clone() else {
+            return Ok(None);
+        };
+        // What the remote store holds was checked against the limit when it
+        // was uploaded (on whichever node): no limit on the way in here.
+        let mut upload = self.begin_with(u64::MAX, false)?;
+        let Some(size) = remote.fetch(sha, &mut |data| upload.write(data))? else {
+            return Ok(None);
+        };
+        match upload.finish(Some(*sha)) {
+            Ok(_) => {
+                tracing::info!(sha256 = %sha, size, "fetched an artifact from the shared store into the local one");
+            }
+            Err(CasError::DigestMismatch { actual, .. }) => {
+                return Err(CasError::RemoteCorrupt {
+                    sha256: *sha,
+                    reason: format!("its chunks hash to {actual}"),
+                })
+            }
+            Err(e) => return Err(e),
+        }
+        self.meta(sha)
     }
 
     /// The digests among `digests` that are not stored, each once, in the
@@ -182,6 +277,12 @@ impl Cas {
     /// Starts an upload. Feed it with [`Upload::write`], then [`Upload::finish`].
     /// Dropping it unfinished removes what it wrote.
     pub fn begin(&self) -> Result<Upload, CasError> {
+        self.begin_with(self.max_bytes, true)
+    }
+
+    /// An upload with its own size limit; `push`: committed to the remote
+    /// store (if any) before this one (a fetch from it is not).
+    fn begin_with(&self, max_bytes: u64, push: bool) -> Result<Upload, CasError> {
         let id = *uuid::Uuid::new_v4().as_bytes();
         self.pending.insert(id, b"")?;
         Ok(Upload {
@@ -192,6 +293,8 @@ impl Cas {
             size: 0,
             chunks: 0,
             done: false,
+            max_bytes,
+            push,
         })
     }
 
@@ -239,15 +342,18 @@ pub struct Upload {
     size: u64,
     chunks: u32,
     done: bool,
+    max_bytes: u64,
+    /// Commit to the remote store first (an upload; not a fetch from it).
+    push: bool,
 }
 
 impl Upload {
     /// Appends bytes; stores each full chunk as it fills.
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), CasError> {
         self.size += data.len() as u64;
-        if self.size > self.cas.max_bytes {
+        if self.size > self.max_bytes {
             return Err(CasError::TooLarge {
-                limit: self.cas.max_bytes,
+                limit: self.max_bytes,
             });
         }
         self.hasher.update(data);
@@ -272,6 +378,9 @@ impl Upload {
     }
 
     /// Completes the upload. With `expected`, the content must hash to it.
+    /// With a remote store, the blob is committed there first (a no-op when
+    /// it holds it already), then here; `created` then says whether the
+    /// remote store, which every node shares, was new to it.
     pub fn finish(mut self, expected: Option<Sha256>) -> Result<Stored, CasError> {
         let actual = Sha256(self.hasher.clone().finalize().into());
         if let Some(expected) = expected {
@@ -279,18 +388,30 @@ impl Upload {
                 return Err(CasError::DigestMismatch { expected, actual });
             }
         }
+        if !self.buf.is_empty() || self.chunks == 0 {
+            self.flush_chunk()?;
+        }
+        let remote_created = match self.cas.remote.clone().filter(|_| self.push) {
+            Some(remote) => {
+                let (chunks, id) = (self.cas.chunks.clone(), self.id);
+                Some(remote.store(&actual, self.size, self.chunks, &mut |i| {
+                    chunks
+                        .get(chunk_key(&id, i))?
+                        .map(|v| v.to_vec())
+                        .ok_or_else(|| CasError::Corrupt(format!("chunk {i} missing")))
+                })?)
+            }
+            None => None,
+        };
         let lock = self.cas.finish_lock.clone();
         let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        if self.cas.exists(&actual)? {
+        if self.cas.meta(&actual)?.is_some() {
             // Identical content is stored once: drop this copy.
             return Ok(Stored {
                 sha256: actual,
                 size: self.size,
-                created: false,
+                created: remote_created.unwrap_or(false),
             });
-        }
-        if !self.buf.is_empty() || self.chunks == 0 {
-            self.flush_chunk()?;
         }
         let mut rec = Vec::with_capacity(28);
         rec.extend_from_slice(&self.id);
@@ -311,7 +432,7 @@ impl Upload {
         Ok(Stored {
             sha256: actual,
             size: self.size,
-            created: true,
+            created: remote_created.unwrap_or(true),
         })
     }
 }

@@ -51,6 +51,10 @@ pub struct Manifest {
     /// set that built it (absent for a store without a graph).
     pub state_digest: Option<Sha256>,
     pub projector_set: Option<Sha256>,
+    /// A set with `async` projectors whose lane had applied `head_seq`: the
+    /// combined digest after `head_seq` (`SHA-256(state ‖ async digest)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combined_digest: Option<Sha256>,
     /// The signed checkpoint of the whole tree (absent when the store has
     /// no signing key), and the verifier key of its signer: check it
     /// against a key obtained out of band, not against this file.
@@ -228,6 +232,11 @@ pub fn export(data_dir: &Path, signing_key: Option<&Path>, to: &Path) -> anyhow:
     let (graph_seq, digest) = store.graph.state_at(&view)?;
     let state_digest = (graph_seq == head.seq && head.seq.0 > 0).then_some(digest);
     let projector_set = store.graph.projector_set()?;
+    // The combined digest at the head, when the async lane had applied it.
+    let combined_digest = match (state_digest, store.graph.async_state_at(&view)?.0) {
+        (Some(_), applied) if applied == head.seq => store.graph.combined_digest_at(head.seq)?,
+        _ => None,
+    };
     let key_path = crate::tlog::key_path(signing_key, data_dir);
     let (checkpoint, verifier_key) = match (std::fs::read_to_string(&key_path), projector_set) {
         (Ok(text), Some(fingerprint)) if state_digest.is_some() || head.seq.0 == 0 => {
@@ -266,6 +275,7 @@ pub fn export(data_dir: &Path, signing_key: Option<&Path>, to: &Path) -> anyhow:
         tree_root: frontier.root(),
         state_digest,
         projector_set,
+        combined_digest,
         checkpoint,
         verifier_key,
         artifacts,
@@ -631,19 +641,23 @@ pub fn verify_export(dir: &Path, key: Option<&NoteVerifier>) -> anyhow::Result<E
                     "checkpoint_state",
                     if Some(c.state_digest) == m.state_digest
                         && Some(c.projector_set) == m.projector_set
+                        && c.combined_state_digest == m.combined_digest
                     {
                         Ok(
-                            "the manifest's state digest and projector set are the checkpoint's"
+                            "the manifest's state digest and projector set (and combined \
+                             digest, if any) are the checkpoint's"
                                 .into(),
                         )
                     } else {
                         Err(format!(
-                            "the checkpoint signs state digest {} and projector set {}, the \
-                             manifest says {} and {}",
+                            "the checkpoint signs state digest {}, projector set {} and \
+                             combined digest {}, the manifest says {}, {} and {}",
                             c.state_digest,
                             c.projector_set,
+                            hex_or_null(c.combined_state_digest),
                             hex_or_null(m.state_digest),
-                            hex_or_null(m.projector_set)
+                            hex_or_null(m.projector_set),
+                            hex_or_null(m.combined_digest)
                         ))
                     },
                 );

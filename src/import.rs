@@ -139,7 +139,15 @@ pub struct Imported {
     pub state_digest: Sha256,
     /// The export's state digest (absent when it had none).
     pub expected_state_digest: Option<Sha256>,
+    /// True when the state digest (and, when the export has one, the
+    /// combined digest) equals the export's.
     pub state_digest_matches: bool,
+    /// A set with `async` projectors: the rebuilt graph's combined digest
+    /// at the head, and the export's (absent when it had none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub combined_digest: Option<Sha256>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_combined_digest: Option<Sha256>,
     pub projector_set: Sha256,
     pub expected_projector_set: Option<Sha256>,
     pub artifacts: u64,
@@ -212,8 +220,12 @@ fn imported(
         tree_root_matches: root == m.tree_root,
         state_digest: rebuilt.state_digest,
         expected_state_digest: m.state_digest,
-        state_digest_matches: m.state_digest == Some(rebuilt.state_digest)
-            || (m.state_digest.is_none() && head.seq == Seq::ZERO),
+        state_digest_matches: (m.state_digest == Some(rebuilt.state_digest)
+            || (m.state_digest.is_none() && head.seq == Seq::ZERO))
+            && m.combined_digest
+                .is_none_or(|c| rebuilt.combined_digest == Some(c)),
+        combined_digest: rebuilt.combined_digest,
+        expected_combined_digest: m.combined_digest,
         projector_set: rebuilt.fingerprint,
         expected_projector_set: m.projector_set,
         artifacts,
@@ -419,6 +431,44 @@ pub fn replay_check(
             ))
         },
     );
+    // The async projectors' part: the replay above applied them too
+    // (`rebuild` runs the async lane after the inline one).
+    match (c.combined_state_digest, rebuilt.combined_digest) {
+        (Some(signed), replayed) => {
+            r.push(
+                "combined_state_digest",
+                match replayed {
+                    Some(d) if d == signed => Ok(format!(
+                        "replaying {} events with the async projectors too gives the combined \
+                         state digest the checkpoint signed ({signed})",
+                        c.tree_size
+                    )),
+                    Some(d) => Err(format!(
+                        "replaying {} events gives combined state digest {d}, the checkpoint's \
+                         combined-state-digest line says {signed}",
+                        c.tree_size
+                    )),
+                    None => Err(format!(
+                        "the checkpoint signs a combined-state-digest ({signed}), but the \
+                         projectors given have no async projectors: replay with the set it names"
+                    )),
+                },
+            );
+        }
+        (None, Some(_)) => {
+            r.push(
+                "combined_state_digest",
+                Ok(
+                    "not signed: the checkpoint has no combined-state-digest line (its async \
+                    lane had not applied this tree size when it was signed), so only the inline \
+                    projectors' part of the graph is proved; check a checkpoint of this size \
+                    fetched later (GET /v1/log/checkpoint?tree_size=N)"
+                        .into(),
+                ),
+            );
+        }
+        (None, None) => {}
+    }
     drop(store);
     drop(scratch);
     Ok(r.done())
@@ -537,8 +587,8 @@ pub fn run(args: ImportArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     if !done.state_digest_matches && !args.expect_change {
         tracing::warn!(
-            "the rebuilt graph's state digest is not the export's (another projector set? \
-             --expect-change accepts it)"
+            "the rebuilt graph's state digest (or combined digest) is not the export's \
+             (another projector set? --expect-change accepts it)"
         );
         return Ok(ExitCode::FAILURE);
     }

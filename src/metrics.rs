@@ -168,6 +168,8 @@ pub struct Metrics {
     pub store_disk_bytes: Gauge,
     pub chain_verified_seq: Gauge,
     pub chain_verify_failures: Counter,
+    /// See [`WriterMetrics::replica_rebuilds`].
+    pub replica_rebuilds: Counter,
     pub chain_last_verify_timestamp: Gauge<f64, AtomicU64>,
     pub generation_build_applied_seq: Gauge,
     pub generation_build_lag_events: Gauge,
@@ -331,6 +333,12 @@ impl Default for Metrics {
             "Background chain verifications that found a broken chain (or could not read it)",
             chain_verify_failures.clone(),
         );
+        let replica_rebuilds = Counter::default();
+        r.register(
+            "replica_rebuilds",
+            "Rebuilds of this replica's graph from its log after its state digest disagreed with the writer's (LEVIATHAN_STORE=postgres)",
+            replica_rebuilds.clone(),
+        );
         let chain_last_verify_timestamp = Gauge::<f64, AtomicU64>::default();
         r.register(
             "chain_last_verify_timestamp_seconds",
@@ -405,6 +413,7 @@ impl Default for Metrics {
             store_disk_bytes,
             chain_verified_seq,
             chain_verify_failures,
+            replica_rebuilds,
             chain_last_verify_timestamp,
             generation_build_applied_seq,
             generation_build_lag_events,
@@ -449,6 +458,7 @@ impl Metrics {
     /// The writer's handles, resolved once.
     pub fn writer(&self) -> WriterMetrics {
         WriterMetrics {
+            replica_rebuilds: self.replica_rebuilds.clone(),
             events: EventTypeCounters::new(self.events_appended.clone()),
             batch_bundles: self.batch_bundles.clone(),
             batch_events: self.batch_events.clone(),
@@ -591,6 +601,9 @@ impl EventTypeCounters {
 
 /// The writer thread's metrics.
 pub struct WriterMetrics {
+    /// `LEVIATHAN_STORE=postgres`: a replica's rebuilds of its graph after
+    /// its state digest disagreed with the writer's.
+    pub replica_rebuilds: Counter,
     events: EventTypeCounters,
     batch_bundles: Histogram,
     batch_events: Histogram,

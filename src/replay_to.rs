@@ -1,6 +1,8 @@
 //! `leviathan replay --to SEQ`: re-project the log up to one seq into a
 //! scratch store, print its state digest and compare it with the digest the
-//! live graph recorded at that seq (`graph_digests`); optionally dump the
+//! live graph recorded at that seq (`graph_digests`) — for a set with
+//! `async` projectors, their lane too, and the combined digest with the one
+//! recorded when the source's async lane had applied SEQ; optionally dump the
 //! scratch graph as sorted JSON Lines (`dump_jsonl`, also `leviathan dump
 //! --format jsonl` for the live graph). It never writes the source store.
 //!
@@ -47,8 +49,21 @@ pub struct ReplayToReport {
     /// The digest the source graph recorded at `to` (`None`: it has none,
     /// e.g. the graph was not built that far).
     pub recorded_digest: Option<Sha256>,
-    /// True when both digests are equal.
+    /// True when both digests are equal (and, for a set with `async`
+    /// projectors, both combined digests, when the source recorded one).
     pub matches: bool,
+    /// A set with `async` projectors: the scratch graph's async lane digest
+    /// after `to` (`state_digest` is the inline lane's, as the writer keeps it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub async_digest: Option<Sha256>,
+    /// A set with `async` projectors: the scratch graph's combined digest
+    /// after `to`, `SHA-256(state_digest ‖ async_digest)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub combined_digest: Option<Sha256>,
+    /// A set with `async` projectors: the combined digest the source graph
+    /// recorded at `to` (`null`: its async lane had not applied `to`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded_combined_digest: Option<Option<Sha256>>,
     /// The projector set replayed with, and the one that built the source graph.
     pub fingerprint: Sha256,
     pub recorded_fingerprint: Option<Sha256>,
@@ -72,8 +87,10 @@ pub fn replay_to(
     scratch_db: &fjall::Database,
 ) -> anyhow::Result<(ReplayToReport, GraphStore)> {
     let started = std::time::Instant::now();
-    // The digest compared is the writer's (the inline lane's): the `async`
-    // projectors of a set, applied behind by the follower, are not replayed.
+    // The writer's lane first (the whole set when it has no async
+    // projectors), then the async lane up to `to`, as `leviathan rebuild`
+    // and the server's follower apply it.
+    let whole = set;
     let set = set.inline();
     let view = src_db.snapshot();
     let head = log.head_at(&view)?;
@@ -86,6 +103,18 @@ pub fn replay_to(
         view.get(&graph.digests, to.to_key())?
             .map(|v| crate::graph::keys::decode_digest(&v))
             .transpose()?
+    };
+    let recorded_combined_digest = match whole.asynchronous() {
+        None => None,
+        Some(_) if to == Seq::ZERO => Some(graph.combined_digest_at(Seq::ZERO)?),
+        Some(_) => Some(
+            view.get(
+                &graph.digests,
+                crate::graph::keys::tagged_digest(crate::graph::keys::DIGEST_COMBINED, to),
+            )?
+            .map(|v| crate::graph::keys::decode_digest(&v))
+            .transpose()?,
+        ),
     };
     let recorded_fingerprint = graph.projector_set()?;
     let scratch = GraphStore::open(scratch_db).context("opening the scratch graph")?;
@@ -124,12 +153,32 @@ pub fn replay_to(
     if seq != to {
         bail!("the log ended at seq {seq} before seq {to}");
     }
+    // The async lane: up to the inline lane's seq, `to`. It reads the log
+    // through views of its own; offline, nothing writes it meanwhile (a
+    // running server's store is read from a backup, see the module doc).
+    let (async_digest, combined_digest) = if whole.asynchronous().is_some() {
+        crate::generations::follow::catch_up(scratch_db, log, &scratch, whole)
+            .context("applying the async projectors")?;
+        (
+            scratch.async_digest_at(to)?,
+            scratch.combined_digest_at(to)?,
+        )
+    } else {
+        (None, None)
+    };
+    let combined_matches = match recorded_combined_digest {
+        Some(Some(recorded)) => combined_digest == Some(recorded),
+        _ => true,
+    };
     Ok((
         ReplayToReport {
             to,
             events,
             state_digest,
-            matches: recorded_digest == Some(state_digest),
+            matches: recorded_digest == Some(state_digest) && combined_matches,
+            async_digest,
+            combined_digest,
+            recorded_combined_digest,
             recorded_digest,
             fingerprint,
             recorded_fingerprint,

@@ -187,8 +187,19 @@ fn join_postgres(
         lease: pg.lease,
         test_crash_after_commit: pg.test_crash_after_commit,
         holder: crate::pg::node_id(&config.data_dir).context("the node id")?,
+        instance: uuid::Uuid::new_v4().to_string(),
     };
     let mut log = crate::pg::PgLog::open(settings).context("opening the PostgreSQL log")?;
+    starting.set("claiming this node's id in PostgreSQL");
+    let (applied_seq, state_digest) = live.graph.state().context("reading the graph state")?;
+    log.claim_identity(&crate::pg::identity::Claim {
+        role: if pg.replica { "replica" } else { "writer" },
+        applied_seq: applied_seq.0,
+        state_digest,
+        fingerprint: live.fingerprint,
+        node_id_file: &config.data_dir.join("node-id"),
+    })
+    .context("claiming this node's id")?;
     // Applies what the PostgreSQL log holds beyond the local head.
     let catch_up = |log: &mut crate::pg::PgLog| -> anyhow::Result<crate::log::Head> {
         starting.set("catching up from PostgreSQL");
@@ -196,7 +207,7 @@ fn join_postgres(
             &store.db,
             &store.log,
             live,
-            config.sync.persist_mode(),
+            crate::pg::LOCAL_PERSIST,
             log,
         )
         .context("catching the local store up from PostgreSQL")?;
@@ -259,6 +270,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (store, head, projection, prepared, leader) = opened?;
     let cas = Cas::open(&store.db, config.sync, config.limits.max_artifact_bytes)
         .context("opening the artifact store")?;
+    // Postgres mode: artifacts are shared through PostgreSQL, the local store
+    // is this node's cache of them (crate::pg::artifacts).
+    let cas = match &config.postgres {
+        Some(pg) => cas.with_remote(Arc::new(
+            crate::pg::artifacts::PgArtifacts::new(&pg.url)
+                .context("the artifact store in PostgreSQL")?,
+        )),
+        None => cas,
+    };
     let metrics = crate::metrics::Metrics::default();
     projection.set.attach_metrics(&metrics);
     prepared.live.projectors.attach_metrics(&metrics);
@@ -308,6 +328,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Writer::start_leader(parts, metrics.writer(), leader)
         }
         Some(crate::pg::Role::Follower(follower)) => {
+            // A replica repairs a digest disagreement itself (a rebuild).
+            let follower = match &cluster {
+                Some(c) => follower.with_agreement(crate::pg::Agreement {
+                    disagreement: c.disagreement.clone(),
+                    catalog: prepared.catalog.clone(),
+                }),
+                None => follower,
+            };
             Writer::start_follower(parts, metrics.writer(), follower)
         }
         None => Writer::start_with_metrics(parts, metrics.writer()),

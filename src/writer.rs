@@ -366,7 +366,7 @@ impl Writer {
         pg: Option<crate::pg::Role>,
     ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(4096);
-        let (leader, follower) = match pg {
+        let (leader, mut follower) = match pg {
             Some(crate::pg::Role::Leader(l)) => (Some(l), None),
             Some(crate::pg::Role::Follower(f)) => (None, Some(f)),
             None => (None, None),
@@ -385,6 +385,11 @@ impl Writer {
             tree,
             head_tx,
             persist: parts.sync.persist_mode(),
+            log_persist: if leader.is_some() || follower.is_some() {
+                crate::pg::LOCAL_PERSIST
+            } else {
+                parts.sync.persist_mode()
+            },
             db: parts.db,
             log: parts.log,
             current: parts.live.get(),
@@ -392,6 +397,10 @@ impl Writer {
             live: parts.live,
             health: Arc::new(Health::default()),
             metrics,
+            steps_down: follower.as_ref().is_some_and(|f| f.promotes()),
+            agreement: follower.as_mut().and_then(|f| f.take_agreement()),
+            rebuilt_at: None,
+            stepped_down: false,
             leader,
             follower,
             replica: replica.clone(),
@@ -491,6 +500,10 @@ struct State {
     head: Head,
     live: crate::generations::LiveGraph,
     persist: PersistMode,
+    /// How a batch of the log (an append, a catch-up) is committed locally:
+    /// `persist`, except in postgres mode, where PostgreSQL is the durable
+    /// copy and the local batch is not fsynced (`crate::pg::LOCAL_PERSIST`).
+    log_persist: PersistMode,
     health: Arc<Health>,
     metrics: crate::metrics::WriterMetrics,
     head_tx: tokio::sync::watch::Sender<Seq>,
@@ -499,9 +512,22 @@ struct State {
     leader: Option<crate::pg::Leader>,
     /// `LEVIATHAN_ROLE=replica`: the log this node follows instead of appending.
     follower: Option<crate::pg::Follower>,
-    /// Cleared when a replica is promoted (`LEVIATHAN_ROLE=auto`).
+    /// Cleared when a replica is promoted (`LEVIATHAN_ROLE=auto`), set again
+    /// when it steps down.
     replica: Arc<std::sync::atomic::AtomicBool>,
+    /// `LEVIATHAN_ROLE=auto`: a writer that loses its leadership follows
+    /// the log as a replica instead of stopping.
+    steps_down: bool,
+    /// Set once the lease is found lost: the run loop steps down.
+    stepped_down: bool,
+    /// A replica's comparison with the writer, to repair a disagreement.
+    agreement: Option<crate::pg::Agreement>,
+    /// The head at which this replica last rebuilt its graph.
+    rebuilt_at: Option<Seq>,
 }
+
+/// How long an `auto` writer waits for work before it checks its lease.
+const LEASE_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One accepted event, staged in memory until its bundle is known to be whole.
 struct Staged {
@@ -534,16 +560,85 @@ struct Pending {
 
 impl State {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        if let Some(follower) = self.follower.take() {
-            return self.follow(follower, rx);
-        }
+        // `LEVIATHAN_ROLE=auto` nodes wait for messages with a timeout while
+        // they lead, to notice a lost lease without traffic.
+        let timer = if self.steps_down {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => Some(rt),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no timer for the writer: a lost lease is noticed at the next append");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut next = None;
         loop {
+            if let Some(follower) = self.follower.take() {
+                if !self.follow(follower, &mut rx) {
+                    return;
+                }
+                // Promoted: lead from here on.
+            }
+            if self.stepped_down {
+                self.stepped_down = false;
+                match self.step_down() {
+                    Ok(follower) => {
+                        // A switch taken after the last batch is not left waiting.
+                        match next.take() {
+                            Some(Msg::Switch(s)) => {
+                                let outcome = self.switch(s.request);
+                                let _ = s.reply.send(outcome);
+                            }
+                            Some(Msg::Append(job)) => {
+                                let _ =
+                                    job.reply.send(Err(AppendError::Unavailable(StorageFailure {
+                                        cause: crate::pg::NOT_LEADER,
+                                        message: "this node stepped down: it is a replica now"
+                                            .into(),
+                                    })));
+                            }
+                            None => {}
+                        }
+                        self.follower = Some(follower);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.health.fail(StorageFailure {
+                            cause: crate::pg::NOT_LEADER,
+                            message: format!(
+                                "this writer lost its leadership and could not follow the log as a replica: {e}"
+                            ),
+                        });
+                    }
+                }
+            }
             let first = match next.take() {
                 Some(m) => m,
-                None => match rx.blocking_recv() {
-                    Some(m) => m,
-                    None => break,
+                None => match &timer {
+                    Some(rt) if self.leader.is_some() => {
+                        match rt.block_on(async {
+                            // Made inside the runtime: the timer needs its context.
+                            tokio::time::timeout(LEASE_CHECK, rx.recv()).await
+                        }) {
+                            Ok(Some(m)) => m,
+                            Ok(None) => break,
+                            Err(_) => {
+                                // Idle: step down if the lease was lost.
+                                self.stepped_down =
+                                    self.leader.as_ref().is_some_and(|l| l.lost().is_some());
+                                continue;
+                            }
+                        }
+                    }
+                    _ => match rx.blocking_recv() {
+                        Some(m) => m,
+                        None => break,
+                    },
                 },
             };
             let first = match first {
@@ -575,9 +670,37 @@ impl State {
         tracing::info!("writer stopped: no more senders");
     }
 
+    /// A writer that lost its leadership, with `LEVIATHAN_ROLE=auto`: it
+    /// appends nothing more (ingest answers 503 `not_leader` at once) and
+    /// follows the log as a replica on a new connection. Its local store
+    /// holds nothing PostgreSQL lacks (a batch is committed locally only after
+    /// PostgreSQL committed it), so the follower's catch-up continues from
+    /// its head.
+    fn step_down(&mut self) -> Result<crate::pg::Follower, crate::pg::PgError> {
+        self.replica
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let Some(leader) = self.leader.take() else {
+            return Err(crate::pg::PgError::Corrupt {
+                seq: self.head.seq.0,
+                reason: "stepping down without leading".into(),
+            });
+        };
+        let settings = leader.settings().clone();
+        let epoch = leader.epoch();
+        drop(leader);
+        let follower = crate::pg::Follower::new(crate::pg::PgLog::open(settings)?, true)?;
+        tracing::warn!(
+            epoch,
+            head = self.head.seq.0,
+            "this writer lost its leadership (another node took over): it stepped down and follows the log as a replica"
+        );
+        Ok(follower)
+    }
+
     /// A replica's loop: switches as they come; otherwise wait for the
-    /// PostgreSQL log to move and apply what it gained.
-    fn follow(mut self, mut follower: crate::pg::Follower, mut rx: mpsc::Receiver<Msg>) {
+    /// PostgreSQL log to move and apply what it gained. Returns true once it
+    /// was promoted (it leads now), false when it stops.
+    fn follow(&mut self, mut follower: crate::pg::Follower, rx: &mut mpsc::Receiver<Msg>) -> bool {
         loop {
             loop {
                 match rx.try_recv() {
@@ -595,7 +718,7 @@ impl State {
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         tracing::info!("replica stopped: no more senders");
-                        return;
+                        return false;
                     }
                 }
             }
@@ -606,22 +729,23 @@ impl State {
             if follower.promotes() {
                 match follower.log().try_lead() {
                     Ok(Some(_)) => match self.promote(follower) {
-                        Ok(()) => return self.run(rx),
+                        Ok(()) => return true,
                         Err(e) => {
                             self.health
                                 .fail(StorageFailure::new("taking over as the writer failed", e));
-                            return;
+                            return false;
                         }
                     },
                     Ok(None) => {}
                     Err(e) => tracing::warn!(error = %e, "checking the leader lease failed"),
                 }
             }
+            self.repair(&mut follower);
             let caught = crate::pg::catch_up::catch_up(
                 &self.db,
                 &self.log,
                 &self.current,
-                self.persist,
+                self.log_persist,
                 follower.log(),
             );
             match caught {
@@ -641,9 +765,168 @@ impl State {
                         "following the PostgreSQL log failed",
                         e,
                     ));
-                    return;
+                    return false;
                 }
             }
+        }
+    }
+
+    /// A replica whose state digest disagrees with the writer's at a common
+    /// seq (the publisher's comparison, `crate::pg::members`) rebuilds its
+    /// graph from its own log, if that log is PostgreSQL's (its head's hash
+    /// is the one stored at that seq: the log is a hash chain, and the
+    /// background verifier checks the local chain), then serves reads again.
+    /// It does not rebuild twice for one seq: a graph rebuilt from the right
+    /// log that still disagrees points at the writer's, which is reported.
+    fn repair(&mut self, follower: &mut crate::pg::Follower) {
+        use crate::pg::members::Found;
+        let Some(agreement) = self.agreement.clone() else {
+            return;
+        };
+        let Some(found) = agreement.disagreement.found() else {
+            return;
+        };
+        if !found.rebuilds {
+            return;
+        }
+        let refuse = |reason: String| {
+            agreement.disagreement.clear();
+            agreement.disagreement.set(Found {
+                reason,
+                rebuilds: false,
+                ..found.clone()
+            });
+        };
+        if found.generation != self.current.graph.generation() {
+            // About the graph a rebuild replaced: compared again within a second.
+            agreement.disagreement.clear();
+            return;
+        }
+        if self.rebuilt_at.is_some_and(|at| found.seq <= at.0) {
+            return refuse(format!(
+                "{}; the graph was rebuilt from this node's log (which is PostgreSQL's) and \
+                 still disagrees, so the writer's graph may be the wrong one: compare with \
+                 another replica (GET /v1/cluster)",
+                found.reason
+            ));
+        }
+        match follower.log().hash_at(self.head.seq) {
+            Ok(theirs) if theirs == self.head.hash || self.head.seq == Seq::ZERO => {}
+            Ok(theirs) => {
+                return refuse(format!(
+                    "{}; and this node's log differs from PostgreSQL's at seq {} (local hash {}, \
+                     PostgreSQL {}): restart it on an empty data dir to fill it from PostgreSQL",
+                    found.reason,
+                    self.head.seq.0,
+                    self.head.hash.map_or("none".into(), |h| h.to_hex()),
+                    theirs.map_or("absent".into(), |h| h.to_hex())
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "checking the log before a rebuild failed; retrying");
+                return;
+            }
+        }
+        tracing::warn!(
+            reason = %found.reason,
+            head = self.head.seq.0,
+            "rebuilding this replica's graph from its log"
+        );
+        let started = std::time::Instant::now();
+        let old = self.current.clone();
+        match self.rebuild_graph(&agreement.catalog) {
+            Ok(()) => {
+                self.metrics.replica_rebuilds.inc();
+                self.rebuilt_at = Some(self.head.seq);
+                agreement.disagreement.clear();
+                tracing::info!(
+                    head = self.head.seq.0,
+                    generation = self.current.graph.generation(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "rebuilt this replica's graph from its log: it serves reads again once its digest agrees"
+                );
+                let spawned = std::thread::Builder::new()
+                    .name("leviathan-retire".into())
+                    .spawn(move || crate::generations::build::retire(old));
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "the replaced graph is deleted at the next start");
+                }
+            }
+            Err(e) => {
+                self.health.fail(StorageFailure::new(
+                    "rebuilding the replica's graph failed",
+                    e,
+                ));
+            }
+        }
+    }
+
+    /// Projects the local log into a new generation of the live projector
+    /// set, chunk by chunk, and makes it live (the switch records it in the
+    /// catalog and retires the old one there).
+    fn rebuild_graph(&mut self, catalog: &crate::generations::Catalog) -> Result<(), String> {
+        use crate::generations::{GenerationRecord, Status};
+        let text = |e: &dyn std::fmt::Display| e.to_string();
+        let id = catalog.next_id().map_err(|e| text(&e))?;
+        let mut record = GenerationRecord::for_set(
+            id,
+            &self.current.projectors,
+            self.current.fingerprint,
+            Status::Building,
+        );
+        catalog.put(&record).map_err(|e| text(&e))?;
+        let graph =
+            crate::graph::GraphStore::open_generation(&self.db, id).map_err(|e| text(&e))?;
+        let mut applied = Seq::ZERO;
+        while applied < self.head.seq {
+            let chunk = self
+                .log
+                .after_at(&self.log.view(), applied, 4096)
+                .map_err(|e| text(&e))?;
+            let Some(last) = chunk.last().map(|e| e.seq) else {
+                break;
+            };
+            let mut staging = graph.staging().map_err(|e| text(&e))?;
+            for e in &chunk {
+                project_event(
+                    self.current.projectors.inline(),
+                    &crate::replay::input(e),
+                    Prepared::default(),
+                    &mut staging,
+                    // As the writer and the catch-up projected it.
+                    Policy::AsConfigured,
+                )
+                .map_err(|e| text(&e))?;
+            }
+            let mut batch = self.db.batch().durability(Some(self.log_persist));
+            staging.write_into(&mut batch).map_err(|e| text(&e))?;
+            batch.commit().map_err(|e| text(&e))?;
+            applied = last;
+        }
+        record.status = Status::Live;
+        let old_id = self.current.graph.generation();
+        let stage_catalog = {
+            let catalog = catalog.clone();
+            Box::new(move |batch: &mut fjall::OwnedWriteBatch| {
+                catalog.stage_live(batch, id);
+                catalog.stage_record(batch, &record);
+                catalog.stage_remove(batch, old_id);
+            })
+        };
+        let next = crate::generations::Live {
+            graph,
+            projectors: self.current.projectors.clone(),
+            fingerprint: self.current.fingerprint,
+        };
+        match self.switch(SwitchRequest {
+            next,
+            max_errors: u64::MAX,
+            errors_so_far: 0,
+            stage_catalog,
+        }) {
+            Ok(SwitchOutcome::Switched { .. }) => Ok(()),
+            Ok(other) => Err(format!("the rebuilt graph did not go live: {other:?}")),
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -667,7 +950,7 @@ impl State {
             &self.db,
             &self.log,
             &self.current,
-            self.persist,
+            self.log_persist,
             &mut log,
         )
         .map_err(|e| e.to_string())?;
@@ -763,6 +1046,13 @@ impl State {
 
     fn process(&mut self, jobs: Vec<Job>) {
         if let Some(lost) = self.leader.as_ref().and_then(|l| l.lost()) {
+            if self.steps_down {
+                self.stepped_down = true;
+                for j in jobs {
+                    let _ = j.reply.send(Err(AppendError::Unavailable(lost.clone())));
+                }
+                return;
+            }
             self.health.fail(lost);
         }
         if let Some(failure) = self.health.failure() {
@@ -788,7 +1078,7 @@ impl State {
         };
         let batch_bundles = jobs.len();
         let batch_events: usize = jobs.iter().map(|j| j.bundle.events.len()).sum();
-        let mut batch = self.db.batch().durability(Some(self.persist));
+        let mut batch = self.db.batch().durability(Some(self.log_persist));
         let mut pending = Pending::default();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -812,7 +1102,11 @@ impl State {
             // acknowledged) that PostgreSQL does not hold.
             if let Err(failure) = leader.append(start_head, &pending.rows) {
                 self.metrics.discarded();
-                let failure = if failure.stops_writer {
+                let fenced = failure.failure.cause == crate::pg::NOT_LEADER;
+                let failure = if fenced && self.steps_down {
+                    self.stepped_down = true;
+                    failure.failure
+                } else if failure.stops_writer {
                     self.health.fail(failure.failure)
                 } else {
                     tracing::warn!(cause = failure.failure.cause, "{}", failure.failure.message);

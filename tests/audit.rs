@@ -1034,3 +1034,257 @@ fn tampering_by_rewriting_history_fails_the_consistency_proof() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("\"ok\": false"), "{out}");
 }
+
+// ------------------------------------------- async projectors: the combined line
+
+/// Re-signs a checkpoint after `edit` changes its text, with the signer key
+/// in `key_file` (`PRIVATE+KEY+<name>+<id>+<base64(0x01 ‖ seed)>`), signing
+/// here from the C2SP spec: a forgery only the key holder could make, so
+/// that only a check of the content can catch it.
+fn resign(note: &str, key_file: &Path, edit: impl FnOnce(&str) -> String) -> String {
+    use ed25519_dalek::Signer;
+    let skey = std::fs::read_to_string(key_file).unwrap();
+    let mut parts = skey
+        .trim()
+        .strip_prefix("PRIVATE+KEY+")
+        .unwrap()
+        .splitn(3, '+');
+    let (name, id, seed) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let raw = B64.decode(seed).unwrap();
+    let sk = ed25519_dalek::SigningKey::from_bytes(&raw[1..33].try_into().unwrap());
+    let text = edit(&note[..note.rfind("\n\n").unwrap() + 1]);
+    let mut blob = hex::decode(id).unwrap();
+    blob.extend_from_slice(&sk.sign(text.as_bytes()).to_bytes());
+    format!("{text}\n\u{2014} {name} {}\n", B64.encode(blob))
+}
+
+/// The value of a checkpoint's extension line `key`, if present.
+fn ext<'a>(c: &'a Opened, key: &str) -> Option<&'a str> {
+    c.ext
+        .iter()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+}
+
+#[test]
+fn checkpoints_sign_the_combined_digest_of_async_projectors_and_replay_check_proves_it() {
+    use common::wasm::{static_projector, Describe, StaticOp};
+    // `tagger@0.1.0`, async: puts `tag-1` (type `Tag`) on every attempt.created.
+    let files = tempfile::tempdir().unwrap();
+    let wasm = static_projector(
+        &Describe {
+            name: "tagger",
+            version: "0.1.0",
+            handles: &["attempt.created"],
+            node_types: &["Tag"],
+            edge_types: &[],
+        },
+        |d| {
+            d.ok_ops(&[StaticOp::PutNode {
+                id: "tag-1",
+                node_type: "Tag",
+                properties: r#"{"by":"tagger"}"#,
+            }])
+        },
+    );
+    std::fs::write(files.path().join("tagger.wasm"), &wasm).unwrap();
+    let manifest = files.path().join("projectors.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[[projector]]\nname = \"core\"\nbuiltin = \"core\"\n\n[[projector]]\nname = \
+             \"tagger\"\npath = \"tagger.wasm\"\nsha256 = \"{}\"\nmode = \"async\"\n",
+            sha256_hex(&wasm)
+        ),
+    )
+    .unwrap();
+    let m = manifest.to_str().unwrap();
+    let mut s = Server::start_with(&[("LEVIATHAN_PROJECTORS_FILE", m)]);
+    for i in 0..3 {
+        ingest_n(&s, &format!("c{i}"), 4);
+    }
+    let (_, head) = s.get("/v1/log/head");
+    let head = head["seq"].as_u64().unwrap();
+    // The checkpoint of the head, waiting (bounded) until every projector
+    // has applied it, as an auditor asks for it.
+    let (st, cp) = text(
+        &s,
+        &format!("/v1/log/checkpoint?tree_size={head}&min_seq={head}&timeout_ms=30000"),
+    );
+    assert_eq!(st, 200, "{cp}");
+    let p = s.get("/v1/projection").1;
+    assert_eq!(p["async"]["applied_seq"], head, "{p}");
+    let combined = p["async"]["combined_digest"].as_str().unwrap().to_string();
+    let (_, vkey) = text(&s, "/v1/log/public-key");
+
+    // It signs the combined digest, as a fourth extension line after the
+    // three of an all-inline set; the signature verifies independently.
+    assert_eq!(checkpoint(&s, Some(head)), cp);
+    let opened = open_checkpoint(&cp, &vkey).unwrap();
+    assert_eq!(opened.size, head);
+    assert_eq!(opened.ext.len(), 4, "{cp}");
+    assert!(opened.ext[0].starts_with("chain-head "), "{cp}");
+    assert_eq!(
+        ext(&opened, "state-digest"),
+        p["state_digest"].as_str(),
+        "{cp}"
+    );
+    assert_eq!(
+        opened.ext[3],
+        format!("combined-state-digest {combined}"),
+        "{cp}"
+    );
+    // The latest one is the same note, and says where the async lane stood.
+    let latest = s
+        .req(reqwest::Method::GET, "/v1/log/checkpoint")
+        .send()
+        .unwrap();
+    assert_eq!(
+        latest.headers()["x-leviathan-async-applied-seq"],
+        head.to_string().as_str()
+    );
+    assert_eq!(latest.text().unwrap(), cp);
+    // An earlier size (the lane has applied it) signs that size's combined digest.
+    let early = open_checkpoint(&checkpoint(&s, Some(4)), &vkey).unwrap();
+    let early_combined = ext(&early, "combined-state-digest").unwrap().to_string();
+    assert_ne!(early_combined, combined);
+
+    // The backup records the async lane and its combined digest.
+    let backups = tempfile::tempdir().unwrap();
+    let to = backups.path().join("b");
+    let (st, bm) = s.post("/v1/admin/backup", &json!({ "to": to }));
+    assert_eq!(st, 200, "{bm}");
+    assert_eq!(bm["async_seq"], head, "{bm}");
+    assert_eq!(bm["combined_digest"], combined.as_str(), "{bm}");
+    assert_eq!(bm["checkpoint"], cp.as_str(), "{bm}");
+    let key_file = s.data_dir.join("log-signing.key");
+    let forge_key = files.path().join("signing.key");
+    std::fs::copy(&key_file, &forge_key).unwrap();
+    let dir = s.keep_dir();
+    s.stop();
+
+    // Restored, the graph's lanes are verified against the manifest.
+    let restored = backups.path().join("restored");
+    let (code, out) = admin(&["restore", "--from", to.to_str().unwrap()], &restored);
+    assert_eq!(code, 0, "{out}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["graph"], "verified", "{r}");
+    assert_eq!(r["combined_digest"], combined.as_str(), "{r}");
+
+    // An offline replay to the head, and to 4, gives the combined digests the
+    // checkpoints signed, equal to the recorded ones.
+    for (to, expected) in [(head, &combined), (4, &early_combined)] {
+        let (code, out) = admin(
+            &["replay", "--to", &to.to_string(), "--projectors-file", m],
+            dir.path(),
+        );
+        assert_eq!(code, 0, "{out}");
+        let rep: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(rep["combined_digest"], expected.as_str(), "{rep}");
+        assert_eq!(rep["recorded_combined_digest"], expected.as_str(), "{rep}");
+        assert_eq!(rep["matches"], true, "{rep}");
+    }
+
+    // A third party replays an export against the checkpoint: every check
+    // passes, the combined line's included.
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let out = w.join("export");
+    let (code, o) = admin(&["export", "--to", out.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{o}");
+    let em: Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(em["combined_digest"], combined.as_str(), "{em}");
+    assert_eq!(em["checkpoint"], cp.as_str(), "{em}");
+    std::fs::write(w.join("key"), &vkey).unwrap();
+    // The export verifies (the manifest's combined digest is the one its
+    // checkpoint signs), and imports into the same digests, the async
+    // lane's included.
+    let o = leviathan()
+        .args([
+            "verify",
+            "--export",
+            out.to_str().unwrap(),
+            "--public-key",
+            vkey.trim(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let imported = w.join("imported");
+    let (code, o) = admin(
+        &["import", out.to_str().unwrap(), "--projectors-file", m],
+        &imported,
+    );
+    assert_eq!(code, 0, "{o}");
+    let im: Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(im["combined_digest"], combined.as_str(), "{im}");
+    assert_eq!(im["expected_combined_digest"], combined.as_str(), "{im}");
+    assert_eq!(im["state_digest_matches"], true, "{im}");
+    let replay_check = |cp: &str| -> (i32, Value) {
+        std::fs::write(w.join("cp"), cp).unwrap();
+        let o = leviathan()
+            .args([
+                "audit",
+                "replay-check",
+                "cp",
+                "export",
+                "--public-key",
+                "key",
+            ])
+            .args(["--projectors-file", m, "--scratch-dir", w.to_str().unwrap()])
+            .current_dir(w)
+            .output()
+            .unwrap();
+        let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| {
+            panic!(
+                "not a report ({:?}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            )
+        });
+        (o.status.code().unwrap(), v)
+    };
+    let failed = |r: &Value| -> Vec<String> {
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["ok"] != true)
+            .map(|c| c["check"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (code, r) = replay_check(&cp);
+    assert_eq!(code, 0, "{r}");
+    let check = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "combined_state_digest")
+        .unwrap_or_else(|| panic!("no combined check: {r}"));
+    assert_eq!(check["ok"], true, "{r}");
+    assert!(check["detail"].as_str().unwrap().contains(&combined), "{r}");
+
+    // The combined line altered and re-signed with the key: the signature
+    // verifies, and only the combined digest check fails, naming the line.
+    let other = hex::encode(sha(&[b"another graph".as_slice()]));
+    let forged = resign(&cp, &forge_key, |t| t.replace(&combined, &other));
+    assert_ne!(forged, cp);
+    let f = open_checkpoint(&forged, &vkey).unwrap();
+    assert_eq!(ext(&f, "combined-state-digest"), Some(other.as_str()));
+    let (code, r) = replay_check(&forged);
+    assert_eq!(code, 1, "{r}");
+    assert_eq!(failed(&r), vec!["combined_state_digest".to_string()], "{r}");
+    assert!(r.to_string().contains("combined-state-digest line"), "{r}");
+
+    // Without the line (a checkpoint signed while the lane was behind) the
+    // inline part is still proved, and the report says the rest is not.
+    let stripped = resign(&cp, &forge_key, |t| {
+        t.replace(&format!("combined-state-digest {combined}\n"), "")
+    });
+    let (code, r) = replay_check(&stripped);
+    assert_eq!(code, 0, "{r}");
+    assert!(r.to_string().contains("not signed"), "{r}");
+}

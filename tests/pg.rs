@@ -39,6 +39,7 @@ fn settings(url: &str, holder: &str, lease_secs: f64) -> PgSettings {
         url: url.to_string(),
         lease: Duration::from_secs_f64(lease_secs),
         holder: holder.to_string(),
+        instance: format!("test-{holder}"),
         test_crash_after_commit: false,
     }
 }
@@ -344,6 +345,8 @@ fn kill_9_then_restart_on_the_same_or_a_wiped_data_dir_loses_nothing() {
         let (st, r) = s.ingest(&b);
         assert_eq!(st, 200, "{r}");
     }
+    let blob = b"an artifact uploaded before the kill".to_vec();
+    assert_eq!(s.put_artifact(&blob).0, 201);
     let before = state(&s);
     let dir = s.keep_dir();
     s.kill();
@@ -366,6 +369,8 @@ fn kill_9_then_restart_on_the_same_or_a_wiped_data_dir_loses_nothing() {
         caught_up(&s)
     );
     assert_eq!(s.get("/v1/log/verify").1["ok"], true);
+    // Its artifacts come from PostgreSQL too.
+    assert_eq!(artifact(&s, &sha256_hex(&blob)), (200, blob.clone()));
     let (_, r) = s.ingest(&mixed_log(6)[2]);
     assert_eq!(r["status"], "duplicate", "{r}");
     let (st, r) = s.ingest(&bundle("after", events("late", 2)));
@@ -448,9 +453,21 @@ fn a_paused_writer_is_fenced_once_another_took_over_and_nothing_forks() {
         return;
     };
     let url = pg.url();
-    let a = pg_server(&url, &[]);
-    for b in mixed_log(3) {
-        assert_eq!(a.ingest(&b).0, 200);
+    // A runs with LEVIATHAN_ROLE=auto: it starts as a replica and takes the
+    // free lease at its first look.
+    let a = pg_server(&url, &[("LEVIATHAN_ROLE", "auto")]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let log = mixed_log(3);
+    while a.ingest(&log[0]).0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never led: {}",
+            a.log.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for b in &log[1..] {
+        assert_eq!(a.ingest(b).0, 200);
     }
     // A pauses (a GC pause, a stalled VM) past its 2 s lease.
     signal(&a, "-STOP");
@@ -496,6 +513,28 @@ fn a_paused_writer_is_fenced_once_another_took_over_and_nothing_forks() {
     let served = b.all_events();
     assert_eq!(served.len() as i64, pg_count(&mut c, "events"));
     assert_eq!(b.get("/v1/log/verify").1["ok"], true);
+
+    // A stepped down and follows B as a replica: it serves B's log, with
+    // B's state digest.
+    let (st, r) = b.ingest(&bundle("from-b-2", events("b2", 2)));
+    assert_eq!(st, 200, "{r}");
+    let head = r["head_seq"].as_u64().unwrap();
+    wait_applied(&a, head);
+    assert_eq!(state(&a), state(&b));
+    assert!(
+        a.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("follows the log as a replica")),
+        "A did not say it stepped down"
+    );
+    let (st, r) = a.ingest(&bundle("from-a-3", events("a3", 1)));
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (503, Some("not_leader")),
+        "{r}"
+    );
     eprintln!("B took over {took_over:?} after A paused (lease 2 s)");
 }
 
@@ -512,39 +551,8 @@ fn failover_under_load_after_kill_9_loses_nothing_acknowledged_and_appends_nothi
         std::thread::spawn(move || pg_server(&url, &[]))
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Value, Value)>::new()));
-    let clients: Vec<_> = (0..2)
-        .map(|c| {
-            let (base, stop, acked) = (a.base.clone(), stop.clone(), acked.clone());
-            std::thread::spawn(move || {
-                let http = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(30))
-                    .build()
-                    .unwrap();
-                let mut sent = Vec::new();
-                for i in 0..2000 {
-                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                        break;
-                    }
-                    let b = bundle(&format!("c{c}-{i}"), events(&format!("c{c}-{i}"), 5));
-                    sent.push(b.clone());
-                    let Ok(resp) = http
-                        .post(format!("{base}/v1/events/ingest"))
-                        .bearer_auth(TOKEN)
-                        .json(&b)
-                        .send()
-                    else {
-                        break;
-                    };
-                    let (st, r) = parse(resp);
-                    if st == 200 {
-                        acked.lock().unwrap().push((b, r));
-                    }
-                }
-                sent
-            })
-        })
-        .collect();
+    let acked: Acked = Default::default();
+    let clients = ingest_load(&a.base, &stop, &acked);
     // Kill A once a good share has been acknowledged.
     while acked.lock().unwrap().len() < 40 {
         std::thread::sleep(Duration::from_millis(20));
@@ -784,6 +792,8 @@ fn an_auto_replica_serves_reads_and_takes_over_when_the_writer_dies() {
         (503, Some("not_leader")),
         "{r}"
     );
+    let blob = b"uploaded to the writer that dies".to_vec();
+    assert_eq!(a.put_artifact(&blob).0, 201);
     let before = state(&a);
     a.kill();
     let killed = std::time::Instant::now();
@@ -804,6 +814,8 @@ fn an_auto_replica_serves_reads_and_takes_over_when_the_writer_dies() {
     };
     let took = killed.elapsed();
     assert_eq!(r["first_seq"].as_u64(), Some(head + 1), "{r}");
+    // The node that took over serves what was uploaded to the dead one.
+    assert_eq!(artifact(&b, &sha256_hex(&blob)), (200, blob.clone()));
     for bundle in &log {
         let (st, r) = b.ingest(bundle);
         assert_eq!((st, r["status"].as_str()), (200, Some("duplicate")), "{r}");
@@ -867,4 +879,463 @@ fn a_replica_with_another_projector_set_is_reported_and_refuses_reads() {
     assert_eq!(writer.get("/v1/log/head").0, 200);
     // And the replica's own /v1/cluster still answers, to say why.
     assert_eq!(odd.get("/v1/cluster").0, 200);
+}
+
+/// `GET /v1/artifacts/{sha}` on `s`: (status, body bytes).
+fn artifact(s: &Server, sha: &str) -> (u16, Vec<u8>) {
+    let resp = s.get_artifact(sha);
+    let st = resp.status().as_u16();
+    (st, resp.bytes().unwrap().to_vec())
+}
+
+/// `(rows in artifacts, rows in artifact_chunks)` for one digest.
+fn artifact_rows(c: &mut postgres::Client, data: &[u8]) -> (i64, i64) {
+    let key = leviathan::digest::Sha256::of(data).as_bytes().to_vec();
+    let mut count = |table: &str| -> i64 {
+        c.query_one(
+            &format!("SELECT count(*) FROM {table} WHERE sha256 = $1"),
+            &[&key],
+        )
+        .unwrap()
+        .get(0)
+    };
+    (count("artifacts"), count("artifact_chunks"))
+}
+
+#[test]
+fn artifacts_live_in_postgres_every_node_serves_them_and_a_corrupt_copy_is_never_served() {
+    let Some(pg) = Postgres::start("artifacts_live_in_postgres") else {
+        return;
+    };
+    let url = pg.url();
+    let writer = pg_server(&url, &[]);
+    let replica = pg_server(&url, &[("LEVIATHAN_ROLE", "replica")]);
+    let mut c = pg.client();
+
+    // A small artifact uploaded to the writer is served by the replica.
+    let small = b"the build log of attempt 1".to_vec();
+    let (st, r) = writer.put_artifact(&small);
+    assert_eq!((st, r["created"].as_bool()), (201, Some(true)), "{r}");
+    assert_eq!(artifact_rows(&mut c, &small), (1, 1));
+    assert_eq!(
+        artifact(&replica, &sha256_hex(&small)),
+        (200, small.clone())
+    );
+
+    // A large one (three 1 MiB chunks, the last partial) uploaded to the
+    // replica (any node takes uploads) round-trips through PostgreSQL.
+    let large: Vec<u8> = (0..(2 * 1024 * 1024 + 4321))
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (st, r) = replica.send(
+        replica
+            .req(reqwest::Method::POST, "/v1/artifacts")
+            .body(large.clone()),
+    );
+    assert_eq!(st, 201, "{r}");
+    assert_eq!(r["sha256"], sha256_hex(&large), "{r}");
+    assert_eq!(artifact_rows(&mut c, &large), (1, 3));
+    let (st, got) = artifact(&writer, &sha256_hex(&large));
+    assert_eq!(st, 200);
+    assert!(got == large, "the writer served other bytes");
+    let (st, r) = writer.send(writer.req(
+        reqwest::Method::HEAD,
+        &format!("/v1/artifacts/{}", sha256_hex(&large)),
+    ));
+    assert_eq!(st, 200, "{r}");
+
+    // The same content again is a no-op, on either node.
+    let (st, r) = writer.put_artifact(&large);
+    assert_eq!((st, r["created"].as_bool()), (200, Some(false)), "{r}");
+    assert_eq!(artifact_rows(&mut c, &large), (1, 3));
+
+    // The writer checks a bundle's references against PostgreSQL too.
+    let absent = b"never uploaded".to_vec();
+    let only_on_replica = b"uploaded to the replica only".to_vec();
+    assert_eq!(replica.put_artifact(&only_on_replica).0, 201);
+    let mut b = bundle("with-refs", events("w", 1));
+    b["artifacts"] = json!([
+        {"sha256": sha256_hex(&only_on_replica), "kind": "log", "uri": "file:///r", "size": 28},
+        {"sha256": sha256_hex(&absent), "kind": "log", "uri": "file:///a", "size": 14},
+    ]);
+    let (st, r) = writer.ingest(&b);
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["missing_artifacts"], json!([sha256_hex(&absent)]), "{r}");
+    assert_eq!(artifact(&writer, &sha256_hex(&absent)).0, 404);
+
+    // The append-only triggers cover the artifact tables.
+    let key = leviathan::digest::Sha256::of(&small).as_bytes().to_vec();
+    let err = c
+        .execute("DELETE FROM artifact_chunks WHERE sha256 = $1", &[&key])
+        .unwrap_err();
+    assert!(
+        err.as_db_error().unwrap().message().contains("append-only"),
+        "{err:?}"
+    );
+    let err = c
+        .execute("UPDATE artifacts SET size = 1 WHERE sha256 = $1", &[&key])
+        .unwrap_err();
+    assert!(
+        err.as_db_error().unwrap().message().contains("append-only"),
+        "{err:?}"
+    );
+
+    // A corrupted chunk (written past the trigger by a superuser) is refused
+    // with a clear error, never served, never cached: asked again, the
+    // replica refuses again.
+    let victim: Vec<u8> = (0..(1024 * 1024 + 10))
+        .map(|i: u32| (i % 253) as u8)
+        .collect();
+    assert_eq!(writer.put_artifact(&victim).0, 201);
+    let vkey = leviathan::digest::Sha256::of(&victim).as_bytes().to_vec();
+    c.batch_execute("ALTER TABLE artifact_chunks DISABLE TRIGGER artifact_chunks_append_only")
+        .unwrap();
+    c.execute(
+        "UPDATE artifact_chunks SET data = set_byte(data, 5, (get_byte(data, 5) + 1) % 256) \
+         WHERE sha256 = $1 AND ord = 1",
+        &[&vkey],
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    for _ in 0..2 {
+        let (st, r) = replica.get(&format!("/v1/artifacts/{}", sha256_hex(&victim)));
+        assert_eq!(st, 500, "{r}");
+        assert_eq!(r["error"]["code"], "artifact_corrupt", "{r}");
+        assert!(
+            r["error"]["message"].as_str().unwrap().contains("corrupt"),
+            "{r}"
+        );
+    }
+    // A missing chunk too.
+    c.execute(
+        "DELETE FROM artifact_chunks WHERE sha256 = $1 AND ord = 0",
+        &[&vkey],
+    )
+    .unwrap();
+    let (st, r) = replica.get(&format!("/v1/artifacts/{}", sha256_hex(&victim)));
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (500, Some("artifact_corrupt")),
+        "{r}"
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("chunk 0 of 2 is missing"),
+        "{r}"
+    );
+    // The writer kept its own good copy from the upload.
+    assert_eq!(artifact(&writer, &sha256_hex(&victim)), (200, victim));
+}
+
+/// Two clients ingesting into `base` until `stop`: (every bundle sent, the
+/// acknowledged ones with their answers).
+type Acked = std::sync::Arc<std::sync::Mutex<Vec<(Value, Value)>>>;
+
+fn ingest_load(
+    base: &str,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: &Acked,
+) -> Vec<std::thread::JoinHandle<Vec<Value>>> {
+    (0..2)
+        .map(|c| {
+            let (base, stop, acked) = (base.to_string(), stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap();
+                let mut sent = Vec::new();
+                for i in 0..2000 {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let b = bundle(&format!("c{c}-{i}"), events(&format!("c{c}-{i}"), 5));
+                    sent.push(b.clone());
+                    let Ok(resp) = http
+                        .post(format!("{base}/v1/events/ingest"))
+                        .bearer_auth(TOKEN)
+                        .json(&b)
+                        .send()
+                    else {
+                        break;
+                    };
+                    let (st, r) = parse(resp);
+                    if st == 200 {
+                        acked.lock().unwrap().push((b, r));
+                    }
+                }
+                sent
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_postgres_writer_killed_under_ingest_restarts_with_everything_acknowledged_and_the_digest_of_a_node_filled_from_postgres(
+) {
+    // The local batch is not fsynced in postgres mode (PostgreSQL is the
+    // durable copy): whatever the local store kept of the kill, the restart
+    // catches it up, and the result is what a node built from PostgreSQL alone has.
+    let Some(pg) = Postgres::start("a_postgres_writer_killed_under_ingest") else {
+        return;
+    };
+    let url = pg.url();
+    let mut a = pg_server(&url, &[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked: Acked = Default::default();
+    let clients = ingest_load(&a.base, &stop, &acked);
+    while acked.lock().unwrap().len() < 30 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.kill();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent: Vec<Value> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let dir = a.keep_dir();
+    let a = pg_server_in(dir.path(), &url, &[]);
+    for (bundle, answer) in acked.lock().unwrap().iter() {
+        let (st, r) = a.ingest(bundle);
+        assert_eq!((st, r["status"].as_str()), (200, Some("duplicate")), "{r}");
+        assert_eq!(r["first_seq"], answer["first_seq"]);
+        assert_eq!(r["last_seq"], answer["last_seq"]);
+    }
+    let mut c = pg.client();
+    let in_pg = pg_count(&mut c, "events") as usize;
+    assert!(in_pg >= acked.lock().unwrap().len() * 5);
+    assert!(in_pg <= sent.len() * 5);
+    let restarted = state(&a);
+    assert_eq!(restarted.0.len(), in_pg);
+    assert_eq!(a.get("/v1/log/verify").1["ok"], true);
+    // A node that never saw the writer, filled from PostgreSQL alone.
+    let fresh = pg_server(&url, &[("LEVIATHAN_ROLE", "replica")]);
+    wait_applied(&fresh, in_pg as u64);
+    assert_eq!(state(&fresh), restarted);
+}
+
+#[test]
+fn a_copied_data_dir_is_refused_while_its_node_id_is_live_and_starts_once_it_is_gone() {
+    let Some(pg) = Postgres::start("a_copied_data_dir_is_refused") else {
+        return;
+    };
+    let url = pg.url();
+    let mut a = pg_server(&url, &[]);
+    assert_eq!(a.ingest(&bundle("one", events("one", 3))).0, 200);
+    let before = state(&a);
+    // A copy of A's data dir shares its node id.
+    let copy = tempfile::tempdir().unwrap();
+    let id = std::fs::read_to_string(a.data_dir.join("node-id")).unwrap();
+    std::fs::write(copy.path().join("node-id"), &id).unwrap();
+    let mut cmd = serve_command(copy.path());
+    cmd.env("LEVIATHAN_STORE", "postgres")
+        .env("LEVIATHAN_POSTGRES_URL", &url)
+        .env("LEVIATHAN_POSTGRES_LEASE_SECS", "2")
+        .env("LEVIATHAN_ROLE", "replica");
+    let out = refused(cmd);
+    let file = copy.path().join("node-id");
+    assert!(
+        out.contains("another running process uses this node's id")
+            && out.contains(&format!("delete {}", file.display())),
+        "{out}"
+    );
+    // A is untouched: still the writer.
+    assert_eq!(a.ingest(&bundle("two", events("two", 1))).0, 200);
+    let before_kill = state(&a);
+    assert_ne!(before_kill, before);
+
+    // Once A is gone (kill -9: its heartbeat stops), the id can be taken:
+    // the copy starts and serves A's log from PostgreSQL.
+    a.kill();
+    let b = pg_server_in(copy.path(), &url, &[("LEVIATHAN_ROLE", "replica")]);
+    wait_applied(&b, before_kill.1["seq"].as_u64().unwrap());
+    assert_eq!(state(&b), before_kill);
+    let (st, view) = b.get("/v1/cluster");
+    assert_eq!(st, 200, "{view}");
+    let members = view["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{view}");
+    assert_eq!(members[0]["node_id"], id.trim(), "{view}");
+}
+
+/// Waits (bounded) until a line of `s`'s log contains `text`.
+fn wait_log(s: &Server, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !s.log.lock().unwrap().iter().any(|l| l.contains(text)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line says {text:?}:\n{}",
+            s.log.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_replica_whose_graph_disagrees_rebuilds_it_from_its_log_and_serves_again() {
+    let Some(pg) = Postgres::start("a_replica_whose_graph_disagrees") else {
+        return;
+    };
+    let url = pg.url();
+    let writer = pg_server(&url, &[]);
+    for b in mixed_log(3) {
+        assert_eq!(writer.ingest(&b).0, 200);
+    }
+    let head = writer.get("/v1/log/head").1["seq"].as_u64().unwrap();
+    let mut replica = pg_server(&url, &[("LEVIATHAN_ROLE", "replica")]);
+    wait_applied(&replica, head);
+    let dir = replica.keep_dir();
+    replica.stop();
+    // Damage its graph: every per-seq state digest it recorded.
+    with_store(dir.path(), |db| {
+        let digests = keyspace(db, "graph_digests");
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = digests
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.into_inner().unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect();
+        assert!(!entries.is_empty());
+        for (k, mut v) in entries {
+            let last = v.len() - 1;
+            v[last] ^= 0xff;
+            digests.insert(k, v).unwrap();
+        }
+    });
+    let replica = pg_server_in(dir.path(), &url, &[("LEVIATHAN_ROLE", "replica")]);
+    // It finds out, says so, rebuilds, and agrees again.
+    wait_log(
+        &replica,
+        "this node stops serving reads until it agrees again",
+    );
+    wait_log(&replica, "rebuilt this replica's graph from its log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while replica.get("/v1/log/head").0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "it never served again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(state(&replica), state(&writer));
+    let metrics = replica
+        .client
+        .get(replica.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("leviathan_replica_rebuilds_total 1"),
+        "{metrics}"
+    );
+    // It keeps following, with the writer's digest.
+    let (st, r) = writer.ingest(&bundle("after", events("after", 2)));
+    assert_eq!(st, 200, "{r}");
+    wait_applied(&replica, r["head_seq"].as_u64().unwrap());
+    assert_eq!(state(&replica), state(&writer));
+    let (_, view) = writer.get("/v1/cluster");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut view = view;
+    while !view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["digest_agrees"] == true && m["applied_seq"] == r["head_seq"])
+    {
+        assert!(std::time::Instant::now() < deadline, "{view}");
+        std::thread::sleep(Duration::from_millis(100));
+        view = writer.get("/v1/cluster").1;
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost: (certificate PEM,
+/// key PEM).
+fn self_signed() -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_to_postgres_with_verify_full_and_require_and_a_wrong_ca_is_refused() {
+    let (cert, key) = self_signed();
+    let Some(pg) = Postgres::start_tls("tls_to_postgres", Some((&cert, &key))) else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    let ca = certs.path().join("ca.pem");
+    std::fs::write(&ca, &cert).unwrap();
+    let url = format!(
+        "{} sslmode=verify-full sslrootcert={}",
+        pg.url(),
+        ca.display()
+    );
+
+    // A server whose every connection is TLS, the certificate and name checked.
+    let s = pg_server(&url, &[]);
+    let (st, r) = s.ingest(&bundle("over-tls", events("tls", 3)));
+    assert_eq!(st, 200, "{r}");
+    let blob = b"an artifact over TLS".to_vec();
+    assert_eq!(s.put_artifact(&blob).0, 201);
+    assert_eq!(s.get("/v1/cluster").0, 200);
+    let mut c = pg.client();
+    let (tls, plain): (i64, i64) = {
+        let row = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+                   FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+                  WHERE a.application_name = 'leviathan'",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(tls >= 3, "{tls} TLS connections");
+    assert_eq!(plain, 0, "a connection without TLS");
+
+    // require: encrypted, the certificate not checked (a URI this time).
+    let uri = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=require",
+        pg.port
+    );
+    let mut client = leviathan::pg::connect(&uri).unwrap();
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(ssl);
+
+    // Another CA: the server refuses to start, saying why.
+    let (other, _) = self_signed();
+    let wrong = certs.path().join("other.pem");
+    std::fs::write(&wrong, &other).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_STORE", "postgres").env(
+        "LEVIATHAN_POSTGRES_URL",
+        format!(
+            "{} sslmode=verify-full sslrootcert={}",
+            pg.url(),
+            wrong.display()
+        ),
+    );
+    let out = refused(cmd);
+    assert!(
+        out.to_lowercase().contains("certificate"),
+        "the refusal does not name the certificate: {out}"
+    );
+    // verify-full without a CA file is refused with directions.
+    let err = leviathan::pg::connect(&format!("{} sslmode=verify-full", pg.url()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("needs sslrootcert"), "{err}");
 }

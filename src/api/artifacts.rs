@@ -79,9 +79,11 @@ pub async fn post(
     receive(&app, &headers, body, None).await
 }
 
+/// The blob's metadata; in postgres mode a blob this node lacks is fetched
+/// from PostgreSQL into its local store first (`Cas::find`).
 fn lookup(cas: &Cas, raw: &str) -> Result<(Sha256, BlobMeta), ApiError> {
     let sha = parse_digest(raw)?;
-    match cas.meta(&sha)? {
+    match tokio::task::block_in_place(|| cas.find(&sha))? {
         Some(m) => Ok((sha, m)),
         None => Err(ApiError::not_found(format!(
             "no artifact with sha256 {sha}"

@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::{blocking, AppState, Params};
 use crate::tlog::{AuditBundle, AuditError, ConsistencyProof, InclusionProof};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -26,6 +26,14 @@ impl From<AuditError> for ApiError {
                 ApiError::storage("reading the Merkle tree failed", e)
             }
             AuditError::Tree(e) => ApiError::internal("reading the Merkle tree failed", e),
+            AuditError::AsyncBehind { tree_size, applied } => {
+                let message = e.to_string();
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_caught_up", message)
+                    .with_details(serde_json::json!({
+                        "tree_size": tree_size,
+                        "async_applied_seq": applied.0,
+                    }))
+            }
         }
     }
 }
@@ -53,15 +61,53 @@ fn text(body: String) -> Response {
 
 /// `GET /v1/log/checkpoint[?tree_size=N]`: the signed checkpoint (C2SP
 /// tlog-checkpoint, a signed note), of the whole tree or of its first N leaves.
+///
+/// A set with `async` projectors: the checkpoint also signs the combined
+/// digest once the async lane has applied its size. The latest checkpoint
+/// (no `tree_size`) is always served, without that line while the lane is
+/// behind the head; one asked for by size is refused (503 `not_caught_up`,
+/// `Retry-After`) until the lane has applied it, so that it always comes
+/// whole (`min_seq=N` waits for it). `X-Leviathan-Async-Applied-Seq` says
+/// where the lane stood.
 pub async fn checkpoint(
     State(app): State<AppState>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
+    use crate::tlog::Combined;
     let size = size_param(&Params::from_query(q.as_deref())?, "tree_size")?;
     let t = app.transparency.clone();
-    let note = blocking(move || Ok(t.checkpoint_at(&t.log.view(), size)?)).await?;
-    Ok(text(note))
+    let combined = if size.is_some() {
+        Combined::Required
+    } else {
+        Combined::IfApplied
+    };
+    let served = blocking(move || match t.checkpoint(&t.log.view(), size, combined) {
+        Ok(s) => Ok(Ok(s)),
+        Err(e @ AuditError::AsyncBehind { .. }) => Ok(Err(ApiError::from(e))),
+        Err(e) => Err(e.into()),
+    })
+    .await?;
+    let served = match served {
+        Ok(s) => s,
+        Err(e) => {
+            let mut resp = e.into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Ok(resp);
+        }
+    };
+    let mut resp = text(served.note);
+    if let Some(applied) = served.async_applied {
+        resp.headers_mut().insert(
+            ASYNC_APPLIED_SEQ,
+            HeaderValue::from_str(&applied.0.to_string()).expect("digits are a header value"),
+        );
+    }
+    Ok(resp)
 }
+
+/// The checkpoint's header with the async lane's applied seq.
+const ASYNC_APPLIED_SEQ: &str = "x-leviathan-async-applied-seq";
 
 /// `GET /v1/log/public-key`: the checkpoints' verifier key, one line.
 pub async fn public_key(State(app): State<AppState>) -> Response {

@@ -195,6 +195,24 @@ impl From<CasError> for ApiError {
                 )
             }
             CasError::Store(e) => ApiError::storage("the artifact store failed", e),
+            CasError::Remote(e) => {
+                tracing::error!(error = %e, "the artifact store in PostgreSQL failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    message,
+                )
+                .with_details(json!({"cause": "postgres_unavailable", "reason": e}))
+            }
+            CasError::RemoteCorrupt { sha256, reason } => {
+                tracing::error!(%sha256, %reason, "an artifact in PostgreSQL is corrupt");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "artifact_corrupt",
+                    message,
+                )
+                .with_details(json!({"sha256": sha256, "reason": reason, "store": "postgres"}))
+            }
             other => ApiError::internal("artifact store failed", other),
         }
     }

@@ -141,9 +141,13 @@ async fn ingest_bundle(
     } else {
         bundle::parse(&bytes, &limits)?
     };
-    let missing_artifacts = app
-        .cas
-        .missing(bundle.artifacts.iter().map(|r| &r.sha256))?;
+    // In postgres mode a digest this node lacks is looked up in PostgreSQL
+    // (a blocking query: off the async workers).
+    let missing_artifacts = if bundle.artifacts.is_empty() {
+        Vec::new()
+    } else {
+        tokio::task::block_in_place(|| app.cas.missing(bundle.artifacts.iter().map(|r| &r.sha256)))?
+    };
     let bundle_id = bundle.bundle_id.to_string();
     let a = app.writer.append(bundle).await?;
     app.metrics.count_recorded_errors(&a.recorded_errors);

@@ -33,10 +33,22 @@ impl Publisher {
         node: Node,
     ) -> Result<Publisher, PgError> {
         let (url, id) = (settings.url.clone(), settings.holder.clone());
+        let instance = settings.instance.clone();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("leviathan-members".into())
-            .spawn(move || publish(&url, &id, role, &live, &disagreement, &node, &stopped))
+            .spawn(move || {
+                publish(
+                    &url,
+                    &id,
+                    &instance,
+                    role,
+                    &live,
+                    &disagreement,
+                    &node,
+                    &stopped,
+                )
+            })
             .map_err(PgError::Thread)?;
         Ok(Publisher {
             stop: Some(stop),
@@ -57,9 +69,11 @@ impl Drop for Publisher {
 /// The publisher thread: this node's row, every [`PUBLISH_EVERY`], until
 /// `stopped` is dropped. The synchronous client is created here, never on an
 /// async runtime's thread (start-up runs on one).
+#[allow(clippy::too_many_arguments)] // one thread's whole context, passed once
 fn publish(
     url: &str,
     node: &str,
+    instance: &str,
     role: &str,
     live: &crate::generations::LiveGraph,
     disagreement: &Disagreement,
@@ -81,16 +95,18 @@ fn publish(
                 }
                 let seq = i64::try_from(seq.0).unwrap_or(i64::MAX);
                 let published = c.execute(
-                    "INSERT INTO members (node_id, role, applied_seq, state_digest, fingerprint, updated_at, advertise_url)
-                     VALUES ($1, $2, $3, $4, $5, now(), $6)
+                    "INSERT INTO members (node_id, role, applied_seq, state_digest, fingerprint, updated_at, instance, advertise_url)
+                     VALUES ($1, $2, $3, $4, $5, now(), $6, $7)
                      ON CONFLICT (node_id) DO UPDATE SET role = $2, applied_seq = $3,
-                         state_digest = $4, fingerprint = $5, updated_at = now(), advertise_url = $6",
+                         state_digest = $4, fingerprint = $5, updated_at = now(), instance = $6,
+                         advertise_url = $7",
                     &[
                         &node,
                         &role,
                         &seq,
                         &&digest.as_bytes()[..],
                         &&current.fingerprint.as_bytes()[..],
+                        &instance,
                         &this.advertise_url,
                     ],
                 );
@@ -98,7 +114,7 @@ fn publish(
                     tracing::debug!(error = %e, "publishing this node's state failed");
                 }
                 match check_against_leader(c, node, &current) {
-                    Ok(Some(reason)) => disagreement.set(reason),
+                    Ok(Some(found)) => disagreement.set(found),
                     Ok(None) => {}
                     Err(e) => tracing::debug!(error = %e, "comparing with the leader failed"),
                 }
@@ -108,27 +124,74 @@ fn publish(
         }
         match stopped.recv_timeout(PUBLISH_EVERY) {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            _ => return,
+            _ => {
+                // A clean stop gives the node id up (crate::pg::identity).
+                if let Some(c) = client.as_mut() {
+                    let released = c.execute(
+                        "UPDATE members SET instance = '' WHERE node_id = $1 AND instance = $2",
+                        &[&node, &instance],
+                    );
+                    if let Err(e) = released {
+                        tracing::debug!(error = %e, "releasing this node's id failed");
+                    }
+                }
+                return;
+            }
         }
     }
 }
 
-/// Why this node must not serve reads, once found (it stays until a
-/// restart: the replica's store is rebuilt, or its projector set fixed).
+/// Why this node must not serve reads, once found. Another projector set
+/// stays until a restart with the writer's set; another state digest is
+/// repaired by the node itself (the writer thread rebuilds its graph from its
+/// log, then [`Disagreement::clear`]s it).
 #[derive(Clone, Default)]
-pub struct Disagreement(std::sync::Arc<std::sync::OnceLock<String>>);
+pub struct Disagreement(std::sync::Arc<std::sync::Mutex<Option<Found>>>);
+
+/// What the comparison with the writer found.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub reason: String,
+    /// Another digest at a common seq (not another projector set): a
+    /// rebuild of the graph from the log repairs it.
+    pub rebuilds: bool,
+    /// The seq compared at.
+    pub seq: u64,
+    /// The generation of the graph compared (a finding about a graph that
+    /// a rebuild has since replaced is stale).
+    pub generation: u64,
+}
 
 impl Disagreement {
-    pub fn get(&self) -> Option<&str> {
-        self.0.get().map(String::as_str)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Found>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set(&self, reason: String) {
-        if self.0.set(reason.clone()).is_ok() {
+    /// Why reads are refused, if they are.
+    pub fn get(&self) -> Option<String> {
+        self.lock().as_ref().map(|f| f.reason.clone())
+    }
+
+    pub fn found(&self) -> Option<Found> {
+        self.lock().clone()
+    }
+
+    /// Records a disagreement (the first one found stays until cleared).
+    pub fn set(&self, found: Found) {
+        let mut g = self.lock();
+        if g.is_none() {
             tracing::error!(
-                "{reason}; this node stops serving reads until it is fixed and restarted"
+                rebuilds = found.rebuilds,
+                "{}; this node stops serving reads until it agrees again",
+                found.reason
             );
+            *g = Some(found);
         }
+    }
+
+    /// Serves reads again (after a rebuild).
+    pub fn clear(&self) {
+        *self.lock() = None;
     }
 }
 
@@ -137,7 +200,7 @@ fn check_against_leader(
     c: &mut postgres::Client,
     node: &str,
     live: &crate::generations::Live,
-) -> Result<Option<String>, PgError> {
+) -> Result<Option<Found>, PgError> {
     let row = c.query_opt(
         "SELECT m.node_id, m.applied_seq, m.state_digest, m.fingerprint
            FROM members m JOIN leader l ON l.holder = m.node_id
@@ -150,11 +213,16 @@ fn check_against_leader(
     let digest = super::hash_of(seq, r.get(2))?;
     let fingerprint = super::hash_of(seq, r.get(3))?;
     if fingerprint != live.fingerprint {
-        return Ok(Some(format!(
-            "this node's projector set (fingerprint {}) is not the writer's ({leader}: {}), so its \
-             graph is not the writer's; run the writer's projector set",
-            live.fingerprint, fingerprint
-        )));
+        return Ok(Some(Found {
+            reason: format!(
+                "this node's projector set (fingerprint {}) is not the writer's ({leader}: {}), \
+                 so its graph is not the writer's; run the writer's projector set",
+                live.fingerprint, fingerprint
+            ),
+            rebuilds: false,
+            seq: u64::try_from(seq).unwrap_or(0),
+            generation: live.graph.generation(),
+        }));
     }
     let seq = crate::seq::Seq(u64::try_from(seq).unwrap_or(0));
     let ours = live.graph.digest_at(seq).map_err(|e| PgError::Corrupt {
@@ -162,11 +230,16 @@ fn check_against_leader(
         reason: format!("reading the local digest: {e}"),
     })?;
     Ok(match ours {
-        Some(d) if d != digest => Some(format!(
-            "this node's state digest at seq {} is {d}, the writer's ({leader}) is {digest}: its \
-             graph is not the writer's; rebuild it (an empty data dir fills from PostgreSQL)",
-            seq.0
-        )),
+        Some(d) if d != digest => Some(Found {
+            reason: format!(
+                "this node's state digest at seq {} is {d}, the writer's ({leader}) is {digest}: \
+                 its graph is not the writer's; it rebuilds its graph from its log",
+                seq.0
+            ),
+            rebuilds: true,
+            seq: seq.0,
+            generation: live.graph.generation(),
+        }),
         _ => None,
     })
 }

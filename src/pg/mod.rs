@@ -19,10 +19,13 @@
 //! finds another epoch there and appends nothing; seq is the primary key, so
 //! two appends of one seq cannot both commit anyway.
 
+pub mod artifacts;
 pub mod catch_up;
+pub mod identity;
 pub mod lag;
 pub mod members;
 pub mod schema;
+pub mod tls;
 
 use crate::digest::Sha256;
 use crate::log::record::ArtifactRef;
@@ -31,6 +34,16 @@ use crate::seq::Seq;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How a node in postgres mode commits its local batches of the log (an
+/// append after PostgreSQL committed it, a catch-up): written to the OS, not
+/// fsynced. PostgreSQL holds every event durably and start-up catches the
+/// local store up from it, so a local tail lost to a power cut is re-fetched
+/// (the same records, hashes and projections); a process crash loses nothing
+/// written to the OS anyway. Everything else in the local store is derived
+/// from the log, or kept durable on its own (generation switches, the
+/// artifact cache's commits, the node id file).
+pub const LOCAL_PERSIST: fjall::PersistMode = fjall::PersistMode::Buffer;
 
 /// The channel a commit notifies (payload: the new head seq), for replicas.
 pub const NOTIFY_CHANNEL: &str = "leviathan_log";
@@ -70,6 +83,15 @@ pub enum PgError {
     Thread(std::io::Error),
     #[error("the PostgreSQL log is inconsistent at seq {seq}: {reason}")]
     Corrupt { seq: u64, reason: String },
+    #[error(
+        "another running process uses this node's id ({node_id}): its heartbeat in PostgreSQL \
+         keeps moving. A data dir copied from another node (a cloned volume, a restored \
+         snapshot) shares that node's id: delete {file} in the copy and start it again (it makes \
+         a new id). Two processes with one id would take each other's writer lease"
+    )]
+    NodeIdInUse { node_id: String, file: String },
+    #[error("TLS to PostgreSQL: {0}")]
+    Tls(String),
 }
 
 impl PgError {
@@ -91,17 +113,34 @@ pub struct PgSettings {
     /// Who this node is in the lease (`<data dir>/node-id`, made on first
     /// start): a restarted node takes its own lease back at once.
     pub holder: String,
+    /// This process's token for its node id (a fresh UUID per start): a
+    /// second live process with the same id is refused (`identity`).
+    pub instance: String,
     /// Test hook: abort right after a PostgreSQL commit (before the local one).
     pub test_crash_after_commit: bool,
 }
 
-/// Connects (no TLS: a deployment that needs it puts the database on a
-/// private network or a local proxy; docs/SCALING.md).
+/// Connects, with TLS as the URL's `sslmode` says ([`tls`]).
 pub fn connect(url: &str) -> Result<postgres::Client, PgError> {
-    let mut config: postgres::Config = url.parse()?;
+    let (config, tls) = config(url)?;
+    Ok(config.connect(tls)?)
+}
+
+/// How every connection of this node is made (`LEVIATHAN_POSTGRES_URL`):
+/// the client's settings and the TLS connector ([`tls`]).
+pub fn config(
+    url: &str,
+) -> Result<(postgres::Config, tokio_postgres_rustls::MakeRustlsConnect), PgError> {
+    let split = tls::split(url)?;
+    let mut config: postgres::Config = split.rest.parse()?;
     config.application_name("leviathan");
     config.connect_timeout(Duration::from_secs(10));
-    Ok(config.connect(postgres::NoTls)?)
+    config.ssl_mode(if split.mode == tls::SslMode::Disable {
+        postgres::config::SslMode::Disable
+    } else {
+        postgres::config::SslMode::Require
+    });
+    Ok((config, tls::connector(&split)?))
 }
 
 /// The node's identity in the lease: stored in the data dir so that it
@@ -219,6 +258,12 @@ impl PgLog {
         &self.settings
     }
 
+    /// Claims this node's id for this process, or refuses while another live
+    /// process holds it ([`identity`]).
+    pub fn claim_identity(&mut self, claim: &identity::Claim<'_>) -> Result<(), PgError> {
+        identity::claim(&mut self.client, &self.settings, claim)
+    }
+
     /// The epoch this node leads with (0 before [`PgLog::try_lead`] succeeds).
     pub fn epoch(&self) -> i64 {
         self.epoch
@@ -270,6 +315,12 @@ impl PgLog {
             }
             let state = self.lease_state()?;
             waiting(&state);
+            // The node id's heartbeat (`identity`): its publisher does not
+            // run yet, and a copy of this data dir must still be refused.
+            self.client.execute(
+                "UPDATE members SET updated_at = now() WHERE node_id = $1 AND instance = $2",
+                &[&self.settings.holder, &self.settings.instance],
+            )?;
             // Poll again when it should have expired (at most a second away).
             let wait = state.expires_in.clamp(0.05, 1.0);
             std::thread::sleep(Duration::from_secs_f64(wait));
@@ -623,6 +674,16 @@ impl Leader {
         })
     }
 
+    /// How this node reaches the log.
+    pub fn settings(&self) -> &PgSettings {
+        self.log.settings()
+    }
+
+    /// The epoch it leads with.
+    pub fn epoch(&self) -> i64 {
+        self.log.epoch()
+    }
+
     /// The failure to stop with once the lease is lost.
     pub fn lost(&self) -> Option<crate::writer::StorageFailure> {
         self.lost
@@ -686,6 +747,17 @@ pub struct Follower {
     /// `LEVIATHAN_ROLE=auto`: take the writer's leadership once the lease
     /// is free.
     promotes: bool,
+    /// What a replica needs to repair a digest disagreement itself.
+    agreement: Option<Agreement>,
+}
+
+/// A replica's link to the comparison with the writer (`members`): the
+/// disagreement it found, and the generations catalog its rebuilt graph is
+/// recorded in.
+#[derive(Clone)]
+pub struct Agreement {
+    pub disagreement: members::Disagreement,
+    pub catalog: crate::generations::Catalog,
 }
 
 /// How long a replica waits for a notification before it looks anyway (a
@@ -697,7 +769,23 @@ impl Follower {
     pub fn new(mut log: PgLog, promotes: bool) -> Result<Follower, PgError> {
         log.client
             .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))?;
-        Ok(Follower { log, promotes })
+        Ok(Follower {
+            log,
+            promotes,
+            agreement: None,
+        })
+    }
+
+    /// Repairs a digest disagreement found by the comparison with the
+    /// writer by rebuilding its graph (the writer thread does).
+    pub fn with_agreement(mut self, agreement: Agreement) -> Follower {
+        self.agreement = Some(agreement);
+        self
+    }
+
+    /// Taken by the writer thread.
+    pub fn take_agreement(&mut self) -> Option<Agreement> {
+        self.agreement.take()
     }
 
     /// Whether it takes leadership when the lease is free.

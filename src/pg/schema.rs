@@ -102,6 +102,39 @@ CREATE TABLE members (
     },
     Migration {
         version: 3,
+        description: "artifacts: metadata rows and their blobs in 1 MiB bytea chunks; append-only",
+        sql: r#"
+CREATE TABLE artifacts (
+    sha256 bytea PRIMARY KEY CHECK (length(sha256) = 32),
+    size bigint NOT NULL CHECK (size >= 0),
+    chunks integer NOT NULL CHECK (chunks >= 1),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE artifact_chunks (
+    sha256 bytea NOT NULL CHECK (length(sha256) = 32),
+    ord integer NOT NULL CHECK (ord >= 0),
+    data bytea NOT NULL,
+    PRIMARY KEY (sha256, ord)
+);
+CREATE TRIGGER artifacts_append_only BEFORE UPDATE OR DELETE ON artifacts
+    FOR EACH ROW EXECUTE FUNCTION leviathan_append_only();
+CREATE TRIGGER artifacts_no_truncate BEFORE TRUNCATE ON artifacts
+    FOR EACH STATEMENT EXECUTE FUNCTION leviathan_append_only();
+CREATE TRIGGER artifact_chunks_append_only BEFORE UPDATE OR DELETE ON artifact_chunks
+    FOR EACH ROW EXECUTE FUNCTION leviathan_append_only();
+CREATE TRIGGER artifact_chunks_no_truncate BEFORE TRUNCATE ON artifact_chunks
+    FOR EACH STATEMENT EXECUTE FUNCTION leviathan_append_only();
+"#,
+    },
+    Migration {
+        version: 4,
+        description: "cluster members: the process that holds each node id",
+        sql: r#"
+ALTER TABLE members ADD COLUMN instance text NOT NULL DEFAULT '';
+"#,
+    },
+    Migration {
+        version: 5,
         description: "replication lag and redirects: each event's commit time, each member's advertised URL",
         // `committed_at` is the appending transaction's time (`now()`: its
         // start, a few milliseconds before its commit); rows older than the

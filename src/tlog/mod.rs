@@ -94,6 +94,15 @@ pub enum AuditError {
     Graph(#[from] crate::graph::GraphError),
     #[error("reading the artifact store: {0}")]
     Cas(#[from] crate::cas::CasError),
+    /// A checkpoint of `tree_size` was asked for, and the live set's async
+    /// projectors have applied only `applied`: its combined digest is not
+    /// known yet.
+    #[error(
+        "the async projectors have applied seq {applied}, not {tree_size} yet: the checkpoint \
+         of tree size {tree_size} cannot sign its combined-state-digest line; retry, add \
+         min_seq={tree_size} to wait, or ask for a tree size of at most {applied}"
+    )]
+    AsyncBehind { tree_size: u64, applied: Seq },
 }
 
 /// An inclusion proof as served (`GET /v1/events/{event_id}/proof`).
@@ -175,15 +184,46 @@ pub enum GraphSource {
 }
 
 impl GraphSource {
-    fn current(&self) -> (GraphStore, Sha256) {
-        match self {
+    /// The graph, its set's fingerprint, and whether that set has `async`
+    /// projectors (for a fixed graph: whether its async lane applied any seq).
+    fn current(&self) -> Result<(GraphStore, Sha256, bool), AuditError> {
+        Ok(match self {
             GraphSource::Live(live) => {
                 let l = live.get();
-                (l.graph.clone(), l.fingerprint)
+                (
+                    l.graph.clone(),
+                    l.fingerprint,
+                    l.projectors.asynchronous().is_some(),
+                )
             }
-            GraphSource::Fixed { graph, fingerprint } => (graph.clone(), *fingerprint),
-        }
+            GraphSource::Fixed { graph, fingerprint } => {
+                let asynchronous = graph.async_state()?.0 > Seq::ZERO;
+                (graph.clone(), *fingerprint, asynchronous)
+            }
+        })
     }
+}
+
+/// A checkpoint as the route serves it.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The signed note.
+    pub note: String,
+    /// A set with `async` projectors: the seq its async lane had applied
+    /// when the checkpoint was signed (`None` for an all-inline set).
+    pub async_applied: Option<Seq>,
+}
+
+/// Whether a checkpoint of a set with `async` projectors may leave the
+/// combined line out when the async lane is behind its tree size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combined {
+    /// Signed with the line when the lane has applied the size, without it
+    /// otherwise (the latest checkpoint, bundles, backups, exports).
+    IfApplied,
+    /// Refused with [`AuditError::AsyncBehind`] when the lane is behind (a
+    /// checkpoint asked for by size: the caller wants that size, whole).
+    Required,
 }
 
 impl Transparency {
@@ -199,8 +239,27 @@ impl Transparency {
         }
     }
 
-    /// The checkpoint of the tree of `size` leaves (the whole tree if `None`), signed.
+    /// The checkpoint of the tree of `size` leaves (the whole tree if `None`),
+    /// signed; with the combined line when the async lane has applied `size`
+    /// ([`Combined::IfApplied`]).
     pub fn checkpoint_at(&self, v: &View, size: Option<u64>) -> Result<String, AuditError> {
+        Ok(self.checkpoint(v, size, Combined::IfApplied)?.note)
+    }
+
+    /// The checkpoint of the tree of `size` leaves (the whole tree if
+    /// `None`), signed, and where the async lane stood.
+    ///
+    /// For a set with `async` projectors the checkpoint also signs the
+    /// combined digest at `size` (`combined-state-digest`), once the async
+    /// lane has applied `size` — never a value the lane has not computed.
+    /// When it has not, `combined` says whether the checkpoint is signed
+    /// without the line or refused.
+    pub fn checkpoint(
+        &self,
+        v: &View,
+        size: Option<u64>,
+        combined: Combined,
+    ) -> Result<Served, AuditError> {
         let size = self.size(v, size, "tree_size")?;
         let root = self.tree.root_at(v, size)?;
         let chain_head = if size == 0 {
@@ -213,10 +272,31 @@ impl Transparency {
                 .ok_or_else(|| AuditError::NotFound(format!("no record at seq {size}")))?;
             split_stored(value).map(|(h, _)| h)
         };
-        let (graph, fingerprint) = self.graph.current();
+        let (graph, fingerprint, asynchronous) = self.graph.current()?;
         let state_digest = graph.digest_at(Seq(size))?.ok_or_else(|| {
             AuditError::NotFound(format!("no state digest is recorded for seq {size}"))
         })?;
+        // The combined digest of a seq is written by the async lane when it
+        // commits that seq (from the inline digest above, same generation),
+        // and never changes after: read it once, and sign it if it is there.
+        // The empty log (size 0) has no events to cover: no line.
+        let (combined_state_digest, async_applied) = if asynchronous {
+            let applied = graph.async_state()?.0;
+            let d = if size == 0 {
+                None
+            } else {
+                graph.combined_digest_at(Seq(size))?
+            };
+            if d.is_none() && size > 0 && combined == Combined::Required {
+                return Err(AuditError::AsyncBehind {
+                    tree_size: size,
+                    applied,
+                });
+            }
+            (d, Some(applied))
+        } else {
+            (None, None)
+        };
         let c = Checkpoint {
             origin: self.signer.name().to_string(),
             tree_size: size,
@@ -224,8 +304,12 @@ impl Transparency {
             chain_head,
             state_digest,
             projector_set: fingerprint,
+            combined_state_digest,
         };
-        Ok(self.signer.sign(&c.text()))
+        Ok(Served {
+            note: self.signer.sign(&c.text()),
+            async_applied,
+        })
     }
 
     /// The inclusion proof of an event in the tree of `tree_size` leaves.
@@ -302,15 +386,16 @@ impl Transparency {
         let checkpoint = self.checkpoint_at(&v, Some(proof.tree_size))?;
         let mut artifacts = Vec::new();
         for (path, sha256) in audit::artifact_digests(&record) {
-            let meta = match cas {
-                Some(c) => c.meta(&sha256)?,
+            // Stored here or, in postgres mode, in the shared store.
+            let size = match cas {
+                Some(c) => c.size_of(&sha256)?,
                 None => None,
             };
             artifacts.push(ArtifactDigest {
                 path,
                 sha256,
-                stored: meta.is_some(),
-                size: meta.map(|m| m.size),
+                stored: size.is_some(),
+                size,
             });
         }
         Ok(AuditBundle {

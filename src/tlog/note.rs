@@ -11,7 +11,12 @@
 //!
 //! A checkpoint's text: the origin (the key name), the tree size in decimal,
 //! the base64 root hash, then three extension lines:
-//! `chain-head <hex|null>`, `state-digest <hex>`, `projector-set <hex>`.
+//! `chain-head <hex|null>`, `state-digest <hex>`, `projector-set <hex>`, and,
+//! for a projector set with `async` projectors whose async lane had applied
+//! the tree size when it was signed, a fourth:
+//! `combined-state-digest <hex>`. A checkpoint without it (every all-inline
+//! set's, and every checkpoint written before the line existed) is the same
+//! text, byte for byte, as before.
 
 use crate::digest::Sha256;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -265,12 +270,20 @@ pub struct Checkpoint {
     pub state_digest: Sha256,
     /// The fingerprint of the projector set that built that graph.
     pub projector_set: Sha256,
+    /// A set with `async` projectors: the combined digest after seq
+    /// `tree_size`, `SHA-256(state digest ‖ async lane's digest)`, covering
+    /// every projector's ops (`None`: an all-inline set, or the async lane
+    /// had not applied `tree_size` when the checkpoint was signed).
+    pub combined_state_digest: Option<Sha256>,
 }
+
+/// The extension line of the combined digest.
+pub const COMBINED_LINE: &str = "combined-state-digest";
 
 impl Checkpoint {
     /// The note text (unsigned).
     pub fn text(&self) -> String {
-        format!(
+        let mut t = format!(
             "{}\n{}\n{}\nchain-head {}\nstate-digest {}\nprojector-set {}\n",
             self.origin,
             self.tree_size,
@@ -278,7 +291,11 @@ impl Checkpoint {
             self.chain_head.map_or("null".into(), |h| h.to_hex()),
             self.state_digest,
             self.projector_set
-        )
+        );
+        if let Some(c) = &self.combined_state_digest {
+            t.push_str(&format!("{COMBINED_LINE} {c}\n"));
+        }
+        t
     }
 
     /// Parses a checkpoint's text (as returned by [`NoteVerifier::open`]).
@@ -302,11 +319,19 @@ impl Checkpoint {
             .ok()
             .and_then(|b| Sha256::from_slice(&b))
             .ok_or_else(|| bad(format!("bad root hash {:?}", lines[2])))?;
-        let ext = |key: &str| -> Result<&str, NoteError> {
-            lines[3..]
+        // An extension line by its key: absent, or exactly once.
+        let find = |key: &str| -> Result<Option<&str>, NoteError> {
+            let mut found = lines[3..]
                 .iter()
-                .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
-                .ok_or_else(|| bad(format!("no {key} extension line")))
+                .filter_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')));
+            let first = found.next();
+            if found.next().is_some() {
+                return Err(bad(format!("more than one {key} extension line")));
+            }
+            Ok(first)
+        };
+        let ext = |key: &str| -> Result<&str, NoteError> {
+            find(key)?.ok_or_else(|| bad(format!("no {key} extension line")))
         };
         let hex = |key: &str| -> Result<Sha256, NoteError> {
             ext(key)?
@@ -324,6 +349,12 @@ impl Checkpoint {
             chain_head,
             state_digest: hex("state-digest")?,
             projector_set: hex("projector-set")?,
+            combined_state_digest: find(COMBINED_LINE)?
+                .map(|h| {
+                    h.parse()
+                        .map_err(|_| bad(format!("bad {COMBINED_LINE} extension line")))
+                })
+                .transpose()?,
         })
     }
 }
@@ -364,6 +395,7 @@ mod tests {
             chain_head: Some(Sha256::of(b"h")),
             state_digest: Sha256::of(b"s"),
             projector_set: Sha256::of(b"p"),
+            combined_state_digest: None,
         };
         assert_eq!(Checkpoint::parse(&c.text()).unwrap(), c);
         let empty = Checkpoint {
@@ -373,5 +405,53 @@ mod tests {
         };
         assert_eq!(Checkpoint::parse(&empty.text()).unwrap(), empty);
         assert!(Checkpoint::parse("o\n012\nAA==\n").is_err());
+    }
+
+    #[test]
+    fn the_combined_line_is_a_fourth_extension_line_only_when_known() {
+        let inline = Checkpoint {
+            origin: "example.com/log".into(),
+            tree_size: 3,
+            root: Sha256::of(b"r"),
+            chain_head: Some(Sha256::of(b"h")),
+            state_digest: Sha256::of(b"s"),
+            projector_set: Sha256::of(b"p"),
+            combined_state_digest: None,
+        };
+        // Without it, the text is the three-extension-line form, unchanged.
+        let old = format!(
+            "example.com/log\n3\n{}\nchain-head {}\nstate-digest {}\nprojector-set {}\n",
+            B64.encode(Sha256::of(b"r").0),
+            Sha256::of(b"h"),
+            Sha256::of(b"s"),
+            Sha256::of(b"p")
+        );
+        assert_eq!(inline.text(), old);
+        assert_eq!(Checkpoint::parse(&old).unwrap(), inline);
+        let with = Checkpoint {
+            combined_state_digest: Some(Sha256::of(b"c")),
+            ..inline.clone()
+        };
+        let text = with.text();
+        assert_eq!(
+            text,
+            format!("{old}combined-state-digest {}\n", Sha256::of(b"c"))
+        );
+        assert_eq!(Checkpoint::parse(&text).unwrap(), with);
+        // Signed, it verifies; a changed combined digest does not.
+        let s = NoteSigner::generate("example.com/log").unwrap();
+        let v = NoteVerifier::from_text(&s.verifier_key()).unwrap();
+        let note = s.sign(&text);
+        assert_eq!(Checkpoint::parse(v.open(&note).unwrap()).unwrap(), with);
+        let forged = note.replace(&Sha256::of(b"c").to_hex(), &Sha256::of(b"d").to_hex());
+        assert!(matches!(v.open(&forged), Err(NoteError::BadSignature(_))));
+        // Malformed or repeated, it is refused.
+        assert!(Checkpoint::parse(&format!("{old}combined-state-digest zz\n")).is_err());
+        assert!(Checkpoint::parse(&format!(
+            "{text}combined-state-digest {}\n",
+            Sha256::of(b"c")
+        ))
+        .is_err());
+        assert!(Checkpoint::parse(&format!("{old}state-digest {}\n", Sha256::of(b"x"))).is_err());
     }
 }

@@ -63,6 +63,12 @@ impl Postgres {
     /// A started cluster, or `None` (after a SKIP line naming `test`) when
     /// PostgreSQL is not installed and not required.
     pub fn start(test: &str) -> Option<Postgres> {
+        Self::start_tls(test, None)
+    }
+
+    /// [`Postgres::start`], with TLS on (`ssl=on`) serving `cert_pem` with
+    /// `key_pem` when given.
+    pub fn start_tls(test: &str, tls: Option<(&str, &str)>) -> Option<Postgres> {
         let Some(bin) = find_bin() else {
             if std::env::var("LEVIATHAN_REQUIRE_POSTGRES").as_deref() == Ok("1") {
                 panic!(
@@ -97,6 +103,32 @@ impl Postgres {
             assert!(st.success(), "chown of the cluster dir failed");
         }
         let data = pg.data_dir();
+        let mut ssl = String::new();
+        if let Some((cert, key)) = tls {
+            let (cert_file, key_file) = (
+                pg.dir.path().join("server.crt"),
+                pg.dir.path().join("server.key"),
+            );
+            std::fs::write(&cert_file, cert).expect("write the server certificate");
+            std::fs::write(&key_file, key).expect("write the server key");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod the server key");
+            if as_postgres {
+                let st = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(&cert_file)
+                    .arg(&key_file)
+                    .status()
+                    .expect("run chown");
+                assert!(st.success(), "chown of the TLS files failed");
+            }
+            ssl = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert_file.display(),
+                key_file.display()
+            );
+        }
         let out = pg
             .tool("initdb")
             .args(["-A", "trust", "-U", "postgres", "-N", "-E", "UTF8", "-D"])
@@ -112,7 +144,7 @@ impl Postgres {
         for attempt in 0..5 {
             pg.port = free_port();
             let opts = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50{ssl}",
                 pg.port,
                 pg.dir.path().display()
             );

@@ -171,6 +171,50 @@ fn an_async_projector_lags_while_ingest_runs_at_full_speed_then_catches_up_like_
     let applied = r["error"]["details"]["applied_seq"].as_u64().unwrap();
     assert!(applied < head, "{r}");
     assert_eq!(r["error"]["details"]["log_head_seq"], head, "{r}");
+    // A checkpoint of the head cannot sign the combined digest yet: asked
+    // for by size, it is refused until the lane has applied it…
+    let resp = s
+        .req(
+            reqwest::Method::GET,
+            &format!("/v1/log/checkpoint?tree_size={head}"),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let (_, r) = parse(resp);
+    assert_eq!(r["error"]["code"], "not_caught_up", "{r}");
+    assert_eq!(r["error"]["details"]["tree_size"], head, "{r}");
+    assert!(
+        r["error"]["details"]["async_applied_seq"].as_u64().unwrap() < head,
+        "{r}"
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("combined-state-digest"),
+        "{r}"
+    );
+    // …and the latest is served without the line, saying where the lane stood.
+    let resp = s
+        .req(reqwest::Method::GET, "/v1/log/checkpoint")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let lane: u64 = resp.headers()["x-leviathan-async-applied-seq"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let note = resp.text().unwrap();
+    assert_eq!(
+        note.lines().nth(1),
+        Some(head.to_string().as_str()),
+        "{note}"
+    );
+    assert!(lane < head, "{lane} {note}");
+    assert!(!note.contains("combined-state-digest"), "{note}");
     // ... while the writer's own reads are at the head already.
     let (st, a1) = s.get(&format!("/v1/graph/nodes/a1?min_seq={}", head - 200));
     assert_eq!(st, 200, "{a1}");
@@ -204,6 +248,23 @@ fn an_async_projector_lags_while_ingest_runs_at_full_speed_then_catches_up_like_
     assert_eq!(done["async"]["errors"], 0);
     let combined = done["async"]["combined_digest"].clone();
     assert!(combined.is_string(), "{done}");
+    // Now the checkpoint of the head signs it.
+    let resp = s
+        .req(
+            reqwest::Method::GET,
+            &format!("/v1/log/checkpoint?tree_size={head}"),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let note = resp.text().unwrap();
+    assert!(
+        note.contains(&format!(
+            "\ncombined-state-digest {}\n",
+            combined.as_str().unwrap()
+        )),
+        "{note}"
+    );
     eprintln!("ingest of {n} events: {ingest_secs:.2} s; the async projector caught up {caught_up_secs:.2} s later");
     // Ingest was not held to the slow projector's pace: the follower took
     // far longer for the same events than ingest did.
