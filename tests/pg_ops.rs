@@ -279,18 +279,26 @@ fn ingest_sent_to_a_replica_is_redirected_to_the_writer_with_307() {
     assert_eq!(writer.get("/v1/log/head").1["seq"].as_u64(), Some(last));
     let (st, e) = replica.get(&format!("/v1/events/via-replica-2?min_seq={last}"));
     assert_eq!((st, e["seq"].as_u64()), (200, Some(last)), "{e}");
-    // The query string goes along; an artifact upload is redirected too.
+    // The query string goes along.
     let resp = no_redirects
-        .put(replica.url(&format!("/v1/artifacts/{}?x=1", sha256_hex(b"blob"))))
+        .post(replica.url("/v1/events/ingest?x=1"))
         .bearer_auth(TOKEN)
-        .body("blob")
+        .json(&b)
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 307);
     assert_eq!(
         resp.headers()["location"].to_str().unwrap(),
-        format!("{writer_url}/v1/artifacts/{}?x=1", sha256_hex(b"blob"))
+        format!("{writer_url}/v1/events/ingest?x=1")
     );
+    // Artifact uploads are not redirected: any node commits them to PostgreSQL.
+    let resp = no_redirects
+        .put(replica.url(&format!("/v1/artifacts/{}", sha256_hex(b"blob"))))
+        .bearer_auth(TOKEN)
+        .body("blob")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
     // Without a valid token there is no redirect: 401 first.
     let resp = no_redirects
         .post(replica.url("/v1/events/ingest"))

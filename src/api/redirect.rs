@@ -1,10 +1,11 @@
-//! Ingest sent to a replica (`LEVIATHAN_STORE=postgres`): 307 Temporary
+//! Event ingest sent to a replica (`LEVIATHAN_STORE=postgres`): 307 Temporary
 //! Redirect to the leader's advertised URL (`LEVIATHAN_ADVERTISE_URL`, which
 //! every node publishes in the members table), with the request's path and
 //! query. A 307 keeps the method and the body, so a client that follows
 //! redirects sends the same request to the writer; one Service over every
 //! node can take ingest. When no leader (or no leader URL) is known the answer
-//! is 503 `not_leader`, saying why. The replica never forwards the request
+//! is 503 `not_leader`, saying why. (Artifact uploads are not redirected:
+//! any node commits them to PostgreSQL.) The replica never forwards the request
 //! itself: it would hold the body and a connection for the writer's whole
 //! round trip, and an acknowledgement would then depend on two hops.
 
@@ -17,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-/// The ingest routes' layer (after authentication: only a client allowed to
+/// The event ingest route's layer (after authentication: only a client allowed to
 /// ingest learns where the writer is).
 pub async fn to_leader(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(cluster) = state.cluster.as_ref().filter(|_| state.writer.is_replica()) else {
