@@ -59,9 +59,19 @@ pub struct BenchArgs {
     /// read again (0 or 1: no second phase).
     #[arg(long, default_value_t = 10)]
     pub grow_factor: u64,
-    /// Requests per read route and phase (one at a time).
+    /// Requests per read route and phase.
     #[arg(long, default_value_t = 2_000)]
     pub reads: usize,
+    /// Send the read phases to this server instead of `--url` (repeat it to
+    /// spread reads over several, e.g. PostgreSQL replicas: reader `k` uses
+    /// the `k mod n`-th). Each waits with `?min_seq` until it has applied the
+    /// run before reads are timed. Ingest always goes to `--url`.
+    #[arg(long = "read-url")]
+    pub read_urls: Vec<String>,
+    /// Concurrent readers per read route (1: one request at a time, the
+    /// latency figures; more: the throughput figures).
+    #[arg(long, default_value_t = 1)]
+    pub read_clients: usize,
     /// Pace ingest at this many events per second across all clients (0: as
     /// fast as the server takes them), e.g. to measure something else under
     /// a steady load.
@@ -343,6 +353,10 @@ pub struct Latency {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub mean_ms: f64,
+    /// Requests answered per second over the route's whole timed run (read
+    /// phases only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
 }
 
 impl Latency {
@@ -363,6 +377,7 @@ impl Latency {
             p99_ms: at(0.99),
             max_ms: ms(*samples.last().expect("non-empty")),
             mean_ms: sum / samples.len() as f64,
+            requests_per_second: None,
         })
     }
 }
@@ -572,6 +587,10 @@ pub struct ReadReport {
     pub run_events: u64,
     /// The server's log head when the reads ran.
     pub head_seq: u64,
+    /// Where the reads went (`--read-url`, else `--url`).
+    pub read_urls: Vec<String>,
+    /// Concurrent readers per route.
+    pub read_clients: usize,
     pub summary: Option<Latency>,
     pub attempt_detail: Option<Latency>,
     pub attempts_list: Option<Latency>,
@@ -646,6 +665,9 @@ fn check_args(a: &BenchArgs) -> anyhow::Result<()> {
     if a.reads > MAX_READS {
         bail!("--reads must be at most {MAX_READS}");
     }
+    if a.read_clients == 0 || a.read_clients > MAX_CLIENTS {
+        bail!("--read-clients must be between 1 and {MAX_CLIENTS}");
+    }
     if !(a.duration_limit > 0.0 && a.duration_limit <= MAX_DURATION_SECS) {
         bail!("--duration-limit must be positive and at most {MAX_DURATION_SECS} seconds");
     }
@@ -668,16 +690,27 @@ fn id_char(c: char) -> bool {
 pub fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     check_args(args)?;
     let base = check_url(&args.url, args.allow_non_loopback)?;
+    let read_bases = args
+        .read_urls
+        .iter()
+        .map(|u| check_url(u, args.allow_non_loopback).map(|u| trim_base(&u)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_async(args, base))
+    rt.block_on(run_async(args, base, read_bases))
+}
+
+fn trim_base(u: &reqwest::Url) -> String {
+    u.as_str().trim_end_matches('/').to_owned()
 }
 
 struct Ctx {
     client: reqwest::Client,
     base: String,
+    /// Where reads go (at least one).
+    read_bases: Vec<String>,
     token: String,
     generator: Generator,
     deadline: Instant,
@@ -766,9 +799,13 @@ impl Ctx {
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        self.get_from(&self.base, path).await
+    }
+
+    async fn get_from(&self, base: &str, path: &str) -> anyhow::Result<serde_json::Value> {
         let resp = self
             .client
-            .get(self.url(path))
+            .get(format!("{base}{path}"))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -817,14 +854,18 @@ impl Ctx {
     }
 }
 
-async fn run_async(args: &BenchArgs, base: reqwest::Url) -> anyhow::Result<BenchReport> {
+async fn run_async(
+    args: &BenchArgs,
+    base: reqwest::Url,
+    read_bases: Vec<String>,
+) -> anyhow::Result<BenchReport> {
     let started = Instant::now();
     let run_id = args.run_id.clone().unwrap_or_else(|| {
         let u = uuid::Uuid::new_v4().simple().to_string();
         format!("r{}", &u[..10])
     });
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.clients + 1)
+        .pool_max_idle_per_host(args.clients.max(args.read_clients) + 1)
         .timeout(Duration::from_secs(120))
         .connect_timeout(Duration::from_secs(10))
         .no_proxy()
@@ -832,7 +873,12 @@ async fn run_async(args: &BenchArgs, base: reqwest::Url) -> anyhow::Result<Bench
         .context("building the HTTP client")?;
     let ctx = Arc::new(Ctx {
         client,
-        base: base.as_str().trim_end_matches('/').to_owned(),
+        read_bases: if read_bases.is_empty() {
+            vec![trim_base(&base)]
+        } else {
+            read_bases
+        },
+        base: trim_base(&base),
         token: args.token.clone(),
         generator: Generator::new(&run_id, &args.target),
         deadline: started + Duration::from_secs_f64(args.duration_limit),
@@ -882,7 +928,7 @@ async fn run_async(args: &BenchArgs, base: reqwest::Url) -> anyhow::Result<Bench
 
     let ingest = ingest_phase(&ctx, args, 0, args.events).await?;
     let mut done = ingest.events;
-    let reads = reads_phase(&ctx, args.reads, done).await?;
+    let reads = reads_phase(&ctx, args.reads, args.read_clients, done).await?;
     let (mut grow_ingest, mut grown_reads) = (None, None);
     if args.grow_factor > 1 && !ingest.truncated {
         let total = args.events * args.grow_factor;
@@ -892,7 +938,7 @@ async fn run_async(args: &BenchArgs, base: reqwest::Url) -> anyhow::Result<Bench
         let truncated = g.truncated;
         grow_ingest = Some(g);
         if !truncated {
-            grown_reads = Some(reads_phase(&ctx, args.reads, done).await?);
+            grown_reads = Some(reads_phase(&ctx, args.reads, args.read_clients, done).await?);
         }
     }
     Ok(BenchReport {
@@ -1061,10 +1107,29 @@ impl Pick {
     }
 }
 
-/// `n` requests per read route, one at a time, after a short warm-up.
-async fn reads_phase(ctx: &Arc<Ctx>, n: usize, run_events: u64) -> anyhow::Result<ReadReport> {
+/// `n` requests per read route from `clients` concurrent readers (reader
+/// `k` reads from the `k mod n`-th read URL), after a short warm-up.
+async fn reads_phase(
+    ctx: &Arc<Ctx>,
+    n: usize,
+    clients: usize,
+    run_events: u64,
+) -> anyhow::Result<ReadReport> {
     let head = ctx.get("/v1/log/head").await?;
     let head_seq = head["seq"].as_u64().unwrap_or(0);
+    // Every read server has applied the run before anything is timed.
+    // (Up to 20 waits of the server's longest, 30 s: a replica may still be
+    // applying a large ingest phase.)
+    for base in &ctx.read_bases {
+        let path = format!("/v1/log/head?min_seq={head_seq}&timeout_ms=30000");
+        let mut waits = 0;
+        while let Err(e) = ctx.get_from(base, &path).await {
+            waits += 1;
+            if waits >= 20 {
+                return Err(e.context(format!("{base} did not apply seq {head_seq}")));
+            }
+        }
+    }
     // Only attempts whose `attempt.created` is in the log.
     let attempts = run_events.div_ceil(EVENTS_PER_ATTEMPT).max(1);
     let mut pick = Pick(attempts ^ 0x5EED);
@@ -1102,30 +1167,55 @@ async fn reads_phase(ctx: &Arc<Ctx>, n: usize, run_events: u64) -> anyhow::Resul
     for route in routes {
         let paths = measure(route);
         // Warm-up: connection, caches of the hot top of the log.
-        for p in paths.iter().take(20) {
-            if let Err(e) = ctx.get(p).await {
-                ctx.error(format!("{e:#}"));
+        for base in &ctx.read_bases {
+            for p in paths.iter().take(20) {
+                if let Err(e) = ctx.get_from(base, p).await {
+                    ctx.error(format!("{e:#}"));
+                }
             }
+        }
+        let paths = Arc::new(paths);
+        let started = Instant::now();
+        let mut tasks = Vec::with_capacity(clients);
+        for k in 0..clients {
+            let (ctx, paths) = (ctx.clone(), paths.clone());
+            tasks.push(tokio::spawn(async move {
+                let base = &ctx.read_bases[k % ctx.read_bases.len()];
+                let mut samples = Vec::new();
+                let mut truncated = false;
+                for p in paths.iter().skip(k).step_by(clients) {
+                    if Instant::now() >= ctx.deadline {
+                        truncated = true;
+                        break;
+                    }
+                    let t = Instant::now();
+                    match ctx.get_from(base, p).await {
+                        Ok(_) => samples.push(t.elapsed()),
+                        Err(e) => ctx.error(format!("{e:#}")),
+                    }
+                }
+                (samples, truncated)
+            }));
         }
         let mut samples = Vec::with_capacity(n);
-        for p in &paths {
-            if Instant::now() >= ctx.deadline {
-                truncated = true;
-                break;
-            }
-            let t = Instant::now();
-            match ctx.get(p).await {
-                Ok(_) => samples.push(t.elapsed()),
-                Err(e) => ctx.error(format!("{e:#}")),
-            }
+        for t in tasks {
+            let (s, cut) = t.await.context("a reader panicked")?;
+            samples.extend(s);
+            truncated |= cut;
         }
+        let wall = started.elapsed().as_secs_f64();
         ctx.check_errors()?;
-        out.push(Latency::of(samples));
+        out.push(Latency::of(samples).map(|mut l| {
+            l.requests_per_second = Some(l.count as f64 / wall.max(1e-9));
+            l
+        }));
     }
     let mut it = out.into_iter();
     Ok(ReadReport {
         run_events,
         head_seq,
+        read_urls: ctx.read_bases.clone(),
+        read_clients: clients,
         summary: it.next().flatten(),
         attempt_detail: it.next().flatten(),
         attempts_list: it.next().flatten(),
@@ -1243,9 +1333,11 @@ pub fn render(r: &BenchReport) -> String {
     let reads = |s: &mut String, name: &str, rd: &ReadReport| {
         let _ = writeln!(
             s,
-            "{name} (log head {}, {} events of this run){}:",
+            "{name} (log head {}, {} events of this run; {} reader(s) over {}){}:",
             rd.head_seq,
             rd.run_events,
+            rd.read_clients,
+            rd.read_urls.join(", "),
             if rd.truncated { " (TRUNCATED)" } else { "" }
         );
         for (route, l) in [
@@ -1259,8 +1351,12 @@ pub fn render(r: &BenchReport) -> String {
             if let Some(l) = l {
                 let _ = writeln!(
                     s,
-                    "  {route:<15} p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  ({} requests)",
-                    l.p50_ms, l.p99_ms, l.max_ms, l.count
+                    "  {route:<15} p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  ({} requests, {:.0}/s)",
+                    l.p50_ms,
+                    l.p99_ms,
+                    l.max_ms,
+                    l.count,
+                    l.requests_per_second.unwrap_or(0.0)
                 );
             }
         }

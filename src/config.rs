@@ -108,6 +108,16 @@ pub struct StoreArgs {
         value_parser = PossibleValuesParser::new(["writer", "replica", "auto"])
     )]
     pub role: String,
+    /// With `postgres`: this node's URL as other nodes and clients reach it
+    /// (e.g. `http://leviathan-0.leviathan:8000`), published in the members
+    /// table: while this node leads, replicas answer ingest with a 307 to it.
+    #[arg(long, env = "LEVIATHAN_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// With `postgres`: a replica's `/readyz` answers 503 `replica_lagging`
+    /// while the oldest seq it has not applied was committed more than this
+    /// many seconds ago (0: lag never makes it unready).
+    #[arg(long, env = "LEVIATHAN_MAX_REPLICA_LAG_SECS", default_value_t = 30.0)]
+    pub max_replica_lag_secs: f64,
     /// Test suites only: abort the process right after a batch's PostgreSQL
     /// commit, before the local commit, to show start-up repairs it.
     #[arg(long, env = "LEVIATHAN_TEST_CRASH_AFTER_POSTGRES_COMMIT", hide = true)]
@@ -126,6 +136,10 @@ pub struct PostgresConfig {
     pub promote: bool,
     /// The hidden test hook (`StoreArgs::test_crash_after_postgres_commit`).
     pub test_crash_after_commit: bool,
+    /// `LEVIATHAN_ADVERTISE_URL`, without a trailing `/`.
+    pub advertise_url: Option<String>,
+    /// `LEVIATHAN_MAX_REPLICA_LAG_SECS` (`None`: 0, off).
+    pub max_replica_lag: Option<std::time::Duration>,
 }
 
 /// Monitoring settings of `leviathan serve` (LEVIATHAN_METRICS_TOKEN is read
@@ -233,6 +247,28 @@ pub enum ConfigError {
          `host=db.internal user=leviathan dbname=leviathan` or `postgres://leviathan@db.internal/leviathan`"
     )]
     MissingPostgresUrl,
+    #[error(
+        "LEVIATHAN_ADVERTISE_URL={0:?} is not an absolute http:// or https:// URL without a query \
+         (e.g. `http://leviathan-0.leviathan:8000`): replicas redirect ingest to it"
+    )]
+    BadAdvertiseUrl(String),
+    #[error("LEVIATHAN_MAX_REPLICA_LAG_SECS must be 0 (off) or a number of seconds up to 86400, got {0}")]
+    BadMaxLag(f64),
+}
+
+/// `LEVIATHAN_ADVERTISE_URL`, checked: absolute http(s), no query or
+/// fragment; returned without a trailing `/` (request paths are appended).
+fn advertise_url(raw: &str) -> Result<String, ConfigError> {
+    let bad = || ConfigError::BadAdvertiseUrl(raw.to_string());
+    let url = reqwest::Url::parse(raw.trim()).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(bad());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 /// Reads an environment variable, treating an empty value as unset.
@@ -310,6 +346,20 @@ impl Config {
                 test_crash_after_commit: args.store.test_crash_after_postgres_commit,
                 replica: !args.store.role.eq_ignore_ascii_case("writer"),
                 promote: args.store.role.eq_ignore_ascii_case("auto"),
+                advertise_url: args
+                    .store
+                    .advertise_url
+                    .as_deref()
+                    .filter(|u| !u.trim().is_empty())
+                    .map(advertise_url)
+                    .transpose()?,
+                max_replica_lag: match args.store.max_replica_lag_secs {
+                    0.0 => None,
+                    v if v.is_finite() && v > 0.0 && v <= 86_400.0 => {
+                        Some(std::time::Duration::from_secs_f64(v))
+                    }
+                    v => return Err(ConfigError::BadMaxLag(v)),
+                },
             })
         } else {
             None

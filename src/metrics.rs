@@ -145,6 +145,10 @@ pub struct Metrics {
     pub events_appended: Family<EventTypeLabel, Counter>,
     pub events_duplicate: Counter,
     pub log_head_seq: Gauge,
+    /// `LEVIATHAN_STORE=postgres`: this node's lag behind the PostgreSQL
+    /// log (crate::pg::lag; 0 elsewhere).
+    pub replica_lag_seconds: Gauge<f64, AtomicU64>,
+    pub replica_lag_seqs: Gauge,
     pub graph_applied_seq: Gauge,
     pub batch_bundles: Histogram,
     pub batch_events: Histogram,
@@ -213,6 +217,19 @@ impl Default for Metrics {
             "log_head_seq",
             "Seq of the last event in the log",
             log_head_seq.clone(),
+        );
+        let replica_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        r.register(
+            "replica_lag_seconds",
+            "LEVIATHAN_STORE=postgres: now minus the commit time of the oldest seq of the \
+             PostgreSQL log this node has not applied (0: caught up, or not on PostgreSQL)",
+            replica_lag_seconds.clone(),
+        );
+        let replica_lag_seqs = Gauge::default();
+        r.register(
+            "replica_lag_seqs",
+            "LEVIATHAN_STORE=postgres: the PostgreSQL log's head minus the seq this node applied",
+            replica_lag_seqs.clone(),
         );
         let graph_applied_seq = Gauge::default();
         r.register(
@@ -377,6 +394,8 @@ impl Default for Metrics {
             events_appended,
             events_duplicate,
             log_head_seq,
+            replica_lag_seconds,
+            replica_lag_seqs,
             graph_applied_seq,
             batch_bundles,
             batch_events,

@@ -295,11 +295,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(role) => {
             let settings = role.settings();
             let disagreement = crate::pg::members::Disagreement::default();
+            let pg = config.postgres.as_ref();
+            let node = crate::pg::members::Node {
+                advertise_url: pg.and_then(|p| p.advertise_url.clone()),
+                status: crate::pg::lag::NodeStatus::new(
+                    pg.and_then(|p| p.max_replica_lag),
+                    &metrics,
+                ),
+            };
             let publisher = crate::pg::members::Publisher::start(
                 settings,
                 role.name(),
                 live.clone(),
                 disagreement.clone(),
+                node.clone(),
             )
             .context("starting the cluster membership publisher")?;
             (
@@ -307,6 +316,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     url: settings.url.clone(),
                     node_id: settings.holder.clone(),
                     disagreement,
+                    node,
                 }),
                 Some(publisher),
             )

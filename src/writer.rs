@@ -423,6 +423,11 @@ impl Writer {
         })
     }
 
+    /// A replica's writer (until it is promoted): it appends nothing.
+    pub fn is_replica(&self) -> bool {
+        self.replica.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The committed head seq, updated after each commit that appended events:
     /// readers wake on it, then read the new events from the store.
     pub fn head_watch(&self) -> tokio::sync::watch::Receiver<Seq> {

@@ -161,6 +161,9 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
             m.graph_applied_seq.set(seq.0 as i64);
         }
         projector_lag(&app, &m);
+        if let Some(c) = &app.cluster {
+            c.node.status.export_lag();
+        }
         match app.builds.get() {
             Some(b) if b.state != crate::generations::build::BuildState::Switched => {
                 m.generation_build_applied_seq.set(b.applied_seq.0 as i64);

@@ -1,7 +1,9 @@
 //! Probes for orchestrators, without authentication: `/livez` (the process
 //! answers; `/healthz` is its alias for old clients) and `/readyz` (the server
 //! can do its work: the store is open, the projectors are loaded — both hold
-//! once it listens — and the writer has not stopped on a storage failure).
+//! once it listens — and the writer has not stopped on a storage failure; a
+//! PostgreSQL replica must also agree with the writer and not lag it by more
+//! than `LEVIATHAN_MAX_REPLICA_LAG_SECS`, crate::pg::lag).
 
 use super::AppState;
 use axum::extract::State;
@@ -22,6 +24,9 @@ pub async fn live() -> Json<crate::wire::Health> {
 /// shape, so a load balancer stops sending ingest to a server that cannot
 /// store it (reads keep working there; see docs/RUNBOOK.md).
 pub async fn ready(State(app): State<AppState>) -> Response {
+    if let Some(resp) = replica_unready(&app) {
+        return resp;
+    }
     match app.writer.health().failure() {
         None => Json(crate::wire::Health {
             status: "ready".into(),
@@ -35,4 +40,38 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         .with_details(json!({"cause": f.cause, "reason": f.message}))
         .into_response(),
     }
+}
+
+/// A replica that must leave the Service: it found its graph is not the
+/// writer's, or it lags past `LEVIATHAN_MAX_REPLICA_LAG_SECS`.
+fn replica_unready(app: &AppState) -> Option<Response> {
+    let cluster = app.cluster.as_ref().filter(|_| app.writer.is_replica())?;
+    let unready = |cause: &str, message: String, extra: serde_json::Value| {
+        let mut details = json!({"cause": cause, "reason": message});
+        if let (Some(d), serde_json::Value::Object(more)) = (details.as_object_mut(), extra) {
+            d.extend(more);
+        }
+        super::error::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("not ready: {message}"),
+        )
+        .with_details(details)
+        .into_response()
+    };
+    if let Some(reason) = cluster.disagreement.get() {
+        return Some(unready("replica_disagrees", reason.to_string(), json!({})));
+    }
+    let (lag, max) = cluster.node.status.lagging()?;
+    Some(unready(
+        "replica_lagging",
+        format!(
+            "this replica lags the PostgreSQL log by {:.1} s ({} seqs), more than \
+             LEVIATHAN_MAX_REPLICA_LAG_SECS={}",
+            lag.seconds,
+            lag.seqs,
+            max.as_secs_f64()
+        ),
+        json!({"lag_secs": lag.seconds, "lag_seqs": lag.seqs, "max_lag_secs": max.as_secs_f64()}),
+    ))
 }

@@ -39,7 +39,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP server.
-    Serve(ServeArgs),
+    // Boxed: its settings make it far larger than the other commands.
+    Serve(Box<ServeArgs>),
     /// Re-verify the whole hash chain of a data directory, offline (the server must be
     /// stopped), or of an export (--export DIR, no store needed).
     Verify {
@@ -208,7 +209,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Verify {
             data_dir: d,
             export: None,

@@ -30,13 +30,25 @@ impl Publisher {
         role: &'static str,
         live: crate::generations::LiveGraph,
         disagreement: Disagreement,
+        node: Node,
     ) -> Result<Publisher, PgError> {
-        let (url, node) = (settings.url.clone(), settings.holder.clone());
+        let (url, id) = (settings.url.clone(), settings.holder.clone());
         let instance = settings.instance.clone();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("leviathan-members".into())
-            .spawn(move || publish(&url, &node, &instance, role, &live, &disagreement, &stopped))
+            .spawn(move || {
+                publish(
+                    &url,
+                    &id,
+                    &instance,
+                    role,
+                    &live,
+                    &disagreement,
+                    &node,
+                    &stopped,
+                )
+            })
             .map_err(PgError::Thread)?;
         Ok(Publisher {
             stop: Some(stop),
@@ -57,6 +69,7 @@ impl Drop for Publisher {
 /// The publisher thread: this node's row, every [`PUBLISH_EVERY`], until
 /// `stopped` is dropped. The synchronous client is created here, never on an
 /// async runtime's thread (start-up runs on one).
+#[allow(clippy::too_many_arguments)] // one thread's whole context, passed once
 fn publish(
     url: &str,
     node: &str,
@@ -64,6 +77,7 @@ fn publish(
     role: &str,
     live: &crate::generations::LiveGraph,
     disagreement: &Disagreement,
+    this: &Node,
     stopped: &std::sync::mpsc::Receiver<()>,
 ) {
     let mut client: Option<postgres::Client> = None;
@@ -76,12 +90,16 @@ fn publish(
         let current = live.get();
         match (client.as_mut(), current.graph.state()) {
             (Some(c), Ok((seq, digest))) => {
+                if let Err(e) = this.status.refresh(c, seq) {
+                    tracing::debug!(error = %e, "measuring this node's lag failed");
+                }
                 let seq = i64::try_from(seq.0).unwrap_or(i64::MAX);
                 let published = c.execute(
-                    "INSERT INTO members (node_id, role, applied_seq, state_digest, fingerprint, updated_at, instance)
-                     VALUES ($1, $2, $3, $4, $5, now(), $6)
+                    "INSERT INTO members (node_id, role, applied_seq, state_digest, fingerprint, updated_at, instance, advertise_url)
+                     VALUES ($1, $2, $3, $4, $5, now(), $6, $7)
                      ON CONFLICT (node_id) DO UPDATE SET role = $2, applied_seq = $3,
-                         state_digest = $4, fingerprint = $5, updated_at = now(), instance = $6",
+                         state_digest = $4, fingerprint = $5, updated_at = now(), instance = $6,
+                         advertise_url = $7",
                     &[
                         &node,
                         &role,
@@ -89,6 +107,7 @@ fn publish(
                         &&digest.as_bytes()[..],
                         &&current.fingerprint.as_bytes()[..],
                         &instance,
+                        &this.advertise_url,
                     ],
                 );
                 if let Err(e) = published {
@@ -225,6 +244,16 @@ fn check_against_leader(
     })
 }
 
+/// This node as it publishes itself: its advertised URL and what it measures
+/// of its lag and of the leader (crate::pg::lag).
+#[derive(Clone)]
+pub struct Node {
+    /// `LEVIATHAN_ADVERTISE_URL`: where other nodes send ingest while this
+    /// node leads.
+    pub advertise_url: Option<String>,
+    pub status: super::lag::NodeStatus,
+}
+
 /// What `GET /v1/cluster` answers from.
 #[derive(Clone)]
 pub struct Cluster {
@@ -232,6 +261,8 @@ pub struct Cluster {
     pub node_id: String,
     /// Set once this node found it disagrees with the writer.
     pub disagreement: Disagreement,
+    /// Its lag and the leader's address (`/readyz`, `/metrics`, the 307).
+    pub node: Node,
 }
 
 /// `GET /v1/cluster`.
@@ -263,6 +294,11 @@ pub struct MemberView {
     pub applied_seq: u64,
     /// The log's head minus its applied seq.
     pub lag_seqs: u64,
+    /// Now minus the commit time of the oldest seq it had not applied at its
+    /// last heartbeat (0: it had applied the head).
+    pub lag_secs: f64,
+    /// Its `LEVIATHAN_ADVERTISE_URL` (`null`: none published).
+    pub advertise_url: Option<String>,
     /// Seconds since it last published (about 1 s for a live node).
     pub heartbeat_age_secs: f64,
     pub state_digest: Sha256,
@@ -296,9 +332,11 @@ impl Cluster {
             reason: format!("reading the local graph state: {e}"),
         })?;
         let rows = c.query(
-            "SELECT node_id, role, applied_seq, state_digest, fingerprint,
-                    extract(epoch FROM now() - updated_at)::float8
-               FROM members ORDER BY node_id",
+            "SELECT m.node_id, m.role, m.applied_seq, m.state_digest, m.fingerprint,
+                    extract(epoch FROM now() - m.updated_at)::float8, m.advertise_url,
+                    extract(epoch FROM clock_timestamp() - e.committed_at)::float8
+               FROM members m LEFT JOIN events e ON e.seq = m.applied_seq + 1
+              ORDER BY m.node_id",
             &[],
         )?;
         let head = u64::try_from(head).unwrap_or(0);
@@ -326,6 +364,8 @@ impl Cluster {
                 role: r.get(1),
                 applied_seq: seq,
                 lag_seqs: head.saturating_sub(seq),
+                lag_secs: r.get::<_, Option<f64>>(7).unwrap_or(0.0).max(0.0),
+                advertise_url: r.get(6),
                 heartbeat_age_secs: r.get::<_, Option<f64>>(5).unwrap_or(0.0),
                 state_digest: digest,
                 fingerprint,

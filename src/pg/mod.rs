@@ -22,6 +22,7 @@
 pub mod artifacts;
 pub mod catch_up;
 pub mod identity;
+pub mod lag;
 pub mod members;
 pub mod schema;
 pub mod tls;

@@ -133,6 +133,18 @@ CREATE TRIGGER artifact_chunks_no_truncate BEFORE TRUNCATE ON artifact_chunks
 ALTER TABLE members ADD COLUMN instance text NOT NULL DEFAULT '';
 "#,
     },
+    Migration {
+        version: 5,
+        description: "replication lag and redirects: each event's commit time, each member's advertised URL",
+        // `committed_at` is the appending transaction's time (`now()`: its
+        // start, a few milliseconds before its commit); rows older than the
+        // migration get the migration's time. Adding a column with a
+        // non-volatile default rewrites nothing, and fires no UPDATE trigger.
+        sql: r#"
+ALTER TABLE events ADD COLUMN committed_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE members ADD COLUMN advertise_url text;
+"#,
+    },
 ];
 
 /// The newest schema version this binary knows.

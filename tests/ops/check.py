@@ -49,6 +49,8 @@ LEVIATHAN_METRICS = {
     "leviathan_events_duplicate_total",
     "leviathan_log_head_seq",
     "leviathan_graph_applied_seq",
+    "leviathan_replica_lag_seconds",
+    "leviathan_replica_lag_seqs",
     "leviathan_projector_applied_seq",
     "leviathan_projector_lag_events",
     "leviathan_projector_lag_seconds",
@@ -241,7 +243,11 @@ def objects_problems(where, objs, core_digest):
         ):
             out.append(f"{name}: a Secret with a value is committed")
         if o.get("kind") == "StatefulSet" and o["spec"].get("replicas") != 1:
-            out.append(f"{name}: the single writer needs exactly 1 replica")
+            # On the embedded store one writer owns the store; on PostgreSQL the fenced
+            # lease lets several `auto` pods stand by (docs/SCALING.md).
+            env = {e["name"]: e.get("value") for c in pod_spec(o)["containers"] for e in c.get("env") or []}
+            if not (env.get("LEVIATHAN_STORE") == "postgres" and env.get("LEVIATHAN_ROLE") == "auto"):
+                out.append(f"{name}: the single writer needs exactly 1 replica")
         pod = pod_spec(o)
         if pod is None:
             continue
@@ -272,6 +278,47 @@ def objects_problems(where, objs, core_digest):
                         out += projector_path_problems(name, data[key], c)
             if not found:
                 out.append(f"{name}: LEVIATHAN_PROJECTORS_FILE {path} is not in a mounted ConfigMap")
+    return out
+
+
+def postgres_problems(where, objs):
+    """The PostgreSQL overlay: every pod on the PostgreSQL log, its URL from a Secret,
+    lag-aware readiness, writers that can fail over, replicas, a Service for each."""
+    out = []
+    workloads = [o for o in objs if o.get("kind") in ("StatefulSet", "Deployment")]
+    roles = {}
+    for o in workloads:
+        name = f"{where}: {o['kind']}/{o['metadata']['name']}"
+        c = pod_spec(o)["containers"][0]
+        env = {e["name"]: e for e in c.get("env") or []}
+        if (env.get("LEVIATHAN_STORE") or {}).get("value") != "postgres":
+            out.append(f"{name}: LEVIATHAN_STORE is not postgres")
+        url = env.get("LEVIATHAN_POSTGRES_URL") or {}
+        if "value" in url or not (url.get("valueFrom") or {}).get("secretKeyRef"):
+            out.append(f"{name}: LEVIATHAN_POSTGRES_URL must come from a Secret (secretKeyRef)")
+        if ((c.get("readinessProbe") or {}).get("httpGet") or {}).get("path") != "/readyz":
+            out.append(f"{name}: readiness must probe /readyz (lag-aware)")
+        lag = (env.get("LEVIATHAN_MAX_REPLICA_LAG_SECS") or {}).get("value")
+        if lag in (None, "0"):
+            out.append(f"{name}: LEVIATHAN_MAX_REPLICA_LAG_SECS must be set (readiness tied to lag)")
+        role = (env.get("LEVIATHAN_ROLE") or {}).get("value")
+        roles.setdefault(role, []).append(o)
+        if role == "auto" and "LEVIATHAN_ADVERTISE_URL" not in env:
+            out.append(f"{name}: a writer pod must publish LEVIATHAN_ADVERTISE_URL (replicas redirect to it)")
+    if not any(o["kind"] == "StatefulSet" and o["spec"].get("replicas", 1) >= 2 for o in roles.get("auto", [])):
+        out.append(f"{where}: no StatefulSet of at least 2 LEVIATHAN_ROLE=auto writer pods")
+    if not any(o["kind"] == "Deployment" for o in roles.get("replica", [])):
+        out.append(f"{where}: no Deployment of LEVIATHAN_ROLE=replica pods")
+    services = [o for o in objs if o.get("kind") == "Service"]
+    for role, component in (("auto", "writer"), ("replica", "replica")):
+        labels = [pod_spec(o) and o["spec"]["template"]["metadata"]["labels"] for o in roles.get(role, [])]
+        if not any(
+            all(lab.get(k) == v for k, v in (svc["spec"].get("selector") or {}).items())
+            and (svc["spec"].get("selector") or {}).get("app.kubernetes.io/component") == component
+            for svc in services
+            for lab in labels
+        ):
+            out.append(f"{where}: no Service selects the {component} pods alone")
     return out
 
 
@@ -428,6 +475,43 @@ def check_k8s():
             for t in o["spec"]["volumeClaimTemplates"]:
                 if t["spec"]["accessModes"] != ["ReadWriteOncePod"]:
                     problems.append("production: the data volume must be ReadWriteOncePod")
+    if "postgres" in rendered:
+        pg = rendered["postgres"]
+        problems += postgres_problems("postgres", pg)
+        # Its rules refuse mutated copies: a URL in plain text, lag ignored, one writer
+        # pod on the embedded store scaled to 2.
+        def pg_mutated(kind, f):
+            o = copy.deepcopy(pg)
+            f(next(x for x in o if x["kind"] == kind))
+            return postgres_problems("selftest", o) + objects_problems("selftest", o, core_digest)
+
+        def env_of(w):
+            return pod_spec(w)["containers"][0]["env"]
+
+        def plain_url(w):
+            for e in env_of(w):
+                if e["name"] == "LEVIATHAN_POSTGRES_URL":
+                    e.pop("valueFrom")
+                    e["value"] = "host=db password=x"
+
+        def no_lag(w):
+            w_env = env_of(w)
+            w_env[:] = [e for e in w_env if e["name"] != "LEVIATHAN_MAX_REPLICA_LAG_SECS"]
+
+        def embedded(w):
+            for e in env_of(w):
+                if e["name"] == "LEVIATHAN_STORE":
+                    e["value"] = "fjall"
+
+        expect_caught("a PostgreSQL URL in plain text", pg_mutated("Deployment", plain_url), "secretKeyRef")
+        expect_caught("readiness not tied to lag", pg_mutated("Deployment", no_lag), "MAX_REPLICA_LAG")
+        expect_caught("two writer pods on the embedded store", pg_mutated("StatefulSet", embedded), "exactly 1 replica")
+        with open(os.path.join(overlays_dir, "postgres", "secret.template.yaml")) as f:
+            tmpl = load_yaml_all(f.read())
+        problems += schema_problems("postgres/secret.template.yaml", tmpl, versions)
+        for t in tmpl:
+            if any((t.get("stringData") or {}).values()) or any((t.get("data") or {}).values()):
+                problems.append("postgres/secret.template.yaml: the template carries a value")
     selftest_k8s(rendered["production"], core_digest, versions)
     print(f"validated against Kubernetes {', '.join(versions)} schemas (kubernetes-validate "
           f"{kubernetes_validate.__version__}, strict); rule self-test passed")

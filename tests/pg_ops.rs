@@ -1,0 +1,379 @@
+//! `LEVIATHAN_STORE=postgres` for operators: a replica's lag in seqs and
+//! seconds (`GET /v1/cluster`, `/metrics`), readiness tied to it
+//! (`LEVIATHAN_MAX_REPLICA_LAG_SECS`), and ingest sent to a replica answered
+//! with a 307 to the writer's advertised URL. Each test runs its own
+//! throwaway PostgreSQL cluster (tests/common/pg.rs) and real server
+//! processes.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::pg::Postgres;
+use common::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn pg_env<'a>(url: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("LEVIATHAN_STORE", "postgres"),
+        ("LEVIATHAN_POSTGRES_URL", url),
+        ("LEVIATHAN_POSTGRES_LEASE_SECS", "2"),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+/// A server on `dir` listening on `port` (so that its advertised URL can be
+/// given before it starts).
+fn server_on_port(dir: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Server {
+    let mut cmd = leviathan();
+    cmd.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN)
+        .env("LEVIATHAN_LOG", "info,fjall=warn,lsm_tree=warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Server::spawn(cmd, dir)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, at most `secs`.
+fn wait_for<T>(secs: u64, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "{what} did not happen within {secs} s; last: {last}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn applied(s: &Server) -> u64 {
+    s.get("/v1/projection").1["applied_seq"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+fn metrics(s: &Server) -> String {
+    s.client
+        .get(s.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+/// The member row of `GET /v1/cluster` (from `s`) whose role is `role`.
+fn member(s: &Server, role: &str) -> Value {
+    let (st, v) = s.get("/v1/cluster");
+    assert_eq!(st, 200, "{v}");
+    v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == role)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// How the replica is made to lag, deterministically and without a test hook
+/// in the server: it connects as its own PostgreSQL role. While that role may
+/// read only the `seq` and `committed_at` columns of `events`, the replica's
+/// follow loop (which reads whole events) fails and retries, so it applies
+/// nothing, while its lag measurement (which reads only those two columns)
+/// keeps working and the writer keeps appending. Granting the table back lets
+/// it catch up.
+#[test]
+fn a_replica_lagging_past_the_threshold_is_not_ready_and_reports_its_lag_until_it_catches_up() {
+    let Some(pg) = Postgres::start("a_replica_lagging_is_not_ready") else {
+        return;
+    };
+    let url = pg.url();
+    let writer = Server::start_with(&pg_env(&url, &[]));
+    // The writer migrated the schema: a role for the replica.
+    let mut admin = pg.client();
+    admin
+        .batch_execute(
+            "CREATE ROLE lagging LOGIN;
+             GRANT USAGE, CREATE ON SCHEMA public TO lagging;
+             GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO lagging;",
+        )
+        .unwrap();
+    let replica_url = format!(
+        "host=127.0.0.1 port={} user=lagging dbname=postgres",
+        pg.port
+    );
+    let replica = Server::start_with(&pg_env(
+        &replica_url,
+        &[
+            ("LEVIATHAN_ROLE", "replica"),
+            ("LEVIATHAN_MAX_REPLICA_LAG_SECS", "1"),
+        ],
+    ));
+    let (st, r) = writer.ingest(&bundle("before", events("before", 3)));
+    assert_eq!(st, 200, "{r}");
+    let first = r["last_seq"].as_u64().unwrap();
+    wait_for(60, "the replica applying the first bundle", || {
+        (applied(&replica) >= first)
+            .then_some(())
+            .ok_or_else(|| applied(&replica).to_string())
+    });
+    let (st, r) = replica.get("/readyz");
+    assert_eq!(st, 200, "a caught-up replica is ready: {r}");
+
+    // From here the replica cannot read events: the writer appends 4 more.
+    admin
+        .batch_execute(
+            // (Revoking the table's privilege revokes its column privileges
+            // too: the two columns are granted again.)
+            "REVOKE SELECT ON events FROM lagging;
+             GRANT SELECT (seq, committed_at) ON events TO lagging;",
+        )
+        .unwrap();
+    let (st, r) = writer.ingest(&bundle("during", events("during", 4)));
+    assert_eq!(st, 200, "{r}");
+    let head = r["last_seq"].as_u64().unwrap();
+    assert_eq!(head, first + 4);
+
+    // Past 1 s behind, the replica leaves the Service: 503, saying why.
+    let body = wait_for(
+        30,
+        "the replica's /readyz answering replica_lagging",
+        || {
+            let (st, r) = replica.get("/readyz");
+            (st == 503 && r["error"]["details"]["cause"] == "replica_lagging")
+                .then_some(r.clone())
+                .ok_or_else(|| format!("{st} {r}\n{}", replica.log.lock().unwrap().join("\n")))
+        },
+    );
+    let details = &body["error"]["details"];
+    assert_eq!(body["error"]["code"], "not_ready", "{body}");
+    assert_eq!(details["lag_seqs"].as_u64(), Some(4), "{body}");
+    assert!(details["lag_secs"].as_f64().unwrap() > 1.0, "{body}");
+    assert_eq!(details["max_lag_secs"].as_f64(), Some(1.0), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("LEVIATHAN_MAX_REPLICA_LAG_SECS"),
+        "{body}"
+    );
+    // It still answers reads (at the seq it has), and applied nothing more.
+    assert_eq!(applied(&replica), first);
+    // The writer is not subject to lag.
+    assert_eq!(writer.get("/readyz").0, 200);
+    // Its own /metrics say so.
+    let m = metrics(&replica);
+    assert_eq!(metric(&m, "leviathan_replica_lag_seqs"), 4.0, "{m}");
+    assert!(metric(&m, "leviathan_replica_lag_seconds") > 1.0, "{m}");
+    // And every node's /v1/cluster shows it, in seqs and seconds.
+    let row = wait_for(30, "the replica's member row showing its lag", || {
+        let m = member(&writer, "replica");
+        (m["lag_seqs"].as_u64() == Some(4) && m["lag_secs"].as_f64() > Some(1.0))
+            .then_some(m.clone())
+            .ok_or_else(|| m.to_string())
+    });
+    assert_eq!(row["applied_seq"].as_u64(), Some(first), "{row}");
+    let w = member(&replica, "writer");
+    assert_eq!(
+        (w["lag_seqs"].as_u64(), w["lag_secs"].as_f64()),
+        (Some(0), Some(0.0)),
+        "{w}"
+    );
+
+    // Given the table back, it catches up and is ready again, lag 0.
+    admin
+        .batch_execute("GRANT SELECT ON events TO lagging")
+        .unwrap();
+    wait_for(60, "the replica ready again", || {
+        let (st, r) = replica.get("/readyz");
+        (st == 200).then_some(()).ok_or_else(|| format!("{st} {r}"))
+    });
+    assert_eq!(applied(&replica), head);
+    let m = metrics(&replica);
+    assert_eq!(metric(&m, "leviathan_replica_lag_seqs"), 0.0, "{m}");
+    assert_eq!(metric(&m, "leviathan_replica_lag_seconds"), 0.0, "{m}");
+}
+
+#[test]
+fn ingest_sent_to_a_replica_is_redirected_to_the_writer_with_307() {
+    let Some(pg) = Postgres::start("ingest_sent_to_a_replica_is_redirected") else {
+        return;
+    };
+    let url = pg.url();
+    let writer_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let writer_url = format!("http://127.0.0.1:{port}");
+    let mut writer = server_on_port(
+        writer_dir.path(),
+        port,
+        &pg_env(
+            &url,
+            &[("LEVIATHAN_ADVERTISE_URL", &format!("{writer_url}/"))],
+        ),
+    );
+    assert_eq!(writer.base, writer_url);
+    let replica = Server::start_with(&pg_env(&url, &[("LEVIATHAN_ROLE", "replica")]));
+    let no_redirects = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let b = bundle("via-replica", events("via-replica", 3));
+    let post_to_replica = || {
+        let resp = no_redirects
+            .post(replica.url("/v1/events/ingest"))
+            .bearer_auth(TOKEN)
+            .json(&b)
+            .send()
+            .unwrap();
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string());
+        let (st, body) = parse(resp);
+        (st, location, body)
+    };
+    // The replica learns the writer's URL from the members table.
+    let (location, body) = wait_for(30, "a 307 from the replica", || match post_to_replica() {
+        (307, Some(l), body) => Ok((l, body)),
+        other => Err(format!("{other:?}")),
+    });
+    assert_eq!(location, format!("{writer_url}/v1/events/ingest"));
+    assert_eq!(body["location"], location.as_str(), "{body}");
+    // Nothing was appended by the redirect itself.
+    assert_eq!(writer.get("/v1/log/head").1["seq"].as_u64(), Some(0));
+    // Following it (the same method, body and token to the Location, as a
+    // 307 asks) appends at the writer. (HTTP clients drop the Authorization
+    // header when they follow a redirect to another origin on their own, so
+    // the client re-sends it itself: docs/API.md.)
+    let (st, r) = parse(
+        no_redirects
+            .post(&location)
+            .bearer_auth(TOKEN)
+            .json(&b)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["ingested"].as_u64(), Some(3), "{r}");
+    let last = r["last_seq"].as_u64().unwrap();
+    assert_eq!(writer.get("/v1/log/head").1["seq"].as_u64(), Some(last));
+    let (st, e) = replica.get(&format!("/v1/events/via-replica-2?min_seq={last}"));
+    assert_eq!((st, e["seq"].as_u64()), (200, Some(last)), "{e}");
+    // The query string goes along.
+    let resp = no_redirects
+        .post(replica.url("/v1/events/ingest?x=1"))
+        .bearer_auth(TOKEN)
+        .json(&b)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 307);
+    assert_eq!(
+        resp.headers()["location"].to_str().unwrap(),
+        format!("{writer_url}/v1/events/ingest?x=1")
+    );
+    // Artifact uploads are not redirected: any node commits them to PostgreSQL.
+    let resp = no_redirects
+        .put(replica.url(&format!("/v1/artifacts/{}", sha256_hex(b"blob"))))
+        .bearer_auth(TOKEN)
+        .body("blob")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    // Without a valid token there is no redirect: 401 first.
+    let resp = no_redirects
+        .post(replica.url("/v1/events/ingest"))
+        .json(&b)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    // Reads on the replica are not redirected.
+    assert_eq!(replica.get("/v1/log/head").0, 200);
+
+    // No writer (killed; its lease runs out): 503 not_leader, saying why.
+    writer.kill();
+    let body = wait_for(
+        30,
+        "503 not_leader without a writer",
+        || match post_to_replica() {
+            (503, None, body) if body["error"]["code"] == "not_leader" => Ok(body),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("no writer holds"),
+        "{body}"
+    );
+    // A writer that advertises no URL: 503 not_leader naming the setting.
+    let _writer = Server::start_in(writer_dir.path(), &pg_env(&url, &[]));
+    let body = wait_for(
+        30,
+        "503 naming LEVIATHAN_ADVERTISE_URL",
+        || match post_to_replica() {
+            (503, None, body)
+                if body["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("LEVIATHAN_ADVERTISE_URL")) =>
+            {
+                Ok(body)
+            }
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert_eq!(body["error"]["code"], "not_leader", "{body}");
+    assert_eq!(body["error"]["details"]["cause"], "not_leader", "{body}");
+}
+
+#[test]
+fn a_bad_advertise_url_or_lag_threshold_is_refused_at_start_with_directions() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value, says) in [
+        (
+            "LEVIATHAN_ADVERTISE_URL",
+            "leviathan-0:8000",
+            "LEVIATHAN_ADVERTISE_URL",
+        ),
+        ("LEVIATHAN_ADVERTISE_URL", "ftp://10.0.0.1/", "http://"),
+        (
+            "LEVIATHAN_ADVERTISE_URL",
+            "http://10.0.0.1:8000/?x=1",
+            "without a query",
+        ),
+        (
+            "LEVIATHAN_MAX_REPLICA_LAG_SECS",
+            "-1",
+            "LEVIATHAN_MAX_REPLICA_LAG_SECS",
+        ),
+        ("LEVIATHAN_MAX_REPLICA_LAG_SECS", "NaN", "0 (off)"),
+    ] {
+        let mut cmd = serve_command(dir.path());
+        cmd.env("LEVIATHAN_STORE", "postgres")
+            // Never reached: the settings are checked first.
+            .env(
+                "LEVIATHAN_POSTGRES_URL",
+                "host=127.0.0.1 port=1 user=nobody",
+            )
+            .env(name, value);
+        let out = refused(cmd);
+        assert!(out.contains(says), "{name}={value}: {out}");
+    }
+}
