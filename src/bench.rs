@@ -896,7 +896,7 @@ async fn run_async(
         .context("the server does not answer GET /v1/log/head")?;
     if args.events == 0 {
         // Reads only, against an earlier run's events.
-        let reads = reads_phase(&ctx, args.reads, args.run_events).await?;
+        let reads = reads_phase(&ctx, args.reads, args.read_clients, args.run_events).await?;
         let now = ctx.mark(0, started, Instant::now()).await;
         return Ok(BenchReport {
             run_id,
