@@ -101,7 +101,6 @@ pub fn rebuild(
             let mut batch = chunk_batch(db, chunk.len());
             staging.write_into(&mut batch)?;
             batch.commit()?;
-            crate::storage::wait_for_flushes(db, FLUSH_WAIT);
             events += chunk.len() as u64;
         }
         Ok(())
@@ -144,9 +143,6 @@ pub fn rebuild(
 /// changes (~1.4 per event in the benchmark's stream), the records, indexes
 /// and counters they touch. A batch that needs more grows as before.
 const BATCH_ITEMS_PER_EVENT: usize = 8;
-
-/// Longest a bulk writer waits for fjall's flushes after one chunk.
-pub(crate) const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// An empty write batch for a chunk of `events` events, its item vector
 /// reserved up front (`Database::batch` starts empty and grows it by

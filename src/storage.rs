@@ -109,27 +109,6 @@ pub(crate) const CACHE_BYTES: u64 = 16 << 20;
 /// (docs/BENCHMARKS.md).
 pub(crate) const TABLE_TARGET_BYTES: u64 = 16 << 20;
 
-/// Most memtable flushes a bulk writer (a rebuild, a generation build) lets
-/// queue up before it waits for fjall's worker. fjall itself halts a writer
-/// only at 4 sealed memtables per keyspace, so with ~20 keyspaces a rebuild
-/// that writes faster than the one worker flushes reached 2.1 GiB RSS at 1M
-/// events (docs/BENCHMARKS.md); 8 queued flushes are at most 48 MiB of sealed
-/// memtables ([`MAX_MEMTABLE_BYTES`] each).
-pub(crate) const BULK_QUEUED_FLUSHES: usize = 8;
-
-/// Waits, after a bulk writer's commit, until at most
-/// [`BULK_QUEUED_FLUSHES`] memtable flushes are queued (the worker flushes
-/// them meanwhile), so a rebuild's memory stays bounded whatever the log's
-/// length. Returns at once when they already are; never waits longer than
-/// `limit` in all (a stuck flush is then fjall's to report on a later write,
-/// not a hang here).
-pub(crate) fn wait_for_flushes(db: &fjall::Database, limit: std::time::Duration) {
-    let started = std::time::Instant::now();
-    while db.outstanding_flushes() > BULK_QUEUED_FLUSHES && started.elapsed() < limit {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-}
-
 /// Opens (or creates) the fjall database at `path` with the settings above.
 pub fn open_database(path: &std::path::Path) -> fjall::Result<fjall::Database> {
     fjall::Database::builder(path)

@@ -228,7 +228,6 @@ pub fn build_until(
                 plan.graph
                     .stage_projector_set(&mut batch, &plan.fingerprint);
                 batch.commit().context("committing a build chunk")?;
-                crate::storage::wait_for_flushes(db, crate::replay::FLUSH_WAIT);
                 applied = last;
             }
         })();
