@@ -180,10 +180,6 @@ struct RecordOut<'a> {
     seq: Seq,
 }
 
-/// Bytes of a change record besides its strings and raw parts: the keys,
-/// quotes, `seq` and `ord` (an upper bound for the vector's first size).
-const RECORD_OVERHEAD: usize = 128;
-
 /// The pending history of one `Staging` (one write batch).
 #[derive(Default)]
 pub(crate) struct Pending {
@@ -303,22 +299,9 @@ impl Pending {
                 projector: c.source.projector.as_deref(),
                 seq: c.seq,
             };
-            // Sized for the record up front: `to_vec` starts at 128 bytes
-            // and grows by reallocation (a measurable share of a rebuild).
-            let mut value = Vec::with_capacity(
-                RECORD_OVERHEAD
-                    + record.event_id.len()
-                    + record.event_type.len()
-                    + record.projector.map_or(0, str::len)
-                    + record.op.map_or(0, |r| r.get().len())
-                    + [record.node, record.edge]
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .chain(record.node_diff)
-                        .map(|r| r.get().len())
-                        .sum::<usize>(),
-            );
+            // `to_vec` starts at 128 bytes and grows by reallocation (a
+            // measurable share of a rebuild); most records fit this.
+            let mut value = Vec::with_capacity(super::store::RECORD_BUFFER);
             serde_json::to_writer(&mut value, &record)?;
             batch.insert(&store.history, key, value);
         }

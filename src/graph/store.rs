@@ -224,9 +224,9 @@ impl GraphStore {
 
 // ---- records ---------------------------------------------------------------
 
-/// First size of a record's buffer: most nodes and edges fit, where
-/// `to_vec`'s 128 bytes grow by reallocation twice or more.
-const RECORD_BUFFER: usize = 512;
+/// First size of a record's buffer (nodes, edges, history changes): most
+/// fit, where `to_vec`'s 128 bytes grow by reallocation twice or more.
+pub(crate) const RECORD_BUFFER: usize = 512;
 
 pub(crate) fn encode_node(node: &Node) -> Result<Vec<u8>, GraphError> {
     let mut out = Vec::with_capacity(RECORD_BUFFER);
