@@ -1219,13 +1219,7 @@ fn a_replica_whose_graph_disagrees_rebuilds_it_from_its_log_and_serves_again() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(state(&replica), state(&writer));
-    let metrics = replica
-        .client
-        .get(replica.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = replica.metrics_text();
     assert!(
         metrics.contains("leviathan_replica_rebuilds_total 1"),
         "{metrics}"

@@ -121,6 +121,18 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
+    /// The `/metrics` exposition text (no token needed; must answer 200).
+    #[allow(dead_code)] // not every test binary reads metrics
+    pub fn metrics_text(&self) -> String {
+        let resp = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .expect("GET /metrics");
+        assert_eq!(resp.status().as_u16(), 200, "GET /metrics");
+        resp.text().expect("the metrics text")
+    }
+
     /// A request to `path` carrying the token, to adjust and [`Server::send`].
     pub fn req(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
         self.client

@@ -223,10 +223,7 @@ fn an_async_projector_lags_while_ingest_runs_at_full_speed_then_catches_up_like_
     let slow_now = projector(&lagging, "slow");
     assert!(slow_now["lag_events"].as_u64().unwrap() > 0, "{lagging}");
     assert!(lagging["async"]["lag_events"].as_u64().unwrap() > 0);
-    let (_, metrics) = {
-        let resp = s.client.get(s.url("/metrics")).send().unwrap();
-        (resp.status().as_u16(), resp.text().unwrap())
-    };
+    let metrics = s.metrics_text();
     let label = r#"{projector="slow@0.1.0"}"#;
     assert!(metric(&metrics, &format!("leviathan_projector_lag_events{label}")) > 0.0);
     let core_lag = metrics
@@ -364,13 +361,7 @@ fn a_failing_async_projector_records_its_errors_and_never_refuses_a_bundle() {
         "follower nice {follower}, others {others:?}"
     );
     assert_eq!(p["async"]["applied_seq"], head);
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = s.metrics_text();
     assert_eq!(
         metric(
             &metrics,
@@ -414,13 +405,7 @@ fn min_seq_answers_at_once_when_applied_waits_for_a_commit_and_times_out_beyond_
     // sent: the server counts it as waiting.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = s
-            .client
-            .get(s.url("/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let text = s.metrics_text();
         if metric(&text, "leviathan_min_seq_waiting") == 1.0 {
             break;
         }
@@ -431,13 +416,7 @@ fn min_seq_answers_at_once_when_applied_waits_for_a_commit_and_times_out_beyond_
     assert_eq!(st, 200, "{r}");
     let (st, body) = waiter.join().unwrap();
     assert_eq!(st, 200, "{body}");
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = s.metrics_text();
     assert_eq!(metric(&text, "leviathan_min_seq_waiting"), 0.0);
     // Bad values are refused with the usual error shape.
     for q in ["min_seq=abc", "min_seq=-1", "min_seq=1&timeout_ms=30001"] {

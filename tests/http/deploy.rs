@@ -521,13 +521,7 @@ fn record_policy_keeps_the_event_and_rebuild_reproduces_the_errors() {
     assert_eq!(bad["error"]["code"], "invalid_query");
 
     // Counted in /metrics, by projector.
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = s.metrics_text();
     assert!(
         metrics.contains("leviathan_projection_errors_recorded_total{projector=\"squatter\"} 1"),
         "{metrics}"

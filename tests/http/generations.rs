@@ -311,13 +311,7 @@ fn a_generation_with_errors_stays_pending_until_the_manifest_allows_them() {
     );
     assert!(text.contains("20 (max_build_errors 0)"), "{text}");
     // ...and /metrics, for the LeviathanGenerationBuildErrors alert.
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = s.metrics_text();
     assert!(
         metrics.contains("\nleviathan_generation_build_errors 20\n"),
         "{metrics}"

@@ -67,12 +67,6 @@ fn metric_starting(text: &str, prefix: &str) -> f64 {
     lines[0].rsplit(' ').next().unwrap().parse().unwrap()
 }
 
-pub fn scrape(s: &Server) -> String {
-    let resp = s.client.get(s.url("/metrics")).send().unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    resp.text().unwrap()
-}
-
 #[test]
 fn metrics_cover_the_writer_projectors_http_artifacts_store_and_process() {
     let s = Server::start();
@@ -95,7 +89,7 @@ fn metrics_cover_the_writer_projectors_http_artifacts_store_and_process() {
     assert_eq!(s.get("/v1/attempts/att-1").0, 200);
     assert_eq!(s.get("/v1/no/such/route").0, 404);
 
-    let text = scrape(&s);
+    let text = s.metrics_text();
     let m = |name: &str| metric(&text, name);
     // Events by type, counted by the writer once committed.
     assert_eq!(
@@ -195,7 +189,7 @@ fn artifact_totals_survive_a_restart() {
     let dir = s.keep_dir();
     s.stop();
     let s = Server::start_in(dir.path(), &[]);
-    let text = scrape(&s);
+    let text = s.metrics_text();
     assert_eq!(metric(&text, "leviathan_artifacts"), 2.0);
     assert_eq!(metric(&text, "leviathan_artifact_bytes"), 8.0);
 }

@@ -2,7 +2,7 @@
 //! process per data dir, and the projectors' allocator on a small node.
 
 use crate::common::*;
-use crate::metrics::{metric, scrape};
+use crate::metrics::metric;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,7 @@ fn the_background_verifier_covers_the_log_incrementally() {
     });
     assert_eq!(next["status"], "ok");
     assert_eq!(next["last_checked_events"], 3, "{next}");
-    let text = scrape(&s);
+    let text = s.metrics_text();
     assert_eq!(metric(&text, "leviathan_chain_verified_seq"), 8.0);
     assert_eq!(metric(&text, "leviathan_chain_verify_failures_total"), 0.0);
     assert!(metric(&text, "leviathan_chain_last_verify_timestamp_seconds") > 1.7e9);
@@ -78,7 +78,7 @@ fn a_broken_chain_is_reported_with_its_seq() {
         "{v}"
     );
     assert!(v["failures"].as_u64().unwrap() >= 1);
-    let text = scrape(&s);
+    let text = s.metrics_text();
     assert!(metric(&text, "leviathan_chain_verify_failures_total") >= 1.0);
     assert_eq!(metric(&text, "leviathan_chain_verified_seq"), 0.0);
     let logged = wait_for("the error line", || {
