@@ -258,6 +258,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         async move {
             let _ = ready_rx.await;
         },
+        Drain::AnswerAccepted(std::time::Duration::from_secs(1)),
     ));
     let opened = {
         let (config, starting) = (config.clone(), starting.clone());
@@ -443,7 +444,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!("shutting down: no new connections; finishing requests in flight");
         }
     };
-    serve_http(listener, app, config.http, on_signal).await;
+    serve_http(listener, app, config.http, on_signal, Drain::Graceful).await;
     reload.abort();
     // A build stops at its next chunk; it resumes from there on the next start.
     build_stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -495,16 +496,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the accept loop does with open connections once it stops accepting.
+#[derive(Clone, Copy, Debug)]
+pub enum Drain {
+    /// hyper's graceful shutdown: requests in flight finish, idle
+    /// connections (keep-alive, or accepted with no request read yet) close.
+    Graceful,
+    /// The start-up server hands its listener over to the real one: every
+    /// connection it accepted gets its answer (each closes after one), for up
+    /// to this long, before the rest are closed gracefully. A client whose
+    /// request raced the handover gets a 503 to retry, not a reset.
+    AnswerAccepted(std::time::Duration),
+}
+
 /// The accept loop: HTTP/1.1 connections with a header read timeout (which is
 /// also the idle keep-alive timeout) and a cap on the number of headers, at
 /// most `max_connections` at once (a connection beyond it is answered 503 and
 /// closed). On `shutdown`, stops accepting and lets open connections finish
-/// the request in flight.
+/// as `drain` says.
 pub async fn serve_http(
     listener: Arc<tokio::net::TcpListener>,
     app: axum::Router,
     http: crate::config::HttpSettings,
     shutdown: impl std::future::Future<Output = ()>,
+    drain: Drain,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
@@ -558,6 +573,11 @@ pub async fn serve_http(
         }
     }
     drop(listener);
+    if let Drain::AnswerAccepted(grace) = drain {
+        // Every permit back = every accepted connection answered and closed.
+        let all = u32::try_from(http.max_connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(grace, connections.acquire_many(all)).await;
+    }
     if tokio::time::timeout(http.shutdown_timeout, graceful.shutdown())
         .await
         .is_err()
