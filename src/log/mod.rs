@@ -308,45 +308,21 @@ impl Log {
     }
 
     /// Events whose payload names `attempt_id`, in log order, at most `limit`.
-    ///
-    /// The attempt index gives the seqs; the records are read in runs: seqs
-    /// at most [`ATTEMPT_RUN_GAP`] apart (an attempt's events usually arrive
-    /// together, in one bundle or a few) are read by one range of
-    /// `log_events`, skipping the records between them, instead of one point
-    /// read each (each point read walks the tree's levels, its filter and
-    /// index blocks, for a record the range finds in the same data block).
     pub(crate) fn by_attempt_at(
         &self,
         v: &View,
         attempt_id: &str,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, LogError> {
-        let mut seqs = Vec::new();
+        let mut out = Vec::new();
         for kv in v
             .prefix(&self.by_attempt, attempt_prefix(attempt_id))
             .take(limit)
         {
             let k = kv.key()?;
-            seqs.push(seq_suffix(&k).ok_or_else(|| corrupt("log_by_attempt", "short key"))?);
-        }
-        let mut out = Vec::with_capacity(seqs.len());
-        for run in seq_runs(&seqs, ATTEMPT_RUN_GAP) {
-            let (first, last) = (run[0], run[run.len() - 1]);
-            if run.len() == 1 {
-                if let Some(e) = self.get_at(v, first)? {
-                    out.push(e);
-                }
-                continue;
-            }
-            let mut wanted = run.iter().peekable();
-            for kv in v.range(&self.events, first.to_key()..=last.to_key()) {
-                let (k, value) = kv.into_inner()?;
-                let seq =
-                    Seq::from_key(&k).ok_or_else(|| corrupt("log_events", "malformed key"))?;
-                while wanted.next_if(|w| **w < seq).is_some() {}
-                if wanted.next_if_eq(&&seq).is_some() {
-                    out.push(self.decode(seq, &value)?);
-                }
+            let seq = seq_suffix(&k).ok_or_else(|| corrupt("log_by_attempt", "short key"))?;
+            if let Some(e) = self.get_at(v, seq)? {
+                out.push(e);
             }
         }
         Ok(out)
@@ -529,16 +505,6 @@ impl Log {
     }
 }
 
-/// Most records between two seqs of one attempt that [`Log::by_attempt_at`]
-/// reads through (and skips) rather than reading the second by itself: about
-/// one data block of `log_events` (4 KiB compressed, records of ~440 bytes).
-const ATTEMPT_RUN_GAP: u64 = 8;
-
-/// `seqs` (ascending) cut into runs whose neighbours are at most `gap` apart.
-fn seq_runs(seqs: &[Seq], gap: u64) -> impl Iterator<Item = &[Seq]> {
-    seqs.chunk_by(move |a, b| b.0.saturating_sub(a.0) <= gap)
-}
-
 /// Records per chunk of [`Log::verify`].
 const VERIFY_CHUNK: usize = 4096;
 
@@ -666,18 +632,10 @@ mod tests {
     /// Appends `n` events after `head` the way the writer stages them (the
     /// events, the head, one batch) and returns the new head.
     fn append(db: &Database, log: &Log, head: Head, tag: &str, n: u64) -> Head {
-        let attempts: Vec<String> = (0..n).map(|i| format!("{tag}-a{i}")).collect();
-        append_naming(db, log, head, tag, &attempts)
-    }
-
-    /// [`append`] of one event per entry of `attempts`, naming it.
-    fn append_naming(db: &Database, log: &Log, head: Head, tag: &str, attempts: &[String]) -> Head {
-        let evs: Vec<_> = attempts
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
+        let evs: Vec<_> = (0..n)
+            .map(|i| {
                 json!({"event_id": format!("{tag}-{i}"), "event_type": "custom.note",
-                       "timestamp": "2026-01-24T10:00:00Z", "payload": {"attempt_id": a}})
+                       "timestamp": "2026-01-24T10:00:00Z", "payload": {"attempt_id": format!("{tag}-a{i}")}})
             })
             .collect();
         let body = serde_json::to_vec(&json!({"target": "t", "bundle_id": tag, "events": evs}))
@@ -771,54 +729,5 @@ mod tests {
             assert!(error.contains("head record says seq 6"), "{error}");
         }
         assert_ne!(head, stale);
-    }
-
-    #[test]
-    fn seq_runs_cut_where_neighbours_are_more_than_the_gap_apart() {
-        let seqs: Vec<Seq> = [1, 2, 3, 11, 20, 40, 41].map(Seq).to_vec();
-        let runs: Vec<Vec<u64>> = seq_runs(&seqs, 8)
-            .map(|r| r.iter().map(|s| s.0).collect())
-            .collect();
-        assert_eq!(runs, [vec![1, 2, 3, 11], vec![20], vec![40, 41]]);
-        assert_eq!(seq_runs(&[], 8).count(), 0);
-    }
-
-    /// The events of an attempt read in runs are exactly the ones its index
-    /// names, in log order, whole (the same as a point read of each), across
-    /// runs, gaps and single seqs, and `limit` holds.
-    #[test]
-    fn an_attempt_read_in_runs_is_its_events_and_no_others() {
-        let (_dir, db, log) = store();
-        // x at seqs 1-3, 6, 11, 30-31 and 60; y, z between.
-        let names: Vec<String> = (1..=64u64)
-            .map(|seq| match seq {
-                1..=3 | 6 | 11 | 30 | 31 | 60 => "x",
-                s if s % 2 == 0 => "y",
-                _ => "z",
-            })
-            .map(String::from)
-            .collect();
-        append_naming(&db, &log, Head::default(), "m", &names);
-        let v = log.view();
-        let seqs = |evs: &[StoredEvent]| evs.iter().map(|e| e.seq.0).collect::<Vec<_>>();
-        let x = log.by_attempt_at(&v, "x", 100).expect("read");
-        assert_eq!(seqs(&x), [1, 2, 3, 6, 11, 30, 31, 60]);
-        for e in &x {
-            let point = log.get_at(&v, e.seq).expect("read").expect("stored");
-            assert_eq!(e.hash, point.hash);
-            assert_eq!(e.event_id, point.event_id);
-            assert_eq!(e.payload.get(), point.payload.get());
-        }
-        assert_eq!(
-            seqs(&log.by_attempt_at(&v, "x", 5).expect("read")),
-            [1, 2, 3, 6, 11]
-        );
-        let y = log.by_attempt_at(&v, "y", 100).expect("read");
-        assert_eq!(y.len(), names.iter().filter(|n| *n == "y").count());
-        assert!(y.iter().all(|e| e.seq.0 % 2 == 0));
-        assert!(log
-            .by_attempt_at(&v, "nobody", 100)
-            .expect("read")
-            .is_empty());
     }
 }
