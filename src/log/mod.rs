@@ -384,9 +384,13 @@ impl Log {
         // are the same as a sequential walk's.
         let mut from = Bound::Included(after.next().to_key().to_vec());
         let mut upto = Bound::Included(head.seq.to_key().to_vec());
+        // Once the walk has reached that head with the head unchanged, the
+        // view that saw it unchanged reads the rest (normally nothing): a
+        // fresh one could hold a batch committed since.
+        let mut tail: Option<View> = None;
         let mut tail_checked = false;
         loop {
-            let v = self.view();
+            let v = tail.take().unwrap_or_else(|| self.view());
             let mut chunk = Vec::with_capacity(chunk_len);
             for kv in v
                 .range(&self.events, (from.clone(), upto.clone()))
@@ -404,9 +408,12 @@ impl Log {
                 }
                 tail_checked = true;
                 upto = Bound::Unbounded;
+                tail = Some(v);
                 continue;
             }
-            drop(v);
+            if tail_checked {
+                tail = Some(v);
+            }
             if let Some((k, _)) = chunk.last() {
                 from = Bound::Excluded(k.to_vec());
             }
