@@ -328,43 +328,51 @@ impl Log {
         Ok(out)
     }
 
-    /// Re-verifies the whole chain from genesis on a consistent snapshot: every
-    /// stored hash recomputes from its canonical bytes, every record's `seq`
-    /// matches its key and follows its predecessor, every `prev_hash` is the
-    /// predecessor's hash, and the head record matches the last entry.
+    /// Re-verifies the whole chain from genesis, up to the head as it was
+    /// when the walk started: every stored hash recomputes from its canonical
+    /// bytes, every record's `seq` matches its key and follows its
+    /// predecessor, every `prev_hash` is the predecessor's hash, and the head
+    /// record matches the last entry.
     pub fn verify(&self) -> Result<VerifyReport, LogError> {
-        self.verify_from(&self.view(), Seq::ZERO, None)
+        self.verify_from(Seq::ZERO, None)
     }
 
     /// [`Log::verify`], telling `progress` how many more records were
     /// verified after each chunk (`leviathan verify`'s progress bar).
     pub fn verify_with_progress(&self, progress: &dyn Fn(u64)) -> Result<VerifyReport, LogError> {
-        self.verify_walk(&self.view(), Seq::ZERO, None, progress)
+        self.verify_walk(Seq::ZERO, None, VERIFY_CHUNK, progress)
     }
 
-    /// [`Log::verify`] of the records after `after` in view `v`, given that
-    /// the chain up to `after` was verified and ends with hash `prev` (`None`
-    /// for `after` = 0): the background verifier's incremental pass. The
-    /// report counts every verified event, `after`'s included.
-    pub fn verify_from(
-        &self,
-        v: &View,
-        after: Seq,
-        prev: Option<Sha256>,
-    ) -> Result<VerifyReport, LogError> {
-        self.verify_walk(v, after, prev, &|_| {})
+    /// [`Log::verify`] of the records after `after`, given that the chain up
+    /// to `after` was verified and ends with hash `prev` (`None` for `after` =
+    /// 0): the background verifier's incremental pass. The report counts
+    /// every verified event, `after`'s included.
+    ///
+    /// The walk reads the head once, then each chunk of records through a
+    /// view of its own (a snapshot held across the whole log would keep every
+    /// memtable the writer fills meanwhile alive: ARCHITECTURE invariant 7).
+    /// Records are never rewritten, so the records up to the head it started
+    /// with are the same in every later view: it verifies up to that head,
+    /// and what was appended since is the next pass's. A record stored after
+    /// that head while the head has not moved (a head record that lost its
+    /// last update) is still reported, as the one-view walk did.
+    pub fn verify_from(&self, after: Seq, prev: Option<Sha256>) -> Result<VerifyReport, LogError> {
+        self.verify_walk(after, prev, VERIFY_CHUNK, &|_| {})
     }
 
     fn verify_walk(
         &self,
-        v: &View,
         after: Seq,
         prev: Option<Sha256>,
+        chunk_len: usize,
         progress: &dyn Fn(u64),
     ) -> Result<VerifyReport, LogError> {
-        let snap = v;
+        use std::ops::Bound;
         // An unreadable head record is reported below as a head mismatch.
-        let head = decode_head(snap.get(&self.meta, HEAD_KEY)?.as_deref()).unwrap_or_default();
+        let read_head = |v: &View| -> Result<Head, LogError> {
+            Ok(decode_head(v.get(&self.meta, HEAD_KEY)?.as_deref()).unwrap_or_default())
+        };
+        let head = read_head(&self.view())?;
         let mut walk = ChainWalk {
             prev,
             expected: after.next(),
@@ -374,14 +382,40 @@ impl Log {
         // (SHA-256, finding the chain fields) runs on every core, then the
         // chain is walked in order, so the first broken seq and its message
         // are the same as a sequential walk's.
-        let mut iter = snap.range(&self.events, after.next().to_key()..);
+        let mut from = Bound::Included(after.next().to_key().to_vec());
+        let mut upto = Bound::Included(head.seq.to_key().to_vec());
+        // Once the walk has reached that head with the head unchanged, the
+        // view that saw it unchanged reads the rest (normally nothing): a
+        // fresh one could hold a batch committed since.
+        let mut tail: Option<View> = None;
+        let mut tail_checked = false;
         loop {
-            let mut chunk = Vec::with_capacity(VERIFY_CHUNK);
-            for kv in iter.by_ref().take(VERIFY_CHUNK) {
+            let v = tail.take().unwrap_or_else(|| self.view());
+            let mut chunk = Vec::with_capacity(chunk_len);
+            for kv in v
+                .range(&self.events, (from.clone(), upto.clone()))
+                .take(chunk_len)
+            {
                 chunk.push(kv.into_inner()?);
             }
             if chunk.is_empty() {
-                break;
+                // Up to the head the walk started with. If the head has not
+                // moved since, nothing may follow it (one more walk, with no
+                // upper bound, in this view); else the records after it are
+                // the writer's since.
+                if tail_checked || read_head(&v)? != head {
+                    break;
+                }
+                tail_checked = true;
+                upto = Bound::Unbounded;
+                tail = Some(v);
+                continue;
+            }
+            if tail_checked {
+                tail = Some(v);
+            }
+            if let Some((k, _)) = chunk.last() {
+                from = Bound::Excluded(k.to_vec());
             }
             let checked: Vec<Checked> = {
                 use rayon::prelude::*;
@@ -593,5 +627,114 @@ impl Checked {
             hashes: split.map(|(stored, canonical)| (stored, Sha256::of(canonical))),
             chain: split.and_then(|(_, canonical)| record::chain_fields(canonical)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::Limits;
+    use serde_json::json;
+
+    /// Appends `n` events after `head` the way the writer stages them (the
+    /// events, the head, one batch) and returns the new head.
+    fn append(db: &Database, log: &Log, head: Head, tag: &str, n: u64) -> Head {
+        let evs: Vec<_> = (0..n)
+            .map(|i| {
+                json!({"event_id": format!("{tag}-{i}"), "event_type": "custom.note",
+                       "timestamp": "2026-01-24T10:00:00Z", "payload": {"attempt_id": format!("{tag}-a{i}")}})
+            })
+            .collect();
+        let body = serde_json::to_vec(&json!({"target": "t", "bundle_id": tag, "events": evs}))
+            .expect("json");
+        let bundle = crate::bundle::parse(&body, &Limits::default()).expect("valid bundle");
+        let mut batch = db.batch();
+        let mut head = head;
+        for d in &bundle.events {
+            let seq = head.seq.next();
+            let canonical = d.encode(seq, head.hash.as_ref());
+            let hash = Sha256::of_parts(&[&canonical]);
+            log.stage_event(&mut batch, seq, &hash, &canonical, d);
+            head = Head {
+                seq,
+                hash: Some(hash),
+            };
+        }
+        log.stage_head(&mut batch, &head);
+        batch.commit().expect("commit");
+        head
+    }
+
+    fn store() -> (tempfile::TempDir, Database, Log) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = fjall::Database::builder(dir.path()).open().expect("db");
+        let log = Log::open(&db).expect("log");
+        (dir, db, log)
+    }
+
+    /// The walk reads each chunk through a view of its own: events appended
+    /// between its chunks (as the writer does while the background verifier
+    /// runs) are not walked, and the pass verifies up to the head it started
+    /// with; the next pass takes the rest from there.
+    #[test]
+    fn a_walk_verifies_up_to_the_head_it_started_with_while_the_log_grows() {
+        let (_dir, db, log) = store();
+        let start = append(&db, &log, Head::default(), "a", 10);
+        let grown = std::cell::Cell::new(start);
+        let chunks = std::cell::Cell::new(0);
+        let report = log
+            .verify_walk(Seq::ZERO, None, 3, &|n| {
+                // Chunks of 3, 3, 3, 1 of the 10 events there at the start,
+                // with 5 events appended after each.
+                assert!(n == 3 || n == 1, "{n}");
+                chunks.set(chunks.get() + 1);
+                grown.set(append(
+                    &db,
+                    &log,
+                    grown.get(),
+                    &format!("b{}", chunks.get()),
+                    5,
+                ));
+            })
+            .expect("walk");
+        assert_eq!(chunks.get(), 4);
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.verified_events, 10);
+        assert_eq!(report.head, start);
+        // The next (incremental) pass verifies the 20 appended meanwhile.
+        let next = log
+            .verify_from(start.seq, start.hash)
+            .expect("incremental pass");
+        assert!(next.ok, "{next:?}");
+        assert_eq!(next.verified_events, 30);
+        assert_eq!(next.head, grown.get());
+        assert_eq!(log.verify().expect("whole walk").verified_events, 30);
+    }
+
+    /// A record stored after the head while the head has not moved (the head
+    /// record lost its last update) is still found, in chunks as in one.
+    #[test]
+    fn a_record_after_an_unmoved_head_is_still_reported() {
+        let (_dir, db, log) = store();
+        let head = append(&db, &log, Head::default(), "a", 7);
+        let stale = Head {
+            seq: Seq(6),
+            hash: log.get(Seq(6)).expect("read").map(|e| e.hash),
+        };
+        let mut batch = db.batch();
+        log.stage_head(&mut batch, &stale);
+        batch.commit().expect("commit");
+        for chunk in [2, VERIFY_CHUNK] {
+            let r = log
+                .verify_walk(Seq::ZERO, None, chunk, &|_| {})
+                .expect("walk");
+            assert!(!r.ok);
+            assert_eq!(r.verified_events, 7, "chunk {chunk}");
+            assert_eq!(r.first_broken_seq, Some(Seq(8)));
+            assert_eq!(r.head, stale);
+            let error = r.error.expect("an error");
+            assert!(error.contains("head record says seq 6"), "{error}");
+        }
+        assert_ne!(head, stale);
     }
 }
