@@ -572,11 +572,25 @@ impl PgLog {
 
 /// Renews the lease every third of its length on its own connection; once a
 /// renewal finds the epoch gone (or it cannot renew before the lease runs
-/// out) it sets `lost` and stops. Stops when dropped.
+/// out) it sets `lost`, wakes the writer ([`Leader::on_lost`]) and stops.
+/// Stops when dropped.
 pub struct Renewer {
     stop: Option<std::sync::mpsc::Sender<()>>,
     lost: Arc<AtomicBool>,
+    wake: Wake,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Who is told once the lease is lost (set after the lease was taken: the
+/// writer thread exists only then).
+type Wake = Arc<std::sync::Mutex<Option<Box<dyn Fn() + Send>>>>;
+
+/// Marks the lease lost and tells whoever asked to be woken.
+fn mark_lost(lost: &AtomicBool, wake: &Wake) {
+    lost.store(true, Ordering::SeqCst);
+    if let Some(f) = wake.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        f();
+    }
 }
 
 impl Renewer {
@@ -584,9 +598,10 @@ impl Renewer {
         let mut client = connect(&settings.url)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let lost = Arc::new(AtomicBool::new(false));
+        let wake: Wake = Arc::default();
         let (holder, lease) = (settings.holder.clone(), settings.lease);
         let url = settings.url.clone();
-        let flag = lost.clone();
+        let (flag, waker) = (lost.clone(), wake.clone());
         let thread = std::thread::Builder::new()
             .name("leviathan-lease".into())
             .spawn(move || {
@@ -612,14 +627,14 @@ impl Renewer {
                         Ok(Some(_)) => renewed_at = std::time::Instant::now(),
                         Ok(None) => {
                             tracing::error!(epoch, "the leader lease is gone (another writer took over): this writer steps down");
-                            flag.store(true, Ordering::SeqCst);
+                            mark_lost(&flag, &waker);
                             return;
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "renewing the leader lease failed");
                             if renewed_at.elapsed() >= lease {
                                 tracing::error!(epoch, "the leader lease ran out before it could be renewed: this writer steps down");
-                                flag.store(true, Ordering::SeqCst);
+                                mark_lost(&flag, &waker);
                                 return;
                             }
                         }
@@ -630,6 +645,7 @@ impl Renewer {
         Ok(Renewer {
             stop: Some(stop),
             lost,
+            wake,
             thread: Some(thread),
         })
     }
@@ -654,7 +670,7 @@ impl Drop for Renewer {
 pub struct Leader {
     log: PgLog,
     lost: Arc<AtomicBool>,
-    _renewer: Renewer,
+    renewer: Renewer,
 }
 
 /// Why an append to PostgreSQL failed, as the writer answers it.
@@ -675,8 +691,19 @@ impl Leader {
         Ok(Leader {
             lost: renewer.lost(),
             log,
-            _renewer: renewer,
+            renewer,
         })
+    }
+
+    /// Calls `wake` (from the lease thread) once the lease is found lost, or
+    /// at once if it already was: the writer learns it without traffic and
+    /// without polling.
+    pub fn on_lost(&self, wake: Box<dyn Fn() + Send>) {
+        let mut slot = self.renewer.wake.lock().unwrap_or_else(|p| p.into_inner());
+        if self.lost.load(Ordering::SeqCst) {
+            wake();
+        }
+        *slot = Some(wake);
     }
 
     /// How this node reaches the log.
