@@ -426,6 +426,12 @@ impl Writer {
         })
     }
 
+    /// The role this node holds now (postgres mode): what the members
+    /// publisher shows in `GET /v1/cluster`.
+    pub fn role(&self) -> crate::pg::CurrentRole {
+        crate::pg::CurrentRole::of(self.replica.clone())
+    }
+
     /// A replica's writer (until it is promoted): it appends nothing.
     pub fn is_replica(&self) -> bool {
         self.replica.load(std::sync::atomic::Ordering::SeqCst)

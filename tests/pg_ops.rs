@@ -377,3 +377,99 @@ fn a_bad_advertise_url_or_lag_threshold_is_refused_at_start_with_directions() {
         assert!(out.contains(says), "{name}={value}: {out}");
     }
 }
+
+/// `(role, leader)` of the member `node_id` in `GET /v1/cluster` from `s`.
+fn role_of(s: &Server, node_id: &str) -> Result<(String, bool), String> {
+    let (st, v) = s.get("/v1/cluster");
+    if st != 200 {
+        return Err(format!("{st}: {v}"));
+    }
+    let m = v["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["node_id"] == node_id))
+        .ok_or_else(|| format!("no member {node_id}: {v}"))?;
+    Ok((
+        m["role"].as_str().unwrap_or_default().to_string(),
+        m["leader"].as_bool().unwrap_or(false),
+    ))
+}
+
+fn signal(s: &Server, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn the_cluster_view_shows_the_role_a_node_holds_after_a_promotion_and_a_step_down() {
+    let Some(pg) = Postgres::start("the_cluster_view_shows_the_role") else {
+        return;
+    };
+    let url = pg.url();
+    let auto = pg_env(&url, &[("LEVIATHAN_ROLE", "auto")]);
+    // A starts as a replica (`auto`) and takes the free lease; B, `auto`
+    // too, stays a replica while A leads.
+    let a = Server::start_with(&auto);
+    wait_for(30, "A leading", || {
+        match a.ingest(&bundle("a-0", events("a-0", 2))) {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let b = Server::start_with(&auto);
+    let a_id = a.get("/v1/cluster").1["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b_id = b.get("/v1/cluster").1["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(a_id, b_id);
+    wait_for(30, "A a writer and B a replica", || {
+        match (role_of(&b, &a_id)?, role_of(&b, &b_id)?) {
+            (a_role, b_role)
+                if a_role == ("writer".to_string(), true)
+                    && b_role == ("replica".to_string(), false) =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    });
+    // A pauses past its 2 s lease; B takes it over.
+    signal(&a, "-STOP");
+    wait_for(60, "B taking over", || {
+        match b.ingest(&bundle("b-0", events("b-0", 2))) {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    // A resumes, finds its lease gone and steps down to follow B. Each
+    // node's row shows the role it holds now, not the one it started with.
+    signal(&a, "-CONT");
+    wait_for(30, "B a writer and A a replica", || {
+        match (role_of(&b, &a_id)?, role_of(&b, &b_id)?) {
+            (a_role, b_role)
+                if a_role == ("replica".to_string(), false)
+                    && b_role == ("writer".to_string(), true) =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(
+        role_of(&a, &b_id).unwrap(),
+        ("writer".to_string(), true),
+        "A's view agrees"
+    );
+    let (st, r) = a.ingest(&bundle("a-1", events("a-1", 1)));
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (503, Some("not_leader")),
+        "{r}"
+    );
+}

@@ -858,6 +858,29 @@ impl Follower {
     }
 }
 
+/// The role a node holds now, as `GET /v1/cluster` shows it: set by the
+/// writer thread (a replica promoted with `LEVIATHAN_ROLE=auto` becomes the
+/// writer, a writer that lost its lease steps down to a replica), read by
+/// the members publisher.
+#[derive(Clone)]
+pub struct CurrentRole(Arc<AtomicBool>);
+
+impl CurrentRole {
+    /// Shares `replica` (true while the node is a replica).
+    pub fn of(replica: Arc<AtomicBool>) -> CurrentRole {
+        CurrentRole(replica)
+    }
+
+    /// `writer` or `replica`.
+    pub fn name(&self) -> &'static str {
+        if self.0.load(Ordering::SeqCst) {
+            "replica"
+        } else {
+            "writer"
+        }
+    }
+}
+
 /// What a node does with the PostgreSQL log.
 pub enum Role {
     /// The writer: appends, fenced.
