@@ -473,3 +473,73 @@ fn the_cluster_view_shows_the_role_a_node_holds_after_a_promotion_and_a_step_dow
         "{r}"
     );
 }
+
+#[test]
+fn an_export_or_a_backup_taken_on_a_replica_holds_the_artifacts_uploaded_to_the_writer() {
+    let Some(pg) = Postgres::start("an_export_or_a_backup_taken_on_a_replica") else {
+        return;
+    };
+    let url = pg.url();
+    let writer = Server::start_with(&pg_env(&url, &[]));
+    let mut replica = Server::start_with(&pg_env(&url, &[("LEVIATHAN_ROLE", "replica")]));
+    let blob = b"uploaded to the writer, never read on the replica".to_vec();
+    let sha = sha256_hex(&blob);
+    assert_eq!(writer.put_artifact(&blob).0, 201);
+    let (st, r) = writer.ingest(&bundle("with-artifact", events("e", 2)));
+    assert_eq!(st, 200, "{r}");
+    let head = r["head_seq"].as_u64().unwrap();
+    wait_for(30, "the replica applying the head", || {
+        (applied(&replica) >= head)
+            .then_some(())
+            .ok_or_else(|| applied(&replica).to_string())
+    });
+    let dir = replica.keep_dir();
+    replica.stop();
+    let work = tempfile::tempdir().unwrap();
+    let export = |name: &str, pg_url: Option<&str>| {
+        let to = work.path().join(name);
+        let mut cmd = leviathan();
+        cmd.args(["export", "--to", to.to_str().unwrap(), "--data-dir"])
+            .arg(dir.path())
+            .env_remove("LEVIATHAN_POSTGRES_URL");
+        if let Some(u) = pg_url {
+            cmd.env("LEVIATHAN_POSTGRES_URL", u);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (to, m)
+    };
+    // The replica's own store does not hold the artifact (it never served it).
+    let (_, m) = export("local-only", None);
+    assert_eq!(m["artifacts"], 0, "{m}");
+    // On a node in postgres mode the export fetches it from PostgreSQL.
+    let (to, m) = export("complete", Some(&url));
+    assert_eq!(m["head_seq"], head, "{m}");
+    assert_eq!(
+        (m["artifacts"].as_u64(), m["artifact_bytes"].as_u64()),
+        (Some(1), Some(blob.len() as u64)),
+        "{m}"
+    );
+    assert_eq!(
+        std::fs::read(to.join("artifacts").join(&sha)).unwrap(),
+        blob
+    );
+    let (code, out) = admin(&["verify", "--export", to.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{out}");
+
+    // An online backup of the replica holds it too.
+    let replica = Server::start_in(dir.path(), &pg_env(&url, &[("LEVIATHAN_ROLE", "replica")]));
+    let backup = work.path().join("backup");
+    let (st, bm) = replica.post("/v1/admin/backup", &serde_json::json!({ "to": backup }));
+    assert_eq!(st, 200, "{bm}");
+    assert_eq!(
+        (bm["artifacts"].as_u64(), bm["artifact_bytes"].as_u64()),
+        (Some(1), Some(blob.len() as u64)),
+        "{bm}"
+    );
+}
