@@ -262,7 +262,7 @@ pub struct Cluster {
     pub node_id: String,
     /// Set once this node found it disagrees with the writer.
     pub disagreement: Disagreement,
-    /// Its lag and the leader's address (`/readyz`, `/metrics`, the 307).
+    /// Its lag and the leader's address (`/readyz`, `/metrics`, the ingest forward).
     pub node: Node,
 }
 
