@@ -73,6 +73,9 @@ pub trait Remote: Send + Sync {
         sha: &Sha256,
         sink: &mut dyn FnMut(&[u8]) -> Result<(), CasError>,
     ) -> Result<Option<u64>, CasError>;
+    /// The digest of every stored blob (what a backup or an export of any
+    /// node must hold).
+    fn digests(&self) -> Result<Vec<Sha256>, CasError>;
 }
 
 /// What the store knows of a blob.
@@ -256,6 +259,23 @@ impl Cas {
             Err(e) => return Err(e),
         }
         self.meta(sha)
+    }
+
+    /// Fetches every blob of the remote store that this one lacks (each
+    /// checked as [`Cas::find`] does), so that a backup of this store is
+    /// complete; returns how many were fetched (0 without a remote store).
+    pub fn fetch_missing(&self) -> Result<u64, CasError> {
+        let Some(remote) = self.remote.clone() else {
+            return Ok(0);
+        };
+        let mut fetched = 0;
+        for sha in remote.digests()? {
+            if self.meta(&sha)?.is_none() {
+                self.find(&sha)?;
+                fetched += 1;
+            }
+        }
+        Ok(fetched)
     }
 
     /// The digests among `digests` that are not stored, each once, in the

@@ -110,7 +110,7 @@ pub struct StoreArgs {
     pub role: String,
     /// With `postgres`: this node's URL as other nodes and clients reach it
     /// (e.g. `http://leviathan-0.leviathan:8000`), published in the members
-    /// table: while this node leads, replicas answer ingest with a 307 to it.
+    /// table: while this node leads, replicas forward ingest to it (a 307 to it if it is https).
     #[arg(long, env = "LEVIATHAN_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
     /// With `postgres`: a replica's `/readyz` answers 503 `replica_lagging`

@@ -111,7 +111,17 @@ pub fn open_stopped(data_dir: &Path) -> anyhow::Result<crate::storage::Store> {
 
 /// Exports the stopped store of `data_dir` into `to` (new or empty). The
 /// chain is checked while it is written: a broken log is not exported.
-pub fn export(data_dir: &Path, signing_key: Option<&Path>, to: &Path) -> anyhow::Result<Manifest> {
+///
+/// `remote`: the shared artifact store of a node in postgres mode; the
+/// artifacts it holds that the local store lacks are exported from it (each
+/// checked against its digest), so that an export taken on any node holds
+/// every artifact.
+pub fn export(
+    data_dir: &Path,
+    signing_key: Option<&Path>,
+    to: &Path,
+    remote: Option<&dyn crate::cas::Remote>,
+) -> anyhow::Result<Manifest> {
     let store = open_stopped(data_dir)?;
     crate::files::new_dir(to, "an export")?;
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -205,7 +215,9 @@ pub fn export(data_dir: &Path, signing_key: Option<&Path>, to: &Path) -> anyhow:
     std::fs::create_dir_all(&dir)?;
     let cas = crate::cas::Cas::open(&store.db, crate::storage::SyncMode::Always, u64::MAX)?;
     let (mut artifacts, mut artifact_bytes) = (0u64, 0u64);
-    for sha in cas.digests()? {
+    let local = cas.digests()?;
+    for sha in &local {
+        let sha = *sha;
         let meta = cas
             .meta(&sha)?
             .with_context(|| format!("artifact {sha} vanished"))?;
@@ -226,6 +238,36 @@ pub fn export(data_dir: &Path, signing_key: Option<&Path>, to: &Path) -> anyhow:
         f.sync_all()?;
         artifacts += 1;
         artifact_bytes += meta.size;
+    }
+    if let Some(remote) = remote {
+        let local: std::collections::HashSet<Sha256> = local.into_iter().collect();
+        for sha in remote.digests()? {
+            if local.contains(&sha) {
+                continue;
+            }
+            let path = dir.join(sha.to_hex());
+            let mut f = std::fs::File::create(&path)?;
+            let mut h = sha2::Sha256::new();
+            let size = remote
+                .fetch(&sha, &mut |data| {
+                    sha2::Digest::update(&mut h, data);
+                    f.write_all(data)
+                        .map_err(|e| crate::cas::CasError::Remote(format!("writing {sha}: {e}")))
+                })?
+                .with_context(|| format!("artifact {sha} vanished from the shared store"))?;
+            let actual = Sha256(sha2::Digest::finalize(h).into());
+            if actual != sha {
+                drop(f);
+                let _ = std::fs::remove_file(&path);
+                bail!(
+                    "the shared store's copy of artifact {sha} hashes to {actual}: it is \
+                     corrupt; upload the artifact again from a good copy"
+                );
+            }
+            f.sync_all()?;
+            artifacts += 1;
+            artifact_bytes += size;
+        }
     }
 
     // The graph's state and the checkpoint.
@@ -744,6 +786,10 @@ pub struct ExportArgs {
     /// The key that signs the checkpoint (default: the data dir's).
     #[arg(long, env = "LEVIATHAN_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<std::path::PathBuf>,
+    /// A node in postgres mode: the shared artifact store, whose artifacts
+    /// the node's local store lacks are exported from it.
+    #[arg(long, env = "LEVIATHAN_POSTGRES_URL")]
+    pub postgres_url: Option<String>,
 }
 
 /// Prints a command's JSON result on stdout.
@@ -759,7 +805,18 @@ pub fn run(args: ExportArgs) -> anyhow::Result<std::process::ExitCode> {
         .data_dir
         .or_else(crate::config::default_data_dir)
         .context("no data directory: set LEVIATHAN_DATA_DIR or --data-dir")?;
-    let manifest = export(&dir, args.signing_key_file.as_deref(), &args.to)?;
+    let remote = args
+        .postgres_url
+        .as_deref()
+        .map(crate::pg::artifacts::PgArtifacts::new)
+        .transpose()
+        .context("the shared artifact store in PostgreSQL")?;
+    let manifest = export(
+        &dir,
+        args.signing_key_file.as_deref(),
+        &args.to,
+        remote.as_ref().map(|r| r as &dyn crate::cas::Remote),
+    )?;
     print_json(&manifest)?;
     Ok(std::process::ExitCode::SUCCESS)
 }

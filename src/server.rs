@@ -291,39 +291,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         head,
         sync: config.sync,
     };
-    // Publishes this node's state for `GET /v1/cluster` while it runs.
-    let (cluster, _publisher) = match &leader {
+    // What `GET /v1/cluster` answers from (the publisher starts with the
+    // writer below: it publishes the role the writer holds now).
+    let cluster = match &leader {
         Some(role) => {
             let settings = role.settings();
-            let disagreement = crate::pg::members::Disagreement::default();
             let pg = config.postgres.as_ref();
-            let node = crate::pg::members::Node {
-                advertise_url: pg.and_then(|p| p.advertise_url.clone()),
-                status: crate::pg::lag::NodeStatus::new(
-                    pg.and_then(|p| p.max_replica_lag),
-                    &metrics,
-                ),
-            };
-            let publisher = crate::pg::members::Publisher::start(
-                settings,
-                role.name(),
-                live.clone(),
-                disagreement.clone(),
-                node.clone(),
-            )
-            .context("starting the cluster membership publisher")?;
-            (
-                Some(crate::pg::members::Cluster {
-                    url: settings.url.clone(),
-                    node_id: settings.holder.clone(),
-                    disagreement,
-                    node,
-                }),
-                Some(publisher),
-            )
+            Some(crate::pg::members::Cluster {
+                url: settings.url.clone(),
+                node_id: settings.holder.clone(),
+                disagreement: crate::pg::members::Disagreement::default(),
+                node: crate::pg::members::Node {
+                    advertise_url: pg.and_then(|p| p.advertise_url.clone()),
+                    status: crate::pg::lag::NodeStatus::new(
+                        pg.and_then(|p| p.max_replica_lag),
+                        &metrics,
+                    ),
+                },
+            })
         }
-        None => (None, None),
+        None => None,
     };
+    let pg_settings = leader.as_ref().map(|role| role.settings().clone());
     let writer = match leader {
         Some(crate::pg::Role::Leader(leader)) => {
             Writer::start_leader(parts, metrics.writer(), leader)
@@ -342,6 +331,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => Writer::start_with_metrics(parts, metrics.writer()),
     }
     .context("starting the writer")?;
+    // Publishes this node's state for `GET /v1/cluster` while it runs: its
+    // role as it is now (a promotion or a step-down changes it).
+    let _publisher = match (&pg_settings, &cluster) {
+        (Some(settings), Some(c)) => Some(
+            crate::pg::members::Publisher::start(
+                settings,
+                writer.role(),
+                live.clone(),
+                c.disagreement.clone(),
+                c.node.clone(),
+            )
+            .context("starting the cluster membership publisher")?,
+        ),
+        _ => None,
+    };
     let writer_health = writer.health_handle();
     // Verifies the log from seq 1 in the background (readiness does not wait
     // for it), then what is appended, every LEVIATHAN_VERIFY_INTERVAL_SECS.

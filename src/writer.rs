@@ -225,6 +225,8 @@ struct Job {
 enum Msg {
     Append(Job),
     Switch(SwitchJob),
+    /// From the lease thread (postgres mode): the writer's lease was lost.
+    LeaseLost,
 }
 
 struct SwitchJob {
@@ -382,6 +384,7 @@ impl Writer {
             .map_err(std::io::Error::other)?;
         let (head_tx, head) = tokio::sync::watch::channel(parts.head.seq);
         let state = State {
+            wake: tx.downgrade(),
             tree,
             head_tx,
             persist: parts.sync.persist_mode(),
@@ -421,6 +424,12 @@ impl Writer {
             head,
             replica,
         })
+    }
+
+    /// The role this node holds now (postgres mode): what the members
+    /// publisher shows in `GET /v1/cluster`.
+    pub fn role(&self) -> crate::pg::CurrentRole {
+        crate::pg::CurrentRole::of(self.replica.clone())
     }
 
     /// A replica's writer (until it is promoted): it appends nothing.
@@ -524,10 +533,11 @@ struct State {
     agreement: Option<crate::pg::Agreement>,
     /// The head at which this replica last rebuilt its graph.
     rebuilt_at: Option<Seq>,
+    /// The writer's own queue, for the lease thread to wake it
+    /// ([`Msg::LeaseLost`]); weak, so that the writer still stops once
+    /// every [`Writer`] is gone.
+    wake: mpsc::WeakSender<Msg>,
 }
-
-/// How long an `auto` writer waits for work before it checks its lease.
-const LEASE_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One accepted event, staged in memory until its bundle is known to be whole.
 struct Staged {
@@ -560,22 +570,7 @@ struct Pending {
 
 impl State {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        // `LEVIATHAN_ROLE=auto` nodes wait for messages with a timeout while
-        // they lead, to notice a lost lease without traffic.
-        let timer = if self.steps_down {
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(rt) => Some(rt),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no timer for the writer: a lost lease is noticed at the next append");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        self.watch_lease();
         let mut next = None;
         loop {
             if let Some(follower) = self.follower.take() {
@@ -594,6 +589,7 @@ impl State {
                                 let outcome = self.switch(s.request);
                                 let _ = s.reply.send(outcome);
                             }
+                            Some(Msg::LeaseLost) | None => {}
                             Some(Msg::Append(job)) => {
                                 let _ =
                                     job.reply.send(Err(AppendError::Unavailable(StorageFailure {
@@ -602,7 +598,6 @@ impl State {
                                             .into(),
                                     })));
                             }
-                            None => {}
                         }
                         self.follower = Some(follower);
                         continue;
@@ -619,26 +614,9 @@ impl State {
             }
             let first = match next.take() {
                 Some(m) => m,
-                None => match &timer {
-                    Some(rt) if self.leader.is_some() => {
-                        match rt.block_on(async {
-                            // Made inside the runtime: the timer needs its context.
-                            tokio::time::timeout(LEASE_CHECK, rx.recv()).await
-                        }) {
-                            Ok(Some(m)) => m,
-                            Ok(None) => break,
-                            Err(_) => {
-                                // Idle: step down if the lease was lost.
-                                self.stepped_down =
-                                    self.leader.as_ref().is_some_and(|l| l.lost().is_some());
-                                continue;
-                            }
-                        }
-                    }
-                    _ => match rx.blocking_recv() {
-                        Some(m) => m,
-                        None => break,
-                    },
+                None => match rx.blocking_recv() {
+                    Some(m) => m,
+                    None => break,
                 },
             };
             let first = match first {
@@ -646,6 +624,10 @@ impl State {
                 Msg::Switch(s) => {
                     let outcome = self.switch(s.request);
                     let _ = s.reply.send(outcome);
+                    continue;
+                }
+                Msg::LeaseLost => {
+                    self.lease_lost();
                     continue;
                 }
             };
@@ -657,9 +639,9 @@ impl State {
                         events += j.bundle.events.len();
                         jobs.push(j);
                     }
-                    Ok(switch) => {
+                    Ok(other) => {
                         // After this batch, in queue order.
-                        next = Some(switch);
+                        next = Some(other);
                         break;
                     }
                     Err(_) => break,
@@ -668,6 +650,33 @@ impl State {
             self.process(jobs);
         }
         tracing::info!("writer stopped: no more senders");
+    }
+
+    /// Asks the lease thread to wake this thread ([`Msg::LeaseLost`]) once
+    /// the lease is lost (a writer, from its start or its promotion).
+    fn watch_lease(&self) {
+        if let Some(leader) = &self.leader {
+            let wake = self.wake.clone();
+            leader.on_lost(Box::new(move || {
+                // A full queue is work: the next batch finds the lease lost.
+                if let Some(tx) = wake.upgrade() {
+                    let _ = tx.try_send(Msg::LeaseLost);
+                }
+            }));
+        }
+    }
+
+    /// The lease thread found the lease lost: an `auto` writer steps down at
+    /// once (without waiting for traffic), any other stops appending (its
+    /// health says why). A wake-up about an earlier leadership is ignored.
+    fn lease_lost(&mut self) {
+        if let Some(lost) = self.leader.as_ref().and_then(|l| l.lost()) {
+            if self.steps_down {
+                self.stepped_down = true;
+            } else {
+                self.health.fail(lost);
+            }
+        }
     }
 
     /// A writer that lost its leadership, with `LEVIATHAN_ROLE=auto`: it
@@ -707,6 +716,9 @@ impl State {
                     Ok(Msg::Switch(s)) => {
                         let outcome = self.switch(s.request);
                         let _ = s.reply.send(outcome);
+                    }
+                    Ok(Msg::LeaseLost) => {
+                        // About a leadership this node no longer holds.
                     }
                     Ok(Msg::Append(job)) => {
                         // `Writer::append` refuses on a replica; nothing gets here.
@@ -952,6 +964,7 @@ impl State {
             .map_err(|e| e.to_string())?;
         let epoch = log.epoch();
         self.leader = Some(crate::pg::Leader::new(log).map_err(|e| e.to_string())?);
+        self.watch_lease();
         self.replica
             .store(false, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(

@@ -1,7 +1,8 @@
 //! `LEVIATHAN_STORE=postgres` for operators: a replica's lag in seqs and
 //! seconds (`GET /v1/cluster`, `/metrics`), readiness tied to it
-//! (`LEVIATHAN_MAX_REPLICA_LAG_SECS`), and ingest sent to a replica answered
-//! with a 307 to the writer's advertised URL. Each test runs its own
+//! (`LEVIATHAN_MAX_REPLICA_LAG_SECS`), ingest sent to a replica forwarded to
+//! the writer's advertised URL, the role each member holds after a failover,
+//! and the artifacts of an export or backup of a replica. Each test runs its own
 //! throwaway PostgreSQL cluster (tests/common/pg.rs) and real server
 //! processes.
 #![allow(clippy::unwrap_used)]
@@ -214,8 +215,8 @@ fn a_replica_lagging_past_the_threshold_is_not_ready_and_reports_its_lag_until_i
 }
 
 #[test]
-fn ingest_sent_to_a_replica_is_redirected_to_the_writer_with_307() {
-    let Some(pg) = Postgres::start("ingest_sent_to_a_replica_is_redirected") else {
+fn ingest_sent_to_a_replica_is_forwarded_to_the_writer_with_its_token() {
+    let Some(pg) = Postgres::start("ingest_sent_to_a_replica_is_forwarded") else {
         return;
     };
     let url = pg.url();
@@ -231,6 +232,10 @@ fn ingest_sent_to_a_replica_is_redirected_to_the_writer_with_307() {
         ),
     );
     assert_eq!(writer.base, writer_url);
+    let writer_id = writer.get("/v1/cluster").1["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let replica = Server::start_with(&pg_env(&url, &[("LEVIATHAN_ROLE", "replica")]));
     let no_redirects = reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -238,60 +243,42 @@ fn ingest_sent_to_a_replica_is_redirected_to_the_writer_with_307() {
         .build()
         .unwrap();
     let b = bundle("via-replica", events("via-replica", 3));
-    let post_to_replica = || {
+    let post_to_replica = |b: &Value| {
         let resp = no_redirects
             .post(replica.url("/v1/events/ingest"))
             .bearer_auth(TOKEN)
-            .json(&b)
+            .json(b)
             .send()
             .unwrap();
-        let location = resp
-            .headers()
-            .get("location")
-            .map(|l| l.to_str().unwrap().to_string());
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .map(|l| l.to_str().unwrap().to_string())
+        };
+        let (to, location) = (header("x-leviathan-forwarded-to"), header("location"));
         let (st, body) = parse(resp);
-        (st, location, body)
+        (st, to, location, body)
     };
-    // The replica learns the writer's URL from the members table.
-    let (location, body) = wait_for(30, "a 307 from the replica", || match post_to_replica() {
-        (307, Some(l), body) => Ok((l, body)),
+    // The replica learns the writer's URL from the members table, then
+    // forwards the request with its token; the writer's answer comes back.
+    let r = wait_for(30, "a forwarded 200", || match post_to_replica(&b) {
+        (200, Some(to), None, body) => Ok((to, body)),
         other => Err(format!("{other:?}")),
     });
-    assert_eq!(location, format!("{writer_url}/v1/events/ingest"));
-    assert_eq!(body["location"], location.as_str(), "{body}");
-    // Nothing was appended by the redirect itself.
-    assert_eq!(writer.get("/v1/log/head").1["seq"].as_u64(), Some(0));
-    // Following it (the same method, body and token to the Location, as a
-    // 307 asks) appends at the writer. (HTTP clients drop the Authorization
-    // header when they follow a redirect to another origin on their own, so
-    // the client re-sends it itself: docs/API.md.)
-    let (st, r) = parse(
-        no_redirects
-            .post(&location)
-            .bearer_auth(TOKEN)
-            .json(&b)
-            .send()
-            .unwrap(),
-    );
-    assert_eq!(st, 200, "{r}");
+    assert_eq!(r.0, writer_id);
+    let r = r.1;
     assert_eq!(r["ingested"].as_u64(), Some(3), "{r}");
     let last = r["last_seq"].as_u64().unwrap();
     assert_eq!(writer.get("/v1/log/head").1["seq"].as_u64(), Some(last));
     let (st, e) = replica.get(&format!("/v1/events/via-replica-2?min_seq={last}"));
     assert_eq!((st, e["seq"].as_u64()), (200, Some(last)), "{e}");
-    // The query string goes along.
-    let resp = no_redirects
-        .post(replica.url("/v1/events/ingest?x=1"))
-        .bearer_auth(TOKEN)
-        .json(&b)
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 307);
-    assert_eq!(
-        resp.headers()["location"].to_str().unwrap(),
-        format!("{writer_url}/v1/events/ingest?x=1")
-    );
-    // Artifact uploads are not redirected: any node commits them to PostgreSQL.
+    // The writer's refusals come back as they are (a retry: duplicate; a
+    // conflicting bundle: 409).
+    let (st, _, _, r) = post_to_replica(&b);
+    assert_eq!((st, r["status"].as_str()), (200, Some("duplicate")), "{r}");
+    let (st, _, _, r) = post_to_replica(&bundle("via-replica", events("other", 1)));
+    assert_eq!(st, 409, "{r}");
+    // Artifact uploads are not forwarded: any node commits them to PostgreSQL.
     let resp = no_redirects
         .put(replica.url(&format!("/v1/artifacts/{}", sha256_hex(b"blob"))))
         .bearer_auth(TOKEN)
@@ -299,37 +286,62 @@ fn ingest_sent_to_a_replica_is_redirected_to_the_writer_with_307() {
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
-    // Without a valid token there is no redirect: 401 first.
+    // Without a valid token nothing is forwarded: 401 first.
     let resp = no_redirects
         .post(replica.url("/v1/events/ingest"))
         .json(&b)
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
-    // Reads on the replica are not redirected.
+    // A request another node forwarded is not forwarded again.
+    let resp = no_redirects
+        .post(replica.url("/v1/events/ingest"))
+        .bearer_auth(TOKEN)
+        .header("x-leviathan-forwarded-by", "node-x")
+        .json(&b)
+        .send()
+        .unwrap();
+    let (st, body) = parse(resp);
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (503, Some("not_leader")),
+        "{body}"
+    );
+    // Reads on the replica are served by it.
     assert_eq!(replica.get("/v1/log/head").0, 200);
 
-    // No writer (killed; its lease runs out): 503 not_leader, saying why.
+    // No writer (killed): while its lease runs, the forward fails (503
+    // not_leader, saying the bundle may have been appended: retry); once it
+    // ran out, 503 not_leader saying no writer holds it.
     writer.kill();
-    let body = wait_for(
+    let (st, _, _, body) = post_to_replica(&b);
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (503, Some("not_leader")),
+        "{body}"
+    );
+    wait_for(
         30,
         "503 not_leader without a writer",
-        || match post_to_replica() {
-            (503, None, body) if body["error"]["code"] == "not_leader" => Ok(body),
+        || match post_to_replica(&b) {
+            (503, None, None, body)
+                if body["error"]["code"] == "not_leader"
+                    && body["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("no writer holds")) =>
+            {
+                Ok(body)
+            }
             other => Err(format!("{other:?}")),
         },
     );
-    assert!(
-        body["detail"].as_str().unwrap().contains("no writer holds"),
-        "{body}"
-    );
     // A writer that advertises no URL: 503 not_leader naming the setting.
-    let _writer = Server::start_in(writer_dir.path(), &pg_env(&url, &[]));
+    let mut second = Server::start_in(writer_dir.path(), &pg_env(&url, &[]));
     let body = wait_for(
         30,
         "503 naming LEVIATHAN_ADVERTISE_URL",
-        || match post_to_replica() {
-            (503, None, body)
+        || match post_to_replica(&b) {
+            (503, None, None, body)
                 if body["detail"]
                     .as_str()
                     .is_some_and(|d| d.contains("LEVIATHAN_ADVERTISE_URL")) =>
@@ -341,6 +353,28 @@ fn ingest_sent_to_a_replica_is_redirected_to_the_writer_with_307() {
     );
     assert_eq!(body["error"]["code"], "not_leader", "{body}");
     assert_eq!(body["error"]["details"]["cause"], "not_leader", "{body}");
+    // A writer reached over https (this server has no TLS client settings
+    // for its peers): a 307 to it, the path and query kept.
+    second.stop();
+    let https = format!("https://127.0.0.1:{port}");
+    let _third = server_on_port(
+        writer_dir.path(),
+        port,
+        &pg_env(&url, &[("LEVIATHAN_ADVERTISE_URL", &https)]),
+    );
+    let location = wait_for(30, "a 307 to the https writer", || {
+        let resp = no_redirects
+            .post(replica.url("/v1/events/ingest?x=1"))
+            .bearer_auth(TOKEN)
+            .json(&b)
+            .send()
+            .unwrap();
+        match (resp.status().as_u16(), resp.headers().get("location")) {
+            (307, Some(l)) => Ok(l.to_str().unwrap().to_string()),
+            (st, _) => Err(format!("{st}")),
+        }
+    });
+    assert_eq!(location, format!("{https}/v1/events/ingest?x=1"));
 }
 
 #[test]
@@ -376,4 +410,170 @@ fn a_bad_advertise_url_or_lag_threshold_is_refused_at_start_with_directions() {
         let out = refused(cmd);
         assert!(out.contains(says), "{name}={value}: {out}");
     }
+}
+
+/// `(role, leader)` of the member `node_id` in `GET /v1/cluster` from `s`.
+fn role_of(s: &Server, node_id: &str) -> Result<(String, bool), String> {
+    let (st, v) = s.get("/v1/cluster");
+    if st != 200 {
+        return Err(format!("{st}: {v}"));
+    }
+    let m = v["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["node_id"] == node_id))
+        .ok_or_else(|| format!("no member {node_id}: {v}"))?;
+    Ok((
+        m["role"].as_str().unwrap_or_default().to_string(),
+        m["leader"].as_bool().unwrap_or(false),
+    ))
+}
+
+fn signal(s: &Server, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn the_cluster_view_shows_the_role_a_node_holds_after_a_promotion_and_a_step_down() {
+    let Some(pg) = Postgres::start("the_cluster_view_shows_the_role") else {
+        return;
+    };
+    let url = pg.url();
+    let auto = pg_env(&url, &[("LEVIATHAN_ROLE", "auto")]);
+    // A starts as a replica (`auto`) and takes the free lease; B, `auto`
+    // too, stays a replica while A leads.
+    let a = Server::start_with(&auto);
+    wait_for(30, "A leading", || {
+        match a.ingest(&bundle("a-0", events("a-0", 2))) {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let b = Server::start_with(&auto);
+    let a_id = a.get("/v1/cluster").1["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b_id = b.get("/v1/cluster").1["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(a_id, b_id);
+    wait_for(30, "A a writer and B a replica", || {
+        match (role_of(&b, &a_id)?, role_of(&b, &b_id)?) {
+            (a_role, b_role)
+                if a_role == ("writer".to_string(), true)
+                    && b_role == ("replica".to_string(), false) =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    });
+    // A pauses past its 2 s lease; B takes it over.
+    signal(&a, "-STOP");
+    wait_for(60, "B taking over", || {
+        match b.ingest(&bundle("b-0", events("b-0", 2))) {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    // A resumes, finds its lease gone and steps down to follow B. Each
+    // node's row shows the role it holds now, not the one it started with.
+    signal(&a, "-CONT");
+    wait_for(30, "B a writer and A a replica", || {
+        match (role_of(&b, &a_id)?, role_of(&b, &b_id)?) {
+            (a_role, b_role)
+                if a_role == ("replica".to_string(), false)
+                    && b_role == ("writer".to_string(), true) =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(
+        role_of(&a, &b_id).unwrap(),
+        ("writer".to_string(), true),
+        "A's view agrees"
+    );
+    let (st, r) = a.ingest(&bundle("a-1", events("a-1", 1)));
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (503, Some("not_leader")),
+        "{r}"
+    );
+}
+
+#[test]
+fn an_export_or_a_backup_taken_on_a_replica_holds_the_artifacts_uploaded_to_the_writer() {
+    let Some(pg) = Postgres::start("an_export_or_a_backup_taken_on_a_replica") else {
+        return;
+    };
+    let url = pg.url();
+    let writer = Server::start_with(&pg_env(&url, &[]));
+    let mut replica = Server::start_with(&pg_env(&url, &[("LEVIATHAN_ROLE", "replica")]));
+    let blob = b"uploaded to the writer, never read on the replica".to_vec();
+    let sha = sha256_hex(&blob);
+    assert_eq!(writer.put_artifact(&blob).0, 201);
+    let (st, r) = writer.ingest(&bundle("with-artifact", events("e", 2)));
+    assert_eq!(st, 200, "{r}");
+    let head = r["head_seq"].as_u64().unwrap();
+    wait_for(30, "the replica applying the head", || {
+        (applied(&replica) >= head)
+            .then_some(())
+            .ok_or_else(|| applied(&replica).to_string())
+    });
+    let dir = replica.keep_dir();
+    replica.stop();
+    let work = tempfile::tempdir().unwrap();
+    let export = |name: &str, pg_url: Option<&str>| {
+        let to = work.path().join(name);
+        let mut cmd = leviathan();
+        cmd.args(["export", "--to", to.to_str().unwrap(), "--data-dir"])
+            .arg(dir.path())
+            .env_remove("LEVIATHAN_POSTGRES_URL");
+        if let Some(u) = pg_url {
+            cmd.env("LEVIATHAN_POSTGRES_URL", u);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (to, m)
+    };
+    // The replica's own store does not hold the artifact (it never served it).
+    let (_, m) = export("local-only", None);
+    assert_eq!(m["artifacts"], 0, "{m}");
+    // On a node in postgres mode the export fetches it from PostgreSQL.
+    let (to, m) = export("complete", Some(&url));
+    assert_eq!(m["head_seq"], head, "{m}");
+    assert_eq!(
+        (m["artifacts"].as_u64(), m["artifact_bytes"].as_u64()),
+        (Some(1), Some(blob.len() as u64)),
+        "{m}"
+    );
+    assert_eq!(
+        std::fs::read(to.join("artifacts").join(&sha)).unwrap(),
+        blob
+    );
+    let (code, out) = admin(&["verify", "--export", to.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{out}");
+
+    // An online backup of the replica holds it too.
+    let replica = Server::start_in(dir.path(), &pg_env(&url, &[("LEVIATHAN_ROLE", "replica")]));
+    let backup = work.path().join("backup");
+    let (st, bm) = replica.post("/v1/admin/backup", &serde_json::json!({ "to": backup }));
+    assert_eq!(st, 200, "{bm}");
+    assert_eq!(
+        (bm["artifacts"].as_u64(), bm["artifact_bytes"].as_u64()),
+        (Some(1), Some(blob.len() as u64)),
+        "{bm}"
+    );
 }

@@ -119,7 +119,7 @@ pub fn router(state: AppState) -> Router {
     let read = read.route_layer(from_fn_with_state(state.clone(), min_seq::wait));
     let ingest = Router::new()
         .route("/v1/events/ingest", post(ingest::ingest))
-        // A replica answers event ingest with a 307 to the writer
+        // A replica forwards event ingest to the writer
         // (api/redirect.rs); artifact uploads, added after the layer, are
         // taken by any node (they commit to PostgreSQL, crate::pg::artifacts).
         .route_layer(from_fn_with_state(state.clone(), redirect::to_leader))

@@ -249,6 +249,22 @@ pub async fn backup(
             ));
         };
         let started = Instant::now();
+        // Postgres mode: this node's artifact store is a cache of the shared
+        // one; what it lacks is fetched first (checked), so the backup holds
+        // every artifact whichever node takes it.
+        let fetched = app.cas.fetch_missing().map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "backup_failed",
+                format!("the backup could not fetch the shared artifacts: {e}"),
+            )
+        })?;
+        if fetched > 0 {
+            tracing::info!(
+                fetched,
+                "fetched the artifacts this node lacked for the backup"
+            );
+        }
         let live = app.live.get();
         let transparency = app.transparency.clone();
         let log = app.log.clone();

@@ -197,4 +197,19 @@ impl Remote for PgArtifacts {
         }
         Ok(Some(size))
     }
+
+    fn digests(&self) -> Result<Vec<Sha256>, CasError> {
+        let rows = self
+            .client()?
+            .query("SELECT sha256 FROM artifacts ORDER BY sha256", &[])
+            .map_err(remote)?;
+        rows.iter()
+            .map(|r| {
+                let key: &[u8] = r.get(0);
+                Sha256::from_slice(key).ok_or_else(|| {
+                    remote(format!("a stored artifact digest is {} bytes", key.len()))
+                })
+            })
+            .collect()
+    }
 }

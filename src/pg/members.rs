@@ -27,7 +27,7 @@ impl Publisher {
     /// common seq).
     pub fn start(
         settings: &PgSettings,
-        role: &'static str,
+        role: super::CurrentRole,
         live: crate::generations::LiveGraph,
         disagreement: Disagreement,
         node: Node,
@@ -42,7 +42,7 @@ impl Publisher {
                     &url,
                     &id,
                     &instance,
-                    role,
+                    &role,
                     &live,
                     &disagreement,
                     &node,
@@ -74,7 +74,7 @@ fn publish(
     url: &str,
     node: &str,
     instance: &str,
-    role: &str,
+    role: &super::CurrentRole,
     live: &crate::generations::LiveGraph,
     disagreement: &Disagreement,
     this: &Node,
@@ -94,6 +94,7 @@ fn publish(
                     tracing::debug!(error = %e, "measuring this node's lag failed");
                 }
                 let seq = i64::try_from(seq.0).unwrap_or(i64::MAX);
+                let role = role.name();
                 let published = c.execute(
                     "INSERT INTO members (node_id, role, applied_seq, state_digest, fingerprint, updated_at, instance, advertise_url)
                      VALUES ($1, $2, $3, $4, $5, now(), $6, $7)
@@ -261,7 +262,7 @@ pub struct Cluster {
     pub node_id: String,
     /// Set once this node found it disagrees with the writer.
     pub disagreement: Disagreement,
-    /// Its lag and the leader's address (`/readyz`, `/metrics`, the 307).
+    /// Its lag and the leader's address (`/readyz`, `/metrics`, the ingest forward).
     pub node: Node,
 }
 
@@ -287,7 +288,9 @@ pub struct LeaderView {
 #[derive(Debug, Serialize)]
 pub struct MemberView {
     pub node_id: String,
-    /// `writer` or `replica`, as configured.
+    /// `writer` or `replica`: the role it holds now (a promoted `auto`
+    /// replica is a writer, a writer that lost its lease and stepped down a
+    /// replica), as of its last heartbeat.
     pub role: String,
     /// Holds the leader lease now.
     pub leader: bool,

@@ -220,7 +220,15 @@ pub struct PgLog {
     settings: PgSettings,
     /// The epoch this node holds leadership with (0: not the leader).
     epoch: i64,
+    /// [`APPEND_SQL`], prepared on `client` (dropped with the connection).
+    append_statement: Option<postgres::Statement>,
 }
+
+/// One writer batch's append: one statement, its own transaction (schema
+/// migration 6's `leviathan_append`: the lease and head checks, the inserts,
+/// the notification).
+const APPEND_SQL: &str = "SELECT leviathan_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+     $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
 
 fn seq_i64(s: Seq) -> i64 {
     i64::try_from(s.0).unwrap_or(i64::MAX)
@@ -251,6 +259,7 @@ impl PgLog {
             client,
             settings,
             epoch: 0,
+            append_statement: None,
         })
     }
 
@@ -425,6 +434,7 @@ impl PgLog {
             Err(PgError::Db(e)) if self.client.is_closed() => {
                 tracing::warn!(error = %e, "the PostgreSQL connection failed during an append; reconnecting to learn whether it committed");
                 self.client = connect(&self.settings.url)?;
+                self.append_statement = None;
                 match rows.events.last() {
                     Some(last) if self.hash_at(last.seq)? == Some(last.hash) => Ok(()),
                     _ => Err(PgError::Db(e)),
@@ -435,120 +445,115 @@ impl PgLog {
     }
 
     fn try_append(&mut self, expected: Head, rows: &Rows) -> Result<(), PgError> {
-        let epoch = self.epoch;
-        let mut tx = self.client.transaction()?;
-        let lease = tx.query_one(
-            "SELECT epoch, holder FROM leader WHERE id = 1 FOR UPDATE",
-            &[],
-        )?;
-        let current: i64 = lease.get(0);
-        if current != epoch || epoch == 0 {
-            return Err(PgError::Fenced {
-                ours: epoch,
-                current,
-                holder: lease.get(1),
-            });
-        }
-        let stored = match tx.query_opt(
-            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
-            &[],
-        )? {
-            None => Head {
-                seq: Seq(0),
-                hash: None,
-            },
-            Some(r) => {
-                let seq: i64 = r.get(0);
-                Head {
-                    seq: seq_of(seq),
-                    hash: Some(hash_of(seq, r.get(1))?),
-                }
+        let statement = match &self.append_statement {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.client.prepare(APPEND_SQL)?;
+                self.append_statement = Some(s.clone());
+                s
             }
         };
-        if stored != expected {
-            let hex = |h: Option<Sha256>| h.map_or("empty".to_string(), |h| h.to_hex());
-            return Err(PgError::HeadMoved {
-                expected: expected.seq.0,
-                expected_hash: hex(expected.hash),
-                stored: stored.seq.0,
-                stored_hash: hex(stored.hash),
-            });
-        }
-        if !rows.events.is_empty() {
-            let e = &rows.events;
-            let seqs: Vec<i64> = e.iter().map(|r| seq_i64(r.seq)).collect();
-            let ids: Vec<&str> = e.iter().map(|r| r.event_id.as_str()).collect();
-            let bundles: Vec<&str> = e.iter().map(|r| r.bundle_id.as_str()).collect();
-            let types: Vec<&str> = e.iter().map(|r| r.event_type.as_str()).collect();
-            let targets: Vec<&str> = e.iter().map(|r| r.target.as_str()).collect();
-            let records: Vec<&[u8]> = e.iter().map(|r| r.record.as_slice()).collect();
-            let prevs: Vec<Option<&[u8]>> = e
-                .iter()
-                .map(|r| r.prev_hash.as_ref().map(|h| &h.as_bytes()[..]))
-                .collect();
-            let hashes: Vec<&[u8]> = e.iter().map(|r| &r.hash.as_bytes()[..]).collect();
-            tx.execute(
-                "INSERT INTO events (seq, event_id, bundle_id, event_type, target, record, prev_hash, hash, epoch)
-                 SELECT s, i, b, t, g, r, p, h, $9
-                   FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[],
-                               $6::bytea[], $7::bytea[], $8::bytea[]) AS u(s, i, b, t, g, r, p, h)",
-                &[&seqs, &ids, &bundles, &types, &targets, &records, &prevs, &hashes, &epoch],
-            )?;
-        }
-        if !rows.bundles.is_empty() {
-            let b = &rows.bundles;
-            let ids: Vec<&str> = b.iter().map(|r| r.bundle_id.as_str()).collect();
-            let digests: Vec<&[u8]> = b.iter().map(|r| &r.record.digest.as_bytes()[..]).collect();
-            let firsts: Vec<Option<i64>> =
-                b.iter().map(|r| r.record.first_seq.map(seq_i64)).collect();
-            let lasts: Vec<Option<i64>> =
-                b.iter().map(|r| r.record.last_seq.map(seq_i64)).collect();
-            let ingested: Vec<i64> = b
-                .iter()
-                .map(|r| i64::try_from(r.record.ingested).unwrap_or(i64::MAX))
-                .collect();
-            let dups: Vec<i64> = b
-                .iter()
-                .map(|r| i64::try_from(r.record.duplicates).unwrap_or(i64::MAX))
-                .collect();
-            let heads: Vec<i64> = b.iter().map(|r| seq_i64(r.head_seq)).collect();
-            tx.execute(
-                "INSERT INTO bundles (bundle_id, digest, first_seq, last_seq, ingested, duplicates, head_seq)
-                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[])",
-                &[&ids, &digests, &firsts, &lasts, &ingested, &dups, &heads],
-            )?;
-            let mut a_bundle = Vec::new();
-            let mut a_ord = Vec::new();
-            let mut a_sha = Vec::new();
-            let mut a_kind = Vec::new();
-            let mut a_uri = Vec::new();
-            let mut a_size = Vec::new();
-            for r in b {
-                for (ord, a) in r.artifacts.iter().enumerate() {
-                    a_bundle.push(r.bundle_id.as_str());
-                    a_ord.push(i32::try_from(ord).unwrap_or(i32::MAX));
-                    a_sha.push(&a.sha256.as_bytes()[..]);
-                    a_kind.push(a.kind.as_str());
-                    a_uri.push(a.uri.as_str());
-                    a_size.push(i64::try_from(a.size).unwrap_or(i64::MAX));
-                }
-            }
-            if !a_bundle.is_empty() {
-                tx.execute(
-                    "INSERT INTO bundle_artifacts (bundle_id, ord, sha256, kind, uri, size)
-                     SELECT * FROM unnest($1::text[], $2::int4[], $3::bytea[], $4::text[], $5::text[], $6::int8[])",
-                    &[&a_bundle, &a_ord, &a_sha, &a_kind, &a_uri, &a_size],
-                )?;
+        let e = &rows.events;
+        let seqs: Vec<i64> = e.iter().map(|r| seq_i64(r.seq)).collect();
+        let ids: Vec<&str> = e.iter().map(|r| r.event_id.as_str()).collect();
+        let bundles: Vec<&str> = e.iter().map(|r| r.bundle_id.as_str()).collect();
+        let types: Vec<&str> = e.iter().map(|r| r.event_type.as_str()).collect();
+        let targets: Vec<&str> = e.iter().map(|r| r.target.as_str()).collect();
+        let records: Vec<&[u8]> = e.iter().map(|r| r.record.as_slice()).collect();
+        let prevs: Vec<Option<&[u8]>> = e
+            .iter()
+            .map(|r| r.prev_hash.as_ref().map(|h| &h.as_bytes()[..]))
+            .collect();
+        let hashes: Vec<&[u8]> = e.iter().map(|r| &r.hash.as_bytes()[..]).collect();
+        let b = &rows.bundles;
+        let b_ids: Vec<&str> = b.iter().map(|r| r.bundle_id.as_str()).collect();
+        let digests: Vec<&[u8]> = b.iter().map(|r| &r.record.digest.as_bytes()[..]).collect();
+        let firsts: Vec<Option<i64>> = b.iter().map(|r| r.record.first_seq.map(seq_i64)).collect();
+        let lasts: Vec<Option<i64>> = b.iter().map(|r| r.record.last_seq.map(seq_i64)).collect();
+        let ingested: Vec<i64> = b
+            .iter()
+            .map(|r| i64::try_from(r.record.ingested).unwrap_or(i64::MAX))
+            .collect();
+        let dups: Vec<i64> = b
+            .iter()
+            .map(|r| i64::try_from(r.record.duplicates).unwrap_or(i64::MAX))
+            .collect();
+        let heads: Vec<i64> = b.iter().map(|r| seq_i64(r.head_seq)).collect();
+        let mut a_bundle = Vec::new();
+        let mut a_ord = Vec::new();
+        let mut a_sha = Vec::new();
+        let mut a_kind = Vec::new();
+        let mut a_uri = Vec::new();
+        let mut a_size = Vec::new();
+        for r in b {
+            for (ord, a) in r.artifacts.iter().enumerate() {
+                a_bundle.push(r.bundle_id.as_str());
+                a_ord.push(i32::try_from(ord).unwrap_or(i32::MAX));
+                a_sha.push(&a.sha256.as_bytes()[..]);
+                a_kind.push(a.kind.as_str());
+                a_uri.push(a.uri.as_str());
+                a_size.push(i64::try_from(a.size).unwrap_or(i64::MAX));
             }
         }
-        // Replicas wake on it (a batch of duplicates too: its bundle records).
+        // Replicas wake on the notification (a batch of duplicates too: its
+        // bundle records); its payload is the new head seq.
         let head = rows.events.last().map_or(expected.seq, |e| e.seq);
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&NOTIFY_CHANNEL, &head.0.to_string()],
-        )?;
-        tx.commit()?;
-        Ok(())
+        let head_text = head.0.to_string();
+        let expected_hash: Option<&[u8]> = expected.hash.as_ref().map(|h| &h.as_bytes()[..]);
+        let called = self.client.execute(
+            &statement,
+            &[
+                &self.epoch,
+                &seq_i64(expected.seq),
+                &expected_hash,
+                &head_text,
+                &seqs,
+                &ids,
+                &bundles,
+                &types,
+                &targets,
+                &records,
+                &prevs,
+                &hashes,
+                &b_ids,
+                &digests,
+                &firsts,
+                &lasts,
+                &ingested,
+                &dups,
+                &heads,
+                &a_bundle,
+                &a_ord,
+                &a_sha,
+                &a_kind,
+                &a_uri,
+                &a_size,
+            ],
+        );
+        match called {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.refusal(expected, &e).unwrap_or(PgError::Db(e))),
+        }
+    }
+
+    /// The fencing refusals `leviathan_append` raises (schema migration 6),
+    /// as this writer's errors; `None` for any other error.
+    fn refusal(&self, expected: Head, e: &postgres::Error) -> Option<PgError> {
+        let db = e.as_db_error()?;
+        match db.code().code() {
+            "LVFEN" => Some(PgError::Fenced {
+                ours: self.epoch,
+                current: db.message().parse().unwrap_or(0),
+                holder: db.detail().unwrap_or_default().to_string(),
+            }),
+            "LVHED" => Some(PgError::HeadMoved {
+                expected: expected.seq.0,
+                expected_hash: expected.hash.map_or("empty".to_string(), |h| h.to_hex()),
+                stored: db.message().parse().unwrap_or(0),
+                stored_hash: db.detail().unwrap_or("empty").to_string(),
+            }),
+            _ => None,
+        }
     }
 
     /// Gives leadership up at a clean stop, so that another node need not
@@ -567,11 +572,25 @@ impl PgLog {
 
 /// Renews the lease every third of its length on its own connection; once a
 /// renewal finds the epoch gone (or it cannot renew before the lease runs
-/// out) it sets `lost` and stops. Stops when dropped.
+/// out) it sets `lost`, wakes the writer ([`Leader::on_lost`]) and stops.
+/// Stops when dropped.
 pub struct Renewer {
     stop: Option<std::sync::mpsc::Sender<()>>,
     lost: Arc<AtomicBool>,
+    wake: Wake,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Who is told once the lease is lost (set after the lease was taken: the
+/// writer thread exists only then).
+type Wake = Arc<std::sync::Mutex<Option<Box<dyn Fn() + Send>>>>;
+
+/// Marks the lease lost and tells whoever asked to be woken.
+fn mark_lost(lost: &AtomicBool, wake: &Wake) {
+    lost.store(true, Ordering::SeqCst);
+    if let Some(f) = wake.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        f();
+    }
 }
 
 impl Renewer {
@@ -579,9 +598,10 @@ impl Renewer {
         let mut client = connect(&settings.url)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let lost = Arc::new(AtomicBool::new(false));
+        let wake: Wake = Arc::default();
         let (holder, lease) = (settings.holder.clone(), settings.lease);
         let url = settings.url.clone();
-        let flag = lost.clone();
+        let (flag, waker) = (lost.clone(), wake.clone());
         let thread = std::thread::Builder::new()
             .name("leviathan-lease".into())
             .spawn(move || {
@@ -607,14 +627,14 @@ impl Renewer {
                         Ok(Some(_)) => renewed_at = std::time::Instant::now(),
                         Ok(None) => {
                             tracing::error!(epoch, "the leader lease is gone (another writer took over): this writer steps down");
-                            flag.store(true, Ordering::SeqCst);
+                            mark_lost(&flag, &waker);
                             return;
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "renewing the leader lease failed");
                             if renewed_at.elapsed() >= lease {
                                 tracing::error!(epoch, "the leader lease ran out before it could be renewed: this writer steps down");
-                                flag.store(true, Ordering::SeqCst);
+                                mark_lost(&flag, &waker);
                                 return;
                             }
                         }
@@ -625,6 +645,7 @@ impl Renewer {
         Ok(Renewer {
             stop: Some(stop),
             lost,
+            wake,
             thread: Some(thread),
         })
     }
@@ -649,7 +670,7 @@ impl Drop for Renewer {
 pub struct Leader {
     log: PgLog,
     lost: Arc<AtomicBool>,
-    _renewer: Renewer,
+    renewer: Renewer,
 }
 
 /// Why an append to PostgreSQL failed, as the writer answers it.
@@ -670,8 +691,19 @@ impl Leader {
         Ok(Leader {
             lost: renewer.lost(),
             log,
-            _renewer: renewer,
+            renewer,
         })
+    }
+
+    /// Calls `wake` (from the lease thread) once the lease is found lost, or
+    /// at once if it already was: the writer learns it without traffic and
+    /// without polling.
+    pub fn on_lost(&self, wake: Box<dyn Fn() + Send>) {
+        let mut slot = self.renewer.wake.lock().unwrap_or_else(|p| p.into_inner());
+        if self.lost.load(Ordering::SeqCst) {
+            wake();
+        }
+        *slot = Some(wake);
     }
 
     /// How this node reaches the log.
@@ -804,6 +836,7 @@ impl Follower {
     pub fn wait(&mut self) -> Result<(), PgError> {
         if self.log.client.is_closed() {
             self.log.client = connect(&self.log.settings.url)?;
+            self.log.append_statement = None;
             self.log
                 .client
                 .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))?;
@@ -822,6 +855,29 @@ impl Follower {
     /// The connection, for [`catch_up::catch_up`].
     pub fn log(&mut self) -> &mut PgLog {
         &mut self.log
+    }
+}
+
+/// The role a node holds now, as `GET /v1/cluster` shows it: set by the
+/// writer thread (a replica promoted with `LEVIATHAN_ROLE=auto` becomes the
+/// writer, a writer that lost its lease steps down to a replica), read by
+/// the members publisher.
+#[derive(Clone)]
+pub struct CurrentRole(Arc<AtomicBool>);
+
+impl CurrentRole {
+    /// Shares `replica` (true while the node is a replica).
+    pub fn of(replica: Arc<AtomicBool>) -> CurrentRole {
+        CurrentRole(replica)
+    }
+
+    /// `writer` or `replica`.
+    pub fn name(&self) -> &'static str {
+        if self.0.load(Ordering::SeqCst) {
+            "replica"
+        } else {
+            "writer"
+        }
     }
 }
 

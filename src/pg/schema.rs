@@ -145,6 +145,66 @@ ALTER TABLE events ADD COLUMN committed_at timestamptz NOT NULL DEFAULT now();
 ALTER TABLE members ADD COLUMN advertise_url text;
 "#,
     },
+    Migration {
+        version: 6,
+        description: "the append in one statement: leviathan_append checks the lease and the head, \
+                      inserts the batch and notifies; the unused event indexes by bundle and type dropped",
+        // The writer calls it as one prepared statement outside an explicit
+        // transaction (its own transaction: one round trip per batch instead
+        // of eight, each prepared again). The fencing is the same as the
+        // client-side checks it replaces: the lease row is locked, its epoch
+        // must be the caller's, the stored head must be the expected one;
+        // a refusal raises LVFEN (message: the current epoch, detail: its
+        // holder) or LVHED (message: the stored head seq, detail: its hash in
+        // hex, or `empty`). Nothing reads events by bundle or by type in
+        // PostgreSQL (every node serves those routes from its local store),
+        // so those two indexes only cost each insert.
+        sql: r#"
+DROP INDEX events_by_bundle;
+DROP INDEX events_by_type;
+CREATE FUNCTION leviathan_append(
+    p_epoch bigint, p_expected_seq bigint, p_expected_hash bytea, p_head text,
+    e_seq int8[], e_id text[], e_bundle text[], e_type text[], e_target text[],
+    e_record bytea[], e_prev bytea[], e_hash bytea[],
+    b_id text[], b_digest bytea[], b_first int8[], b_last int8[], b_ingested int8[],
+    b_dups int8[], b_head int8[],
+    a_bundle text[], a_ord int4[], a_sha bytea[], a_kind text[], a_uri text[], a_size int8[]
+) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_epoch bigint;
+    v_holder text;
+    v_seq bigint;
+    v_hash bytea;
+BEGIN
+    SELECT l.epoch, l.holder INTO v_epoch, v_holder FROM leader l WHERE l.id = 1 FOR UPDATE;
+    IF p_epoch = 0 OR v_epoch IS DISTINCT FROM p_epoch THEN
+        RAISE EXCEPTION USING ERRCODE = 'LVFEN', MESSAGE = coalesce(v_epoch, 0)::text,
+            DETAIL = coalesce(v_holder, '');
+    END IF;
+    SELECT e.seq, e.hash INTO v_seq, v_hash FROM events e ORDER BY e.seq DESC LIMIT 1;
+    IF coalesce(v_seq, 0) <> p_expected_seq OR v_hash IS DISTINCT FROM p_expected_hash THEN
+        RAISE EXCEPTION USING ERRCODE = 'LVHED', MESSAGE = coalesce(v_seq, 0)::text,
+            DETAIL = coalesce(encode(v_hash, 'hex'), 'empty');
+    END IF;
+    IF cardinality(e_seq) > 0 THEN
+        INSERT INTO events (seq, event_id, bundle_id, event_type, target, record, prev_hash, hash, epoch)
+        SELECT s, i, b, t, g, r, p, h, p_epoch
+          FROM unnest(e_seq, e_id, e_bundle, e_type, e_target, e_record, e_prev, e_hash)
+            AS u(s, i, b, t, g, r, p, h);
+    END IF;
+    IF cardinality(b_id) > 0 THEN
+        INSERT INTO bundles (bundle_id, digest, first_seq, last_seq, ingested, duplicates, head_seq)
+        SELECT * FROM unnest(b_id, b_digest, b_first, b_last, b_ingested, b_dups, b_head);
+    END IF;
+    IF cardinality(a_bundle) > 0 THEN
+        INSERT INTO bundle_artifacts (bundle_id, ord, sha256, kind, uri, size)
+        SELECT * FROM unnest(a_bundle, a_ord, a_sha, a_kind, a_uri, a_size);
+    END IF;
+    PERFORM pg_notify('leviathan_log', p_head);
+END
+$$;
+"#,
+    },
 ];
 
 /// The newest schema version this binary knows.
