@@ -439,14 +439,6 @@ fn a_crash_between_the_postgres_commit_and_the_local_commit_is_repaired_at_start
     assert_eq!(got, state(&plain));
 }
 
-fn signal(s: &Server, sig: &str) {
-    let st = std::process::Command::new("kill")
-        .args([sig, &s.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 #[test]
 fn a_paused_writer_is_fenced_once_another_took_over_and_nothing_forks() {
     let Some(pg) = Postgres::start("a_paused_writer_is_fenced") else {
@@ -470,7 +462,7 @@ fn a_paused_writer_is_fenced_once_another_took_over_and_nothing_forks() {
         assert_eq!(a.ingest(b).0, 200);
     }
     // A pauses (a GC pause, a stalled VM) past its 2 s lease.
-    signal(&a, "-STOP");
+    a.signal("-STOP");
     // B, a new node, waits for the lease to run out, takes over, catches up.
     let started = std::time::Instant::now();
     let b = pg_server(&url, &[]);
@@ -489,7 +481,7 @@ fn a_paused_writer_is_fenced_once_another_took_over_and_nothing_forks() {
                 .unwrap(),
         )
     });
-    signal(&a, "-CONT");
+    a.signal("-CONT");
     let (st, r) = in_flight.join().unwrap();
     assert_eq!(st, 503, "{r}");
     assert_eq!(r["error"]["code"], "not_leader", "{r}");

@@ -428,14 +428,6 @@ fn role_of(s: &Server, node_id: &str) -> Result<(String, bool), String> {
     ))
 }
 
-fn signal(s: &Server, sig: &str) {
-    let st = std::process::Command::new("kill")
-        .args([sig, &s.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 #[test]
 fn the_cluster_view_shows_the_role_a_node_holds_after_a_promotion_and_a_step_down() {
     let Some(pg) = Postgres::start("the_cluster_view_shows_the_role") else {
@@ -474,7 +466,7 @@ fn the_cluster_view_shows_the_role_a_node_holds_after_a_promotion_and_a_step_dow
         }
     });
     // A pauses past its 2 s lease; B takes it over.
-    signal(&a, "-STOP");
+    a.signal("-STOP");
     wait_for(60, "B taking over", || {
         match b.ingest(&bundle("b-0", events("b-0", 2))) {
             (200, _) => Ok(()),
@@ -483,7 +475,7 @@ fn the_cluster_view_shows_the_role_a_node_holds_after_a_promotion_and_a_step_dow
     });
     // A resumes, finds its lease gone and steps down to follow B. Each
     // node's row shows the role it holds now, not the one it started with.
-    signal(&a, "-CONT");
+    a.signal("-CONT");
     wait_for(30, "B a writer and A a replica", || {
         match (role_of(&b, &a_id)?, role_of(&b, &b_id)?) {
             (a_role, b_role)

@@ -117,6 +117,15 @@ impl Server {
         self.child.as_ref().expect("server is running").id()
     }
 
+    /// Sends `sig` (`kill`'s spelling: `-STOP`, `-CONT`, `-TERM`) to the server.
+    pub fn signal(&self, sig: &str) {
+        let st = std::process::Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill {sig} {}", self.pid());
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

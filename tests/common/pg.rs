@@ -243,6 +243,11 @@ impl Drop for Postgres {
     }
 }
 
+/// Whether the suite runs on the PostgreSQL store (`LEVIATHAN_TEST_STORE=postgres`).
+pub fn suite_on_postgres() -> bool {
+    std::env::var("LEVIATHAN_TEST_STORE").as_deref() == Ok("postgres")
+}
+
 /// The suite's store switch: with `LEVIATHAN_TEST_STORE=postgres`, every
 /// server a test starts ([`crate::common::Server::start_in`]) keeps its log in
 /// PostgreSQL: one cluster for the whole test process, one database per data

@@ -334,14 +334,6 @@ fn head_as(s: &Server, token: &str) -> u16 {
         .as_u16()
 }
 
-fn hup(s: &Server) {
-    let st = Command::new("kill")
-        .args(["-HUP", &s.pid().to_string()])
-        .status()
-        .expect("kill -HUP");
-    assert!(st.success());
-}
-
 /// Polls `cond` (an observable state of the server) until it holds.
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -373,13 +365,13 @@ fn sighup_reloads_the_tokens_file_and_a_bad_file_keeps_the_old_tokens() {
     let tmp = dir.path().join("tokens.new");
     std::fs::write(&tmp, token_line("ops", "read,admin", ADMIN)).expect("write");
     std::fs::rename(&tmp, &file).expect("rename");
-    hup(&s);
+    s.signal("-HUP");
     wait_for("the new token", || head_as(&s, ADMIN) == 200);
     assert_eq!(head_as(&s, READ), 401, "the removed token still works");
 
     // A broken file: the old set stays, the log says why.
     std::fs::write(&file, "ops admin,read not-a-hash\n").expect("write");
-    hup(&s);
+    s.signal("-HUP");
     wait_for("the reload error in the log", || {
         s.log
             .lock()
@@ -399,7 +391,7 @@ fn sighup_reloads_the_tokens_file_and_a_bad_file_keeps_the_old_tokens() {
     assert_eq!(head_as(&s, ADMIN), 200, "a bad file dropped the old tokens");
     // An empty file (a Secret caught mid-update) is refused the same way.
     std::fs::write(&file, "").expect("write");
-    hup(&s);
+    s.signal("-HUP");
     wait_for("the second reload error", || {
         s.log
             .lock()
