@@ -66,6 +66,11 @@ pub struct ServeArgs {
     /// when ingest must keep all of it.
     #[arg(long, env = "LEVIATHAN_BUILD_RATE", default_value_t = 0)]
     pub build_rate: u64,
+    /// MiB of fjall's block cache, shared by every keyspace (decompressed
+    /// data and index blocks). Reads of a large store that miss it load
+    /// blocks from the page cache or the disk; more cache, more memory.
+    #[arg(long, env = "LEVIATHAN_CACHE_MB", default_value_t = crate::storage::CACHE_BYTES >> 20)]
+    pub cache_mb: u64,
     #[command(flatten)]
     pub projection: ProjectionArgs,
     #[command(flatten)]
@@ -208,6 +213,8 @@ pub struct Config {
     pub rebuild: crate::generations::RebuildMode,
     /// `LEVIATHAN_BUILD_RATE` (0: unlimited).
     pub build_rate: u64,
+    /// `LEVIATHAN_CACHE_MB`, in bytes.
+    pub cache_bytes: u64,
     /// `LEVIATHAN_STORE=postgres`: the log's authority (`None`: fjall alone).
     pub postgres: Option<PostgresConfig>,
 }
@@ -252,6 +259,8 @@ pub enum ConfigError {
          (e.g. `http://leviathan-0.leviathan:8000`): replicas redirect ingest to it"
     )]
     BadAdvertiseUrl(String),
+    #[error("LEVIATHAN_CACHE_MB must be a number of MiB from 1 to 65536, got {0}")]
+    BadCacheMb(u64),
     #[error("LEVIATHAN_MAX_REPLICA_LAG_SECS must be 0 (off) or a number of seconds up to 86400, got {0}")]
     BadMaxLag(f64),
 }
@@ -313,6 +322,9 @@ impl Config {
                 return Err(ConfigError::ZeroLimit(name));
             }
         }
+        if !(1..=65_536).contains(&args.cache_mb) {
+            return Err(ConfigError::BadCacheMb(args.cache_mb));
+        }
         if args.ops.verify_interval_secs == 0 {
             return Err(ConfigError::ZeroLimit("LEVIATHAN_VERIFY_INTERVAL_SECS"));
         }
@@ -371,6 +383,7 @@ impl Config {
             signing_key_file: args.signing_key_file.clone(),
             rebuild: args.rebuild,
             build_rate: args.build_rate,
+            cache_bytes: args.cache_mb << 20,
             projector_cache,
             projectors: configured.specs,
             projector_settings: configured.settings,

@@ -166,6 +166,9 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_seconds: Family<HttpRoute, Histogram, fn() -> Histogram>,
     pub store_disk_bytes: Gauge,
+    /// fjall's block cache: its capacity (`LEVIATHAN_CACHE_MB`) and what it holds.
+    pub block_cache_capacity_bytes: Gauge,
+    pub block_cache_bytes: Gauge,
     pub chain_verified_seq: Gauge,
     pub chain_verify_failures: Counter,
     /// See [`WriterMetrics::replica_rebuilds`].
@@ -321,6 +324,18 @@ impl Default for Metrics {
             "Bytes the data directory takes on disk (refreshed at most every 10 s)",
             store_disk_bytes.clone(),
         );
+        let block_cache_capacity_bytes = Gauge::default();
+        r.register(
+            "block_cache_capacity_bytes",
+            "Capacity of the store's block cache (LEVIATHAN_CACHE_MB)",
+            block_cache_capacity_bytes.clone(),
+        );
+        let block_cache_bytes = Gauge::default();
+        r.register(
+            "block_cache_bytes",
+            "Bytes the store's block cache holds now (data and index blocks)",
+            block_cache_bytes.clone(),
+        );
         let chain_verified_seq = Gauge::default();
         r.register(
             "chain_verified_seq",
@@ -411,6 +426,8 @@ impl Default for Metrics {
             http_requests,
             http_seconds,
             store_disk_bytes,
+            block_cache_capacity_bytes,
+            block_cache_bytes,
             chain_verified_seq,
             chain_verify_failures,
             replica_rebuilds,

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::digest::Sha256;
 use crate::projection::ProjectorSet;
 use crate::projector_specs;
-use crate::storage::{open_store, Store};
+use crate::storage::{open_store_with_cache, Store};
 use crate::writer::{Writer, WriterParts};
 use anyhow::Context;
 use std::path::Path;
@@ -137,7 +137,7 @@ fn open_and_prepare(
     Option<crate::pg::Role>,
 )> {
     starting.set("opening the store");
-    let store = open_store(&config.data_dir)?;
+    let store = open_store_with_cache(&config.data_dir, config.cache_bytes)?;
     let head = store.log.check_head().context("checking the log head")?;
     starting.set("loading the projectors");
     let projection = load_projection_capped(

@@ -58,9 +58,14 @@ pub struct Store {
 
 /// Opens (or creates) the store under `data_dir` (`<data_dir>/store`).
 pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
+    open_store_with_cache(data_dir, CACHE_BYTES)
+}
+
+/// [`open_store`] with a block cache of `cache_bytes` (`LEVIATHAN_CACHE_MB`).
+pub fn open_store_with_cache(data_dir: &Path, cache_bytes: u64) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let db = open_database(&data_dir.join("store")).with_context(|| {
+    let db = open_database_with_cache(&data_dir.join("store"), cache_bytes).with_context(|| {
         format!(
             "cannot open the store in {} (is another leviathan process using it?)",
             data_dir.display()
@@ -95,10 +100,11 @@ pub(crate) const WORKER_THREADS: usize = 1;
 /// 6 MiB and 16 MiB, for ~2 % less ingest throughput (docs/BENCHMARKS.md).
 pub(crate) const MAX_MEMTABLE_BYTES: u64 = 6 << 20;
 
-/// fjall's block cache, shared by all keyspaces (fjall's default: 32 MiB).
-/// Reads stay fast with less: the hot point reads (nodes, counters, event
-/// ids) hit the memtables or the pinned index and filter blocks first.
-pub(crate) const CACHE_BYTES: u64 = 16 << 20;
+/// fjall's block cache, shared by all keyspaces (fjall's default: 32 MiB),
+/// unless `LEVIATHAN_CACHE_MB` says otherwise. Reads stay fast with less on
+/// stores of a few million events: the hot point reads (nodes, counters,
+/// event ids) hit the memtables or the pinned index and filter blocks first.
+pub const CACHE_BYTES: u64 = 16 << 20;
 
 /// Size of the disk tables leveled compaction writes (fjall's default:
 /// 64 MiB; recorded when a keyspace is created). With one worker doing both
@@ -111,10 +117,18 @@ pub(crate) const TABLE_TARGET_BYTES: u64 = 16 << 20;
 
 /// Opens (or creates) the fjall database at `path` with the settings above.
 pub fn open_database(path: &std::path::Path) -> fjall::Result<fjall::Database> {
+    open_database_with_cache(path, CACHE_BYTES)
+}
+
+/// [`open_database`] with a block cache of `cache_bytes`.
+pub fn open_database_with_cache(
+    path: &std::path::Path,
+    cache_bytes: u64,
+) -> fjall::Result<fjall::Database> {
     fjall::Database::builder(path)
         .max_journaling_size(MAX_JOURNAL_BYTES)
         .worker_threads(WORKER_THREADS)
-        .cache_size(CACHE_BYTES)
+        .cache_size(cache_bytes)
         .open()
 }
 

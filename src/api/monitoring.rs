@@ -160,6 +160,11 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
         if let Ok((seq, _)) = app.live.graph().state() {
             m.graph_applied_seq.set(seq.0 as i64);
         }
+        // fjall 3.1 has these as doc-hidden accessors (no other public ones).
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        m.block_cache_capacity_bytes
+            .set(gauge(monitor.db.cache_capacity()));
+        m.block_cache_bytes.set(gauge(monitor.db.cache_size()));
         projector_lag(&app, &m);
         if let Some(c) = &app.cluster {
             c.node.status.export_lag();

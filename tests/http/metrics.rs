@@ -195,6 +195,48 @@ fn artifact_totals_survive_a_restart() {
 }
 
 #[test]
+fn the_block_cache_is_the_size_leviathan_cache_mb_says_and_a_bad_size_is_refused() {
+    let mib = 1024.0 * 1024.0;
+    let s = Server::start();
+    for b in mixed_log(2) {
+        assert_eq!(s.ingest(&b).0, 200);
+    }
+    let text = s.metrics_text();
+    assert_eq!(
+        metric(&text, "leviathan_block_cache_capacity_bytes"),
+        16.0 * mib
+    );
+    let held = metric(&text, "leviathan_block_cache_bytes");
+    assert!((0.0..=16.0 * mib).contains(&held), "{held}");
+    let big = Server::start_with(&[("LEVIATHAN_CACHE_MB", "48")]);
+    let text = big.metrics_text();
+    assert_eq!(
+        metric(&text, "leviathan_block_cache_capacity_bytes"),
+        48.0 * mib
+    );
+    for bad in ["0", "65537", "lots"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathan"))
+            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
+            .arg(dir.path())
+            .env("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN)
+            .env("LEVIATHAN_CACHE_MB", bad)
+            .env("LEVIATHAN_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "LEVIATHAN_CACHE_MB={bad} was accepted"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("LEVIATHAN_CACHE_MB") || err.contains("cache-mb"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn metrics_token_guards_metrics_only() {
     let s = Server::start_with(&[("LEVIATHAN_METRICS_TOKEN", "scrape-secret")]);
     for auth in [None, Some("wrong"), Some(TOKEN)] {
