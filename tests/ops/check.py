@@ -73,6 +73,8 @@ LEVIATHAN_METRICS = {
     "leviathan_http_requests_total",
     "leviathan_http_request_duration_seconds",
     "leviathan_store_disk_bytes",
+    "leviathan_block_cache_capacity_bytes",
+    "leviathan_block_cache_bytes",
     "leviathan_chain_verified_seq",
     "leviathan_chain_verify_failures_total",
     "leviathan_chain_last_verify_timestamp_seconds",
