@@ -14,13 +14,13 @@ pub mod console;
 pub mod error;
 mod events;
 mod failures;
+mod forward;
 mod graph;
 mod ingest;
 pub mod limits;
 pub mod min_seq;
 pub mod monitoring;
 mod probes;
-mod redirect;
 pub mod stream;
 mod topology;
 
@@ -120,9 +120,9 @@ pub fn router(state: AppState) -> Router {
     let ingest = Router::new()
         .route("/v1/events/ingest", post(ingest::ingest))
         // A replica forwards event ingest to the writer
-        // (api/redirect.rs); artifact uploads, added after the layer, are
+        // (api/forward.rs); artifact uploads, added after the layer, are
         // taken by any node (they commit to PostgreSQL, crate::pg::artifacts).
-        .route_layer(from_fn_with_state(state.clone(), redirect::to_leader))
+        .route_layer(from_fn_with_state(state.clone(), forward::to_leader))
         .route("/v1/artifacts", post(artifacts::post))
         .route("/v1/artifacts/{sha256}", put(artifacts::put));
     let admin = Router::new()

@@ -9,7 +9,7 @@
 //!   replica answers 503 `replica_lagging` past `LEVIATHAN_MAX_REPLICA_LAG_SECS`
 //!   (api/probes.rs); `/metrics` exports both figures.
 //! - the leader's advertised URL (`LEVIATHAN_ADVERTISE_URL`, published in its
-//!   members row): where a replica forwards ingest (api/redirect.rs).
+//!   members row): where a replica forwards ingest (api/forward.rs).
 
 use super::PgError;
 use crate::seq::Seq;
