@@ -15,8 +15,12 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 WIT="$(cd "$HERE/../../../wit" && pwd -P)"
+# Both paths may be relative (as CI passes them); they are made absolute
+# here, since the build runs its tools from other directories.
+abspath() { mkdir -p "$1" && (cd "$1" && pwd -P); }
 OUT="${1:-$HERE/target/deploys.wasm}"
-TOOLCHAIN="${LEVIATHAN_TOOLCHAIN_DIR:-$HERE/target/toolchain}/python"
+OUT="$(abspath "$(dirname "$OUT")")/$(basename "$OUT")"
+TOOLCHAIN="$(abspath "${LEVIATHAN_TOOLCHAIN_DIR:-$HERE/target/toolchain}")/python"
 VENV="$TOOLCHAIN/venv"
 STAMP="$VENV/.requirements.sha256"
 PYTHON="${PYTHON:-python3}"
