@@ -16,7 +16,7 @@
 //! browser too.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-mod common;
+use crate::common;
 
 use common::wasm::{static_projector, Describe};
 use common::{bundle, event, mixed_log, sha256_hex, Server};

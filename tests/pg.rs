@@ -5,7 +5,7 @@
 //! and real server processes.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::pg::Postgres;
 use common::*;

@@ -7,7 +7,7 @@
 //! processes.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::pg::Postgres;
 use common::*;

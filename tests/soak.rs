@@ -3,7 +3,7 @@
 //! `cargo test` (it is `#[ignore]`d: minutes long); run it on demand:
 //!
 //! ```sh
-//! LEVIATHAN_SOAK_SECS=300 cargo test --release --test soak -- --ignored --nocapture
+//! LEVIATHAN_SOAK_SECS=300 cargo test --release --test suite soak:: -- --ignored --nocapture
 //! ```
 //!
 //! Two phases. The preload ingests `LEVIATHAN_SOAK_PRELOAD` events (default
@@ -31,7 +31,7 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -9,7 +9,7 @@
 //! test decides exactly when bytes are read.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-mod common;
+use crate::common;
 
 use common::{bundle, event, events, Server, TOKEN};
 use serde_json::{json, Value};

@@ -131,7 +131,7 @@ impl Server {
     }
 
     /// The `/metrics` exposition text (no token needed; must answer 200).
-    #[allow(dead_code)] // not every test binary reads metrics
+    #[allow(dead_code)] // tests/polyglot.rs does not read metrics
     pub fn metrics_text(&self) -> String {
         let resp = self
             .client

@@ -3,7 +3,7 @@
 //! no file behind.
 
 use crate::common::{sha256_hex, Server};
-use crate::{ctl, json, run};
+use crate::ctl::{ctl, json, run};
 
 fn stored(s: &Server, sha: &str) -> bool {
     let st = s

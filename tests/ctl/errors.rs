@@ -3,7 +3,7 @@
 //! to change.
 
 use crate::common::{Server, TOKEN};
-use crate::{bare, ctl, run};
+use crate::ctl::{bare, ctl, run};
 use std::net::TcpListener;
 
 /// A loopback port with nothing listening.

@@ -3,7 +3,7 @@
 //! resume when the server goes away.
 
 use crate::common::{bundle, events};
-use crate::{ctl, loaded, run, std_ctl};
+use crate::ctl::{ctl, loaded, run, std_ctl};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -2,8 +2,8 @@
 //! prompt on a terminal (yes, no); no terminal refuses unless `--yes`.
 
 use crate::common::Server;
-use crate::pty::Pty;
-use crate::{ctl, json, loaded, run, std_ctl};
+use crate::ctl::pty::Pty;
+use crate::ctl::{ctl, json, loaded, run, std_ctl};
 use serde_json::Value;
 
 fn head(s: &Server) -> Value {

@@ -3,8 +3,8 @@
 //! appears only on a terminal without `NO_COLOR`, completions are generated.
 
 use crate::common::Server;
-use crate::pty::Pty;
-use crate::{ctl, json, loaded, run, std_ctl};
+use crate::ctl::pty::Pty;
+use crate::ctl::{ctl, json, loaded, run, std_ctl};
 
 /// The server's body for `path`, as text.
 fn raw(s: &Server, path: &str) -> String {
@@ -264,14 +264,14 @@ fn colour_only_on_a_terminal_without_no_color() {
 #[test]
 fn completions_for_each_shell() {
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
-        let (code, out, err) = run(crate::bare(), &["completions", shell]);
+        let (code, out, err) = run(crate::ctl::bare(), &["completions", shell]);
         assert_eq!(code, 0, "{shell}: {err}");
         assert!(
             out.contains("leviathanctl") && out.contains("invalidate"),
             "{shell}"
         );
     }
-    let (code, _, err) = run(crate::bare(), &["completions", "tcsh"]);
+    let (code, _, err) = run(crate::ctl::bare(), &["completions", "tcsh"]);
     assert_eq!(code, 2, "{err}");
 }
 

@@ -2,7 +2,7 @@
 //! process per data dir, and the projectors' allocator on a small node.
 
 use crate::common::*;
-use crate::metrics::metric;
+use crate::http::metrics::metric;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@
 
 use crate::common::wasm::*;
 use crate::common::{bundle, event as bundle_event, refused, serve_command, sha256_hex, Server};
-use crate::source;
+use crate::projection::source;
 use leviathan::projection::{
     Failure, LoadError, ProjectorSet, MAX_COPY_BYTES, MAX_OPS_PER_RUN, MAX_OUTPUT_BYTES,
     MAX_PROPERTIES_BYTES,

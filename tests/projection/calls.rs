@@ -2,7 +2,7 @@
 //! reach it, and calls from several threads.
 
 use crate::common::wasm::*;
-use crate::{expected_good_ops, good_projector, source};
+use crate::projection::{expected_good_ops, good_projector, source};
 use leviathan::projection::ProjectorSet;
 
 #[test]

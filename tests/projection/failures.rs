@@ -2,7 +2,7 @@
 //! failed on, deterministic, and leaves the set working for the next event.
 
 use crate::common::wasm::*;
-use crate::{describe_failing, expected_good_ops, good_projector, source, with_limits};
+use crate::projection::{describe_failing, expected_good_ops, good_projector, source, with_limits};
 use leviathan::projection::{Failure, Limits, ProjectorSet};
 
 /// One set holding a good projector and one failing projector per failure

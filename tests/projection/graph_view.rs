@@ -3,7 +3,7 @@
 //! does).
 
 use crate::common::wasm::*;
-use crate::source;
+use crate::projection::source;
 use leviathan::graph::{GraphStore, Op};
 use leviathan::projection::ProjectorSet;
 use leviathan::seq::Seq;

@@ -1,7 +1,7 @@
 //! Loading a set: the compiled cache, and what is refused at load time.
 
 use crate::common::wasm::*;
-use crate::{expected_good_ops, good_projector, source};
+use crate::projection::{expected_good_ops, good_projector, source};
 use leviathan::projection::{LoadError, ProjectorSet, ProjectorSource};
 
 #[test]

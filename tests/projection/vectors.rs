@@ -96,7 +96,9 @@ fn a_vector_reads_its_starting_graph() {
     // The graph-reading test guest copies node n1 and its `links` edge into
     // its ops, and refuses (`no_node`) when there is no n1.
     let set = leviathan::projection::ProjectorSet::load(
-        vec![crate::source(crate::graph_view::graph_reading_projector())],
+        vec![crate::projection::source(
+            crate::projection::graph_view::graph_reading_projector(),
+        )],
         None,
     )
     .unwrap();

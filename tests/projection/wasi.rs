@@ -2,7 +2,7 @@
 //! stdio.
 
 use crate::common::wasm::*;
-use crate::{source, with_limits};
+use crate::projection::{source, with_limits};
 use leviathan::graph::Op;
 use leviathan::projection::{Limits, ProjectorSet};
 

@@ -6,8 +6,7 @@
 // ProjectionError is large (the cold path of a failing event; see src/projection).
 #![allow(clippy::result_large_err)]
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod abuse;
 mod calls;
