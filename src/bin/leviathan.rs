@@ -15,7 +15,9 @@ use std::process::ExitCode;
 /// thread's time in a profile, with a fragmented heap. mimalloc was as fast
 /// but kept far more memory than it used: growing a store to 1M events its peak
 /// RSS was ~355 MiB for an ~85 MiB peak heap (heaptrack); jemalloc peaks at
-/// ~250 MiB with the same writer CPU (docs/BENCHMARKS.md).
+/// ~250 MiB with the same writer CPU (docs/BENCHMARKS.md). The default
+/// `jemalloc` feature; without it (the test suite's build) glibc's malloc.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -24,6 +26,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// no measurable cost); `_RJEM_MALLOC_CONF` in the environment still wins.
 /// Exporting a symbol is `unsafe` (the crate denies `unsafe_code`): this is
 /// the name jemalloc reads its options from, a NUL-terminated C string.
+#[cfg(feature = "jemalloc")]
 #[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 #[used]
