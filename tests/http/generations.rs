@@ -264,7 +264,13 @@ fn a_build_killed_midway_resumes_where_it_stopped_and_equals_an_offline_rebuild(
     s.stop();
     let report = offline_rebuild(dir.path(), &m);
     assert_eq!(report["identical"], true, "{report}");
-    assert_eq!(report["state_digest"], done["state_digest"]);
+    // Failed once (session 9, a whole-suite run with --test-threads 3): the
+    // offline rebuild equalled the stored graph but not the digest served at
+    // the switch. Both sides in full, to tell which seq each digest is at.
+    assert_eq!(
+        report["state_digest"], done["state_digest"],
+        "offline rebuild: {report}\nserved at the switch: {done}"
+    );
 }
 
 #[test]
