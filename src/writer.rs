@@ -627,7 +627,7 @@ impl State {
                     continue;
                 }
                 Msg::LeaseLost => {
-                    self.lease_lost();
+                    self.check_lease();
                     continue;
                 }
             };
@@ -666,16 +666,18 @@ impl State {
         }
     }
 
-    /// The lease thread found the lease lost: an `auto` writer steps down at
-    /// once (without waiting for traffic), any other stops appending (its
-    /// health says why). A wake-up about an earlier leadership is ignored.
-    fn lease_lost(&mut self) {
-        if let Some(lost) = self.leader.as_ref().and_then(|l| l.lost()) {
-            if self.steps_down {
-                self.stepped_down = true;
-            } else {
-                self.health.fail(lost);
-            }
+    /// Acts on a lost lease (woken by the lease thread, or before a batch):
+    /// an `auto` writer steps down (returned: why, for the jobs at hand), any
+    /// other stops appending (its health says why). Nothing while the lease
+    /// holds (a wake-up about an earlier leadership, after a promotion).
+    fn check_lease(&mut self) -> Option<StorageFailure> {
+        let lost = self.leader.as_ref().and_then(|l| l.lost())?;
+        if self.steps_down {
+            self.stepped_down = true;
+            Some(lost)
+        } else {
+            self.health.fail(lost);
+            None
         }
     }
 
@@ -1052,15 +1054,11 @@ impl State {
     }
 
     fn process(&mut self, jobs: Vec<Job>) {
-        if let Some(lost) = self.leader.as_ref().and_then(|l| l.lost()) {
-            if self.steps_down {
-                self.stepped_down = true;
-                for j in jobs {
-                    let _ = j.reply.send(Err(AppendError::Unavailable(lost.clone())));
-                }
-                return;
+        if let Some(lost) = self.check_lease() {
+            for j in jobs {
+                let _ = j.reply.send(Err(AppendError::Unavailable(lost.clone())));
             }
-            self.health.fail(lost);
+            return;
         }
         if let Some(failure) = self.health.failure() {
             for j in jobs {
