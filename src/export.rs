@@ -113,14 +113,14 @@ pub fn open_stopped(data_dir: &Path) -> anyhow::Result<crate::storage::Store> {
 /// chain is checked while it is written: a broken log is not exported.
 ///
 /// `remote`: the shared artifact store of a node in postgres mode; the
-/// artifacts it holds that the local store lacks are exported from it (each
-/// checked against its digest), so that an export taken on any node holds
-/// every artifact.
+/// artifacts it holds that the local store lacks are fetched into the local
+/// store first (each checked against its digest, as [`crate::cas::Cas::find`]
+/// does), so that an export taken on any node holds every artifact.
 pub fn export(
     data_dir: &Path,
     signing_key: Option<&Path>,
     to: &Path,
-    remote: Option<&dyn crate::cas::Remote>,
+    remote: Option<std::sync::Arc<dyn crate::cas::Remote>>,
 ) -> anyhow::Result<Manifest> {
     let store = open_stopped(data_dir)?;
     crate::files::new_dir(to, "an export")?;
@@ -213,11 +213,21 @@ pub fn export(
     // Artifacts, each checked against its digest as it is copied.
     let dir = to.join(ARTIFACTS);
     std::fs::create_dir_all(&dir)?;
-    let cas = crate::cas::Cas::open(&store.db, crate::storage::SyncMode::Always, u64::MAX)?;
+    let mut cas = crate::cas::Cas::open(&store.db, crate::storage::SyncMode::Always, u64::MAX)?;
+    if let Some(remote) = remote {
+        // What the node's store lacks is fetched into it first (each checked
+        // against its digest, as a backup or a read does), then exported.
+        cas = cas.with_remote(remote);
+        let fetched = cas
+            .fetch_missing()
+            .context("fetching the artifacts this node lacks from the shared store")?;
+        tracing::info!(
+            fetched,
+            "fetched the shared store's artifacts this node lacked"
+        );
+    }
     let (mut artifacts, mut artifact_bytes) = (0u64, 0u64);
-    let local = cas.digests()?;
-    for sha in &local {
-        let sha = *sha;
+    for sha in cas.digests()? {
         let meta = cas
             .meta(&sha)?
             .with_context(|| format!("artifact {sha} vanished"))?;
@@ -238,36 +248,6 @@ pub fn export(
         f.sync_all()?;
         artifacts += 1;
         artifact_bytes += meta.size;
-    }
-    if let Some(remote) = remote {
-        let local: std::collections::HashSet<Sha256> = local.into_iter().collect();
-        for sha in remote.digests()? {
-            if local.contains(&sha) {
-                continue;
-            }
-            let path = dir.join(sha.to_hex());
-            let mut f = std::fs::File::create(&path)?;
-            let mut h = sha2::Sha256::new();
-            let size = remote
-                .fetch(&sha, &mut |data| {
-                    sha2::Digest::update(&mut h, data);
-                    f.write_all(data)
-                        .map_err(|e| crate::cas::CasError::Remote(format!("writing {sha}: {e}")))
-                })?
-                .with_context(|| format!("artifact {sha} vanished from the shared store"))?;
-            let actual = Sha256(sha2::Digest::finalize(h).into());
-            if actual != sha {
-                drop(f);
-                let _ = std::fs::remove_file(&path);
-                bail!(
-                    "the shared store's copy of artifact {sha} hashes to {actual}: it is \
-                     corrupt; upload the artifact again from a good copy"
-                );
-            }
-            f.sync_all()?;
-            artifacts += 1;
-            artifact_bytes += size;
-        }
     }
 
     // The graph's state and the checkpoint.
@@ -805,18 +785,14 @@ pub fn run(args: ExportArgs) -> anyhow::Result<std::process::ExitCode> {
         .data_dir
         .or_else(crate::config::default_data_dir)
         .context("no data directory: set LEVIATHAN_DATA_DIR or --data-dir")?;
-    let remote = args
-        .postgres_url
-        .as_deref()
-        .map(crate::pg::artifacts::PgArtifacts::new)
-        .transpose()
-        .context("the shared artifact store in PostgreSQL")?;
-    let manifest = export(
-        &dir,
-        args.signing_key_file.as_deref(),
-        &args.to,
-        remote.as_ref().map(|r| r as &dyn crate::cas::Remote),
-    )?;
+    let remote = match args.postgres_url.as_deref() {
+        Some(url) => Some(std::sync::Arc::new(
+            crate::pg::artifacts::PgArtifacts::new(url)
+                .context("the shared artifact store in PostgreSQL")?,
+        ) as std::sync::Arc<dyn crate::cas::Remote>),
+        None => None,
+    };
+    let manifest = export(&dir, args.signing_key_file.as_deref(), &args.to, remote)?;
     print_json(&manifest)?;
     Ok(std::process::ExitCode::SUCCESS)
 }
