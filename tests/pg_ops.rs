@@ -428,6 +428,25 @@ fn role_of(s: &Server, node_id: &str) -> Result<(String, bool), String> {
     ))
 }
 
+/// Waits until `observer`'s cluster view shows each `(node id, role, leader)`.
+fn wait_for_roles(observer: &Server, what: &str, expected: [(&str, &str, bool); 2]) {
+    wait_for(30, what, || {
+        let seen = expected
+            .iter()
+            .map(|(id, _, _)| role_of(observer, id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let want: Vec<_> = expected
+            .iter()
+            .map(|(_, role, leader)| (role.to_string(), *leader))
+            .collect();
+        if seen == want {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+}
+
 #[test]
 fn the_cluster_view_shows_the_role_a_node_holds_after_a_promotion_and_a_step_down() {
     let Some(pg) = Postgres::start("the_cluster_view_shows_the_role") else {
@@ -454,17 +473,11 @@ fn the_cluster_view_shows_the_role_a_node_holds_after_a_promotion_and_a_step_dow
         .unwrap()
         .to_string();
     assert_ne!(a_id, b_id);
-    wait_for(30, "A a writer and B a replica", || {
-        match (role_of(&b, &a_id)?, role_of(&b, &b_id)?) {
-            (a_role, b_role)
-                if a_role == ("writer".to_string(), true)
-                    && b_role == ("replica".to_string(), false) =>
-            {
-                Ok(())
-            }
-            other => Err(format!("{other:?}")),
-        }
-    });
+    wait_for_roles(
+        &b,
+        "A a writer and B a replica",
+        [(&a_id, "writer", true), (&b_id, "replica", false)],
+    );
     // A pauses past its 2 s lease; B takes it over.
     a.signal("-STOP");
     wait_for(60, "B taking over", || {
@@ -476,17 +489,11 @@ fn the_cluster_view_shows_the_role_a_node_holds_after_a_promotion_and_a_step_dow
     // A resumes, finds its lease gone and steps down to follow B. Each
     // node's row shows the role it holds now, not the one it started with.
     a.signal("-CONT");
-    wait_for(30, "B a writer and A a replica", || {
-        match (role_of(&b, &a_id)?, role_of(&b, &b_id)?) {
-            (a_role, b_role)
-                if a_role == ("replica".to_string(), false)
-                    && b_role == ("writer".to_string(), true) =>
-            {
-                Ok(())
-            }
-            other => Err(format!("{other:?}")),
-        }
-    });
+    wait_for_roles(
+        &b,
+        "B a writer and A a replica",
+        [(&a_id, "replica", false), (&b_id, "writer", true)],
+    );
     assert_eq!(
         role_of(&a, &b_id).unwrap(),
         ("writer".to_string(), true),
