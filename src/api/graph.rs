@@ -165,6 +165,11 @@ pub async fn edges(
 /// `GET /v1/projection`: the projector set, the last applied seq and the state digest.
 pub async fn projection(State(app): State<AppState>) -> Result<Json<Projection>, ApiError> {
     blocking(move || {
+        // The build's status before the live set: a switch replaces the live
+        // set first and marks the build switched after, so reading them in
+        // this order never serves "switched" beside the old generation's
+        // digest (the other order did, once, in a test under load).
+        let build = app.builds.get();
         let live = app.live.get();
         let view = app.log.view();
         let (seq, digest) = live.graph.state_at(&view)?;
@@ -220,7 +225,7 @@ pub async fn projection(State(app): State<AppState>) -> Result<Json<Projection>,
             log_head_seq: head.seq,
             projectors,
             state_digest: digest,
-            build: app.builds.get().map(Into::into),
+            build: build.map(Into::into),
             asynchronous: if has_async {
                 Some(wire::AsyncLane {
                     applied_seq: async_seq,

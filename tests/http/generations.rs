@@ -113,8 +113,14 @@ fn wait_projection(s: &Server, what: &str, mut done: impl FnMut(&Value) -> bool)
     }
 }
 
+/// The build has switched; the same answer then serves the new generation
+/// (the projection route once answered "switched" beside the old one's digest).
 fn switched(p: &Value) -> bool {
-    p["build"]["state"] == "switched"
+    let done = p["build"]["state"] == "switched";
+    if done {
+        assert_eq!(p["generation"], p["build"]["generation"], "{p}");
+    }
+    done
 }
 
 #[test]
