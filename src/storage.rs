@@ -83,14 +83,17 @@ pub fn open_store_with_cache(data_dir: &Path, cache_bytes: u64) -> anyhow::Resul
 /// 64 MiB is fjall's minimum.
 pub(crate) const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 
-/// fjall background threads (memtable flushes and compactions). fjall's
-/// default is one per core (up to 4), but in fjall 3.1 with more than one,
-/// worker 0 hands every compaction message back to the queue and takes the
-/// next one, so it spins at 100 % of a core whenever another worker is
-/// compacting (`worker_pool.rs`, `WorkerMessage::Compact`). On two cores that
-/// spin took a quarter of the server's CPU during ingest (docs/BENCHMARKS.md).
-/// One worker does flushes and compactions in turn, without spinning.
-pub(crate) const WORKER_THREADS: usize = 1;
+/// fjall background threads (memtable flushes and compactions). With more
+/// than one, fjall keeps worker 0 for flushes: it hands every compaction back
+/// to the queue. Stock fjall 3.1 spun at 100 % of a core doing so while
+/// another worker compacted, which is why this was 1 until the patch in
+/// `vendor/fjall` (LEVIATHAN-PATCH.md). With one worker, a flush waited for
+/// the compaction in progress, sealed memtables queued up behind it (fjall
+/// halts writes at 4 per keyspace) and they were most of the server's memory
+/// under load. With 2, growing a store to 2M events: peak RSS 201-243 MiB
+/// against 324-340, the same throughput and p99, ~13 % more bytes written
+/// (docs/BENCHMARKS.md).
+pub(crate) const WORKER_THREADS: usize = 2;
 
 /// Largest memtable of each keyspace created from now on (fjall's default is
 /// 64 MiB; the setting is recorded when a keyspace is created). With ~20
