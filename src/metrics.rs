@@ -169,6 +169,8 @@ pub struct Metrics {
     /// fjall's block cache: its capacity (`LEVIATHAN_CACHE_MB`) and what it holds.
     pub block_cache_capacity_bytes: Gauge,
     pub block_cache_bytes: Gauge,
+    /// Bytes in the store's memtables (active and sealed, not yet flushed).
+    pub memtable_bytes: Gauge,
     pub chain_verified_seq: Gauge,
     pub chain_verify_failures: Counter,
     /// See [`WriterMetrics::replica_rebuilds`].
@@ -336,6 +338,12 @@ impl Default for Metrics {
             "Bytes the store's block cache holds now (data and index blocks)",
             block_cache_bytes.clone(),
         );
+        let memtable_bytes = Gauge::default();
+        r.register(
+            "store_memtable_bytes",
+            "Bytes in the store's memtables (written, not yet flushed to disk tables)",
+            memtable_bytes.clone(),
+        );
         let chain_verified_seq = Gauge::default();
         r.register(
             "chain_verified_seq",
@@ -428,6 +436,7 @@ impl Default for Metrics {
             store_disk_bytes,
             block_cache_capacity_bytes,
             block_cache_bytes,
+            memtable_bytes,
             chain_verified_seq,
             chain_verify_failures,
             replica_rebuilds,
@@ -703,6 +712,47 @@ impl ProcessStats {
     }
 }
 
+/// jemalloc's statistics, when it is the allocator (the `jemalloc` feature,
+/// the server's default): what the heap holds (`allocated`) against what
+/// jemalloc keeps resident for it and has mapped but returned (`retained`),
+/// so an RSS that grows tells live data from allocator retention. Empty when
+/// jemalloc is linked but not the global allocator (it then allocated nothing).
+#[cfg(feature = "jemalloc")]
+fn heap_stats() -> Vec<(&'static str, &'static str, usize)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // The statistics are cached until the epoch advances.
+    if epoch::advance().is_err() {
+        return Vec::new();
+    }
+    let read = |r: tikv_jemalloc_ctl::Result<usize>| r.unwrap_or(0);
+    let allocated = read(stats::allocated::read());
+    if allocated == 0 {
+        return Vec::new();
+    }
+    vec![
+        (
+            "leviathan_heap_allocated_bytes",
+            "Bytes the server's live allocations hold (jemalloc stats.allocated)",
+            allocated,
+        ),
+        (
+            "leviathan_heap_active_bytes",
+            "Bytes in the allocator's active pages (jemalloc stats.active)",
+            read(stats::active::read()),
+        ),
+        (
+            "leviathan_heap_resident_bytes",
+            "Bytes of the allocator's pages resident in memory, metadata included (jemalloc stats.resident)",
+            read(stats::resident::read()),
+        ),
+        (
+            "leviathan_heap_retained_bytes",
+            "Bytes the allocator has returned to the system but keeps mapped (jemalloc stats.retained)",
+            read(stats::retained::read()),
+        ),
+    ]
+}
+
 impl prometheus_client::collector::Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = ProcessStats::read();
@@ -723,6 +773,11 @@ impl prometheus_client::collector::Collector for ProcessCollector {
                 MetricType::Counter,
             )?;
             ConstCounter::new(v).encode(m)?;
+        }
+        #[cfg(feature = "jemalloc")]
+        for (name, help, v) in heap_stats() {
+            let m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(m)?;
         }
         if let Some(v) = s.open_fds {
             let m = encoder.encode_descriptor(

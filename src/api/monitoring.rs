@@ -165,6 +165,7 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
         m.block_cache_capacity_bytes
             .set(gauge(monitor.db.cache_capacity()));
         m.block_cache_bytes.set(gauge(monitor.db.cache_size()));
+        m.memtable_bytes.set(gauge(monitor.db.write_buffer_size()));
         projector_lag(&app, &m);
         if let Some(c) = &app.cluster {
             c.node.status.export_lag();
