@@ -417,10 +417,13 @@ pub struct CpuUse {
     pub server_rss_bytes: Option<u64>,
     /// The machine's 1-minute load average at the end mark (Linux).
     pub load_average: Option<f64>,
+    /// Cores the whole machine kept busy over `seconds` (`/proc/stat`: all
+    /// but idle and iowait; steal counts as busy), bench and server included.
+    pub machine_cores: Option<f64>,
     /// `"client"` when the bench's thread was ≥ 90 % busy (it could not send
-    /// faster); `"machine"` when other processes kept about a core or more
-    /// busy (the 1-minute load average less the bench's and the server's
-    /// cores ≥ 1); else `"server"`.
+    /// faster); `"machine"` when other processes kept half a core or more
+    /// busy (`machine_cores` less the bench's and the server's; without
+    /// `/proc/stat`, the 1-minute load average less them ≥ 1); else `"server"`.
     pub bound: &'static str,
 }
 
@@ -462,27 +465,58 @@ pub struct CpuMark {
     pub server_cpu: Option<f64>,
     pub server_rss: Option<u64>,
     pub load_average: Option<f64>,
+    /// The machine's busy CPU seconds since boot (`/proc/stat`).
+    pub machine_busy: Option<f64>,
 }
 
 /// Client cores at or above this share of one core: the bench was the bound.
 const CLIENT_BOUND_CORES: f64 = 0.9;
-/// Runnable threads of other processes (the load average less the bench's
-/// and the server's cores) at or above this: the machine was shared.
+/// Cores other processes kept busy (the machine's busy cores less the
+/// bench's and the server's) at or above this: the machine was shared.
+const OTHERS_BOUND_CORES: f64 = 0.5;
+/// Without `/proc/stat`: the load average less the bench's and the server's
+/// cores at or above this. Coarser: the load counts runnable threads, so a
+/// server with more busy threads than cores (writer, store workers, HTTP)
+/// raises it by itself; the busy-CPU rule above does not have that flaw.
 const OTHERS_BOUND_LOAD: f64 = 1.0;
 
 /// Which side bounded a stretch of ingest: `"client"` (the bench's one
-/// thread was busy), `"machine"` (other processes kept about a core or more
-/// busy: the figure is the machine's, not the server's), else `"server"`.
-fn bound(client: Option<f64>, server: Option<f64>, load: Option<f64>) -> &'static str {
+/// thread was busy), `"machine"` (other processes kept the CPU busy: the
+/// figure is the machine's, not the server's), else `"server"`.
+fn bound(
+    client: Option<f64>,
+    server: Option<f64>,
+    machine: Option<f64>,
+    load: Option<f64>,
+) -> &'static str {
+    let ours = client.unwrap_or(0.0) + server.unwrap_or(0.0);
+    let shared = match machine {
+        Some(busy) => busy - ours >= OTHERS_BOUND_CORES,
+        None => load.is_some_and(|l| l - ours >= OTHERS_BOUND_LOAD),
+    };
     if client.is_some_and(|c| c >= CLIENT_BOUND_CORES) {
         "client"
-    } else if load
-        .is_some_and(|l| l - client.unwrap_or(0.0) - server.unwrap_or(0.0) >= OTHERS_BOUND_LOAD)
-    {
+    } else if shared {
         "machine"
     } else {
         "server"
     }
+}
+
+/// The machine's busy CPU seconds since boot: the first line of `/proc/stat`
+/// (`cpu user nice system idle iowait irq softirq steal ...`, in clock
+/// ticks) less idle and iowait.
+fn machine_busy_seconds(stat: &str) -> Option<f64> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let (idle, iowait) = (*ticks.get(3)?, *ticks.get(4)?);
+    let busy = ticks.iter().sum::<u64>() - idle - iowait;
+    Some(busy as f64 / rustix::param::clock_ticks_per_second() as f64)
 }
 
 impl CpuUse {
@@ -495,13 +529,15 @@ impl CpuUse {
         };
         let client_cores = rate(a.client_cpu, b.client_cpu);
         let server_cores = rate(a.server_cpu, b.server_cpu);
+        let machine_cores = rate(a.machine_busy, b.machine_busy);
         CpuUse {
             seconds,
             client_cores,
             server_cores,
             server_rss_bytes: b.server_rss,
             load_average: b.load_average,
-            bound: bound(client_cores, server_cores, b.load_average),
+            machine_cores,
+            bound: bound(client_cores, server_cores, machine_cores, b.load_average),
         }
     }
 }
@@ -774,6 +810,9 @@ impl Ctx {
             load_average: std::fs::read_to_string("/proc/loadavg")
                 .ok()
                 .and_then(|l| l.split_whitespace().next()?.parse().ok()),
+            machine_busy: std::fs::read_to_string("/proc/stat")
+                .ok()
+                .and_then(|s| machine_busy_seconds(&s)),
         }
     }
 
@@ -1242,6 +1281,9 @@ fn cpu_text(c: &CpuUse) -> String {
             rss as f64 / (1024.0 * 1024.0)
         );
     }
+    if let Some(m) = c.machine_cores {
+        let _ = write!(out, ", machine {m:.2} cores busy");
+    }
     if let Some(l) = c.load_average {
         let _ = write!(out, ", load {l:.1}");
     }
@@ -1462,6 +1504,7 @@ mod tests {
             server_cpu: Some(server),
             server_rss: Some(boundary << 20),
             load_average: None,
+            machine_busy: None,
         }
     }
 
@@ -1527,10 +1570,35 @@ mod tests {
 
     #[test]
     fn which_side_was_the_bound() {
-        assert_eq!(bound(Some(0.95), Some(1.0), Some(9.0)), "client");
-        assert_eq!(bound(Some(0.1), Some(1.8), Some(2.5)), "server");
-        assert_eq!(bound(Some(0.1), Some(0.4), Some(9.0)), "machine");
-        assert_eq!(bound(None, None, None), "server");
+        assert_eq!(bound(Some(0.95), Some(1.0), None, Some(9.0)), "client");
+        assert_eq!(bound(Some(0.1), Some(1.8), None, Some(2.5)), "server");
+        assert_eq!(bound(Some(0.1), Some(0.4), None, Some(9.0)), "machine");
+        assert_eq!(bound(None, None, None, None), "server");
+        // The server alone on two cores with more busy threads than cores:
+        // load 3.1, but the machine's busy CPU is all the bench's and the
+        // server's (session 10's 10M run, which the load rule called
+        // "machine").
+        assert_eq!(
+            bound(Some(0.03), Some(1.65), Some(1.9), Some(3.1)),
+            "server"
+        );
+        // Another process took most of a core.
+        assert_eq!(
+            bound(Some(0.03), Some(1.1), Some(1.95), Some(3.1)),
+            "machine"
+        );
+    }
+
+    #[test]
+    fn the_machines_busy_cpu_comes_from_proc_stat() {
+        let hz = rustix::param::clock_ticks_per_second() as f64;
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let stat = "cpu  100 5 50 1000 20 3 2 10 0 0\ncpu0 50 2 25 500 10 1 1 5 0 0\n";
+        assert_eq!(machine_busy_seconds(stat), Some(170.0 / hz));
+        assert_eq!(machine_busy_seconds("intr 1 2 3\n"), None);
+        assert_eq!(machine_busy_seconds("cpu  1 2 x\n"), None);
+        let live = std::fs::read_to_string("/proc/stat").unwrap();
+        assert!(machine_busy_seconds(&live).is_some_and(|b| b > 0.0));
     }
 
     #[test]
