@@ -79,6 +79,7 @@
 #![warn(clippy::expect_used)]
 #![allow(clippy::missing_const_for_fn, clippy::significant_drop_tightening)]
 #![warn(clippy::multiple_crate_versions)]
+#![allow(dead_code)] // LEVIATHAN: build noise only (LEVIATHAN-PATCH.md)
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 macro_rules! fail_iter {
