@@ -329,9 +329,13 @@ impl Writer {
         )]
         let bytes_written = BlockHeader::serialized_len() as u32 + header.data_length;
 
+        // LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): the index keeps this key
+        // until the table is finished. In a compaction the key was read from
+        // an input table, often as a view into that table's whole decoded
+        // block, which it then kept alive: copy the key instead.
         self.index_writer
             .register_data_block(KeyedBlockHandle::new(
-                last.key.user_key.clone(),
+                UserKey::from(&*last.key.user_key),
                 last.key.seqno,
                 BlockHandle::new(self.meta.file_pos, bytes_written),
             ))?;
