@@ -388,6 +388,9 @@ fn run(bg: Background) -> anyhow::Result<()> {
             pend(&catalog, &plan, &builds, errors)
         }
         SwitchOutcome::Switched { seq, errors, .. } => {
+            // The writer has replaced the live set already: a reader that
+            // reads this status before the live set (`GET /v1/projection`)
+            // never sees "switched" beside the old generation.
             builds.update(|s| {
                 s.state = BuildState::Switched;
                 s.errors = errors;
