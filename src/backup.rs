@@ -114,6 +114,8 @@ fn keyspace_options_for(name: &str) -> fjall::KeyspaceCreateOptions {
     let o = crate::storage::keyspace_options();
     if name == "cas_chunks" {
         o.with_kv_separation(Some(fjall::KvSeparationOptions::default()))
+    } else if name == "graph_history" || name.ends_with("_graph_history") {
+        crate::storage::separated_keyspace_options()
     } else {
         o
     }

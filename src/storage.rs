@@ -144,6 +144,22 @@ pub(crate) fn keyspace_options() -> fjall::KeyspaceCreateOptions {
         ))
 }
 
+/// Values at least this long are kept in blob files, out of the index tree,
+/// in a keyspace opened with [`separated_keyspace_options`].
+pub(crate) const SEPARATION_THRESHOLD_BYTES: u32 = 64;
+
+/// Options for a keyspace of values written once, never overwritten, and
+/// read rarely (`graph_history`): the keys stay in the LSM tree, each value
+/// goes once into an append-only blob file (key-value separation), so
+/// compaction rewrites keys and small blob handles instead of whole records
+/// (docs/BENCHMARKS.md, session 12). fjall records the choice when it
+/// creates the keyspace: a store made before keeps its layout.
+pub(crate) fn separated_keyspace_options() -> fjall::KeyspaceCreateOptions {
+    keyspace_options().with_kv_separation(Some(
+        fjall::KvSeparationOptions::default().separation_threshold(SEPARATION_THRESHOLD_BYTES),
+    ))
+}
+
 /// Flushes every keyspace's memtables to disk tables and waits for it, so the
 /// next open has no memtable to rebuild from the journal (a clean shutdown and
 /// the end of a rebuild call it; after a crash fjall replays the journal, up

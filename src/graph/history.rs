@@ -19,6 +19,11 @@
 //! | `b'n' ‖ lp(node id) ‖ seq ‖ ord` | change record, `"node"` = the node after it (`null`: deleted) |
 //! | `b'e' ‖ lp(from) ‖ lp(type) ‖ lp(to) ‖ seq ‖ ord` | change record, `"edge"` = the edge after it (`null`: deleted) |
 //!
+//! The keyspace is key-value separated (`storage::separated_keyspace_options`):
+//! a record is written once, never overwritten, and read only by the history
+//! routes, so it goes into an append-only blob file and compaction, which
+//! the node-id keys make frequent, moves only the keys and blob handles.
+//!
 //! An edge's changes are indexed once, under the edge (its `from`, type and
 //! `to`), not under both endpoints: a node's outgoing edge changes are one
 //! prefix scan (`b'e' ‖ lp(from)`), and each change is written once. A

@@ -79,7 +79,8 @@ impl GraphStore {
             let name = keyspace_name(generation, name);
             db.keyspace(&name, crate::storage::keyspace_options)
         };
-        let history_existed = db.keyspace_exists(&keyspace_name(generation, "graph_history"));
+        let history_name = keyspace_name(generation, "graph_history");
+        let history_existed = db.keyspace_exists(&history_name);
         let store = GraphStore {
             db: db.clone(),
             generation,
@@ -92,7 +93,7 @@ impl GraphStore {
             digests: ks("graph_digests")?,
             errors: ks("graph_errors")?,
             meta: ks("graph_meta")?,
-            history: ks("graph_history")?,
+            history: db.keyspace(&history_name, crate::storage::separated_keyspace_options)?,
         };
         match store.meta.get(keys::META_FORMAT)? {
             Some(v) if v.as_ref() == keys::FORMAT_VERSION => {}
