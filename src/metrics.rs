@@ -171,6 +171,8 @@ pub struct Metrics {
     pub block_cache_bytes: Gauge,
     /// Bytes in the store's memtables (active and sealed, not yet flushed).
     pub memtable_bytes: Gauge,
+    /// Index and filter blocks the store keeps in memory outside the cache.
+    pub pinned_block_bytes: Gauge,
     pub chain_verified_seq: Gauge,
     pub chain_verify_failures: Counter,
     /// See [`WriterMetrics::replica_rebuilds`].
@@ -344,6 +346,13 @@ impl Default for Metrics {
             "Bytes in the store's memtables (written, not yet flushed to disk tables)",
             memtable_bytes.clone(),
         );
+        let pinned_block_bytes = Gauge::default();
+        r.register(
+            "store_pinned_block_bytes",
+            "Bytes of index and filter blocks the store keeps in memory outside the block cache \
+             (those of its newest tables)",
+            pinned_block_bytes.clone(),
+        );
         let chain_verified_seq = Gauge::default();
         r.register(
             "chain_verified_seq",
@@ -437,6 +446,7 @@ impl Default for Metrics {
             block_cache_capacity_bytes,
             block_cache_bytes,
             memtable_bytes,
+            pinned_block_bytes,
             chain_verified_seq,
             chain_verify_failures,
             replica_rebuilds,

@@ -38,6 +38,7 @@ mod projector_crates;
 mod soak;
 mod storage_faults;
 mod store;
+mod store_pinning;
 mod store_snapshot;
 mod stream;
 mod template;

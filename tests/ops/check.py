@@ -76,6 +76,7 @@ LEVIATHAN_METRICS = {
     "leviathan_block_cache_capacity_bytes",
     "leviathan_block_cache_bytes",
     "leviathan_store_memtable_bytes",
+    "leviathan_store_pinned_block_bytes",
     "leviathan_heap_allocated_bytes",
     "leviathan_heap_active_bytes",
     "leviathan_heap_resident_bytes",

@@ -206,6 +206,24 @@ impl Database {
         self.supervisor.write_buffer_size.get()
     }
 
+    /// Returns the bytes of index and filter blocks all keyspaces keep
+    /// pinned in memory (outside the block cache).
+    ///
+    /// LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): a read-only view for a
+    /// metrics gauge; `keyspace()` would create a keyspace just deleted.
+    #[must_use]
+    #[doc(hidden)]
+    pub fn pinned_block_bytes(&self) -> u64 {
+        #[expect(clippy::expect_used)]
+        self.supervisor
+            .keyspaces
+            .read()
+            .expect("lock is poisoned")
+            .values()
+            .map(|ks| (ks.tree.pinned_filter_size() + ks.tree.pinned_block_index_size()) as u64)
+            .sum()
+    }
+
     /// Returns the number of queued memtable flush tasks.
     ///
     /// # Experimental

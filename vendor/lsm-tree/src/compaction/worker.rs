@@ -222,6 +222,32 @@ fn move_tables(
         return Ok(());
     }
 
+    // LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): a moved table is pinned as
+    // its new level says. Moving the same in-memory table kept the pins of
+    // the level it was written to (L0 for a flush) at every level it reached:
+    // a tree whose tables are moved rather than rewritten (append-only keys)
+    // held the index and filter of every table it ever flushed.
+    let dest_level = payload.dest_level as usize;
+    let pin_filter = opts.config.filter_block_pinning_policy.get(dest_level);
+    let pin_index = opts.config.index_block_pinning_policy.get(dest_level);
+    let reopened = {
+        let latest = version_history_lock.latest_version();
+        table_ids
+            .iter()
+            .filter_map(|&id| latest.version.get_table(id))
+            .filter(|table| table.pins_more_than(pin_filter, pin_index))
+            .map(|table| {
+                table.reopen_with_pinning(
+                    opts.config.descriptor_table.clone(),
+                    pin_filter,
+                    pin_index,
+                    #[cfg(feature = "metrics")]
+                    opts.metrics.clone(),
+                )
+            })
+            .collect::<crate::Result<Vec<_>>>()?
+    };
+
     version_history_lock.upgrade_version(
         &opts.config.path,
         |current| {
@@ -229,7 +255,7 @@ fn move_tables(
 
             copy.version = copy
                 .version
-                .with_moved(&table_ids, payload.dest_level as usize);
+                .with_moved(&table_ids, dest_level, &reopened);
 
             Ok(copy)
         },

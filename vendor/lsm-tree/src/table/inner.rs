@@ -50,10 +50,13 @@ pub struct Inner {
     /// Pinned AMQ filter
     pub pinned_filter_block: Option<FilterBlock>,
 
-    /// True when the table was compacted away or dropped
+    /// The table file's fate: it is removed once the table was compacted
+    /// away or dropped and every in-memory table opened on it is gone.
     ///
-    /// May be kept alive until all Arcs to the table have been dropped (to facilitate snapshots)
-    pub is_deleted: AtomicBool,
+    /// LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): shared with a table reopened
+    /// on the same file (`Table::reopen_with_pinning`), so the file outlives
+    /// both, as it outlives every Arc to one table (to facilitate snapshots).
+    pub(crate) file_guard: Arc<FileGuard>,
 
     pub(super) checksum: Checksum,
 
@@ -75,9 +78,20 @@ impl Inner {
     }
 }
 
-impl Drop for Inner {
+/// Removes a deleted table's file when the last in-memory table on it is
+/// dropped (LEVIATHAN PATCH: formerly `Drop for Inner`).
+pub struct FileGuard {
+    pub(crate) path: Arc<PathBuf>,
+    pub(crate) global_id: GlobalTableId,
+    pub(crate) file_accessor: FileAccessor,
+
+    /// True when the table was compacted away or dropped
+    pub(crate) is_deleted: AtomicBool,
+}
+
+impl Drop for FileGuard {
     fn drop(&mut self) {
-        let global_id = self.global_id();
+        let global_id = self.global_id;
 
         if self.is_deleted.load(std::sync::atomic::Ordering::Acquire) {
             log::trace!("Cleanup deleted table {global_id:?} at {:?}", self.path);

@@ -184,6 +184,47 @@ impl Table {
         }
     }
 
+    /// LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): whether this table keeps
+    /// in memory a filter or a full block index that a table opened with
+    /// `pin_filter` / `pin_index` would not.
+    #[must_use]
+    pub(crate) fn pins_more_than(&self, pin_filter: bool, pin_index: bool) -> bool {
+        (!pin_filter && self.pinned_filter_block.is_some())
+            || (!pin_index && matches!(&*self.block_index, BlockIndexImpl::Full(_)))
+    }
+
+    /// LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): the same table file opened
+    /// again with other pinning (a table moved to a level pinned differently).
+    /// The two share the file's fate: it is removed only once both are gone,
+    /// so readers still holding this one read on unharmed; this one's pinned
+    /// blocks are freed when the last version referring to it is.
+    pub(crate) fn reopen_with_pinning(
+        &self,
+        descriptor_table: Option<Arc<DescriptorTable>>,
+        pin_filter: bool,
+        pin_index: bool,
+        #[cfg(feature = "metrics")] metrics: Arc<Metrics>,
+    ) -> crate::Result<Self> {
+        let mut table = Self::recover(
+            (*self.path).clone(),
+            self.checksum,
+            self.global_seqno,
+            self.tree_id,
+            self.cache.clone(),
+            descriptor_table,
+            pin_filter,
+            pin_index,
+            #[cfg(feature = "metrics")]
+            metrics,
+        )?;
+
+        #[expect(clippy::expect_used, reason = "nothing else refers to a table just opened")]
+        let inner = Arc::get_mut(&mut table.0).expect("a table just opened is not shared");
+        inner.file_guard = self.file_guard.clone();
+
+        Ok(table)
+    }
+
     /// Gets the table ID.
     ///
     /// The table ID is unique for this tree, but not
@@ -573,6 +614,13 @@ impl Table {
             file_path.display(),
         );
 
+        let file_guard = Arc::new(inner::FileGuard {
+            path: file_path.clone(),
+            global_id: (tree_id, metadata.id).into(),
+            file_accessor: file_accessor.clone(),
+            is_deleted: AtomicBool::default(),
+        });
+
         Ok(Self(Arc::new(Inner {
             path: file_path,
             tree_id,
@@ -590,7 +638,7 @@ impl Table {
 
             pinned_filter_block,
 
-            is_deleted: AtomicBool::default(),
+            file_guard,
 
             checksum,
             global_seqno,
@@ -609,6 +657,7 @@ impl Table {
 
     pub(crate) fn mark_as_deleted(&self) {
         self.0
+            .file_guard
             .is_deleted
             .store(true, std::sync::atomic::Ordering::Release);
     }

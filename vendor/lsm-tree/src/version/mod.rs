@@ -560,13 +560,22 @@ impl Version {
         }
     }
 
-    pub fn with_moved(&self, ids: &[TableId], dest_level: usize) -> Self {
+    /// LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): `reopened` holds moved
+    /// tables opened again for their new level's pinning; they replace the
+    /// tables of the same ID.
+    pub fn with_moved(&self, ids: &[TableId], dest_level: usize, reopened: &[Table]) -> Self {
         let id = self.id + 1;
 
         let affected_tables = self
             .iter_tables()
             .filter(|x| ids.contains(&x.id()))
-            .cloned()
+            .map(|x| {
+                reopened
+                    .iter()
+                    .find(|r| r.id() == x.id())
+                    .unwrap_or(x)
+                    .clone()
+            })
             .collect::<Vec<_>>();
 
         assert_eq!(affected_tables.len(), ids.len(), "invalid table IDs");
