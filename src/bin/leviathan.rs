@@ -23,14 +23,19 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read before `main`: return freed pages to the system
 /// after 1 s instead of 10 s (peak RSS growing to 1M events 261 -> 233 MiB,
-/// no measurable cost); `_RJEM_MALLOC_CONF` in the environment still wins.
+/// no measurable cost); purge them from jemalloc's own background threads,
+/// on time whichever thread freed them, and keep 2 arenas instead of 4 per
+/// core (growing a store to 4M events: RSS median 150 -> 139 MiB, the same
+/// peak, no cost; docs/BENCHMARKS.md, session 13). `_RJEM_MALLOC_CONF` in
+/// the environment still wins.
 /// Exporting a symbol is `unsafe` (the crate denies `unsafe_code`): this is
 /// the name jemalloc reads its options from, a NUL-terminated C string.
 #[cfg(feature = "jemalloc")]
 #[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 #[used]
-static MALLOC_CONF: &[u8; 37] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+static MALLOC_CONF: &[u8; 70] =
+    b"background_thread:true,narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 #[derive(Parser)]
 #[command(name = "leviathan", version, about = "Leviathan control plane")]
