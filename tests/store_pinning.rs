@@ -34,27 +34,31 @@ fn options() -> KeyspaceCreateOptions {
         ))
 }
 
-/// (pinned filter bytes, pinned index bytes, tables per level 0..7).
-fn pinned(ks: &fjall::Keyspace) -> (usize, usize, Vec<usize>) {
-    let levels = (0..7)
+/// Tables per level, L0 to L6.
+fn levels(ks: &fjall::Keyspace) -> Vec<usize> {
+    (0..7)
         .map(|l| ks.tree.level_table_count(l).unwrap_or(0))
-        .collect();
+        .collect()
+}
+
+/// (pinned filter bytes, pinned index bytes, tables per level).
+fn pinned(ks: &fjall::Keyspace) -> (usize, usize, Vec<usize>) {
     (
         ks.tree.pinned_filter_size(),
         ks.tree.pinned_block_index_size(),
-        levels,
+        levels(ks),
     )
 }
 
 /// Waits until the level layout has not changed for a second (compaction idle).
 fn settle(ks: &fjall::Keyspace) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = pinned(ks).2;
+    let mut last = levels(ks);
     let mut stable_since = Instant::now();
     while stable_since.elapsed() < Duration::from_secs(1) {
         assert!(Instant::now() < deadline, "compaction never settled");
         std::thread::sleep(Duration::from_millis(50));
-        let now = pinned(ks).2;
+        let now = levels(ks);
         if now != last {
             last = now;
             stable_since = Instant::now();
