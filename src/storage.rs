@@ -110,13 +110,27 @@ pub(crate) const MAX_MEMTABLE_BYTES: u64 = 6 << 20;
 pub const CACHE_BYTES: u64 = 16 << 20;
 
 /// Size of the disk tables leveled compaction writes (fjall's default:
-/// 64 MiB; recorded when a keyspace is created). With one worker doing both
-/// flushes and compactions, a compaction of 64 MiB tables held the flushes
-/// up long enough for memtables to pile up: growing a store to 1M events,
-/// RSS spiked to 331 MiB and the p99 bundle latency was ~40 ms. With 16 MiB
-/// tables: peak 200-202 MiB, p99 29-31 ms, and less compaction CPU
-/// (docs/BENCHMARKS.md).
-pub(crate) const TABLE_TARGET_BYTES: u64 = 16 << 20;
+/// 64 MiB; recorded when a keyspace is created). fjall sizes L1 as
+/// `TABLE_TARGET_BYTES * L0_THRESHOLD` and each level below ten times the
+/// one above. The graph's keyspaces take random keys (node ids, edge keys,
+/// history keys by node), so every L0 → L1 compaction rewrites the whole of
+/// L1: what it costs per byte flushed is L1's size over the L0 tables merged
+/// into it. With 16 MiB tables and fjall's threshold of 4 (L1 64 MiB),
+/// growing a store to 4M events read 16.8 GB of compaction input; with
+/// 4 MiB tables and a threshold of 8 (L1 32 MiB, merged in batches of 8
+/// flushes) 9.0 GB, server CPU per event 101 → 83 µs, peak RSS 242 → 148 MiB
+/// (smaller compactions hold fewer buffers). 2 MiB tables read 7.0 GB at
+/// the same CPU, with twice the tables to open (docs/BENCHMARKS.md,
+/// session 14). Until session 14 this was 16 MiB (64 MiB held flushes up
+/// behind one worker's compactions: p99 ~40 ms, RSS spikes to 331 MiB).
+pub(crate) const TABLE_TARGET_BYTES: u64 = 4 << 20;
+
+/// L0 tables (flushed memtables) that trigger their merge into L1 (fjall's
+/// default: 4; recorded when a keyspace is created). Twice the default
+/// halves how often L1 is rewritten; a point read checks up to this many
+/// overlapping L0 tables, each behind a pinned bloom filter. fjall slows
+/// writes only from 20 L0 tables on.
+pub(crate) const L0_THRESHOLD: u8 = 8;
 
 /// Opens (or creates) the fjall database at `path` with the settings above.
 pub fn open_database(path: &std::path::Path) -> fjall::Result<fjall::Database> {
@@ -140,7 +154,9 @@ pub(crate) fn keyspace_options() -> fjall::KeyspaceCreateOptions {
     fjall::KeyspaceCreateOptions::default()
         .max_memtable_size(MAX_MEMTABLE_BYTES)
         .compaction_strategy(std::sync::Arc::new(
-            fjall::compaction::Leveled::default().with_table_target_size(TABLE_TARGET_BYTES),
+            fjall::compaction::Leveled::default()
+                .with_table_target_size(TABLE_TARGET_BYTES)
+                .with_l0_threshold(L0_THRESHOLD),
         ))
 }
 
