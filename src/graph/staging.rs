@@ -35,7 +35,7 @@ use crate::graph::store::{decode_edge, encode_edge, encode_node, GraphStore};
 use crate::seq::Seq;
 use fjall::{OwnedWriteBatch, Readable, Snapshot, UserValue};
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 /// Longest node id or edge endpoint, in bytes (keys must stay far below
@@ -111,6 +111,17 @@ pub struct Staging {
     history: history::Pending,
     /// First read failure seen through `GraphView` since the last apply.
     view_error: Mutex<Option<String>>,
+    /// Committed nodes and edges as read through `snap`, each read and decoded
+    /// once per batch: the projectors' views, the ops' checks and
+    /// `write_into` (which compares against the committed value) all ask for
+    /// the same ones. The snapshot never changes, so an entry never goes stale.
+    committed: Mutex<Committed>,
+}
+
+#[derive(Default)]
+struct Committed {
+    nodes: HashMap<String, Option<Node>>,
+    edges: HashMap<Vec<u8>, Option<Edge>>,
 }
 
 impl GraphStore {
@@ -148,6 +159,7 @@ impl GraphStore {
             canonical: Vec::new(),
             history: Default::default(),
             view_error: Mutex::new(None),
+            committed: Mutex::default(),
         })
     }
 }
@@ -526,15 +538,39 @@ impl Staging {
     fn node(&self, id: &str) -> Result<Option<Node>, GraphError> {
         match self.nodes.get(id) {
             Some(pending) => Ok(pending.clone()),
-            None => self.store.read_node(&self.snap, id),
+            None => self.committed_node(id),
         }
     }
 
     fn edge(&self, out_key: &[u8]) -> Result<Option<Edge>, GraphError> {
         match self.edges_out.get(out_key) {
             Some(pending) => Ok(pending.clone()),
-            None => self.store.read_edge(&self.snap, out_key),
+            None => self.committed_edge(out_key),
         }
+    }
+
+    fn committed(&self) -> std::sync::MutexGuard<'_, Committed> {
+        self.committed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node under `id` in the committed state (through `snap`).
+    fn committed_node(&self, id: &str) -> Result<Option<Node>, GraphError> {
+        if let Some(n) = self.committed().nodes.get(id) {
+            return Ok(n.clone());
+        }
+        let n = self.store.read_node(&self.snap, id)?;
+        self.committed().nodes.insert(id.to_owned(), n.clone());
+        Ok(n)
+    }
+
+    /// The edge under `out_key` in the committed state (through `snap`).
+    fn committed_edge(&self, out_key: &[u8]) -> Result<Option<Edge>, GraphError> {
+        if let Some(e) = self.committed().edges.get(out_key) {
+            return Ok(e.clone());
+        }
+        let e = self.store.read_edge(&self.snap, out_key)?;
+        self.committed().edges.insert(out_key.to_vec(), e.clone());
+        Ok(e)
     }
 
     /// Edges touching `id`, outgoing first then incoming, each in key order;
@@ -610,8 +646,12 @@ impl Staging {
             return Err(GraphError::ViewRead(msg));
         }
         let st = &self.store;
+        let mut committed = std::mem::take(&mut *self.committed());
         for (id, new) in &self.nodes {
-            let old = st.read_node(&self.snap, id)?;
+            let old = match committed.nodes.remove(id.as_str()) {
+                Some(old) => old,
+                None => st.read_node(&self.snap, id)?,
+            };
             let by_type = |n: &Node| keys::node_by_type(&n.node_type, id);
             let by_created = |n: &Node| keys::node_by_created(&n.node_type, n.created_seq, id);
             for (ks, old_key, new_key) in [
@@ -645,7 +685,10 @@ impl Staging {
             }
         }
         for (out_key, new) in &self.edges_out {
-            let old = st.read_edge(&self.snap, out_key)?;
+            let old = match committed.edges.remove(out_key.as_slice()) {
+                Some(old) => old,
+                None => st.read_edge(&self.snap, out_key)?,
+            };
             let (from, t, to) = keys::split3(out_key)?;
             let in_key = keys::edge_in(to, t, from);
             match new {
