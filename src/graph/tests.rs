@@ -170,6 +170,65 @@ fn put_replace_keeps_created_and_replaces_whole() {
     assert_eq!(newest.items[0].created_seq, Seq(1));
 }
 
+/// Several changes to one committed node or edge in one batch, read through
+/// the view in between: the batch writes what a batch per event would have
+/// written (`write_into` compares against the committed value, which the
+/// staging reads once and must not confuse with a pending one).
+#[test]
+fn many_changes_in_one_batch_write_what_one_batch_per_event_writes() {
+    let base = vec![
+        put("a", "Task", json!({"v": 0})),
+        put("b", "Task", json!({})),
+        edge("a", "E", "b"),
+    ];
+    let events = vec![
+        vec![merge("a", "Task", json!({"v": 1}), false)],
+        vec![put("a", "Attempt", json!({"v": 2}))],
+        vec![edge("a", "E", "b"), put("a", "Target", json!({}))],
+        vec![del_edge("a", "E", "b"), del("b")],
+        vec![put("b", "Attempt", json!({"w": 1})), edge("b", "F", "a")],
+    ];
+
+    let reference = env();
+    reference.commit(std::slice::from_ref(&base));
+    for e in &events {
+        reference.commit(std::slice::from_ref(e));
+    }
+
+    let env = env();
+    env.commit(&[base]);
+    let mut st = env.store.staging().unwrap();
+    // The committed values are read (and kept) before any change.
+    assert_eq!(st.get_node("a").unwrap().node_type, "Task");
+    assert_eq!(view_edge_ids(&st, "a", Direction::Outgoing), ["a:E:b"]);
+    for e in &events {
+        let seq = st.state().0.next();
+        st.apply(seq, &ts(seq), e).unwrap();
+        assert!(st.get_node("a").is_some());
+    }
+    assert_eq!(st.get_node("a").unwrap().node_type, "Target");
+    let state = env.write(st);
+
+    assert_eq!(state, reference.store.state().unwrap());
+    assert_eq!(env.dump(), reference.dump());
+    assert_eq!(env.counts().0, c(&[("Target", 1), ("Attempt", 1)]));
+    for (t, ids) in [
+        ("Task", vec![]),
+        ("Attempt", vec!["b"]),
+        ("Target", vec!["a"]),
+    ] {
+        let listed: Vec<String> = env
+            .store
+            .list_nodes(Some(t), None, 10)
+            .unwrap()
+            .items
+            .iter()
+            .map(|n| n.id.to_string())
+            .collect();
+        assert_eq!(listed, ids, "type index of {t}");
+    }
+}
+
 #[test]
 fn merge_semantics() {
     let env = env();
