@@ -555,22 +555,16 @@ impl Staging {
 
     /// The node under `id` in the committed state (through `snap`).
     fn committed_node(&self, id: &str) -> Result<Option<Node>, GraphError> {
-        if let Some(n) = self.committed().nodes.get(id) {
-            return Ok(n.clone());
-        }
-        let n = self.store.read_node(&self.snap, id)?;
-        self.committed().nodes.insert(id.to_owned(), n.clone());
-        Ok(n)
+        read_once(&mut self.committed().nodes, id, || {
+            self.store.read_node(&self.snap, id)
+        })
     }
 
     /// The edge under `out_key` in the committed state (through `snap`).
     fn committed_edge(&self, out_key: &[u8]) -> Result<Option<Edge>, GraphError> {
-        if let Some(e) = self.committed().edges.get(out_key) {
-            return Ok(e.clone());
-        }
-        let e = self.store.read_edge(&self.snap, out_key)?;
-        self.committed().edges.insert(out_key.to_vec(), e.clone());
-        Ok(e)
+        read_once(&mut self.committed().edges, out_key, || {
+            self.store.read_edge(&self.snap, out_key)
+        })
     }
 
     /// Edges touching `id`, outgoing first then incoming, each in key order;
@@ -795,6 +789,25 @@ impl GraphView for Staging {
 /// `SHA-256(inline digest ‖ async digest)`, both after that seq.
 pub fn combined_digest(inline: &Sha256, asynchronous: &Sha256) -> Sha256 {
     Sha256::of_parts(&[inline.as_bytes(), asynchronous.as_bytes()])
+}
+
+/// `map[key]`, read by `read` and kept the first time it is asked for.
+fn read_once<K, Q, V>(
+    map: &mut HashMap<K, Option<V>>,
+    key: &Q,
+    read: impl FnOnce() -> Result<Option<V>, GraphError>,
+) -> Result<Option<V>, GraphError>
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
+    V: Clone,
+{
+    if let Some(v) = map.get(key) {
+        return Ok(v.clone());
+    }
+    let v = read()?;
+    map.insert(key.to_owned(), v.clone());
+    Ok(v)
 }
 
 fn restore<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, prev: Option<V>) {
