@@ -3,17 +3,24 @@
 //! `LEVIATHAN_VERIFY_INTERVAL_SECS` verifies the records appended since, up to
 //! the head it read when the pass began ([`Log::verify_from`], the code of
 //! `leviathan verify`: a fresh view per chunk of records, so a pass holds no
-//! snapshot across the log while the writer runs). It publishes its result as metrics and on
+//! snapshot across the log while the writer runs), on one thread at half a
+//! core's pace so requests keep the cores. It publishes its result as metrics and on
 //! `GET /v1/log/verification`; a broken chain is logged at error level with
 //! the seq. It only reads.
 
 use crate::digest::Sha256;
-use crate::log::Log;
+use crate::log::{Log, Pace};
 use crate::metrics::Metrics;
 use crate::seq::Seq;
 use crate::wire::ChainVerification;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The verifier's share of the machine: one thread, resting as long as it
+/// worked (half a core). On every core, its first pass after a start-up at
+/// 10M events (~20 s) took read p99s from ~1 to 3–5 ms; paced, reads stay
+/// at 1–1.7 ms and the pass takes ~32 s (docs/BENCHMARKS.md, session 15).
+const PACE: Pace = Pace::Background { rest: 1 };
 
 /// The verifier's last result, shared with the HTTP route.
 #[derive(Debug)]
@@ -96,7 +103,7 @@ fn pass(
     (after, prev): (Seq, Option<Sha256>),
 ) -> (Seq, Option<Sha256>) {
     let started = Instant::now();
-    let result = log.verify_from(after, prev);
+    let result = log.verify_from(after, prev, PACE);
     let ms = started.elapsed().as_secs_f64() * 1e3;
     let now = chrono::Utc::now();
     metrics
