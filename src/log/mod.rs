@@ -533,10 +533,12 @@ impl Log {
 /// Records per chunk of [`Log::verify`].
 const VERIFY_CHUNK: usize = 4096;
 
-/// Records per chunk of a [`Pace::Background`] walk: about a millisecond of
-/// one core's work between pauses, so a request waits at most that long for
-/// the core the walk holds.
-const BACKGROUND_VERIFY_CHUNK: usize = 512;
+/// Records per chunk of a [`Pace::Background`] walk: about a fifth of a
+/// millisecond of one core's work between pauses, so a request waits at most
+/// that long for the core the walk holds. At 10M events, 512 left read p99s
+/// at 0.9–1.8 ms, 256 at 0.7–2.1, 128 at 0.5–1.6 (the pass then takes ~46 s
+/// and 21 s of CPU instead of 31 s and 15 s; docs/BENCHMARKS.md, session 15).
+const BACKGROUND_VERIFY_CHUNK: usize = 128;
 
 /// How a verification walk shares the machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
