@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The verifier's share of the machine: one thread, resting as long as it
-/// worked (half a core), in chunks of 128 records. On every core, its first
+/// worked (half a core), a short chunk at a time. On every core, its first
 /// pass after a start-up at 10M events (~20 s) took read p99s from ~1 to
 /// 3–5 ms; paced, reads stay at 0.5–1.6 ms and the pass takes ~46 s
 /// (docs/BENCHMARKS.md, session 15).
