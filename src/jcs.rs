@@ -123,6 +123,22 @@ fn write_member(i: usize, key: &str, value: &Value, out: &mut Vec<u8>) {
     write_value(value, out);
 }
 
+/// Whether `JCS(value)` parses back (serde_json) to a `Value` equal to
+/// `value`: true unless it holds a float (written in its shortest double form,
+/// `1.0` → `1`) or an integer beyond ±2^53 (written rounded, as a double).
+pub(crate) fn reads_back_equal(value: &Value) -> bool {
+    match value {
+        Value::Null | Value::Bool(_) | Value::String(_) => true,
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u <= EXACT_INT,
+            (None, Some(i)) => i.unsigned_abs() <= EXACT_INT,
+            (None, None) => false,
+        },
+        Value::Array(items) => items.iter().all(reads_back_equal),
+        Value::Object(map) => map.values().all(reads_back_equal),
+    }
+}
+
 /// 2^53: every integer of at most this magnitude is an exact double.
 const EXACT_INT: u64 = 1 << 53;
 
@@ -470,6 +486,19 @@ mod tests {
         for v in &all {
             same_value(v);
         }
+        // `reads_back_equal` never vouches for a value that JCS changes, and
+        // vouches for every integer within ±2^53.
+        let mut exact = 0;
+        for v in &all {
+            let wrapped = json!({"v": v, "in": [v]});
+            let back: Value = serde_json::from_str(&to_string(&wrapped)).unwrap();
+            if reads_back_equal(&wrapped) {
+                assert_eq!(back, wrapped);
+                exact += 1;
+            }
+        }
+        // 0, 1, -1, ±2^53 and ±(2^53 - 1).
+        assert_eq!(exact, 7);
         let spot = |v: Value| {
             let mut got = Vec::new();
             write_value(&v, &mut got);

@@ -150,11 +150,7 @@ pub fn project_event_traced(
             e.message
         );
     }
-    staging.end_event(
-        event.seq,
-        applied.iter().map(|seg| &projected.ops[seg.start..seg.end]),
-        &errors,
-    );
+    staging.end_event(event.seq, &errors);
     Ok(Traced {
         errors,
         ops: projected.ops,

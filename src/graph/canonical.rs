@@ -1,6 +1,6 @@
-//! The RFC 8785 (JCS) encoding of an event's op list for the rolling state
-//! digest (`JCS(ops_n)` in `staging`), written straight into a byte buffer
-//! with [`crate::jcs`]. It must produce exactly the bytes of
+//! The RFC 8785 (JCS) encoding of an event's ops for the rolling state
+//! digest (`JCS(ops_n)` in `staging`, which writes the list around them),
+//! written straight into a byte buffer with [`crate::jcs`]. It must produce exactly the bytes of
 //! `serde_json_canonicalizer::to_vec(&ops)`: the digest is persisted and
 //! documented (docs/HASHING.md). The tests in `crate::jcs` compare the two.
 
@@ -17,25 +17,24 @@ pub(crate) fn write_ops(ops: &[Op], out: &mut Vec<u8>) {
     write_array(ops, out, write_op);
 }
 
-/// Appends `JCS(ops)` of the concatenation of `lists` (one array) to `out`:
-/// the same bytes as [`write_ops`] of the concatenated list, without building it.
-pub(crate) fn write_op_lists<'a>(lists: impl Iterator<Item = &'a [Op]>, out: &mut Vec<u8>) {
-    out.push(b'[');
-    let mut first = true;
-    for op in lists.flatten() {
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        write_op(op, out);
+/// Whether `JCS(op)` parses back (serde_json) to the op's own value, so
+/// that its canonical bytes can stand for it where it is stored as JSON (the
+/// history): true unless a property holds a float or an integer beyond
+/// ±2^53, which JCS writes in a double's form (`1.0` → `1`, `2^60 + 1`
+/// rounded).
+pub(crate) fn reads_back_equal(op: &Op) -> bool {
+    match op {
+        Op::PutNode { properties, .. }
+        | Op::MergeNode { properties, .. }
+        | Op::PutEdge { properties, .. } => properties.values().all(crate::jcs::reads_back_equal),
+        Op::DeleteNode { .. } | Op::DeleteEdge { .. } => true,
     }
-    out.push(b']');
 }
 
 /// One op, members in sorted order. The patterns bind every field, so a new
 /// field (or variant) fails to compile here rather than silently leaving it
 /// out of the digest.
-fn write_op(op: &Op, out: &mut Vec<u8>) {
+pub(crate) fn write_op(op: &Op, out: &mut Vec<u8>) {
     match op {
         Op::PutNode {
             id,

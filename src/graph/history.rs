@@ -33,8 +33,14 @@
 //! The change record is compact JSON (top-level keys sorted): `seq`, `event_id`,
 //! `event_type`, `projector` (`name@version`; `null` when ops were applied
 //! outside a projector set, as in tests), `op` (the op as the projector
-//! emitted it, in the wire form of `Op`), `ord`, and `node`, `node_diff` or
-//! `edge`.
+//! emitted it), `ord`, and `node`, `node_diff` or `edge`. The `op` is stored as
+//! its canonical JSON (RFC 8785), the bytes the state digest hashes, so each
+//! op is serialized once; when JCS would not give back the same value (a
+//! float, or an integer beyond ±2^53, which JCS writes as a double) it is
+//! stored in serde's form instead. Readers parse the record, so both forms
+//! (and records written before, in serde's member order) read the same.
+//! A batch's records are written by hand from one buffer of JSON
+//! ([`Pending`]'s `json`), not through a `Box<RawValue>` per part.
 //!
 //! # Node snapshots and diffs
 //! Storing the whole node after every change doubled the store and cost
@@ -54,10 +60,11 @@ use crate::graph::error::GraphError;
 use crate::graph::keys;
 use crate::graph::model::{Edge, Node, Op};
 use crate::graph::store::GraphStore;
+use crate::jcs;
 use crate::seq::Seq;
 use fjall::{OwnedWriteBatch, Readable};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use std::io::Write as _;
 use std::sync::Arc;
 
 const NODE_TAG: u8 = b'n';
@@ -73,14 +80,17 @@ struct Source {
     projector: Option<String>,
 }
 
+/// Where a piece of JSON lies in [`Pending`]'s buffer.
+pub(crate) type Span = std::ops::Range<usize>;
+
 /// A node or edge as it stood after a change: its compact JSON, written
 /// when the change is made (no copy of the record is kept; `None`: deleted).
-type After = Option<Box<RawValue>>;
+type After = Option<Span>;
 
 /// A node change as stored: the whole record after it, or its diff.
 enum NodeAfter {
     Whole(After),
-    Diff(Box<RawValue>),
+    Diff(Span),
 }
 
 enum Target {
@@ -98,15 +108,6 @@ pub(crate) fn snapshot_due(before_updated: Seq, seq: Seq) -> bool {
     before_updated.0 / SNAPSHOT_BLOCK != seq.0 / SNAPSHOT_BLOCK
 }
 
-/// A node's diff as written: the properties set (changed or added), those
-/// removed, and the new `updated_at`.
-#[derive(Serialize)]
-struct DiffOut<'a> {
-    set: std::collections::BTreeMap<&'a str, &'a serde_json::Value>,
-    unset: Vec<&'a str>,
-    updated_at: &'a str,
-}
-
 /// A node's diff as read back.
 #[derive(Debug, Deserialize)]
 struct NodeDiff {
@@ -115,25 +116,11 @@ struct NodeDiff {
     updated_at: String,
 }
 
-/// The compact JSON of a node diff: `set` and `unset` relative to the node
-/// before the change.
-pub(crate) fn node_diff<'a>(
-    set: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
-    unset: impl Iterator<Item = &'a String>,
-    updated_at: &str,
-) -> Box<RawValue> {
-    raw(&DiffOut {
-        set: set.map(|(k, v)| (k.as_str(), v)).collect(),
-        unset: unset.map(String::as_str).collect(),
-        updated_at,
-    })
-}
-
 struct Change {
     seq: Seq,
     source: Arc<Source>,
-    /// The op's compact JSON, shared by every change it made.
-    op: Option<Arc<RawValue>>,
+    /// The op's JSON, shared by every change it made.
+    op: Option<Span>,
     target: Target,
 }
 
@@ -167,22 +154,11 @@ struct StoredChange {
     node_diff: Option<NodeDiff>,
 }
 
-/// A change record as written: [`ChangeRecord`]'s fields, borrowed, in
-/// sorted key order.
-#[derive(Serialize)]
-struct RecordOut<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    edge: Option<Option<&'a RawValue>>,
-    event_id: &'a str,
-    event_type: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    node: Option<Option<&'a RawValue>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    node_diff: Option<&'a RawValue>,
-    op: Option<&'a RawValue>,
-    ord: u32,
-    projector: Option<&'a str>,
-    seq: Seq,
+/// A rollback point of [`Pending`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark {
+    changes: usize,
+    json: usize,
 }
 
 /// The pending history of one `Staging` (one write batch).
@@ -190,8 +166,11 @@ struct RecordOut<'a> {
 pub(crate) struct Pending {
     source: Arc<Source>,
     seq: Seq,
-    op: Option<Arc<RawValue>>,
+    op: Option<Span>,
     changes: Vec<Change>,
+    /// The JSON of every op, node, edge and diff of the batch, back to
+    /// back; the changes hold spans of it.
+    json: Vec<u8>,
 }
 
 impl Pending {
@@ -211,10 +190,64 @@ impl Pending {
     }
 
     /// The op applied next, for the event at `seq` (its changes are
-    /// recorded with it).
+    /// recorded with it), given as its JSON: `json` must be one valid JSON
+    /// value (the caller's canonical bytes of the op).
+    pub(crate) fn set_op_json(&mut self, seq: Seq, json: &[u8]) {
+        debug_assert!(serde_json::from_slice::<serde::de::IgnoredAny>(json).is_ok());
+        self.seq = seq;
+        let start = self.json.len();
+        self.json.extend_from_slice(json);
+        self.op = Some(start..self.json.len());
+    }
+
+    /// [`Pending::set_op_json`] with the op serialized here (serde's form).
     pub(crate) fn set_op(&mut self, seq: Seq, op: &Op) {
         self.seq = seq;
-        self.op = Some(Arc::from(raw(op)));
+        self.op = Some(self.write(op));
+    }
+
+    /// Appends the compact JSON of `value` to the buffer. These types hold
+    /// only strings, finite numbers and string-keyed maps, so serializing
+    /// them cannot fail.
+    fn write<T: Serialize>(&mut self, value: &T) -> Span {
+        let start = self.json.len();
+        serde_json::to_writer(&mut self.json, value)
+            .expect("a graph record or op always serializes");
+        start..self.json.len()
+    }
+
+    /// Writes a node's diff (`set` and `unset` relative to the node before
+    /// the change, and the new `updated_at`) for [`Pending::node_changed`],
+    /// member by member (no map is built for it).
+    pub(crate) fn node_diff<'a>(
+        &mut self,
+        set: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
+        unset: impl Iterator<Item = &'a String>,
+        updated_at: &str,
+    ) -> Span {
+        let start = self.json.len();
+        let out = &mut self.json;
+        out.extend_from_slice(b"{\"set\":{");
+        for (i, (k, v)) in set.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            jcs::write_str(k, out);
+            out.push(b':');
+            serde_json::to_writer(&mut *out, v).expect("a JSON value always serializes");
+        }
+        out.extend_from_slice(b"},\"unset\":[");
+        for (i, k) in unset.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            jcs::write_str(k, out);
+        }
+        out.extend_from_slice(b"],\"updated_at\":");
+        jcs::write_str(updated_at, out);
+        out.push(b'}');
+        debug_assert!(serde_json::from_slice::<NodeDiff>(&out[start..]).is_ok());
+        start..out.len()
     }
 
     fn push(&mut self, target: Target) {
@@ -228,14 +261,15 @@ impl Pending {
 
     /// A node change stored whole (`None`: deleted).
     pub(crate) fn node(&mut self, id: &str, after: Option<&Node>) {
+        let after = after.map(|n| self.write(n));
         self.push(Target::Node {
             id: id.to_owned(),
-            after: NodeAfter::Whole(after.map(raw)),
+            after: NodeAfter::Whole(after),
         });
     }
 
-    /// A node change stored as its diff ([`node_diff`]).
-    pub(crate) fn node_changed(&mut self, id: &str, diff: Box<RawValue>) {
+    /// A node change stored as its diff ([`Pending::node_diff`]).
+    pub(crate) fn node_changed(&mut self, id: &str, diff: Span) {
         self.push(Target::Node {
             id: id.to_owned(),
             after: NodeAfter::Diff(diff),
@@ -243,19 +277,26 @@ impl Pending {
     }
 
     pub(crate) fn edge(&mut self, out_key: &[u8], after: Option<&Edge>) {
+        let after = after.map(|e| self.write(e));
         self.push(Target::Edge {
             key: out_key.to_vec(),
-            after: after.map(raw),
+            after,
         });
     }
 
-    /// Rollback mark: the number of changes.
-    pub(crate) fn len(&self) -> usize {
-        self.changes.len()
+    /// Rollback mark: the number of changes and the length of their JSON.
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            changes: self.changes.len(),
+            json: self.json.len(),
+        }
     }
 
-    pub(crate) fn truncate(&mut self, len: usize) {
-        self.changes.truncate(len);
+    /// Forgets every change recorded after `mark` (and its JSON).
+    pub(crate) fn truncate(&mut self, mark: Mark) {
+        self.changes.truncate(mark.changes);
+        self.json.truncate(mark.json);
+        self.op = None;
     }
 
     /// Writes every change into `batch` (keyspace `graph_history`).
@@ -273,52 +314,66 @@ impl Pending {
                 ord = 0;
                 last_seq = Some(c.seq);
             }
-            let (key, node, node_diff, edge) = match &c.target {
-                Target::Node {
-                    id,
-                    after: NodeAfter::Whole(after),
-                } => (node_key(id, c.seq, ord), Some(after.as_deref()), None, None),
-                Target::Node {
-                    id,
-                    after: NodeAfter::Diff(diff),
-                } => (node_key(id, c.seq, ord), None, Some(&**diff), None),
+            let mut value = Vec::with_capacity(super::store::RECORD_BUFFER);
+            value.push(b'{');
+            // Members in sorted order: edge, event_id, event_type, node,
+            // node_diff, op, ord, projector, seq.
+            let key = match &c.target {
+                Target::Node { id, .. } => node_key(id, c.seq, ord),
                 Target::Edge { key, after } => {
+                    value.extend_from_slice(b"\"edge\":");
+                    self.put(after.as_ref(), &mut value);
+                    value.push(b',');
                     let (from, t, to) = keys::split3(key)?;
-                    (
-                        edge_key(from, t, to, c.seq, ord),
-                        None,
-                        None,
-                        Some(after.as_deref()),
-                    )
+                    edge_key(from, t, to, c.seq, ord)
                 }
             };
-            // Serialized from borrows (no copy of the op or the record).
-            let record = RecordOut {
-                edge,
-                event_id: &c.source.event_id,
-                event_type: &c.source.event_type,
-                node,
-                node_diff,
-                op: c.op.as_deref(),
-                ord,
-                projector: c.source.projector.as_deref(),
-                seq: c.seq,
-            };
-            // `to_vec` starts at 128 bytes and grows by reallocation (a
-            // measurable share of a rebuild); most records fit this.
-            let mut value = Vec::with_capacity(super::store::RECORD_BUFFER);
-            serde_json::to_writer(&mut value, &record)?;
+            value.extend_from_slice(b"\"event_id\":");
+            jcs::write_str(&c.source.event_id, &mut value);
+            value.extend_from_slice(b",\"event_type\":");
+            jcs::write_str(&c.source.event_type, &mut value);
+            match &c.target {
+                Target::Node {
+                    after: NodeAfter::Whole(after),
+                    ..
+                } => {
+                    value.extend_from_slice(b",\"node\":");
+                    self.put(after.as_ref(), &mut value);
+                }
+                Target::Node {
+                    after: NodeAfter::Diff(diff),
+                    ..
+                } => {
+                    value.extend_from_slice(b",\"node_diff\":");
+                    self.put(Some(diff), &mut value);
+                }
+                Target::Edge { .. } => {}
+            }
+            value.extend_from_slice(b",\"op\":");
+            self.put(c.op.as_ref(), &mut value);
+            value.extend_from_slice(b",\"ord\":");
+            write!(value, "{ord}").expect("writing to a Vec cannot fail");
+            value.extend_from_slice(b",\"projector\":");
+            match &c.source.projector {
+                Some(p) => jcs::write_str(p, &mut value),
+                None => value.extend_from_slice(b"null"),
+            }
+            value.extend_from_slice(b",\"seq\":");
+            write!(value, "{}", c.seq.0).expect("writing to a Vec cannot fail");
+            value.push(b'}');
+            debug_assert!(decode(&value).is_ok());
             batch.insert(&store.history, key, value);
         }
         Ok(())
     }
-}
 
-/// The compact JSON of a graph record or op (the bytes `serde_json::to_vec`
-/// gives): these types hold only strings, finite numbers and string-keyed
-/// maps, so serializing them cannot fail.
-fn raw<T: Serialize>(value: &T) -> Box<RawValue> {
-    serde_json::value::to_raw_value(value).expect("a graph record or op always serializes")
+    /// Appends the JSON at `span` (`None`: `null`).
+    fn put(&self, span: Option<&Span>, out: &mut Vec<u8>) {
+        match span {
+            Some(span) => out.extend_from_slice(&self.json[span.clone()]),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
 }
 
 fn node_prefix(id: &str) -> Vec<u8> {

@@ -34,7 +34,6 @@ use crate::graph::model::{Direction, Edge, GraphView, Node, NodeId, Op, Properti
 use crate::graph::store::{decode_edge, encode_edge, encode_node, GraphStore};
 use crate::seq::Seq;
 use fjall::{OwnedWriteBatch, Readable, Snapshot, UserValue};
-use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -63,7 +62,7 @@ pub struct Mark {
     undo: usize,
     digests: usize,
     errors: usize,
-    history: usize,
+    history: history::Mark,
 }
 
 /// One change to the pending maps, with what it replaced (`None`: the key was
@@ -105,7 +104,10 @@ pub struct Staging {
     /// Recorded projection errors of this batch, in log order.
     errors: Vec<ErrorRecord>,
     undo: Vec<Undo>,
-    /// Scratch buffer for `JCS(ops_n)`, reused across the batch's events.
+    /// `JCS(ops_n)` of the event being applied, built as its ops are
+    /// applied: `[` and the canonical JSON of each op applied so far
+    /// (comma-separated; a rolled-back segment's are cut off again);
+    /// [`Staging::end_event`] closes and hashes it. Reused across events.
     canonical: Vec<u8>,
     /// Every node and edge change of the batch, for `graph_history`.
     history: history::Pending,
@@ -156,7 +158,7 @@ impl GraphStore {
             digests: Vec::new(),
             errors: Vec::new(),
             undo: Vec::new(),
-            canonical: Vec::new(),
+            canonical: b"[".to_vec(),
             history: Default::default(),
             view_error: Mutex::new(None),
             committed: Mutex::default(),
@@ -191,7 +193,7 @@ impl Staging {
             undo: self.undo.len(),
             digests: self.digests.len(),
             errors: self.errors.len(),
-            history: self.history.len(),
+            history: self.history.mark(),
         }
     }
 
@@ -228,7 +230,7 @@ impl Staging {
     pub fn apply(&mut self, seq: Seq, timestamp: &str, ops: &[Op]) -> Result<(), GraphError> {
         self.begin_event(seq)?;
         self.apply_ops(timestamp, seq, ops, None, None)?;
-        self.end_event(seq, std::iter::once(ops), &[]);
+        self.end_event(seq, &[]);
         Ok(())
     }
 
@@ -247,6 +249,7 @@ impl Staging {
                 got: seq,
             });
         }
+        self.reset_canonical();
         Ok(())
     }
 
@@ -292,34 +295,49 @@ impl Staging {
             validate(index, op)?;
         }
         let mark = self.checkpoint();
+        let restart = self.canonical.len();
         for (index, op) in ops.iter().enumerate() {
-            self.history.set_op(seq, op);
+            // The op's canonical JSON, for the event's digest and (when it
+            // reads back as the same value) its history.
+            if self.canonical.len() > 1 {
+                self.canonical.push(b',');
+            }
+            let start = self.canonical.len();
+            canonical::write_op(op, &mut self.canonical);
+            if canonical::reads_back_equal(op) {
+                self.history.set_op_json(seq, &self.canonical[start..]);
+            } else {
+                self.history.set_op(seq, op);
+            }
             if let Err(e) = self.apply_op(index, seq, timestamp, op, owns, cascade) {
                 self.rollback(mark);
+                self.canonical.truncate(restart);
                 return Err(e);
             }
         }
         Ok(())
     }
 
-    /// Ends the event at `seq`: extends the rolling digest with the ops that
-    /// were applied (`applied`, in order) and the recorded `errors` (only
-    /// when there are any), and keeps the errors to write with the batch.
-    pub fn end_event<'a>(
-        &mut self,
-        seq: Seq,
-        applied: impl Iterator<Item = &'a [Op]>,
-        errors: &[ErrorRecord],
-    ) {
+    /// Ends the event at `seq`: extends the rolling digest with the ops
+    /// applied since the event began (every segment that was not rolled
+    /// back, in order) and the recorded `errors` (only when there are any),
+    /// and keeps the errors to write with the batch.
+    pub fn end_event(&mut self, seq: Seq, errors: &[ErrorRecord]) {
         let (_, prev) = self.state();
-        self.canonical.clear();
-        canonical::write_op_lists(applied, &mut self.canonical);
+        self.canonical.push(b']');
         if !errors.is_empty() {
             errors::write_canonical(errors, &mut self.canonical);
             self.errors.extend_from_slice(errors);
         }
         let digest = Sha256::of_parts(&[prev.as_bytes(), &self.canonical]);
         self.digests.push((seq, digest));
+        self.reset_canonical();
+    }
+
+    /// Empties the event's canonical op list (`[`, ops to come).
+    fn reset_canonical(&mut self) {
+        self.canonical.clear();
+        self.canonical.push(b'[');
     }
 
     fn apply_op(
@@ -375,7 +393,7 @@ impl Staging {
                 Some(mut n) => {
                     // The history stores what changed, unless a snapshot is due.
                     let diff = (!history::snapshot_due(n.updated_seq, seq)).then(|| {
-                        history::node_diff(
+                        self.history.node_diff(
                             properties
                                 .iter()
                                 .filter(|(k, v)| n.properties.get(k.as_str()) != Some(*v)),
@@ -458,7 +476,7 @@ impl Staging {
                 old.node_type == node_type && !history::snapshot_due(old.updated_seq, seq)
             })
             .map(|old| {
-                history::node_diff(
+                self.history.node_diff(
                     properties
                         .iter()
                         .filter(|(k, v)| old.properties.get(k.as_str()) != Some(*v)),
@@ -506,7 +524,7 @@ impl Staging {
 
     /// Stages `node` under `id` (`None`: deleted); its history change is
     /// `diff` when given (relative to the node before), else the whole node.
-    fn set_node(&mut self, id: &str, node: Option<Node>, diff: Option<Box<RawValue>>) {
+    fn set_node(&mut self, id: &str, node: Option<Node>, diff: Option<history::Span>) {
         match diff {
             Some(diff) => self.history.node_changed(id, diff),
             None => self.history.node(id, node.as_ref()),
