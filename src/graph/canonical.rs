@@ -1,8 +1,9 @@
 //! The RFC 8785 (JCS) encoding of an event's ops for the rolling state
 //! digest (`JCS(ops_n)` in `staging`, which writes the list around them),
-//! written straight into a byte buffer with [`crate::jcs`]. It must produce exactly the bytes of
-//! `serde_json_canonicalizer::to_vec(&ops)`: the digest is persisted and
-//! documented (docs/HASHING.md). The tests in `crate::jcs` compare the two.
+//! written straight into a byte buffer with [`crate::jcs`]. The list must be
+//! exactly the bytes of `serde_json_canonicalizer::to_vec(&ops)`: the digest
+//! is persisted and documented (docs/HASHING.md). The tests in `crate::jcs`
+//! compare the two.
 
 use crate::graph::model::Op;
 #[cfg(test)]
