@@ -174,7 +174,8 @@ fn write_f64(f: f64, out: &mut Vec<u8>) {
     out.extend_from_slice(buf.format_finite(f).as_bytes());
 }
 
-fn write_digits(mut v: u64, out: &mut Vec<u8>) {
+/// Appends the decimal digits of `v`.
+pub(crate) fn write_digits(mut v: u64, out: &mut Vec<u8>) {
     let mut buf = [0u8; 20];
     let mut at = buf.len();
     loop {

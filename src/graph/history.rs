@@ -64,7 +64,6 @@ use crate::jcs;
 use crate::seq::Seq;
 use fjall::{OwnedWriteBatch, Readable};
 use serde::{Deserialize, Serialize};
-use std::io::Write as _;
 use std::sync::Arc;
 
 const NODE_TAG: u8 = b'n';
@@ -352,14 +351,14 @@ impl Pending {
             value.extend_from_slice(b",\"op\":");
             self.put(c.op.as_ref(), &mut value);
             value.extend_from_slice(b",\"ord\":");
-            write!(value, "{ord}").expect("writing to a Vec cannot fail");
+            jcs::write_digits(u64::from(ord), &mut value);
             value.extend_from_slice(b",\"projector\":");
             match &c.source.projector {
                 Some(p) => jcs::write_str(p, &mut value),
                 None => value.extend_from_slice(b"null"),
             }
             value.extend_from_slice(b",\"seq\":");
-            write!(value, "{}", c.seq.0).expect("writing to a Vec cannot fail");
+            jcs::write_digits(c.seq.0, &mut value);
             value.push(b'}');
             debug_assert!(decode(&value).is_ok());
             batch.insert(&store.history, key, value);

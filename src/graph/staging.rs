@@ -63,6 +63,7 @@ pub struct Mark {
     digests: usize,
     errors: usize,
     history: history::Mark,
+    canonical: usize,
 }
 
 /// One change to the pending maps, with what it replaced (`None`: the key was
@@ -194,11 +195,13 @@ impl Staging {
             digests: self.digests.len(),
             errors: self.errors.len(),
             history: self.history.mark(),
+            canonical: self.canonical.len(),
         }
     }
 
-    /// Undoes every change (graph, counters, digests) made after `mark`, and
-    /// forgets `GraphView` read failures (they belonged to the undone work).
+    /// Undoes every change (graph, counters, digests, the event's canonical
+    /// op list) made after `mark`, and forgets `GraphView` read failures
+    /// (they belonged to the undone work).
     pub fn rollback(&mut self, mark: Mark) {
         while self.undo.len() > mark.undo {
             match self.undo.pop() {
@@ -219,6 +222,9 @@ impl Staging {
         self.digests.truncate(mark.digests);
         self.errors.truncate(mark.errors);
         self.history.truncate(mark.history);
+        // Within an event this cuts its undone ops off its canonical list;
+        // across events the next `begin_event` starts the list afresh.
+        self.canonical.truncate(mark.canonical);
         self.take_view_error();
     }
 
@@ -295,7 +301,6 @@ impl Staging {
             validate(index, op)?;
         }
         let mark = self.checkpoint();
-        let restart = self.canonical.len();
         for (index, op) in ops.iter().enumerate() {
             // The op's canonical JSON, for the event's digest and (when it
             // reads back as the same value) its history.
@@ -311,7 +316,6 @@ impl Staging {
             }
             if let Err(e) = self.apply_op(index, seq, timestamp, op, owns, cascade) {
                 self.rollback(mark);
-                self.canonical.truncate(restart);
                 return Err(e);
             }
         }
