@@ -625,13 +625,20 @@ impl EventTypeCounters {
         self.pending[i] += 1;
     }
 
-    fn commit(&mut self, keep: bool) {
+    fn discard(&mut self) {
         for i in self.touched.drain(..) {
-            if keep {
-                self.counters[i].inc_by(self.pending[i]);
-            }
             self.pending[i] = 0;
         }
+    }
+
+    /// The staged counts, taken out to be counted later (or dropped).
+    fn seal(&mut self) -> Vec<(Counter, u64)> {
+        let mut sealed = Vec::with_capacity(self.touched.len());
+        for i in self.touched.drain(..) {
+            sealed.push((self.counters[i].clone(), self.pending[i]));
+            self.pending[i] = 0;
+        }
+        sealed
     }
 }
 
@@ -659,15 +666,50 @@ impl WriterMetrics {
 
     /// The batch committed: count its events, observe its size and commit time.
     pub fn committed(&mut self, bundles: usize, events: usize, commit_seconds: f64) {
-        self.events.commit(true);
-        self.batch_bundles.observe(bundles as f64);
-        self.batch_events.observe(events as f64);
-        self.commit_seconds.observe(commit_seconds);
+        self.seal(bundles, events).committed(commit_seconds);
+    }
+
+    /// The batch staged so far, handed over to be committed elsewhere (the
+    /// pipelined writer's commit thread): its counts go with it, and the
+    /// next batch stages from zero. Dropping the result discards them.
+    pub fn seal(&mut self, bundles: usize, events: usize) -> BatchCounts {
+        BatchCounts {
+            events: self.events.seal(),
+            bundles,
+            batch_events: events,
+            batch_bundles_h: self.batch_bundles.clone(),
+            batch_events_h: self.batch_events.clone(),
+            commit_seconds_h: self.commit_seconds.clone(),
+        }
     }
 
     /// The batch failed to commit: nothing of it was appended.
     pub fn discarded(&mut self) {
-        self.events.commit(false);
+        self.events.discard();
+    }
+}
+
+/// One batch's metrics, sealed when it is handed over to be committed
+/// ([`WriterMetrics::seal`]); counted by [`BatchCounts::committed`], or
+/// never if it is dropped (the batch did not commit).
+pub struct BatchCounts {
+    events: Vec<(Counter, u64)>,
+    bundles: usize,
+    batch_events: usize,
+    batch_bundles_h: Histogram,
+    batch_events_h: Histogram,
+    commit_seconds_h: Histogram,
+}
+
+impl BatchCounts {
+    /// The batch committed: count its events, observe its size and commit time.
+    pub fn committed(self, commit_seconds: f64) {
+        for (counter, n) in &self.events {
+            counter.inc_by(*n);
+        }
+        self.batch_bundles_h.observe(self.bundles as f64);
+        self.batch_events_h.observe(self.batch_events as f64);
+        self.commit_seconds_h.observe(commit_seconds);
     }
 }
 
@@ -839,6 +881,22 @@ mod tests {
         assert!(m
             .render()
             .contains("leviathan_events_appended_total{event_type=\"type.1\"} 1"));
+        // Sealed counts are counted when their batch commits, not before,
+        // and never if it is dropped; staging goes on from zero meanwhile.
+        w.stage_event("type.1");
+        let sealed = w.seal(1, 1);
+        w.stage_event("type.1");
+        w.stage_event("type.1");
+        let dropped = w.seal(1, 2);
+        assert!(m
+            .render()
+            .contains("leviathan_events_appended_total{event_type=\"type.1\"} 1"));
+        sealed.committed(0.001);
+        drop(dropped);
+        w.committed(1, 0, 0.001);
+        assert!(m
+            .render()
+            .contains("leviathan_events_appended_total{event_type=\"type.1\"} 2"));
     }
 
     #[test]

@@ -6,13 +6,23 @@
 //! indexes and the graph changes into one fjall batch, commits it with one
 //! durable persist (group commit), and only then answers each caller.
 //!
+//! The commit is pipelined one batch deep: a second thread ([`Committer`])
+//! commits batch k and answers its callers while the writer stages batch k+1
+//! on top of k's changes (the graph's `Overlay`, the log's [`Pending`]),
+//! which are read before the store until k is committed. The writer hands
+//! k+1 over only once k is committed, so batches commit in order and the
+//! store always holds everything before the batch in flight. In postgres
+//! mode (and around a switch, a catch-up or a step-down) the writer waits for
+//! each commit before it goes on.
+//!
 //! Invariants: seqs are dense and chained; the graph's applied seq equals the
 //! log's head after every commit; a bundle is appended and projected whole or
 //! not at all (a projection failure rolls the staged graph back to the bundle's
 //! start and refuses the bundle); nothing is acknowledged before its batch is
 //! durable; a failed commit stops the writer (every later append answers
 //! 503 `storage_unavailable` with the classified cause, see [`Health`]) rather
-//! than letting memory and disk disagree.
+//! than letting memory and disk disagree, and fails the batch staged behind
+//! it, which is never committed.
 
 use crate::bundle::Bundle;
 use crate::digest::Sha256;
@@ -218,8 +228,13 @@ impl Health {
 
 struct Job {
     bundle: Bundle,
-    reply: oneshot::Sender<Result<Appended, AppendError>>,
+    reply: Reply,
 }
+
+type Reply = oneshot::Sender<Result<Appended, AppendError>>;
+
+/// Each bundle's caller with its answer, to send once the batch is done.
+type Answers = Vec<(Reply, Result<Appended, AppendError>)>;
 
 /// What the writer thread takes from its queue.
 enum Msg {
@@ -383,6 +398,13 @@ impl Writer {
             })
             .map_err(std::io::Error::other)?;
         let (head_tx, head) = tokio::sync::watch::channel(parts.head.seq);
+        let head_tx = Arc::new(head_tx);
+        let health = Arc::new(Health::default());
+        let committer = Committer::start(
+            health.clone(),
+            head_tx.clone(),
+            parts.log.store_path().to_path_buf(),
+        )?;
         let state = State {
             wake: tx.downgrade(),
             tree,
@@ -398,7 +420,9 @@ impl Writer {
             current: parts.live.get(),
             head: parts.head,
             live: parts.live,
-            health: Arc::new(Health::default()),
+            health,
+            committer,
+            in_flight: None,
             metrics,
             steps_down: follower.as_ref().is_some_and(|f| f.promotes()),
             agreement: follower.as_mut().and_then(|f| f.take_agreement()),
@@ -514,8 +538,13 @@ struct State {
     /// copy and the local batch is not fsynced (`crate::pg::LOCAL_PERSIST`).
     log_persist: PersistMode,
     health: Arc<Health>,
+    /// Commits the batches this thread stages, in order ([`Committer`]).
+    committer: Committer,
+    /// The batch handed to the committer last, until it is seen committed:
+    /// what the next batch reads before the store.
+    in_flight: Option<InFlight>,
     metrics: crate::metrics::WriterMetrics,
-    head_tx: tokio::sync::watch::Sender<Seq>,
+    head_tx: Arc<tokio::sync::watch::Sender<Seq>>,
     /// `LEVIATHAN_STORE=postgres`: the authority each batch is appended to
     /// before the local commit (crate::pg).
     leader: Option<crate::pg::Leader>,
@@ -568,12 +597,172 @@ struct Pending {
     rows: crate::pg::Rows,
 }
 
+/// A batch handed to the committer and maybe not committed yet.
+struct InFlight {
+    graph: Arc<crate::graph::Overlay>,
+    log: Pending,
+}
+
+/// A staged batch, handed to the [`Committer`].
+struct Commit {
+    batch: fjall::OwnedWriteBatch,
+    /// Each bundle's answer, sent once the batch is durable (a refused
+    /// bundle's too: its refusal may rest on a bundle of this batch).
+    results: Answers,
+    /// The head after the batch.
+    head: Head,
+    /// Whether the batch appended events (readers are woken).
+    moved: bool,
+    counts: crate::metrics::BatchCounts,
+    /// Time spent on the writer thread writing the batch out.
+    prepare_seconds: f64,
+}
+
+/// The commit thread: commits the batches the writer hands it, in order,
+/// and only then answers their callers. Once a commit fails it commits
+/// nothing more (the writer has stopped) and fails every batch after it.
+struct Committer {
+    tx: Option<std::sync::mpsc::SyncSender<Commit>>,
+    /// One message per batch handed over, once it is done.
+    done: std::sync::mpsc::Receiver<()>,
+    /// A batch was handed over and is not known to be done.
+    busy: bool,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Committer {
+    fn start(
+        health: Arc<Health>,
+        head_tx: Arc<tokio::sync::watch::Sender<Seq>>,
+        store_path: std::path::PathBuf,
+    ) -> std::io::Result<Committer> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Commit>(1);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("leviathan-commit".into())
+            .spawn(move || {
+                let mut failed: Option<StorageFailure> = None;
+                for c in rx {
+                    let Commit {
+                        batch,
+                        results,
+                        head,
+                        moved,
+                        counts,
+                        prepare_seconds,
+                    } = c;
+                    let outcome = match &failed {
+                        Some(f) => Err(f.clone()),
+                        None => {
+                            let started = std::time::Instant::now();
+                            match batch.commit() {
+                                Ok(()) => {
+                                    counts.committed(
+                                        prepare_seconds + started.elapsed().as_secs_f64(),
+                                    );
+                                    Ok(())
+                                }
+                                Err(e) => {
+                                    let f = health.fail(
+                                        StorageFailure::new("committing a batch failed", e)
+                                            .on_volume(&store_path),
+                                    );
+                                    failed = Some(f.clone());
+                                    Err(f)
+                                }
+                            }
+                        }
+                    };
+                    match outcome {
+                        Ok(()) => {
+                            if moved {
+                                head_tx.send_replace(head.seq);
+                            }
+                            for (reply, r) in results {
+                                let _ = reply.send(r.map(|mut a| {
+                                    a.head = head;
+                                    a
+                                }));
+                            }
+                        }
+                        Err(failure) => {
+                            for (reply, r) in results {
+                                let _ =
+                                    reply.send(r.and(Err(AppendError::Storage(failure.clone()))));
+                            }
+                        }
+                    }
+                    if done_tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Committer {
+            tx: Some(tx),
+            done,
+            busy: false,
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether the last batch handed over is done, without waiting.
+    fn idle(&mut self) -> bool {
+        if self.busy {
+            match self.done.try_recv() {
+                Ok(()) | Err(std::sync::mpsc::TryRecvError::Disconnected) => self.busy = false,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            }
+        }
+        !self.busy
+    }
+
+    /// Waits until the last batch handed over is done.
+    fn wait(&mut self) {
+        if self.busy {
+            // An error: the thread is gone, and with it the batch.
+            let _ = self.done.recv();
+            self.busy = false;
+        }
+    }
+
+    /// Hands `commit` over once the batch before it is done; gives its
+    /// callers back, unanswered, if the commit thread is gone.
+    fn hand(&mut self, commit: Commit) -> Result<(), Answers> {
+        self.wait();
+        let Some(tx) = &self.tx else {
+            return Err(commit.results);
+        };
+        tx.send(commit).map_err(|e| e.0.results)?;
+        self.busy = true;
+        Ok(())
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // The thread commits what it holds, answers, and ends.
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl State {
+    /// Waits for the batch in flight to be committed: the store holds
+    /// everything staged so far (before a switch, a catch-up, a step-down,
+    /// a batch in postgres mode, and at the end).
+    fn settle(&mut self) {
+        self.committer.wait();
+        self.in_flight = None;
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         self.watch_lease();
         let mut next = None;
         loop {
             if let Some(follower) = self.follower.take() {
+                self.settle();
                 if !self.follow(follower, &mut rx) {
                     return;
                 }
@@ -581,6 +770,7 @@ impl State {
             }
             if self.stepped_down {
                 self.stepped_down = false;
+                self.settle();
                 match self.step_down() {
                     Ok(follower) => {
                         // A switch taken after the last batch is not left waiting.
@@ -622,6 +812,7 @@ impl State {
             let first = match first {
                 Msg::Append(job) => job,
                 Msg::Switch(s) => {
+                    self.settle();
                     let outcome = self.switch(s.request);
                     let _ = s.reply.send(outcome);
                     continue;
@@ -649,6 +840,7 @@ impl State {
             }
             self.process(jobs);
         }
+        self.settle();
         tracing::info!("writer stopped: no more senders");
     }
 
@@ -1054,6 +1246,11 @@ impl State {
     }
 
     fn process(&mut self, jobs: Vec<Job>) {
+        if self.leader.is_some() {
+            // PostgreSQL takes batches in order, each after the one before
+            // committed locally: no batch is staged behind another.
+            self.settle();
+        }
         if let Some(lost) = self.check_lease() {
             for j in jobs {
                 let _ = j.reply.send(Err(AppendError::Unavailable(lost.clone())));
@@ -1066,9 +1263,14 @@ impl State {
             }
             return;
         }
+        if self.committer.idle() {
+            // The batch before is committed: the store shows it.
+            self.in_flight = None;
+        }
         let start_head = self.head;
         let start_tree = self.tree.mark();
-        let mut staging = match self.current.graph.staging() {
+        let parent = self.in_flight.as_ref().map(|f| f.graph.clone());
+        let mut staging = match self.current.graph.staging_over(parent) {
             Ok(s) => s,
             Err(e) => {
                 let failure = self.health.fail(
@@ -1094,14 +1296,15 @@ impl State {
             }
             results.push((job.reply, r));
         }
-        if self.head != start_head {
+        let moved = self.head != start_head;
+        if moved {
             self.log.stage_head(&mut batch, &self.head);
             self.current
                 .graph
                 .stage_projector_set(&mut batch, &self.current.fingerprint);
             self.tree.stage_size(&mut batch);
         }
-        let commit_started = std::time::Instant::now();
+        let prepare_started = std::time::Instant::now();
         if let Some(leader) = self.leader.as_mut() {
             // The authority first: nothing is committed locally (or
             // acknowledged) that PostgreSQL does not hold.
@@ -1125,33 +1328,46 @@ impl State {
                 return;
             }
         }
-        let committed = staging
-            .write_into(&mut batch)
-            .map_err(|e| e.to_string())
-            .and_then(|_| batch.commit().map_err(|e| e.to_string()));
-        if let Err(e) = committed {
-            self.metrics.discarded();
-            let failure = self.health.fail(
-                StorageFailure::new("committing a batch failed", e)
-                    .on_volume(self.log.store_path()),
-            );
-            self.head = start_head;
-            self.tree.restore(start_tree);
+        let overlay = match staging.write_into_keeping(&mut batch) {
+            Ok(overlay) => overlay,
+            Err(e) => {
+                self.metrics.discarded();
+                let failure = self.health.fail(
+                    StorageFailure::new("committing a batch failed", e)
+                        .on_volume(self.log.store_path()),
+                );
+                self.head = start_head;
+                self.tree.restore(start_tree);
+                for (reply, r) in results {
+                    let _ = reply.send(r.and(Err(AppendError::Storage(failure.clone()))));
+                }
+                return;
+            }
+        };
+        let commit = Commit {
+            batch,
+            results,
+            head: self.head,
+            moved,
+            counts: self.metrics.seal(batch_bundles, batch_events),
+            prepare_seconds: prepare_started.elapsed().as_secs_f64(),
+        };
+        if let Err(results) = self.committer.hand(commit) {
+            let failure = self.health.fail(StorageFailure {
+                cause: "store_error",
+                message: "the commit thread has stopped".into(),
+            });
             for (reply, r) in results {
                 let _ = reply.send(r.and(Err(AppendError::Storage(failure.clone()))));
             }
             return;
         }
-        let seconds = commit_started.elapsed().as_secs_f64();
-        self.metrics.committed(batch_bundles, batch_events, seconds);
-        if self.head != start_head {
-            self.head_tx.send_replace(self.head.seq);
-        }
-        for (reply, r) in results {
-            let _ = reply.send(r.map(|mut a| {
-                a.head = self.head;
-                a
-            }));
+        self.in_flight = Some(InFlight {
+            graph: Arc::new(overlay),
+            log: pending,
+        });
+        if self.leader.is_some() {
+            self.settle();
         }
     }
 
@@ -1161,6 +1377,13 @@ impl State {
         event_id: &EventId,
     ) -> Result<Option<(Seq, Sha256)>, LogError> {
         if let Some(e) = pending.event_ids.get(event_id) {
+            return Ok(Some(*e));
+        }
+        if let Some(e) = self
+            .in_flight
+            .as_ref()
+            .and_then(|f| f.log.event_ids.get(event_id))
+        {
             return Ok(Some(*e));
         }
         self.log.event_id_entry(event_id)
@@ -1251,7 +1474,12 @@ impl State {
     /// original outcome if the content is the same, else a conflict. `None`
     /// for a new bundle id.
     fn retried(&self, bundle: &Bundle, pending: &Pending) -> Result<Option<Appended>, AppendError> {
-        let known = match pending.bundles.get(&bundle.bundle_id) {
+        let in_flight = self.in_flight.as_ref().map(|f| &f.log.bundles);
+        let known = match pending
+            .bundles
+            .get(&bundle.bundle_id)
+            .or_else(|| in_flight.and_then(|b| b.get(&bundle.bundle_id)))
+        {
             Some(r) => Some(r.clone()),
             None => self.log.bundle(&bundle.bundle_id).map_err(storage)?,
         };

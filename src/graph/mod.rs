@@ -22,5 +22,5 @@ pub use errors::ErrorRecord;
 pub use history::{ChangeRecord, HistoryPage};
 pub use model::{edge_id, Direction, Edge, GraphView, Node, NodeId, Op, Properties};
 pub use query::{Page, TypeCounts, TypeOrder, MAX_PAGE_LIMIT, NEWEST_SCAN_BUDGET};
-pub use staging::{Mark, Staging, MAX_ID_BYTES, MAX_TYPE_BYTES};
+pub use staging::{Mark, Overlay, Staging, MAX_ID_BYTES, MAX_TYPE_BYTES};
 pub use store::{GraphStore, GENESIS_DIGEST};

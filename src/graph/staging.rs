@@ -10,6 +10,14 @@
 //! written and committed (or dropped) before the next one is created; the
 //! single writer guarantees that.
 //!
+//! The pipelined writer relaxes that by one batch: while batch k is being
+//! committed, batch k+1 is staged by [`GraphStore::staging_over`] on k's
+//! [`Overlay`] (what `write_into_keeping` wrote for k, every value absolute),
+//! read before the snapshot. The snapshot must hold everything before k
+//! (the writer waits for k-1's commit before it hands k over); whether it
+//! also holds k does not matter, since the overlay's values are the ones k
+//! committed.
+//!
 //! Rolling digest: `digest_n = SHA-256(digest_{n-1} ‖ JCS(ops_n))`, where
 //! `JCS(ops_n)` is the RFC 8785 canonical JSON of the event's op list exactly as
 //! applied (no-ops included), and `digest_0` is 32 zero bytes. When the event
@@ -35,7 +43,7 @@ use crate::graph::store::{decode_edge, encode_edge, encode_node, GraphStore};
 use crate::seq::Seq;
 use fjall::{OwnedWriteBatch, Readable, Snapshot, UserValue};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Longest node id or edge endpoint, in bytes (keys must stay far below
 /// fjall's 64 KiB key limit).
@@ -87,11 +95,33 @@ enum Undo {
     },
 }
 
+/// One batch's graph changes as written into its fjall batch, every value
+/// absolute (counters included): what the next batch reads before the
+/// committed state until this one is committed (see the module doc).
+pub struct Overlay {
+    generation: u64,
+    nodes: BTreeMap<String, Option<Node>>,
+    edges_out: BTreeMap<Vec<u8>, Option<Edge>>,
+    edges_in: BTreeMap<Vec<u8>, bool>,
+    counts: HashMap<Vec<u8>, u64>,
+    state: (Seq, Sha256),
+}
+
+impl Overlay {
+    /// The state (last applied seq, digest) the batch leaves.
+    pub fn state(&self) -> (Seq, Sha256) {
+        self.state
+    }
+}
+
 /// Pending graph changes of one write batch (see the module doc).
 pub struct Staging {
     chain: Chain,
     store: GraphStore,
     snap: Snapshot,
+    /// The previous batch's changes, maybe not committed yet
+    /// ([`GraphStore::staging_over`]): read before `snap`.
+    parent: Option<Arc<Overlay>>,
     base: (Seq, Sha256),
     /// id → new node, or `None` for deleted.
     nodes: BTreeMap<String, Option<Node>>,
@@ -131,26 +161,52 @@ impl GraphStore {
     /// Starts the overlay for one write batch. Owns a clone of the store's
     /// handles, so it is `'static` (it can live inside a wasmtime `Store`).
     pub fn staging(&self) -> Result<Staging, GraphError> {
-        self.staging_for(Chain::Inline)
+        self.staging_for(Chain::Inline, None)
     }
 
     /// [`GraphStore::staging`] for the async lane (see [`Chain`]): it
     /// starts at the async lane's applied state, and writes that state and
     /// its digests (never the writer's).
     pub fn staging_async(&self) -> Result<Staging, GraphError> {
-        self.staging_for(Chain::Async)
+        self.staging_for(Chain::Async, None)
     }
 
-    fn staging_for(&self, chain: Chain) -> Result<Staging, GraphError> {
+    /// [`GraphStore::staging`] on top of the previous batch's `parent`
+    /// (the writer's), which may still be committing: everything committed
+    /// before it must be visible now. With no parent, plain `staging`.
+    pub fn staging_over(&self, parent: Option<Arc<Overlay>>) -> Result<Staging, GraphError> {
+        if let Some(p) = &parent {
+            if p.generation != self.generation() {
+                // The writer drains its pipeline before a switch.
+                return Err(GraphError::Corrupt {
+                    what: "staging overlay",
+                    detail: format!(
+                        "written for generation {}, staged on generation {}",
+                        p.generation,
+                        self.generation()
+                    ),
+                });
+            }
+        }
+        self.staging_for(Chain::Inline, parent)
+    }
+
+    fn staging_for(
+        &self,
+        chain: Chain,
+        parent: Option<Arc<Overlay>>,
+    ) -> Result<Staging, GraphError> {
         let snap = self.db.snapshot();
-        let base = match chain {
-            Chain::Inline => self.read_state(&snap)?,
-            Chain::Async => self.read_async_state(&snap)?,
+        let base = match (&parent, chain) {
+            (Some(p), _) => p.state,
+            (None, Chain::Inline) => self.read_state(&snap)?,
+            (None, Chain::Async) => self.read_async_state(&snap)?,
         };
         Ok(Staging {
             chain,
             store: self.clone(),
             snap,
+            parent,
             base,
             nodes: BTreeMap::new(),
             edges_out: BTreeMap::new(),
@@ -575,18 +631,34 @@ impl Staging {
         self.committed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The node under `id` in the committed state (through `snap`).
+    /// The node under `id` before this batch: the parent's, else the
+    /// committed one (through `snap`).
     fn committed_node(&self, id: &str) -> Result<Option<Node>, GraphError> {
+        if let Some(n) = self.parent.as_ref().and_then(|p| p.nodes.get(id)) {
+            return Ok(n.clone());
+        }
         read_once(&mut self.committed().nodes, id, || {
             self.store.read_node(&self.snap, id)
         })
     }
 
-    /// The edge under `out_key` in the committed state (through `snap`).
+    /// The edge under `out_key` before this batch: the parent's, else the
+    /// committed one (through `snap`).
     fn committed_edge(&self, out_key: &[u8]) -> Result<Option<Edge>, GraphError> {
+        if let Some(e) = self.parent.as_ref().and_then(|p| p.edges_out.get(out_key)) {
+            return Ok(e.clone());
+        }
         read_once(&mut self.committed().edges, out_key, || {
             self.store.read_edge(&self.snap, out_key)
         })
+    }
+
+    /// The counter under `key` before this batch.
+    fn committed_count(&self, key: &[u8]) -> Result<u64, GraphError> {
+        match self.parent.as_ref().and_then(|p| p.counts.get(key)) {
+            Some(n) => Ok(*n),
+            None => self.store.read_count(&self.snap, key),
+        }
     }
 
     /// Edges touching `id`, outgoing first then incoming, each in key order;
@@ -605,7 +677,12 @@ impl Staging {
         let mut out = Vec::new();
         if matches!(dir, Direction::Outgoing | Direction::Both) {
             let committed = self.snap.prefix(&self.store.edges_out, &prefix);
-            let pending = pending_prefix(&self.edges_out, &prefix).map(|(k, v)| (k, v.as_ref()));
+            let own = pending_prefix(&self.edges_out, &prefix).map(|(k, v)| (k, v.as_ref()));
+            let parent = self
+                .parent
+                .as_ref()
+                .map(|p| pending_prefix(&p.edges_out, &prefix).map(|(k, v)| (k, v.as_ref())));
+            let pending = Layered::new(own, parent.into_iter().flatten());
             for entry in merge_live(committed, pending).take(limit) {
                 let (_, live) = entry?;
                 out.push(match live {
@@ -616,8 +693,12 @@ impl Staging {
         }
         if matches!(dir, Direction::Incoming | Direction::Both) && out.len() < limit {
             let committed = self.snap.prefix(&self.store.edges_in, &prefix);
-            let pending =
+            let own =
                 pending_prefix(&self.edges_in, &prefix).map(|(k, live)| (k, live.then_some(&())));
+            let parent = self.parent.as_ref().map(|p| {
+                pending_prefix(&p.edges_in, &prefix).map(|(k, live)| (k, live.then_some(&())))
+            });
+            let pending = Layered::new(own, parent.into_iter().flatten());
             let mut want = limit - out.len();
             for entry in merge_live(committed, pending) {
                 if want == 0 {
@@ -658,27 +739,41 @@ impl Staging {
     /// Each key is written at most once. Returns the state the batch leaves.
     /// On error the batch may hold part of the graph's writes: drop it.
     pub fn write_into(self, batch: &mut OwnedWriteBatch) -> Result<(Seq, Sha256), GraphError> {
+        Ok(self.write_into_keeping(batch)?.state)
+    }
+
+    /// [`Staging::write_into`], keeping what was written as the [`Overlay`]
+    /// the next batch stages on ([`GraphStore::staging_over`]).
+    pub fn write_into_keeping(self, batch: &mut OwnedWriteBatch) -> Result<Overlay, GraphError> {
         if let Some(msg) = self.take_view_error() {
             return Err(GraphError::ViewRead(msg));
         }
         let st = &self.store;
+        let parent = self.parent.as_deref();
         let mut committed = std::mem::take(&mut *self.committed());
         for (id, new) in &self.nodes {
-            let old = match committed.nodes.remove(id.as_str()) {
-                Some(old) => old,
-                None => st.read_node(&self.snap, id)?,
+            let read;
+            let old = match parent.and_then(|p| p.nodes.get(id.as_str())) {
+                Some(old) => old.as_ref(),
+                None => {
+                    read = match committed.nodes.remove(id.as_str()) {
+                        Some(old) => old,
+                        None => st.read_node(&self.snap, id)?,
+                    };
+                    read.as_ref()
+                }
             };
             let by_type = |n: &Node| keys::node_by_type(&n.node_type, id);
             let by_created = |n: &Node| keys::node_by_created(&n.node_type, n.created_seq, id);
             for (ks, old_key, new_key) in [
                 (
                     &st.nodes_by_type,
-                    old.as_ref().map(by_type),
+                    old.map(by_type),
                     new.as_ref().map(by_type),
                 ),
                 (
                     &st.nodes_by_created,
-                    old.as_ref().map(by_created),
+                    old.map(by_created),
                     new.as_ref().map(by_created),
                 ),
             ] {
@@ -693,7 +788,7 @@ impl Staging {
                 }
             }
             match new {
-                Some(n) if old.as_ref() != Some(n) => {
+                Some(n) if old != Some(n) => {
                     batch.insert(&st.nodes, id.as_str(), encode_node(n)?);
                 }
                 None if old.is_some() => batch.remove(&st.nodes, id.as_str()),
@@ -701,15 +796,22 @@ impl Staging {
             }
         }
         for (out_key, new) in &self.edges_out {
-            let old = match committed.edges.remove(out_key.as_slice()) {
-                Some(old) => old,
-                None => st.read_edge(&self.snap, out_key)?,
+            let read;
+            let old = match parent.and_then(|p| p.edges_out.get(out_key.as_slice())) {
+                Some(old) => old.as_ref(),
+                None => {
+                    read = match committed.edges.remove(out_key.as_slice()) {
+                        Some(old) => old,
+                        None => st.read_edge(&self.snap, out_key)?,
+                    };
+                    read.as_ref()
+                }
             };
             let (from, t, to) = keys::split3(out_key)?;
             let in_key = keys::edge_in(to, t, from);
             match new {
                 Some(e) => {
-                    if old.as_ref() != Some(e) {
+                    if old != Some(e) {
                         batch.insert(&st.edges_out, out_key.as_slice(), encode_edge(e)?);
                     }
                     if old.is_none() {
@@ -723,17 +825,19 @@ impl Staging {
                 None => {}
             }
         }
+        let mut counts = HashMap::with_capacity(self.counts.len());
         for (key, delta) in &self.counts {
             if *delta == 0 {
                 continue;
             }
-            let committed = st.read_count(&self.snap, key)?;
+            let committed = self.committed_count(key)?;
             let total = i128::from(committed) + i128::from(*delta);
             match u64::try_from(total) {
                 Ok(0) => batch.remove(&st.counts, key.as_slice()),
                 Ok(n) => batch.insert(&st.counts, key.as_slice(), n.to_be_bytes()),
                 Err(_) => return Err(GraphError::corrupt("counter (would go negative)", key)),
             }
+            counts.insert(key.clone(), total as u64);
         }
         match self.chain {
             Chain::Inline => {
@@ -786,7 +890,14 @@ impl Staging {
             };
             batch.insert(&st.meta, key, keys::encode_state(state.0, &state.1));
         }
-        Ok(state)
+        Ok(Overlay {
+            generation: st.generation(),
+            nodes: self.nodes,
+            edges_out: self.edges_out,
+            edges_in: self.edges_in,
+            counts,
+            state,
+        })
     }
 }
 
@@ -889,6 +1000,54 @@ fn pending_prefix<'a, V>(
 ) -> impl Iterator<Item = (&'a Vec<u8>, &'a V)> + 'a {
     map.range(prefix.to_vec()..)
         .take_while(move |(k, _)| k.starts_with(prefix))
+}
+
+/// Two layers of pending entries for one prefix, both in key order: `top`
+/// (this batch's) shadows `under` (the parent overlay's) on equal keys.
+struct Layered<'a, V: 'a, T, U>
+where
+    T: Iterator<Item = (&'a Vec<u8>, Option<&'a V>)>,
+    U: Iterator<Item = (&'a Vec<u8>, Option<&'a V>)>,
+{
+    top: std::iter::Peekable<T>,
+    under: std::iter::Peekable<U>,
+}
+
+impl<'a, V: 'a, T, U> Layered<'a, V, T, U>
+where
+    T: Iterator<Item = (&'a Vec<u8>, Option<&'a V>)>,
+    U: Iterator<Item = (&'a Vec<u8>, Option<&'a V>)>,
+{
+    fn new(top: T, under: U) -> Self {
+        Layered {
+            top: top.peekable(),
+            under: under.peekable(),
+        }
+    }
+}
+
+impl<'a, V: 'a, T, U> Iterator for Layered<'a, V, T, U>
+where
+    T: Iterator<Item = (&'a Vec<u8>, Option<&'a V>)>,
+    U: Iterator<Item = (&'a Vec<u8>, Option<&'a V>)>,
+{
+    type Item = (&'a Vec<u8>, Option<&'a V>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let order = match (self.top.peek(), self.under.peek()) {
+            (None, _) => return self.under.next(),
+            (Some(_), None) => return self.top.next(),
+            (Some((t, _)), Some((u, _))) => t.cmp(u),
+        };
+        match order {
+            std::cmp::Ordering::Less => self.top.next(),
+            std::cmp::Ordering::Greater => self.under.next(),
+            std::cmp::Ordering::Equal => {
+                self.under.next();
+                self.top.next()
+            }
+        }
+    }
 }
 
 enum Live<'a, V> {

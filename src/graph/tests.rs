@@ -1263,3 +1263,151 @@ fn history_values_live_in_blob_files_and_read_back_after_reopen() {
     let next = GraphStore::open_generation(&db, 1).unwrap();
     assert!(next.history.is_kv_separated());
 }
+
+/// Three batches whose every event reads what the batch before changed:
+/// nodes merged and replaced, edges scanned both ways (a cascade and a
+/// `GraphView` listing), counters moved, an edge deleted and put again.
+fn chained_batches() -> Vec<Vec<Vec<Op>>> {
+    vec![
+        vec![
+            vec![
+                put("a", "Task", json!({"v": 0})),
+                put("b", "Task", json!({"keep": true})),
+                put("c", "Target", json!({})),
+            ],
+            vec![
+                edge("a", "dep", "b"),
+                edge("c", "has", "a"),
+                edge("z", "E", "a"),
+                merge("a", "Task", json!({"x": 1}), false),
+            ],
+        ],
+        vec![
+            vec![
+                merge("a", "Task", json!({"y": 2}), false),
+                put("b", "Task", json!({"new": 1})),
+                del("c"),
+            ],
+            vec![
+                edge("b", "dep", "a"),
+                del_edge("z", "E", "a"),
+                put("d", "Attempt", json!({})),
+            ],
+        ],
+        vec![
+            vec![
+                del("a"),
+                put("c", "Task", json!({"again": true})),
+                put("b", "Target", json!({})),
+            ],
+            vec![
+                edge("z", "E", "b"),
+                merge("d", "Attempt", json!({"n": 3}), true),
+            ],
+        ],
+    ]
+}
+
+/// What a `Staging` sees of the nodes and edges `chained_batches` touches.
+fn chained_view(st: &Staging) -> Vec<String> {
+    let mut seen = Vec::new();
+    for id in ["a", "b", "c", "d", "z"] {
+        seen.push(format!("{id}: {:?}", st.get_node(id).map(|n| n.properties)));
+        seen.push(format!(
+            "{id}: {:?}",
+            view_edge_ids(st, id, Direction::Both)
+        ));
+    }
+    seen
+}
+
+/// Applies one batch's events into `st`, after what it has applied.
+fn apply_batch(st: &mut Staging, events: &[Vec<Op>]) {
+    for ops in events {
+        let seq = st.state().0.next();
+        st.apply(seq, &ts(seq), ops).unwrap();
+    }
+}
+
+#[test]
+fn a_batch_staged_over_an_uncommitted_one_ends_where_one_after_the_other_does() {
+    let batches = chained_batches();
+    // One after the other: each batch committed before the next is staged.
+    let seq_env = env();
+    let mut seq_views = Vec::new();
+    let mut seq_state = (Seq::ZERO, GENESIS_DIGEST);
+    for events in &batches {
+        let mut st = seq_env.store.staging().unwrap();
+        seq_views.push(chained_view(&st));
+        apply_batch(&mut st, events);
+        seq_state = seq_env.write(st);
+    }
+    // Pipelined: batch k+1 staged over batch k's overlay while k is not
+    // committed yet (`committed_first`: k committed before k+1's snapshot).
+    for committed_first in [false, true] {
+        let env = env();
+        let mut views = Vec::new();
+        let mut parent = None;
+        let mut in_flight: Option<fjall::OwnedWriteBatch> = None;
+        for events in &batches {
+            if committed_first {
+                if let Some(b) = in_flight.take() {
+                    b.commit().unwrap();
+                }
+            }
+            let mut st = env.store.staging_over(parent.take()).unwrap();
+            views.push(chained_view(&st));
+            apply_batch(&mut st, events);
+            let mut batch = env.db.batch();
+            let overlay = st.write_into_keeping(&mut batch).unwrap();
+            if let Some(b) = in_flight.take() {
+                // Batch k commits only now, after k+1 was staged and written.
+                b.commit().unwrap();
+            }
+            in_flight = Some(batch);
+            parent = Some(std::sync::Arc::new(overlay));
+        }
+        let last = parent.unwrap().state();
+        in_flight.unwrap().commit().unwrap();
+        assert_eq!(views, seq_views, "committed_first={committed_first}");
+        assert_eq!(last, seq_state, "committed_first={committed_first}");
+        assert_eq!(env.store.state().unwrap(), seq_state);
+        assert_eq!(
+            env.dump(),
+            seq_env.dump(),
+            "committed_first={committed_first}"
+        );
+        assert_eq!(env.counts(), seq_env.counts());
+        for id in ["a", "b", "c", "d", "z"] {
+            assert_eq!(
+                env.edge_ids(id, Direction::Both, None),
+                seq_env.edge_ids(id, Direction::Both, None)
+            );
+        }
+    }
+    // What the batches did, so that the comparison above is about something.
+    assert_eq!(seq_env.node("a"), None);
+    assert_eq!(seq_env.node("b").unwrap().node_type, "Target");
+    assert_eq!(
+        seq_env.edge_ids("b", Direction::Both, None),
+        ["z:E:b"],
+        "b's edges to and from the deleted a went with it"
+    );
+    assert_eq!(
+        seq_views[1][0],
+        format!("a: {:?}", Some(props(json!({"v": 0, "x": 1}))))
+    );
+}
+
+#[test]
+fn an_overlay_of_another_generation_is_refused() {
+    let env = env();
+    let mut st = env.store.staging().unwrap();
+    apply_batch(&mut st, &chained_batches()[0]);
+    let overlay = st.write_into_keeping(&mut env.db.batch()).unwrap();
+    let other = GraphStore::open_generation(&env.db, env.store.generation() + 1).unwrap();
+    assert!(matches!(
+        other.staging_over(Some(std::sync::Arc::new(overlay))),
+        Err(GraphError::Corrupt { .. })
+    ));
+}
