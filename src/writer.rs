@@ -362,10 +362,33 @@ impl Writer {
     /// Tests use it to exercise group commit deterministically.
     #[doc(hidden)]
     pub fn start_held(parts: WriterParts) -> std::io::Result<(Writer, Hold)> {
+        Self::start_held_batches_of(parts, MAX_BATCH_BUNDLES, std::time::Duration::ZERO)
+    }
+
+    /// Test hook: [`Writer::start_held`] with at most `bundles` bundles per
+    /// batch, each batch's commit started `commit_delay` after it is handed
+    /// over: with 1 bundle and a delay longer than a batch takes to stage,
+    /// each bundle queued is staged while the one before it is still
+    /// uncommitted (the pipelined commit).
+    #[doc(hidden)]
+    pub fn start_held_batches_of(
+        parts: WriterParts,
+        bundles: usize,
+        commit_delay: std::time::Duration,
+    ) -> std::io::Result<(Writer, Hold)> {
         let (release, held) = std::sync::mpsc::channel();
         let metrics = crate::metrics::WriterMetrics::unregistered();
         Ok((
-            Self::spawn(parts, Some(held), metrics, None)?,
+            Self::spawn(
+                parts,
+                Some(Held {
+                    release: held,
+                    bundles: bundles.max(1),
+                    commit_delay,
+                }),
+                metrics,
+                None,
+            )?,
             Hold(release),
         ))
     }
@@ -378,7 +401,7 @@ impl Writer {
 
     fn spawn(
         parts: WriterParts,
-        held: Option<std::sync::mpsc::Receiver<()>>,
+        held: Option<Held>,
         metrics: crate::metrics::WriterMetrics,
         pg: Option<crate::pg::Role>,
     ) -> std::io::Result<Writer> {
@@ -400,12 +423,18 @@ impl Writer {
         let (head_tx, head) = tokio::sync::watch::channel(parts.head.seq);
         let head_tx = Arc::new(head_tx);
         let health = Arc::new(Health::default());
+        let (held, max_batch_bundles, commit_delay) = match held {
+            Some(h) => (Some(h.release), h.bundles, h.commit_delay),
+            None => (None, MAX_BATCH_BUNDLES, std::time::Duration::ZERO),
+        };
         let committer = Committer::start(
             health.clone(),
             head_tx.clone(),
             parts.log.store_path().to_path_buf(),
+            commit_delay,
         )?;
         let state = State {
+            max_batch_bundles,
             wake: tx.downgrade(),
             tree,
             head_tx,
@@ -522,7 +551,20 @@ impl Hold {
     }
 }
 
+/// The test hooks of [`Writer::start_held_batches_of`].
+struct Held {
+    /// The writer takes nothing from its queue until this is signalled.
+    release: std::sync::mpsc::Receiver<()>,
+    /// Most bundles in one batch.
+    bundles: usize,
+    /// How long the commit thread waits before committing each batch.
+    commit_delay: std::time::Duration,
+}
+
 struct State {
+    /// Most bundles taken into one batch ([`MAX_BATCH_BUNDLES`]; fewer in
+    /// tests).
+    max_batch_bundles: usize,
     /// The log's Merkle tree, extended in every batch (crate::tlog::tree).
     tree: crate::tlog::tree::TreeWriter,
     db: Database,
@@ -635,6 +677,7 @@ impl Committer {
         health: Arc<Health>,
         head_tx: Arc<tokio::sync::watch::Sender<Seq>>,
         store_path: std::path::PathBuf,
+        delay: std::time::Duration,
     ) -> std::io::Result<Committer> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Commit>(1);
         let (done_tx, done) = std::sync::mpsc::channel();
@@ -654,6 +697,9 @@ impl Committer {
                     let outcome = match &failed {
                         Some(f) => Err(f.clone()),
                         None => {
+                            if !delay.is_zero() {
+                                std::thread::sleep(delay);
+                            }
                             let started = std::time::Instant::now();
                             match batch.commit() {
                                 Ok(()) => {
@@ -824,7 +870,7 @@ impl State {
             };
             let mut events = first.bundle.events.len();
             let mut jobs = vec![first];
-            while jobs.len() < MAX_BATCH_BUNDLES && events < MAX_BATCH_EVENTS {
+            while jobs.len() < self.max_batch_bundles && events < MAX_BATCH_EVENTS {
                 match rx.try_recv() {
                     Ok(Msg::Append(j)) => {
                         events += j.bundle.events.len();

@@ -42,7 +42,17 @@ fn parse(b: &Value) -> Bundle {
 /// Appends `bundles` so that the writer takes them all into one batch; the
 /// answers in order.
 fn one_batch(f: &Fixture, bundles: &[Value]) -> Vec<Result<Appended, AppendError>> {
-    let (writer, hold) = Writer::start_held(WriterParts {
+    queued_in_batches_of(f, bundles, usize::MAX)
+}
+
+/// Queues every bundle of `bundles`, then lets the writer take them, at most
+/// `per_batch` in a batch; the answers in order.
+fn queued_in_batches_of(
+    f: &Fixture,
+    bundles: &[Value],
+    per_batch: usize,
+) -> Vec<Result<Appended, AppendError>> {
+    let parts = WriterParts {
         db: f.store.db.clone(),
         log: f.store.log.clone(),
         live: leviathan::generations::LiveGraph::new(leviathan::generations::Live {
@@ -52,7 +62,14 @@ fn one_batch(f: &Fixture, bundles: &[Value]) -> Vec<Result<Appended, AppendError
         }),
         head: f.store.log.check_head().unwrap(),
         sync: SyncMode::Always,
-    })
+    };
+    let (writer, hold) = if per_batch == usize::MAX {
+        Writer::start_held(parts)
+    } else {
+        // Longer than staging one bundle takes, even in a debug build: the
+        // next bundle is staged while this one is uncommitted.
+        Writer::start_held_batches_of(parts, per_batch, std::time::Duration::from_millis(150))
+    }
     .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -266,6 +283,93 @@ fn bundles_in_one_batch_see_each_others_event_and_bundle_ids() {
     let shared_node = f.store.graph.get_node("att-1").unwrap().unwrap();
     assert_eq!(shared_node.created_seq.0, 1);
     assert!(f.store.graph.get_node("att-q").unwrap().is_none());
+    assert!(f.store.graph.get_node("att-other").unwrap().is_none());
+    assert!(f.store.graph.get_node("att-9").unwrap().is_none());
+    assert_graph_is_the_replay(&f);
+}
+
+/// One bundle per batch, each commit delayed, so that each bundle is checked
+/// and projected while the one before it is not yet in the store (the writer
+/// stages batch k+1 over batch k's uncommitted changes): retries, conflicts
+/// and graph reads see the batch in flight exactly as they see the same
+/// batch or the log.
+#[test]
+fn a_bundle_staged_behind_one_being_committed_sees_its_ids_and_its_graph() {
+    let f = fixture();
+    let shared = created("shared", "att-1");
+    let answers = queued_in_batches_of(
+        &f,
+        &[
+            crate::common::bundle("p", vec![shared.clone(), created("p2", "att-2")]),
+            crate::common::bundle(
+                "q",
+                vec![created("q1", "att-q"), created("shared", "att-other")],
+            ),
+            // Reads att-1 (created by p) to fail it, and repeats p's event.
+            crate::common::bundle(
+                "r",
+                vec![
+                    shared.clone(),
+                    ev(
+                        "r2",
+                        "attempt.failed",
+                        json!({"attempt_id": "att-1", "status": "failed", "error_summary": "boom"}),
+                    ),
+                ],
+            ),
+            crate::common::bundle("p", vec![created("p-other", "att-9")]),
+            crate::common::bundle("p", vec![shared, created("p2", "att-2")]),
+            crate::common::bundle("s", vec![created("s1", "att-4")]),
+            // Retried while "s" is still uncommitted.
+            crate::common::bundle("s", vec![created("s1", "att-4")]),
+        ],
+        1,
+    );
+    let p = answers[0].as_ref().unwrap();
+    assert_eq!(
+        (p.status, seqs(p), p.ingested, p.head.seq.0),
+        (AppendStatus::Ok, (1, 2), 2, 2),
+        "p's own batch: the head after it"
+    );
+    match &answers[1] {
+        Err(AppendError::EventConflict {
+            event_id,
+            index,
+            seq,
+        }) => assert_eq!((event_id.as_str(), *index, seq.0), ("shared", 1, 1)),
+        other => panic!("expected an event conflict, got {other:?}"),
+    }
+    let r = answers[2].as_ref().unwrap();
+    assert_eq!(
+        (r.ingested, r.duplicates, seqs(r), r.head.seq.0),
+        (1, 1, (3, 3), 3)
+    );
+    match &answers[3] {
+        Err(AppendError::BundleConflict { bundle_id }) => assert_eq!(bundle_id, "p"),
+        other => panic!("expected a bundle conflict, got {other:?}"),
+    }
+    let dup = answers[4].as_ref().unwrap();
+    assert_eq!(
+        (dup.status, seqs(dup), dup.ingested),
+        (AppendStatus::Duplicate, (1, 2), 0)
+    );
+    let s = answers[5].as_ref().unwrap();
+    assert_eq!((seqs(s), s.head.seq.0), ((4, 4), 4));
+    let s_again = answers[6].as_ref().unwrap();
+    assert_eq!(
+        (s_again.status, seqs(s_again), s_again.ingested),
+        (AppendStatus::Duplicate, (4, 4), 0),
+        "a retry of the bundle in flight is its original outcome"
+    );
+
+    assert_log(&f, &["shared", "p2", "r2", "s1"]);
+    let att_1 = f.store.graph.get_node("att-1").unwrap().unwrap();
+    assert_eq!(
+        (att_1.created_seq.0, att_1.updated_seq.0),
+        (1, 3),
+        "r's event found the node p created, not yet committed"
+    );
+    assert_eq!(att_1.properties["status"], "failed");
     assert!(f.store.graph.get_node("att-other").unwrap().is_none());
     assert!(f.store.graph.get_node("att-9").unwrap().is_none());
     assert_graph_is_the_replay(&f);
