@@ -163,6 +163,32 @@ fn assert_graph_is_the_replay(f: &Fixture) {
     );
 }
 
+/// `answer` is an event conflict on `event_id` (at `index` in its bundle)
+/// with the event the log or a batch gave `seq`.
+fn assert_event_conflict(
+    answer: &Result<Appended, AppendError>,
+    event_id: &str,
+    index: usize,
+    seq: u64,
+) {
+    match answer {
+        Err(AppendError::EventConflict {
+            event_id: id,
+            index: i,
+            seq: s,
+        }) => assert_eq!((id.as_str(), *i, s.0), (event_id, index, seq)),
+        other => panic!("expected an event conflict, got {other:?}"),
+    }
+}
+
+/// `answer` is a conflict on `bundle_id` (seen before with other content).
+fn assert_bundle_conflict(answer: &Result<Appended, AppendError>, bundle_id: &str) {
+    match answer {
+        Err(AppendError::BundleConflict { bundle_id: id }) => assert_eq!(id, bundle_id),
+        other => panic!("expected a bundle conflict, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_refused_bundle_in_a_batch_rolls_back_alone() {
     let f = fixture();
@@ -256,20 +282,10 @@ fn bundles_in_one_batch_see_each_others_event_and_bundle_ids() {
         (p.status, seqs(p), p.ingested),
         (AppendStatus::Ok, (1, 2), 2)
     );
-    match &answers[1] {
-        Err(AppendError::EventConflict {
-            event_id,
-            index,
-            seq,
-        }) => assert_eq!((event_id.as_str(), *index, seq.0), ("shared", 1, 1)),
-        other => panic!("expected an event conflict, got {other:?}"),
-    }
+    assert_event_conflict(&answers[1], "shared", 1, 1);
     let r = answers[2].as_ref().unwrap();
     assert_eq!((r.ingested, r.duplicates, seqs(r)), (1, 1, (3, 3)));
-    match &answers[3] {
-        Err(AppendError::BundleConflict { bundle_id }) => assert_eq!(bundle_id, "p"),
-        other => panic!("expected a bundle conflict, got {other:?}"),
-    }
+    assert_bundle_conflict(&answers[3], "p");
     let dup = answers[4].as_ref().unwrap();
     assert_eq!(
         (dup.status, seqs(dup), dup.ingested),
@@ -331,23 +347,13 @@ fn a_bundle_staged_behind_one_being_committed_sees_its_ids_and_its_graph() {
         (AppendStatus::Ok, (1, 2), 2, 2),
         "p's own batch: the head after it"
     );
-    match &answers[1] {
-        Err(AppendError::EventConflict {
-            event_id,
-            index,
-            seq,
-        }) => assert_eq!((event_id.as_str(), *index, seq.0), ("shared", 1, 1)),
-        other => panic!("expected an event conflict, got {other:?}"),
-    }
+    assert_event_conflict(&answers[1], "shared", 1, 1);
     let r = answers[2].as_ref().unwrap();
     assert_eq!(
         (r.ingested, r.duplicates, seqs(r), r.head.seq.0),
         (1, 1, (3, 3), 3)
     );
-    match &answers[3] {
-        Err(AppendError::BundleConflict { bundle_id }) => assert_eq!(bundle_id, "p"),
-        other => panic!("expected a bundle conflict, got {other:?}"),
-    }
+    assert_bundle_conflict(&answers[3], "p");
     let dup = answers[4].as_ref().unwrap();
     assert_eq!(
         (dup.status, seqs(dup), dup.ingested),
