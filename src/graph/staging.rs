@@ -752,17 +752,13 @@ impl Staging {
         let parent = self.parent.as_deref();
         let mut committed = std::mem::take(&mut *self.committed());
         for (id, new) in &self.nodes {
-            let read;
-            let old = match parent.and_then(|p| p.nodes.get(id.as_str())) {
-                Some(old) => old.as_ref(),
-                None => {
-                    read = match committed.nodes.remove(id.as_str()) {
-                        Some(old) => old,
-                        None => st.read_node(&self.snap, id)?,
-                    };
-                    read.as_ref()
-                }
-            };
+            let old = value_before(
+                parent.map(|p| &p.nodes),
+                &mut committed.nodes,
+                id.as_str(),
+                || st.read_node(&self.snap, id),
+            )?;
+            let old = Option::as_ref(&old);
             let by_type = |n: &Node| keys::node_by_type(&n.node_type, id);
             let by_created = |n: &Node| keys::node_by_created(&n.node_type, n.created_seq, id);
             for (ks, old_key, new_key) in [
@@ -796,17 +792,13 @@ impl Staging {
             }
         }
         for (out_key, new) in &self.edges_out {
-            let read;
-            let old = match parent.and_then(|p| p.edges_out.get(out_key.as_slice())) {
-                Some(old) => old.as_ref(),
-                None => {
-                    read = match committed.edges.remove(out_key.as_slice()) {
-                        Some(old) => old,
-                        None => st.read_edge(&self.snap, out_key)?,
-                    };
-                    read.as_ref()
-                }
-            };
+            let old = value_before(
+                parent.map(|p| &p.edges_out),
+                &mut committed.edges,
+                out_key.as_slice(),
+                || st.read_edge(&self.snap, out_key),
+            )?;
+            let old = Option::as_ref(&old);
             let (from, t, to) = keys::split3(out_key)?;
             let in_key = keys::edge_in(to, t, from);
             match new {
@@ -922,6 +914,29 @@ impl GraphView for Staging {
 /// `SHA-256(inline digest ‖ async digest)`, both after that seq.
 pub fn combined_digest(inline: &Sha256, asynchronous: &Sha256) -> Sha256 {
     Sha256::of_parts(&[inline.as_bytes(), asynchronous.as_bytes()])
+}
+
+/// The value under `key` before this batch, for `write_into_keeping`: the
+/// parent overlay's (borrowed), else the one read during the batch (taken
+/// out of `cache`), else read now by `read`.
+fn value_before<'p, K, Q, V>(
+    parent: Option<&'p BTreeMap<K, Option<V>>>,
+    cache: &mut HashMap<K, Option<V>>,
+    key: &Q,
+    read: impl FnOnce() -> Result<Option<V>, GraphError>,
+) -> Result<std::borrow::Cow<'p, Option<V>>, GraphError>
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Ord,
+    Q: std::hash::Hash + Ord + ?Sized,
+    V: Clone,
+{
+    if let Some(v) = parent.and_then(|p| p.get(key)) {
+        return Ok(std::borrow::Cow::Borrowed(v));
+    }
+    match cache.remove(key) {
+        Some(v) => Ok(std::borrow::Cow::Owned(v)),
+        None => read().map(std::borrow::Cow::Owned),
+    }
 }
 
 /// `map[key]`, read by `read` and kept the first time it is asked for.
