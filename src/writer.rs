@@ -639,6 +639,14 @@ struct Pending {
     rows: crate::pg::Rows,
 }
 
+/// Answers every bundle of a batch that was not committed with `failure`
+/// (a bundle refused on its own keeps its refusal).
+fn fail_answers(results: Answers, failure: &StorageFailure) {
+    for (reply, r) in results {
+        let _ = reply.send(r.and(Err(AppendError::Storage(failure.clone()))));
+    }
+}
+
 /// A batch handed to the committer and maybe not committed yet.
 struct InFlight {
     graph: Arc<crate::graph::Overlay>,
@@ -731,12 +739,7 @@ impl Committer {
                                 }));
                             }
                         }
-                        Err(failure) => {
-                            for (reply, r) in results {
-                                let _ =
-                                    reply.send(r.and(Err(AppendError::Storage(failure.clone()))));
-                            }
-                        }
+                        Err(failure) => fail_answers(results, &failure),
                     }
                     if done_tx.send(()).is_err() {
                         break;
@@ -1368,9 +1371,7 @@ impl State {
                 };
                 self.head = start_head;
                 self.tree.restore(start_tree);
-                for (reply, r) in results {
-                    let _ = reply.send(r.and(Err(AppendError::Storage(failure.clone()))));
-                }
+                fail_answers(results, &failure);
                 return;
             }
         }
@@ -1384,9 +1385,7 @@ impl State {
                 );
                 self.head = start_head;
                 self.tree.restore(start_tree);
-                for (reply, r) in results {
-                    let _ = reply.send(r.and(Err(AppendError::Storage(failure.clone()))));
-                }
+                fail_answers(results, &failure);
                 return;
             }
         };
@@ -1403,18 +1402,13 @@ impl State {
                 cause: "store_error",
                 message: "the commit thread has stopped".into(),
             });
-            for (reply, r) in results {
-                let _ = reply.send(r.and(Err(AppendError::Storage(failure.clone()))));
-            }
+            fail_answers(results, &failure);
             return;
         }
         self.in_flight = Some(InFlight {
             graph: Arc::new(overlay),
             log: pending,
         });
-        if self.leader.is_some() {
-            self.settle();
-        }
     }
 
     fn lookup_event(
