@@ -123,6 +123,8 @@ pub const CACHE_BYTES: u64 = 16 << 20;
 /// the same CPU, with twice the tables to open (docs/BENCHMARKS.md,
 /// session 14). Until session 14 this was 16 MiB (64 MiB held flushes up
 /// behind one worker's compactions: p99 ~40 ms, RSS spikes to 331 MiB).
+/// With [`L0_THRESHOLD`] at 16 since session 18, L1 is 64 MiB of 4 MiB
+/// tables, merged in batches of 16 flushes.
 pub(crate) const TABLE_TARGET_BYTES: u64 = 4 << 20;
 
 /// L0 tables (flushed memtables) that trigger their merge into L1 (fjall's
@@ -132,9 +134,9 @@ pub(crate) const TABLE_TARGET_BYTES: u64 = 4 << 20;
 /// to this many overlapping L0 tables, each behind a pinned bloom filter.
 /// fjall slows writes only from 20 L0 tables on. Growing a store to 10M
 /// events, 16 against 8 read 23 % fewer bytes of compaction input
-/// (20.2 against 26.2 GB), cost 11 % less server CPU and ingested ~10 %
-/// faster, for ~35 MiB more peak RSS (larger merges) and ~4 % more disk
-/// (docs/BENCHMARKS.md, session 18). Sessions 14-17 ran with 8.
+/// (20.2 against 26.2 GB), cost 11-14 % less server CPU and ingested
+/// 10-15 % faster, for ~35 MiB more peak RSS (larger merges) and ~4.5 % more
+/// disk (docs/BENCHMARKS.md, session 18). Sessions 14-17 ran with 8.
 pub(crate) const L0_THRESHOLD: u8 = 16;
 
 /// Opens (or creates) the fjall database at `path` with the settings above.
