@@ -109,18 +109,6 @@ const FORMAT: u32 = 1;
 const COPY_BATCH_BYTES: usize = 8 << 20;
 const MANIFEST: &str = "manifest.json";
 
-/// Options of a keyspace by name, as the server creates it.
-fn keyspace_options_for(name: &str) -> fjall::KeyspaceCreateOptions {
-    let o = crate::storage::keyspace_options();
-    if name == "cas_chunks" {
-        o.with_kv_separation(Some(fjall::KvSeparationOptions::default()))
-    } else if name == "graph_history" || name.ends_with("_graph_history") {
-        crate::storage::separated_keyspace_options()
-    } else {
-        o
-    }
-}
-
 /// A directory that does not exist yet, or is empty, named by an absolute path.
 fn check_empty_target(dir: &Path) -> anyhow::Result<()> {
     if !dir.is_absolute() {
@@ -158,8 +146,8 @@ pub fn backup(
     names.sort();
     for name in names {
         let name: String = name.to_string();
-        let src = db.keyspace(&name, || keyspace_options_for(&name))?;
-        let dst = dest.keyspace(&name, || keyspace_options_for(&name))?;
+        let src = crate::storage::open_keyspace(db, &name)?;
+        let dst = crate::storage::open_keyspace(&dest, &name)?;
         let mut n = 0u64;
         let mut batch = dest.batch();
         let mut bytes = 0;
@@ -211,7 +199,7 @@ fn artifact_totals(db: &Database) -> anyhow::Result<(u64, u64)> {
     let mut n = 0;
     let mut bytes = 0;
     if db.list_keyspace_names().iter().any(|k| &**k == "cas_blobs") {
-        let blobs = db.keyspace("cas_blobs", crate::storage::keyspace_options)?;
+        let blobs = crate::storage::open_keyspace(db, "cas_blobs")?;
         for kv in blobs.iter() {
             let v = kv.value()?;
             n += 1;
@@ -265,7 +253,7 @@ fn verify_store(db: &Database, manifest: &Manifest) -> anyhow::Result<()> {
     }
     let snap = db.snapshot();
     for (name, expected) in &manifest.keyspaces {
-        let ks = db.keyspace(name, || keyspace_options_for(name))?;
+        let ks = crate::storage::open_keyspace(db, name)?;
         let n = snap.iter(&ks).count() as u64;
         if n != *expected {
             bail!("keyspace {name} holds {n} entries, the manifest says {expected}");

@@ -20,7 +20,7 @@
 
 use crate::digest::Sha256;
 use crate::storage::SyncMode;
-use fjall::{Database, Keyspace, KvSeparationOptions};
+use fjall::{Database, Keyspace};
 use sha2::Digest;
 use std::sync::{Arc, Mutex};
 
@@ -125,12 +125,9 @@ impl Cas {
     pub fn open(db: &Database, sync: SyncMode, max_bytes: u64) -> Result<Cas, CasError> {
         let cas = Cas {
             db: db.clone(),
-            chunks: db.keyspace("cas_chunks", || {
-                crate::storage::keyspace_options()
-                    .with_kv_separation(Some(KvSeparationOptions::default()))
-            })?,
-            blobs: db.keyspace("cas_blobs", crate::storage::keyspace_options)?,
-            pending: db.keyspace("cas_pending", crate::storage::keyspace_options)?,
+            chunks: crate::storage::open_keyspace(db, "cas_chunks")?,
+            blobs: crate::storage::open_keyspace(db, "cas_blobs")?,
+            pending: crate::storage::open_keyspace(db, "cas_pending")?,
             sync,
             max_bytes,
             finish_lock: Arc::new(Mutex::new(())),

@@ -183,13 +183,32 @@ pub(crate) fn separated_keyspace_options() -> fjall::KeyspaceCreateOptions {
     ))
 }
 
+/// The options Leviathan creates the keyspace `name` with: the one place
+/// that says which keyspace has which layout, for the modules that open
+/// them and for a restore, which must recreate each one the same way.
+pub(crate) fn keyspace_options_for(name: &str) -> fjall::KeyspaceCreateOptions {
+    match name {
+        "cas_chunks" => {
+            keyspace_options().with_kv_separation(Some(fjall::KvSeparationOptions::default()))
+        }
+        n if n == "graph_history" || n.ends_with("_graph_history") => separated_keyspace_options(),
+        _ => keyspace_options(),
+    }
+}
+
+/// Opens the keyspace `name` of `db`, creating it with
+/// [`keyspace_options_for`] if it does not exist.
+pub(crate) fn open_keyspace(db: &fjall::Database, name: &str) -> fjall::Result<fjall::Keyspace> {
+    db.keyspace(name, || keyspace_options_for(name))
+}
+
 /// Flushes every keyspace's memtables to disk tables and waits for it, so the
 /// next open has no memtable to rebuild from the journal (a clean shutdown and
 /// the end of a rebuild call it; after a crash fjall replays the journal, up
 /// to [`MAX_JOURNAL_BYTES`] and whatever flushes were still queued).
 pub(crate) fn flush_memtables(db: &fjall::Database) -> fjall::Result<()> {
     for name in db.list_keyspace_names() {
-        let ks = db.keyspace(&name, keyspace_options)?;
+        let ks = open_keyspace(db, &name)?;
         ks.rotate_memtable_and_wait()?;
     }
     db.persist(fjall::PersistMode::SyncAll)

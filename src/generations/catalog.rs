@@ -123,11 +123,9 @@ impl Catalog {
     pub fn open(db: &Database) -> anyhow::Result<Catalog> {
         Ok(Catalog {
             db: db.clone(),
-            generations: db
-                .keyspace(GENERATIONS_KEYSPACE, crate::storage::keyspace_options)
+            generations: crate::storage::open_keyspace(db, GENERATIONS_KEYSPACE)
                 .context("opening the generations catalog")?,
-            components: db
-                .keyspace("projector_components", crate::storage::keyspace_options)
+            components: crate::storage::open_keyspace(db, "projector_components")
                 .context("opening the projector components")?,
         })
     }

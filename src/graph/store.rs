@@ -77,7 +77,7 @@ impl GraphStore {
     pub fn open_generation(db: &Database, generation: u64) -> Result<GraphStore, GraphError> {
         let ks = |name: &str| {
             let name = keyspace_name(generation, name);
-            db.keyspace(&name, crate::storage::keyspace_options)
+            crate::storage::open_keyspace(db, &name)
         };
         let history_name = keyspace_name(generation, "graph_history");
         let history_existed = db.keyspace_exists(&history_name);
@@ -93,7 +93,7 @@ impl GraphStore {
             digests: ks("graph_digests")?,
             errors: ks("graph_errors")?,
             meta: ks("graph_meta")?,
-            history: db.keyspace(&history_name, crate::storage::separated_keyspace_options)?,
+            history: crate::storage::open_keyspace(db, &history_name)?,
         };
         match store.meta.get(keys::META_FORMAT)? {
             Some(v) if v.as_ref() == keys::FORMAT_VERSION => {}
@@ -185,7 +185,7 @@ pub(crate) const LIVE_KEY: &[u8] = b"live";
 
 /// The live generation's id: 0 unless the catalog names another.
 pub(crate) fn live_generation(db: &Database) -> Result<u64, GraphError> {
-    let catalog = db.keyspace(GENERATIONS_KEYSPACE, crate::storage::keyspace_options)?;
+    let catalog = crate::storage::open_keyspace(db, GENERATIONS_KEYSPACE)?;
     match catalog.get(LIVE_KEY)? {
         None => Ok(0),
         Some(v) => <[u8; 8]>::try_from(v.as_ref())

@@ -141,7 +141,7 @@ fn seq_suffix(key: &[u8]) -> Option<Seq> {
 
 impl Log {
     pub fn open(db: &Database) -> Result<Log, LogError> {
-        let ks = |name: &str| db.keyspace(name, crate::storage::keyspace_options);
+        let ks = |name: &str| crate::storage::open_keyspace(db, name);
         Ok(Log {
             db: db.clone(),
             events: ks("log_events")?,

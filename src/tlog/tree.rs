@@ -162,7 +162,7 @@ impl Subtrees for Stored<'_> {
 impl Tree {
     pub fn open(db: &Database, log: &Log) -> Result<Tree, TreeError> {
         Ok(Tree {
-            ks: db.keyspace("log_tree", crate::storage::keyspace_options)?,
+            ks: crate::storage::open_keyspace(db, "log_tree")?,
             log: log.clone(),
         })
     }
