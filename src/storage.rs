@@ -157,7 +157,7 @@ pub fn open_database_with_cache(
 }
 
 /// Options for every keyspace Leviathan creates.
-pub(crate) fn keyspace_options() -> fjall::KeyspaceCreateOptions {
+fn keyspace_options() -> fjall::KeyspaceCreateOptions {
     fjall::KeyspaceCreateOptions::default()
         .max_memtable_size(MAX_MEMTABLE_BYTES)
         .compaction_strategy(std::sync::Arc::new(
@@ -177,7 +177,7 @@ pub(crate) const SEPARATION_THRESHOLD_BYTES: u32 = 64;
 /// compaction rewrites keys and small blob handles instead of whole records
 /// (docs/BENCHMARKS.md, session 12). fjall records the choice when it
 /// creates the keyspace: a store made before keeps its layout.
-pub(crate) fn separated_keyspace_options() -> fjall::KeyspaceCreateOptions {
+fn separated_keyspace_options() -> fjall::KeyspaceCreateOptions {
     keyspace_options().with_kv_separation(Some(
         fjall::KvSeparationOptions::default().separation_threshold(SEPARATION_THRESHOLD_BYTES),
     ))
@@ -186,7 +186,7 @@ pub(crate) fn separated_keyspace_options() -> fjall::KeyspaceCreateOptions {
 /// The options Leviathan creates the keyspace `name` with: the one place
 /// that says which keyspace has which layout, for the modules that open
 /// them and for a restore, which must recreate each one the same way.
-pub(crate) fn keyspace_options_for(name: &str) -> fjall::KeyspaceCreateOptions {
+fn keyspace_options_for(name: &str) -> fjall::KeyspaceCreateOptions {
     match name {
         "cas_chunks" => {
             keyspace_options().with_kv_separation(Some(fjall::KvSeparationOptions::default()))

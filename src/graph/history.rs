@@ -19,7 +19,7 @@
 //! | `b'n' ‖ lp(node id) ‖ seq ‖ ord` | change record, `"node"` = the node after it (`null`: deleted) |
 //! | `b'e' ‖ lp(from) ‖ lp(type) ‖ lp(to) ‖ seq ‖ ord` | change record, `"edge"` = the edge after it (`null`: deleted) |
 //!
-//! The keyspace is key-value separated (`storage::separated_keyspace_options`):
+//! The keyspace is key-value separated (`storage::keyspace_options_for`):
 //! a record is written once, never overwritten, and read only by the history
 //! routes, so it goes into an append-only blob file and compaction, which
 //! the node-id keys make frequent, moves only the keys and blob handles.
