@@ -137,6 +137,8 @@ pub(crate) const TABLE_TARGET_BYTES: u64 = 4 << 20;
 /// (20.2 against 26.2 GB), cost 11-14 % less server CPU and ingested
 /// 10-15 % faster, for ~35 MiB more peak RSS (larger merges) and ~4.5 % more
 /// disk (docs/BENCHMARKS.md, session 18). Sessions 14-17 ran with 8.
+/// `graph_edges_out` keeps 8 ([`EDGES_OUT_L0_THRESHOLD`]): most of that disk
+/// was its.
 pub(crate) const L0_THRESHOLD: u8 = 16;
 
 /// Opens (or creates) the fjall database at `path` with the settings above.
@@ -158,12 +160,17 @@ pub fn open_database_with_cache(
 
 /// Options for every keyspace Leviathan creates.
 fn keyspace_options() -> fjall::KeyspaceCreateOptions {
+    keyspace_options_with_l0(L0_THRESHOLD)
+}
+
+/// [`keyspace_options`] with an L0 threshold of `l0_threshold`.
+fn keyspace_options_with_l0(l0_threshold: u8) -> fjall::KeyspaceCreateOptions {
     fjall::KeyspaceCreateOptions::default()
         .max_memtable_size(MAX_MEMTABLE_BYTES)
         .compaction_strategy(std::sync::Arc::new(
             fjall::compaction::Leveled::default()
                 .with_table_target_size(TABLE_TARGET_BYTES)
-                .with_l0_threshold(L0_THRESHOLD),
+                .with_l0_threshold(l0_threshold),
         ))
 }
 
@@ -187,14 +194,53 @@ fn separated_keyspace_options() -> fjall::KeyspaceCreateOptions {
 /// that says which keyspace has which layout, for the modules that open
 /// them and for a restore, which must recreate each one the same way.
 fn keyspace_options_for(name: &str) -> fjall::KeyspaceCreateOptions {
-    match name {
+    let base = graph_base_name(name);
+    let options = match base {
         "cas_chunks" => {
             keyspace_options().with_kv_separation(Some(fjall::KvSeparationOptions::default()))
         }
-        n if n == "graph_history" || n.ends_with("_graph_history") => separated_keyspace_options(),
+        "graph_history" => separated_keyspace_options(),
+        "graph_edges_out" => keyspace_options_with_l0(EDGES_OUT_L0_THRESHOLD),
         _ => keyspace_options(),
+    };
+    if SCAN_ONLY_KEYSPACES.contains(&base) {
+        options.filter_policy(fjall::config::FilterPolicy::disabled())
+    } else {
+        options
     }
 }
+
+/// `name` without the `gen<N>_` prefix of a later generation's graph
+/// keyspace (`gen3_graph_nodes` → `graph_nodes`): each generation's graph
+/// has the layout of generation 0's.
+fn graph_base_name(name: &str) -> &str {
+    name.strip_prefix("gen")
+        .and_then(|rest| {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let base = rest.get(digits..)?.strip_prefix('_')?;
+            (digits > 0 && base.starts_with("graph_")).then_some(base)
+        })
+        .unwrap_or(name)
+}
+
+/// Keyspaces read only by range and prefix scans, never by a point read
+/// (`get`): they are created without bloom filters, which only a point read
+/// consults (fjall's filters hash whole keys), so no flush or compaction
+/// builds one and no filter block is pinned for them.
+const SCAN_ONLY_KEYSPACES: &[&str] = &[
+    "graph_history",
+    "graph_nodes_by_type",
+    "graph_nodes_by_created",
+    "graph_edges_in",
+    "log_by_type",
+    "log_by_attempt",
+];
+
+/// The L0 threshold of `graph_edges_out` (other keyspaces: [`L0_THRESHOLD`]).
+/// At 16 this keyspace took 335-350 MB (35 %) more at 10M events than at 8,
+/// most of the disk that threshold cost; at 8 the store ingested as fast
+/// (docs/BENCHMARKS.md, sessions 18 and 20).
+const EDGES_OUT_L0_THRESHOLD: u8 = 8;
 
 /// Opens the keyspace `name` of `db`, creating it with
 /// [`keyspace_options_for`] if it does not exist.
@@ -217,6 +263,60 @@ pub(crate) fn flush_memtables(db: &fjall::Database) -> fjall::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_later_generation_keyspace_has_the_layout_of_generation_0() {
+        assert_eq!(graph_base_name("gen3_graph_nodes"), "graph_nodes");
+        assert_eq!(graph_base_name("gen12_graph_history"), "graph_history");
+        assert_eq!(graph_base_name("graph_edges_in"), "graph_edges_in");
+        // Only a `gen<N>_graph_*` name is a generation's.
+        assert_eq!(graph_base_name("gen_graph_nodes"), "gen_graph_nodes");
+        assert_eq!(graph_base_name("gen3_log_events"), "gen3_log_events");
+        assert_eq!(graph_base_name("generations"), "generations");
+        for name in ["graph_history", "gen7_graph_history", "cas_chunks"] {
+            assert!(
+                keyspace_options_for(name).kv_separation_opts.is_some(),
+                "{name}"
+            );
+        }
+        for name in [
+            "graph_nodes",
+            "gen7_graph_nodes",
+            "log_events",
+            "cas_pending",
+        ] {
+            assert!(
+                keyspace_options_for(name).kv_separation_opts.is_none(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_keyspaces_without_point_reads_go_without_bloom_filters() {
+        let disabled = fjall::config::FilterPolicy::disabled();
+        for name in [
+            "graph_history",
+            "gen2_graph_history",
+            "gen2_graph_edges_in",
+            "log_by_type",
+            "log_by_attempt",
+        ] {
+            assert_eq!(keyspace_options_for(name).filter_policy, disabled, "{name}");
+        }
+        // Point-read keyspaces: event ids (the duplicate check), nodes,
+        // edges, digests and bundles keep fjall's filters.
+        for name in [
+            "log_event_ids",
+            "log_events",
+            "log_bundles",
+            "graph_nodes",
+            "gen2_graph_edges_out",
+            "graph_digests",
+        ] {
+            assert_ne!(keyspace_options_for(name).filter_policy, disabled, "{name}");
+        }
+    }
 
     #[test]
     fn sync_modes_parse_in_any_case_and_nothing_else() {
