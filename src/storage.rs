@@ -178,11 +178,20 @@ fn keyspace_options_with_l0(l0_threshold: u8) -> fjall::KeyspaceCreateOptions {
 /// in a keyspace opened with [`separated_keyspace_options`].
 pub(crate) const SEPARATION_THRESHOLD_BYTES: u32 = 64;
 
-/// Options for a keyspace of values written once, never overwritten, and
-/// read rarely (`graph_history`): the keys stay in the LSM tree, each value
-/// goes once into an append-only blob file (key-value separation), so
-/// compaction rewrites keys and small blob handles instead of whole records
-/// (docs/BENCHMARKS.md, session 12). fjall records the choice when it
+/// Options for a keyspace whose values compaction would otherwise rewrite
+/// again and again: the keys stay in the LSM tree, each value goes once into
+/// an append-only blob file (key-value separation), so compaction rewrites
+/// keys and small blob handles instead of whole records. `graph_history`
+/// (records written once, read rarely; docs/BENCHMARKS.md, session 12) and
+/// `graph_nodes` (random node-id keys, a node rewritten at each of its
+/// events: 5-12 % less server CPU and 15 % fewer bytes written growing a
+/// store to 10M events). The cost is disk: fjall relocates a blob file's
+/// live values only when no table outside the compaction still points into
+/// it, which random keys almost never allow, so overwritten nodes stay in
+/// their blob files (+1.2 GB at 10M, with 1 MiB blob files as well). With
+/// `log_events` compressed (below), which costs about the CPU this saves,
+/// the store is 11 % smaller than with neither, at the same ingest
+/// (docs/BENCHMARKS.md, session 21). fjall records the choice when it
 /// creates the keyspace: a store made before keeps its layout.
 fn separated_keyspace_options() -> fjall::KeyspaceCreateOptions {
     keyspace_options().with_kv_separation(Some(
@@ -199,7 +208,16 @@ fn keyspace_options_for(name: &str) -> fjall::KeyspaceCreateOptions {
         "cas_chunks" => {
             keyspace_options().with_kv_separation(Some(fjall::KvSeparationOptions::default()))
         }
-        "graph_history" => separated_keyspace_options(),
+        "graph_history" | "graph_nodes" => separated_keyspace_options(),
+        // Written in seq order, flushed once and only moved down the
+        // levels: fjall's default policy (no compression in L0 and L1) would
+        // keep the third of the store it is uncompressed forever. LZ4 over
+        // 16 KiB blocks keeps ~44 % of the bytes (4 KiB blocks ~56 %).
+        "log_events" => keyspace_options()
+            .data_block_compression_policy(fjall::config::CompressionPolicy::all(
+                fjall::CompressionType::Lz4,
+            ))
+            .data_block_size_policy(fjall::config::BlockSizePolicy::all(16 * 1024)),
         "graph_edges_out" => keyspace_options_with_l0(EDGES_OUT_L0_THRESHOLD),
         _ => keyspace_options(),
     };
@@ -273,20 +291,48 @@ mod tests {
         assert_eq!(graph_base_name("gen_graph_nodes"), "gen_graph_nodes");
         assert_eq!(graph_base_name("gen3_log_events"), "gen3_log_events");
         assert_eq!(graph_base_name("generations"), "generations");
-        for name in ["graph_history", "gen7_graph_history", "cas_chunks"] {
+        for name in [
+            "graph_history",
+            "gen7_graph_history",
+            "graph_nodes",
+            "gen7_graph_nodes",
+            "cas_chunks",
+        ] {
             assert!(
                 keyspace_options_for(name).kv_separation_opts.is_some(),
                 "{name}"
             );
         }
         for name in [
-            "graph_nodes",
-            "gen7_graph_nodes",
+            "graph_edges_out",
+            "gen7_graph_edges_out",
             "log_events",
             "cas_pending",
         ] {
             assert!(
                 keyspace_options_for(name).kv_separation_opts.is_none(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_log_is_lz4_compressed_from_the_flush_on_and_the_graph_is_not() {
+        let lz4 = fjall::config::CompressionPolicy::all(fjall::CompressionType::Lz4);
+        assert_eq!(
+            keyspace_options_for("log_events").data_block_compression_policy,
+            lz4
+        );
+        // The other keyspaces keep fjall's default (none in L0 and L1): their
+        // tables are rewritten by compaction, where LZ4 costs CPU each time.
+        for name in [
+            "graph_edges_out",
+            "log_event_ids",
+            "gen2_graph_nodes_by_type",
+        ] {
+            assert_ne!(
+                keyspace_options_for(name).data_block_compression_policy,
+                lz4,
                 "{name}"
             );
         }
