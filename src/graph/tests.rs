@@ -1212,7 +1212,7 @@ fn history_diffs_and_snapshots_give_every_state_back() {
 }
 
 #[test]
-fn history_values_live_in_blob_files_and_read_back_after_reopen() {
+fn history_and_node_values_live_in_blob_files_and_read_back_after_reopen() {
     let events: Vec<Vec<Op>> = (0..50u64)
         .map(|i| {
             vec![
@@ -1223,13 +1223,20 @@ fn history_values_live_in_blob_files_and_read_back_after_reopen() {
         .collect();
     let env = env();
     env.commit(&events);
-    // Values go to blob files when the memtable is flushed; the graph's
-    // other keyspaces stay plain trees.
+    // Values go to blob files when the memtable is flushed: the history's
+    // records and the nodes (session 21); the graph's indexes and edges
+    // stay plain trees.
     env.store.history.rotate_memtable_and_wait().unwrap();
+    env.store.nodes.rotate_memtable_and_wait().unwrap();
     assert!(env.store.history.is_kv_separated());
     assert!(env.store.history.blob_file_count() >= 1);
-    assert!(!env.store.nodes.is_kv_separated());
+    assert!(env.store.nodes.is_kv_separated());
+    assert!(env.store.nodes.blob_file_count() >= 1);
+    assert!(!env.store.edges_out.is_kv_separated());
+    assert!(!env.store.nodes_by_type.is_kv_separated());
     let snap = env.db.snapshot();
+    let node_a = env.store.read_node(&snap, "a").unwrap().unwrap();
+    assert_eq!(node_a.updated_seq, Seq(50));
     let changes = env
         .store
         .node_history_at(&snap, "a", None, 1000)
@@ -1259,9 +1266,12 @@ fn history_values_live_in_blob_files_and_read_back_after_reopen() {
         changes
     );
     assert_eq!(store.node_as_of(&snap, "a", Seq(37)).unwrap(), at_37);
-    // A new generation's history is separated too.
+    // The node read back from its blob file after the reopen.
+    assert_eq!(store.read_node(&snap, "a").unwrap().unwrap(), node_a);
+    // A new generation's history and nodes are separated too.
     let next = GraphStore::open_generation(&db, 1).unwrap();
     assert!(next.history.is_kv_separated());
+    assert!(next.nodes.is_kv_separated());
 }
 
 /// Three batches whose every event reads what the batch before changed:
