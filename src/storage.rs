@@ -189,14 +189,30 @@ pub(crate) const SEPARATION_THRESHOLD_BYTES: u32 = 64;
 /// live values only when no table outside the compaction still points into
 /// it, which random keys almost never allow, so overwritten nodes stay in
 /// their blob files (+1.2 GB at 10M, with 1 MiB blob files as well). With
-/// `log_events` compressed (below), which costs about the CPU this saves,
-/// the store is 11 % smaller than with neither, at the same ingest
-/// (docs/BENCHMARKS.md, session 21). fjall records the choice when it
+/// `log_events` compressed ([`log_keyspace_options`]), which costs about
+/// the CPU this saves, the store is 11 % smaller than with neither, at the
+/// same ingest (docs/BENCHMARKS.md, session 21). fjall records the choice when it
 /// creates the keyspace: a store made before keeps its layout.
 fn separated_keyspace_options() -> fjall::KeyspaceCreateOptions {
     keyspace_options().with_kv_separation(Some(
         fjall::KvSeparationOptions::default().separation_threshold(SEPARATION_THRESHOLD_BYTES),
     ))
+}
+
+/// Data block size of `log_events`' tables (fjall's default: 4 KiB).
+const LOG_BLOCK_BYTES: u32 = 16 << 10;
+
+/// Options for `log_events`: written in seq order, flushed once and only
+/// moved down the levels, so fjall's default policy (no compression in L0
+/// and L1) would keep this third of the store uncompressed forever. LZ4 from
+/// the flush on, over [`LOG_BLOCK_BYTES`] blocks, keeps ~44 % of the bytes
+/// (over 4 KiB blocks ~56 %; docs/BENCHMARKS.md, sessions 19 and 21).
+fn log_keyspace_options() -> fjall::KeyspaceCreateOptions {
+    keyspace_options()
+        .data_block_compression_policy(fjall::config::CompressionPolicy::all(
+            fjall::CompressionType::Lz4,
+        ))
+        .data_block_size_policy(fjall::config::BlockSizePolicy::all(LOG_BLOCK_BYTES))
 }
 
 /// The options Leviathan creates the keyspace `name` with: the one place
@@ -209,15 +225,7 @@ fn keyspace_options_for(name: &str) -> fjall::KeyspaceCreateOptions {
             keyspace_options().with_kv_separation(Some(fjall::KvSeparationOptions::default()))
         }
         "graph_history" | "graph_nodes" => separated_keyspace_options(),
-        // Written in seq order, flushed once and only moved down the
-        // levels: fjall's default policy (no compression in L0 and L1) would
-        // keep the third of the store it is uncompressed forever. LZ4 over
-        // 16 KiB blocks keeps ~44 % of the bytes (4 KiB blocks ~56 %).
-        "log_events" => keyspace_options()
-            .data_block_compression_policy(fjall::config::CompressionPolicy::all(
-                fjall::CompressionType::Lz4,
-            ))
-            .data_block_size_policy(fjall::config::BlockSizePolicy::all(16 * 1024)),
+        "log_events" => log_keyspace_options(),
         "graph_edges_out" => keyspace_options_with_l0(EDGES_OUT_L0_THRESHOLD),
         _ => keyspace_options(),
     };
