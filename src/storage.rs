@@ -278,13 +278,43 @@ pub(crate) fn open_keyspace(db: &fjall::Database, name: &str) -> fjall::Result<f
 /// next open has no memtable to rebuild from the journal (a clean shutdown and
 /// the end of a rebuild call it; after a crash fjall replays the journal, up
 /// to [`MAX_JOURNAL_BYTES`] and whatever flushes were still queued).
+///
+/// It waits for every sealed memtable, not only the one it seals: fjall's
+/// `rotate_memtable_and_wait` returns at once when the active memtable is
+/// empty, though a memtable sealed a moment earlier (by its size) may still be
+/// queued for its flush. For journaled writes that only meant a longer start;
+/// for the rebuild's unjournaled batches (`replay`) it lost them.
 pub(crate) fn flush_memtables(db: &fjall::Database) -> fjall::Result<()> {
-    for name in db.list_keyspace_names() {
-        let ks = open_keyspace(db, &name)?;
-        ks.rotate_memtable_and_wait()?;
+    let keyspaces = db
+        .list_keyspace_names()
+        .into_iter()
+        .map(|name| Ok((open_keyspace(db, &name)?, name)))
+        .collect::<fjall::Result<Vec<_>>>()?;
+    for (ks, _) in &keyspaces {
+        ks.rotate_memtable()?;
+    }
+    let deadline = std::time::Instant::now() + FLUSH_WAIT;
+    for (ks, name) in &keyspaces {
+        while ks.sealed_memtable_count() > 0 {
+            if std::time::Instant::now() > deadline {
+                return Err(fjall::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "keyspace {name} still has {} memtables to flush after {} s",
+                        ks.sealed_memtable_count(),
+                        FLUSH_WAIT.as_secs()
+                    ),
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
     db.persist(fjall::PersistMode::SyncAll)
 }
+
+/// How long [`flush_memtables`] waits for fjall's flushes (a failed flush
+/// poisons the database and leaves its memtable sealed for ever).
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[cfg(test)]
 mod tests {
@@ -384,6 +414,67 @@ mod tests {
         assert_eq!(
             SyncMode::Always.persist_mode(),
             fjall::PersistMode::SyncData
+        );
+    }
+
+    /// The two fjall patches the offline rebuild stands on
+    /// (vendor/fjall/LEVIATHAN-PATCH.md): a batch committed without the
+    /// journal is on disk once [`flush_memtables`] returns, and the journal's
+    /// record of the `clear` before it, replayed at the next open, no longer
+    /// deletes it (stock fjall replays the clear over the later tables). Old
+    /// data written before the clear stays cleared.
+    #[test]
+    fn unjournaled_writes_after_a_clear_survive_a_reopen_once_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let db = open_database(&path).unwrap();
+            let ks = open_keyspace(&db, "graph_nodes").unwrap();
+            let meta = open_keyspace(&db, "graph_meta").unwrap();
+            ks.insert("old", "before the clear").unwrap();
+            flush_memtables(&db).unwrap();
+            ks.clear().unwrap();
+            let mut batch = db.batch().without_journal();
+            for i in 0..2_000u32 {
+                batch.insert(&ks, format!("n{i:05}"), vec![b'x'; 100]);
+            }
+            batch.insert(&meta, "state", "head");
+            batch.commit().unwrap();
+            // Readers see it at once, as any batch.
+            assert!(ks.get("n01999").unwrap().is_some());
+            // A journaled write after it, in the same journal.
+            meta.insert("after", "journaled").unwrap();
+            flush_memtables(&db).unwrap();
+            // The journal that recorded the clear is deleted: a build
+            // without the recovery patch finds nothing to replay over the
+            // tables.
+            db.rotate_journal().unwrap();
+            let journals = std::fs::read_dir(&path)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".jnl")
+                })
+                .count();
+            assert_eq!(journals, 1, "only the new active journal is left");
+            meta.insert("last", "journaled").unwrap();
+        }
+        let db = open_database(&path).unwrap();
+        let ks = open_keyspace(&db, "graph_nodes").unwrap();
+        let meta = open_keyspace(&db, "graph_meta").unwrap();
+        assert_eq!(ks.len().unwrap(), 2_000);
+        assert!(ks.get("old").unwrap().is_none(), "the clear holds");
+        assert_eq!(meta.get("state").unwrap().as_deref(), Some(&b"head"[..]));
+        assert_eq!(
+            meta.get("after").unwrap().as_deref(),
+            Some(&b"journaled"[..])
+        );
+        assert_eq!(
+            meta.get("last").unwrap().as_deref(),
+            Some(&b"journaled"[..])
         );
     }
 }

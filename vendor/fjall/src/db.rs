@@ -206,6 +206,39 @@ impl Database {
         self.supervisor.write_buffer_size.get()
     }
 
+    /// Seals the active journal and deletes every sealed journal whose writes
+    /// are all in tables (which, once every memtable has been flushed, is all
+    /// of them): the next open replays nothing written before this call.
+    ///
+    /// LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): Leviathan's offline rebuild
+    /// calls it after its final flush, so that the journal's record of the
+    /// `clear` it began with is gone before any other build (one without the
+    /// recovery patch) could replay it over the rebuilt tables.
+    ///
+    /// # Errors
+    ///
+    /// Will return `Err` if an IO error occurs.
+    #[doc(hidden)]
+    pub fn rotate_journal(&self) -> crate::Result<()> {
+        let mut journal_writer = self.supervisor.journal.get_writer()?;
+
+        #[expect(clippy::expect_used)]
+        let mut journal_manager = self
+            .supervisor
+            .journal_manager
+            .write()
+            .expect("lock is poisoned");
+
+        let seqno_map = {
+            #[expect(clippy::expect_used)]
+            let keyspaces = self.supervisor.keyspaces.write().expect("lock is poisoned");
+            self.supervisor.build_seqno_map(&keyspaces)
+        };
+
+        journal_manager.rotate_journal(&mut journal_writer, seqno_map)?;
+        journal_manager.maintenance()
+    }
+
     /// Returns the bytes of index and filter blocks all keyspaces keep
     /// pinned in memory (outside the block cache).
     ///
@@ -773,6 +806,17 @@ impl Database {
                         let Some(keyspace) = keyspaces.get(&keyspace_name) else {
                             continue;
                         };
+
+                        // LEVIATHAN PATCH: as in `recover_sealed_memtables`,
+                        // a clear older than a persisted table was applied
+                        // already; replaying it would delete later writes.
+                        if keyspace
+                            .tree
+                            .get_highest_persisted_seqno()
+                            .is_some_and(|persisted| persisted > batch.seqno)
+                        {
+                            continue;
+                        }
 
                         keyspace.tree.clear().ok();
 

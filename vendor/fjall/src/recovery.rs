@@ -214,6 +214,23 @@ pub fn recover_sealed_memtables(
                     continue;
                 };
 
+                // LEVIATHAN PATCH: a clear is applied to the tree (a new,
+                // empty version) under the journal lock before any later
+                // write gets a seqno, so a table holding a seqno above the
+                // clear's was written after it: the tree on disk is already
+                // cleared, and items replayed before the clear in this journal
+                // were skipped (their seqnos are below what is persisted).
+                // Replaying the clear would delete those later tables, and
+                // with them writes that were never journaled
+                // (`WriteBatch::without_journal`).
+                if handle
+                    .tree
+                    .get_highest_persisted_seqno()
+                    .is_some_and(|persisted| persisted > batch.seqno)
+                {
+                    continue;
+                }
+
                 watermarks
                     .entry(*keyspace_id)
                     .and_modify(|prev| {

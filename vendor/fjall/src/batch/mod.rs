@@ -16,6 +16,8 @@ pub struct WriteBatch {
     pub(crate) data: Vec<Item>,
     db: Database,
     durability: Option<PersistMode>,
+    // LEVIATHAN PATCH: false for a batch that skips the journal.
+    journaled: bool,
 }
 
 impl WriteBatch {
@@ -27,6 +29,7 @@ impl WriteBatch {
             data: Vec::new(),
             db,
             durability: None,
+            journaled: true,
         }
     }
 
@@ -41,6 +44,7 @@ impl WriteBatch {
             data: Vec::with_capacity(capacity),
             db,
             durability: None,
+            journaled: true,
         }
     }
 
@@ -60,6 +64,20 @@ impl WriteBatch {
     #[must_use]
     pub fn durability(mut self, mode: Option<PersistMode>) -> Self {
         self.durability = mode;
+        self
+    }
+
+    /// LEVIATHAN PATCH: commits this batch to the memtables only, without
+    /// writing it to the journal (and without persisting anything). Its items
+    /// are durable only once their keyspaces' memtables have been flushed
+    /// (`Keyspace::rotate_memtable_and_wait`); a crash before that loses them
+    /// while journaled batches after them survive, so the caller must be able
+    /// to tell such a state apart (Leviathan's offline rebuild keeps a marker
+    /// in a journaled write until its final flush). Readers see the batch
+    /// atomically, as any other.
+    #[must_use]
+    pub fn without_journal(mut self) -> Self {
+        self.journaled = false;
         self
     }
 
@@ -112,16 +130,21 @@ impl WriteBatch {
 
         let batch_seqno = self.db.supervisor.seqno.next();
 
-        journal_writer
-            .write_batch(self.data.iter(), self.data.len(), batch_seqno)
-            .inspect_err(|e| {
-                log::error!(
-                    "persist failed, which is a FATAL, and possibly hardware-related, failure: {e:?}",
-                );
-                self.db.is_poisoned.poison();
-            })?;
+        // LEVIATHAN PATCH: `without_journal` batches skip the journal; the
+        // journal writer's lock is still held so that seqnos are published
+        // in order.
+        if self.journaled {
+            journal_writer
+                .write_batch(self.data.iter(), self.data.len(), batch_seqno)
+                .inspect_err(|e| {
+                    log::error!(
+                        "persist failed, which is a FATAL, and possibly hardware-related, failure: {e:?}",
+                    );
+                    self.db.is_poisoned.poison();
+                })?;
+        }
 
-        if let Some(mode) = self.durability {
+        if let (true, Some(mode)) = (self.journaled, self.durability) {
             journal_writer.persist(mode).inspect_err(|e| {
                 log::error!(
                     "persist failed, which is a FATAL, and possibly hardware-related, failure: {e:?}",
