@@ -252,7 +252,9 @@ pub fn export(
 
     // The graph's state and the checkpoint.
     let (graph_seq, digest) = store.graph.state_at(&view)?;
-    let state_digest = (graph_seq == head.seq && head.seq.0 > 0).then_some(digest);
+    // A graph an interrupted rebuild left partial has no digest to vouch for.
+    let complete = store.graph.rebuild_started()?.is_none();
+    let state_digest = (complete && graph_seq == head.seq && head.seq.0 > 0).then_some(digest);
     let projector_set = store.graph.projector_set()?;
     // The combined digest at the head, when the async lane had applied it.
     let combined_digest = match (state_digest, store.graph.async_state_at(&view)?.0) {

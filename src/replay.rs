@@ -1,9 +1,12 @@
 //! Offline rebuild: re-project the whole log from genesis with a projector set
 //! and compare the resulting state digest with the one the graph had. It owns
 //! the replay loop; it runs only while no server uses the data dir (the store's
-//! lock file guarantees it) and never touches the log.
+//! lock file guarantees it) and never touches the log. Its graph writes skip
+//! fjall's journal ([`rebuild`]), so it must never leave a partial graph
+//! without the marker that makes every reader refuse it.
 
 use crate::digest::Sha256;
+use crate::graph::store::RebuildStart;
 use crate::graph::GraphStore;
 use crate::log::record::StoredEvent;
 use crate::log::Log;
@@ -42,6 +45,16 @@ pub struct RebuildReport {
 }
 
 /// Clears the graph and projects every event of the log again.
+///
+/// The chunks' batches go to the memtables without the journal (a third of
+/// the committing thread's time, and the log's size again in bytes written,
+/// for data the final flush makes durable anyway): a marker in `graph_meta`,
+/// synced before the graph is cleared and removed only once every memtable
+/// is flushed, tells an interrupted rebuild (a partial graph) apart, and the
+/// server and the graph's readers refuse it (`GraphStore::ensure_complete`).
+/// A rebuild that stops on an error still flushes what it committed and
+/// removes the marker: the graph is then whole up to its last chunk, as
+/// before, and the server says it is behind the log.
 pub fn rebuild(
     db: &fjall::Database,
     log: &Log,
@@ -51,14 +64,102 @@ pub fn rebuild(
 ) -> anyhow::Result<RebuildReport> {
     let started = std::time::Instant::now();
     let head = log.head()?;
-    let previous_digest = graph.digest_at(head.seq)?;
-    let previous_fingerprint = graph.projector_set()?;
-    // How far the previous graph's async lane had got (a server stopped
-    // while its follower lagged): compared at that seq.
-    let previous_async = match set.asynchronous() {
-        Some(_) => Some(graph.async_state()?),
-        None => None,
+    // What the graph was before: recorded by an interrupted rebuild, or read.
+    let before = match graph.rebuild_started()? {
+        Some(start) => {
+            tracing::warn!(
+                "an earlier rebuild of this graph was interrupted; starting again from the first \
+                 event (the report compares with the graph before that rebuild)"
+            );
+            start
+        }
+        None => RebuildStart {
+            seq: head.seq.0,
+            digest: graph.digest_at(head.seq)?,
+            fingerprint: graph.projector_set()?,
+            // How far the previous graph's async lane had got (a server
+            // stopped while its follower lagged): compared at that seq.
+            async_state: match set.asynchronous() {
+                Some(_) => Some(graph.async_state().map(|(seq, d)| (seq.0, d))?),
+                None => None,
+            },
+        },
     };
+    // The log does not change offline; a marker from another head (an
+    // import into the store since?) compares with nothing.
+    let (previous_digest, previous_fingerprint) = if before.seq == head.seq.0 {
+        (before.digest, before.fingerprint)
+    } else {
+        (None, None)
+    };
+    let previous_async = set.asynchronous().map(|_| before.async_state);
+    graph
+        .begin_rebuild(&before)
+        .context("marking the graph as being rebuilt")?;
+    let projected = project_all(db, log, graph, set, fingerprint);
+    // Whatever happened, every batch committed so far is whole: make them
+    // durable, then the graph on disk is the log's projection up to its
+    // last chunk. The journal recorded the clear the rebuild began with,
+    // and fjall replays a clear at every open until its journal is deleted:
+    // a build without vendor/fjall's recovery patch (an older Leviathan)
+    // would empty the rebuilt tables again. Once every memtable is flushed,
+    // seal that journal and delete it; only then drop the marker.
+    let finished = crate::storage::flush_memtables(db)
+        .context("flushing the rebuilt graph")
+        .and_then(|()| {
+            db.rotate_journal()
+                .context("rotating the journal after the rebuild")
+        })
+        .and_then(|()| graph.end_rebuild().context("removing the rebuild's marker"));
+    // The rebuild's own error first (a failed flush then leaves the marker,
+    // which the next start reports).
+    let (events, projection_errors) = projected?;
+    finished?;
+    let (_, state_digest) = graph.state()?;
+    let (async_digest, combined_digest, async_identical) = match previous_async {
+        None => (None, None, true),
+        Some(previous) => (
+            graph.async_digest_at(head.seq)?,
+            graph.combined_digest_at(head.seq)?,
+            match previous {
+                Some((seq, d)) => graph.async_digest_at(Seq(seq))? == Some(d),
+                None => false,
+            },
+        ),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(RebuildReport {
+        events,
+        seconds,
+        events_per_second: if seconds > 0.0 {
+            events as f64 / seconds
+        } else {
+            0.0
+        },
+        state_digest,
+        identical: previous_digest == Some(state_digest) && async_identical,
+        previous_digest,
+        previous_fingerprint,
+        fingerprint,
+        projection_errors,
+        async_digest,
+        combined_digest,
+    })
+}
+
+/// The rebuild proper: clears the graph and projects the log into it;
+/// returns the events projected and the projection errors recorded.
+fn project_all(
+    db: &fjall::Database,
+    log: &Log,
+    graph: &GraphStore,
+    set: &ProjectorSet,
+    fingerprint: Sha256,
+) -> anyhow::Result<(u64, u64)> {
+    // Memtables the open recovered from the journal are flushed in the
+    // background: finish that first, so that no flush of the old graph lands
+    // after the clear.
+    crate::storage::flush_memtables(db).context("flushing the store before the rebuild")?;
     graph.clear().context("clearing the graph")?;
     // The writer's lane first (the whole set when it has no async
     // projectors), then the async lane, as the server's follower applies it.
@@ -67,6 +168,7 @@ pub fn rebuild(
     let mut batch = db.batch();
     graph.stage_projector_set(&mut batch, &fingerprint);
     batch.commit()?;
+    let abort_after = test_abort_after();
     // Two stages, overlapped: a reader thread reads the next chunk of the log
     // and runs the graph-independent projectors on it (on every core), while
     // this thread completes the chunk before it in log order (graph-reading
@@ -91,17 +193,21 @@ pub fn rebuild(
                         .with_context(|| {
                             format!(
                                 "event seq {} ({}) does not project with this projector set; the \
-                                 graph is left empty and the server will not start until a \
-                                 rebuild succeeds",
+                                 graph is left behind the log and the server will not start \
+                                 until a rebuild succeeds",
                                 e.seq, e.event_id
                             )
                         })?;
                 projection_errors += recorded.len() as u64;
             }
-            let mut batch = chunk_batch(db, chunk.len());
+            let mut batch = chunk_batch(db, chunk.len()).without_journal();
             staging.write_into(&mut batch)?;
             batch.commit()?;
             events += chunk.len() as u64;
+            if abort_after.is_some_and(|n| events >= n) {
+                tracing::error!(events, "LEVIATHAN_TEST_ABORT_REBUILD_AFTER: aborting");
+                std::process::abort();
+            }
         }
         Ok(())
     })?;
@@ -109,34 +215,16 @@ pub fn rebuild(
         projection_errors += crate::generations::follow::catch_up(db, log, graph, whole)
             .context("applying the async projectors")?;
     }
-    crate::storage::flush_memtables(db).context("flushing the rebuilt graph")?;
-    let (_, state_digest) = graph.state()?;
-    let (async_digest, combined_digest, async_identical) = match previous_async {
-        None => (None, None, true),
-        Some((seq, previous)) => (
-            graph.async_digest_at(head.seq)?,
-            graph.combined_digest_at(head.seq)?,
-            graph.async_digest_at(seq)? == Some(previous),
-        ),
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(RebuildReport {
-        events,
-        seconds,
-        events_per_second: if seconds > 0.0 {
-            events as f64 / seconds
-        } else {
-            0.0
-        },
-        state_digest,
-        identical: previous_digest == Some(state_digest) && async_identical,
-        previous_digest,
-        previous_fingerprint,
-        fingerprint,
-        projection_errors,
-        async_digest,
-        combined_digest,
-    })
+    Ok((events, projection_errors))
+}
+
+/// The hidden test hook `LEVIATHAN_TEST_ABORT_REBUILD_AFTER=N`: the rebuild
+/// aborts the process (no destructor, no flush: as a `kill -9`) once it has
+/// committed N events (tests/store/rebuild.rs).
+fn test_abort_after() -> Option<u64> {
+    std::env::var("LEVIATHAN_TEST_ABORT_REBUILD_AFTER")
+        .ok()
+        .and_then(|v| v.parse().ok())
 }
 
 /// Write-batch items reserved per event of a chunk: the digest, the history

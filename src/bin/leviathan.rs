@@ -356,6 +356,7 @@ fn rebuild(
 fn dump(d: Option<PathBuf>, format: &str) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
     let store = leviathan::storage::open_store(&dir)?;
+    store.graph.ensure_complete()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match format {
         "jsonl" => leviathan::replay_to::dump_jsonl(&store.graph, &mut out)?,

@@ -63,6 +63,7 @@ pub fn prepare(
     catalog.store_components(configured.sources)?;
     let live_id = catalog.live_id()?;
     let graph = store.graph.clone();
+    graph.ensure_complete()?;
     let (graph_seq, _) = graph.state()?;
     let built_by = graph.projector_set()?;
     let fresh = head.seq.0 == 0 && graph_seq.0 == 0;

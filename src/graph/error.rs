@@ -52,6 +52,14 @@ pub enum GraphError {
     #[error("graph read during projection failed: {0}")]
     ViewRead(String),
 
+    /// An offline rebuild of this graph started and did not finish.
+    #[error(
+        "an offline rebuild of this graph was interrupted before it finished, so the graph on \
+         disk is partial; run `leviathan rebuild` on this data dir (it starts again from the \
+         first event) before starting the server or reading the graph"
+    )]
+    RebuildInterrupted,
+
     /// A paging cursor that this store did not hand out (or for another query).
     #[error("invalid cursor")]
     BadCursor,

@@ -1,8 +1,8 @@
 //! `GraphStore`: the projected graph's fjall keyspaces, their layout, and the
 //! committed-state reads every other graph module builds on. It never writes
 //! graph data outside a caller's write batch (see `staging`): the only direct
-//! writes are the layout version at open and [`GraphStore::clear`] for an
-//! offline rebuild.
+//! writes are the layout version at open, and [`GraphStore::clear`] and the
+//! rebuild marker ([`GraphStore::begin_rebuild`]) for an offline rebuild.
 //!
 //! # Keyspaces and layout
 //! `lp(s)` = `u32` big-endian byte length ‖ UTF-8 bytes; a key's last component
@@ -21,6 +21,7 @@
 //! | `graph_errors` | see `errors` | recorded projection errors (`on_error = "record"`) |
 //! | `graph_meta` | `"state"` / `"format"` | `seq ‖ digest` of the last applied event / layout version `"1"` |
 //! | `graph_meta` | `"async_state"` | `seq ‖ digest` of the async lane's last applied event |
+//! | `graph_meta` | `"rebuilding"` | while an offline rebuild runs: JSON [`RebuildStart`] (what the graph was before it) |
 //! | `graph_history` | see `history` | every node and edge change by (id, seq), not in the digest |
 //!
 //! Records are compact JSON (`serde_json::to_vec`) of [`Node`] / [`Edge`]:
@@ -176,6 +177,68 @@ impl GraphStore {
 }
 
 const META_PROJECTORS: &[u8] = b"projectors";
+
+/// Meta key of the offline rebuild's marker ([`GraphStore::begin_rebuild`]).
+const META_REBUILDING: &[u8] = b"rebuilding";
+
+/// What the graph was when an offline rebuild began, kept (as the marker's
+/// value) until the rebuilt graph is on disk, so that a rebuild run again
+/// after an interrupted one still compares with the graph before both.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RebuildStart {
+    /// The log's head then.
+    pub seq: u64,
+    /// The graph's digest at that head (`None`: it had none).
+    pub digest: Option<Sha256>,
+    /// The projector set it was built by.
+    pub fingerprint: Option<Sha256>,
+    /// Its async lane's `(seq, digest)` (a set with `async` projectors).
+    pub async_state: Option<(u64, Sha256)>,
+}
+
+impl GraphStore {
+    /// Marks the graph as being rebuilt offline, durably (synced) before the
+    /// rebuild clears anything: the rebuild writes its batches to the
+    /// memtables without the journal (`replay`), so until
+    /// [`GraphStore::end_rebuild`] a crash may leave any mix of them on disk.
+    /// A marker already there (an interrupted rebuild) is kept as it is: it
+    /// describes the graph before the first attempt.
+    pub(crate) fn begin_rebuild(&self, start: &RebuildStart) -> Result<(), GraphError> {
+        if self.rebuild_started()?.is_none() {
+            self.meta
+                .insert(META_REBUILDING, serde_json::to_vec(start)?)?;
+        }
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// Removes the marker, synced: the caller has flushed every memtable.
+    pub(crate) fn end_rebuild(&self) -> Result<(), GraphError> {
+        self.meta.remove(META_REBUILDING)?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// The marker of an offline rebuild that has not finished.
+    pub(crate) fn rebuild_started(&self) -> Result<Option<RebuildStart>, GraphError> {
+        self.meta
+            .get(META_REBUILDING)?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|_| GraphError::corrupt("rebuild marker", &v))
+            })
+            .transpose()
+    }
+
+    /// Fails when an offline rebuild of this graph was interrupted (killed,
+    /// out of disk ...): what is on disk is a partial graph, not to be served
+    /// or read until `leviathan rebuild` has run to the end.
+    pub fn ensure_complete(&self) -> Result<(), GraphError> {
+        match self.rebuild_started()? {
+            None => Ok(()),
+            Some(_) => Err(GraphError::RebuildInterrupted),
+        }
+    }
+}
 
 /// The catalog of generations (crate::generations owns it; the graph reads
 /// only which one is live, so that every opener of the store gets it).
