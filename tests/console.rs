@@ -19,7 +19,7 @@
 use crate::common;
 
 use common::wasm::{static_projector, Describe};
-use common::{bundle, event, mixed_log, sha256_hex, Server};
+use common::{bundle, event, grow, mixed_log, sha256_hex, Server};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -365,36 +365,6 @@ fn the_console_shows_generations_history_and_verified_proofs_in_a_real_browser()
     assert_eq!(p["build"]["state"], "pending", "{p}");
     assert_eq!(p["build"]["errors"], errors, "{p}");
     assert_eq!(p["generation"], 0, "{p}");
-}
-
-/// `leviathan bench` ingests `events` more events into `s` (its own shapes:
-/// targets, tasks, attempts with their artifacts, tests and PRs).
-fn grow(s: &Server, events: usize) {
-    let out = Command::new(env!("CARGO_BIN_EXE_leviathan"))
-        .args(["bench", "--url", &s.base, "--token", common::TOKEN])
-        .args([
-            "--events",
-            &events.to_string(),
-            "--bundle",
-            "500",
-            "--clients",
-            "2",
-        ])
-        .args([
-            "--grow-factor",
-            "0",
-            "--reads",
-            "1",
-            "--duration-limit",
-            "3600",
-        ])
-        .output()
-        .expect("leviathan bench runs");
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Every view pages or streams: each view's requests and bytes, measured in

@@ -549,3 +549,33 @@ pub fn admin_full(args: &[&str], dir: &Path) -> (i32, String, String) {
         .unwrap_or_else(|| panic!("killed: {stderr}"));
     (code, String::from_utf8(out.stdout).unwrap(), stderr)
 }
+
+/// `leviathan bench` ingests `events` more events into `s` (its own shapes:
+/// targets, tasks, attempts with their artifacts, tests and PRs).
+pub fn grow(s: &Server, events: usize) {
+    let out = leviathan()
+        .args(["bench", "--url", &s.base, "--token", TOKEN])
+        .args([
+            "--events",
+            &events.to_string(),
+            "--bundle",
+            "500",
+            "--clients",
+            "2",
+        ])
+        .args([
+            "--grow-factor",
+            "0",
+            "--reads",
+            "1",
+            "--duration-limit",
+            "3600",
+        ])
+        .output()
+        .expect("leviathan bench runs");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -164,17 +164,7 @@ fn a_rebuild_names_the_event_that_does_not_project_and_the_graph_stays_unserved(
 #[test]
 fn an_interrupted_rebuild_is_refused_until_a_rebuild_finishes_and_then_equals_the_graph_before() {
     let mut s = Server::start();
-    let out = leviathan()
-        .args(["bench", "--url", &s.base, "--token", TOKEN])
-        .args(["--events", "10000", "--bundle", "500", "--clients", "2"])
-        .args(["--grow-factor", "0", "--reads", "1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    grow(&s, 10_000);
     let (_, p) = s.get("/v1/projection");
     let digest = p["state_digest"].as_str().unwrap().to_string();
     let head = p["log_head_seq"].as_u64().unwrap();
