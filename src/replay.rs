@@ -80,7 +80,10 @@ pub fn rebuild(
             // How far the previous graph's async lane had got (a server
             // stopped while its follower lagged): compared at that seq.
             async_state: match set.asynchronous() {
-                Some(_) => Some(graph.async_state().map(|(seq, d)| (seq.0, d))?),
+                Some(_) => {
+                    let (seq, digest) = graph.async_state()?;
+                    Some((seq.0, digest))
+                }
                 None => None,
             },
         },
@@ -98,18 +101,11 @@ pub fn rebuild(
         .context("marking the graph as being rebuilt")?;
     let projected = project_all(db, log, graph, set, fingerprint);
     // Whatever happened, every batch committed so far is whole: make them
-    // durable, then the graph on disk is the log's projection up to its
-    // last chunk. The journal recorded the clear the rebuild began with,
-    // and fjall replays a clear at every open until its journal is deleted:
-    // a build without vendor/fjall's recovery patch (an older Leviathan)
-    // would empty the rebuilt tables again. Once every memtable is flushed,
-    // seal that journal and delete it; only then drop the marker.
+    // durable (the flush also deletes the journal holding the clear the
+    // rebuild began with), then the graph on disk is the log's projection up
+    // to its last chunk; only then drop the marker.
     let finished = crate::storage::flush_memtables(db)
         .context("flushing the rebuilt graph")
-        .and_then(|()| {
-            db.rotate_journal()
-                .context("rotating the journal after the rebuild")
-        })
         .and_then(|()| graph.end_rebuild().context("removing the rebuild's marker"));
     // The rebuild's own error first (a failed flush then leaves the marker,
     // which the next start reports).

@@ -284,6 +284,12 @@ pub(crate) fn open_keyspace(db: &fjall::Database, name: &str) -> fjall::Result<f
 /// empty, though a memtable sealed a moment earlier (by its size) may still be
 /// queued for its flush. For journaled writes that only meant a longer start;
 /// for the rebuild's unjournaled batches (`replay`) it lost them.
+///
+/// Then it seals the journal and deletes every journal the flushes made
+/// redundant (`Database::rotate_journal`, a `vendor/fjall` patch): fjall
+/// replays a journaled `clear` at every open until its journal is gone, and
+/// a build without the `vendor/fjall` recovery patch (an older Leviathan)
+/// would replay the rebuild's clear over the rebuilt tables.
 pub(crate) fn flush_memtables(db: &fjall::Database) -> fjall::Result<()> {
     let keyspaces = db
         .list_keyspace_names()
@@ -309,6 +315,7 @@ pub(crate) fn flush_memtables(db: &fjall::Database) -> fjall::Result<()> {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
+    db.rotate_journal()?;
     db.persist(fjall::PersistMode::SyncAll)
 }
 
@@ -417,16 +424,33 @@ mod tests {
         );
     }
 
-    /// The two fjall patches the offline rebuild stands on
+    /// The three fjall patches the offline rebuild stands on
     /// (vendor/fjall/LEVIATHAN-PATCH.md): a batch committed without the
-    /// journal is on disk once [`flush_memtables`] returns, and the journal's
+    /// journal is on disk once its memtables are flushed; the journal's
     /// record of the `clear` before it, replayed at the next open, no longer
-    /// deletes it (stock fjall replays the clear over the later tables). Old
-    /// data written before the clear stays cleared.
+    /// deletes it (stock fjall replays the clear over the later tables); and
+    /// [`flush_memtables`] leaves no journal holding that clear. Old data
+    /// written before the clear stays cleared.
     #[test]
     fn unjournaled_writes_after_a_clear_survive_a_reopen_once_flushed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
+        let reopened = |extra: Option<&str>| {
+            let db = open_database(&path).unwrap();
+            let ks = open_keyspace(&db, "graph_nodes").unwrap();
+            let meta = open_keyspace(&db, "graph_meta").unwrap();
+            assert_eq!(ks.len().unwrap(), 2_000);
+            assert!(ks.get("old").unwrap().is_none(), "the clear holds");
+            assert_eq!(meta.get("state").unwrap().as_deref(), Some(&b"head"[..]));
+            for key in ["after"].into_iter().chain(extra) {
+                assert_eq!(
+                    meta.get(key).unwrap().as_deref(),
+                    Some(&b"journaled"[..]),
+                    "{key}"
+                );
+            }
+            (db, meta)
+        };
         {
             let db = open_database(&path).unwrap();
             let ks = open_keyspace(&db, "graph_nodes").unwrap();
@@ -444,37 +468,23 @@ mod tests {
             assert!(ks.get("n01999").unwrap().is_some());
             // A journaled write after it, in the same journal.
             meta.insert("after", "journaled").unwrap();
-            flush_memtables(&db).unwrap();
-            // The journal that recorded the clear is deleted: a build
-            // without the recovery patch finds nothing to replay over the
-            // tables.
-            db.rotate_journal().unwrap();
-            let journals = std::fs::read_dir(&path)
-                .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .ends_with(".jnl")
-                })
-                .count();
-            assert_eq!(journals, 1, "only the new active journal is left");
-            meta.insert("last", "journaled").unwrap();
+            // Flushed, but the journal holding the clear is still there.
+            ks.rotate_memtable_and_wait().unwrap();
+            meta.rotate_memtable_and_wait().unwrap();
         }
-        let db = open_database(&path).unwrap();
-        let ks = open_keyspace(&db, "graph_nodes").unwrap();
-        let meta = open_keyspace(&db, "graph_meta").unwrap();
-        assert_eq!(ks.len().unwrap(), 2_000);
-        assert!(ks.get("old").unwrap().is_none(), "the clear holds");
-        assert_eq!(meta.get("state").unwrap().as_deref(), Some(&b"head"[..]));
-        assert_eq!(
-            meta.get("after").unwrap().as_deref(),
-            Some(&b"journaled"[..])
-        );
-        assert_eq!(
-            meta.get("last").unwrap().as_deref(),
-            Some(&b"journaled"[..])
-        );
+        // The open replays that journal: the clear is skipped, the rest kept.
+        let (db, meta) = reopened(None);
+        // The flush of every memtable deletes the journal that recorded the
+        // clear: a build without the recovery patch finds nothing to replay.
+        flush_memtables(&db).unwrap();
+        let journals = std::fs::read_dir(&path)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".jnl"))
+            .count();
+        assert_eq!(journals, 1, "only the new active journal is left");
+        meta.insert("last", "journaled").unwrap();
+        drop((meta, db));
+        reopened(Some("last"));
     }
 }

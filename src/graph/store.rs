@@ -184,7 +184,7 @@ const META_REBUILDING: &[u8] = b"rebuilding";
 /// What the graph was when an offline rebuild began, kept (as the marker's
 /// value) until the rebuilt graph is on disk, so that a rebuild run again
 /// after an interrupted one still compares with the graph before both.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RebuildStart {
     /// The log's head then.
     pub seq: u64,

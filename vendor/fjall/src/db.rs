@@ -210,8 +210,8 @@ impl Database {
     /// are all in tables (which, once every memtable has been flushed, is all
     /// of them): the next open replays nothing written before this call.
     ///
-    /// LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): Leviathan's offline rebuild
-    /// calls it after its final flush, so that the journal's record of the
+    /// LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): Leviathan calls it once it
+    /// has flushed every memtable (a clean stop, the end of a rebuild), so that the journal's record of the
     /// `clear` it began with is gone before any other build (one without the
     /// recovery patch) could replay it over the rebuilt tables.
     ///
@@ -807,14 +807,8 @@ impl Database {
                             continue;
                         };
 
-                        // LEVIATHAN PATCH: as in `recover_sealed_memtables`,
-                        // a clear older than a persisted table was applied
-                        // already; replaying it would delete later writes.
-                        if keyspace
-                            .tree
-                            .get_highest_persisted_seqno()
-                            .is_some_and(|persisted| persisted > batch.seqno)
-                        {
+                        // LEVIATHAN PATCH: see `clear_already_applied`.
+                        if crate::recovery::clear_already_applied(&keyspace.tree, batch.seqno) {
                             continue;
                         }
 

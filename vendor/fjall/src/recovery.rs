@@ -121,6 +121,19 @@ pub fn recover_keyspaces(db: &Database, meta_keyspace: &MetaKeyspace) -> crate::
     Ok(())
 }
 
+/// LEVIATHAN PATCH: whether a journaled `clear` at `clear_seqno` is already
+/// on disk. A clear is applied to the tree (a new, empty version) under the
+/// journal lock before any later write gets a seqno, so a table holding a
+/// seqno above the clear's was written after it: the tree on disk is cleared
+/// already, and items replayed before the clear were skipped (their seqnos
+/// are below what is persisted). Replaying the clear would delete those later
+/// tables, and with them writes that were never journaled
+/// (`WriteBatch::without_journal`).
+pub(crate) fn clear_already_applied(tree: &lsm_tree::AnyTree, clear_seqno: lsm_tree::SeqNo) -> bool {
+    tree.get_highest_persisted_seqno()
+        .is_some_and(|persisted| persisted > clear_seqno)
+}
+
 #[expect(clippy::too_many_lines)]
 pub fn recover_sealed_memtables(
     db: &Database,
@@ -214,20 +227,8 @@ pub fn recover_sealed_memtables(
                     continue;
                 };
 
-                // LEVIATHAN PATCH: a clear is applied to the tree (a new,
-                // empty version) under the journal lock before any later
-                // write gets a seqno, so a table holding a seqno above the
-                // clear's was written after it: the tree on disk is already
-                // cleared, and items replayed before the clear in this journal
-                // were skipped (their seqnos are below what is persisted).
-                // Replaying the clear would delete those later tables, and
-                // with them writes that were never journaled
-                // (`WriteBatch::without_journal`).
-                if handle
-                    .tree
-                    .get_highest_persisted_seqno()
-                    .is_some_and(|persisted| persisted > batch.seqno)
-                {
+                // LEVIATHAN PATCH: see `clear_already_applied`.
+                if clear_already_applied(&handle.tree, batch.seqno) {
                     continue;
                 }
 

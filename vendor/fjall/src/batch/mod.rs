@@ -69,8 +69,8 @@ impl WriteBatch {
 
     /// LEVIATHAN PATCH: commits this batch to the memtables only, without
     /// writing it to the journal (and without persisting anything). Its items
-    /// are durable only once their keyspaces' memtables have been flushed
-    /// (`Keyspace::rotate_memtable_and_wait`); a crash before that loses them
+    /// are durable only once their keyspaces' memtables have been flushed;
+    /// a crash before that loses them
     /// while journaled batches after them survive, so the caller must be able
     /// to tell such a state apart (Leviathan's offline rebuild keeps a marker
     /// in a journaled write until its final flush). Readers see the batch
@@ -130,9 +130,9 @@ impl WriteBatch {
 
         let batch_seqno = self.db.supervisor.seqno.next();
 
-        // LEVIATHAN PATCH: `without_journal` batches skip the journal; the
-        // journal writer's lock is still held so that seqnos are published
-        // in order.
+        // LEVIATHAN PATCH: `without_journal` batches skip the journal (and
+        // its persistence); the journal writer's lock is still held so that
+        // seqnos are published in order.
         if self.journaled {
             journal_writer
                 .write_batch(self.data.iter(), self.data.len(), batch_seqno)
@@ -142,15 +142,15 @@ impl WriteBatch {
                     );
                     self.db.is_poisoned.poison();
                 })?;
-        }
 
-        if let (true, Some(mode)) = (self.journaled, self.durability) {
-            journal_writer.persist(mode).inspect_err(|e| {
-                log::error!(
-                    "persist failed, which is a FATAL, and possibly hardware-related, failure: {e:?}",
-                );
-                self.db.is_poisoned.poison();
-            })?;
+            if let Some(mode) = self.durability {
+                journal_writer.persist(mode).inspect_err(|e| {
+                    log::error!(
+                        "persist failed, which is a FATAL, and possibly hardware-related, failure: {e:?}",
+                    );
+                    self.db.is_poisoned.poison();
+                })?;
+            }
         }
 
         // TODO: maybe we can use a stack alloc hashset/vec here, such as smallset
