@@ -415,6 +415,15 @@ pub struct CpuUse {
     pub server_cores: Option<f64>,
     /// The server's `process_resident_memory_bytes` at the end mark.
     pub server_rss_bytes: Option<u64>,
+    /// The server's writer thread (`leviathan-write`, which orders every
+    /// append) over `seconds`, from `leviathan_thread_cpu_seconds_total`:
+    /// near 1 with `writer_runqueue_cores`, the one serial thread was the
+    /// bound, not the machine's cores.
+    pub writer_cores: Option<f64>,
+    /// How long the writer was runnable but waited for a core, over
+    /// `seconds` (`leviathan_thread_runqueue_wait_seconds_total`): the share
+    /// of its time other threads (store workers, HTTP) took from it.
+    pub writer_runqueue_cores: Option<f64>,
     /// The machine's 1-minute load average at the end mark (Linux).
     pub load_average: Option<f64>,
     /// Cores the whole machine kept busy over `seconds` (`/proc/stat`: all
@@ -464,6 +473,9 @@ pub struct CpuMark {
     pub client_cpu: Option<f64>,
     pub server_cpu: Option<f64>,
     pub server_rss: Option<u64>,
+    /// The writer thread's CPU and run-queue wait seconds since it started.
+    pub writer_cpu: Option<f64>,
+    pub writer_wait: Option<f64>,
     pub load_average: Option<f64>,
     /// The machine's busy CPU seconds since boot (`/proc/stat`).
     pub machine_busy: Option<f64>,
@@ -535,6 +547,8 @@ impl CpuUse {
             client_cores,
             server_cores,
             server_rss_bytes: b.server_rss,
+            writer_cores: rate(a.writer_cpu, b.writer_cpu),
+            writer_runqueue_cores: rate(a.writer_wait, b.writer_wait),
             load_average: b.load_average,
             machine_cores,
             bound: bound(client_cores, server_cores, machine_cores, b.load_average),
@@ -792,21 +806,23 @@ impl Ctx {
     /// started at `started`.
     async fn mark(&self, boundary: u64, started: Instant, at: Instant) -> CpuMark {
         let client_cpu = crate::metrics::ProcessStats::read().cpu_seconds;
-        let (server_cpu, server_rss) = match self.server_process().await {
+        let server = match self.server_process().await {
             Ok(v) => v,
             Err(e) => {
                 if !self.no_metrics.swap(true, Ordering::Relaxed) {
                     tracing::warn!("no server CPU figures: {e:#}");
                 }
-                (None, None)
+                ServerCounters::default()
             }
         };
         CpuMark {
             boundary,
             at: at.saturating_duration_since(started),
             client_cpu,
-            server_cpu,
-            server_rss,
+            server_cpu: server.cpu_seconds,
+            server_rss: server.rss_bytes,
+            writer_cpu: server.writer_cpu_seconds,
+            writer_wait: server.writer_wait_seconds,
             load_average: std::fs::read_to_string("/proc/loadavg")
                 .ok()
                 .and_then(|l| l.split_whitespace().next()?.parse().ok()),
@@ -816,11 +832,10 @@ impl Ctx {
         }
     }
 
-    /// The server's `process_cpu_seconds_total` and
-    /// `process_resident_memory_bytes` from `/metrics`.
-    async fn server_process(&self) -> anyhow::Result<(Option<f64>, Option<u64>)> {
+    /// The server's process and writer-thread counters from `/metrics`.
+    async fn server_process(&self) -> anyhow::Result<ServerCounters> {
         if self.no_metrics.load(Ordering::Relaxed) {
-            return Ok((None, None));
+            return Ok(ServerCounters::default());
         }
         let resp = self
             .client
@@ -1120,17 +1135,33 @@ async fn ingest_phase(
 
 /// `process_cpu_seconds_total` and `process_resident_memory_bytes` from a
 /// Prometheus text exposition.
-fn process_metrics(text: &str) -> (Option<f64>, Option<u64>) {
+/// The counters of the server's `/metrics` a CPU mark needs.
+#[derive(Debug, Default, PartialEq)]
+struct ServerCounters {
+    cpu_seconds: Option<f64>,
+    rss_bytes: Option<u64>,
+    writer_cpu_seconds: Option<f64>,
+    writer_wait_seconds: Option<f64>,
+}
+
+/// The writer thread's name as the kernel keeps it and `/metrics` labels it:
+/// `leviathan-writer` cut to the 15 bytes of a Linux thread name.
+const WRITER_THREAD: &str = "leviathan-write";
+
+fn process_metrics(text: &str) -> ServerCounters {
     let value = |name: &str| {
         text.lines().find_map(|l| {
             let (n, v) = l.split_once(' ')?;
             (n == name).then(|| v.trim().parse::<f64>().ok()).flatten()
         })
     };
-    (
-        value("process_cpu_seconds_total"),
-        value("process_resident_memory_bytes").map(|v| v as u64),
-    )
+    let writer = |family: &str| value(&format!("{family}{{thread=\"{WRITER_THREAD}\"}}"));
+    ServerCounters {
+        cpu_seconds: value("process_cpu_seconds_total"),
+        rss_bytes: value("process_resident_memory_bytes").map(|v| v as u64),
+        writer_cpu_seconds: writer("leviathan_thread_cpu_seconds_total"),
+        writer_wait_seconds: writer("leviathan_thread_runqueue_wait_seconds_total"),
+    }
 }
 
 /// A small deterministic PRNG (splitmix64) for picking attempts to read.
@@ -1281,6 +1312,12 @@ fn cpu_text(c: &CpuUse) -> String {
             rss as f64 / (1024.0 * 1024.0)
         );
     }
+    if let Some(w) = c.writer_cores {
+        let _ = write!(out, ", writer thread {w:.2} cores");
+        if let Some(q) = c.writer_runqueue_cores {
+            let _ = write!(out, " (+{q:.2} waiting for a core)");
+        }
+    }
     if let Some(m) = c.machine_cores {
         let _ = write!(out, ", machine {m:.2} cores busy");
     }
@@ -1327,7 +1364,7 @@ pub fn render(r: &BenchReport) -> String {
         if !i.segments.is_empty() {
             let _ = writeln!(
                 s,
-                "  {:>4} {:>21} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>7} {:>5}  bound",
+                "  {:>4} {:>21} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6} {:>7} {:>5}  bound",
                 "seg",
                 "events",
                 "events/s",
@@ -1336,6 +1373,7 @@ pub fn render(r: &BenchReport) -> String {
                 "max ms",
                 "bench",
                 "server",
+                "writer",
                 "RSS MiB",
                 "load"
             );
@@ -1352,7 +1390,7 @@ pub fn render(r: &BenchReport) -> String {
                 let cpu = g.cpu.as_ref();
                 let _ = writeln!(
                     s,
-                    "  {:>4} {:>21} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>6} {:>7} {:>5}  {}",
+                    "  {:>4} {:>21} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>6} {:>6} {:>7} {:>5}  {}",
                     g.index,
                     format!("{}..{}", g.first_event, g.end_event),
                     g.events_per_second,
@@ -1361,6 +1399,7 @@ pub fn render(r: &BenchReport) -> String {
                     max,
                     opt(cpu.and_then(|c| c.client_cores), 2),
                     opt(cpu.and_then(|c| c.server_cores), 2),
+                    opt(cpu.and_then(|c| c.writer_cores), 2),
                     opt(
                         cpu.and_then(|c| c.server_rss_bytes)
                             .map(|b| b as f64 / (1024.0 * 1024.0)),
@@ -1503,6 +1542,8 @@ mod tests {
             client_cpu: Some(client),
             server_cpu: Some(server),
             server_rss: Some(boundary << 20),
+            writer_cpu: Some(server / 2.0),
+            writer_wait: Some(server / 4.0),
             load_average: None,
             machine_busy: None,
         }
@@ -1542,6 +1583,8 @@ mod tests {
         assert_eq!(ca.client_cores, Some(0.25));
         assert_eq!(ca.server_cores, Some(1.0));
         assert_eq!(ca.server_rss_bytes, Some(2 << 20));
+        assert_eq!(ca.writer_cores, Some(0.5));
+        assert_eq!(ca.writer_runqueue_cores, Some(0.25));
         assert_eq!(ca.bound, "server");
         assert_eq!(
             (b.index, b.first_event, b.end_event, b.events),
@@ -1607,9 +1650,20 @@ mod tests {
                     # TYPE process_cpu_seconds counter\n\
                     process_cpu_seconds_total 12.5\n\
                     process_resident_memory_bytes 1048576\n\
-                    process_cpu_seconds_totalx 1\n";
-        assert_eq!(process_metrics(text), (Some(12.5), Some(1_048_576)));
-        assert_eq!(process_metrics("nothing 1\n"), (None, None));
+                    process_cpu_seconds_totalx 1\n\
+                    leviathan_thread_cpu_seconds_total{thread=\"leviathan-http\"} 3.5\n\
+                    leviathan_thread_cpu_seconds_total{thread=\"leviathan-write\"} 7.25\n\
+                    leviathan_thread_runqueue_wait_seconds_total{thread=\"leviathan-write\"} 1.5\n";
+        assert_eq!(
+            process_metrics(text),
+            ServerCounters {
+                cpu_seconds: Some(12.5),
+                rss_bytes: Some(1_048_576),
+                writer_cpu_seconds: Some(7.25),
+                writer_wait_seconds: Some(1.5),
+            }
+        );
+        assert_eq!(process_metrics("nothing 1\n"), ServerCounters::default());
     }
 
     #[test]

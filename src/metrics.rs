@@ -764,6 +764,73 @@ impl ProcessStats {
     }
 }
 
+/// CPU time and run-queue wait of the server's threads, summed by thread
+/// name (`/proc/self/task/*`: `stat` utime + stime; `schedstat`'s second
+/// field, the time a thread was runnable but waited for a core). The writer
+/// (`leviathan-write`: Linux keeps 15 bytes of a thread's name) orders every append: its CPU near one core, or its
+/// wait high, says ingest is bound by it rather than by the machine. Names
+/// are few (the server's own threads, the HTTP runtime's, fjall's workers),
+/// so the label stays small. Empty where `/proc` cannot be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadStats {
+    pub name: String,
+    pub cpu_seconds: f64,
+    /// `None` where the kernel keeps no scheduler statistics.
+    pub runqueue_wait_seconds: Option<f64>,
+}
+
+impl ThreadStats {
+    pub fn read() -> Vec<ThreadStats> {
+        let ticks = rustix::param::clock_ticks_per_second() as f64;
+        let mut by_name: std::collections::BTreeMap<String, (f64, Option<f64>)> =
+            std::collections::BTreeMap::new();
+        let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+            return Vec::new();
+        };
+        for task in dir.flatten() {
+            let path = task.path();
+            // A thread may exit between the listing and the reads: skip it.
+            let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+                continue;
+            };
+            let Some(cpu) = std::fs::read_to_string(path.join("stat"))
+                .ok()
+                .and_then(|stat| stat_cpu_ticks(&stat))
+            else {
+                continue;
+            };
+            let wait = std::fs::read_to_string(path.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .map(|ns| ns as f64 / 1e9);
+            let entry = by_name
+                .entry(comm.trim_end().to_owned())
+                .or_insert((0.0, Some(0.0)));
+            entry.0 += cpu;
+            entry.1 = entry.1.zip(wait).map(|(a, b)| a + b);
+        }
+        by_name
+            .into_iter()
+            .map(|(name, (cpu_ticks, runqueue_wait_seconds))| ThreadStats {
+                name,
+                // Summed in ticks, divided once: 1.66, not 1.6600000000000002.
+                cpu_seconds: cpu_ticks / ticks,
+                runqueue_wait_seconds,
+            })
+            .collect()
+    }
+}
+
+/// utime + stime, in clock ticks, of a `/proc/.../stat` line.
+fn stat_cpu_ticks(stat: &str) -> Option<f64> {
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime = field 14, stime = 15 (1-based); f[0] is field 3.
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    Some(num(11)? + num(12)?)
+}
+
 /// jemalloc's statistics, when it is the allocator (the `jemalloc` feature,
 /// the server's default): what the heap holds (`allocated`) against what
 /// jemalloc keeps resident for it and has mapped but returned (`retained`),
@@ -831,6 +898,33 @@ impl prometheus_client::collector::Collector for ProcessCollector {
             let m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(m)?;
         }
+        let threads = ThreadStats::read();
+        if !threads.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "leviathan_thread_cpu_seconds",
+                "User and system CPU time of the server's threads, by thread name, in seconds",
+                None,
+                MetricType::Counter,
+            )?;
+            for t in &threads {
+                let labels = [("thread", t.name.as_str())];
+                ConstCounter::new(t.cpu_seconds).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        if threads.iter().any(|t| t.runqueue_wait_seconds.is_some()) {
+            let mut family = encoder.encode_descriptor(
+                "leviathan_thread_runqueue_wait_seconds",
+                "Time the server's threads were runnable but waited for a core, by thread name, in seconds",
+                None,
+                MetricType::Counter,
+            )?;
+            for t in &threads {
+                if let Some(wait) = t.runqueue_wait_seconds {
+                    let labels = [("thread", t.name.as_str())];
+                    ConstCounter::new(wait).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
         if let Some(v) = s.open_fds {
             let m = encoder.encode_descriptor(
                 "process_open_fds",
@@ -897,6 +991,59 @@ mod tests {
         assert!(m
             .render()
             .contains("leviathan_events_appended_total{event_type=\"type.1\"} 2"));
+    }
+
+    #[test]
+    fn threads_cpu_and_wait_are_reported_by_name() {
+        // A thread that burns ~150 ms of CPU, then stays alive until read.
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let (busy_tx, busy_rx) = std::sync::mpsc::channel::<()>();
+        let spinner = std::thread::Builder::new()
+            .name("lev-test-spin".into())
+            .spawn(move || {
+                let start = std::time::Instant::now();
+                let mut x = 0u64;
+                while start.elapsed() < std::time::Duration::from_millis(150) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+                busy_tx.send(()).unwrap();
+                let _ = done_rx.recv();
+                x
+            })
+            .unwrap();
+        busy_rx.recv().unwrap();
+        let threads = ThreadStats::read();
+        let spin = threads
+            .iter()
+            .find(|t| t.name == "lev-test-spin")
+            .unwrap_or_else(|| panic!("no lev-test-spin in {threads:?}"));
+        assert!(spin.cpu_seconds >= 0.05, "{spin:?}");
+        assert!(spin.cpu_seconds < 10.0, "{spin:?}");
+        let text = Metrics::default().render();
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("leviathan_thread_cpu_seconds_total{thread=\"lev-test-spin\"} ")
+            })
+            .unwrap_or_else(|| panic!("no thread CPU line in {text}"));
+        let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(v >= 0.05, "{line}");
+        if spin.runqueue_wait_seconds.is_some() {
+            assert!(text.contains(
+                "leviathan_thread_runqueue_wait_seconds_total{thread=\"lev-test-spin\"} "
+            ));
+        }
+        done_tx.send(()).unwrap();
+        spinner.join().unwrap();
+    }
+
+    #[test]
+    fn stat_cpu_is_utime_plus_stime() {
+        // A command name with spaces and parentheses, as `comm` may be.
+        let stat =
+            "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 1234 0 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(325.0));
+        assert_eq!(stat_cpu_ticks("garbage"), None);
     }
 
     #[test]

@@ -170,6 +170,21 @@ fn metrics_cover_the_writer_projectors_http_artifacts_store_and_process() {
     assert!(m("process_resident_memory_bytes") > 1e6);
     assert!(m("process_open_fds") > 3.0);
     assert!(m("process_cpu_seconds_total") > 0.0);
+    // Per thread, by name: the writer (its name cut to Linux's 15 bytes) and
+    // the HTTP runtime's threads, each with its CPU and run-queue wait.
+    for thread in ["leviathan-write", "leviathan-http"] {
+        let cpu = m(&format!(
+            r#"leviathan_thread_cpu_seconds_total{{thread="{thread}"}}"#
+        ));
+        let wait = m(&format!(
+            r#"leviathan_thread_runqueue_wait_seconds_total{{thread="{thread}"}}"#
+        ));
+        assert!(
+            cpu >= 0.0 && cpu <= m("process_cpu_seconds_total"),
+            "{thread}: {cpu}"
+        );
+        assert!(wait >= 0.0, "{thread}: {wait}");
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
