@@ -59,6 +59,8 @@ LEVIATHAN_METRICS = {
     "leviathan_batch_bundles",
     "leviathan_batch_events",
     "leviathan_commit_duration_seconds",
+    "leviathan_thread_cpu_seconds_total",
+    "leviathan_thread_runqueue_wait_seconds_total",
     "leviathan_writer_up",
     "leviathan_projector_calls_total",
     "leviathan_projector_duration_seconds",
