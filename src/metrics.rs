@@ -767,8 +767,9 @@ impl ProcessStats {
 /// CPU time and run-queue wait of the server's threads, summed by thread
 /// name (`/proc/self/task/*`: `stat` utime + stime; `schedstat`'s second
 /// field, the time a thread was runnable but waited for a core). The writer
-/// (`leviathan-write`: Linux keeps 15 bytes of a thread's name) orders every append: its CPU near one core, or its
-/// wait high, says ingest is bound by it rather than by the machine. Names
+/// (`leviathan-write`: Linux keeps 15 bytes of a thread's name) orders every
+/// append: its CPU near one core, or its wait high, says ingest is bound by
+/// it rather than by the machine. Names
 /// are few (the server's own threads, the HTTP runtime's, fjall's workers),
 /// so the label stays small. Empty where `/proc` cannot be read.
 #[derive(Debug, Clone, PartialEq)]
@@ -995,16 +996,26 @@ mod tests {
 
     #[test]
     fn threads_cpu_and_wait_are_reported_by_name() {
-        // A thread that burns ~150 ms of CPU, then stays alive until read.
+        // A thread that burns 100 ms of its own CPU (however busy the machine:
+        // it checks its own counter), then stays alive until read.
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let (busy_tx, busy_rx) = std::sync::mpsc::channel::<()>();
         let spinner = std::thread::Builder::new()
             .name("lev-test-spin".into())
             .spawn(move || {
+                let ticks = rustix::param::clock_ticks_per_second() as f64;
+                let own = || {
+                    std::fs::read_to_string("/proc/thread-self/stat")
+                        .ok()
+                        .and_then(|s| stat_cpu_ticks(&s))
+                        .map_or(0.0, |t| t / ticks)
+                };
                 let start = std::time::Instant::now();
                 let mut x = 0u64;
-                while start.elapsed() < std::time::Duration::from_millis(150) {
-                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                while own() < 0.1 && start.elapsed() < std::time::Duration::from_secs(60) {
+                    for _ in 0..100_000 {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                    }
                 }
                 busy_tx.send(()).unwrap();
                 let _ = done_rx.recv();
