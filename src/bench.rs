@@ -596,11 +596,7 @@ pub fn segments(
             end_event: first_event + events,
             events,
             seconds,
-            events_per_second: if seconds > 0.0 {
-                events as f64 / seconds
-            } else {
-                0.0
-            },
+            events_per_second: crate::progress::per_second(events, seconds),
             bundle_latency: Latency::of(lat),
             cpu: match (start_mark, end_mark) {
                 (Some(a), Some(b)) => Some(CpuUse::between(a, b)),

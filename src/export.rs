@@ -808,7 +808,7 @@ pub fn run_verify(dir: &Path, public_key: Option<&str>) -> anyhow::Result<std::p
     print_json(&serde_json::json!({
         "report": report,
         "seconds": secs,
-        "events_per_second": if secs > 0.0 { report.verified_events as f64 / secs } else { 0.0 },
+        "events_per_second": crate::progress::per_second(report.verified_events, secs),
     }))?;
     Ok(if report.ok {
         std::process::ExitCode::SUCCESS

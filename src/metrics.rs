@@ -742,10 +742,8 @@ impl ProcessStats {
             if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
                 let f: Vec<&str> = rest.split_whitespace().collect();
                 let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
-                // utime = field 14, stime = 15, starttime = 22 (1-based); f[0] is field 3.
-                if let (Some(u), Some(st)) = (num(11), num(12)) {
-                    s.cpu_seconds = Some((u + st) / ticks);
-                }
+                s.cpu_seconds = stat_cpu_ticks(&stat).map(|t| t / ticks);
+                // starttime = field 22 (1-based); f[0] is field 3.
                 let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
                     t.lines()
                         .find_map(|l| l.strip_prefix("btime "))

@@ -1,8 +1,18 @@
 //! Progress bars of the offline commands (`verify`, `export`, `import`):
 //! drawn on stderr only when it is a terminal, so scripts and logs never see
-//! them.
+//! them; and the events-per-second figure every report gives.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// `count` over `seconds`, 0 when no time passed (a report's
+/// `events_per_second`).
+pub fn per_second(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
 
 /// A bar for `len` events, labelled `what`; hidden unless stderr is a
 /// terminal (indicatif draws nothing to a stderr that is not one).

@@ -127,11 +127,7 @@ pub fn rebuild(
     Ok(RebuildReport {
         events,
         seconds,
-        events_per_second: if seconds > 0.0 {
-            events as f64 / seconds
-        } else {
-            0.0
-        },
+        events_per_second: crate::progress::per_second(events, seconds),
         state_digest,
         identical: previous_digest == Some(state_digest) && async_identical,
         previous_digest,

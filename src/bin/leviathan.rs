@@ -296,7 +296,7 @@ fn verify(d: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let out = serde_json::json!({
         "report": report,
         "seconds": secs,
-        "events_per_second": if secs > 0.0 { report.verified_events as f64 / secs } else { 0.0 },
+        "events_per_second": leviathan::progress::per_second(report.verified_events, secs),
     });
     // The command's output is its result, on stdout.
     let mut stdout = std::io::stdout().lock();

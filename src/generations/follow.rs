@@ -399,11 +399,7 @@ fn run(mut f: Follower) {
                     head_seq: r.inline_applied,
                     lag_events: r.inline_applied.0.saturating_sub(r.applied.0),
                     lag_seconds: 0.0,
-                    events_per_second: if secs > 0.0 {
-                        r.events as f64 / secs
-                    } else {
-                        0.0
-                    },
+                    events_per_second: crate::progress::per_second(r.events, secs),
                     errors,
                     message: None,
                 });
