@@ -173,6 +173,7 @@ pub struct Metrics {
     pub memtable_bytes: Gauge,
     /// Index and filter blocks the store keeps in memory outside the cache.
     pub pinned_block_bytes: Gauge,
+    pub l0_runs_max: Gauge,
     pub chain_verified_seq: Gauge,
     pub chain_verify_failures: Counter,
     /// See [`WriterMetrics::replica_rebuilds`].
@@ -353,6 +354,13 @@ impl Default for Metrics {
              (those of its newest tables)",
             pinned_block_bytes.clone(),
         );
+        let l0_runs_max = Gauge::default();
+        r.register(
+            "store_l0_runs_max",
+            "The most L0 runs (tables not yet compacted into the levels) of any keyspace: \
+             compaction's backlog; the store halts writes to a keyspace while it has 30",
+            l0_runs_max.clone(),
+        );
         let chain_verified_seq = Gauge::default();
         r.register(
             "chain_verified_seq",
@@ -447,6 +455,7 @@ impl Default for Metrics {
             block_cache_bytes,
             memtable_bytes,
             pinned_block_bytes,
+            l0_runs_max,
             chain_verified_seq,
             chain_verify_failures,
             replica_rebuilds,

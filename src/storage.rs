@@ -409,6 +409,37 @@ mod tests {
         }
     }
 
+    /// The `leviathan_store_l0_runs_max` gauge's source (a `vendor/fjall`
+    /// accessor): the L0 runs of the keyspace with the most, each flush adding
+    /// one until compaction merges them (from 16, [`L0_THRESHOLD`]).
+    #[test]
+    fn max_l0_run_count_is_the_busiest_keyspaces_unmerged_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("store")).unwrap();
+        let nodes = open_keyspace(&db, "graph_nodes").unwrap();
+        let meta = open_keyspace(&db, "graph_meta").unwrap();
+        assert_eq!(db.max_l0_run_count(), 0);
+        // A first table in each, compacted into the last level: later flushes
+        // overlap it, so compaction cannot move them down without merging (a
+        // lone table in an empty tree is moved down at once).
+        for ks in [&nodes, &meta] {
+            ks.insert("key", "0").unwrap();
+            ks.rotate_memtable_and_wait().unwrap();
+            ks.major_compact().unwrap();
+        }
+        assert_eq!(db.max_l0_run_count(), 0);
+        for value in ["a", "b", "c"] {
+            nodes.insert("key", value).unwrap();
+            nodes.rotate_memtable_and_wait().unwrap();
+        }
+        meta.insert("key", "a").unwrap();
+        meta.rotate_memtable_and_wait().unwrap();
+        assert_eq!(db.max_l0_run_count(), 3);
+        nodes.major_compact().unwrap();
+        assert_eq!(db.max_l0_run_count(), 1, "graph_meta's one flush");
+        assert_eq!(nodes.get("key").unwrap().as_deref(), Some(&b"c"[..]));
+    }
+
     #[test]
     fn sync_modes_parse_in_any_case_and_nothing_else() {
         assert_eq!("always".parse::<SyncMode>().unwrap(), SyncMode::Always);

@@ -171,6 +171,9 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
         // patch in vendor/lsm-tree/LEVIATHAN-PATCH.md.
         m.pinned_block_bytes
             .set(gauge(monitor.db.pinned_block_bytes()));
+        // Compaction's backlog: fjall halts a keyspace's writes at 30 L0 runs.
+        m.l0_runs_max
+            .set(gauge(monitor.db.max_l0_run_count() as u64));
         projector_lag(&app, &m);
         if let Some(c) = &app.cluster {
             c.node.status.export_lag();

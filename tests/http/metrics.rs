@@ -113,6 +113,8 @@ fn metrics_cover_the_writer_projectors_http_artifacts_store_and_process() {
     assert_eq!(m("leviathan_commit_duration_seconds_count"), batches);
     assert!(m("leviathan_commit_duration_seconds_sum") > 0.0);
     assert_eq!(m("leviathan_writer_up"), 1.0);
+    // A fresh store that has flushed no memtable has no L0 tables.
+    assert_eq!(m("leviathan_store_l0_runs_max"), 0.0);
     // The core projector: a call per event it handles, fuel, the refusal.
     let core = r#"{projector="core@"#;
     let calls = metric_starting(&text, &format!("leviathan_projector_calls_total{core}"));

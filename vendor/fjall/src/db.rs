@@ -257,6 +257,25 @@ impl Database {
             .sum()
     }
 
+    /// Returns the most L0 runs any keyspace has: compaction's backlog, since
+    /// writes slow down from 20 runs in a keyspace and halt at 30.
+    ///
+    /// LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): a read-only view for a
+    /// metrics gauge, beside `pinned_block_bytes`.
+    #[must_use]
+    #[doc(hidden)]
+    pub fn max_l0_run_count(&self) -> usize {
+        #[expect(clippy::expect_used)]
+        self.supervisor
+            .keyspaces
+            .read()
+            .expect("lock is poisoned")
+            .values()
+            .map(|ks| ks.tree.l0_run_count())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Returns the number of queued memtable flush tasks.
     ///
     /// # Experimental
