@@ -79,6 +79,7 @@ LEVIATHAN_METRICS = {
     "leviathan_block_cache_bytes",
     "leviathan_store_memtable_bytes",
     "leviathan_store_pinned_block_bytes",
+    "leviathan_store_l0_runs_max",
     "leviathan_heap_allocated_bytes",
     "leviathan_heap_active_bytes",
     "leviathan_heap_resident_bytes",
