@@ -173,6 +173,7 @@ pub struct Metrics {
     pub memtable_bytes: Gauge,
     /// Index and filter blocks the store keeps in memory outside the cache.
     pub pinned_block_bytes: Gauge,
+    /// Compaction's backlog: the most L0 runs of any keyspace.
     pub l0_runs_max: Gauge,
     pub chain_verified_seq: Gauge,
     pub chain_verify_failures: Counter,

@@ -257,8 +257,9 @@ impl Database {
             .sum()
     }
 
-    /// Returns the most L0 runs any keyspace has: compaction's backlog, since
-    /// writes slow down from 20 runs in a keyspace and halt at 30.
+    /// Returns the most L0 runs any keyspace has: compaction's backlog (a
+    /// keyspace's writes halt while it has 30; from 20 they are delayed by a
+    /// busy loop of microseconds).
     ///
     /// LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): a read-only view for a
     /// metrics gauge, beside `pinned_block_bytes`.
