@@ -748,18 +748,15 @@ impl ProcessStats {
                 .map(|kb| kb * 1024);
         }
         if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-            // Fields after the command name (which may hold spaces), from field 3.
-            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
-                s.cpu_seconds = stat_cpu_ticks(&stat).map(|t| t / ticks);
-                // starttime = field 22 (1-based); f[0] is field 3.
+            if let Some(f) = stat_fields(&stat) {
+                s.cpu_seconds = cpu_ticks(&f).map(|t| t / ticks);
                 let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
                     t.lines()
                         .find_map(|l| l.strip_prefix("btime "))
                         .and_then(|v| v.trim().parse::<f64>().ok())
                 });
-                if let (Some(start), Some(boot)) = (num(19), boot) {
+                // starttime, in ticks since boot.
+                if let (Some(start), Some(boot)) = (stat_field(&f, 22), boot) {
                     s.start_time_seconds = Some(boot + start / ticks);
                 }
             }
@@ -832,12 +829,23 @@ impl ThreadStats {
 
 /// utime + stime, in clock ticks, of a `/proc/.../stat` line.
 fn stat_cpu_ticks(stat: &str) -> Option<f64> {
-    // Fields after the command name (which may hold spaces), from field 3.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime = field 14, stime = 15 (1-based); f[0] is field 3.
-    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
-    Some(num(11)? + num(12)?)
+    cpu_ticks(&stat_fields(stat)?)
+}
+
+/// The fields of a `/proc/.../stat` line after the command name (which may
+/// hold spaces and parentheses): the first is field 3.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat.rsplit_once(')')?.1.split_whitespace().collect())
+}
+
+/// Field `n` (1-based, as in proc(5)) of [`stat_fields`]' `fields`, as a number.
+fn stat_field(fields: &[&str], n: usize) -> Option<f64> {
+    fields.get(n.checked_sub(3)?)?.parse().ok()
+}
+
+/// utime + stime (fields 14 and 15), in clock ticks.
+fn cpu_ticks(fields: &[&str]) -> Option<f64> {
+    Some(stat_field(fields, 14)? + stat_field(fields, 15)?)
 }
 
 /// jemalloc's statistics, when it is the allocator (the `jemalloc` feature,
