@@ -4,7 +4,7 @@
 
 pub(crate) mod worker;
 
-pub use lsm_tree::compaction::{Fifo, Leveled, Levelled};
+pub use lsm_tree::compaction::{Fifo, Leveled, Levelled, Tiered};
 
 /// Compaction filter utilities
 pub mod filter {

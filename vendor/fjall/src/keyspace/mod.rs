@@ -850,6 +850,18 @@ impl Keyspace {
         self.tree.level_table_count(0).unwrap_or_default()
     }
 
+    /// LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): the number of runs in each
+    /// level of the LSM-tree, L0 first (tests of the compaction strategies).
+    #[doc(hidden)]
+    #[must_use]
+    pub fn level_run_counts(&self) -> Vec<usize> {
+        self.tree
+            .current_version()
+            .iter_levels()
+            .map(|level| level.run_count())
+            .collect()
+    }
+
     /// Number of tables (a.k.a. SST files) in the LSM-tree.
     #[doc(hidden)]
     #[must_use]

@@ -327,6 +327,33 @@ impl CreateOptions {
 
                 Arc::new(crate::compaction::Fifo::new(fifo_limit, ttl_seconds))
             }
+            // LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): the tiered strategy of
+            // the patched lsm-tree, recorded like the others.
+            lsm_tree::compaction::TIERED_COMPACTION_NAME => {
+                use byteorder::LE;
+
+                let l0_threshold = meta_keyspace
+                    .get_kv_for_config(keyspace_id, "tiered_l0_threshold")?
+                    .expect("tiered_l0_threshold should be defined");
+                let l0_threshold = (&mut &l0_threshold[..]).read_u8()?;
+
+                let run_limit = meta_keyspace
+                    .get_kv_for_config(keyspace_id, "tiered_run_limit")?
+                    .expect("tiered_run_limit should be defined");
+                let run_limit = (&mut &run_limit[..]).read_u8()?;
+
+                let target_size = meta_keyspace
+                    .get_kv_for_config(keyspace_id, "tiered_target_size")?
+                    .expect("tiered_target_size should be defined");
+                let target_size = (&mut &target_size[..]).read_u64::<LE>()?;
+
+                Arc::new(
+                    crate::compaction::Tiered::default()
+                        .with_l0_threshold(l0_threshold)
+                        .with_run_limit(run_limit)
+                        .with_table_target_size(target_size),
+                ) as Arc<dyn lsm_tree::compaction::CompactionStrategy + Send + Sync>
+            }
             name => {
                 panic!("Invalid/unsupported compaction strategy: {name:?}");
             }
@@ -467,7 +494,8 @@ impl CreateOptions {
         ];
 
         match self.compaction_strategy.get_name() {
-            "LeveledCompaction" | "FifoCompaction" => {
+            // LEVIATHAN PATCH: and "TieredCompaction".
+            "LeveledCompaction" | "FifoCompaction" | "TieredCompaction" => {
                 kvs.extend(
                     self.compaction_strategy
                         .get_config()

@@ -2,342 +2,171 @@
 // This source code is licensed under both the Apache 2.0 and MIT License
 // (found in the LICENSE-* files in the repository)
 
-use super::{Choice, CompactionStrategy};
-use crate::{compaction::state::CompactionState, version::Version, Config};
+// LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): upstream's size-tiered strategy
+// was a stub (`choose` was `unimplemented!()`, the module commented out).
+// This is a run-count tiered strategy for keyspaces that are written with
+// random keys and read only by scans (indexes, history).
 
-// fn desired_level_size_in_bytes(level_idx: u8, ratio: u8, base_size: u32) -> usize {
-//     (ratio as usize).pow(u32::from(level_idx + 1)) * (base_size as usize)
-// }
+use super::{Choice, CompactionStrategy, Input as CompactionInput};
+use crate::{compaction::state::CompactionState, version::Version, Config, HashSet, KvPair};
 
-/// Size-tiered compaction strategy (STCS)
+#[doc(hidden)]
+pub const NAME: &str = "TieredCompaction";
+
+/// Tiered compaction strategy
 ///
-/// If a level reaches a threshold, it is merged into a larger table to the next level.
+/// L0 collects flushed memtables until it holds `l0_threshold` tables; they
+/// are then merged into one new run of L1, beside L1's other runs. Every
+/// level below collects runs the same way: once it holds `run_limit` runs,
+/// all of them are merged into one new run of the next level. A byte is
+/// rewritten once per level it passes (about log_{run_limit} of the tree's
+/// size over a flush), against about `ratio` times per level in leveled
+/// compaction, where random keys make every merge rewrite the whole
+/// overlapping part of the next level.
 ///
-/// STCS suffers from high read and temporary doubled space amplification, but has good write amplification.
-#[derive(Clone)]
+/// The price is read amplification: a point read or a scan looks at every
+/// run of every level (up to `run_limit - 1` per level below L0), and space:
+/// an overwritten key keeps one version per run until the runs merge. Meant
+/// for keys that are mostly inserted, not overwritten, and read by scans.
+///
+/// The last level only ever holds one run: a merge into it takes the whole
+/// last level as well, so that tombstones may be dropped there (nothing
+/// older is left beneath them).
+#[derive(Clone, Debug)]
 pub struct Strategy {
-    /// Base size
-    pub base_size: u32,
+    l0_threshold: u8,
 
-    /// Size ratio between levels of the LSM tree (a.k.a fanout, growth rate).
-    ///
-    /// This is the exponential growth of the from one
-    /// level to the next
-    ///
-    /// A level target size is: base_size * level_ratio.pow(#level + 1)
-    #[expect(clippy::doc_markdown)]
-    pub level_ratio: u8,
-}
+    run_limit: u8,
 
-impl Strategy {
-    /// Creates a new STCS strategy with custom base size
-    #[must_use]
-    pub fn new(base_size: u32, level_ratio: u8) -> Self {
-        Self {
-            base_size,
-            level_ratio,
-        }
-    }
+    /// The target table size on disk (possibly compressed).
+    target_size: u64,
 }
 
 impl Default for Strategy {
     fn default() -> Self {
         Self {
-            base_size: 64 * 1_024 * 1_024,
-            level_ratio: 4,
+            l0_threshold: 4,
+            run_limit: 4,
+            target_size: /* 64 MiB */ 64 * 1_024 * 1_024,
+        }
+    }
+}
+
+impl Strategy {
+    /// Sets the L0 threshold: the tables L0 holds before they are merged
+    /// into one run of L1.
+    ///
+    /// Default = 4
+    #[must_use]
+    pub fn with_l0_threshold(mut self, threshold: u8) -> Self {
+        self.l0_threshold = threshold.max(2);
+        self
+    }
+
+    /// Sets how many runs a level below L0 holds before they are merged into
+    /// one run of the next level.
+    ///
+    /// Default = 4
+    #[must_use]
+    pub fn with_run_limit(mut self, runs: u8) -> Self {
+        self.run_limit = runs.max(2);
+        self
+    }
+
+    /// Sets the table target size on disk (possibly compressed).
+    ///
+    /// Default = 64 MiB
+    #[must_use]
+    pub fn with_table_target_size(mut self, bytes: u64) -> Self {
+        self.target_size = bytes;
+        self
+    }
+
+    fn input(&self, table_ids: HashSet<crate::TableId>, dest_level: usize) -> CompactionInput {
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "level index is bounded by level count (7)"
+        )]
+        CompactionInput {
+            table_ids,
+            dest_level: dest_level as u8,
+            canonical_level: dest_level as u8,
+            target_size: self.target_size,
         }
     }
 }
 
 impl CompactionStrategy for Strategy {
     fn get_name(&self) -> &'static str {
-        "TieredStrategy"
+        NAME
     }
 
-    fn choose(&self, version: &Version, _config: &Config, state: &CompactionState) -> Choice {
-        unimplemented!()
+    fn get_config(&self) -> Vec<KvPair> {
+        vec![
+            (
+                crate::UserKey::from("tiered_l0_threshold"),
+                crate::UserValue::from(self.l0_threshold.to_le_bytes()),
+            ),
+            (
+                crate::UserKey::from("tiered_run_limit"),
+                crate::UserValue::from(self.run_limit.to_le_bytes()),
+            ),
+            (
+                crate::UserKey::from("tiered_target_size"),
+                crate::UserValue::from(self.target_size.to_le_bytes()),
+            ),
+        ]
     }
-}
-/*
-#[cfg(test)]
-mod tests {
-    use super::Strategy;
-    use crate::{
-        cache::Cache,
-        compaction::{Choice, CompactionStrategy, Input as CompactionInput},
-        config::Config,
-        descriptor_table::FileDescriptorTable,
-        file::LEVELS_MANIFEST_FILE,
-        level_manifest::LevelManifest,
-        segment::{
-            block::offset::BlockOffset,
-            block_index::{two_level_index::TwoLevelBlockIndex, BlockIndexImpl},
-            file_offsets::FileOffsets,
-            meta::{Metadata, SegmentId},
-            SegmentInner,
-        },
-        super_segment::Segment,
-        HashSet, KeyRange, SeqNo,
-    };
-    use std::sync::{atomic::AtomicBool, Arc};
-    use test_log::test;
 
-    #[allow(clippy::expect_used)]
-    fn fixture_segment(id: SegmentId, size_mib: u64, max_seqno: SeqNo) -> Segment {
-        todo!()
+    fn choose(&self, version: &Version, _: &Config, state: &CompactionState) -> Choice {
+        let hidden = state.hidden_set();
+        let last = version.level_count() - 1;
 
-        /* let cache = Arc::new(Cache::with_capacity_bytes(10 * 1_024 * 1_024));
-
-        let block_index = TwoLevelBlockIndex::new((0, id).into(), cache.clone());
-        let block_index = Arc::new(BlockIndexImpl::TwoLevel(block_index));
-
-        SegmentInner {
-            tree_id: 0,
-            descriptor_table: Arc::new(FileDescriptorTable::new(512, 1)),
-            block_index,
-
-            offsets: FileOffsets {
-                bloom_ptr: BlockOffset(0),
-                range_filter_ptr: BlockOffset(0),
-                index_block_ptr: BlockOffset(0),
-                metadata_ptr: BlockOffset(0),
-                range_tombstones_ptr: BlockOffset(0),
-                tli_ptr: BlockOffset(0),
-                pfx_ptr: BlockOffset(0),
-            },
-
-            metadata: Metadata {
-                data_block_count: 0,
-                index_block_count: 0,
-                data_block_size: 4_096,
-                index_block_size: 4_096,
-                created_at: 0,
-                id,
-                file_size: size_mib * 1_024 * 1_024,
-                compression: crate::segment::meta::CompressionType::None,
-                table_type: crate::segment::meta::TableType::Block,
-                item_count: 0,
-                key_count: 0,
-                key_range: KeyRange::new((vec![].into(), vec![].into())),
-                tombstone_count: 0,
-                range_tombstone_count: 0,
-                uncompressed_size: size_mib * 1_024 * 1_024,
-                seqnos: (0, max_seqno),
-            },
-            cache,
-
-            bloom_filter: Some(BloomFilter::with_fp_rate(1, 0.1)),
-
-            path: "a".into(),
-            is_deleted: AtomicBool::default(),
+        // L0 first: fjall slows and then halts writes by its run count.
+        let l0 = version.l0();
+        if l0.table_count() >= usize::from(self.l0_threshold) && !version.level_is_busy(0, hidden)
+        {
+            let dest = 1.min(last);
+            let mut ids = l0.list_ids();
+            if dest == last {
+                if version.level_is_busy(last, hidden) {
+                    return Choice::DoNothing;
+                }
+                if let Some(level) = version.level(last) {
+                    ids.extend(level.list_ids());
+                }
+                return Choice::Merge(self.input(ids, dest));
+            }
+            // One run: its tables do not overlap, so they become a run of L1
+            // as they are (L1's runs stay ordered newest first).
+            return if l0.run_count() == 1 {
+                Choice::Move(self.input(ids, dest))
+            } else {
+                Choice::Merge(self.input(ids, dest))
+            };
         }
-        .into() */
-    }
 
-    #[test]
-    fn tiered_empty_levels() -> crate::Result<()> {
-        let tempdir = tempfile::tempdir()?;
+        for idx in 1..last {
+            let Some(level) = version.level(idx) else {
+                continue;
+            };
+            if level.run_count() < usize::from(self.run_limit) || version.level_is_busy(idx, hidden)
+            {
+                continue;
+            }
+            let dest = idx + 1;
+            let mut ids = level.list_ids();
+            if dest == last {
+                if version.level_is_busy(last, hidden) {
+                    continue;
+                }
+                if let Some(last_level) = version.level(last) {
+                    ids.extend(last_level.list_ids());
+                }
+            }
+            return Choice::Merge(self.input(ids, dest));
+        }
 
-        let compactor = Strategy {
-            base_size: 8 * 1_024 * 1_024,
-            level_ratio: 8,
-        };
-
-        let levels = LevelManifest::create_new(4, tempdir.path().join(LEVELS_MANIFEST_FILE))?;
-
-        assert_eq!(
-            compactor.choose(&levels, &Config::default()),
-            Choice::DoNothing
-        );
-
-        Ok(())
-    }
-
-    #[test]
-    fn tiered_default_l0() -> crate::Result<()> {
-        let tempdir = tempfile::tempdir()?;
-
-        let compactor = Strategy {
-            base_size: 8 * 1_024 * 1_024,
-            level_ratio: 4,
-        };
-        let config = Config::default();
-
-        let mut levels = LevelManifest::create_new(4, tempdir.path().join(LEVELS_MANIFEST_FILE))?;
-
-        levels.add(fixture_segment(1, 8, 5));
-        assert_eq!(compactor.choose(&levels, &config), Choice::DoNothing);
-
-        levels.add(fixture_segment(2, 8, 6));
-        assert_eq!(compactor.choose(&levels, &config), Choice::DoNothing);
-
-        levels.add(fixture_segment(3, 8, 7));
-        assert_eq!(compactor.choose(&levels, &config), Choice::DoNothing);
-
-        levels.add(fixture_segment(4, 8, 8));
-
-        assert_eq!(
-            compactor.choose(&levels, &config),
-            Choice::Merge(CompactionInput {
-                dest_level: 1,
-                segment_ids: set![1, 2, 3, 4],
-                target_size: u64::MAX,
-            })
-        );
-
-        Ok(())
-    }
-
-    #[test]
-    fn tiered_ordering() -> crate::Result<()> {
-        let tempdir = tempfile::tempdir()?;
-
-        let compactor = Strategy {
-            base_size: 8 * 1_024 * 1_024,
-            level_ratio: 2,
-        };
-        let config = Config::default();
-
-        let mut levels = LevelManifest::create_new(4, tempdir.path().join(LEVELS_MANIFEST_FILE))?;
-
-        levels.add(fixture_segment(1, 8, 0));
-        levels.add(fixture_segment(2, 8, 1));
-        levels.add(fixture_segment(3, 8, 2));
-        levels.add(fixture_segment(4, 8, 3));
-
-        assert_eq!(
-            compactor.choose(&levels, &config),
-            Choice::Merge(CompactionInput {
-                dest_level: 1,
-                segment_ids: set![1, 2],
-                target_size: u64::MAX,
-            })
-        );
-
-        Ok(())
-    }
-
-    #[test]
-    fn tiered_more_than_min() -> crate::Result<()> {
-        let tempdir = tempfile::tempdir()?;
-
-        let compactor = Strategy {
-            base_size: 8 * 1_024 * 1_024,
-            level_ratio: 4,
-        };
-        let config = Config::default();
-
-        let mut levels = LevelManifest::create_new(4, tempdir.path().join(LEVELS_MANIFEST_FILE))?;
-        levels.add(fixture_segment(1, 8, 5));
-        levels.add(fixture_segment(2, 8, 6));
-        levels.add(fixture_segment(3, 8, 7));
-        levels.add(fixture_segment(4, 8, 8));
-
-        levels.insert_into_level(1, fixture_segment(5, 8 * 4, 9));
-        levels.insert_into_level(1, fixture_segment(6, 8 * 4, 10));
-        levels.insert_into_level(1, fixture_segment(7, 8 * 4, 11));
-        levels.insert_into_level(1, fixture_segment(8, 8 * 4, 12));
-
-        assert_eq!(
-            compactor.choose(&levels, &config),
-            Choice::Merge(CompactionInput {
-                dest_level: 2,
-                segment_ids: set![5, 6, 7, 8],
-                target_size: u64::MAX,
-            })
-        );
-
-        Ok(())
-    }
-
-    #[test]
-    fn tiered_many_segments() -> crate::Result<()> {
-        let tempdir = tempfile::tempdir()?;
-
-        let compactor = Strategy {
-            base_size: 8 * 1_024 * 1_024,
-            level_ratio: 2,
-        };
-        let config = Config::default();
-
-        let mut levels = LevelManifest::create_new(4, tempdir.path().join(LEVELS_MANIFEST_FILE))?;
-        levels.add(fixture_segment(1, 8, 5));
-        levels.add(fixture_segment(2, 8, 6));
-        levels.add(fixture_segment(3, 8, 7));
-        levels.add(fixture_segment(4, 8, 8));
-
-        assert_eq!(
-            compactor.choose(&levels, &config),
-            Choice::Merge(CompactionInput {
-                dest_level: 1,
-                segment_ids: set![1, 2],
-                target_size: u64::MAX,
-            })
-        );
-
-        Ok(())
-    }
-
-    #[test]
-    fn tiered_deeper_level() -> crate::Result<()> {
-        let tempdir = tempfile::tempdir()?;
-
-        let compactor = Strategy {
-            base_size: 8 * 1_024 * 1_024,
-            level_ratio: 2,
-        };
-        let config = Config::default();
-
-        let mut levels = LevelManifest::create_new(4, tempdir.path().join(LEVELS_MANIFEST_FILE))?;
-        levels.add(fixture_segment(1, 8, 5));
-
-        levels.insert_into_level(1, fixture_segment(2, 8 * 2, 6));
-        levels.insert_into_level(1, fixture_segment(3, 8 * 2, 7));
-
-        assert_eq!(
-            compactor.choose(&levels, &config),
-            Choice::Merge(CompactionInput {
-                dest_level: 2,
-                segment_ids: set![2, 3],
-                target_size: u64::MAX,
-            })
-        );
-
-        let tempdir = tempfile::tempdir()?;
-        let mut levels = LevelManifest::create_new(4, tempdir.path().join(LEVELS_MANIFEST_FILE))?;
-
-        levels.insert_into_level(2, fixture_segment(2, 8 * 4, 5));
-        levels.insert_into_level(2, fixture_segment(3, 8 * 4, 6));
-
-        assert_eq!(
-            compactor.choose(&levels, &config),
-            Choice::Merge(CompactionInput {
-                dest_level: 3,
-                segment_ids: set![2, 3],
-                target_size: u64::MAX,
-            })
-        );
-
-        Ok(())
-    }
-
-    #[test]
-    fn tiered_last_level() -> crate::Result<()> {
-        let tempdir = tempfile::tempdir()?;
-
-        let compactor = Strategy {
-            base_size: 8 * 1_024 * 1_024,
-            level_ratio: 2,
-        };
-        let config = Config::default();
-
-        let mut levels = LevelManifest::create_new(4, tempdir.path().join(LEVELS_MANIFEST_FILE))?;
-        levels.insert_into_level(3, fixture_segment(2, 8, 5));
-        levels.insert_into_level(3, fixture_segment(3, 8, 5));
-
-        assert_eq!(compactor.choose(&levels, &config), Choice::DoNothing);
-
-        Ok(())
+        Choice::DoNothing
     }
 }
- */
