@@ -119,6 +119,7 @@ impl CompactionStrategy for Strategy {
     }
 
     fn choose(&self, version: &Version, _: &Config, state: &CompactionState) -> Choice {
+        assert!(version.level_count() == 7, "should have exactly 7 levels");
         let hidden = state.hidden_set();
         let last = version.level_count() - 1;
 
@@ -126,23 +127,13 @@ impl CompactionStrategy for Strategy {
         let l0 = version.l0();
         if l0.table_count() >= usize::from(self.l0_threshold) && !version.level_is_busy(0, hidden)
         {
-            let dest = 1.min(last);
-            let mut ids = l0.list_ids();
-            if dest == last {
-                if version.level_is_busy(last, hidden) {
-                    return Choice::DoNothing;
-                }
-                if let Some(level) = version.level(last) {
-                    ids.extend(level.list_ids());
-                }
-                return Choice::Merge(self.input(ids, dest));
-            }
+            let ids = l0.list_ids();
             // One run: its tables do not overlap, so they become a run of L1
             // as they are (L1's runs stay ordered newest first).
             return if l0.run_count() == 1 {
-                Choice::Move(self.input(ids, dest))
+                Choice::Move(self.input(ids, 1))
             } else {
-                Choice::Merge(self.input(ids, dest))
+                Choice::Merge(self.input(ids, 1))
             };
         }
 
