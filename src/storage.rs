@@ -215,8 +215,8 @@ pub(crate) const TIERED_RUN_LIMIT: u8 = 4;
 /// is rewritten once per level instead of about ten times per level as
 /// leveled compaction merges random keys into the whole of the next level
 /// (`graph_history`'s keys: 12 times what was flushed at 10M events,
-/// docs/BENCHMARKS.md, session 18). A scan reads every run (up to
-/// `TIERED_RUN_LIMIT - 1` per level below L0 more than leveled); these
+/// docs/BENCHMARKS.md, session 18). A scan reads every run: up to
+/// `TIERED_RUN_LIMIT - 1` in each level below L0, where leveled has one. These
 /// keyspaces are mostly inserted, so runs hold few stale versions. Growing
 /// a store to 10M events: 11 % faster over the growth, 14 % less server CPU,
 /// 12 % fewer bytes written, 2 % less disk; `graph_nodes` tiered as well
