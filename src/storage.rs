@@ -165,20 +165,25 @@ fn keyspace_options() -> fjall::KeyspaceCreateOptions {
 
 /// [`keyspace_options`] with an L0 threshold of `l0_threshold`.
 fn keyspace_options_with_l0(l0_threshold: u8) -> fjall::KeyspaceCreateOptions {
-    fjall::KeyspaceCreateOptions::default()
-        .max_memtable_size(MAX_MEMTABLE_BYTES)
-        .compaction_strategy(std::sync::Arc::new(
-            fjall::compaction::Leveled::default()
-                .with_table_target_size(TABLE_TARGET_BYTES)
-                .with_l0_threshold(l0_threshold),
-        ))
+    bounded_memtable_options().compaction_strategy(std::sync::Arc::new(
+        fjall::compaction::Leveled::default()
+            .with_table_target_size(TABLE_TARGET_BYTES)
+            .with_l0_threshold(l0_threshold),
+    ))
+}
+
+/// What every keyspace shares, whatever its compaction: memtables of at most
+/// [`MAX_MEMTABLE_BYTES`].
+fn bounded_memtable_options() -> fjall::KeyspaceCreateOptions {
+    fjall::KeyspaceCreateOptions::default().max_memtable_size(MAX_MEMTABLE_BYTES)
 }
 
 /// Values at least this long are kept in blob files, out of the index tree,
-/// in a keyspace opened with [`separated_keyspace_options`].
+/// in a keyspace opened with [`separated`].
 pub(crate) const SEPARATION_THRESHOLD_BYTES: u32 = 64;
 
-/// Options for a keyspace whose values compaction would otherwise rewrite
+/// `options` with values of [`SEPARATION_THRESHOLD_BYTES`] or more in blob
+/// files, for a keyspace whose values compaction would otherwise rewrite
 /// again and again: the keys stay in the LSM tree, each value goes once into
 /// an append-only blob file (key-value separation), so compaction rewrites
 /// keys and small blob handles instead of whole records. `graph_history`
@@ -193,25 +198,21 @@ pub(crate) const SEPARATION_THRESHOLD_BYTES: u32 = 64;
 /// the CPU this saves, the store is 11 % smaller than with neither, at the
 /// same ingest (docs/BENCHMARKS.md, session 21). fjall records the choice when it
 /// creates the keyspace: a store made before keeps its layout.
-fn separated_keyspace_options() -> fjall::KeyspaceCreateOptions {
-    separated(keyspace_options())
-}
-
-/// `options` with values of [`SEPARATION_THRESHOLD_BYTES`] or more in blob files.
 fn separated(options: fjall::KeyspaceCreateOptions) -> fjall::KeyspaceCreateOptions {
     options.with_kv_separation(Some(
         fjall::KvSeparationOptions::default().separation_threshold(SEPARATION_THRESHOLD_BYTES),
     ))
 }
 
-/// Runs a level below L0 of a [`tiered_keyspace_options`] keyspace collects
+/// Runs a level below L0 of a [`scan_only_keyspace_options`] keyspace collects
 /// before they are merged into one run of the next level.
 pub(crate) const TIERED_RUN_LIMIT: u8 = 4;
 
 /// Options for a keyspace written with random keys and read only by scans
-/// ([`SCAN_ONLY_KEYSPACES`]): tiered compaction (`vendor/lsm-tree`), where
-/// [`L0_THRESHOLD`] flushes merge into a new run of L1 and every
-/// [`TIERED_RUN_LIMIT`] runs of a level into one run of the next, so a key
+/// ([`SCAN_ONLY_KEYSPACES`]): no bloom filters, and tiered compaction
+/// (`vendor/lsm-tree`), where [`L0_THRESHOLD`] flushes merge into a new run
+/// of L1 and every [`TIERED_RUN_LIMIT`] runs of a level into one run of the
+/// next, so a key
 /// is rewritten once per level instead of about ten times per level as
 /// leveled compaction merges random keys into the whole of the next level
 /// (`graph_history`'s keys: 12 times what was flushed at 10M events,
@@ -223,15 +224,15 @@ pub(crate) const TIERED_RUN_LIMIT: u8 = 4;
 /// (point reads, overwritten at every event) gained nothing more
 /// (docs/BENCHMARKS.md, session 25). fjall records the strategy when it
 /// creates the keyspace: a store made before keeps leveled compaction.
-fn tiered_keyspace_options() -> fjall::KeyspaceCreateOptions {
-    fjall::KeyspaceCreateOptions::default()
-        .max_memtable_size(MAX_MEMTABLE_BYTES)
+fn scan_only_keyspace_options() -> fjall::KeyspaceCreateOptions {
+    bounded_memtable_options()
         .compaction_strategy(std::sync::Arc::new(
             fjall::compaction::Tiered::default()
                 .with_table_target_size(TABLE_TARGET_BYTES)
                 .with_l0_threshold(L0_THRESHOLD)
                 .with_run_limit(TIERED_RUN_LIMIT),
         ))
+        .filter_policy(fjall::config::FilterPolicy::disabled())
 }
 
 /// Data block size of `log_events`' tables (fjall's default: 4 KiB).
@@ -255,21 +256,16 @@ fn log_keyspace_options() -> fjall::KeyspaceCreateOptions {
 /// them and for a restore, which must recreate each one the same way.
 fn keyspace_options_for(name: &str) -> fjall::KeyspaceCreateOptions {
     let base = graph_base_name(name);
-    let options = match base {
+    match base {
         "cas_chunks" => {
             keyspace_options().with_kv_separation(Some(fjall::KvSeparationOptions::default()))
         }
-        "graph_history" => separated(tiered_keyspace_options()),
-        "graph_nodes" => separated_keyspace_options(),
+        "graph_history" => separated(scan_only_keyspace_options()),
+        "graph_nodes" => separated(keyspace_options()),
         "log_events" => log_keyspace_options(),
         "graph_edges_out" => keyspace_options_with_l0(EDGES_OUT_L0_THRESHOLD),
-        _ if SCAN_ONLY_KEYSPACES.contains(&base) => tiered_keyspace_options(),
+        _ if SCAN_ONLY_KEYSPACES.contains(&base) => scan_only_keyspace_options(),
         _ => keyspace_options(),
-    };
-    if SCAN_ONLY_KEYSPACES.contains(&base) {
-        options.filter_policy(fjall::config::FilterPolicy::disabled())
-    } else {
-        options
     }
 }
 
@@ -290,7 +286,7 @@ fn graph_base_name(name: &str) -> &str {
 /// (`get`): they are created without bloom filters, which only a point read
 /// consults (fjall's filters hash whole keys), so no flush or compaction
 /// builds one and no filter block is pinned for them; and with tiered
-/// compaction ([`tiered_keyspace_options`]): they take random keys and are
+/// compaction ([`scan_only_keyspace_options`]): they take random keys and are
 /// mostly inserted, not overwritten.
 const SCAN_ONLY_KEYSPACES: &[&str] = &[
     "graph_history",
