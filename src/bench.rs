@@ -659,7 +659,137 @@ pub struct BenchReport {
     pub reads: ReadReport,
     pub grow_ingest: Option<IngestReport>,
     pub grown_reads: Option<ReadReport>,
+    /// The store at the end of the run, from the server's `/metrics`
+    /// (`None` when it could not be read).
+    pub store: Option<StoreReport>,
     pub seconds: f64,
+}
+
+/// The store at the end of a run: its size per event and what the server
+/// wrote to reach it (counters since the server started, so a run on a
+/// freshly started server over a fresh store accounts for every byte).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StoreReport {
+    /// The log's head seq (events in the log).
+    pub events: u64,
+    /// `leviathan_store_disk_bytes` (measured at most 10 s before).
+    pub disk_bytes: u64,
+    pub disk_bytes_per_event: f64,
+    /// Everything the server wrote to storage (`leviathan_process_written_bytes_total`;
+    /// `None` where it does not count the store's writes, as on tmpfs).
+    pub written_bytes: Option<u64>,
+    /// What the journal took: `written_bytes` less the flushes' and
+    /// compactions' files (the artifact store's bytes included).
+    pub journal_bytes: Option<u64>,
+    pub flushed_bytes: u64,
+    pub compaction_read_bytes: u64,
+    pub compaction_written_bytes: u64,
+    /// `(flushed + compaction written) / flushed` over every keyspace.
+    pub write_amplification: f64,
+    /// Per keyspace that wrote anything, most bytes first.
+    pub keyspaces: Vec<KeyspaceWriteReport>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KeyspaceWriteReport {
+    pub keyspace: String,
+    /// Tables and blob files its flushes wrote.
+    pub flushed_bytes: u64,
+    pub compaction_read_bytes: u64,
+    pub compaction_written_bytes: u64,
+    /// `(flushed + compaction written) / flushed`.
+    pub write_amplification: f64,
+}
+
+/// The [`StoreReport`] in a `/metrics` text exposition, `None` without the
+/// store's counters (a server before them, or a PostgreSQL store).
+fn store_report(text: &str) -> Option<StoreReport> {
+    let mut by_keyspace: std::collections::BTreeMap<String, [u64; 3]> = Default::default();
+    let value = |name: &str| {
+        text.lines().find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name).then(|| v.trim().parse::<f64>().ok()).flatten()
+        })
+    };
+    let events = value("leviathan_log_head_seq")? as u64;
+    let disk_bytes = value("leviathan_store_disk_bytes")? as u64;
+    let process_written = value("leviathan_process_written_bytes_total").map(|v| v as u64);
+    for line in text.lines() {
+        let Some((series, v)) = line.split_once(' ') else {
+            continue;
+        };
+        let slot = if series.starts_with("leviathan_store_flush_written_bytes_total{") {
+            0
+        } else if series.starts_with("leviathan_store_compaction_read_bytes_total{") {
+            1
+        } else if series.starts_with("leviathan_store_compaction_written_bytes_total{") {
+            2
+        } else {
+            continue;
+        };
+        let Some(keyspace) = series
+            .split_once("keyspace=\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(k, _)| k.to_owned())
+        else {
+            continue;
+        };
+        let Ok(v) = v.trim().parse::<f64>() else {
+            continue;
+        };
+        by_keyspace.entry(keyspace).or_default()[slot] += v as u64;
+    }
+    if by_keyspace.is_empty() {
+        return None;
+    }
+    let amplification = |flushed: u64, written: u64| {
+        if flushed == 0 {
+            0.0
+        } else {
+            (flushed + written) as f64 / flushed as f64
+        }
+    };
+    let mut keyspaces: Vec<KeyspaceWriteReport> = by_keyspace
+        .into_iter()
+        .filter(|(_, [f, r, w])| f + r + w > 0)
+        .map(|(keyspace, [f, r, w])| KeyspaceWriteReport {
+            keyspace,
+            flushed_bytes: f,
+            compaction_read_bytes: r,
+            compaction_written_bytes: w,
+            write_amplification: amplification(f, w),
+        })
+        .collect();
+    keyspaces.sort_by(|a, b| {
+        let total = |k: &KeyspaceWriteReport| k.flushed_bytes + k.compaction_written_bytes;
+        total(b)
+            .cmp(&total(a))
+            .then_with(|| a.keyspace.cmp(&b.keyspace))
+    });
+    let sum = |f: fn(&KeyspaceWriteReport) -> u64| keyspaces.iter().map(f).sum::<u64>();
+    let flushed_bytes = sum(|k| k.flushed_bytes);
+    let compaction_read_bytes = sum(|k| k.compaction_read_bytes);
+    let compaction_written_bytes = sum(|k| k.compaction_written_bytes);
+    // Below the files' bytes, the process's counter does not see the store's
+    // writes (a data dir on tmpfs, which no block device writes back).
+    let written_bytes = process_written.filter(|&w| w >= flushed_bytes + compaction_written_bytes);
+    Some(StoreReport {
+        events,
+        disk_bytes,
+        disk_bytes_per_event: if events == 0 {
+            0.0
+        } else {
+            disk_bytes as f64 / events as f64
+        },
+        written_bytes,
+        journal_bytes: written_bytes
+            .map(|w| w.saturating_sub(flushed_bytes + compaction_written_bytes)),
+        flushed_bytes,
+        compaction_read_bytes,
+        compaction_written_bytes,
+        write_amplification: amplification(flushed_bytes, compaction_written_bytes),
+        keyspaces,
+    })
 }
 
 /// Refuses a URL whose host is not loopback, unless allowed.
@@ -833,6 +963,25 @@ impl Ctx {
         if self.no_metrics.load(Ordering::Relaxed) {
             return Ok(ServerCounters::default());
         }
+        Ok(process_metrics(&self.metrics_text().await?))
+    }
+
+    /// The store's size and write counters at the end of the run, if
+    /// `/metrics` answers and has them.
+    async fn store(&self) -> Option<StoreReport> {
+        if self.no_metrics.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.metrics_text().await {
+            Ok(text) => store_report(&text),
+            Err(e) => {
+                tracing::warn!("no store figures: {e:#}");
+                None
+            }
+        }
+    }
+
+    async fn metrics_text(&self) -> anyhow::Result<String> {
         let resp = self
             .client
             .get(self.url("/metrics"))
@@ -845,7 +994,7 @@ impl Ctx {
         if !status.is_success() {
             bail!("GET /metrics: {status}");
         }
-        Ok(process_metrics(&text))
+        Ok(text)
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
@@ -968,6 +1117,7 @@ async fn run_async(
             reads,
             grow_ingest: None,
             grown_reads: None,
+            store: ctx.store().await,
             seconds: started.elapsed().as_secs_f64(),
         });
     }
@@ -1001,6 +1151,7 @@ async fn run_async(
         reads,
         grow_ingest,
         grown_reads,
+        store: ctx.store().await,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -1446,7 +1597,64 @@ pub fn render(r: &BenchReport) -> String {
     if let Some(g) = &r.grown_reads {
         reads(&mut s, "reads after growth", g);
     }
+    if let Some(st) = &r.store {
+        render_store(&mut s, st);
+    }
     s
+}
+
+fn render_store(s: &mut String, st: &StoreReport) {
+    let gb = |b: u64| b as f64 / 1e9;
+    let _ = writeln!(
+        s,
+        "store: {} events, {:.2} GB on disk ({:.0} bytes/event)",
+        st.events,
+        gb(st.disk_bytes),
+        st.disk_bytes_per_event
+    );
+    if let (Some(w), Some(j)) = (st.written_bytes, st.journal_bytes) {
+        let _ = writeln!(
+            s,
+            "  the server wrote {:.2} GB since it started ({:.1}× the store): journal {:.2} GB, \
+             flushes {:.2} GB, compactions {:.2} GB",
+            gb(w),
+            w as f64 / st.disk_bytes.max(1) as f64,
+            gb(j),
+            gb(st.flushed_bytes),
+            gb(st.compaction_written_bytes)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  {:<26} {:>11} {:>11} {:>11} {:>6}",
+        "keyspace", "flushed GB", "comp. read", "comp. wrote", "amp."
+    );
+    // Keyspaces that wrote under 1 MB are left out here (not in the JSON,
+    // nor in the totals).
+    for k in st
+        .keyspaces
+        .iter()
+        .filter(|k| k.flushed_bytes + k.compaction_written_bytes >= 1_000_000)
+    {
+        let _ = writeln!(
+            s,
+            "  {:<26} {:>11.3} {:>11.3} {:>11.3} {:>6.1}",
+            k.keyspace,
+            gb(k.flushed_bytes),
+            gb(k.compaction_read_bytes),
+            gb(k.compaction_written_bytes),
+            k.write_amplification
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  {:<26} {:>11.3} {:>11.3} {:>11.3} {:>6.1}",
+        "all",
+        gb(st.flushed_bytes),
+        gb(st.compaction_read_bytes),
+        gb(st.compaction_written_bytes),
+        st.write_amplification
+    );
 }
 
 #[cfg(test)]

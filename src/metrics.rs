@@ -17,7 +17,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Most distinct `event_type` label values; later types count as `other`.
 pub const MAX_EVENT_TYPE_LABELS: usize = 256;
@@ -175,6 +175,8 @@ pub struct Metrics {
     pub pinned_block_bytes: Gauge,
     /// Compaction's backlog: the most L0 runs of any keyspace.
     pub l0_runs_max: Gauge,
+    /// What each keyspace's flushes and compactions read and wrote.
+    pub keyspace_writes: KeyspaceWritesSlot,
     pub chain_verified_seq: Gauge,
     pub chain_verify_failures: Counter,
     /// See [`WriterMetrics::replica_rebuilds`].
@@ -196,6 +198,8 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut root = Registry::default();
         root.register_collector(Box::new(ProcessCollector));
+        let keyspace_writes = KeyspaceWritesSlot::default();
+        root.register_collector(Box::new(keyspace_writes.clone()));
         let r = root.sub_registry_with_prefix("leviathan");
         let ingest_requests = Family::<Outcome, Counter>::default();
         r.register(
@@ -457,6 +461,7 @@ impl Default for Metrics {
             memtable_bytes,
             pinned_block_bytes,
             l0_runs_max,
+            keyspace_writes,
             chain_verified_seq,
             chain_verify_failures,
             replica_rebuilds,
@@ -723,6 +728,83 @@ impl BatchCounts {
     }
 }
 
+/// What one keyspace's flushes and compactions have read and written since
+/// the store was opened (the store's counters, in bytes): its write
+/// amplification is `(flushed + compacted) / flushed`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyspaceWrites {
+    pub flushed_table_bytes: u64,
+    pub flushed_blob_bytes: u64,
+    pub compaction_read_bytes: u64,
+    pub compaction_table_bytes: u64,
+    pub compaction_blob_bytes: u64,
+}
+
+/// The latest [`KeyspaceWrites`] by keyspace name, set before each render
+/// (the store is read where the other store gauges are) and encoded as
+/// `leviathan_store_{flush_written,compaction_read,compaction_written}_bytes`.
+#[derive(Clone, Debug, Default)]
+pub struct KeyspaceWritesSlot(Arc<Mutex<Vec<(String, KeyspaceWrites)>>>);
+
+impl KeyspaceWritesSlot {
+    pub fn set(&self, writes: Vec<(String, KeyspaceWrites)>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = writes;
+    }
+}
+
+impl prometheus_client::collector::Collector for KeyspaceWritesSlot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let writes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if writes.is_empty() {
+            return Ok(());
+        }
+        // Per family: (label `file`, or "" for none; the counter).
+        type Kinds = &'static [(&'static str, fn(&KeyspaceWrites) -> u64)];
+        let families: [(&str, &str, Kinds); 3] = [
+            (
+                "leviathan_store_flush_written_bytes",
+                "Bytes the store's memtable flushes wrote, by keyspace and file kind (table, or \
+                 blob for values kept apart from their keys), since the server started",
+                &[
+                    ("table", |w| w.flushed_table_bytes),
+                    ("blob", |w| w.flushed_blob_bytes),
+                ],
+            ),
+            (
+                "leviathan_store_compaction_read_bytes",
+                "Bytes the store's compactions read (the tables and blob files they merged), by \
+                 keyspace, since the server started",
+                &[("", |w| w.compaction_read_bytes)],
+            ),
+            (
+                "leviathan_store_compaction_written_bytes",
+                "Bytes the store's compactions wrote, by keyspace and file kind, since the server \
+                 started; with the flushes' bytes, each keyspace's write amplification",
+                &[
+                    ("table", |w| w.compaction_table_bytes),
+                    ("blob", |w| w.compaction_blob_bytes),
+                ],
+            ),
+        ];
+        for (name, help, kinds) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (keyspace, w) in &writes {
+                for (file, pick) in kinds {
+                    let value = pick(w);
+                    if file.is_empty() {
+                        let labels = [("keyspace", keyspace.as_str())];
+                        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                    } else {
+                        let labels = [("keyspace", keyspace.as_str()), ("file", file)];
+                        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Standard process metrics from `/proc/self` (Linux), read at each scrape.
 #[derive(Debug)]
 struct ProcessCollector;
@@ -734,6 +816,9 @@ pub struct ProcessStats {
     pub cpu_seconds: Option<f64>,
     pub open_fds: Option<u64>,
     pub start_time_seconds: Option<f64>,
+    /// Bytes the process caused to be written to storage (`/proc/self/io`
+    /// `write_bytes`: the store's journal, tables and blob files).
+    pub written_bytes: Option<u64>,
 }
 
 impl ProcessStats {
@@ -760,6 +845,12 @@ impl ProcessStats {
                     s.start_time_seconds = Some(boot + start / ticks);
                 }
             }
+        }
+        if let Ok(io) = std::fs::read_to_string("/proc/self/io") {
+            s.written_bytes = io
+                .lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse::<u64>().ok());
         }
         if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
             // The directory handle itself is one of the entries.
@@ -941,6 +1032,16 @@ impl prometheus_client::collector::Collector for ProcessCollector {
                     ConstCounter::new(wait).encode(family.encode_family(&labels)?)?;
                 }
             }
+        }
+        if let Some(v) = s.written_bytes {
+            let m = encoder.encode_descriptor(
+                "leviathan_process_written_bytes",
+                "Bytes the server caused to be written to storage (/proc/self/io write_bytes): \
+                 the store's journal, tables and blob files",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(v).encode(m)?;
         }
         if let Some(v) = s.open_fds {
             let m = encoder.encode_descriptor(

@@ -309,6 +309,25 @@ pub(crate) fn open_keyspace(db: &fjall::Database, name: &str) -> fjall::Result<f
     db.keyspace(name, || keyspace_options_for(name))
 }
 
+/// What each keyspace's flushes and compactions have read and written since
+/// `db` was opened (a `vendor/lsm-tree` patch counts them), by keyspace name:
+/// the `leviathan_store_*_bytes` counters of `/metrics`.
+pub fn keyspace_writes(db: &fjall::Database) -> Vec<(String, crate::metrics::KeyspaceWrites)> {
+    db.keyspace_write_stats()
+        .into_iter()
+        .map(|(name, w)| {
+            let writes = crate::metrics::KeyspaceWrites {
+                flushed_table_bytes: w.flushed_table_bytes,
+                flushed_blob_bytes: w.flushed_blob_bytes,
+                compaction_read_bytes: w.compaction_read_bytes,
+                compaction_table_bytes: w.compaction_table_bytes,
+                compaction_blob_bytes: w.compaction_blob_bytes,
+            };
+            (name, writes)
+        })
+        .collect()
+}
+
 /// Flushes every keyspace's memtables to disk tables and waits for it, so the
 /// next open has no memtable to rebuild from the journal (a clean shutdown and
 /// the end of a rebuild call it; after a crash fjall replays the journal, up
@@ -473,6 +492,79 @@ mod tests {
         nodes.major_compact().unwrap();
         assert_eq!(db.max_l0_run_count(), 1, "graph_meta's one flush");
         assert_eq!(nodes.get("key").unwrap().as_deref(), Some(&b"c"[..]));
+    }
+
+    /// `keyspace_writes` (the `leviathan_store_*_bytes` counters) counts
+    /// every byte a flush or a merge wrote, tables and blob files, and what
+    /// merges read: before any merge the flushed bytes are the keyspace's
+    /// size; a major compaction reads all of it and writes its new size.
+    #[test]
+    fn keyspace_writes_count_what_flushes_and_merges_read_and_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("store")).unwrap();
+        let meta = open_keyspace(&db, "graph_meta").unwrap();
+        let history = open_keyspace(&db, "graph_history").unwrap();
+        let writes = |name: &str| {
+            keyspace_writes(&db)
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, w)| w)
+                .unwrap_or_else(|| panic!("no {name}"))
+        };
+        assert_eq!(writes("graph_meta"), Default::default());
+        assert_eq!(writes("graph_history"), Default::default());
+        // Values that do not compress, so that the blob files' size is
+        // not a matter of luck; history keeps values of 64 bytes or more
+        // apart from their keys.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut noise = |n: usize| {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect::<Vec<u8>>()
+        };
+        for round in 0..3 {
+            for i in 0..200 {
+                let key = format!("k{i:04}");
+                meta.insert(&key, format!("{round}-{i}")).unwrap();
+                history.insert(&key, noise(200)).unwrap();
+            }
+            meta.rotate_memtable_and_wait().unwrap();
+            history.rotate_memtable_and_wait().unwrap();
+        }
+        let m = writes("graph_meta");
+        assert!(m.flushed_table_bytes > 0);
+        assert_eq!(m.flushed_table_bytes, meta.disk_space(), "{m:?}");
+        assert_eq!(m.flushed_blob_bytes, 0, "{m:?}");
+        assert_eq!(m.compaction_read_bytes, 0, "no merge yet: {m:?}");
+        let h = writes("graph_history");
+        assert!(
+            h.flushed_blob_bytes >= 3 * 200 * 200,
+            "the values went to blob files: {h:?}"
+        );
+        assert!(h.flushed_table_bytes > 0, "{h:?}");
+        assert_eq!(
+            h.flushed_table_bytes + h.flushed_blob_bytes,
+            history.disk_space(),
+            "{h:?}"
+        );
+
+        let before = meta.disk_space();
+        meta.major_compact().unwrap();
+        let after = meta.disk_space();
+        assert!(after < before, "the overwritten versions are gone");
+        let m2 = writes("graph_meta");
+        assert_eq!(m2.compaction_read_bytes, before, "{m2:?}");
+        assert_eq!(m2.compaction_table_bytes, after, "{m2:?}");
+        assert_eq!(m2.flushed_table_bytes, m.flushed_table_bytes);
+        history.major_compact().unwrap();
+        let h2 = writes("graph_history");
+        assert!(h2.compaction_read_bytes >= h.flushed_table_bytes, "{h2:?}");
+        assert!(h2.compaction_table_bytes > 0, "{h2:?}");
     }
 
     /// The scan-only keyspaces compact by tiers (`vendor/lsm-tree`'s

@@ -115,6 +115,26 @@ fn metrics_cover_the_writer_projectors_http_artifacts_store_and_process() {
     assert_eq!(m("leviathan_writer_up"), 1.0);
     // A fresh store that has flushed no memtable has no L0 tables.
     assert_eq!(m("leviathan_store_l0_runs_max"), 0.0);
+    // Flushes' and compactions' bytes by keyspace (storage's unit tests
+    // check the counting): every keyspace is listed, each file kind.
+    for ks in ["log_events", "graph_nodes", "graph_history"] {
+        for file in ["table", "blob"] {
+            let flushed = m(&format!(
+                r#"leviathan_store_flush_written_bytes_total{{keyspace="{ks}",file="{file}"}}"#
+            ));
+            let compacted = m(&format!(
+                r#"leviathan_store_compaction_written_bytes_total{{keyspace="{ks}",file="{file}"}}"#
+            ));
+            assert!(flushed >= 0.0 && compacted >= 0.0);
+        }
+        assert!(
+            m(&format!(
+                r#"leviathan_store_compaction_read_bytes_total{{keyspace="{ks}"}}"#
+            )) >= 0.0
+        );
+    }
+    // Everything the process wrote to storage (0 on a tmpfs data dir).
+    assert!(m("leviathan_process_written_bytes_total") >= 0.0);
     // The core projector: a call per event it handles, fuel, the refusal.
     let core = r#"{projector="core@"#;
     let calls = metric_starting(&text, &format!("leviathan_projector_calls_total{core}"));
@@ -310,4 +330,65 @@ fn metrics_token_guards_metrics_only() {
             .as_u16(),
         200
     );
+}
+
+/// `leviathan bench` ends its report with the store: its size per event and
+/// what the server wrote to reach it, per keyspace, from the counters of
+/// `/metrics` (a run long enough for the log's and the history's memtables,
+/// 6 MiB each, to be flushed).
+#[test]
+fn bench_reports_the_stores_bytes_per_keyspace() {
+    let s = Server::start();
+    let out = leviathan()
+        .args(["bench", "--url", &s.base, "--token", TOKEN])
+        .args(["--events", "20000", "--bundle", "500", "--clients", "2"])
+        .args(["--grow-factor", "0", "--reads", "1", "--json"])
+        .output()
+        .expect("leviathan bench runs");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let store = &report["store"];
+    // The bench's setup bundle, then its 20,000 events.
+    assert_eq!(store["events"], 20_002, "{store}");
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("{v} in {store}"));
+    assert!(n(&store["disk_bytes"]) > 0);
+    let keyspaces = store["keyspaces"].as_array().unwrap();
+    let of = |name: &str| {
+        keyspaces
+            .iter()
+            .find(|k| k["keyspace"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {store}"))
+    };
+    for name in ["log_events", "graph_history"] {
+        let k = of(name);
+        assert!(n(&k["flushed_bytes"]) > 1_000_000, "{k}");
+        assert!(k["write_amplification"].as_f64().unwrap() >= 1.0, "{k}");
+    }
+    // The totals are the keyspaces' sums, and everything the server wrote
+    // covers them (the rest is the journal).
+    let flushed: u64 = keyspaces.iter().map(|k| n(&k["flushed_bytes"])).sum();
+    let compacted: u64 = keyspaces
+        .iter()
+        .map(|k| n(&k["compaction_written_bytes"]))
+        .sum();
+    assert_eq!(n(&store["flushed_bytes"]), flushed);
+    assert_eq!(n(&store["compaction_written_bytes"]), compacted);
+    // Where the data dir is on a block device (not tmpfs), what the process
+    // wrote covers the files, and the rest is the journal.
+    if let Some(written) = store["written_bytes"].as_u64() {
+        assert!(written >= flushed + compacted, "{store}");
+        assert_eq!(n(&store["journal_bytes"]), written - flushed - compacted);
+    } else {
+        assert!(store["journal_bytes"].is_null(), "{store}");
+    }
+    // Most bytes first.
+    let totals: Vec<u64> = keyspaces
+        .iter()
+        .map(|k| n(&k["flushed_bytes"]) + n(&k["compaction_written_bytes"]))
+        .collect();
+    assert!(totals.windows(2).all(|w| w[0] >= w[1]), "{totals:?}");
 }

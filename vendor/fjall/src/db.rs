@@ -277,6 +277,24 @@ impl Database {
             .unwrap_or(0)
     }
 
+    /// What each keyspace's flushes and compactions have read and written
+    /// since the database was opened, by keyspace name.
+    ///
+    /// LEVIATHAN PATCH (see LEVIATHAN-PATCH.md): a read-only view for the
+    /// server's per-keyspace write-amplification counters.
+    #[must_use]
+    #[doc(hidden)]
+    pub fn keyspace_write_stats(&self) -> Vec<(String, crate::WriteStatsSnapshot)> {
+        #[expect(clippy::expect_used)]
+        let keyspaces = self.supervisor.keyspaces.read().expect("lock is poisoned");
+        let mut stats = keyspaces
+            .values()
+            .map(|ks| (ks.name.to_string(), ks.tree.write_stats().snapshot()))
+            .collect::<Vec<_>>();
+        stats.sort_by(|a, b| a.0.cmp(&b.0));
+        stats
+    }
+
     /// Returns the number of queued memtable flush tasks.
     ///
     /// # Experimental

@@ -170,7 +170,7 @@ pub use tx::optimistic::{
 };
 
 #[doc(hidden)]
-pub use lsm_tree::{AbstractTree, AnyTree, Error as LsmError, TreeType};
+pub use lsm_tree::{AbstractTree, AnyTree, Error as LsmError, TreeType, WriteStatsSnapshot};
 
 pub use lsm_tree::{
     CompressionType, KvPair, KvSeparationOptions, SeqNo, Slice, UserKey, UserValue,

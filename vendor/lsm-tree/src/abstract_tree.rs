@@ -107,6 +107,15 @@ pub trait AbstractTree {
         drop(version_history);
 
         if let Some((tables, blob_files)) = self.flush_to_tables(stream)? {
+            // LEVIATHAN PATCH: count what the flush wrote.
+            self.write_stats().flushed(
+                tables.iter().map(crate::Table::file_size).sum(),
+                blob_files
+                    .iter()
+                    .flatten()
+                    .map(crate::BlobFile::file_size)
+                    .sum(),
+            );
             self.register_tables(
                 &tables,
                 blob_files.as_deref(),
@@ -206,6 +215,11 @@ pub trait AbstractTree {
     /// Returns the metrics structure.
     #[cfg(feature = "metrics")]
     fn metrics(&self) -> &Arc<crate::Metrics>;
+
+    /// LEVIATHAN PATCH: the bytes this tree's flushes and compactions have
+    /// read and written since it was opened.
+    #[doc(hidden)]
+    fn write_stats(&self) -> &Arc<crate::WriteStats>;
 
     /// Acquires the flush lock which is required to call [`Tree::flush`].
     fn get_flush_lock(&self) -> MutexGuard<'_, ()>;

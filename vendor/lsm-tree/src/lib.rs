@@ -148,6 +148,9 @@ mod value_type;
 mod version;
 mod vlog;
 
+// LEVIATHAN PATCH: flush and compaction byte counters.
+mod write_stats;
+
 /// User defined key (byte array)
 pub type UserKey = Slice;
 
@@ -190,6 +193,7 @@ pub use {
     value::SeqNo,
     value_type::ValueType,
     vlog::BlobFile,
+    write_stats::{WriteStats, WriteStatsSnapshot},
 };
 
 #[cfg(feature = "metrics")]

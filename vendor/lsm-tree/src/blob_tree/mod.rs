@@ -201,6 +201,10 @@ impl AbstractTree for BlobTree {
         self.index.metrics()
     }
 
+    fn write_stats(&self) -> &Arc<crate::WriteStats> {
+        self.index.write_stats()
+    }
+
     fn version_free_list_len(&self) -> usize {
         self.index.version_free_list_len()
     }

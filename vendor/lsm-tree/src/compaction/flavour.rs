@@ -275,6 +275,12 @@ impl CompactionFlavour for RelocatingCompaction {
         let mut created_blob_files = self.blob_writer.finish()?;
         created_blob_files.extend(extra_blob_files);
 
+        // LEVIATHAN PATCH: count what the merge wrote.
+        opts.write_stats.compacted(
+            created_tables.iter().map(Table::file_size).sum(),
+            created_blob_files.iter().map(BlobFile::file_size).sum(),
+        );
+
         let mut blob_files_to_drop = self.rewriting_blob_files;
 
         let current_version = super_version.latest_version();
@@ -404,6 +410,12 @@ impl CompactionFlavour for StandardCompaction {
         let table_ids_to_delete = std::mem::take(&mut self.tables_to_rewrite);
 
         let created_tables = self.consume_writer(opts, dst_lvl)?;
+
+        // LEVIATHAN PATCH: count what the merge wrote.
+        opts.write_stats.compacted(
+            created_tables.iter().map(Table::file_size).sum(),
+            extra_blob_files.iter().map(BlobFile::file_size).sum(),
+        );
 
         let mut blob_files_to_drop = Vec::default();
 

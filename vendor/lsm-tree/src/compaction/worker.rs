@@ -60,6 +60,9 @@ pub struct Options {
 
     pub compaction_state: Arc<Mutex<CompactionState>>,
 
+    /// LEVIATHAN PATCH: the tree's flush and compaction byte counters.
+    pub write_stats: Arc<crate::WriteStats>,
+
     #[cfg(feature = "metrics")]
     pub metrics: Arc<Metrics>,
 }
@@ -79,6 +82,7 @@ impl Options {
             mvcc_gc_watermark: 0,
 
             compaction_state: tree.compaction_state.clone(),
+            write_stats: tree.write_stats.clone(),
 
             #[cfg(feature = "metrics")]
             metrics: tree.metrics.clone(),
@@ -232,6 +236,14 @@ fn move_tables(
     let pin_index = opts.config.index_block_pinning_policy.get(dest_level);
     let reopened = {
         let latest = version_history_lock.latest_version();
+        // LEVIATHAN PATCH: count the bytes moved (not rewritten).
+        opts.write_stats.moved(
+            table_ids
+                .iter()
+                .filter_map(|&id| latest.version.get_table(id))
+                .map(Table::file_size)
+                .sum(),
+        );
         table_ids
             .iter()
             .filter_map(|&id| latest.version.get_table(id))
@@ -411,6 +423,11 @@ fn merge_tables(
 
     let mut blob_frag_map = FragmentationMap::default();
 
+    // LEVIATHAN PATCH: count the input tables' bytes as read (a merge that
+    // stops early or is not installed read them all the same).
+    opts.write_stats
+        .compaction_read(tables.iter().map(Table::file_size).sum());
+
     let Some(mut merge_iter) = create_compaction_stream(
         &current_super_version.version,
         &payload.table_ids.iter().copied().collect::<Vec<_>>(),
@@ -507,6 +524,11 @@ fn merge_tables(
                 );
 
                 let inner = StandardCompaction::new(table_writer, tables);
+
+                // LEVIATHAN PATCH: the relocated blob files are read too.
+                opts.write_stats.compaction_read(
+                    blob_files_to_rewrite.iter().map(BlobFile::file_size).sum(),
+                );
 
                 Box::new(RelocatingCompaction::new(
                     inner,

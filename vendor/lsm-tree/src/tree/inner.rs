@@ -66,6 +66,9 @@ pub struct TreeInner {
     /// Serializes flush operations.
     pub(crate) flush_lock: Mutex<()>,
 
+    /// LEVIATHAN PATCH: bytes flushes and compactions read and wrote.
+    pub(crate) write_stats: Arc<crate::WriteStats>,
+
     #[doc(hidden)]
     #[cfg(feature = "metrics")]
     pub metrics: Arc<Metrics>,
@@ -94,6 +97,7 @@ impl TreeInner {
             major_compaction_lock: RwLock::default(),
             flush_lock: Mutex::default(),
             compaction_state: Arc::new(Mutex::new(CompactionState::default())),
+            write_stats: Arc::default(),
 
             #[cfg(feature = "metrics")]
             metrics: Metrics::default().into(),

@@ -184,6 +184,10 @@ impl AbstractTree for Tree {
         &self.0.metrics
     }
 
+    fn write_stats(&self) -> &Arc<crate::WriteStats> {
+        &self.0.write_stats
+    }
+
     fn version_free_list_len(&self) -> usize {
         #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
         self.version_history
@@ -989,6 +993,7 @@ impl Tree {
             major_compaction_lock: RwLock::default(),
             flush_lock: Mutex::default(),
             compaction_state: Arc::new(Mutex::new(CompactionState::default())),
+            write_stats: Arc::default(),
 
             #[cfg(feature = "metrics")]
             metrics,

@@ -120,6 +120,14 @@ impl BlobFile {
         &self.0.file_accessor
     }
 
+    /// Returns the bytes of the blob file's (compressed) values.
+    ///
+    /// LEVIATHAN PATCH: for the flush and compaction byte counters.
+    #[must_use]
+    pub(crate) fn file_size(&self) -> u64 {
+        self.0.meta.total_compressed_bytes
+    }
+
     /// Returns the number of items in the blob file.
     #[must_use]
     #[expect(clippy::len_without_is_empty)]
