@@ -1629,8 +1629,8 @@ fn render_store(s: &mut String, st: &StoreReport) {
         "  {:<26} {:>11} {:>11} {:>11} {:>6}",
         "keyspace", "flushed GB", "comp. read", "comp. wrote", "amp."
     );
-    // Keyspaces that wrote under 1 MB are left out here (not in the JSON,
-    // nor in the totals).
+    // Keyspaces that wrote under 1 MB are left out of this table (the JSON
+    // and the totals keep them).
     for k in st
         .keyspaces
         .iter()
