@@ -705,12 +705,7 @@ pub struct KeyspaceWriteReport {
 /// store's counters (a server before them, or a PostgreSQL store).
 fn store_report(text: &str) -> Option<StoreReport> {
     let mut by_keyspace: std::collections::BTreeMap<String, [u64; 3]> = Default::default();
-    let value = |name: &str| {
-        text.lines().find_map(|l| {
-            let (n, v) = l.split_once(' ')?;
-            (n == name).then(|| v.trim().parse::<f64>().ok()).flatten()
-        })
-    };
+    let value = |name: &str| exposition_value(text, name);
     let events = value("leviathan_log_head_seq")? as u64;
     let disk_bytes = value("leviathan_store_disk_bytes")? as u64;
     let process_written = value("leviathan_process_written_bytes_total").map(|v| v as u64);
@@ -1295,13 +1290,17 @@ struct ServerCounters {
 /// `leviathan-writer` cut to the 15 bytes of a Linux thread name.
 const WRITER_THREAD: &str = "leviathan-write";
 
+/// The value of the unlabelled series `name` (or `name{labels}` written out
+/// whole) in a Prometheus text exposition.
+fn exposition_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse::<f64>().ok()).flatten()
+    })
+}
+
 fn process_metrics(text: &str) -> ServerCounters {
-    let value = |name: &str| {
-        text.lines().find_map(|l| {
-            let (n, v) = l.split_once(' ')?;
-            (n == name).then(|| v.trim().parse::<f64>().ok()).flatten()
-        })
-    };
+    let value = |name: &str| exposition_value(text, name);
     let writer = |family: &str| value(&format!("{family}{{thread=\"{WRITER_THREAD}\"}}"));
     ServerCounters {
         cpu_seconds: value("process_cpu_seconds_total"),

@@ -553,24 +553,18 @@ pub fn admin_full(args: &[&str], dir: &Path) -> (i32, String, String) {
 /// `leviathan bench` ingests `events` more events into `s` (its own shapes:
 /// targets, tasks, attempts with their artifacts, tests and PRs).
 pub fn grow(s: &Server, events: usize) {
+    grow_with(s, events, &[]);
+}
+
+/// [`grow`] with more bench arguments (`--json`, ...); the bench's stdout
+/// (its report).
+pub fn grow_with(s: &Server, events: usize, more: &[&str]) -> Vec<u8> {
     let out = leviathan()
         .args(["bench", "--url", &s.base, "--token", TOKEN])
-        .args([
-            "--events",
-            &events.to_string(),
-            "--bundle",
-            "500",
-            "--clients",
-            "2",
-        ])
-        .args([
-            "--grow-factor",
-            "0",
-            "--reads",
-            "1",
-            "--duration-limit",
-            "3600",
-        ])
+        .args(["--events", &events.to_string(), "--bundle", "500"])
+        .args(["--clients", "2", "--grow-factor", "0", "--reads", "1"])
+        .args(["--duration-limit", "3600"])
+        .args(more)
         .output()
         .expect("leviathan bench runs");
     assert!(
@@ -578,4 +572,5 @@ pub fn grow(s: &Server, events: usize) {
         "bench failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out.stdout
 }

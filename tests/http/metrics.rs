@@ -339,18 +339,8 @@ fn metrics_token_guards_metrics_only() {
 #[test]
 fn bench_reports_the_stores_bytes_per_keyspace() {
     let s = Server::start();
-    let out = leviathan()
-        .args(["bench", "--url", &s.base, "--token", TOKEN])
-        .args(["--events", "20000", "--bundle", "500", "--clients", "2"])
-        .args(["--grow-factor", "0", "--reads", "1", "--json"])
-        .output()
-        .expect("leviathan bench runs");
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = grow_with(&s, 20_000, &["--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let store = &report["store"];
     // The bench's setup bundle, then its 20,000 events.
     assert_eq!(store["events"], 20_002, "{store}");
