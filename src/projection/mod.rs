@@ -1203,18 +1203,43 @@ fn describe(
     limits: &Limits,
     uses_wasi: bool,
 ) -> Result<wit::Description, String> {
-    let wasi =
-        uses_wasi.then(|| WasiState::new(Duration::ZERO, &Sha256::default(), limits.output_bytes));
-    let mut store = Store::new(
-        pre.engine(),
-        HostState::new(GraphRef::empty(), Limiter::new(limits), wasi),
-    );
-    store.limiter(|s| &mut s.limiter);
-    store.set_fuel(limits.fuel).map_err(|e| format!("{e:#}"))?;
-    store.set_hostcall_fuel(MAX_COPY_BYTES);
-    let result = pre
-        .instantiate(&mut store)
-        .and_then(|i| i.call_describe(&mut store));
+    let new_store = || -> Result<Store<HostState>, String> {
+        let wasi = uses_wasi
+            .then(|| WasiState::new(Duration::ZERO, &Sha256::default(), limits.output_bytes));
+        let mut store = Store::new(
+            pre.engine(),
+            HostState::new(GraphRef::empty(), Limiter::new(limits), wasi),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_fuel(limits.fuel).map_err(|e| format!("{e:#}"))?;
+        store.set_hostcall_fuel(MAX_COPY_BYTES);
+        Ok(store)
+    };
+    // The first instantiation of a component also builds its memory images
+    // (a sealed memfd per memory), and the kernel refuses to seal a memfd
+    // whose fresh pages are still referenced for a moment (`cannot add
+    // seals to the memfd`: EBUSY, seen once under heavy load): a host
+    // failure, gone on the next try. A failed instantiation is tried again,
+    // in a fresh store, after a short pause: the guest's code has not run,
+    // and wasmtime keeps no failed image. A guest that cannot be
+    // instantiated fails every time, with the same error.
+    let mut tries = 1;
+    let (mut store, instance) = loop {
+        let mut store = new_store()?;
+        match pre.instantiate(&mut store) {
+            Ok(instance) => break (store, Ok(instance)),
+            Err(e) if tries < FIRST_INSTANTIATION_TRIES => {
+                tracing::warn!(
+                    tries,
+                    "instantiating a projector failed ({e:#}); trying again"
+                );
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50 * u64::from(tries)));
+            }
+            Err(e) => break (store, Err(e)),
+        }
+    };
+    let result = instance.and_then(|i| i.call_describe(&mut store));
     match result {
         Ok(d) => Ok(d),
         Err(e) => {
@@ -1231,6 +1256,9 @@ fn describe(
         }
     }
 }
+
+/// How often `describe` tries a projector's first instantiation.
+const FIRST_INSTANTIATION_TRIES: u32 = 3;
 
 /// Checks `describe`'s answer: non-empty name and version without blanks,
 /// at least one handled pattern, each exact or `prefix.*`, type names non-empty.
