@@ -567,6 +567,78 @@ mod tests {
         assert!(h2.compaction_table_bytes > 0, "{h2:?}");
     }
 
+    /// Clearing a keyspace (what `leviathan rebuild` does to every graph
+    /// keyspace) deletes its tables and blob files once nothing reads them,
+    /// without waiting for the store to be reopened (`vendor/lsm-tree`'s
+    /// sixth patch): before it, a rebuild kept the old graph's files beside
+    /// the new one until the next start.
+    #[test]
+    fn a_cleared_keyspace_deletes_its_files_without_a_reopen() {
+        fn bytes_under(dir: &std::path::Path) -> u64 {
+            let mut total = 0;
+            let mut stack = vec![dir.to_path_buf()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).unwrap().flatten() {
+                    let m = e.metadata().unwrap();
+                    if m.is_dir() {
+                        stack.push(e.path());
+                    } else {
+                        total += m.len();
+                    }
+                }
+            }
+            total
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("store")).unwrap();
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut noise = |n: usize| {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect::<Vec<u8>>()
+        };
+        // Key-value separated (tables and blob files), and tables only.
+        for name in ["graph_history", "graph_edges_in"] {
+            let ks = open_keyspace(&db, name).unwrap();
+            for round in 0..3 {
+                for i in 0..500 {
+                    ks.insert(format!("r{round}k{i:04}"), noise(300)).unwrap();
+                }
+                ks.rotate_memtable_and_wait().unwrap();
+            }
+            let written = bytes_under(ks.path());
+            assert!(written > 3 * 500 * 300, "{name}: {written} bytes");
+            ks.clear().unwrap();
+            assert_eq!(ks.iter().count(), 0, "{name}");
+            // Writes and flushes after the clear: fjall lets go of the
+            // versions before it once its GC watermark (moved at each
+            // memtable rotation) has passed the clear, and with them of the
+            // last handles on the cleared files.
+            for i in 0..3 {
+                ks.insert(format!("after{i}"), noise(300)).unwrap();
+                ks.rotate_memtable_and_wait().unwrap();
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let left = bytes_under(ks.path());
+                if left < written / 10 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name}: the cleared keyspace still takes {left} of its {written} bytes"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            assert_eq!(ks.iter().count(), 3, "{name}");
+        }
+    }
+
     /// The scan-only keyspaces compact by tiers (`vendor/lsm-tree`'s
     /// `Tiered`, recorded when the keyspace is created): every
     /// [`L0_THRESHOLD`] flushes become one run of L1, every

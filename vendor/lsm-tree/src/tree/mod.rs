@@ -268,6 +268,7 @@ impl AbstractTree for Tree {
     fn clear(&self) -> crate::Result<()> {
         let config = self.tree_config();
         let mut versions = self.get_version_history_lock();
+        let cleared = versions.latest_version().version;
 
         versions.upgrade_version(
             &config.path,
@@ -280,7 +281,13 @@ impl AbstractTree for Tree {
             },
             &config.seqno,
             &config.visible_seqno,
-        )
+        )?;
+
+        // LEVIATHAN PATCH (see LEVIATHAN-PATCH.md, sixth patch): the cleared
+        // files go once nothing holds them, as a compaction's inputs do;
+        // unmarked, they stayed on disk until the tree was next opened.
+        cleared.mark_files_deleted();
+        Ok(())
     }
 
     #[doc(hidden)]

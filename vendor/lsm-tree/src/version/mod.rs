@@ -314,6 +314,19 @@ impl Version {
             .flat_map(|x| x.iter())
     }
 
+    /// Marks every table and blob file of this version deleted: each file
+    /// goes once no version or reader holds it any more.
+    ///
+    /// LEVIATHAN PATCH (see LEVIATHAN-PATCH.md, sixth patch): for `clear`.
+    pub(crate) fn mark_files_deleted(&self) {
+        for table in self.iter_tables() {
+            table.mark_as_deleted();
+        }
+        for blob_file in self.blob_files.iter() {
+            blob_file.mark_as_deleted();
+        }
+    }
+
     pub(crate) fn get_table(&self, id: TableId) -> Option<&Table> {
         self.iter_tables().find(|x| x.metadata.id == id)
     }
