@@ -494,6 +494,22 @@ mod tests {
         assert_eq!(nodes.get("key").unwrap().as_deref(), Some(&b"c"[..]));
     }
 
+    /// Bytes that do not compress (xorshift from `seed`), `n` at a time: the
+    /// blob files' and tables' sizes are then not a matter of luck.
+    fn noise(seed: u64) -> impl FnMut(usize) -> Vec<u8> {
+        let mut x = seed;
+        move |n| {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        }
+    }
+
     /// `keyspace_writes` (the `leviathan_store_*_bytes` counters) counts
     /// every byte a flush or a merge wrote, tables and blob files, and what
     /// merges read: before any merge the flushed bytes are the keyspace's
@@ -516,17 +532,7 @@ mod tests {
         // Values that do not compress, so that the blob files' size is
         // not a matter of luck; history keeps values of 64 bytes or more
         // apart from their keys.
-        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut noise = |n: usize| {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect::<Vec<u8>>()
-        };
+        let mut noise = noise(0x9e37_79b9_7f4a_7c15);
         for round in 0..3 {
             for i in 0..200 {
                 let key = format!("k{i:04}");
@@ -591,17 +597,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let db = open_database(&dir.path().join("store")).unwrap();
-        let mut x = 0x2545_f491_4f6c_dd1d_u64;
-        let mut noise = |n: usize| {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect::<Vec<u8>>()
-        };
+        let mut noise = noise(0x2545_f491_4f6c_dd1d);
         // Key-value separated (tables and blob files), and tables only.
         for name in ["graph_history", "graph_edges_in"] {
             let ks = open_keyspace(&db, name).unwrap();
