@@ -1,7 +1,7 @@
 //! Small file-system steps shared by the commands that write directories of
 //! their own (backup, restore, export, import): a target directory that must
-//! be new or empty, and a file written whole or not at all. It owns no
-//! format; it never touches the store.
+//! be new or empty, and a file written whole or not at all; and the disk a
+//! directory takes. It owns no format; it never writes to the store.
 
 use anyhow::{bail, Context};
 use std::io::Write;
@@ -36,4 +36,26 @@ pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// The disk usage (allocated blocks) of every file under `dir`; what cannot
+/// be read (a file removed meanwhile) counts as nothing.
+pub(crate) fn disk_bytes_under(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += m.blocks() * 512;
+            }
+        }
+    }
+    total
 }

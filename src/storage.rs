@@ -580,21 +580,6 @@ mod tests {
     /// the new one until the next start.
     #[test]
     fn a_cleared_keyspace_deletes_its_files_without_a_reopen() {
-        fn bytes_under(dir: &std::path::Path) -> u64 {
-            let mut total = 0;
-            let mut stack = vec![dir.to_path_buf()];
-            while let Some(d) = stack.pop() {
-                for e in std::fs::read_dir(&d).unwrap().flatten() {
-                    let m = e.metadata().unwrap();
-                    if m.is_dir() {
-                        stack.push(e.path());
-                    } else {
-                        total += m.len();
-                    }
-                }
-            }
-            total
-        }
         let dir = tempfile::tempdir().unwrap();
         let db = open_database(&dir.path().join("store")).unwrap();
         let mut noise = noise(0x2545_f491_4f6c_dd1d);
@@ -607,7 +592,7 @@ mod tests {
                 }
                 ks.rotate_memtable_and_wait().unwrap();
             }
-            let written = bytes_under(ks.path());
+            let written = crate::files::disk_bytes_under(ks.path());
             assert!(written > 3 * 500 * 300, "{name}: {written} bytes");
             ks.clear().unwrap();
             assert_eq!(ks.iter().count(), 0, "{name}");
@@ -621,7 +606,7 @@ mod tests {
             }
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             loop {
-                let left = bytes_under(ks.path());
+                let left = crate::files::disk_bytes_under(ks.path());
                 if left < written / 10 {
                     break;
                 }

@@ -56,32 +56,10 @@ impl Monitor {
                 return bytes;
             }
         }
-        let bytes = dir_bytes(&self.data_dir);
+        let bytes = crate::files::disk_bytes_under(&self.data_dir);
         *cached = Some((Instant::now(), bytes));
         bytes
     }
-}
-
-/// The disk usage (allocated blocks) of every file under `dir`; what cannot
-/// be read (a file removed meanwhile) counts as nothing.
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                total += m.blocks() * 512;
-            }
-        }
-    }
-    total
 }
 
 /// `GET /metrics`: the Prometheus/OpenMetrics text of every metric. With
