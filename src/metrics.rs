@@ -728,26 +728,17 @@ impl BatchCounts {
     }
 }
 
-/// What one keyspace's flushes and compactions have read and written since
-/// the store was opened (the store's counters, in bytes): its write
-/// amplification is `(flushed + compacted) / flushed`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KeyspaceWrites {
-    pub flushed_table_bytes: u64,
-    pub flushed_blob_bytes: u64,
-    pub compaction_read_bytes: u64,
-    pub compaction_table_bytes: u64,
-    pub compaction_blob_bytes: u64,
-}
-
-/// The latest [`KeyspaceWrites`] by keyspace name, set before each render
-/// (the store is read where the other store gauges are) and encoded as
+/// Each keyspace's flush and compaction byte counters since the store was
+/// opened (`fjall::Database::keyspace_write_stats`, a `vendor/lsm-tree`
+/// patch), by name: set before each render (the store is read where the
+/// other store gauges are) and encoded as
 /// `leviathan_store_{flush_written,compaction_read,compaction_written}_bytes`.
+/// A keyspace's write amplification is `(flushed + compacted) / flushed`.
 #[derive(Clone, Debug, Default)]
-pub struct KeyspaceWritesSlot(Arc<Mutex<Vec<(String, KeyspaceWrites)>>>);
+pub struct KeyspaceWritesSlot(Arc<Mutex<Vec<(String, fjall::WriteStatsSnapshot)>>>);
 
 impl KeyspaceWritesSlot {
-    pub fn set(&self, writes: Vec<(String, KeyspaceWrites)>) {
+    pub fn set(&self, writes: Vec<(String, fjall::WriteStatsSnapshot)>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = writes;
     }
 }
@@ -759,7 +750,7 @@ impl prometheus_client::collector::Collector for KeyspaceWritesSlot {
             return Ok(());
         }
         // Per family: (label `file`, or "" for none; the counter).
-        type Kinds = &'static [(&'static str, fn(&KeyspaceWrites) -> u64)];
+        type Kinds = &'static [(&'static str, fn(&fjall::WriteStatsSnapshot) -> u64)];
         let families: [(&str, &str, Kinds); 3] = [
             (
                 "leviathan_store_flush_written_bytes",

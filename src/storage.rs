@@ -309,25 +309,6 @@ pub(crate) fn open_keyspace(db: &fjall::Database, name: &str) -> fjall::Result<f
     db.keyspace(name, || keyspace_options_for(name))
 }
 
-/// What each keyspace's flushes and compactions have read and written since
-/// `db` was opened (a `vendor/lsm-tree` patch counts them), by keyspace name:
-/// the `leviathan_store_*_bytes` counters of `/metrics`.
-pub fn keyspace_writes(db: &fjall::Database) -> Vec<(String, crate::metrics::KeyspaceWrites)> {
-    db.keyspace_write_stats()
-        .into_iter()
-        .map(|(name, w)| {
-            let writes = crate::metrics::KeyspaceWrites {
-                flushed_table_bytes: w.flushed_table_bytes,
-                flushed_blob_bytes: w.flushed_blob_bytes,
-                compaction_read_bytes: w.compaction_read_bytes,
-                compaction_table_bytes: w.compaction_table_bytes,
-                compaction_blob_bytes: w.compaction_blob_bytes,
-            };
-            (name, writes)
-        })
-        .collect()
-}
-
 /// Flushes every keyspace's memtables to disk tables and waits for it, so the
 /// next open has no memtable to rebuild from the journal (a clean shutdown and
 /// the end of a rebuild call it; after a crash fjall replays the journal, up
@@ -510,7 +491,8 @@ mod tests {
         }
     }
 
-    /// `keyspace_writes` (the `leviathan_store_*_bytes` counters) counts
+    /// `Database::keyspace_write_stats` (the `leviathan_store_*_bytes`
+    /// counters, a `vendor/lsm-tree` patch) counts
     /// every byte a flush or a merge wrote, tables and blob files, and what
     /// merges read: before any merge the flushed bytes are the keyspace's
     /// size; a major compaction reads all of it and writes its new size.
@@ -521,7 +503,7 @@ mod tests {
         let meta = open_keyspace(&db, "graph_meta").unwrap();
         let history = open_keyspace(&db, "graph_history").unwrap();
         let writes = |name: &str| {
-            keyspace_writes(&db)
+            db.keyspace_write_stats()
                 .into_iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, w)| w)

@@ -152,8 +152,7 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
         // Compaction's backlog: fjall halts a keyspace's writes at 30 L0 runs.
         m.l0_runs_max
             .set(gauge(monitor.db.max_l0_run_count() as u64));
-        m.keyspace_writes
-            .set(crate::storage::keyspace_writes(&monitor.db));
+        m.keyspace_writes.set(monitor.db.keyspace_write_stats());
         projector_lag(&app, &m);
         if let Some(c) = &app.cluster {
             c.node.status.export_lag();
