@@ -749,31 +749,31 @@ impl prometheus_client::collector::Collector for KeyspaceWritesSlot {
         if writes.is_empty() {
             return Ok(());
         }
-        // Per family: (label `file`, or "" for none; the counter).
-        type Kinds = &'static [(&'static str, fn(&fjall::WriteStatsSnapshot) -> u64)];
+        // Per family: (label `file`, if the family has it; the counter).
+        type Kinds = &'static [(Option<&'static str>, fn(&fjall::WriteStatsSnapshot) -> u64)];
         let families: [(&str, &str, Kinds); 3] = [
             (
                 "leviathan_store_flush_written_bytes",
                 "Bytes the store's memtable flushes wrote, by keyspace and file kind (table, or \
                  blob for values kept apart from their keys), since the server started",
                 &[
-                    ("table", |w| w.flushed_table_bytes),
-                    ("blob", |w| w.flushed_blob_bytes),
+                    (Some("table"), |w| w.flushed_table_bytes),
+                    (Some("blob"), |w| w.flushed_blob_bytes),
                 ],
             ),
             (
                 "leviathan_store_compaction_read_bytes",
                 "Bytes the store's compactions read (the tables and blob files they merged), by \
                  keyspace, since the server started",
-                &[("", |w| w.compaction_read_bytes)],
+                &[(None, |w| w.compaction_read_bytes)],
             ),
             (
                 "leviathan_store_compaction_written_bytes",
                 "Bytes the store's compactions wrote, by keyspace and file kind, since the server \
                  started; with the flushes' bytes, each keyspace's write amplification",
                 &[
-                    ("table", |w| w.compaction_table_bytes),
-                    ("blob", |w| w.compaction_blob_bytes),
+                    (Some("table"), |w| w.compaction_table_bytes),
+                    (Some("blob"), |w| w.compaction_blob_bytes),
                 ],
             ),
         ];
@@ -781,14 +781,9 @@ impl prometheus_client::collector::Collector for KeyspaceWritesSlot {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (keyspace, w) in &writes {
                 for (file, pick) in kinds {
-                    let value = pick(w);
-                    if file.is_empty() {
-                        let labels = [("keyspace", keyspace.as_str())];
-                        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
-                    } else {
-                        let labels = [("keyspace", keyspace.as_str()), ("file", file)];
-                        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
-                    }
+                    let mut labels = vec![("keyspace", keyspace.as_str())];
+                    labels.extend(file.map(|f| ("file", f)));
+                    ConstCounter::new(pick(w)).encode(family.encode_family(&labels)?)?;
                 }
             }
         }
