@@ -8,40 +8,30 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// sizes on disk (tables) and the blob files' compressed payload bytes.
 #[derive(Debug, Default)]
 pub struct WriteStats {
-    flushes: AtomicU64,
     flushed_table_bytes: AtomicU64,
     flushed_blob_bytes: AtomicU64,
-    compactions: AtomicU64,
     compaction_read_bytes: AtomicU64,
     compaction_table_bytes: AtomicU64,
     compaction_blob_bytes: AtomicU64,
-    moved_bytes: AtomicU64,
 }
 
 /// A copy of [`WriteStats`] at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriteStatsSnapshot {
-    /// Flushes that wrote at least one table.
-    pub flushes: u64,
     /// Table bytes flushes wrote.
     pub flushed_table_bytes: u64,
     /// Blob file bytes flushes wrote (key-value separated trees).
     pub flushed_blob_bytes: u64,
-    /// Merges (compactions that rewrote tables; moves and drops excluded).
-    pub compactions: u64,
     /// Bytes merges read: their input tables and the blob files they relocated.
     pub compaction_read_bytes: u64,
     /// Table bytes merges wrote.
     pub compaction_table_bytes: u64,
     /// Blob file bytes merges wrote (relocated values).
     pub compaction_blob_bytes: u64,
-    /// Table bytes moved to another level without being rewritten.
-    pub moved_bytes: u64,
 }
 
 impl WriteStats {
     pub(crate) fn flushed(&self, table_bytes: u64, blob_bytes: u64) {
-        self.flushes.fetch_add(1, Relaxed);
         self.flushed_table_bytes.fetch_add(table_bytes, Relaxed);
         self.flushed_blob_bytes.fetch_add(blob_bytes, Relaxed);
     }
@@ -51,27 +41,19 @@ impl WriteStats {
     }
 
     pub(crate) fn compacted(&self, table_bytes: u64, blob_bytes: u64) {
-        self.compactions.fetch_add(1, Relaxed);
         self.compaction_table_bytes.fetch_add(table_bytes, Relaxed);
         self.compaction_blob_bytes.fetch_add(blob_bytes, Relaxed);
-    }
-
-    pub(crate) fn moved(&self, bytes: u64) {
-        self.moved_bytes.fetch_add(bytes, Relaxed);
     }
 
     /// The counters now.
     #[must_use]
     pub fn snapshot(&self) -> WriteStatsSnapshot {
         WriteStatsSnapshot {
-            flushes: self.flushes.load(Relaxed),
             flushed_table_bytes: self.flushed_table_bytes.load(Relaxed),
             flushed_blob_bytes: self.flushed_blob_bytes.load(Relaxed),
-            compactions: self.compactions.load(Relaxed),
             compaction_read_bytes: self.compaction_read_bytes.load(Relaxed),
             compaction_table_bytes: self.compaction_table_bytes.load(Relaxed),
             compaction_blob_bytes: self.compaction_blob_bytes.load(Relaxed),
-            moved_bytes: self.moved_bytes.load(Relaxed),
         }
     }
 }

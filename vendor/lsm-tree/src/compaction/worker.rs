@@ -236,14 +236,6 @@ fn move_tables(
     let pin_index = opts.config.index_block_pinning_policy.get(dest_level);
     let reopened = {
         let latest = version_history_lock.latest_version();
-        // LEVIATHAN PATCH: count the bytes moved (not rewritten).
-        opts.write_stats.moved(
-            table_ids
-                .iter()
-                .filter_map(|&id| latest.version.get_table(id))
-                .map(Table::file_size)
-                .sum(),
-        );
         table_ids
             .iter()
             .filter_map(|&id| latest.version.get_table(id))
