@@ -397,7 +397,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     })
     .context("starting the async projectors' follower")?;
     let streams = api::stream::Streams::new(config.streams, writer.head_watch());
-    let state = AppState {
+    let state = AppState::new(api::Shared {
         follow,
         live: live.clone(),
         builds: builds.clone(),
@@ -419,7 +419,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         transparency,
         streams: streams.clone(),
         cluster,
-    };
+    });
     let app = api::router(state);
     // Signals are caught from before the line that says the server is up.
     let shutdown_signal_installed = shutdown_signal();

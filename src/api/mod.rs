@@ -37,9 +37,28 @@ use error::ApiError;
 use serde::Deserialize;
 use std::collections::HashMap;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`Shared`], so that axum's
+/// clone of the state for each layer of each request is one reference count,
+/// not one per field (the metrics alone hold dozens of `Arc`s, whose counts
+/// share cache lines with the counters other threads bump).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(std::sync::Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state behind [`AppState`].
+pub struct Shared {
     /// The live generation (graph, projector set, fingerprint), swapped
     /// whole when another generation goes live: take it once per request.
     pub live: crate::generations::LiveGraph,
