@@ -30,10 +30,13 @@
 //! `delete-node` records the node's deletion and the deletion of every edge
 //! touching it, each with the `delete-node` op as its cause.
 //!
-//! The change record is compact JSON (top-level keys sorted): `seq`, `event_id`,
+//! The change record is compact JSON (top-level keys sorted): `event_id`,
 //! `event_type`, `projector` (`name@version`; `null` when ops were applied
 //! outside a projector set, as in tests), `op` (the op as the projector
-//! emitted it), `ord`, and `node`, `node_diff` or `edge`. The `op` is stored as
+//! emitted it), and what the change left: `node`, `node_diff` or
+//! `node_from_op`, or `edge` or `edge_from_op` (below). `seq` and `ord` are
+//! the key's (records written before this layout also hold them in the
+//! value; readers take them from the key either way). The `op` is stored as
 //! its canonical JSON (RFC 8785), the bytes the state digest hashes, so each
 //! op is serialized once; when JCS would not give back the same value (a
 //! float, or an integer beyond ±2^53, which JCS writes as a double) it is
@@ -52,9 +55,27 @@
 //! applied to the record before it (its `updated_seq` becomes the change's
 //! seq). Reading a node at a seq replays the diffs since its last snapshot:
 //! at most the node's changes within one block. The rule depends only on the
-//! seqs, so a rebuild writes the same records. Edges are always stored
-//! whole (they rarely change). The history routes answer every change with
-//! the whole node, as before.
+//! seqs, so a rebuild writes the same records. The history routes answer
+//! every change with the whole node, as before.
+//!
+//! # Derived from the op
+//! Most of what a change leaves is in its op already, and storing it twice
+//! was ~40 % of the history's bytes (docs/BENCHMARKS.md, session 27). So:
+//! - a node its op created (`put-node`, or `merge-node` with
+//!   `create_if_absent`, of an absent node) is `"node_from_op": <timestamp>`:
+//!   the op's id, type and properties, created and updated at this seq and
+//!   timestamp; it is a snapshot like `node`;
+//! - a diff carries no `set`: the op's properties are what it set (a
+//!   `merge-node` or same-type `put-node`; setting an unchanged property
+//!   again changes nothing), only `unset` and `updated_at`;
+//! - an edge a `put-edge` wrote is `"edge_from_op": <created_seq>`: the op's
+//!   type, endpoints and properties, created at that seq (an earlier one when
+//!   the op replaced the edge).
+//!
+//! Records written before these forms (whole nodes and edges, diffs with
+//! `set`) read as they did. A build from before them reads the new forms as
+//! corrupt (or a created node as absent): after going back to one, run
+//! `leviathan rebuild`.
 
 use crate::graph::error::GraphError;
 use crate::graph::keys;
@@ -86,15 +107,26 @@ pub(crate) type Span = std::ops::Range<usize>;
 /// when the change is made (no copy of the record is kept; `None`: deleted).
 type After = Option<Span>;
 
-/// A node change as stored: the whole record after it, or its diff.
+/// A node change as stored: the whole record after it, its diff, or (a
+/// node its op created) nothing but the timestamp.
 enum NodeAfter {
     Whole(After),
     Diff(Span),
+    /// Created by its op, at the change's seq; the span is the event's
+    /// timestamp as a JSON string.
+    FromOp(Span),
+}
+
+/// An edge change as stored: the edge after it, or the seq it was created
+/// at when the edge is its `put-edge` op's.
+enum EdgeAfter {
+    Whole(After),
+    FromOp(Seq),
 }
 
 enum Target {
     Node { id: String, after: NodeAfter },
-    Edge { key: Vec<u8>, after: After },
+    Edge { key: Vec<u8>, after: EdgeAfter },
 }
 
 /// Node changes are stored whole at least once per block of this many seqs
@@ -107,10 +139,13 @@ pub(crate) fn snapshot_due(before_updated: Seq, seq: Seq) -> bool {
     before_updated.0 / SNAPSHOT_BLOCK != seq.0 / SNAPSHOT_BLOCK
 }
 
-/// A node's diff as read back.
+/// A node's diff as read back. Without `set`, the properties set are those
+/// of the change's op (a `merge-node` or `put-node`): the changed ones, and
+/// the unchanged ones set to what they were.
 #[derive(Debug, Deserialize)]
 struct NodeDiff {
-    set: crate::graph::model::Properties,
+    #[serde(default)]
+    set: Option<crate::graph::model::Properties>,
     unset: Vec<String>,
     updated_at: String,
 }
@@ -126,8 +161,11 @@ struct Change {
 /// One change as stored and as the history routes answer it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangeRecord {
+    /// (Stored in the key; records written before kept it in the value too.)
+    #[serde(default)]
     pub seq: Seq,
-    /// Position among the changes of the same event.
+    /// Position among the changes of the same event (stored as `seq`).
+    #[serde(default)]
     pub ord: u32,
     pub event_id: String,
     pub event_type: String,
@@ -144,13 +182,19 @@ pub struct ChangeRecord {
 }
 
 /// A change record as read back: [`ChangeRecord`] plus the node diff, if
-/// the change was stored as one.
+/// the change was stored as one, and the derived forms (see the module docs).
 #[derive(Debug, Deserialize)]
 struct StoredChange {
     #[serde(flatten)]
     record: ChangeRecord,
     #[serde(default)]
     node_diff: Option<NodeDiff>,
+    /// The node is its op's, created at this change, at this timestamp.
+    #[serde(default)]
+    node_from_op: Option<String>,
+    /// The edge is its op's, created at this seq.
+    #[serde(default)]
+    edge_from_op: Option<Seq>,
 }
 
 /// A rollback point of [`Pending`].
@@ -217,7 +261,10 @@ impl Pending {
 
     /// Writes a node's diff (`set` and `unset` relative to the node before
     /// the change, and the new `updated_at`) for [`Pending::node_changed`],
-    /// member by member (no map is built for it).
+    /// member by member (no map is built for it). The change's op (a
+    /// `merge-node` or `put-node` whose properties `set` is taken from) is
+    /// stored beside it, so `set` is written only when there is none; read
+    /// back, the op's properties stand for it.
     pub(crate) fn node_diff<'a>(
         &mut self,
         set: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
@@ -226,16 +273,20 @@ impl Pending {
     ) -> Span {
         let start = self.json.len();
         let out = &mut self.json;
-        out.extend_from_slice(b"{\"set\":{");
-        for (i, (k, v)) in set.enumerate() {
-            if i > 0 {
-                out.push(b',');
+        out.push(b'{');
+        if self.op.is_none() {
+            out.extend_from_slice(b"\"set\":{");
+            for (i, (k, v)) in set.enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                jcs::write_str(k, out);
+                out.push(b':');
+                serde_json::to_writer(&mut *out, v).expect("a JSON value always serializes");
             }
-            jcs::write_str(k, out);
-            out.push(b':');
-            serde_json::to_writer(&mut *out, v).expect("a JSON value always serializes");
+            out.extend_from_slice(b"},");
         }
-        out.extend_from_slice(b"},\"unset\":[");
+        out.extend_from_slice(b"\"unset\":[");
         for (i, k) in unset.enumerate() {
             if i > 0 {
                 out.push(b',');
@@ -267,6 +318,24 @@ impl Pending {
         });
     }
 
+    /// A node the op being applied (a `put-node` or `merge-node`) created:
+    /// its id, type and properties are the op's, its seqs the change's and
+    /// both its timestamps `ts`. Stored whole when there is no op.
+    pub(crate) fn node_created(&mut self, id: &str, node: &Node) {
+        debug_assert!(node.created_seq == self.seq && node.updated_seq == self.seq);
+        debug_assert_eq!(node.created_at, node.updated_at);
+        if self.op.is_none() {
+            return self.node(id, Some(node));
+        }
+        let start = self.json.len();
+        jcs::write_str(&node.created_at, &mut self.json);
+        let ts = start..self.json.len();
+        self.push(Target::Node {
+            id: id.to_owned(),
+            after: NodeAfter::FromOp(ts),
+        });
+    }
+
     /// A node change stored as its diff ([`Pending::node_diff`]).
     pub(crate) fn node_changed(&mut self, id: &str, diff: Span) {
         self.push(Target::Node {
@@ -275,8 +344,14 @@ impl Pending {
         });
     }
 
-    pub(crate) fn edge(&mut self, out_key: &[u8], after: Option<&Edge>) {
-        let after = after.map(|e| self.write(e));
+    /// An edge change: `after` the edge after it (`None`: deleted);
+    /// `from_op` when the edge is the op's (a `put-edge`: its type,
+    /// endpoints and properties), stored as its `created_seq` alone.
+    pub(crate) fn edge(&mut self, out_key: &[u8], after: Option<&Edge>, from_op: bool) {
+        let after = match after {
+            Some(e) if from_op && self.op.is_some() => EdgeAfter::FromOp(e.created_seq),
+            after => EdgeAfter::Whole(after.map(|e| self.write(e))),
+        };
         self.push(Target::Edge {
             key: out_key.to_vec(),
             after,
@@ -315,13 +390,22 @@ impl Pending {
             }
             let mut value = Vec::with_capacity(super::store::RECORD_BUFFER);
             value.push(b'{');
-            // Members in sorted order: edge, event_id, event_type, node,
-            // node_diff, op, ord, projector, seq.
+            // Members in sorted order: edge or edge_from_op, event_id,
+            // event_type, node or node_diff or node_from_op, op, projector
+            // (seq and ord are the key's).
             let key = match &c.target {
                 Target::Node { id, .. } => node_key(id, c.seq, ord),
                 Target::Edge { key, after } => {
-                    value.extend_from_slice(b"\"edge\":");
-                    self.put(after.as_ref(), &mut value);
+                    match after {
+                        EdgeAfter::Whole(after) => {
+                            value.extend_from_slice(b"\"edge\":");
+                            self.put(after.as_ref(), &mut value);
+                        }
+                        EdgeAfter::FromOp(created) => {
+                            value.extend_from_slice(b"\"edge_from_op\":");
+                            jcs::write_digits(created.0, &mut value);
+                        }
+                    }
                     value.push(b',');
                     let (from, t, to) = keys::split3(key)?;
                     edge_key(from, t, to, c.seq, ord)
@@ -332,35 +416,26 @@ impl Pending {
             value.extend_from_slice(b",\"event_type\":");
             jcs::write_str(&c.source.event_type, &mut value);
             match &c.target {
-                Target::Node {
-                    after: NodeAfter::Whole(after),
-                    ..
-                } => {
-                    value.extend_from_slice(b",\"node\":");
-                    self.put(after.as_ref(), &mut value);
-                }
-                Target::Node {
-                    after: NodeAfter::Diff(diff),
-                    ..
-                } => {
-                    value.extend_from_slice(b",\"node_diff\":");
-                    self.put(Some(diff), &mut value);
+                Target::Node { after, .. } => {
+                    let (member, span) = match after {
+                        NodeAfter::Whole(after) => (&b",\"node\":"[..], after.as_ref()),
+                        NodeAfter::Diff(diff) => (&b",\"node_diff\":"[..], Some(diff)),
+                        NodeAfter::FromOp(ts) => (&b",\"node_from_op\":"[..], Some(ts)),
+                    };
+                    value.extend_from_slice(member);
+                    self.put(span, &mut value);
                 }
                 Target::Edge { .. } => {}
             }
             value.extend_from_slice(b",\"op\":");
             self.put(c.op.as_ref(), &mut value);
-            value.extend_from_slice(b",\"ord\":");
-            jcs::write_digits(u64::from(ord), &mut value);
             value.extend_from_slice(b",\"projector\":");
             match &c.source.projector {
                 Some(p) => jcs::write_str(p, &mut value),
                 None => value.extend_from_slice(b"null"),
             }
-            value.extend_from_slice(b",\"seq\":");
-            jcs::write_digits(c.seq.0, &mut value);
             value.push(b'}');
-            debug_assert!(decode(&value).is_ok());
+            debug_assert!(decode(&key, &value).is_ok());
             batch.insert(&store.history, key, value);
         }
         Ok(())
@@ -381,7 +456,7 @@ fn node_prefix(id: &str) -> Vec<u8> {
     k
 }
 
-fn node_key(id: &str, seq: Seq, ord: u32) -> Vec<u8> {
+pub(super) fn node_key(id: &str, seq: Seq, ord: u32) -> Vec<u8> {
     let mut k = node_prefix(id);
     k.extend_from_slice(&seq.to_key());
     k.extend_from_slice(&ord.to_be_bytes());
@@ -394,7 +469,7 @@ fn edge_prefix(from: &str, edge_type: &str) -> Vec<u8> {
     k
 }
 
-fn edge_key(from: &str, edge_type: &str, to: &str, seq: Seq, ord: u32) -> Vec<u8> {
+pub(super) fn edge_key(from: &str, edge_type: &str, to: &str, seq: Seq, ord: u32) -> Vec<u8> {
     let mut k = edge_prefix(from, edge_type);
     k.extend_from_slice(&keys::lp(to));
     k.extend_from_slice(&seq.to_key());
@@ -402,12 +477,111 @@ fn edge_key(from: &str, edge_type: &str, to: &str, seq: Seq, ord: u32) -> Vec<u8
     k
 }
 
-fn decode(bytes: &[u8]) -> Result<StoredChange, GraphError> {
-    serde_json::from_slice(bytes).map_err(|_| GraphError::corrupt("history record", bytes))
+/// A node's diff, its `set` resolved.
+struct Diff {
+    set: crate::graph::model::Properties,
+    unset: Vec<String>,
+    updated_at: String,
+}
+
+/// What a derived record takes from its op (see the module docs).
+#[derive(Deserialize)]
+struct OpParts {
+    #[serde(default)]
+    id: Option<crate::graph::model::NodeId>,
+    #[serde(default)]
+    node_type: Option<String>,
+    #[serde(default)]
+    edge_type: Option<String>,
+    #[serde(default)]
+    from: Option<crate::graph::model::NodeId>,
+    #[serde(default)]
+    to: Option<crate::graph::model::NodeId>,
+    properties: crate::graph::model::Properties,
+}
+
+/// The change stored under `key` as `bytes`: its record, with seq and ord
+/// from the key and the node or edge a derived record leaves to its op
+/// filled in (not after a diff, which needs the node before it), and the
+/// diff if the change is one.
+fn decode(key: &[u8], bytes: &[u8]) -> Result<(ChangeRecord, Option<Diff>), GraphError> {
+    let corrupt = || GraphError::corrupt("history record", bytes);
+    let StoredChange {
+        mut record,
+        node_diff,
+        node_from_op,
+        edge_from_op,
+    } = serde_json::from_slice(bytes).map_err(|_| corrupt())?;
+    let (seq, ord) = key
+        .len()
+        .checked_sub(12)
+        .and_then(|at| {
+            let seq = Seq::from_key(&key[at..at + 8])?;
+            let ord = u32::from_be_bytes(key[at + 8..].try_into().ok()?);
+            Some((seq, ord))
+        })
+        .ok_or_else(|| GraphError::corrupt("history key", key))?;
+    record.seq = seq;
+    record.ord = ord;
+    let derived = node_from_op.is_some()
+        || edge_from_op.is_some()
+        || node_diff.as_ref().is_some_and(|d| d.set.is_none());
+    let mut parts = if derived {
+        Some(OpParts::deserialize(&record.op).map_err(|_| corrupt())?)
+    } else {
+        None
+    };
+    let mut properties = parts.as_mut().map(|p| std::mem::take(&mut p.properties));
+    if let Some(ts) = node_from_op {
+        let p = parts.as_mut().expect("derived");
+        let (Some(id), Some(node_type)) = (p.id.take(), p.node_type.take()) else {
+            return Err(corrupt());
+        };
+        record.node = Some(Some(Node {
+            id,
+            node_type,
+            properties: properties.take().ok_or_else(corrupt)?,
+            created_seq: seq,
+            updated_seq: seq,
+            created_at: ts.clone(),
+            updated_at: ts,
+        }));
+    }
+    if let Some(created_seq) = edge_from_op {
+        let p = parts.as_mut().expect("derived");
+        let (Some(edge_type), Some(from), Some(to)) =
+            (p.edge_type.take(), p.from.take(), p.to.take())
+        else {
+            return Err(corrupt());
+        };
+        record.edge = Some(Some(Edge {
+            edge_type,
+            from,
+            to,
+            properties: properties.take().ok_or_else(corrupt)?,
+            created_seq,
+        }));
+    }
+    let diff = match node_diff {
+        None => None,
+        Some(NodeDiff {
+            set,
+            unset,
+            updated_at,
+        }) => Some(Diff {
+            set: match set {
+                Some(set) => set,
+                None => properties.take().ok_or_else(corrupt)?,
+            },
+            unset,
+            updated_at,
+        }),
+    };
+    Ok((record, diff))
 }
 
 /// `node` after the change `diff` made at `seq`.
-fn apply_diff(node: &mut Node, seq: Seq, diff: NodeDiff) {
+fn apply_diff(node: &mut Node, seq: Seq, diff: Diff) {
     for (k, v) in diff.set {
         node.properties.insert(k, v);
     }
@@ -465,10 +639,7 @@ impl GraphStore {
                     next_cursor: Some(hex::encode(raw)),
                 });
             }
-            let StoredChange {
-                mut record,
-                node_diff,
-            } = decode(&v)?;
+            let (mut record, node_diff) = decode(&k, &v)?;
             match node_diff {
                 None => current = Some(record.node.clone().flatten()),
                 Some(diff) => {
@@ -523,7 +694,7 @@ impl GraphStore {
             .rev()
         {
             let (k, v) = guard.into_inner()?;
-            let StoredChange { record, node_diff } = decode(&v)?;
+            let (record, node_diff) = decode(&k, &v)?;
             match node_diff {
                 Some(diff) => diffs.push((record.seq, diff, k)),
                 None => {
@@ -594,7 +765,7 @@ impl GraphStore {
                 current = Some((group.to_vec(), None));
             }
             if change_seq <= seq {
-                let edge = decode(&v)?.record.edge.flatten();
+                let edge = decode(&k, &v)?.0.edge.flatten();
                 current = Some((group.to_vec(), edge));
             }
         }

@@ -466,7 +466,8 @@ impl Staging {
                     }
                     n.updated_seq = seq;
                     n.updated_at = ts.to_owned();
-                    self.set_node(id, Some(n), diff);
+                    let form = diff.map_or(NodeForm::Whole, NodeForm::Diff);
+                    self.set_node(id, Some(n), form);
                 }
                 None if *create_if_absent => {
                     self.put_node(id, node_type, properties.clone(), None, seq, ts);
@@ -484,7 +485,7 @@ impl Staging {
                         self.delete_edge(&e.from, &e.edge_type, &e.to)?;
                     }
                     self.bump(keys::COUNT_NODE, &n.node_type, -1);
-                    self.set_node(id, None, None);
+                    self.set_node(id, None, NodeForm::Whole);
                 }
             }
             Op::PutEdge {
@@ -508,7 +509,7 @@ impl Staging {
                     properties: properties.clone(),
                     created_seq,
                 };
-                self.set_edge(key, from, edge_type, to, Some(edge));
+                self.set_edge(key, from, edge_type, to, Some(edge), true);
             }
             Op::DeleteEdge {
                 edge_type,
@@ -546,6 +547,11 @@ impl Staging {
                     ts,
                 )
             });
+        let form = match (&existing, diff) {
+            (None, _) => NodeForm::Created,
+            (Some(_), Some(diff)) => NodeForm::Diff(diff),
+            (Some(_), None) => NodeForm::Whole,
+        };
         let (created_seq, created_at) = match existing {
             Some(old) => {
                 if old.node_type != node_type {
@@ -568,26 +574,27 @@ impl Staging {
             created_at,
             updated_at: ts.to_owned(),
         };
-        self.set_node(id, Some(node), diff);
+        self.set_node(id, Some(node), form);
     }
 
     fn delete_edge(&mut self, from: &str, edge_type: &str, to: &str) -> Result<(), GraphError> {
         let key = keys::edge_out(from, edge_type, to);
         if self.edge(&key)?.is_some() {
             self.bump(keys::COUNT_EDGE, edge_type, -1);
-            self.set_edge(key, from, edge_type, to, None);
+            self.set_edge(key, from, edge_type, to, None, false);
         }
         Ok(())
     }
 
     // ---- pending-map mutations (each recorded for rollback) ----------------
 
-    /// Stages `node` under `id` (`None`: deleted); its history change is
-    /// `diff` when given (relative to the node before), else the whole node.
-    fn set_node(&mut self, id: &str, node: Option<Node>, diff: Option<history::Span>) {
-        match diff {
-            Some(diff) => self.history.node_changed(id, diff),
-            None => self.history.node(id, node.as_ref()),
+    /// Stages `node` under `id` (`None`: deleted), its history change
+    /// stored in `form`.
+    fn set_node(&mut self, id: &str, node: Option<Node>, form: NodeForm) {
+        match (form, &node) {
+            (NodeForm::Diff(diff), _) => self.history.node_changed(id, diff),
+            (NodeForm::Created, Some(n)) => self.history.node_created(id, n),
+            _ => self.history.node(id, node.as_ref()),
         }
         let prev = self.nodes.insert(id.to_owned(), node);
         self.undo.push(Undo::Node {
@@ -596,8 +603,18 @@ impl Staging {
         });
     }
 
-    fn set_edge(&mut self, out_key: Vec<u8>, from: &str, t: &str, to: &str, e: Option<Edge>) {
-        self.history.edge(&out_key, e.as_ref());
+    /// Stages the edge under `out_key` (`None`: deleted); `from_op` when
+    /// it is the `put-edge` op's being applied (its history says so).
+    fn set_edge(
+        &mut self,
+        out_key: Vec<u8>,
+        from: &str,
+        t: &str,
+        to: &str,
+        e: Option<Edge>,
+        from_op: bool,
+    ) {
+        self.history.edge(&out_key, e.as_ref(), from_op);
         let in_key = keys::edge_in(to, t, from);
         let prev = self.edges_in.insert(in_key.clone(), e.is_some());
         self.undo.push(Undo::EdgeIn { key: in_key, prev });
@@ -1146,4 +1163,14 @@ where
     fn next(&mut self) -> Option<Self::Item> {
         self.step().transpose()
     }
+}
+
+/// How a node change goes into the history (`history::Pending`).
+enum NodeForm {
+    /// The whole node after it.
+    Whole,
+    /// Its diff against the node before (relative to the op's properties).
+    Diff(history::Span),
+    /// Created by the op being applied: derived from it.
+    Created,
 }

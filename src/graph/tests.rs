@@ -1039,6 +1039,150 @@ fn history_serves_each_op_as_it_was_whatever_its_numbers_strings_and_keys() {
 }
 
 #[test]
+fn history_records_derived_from_their_op_give_back_what_the_graph_held() {
+    // Each event its own batch, the graph read after each: every history
+    // entry and every as-of answer must be what the graph held then, while
+    // a node its op created, an edge its put-edge made and a diff against
+    // the op's properties are stored without repeating the op's data.
+    let e = env();
+    let numbers = json!({"f": 1.0, "g": 0.1, "e": 1e21, "u": u64::MAX, "i": i64::MIN, "s": "q\"é"});
+    let events: Vec<Vec<Op>> = vec![
+        vec![put("a", "T", numbers.clone())], // 1: created by put
+        vec![merge("a", "T", json!({"f": 1.0, "k": 2}), false)], // 2: diff, "f" unchanged
+        vec![edge("a", "E", "b")],            // 3: edge created
+        vec![Op::PutEdge {
+            edge_type: "E".into(),
+            from: nid("a"),
+            to: nid("b"),
+            properties: props(json!({"w": 2})),
+        }], // 4: edge replaced, created_seq kept
+        vec![put("a", "T", json!({"k": 2, "n": null}))], // 5: diff with unset keys
+        vec![merge("c", "U", json!({"x": [1, {"y": true}]}), true)], // 6: created by merge
+        vec![put("c", "V", json!({"x": 1}))], // 7: type changed: whole
+        vec![del_edge("a", "E", "b")],        // 8
+        vec![edge("a", "E", "b"), merge("a", "T", json!({"k": 3}), false)], // 9
+    ];
+    let mut nodes: Vec<(Option<Node>, Option<Node>)> = vec![(None, None)];
+    let mut edges: Vec<Vec<Edge>> = vec![vec![]];
+    for ops in &events {
+        e.commit(std::slice::from_ref(ops));
+        nodes.push((e.node("a"), e.node("c")));
+        let page = e
+            .store
+            .edges("a", Direction::Outgoing, Some("E"), None, 10)
+            .unwrap();
+        edges.push(page.items);
+    }
+    let snap = e.db.snapshot();
+    for seq in 0..=events.len() {
+        let s = Seq(seq as u64);
+        assert_eq!(
+            e.store.node_as_of(&snap, "a", s).unwrap(),
+            nodes[seq].0,
+            "a as of {seq}"
+        );
+        assert_eq!(
+            e.store.node_as_of(&snap, "c", s).unwrap(),
+            nodes[seq].1,
+            "c as of {seq}"
+        );
+        assert_eq!(
+            e.store.out_edges_as_of(&snap, "a", "E", s, 10).unwrap(),
+            edges[seq],
+            "edges as of {seq}"
+        );
+    }
+    for (id, pick) in [("a", 0), ("c", 1)] {
+        let h = e.store.node_history_at(&snap, id, None, 100).unwrap();
+        assert!(!h.changes.is_empty());
+        for change in &h.changes {
+            let held = &nodes[change.seq.0 as usize];
+            let held = if pick == 0 { &held.0 } else { &held.1 };
+            assert_eq!(
+                change.node.clone().flatten().as_ref(),
+                held.as_ref(),
+                "{id} at {}",
+                change.seq.0
+            );
+            let op = &events[change.seq.0 as usize - 1];
+            assert!(op
+                .iter()
+                .any(|o| serde_json::to_value(o).unwrap() == change.op));
+        }
+    }
+    // What is stored: no creation or put-edge repeats its op's properties.
+    use fjall::Readable;
+    let stored: Vec<String> = snap
+        .prefix(&e.store.history, b"")
+        .map(|g| String::from_utf8(g.into_inner().unwrap().1.to_vec()).unwrap())
+        .collect();
+    let with = |member: &str| stored.iter().filter(|v| v.contains(member)).count();
+    assert_eq!(with("\"node_from_op\""), 2, "{stored:#?}");
+    assert_eq!(with("\"edge_from_op\""), 3, "{stored:#?}");
+    assert_eq!(with("\"node_diff\""), 3, "{stored:#?}");
+    assert_eq!(with("\"set\""), 0, "{stored:#?}");
+    assert_eq!(
+        with("\"node\":{"),
+        1,
+        "only the change of type: {stored:#?}"
+    );
+    assert_eq!(with("\"seq\""), 0, "seq and ord are the key's");
+}
+
+#[test]
+fn history_records_in_the_earlier_whole_form_still_read() {
+    // Records as builds before the derived forms wrote them: seq and ord in
+    // the value, every created node whole, every diff with its `set`, every
+    // edge whole.
+    let e = env();
+    let node = |seq: u64, p: Value| {
+        json!({"id": "a", "node_type": "T", "properties": p, "created_seq": 1,
+               "updated_seq": seq, "created_at": "t1", "updated_at": format!("t{seq}")})
+    };
+    let records = [
+        (
+            history::node_key("a", Seq(1), 0),
+            json!({"event_id": "e1", "event_type": "x",
+            "node": node(1, json!({"v": 1})), "op": put("a", "T", json!({"v": 1})),
+            "ord": 0, "projector": null, "seq": 1}),
+        ),
+        (
+            history::node_key("a", Seq(2), 0),
+            json!({"event_id": "e2", "event_type": "x",
+            "node_diff": {"set": {"w": 2}, "unset": [], "updated_at": "t2"},
+            "op": merge("a", "T", json!({"v": 1, "w": 2}), false),
+            "ord": 0, "projector": "p@1", "seq": 2}),
+        ),
+        (
+            history::edge_key("a", "E", "b", Seq(2), 1),
+            json!({"edge": {"edge_type": "E",
+            "from": "a", "to": "b", "properties": {"w": 1}, "created_seq": 2},
+            "event_id": "e2", "event_type": "x", "op": edge("a", "E", "b"),
+            "ord": 1, "projector": "p@1", "seq": 2}),
+        ),
+    ];
+    for (k, v) in &records {
+        e.store
+            .history
+            .insert(k, serde_json::to_vec(v).unwrap())
+            .unwrap();
+    }
+    let snap = e.db.snapshot();
+    let h = e.store.node_history_at(&snap, "a", None, 10).unwrap();
+    assert_eq!(h.changes.len(), 2);
+    assert_eq!(h.changes[1].projector.as_deref(), Some("p@1"));
+    let want: Node = serde_json::from_value(node(2, json!({"v": 1, "w": 2}))).unwrap();
+    assert_eq!(h.changes[1].node, Some(Some(want.clone())));
+    assert_eq!(e.store.node_as_of(&snap, "a", Seq(2)).unwrap(), Some(want));
+    let edges = e
+        .store
+        .out_edges_as_of(&snap, "a", "E", Seq(2), 10)
+        .unwrap();
+    assert_eq!(edges.len(), 1);
+    assert_eq!(edges[0].created_seq, Seq(2));
+}
+
+#[test]
 fn history_follows_rollback_and_is_not_in_the_digest() {
     let with = env();
     let mut st = with.store.staging().unwrap();
