@@ -117,16 +117,18 @@ enum NodeAfter {
     FromOp(Span),
 }
 
-/// An edge change as stored: the edge after it, or the seq it was created
-/// at when the edge is its `put-edge` op's.
-enum EdgeAfter {
-    Whole(After),
-    FromOp(Seq),
-}
-
 enum Target {
-    Node { id: String, after: NodeAfter },
-    Edge { key: Vec<u8>, after: EdgeAfter },
+    Node {
+        id: String,
+        after: NodeAfter,
+    },
+    /// `created`: the seq the edge after the change was created at (it is
+    /// its `put-edge` op's, the only op that leaves an edge); `None`:
+    /// deleted.
+    Edge {
+        key: Vec<u8>,
+        created: Option<Seq>,
+    },
 }
 
 /// Node changes are stored whole at least once per block of this many seqs
@@ -259,34 +261,17 @@ impl Pending {
         start..self.json.len()
     }
 
-    /// Writes a node's diff (`set` and `unset` relative to the node before
-    /// the change, and the new `updated_at`) for [`Pending::node_changed`],
-    /// member by member (no map is built for it). The change's op (a
-    /// `merge-node` or `put-node` whose properties `set` is taken from) is
-    /// stored beside it, so `set` is written only when there is none; read
-    /// back, the op's properties stand for it.
+    /// Writes a node's diff for [`Pending::node_changed`]: the keys its op
+    /// (a `merge-node` or same-type `put-node`, stored beside it, whose
+    /// properties are what it set) removed, and the new `updated_at`.
     pub(crate) fn node_diff<'a>(
         &mut self,
-        set: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
         unset: impl Iterator<Item = &'a String>,
         updated_at: &str,
     ) -> Span {
         let start = self.json.len();
         let out = &mut self.json;
-        out.push(b'{');
-        if self.op.is_none() {
-            out.extend_from_slice(b"\"set\":{");
-            for (i, (k, v)) in set.enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                jcs::write_str(k, out);
-                out.push(b':');
-                serde_json::to_writer(&mut *out, v).expect("a JSON value always serializes");
-            }
-            out.extend_from_slice(b"},");
-        }
-        out.extend_from_slice(b"\"unset\":[");
+        out.extend_from_slice(b"{\"unset\":[");
         for (i, k) in unset.enumerate() {
             if i > 0 {
                 out.push(b',');
@@ -301,6 +286,9 @@ impl Pending {
     }
 
     fn push(&mut self, target: Target) {
+        // Every change is made by an op, named first (`Staging::apply_ops`):
+        // the derived forms read their data from it.
+        debug_assert!(self.op.is_some(), "a change without its op");
         self.changes.push(Change {
             seq: self.seq,
             source: self.source.clone(),
@@ -320,13 +308,10 @@ impl Pending {
 
     /// A node the op being applied (a `put-node` or `merge-node`) created:
     /// its id, type and properties are the op's, its seqs the change's and
-    /// both its timestamps `ts`. Stored whole when there is no op.
+    /// both its timestamps `ts`.
     pub(crate) fn node_created(&mut self, id: &str, node: &Node) {
         debug_assert!(node.created_seq == self.seq && node.updated_seq == self.seq);
         debug_assert_eq!(node.created_at, node.updated_at);
-        if self.op.is_none() {
-            return self.node(id, Some(node));
-        }
         let start = self.json.len();
         jcs::write_str(&node.created_at, &mut self.json);
         let ts = start..self.json.len();
@@ -344,17 +329,13 @@ impl Pending {
         });
     }
 
-    /// An edge change: `after` the edge after it (`None`: deleted);
-    /// `from_op` when the edge is the op's (a `put-edge`: its type,
-    /// endpoints and properties), stored as its `created_seq` alone.
-    pub(crate) fn edge(&mut self, out_key: &[u8], after: Option<&Edge>, from_op: bool) {
-        let after = match after {
-            Some(e) if from_op && self.op.is_some() => EdgeAfter::FromOp(e.created_seq),
-            after => EdgeAfter::Whole(after.map(|e| self.write(e))),
-        };
+    /// An edge change: `after` the edge after it (`None`: deleted), which
+    /// is its `put-edge` op's (type, endpoints, properties) and is stored as
+    /// its `created_seq` alone.
+    pub(crate) fn edge(&mut self, out_key: &[u8], after: Option<&Edge>) {
         self.push(Target::Edge {
             key: out_key.to_vec(),
-            after,
+            created: after.map(|e| e.created_seq),
         });
     }
 
@@ -395,13 +376,10 @@ impl Pending {
             // (seq and ord are the key's).
             let key = match &c.target {
                 Target::Node { id, .. } => node_key(id, c.seq, ord),
-                Target::Edge { key, after } => {
-                    match after {
-                        EdgeAfter::Whole(after) => {
-                            value.extend_from_slice(b"\"edge\":");
-                            self.put(after.as_ref(), &mut value);
-                        }
-                        EdgeAfter::FromOp(created) => {
+                Target::Edge { key, created } => {
+                    match created {
+                        None => value.extend_from_slice(b"\"edge\":null"),
+                        Some(created) => {
                             value.extend_from_slice(b"\"edge_from_op\":");
                             jcs::write_digits(created.0, &mut value);
                         }
@@ -523,24 +501,23 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<(ChangeRecord, Option<Diff>), Grap
         .ok_or_else(|| GraphError::corrupt("history key", key))?;
     record.seq = seq;
     record.ord = ord;
-    let derived = node_from_op.is_some()
-        || edge_from_op.is_some()
-        || node_diff.as_ref().is_some_and(|d| d.set.is_none());
-    let mut parts = if derived {
-        Some(OpParts::deserialize(&record.op).map_err(|_| corrupt())?)
-    } else {
-        None
-    };
-    let mut properties = parts.as_mut().map(|p| std::mem::take(&mut p.properties));
+    // A record derives at most one thing from its op: its node, its edge
+    // or its diff's `set`.
+    let op = |record: &ChangeRecord| OpParts::deserialize(&record.op).map_err(|_| corrupt());
     if let Some(ts) = node_from_op {
-        let p = parts.as_mut().expect("derived");
-        let (Some(id), Some(node_type)) = (p.id.take(), p.node_type.take()) else {
+        let OpParts {
+            id: Some(id),
+            node_type: Some(node_type),
+            properties,
+            ..
+        } = op(&record)?
+        else {
             return Err(corrupt());
         };
         record.node = Some(Some(Node {
             id,
             node_type,
-            properties: properties.take().ok_or_else(corrupt)?,
+            properties,
             created_seq: seq,
             updated_seq: seq,
             created_at: ts.clone(),
@@ -548,9 +525,13 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<(ChangeRecord, Option<Diff>), Grap
         }));
     }
     if let Some(created_seq) = edge_from_op {
-        let p = parts.as_mut().expect("derived");
-        let (Some(edge_type), Some(from), Some(to)) =
-            (p.edge_type.take(), p.from.take(), p.to.take())
+        let OpParts {
+            edge_type: Some(edge_type),
+            from: Some(from),
+            to: Some(to),
+            properties,
+            ..
+        } = op(&record)?
         else {
             return Err(corrupt());
         };
@@ -558,7 +539,7 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<(ChangeRecord, Option<Diff>), Grap
             edge_type,
             from,
             to,
-            properties: properties.take().ok_or_else(corrupt)?,
+            properties,
             created_seq,
         }));
     }
@@ -571,7 +552,7 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<(ChangeRecord, Option<Diff>), Grap
         }) => Some(Diff {
             set: match set {
                 Some(set) => set,
-                None => properties.take().ok_or_else(corrupt)?,
+                None => op(&record)?.properties,
             },
             unset,
             updated_at,

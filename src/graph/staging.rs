@@ -452,15 +452,8 @@ impl Staging {
                 }
                 Some(mut n) => {
                     // The history stores what changed, unless a snapshot is due.
-                    let diff = (!history::snapshot_due(n.updated_seq, seq)).then(|| {
-                        self.history.node_diff(
-                            properties
-                                .iter()
-                                .filter(|(k, v)| n.properties.get(k.as_str()) != Some(*v)),
-                            std::iter::empty(),
-                            ts,
-                        )
-                    });
+                    let diff = (!history::snapshot_due(n.updated_seq, seq))
+                        .then(|| self.history.node_diff(std::iter::empty(), ts));
                     for (k, v) in properties {
                         n.properties.insert(k.clone(), v.clone());
                     }
@@ -509,7 +502,7 @@ impl Staging {
                     properties: properties.clone(),
                     created_seq,
                 };
-                self.set_edge(key, from, edge_type, to, Some(edge), true);
+                self.set_edge(key, from, edge_type, to, Some(edge));
             }
             Op::DeleteEdge {
                 edge_type,
@@ -538,9 +531,6 @@ impl Staging {
             })
             .map(|old| {
                 self.history.node_diff(
-                    properties
-                        .iter()
-                        .filter(|(k, v)| old.properties.get(k.as_str()) != Some(*v)),
                     old.properties
                         .keys()
                         .filter(|k| !properties.contains_key(k.as_str())),
@@ -581,7 +571,7 @@ impl Staging {
         let key = keys::edge_out(from, edge_type, to);
         if self.edge(&key)?.is_some() {
             self.bump(keys::COUNT_EDGE, edge_type, -1);
-            self.set_edge(key, from, edge_type, to, None, false);
+            self.set_edge(key, from, edge_type, to, None);
         }
         Ok(())
     }
@@ -603,18 +593,8 @@ impl Staging {
         });
     }
 
-    /// Stages the edge under `out_key` (`None`: deleted); `from_op` when
-    /// it is the `put-edge` op's being applied (its history says so).
-    fn set_edge(
-        &mut self,
-        out_key: Vec<u8>,
-        from: &str,
-        t: &str,
-        to: &str,
-        e: Option<Edge>,
-        from_op: bool,
-    ) {
-        self.history.edge(&out_key, e.as_ref(), from_op);
+    fn set_edge(&mut self, out_key: Vec<u8>, from: &str, t: &str, to: &str, e: Option<Edge>) {
+        self.history.edge(&out_key, e.as_ref());
         let in_key = keys::edge_in(to, t, from);
         let prev = self.edges_in.insert(in_key.clone(), e.is_some());
         self.undo.push(Undo::EdgeIn { key: in_key, prev });
