@@ -91,7 +91,7 @@ pub fn project_event_traced(
         let index = seg.projector;
         let ops = &projected.ops[seg.start..seg.end];
         let owns = |t: &str| set.owns_node_type(index, t);
-        staging.set_history_source(event.event_id, event.event_type, Some(set.label(index)));
+        staging.set_history_source(Some(set.label(index)));
         let applied_ops = match set.lane() {
             None => staging.apply_segment(event.seq, event.timestamp, ops, &owns),
             Some(lane) => {

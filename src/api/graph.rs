@@ -113,11 +113,9 @@ pub async fn node_history(
     let limit = limit(&p, 100)?;
     let cursor = p.str("cursor").map(str::to_string);
     blocking(move || {
-        let graph = app.live.graph();
-        let view = graph.view();
         Ok(Json(views::history::node_history(
-            &graph,
-            &view,
+            &app.log,
+            &app.live.graph(),
             &id,
             cursor.as_deref(),
             limit,

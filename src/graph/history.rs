@@ -30,18 +30,21 @@
 //! `delete-node` records the node's deletion and the deletion of every edge
 //! touching it, each with the `delete-node` op as its cause.
 //!
-//! The change record is compact JSON (top-level keys sorted): `event_id`,
-//! `event_type`, `projector` (`name@version`; `null` when ops were applied
-//! outside a projector set, as in tests), `op` (the op as the projector
-//! emitted it), and what the change left: `node`, `node_diff` or
-//! `node_from_op`, or `edge` or `edge_from_op` (below). `seq` and `ord` are
-//! the key's (records written before this layout also hold them in the
-//! value; readers take them from the key either way). The `op` is stored as
-//! its canonical JSON (RFC 8785), the bytes the state digest hashes, so each
-//! op is serialized once; when JCS would not give back the same value (a
-//! float, or an integer beyond ±2^53, which JCS writes as a double) it is
-//! stored in serde's form instead. Readers parse the record, so both forms
-//! (and records written before, in serde's member order) read the same.
+//! The change record is compact JSON (top-level keys sorted): `projector`
+//! (`name@version`; `null` when ops were applied outside a projector set,
+//! as in tests), `op` (the op as the projector emitted it), and what the
+//! change left: `node`, `node_diff` or `node_from_op`, or `edge` or
+//! `edge_from_op` (below). `seq` and `ord` are the key's, and the event that
+//! caused the change (its id and type) is the log's at `seq`: the history
+//! view reads it from there (`views::history`). Records written before
+//! these layouts also hold `seq`, `ord`, `event_id` and `event_type` in the
+//! value; readers take the key's seq and ord either way, and the event from
+//! the record when it names one. The `op` is stored as its canonical JSON
+//! (RFC 8785), the bytes the state digest hashes, so each op is serialized
+//! once; when JCS would not give back the same value (a float, or an
+//! integer beyond ±2^53, which JCS writes as a double) it is stored in
+//! serde's form instead. Readers parse the record, so both forms (and
+//! records written before, in serde's member order) read the same.
 //! A batch's records are written by hand from one buffer of JSON
 //! ([`Pending`]'s `json`), not through a `Box<RawValue>` per part.
 //!
@@ -72,10 +75,13 @@
 //!   type, endpoints and properties, created at that seq (an earlier one when
 //!   the op replaced the edge).
 //!
+//! The event is the log's too: an `event_id` and `event_type` in every
+//! record were ~80 bytes of it (docs/BENCHMARKS.md, session 28).
+//!
 //! Records written before these forms (whole nodes and edges, diffs with
-//! `set`) read as they did. A build from before them reads the new forms as
-//! corrupt (or a created node as absent): after going back to one, run
-//! `leviathan rebuild`.
+//! `set`, the event named) read as they did. A build from before them reads
+//! the new forms as corrupt (or a created node as absent): after going back
+//! to one, run `leviathan rebuild`.
 
 use crate::graph::error::GraphError;
 use crate::graph::keys;
@@ -92,13 +98,10 @@ const EDGE_TAG: u8 = b'e';
 /// Cursor tag of a node history page.
 const CURSOR_NODE: u8 = b'H';
 
-/// What caused the changes being applied: the event and the projector.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct Source {
-    event_id: String,
-    event_type: String,
-    projector: Option<String>,
-}
+/// The projector (`name@version`) whose ops are applied next; `None` when
+/// ops are applied outside a projector set, as in tests. The event that
+/// caused a change is the log's at the change's seq.
+type Source = Option<Arc<str>>;
 
 /// Where a piece of JSON lies in [`Pending`]'s buffer.
 pub(crate) type Span = std::ops::Range<usize>;
@@ -154,7 +157,7 @@ struct NodeDiff {
 
 struct Change {
     seq: Seq,
-    source: Arc<Source>,
+    source: Source,
     /// The op's JSON, shared by every change it made.
     op: Option<Span>,
     target: Target,
@@ -169,8 +172,15 @@ pub struct ChangeRecord {
     /// Position among the changes of the same event (stored as `seq`).
     #[serde(default)]
     pub ord: u32,
-    pub event_id: String,
-    pub event_type: String,
+    /// The event that caused the change, when the record names it: records
+    /// written before session 28's layout do; later ones leave it to the
+    /// log (the event at `seq`), which the history view reads it from
+    /// (`views::history`).
+    #[serde(default)]
+    pub event_id: Option<String>,
+    /// (As `event_id`.)
+    #[serde(default)]
+    pub event_type: Option<String>,
     /// `name@version` of the projector whose op made the change.
     pub projector: Option<String>,
     /// The op that made the change.
@@ -209,7 +219,7 @@ pub(crate) struct Mark {
 /// The pending history of one `Staging` (one write batch).
 #[derive(Default)]
 pub(crate) struct Pending {
-    source: Arc<Source>,
+    source: Source,
     seq: Seq,
     op: Option<Span>,
     changes: Vec<Change>,
@@ -219,18 +229,10 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    /// Names the event and projector whose ops are applied next.
-    pub(crate) fn set_source(&mut self, event_id: &str, event_type: &str, projector: Option<&str>) {
-        let s = &*self.source;
-        if s.event_id != event_id
-            || s.event_type != event_type
-            || s.projector.as_deref() != projector
-        {
-            self.source = Arc::new(Source {
-                event_id: event_id.to_owned(),
-                event_type: event_type.to_owned(),
-                projector: projector.map(str::to_owned),
-            });
+    /// Names the projector whose ops are applied next.
+    pub(crate) fn set_source(&mut self, projector: Option<&str>) {
+        if self.source.as_deref() != projector {
+            self.source = projector.map(Arc::from);
         }
     }
 
@@ -371,9 +373,9 @@ impl Pending {
             }
             let mut value = Vec::with_capacity(super::store::RECORD_BUFFER);
             value.push(b'{');
-            // Members in sorted order: edge or edge_from_op, event_id,
-            // event_type, node or node_diff or node_from_op, op, projector
-            // (seq and ord are the key's).
+            // Members in sorted order: edge or edge_from_op, node or
+            // node_diff or node_from_op, op, projector (seq and ord are the
+            // key's; the event is the log's at seq).
             let key = match &c.target {
                 Target::Node { id, .. } => node_key(id, c.seq, ord),
                 Target::Edge { key, created } => {
@@ -384,21 +386,16 @@ impl Pending {
                             jcs::write_digits(created.0, &mut value);
                         }
                     }
-                    value.push(b',');
                     let (from, t, to) = keys::split3(key)?;
                     edge_key(from, t, to, c.seq, ord)
                 }
             };
-            value.extend_from_slice(b"\"event_id\":");
-            jcs::write_str(&c.source.event_id, &mut value);
-            value.extend_from_slice(b",\"event_type\":");
-            jcs::write_str(&c.source.event_type, &mut value);
             match &c.target {
                 Target::Node { after, .. } => {
                     let (member, span) = match after {
-                        NodeAfter::Whole(after) => (&b",\"node\":"[..], after.as_ref()),
-                        NodeAfter::Diff(diff) => (&b",\"node_diff\":"[..], Some(diff)),
-                        NodeAfter::FromOp(ts) => (&b",\"node_from_op\":"[..], Some(ts)),
+                        NodeAfter::Whole(after) => (&b"\"node\":"[..], after.as_ref()),
+                        NodeAfter::Diff(diff) => (&b"\"node_diff\":"[..], Some(diff)),
+                        NodeAfter::FromOp(ts) => (&b"\"node_from_op\":"[..], Some(ts)),
                     };
                     value.extend_from_slice(member);
                     self.put(span, &mut value);
@@ -408,7 +405,7 @@ impl Pending {
             value.extend_from_slice(b",\"op\":");
             self.put(c.op.as_ref(), &mut value);
             value.extend_from_slice(b",\"projector\":");
-            match &c.source.projector {
+            match &c.source {
                 Some(p) => jcs::write_str(p, &mut value),
                 None => value.extend_from_slice(b"null"),
             }

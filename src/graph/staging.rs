@@ -234,15 +234,11 @@ impl Staging {
         self.digests.is_empty()
     }
 
-    /// Names the event (and the projector, `name@version`) whose ops are
-    /// applied next, for the history index (`graph::history`).
-    pub fn set_history_source(
-        &mut self,
-        event_id: &str,
-        event_type: &str,
-        projector: Option<&str>,
-    ) {
-        self.history.set_source(event_id, event_type, projector);
+    /// Names the projector (`name@version`) whose ops are applied next,
+    /// for the history index (`graph::history`; the event is the log's at
+    /// the change's seq).
+    pub fn set_history_source(&mut self, projector: Option<&str>) {
+        self.history.set_source(projector);
     }
 
     pub fn checkpoint(&self) -> Mark {

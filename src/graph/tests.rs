@@ -1127,6 +1127,8 @@ fn history_records_derived_from_their_op_give_back_what_the_graph_held() {
         "only the change of type: {stored:#?}"
     );
     assert_eq!(with("\"seq\""), 0, "seq and ord are the key's");
+    assert_eq!(with("\"event_id\""), 0, "the event is the log's");
+    assert_eq!(with("\"event_type\""), 0, "the event is the log's");
 }
 
 #[test]
@@ -1171,6 +1173,8 @@ fn history_records_in_the_earlier_whole_form_still_read() {
     let h = e.store.node_history_at(&snap, "a", None, 10).unwrap();
     assert_eq!(h.changes.len(), 2);
     assert_eq!(h.changes[1].projector.as_deref(), Some("p@1"));
+    assert_eq!(h.changes[1].event_id.as_deref(), Some("e2"));
+    assert_eq!(h.changes[1].event_type.as_deref(), Some("x"));
     let want: Node = serde_json::from_value(node(2, json!({"v": 1, "w": 2}))).unwrap();
     assert_eq!(h.changes[1].node, Some(Some(want.clone())));
     assert_eq!(e.store.node_as_of(&snap, "a", Seq(2)).unwrap(), Some(want));

@@ -4,7 +4,7 @@
 
 use super::ViewError;
 use crate::graph::{GraphStore, Node};
-use crate::log::View;
+use crate::log::{Log, View};
 use crate::seq::Seq;
 use crate::wire::{NodeChange, NodeHistoryPage};
 
@@ -42,37 +42,58 @@ pub fn node_as_of(
 
 /// One page of the changes of node `id`, oldest first. A node that never
 /// existed has an empty history (not a 404: an id may be created later).
+/// Each change names the event that caused it: the log's at its seq (read
+/// through the same view), unless the record names it (records written
+/// before session 28).
 pub fn node_history(
+    log: &Log,
     graph: &GraphStore,
-    view: &View,
     id: &str,
     cursor: Option<&str>,
     limit: usize,
 ) -> Result<NodeHistoryPage, ViewError> {
+    let view = log.view();
     let page = graph
-        .node_history_at(view, id, cursor, limit)
+        .node_history_at(&view, id, cursor, limit)
         .map_err(|e| match e {
             crate::graph::GraphError::BadCursor => ViewError::BadCursor,
             e => e.into(),
         })?;
-    let changes: Vec<NodeChange> = page
-        .changes
-        .into_iter()
-        .map(|c| NodeChange {
+    let mut changes: Vec<NodeChange> = Vec::with_capacity(page.changes.len());
+    // The event of the previous change: an event's changes are adjacent.
+    let mut last: Option<(Seq, String, String)> = None;
+    for c in page.changes {
+        let (event_id, event_type) = match (c.event_id, c.event_type) {
+            (Some(id), Some(t)) => (id, t),
+            _ => match &last {
+                Some((seq, id, t)) if *seq == c.seq => (id.clone(), t.clone()),
+                _ => {
+                    let e = log.get_at(&view, c.seq)?.ok_or_else(|| {
+                        crate::graph::GraphError::corrupt(
+                            "history record (its seq is not in the log)",
+                            &c.seq.to_key(),
+                        )
+                    })?;
+                    (e.event_id, e.event_type)
+                }
+            },
+        };
+        last = Some((c.seq, event_id.clone(), event_type.clone()));
+        changes.push(NodeChange {
             seq: c.seq,
             ord: c.ord,
-            event_id: c.event_id,
-            event_type: c.event_type,
+            event_id,
+            event_type,
             projector: c.projector,
             op: c.op,
             node: c.node.flatten().map(Into::into),
-        })
-        .collect();
+        });
+    }
     Ok(NodeHistoryPage {
         node_id: id.to_owned(),
         count: changes.len(),
         changes,
         next_cursor: page.next_cursor,
-        history_from: graph.history_from_at(view)?,
+        history_from: graph.history_from_at(&view)?,
     })
 }
