@@ -191,6 +191,8 @@ fn project_all(
                             )
                         })?;
                 projection_errors += recorded.len() as u64;
+                // Nothing rolls back across events here.
+                staging.settle();
             }
             let mut batch = chunk_batch(db, chunk.len()).without_journal();
             staging.write_into(&mut batch)?;

@@ -143,6 +143,7 @@ pub fn replay_to(
                     )
                 },
             )?;
+            staging.settle();
         }
         let mut batch = scratch_db.batch();
         staging.write_into(&mut batch)?;

@@ -1259,6 +1259,7 @@ impl State {
                     ))
                 })?;
                 errors += recorded.len() as u64;
+                staging.settle();
             }
             caught_up += chunk.len() as u64;
             applied = last;
@@ -1343,6 +1344,9 @@ impl State {
             if r.is_err() {
                 staging.rollback(mark);
             }
+            // Bundles are all or nothing each: no rollback reaches back
+            // past this one.
+            staging.settle();
             results.push((job.reply, r));
         }
         let moved = self.head != start_head;

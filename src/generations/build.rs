@@ -222,6 +222,7 @@ pub fn build_until(
                             format!("building generation {}: seq {}", plan.record.id, e.seq)
                         })?;
                     errors += recorded.len() as u64;
+                    staging.settle();
                 }
                 let mut batch = crate::replay::chunk_batch(db, events.len());
                 staging.write_into(&mut batch)?;

@@ -254,6 +254,7 @@ pub fn round(
                 other => anyhow::Error::new(other).context(format!("seq {}", e.seq)),
             },
         )?;
+        staging.settle();
         out.errors += recorded.len() as u64;
         out.recorded
             .extend(recorded.into_iter().map(|r| r.projector));

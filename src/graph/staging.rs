@@ -64,7 +64,7 @@ pub enum Chain {
 }
 
 /// A point in a `Staging` to roll back to. Valid until a rollback to an
-/// earlier mark.
+/// earlier mark or a [`Staging::settle`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
     undo: usize,
@@ -135,6 +135,9 @@ pub struct Staging {
     /// Recorded projection errors of this batch, in log order.
     errors: Vec<ErrorRecord>,
     undo: Vec<Undo>,
+    /// Undo entries forgotten by [`Staging::settle`] (a mark's `undo` counts
+    /// them too, so a mark taken before a settle is recognized).
+    settled: usize,
     /// `JCS(ops_n)` of the event being applied, built as its ops are
     /// applied: `[` and the canonical JSON of each op applied so far
     /// (comma-separated; a rolled-back segment's are cut off again);
@@ -215,6 +218,7 @@ impl GraphStore {
             digests: Vec::new(),
             errors: Vec::new(),
             undo: Vec::new(),
+            settled: 0,
             canonical: b"[".to_vec(),
             history: Default::default(),
             view_error: Mutex::new(None),
@@ -243,7 +247,7 @@ impl Staging {
 
     pub fn checkpoint(&self) -> Mark {
         Mark {
-            undo: self.undo.len(),
+            undo: self.settled + self.undo.len(),
             digests: self.digests.len(),
             errors: self.errors.len(),
             history: self.history.mark(),
@@ -251,11 +255,26 @@ impl Staging {
         }
     }
 
+    /// Gives up rolling back what was applied so far: the undo log, which
+    /// holds every value the changes replaced (whole nodes), is dropped.
+    /// A caller that takes no mark older than this (the writer after each
+    /// bundle, a rebuild after each event) keeps the log to one bundle's
+    /// or event's changes instead of the whole batch's. Marks taken before
+    /// are no longer valid.
+    pub fn settle(&mut self) {
+        self.settled += self.undo.len();
+        self.undo.clear();
+    }
+
     /// Undoes every change (graph, counters, digests, the event's canonical
-    /// op list) made after `mark`, and forgets `GraphView` read failures
+    /// op list) made after `mark` (taken after the last [`Staging::settle`]), and forgets `GraphView` read failures
     /// (they belonged to the undone work).
     pub fn rollback(&mut self, mark: Mark) {
-        while self.undo.len() > mark.undo {
+        debug_assert!(
+            mark.undo >= self.settled,
+            "a rollback to a mark taken before Staging::settle"
+        );
+        while self.settled + self.undo.len() > mark.undo {
             match self.undo.pop() {
                 Some(Undo::Node { id, prev }) => restore(&mut self.nodes, id, prev),
                 Some(Undo::EdgeOut { key, prev }) => restore(&mut self.edges_out, key, prev),
