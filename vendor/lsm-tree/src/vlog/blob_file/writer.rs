@@ -54,6 +54,14 @@ pub struct Writer {
     pub(crate) last_key: Option<UserKey>,
 
     pub(crate) blob_compression: BlobCompression,
+
+    // LEVIATHAN PATCH: one LZ4 hash table and output buffer per writer,
+    // reused for every value (`lz4_flex::compress` allocated and zeroed an
+    // 8 KiB table and allocated, then shrank, an output vector per value).
+    #[cfg(feature = "lz4")]
+    lz4_table: Option<lz4_flex::block::CompressTable>,
+    #[cfg(feature = "lz4")]
+    lz4_out: Vec<u8>,
 }
 
 impl Writer {
@@ -91,6 +99,11 @@ impl Writer {
             last_key: None,
 
             blob_compression: BlobCompression::default(),
+
+            #[cfg(feature = "lz4")]
+            lz4_table: None,
+            #[cfg(feature = "lz4")]
+            lz4_out: Vec::new(),
         })
     }
 
@@ -147,7 +160,19 @@ impl Writer {
         let value = match &self.blob_compression {
             #[cfg(feature = "lz4")]
             BlobCompression::Standard(CompressionType::Lz4) => {
-                std::borrow::Cow::Owned(lz4_flex::compress(value))
+                // LEVIATHAN PATCH: the same LZ4 block as `lz4_flex::compress`,
+                // with the writer's table and buffer (see the fields).
+                let table = self
+                    .lz4_table
+                    .get_or_insert_with(lz4_flex::block::CompressTable::small);
+                let max = lz4_flex::block::get_maximum_output_size(value.len());
+                if self.lz4_out.len() < max {
+                    self.lz4_out.resize(max, 0);
+                }
+                let len =
+                    lz4_flex::block::compress_into_with_table(value, &mut self.lz4_out, table)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                std::borrow::Cow::Borrowed(&self.lz4_out[..len])
             }
 
             _ => std::borrow::Cow::Borrowed(value),
