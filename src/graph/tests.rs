@@ -1569,3 +1569,62 @@ fn an_overlay_of_another_generation_is_refused() {
         Err(GraphError::Corrupt { .. })
     ));
 }
+
+#[test]
+fn a_rollback_after_settle_undoes_only_what_followed_its_mark() {
+    // One staging, as the writer uses it: events settled one by one, then a
+    // bundle that fails and is rolled back to the mark taken after them.
+    let e = env();
+    let mut st = e.store.staging().unwrap();
+    st.apply(Seq(1), &ts(Seq(1)), &[put("a", "T", json!({"v": 1}))])
+        .unwrap();
+    st.settle();
+    st.apply(
+        Seq(2),
+        &ts(Seq(2)),
+        &[merge("a", "T", json!({"v": 2}), false)],
+    )
+    .unwrap();
+    st.settle();
+    let mark = st.checkpoint();
+    let kept = st.state();
+    st.apply(
+        Seq(3),
+        &ts(Seq(3)),
+        &[merge("a", "T", json!({"v": 3}), false), edge("a", "E", "b")],
+    )
+    .unwrap();
+    st.apply(Seq(4), &ts(Seq(4)), &[del("a")]).unwrap();
+    st.rollback(mark);
+    assert_eq!(st.state(), kept);
+    assert_eq!(e.write(st), kept);
+    // What the settled events did stands; nothing after the mark does.
+    let a = e.node("a").unwrap();
+    assert_eq!(a.properties["v"], 2);
+    assert_eq!(a.updated_seq, Seq(2));
+    assert!(e.edge_ids("a", Direction::Outgoing, None).is_empty());
+    assert_eq!(e.counts().0, c(&[("T", 1)]));
+    // The same two events without settling give the same graph.
+    let plain = env();
+    assert_eq!(
+        plain.commit(&[
+            vec![put("a", "T", json!({"v": 1}))],
+            vec![merge("a", "T", json!({"v": 2}), false)],
+        ]),
+        kept
+    );
+    assert_eq!(plain.dump(), e.dump());
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "a rollback to a mark taken before Staging::settle")]
+fn a_rollback_to_a_mark_from_before_settle_is_refused() {
+    let e = env();
+    let mut st = e.store.staging().unwrap();
+    let mark = st.checkpoint();
+    st.apply(Seq(1), &ts(Seq(1)), &[put("a", "T", json!({}))])
+        .unwrap();
+    st.settle();
+    st.rollback(mark);
+}
