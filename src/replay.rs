@@ -221,10 +221,11 @@ fn test_abort_after() -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Write-batch items reserved per event of a chunk: the digest, the history
-/// changes (~1.4 per event in the benchmark's stream), the records, indexes
-/// and counters they touch. A batch that needs more grows as before.
-const BATCH_ITEMS_PER_EVENT: usize = 8;
+/// Write-batch items reserved per event of a chunk (and of the writer's
+/// batches): the digest, the history changes (~1.4 per event in the
+/// benchmark's stream), the records, indexes and counters they touch. A
+/// batch that needs more grows as before.
+pub(crate) const BATCH_ITEMS_PER_EVENT: usize = 8;
 
 /// An empty write batch for a chunk of `events` events, its item vector
 /// reserved up front (`Database::batch` starts empty and grows it by

@@ -38,7 +38,7 @@ impl ArtifactRef {
     pub fn digest_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.kind.len() + self.uri.len() + 120);
         out.extend_from_slice(b"{\"sha256\":\"");
-        out.extend_from_slice(self.sha256.to_hex().as_bytes());
+        self.sha256.write_hex(&mut out);
         out.extend_from_slice(b"\",\"kind\":");
         crate::jcs::write_str(&self.kind, &mut out);
         out.extend_from_slice(b",\"uri\":");
@@ -192,13 +192,13 @@ impl EventDraft {
         match prev_hash {
             Some(h) => {
                 out.push(b'"');
-                out.extend_from_slice(h.to_hex().as_bytes());
+                h.write_hex(&mut out);
                 out.push(b'"');
             }
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"seq\":");
-        out.extend_from_slice(seq.0.to_string().as_bytes());
+        crate::jcs::write_digits(seq.0, &mut out);
         out.extend_from_slice(self.tail.as_bytes());
         out
     }
