@@ -43,7 +43,7 @@ pub fn project_event(
     staging: &mut Staging,
     policy: Policy,
 ) -> Result<Vec<ErrorRecord>, StepError> {
-    project_event_traced(set, event, prepared, staging, policy).map(|t| t.errors)
+    project(set, event, prepared, staging, policy, false).map(|t| t.errors)
 }
 
 /// What [`project_event_traced`] did with one event.
@@ -66,7 +66,21 @@ pub fn project_event_traced(
     staging: &mut Staging,
     policy: Policy,
 ) -> Result<Traced, StepError> {
-    let projected = match set.lane() {
+    project(set, event, prepared, staging, policy, true)
+}
+
+/// [`project_event_traced`]; its `ops` are what the projectors returned
+/// only with `keep_ops` (applying them moves their properties into the
+/// graph, so they are copied first), else what applying them left.
+fn project(
+    set: &ProjectorSet,
+    event: &EventInput<'_>,
+    prepared: Prepared,
+    staging: &mut Staging,
+    policy: Policy,
+    keep_ops: bool,
+) -> Result<Traced, StepError> {
+    let mut projected = match set.lane() {
         None => set.run_event(event, prepared, staging, policy),
         Some(lane) => set.run_event(
             event,
@@ -87,9 +101,10 @@ pub fn project_event_traced(
         .map(|(index, e)| (index, record(set, index, event, e.code(), &e.failure)))
         .collect();
     let mut applied = Vec::with_capacity(projected.segments.len());
+    let shown = keep_ops.then(|| projected.ops.clone());
     for seg in &projected.segments {
         let index = seg.projector;
-        let ops = &projected.ops[seg.start..seg.end];
+        let ops = &mut projected.ops[seg.start..seg.end];
         let owns = |t: &str| set.owns_node_type(index, t);
         staging.set_history_source(Some(set.label(index)));
         let applied_ops = match set.lane() {
@@ -153,7 +168,7 @@ pub fn project_event_traced(
     staging.end_event(event.seq, &errors);
     Ok(Traced {
         errors,
-        ops: projected.ops,
+        ops: shown.unwrap_or(projected.ops),
         applied,
     })
 }

@@ -783,7 +783,12 @@ fn a_segment_touches_only_nodes_of_types_it_owns() {
         (del("a"), "delete-node"),
     ] {
         let e = st
-            .apply_segment(seq, &ts(seq), &[edge("g", "POKES", "a"), op], &owns_gadget)
+            .apply_segment(
+                seq,
+                &ts(seq),
+                &mut [edge("g", "POKES", "a"), op],
+                &owns_gadget,
+            )
             .unwrap_err();
         match e {
             GraphError::NotOwner {
@@ -801,7 +806,8 @@ fn a_segment_touches_only_nodes_of_types_it_owns() {
     // Its own node, and an edge of its own type to any node: fine. The
     // failed segments left nothing (their edge was rolled back).
     let ok = [put("g", "Gadget", json!({})), edge("g", "POKES", "a")];
-    st.apply_segment(seq, &ts(seq), &ok, &owns_gadget).unwrap();
+    st.apply_segment(seq, &ts(seq), &mut ok.clone(), &owns_gadget)
+        .unwrap();
     st.end_event(seq, &[]);
     env.write(st);
     assert_eq!(
@@ -828,7 +834,7 @@ fn recorded_errors_extend_the_digest_only_when_there_are_some() {
     let (_, plain) = a.commit(std::slice::from_ref(&ops));
     let mut st = b.store.staging().unwrap();
     st.begin_event(Seq(1)).unwrap();
-    st.apply_segment(Seq(1), &ts(Seq(1)), &ops, &|_| true)
+    st.apply_segment(Seq(1), &ts(Seq(1)), &mut ops.clone(), &|_| true)
         .unwrap();
     st.end_event(Seq(1), &[]);
     assert_eq!(st.state().1, plain);
@@ -1230,9 +1236,13 @@ fn the_async_lane_has_its_own_state_and_digests_and_a_combined_one_per_seq() {
     assert_eq!(st.state(), (Seq(0), GENESIS_DIGEST));
     let ops = [put("x", "Tick", json!({})), edge("x", "TICKED", "a")];
     st.begin_event(Seq(1)).unwrap();
-    st.apply_segment_in_lane(Seq(1), &ts(Seq(1)), &ops, &|t| t == "Tick", &|t| {
-        t == "TICKED"
-    })
+    st.apply_segment_in_lane(
+        Seq(1),
+        &ts(Seq(1)),
+        &mut ops.clone(),
+        &|t| t == "Tick",
+        &|t| t == "TICKED",
+    )
     .unwrap();
     st.end_event(Seq(1), &[]);
     let (_, async1) = lanes.write(st);
@@ -1257,7 +1267,7 @@ fn the_async_lane_has_its_own_state_and_digests_and_a_combined_one_per_seq() {
     st.apply_segment_in_lane(
         Seq(3),
         &ts(Seq(3)),
-        &[del("a")],
+        &mut [del("a")],
         &|t| t == "Attempt",
         &|t| t == "LINK",
     )
