@@ -225,13 +225,14 @@ fn test_abort_after() -> Option<u64> {
 /// batches): the digest, the history changes (~1.4 per event in the
 /// benchmark's stream), the records, indexes and counters they touch. A
 /// batch that needs more grows as before.
-pub(crate) const BATCH_ITEMS_PER_EVENT: usize = 8;
+const BATCH_ITEMS_PER_EVENT: usize = 8;
 
 /// An empty write batch for a chunk of `events` events, its item vector
 /// reserved up front (`Database::batch` starts empty and grows it by
 /// reallocation, a copy of every item so far each time), with the durability
 /// `Database::batch` gives a store without manual journal persistence
-/// (written to the journal's buffer, not synced per batch).
+/// (written to the journal's buffer, not synced per batch; the writer sets
+/// its own).
 pub(crate) fn chunk_batch(db: &fjall::Database, events: usize) -> fjall::OwnedWriteBatch {
     fjall::OwnedWriteBatch::with_capacity(db.clone(), events * BATCH_ITEMS_PER_EVENT)
         .durability(Some(fjall::PersistMode::Buffer))

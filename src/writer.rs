@@ -1336,11 +1336,8 @@ impl State {
         let batch_bundles = jobs.len();
         let batch_events: usize = jobs.iter().map(|j| j.bundle.events.len()).sum();
         // Its item vector reserved up front, as a rebuild's chunk's.
-        let mut batch = fjall::OwnedWriteBatch::with_capacity(
-            self.db.clone(),
-            batch_events * crate::replay::BATCH_ITEMS_PER_EVENT,
-        )
-        .durability(Some(self.log_persist));
+        let mut batch =
+            crate::replay::chunk_batch(&self.db, batch_events).durability(Some(self.log_persist));
         let mut pending = Pending::default();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {

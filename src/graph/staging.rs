@@ -267,8 +267,9 @@ impl Staging {
     }
 
     /// Undoes every change (graph, counters, digests, the event's canonical
-    /// op list) made after `mark` (taken after the last [`Staging::settle`]), and forgets `GraphView` read failures
-    /// (they belonged to the undone work).
+    /// op list) made after `mark` (taken after the last
+    /// [`Staging::settle`]), and forgets `GraphView` read failures (they
+    /// belonged to the undone work).
     pub fn rollback(&mut self, mark: Mark) {
         debug_assert!(
             mark.undo >= self.settled,

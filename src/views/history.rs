@@ -60,25 +60,25 @@ pub fn node_history(
             e => e.into(),
         })?;
     let mut changes: Vec<NodeChange> = Vec::with_capacity(page.changes.len());
-    // The event of the previous change: an event's changes are adjacent.
-    let mut last: Option<(Seq, String, String)> = None;
+    // The last event read from the log: an event's changes are adjacent.
+    let mut read: Option<(Seq, String, String)> = None;
     for c in page.changes {
         let (event_id, event_type) = match (c.event_id, c.event_type) {
             (Some(id), Some(t)) => (id, t),
-            _ => match &last {
-                Some((seq, id, t)) if *seq == c.seq => (id.clone(), t.clone()),
-                _ => {
+            _ => {
+                if read.as_ref().is_none_or(|(seq, ..)| *seq != c.seq) {
                     let e = log.get_at(&view, c.seq)?.ok_or_else(|| {
                         crate::graph::GraphError::corrupt(
                             "history record (its seq is not in the log)",
                             &c.seq.to_key(),
                         )
                     })?;
-                    (e.event_id, e.event_type)
+                    read = Some((c.seq, e.event_id, e.event_type));
                 }
-            },
+                let (_, id, t) = read.as_ref().expect("read above");
+                (id.clone(), t.clone())
+            }
         };
-        last = Some((c.seq, event_id.clone(), event_type.clone()));
         changes.push(NodeChange {
             seq: c.seq,
             ord: c.ord,
