@@ -1638,3 +1638,71 @@ fn a_rollback_to_a_mark_from_before_settle_is_refused() {
     st.settle();
     st.rollback(mark);
 }
+
+#[test]
+fn merges_of_a_pending_node_roll_back_to_the_node_before_them() {
+    // Merges of a node the batch already holds are made in place; rolling
+    // them back (a failed segment, a refused bundle) gives the node back
+    // exactly, and the graph equals one where they never happened.
+    let e = env();
+    let mut st = e.store.staging().unwrap();
+    st.apply(
+        Seq(1),
+        &ts(Seq(1)),
+        &[put("a", "T", json!({"v": 1, "keep": "x"}))],
+    )
+    .unwrap();
+    let mark = st.checkpoint();
+    let kept = st.state();
+    st.apply(
+        Seq(2),
+        &ts(Seq(2)),
+        &[
+            merge("a", "T", json!({"v": 2, "new": [1]}), false),
+            merge("a", "T", json!({"v": 3, "keep": "y"}), false),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        st.get_node("a").unwrap().properties,
+        props(json!({"v": 3, "keep": "y", "new": [1]}))
+    );
+    // A segment whose last op fails leaves no trace of its merges.
+    st.begin_event(Seq(3)).unwrap();
+    let err = st
+        .apply_segment(
+            Seq(3),
+            &ts(Seq(3)),
+            &mut [
+                merge("a", "T", json!({"v": 4}), false),
+                merge("a", "Other", json!({}), false),
+            ],
+            &|_| true,
+        )
+        .unwrap_err();
+    assert!(matches!(err, GraphError::TypeMismatch { .. }), "{err}");
+    assert_eq!(st.get_node("a").unwrap().properties["v"], 3);
+    assert_eq!(st.get_node("a").unwrap().updated_seq, Seq(2));
+    st.end_event(Seq(3), &[]);
+    st.rollback(mark);
+    assert_eq!(st.state(), kept);
+    let a = st.get_node("a").unwrap();
+    assert_eq!(a.properties, props(json!({"v": 1, "keep": "x"})));
+    assert_eq!(
+        (a.updated_seq, a.updated_at.as_str()),
+        (Seq(1), &*ts(Seq(1)))
+    );
+    e.write(st);
+    let plain = env();
+    plain.commit(&[vec![put("a", "T", json!({"v": 1, "keep": "x"}))]]);
+    assert_eq!(plain.dump(), e.dump());
+    let snap = e.db.snapshot();
+    assert_eq!(
+        e.store
+            .node_history_at(&snap, "a", None, 10)
+            .unwrap()
+            .changes
+            .len(),
+        1
+    );
+}
