@@ -261,7 +261,11 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
                 return Ok(false);
             }
 
-            run_compaction(&keyspace, &ctx.supervisor.snapshot_tracker, &ctx.stats)?;
+            // LEVIATHAN PATCH: a compaction that changed the tree queues one
+            // more look at it (`compaction::worker::run`).
+            if run_compaction(&keyspace, &ctx.supervisor.snapshot_tracker, &ctx.stats)? {
+                ctx.sender.try_send(WorkerMessage::Compact(keyspace)).ok();
+            }
         }
     }
 

@@ -7,16 +7,25 @@ use lsm_tree::AbstractTree;
 use std::time::Instant;
 
 /// Runs a single run of compaction.
+///
+/// LEVIATHAN PATCH: returns whether the keyspace's tree changed meanwhile
+/// (its version id), so that the caller can queue another look: a merge
+/// that just finished may have filled the next level (a tiered level's
+/// runs), and a `Compact` message that arrived while the merge held its
+/// level chose nothing. Upstream queues compactions only after flushes, so
+/// with two compacting workers such a merge waited for the next flush.
 pub fn run(
     keyspace: &Keyspace,
     snapshot_tracker: &SnapshotTracker,
     stats: &Stats,
-) -> crate::Result<()> {
+) -> crate::Result<bool> {
     use std::sync::atomic::Ordering::Relaxed;
 
     if keyspace.is_deleted.load(Relaxed) {
-        return Ok(());
+        return Ok(false);
     }
+
+    let version_before = keyspace.tree.current_version().id();
 
     log::trace!(
         "Checking compaction strategy for keyspace {:?}",
@@ -56,5 +65,5 @@ pub fn run(
     stats.active_compaction_count.fetch_sub(1, Relaxed);
     stats.compactions_completed.fetch_add(1, Relaxed);
 
-    Ok(())
+    Ok(keyspace.tree.current_version().id() != version_before)
 }
