@@ -91,9 +91,15 @@ pub(crate) const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 /// the compaction in progress, sealed memtables queued up behind it (fjall
 /// halts writes at 4 per keyspace) and they were most of the server's memory
 /// under load. With 2, growing a store to 2M events: peak RSS 201-243 MiB
-/// against 324-340, the same throughput and p99, ~13 % more bytes written
-/// (docs/BENCHMARKS.md).
-pub(crate) const WORKER_THREADS: usize = 2;
+/// against 324-340, the same throughput and p99, ~13 % more bytes written.
+/// With 3 (two compacting): a tiered keyspace's merge of whole runs into the
+/// next level takes one compacting worker for tens of seconds as the store
+/// grows (`graph_history`'s ~380 MB merge near 10M events); with only one,
+/// every other keyspace's L0 piled up behind it meanwhile (past fjall's write
+/// stall at 20 runs), memtables with it: growing to 10M, peak RSS 255-273 MiB
+/// and attempt-detail p99 ~5 ms right after, against 234 and 1.4 ms with 3
+/// (docs/BENCHMARKS.md, sessions 10 and 29).
+pub(crate) const WORKER_THREADS: usize = 3;
 
 /// Largest memtable of each keyspace created from now on (fjall's default is
 /// 64 MiB; the setting is recorded when a keyspace is created). With ~20

@@ -31,10 +31,10 @@ const RUN_FOR: Duration = Duration::from_secs(8);
 #[test]
 fn a_snapshot_sees_a_batch_whole_or_not_at_all_while_memtables_flush() {
     let dir = tempfile::tempdir().unwrap();
-    // Two workers, as the server (`storage::WORKER_THREADS`): flushes and
+    // Three workers, as the server (`storage::WORKER_THREADS`): flushes and
     // compactions install versions concurrently.
     let db = Database::builder(dir.path())
-        .worker_threads(2)
+        .worker_threads(3)
         .open()
         .unwrap();
     let opts = || KeyspaceCreateOptions::default().max_memtable_size(64 << 10);
