@@ -96,7 +96,7 @@ pub(crate) const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 /// next level takes one compacting worker for tens of seconds as the store
 /// grows (`graph_history`'s ~380 MB merge near 10M events); with only one,
 /// every other keyspace's L0 piled up behind it meanwhile (past fjall's write
-/// stall at 20 runs), memtables with it: growing to 10M, peak RSS 255-273 MiB
+/// stall at 20 runs), memtables with it: growing to 10M, peak RSS 255-286 MiB
 /// and attempt-detail p99 ~5 ms right after, against 234 and 1.4 ms with 3
 /// (docs/BENCHMARKS.md, sessions 10 and 29).
 pub(crate) const WORKER_THREADS: usize = 3;
