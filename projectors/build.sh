@@ -48,7 +48,7 @@ unset RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFL
 while IFS= read -r v; do unset "$v"; done < <(env | sed -n 's/^\(CARGO_PROFILE_[A-Z0-9_]*\)=.*/\1/p')
 CARGO_HOME_DIR="$(cd "${CARGO_HOME:-$HOME/.cargo}" && pwd -P)"
 flags=(
-    "-Clink-arg=-zstack-size=65536"
+    "-Clink-arg=-zstack-size=16384"
     "--remap-path-prefix=$HERE=/leviathan/projectors"
     "--remap-path-prefix=$CARGO_HOME_DIR=/cargo"
 )

@@ -386,7 +386,7 @@ fn test_after_core_composes_and_a_refused_event_fails_the_run() {
     assert_eq!(v["projectors"][0]["name"], "core");
     assert_eq!(v["projectors"][1]["name"], "deploys");
     let evs = v["events"].as_array().unwrap();
-    assert_eq!(evs[0]["projectors"][0]["projector"], "core@1.1.0");
+    assert_eq!(evs[0]["projectors"][0]["projector"], "core@1.1.1");
     assert_eq!(evs[0]["projectors"][0]["ops"][0]["node_type"], "Target");
     assert_eq!(evs[1]["projectors"][0]["projector"], "deploys@0.1.0");
     assert!(evs[2]["error"].as_str().unwrap().contains("area_id"), "{v}");

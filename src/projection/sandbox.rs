@@ -34,9 +34,11 @@ const MEMORIES_PER_COMPONENT: u32 = 2;
 const TABLES_PER_COMPONENT: u32 = 16;
 
 /// Bytes of each freed linear memory (and table) kept resident: `memset` in
-/// place on reuse instead of `madvise`d away and faulted in again. 128 KiB is
-/// the whole memory of the core projector (and of any guest built like it,
-/// see docs/PROJECTORS.md); a bigger guest pays page faults above it.
+/// place on reuse instead of `madvise`d away and faulted in again. Only the
+/// memory an instance had is reset, so the core projector (one 64 KiB page,
+/// see docs/PROJECTORS.md) pays for 64 KiB; 128 KiB also covers a core
+/// instance a larger payload grew by a page, and guests of two pages; a
+/// bigger guest pays page faults above it.
 /// wasmtime's `pagemap_scan` (Linux >= 6.7) would reset only the written pages
 /// of a larger window, but its one ioctl per instance cost more than the
 /// memset here: the core projector took 7.78 µs per `attempt.created` with it

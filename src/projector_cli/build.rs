@@ -36,7 +36,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub target_dir: Option<PathBuf>,
     /// Link the guest with this wasm stack size in bytes (the core projector
-    /// uses 65536, so that its whole memory is 2 pages). Default: the
+    /// uses 16384, so that its whole memory is one page). Default: the
     /// toolchain's (1 MiB).
     #[arg(long)]
     pub stack_size: Option<u32>,

@@ -266,7 +266,7 @@ fn missing_identity_refuses_the_bundle_and_names_the_field() {
         assert_eq!(st, 422, "{etype}: {r}");
         assert_eq!(r["error"]["code"], "projection_failed");
         assert_eq!(r["error"]["details"]["event_index"], 1);
-        assert_eq!(r["error"]["details"]["projector"], "core@1.1.0");
+        assert_eq!(r["error"]["details"]["projector"], "core@1.1.1");
         let msg = r["error"]["message"].as_str().unwrap();
         assert!(msg.contains(field) && msg.contains("bad-1"), "{msg}");
         // Nothing of the bundle is in the log or the graph.

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 
 pub const NAME: &str = "core";
-pub const VERSION: &str = "1.1.0";
+pub const VERSION: &str = "1.1.1";
 
 /// Event types handled: exact names and `prefix.*` patterns.
 pub const HANDLES: &[&str] = &[

@@ -81,7 +81,7 @@ fn assert_edge(op: &Op, ty: &str, from: &str, to: &str) {
 #[test]
 fn description_lists_types() {
     assert_eq!(rules::NAME, "core");
-    assert_eq!(rules::VERSION, "1.1.0");
+    assert_eq!(rules::VERSION, "1.1.1");
     assert_eq!(rules::NODE_TYPES, ["Target", "Task", "Attempt", "Artifact", "PullRequest", "TestRun", "ModelCall"]);
     assert_eq!(rules::EDGE_TYPES, ["DEPENDS_ON", "PRODUCED"]);
     for t in ["target.registered", "task.completed", "attempt.invalidated", "artifact.created", "pr.merged", "tests.*", "model.*", "job.*"] {
