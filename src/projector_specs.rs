@@ -444,4 +444,17 @@ mod tests {
     fn the_embedded_core_matches_its_pin() {
         assert_eq!(Sha256::of(CORE_WASM).to_hex(), CORE_SHA256.trim());
     }
+
+    /// The host resets all of an instance's memory after every event, so
+    /// the core's size is a per-event cost: one 64 KiB page (a 16 KiB stack,
+    /// projectors/build.sh) is half the reset of two. A rebuild with a
+    /// bigger stack or more static data would silently double it.
+    #[test]
+    fn the_embedded_core_needs_one_page_of_memory() {
+        let engine = wasmtime::Engine::default();
+        let component = wasmtime::component::Component::new(&engine, CORE_WASM).unwrap();
+        let needs = component.resources_required().unwrap();
+        assert_eq!(needs.num_memories, 1);
+        assert_eq!(needs.max_initial_memory_size, Some(1), "pages of 64 KiB");
+    }
 }

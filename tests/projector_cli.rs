@@ -97,9 +97,24 @@ fn built() -> &'static Built {
         ] {
             assert!(krate.join(f).is_file(), "new did not write {f}");
         }
-        // The bytes do not depend on where the target directory is.
+        // Built as an author builds it: the crate's own build.sh (which runs
+        // `leviathan projector build` with the template's stack size). The
+        // bytes do not depend on where the target directory is.
         let target = base.join("target");
-        let build_stdout = ok(&["build", s(&krate), "--target-dir", s(&target)]);
+        let out = std::process::Command::new("bash")
+            .arg(krate.join("build.sh"))
+            .args(["--target-dir", s(&target)])
+            .env("LEVIATHAN", env!("CARGO_BIN_EXE_leviathan"))
+            .env_remove("STACK_SIZE")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "build.sh failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let build_stdout = String::from_utf8(out.stdout).unwrap();
         let wasm = target.join("deploys.wasm");
         assert!(wasm.is_file(), "no component at {}", wasm.display());
         Built {
@@ -108,6 +123,19 @@ fn built() -> &'static Built {
             build_stdout,
         }
     })
+}
+
+/// The template's build.sh links a 64 KiB stack, not Rust's 1 MiB: the host
+/// resets all of an instance's memory after every event, so a 17-page guest
+/// (1 MiB of stack, then its data) paid for 17 pages on every event.
+#[test]
+fn the_template_build_links_a_small_stack() {
+    let b = built();
+    let engine = wasmtime::Engine::default();
+    let component = wasmtime::component::Component::from_file(&engine, &b.wasm).unwrap();
+    let needs = component.resources_required().unwrap();
+    // 64 KiB of stack and ~33 KB of data: two pages.
+    assert_eq!(needs.max_initial_memory_size, Some(2), "pages of 64 KiB");
 }
 
 #[test]

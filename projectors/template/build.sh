@@ -11,7 +11,10 @@ TARGET="wasm32-unknown-unknown"
 
 rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET" >&2
 cargo build --quiet --locked --release --manifest-path "$TOOLS/componentize/Cargo.toml" >&2
-RUSTFLAGS="--remap-path-prefix=$HERE=/projector" \
+# A 64 KiB stack instead of Rust's 1 MiB: the server resets all of an
+# instance's memory after every event (`leviathan projector new`'s build.sh
+# says more; STACK_SIZE changes it).
+RUSTFLAGS="--remap-path-prefix=$HERE=/projector -Clink-arg=-zstack-size=${STACK_SIZE:-65536}" \
     cargo build --quiet --locked --release --target "$TARGET" --manifest-path "$HERE/Cargo.toml" >&2
 OUT="$HERE/target/topology.wasm"
 "$TOOLS/componentize/target/release/componentize" new \

@@ -24,9 +24,16 @@ const BUILD_SH: &str = r#"#!/usr/bin/env bash
 # Builds this projector into a component (target/<name>.wasm), reproducibly, and
 # prints its SHA-256 and a [[projector]] manifest entry. Set LEVIATHAN to the
 # leviathan binary if it is not on PATH.
+#
+# STACK_SIZE: the guest's stack in bytes (default 65536; Rust's own is 1 MiB).
+# The server resets all of an instance's memory after every event, so a smaller
+# memory is faster: this template's projector measured 25.8 us per event with
+# 64 KiB and 36 us with 1 MiB (`leviathan projector bench`). A guest that needs
+# more stack (deep recursion, large local arrays) traps with an out-of-bounds
+# memory access: raise it then.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
-exec "${LEVIATHAN:-leviathan}" projector build "$HERE" "$@"
+exec "${LEVIATHAN:-leviathan}" projector build --stack-size "${STACK_SIZE:-65536}" "$HERE" "$@"
 "#;
 
 const GITIGNORE: &str = "target/\n";
