@@ -114,27 +114,13 @@ impl Builds {
     }
 }
 
-/// Builds `plan`'s graph until `done(applied, head)` (or `stop`); returns the
-/// errors it has recorded in all (this run and before).
-///
-/// Two stages, overlapped as in the offline rebuild: a reader thread reads
-/// the next chunk of the log and runs the graph-independent projectors on it
-/// (on every core), while this thread completes the chunk before it in log
-/// order (graph-reading projectors, ops, graph writes, commit).
-pub fn build_until(
-    db: &fjall::Database,
-    log: &Log,
-    plan: &Plan,
-    builds: &Builds,
-    stop: &AtomicBool,
-    done: impl Fn(Seq, Seq) -> bool,
-) -> anyhow::Result<u64> {
-    let mut errors = plan.graph.error_count()?;
-    let (mut applied, _) = plan.graph.state()?;
-    let started = Instant::now();
-    let first = applied;
-    // A later phase of the same build (to the head after too many errors)
-    // keeps where and when the build started.
+/// Publishes `plan`'s build as `building` at the seq its graph has applied;
+/// returns the errors it has recorded so far. A later phase of the same
+/// build (to the head after too many errors, or the first phase after
+/// [`spawn`] announced it) keeps where and when the build started.
+fn announce(log: &Log, plan: &Plan, builds: &Builds) -> anyhow::Result<u64> {
+    let errors = plan.graph.error_count()?;
+    let (applied, _) = plan.graph.state()?;
     let earlier = builds.get().filter(|s| s.generation == plan.record.id);
     builds.set(BuildStatus {
         generation: plan.record.id,
@@ -155,6 +141,28 @@ pub fn build_until(
         ),
         message: None,
     });
+    Ok(errors)
+}
+
+/// Builds `plan`'s graph until `done(applied, head)` (or `stop`); returns the
+/// errors it has recorded in all (this run and before).
+///
+/// Two stages, overlapped as in the offline rebuild: a reader thread reads
+/// the next chunk of the log and runs the graph-independent projectors on it
+/// (on every core), while this thread completes the chunk before it in log
+/// order (graph-reading projectors, ops, graph writes, commit).
+pub fn build_until(
+    db: &fjall::Database,
+    log: &Log,
+    plan: &Plan,
+    builds: &Builds,
+    stop: &AtomicBool,
+    done: impl Fn(Seq, Seq) -> bool,
+) -> anyhow::Result<u64> {
+    let mut errors = announce(log, plan, builds)?;
+    let (mut applied, _) = plan.graph.state()?;
+    let started = Instant::now();
+    let first = applied;
     let chunk_events = plan
         .max_rate
         .map_or(CHUNK_EVENTS, |r| (r as usize).clamp(1, CHUNK_EVENTS));
@@ -291,6 +299,12 @@ pub struct Background {
 /// Starts the background build; the thread ends when the generation is live,
 /// pending, or the build failed (its status says which).
 pub fn spawn(bg: Background) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // Published before the thread starts, so that `GET /v1/projection` shows
+    // the build from the server's first answer on (it once showed none until
+    // the thread got a core, which a test under load saw).
+    if let Err(e) = announce(&bg.log, &bg.plan, &bg.builds) {
+        tracing::warn!("announcing the new generation's build failed: {e:#}");
+    }
     std::thread::Builder::new()
         .name("leviathan-generation-build".into())
         .spawn(move || {

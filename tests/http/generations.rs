@@ -146,7 +146,10 @@ fn a_set_change_is_built_behind_the_live_set_and_switched_atomically_under_load(
     let p = projection(&s);
     assert_eq!(p["generation"], 0, "the old set serves while building: {p}");
     assert_eq!(p["fingerprint"], before["fingerprint"]);
+    // The planned build shows from the server's first answer on (it is
+    // announced before the server listens, not when its thread first runs).
     let new_fp = p["build"]["fingerprint"].clone();
+    assert!(new_fp.is_string(), "no build in the first answer: {p}");
     assert_ne!(new_fp, before["fingerprint"]);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -169,8 +172,9 @@ fn a_set_change_is_built_behind_the_live_set_and_switched_atomically_under_load(
     // A reader: every answer is 200, and once the new set's node type shows,
     // it never goes away again (no answer from the old graph after one from
     // the new, none from a mix of both: counts and the node agree).
+    let reader_saw_new = Arc::new(AtomicBool::new(false));
     let reader = {
-        let (s, stop) = (s.clone(), stop.clone());
+        let (s, stop, saw) = (s.clone(), stop.clone(), reader_saw_new.clone());
         std::thread::spawn(move || {
             let mut seen_new = false;
             let mut reads = 0usize;
@@ -180,6 +184,7 @@ fn a_set_change_is_built_behind_the_live_set_and_switched_atomically_under_load(
                 let has = summary["nodes_by_type"].get("TeamSeen").is_some();
                 assert!(!seen_new || has, "the old graph answered after the new one");
                 seen_new |= has;
+                saw.store(seen_new, Ordering::Relaxed);
                 let (st, node) = s.get("/v1/graph/nodes/team-seen");
                 assert!(st == 200 || st == 404, "{node}");
                 reads += 1;
@@ -195,8 +200,14 @@ fn a_set_change_is_built_behind_the_live_set_and_switched_atomically_under_load(
         switched(p)
     });
     assert!(saw_building, "the build was never seen in progress");
-    // A little more ingest on the new generation, then stop the load.
+    // A little more ingest on the new generation, until the reader has read
+    // the new graph too (on starved cores one read can take longer than the
+    // 300 ms this once slept), then stop the load.
     std::thread::sleep(Duration::from_millis(300));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !reader_saw_new.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     stop.store(true, Ordering::Relaxed);
     let bundles: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     let (seen_new, reads) = reader.join().unwrap();
