@@ -464,6 +464,10 @@ fn bench_reports_per_event_costs() {
     );
     assert!(min > 0.0 && min <= p50 && p50 <= p99 && p99 <= max, "{v}");
     assert!(v["events_per_second"].as_f64().unwrap() > 0.0, "{v}");
+    // The template's 64 KiB stack and its data: two pages.
+    assert_eq!(v["initial_memory_pages"], 2, "{v}");
+    let text = ok(&["bench", s(&b.wasm), "--events", s(&vectors), "--runs", "5"]);
+    assert!(text.contains("memory 2 pages (128 KiB)"), "{text}");
 }
 
 /// A component of another world: exports `run`, not `describe`/`project`.

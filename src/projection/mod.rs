@@ -644,6 +644,16 @@ impl ProjectorSet {
         self.projectors[index].matcher.matches(event_type)
     }
 
+    /// The initial size of the largest memory of the projector at `index`,
+    /// in 64 KiB wasm pages: what the host puts back after every event, at
+    /// least (a guest may grow it). `None` for a component without memory.
+    pub fn initial_memory_pages(&self, index: usize) -> Option<u64> {
+        let pre = self.projectors[index].pre.instance_pre();
+        pre.component()
+            .resources_required()?
+            .max_initial_memory_size
+    }
+
     /// `name@version` of the projector at `index`.
     pub fn label(&self, index: usize) -> &str {
         &self.projectors[index].label

@@ -55,6 +55,9 @@ struct Report {
     min_us: f64,
     max_us: f64,
     events_per_second: f64,
+    /// The guest's initial memory in 64 KiB pages (the host resets all of
+    /// an instance's memory after every event, so each page costs per event).
+    initial_memory_pages: Option<u64>,
     /// Whether this binary is a debug build (times are then far above a
     /// release build's).
     debug_build: bool,
@@ -178,6 +181,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         } else {
             1.0 / mean.as_secs_f64()
         },
+        initial_memory_pages: set.initial_memory_pages(index),
         debug_build: cfg!(debug_assertions),
     };
     if args.json {
@@ -190,7 +194,9 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
              p99   {:>10.2} µs\n\
              mean  {:>10.2} µs   ({:.0} events/s on one core)\n\
              min   {:>10.2} µs\n\
-             max   {:>10.2} µs{}\n",
+             max   {:>10.2} µs\n\
+             memory {} at instantiation, reset after every event \
+             (fewer is faster: docs/PROJECTORS.md){}\n",
             report.projector,
             report.sha256,
             report.runs,
@@ -202,6 +208,11 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             report.events_per_second,
             report.min_us,
             report.max_us,
+            match report.initial_memory_pages {
+                Some(1) => "1 page (64 KiB)".to_owned(),
+                Some(n) => format!("{n} pages ({} KiB)", n * 64),
+                None => "none".to_owned(),
+            },
             if report.debug_build {
                 "\n(a debug build of leviathan: a release build is several times faster)"
             } else {
