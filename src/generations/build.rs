@@ -115,10 +115,10 @@ impl Builds {
 }
 
 /// Publishes `plan`'s build as `building` at the seq its graph has applied;
-/// returns the errors it has recorded so far. A later phase of the same
+/// returns the errors it has recorded so far and that seq. A later phase of the same
 /// build (to the head after too many errors, or the first phase after
 /// [`spawn`] announced it) keeps where and when the build started.
-fn announce(log: &Log, plan: &Plan, builds: &Builds) -> anyhow::Result<u64> {
+fn announce(log: &Log, plan: &Plan, builds: &Builds) -> anyhow::Result<(u64, Seq)> {
     let errors = plan.graph.error_count()?;
     let (applied, _) = plan.graph.state()?;
     let earlier = builds.get().filter(|s| s.generation == plan.record.id);
@@ -141,7 +141,7 @@ fn announce(log: &Log, plan: &Plan, builds: &Builds) -> anyhow::Result<u64> {
         ),
         message: None,
     });
-    Ok(errors)
+    Ok((errors, applied))
 }
 
 /// Builds `plan`'s graph until `done(applied, head)` (or `stop`); returns the
@@ -159,8 +159,7 @@ pub fn build_until(
     stop: &AtomicBool,
     done: impl Fn(Seq, Seq) -> bool,
 ) -> anyhow::Result<u64> {
-    let mut errors = announce(log, plan, builds)?;
-    let (mut applied, _) = plan.graph.state()?;
+    let (mut errors, mut applied) = announce(log, plan, builds)?;
     let started = Instant::now();
     let first = applied;
     let chunk_events = plan

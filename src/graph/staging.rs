@@ -477,6 +477,18 @@ impl Staging {
             }),
             _ => Ok(()),
         };
+        // A `merge-node` keeps the node's type.
+        let check_type = |id: &str, n: &Node, requested: &str| {
+            if n.node_type == requested {
+                return Ok(());
+            }
+            Err(GraphError::TypeMismatch {
+                index,
+                id: id.to_owned(),
+                existing: n.node_type.clone(),
+                requested: requested.to_owned(),
+            })
+        };
         // The node under `id`, if any, once its type is checked.
         let owned =
             |this: &Self, name: &'static str, id: &str| -> Result<Option<Node>, GraphError> {
@@ -508,14 +520,7 @@ impl Staging {
                 // bundle).
                 if let Some(Some(n)) = self.nodes.get_mut(id.as_str()) {
                     check_owner("merge-node", id, n)?;
-                    if &n.node_type != node_type {
-                        return Err(GraphError::TypeMismatch {
-                            index,
-                            id: id.to_string(),
-                            existing: n.node_type.clone(),
-                            requested: node_type.clone(),
-                        });
-                    }
+                    check_type(id, n, node_type)?;
                     let diff = (!history::snapshot_due(n.updated_seq, seq))
                         .then(|| self.history.node_diff(std::iter::empty(), ts));
                     let mut replaced = Vec::with_capacity(properties.len());
@@ -538,15 +543,8 @@ impl Staging {
                     return Ok(());
                 }
                 match owned(&*self, "merge-node", id.as_str())? {
-                    Some(n) if &n.node_type != node_type => {
-                        return Err(GraphError::TypeMismatch {
-                            index,
-                            id: id.to_string(),
-                            existing: n.node_type,
-                            requested: node_type.clone(),
-                        })
-                    }
                     Some(mut n) => {
+                        check_type(id, &n, node_type)?;
                         // The history stores what changed, unless a snapshot is due.
                         let diff = (!history::snapshot_due(n.updated_seq, seq))
                             .then(|| self.history.node_diff(std::iter::empty(), ts));
