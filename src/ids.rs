@@ -8,6 +8,7 @@
 //! Values read back from the log were checked when they were appended; the
 //! stored record keeps plain strings (see `log::record`).
 
+use chrono::format::{Item, Parsed, StrftimeItems};
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Timelike, Utc};
 use serde::Serialize;
 use std::fmt;
@@ -217,6 +218,27 @@ impl From<NodeId> for String {
     }
 }
 
+/// The forms of a timestamp without an offset (as Python's `isoformat()`
+/// writes them), parsed once: `NaiveDateTime::parse_from_str` parses its
+/// format string again on every call, two thirds of normalizing such a
+/// timestamp (docs/BENCHMARKS.md, session 31).
+static NAIVE_FORMATS: std::sync::LazyLock<[Vec<Item<'static>>; 2]> =
+    std::sync::LazyLock::new(|| {
+        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"].map(|f| {
+            StrftimeItems::new(f)
+                .parse_to_owned()
+                .expect("a valid strftime format")
+        })
+    });
+
+/// `NaiveDateTime::parse_from_str(value, format)` with the format's items
+/// already parsed: the same parser, the same result.
+fn parse_naive(value: &str, items: &[Item<'static>]) -> Option<NaiveDateTime> {
+    let mut parsed = Parsed::new();
+    chrono::format::parse(&mut parsed, value, items.iter()).ok()?;
+    parsed.to_naive_datetime_with_offset(0).ok()
+}
+
 /// An event time in the log's one normalized form: RFC 3339, UTC, `Z`, at
 /// most microsecond precision, trailing zero groups of the fraction dropped
 /// (`.5` → `.500`). The only constructor is [`Timestamp::normalize`].
@@ -233,9 +255,9 @@ impl Timestamp {
             .ok()
             .map(|d| d.with_timezone(&Utc))
             .or_else(|| {
-                ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+                NAIVE_FORMATS
                     .iter()
-                    .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
+                    .find_map(|items| parse_naive(value, items))
                     .map(|n| n.and_utc())
             });
         let Some(dt) = parsed else {
@@ -338,6 +360,34 @@ mod tests {
             "",
         ] {
             assert!(Timestamp::normalize(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_preparsed_naive_formats_parse_as_chrono_parses_them() {
+        let formats = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"];
+        for input in [
+            "2026-01-24T10:00:00",
+            "2026-01-24 10:00:00.123456",
+            "2026-01-24T10:00:09.5",
+            "2026-01-24T10:00:00.1234567891",
+            "2026-01-24T23:59:60.5",
+            "2026-02-30T10:00:00",
+            "2026-01-24T10:00",
+            "2026-01-24T10:00:00Z",
+            "2026-01-24T10:00:00 ",
+            "2026-01-24T10:00:00.",
+            "+12026-01-24T10:00:00",
+            "2026-1-4T1:2:3",
+            "",
+        ] {
+            for (items, format) in NAIVE_FORMATS.iter().zip(formats) {
+                assert_eq!(
+                    parse_naive(input, items),
+                    NaiveDateTime::parse_from_str(input, format).ok(),
+                    "{input:?} with {format}"
+                );
+            }
         }
     }
 }
