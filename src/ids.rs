@@ -219,12 +219,15 @@ impl From<NodeId> for String {
 }
 
 /// The forms of a timestamp without an offset (as Python's `isoformat()`
-/// writes them), parsed once: `NaiveDateTime::parse_from_str` parses its
-/// format string again on every call, two thirds of normalizing such a
-/// timestamp (docs/BENCHMARKS.md, session 31).
+/// writes them), in the order they are tried.
+const NAIVE_FORMAT_STRINGS: [&str; 2] = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"];
+
+/// [`NAIVE_FORMAT_STRINGS`] parsed once: `NaiveDateTime::parse_from_str`
+/// parses its format string again on every call, two thirds of normalizing
+/// such a timestamp (docs/BENCHMARKS.md, session 31).
 static NAIVE_FORMATS: std::sync::LazyLock<[Vec<Item<'static>>; 2]> =
     std::sync::LazyLock::new(|| {
-        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"].map(|f| {
+        NAIVE_FORMAT_STRINGS.map(|f| {
             StrftimeItems::new(f)
                 .parse_to_owned()
                 .expect("a valid strftime format")
@@ -365,7 +368,6 @@ mod tests {
 
     #[test]
     fn the_preparsed_naive_formats_parse_as_chrono_parses_them() {
-        let formats = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"];
         for input in [
             "2026-01-24T10:00:00",
             "2026-01-24 10:00:00.123456",
@@ -381,7 +383,7 @@ mod tests {
             "2026-1-4T1:2:3",
             "",
         ] {
-            for (items, format) in NAIVE_FORMATS.iter().zip(formats) {
+            for (items, format) in NAIVE_FORMATS.iter().zip(NAIVE_FORMAT_STRINGS) {
                 assert_eq!(
                     parse_naive(input, items),
                     NaiveDateTime::parse_from_str(input, format).ok(),
