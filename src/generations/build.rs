@@ -115,9 +115,9 @@ impl Builds {
 }
 
 /// Publishes `plan`'s build as `building` at the seq its graph has applied;
-/// returns the errors it has recorded so far and that seq. A later phase of the same
-/// build (to the head after too many errors, or the first phase after
-/// [`spawn`] announced it) keeps where and when the build started.
+/// returns the errors it has recorded so far and that seq. A later phase of
+/// the same build (to the head after too many errors, or the first phase
+/// after [`spawn`] announced it) keeps where and when the build started.
 fn announce(log: &Log, plan: &Plan, builds: &Builds) -> anyhow::Result<(u64, Seq)> {
     let errors = plan.graph.error_count()?;
     let (applied, _) = plan.graph.state()?;
