@@ -221,11 +221,11 @@ fn test_abort_after() -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Write-batch items reserved per event of a chunk (and of the writer's
-/// batches): the digest, the history changes (~1.4 per event in the
+/// Write-batch items reserved per event of a chunk (and the least the
+/// writer reserves): the digest, the history changes (~1.4 per event in the
 /// benchmark's stream), the records, indexes and counters they touch. A
 /// batch that needs more grows as before.
-const BATCH_ITEMS_PER_EVENT: usize = 8;
+pub(crate) const BATCH_ITEMS_PER_EVENT: usize = 8;
 
 /// An empty write batch for a chunk of `events` events, its item vector
 /// reserved up front (`Database::batch` starts empty and grows it by
@@ -234,7 +234,14 @@ const BATCH_ITEMS_PER_EVENT: usize = 8;
 /// (written to the journal's buffer, not synced per batch; the writer sets
 /// its own).
 pub(crate) fn chunk_batch(db: &fjall::Database, events: usize) -> fjall::OwnedWriteBatch {
-    fjall::OwnedWriteBatch::with_capacity(db.clone(), events * BATCH_ITEMS_PER_EVENT)
+    reserved_batch(db, events * BATCH_ITEMS_PER_EVENT)
+}
+
+/// [`chunk_batch`] with room for `items` write-batch items (the writer's
+/// batches, which also hold the log's records and indexes, size it from the
+/// batches before).
+pub(crate) fn reserved_batch(db: &fjall::Database, items: usize) -> fjall::OwnedWriteBatch {
+    fjall::OwnedWriteBatch::with_capacity(db.clone(), items)
         .durability(Some(fjall::PersistMode::Buffer))
 }
 
