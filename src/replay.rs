@@ -234,14 +234,7 @@ pub(crate) const BATCH_ITEMS_PER_EVENT: usize = 8;
 /// (written to the journal's buffer, not synced per batch; the writer sets
 /// its own).
 pub(crate) fn chunk_batch(db: &fjall::Database, events: usize) -> fjall::OwnedWriteBatch {
-    reserved_batch(db, events * BATCH_ITEMS_PER_EVENT)
-}
-
-/// [`chunk_batch`] with room for `items` write-batch items (the writer's
-/// batches, which also hold the log's records and indexes, size it from the
-/// batches before).
-pub(crate) fn reserved_batch(db: &fjall::Database, items: usize) -> fjall::OwnedWriteBatch {
-    fjall::OwnedWriteBatch::with_capacity(db.clone(), items)
+    fjall::OwnedWriteBatch::with_capacity(db.clone(), events * BATCH_ITEMS_PER_EVENT)
         .durability(Some(fjall::PersistMode::Buffer))
 }
 

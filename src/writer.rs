@@ -1350,8 +1350,8 @@ impl State {
         // batch before held (the log's records and indexes, the tree, the
         // graph): growing it copies every item so far.
         let reserve = (batch_events * self.batch_items_per_event).min(MAX_RESERVED_BATCH_ITEMS);
-        let mut batch =
-            crate::replay::reserved_batch(&self.db, reserve).durability(Some(self.log_persist));
+        let mut batch = fjall::OwnedWriteBatch::with_capacity(self.db.clone(), reserve)
+            .durability(Some(self.log_persist));
         let mut pending = Pending::default();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
