@@ -709,14 +709,18 @@ impl ProjectorSet {
         self.finish(event, Prepared::default(), graph)
     }
 
-    /// [`ProjectorSet::prepare`] of every event, on every core (rayon's
-    /// global pool); results in the order of `events`.
+    /// [`ProjectorSet::prepare`] of every event, on the projection pool
+    /// ([`prepare_pool`]: every core but one); results in the order of
+    /// `events`.
     pub fn prepare_all(&self, events: &[EventInput<'_>]) -> Vec<Prepared> {
         use rayon::prelude::*;
-        if self.has_graph_independent() {
-            events.par_iter().map(|e| self.prepare(e)).collect()
-        } else {
-            events.iter().map(|_| Prepared::default()).collect()
+        if !self.has_graph_independent() {
+            return events.iter().map(|_| Prepared::default()).collect();
+        }
+        let all = || events.par_iter().map(|e| self.prepare(e)).collect();
+        match prepare_pool() {
+            Some(pool) => pool.install(all),
+            None => all(),
         }
     }
 
@@ -880,6 +884,36 @@ pub struct Segment {
 pub struct Prepared {
     /// (index in the set, result), in set order.
     runs: Vec<(usize, Result<Vec<Op>, Failure>)>,
+}
+
+/// How many threads [`ProjectorSet::prepare_all`] runs projectors on, of
+/// `cores`: one per core but one (at least one), named `leviathan-project-N`. Whoever calls
+/// `prepare_all` (a rebuild, a generation build, the async lane) applies the
+/// prepared events in order on a thread of its own, which keeps a core busy;
+/// with a pool thread on every core as well (rayon's global pool) the two
+/// took turns on the cores, and a rebuild of a 300k store on two cores ran
+/// at 64k events/s against 72k with one pool thread, with more CPU spent
+/// (docs/BENCHMARKS.md, session 33). `None` if the threads cannot be
+/// started: the caller then uses rayon's global pool, as before.
+fn prepare_threads(cores: usize) -> usize {
+    cores.saturating_sub(1).max(1)
+}
+
+/// See [`prepare_threads`].
+fn prepare_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(prepare_threads(cores))
+            .thread_name(|i| format!("leviathan-project-{i}"))
+            .build()
+            .map_err(|e| {
+                tracing::warn!(error = %e, "projection pool not started; using rayon's global pool")
+            })
+            .ok()
+    })
+    .as_ref()
 }
 
 impl Loaded {
@@ -1335,4 +1369,25 @@ fn matcher(handles: &[String]) -> Matcher {
         }
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_projection_pool_leaves_a_core_to_the_caller() {
+        assert_eq!(prepare_threads(1), 1);
+        assert_eq!(prepare_threads(2), 1);
+        assert_eq!(prepare_threads(8), 7);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = prepare_pool().expect("the pool starts");
+        assert_eq!(pool.current_num_threads(), prepare_threads(cores));
+        let name = pool.install(|| std::thread::current().name().map(str::to_owned));
+        assert!(
+            name.as_deref()
+                .is_some_and(|n| n.starts_with("leviathan-project-")),
+            "{name:?}"
+        );
+    }
 }
