@@ -162,10 +162,9 @@ fn project_all(
     batch.commit()?;
     let abort_after = test_abort_after();
     // Two stages, overlapped: a reader thread reads the next chunk of the log
-    // and runs the graph-independent projectors on it (on the projection pool:
-    // every core but one), while
-    // this thread completes the chunk before it in log order (graph-reading
-    // projectors, ops, graph writes, commit).
+    // and runs the graph-independent projectors on it (on the projection
+    // pool: every core but one), while this thread completes the chunk before
+    // it in log order (graph-reading projectors, ops, graph writes, commit).
     let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Chunk>>(1);
     let mut events = 0u64;
     let mut projection_errors = 0u64;
@@ -251,7 +250,7 @@ impl Chunk {
     /// projection pool: every core but one).
     pub(crate) fn prepare(set: &ProjectorSet, events: Vec<StoredEvent>) -> Chunk {
         let inputs: Vec<EventInput<'_>> = events.iter().map(input).collect();
-        let prepared = set.prepare_all(&inputs);
+        let prepared = set.prepare_ahead(&inputs);
         drop(inputs);
         Chunk { events, prepared }
     }

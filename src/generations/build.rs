@@ -149,8 +149,9 @@ fn announce(log: &Log, plan: &Plan, builds: &Builds) -> anyhow::Result<(u64, Seq
 ///
 /// Two stages, overlapped as in the offline rebuild: a reader thread reads
 /// the next chunk of the log and runs the graph-independent projectors on it
-/// (on the projection pool: every core but one), while this thread completes the chunk before it in log
-/// order (graph-reading projectors, ops, graph writes, commit).
+/// (on the projection pool: every core but one), while this thread completes
+/// the chunk before it in log order (graph-reading projectors, ops, graph
+/// writes, commit).
 pub fn build_until(
     db: &fjall::Database,
     log: &Log,

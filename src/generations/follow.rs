@@ -192,8 +192,7 @@ pub struct Round {
 /// whole or its lane) over `graph`: projects the events after the lane's
 /// applied seq, up to `max_events` and at most up to the inline lane's
 /// applied seq, stopping early after `budget`, and commits them. `parallel`
-/// lets graph-independent projectors run ahead on the projection pool
-/// (every core but one; offline only:
+/// lets graph-independent projectors run ahead on every core (offline only:
 /// the server's follower stays on its one thread so it never competes with
 /// ingest for more than one core).
 pub fn round(

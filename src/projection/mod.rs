@@ -709,16 +709,32 @@ impl ProjectorSet {
         self.finish(event, Prepared::default(), graph)
     }
 
-    /// [`ProjectorSet::prepare`] of every event, on the projection pool
-    /// ([`prepare_pool`]: every core but one); results in the order of
-    /// `events`.
+    /// [`ProjectorSet::prepare`] of every event, on every core (rayon's
+    /// global pool), for a caller that waits for them; results in the order
+    /// of `events`.
     pub fn prepare_all(&self, events: &[EventInput<'_>]) -> Vec<Prepared> {
+        self.prepare_on(events, None)
+    }
+
+    /// [`ProjectorSet::prepare_all`] for a stage that runs ahead of another
+    /// applying earlier events in order meanwhile (a rebuild's and a
+    /// generation build's reader): on the projection pool ([`prepare_pool`]),
+    /// every core but one, the one the applying stage keeps busy.
+    pub fn prepare_ahead(&self, events: &[EventInput<'_>]) -> Vec<Prepared> {
+        self.prepare_on(events, prepare_pool())
+    }
+
+    fn prepare_on(
+        &self,
+        events: &[EventInput<'_>],
+        pool: Option<&rayon::ThreadPool>,
+    ) -> Vec<Prepared> {
         use rayon::prelude::*;
         if !self.has_graph_independent() {
             return events.iter().map(|_| Prepared::default()).collect();
         }
         let all = || events.par_iter().map(|e| self.prepare(e)).collect();
-        match prepare_pool() {
+        match pool {
             Some(pool) => pool.install(all),
             None => all(),
         }
@@ -886,15 +902,15 @@ pub struct Prepared {
     runs: Vec<(usize, Result<Vec<Op>, Failure>)>,
 }
 
-/// How many threads [`ProjectorSet::prepare_all`] runs projectors on, of
-/// `cores`: one per core but one (at least one), named `leviathan-project-N`. Whoever calls
-/// `prepare_all` (a rebuild, a generation build, the async lane) applies the
-/// prepared events in order on a thread of its own, which keeps a core busy;
-/// with a pool thread on every core as well (rayon's global pool) the two
-/// took turns on the cores, and a rebuild of a 300k store on two cores ran
-/// at 64k events/s against 72k with one pool thread, with more CPU spent
-/// (docs/BENCHMARKS.md, session 33). `None` if the threads cannot be
-/// started: the caller then uses rayon's global pool, as before.
+/// How many threads [`ProjectorSet::prepare_ahead`] runs projectors on, of
+/// `cores`: one per core but one (at least one), named
+/// `leviathan-project-N`. Its callers (a rebuild, a generation build) apply
+/// earlier events in order on a thread of their own meanwhile, which keeps a
+/// core busy; with a pool thread on every core as well (rayon's global pool)
+/// the two took turns on the cores, and a rebuild of a 300k store on two
+/// cores was ~12 % slower, on ~6 % more CPU (docs/BENCHMARKS.md, session
+/// 33). `None` if the threads cannot be started: the caller then uses
+/// rayon's global pool.
 fn prepare_threads(cores: usize) -> usize {
     cores.saturating_sub(1).max(1)
 }
