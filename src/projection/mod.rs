@@ -909,13 +909,14 @@ pub struct Prepared {
 /// core busy; with a pool thread on every core as well (rayon's global pool)
 /// the two took turns on the cores, and a rebuild of a 300k store on two
 /// cores was ~12 % slower, on ~6 % more CPU (docs/BENCHMARKS.md, session
-/// 33). `None` if the threads cannot be started: the caller then uses
-/// rayon's global pool.
+/// 33).
 fn prepare_threads(cores: usize) -> usize {
     cores.saturating_sub(1).max(1)
 }
 
-/// See [`prepare_threads`].
+/// The projection pool, started on first use with [`prepare_threads`]
+/// threads. `None` if the threads cannot be started: the caller then uses
+/// rayon's global pool.
 fn prepare_pool() -> Option<&'static rayon::ThreadPool> {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
