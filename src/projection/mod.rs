@@ -920,9 +920,8 @@ fn prepare_threads(cores: usize) -> usize {
 fn prepare_pool() -> Option<&'static rayon::ThreadPool> {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         rayon::ThreadPoolBuilder::new()
-            .num_threads(prepare_threads(cores))
+            .num_threads(prepare_threads(sandbox::cores()))
             .thread_name(|i| format!("leviathan-project-{i}"))
             .build()
             .map_err(|e| {
@@ -1397,9 +1396,11 @@ mod tests {
         assert_eq!(prepare_threads(1), 1);
         assert_eq!(prepare_threads(2), 1);
         assert_eq!(prepare_threads(8), 7);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let pool = prepare_pool().expect("the pool starts");
-        assert_eq!(pool.current_num_threads(), prepare_threads(cores));
+        assert_eq!(
+            pool.current_num_threads(),
+            prepare_threads(sandbox::cores())
+        );
         let name = pool.install(|| std::thread::current().name().map(str::to_owned));
         assert!(
             name.as_deref()

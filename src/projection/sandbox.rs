@@ -69,8 +69,7 @@ pub(crate) fn engine(
     max_table_elements: usize,
 ) -> wasmtime::Result<Engine> {
     let cgroup_max = cgroup_memory_max();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let slots = pool_slots(max_memory_bytes, cgroup_max, cores);
+    let slots = pool_slots(max_memory_bytes, cgroup_max, cores());
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(slots)
         .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
@@ -121,6 +120,12 @@ pub(crate) fn engine(
             Engine::new(&config)
         }
     }
+}
+
+/// The cores this process may run on (1 if the system cannot say): what the
+/// pool's slots and the projection pool's threads are sized by.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// How many stores the pool holds at once: [`CONCURRENT_STORES`], fewer on
