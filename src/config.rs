@@ -71,6 +71,16 @@ pub struct ServeArgs {
     /// blocks from the page cache or the disk; more cache, more memory.
     #[arg(long, env = "LEVIATHAN_CACHE_MB", default_value_t = crate::storage::CACHE_BYTES >> 20)]
     pub cache_mb: u64,
+    /// Days a compiled projector not used since stays in the projector cache:
+    /// at start, once its projectors are loaded, the server deletes older ones
+    /// (left by earlier versions of the server or projector sets no longer
+    /// configured). 0: never delete.
+    #[arg(
+        long,
+        env = "LEVIATHAN_PROJECTOR_CACHE_KEEP_DAYS",
+        default_value_t = 30
+    )]
+    pub projector_cache_keep_days: u32,
     #[command(flatten)]
     pub projection: ProjectionArgs,
     #[command(flatten)]
@@ -205,6 +215,8 @@ pub struct Config {
     /// The manifest's top-level settings (defaults without a manifest).
     pub projector_settings: crate::manifest::Settings,
     pub projector_cache: PathBuf,
+    /// `LEVIATHAN_PROJECTOR_CACHE_KEEP_DAYS`; `None`: never prune.
+    pub projector_cache_keep: Option<std::time::Duration>,
     pub autonomy_config: PathBuf,
     pub ops: OpsSettings,
     /// `LEVIATHAN_SIGNING_KEY_FILE`; `None`: the data dir's key.
@@ -385,6 +397,9 @@ impl Config {
             build_rate: args.build_rate,
             cache_bytes: args.cache_mb << 20,
             projector_cache,
+            projector_cache_keep: (args.projector_cache_keep_days > 0).then(|| {
+                std::time::Duration::from_secs(u64::from(args.projector_cache_keep_days) * 86_400)
+            }),
             projectors: configured.specs,
             projector_settings: configured.settings,
             tokens,

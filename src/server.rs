@@ -160,6 +160,9 @@ fn open_and_prepare(
         &config.projector_cache,
         &starting.builds,
     )?;
+    if let Some(keep) = config.projector_cache_keep {
+        prune_projector_cache(&config.projector_cache, keep);
+    }
     let (head, leader) = match &config.postgres {
         Some(pg) => {
             let (head, role) = join_postgres(config, pg, &store, &prepared.live, starting)?;
@@ -168,6 +171,26 @@ fn open_and_prepare(
         None => (head, None),
     };
     Ok((store, head, projection, prepared, leader))
+}
+
+/// Deletes compiled projectors unused for longer than `keep`, once every set
+/// this start needs (the live one, a generation being built) has been loaded,
+/// so none of theirs is old. A failure costs disk space only: it is logged.
+fn prune_projector_cache(dir: &Path, keep: std::time::Duration) {
+    match crate::projection::prune_compiled_cache(dir, keep) {
+        Ok(p) if p.files > 0 || p.leftovers > 0 => tracing::info!(
+            dir = %dir.display(),
+            files = p.files,
+            mib = p.bytes >> 20,
+            leftovers = p.leftovers,
+            keep_days = keep.as_secs() / 86_400,
+            "pruned compiled projectors unused for longer than the cache keeps them"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not prune the projector cache")
+        }
+    }
 }
 
 /// `LEVIATHAN_STORE=postgres`: connect and migrate, take the writer's

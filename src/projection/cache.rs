@@ -1,16 +1,19 @@
 //! The on-disk cache of compiled projectors: a component compiled once by this
 //! engine is stored as `<component sha256>-<engine compatibility>.cwasm` and a
 //! restart deserializes it instead of compiling again. It owns that directory's
-//! naming and atomic writes. It must never deserialize a file it did not write
+//! naming, atomic writes and pruning (a file's modification time is when it
+//! was last used: a hit sets it, [`prune`] deletes files unused for longer
+//! than the server keeps them). It must never deserialize a file it did not write
 //! itself under its own naming scheme (deserializing compiled code is `unsafe`:
-//! it is trusted native code), and a cache problem must never stop a load: it
-//! only costs a recompilation.
+//! it is trusted native code), never delete a file not named by that scheme,
+//! and a cache problem must never stop a load: it only costs a recompilation.
 
 use crate::digest::Sha256;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
@@ -74,6 +77,7 @@ impl CompiledCache {
             match loaded {
                 Ok(c) => {
                     tracing::debug!(path = %path.display(), "projector loaded from compiled cache");
+                    mark_used(&path);
                     return Ok((c, Origin::Cache));
                 }
                 Err(e) => tracing::warn!(
@@ -96,6 +100,105 @@ impl CompiledCache {
         }
         Ok((component, Origin::Compiled))
     }
+}
+
+/// Sets the file's modification time to now: [`prune`] keeps what was used
+/// recently. Best effort (a read-only cache still loads).
+fn mark_used(path: &Path) {
+    let touched = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(SystemTime::now()));
+    if let Err(e) = touched {
+        tracing::debug!(path = %path.display(), error = %e, "could not mark the compiled projector as used");
+    }
+}
+
+/// What [`prune`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Compiled projectors deleted (unused for longer than kept).
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Temporary files a crash left mid-write, deleted.
+    pub leftovers: u64,
+}
+
+/// A temporary file of [`write_atomically`] older than this was left by a
+/// process that stopped mid-write (a write takes well under a minute).
+const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
+
+/// Deletes from the cache directory `dir` the compiled projectors (files named
+/// `<64 hex>-<32 hex>.cwasm`) not used for longer than `keep`, and the
+/// temporary files of writes that never finished. Files named otherwise are
+/// never touched. A file in use by any process is safe to delete (loads read it
+/// whole into memory); the cost of deleting one still wanted is one
+/// recompilation. Per-file failures are logged and skipped.
+pub fn prune(dir: &Path, keep: Duration) -> std::io::Result<Pruned> {
+    let now = SystemTime::now();
+    let mut pruned = Pruned::default();
+    for entry in std::fs::read_dir(dir)? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let (age_limit, compiled) = if is_compiled_name(name) {
+            (keep, true)
+        } else if is_leftover_name(name) {
+            (LEFTOVER_AGE, false)
+        } else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let unused_for = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .unwrap_or(Duration::ZERO);
+        if unused_for <= age_limit {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_file(&path) {
+            Ok(()) if compiled => {
+                pruned.files += 1;
+                pruned.bytes += meta.len();
+                tracing::debug!(path = %path.display(), unused_days = unused_for.as_secs() / 86_400, "pruned a compiled projector");
+            }
+            Ok(()) => pruned.leftovers += 1,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not prune from the projector cache")
+            }
+        }
+    }
+    Ok(pruned)
+}
+
+/// `<component sha256 hex>-<engine key hex>.cwasm`, as [`CompiledCache::path_for`] names.
+fn is_compiled_name(name: &str) -> bool {
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    name.strip_suffix(".cwasm")
+        .and_then(|stem| stem.split_once('-'))
+        .is_some_and(|(component, engine)| hex(component, 64) && hex(engine, 32))
+}
+
+/// `.<compiled name>.tmp-<pid>-<n>`, as [`write_atomically`] names.
+fn is_leftover_name(name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|rest| rest.split_once(".tmp-"))
+        .is_some_and(|(file, suffix)| {
+            is_compiled_name(file)
+                && suffix.split_once('-').is_some_and(|(pid, n)| {
+                    !pid.is_empty()
+                        && !n.is_empty()
+                        && pid.bytes().chain(n.bytes()).all(|b| b.is_ascii_digit())
+                })
+        })
 }
 
 /// Writes `bytes` to a temporary file next to `path`, syncs it, then renames it
@@ -145,4 +248,114 @@ fn engine_key(engine: &Engine) -> String {
     engine.precompile_compatibility_hash().hash(&mut h);
     let digest: [u8; 32] = sha2::Digest::finalize(h.0).into();
     hex::encode(&digest[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COMPONENT: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const ENGINE: &str = "fedcba9876543210fedcba9876543210";
+
+    fn file(dir: &Path, name: &str, unused_for: Duration) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, b"compiled").unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(SystemTime::now() - unused_for).unwrap();
+        path
+    }
+
+    #[test]
+    fn only_this_caches_names_are_recognised() {
+        let compiled = format!("{COMPONENT}-{ENGINE}.cwasm");
+        assert!(is_compiled_name(&compiled));
+        for other in [
+            format!("{COMPONENT}-{ENGINE}.wasm"),
+            format!("{COMPONENT}-{ENGINE}x.cwasm"),
+            format!("{}-{ENGINE}.cwasm", &COMPONENT[1..]),
+            format!("{}-{ENGINE}.cwasm", COMPONENT.to_uppercase()),
+            format!("{COMPONENT}{ENGINE}.cwasm"),
+            "notes.txt".into(),
+        ] {
+            assert!(!is_compiled_name(&other), "{other}");
+        }
+        assert!(is_leftover_name(&format!(".{compiled}.tmp-4242-7")));
+        for other in [
+            format!(".{compiled}.tmp-4242"),
+            format!(".{compiled}.tmp-42x-7"),
+            format!("{compiled}.tmp-4242-7"),
+            ".bashrc.tmp-1-2".into(),
+        ] {
+            assert!(!is_leftover_name(&other), "{other}");
+        }
+    }
+
+    #[test]
+    fn prune_deletes_old_compiled_files_and_leftovers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = Duration::from_secs(86_400);
+        let compiled = format!("{COMPONENT}-{ENGINE}.cwasm");
+        let other_engine = format!("{COMPONENT}-{}.cwasm", "0".repeat(32));
+        let recent = file(dir.path(), &compiled, day);
+        let old = file(dir.path(), &other_engine, 40 * day);
+        let old_leftover = file(
+            dir.path(),
+            &format!(".{compiled}.tmp-1-0"),
+            2 * LEFTOVER_AGE,
+        );
+        let fresh_leftover = file(dir.path(), &format!(".{compiled}.tmp-1-1"), Duration::ZERO);
+        let foreign = file(dir.path(), "operator-notes.cwasm", 400 * day);
+        std::fs::create_dir(
+            dir.path()
+                .join(format!("{}-{ENGINE}.cwasm", "1".repeat(64))),
+        )
+        .unwrap();
+
+        let pruned = prune(dir.path(), 30 * day).unwrap();
+        assert_eq!(
+            pruned,
+            Pruned {
+                files: 1,
+                bytes: 8,
+                leftovers: 1
+            }
+        );
+        assert!(recent.exists() && fresh_leftover.exists() && foreign.exists());
+        assert!(!old.exists() && !old_leftover.exists());
+        // Nothing left to do a second time.
+        assert_eq!(prune(dir.path(), 30 * day).unwrap(), Pruned::default());
+        assert!(prune(&dir.path().join("missing"), day).is_err());
+    }
+
+    #[test]
+    fn a_cache_hit_marks_the_file_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = CompiledCache::open(dir.path(), &engine).unwrap();
+        let wat = br#"(component (core module (func)))"#;
+        let bytes = wat::parse_bytes(wat).unwrap();
+        let digest = Sha256::of(&bytes);
+        let (_, origin) = cache.load_or_compile(&engine, &bytes, &digest).unwrap();
+        assert_eq!(origin, Origin::Compiled);
+        let path = cache.path_for(&digest);
+        let long_ago = SystemTime::now() - Duration::from_secs(90 * 86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let (_, origin) = cache.load_or_compile(&engine, &bytes, &digest).unwrap();
+        assert_eq!(origin, Origin::Cache);
+        let used = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert!(
+            used > SystemTime::now() - Duration::from_secs(3600),
+            "{used:?}"
+        );
+        assert_eq!(
+            prune(dir.path(), Duration::from_secs(86_400)).unwrap(),
+            Pruned::default()
+        );
+        assert!(path.exists());
+    }
 }

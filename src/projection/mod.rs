@@ -19,6 +19,7 @@ mod sandbox;
 use crate::digest::Sha256;
 use crate::graph::{GraphView, Op};
 use crate::seq::Seq;
+pub use cache::{prune as prune_compiled_cache, Pruned};
 use cache::{CompiledCache, Origin};
 use host::{wit, DeclaredTypes, GraphRef, HostState, OpError, Projector, ProjectorPre};
 use sandbox::{Limiter, WasiState};

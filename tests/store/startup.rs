@@ -1,6 +1,7 @@
 //! Start-up refusals and defaults: one process per data dir, a token that is
 //! required and not blank, and the compiled-projector cache under the data
-//! dir by default, reused by the next start.
+//! dir by default, reused by the next start and pruned of what no start used
+//! for `LEVIATHAN_PROJECTOR_CACHE_KEEP_DAYS`.
 
 use crate::common::*;
 use std::path::Path;
@@ -45,14 +46,15 @@ fn an_empty_or_blank_token_is_refused() {
     assert!(!dir.path().join("store").exists());
 }
 
-fn compiled_files(dir: &Path) -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+/// The cache's compiled files with their contents.
+fn compiled_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut out: Vec<_> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
         .map(|p| {
-            let m = std::fs::metadata(&p).unwrap().modified().unwrap();
-            (p, m)
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
         })
         .collect();
     out.sort();
@@ -107,6 +109,98 @@ fn the_projector_cache_defaults_to_the_data_dir_and_is_reused() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("from_cache=true"), "{err}");
     assert_eq!(compiled_files(&cache), first);
+}
+
+/// Sets a file's modification time `days` back: when the cache last used it.
+fn unused_for_days(path: &Path, days: u64) {
+    let when = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(when))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+fn modified(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+/// Compiled projectors no start has used for `LEVIATHAN_PROJECTOR_CACHE_KEEP_DAYS`
+/// (30 by default) are deleted at start, with the temporary files of writes a
+/// crash cut short; what this start loaded is kept (a cache hit marks it used)
+/// and so is anything the cache did not name. 0 turns pruning off.
+#[test]
+fn a_start_prunes_compiled_projectors_no_start_used_for_longer_than_kept() {
+    let data = tempfile::tempdir().unwrap();
+    let cache = data.path().join("projector-cache");
+    let start = |keep_days: Option<&str>| {
+        let mut cmd = serve_command(data.path());
+        cmd.env_remove("LEVIATHAN_PROJECTOR_CACHE")
+            .env_remove("LEVIATHAN_PROJECTOR_CACHE_KEEP_DAYS");
+        if let Some(days) = keep_days {
+            cmd.env("LEVIATHAN_PROJECTOR_CACHE_KEEP_DAYS", days);
+        }
+        Server::spawn(cmd, data.path())
+    };
+    start(None).stop();
+    let files = compiled_files(&cache);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (live, live_bytes) = files[0].clone();
+
+    // What an earlier server version or an old projector set left behind.
+    let name = |component: char, engine: char| {
+        format!(
+            "{}-{}.cwasm",
+            component.to_string().repeat(64),
+            engine.to_string().repeat(32)
+        )
+    };
+    let stale = cache.join(name('a', 'b'));
+    let recent = cache.join(name('c', 'd'));
+    let leftover = cache.join(format!(".{}.tmp-12345-0", name('a', 'b')));
+    let foreign = cache.join("README.cwasm");
+    for (path, days) in [(&stale, 31), (&recent, 29), (&leftover, 1), (&foreign, 365)] {
+        std::fs::write(path, b"not compiled code").unwrap();
+        unused_for_days(path, days);
+    }
+    unused_for_days(&live, 90);
+
+    let mut s = start(Some("0"));
+    assert!(!logged(&s, "pruned compiled projectors"));
+    s.stop();
+    for path in [&stale, &recent, &leftover, &foreign, &live] {
+        assert!(path.exists(), "0 keeps everything: {}", path.display());
+    }
+
+    unused_for_days(&live, 90);
+    let mut s = start(None);
+    assert!(
+        logged(&s, "from_cache=true"),
+        "the live projector was still cached: {:?}",
+        s.log.lock().unwrap()
+    );
+    assert!(
+        logged(&s, "pruned compiled projectors") && logged(&s, "files=1"),
+        "{:?}",
+        s.log.lock().unwrap()
+    );
+    // The server still projects.
+    let (st, _) = s.ingest(&bundle("b", events("x", 2)));
+    assert_eq!(st, 200);
+    s.stop();
+    assert!(!stale.exists() && !leftover.exists(), "pruned");
+    assert!(recent.exists() && foreign.exists(), "kept");
+    assert_eq!(std::fs::read(&live).unwrap(), live_bytes, "kept as is");
+    let used = modified(&live);
+    assert!(
+        used > std::time::SystemTime::now() - std::time::Duration::from_secs(3600),
+        "the live file is marked used: {used:?}"
+    );
+
+    // A shorter keep applies to what this start did not load.
+    unused_for_days(&recent, 3);
+    start(Some("2")).stop();
+    assert!(!recent.exists() && live.exists() && foreign.exists());
 }
 
 /// A projector file is read with a cap: `/dev/zero`, a directory or a file
