@@ -533,10 +533,25 @@ pub fn verify_export(dir: &Path, key: Option<&NoteVerifier>) -> anyhow::Result<E
     let m = read_manifest(dir)?;
     let mut r = Report::default();
     let opened = match (&m.checkpoint, key) {
-        (None, _) => {
+        (None, None) => {
             r.push(
                 "checkpoint_signature",
                 Ok("the export has no checkpoint (the store had no signing key)".into()),
+            );
+            None
+        }
+        // A key was given to check the export against, and nothing in it is
+        // signed: removing the checkpoint must not be an easier forgery than
+        // replacing it.
+        (None, Some(k)) => {
+            r.push(
+                "checkpoint_signature",
+                Err(format!(
+                    "the export has no checkpoint, so nothing in it is signed by {}: an export \
+                     of a store with a signing key always has one (without --public-key this \
+                     only shows the export is self-consistent)",
+                    k.name()
+                )),
             );
             None
         }
@@ -660,7 +675,22 @@ pub fn verify_export(dir: &Path, key: Option<&NoteVerifier>) -> anyhow::Result<E
                     )),
                 },
             );
-            if c.tree_size == m.head_seq.0 {
+            if c.tree_size < m.head_seq.0 {
+                // An export's checkpoint signs its whole tree; an older one
+                // (genuine or not) leaves the records after it unsigned.
+                r.push(
+                    "checkpoint_state",
+                    Err(format!(
+                        "the checkpoint signs a tree of {} records, the export holds {}: \
+                         records {}..={} are covered by no signature (an export's checkpoint \
+                         is of its whole log)",
+                        c.tree_size,
+                        m.head_seq,
+                        c.tree_size + 1,
+                        m.head_seq
+                    )),
+                );
+            } else if c.tree_size == m.head_seq.0 {
                 r.push(
                     "checkpoint_state",
                     if Some(c.state_digest) == m.state_digest
@@ -688,6 +718,7 @@ pub fn verify_export(dir: &Path, key: Option<&NoteVerifier>) -> anyhow::Result<E
             }
         }
     }
+    r.push("bundles", check_bundles(dir, &m));
     let (present, artifact_check) = check_artifacts(dir, &m);
     r.push("artifacts", artifact_check);
     let r = r.done();
@@ -703,6 +734,56 @@ pub fn verify_export(dir: &Path, key: Option<&NoteVerifier>) -> anyhow::Result<E
 
 /// Every file of `artifacts/` hashes to its name, and their number and bytes
 /// are the manifest's; the digests present.
+/// `bundles.ndjson`: every line a bundle line with a valid id and seqs
+/// within the log, as many as the manifest says. (The bundles are not
+/// hashed: they are the idempotency records, not events.)
+fn check_bundles(dir: &Path, m: &Manifest) -> Result<String, String> {
+    use std::io::BufRead;
+    let path = dir.join(BUNDLES);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(_) if m.bundles == 0 => return Ok("no bundles".into()),
+        Err(e) => {
+            return Err(format!(
+                "cannot read {BUNDLES} ({e}), the manifest says {} bundles",
+                m.bundles
+            ))
+        }
+    };
+    let mut n = 0u64;
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let at = |why: String| format!("{BUNDLES} line {}: {why}", i + 1);
+        let line = line.map_err(|e| at(e.to_string()))?;
+        let b: BundleLine =
+            serde_json::from_str(&line).map_err(|e| at(format!("not a bundle line ({e})")))?;
+        crate::ids::BundleId::new(b.bundle_id).map_err(|e| at(e.0))?;
+        let seqs = [b.record.first_seq, b.record.last_seq];
+        let within = seqs.iter().flatten().all(|s| s.0 >= 1 && *s <= m.head_seq);
+        let ordered = match (b.record.first_seq, b.record.last_seq) {
+            (Some(f), Some(l)) => f <= l,
+            (None, None) => true,
+            _ => false,
+        };
+        if !within || !ordered {
+            return Err(at(format!(
+                "seqs {:?}..{:?} are not a range within the log's 1..={}",
+                b.record.first_seq.map(|s| s.0),
+                b.record.last_seq.map(|s| s.0),
+                m.head_seq
+            )));
+        }
+        n += 1;
+    }
+    if n == m.bundles {
+        Ok(format!("{n} bundle records"))
+    } else {
+        Err(format!(
+            "{BUNDLES} holds {n} bundles, the manifest says {}",
+            m.bundles
+        ))
+    }
+}
+
 fn check_artifacts(
     dir: &Path,
     m: &Manifest,

@@ -23,6 +23,41 @@ pub(crate) fn new_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
+/// Runs `fill` on `dir`, which must be new or empty ([`new_dir`]). If it
+/// fails, everything in `dir` is removed again (and `dir` itself if it was
+/// new), so a failed restore or import leaves the directory as it found it
+/// and can simply be retried. `fill` must close what it opened there (a
+/// store) before it returns.
+pub(crate) fn fill_new_dir<T>(
+    dir: &Path,
+    what: &str,
+    fill: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let existed = dir.exists();
+    new_dir(dir, what)?;
+    let filled = fill();
+    if filled.is_err() {
+        let cleaned = if existed {
+            std::fs::read_dir(dir).and_then(|entries| {
+                entries.into_iter().try_for_each(|e| {
+                    let path = e?.path();
+                    if path.is_dir() {
+                        std::fs::remove_dir_all(path)
+                    } else {
+                        std::fs::remove_file(path)
+                    }
+                })
+            })
+        } else {
+            std::fs::remove_dir_all(dir)
+        };
+        if let Err(e) = cleaned {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove what the failed {what} wrote");
+        }
+    }
+    filled
+}
+
 /// Writes `bytes` to `path` through a synced temporary file renamed over it,
 /// then syncs the directory: after a crash the file is whole or absent.
 pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

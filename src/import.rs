@@ -176,7 +176,18 @@ pub fn import(
             serde_json::to_string_pretty(&report)?
         );
     }
-    crate::files::new_dir(data_dir, "an import")?;
+    crate::files::fill_new_dir(data_dir, "import", || {
+        load_and_rebuild(from, data_dir, &manifest, rebuild)
+    })
+}
+
+/// [`import`]'s writing part, into the new directory.
+fn load_and_rebuild(
+    from: &Path,
+    data_dir: &Path,
+    manifest: &Manifest,
+    rebuild: Box<Rebuild<'_>>,
+) -> anyhow::Result<Imported> {
     let store = crate::storage::open_store(data_dir)?;
     let mut loader = Loader::new(&store)?;
     let bar = crate::progress::bar(manifest.head_seq.0, "importing");
@@ -197,7 +208,7 @@ pub fn import(
     let rebuilt = rebuild(&store)?;
     crate::storage::flush_memtables(&store.db)?;
     Ok(imported(
-        data_dir, &manifest, head, root, &rebuilt, artifacts, bundles,
+        data_dir, manifest, head, root, &rebuilt, artifacts, bundles,
     ))
 }
 

@@ -286,6 +286,136 @@ fn a_changed_export_is_refused_with_the_exact_seq() {
     let (code, v, _) = run_json(&["verify", "--export", p(&out)]);
     assert_eq!(code, 1);
     assert!(v.to_string().contains("hashes to"), "{v}");
+    std::fs::write(&a, b"build log\n").unwrap();
+    let (code, v, _) = run_json(&["verify", "--export", p(&out)]);
+    assert_eq!(code, 0, "{v}");
+
+    // The bundles' idempotency records: not hashed, but checked line by line
+    // and counted against the manifest.
+    let bundles_path = out.join("bundles.ndjson");
+    let bundles = std::fs::read_to_string(&bundles_path).unwrap();
+    let bundle_check = |why: &str| {
+        let (code, v, _) = run_json(&["verify", "--export", p(&out)]);
+        assert_eq!(code, 1, "{v}");
+        let c = v["report"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "bundles")
+            .unwrap()
+            .clone();
+        assert_eq!(c["ok"], false, "{v}");
+        assert!(c["detail"].as_str().unwrap().contains(why), "{why}: {c}");
+        let target = work.path().join("imp-bundles");
+        let (code, _, err) = run(&["import", p(&out), "--data-dir", p(&target)]);
+        assert_eq!(code, 1, "{err}");
+        assert!(!target.exists());
+    };
+    let mut lines: Vec<String> = bundles.lines().map(String::from).collect();
+    assert!(lines.len() >= 3);
+    lines[1] = "{\"bundle_id\": 7}".into();
+    std::fs::write(&bundles_path, lines.join("\n") + "\n").unwrap();
+    bundle_check("bundles.ndjson line 2: not a bundle line");
+    let mut far: Value = serde_json::from_str(bundles.lines().nth(2).unwrap()).unwrap();
+    far["last_seq"] = json!(1_000_000);
+    lines[1] = bundles.lines().nth(1).unwrap().into();
+    lines[2] = far.to_string();
+    std::fs::write(&bundles_path, lines.join("\n") + "\n").unwrap();
+    bundle_check("bundles.ndjson line 3: seqs");
+    lines.remove(2);
+    std::fs::write(&bundles_path, lines.join("\n") + "\n").unwrap();
+    bundle_check("the manifest says");
+    std::fs::remove_file(&bundles_path).unwrap();
+    bundle_check("cannot read bundles.ndjson");
+    std::fs::write(&bundles_path, &bundles).unwrap();
+
+    // An import that fails after it began writing (here: a projector that
+    // cannot be loaded for the rebuild) leaves no data dir behind, so it can
+    // simply be run again.
+    let target = work.path().join("imp-late");
+    let out_import = leviathan()
+        .args(["import", p(&out), "--data-dir", p(&target)])
+        .env("LEVIATHAN_PROJECTORS", "core,/nonexistent/projector.wasm")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out_import.stderr);
+    assert_eq!(out_import.status.code(), Some(1), "{err}");
+    assert!(err.contains("/nonexistent/projector.wasm"), "{err}");
+    assert!(!target.exists(), "{err}");
+    let (code, _, err) = run(&["import", p(&out), "--data-dir", p(&target)]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// With `--public-key`, an export must be signed by that key over its whole
+/// log: an export whose checkpoint was removed, or replaced by an older
+/// genuine one (which leaves the later records unsigned), is refused by
+/// `verify --export` and `import`, not reported as verified.
+#[test]
+fn an_export_not_signed_over_its_whole_log_is_refused_with_a_key() {
+    let mut s = Server::start();
+    let bundles = mixed_log(4);
+    let (first, rest) = bundles.split_at(2);
+    for b in first {
+        assert_eq!(s.ingest(b).0, 200);
+    }
+    let older = text(&s, "/v1/log/checkpoint");
+    for b in rest {
+        assert_eq!(s.ingest(b).0, 200);
+    }
+    let key = text(&s, "/v1/log/public-key");
+    let dir = s.keep_dir();
+    s.stop();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let (code, _, err) = run(&["export", "--data-dir", p(dir.path()), "--to", p(&out)]);
+    assert_eq!(code, 0, "{err}");
+    let manifest_path = out.join("manifest.json");
+    let honest: Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let (code, v, _) = run_json(&["verify", "--export", p(&out), "--public-key", key.trim()]);
+    assert_eq!(code, 0, "the honest export verifies: {v}");
+
+    let failed = |v: &Value, name: &str| -> String {
+        let checks = v["report"]["checks"].as_array().unwrap();
+        let c = checks
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("no {name} check: {v}"));
+        assert_eq!(c["ok"], false, "{v}");
+        c["detail"].as_str().unwrap().to_string()
+    };
+    let refused = |m: &Value, check: &str, why: &str| {
+        std::fs::write(&manifest_path, serde_json::to_string_pretty(m).unwrap()).unwrap();
+        let (code, v, _) = run_json(&["verify", "--export", p(&out), "--public-key", key.trim()]);
+        assert_eq!(code, 1, "{v}");
+        let detail = failed(&v, check);
+        assert!(detail.contains(why), "{why}: {detail}");
+        let target = work.path().join("imported");
+        let (code, _, err) = run(&[
+            "import",
+            p(&out),
+            "--data-dir",
+            p(&target),
+            "--public-key",
+            key.trim(),
+        ]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("does not verify"), "{err}");
+        assert!(!target.exists());
+    };
+
+    // The checkpoint removed.
+    let mut m = honest.clone();
+    m.as_object_mut().unwrap().remove("checkpoint");
+    refused(&m, "checkpoint_signature", "nothing in it is signed");
+    // Without a key that only says the export is self-consistent.
+    let (code, v, _) = run_json(&["verify", "--export", p(&out)]);
+    assert_eq!(code, 0, "{v}");
+
+    // An older genuine checkpoint in its place.
+    let mut m = honest.clone();
+    m["checkpoint"] = json!(older);
+    refused(&m, "checkpoint_state", "covered by no signature");
 }
 
 #[test]
