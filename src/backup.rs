@@ -224,10 +224,14 @@ fn check_chain(log: &Log, manifest: &Manifest, what: &str) -> anyhow::Result<cra
         );
     }
     if report.head.seq != manifest.seq || report.head.hash != manifest.head_hash {
+        let hex = |h: Option<Sha256>| h.map_or("null".to_string(), |h| h.to_string());
         bail!(
-            "{what} log ends at seq {} but the manifest says seq {}",
+            "{what} log ends at seq {} with hash {}, but the manifest says seq {} hash {}: the \
+             manifest is not this store's",
             report.head.seq,
-            manifest.seq
+            hex(report.head.hash),
+            manifest.seq,
+            hex(manifest.head_hash)
         );
     }
     Ok(report.head)
@@ -251,15 +255,60 @@ fn verify_store(db: &Database, manifest: &Manifest) -> anyhow::Result<()> {
     if let Err(e) = check_async_lane(&graph, manifest)? {
         bail!("{e}");
     }
-    let snap = db.snapshot();
-    for (name, expected) in &manifest.keyspaces {
-        let ks = crate::storage::open_keyspace(db, name)?;
-        let n = snap.iter(&ks).count() as u64;
-        if n != *expected {
-            bail!("keyspace {name} holds {n} entries, the manifest says {expected}");
-        }
+    if let Some((name, why)) = read_back(db, &manifest.keyspaces)?.into_iter().next() {
+        bail!("keyspace {name} {why}");
     }
     Ok(())
+}
+
+/// Reads every entry, key and value, of each keyspace in `expected` and
+/// compares its count: a table or blob file damaged in a copy fails here
+/// rather than at the first read that reaches it after a start. Returns each
+/// keyspace that did not read back whole, with why.
+fn read_back(
+    db: &Database,
+    expected: &std::collections::BTreeMap<String, u64>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let snap = db.snapshot();
+    let mut damaged = Vec::new();
+    for (name, expected) in expected {
+        let ks = crate::storage::open_keyspace(db, name)?;
+        let mut n = 0u64;
+        let mut why = None;
+        for kv in snap.iter(&ks) {
+            match kv.into_inner() {
+                Ok(_) => n += 1,
+                Err(e) => {
+                    why = Some(format!("cannot be read after {n} entries: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(why) = why.or_else(|| {
+            (n != *expected).then(|| format!("holds {n} entries, the manifest says {expected}"))
+        }) {
+            damaged.push((name.clone(), why));
+        }
+    }
+    Ok(damaged)
+}
+
+/// A graph keyspace of any generation (`graph_*`, `gen<N>_graph_*`): a
+/// function of the log, rebuilt from it rather than trusted when damaged.
+fn is_graph_keyspace(name: &str) -> bool {
+    name.starts_with("graph_")
+        || name
+            .strip_prefix("gen")
+            .and_then(|rest| rest.split_once("_graph_"))
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn listed(damaged: &[(String, String)]) -> String {
+    damaged
+        .iter()
+        .map(|(name, why)| format!("keyspace {name} {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Reads a backup's manifest.
@@ -295,43 +344,114 @@ pub struct Restored {
     pub async_seq: Option<Seq>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub combined_digest: Option<Sha256>,
-    /// `verified` (the graph came with the backup and its digests match) or
-    /// `rebuilt` (re-projected from the log).
+    /// `verified` (the graph came with the backup, read back whole, and its
+    /// digests match) or `rebuilt` (re-projected from the log).
     pub graph: &'static str,
+    /// Whether `state_digest` is the manifest's. Only a rebuild with another
+    /// projector set than the backup's may give another one (a rebuild with
+    /// the backup's own set that does not is a failed restore).
+    pub state_digest_matches: bool,
     pub data_dir: std::path::PathBuf,
 }
 
+/// A rebuild's result: the state digest and the fingerprint of the projector
+/// set it used.
+pub struct Rebuilt {
+    pub state_digest: Sha256,
+    pub projector_set: Sha256,
+}
+
 /// Restores the backup in `from` into `data_dir` (new or empty): copies its
-/// store, verifies the chain and the head against the manifest, and checks
-/// the graph's digest at that seq; `rebuild` re-projects the graph when that
-/// check fails (e.g. a backup whose graph keyspaces were lost).
+/// store, verifies the chain and the head against the manifest, reads every
+/// keyspace back whole, and checks the graph's digest at that seq; `rebuild`
+/// re-projects the graph when that check fails (e.g. a backup whose graph
+/// keyspaces were lost or damaged). A failed restore leaves `data_dir` as it
+/// found it (new or empty).
 pub fn restore(
     from: &Path,
     data_dir: &Path,
-    rebuild: impl FnOnce(&crate::storage::Store) -> anyhow::Result<Sha256>,
+    rebuild: impl FnOnce(&crate::storage::Store) -> anyhow::Result<Rebuilt>,
 ) -> anyhow::Result<Restored> {
     let manifest = read_manifest(from)?;
-    check_empty_target(data_dir)?;
+    if !data_dir.is_absolute() {
+        bail!("{} is not an absolute path", data_dir.display());
+    }
+    // The store is closed when `restore_into` returns.
+    crate::files::fill_new_dir(data_dir, "restore", || {
+        restore_into(from, data_dir, &manifest, rebuild)
+    })
+}
+
+fn restore_into(
+    from: &Path,
+    data_dir: &Path,
+    manifest: &Manifest,
+    rebuild: impl FnOnce(&crate::storage::Store) -> anyhow::Result<Rebuilt>,
+) -> anyhow::Result<Restored> {
     copy_dir(&from.join("store"), &data_dir.join("store"))?;
     let store = crate::storage::open_store(data_dir)?;
-    let head = check_chain(&store.log, &manifest, "the restored")?;
+    let head = check_chain(&store.log, manifest, "the restored")?;
+    let (graph_damage, damage): (Vec<_>, Vec<_>) = read_back(&store.db, &manifest.keyspaces)?
+        .into_iter()
+        .partition(|(name, _)| is_graph_keyspace(name));
+    if !damage.is_empty() {
+        bail!(
+            "the backup is damaged, and this part of it cannot be rebuilt from the log: {}. \
+             Restore another backup (or another copy of this one)",
+            listed(&damage)
+        );
+    }
     let (seq, digest) = store.graph.state()?;
-    let lane = check_async_lane(&store.graph, &manifest)?;
-    let graph = if seq == manifest.seq && digest == manifest.state_digest && lane.is_ok() {
+    let lane = check_async_lane(&store.graph, manifest)?;
+    let graph = if graph_damage.is_empty()
+        && seq == manifest.seq
+        && digest == manifest.state_digest
+        && lane.is_ok()
+    {
         "verified"
     } else {
         tracing::warn!(
             graph_seq = seq.0,
             %digest,
             async_lane = %lane.err().unwrap_or_default(),
+            damaged = %listed(&graph_damage),
             "the restored graph is not the backup's: rebuilding it from the log"
         );
         let rebuilt = rebuild(&store)?;
-        if rebuilt != manifest.state_digest {
+        let still: Vec<_> = read_back(
+            &store.db,
+            &graph_damage
+                .iter()
+                .map(|(name, _)| (name.clone(), 0))
+                .collect(),
+        )?
+        .into_iter()
+        .filter(|(_, why)| why.starts_with("cannot be read"))
+        .collect();
+        if !still.is_empty() {
+            bail!(
+                "the graph was rebuilt, but these keyspaces still cannot be read: {}",
+                listed(&still)
+            );
+        }
+        if rebuilt.state_digest != manifest.state_digest {
+            if manifest.projector_set == Some(rebuilt.projector_set) {
+                bail!(
+                    "the graph rebuilt from the restored log with the backup's own projector \
+                     set ({}) has state digest {}, the backup's is {}: the restore is refused \
+                     (the log verified, so this is a projector that is not deterministic or a \
+                     damaged store; keep the backup and report it)",
+                    rebuilt.projector_set,
+                    rebuilt.state_digest,
+                    manifest.state_digest
+                );
+            }
             tracing::warn!(
-                %rebuilt,
+                rebuilt = %rebuilt.state_digest,
                 expected = %manifest.state_digest,
-                "the rebuilt graph's digest differs from the backup's (another projector set?)"
+                projector_set = %rebuilt.projector_set,
+                backup_projector_set = ?manifest.projector_set,
+                "the graph was rebuilt with another projector set than the backup's, so its digest differs"
             );
         }
         // The rebuild applied the async lane up to the head: its combined
@@ -356,6 +476,7 @@ pub fn restore(
     Ok(Restored {
         seq: head.seq,
         head_hash: head.hash,
+        state_digest_matches: state_digest == manifest.state_digest,
         state_digest,
         async_seq: lane.map(|l| l.0),
         combined_digest: lane.and_then(|l| l.2),

@@ -65,11 +65,19 @@ pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
 pub fn open_store_with_cache(data_dir: &Path, cache_bytes: u64) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let db = open_database_with_cache(&data_dir.join("store"), cache_bytes).with_context(|| {
-        format!(
-            "cannot open the store in {} (is another leviathan process using it?)",
+    let db = open_database_with_cache(&data_dir.join("store"), cache_bytes).map_err(|e| {
+        let why = if matches!(e, fjall::Error::Locked) {
+            " (is another leviathan process using it?)"
+        } else if e.to_string().contains("Checksum") {
+            " (its files are damaged: keep a copy of the data dir and restore the last \
+             backup, docs/RUNBOOK.md \"Backup and restore\")"
+        } else {
+            ""
+        };
+        anyhow::Error::new(e).context(format!(
+            "cannot open the store in {}{why}",
             data_dir.display()
-        )
+        ))
     })?;
     let log = Log::open(&db).context("opening the event log")?;
     let graph = GraphStore::open(&db).context("opening the graph")?;

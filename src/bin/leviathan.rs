@@ -461,7 +461,10 @@ fn restore(
         )?;
         let report =
             leviathan::replay::rebuild(&store.db, &store.log, &store.graph, &p.set, p.fingerprint)?;
-        Ok(report.state_digest)
+        Ok(leviathan::backup::Rebuilt {
+            state_digest: report.state_digest,
+            projector_set: p.fingerprint,
+        })
     })?;
     tracing::info!(
         seq = restored.seq.0,

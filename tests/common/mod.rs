@@ -519,7 +519,6 @@ pub fn admin(args: &[&str], dir: &Path) -> (i32, String) {
     (code, stdout)
 }
 
-/// Runs `leviathan <args> --data-dir <dir>`; returns (exit code, stdout, stderr).
 /// `leviathan rebuild` with `manifest` on a stopped store: its report.
 pub fn offline_rebuild(dir: &Path, manifest: &Path) -> serde_json::Value {
     let (code, out, err) = admin_full(
@@ -535,6 +534,7 @@ pub fn offline_rebuild(dir: &Path, manifest: &Path) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
+/// Runs `leviathan <args> --data-dir <dir>`; returns (exit code, stdout, stderr).
 pub fn admin_full(args: &[&str], dir: &Path) -> (i32, String, String) {
     let out = leviathan()
         .args(args)
