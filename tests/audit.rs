@@ -593,6 +593,30 @@ fn the_offline_tools_check_proofs_and_bundles() {
         w,
     );
     assert_eq!(code, 1, "{out}");
+    // The right record, but the proof names another event: the record is not
+    // the event the proof is about, though its leaf is in the tree.
+    let mut renamed = p.clone();
+    renamed["event_id"] = json!("x-9");
+    std::fs::write(w.join("renamed.json"), renamed.to_string()).unwrap();
+    let (code, out) = audit_cmd(
+        &[
+            "check-inclusion",
+            "--checkpoint",
+            "cp",
+            "--public-key",
+            "key",
+            "--proof",
+            "renamed.json",
+            "--record",
+            "record",
+        ],
+        w,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(r#"the record is event \"x-2\" at seq 2, the proof is for \"x-9\""#),
+        "{out}"
+    );
 
     // A bundle from the running server, verified with the artifact.
     let (st, bundle_json) = s.get("/v1/events/x-2/bundle");

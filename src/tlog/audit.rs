@@ -95,8 +95,33 @@ pub fn check_inclusion(
     let Some(c) = signed(&mut r, "checkpoint_signature", checkpoint, key) else {
         return r.done();
     };
+    if let Some(bytes) = record {
+        r.push("record_fields", record_fields(bytes, p));
+    }
     inclusion_steps(&mut r, &c, p, record);
     r.done()
+}
+
+/// Whether `record` is the event the proof names: its `event_id` and `seq`.
+fn record_fields(record: &[u8], p: &InclusionProof) -> Result<String, String> {
+    let fields = crate::log::record::chain_fields(record);
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(record).ok();
+    let id = parsed
+        .as_ref()
+        .and_then(|v| v.get("event_id"))
+        .and_then(|v| v.as_str());
+    match (fields, id) {
+        (Some((_, seq)), Some(id)) if seq == p.seq && id == p.event_id => {
+            Ok(format!("the record is event {id:?} at seq {seq}"))
+        }
+        (Some((_, seq)), id) => Err(format!(
+            "the record is event {} at seq {seq}, the proof is for {:?} at seq {}",
+            id.map_or("(no event_id)".to_string(), |id| format!("{id:?}")),
+            p.event_id,
+            p.seq
+        )),
+        (None, _) => Err("the record is not a canonical event record".into()),
+    }
 }
 
 fn inclusion_steps(r: &mut Report, c: &Checkpoint, p: &InclusionProof, record: Option<&[u8]>) {
@@ -257,25 +282,7 @@ pub fn verify_bundle(b: &AuditBundle, key: &NoteVerifier, artifacts_dir: Option<
             ))
         },
     );
-    let fields = crate::log::record::chain_fields(record);
-    let parsed: Option<serde_json::Value> = serde_json::from_slice(record).ok();
-    let id = parsed
-        .as_ref()
-        .and_then(|v| v.get("event_id"))
-        .and_then(|v| v.as_str());
-    r.push(
-        "record_fields",
-        match fields {
-            Some((_, seq)) if seq == b.proof.seq && id == Some(b.proof.event_id.as_str()) => Ok(
-                format!("the record is event {:?} at seq {seq}", b.proof.event_id),
-            ),
-            Some((_, seq)) => Err(format!(
-                "the record is event {id:?} at seq {seq}, the proof is for {:?} at seq {}",
-                b.proof.event_id, b.proof.seq
-            )),
-            None => Err("the record is not a canonical event record".into()),
-        },
-    );
+    r.push("record_fields", record_fields(record, &b.proof));
     if let Some(c) = signed(&mut r, "checkpoint_signature", &b.checkpoint, key) {
         inclusion_steps(&mut r, &c, &b.proof, Some(record));
     }

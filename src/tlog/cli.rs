@@ -107,12 +107,18 @@ fn read(path: &Path) -> anyhow::Result<String> {
 /// The verifier key given as a string, or the path of a file holding it.
 pub fn verifier(arg: &str) -> anyhow::Result<NoteVerifier> {
     let p = Path::new(arg);
-    let text = if p.is_file() {
-        read(p)?
-    } else {
-        arg.to_string()
-    };
-    Ok(NoteVerifier::from_text(&text)?)
+    if p.is_file() {
+        return NoteVerifier::from_text(&read(p)?)
+            .with_context(|| format!("the key file {}", p.display()));
+    }
+    if !arg.contains('+') {
+        // Every verifier key has two '+'; this was meant as a file.
+        anyhow::bail!(
+            "cannot read the verifier key file {arg}: no such file (give the file's path or the \
+             key itself, <name>+<id>+<base64>)"
+        );
+    }
+    Ok(NoteVerifier::from_text(arg)?)
 }
 
 fn json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {

@@ -174,6 +174,15 @@ impl NoteVerifier {
     /// Parses `<name>+<8 hex>+<base64(0x01 ‖ 32-byte key)>`.
     pub fn from_text(text: &str) -> Result<NoteVerifier, NoteError> {
         let t = text.trim();
+        if t.contains("PRIVATE+KEY+") {
+            // Never echo a signer key (into a terminal, a CI log…).
+            return Err(NoteError::BadVerifierKey(
+                "this is the signer's private key, not its verifier key: give the public one \
+                 (GET /v1/log/public-key, or the verifier_key the server logs when it creates \
+                 the key)"
+                    .into(),
+            ));
+        }
         let bad = |why: &str| NoteError::BadVerifierKey(format!("{why}: {t:?}"));
         let mut parts = t.splitn(3, '+');
         let (name, id, key) = match (parts.next(), parts.next(), parts.next()) {
@@ -309,10 +318,12 @@ impl Checkpoint {
         if lines.len() < 3 || lines.iter().any(|l| l.is_empty()) {
             return Err(bad("expected at least three non-empty lines".into()));
         }
-        let tree_size: u64 = lines[1]
-            .parse()
-            .ok()
-            .filter(|_| lines[1] == "0" || !lines[1].starts_with('0'))
+        // Decimal digits only, no leading zero (C2SP tlog-checkpoint): one
+        // text for each size, so `+3002` is not `3002`.
+        let tree_size: u64 = Some(lines[1])
+            .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|t| *t == "0" || !t.starts_with('0'))
+            .and_then(|t| t.parse().ok())
             .ok_or_else(|| bad(format!("bad tree size {:?}", lines[1])))?;
         let root = B64
             .decode(lines[2])
@@ -340,8 +351,25 @@ impl Checkpoint {
         };
         let chain_head = match ext("chain-head")? {
             "null" => None,
-            h => Some(h.parse().map_err(|_| bad("bad chain-head".into()))?),
+            h => Some(
+                h.parse::<Sha256>()
+                    .map_err(|_| bad("bad chain-head".into()))?,
+            ),
         };
+        // The empty log, and only it, has no chain head and the root of the
+        // empty tree (RFC 9162 §2.1.1: SHA-256 of the empty string).
+        if (tree_size == 0) != chain_head.is_none() {
+            return Err(bad(format!(
+                "chain-head {} with tree size {tree_size}: only the empty log has a null one",
+                chain_head.map_or("null".to_string(), |h: Sha256| h.to_hex())
+            )));
+        }
+        if tree_size == 0 && root != crate::tlog::proof::EMPTY_ROOT {
+            return Err(bad(format!(
+                "the empty tree's root is {}, not {root}",
+                crate::tlog::proof::EMPTY_ROOT
+            )));
+        }
         Ok(Checkpoint {
             origin: lines[0].to_string(),
             tree_size,
@@ -387,6 +415,18 @@ mod tests {
     }
 
     #[test]
+    fn a_signer_key_given_as_the_verifier_key_is_refused_without_echoing_it() {
+        for text in [SKEY.to_string(), format!("  {SKEY}\n")] {
+            let e = NoteVerifier::from_text(&text).unwrap_err().to_string();
+            assert!(e.contains("signer's private key"), "{e}");
+            assert!(
+                !e.contains("AYEKFALV") && !e.contains("PeterNeumann"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn checkpoint_round_trip() {
         let c = Checkpoint {
             origin: "example.com/log".into(),
@@ -401,10 +441,35 @@ mod tests {
         let empty = Checkpoint {
             tree_size: 0,
             chain_head: None,
-            ..c
+            root: crate::tlog::proof::EMPTY_ROOT,
+            ..c.clone()
         };
         assert_eq!(Checkpoint::parse(&empty.text()).unwrap(), empty);
         assert!(Checkpoint::parse("o\n012\nAA==\n").is_err());
+        // One text per size; a null chain head and the empty tree's root only
+        // for size 0.
+        for size in ["+12", "012", " 12", "12 ", "1_2", "-0"] {
+            let text = c.text().replacen("\n12\n", &format!("\n{size}\n"), 1);
+            let e = Checkpoint::parse(&text).unwrap_err().to_string();
+            assert!(e.contains("bad tree size"), "{size:?}: {e}");
+        }
+        let headless = Checkpoint {
+            chain_head: None,
+            ..c.clone()
+        };
+        let e = Checkpoint::parse(&headless.text()).unwrap_err().to_string();
+        assert!(e.contains("only the empty log has a null one"), "{e}");
+        let headed = Checkpoint {
+            chain_head: Some(Sha256::of(b"h")),
+            ..empty.clone()
+        };
+        assert!(Checkpoint::parse(&headed.text()).is_err());
+        let rooted = Checkpoint {
+            root: Sha256([0; 32]),
+            ..empty
+        };
+        let e = Checkpoint::parse(&rooted.text()).unwrap_err().to_string();
+        assert!(e.contains("the empty tree's root is"), "{e}");
     }
 
     #[test]
