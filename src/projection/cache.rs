@@ -1,6 +1,9 @@
 //! The on-disk cache of compiled projectors: a component compiled once by this
 //! engine is stored as `<component sha256>-<engine compatibility>.cwasm` and a
-//! restart deserializes it instead of compiling again. It owns that directory's
+//! restart deserializes it instead of compiling again. Each file ends with the
+//! SHA-256 of the compiled bytes before it (and a marker): a file changed in
+//! place (bit rot, a partial overwrite) is recompiled, never run — wasmtime
+//! checks the header and the engine, not the code and data. It owns that directory's
 //! naming, atomic writes and pruning (a file's modification time is when it
 //! was last used: a hit sets it, [`prune`] deletes files unused for longer
 //! than the server keeps them). It must never deserialize a file it did not write
@@ -16,6 +19,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 use wasmtime::component::Component;
 use wasmtime::Engine;
+
+/// Ends every file this cache writes: after the compiled bytes and their
+/// SHA-256.
+const TRAILER_MARK: &[u8; 8] = b"lev-sha\x01";
+const TRAILER_LEN: usize = 32 + TRAILER_MARK.len();
+
+/// The compiled bytes of a cache file, if its trailer is there and the
+/// bytes hash to it.
+fn checked(file: &[u8]) -> Result<&[u8], &'static str> {
+    let Some(split) = file.len().checked_sub(TRAILER_LEN) else {
+        return Err("shorter than its checksum trailer");
+    };
+    let (compiled, trailer) = file.split_at(split);
+    let (sum, mark) = trailer.split_at(32);
+    if mark != TRAILER_MARK {
+        return Err("no checksum trailer (written by an older server, or not by this cache)");
+    }
+    if Sha256::of(compiled).0 != sum {
+        return Err("its bytes do not hash to its checksum (changed in place)");
+    }
+    Ok(compiled)
+}
 
 /// Where a component's compiled form came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,14 +91,22 @@ impl CompiledCache {
         // one maps the file, and a file truncated or rewritten in place while
         // mapped (by an operator, a backup tool, a second Leviathan) kills the
         // process with SIGBUS. The copy costs well under a millisecond.
-        if let Ok(compiled) = std::fs::read(&path) {
-            // SAFETY: the file is named by this cache's scheme in this cache's
-            // directory, which only `write_atomically` below writes (complete
-            // files only, via rename). wasmtime checks the engine
-            // compatibility header itself and refuses a mismatch. (The crate
-            // denies `unsafe_code`; this is one of its documented exceptions.)
-            #[allow(unsafe_code)]
-            let loaded = unsafe { Component::deserialize(engine, &compiled) };
+        if let Ok(file) = std::fs::read(&path) {
+            let loaded = checked(&file)
+                .map_err(wasmtime::Error::msg)
+                .and_then(|compiled| {
+                    // SAFETY: the file is named by this cache's scheme in this
+                    // cache's directory, which only `write_atomically` below
+                    // writes (complete files only, via rename), and its bytes hash
+                    // to the checksum written with them. wasmtime checks the engine
+                    // compatibility header itself and refuses a mismatch. (The
+                    // crate denies `unsafe_code`; this is one of its documented
+                    // exceptions.)
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        Component::deserialize(engine, compiled)
+                    }
+                });
             match loaded {
                 Ok(c) => {
                     tracing::debug!(path = %path.display(), "projector loaded from compiled cache");
@@ -89,7 +122,10 @@ impl CompiledCache {
         }
         let component = Component::new(engine, bytes)?;
         match component.serialize() {
-            Ok(compiled) => {
+            Ok(mut compiled) => {
+                let sum = Sha256::of(&compiled);
+                compiled.extend_from_slice(&sum.0);
+                compiled.extend_from_slice(TRAILER_MARK);
                 if let Err(e) = write_atomically(&path, &compiled) {
                     tracing::warn!(path = %path.display(), error = %e, "could not write compiled projector to cache");
                 }
@@ -325,6 +361,45 @@ mod tests {
         // Nothing left to do a second time.
         assert_eq!(prune(dir.path(), 30 * day).unwrap(), Pruned::default());
         assert!(prune(&dir.path().join("missing"), day).is_err());
+    }
+
+    /// A file changed in place that wasmtime would still load (one byte of
+    /// its code or data flipped, or the trailer missing) is recompiled and
+    /// rewritten, never run.
+    #[test]
+    fn a_file_changed_in_place_is_recompiled_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = CompiledCache::open(dir.path(), &engine).unwrap();
+        let bytes =
+            wat::parse_bytes(br#"(component (core module (func (export "f") nop)))"#).unwrap();
+        let digest = Sha256::of(&bytes);
+        let (_, origin) = cache.load_or_compile(&engine, &bytes, &digest).unwrap();
+        assert_eq!(origin, Origin::Compiled);
+        let path = cache.path_for(&digest);
+        let good = std::fs::read(&path).unwrap();
+        let compiled = &good[..good.len() - TRAILER_LEN];
+        // wasmtime itself accepts the compiled bytes with a byte flipped in
+        // the middle: only the checksum tells.
+        let mut flipped = good.clone();
+        flipped[compiled.len() / 2] ^= 0x01;
+        #[allow(unsafe_code)]
+        let accepted =
+            unsafe { Component::deserialize(&engine, &flipped[..compiled.len()]).is_ok() };
+        let no_trailer = compiled.to_vec();
+        for (case, file) in [("flipped", flipped), ("no trailer", no_trailer)] {
+            std::fs::write(&path, &file).unwrap();
+            let (_, origin) = cache.load_or_compile(&engine, &bytes, &digest).unwrap();
+            assert_eq!(origin, Origin::Compiled, "{case}");
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                good,
+                "{case}: rewritten whole"
+            );
+            let (_, origin) = cache.load_or_compile(&engine, &bytes, &digest).unwrap();
+            assert_eq!(origin, Origin::Cache, "{case}");
+        }
+        assert!(accepted, "the flip is one wasmtime would have run");
     }
 
     #[test]
