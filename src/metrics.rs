@@ -489,8 +489,12 @@ impl Metrics {
         self.events_duplicate.inc_by(duplicates);
     }
 
-    /// Records one HTTP request.
+    /// Records one HTTP request. The method label is one of RFC 9110's
+    /// methods (and PATCH) or `other`: a client chooses the method token, and
+    /// `/livez` answers without a token, so the label set must not grow with
+    /// what clients invent.
     pub fn http(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let method = http_method_label(method);
         self.http_requests
             .get_or_create(&HttpLabels {
                 route: route.to_string(),
@@ -1049,6 +1053,14 @@ impl prometheus_client::collector::Collector for ProcessCollector {
         }
         Ok(())
     }
+}
+
+/// The `method` label of the HTTP metrics: a bounded set.
+fn http_method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
 }
 
 #[cfg(test)]

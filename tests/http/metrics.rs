@@ -88,8 +88,24 @@ fn metrics_cover_the_writer_projectors_http_artifacts_store_and_process() {
     assert_eq!(s.get("/v1/attempts/att-0").0, 200);
     assert_eq!(s.get("/v1/attempts/att-1").0, 200);
     assert_eq!(s.get("/v1/no/such/route").0, 404);
+    // Methods a client invents (on /livez, which needs no token) share one
+    // label: the series do not grow with what clients send.
+    for i in 0..5 {
+        let method = reqwest::Method::from_bytes(format!("BREW{i}").as_bytes()).unwrap();
+        let r = s.client.request(method, s.url("/livez")).send().unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
 
     let text = s.metrics_text();
+    assert!(!text.contains("BREW"), "invented methods are not labels");
+    assert_eq!(
+        metric_starting(
+            &text,
+            r#"leviathan_http_requests_total{route="unmatched",method="other""#
+        ),
+        5.0,
+        "{text}"
+    );
     let m = |name: &str| metric(&text, name);
     // Events by type, counted by the writer once committed.
     assert_eq!(
