@@ -315,6 +315,12 @@ fn validate_event(
     let id = EventId::new(event_id.as_ref()).map_err(|e| fail("event_id", e.0))?;
     check_event_type(&event_type).map_err(|m| fail("event_type", m))?;
     let timestamp = Timestamp::normalize(&timestamp).map_err(|m| fail("timestamp", m))?;
+    if timestamp.is_leap_second() {
+        return Err(fail(
+            "timestamp",
+            format!("timestamp {timestamp:?} has second 60: leap seconds are not accepted (use :59)"),
+        ));
+    }
     if let Some(a) = &actor_id {
         if a.len() > MAX_ID_BYTES || a.chars().any(char::is_control) {
             return Err(fail(

@@ -9,7 +9,7 @@
 //! stored record keeps plain strings (see `log::record`).
 
 use chrono::format::{Item, Parsed, StrftimeItems};
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Timelike, Utc};
 use serde::Serialize;
 use std::fmt;
 
@@ -270,9 +270,26 @@ impl Timestamp {
                 value.chars().take(64).collect::<String>()
             ));
         };
+        // RFC 3339 has four-digit years: an offset that moves the instant
+        // out of 0000..=9999 in UTC would be stored as `-0001-…` or
+        // `+10000-…`, which is no RFC 3339 (nor readable back).
+        if !(0..=9999).contains(&dt.year()) {
+            return Err(format!(
+                "timestamp {:?} is outside the years 0000–9999 once converted to UTC",
+                value.chars().take(64).collect::<String>()
+            ));
+        }
         let micros = dt.nanosecond() / 1000 * 1000;
         let dt = dt.with_nanosecond(micros).unwrap_or(dt);
         Ok(Timestamp(dt.to_rfc3339_opts(SecondsFormat::AutoSi, true)))
+    }
+
+    /// Whether this is a leap second (`:60`). Ingest refuses them (the
+    /// original read times with Python's `datetime`, which has none, and
+    /// chrono accepts `:60` at any minute); records already stored with one
+    /// still read.
+    pub fn is_leap_second(&self) -> bool {
+        self.0.get(17..19) == Some("60")
     }
 
     pub fn as_str(&self) -> &str {
@@ -361,9 +378,23 @@ mod tests {
             "1706090400",
             "2026-13-01T00:00:00Z",
             "",
+            // Outside 0000..=9999 once in UTC.
+            "0000-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-23:59",
         ] {
             assert!(Timestamp::normalize(bad).is_err(), "{bad}");
         }
+        for edge in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"] {
+            assert_eq!(Timestamp::normalize(edge).unwrap().as_str(), edge);
+        }
+        // A leap second normalizes (a stored record with one still reads),
+        // and says so (ingest refuses it).
+        let leap = Timestamp::normalize("2016-12-31T23:59:60+01:00").unwrap();
+        assert_eq!(leap.as_str(), "2016-12-31T22:59:60Z");
+        assert!(leap.is_leap_second());
+        assert!(!Timestamp::normalize("2016-12-31T23:59:59Z")
+            .unwrap()
+            .is_leap_second());
     }
 
     #[test]

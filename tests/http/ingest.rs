@@ -73,6 +73,11 @@ fn one_bad_event_rejects_the_whole_bundle() {
     s.ingest(&bundle("ok", events("x", 1)));
     let cases = vec![
         ("timestamp", json!("yesterday")),
+        // Stored in UTC as `-0001-12-31T23:00:00Z`: no RFC 3339, unreadable.
+        ("timestamp", json!("0000-01-01T00:00:00+01:00")),
+        ("timestamp", json!("9999-12-31T23:59:59-23:59")),
+        // A leap second (here one that never was): the original refused all.
+        ("timestamp", json!("2016-12-31T23:59:60+01:00")),
         ("event_type", json!("Not A Type")),
         ("event_id", json!("")),
         ("payload", json!([1, 2])),
