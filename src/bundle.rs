@@ -101,15 +101,56 @@ pub enum BundleError {
     },
 }
 
+/// A struct read from a JSON object only: serde's derived `Deserialize`
+/// also takes an array of the fields in order (`["radix", "b1", [...]]`),
+/// which the API does not accept for a bundle, an event or a ref.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Only<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Only<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Only(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
+/// `Vec<T>` whose every element is a JSON object ([`Object`]).
+fn objects<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let v: Vec<Object<T>> = Deserialize::deserialize(d)?;
+    Ok(v.into_iter().map(|o| o.0).collect())
+}
+
+fn optional_objects<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let v: Option<Vec<Object<T>>> = Deserialize::deserialize(d)?;
+    Ok(v.map(|v| v.into_iter().map(|o| o.0).collect()))
+}
+
 #[derive(Deserialize)]
 struct RawBundle<'a> {
     #[serde(borrow)]
     target: Cow<'a, str>,
     #[serde(borrow)]
     bundle_id: Cow<'a, str>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "objects")]
     events: Vec<RawEvent<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_objects")]
     artifacts: Option<Vec<RawArtifact<'a>>>,
 }
 
@@ -151,8 +192,8 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Bundle, BundleError> {
     // Tracking the JSON path costs every well-formed body ~a tenth of its
     // parse; only a body that fails needs the path, so it is parsed again
     // with it.
-    match serde_json::from_slice::<RawBundle<'_>>(body) {
-        Ok(raw) => validate(raw, limits),
+    match serde_json::from_slice::<Object<RawBundle<'_>>>(body) {
+        Ok(Object(raw)) => validate(raw, limits),
         Err(untracked) => Err(parse_error(body, untracked)),
     }
 }
@@ -161,7 +202,7 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Bundle, BundleError> {
 /// failed (`untracked`: the error without it).
 fn parse_error(body: &[u8], untracked: serde_json::Error) -> BundleError {
     let mut de = serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error::deserialize::<_, RawBundle<'_>>(&mut de) {
+    match serde_path_to_error::deserialize::<_, Object<RawBundle<'_>>>(&mut de) {
         Ok(_) => BundleError::Malformed {
             message: de.end().err().unwrap_or(untracked).to_string(),
         },
@@ -318,7 +359,9 @@ fn validate_event(
     if timestamp.is_leap_second() {
         return Err(fail(
             "timestamp",
-            format!("timestamp {timestamp:?} has second 60: leap seconds are not accepted (use :59)"),
+            format!(
+                "timestamp {timestamp:?} has second 60: leap seconds are not accepted (use :59)"
+            ),
         ));
     }
     if let Some(a) = &actor_id {

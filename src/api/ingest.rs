@@ -94,6 +94,13 @@ pub fn parse_json_body<T: serde::de::DeserializeOwned>(
             format!("request body is not valid JSON: {e}"),
         )
     })?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("the body must be {expected}: a JSON object"),
+        ));
+    }
     serde_json::from_value(value).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

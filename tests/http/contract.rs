@@ -130,6 +130,18 @@ fn invalidate_body_errors_match_the_docs() {
     let (st, v) = s.post("/v1/attempts/a1/invalidate", &json!({"why": "x"}));
     assert_eq!(st, 422, "{v}");
     assert_error_shape(st, &v, "invalid_body");
+    // The fields as an array (serde's other form of a struct) is not the
+    // documented object: refused, nothing appended.
+    let (st, v) = s.post("/v1/attempts/a1/invalidate", &json!(["x"]));
+    assert_eq!(st, 422, "{v}");
+    assert_error_shape(st, &v, "invalid_body");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a JSON object"),
+        "{v}"
+    );
     // Over the route's fixed 64 KiB cap: 413 naming the cap, not a setting.
     let big = serde_json::to_vec(&json!({"reason": "x".repeat(70 * 1024)})).expect("json");
     let (st, v) = raw_post(&s, "/v1/attempts/a1/invalidate", "application/json", big);

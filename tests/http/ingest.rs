@@ -107,6 +107,29 @@ fn one_bad_event_rejects_the_whole_bundle() {
         "{r}"
     );
 
+    // A bundle, an event or a ref written as an array of its fields (serde's
+    // other form of a struct) is not the documented object.
+    let ev = |id: &str| json!({"event_id": id, "event_type": "custom.thing", "timestamp": "2026-01-24T10:00:00Z", "payload": {}});
+    let as_array = json!(["radix", "arr-1", [ev("arr-e1")], null]);
+    let event_array = json!({"target": "radix", "bundle_id": "arr-2", "events": [["arr-e2", "custom.thing", "2026-01-24T10:00:00Z", null, {}]]});
+    let ref_array = json!({"target": "radix", "bundle_id": "arr-3", "events": [ev("arr-e3")], "artifacts": [["a".repeat(64), "log", "u", 1]]});
+    for (body, path) in [
+        (as_array, "body"),
+        (event_array, "events[0]"),
+        (ref_array, "artifacts[0]"),
+        (json!([]), "body"),
+    ] {
+        let (st, r) = s.ingest(&body);
+        assert_eq!(st, 422, "{body}: {r}");
+        assert_eq!(r["error"]["code"], "invalid_bundle", "{r}");
+        assert_eq!(r["error"]["details"]["path"], path, "{r}");
+        let msg = r["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("expected a JSON object") && !msg.contains("Raw"),
+            "{msg}"
+        );
+    }
+
     // Nothing of any refused bundle is there.
     assert_eq!(s.all_events().len(), 1);
     let (st, _) = s.get("/v1/events/y-0");
