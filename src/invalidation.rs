@@ -61,12 +61,14 @@ pub fn plan(
     if let Some(by) = requested_by {
         checked("actor_id", crate::ids::check_id("actor_id", by))?;
     }
-    let event_id = format!(
-        "invalidation-{}-{}.{:06}",
-        attempt.id,
-        now.timestamp(),
-        now.timestamp_subsec_micros()
-    );
+    let at = format!("{}.{:06}", now.timestamp(), now.timestamp_subsec_micros());
+    // The original's form; an attempt id too long for it to fit an event id
+    // (node ids may be 1024 bytes, event ids 256) is named by its SHA-256.
+    let mut event_id = format!("invalidation-{}-{at}", attempt.id);
+    if event_id.len() > crate::ids::MAX_ID_BYTES - "bundle-".len() {
+        let digest = crate::digest::Sha256::of(attempt.id.as_bytes());
+        event_id = format!("invalidation-sha256:{digest}-{at}");
+    }
     let event_id = EventId::new(event_id).map_err(|e| invalid("attempt_id", e.0))?;
     let bundle_id =
         BundleId::new(format!("bundle-{event_id}")).map_err(|e| invalid("attempt_id", e.0))?;

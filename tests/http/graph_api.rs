@@ -138,3 +138,38 @@ fn invalidate_goes_through_the_log_and_dry_run_writes_nothing() {
     let (_, d) = s.get("/v1/attempts/radix-a0");
     assert_eq!(d["events"].as_array().unwrap().len(), 2);
 }
+
+/// Node ids may be 1024 bytes, event ids 256: an attempt whose id is too
+/// long for `invalidation-<id>-<time>` is still invalidated, its event named
+/// by the id's SHA-256.
+#[test]
+fn an_attempt_with_a_long_id_can_be_invalidated() {
+    let s = Server::start();
+    let id = "L".repeat(1000);
+    let (st, r) = s.ingest(&bundle(
+        "long",
+        vec![event(
+            "long-1",
+            "attempt.created",
+            json!({"attempt_id": id, "task_id": "t1"}),
+        )],
+    ));
+    assert_eq!(st, 200, "{r}");
+    let (st, r) = s.post(
+        &format!("/v1/attempts/{id}/invalidate"),
+        &json!({"reason": "flaky runner"}),
+    );
+    assert_eq!(st, 200, "{r}");
+    let event_id = r["event_id"].as_str().unwrap();
+    assert!(
+        event_id.starts_with(&format!(
+            "invalidation-sha256:{}-",
+            sha256_hex(id.as_bytes())
+        )),
+        "{event_id}"
+    );
+    assert_eq!(
+        s.get(&format!("/v1/graph/nodes/{id}")).1["properties"]["status"],
+        "invalidated"
+    );
+}
