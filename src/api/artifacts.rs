@@ -105,21 +105,44 @@ fn headers_for(sha: &Sha256, meta: &BlobMeta) -> [(header::HeaderName, HeaderVal
     ]
 }
 
+/// `If-None-Match` names this artifact's entity tag, or is `*`. The
+/// comparison is weak (RFC 9110 §13.1.2): `W/"<sha>"` matches too.
 fn not_modified(headers: &HeaderMap, sha: &Sha256) -> bool {
+    let hex = sha.to_hex();
     headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().trim_matches('"') == sha.to_hex() || t.trim() == "*")
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| {
+            let t = t.strip_prefix("W/").unwrap_or(t);
+            // A bare digest (no quotes) is taken too, as it always was.
+            let tag = t
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .unwrap_or(t);
+            t == "*" || tag == hex
         })
+}
+
+fn not_modified_response(sha: &Sha256) -> Response {
+    (
+        StatusCode::NOT_MODIFIED,
+        [(header::ETAG, format!("\"{sha}\""))],
+    )
+        .into_response()
 }
 
 pub async fn head(
     State(app): State<AppState>,
     Path(sha): Path<String>,
+    req_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (sha, meta) = lookup(&app.cas, &sha)?;
+    if not_modified(&req_headers, &sha) {
+        return Ok(not_modified_response(&sha));
+    }
     Ok((headers_for(&sha, &meta), Body::empty()).into_response())
 }
 
@@ -130,11 +153,7 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let (sha, meta) = lookup(&app.cas, &sha)?;
     if not_modified(&req_headers, &sha) {
-        return Ok((
-            StatusCode::NOT_MODIFIED,
-            [(header::ETAG, format!("\"{sha}\""))],
-        )
-            .into_response());
+        return Ok(not_modified_response(&sha));
     }
     let cas = app.cas.clone();
     let chunks = Cas::chunk_count(&meta);

@@ -38,12 +38,38 @@ fn put_get_head_round_trip_with_etag() {
         data.len().to_string().as_str()
     );
 
-    let resp = s
-        .req(reqwest::Method::GET, &format!("/v1/artifacts/{sha}"))
-        .header("If-None-Match", format!("\"{sha}\""))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 304);
+    // Conditional GET and HEAD (RFC 9110 §13.1.2: If-None-Match compares
+    // weakly): 304 with the ETag and no body for a tag that matches.
+    let other = sha256_hex(b"another blob");
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        for (tag, matches) in [
+            (format!("\"{sha}\""), true),
+            (format!("W/\"{sha}\""), true),
+            (format!("\"{other}\", \"{sha}\""), true),
+            ("*".to_string(), true),
+            (sha.clone(), true),
+            (format!("\"{other}\""), false),
+        ] {
+            let resp = s
+                .req(method.clone(), &format!("/v1/artifacts/{sha}"))
+                .header("If-None-Match", &tag)
+                .send()
+                .unwrap();
+            let want = if matches { 304 } else { 200 };
+            assert_eq!(resp.status().as_u16(), want, "{method} {tag}");
+            assert_eq!(resp.headers()["etag"], format!("\"{sha}\"").as_str());
+            let body = resp.bytes().unwrap();
+            assert_eq!(
+                body.len(),
+                if matches || method == reqwest::Method::HEAD {
+                    0
+                } else {
+                    data.len()
+                },
+                "{method} {tag}"
+            );
+        }
+    }
 }
 
 #[test]
