@@ -217,11 +217,23 @@ fn streams_what_events_serves_and_resumes_without_loss_or_duplicates() {
         .map(|_| ())
         .map_or_else(|e| e, |_| (200, Value::Null));
     assert_eq!(st, 200, "Last-Event-ID 0 is the start of the log: {body}");
-    let (st, body) = open(&s, "?type=attempt*", None).err().unwrap();
-    assert_eq!(
-        (st, body["error"]["code"].as_str()),
-        (422, Some("invalid_query"))
-    );
+    // A `*` other than a final `.*`, and types no event can have (which
+    // would stream nothing, silently).
+    for filter in [
+        "attempt*",
+        ".*",
+        "ATTEMPT.failed",
+        "attempt",
+        "Attempt.*",
+        "a..b.*",
+    ] {
+        let (st, body) = open(&s, &format!("?type={filter}"), None).err().unwrap();
+        assert_eq!(
+            (st, body["error"]["code"].as_str()),
+            (422, Some("invalid_query")),
+            "{filter}: {body}"
+        );
+    }
     // No token: 401 like every v1 route.
     let r = s.client.get(s.url("/v1/events/stream")).send().unwrap();
     assert_eq!(r.status().as_u16(), 401);

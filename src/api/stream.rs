@@ -100,11 +100,21 @@ impl TypeFilter {
             if prefix.is_empty() || prefix.contains('*') {
                 return Err(bad("the prefix is empty or has another `*`"));
             }
+            // The prefix's segments are those of an event type (a type of
+            // one segment is no type, but a prefix of one is).
+            if crate::bundle::check_event_type(&format!("{prefix}.x")).is_err() {
+                return Err(bad(
+                    "the prefix is not dotted lowercase segments (a-z, 0-9, _, each starting \
+                     with a letter)",
+                ));
+            }
             return Ok(TypeFilter::Prefix(format!("{prefix}.")));
         }
         if t.contains('*') {
             return Err(bad("`*` may only end it, as `.*`"));
         }
+        // A type no event can have would stream nothing, silently.
+        crate::bundle::check_event_type(t).map_err(|why| bad(&why))?;
         Ok(TypeFilter::Exact(t.to_string()))
     }
 
