@@ -223,12 +223,19 @@ pub async fn backup(
         super::ingest::read_json_body(&headers, body, super::ingest::BodyLimit::SMALL).await?;
     let req: BackupRequest =
         super::ingest::parse_json_body(&bytes, "{\"to\": \"<absolute directory>\"}")?;
-    if !req.to.is_absolute() {
+    // Control characters (a newline, NUL) in a path are never meant, and
+    // would forge lines where the path is logged.
+    let controls = req
+        .to
+        .to_str()
+        .is_none_or(|p| p.chars().any(char::is_control));
+    if !req.to.is_absolute() || controls {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
             format!(
-                "`to` must be an absolute directory on the server's filesystem, got {:?}",
+                "`to` must be an absolute directory on the server's filesystem, without \
+                 control characters, got {:?}",
                 req.to
             ),
         ));
@@ -273,7 +280,7 @@ pub async fn backup(
             Some(&sign),
         )
         .map_err(|e| {
-            tracing::error!(to = %req.to.display(), "backup failed: {e:#}");
+            tracing::error!(to = ?req.to, "backup failed: {e:#}");
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "backup_failed",
@@ -281,7 +288,7 @@ pub async fn backup(
             )
         })?;
         tracing::info!(
-            to = %req.to.display(),
+            to = ?req.to,
             seq = m.seq.0,
             ms = started.elapsed().as_secs_f64() * 1e3,
             "backup written and verified"

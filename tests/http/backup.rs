@@ -302,11 +302,24 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 fn backup_refuses_what_it_cannot_do_safely() {
     let s = Server::start();
     assert_eq!(s.ingest(&bundle("x", events("x", 2))).0, 200);
-    let (st, r) = s.post("/v1/admin/backup", &json!({"to": "relative/dir"}));
+    let scratch = tempfile::tempdir().unwrap();
+    let forged = format!(
+        "{}/x\n2026-12-07T00:00:00Z ERROR forged line",
+        scratch.path().display()
+    );
+    let nul = format!("{}/x\u{0}y", scratch.path().display());
+    for to in ["relative/dir", forged.as_str(), nul.as_str()] {
+        let (st, r) = s.post("/v1/admin/backup", &json!({ "to": to }));
+        assert_eq!(
+            (st, r["error"]["code"].as_str()),
+            (422, Some("invalid_body")),
+            "{to:?}: {r}"
+        );
+    }
     assert_eq!(
-        (st, r["error"]["code"].as_str()),
-        (422, Some("invalid_body")),
-        "{r}"
+        std::fs::read_dir(scratch.path()).unwrap().count(),
+        0,
+        "nothing created"
     );
     let full = tempfile::tempdir().unwrap();
     std::fs::write(full.path().join("something"), b"x").unwrap();
