@@ -8,6 +8,11 @@
 //!
 //! Mounting needs root (or CAP_SYS_ADMIN); where it is not permitted the test
 //! says so and checks nothing else.
+//!
+//! And damaged files: a store whose table files have a flipped byte is
+//! reported by `leviathan verify` and `GET /v1/log/verify` as a broken chain
+//! at the first seq it cannot read (what to restore), never as a bare I/O
+//! error or a 503 that sends the operator to restart.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -271,4 +276,81 @@ fn a_full_disk_under_concurrent_ingest_loses_nothing_acknowledged() {
 
 fn events_of(prefix: &str, n: usize) -> Vec<Value> {
     events(prefix, n)
+}
+
+/// Every table file of a stopped store damaged in turn (one byte flipped in
+/// its middle): `leviathan verify` passes (the damage is where the log's
+/// walk does not read), reports the chain broken at a seq (for the log's
+/// records: the first it cannot read, after verifying those before it), or
+/// refuses to open the store saying its files are damaged. A server on a
+/// store whose log records cannot be read answers `GET /v1/log/verify` the
+/// same way (200, `ok: false`), not 503 `storage_unavailable`.
+#[test]
+fn a_damaged_table_is_reported_at_the_seq_it_breaks_not_as_an_io_error() {
+    if crate::common::pg::suite_on_postgres() {
+        eprintln!("SKIP on the PostgreSQL store: the local files are a copy");
+        return;
+    }
+    let mut s = Server::start();
+    for i in 0..30 {
+        let (st, r) = s.ingest(&bundle(&format!("d{i}"), events_of(&format!("d{i}"), 100)));
+        assert_eq!(st, 200, "{r}");
+    }
+    let dir = s.keep_dir();
+    s.stop();
+    let store = dir.path().join("store").join("keyspaces");
+    let mut tables: Vec<PathBuf> = std::fs::read_dir(&store)
+        .unwrap()
+        .flat_map(|k| {
+            std::fs::read_dir(k.unwrap().path().join("tables"))
+                .into_iter()
+                .flatten()
+        })
+        .map(|t| t.unwrap().path())
+        .filter(|t| std::fs::metadata(t).unwrap().len() > 4096)
+        .collect();
+    tables.sort();
+    let work = tempfile::tempdir().unwrap();
+    let mut unreadable_at = None;
+    for (i, table) in tables.iter().enumerate() {
+        let copy = work.path().join(format!("c{i}"));
+        copy_tree(dir.path(), &copy);
+        let damaged = copy.join(table.strip_prefix(dir.path()).unwrap());
+        let mut bytes = std::fs::read(&damaged).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&damaged, &bytes).unwrap();
+        let (code, out, err) = admin_full(&["verify"], &copy);
+        let name = table.display();
+        match code {
+            0 => {}
+            1 if out.trim_start().starts_with('{') => {
+                let v: Value = serde_json::from_str(&out).unwrap();
+                let report = &v["report"];
+                assert_eq!(report["ok"], false, "{name}: {v}");
+                let seq = report["first_broken_seq"].as_u64().unwrap();
+                let error = report["error"].as_str().unwrap();
+                if error.contains("cannot read the records from seq") {
+                    assert!(seq > 1 && seq <= 3000, "{name}: {v}");
+                    assert_eq!(report["verified_events"], seq - 1, "{name}: {v}");
+                    unreadable_at.get_or_insert((copy.clone(), seq));
+                    continue;
+                }
+            }
+            _ => assert!(
+                err.contains("cannot open the store") && err.contains("damaged"),
+                "{name}: exit {code}: {out} {err}"
+            ),
+        }
+        std::fs::remove_dir_all(&copy).unwrap();
+    }
+    let (copy, seq) = unreadable_at.expect("some table held the log's records");
+    let s = Server::start_in(&copy, &[]);
+    let (st, v) = s.get("/v1/log/verify");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["ok"].clone(), v["first_broken_seq"].as_u64()),
+        (json!(false), Some(seq)),
+        "{v}"
+    );
 }

@@ -401,13 +401,38 @@ impl Log {
             let work = Instant::now();
             let v = tail.take().unwrap_or_else(|| self.view());
             let mut chunk = Vec::with_capacity(chunk_len);
+            // A record the store cannot read (a table block whose checksum
+            // fails) breaks the chain there: the records read before it are
+            // walked first, then it is reported at the seq that follows them,
+            // as a verification failure (what to restore), not an I/O error.
+            let mut unreadable = None;
             for kv in v
                 .range(&self.events, (from.clone(), upto.clone()))
                 .take(chunk_len)
             {
-                chunk.push(kv.into_inner()?);
+                match kv.into_inner() {
+                    Ok(record) => chunk.push(record),
+                    Err(e) => {
+                        unreadable = Some(e);
+                        break;
+                    }
+                }
             }
+            let unreadable_report = |walk: &ChainWalk, e: fjall::Error| {
+                walk.broken(
+                    head,
+                    walk.expected,
+                    format!(
+                        "the store cannot read the records from seq {} on: {e} (its files are \
+                         damaged: restore the last backup, docs/RUNBOOK.md)",
+                        walk.expected
+                    ),
+                )
+            };
             if chunk.is_empty() {
+                if let Some(e) = unreadable {
+                    return Ok(unreadable_report(&walk, e));
+                }
                 // Up to the head the walk started with. If the head has not
                 // moved since, nothing may follow it (one more walk, with no
                 // upper bound, in this view); else the records after it are
@@ -438,6 +463,9 @@ impl Log {
                 if let Err((seq, msg)) = walk.step(&c) {
                     return Ok(walk.broken(head, seq, msg));
                 }
+            }
+            if let Some(e) = unreadable {
+                return Ok(unreadable_report(&walk, e));
             }
             progress(n);
             let rest = pace.rest_after(work.elapsed());

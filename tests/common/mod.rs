@@ -574,3 +574,17 @@ pub fn grow_with(s: &Server, events: usize, more: &[&str]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// Copies a directory tree (a stopped store, a backup).
+pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+        }
+    }
+}

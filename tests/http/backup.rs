@@ -285,19 +285,6 @@ fn a_damaged_backup_is_refused_or_its_graph_rebuilt_never_restored_as_is() {
     );
 }
 
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), &dst).unwrap();
-        }
-    }
-}
-
 #[test]
 fn backup_refuses_what_it_cannot_do_safely() {
     let s = Server::start();
