@@ -353,4 +353,20 @@ fn a_damaged_table_is_reported_at_the_seq_it_breaks_not_as_an_io_error() {
         (json!(false), Some(seq)),
         "{v}"
     );
+    // A read that reaches the damaged block: corruption, a 500 saying what to
+    // do, not 503 "restart the server" (a restart does not mend a file).
+    let (st, v) = s.get(&format!("/v1/events?after_seq={}&limit=5", seq - 1));
+    assert_eq!(st, 500, "{v}");
+    assert_eq!(v["error"]["code"], "internal", "{v}");
+    assert_eq!(v["error"]["details"]["cause"], "corrupt", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("restore the last backup"),
+        "{v}"
+    );
+    // The writer is unharmed: ingest goes on.
+    let (st, r) = s.ingest(&bundle("after", events_of("after", 2)));
+    assert_eq!(st, 200, "{r}");
 }

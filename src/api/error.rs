@@ -158,15 +158,36 @@ impl From<AppendError> for ApiError {
 }
 
 impl ApiError {
-    /// A failure of the storage itself (I/O, disk full, a stopped store): 503
-    /// `storage_unavailable`, naming the cause. Corruption stays a 500.
+    /// A read that failed in the storage itself (I/O, disk full, a stopped
+    /// store): 503 `storage_unavailable`, naming the cause. Damaged files (a
+    /// block whose checksum fails) are corruption, which stays a 500: a
+    /// restart does not mend them.
     pub fn storage(context: &str, e: impl std::fmt::Display) -> ApiError {
         let f = crate::writer::StorageFailure::new(context, e);
+        if f.message.to_ascii_lowercase().contains("checksum") {
+            tracing::error!(cause = "corrupt", "{}", f.message);
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!(
+                    "{}: the store's files are damaged (a checksum failed): run `leviathan \
+                     verify` and restore the last backup (docs/RUNBOOK.md, \"Backup and \
+                     restore\")",
+                    f.message
+                ),
+            )
+            .with_details(json!({"cause": "corrupt", "reason": f.message}));
+        }
         tracing::error!(cause = f.cause, "{}", f.message);
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "storage_unavailable",
-            f.to_string(),
+            format!(
+                "the store failed ({}: {}): {}",
+                f.cause,
+                f.message,
+                f.advice()
+            ),
         )
         .with_details(json!({"cause": f.cause, "reason": f.message}))
     }
