@@ -492,6 +492,19 @@ impl Default for HttpSettings {
 }
 
 impl HttpSettings {
+    /// The part of the shutdown timeout kept for flushing the store after
+    /// the requests in flight: a fifth, at most 5 s. Requests that outlast
+    /// the rest (a stalled upload) are dropped, so that a slow client does
+    /// not turn a clean stop into one that replays the journal.
+    pub fn flush_reserve(&self) -> std::time::Duration {
+        (self.shutdown_timeout / 5).min(std::time::Duration::from_secs(5))
+    }
+
+    /// How long requests in flight may take to finish after SIGTERM.
+    pub fn drain_timeout(&self) -> std::time::Duration {
+        self.shutdown_timeout - self.flush_reserve()
+    }
+
     fn from_args(a: &SecurityArgs) -> Result<HttpSettings, ConfigError> {
         for (name, v) in [
             (

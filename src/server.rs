@@ -473,26 +473,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     serve_http(listener, app, config.http, on_signal, Drain::Graceful).await;
     reload.abort();
-    // A build stops at its next chunk; it resumes from there on the next start.
-    build_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(t) = build_thread {
-        let joined = tokio::task::spawn_blocking(move || t.join());
-        let _ = tokio::time::timeout(config.http.shutdown_timeout, joined).await;
-    }
-    // The follower stops after its round; it resumes from its committed seq.
-    let _ = follow_stop.send(true);
-    {
-        let joined = tokio::task::spawn_blocking(move || follower_thread.join());
-        let _ = tokio::time::timeout(config.http.shutdown_timeout, joined).await;
-    }
-    drop(verifier);
     // Whatever state the store is in, the process exits within the shutdown
-    // timeout of the signal: a flush that cannot finish is abandoned.
+    // timeout of the signal: a flush that cannot finish is abandoned. The
+    // background threads stop within the drain's part of it, so that the
+    // flush keeps its reserve.
     let deadline = signalled
         .get()
         .copied()
         .unwrap_or_else(std::time::Instant::now)
         + config.http.shutdown_timeout;
+    let threads_by = deadline - config.http.flush_reserve();
+    let until = |t: std::time::Instant| t.saturating_duration_since(std::time::Instant::now());
+    // A build stops at its next chunk; it resumes from there on the next start.
+    build_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = build_thread {
+        let joined = tokio::task::spawn_blocking(move || t.join());
+        let _ = tokio::time::timeout(until(threads_by), joined).await;
+    }
+    // The follower stops after its round; it resumes from its committed seq.
+    let _ = follow_stop.send(true);
+    {
+        let joined = tokio::task::spawn_blocking(move || follower_thread.join());
+        let _ = tokio::time::timeout(until(threads_by), joined).await;
+    }
+    drop(verifier);
     if let Some(f) = health.failure() {
         anyhow::bail!(
             "shut down without flushing the store: the writer had stopped ({}: {}); \
@@ -605,12 +609,12 @@ pub async fn serve_http(
         let all = u32::try_from(http.max_connections).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(grace, connections.acquire_many(all)).await;
     }
-    if tokio::time::timeout(http.shutdown_timeout, graceful.shutdown())
+    if tokio::time::timeout(http.drain_timeout(), graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
-            timeout_s = http.shutdown_timeout.as_secs(),
+            timeout_s = http.drain_timeout().as_secs_f64(),
             "requests still in flight at the shutdown timeout: their connections are dropped \
              (a request that was not answered was not acknowledged)"
         );

@@ -350,3 +350,43 @@ fn sigterm_with_bundles_in_flight_acknowledges_only_what_is_stored() {
         errors.len()
     );
 }
+
+/// A client that stalls mid-upload does not turn a clean stop into an
+/// unflushed one: requests in flight get the shutdown timeout less the
+/// flush's reserve (a fifth), then are dropped, and the store is flushed
+/// (exit 0) within the timeout; what was acknowledged is there after a
+/// restart.
+#[test]
+fn a_stalled_upload_at_sigterm_still_leaves_a_flushed_store() {
+    use std::io::Write;
+    let mut s = Server::start_with(&[("LEVIATHAN_SHUTDOWN_TIMEOUT", "5")]);
+    let dir = s.keep_dir();
+    let (st, r) = s.ingest(&bundle("before", events("before", 20)));
+    assert_eq!(st, 200, "{r}");
+    // An artifact upload that declares 10 MB and sends 1 KB, then stalls.
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stalled,
+        "PUT /v1/artifacts/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: 10000000\r\n\r\n",
+        "a".repeat(64)
+    )
+    .unwrap();
+    stalled.write_all(&[b'x'; 1024]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let status = s.terminate(Duration::from_secs(15));
+    let took = started.elapsed();
+    let log = s.log.lock().unwrap().join("\n");
+    assert!(status.success(), "exit {status} after {took:?}: {log}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    assert!(log.contains("requests still in flight"), "{log}");
+    assert!(
+        log.contains("shut down") && log.contains("flush_ms"),
+        "{log}"
+    );
+    drop(stalled);
+    let s = Server::start_in(dir.path(), &[]);
+    assert_eq!(s.get("/v1/log/head").1["seq"], 20);
+}
