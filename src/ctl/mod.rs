@@ -210,6 +210,14 @@ pub enum LogCmd {
     Head,
     /// Re-verify the whole chain from genesis (exit 1 if it is broken).
     Verify,
+    /// The log's signed checkpoint (a C2SP signed note), as the server signs
+    /// it: of the whole tree, or of its first N leaves. Save it to check
+    /// proofs and consistency later with `leviathan audit` (docs/AUDIT.md).
+    Checkpoint {
+        /// The tree size to sign (default: the whole tree).
+        #[arg(long)]
+        tree_size: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -330,6 +338,9 @@ fn run(cli: Cli, settings: &Settings) -> Result<(), CtlError> {
         ),
         Command::Log(LogCmd::Head) => read::head(&settings.client()?, &mut out, json),
         Command::Log(LogCmd::Verify) => read::verify(&settings.client()?, &mut out, json),
+        Command::Log(LogCmd::Checkpoint { tree_size }) => {
+            read::checkpoint(&settings.client()?, &mut out, json, tree_size)
+        }
         Command::Projectors(ProjectorsCmd::List) => {
             read::projectors(&settings.client()?, &mut out, json)
         }

@@ -335,6 +335,29 @@ pub fn head(c: &Client, out: &mut Out, json: bool) -> Result<(), CtlError> {
     out.fields(&[("seq".into(), show(&h.seq)), ("hash".into(), show(&h.hash))])
 }
 
+/// `log checkpoint`: `GET /v1/log/checkpoint[?tree_size=N]`, the signed note
+/// as the server sent it (byte for byte: it is what a verifier checks), or
+/// `{"checkpoint": <note>}` with `--json`.
+pub fn checkpoint(
+    c: &Client,
+    out: &mut Out,
+    json: bool,
+    tree_size: Option<u64>,
+) -> Result<(), CtlError> {
+    let query: Vec<(&str, String)> = tree_size
+        .map(|n| ("tree_size", n.to_string()))
+        .into_iter()
+        .collect();
+    let url = c.endpoint(&["v1", "log", "checkpoint"], &query);
+    let resp = c.send(c.request(reqwest::Method::GET, url, true))?;
+    let note = resp.text().map_err(|e| c.transport(&e))?;
+    if json {
+        out.line(&serde_json::json!({ "checkpoint": note }).to_string())
+    } else {
+        out.text(&note)
+    }
+}
+
 /// `log verify`: `GET /v1/log/verify`; a broken chain is exit 1.
 pub fn verify(c: &Client, out: &mut Out, json: bool) -> Result<(), CtlError> {
     let r: Json = c.get(&["v1", "log", "verify"], &[])?;

@@ -216,6 +216,18 @@ pub fn check_consistency(old: &str, new: &str, key: &NoteVerifier, p: &Consisten
     r.done()
 }
 
+/// `path=sha256, …` (or `none`), for messages.
+fn list_digests(items: &[(String, Sha256)]) -> String {
+    if items.is_empty() {
+        return "none".into();
+    }
+    items
+        .iter()
+        .map(|(path, sha)| format!("{path}={sha}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The payload fields that name artifacts by digest: every string value of a
 /// key `sha256` or ending in `_sha256` that is a SHA-256 in hex, at any depth,
 /// with its JSON path (`payload.output_sha256`, `payload.files[0].sha256`).
@@ -301,7 +313,9 @@ pub fn verify_bundle(b: &AuditBundle, key: &NoteVerifier, artifacts_dir: Option<
             ))
         } else {
             Err(format!(
-                "the payload names {found:?}, the bundle lists {listed:?}"
+                "the payload names {}, the bundle lists {}",
+                list_digests(&found),
+                list_digests(&listed)
             ))
         },
     );

@@ -297,3 +297,30 @@ fn an_attempt_without_a_node_shows_its_events() {
     let (code, _, err) = run(ctl(&s), &["attempts", "show", "nobody"]);
     assert_eq!(code, 1, "404 is a refusal: {err}");
 }
+
+/// `log checkpoint` prints the signed note byte for byte as the server signs
+/// it (what `leviathan audit` checks), of the whole tree or of its first N
+/// leaves; `--json` wraps it; a size beyond the log is the server's refusal.
+#[test]
+fn log_checkpoint_prints_the_signed_note_as_signed() {
+    let s = loaded();
+    let (code, out, err) = run(ctl(&s), &["log", "checkpoint"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, raw(&s, "/v1/log/checkpoint"));
+    let head = s.get("/v1/log/head").1["seq"].as_u64().unwrap();
+    assert_eq!(out.lines().nth(1), Some(head.to_string().as_str()), "{out}");
+    assert!(out.contains("\n\u{2014} "), "a signature line: {out}");
+
+    let (code, out, err) = run(ctl(&s), &["log", "checkpoint", "--tree-size", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, raw(&s, "/v1/log/checkpoint?tree_size=2"));
+    assert_eq!(out.lines().nth(1), Some("2"));
+
+    let v = json(&s, &["log", "checkpoint"]);
+    assert_eq!(v["checkpoint"], raw(&s, "/v1/log/checkpoint"));
+
+    let beyond = (head + 1).to_string();
+    let (code, _, err) = run(ctl(&s), &["log", "checkpoint", "--tree-size", &beyond]);
+    assert_ne!(code, 0);
+    assert!(err.contains("tree_size") || err.contains("422"), "{err}");
+}
