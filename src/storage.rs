@@ -61,6 +61,20 @@ pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     open_store_with_cache(data_dir, CACHE_BYTES)
 }
 
+/// [`open_store`] for the offline commands that read a store (`verify`,
+/// `rebuild`, `dump`): a data dir without one is refused, never created (an
+/// empty store would "verify" and hide a mistyped `--data-dir`).
+pub fn open_existing_store(data_dir: &Path) -> anyhow::Result<Store> {
+    if !data_dir.join("store").is_dir() {
+        anyhow::bail!(
+            "{} holds no Leviathan store (no {}): check --data-dir / LEVIATHAN_DATA_DIR",
+            data_dir.display(),
+            data_dir.join("store").display()
+        );
+    }
+    open_store(data_dir)
+}
+
 /// [`open_store`] with a block cache of `cache_bytes` (`LEVIATHAN_CACHE_MB`).
 pub fn open_store_with_cache(data_dir: &Path, cache_bytes: u64) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data_dir)

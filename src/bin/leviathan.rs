@@ -262,8 +262,15 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            // Once: a JSON log gets it as a JSON line (a plain line would
+            // break the log's parsing), a terminal as one plain line.
+            let json_logs = std::env::var("LEVIATHAN_LOG_FORMAT")
+                .is_ok_and(|f| f.trim().eq_ignore_ascii_case("json"));
+            if json_logs {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -286,7 +293,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 fn verify(d: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
-    let store = leviathan::storage::open_store(&dir)?;
+    let store = leviathan::storage::open_existing_store(&dir)?;
     let started = std::time::Instant::now();
     // A progress bar on a terminal only (stderr), as `verify --export` has.
     let bar = leviathan::progress::bar(store.log.head()?.seq.0, "verifying");
@@ -317,7 +324,7 @@ fn rebuild(
     expect_change: bool,
 ) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
-    let store = leviathan::storage::open_store(&dir)?;
+    let store = leviathan::storage::open_existing_store(&dir)?;
     let specs = leviathan::projector_specs::configured(
         projection.projectors.as_deref(),
         projection.projectors_file.as_deref(),
@@ -355,7 +362,7 @@ fn rebuild(
 
 fn dump(d: Option<PathBuf>, format: &str) -> anyhow::Result<ExitCode> {
     let dir = data_dir(d)?;
-    let store = leviathan::storage::open_store(&dir)?;
+    let store = leviathan::storage::open_existing_store(&dir)?;
     store.graph.ensure_complete()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match format {

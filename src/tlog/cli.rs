@@ -253,7 +253,7 @@ fn bundle_from_store(
     let key_path = super::key_path(key_file, dir);
     let signer = NoteSigner::from_text(&read(&key_path)?)
         .with_context(|| format!("the signing key file {} is not usable", key_path.display()))?;
-    let store = crate::storage::open_store(dir)?;
+    let store = crate::storage::open_existing_store(dir)?;
     let tree = Tree::open(&store.db, &store.log)?;
     tree.catch_up(&store.db)?;
     let fingerprint = store

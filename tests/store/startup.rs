@@ -33,6 +33,30 @@ fn a_second_process_on_the_same_data_dir_is_refused_naming_it() {
     assert_eq!(s.all_events().len(), 3);
 }
 
+/// The offline commands that read a store refuse a data dir that holds
+/// none, and create nothing: an empty store would "verify" (ok, 0 events)
+/// and hide a mistyped --data-dir.
+#[test]
+fn offline_commands_refuse_a_data_dir_without_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for target in [&missing, &empty] {
+        for cmd in [&["verify"][..], &["rebuild"], &["dump"]] {
+            let (code, out, err) = admin_full(cmd, target);
+            assert_eq!(code, 1, "{cmd:?} {}: {out}\n{err}", target.display());
+            assert!(err.contains("holds no Leviathan store"), "{cmd:?}: {err}");
+        }
+    }
+    assert!(!missing.exists(), "nothing created");
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}
+
 #[test]
 fn an_empty_or_blank_token_is_refused() {
     let dir = tempfile::tempdir().unwrap();
