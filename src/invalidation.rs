@@ -185,7 +185,17 @@ mod tests {
         let limits = Limits::default();
         assert!(plan(&attempt("a1", None), "  ", "ops", None, now, &limits).is_err());
         let long = "x".repeat(300);
-        assert!(plan(&attempt(&long, None), "r", "ops", None, now, &limits).is_err());
+        // A node id too long for `invalidation-<id>-<time>` is named by its
+        // digest; the event stays within the id limits.
+        let inv = plan(&attempt(&long, None), "r", "ops", None, now, &limits).expect("plan");
+        let id = inv.event.event_id.to_string();
+        assert!(
+            id.starts_with(&format!(
+                "invalidation-sha256:{}-",
+                crate::digest::Sha256::of(long.as_bytes())
+            )) && id.len() <= crate::ids::MAX_ID_BYTES,
+            "{id}"
+        );
         assert!(plan(&attempt("a1", None), "r", "ops", Some(&long), now, &limits).is_err());
         let inv = plan(
             &attempt("a1", None),
