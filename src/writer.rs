@@ -121,7 +121,7 @@ pub enum AppendError {
 /// takes no bundle after it (a restart is needed, docs/RUNBOOK.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageFailure {
-    /// `disk_full`, `io_error` or `store_error`.
+    /// `disk_full`, `io_error`, `store_error` or `writer_panicked`.
     pub cause: &'static str,
     pub message: String,
 }
@@ -176,6 +176,10 @@ impl StorageFailure {
             "not_leader" => {
                 "another writer holds the PostgreSQL log's leadership: send ingest to it \
                  (this node appends nothing more; restart it to take leadership again once free)"
+            }
+            "writer_panicked" => {
+                "a bug stopped the writer (the panic is in the log, with the bundle it was \
+                 writing): report it, then restart the server; nothing acknowledged is lost"
             }
             "postgres_unavailable" => {
                 "PostgreSQL did not take the batch: check the database and retry the request"
@@ -469,6 +473,7 @@ impl Writer {
             replica: replica.clone(),
         };
         let health = state.health.clone();
+        let on_panic = state.health.clone();
         std::thread::Builder::new()
             .name("leviathan-writer".into())
             .spawn(move || {
@@ -476,7 +481,22 @@ impl Writer {
                     // Released by `Hold::release` or by dropping the `Hold`.
                     let _ = held.recv();
                 }
-                state.run(rx)
+                // A panic (a bug) stops the writer like a storage failure
+                // does: recorded, so that readiness, `leviathan_writer_up`
+                // and every later ingest say so, rather than a thread gone
+                // silently behind a ready server.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.run(rx)));
+                if let Err(panic) = ran {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    on_panic.fail(StorageFailure {
+                        cause: "writer_panicked",
+                        message: format!("the writer thread panicked: {what}"),
+                    });
+                }
             })?;
         Ok(Writer {
             tx,

@@ -408,6 +408,8 @@ fn run(manifest: &Path, with_probe: bool) -> (Run, tempfile::TempDir) {
 /// compile in a debug build than a test server is given to start.
 fn compile_into_cache(manifest: &Path) {
     let empty = tempfile::tempdir().unwrap();
+    // An empty store (rebuild refuses a data dir that holds none).
+    drop(leviathan::storage::open_store(empty.path()).unwrap());
     let m = manifest.display().to_string();
     let started = Instant::now();
     let (code, out, err) = admin_full(&["rebuild", "--projectors-file", &m], empty.path());

@@ -727,10 +727,21 @@ impl Staging {
     /// The node under `id` before this batch: the parent's, else the
     /// committed one (through `snap`).
     fn committed_node(&self, id: &str) -> Result<Option<Node>, GraphError> {
+        self.committed_node_keeping(id, true)
+    }
+
+    /// [`Staging::committed_node`]; `keep_miss`: whether an id with no node
+    /// is remembered too. A projector's reads (`GraphView`) do not keep
+    /// misses: a guest can ask for any number of ids that name nothing.
+    fn committed_node_keeping(
+        &self,
+        id: &str,
+        keep_miss: bool,
+    ) -> Result<Option<Node>, GraphError> {
         if let Some(n) = self.parent.as_ref().and_then(|p| p.nodes.get(id)) {
             return Ok(n.clone());
         }
-        read_once(&mut self.committed().nodes, id, || {
+        read_once(&mut self.committed().nodes, id, keep_miss, || {
             self.store.read_node(&self.snap, id)
         })
     }
@@ -741,7 +752,7 @@ impl Staging {
         if let Some(e) = self.parent.as_ref().and_then(|p| p.edges_out.get(out_key)) {
             return Ok(e.clone());
         }
-        read_once(&mut self.committed().edges, out_key, || {
+        read_once(&mut self.committed().edges, out_key, true, || {
             self.store.read_edge(&self.snap, out_key)
         })
     }
@@ -988,7 +999,11 @@ impl Staging {
 
 impl GraphView for Staging {
     fn get_node(&self, id: &str) -> Option<Node> {
-        self.node(id).unwrap_or_else(|e| {
+        let node = match self.nodes.get(id) {
+            Some(pending) => Ok(pending.clone()),
+            None => self.committed_node_keeping(id, false),
+        };
+        node.unwrap_or_else(|e| {
             self.record_view_error(&e);
             None
         })
@@ -1032,10 +1047,19 @@ where
     }
 }
 
-/// `map[key]`, read by `read` and kept the first time it is asked for.
+/// Most values of one kind (nodes, edges) a batch keeps from its reads of
+/// the committed graph. Past it, reads go to the snapshot each time (the
+/// same answer): the cache saves reads, it must not hold memory without
+/// bound when projectors read many distinct nodes.
+const MAX_KEPT_READS: usize = 1 << 18;
+
+/// `map[key]`, read by `read` and kept the first time it is asked for
+/// (a miss only with `keep_miss`; nothing once the map holds
+/// [`MAX_KEPT_READS`]).
 fn read_once<K, Q, V>(
     map: &mut HashMap<K, Option<V>>,
     key: &Q,
+    keep_miss: bool,
     read: impl FnOnce() -> Result<Option<V>, GraphError>,
 ) -> Result<Option<V>, GraphError>
 where
@@ -1047,7 +1071,9 @@ where
         return Ok(v.clone());
     }
     let v = read()?;
-    map.insert(key.to_owned(), v.clone());
+    if (v.is_some() || keep_miss) && map.len() < MAX_KEPT_READS {
+        map.insert(key.to_owned(), v.clone());
+    }
     Ok(v)
 }
 

@@ -14,6 +14,9 @@ pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         world: "projector",
         path: "wit",
+        // The `graph` import may end the run: a guest past its read budget
+        // (`super::MAX_GRAPH_CALLS_PER_RUN`, `super::MAX_GRAPH_READ_BYTES_PER_RUN`).
+        imports: { default: trappable },
     });
 }
 
@@ -25,6 +28,48 @@ pub(crate) use bindings::{Projector, ProjectorPre};
 /// guest, so an unbounded limit would let a guest make the host allocate the
 /// whole neighbourhood of a hub node.
 pub(crate) const MAX_EDGES_PER_CALL: usize = 10_000;
+
+/// Most `graph` import calls (`get-node`, `edges`) one run may make. fuel
+/// counts only the guest's instructions, not the host's work behind a call,
+/// so without it a guest could keep the host reading for hours within its
+/// fuel.
+pub(crate) const MAX_GRAPH_CALLS_PER_RUN: u32 = 100_000;
+/// Most bytes one run may pass to and receive from the `graph` import
+/// (ids and types given, and the ids, types and property texts returned).
+pub(crate) const MAX_GRAPH_READ_BYTES_PER_RUN: usize = 64 << 20;
+
+/// What a run has used of its graph-read budget.
+#[derive(Debug, Default)]
+pub(crate) struct GraphReads {
+    calls: u32,
+    bytes: usize,
+}
+
+impl GraphReads {
+    /// Counts one call passing `bytes`; an error (which ends the run, as a
+    /// trap naming the budget) past either bound.
+    fn call(&mut self, bytes: usize) -> wasmtime::Result<()> {
+        self.calls += 1;
+        self.returned(bytes)
+    }
+
+    /// Counts `bytes` returned by the current call.
+    fn returned(&mut self, bytes: usize) -> wasmtime::Result<()> {
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.calls > MAX_GRAPH_CALLS_PER_RUN {
+            return Err(wasmtime::Error::msg(format!(
+                "graph reads over the limit of {MAX_GRAPH_CALLS_PER_RUN} calls per event"
+            )));
+        }
+        if self.bytes > MAX_GRAPH_READ_BYTES_PER_RUN {
+            return Err(wasmtime::Error::msg(format!(
+                "graph reads over the limit of {MAX_GRAPH_READ_BYTES_PER_RUN} bytes per event \
+                 (ids and types passed, nodes and edges returned)"
+            )));
+        }
+        Ok(())
+    }
+}
 
 /// A borrowed `&dyn GraphView` with its lifetime erased, so it can sit in a
 /// `Store<HostState>` (wasmtime requires `T: 'static`).
@@ -90,6 +135,7 @@ impl GraphView for EmptyGraph {
 /// Everything one store (one projector run on one event) holds.
 pub(crate) struct HostState {
     graph: GraphRef,
+    reads: GraphReads,
     pub(crate) limiter: Limiter,
     /// Present only for components that import WASI.
     pub(crate) wasi: Option<WasiState>,
@@ -99,6 +145,7 @@ impl HostState {
     pub(crate) fn new(graph: GraphRef, limiter: Limiter, wasi: Option<WasiState>) -> Self {
         HostState {
             graph,
+            reads: GraphReads::default(),
             limiter,
             wasi,
         }
@@ -123,14 +170,25 @@ impl WasiView for HostState {
 impl wit::Host for HostState {}
 
 impl bindings::leviathan::projector::graph::Host for HostState {
-    fn get_node(&mut self, id: String) -> Option<wit::Node> {
-        self.graph.get().get_node(&id).map(|n| wit::Node {
+    fn get_node(&mut self, id: String) -> wasmtime::Result<Option<wit::Node>> {
+        self.reads.call(id.len())?;
+        // No node has a longer id (ops are checked against it), and the store
+        // must not be asked for a key it cannot hold.
+        if id.len() > graph::MAX_ID_BYTES {
+            return Ok(None);
+        }
+        let node = self.graph.get().get_node(&id).map(|n| wit::Node {
             properties: properties_text(&n.properties),
             id: n.id.into_string(),
             node_type: n.node_type,
             created_seq: n.created_seq.0,
             updated_seq: n.updated_seq.0,
-        })
+        });
+        if let Some(n) = &node {
+            self.reads
+                .returned(n.properties.len() + n.id.len() + n.node_type.len())?;
+        }
+        Ok(node)
     }
 
     fn edges(
@@ -139,7 +197,16 @@ impl bindings::leviathan::projector::graph::Host for HostState {
         dir: wit::Direction,
         edge_type: Option<String>,
         limit: u32,
-    ) -> Vec<wit::Edge> {
+    ) -> wasmtime::Result<Vec<wit::Edge>> {
+        self.reads
+            .call(id.len() + edge_type.as_ref().map_or(0, String::len))?;
+        if id.len() > graph::MAX_ID_BYTES
+            || edge_type
+                .as_ref()
+                .is_some_and(|t| t.len() > graph::MAX_TYPE_BYTES)
+        {
+            return Ok(Vec::new());
+        }
         let dir = match dir {
             wit::Direction::Outgoing => Direction::Outgoing,
             wit::Direction::Incoming => Direction::Incoming,
@@ -153,7 +220,7 @@ impl bindings::leviathan::projector::graph::Host for HostState {
             .get()
             .edges(&id, dir, edge_type.as_deref(), limit);
         edges.truncate(limit);
-        edges
+        let edges: Vec<wit::Edge> = edges
             .into_iter()
             .map(|e| wit::Edge {
                 properties: properties_text(&e.properties),
@@ -162,7 +229,13 @@ impl bindings::leviathan::projector::graph::Host for HostState {
                 to: e.to.into_string(),
                 created_seq: e.created_seq.0,
             })
-            .collect()
+            .collect();
+        let bytes = edges
+            .iter()
+            .map(|e| e.properties.len() + e.edge_type.len() + e.from.len() + e.to.len())
+            .sum();
+        self.reads.returned(bytes)?;
+        Ok(edges)
     }
 }
 

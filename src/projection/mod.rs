@@ -1323,14 +1323,35 @@ const FIRST_INSTANTIATION_TRIES: u32 = 3;
 
 /// Checks `describe`'s answer: non-empty name and version without blanks,
 /// at least one handled pattern, each exact or `prefix.*`, type names non-empty.
+/// Longest name, version or event type pattern a projector may describe
+/// itself with, in bytes (types have the graph's `MAX_TYPE_BYTES`).
+const MAX_DESCRIPTION_TOKEN_BYTES: usize = 256;
+/// Most event type patterns, node types or edge types one projector may
+/// declare.
+const MAX_DESCRIPTION_ITEMS: usize = 1024;
+
 fn check_description(
     d: wit::Description,
     digest: Sha256,
     source: &ProjectorSource,
 ) -> Result<ProjectorInfo, String> {
+    // Names, versions and patterns become parts of keys (recorded errors,
+    // metrics labels) and types are checked against the graph's limit: a
+    // description past these is nonsense, refused at load rather than at
+    // the first error it records.
     let token = |what: &str, s: &str| -> Result<(), String> {
+        let max = if what.ends_with("type") {
+            crate::graph::MAX_TYPE_BYTES
+        } else {
+            MAX_DESCRIPTION_TOKEN_BYTES
+        };
         if s.is_empty() {
             Err(format!("{what} is empty"))
+        } else if s.len() > max {
+            Err(format!(
+                "{what} is {} bytes long, over the limit of {max}",
+                s.len()
+            ))
         } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             Err(format!(
                 "{what} {s:?} contains whitespace or control characters"
@@ -1343,6 +1364,17 @@ fn check_description(
     token("version", &d.version)?;
     if d.handles.is_empty() {
         return Err("handles no event types".into());
+    }
+    for (what, n) in [
+        ("event type patterns", d.handles.len()),
+        ("node types", d.node_types.len()),
+        ("edge types", d.edge_types.len()),
+    ] {
+        if n > MAX_DESCRIPTION_ITEMS {
+            return Err(format!(
+                "declares {n} {what}, over the limit of {MAX_DESCRIPTION_ITEMS}"
+            ));
+        }
     }
     for h in &d.handles {
         token("event type pattern", h)?;

@@ -377,3 +377,114 @@ fn a_server_refuses_abusive_output_and_recursion_and_keeps_serving() {
     assert_eq!(st, 200, "{r}");
     assert_eq!(s.get("/v1/graph/nodes/a1").0, 200);
 }
+
+/// A guest that calls the `graph` import's `get-node` `calls` times with an
+/// id of `id_len` zero bytes (from fresh memory pages), then returns no ops.
+fn reading_projector(name: &str, calls: u32, id_len: u32) -> Vec<u8> {
+    let mut d = Data::default();
+    let result = d.ok_ops(&[]);
+    let ret = d.zeros(48, 8);
+    let imports = r#"
+  (import "leviathan:projector/graph@1.0.0" "get-node" (func $get_node (param i32 i32 i32)))"#;
+    let pages = id_len.div_ceil(65536) + 1;
+    component(&projector_wat(
+        &describe(name),
+        d,
+        imports,
+        "",
+        &format!(
+            r#"(local $i i32) (local $id i32)
+    (local.set $id (i32.shl (memory.grow (i32.const {pages})) (i32.const 16)))
+    (block $done (loop $again
+      (br_if $done (i32.ge_u (local.get $i) (i32.const {calls})))
+      (call $get_node (local.get $id) (i32.const {id_len}) (i32.const {ret}))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $again)))
+    (i32.const {result})"#
+        ),
+    ))
+}
+
+fn real_store() -> (tempfile::TempDir, leviathan::graph::GraphStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = leviathan::storage::open_database(&dir.path().join("store")).unwrap();
+    let graph = leviathan::graph::GraphStore::open(&db).unwrap();
+    (dir, graph)
+}
+
+/// An id no node can have (over the graph's 1 KiB, up to the store's 64 KiB
+/// key limit and past it) is answered "no such node" without reaching the
+/// store, whose key limit would otherwise end the thread that projects.
+#[test]
+fn a_graph_read_with_an_oversized_id_finds_nothing_and_harms_nothing() {
+    let (_dir, graph) = real_store();
+    let staging = graph.staging().unwrap();
+    for id_len in [1025, 65_535, 70_000] {
+        let set =
+            ProjectorSet::load(vec![source(reading_projector("huge", 1, id_len))], None).unwrap();
+        let ops = set
+            .project(&event(1, "e1", "abuse.huge"), &staging)
+            .unwrap_or_else(|e| panic!("{id_len}: {e}"));
+        assert!(ops.is_empty());
+    }
+}
+
+/// The host's work behind `graph` calls is not counted in fuel, so each run
+/// has a read budget: past `MAX_GRAPH_CALLS_PER_RUN` calls, or its bytes,
+/// the run ends as a trap naming the budget, every time the same.
+#[test]
+fn graph_reads_past_the_budget_end_the_run_deterministically() {
+    let (_dir, graph) = real_store();
+    let staging = graph.staging().unwrap();
+    let run = |calls: u32, id_len: u32| {
+        let set = ProjectorSet::load(
+            vec![source(reading_projector("reads", calls, id_len))],
+            None,
+        )
+        .unwrap();
+        set.project(&event(1, "e1", "abuse.reads"), &staging)
+    };
+    assert!(run(100_000, 8).is_ok(), "the budget itself is allowed");
+    for _ in 0..2 {
+        let err = run(100_001, 8).unwrap_err();
+        assert!(err.is_deterministic(), "{err}");
+        assert_eq!(err.code(), "trap", "{err}");
+        assert!(
+            err.to_string()
+                .contains("graph reads over the limit of 100000 calls per event"),
+            "{err}"
+        );
+    }
+    // 1,100 reads of a 60,000-byte id pass 64 MiB.
+    let err = run(1_200, 60_000).unwrap_err();
+    assert!(err.to_string().contains("bytes per event"), "{err}");
+}
+
+/// A description with a name, version or type past the limits is refused
+/// at load, naming it, rather than failing later where the name is a key.
+#[test]
+fn a_description_past_the_limits_is_refused_at_load() {
+    let long = "n".repeat(70_000);
+    let leak: &'static str = Box::leak(long.into_boxed_str());
+    let cases = [
+        (
+            Describe {
+                name: leak,
+                ..describe("x")
+            },
+            "name is 70000 bytes long",
+        ),
+        (
+            Describe {
+                node_types: Box::leak(vec![&leak[..300]].into_boxed_slice()),
+                ..describe("x")
+            },
+            "node type is 300 bytes long, over the limit of 256",
+        ),
+    ];
+    for (desc, why) in cases {
+        let bytes = static_projector(&desc, |d| d.ok_ops(&[]));
+        let err = ProjectorSet::load(vec![source(bytes)], None).unwrap_err();
+        assert!(err.to_string().contains(why), "{why}: {err}");
+    }
+}
