@@ -379,15 +379,27 @@ fn run(mut f: Follower) {
             );
         }
         let started = Instant::now();
-        let result = round(
-            &f.db,
-            &f.log,
-            &live.graph,
-            lane,
-            CHUNK_EVENTS,
-            Some(ROUND_BUDGET),
-            false,
-        );
+        // A panic (a bug) is a failed round like any other: shown in the
+        // lane's `message` and retried, not a thread gone silently.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            round(
+                &f.db,
+                &f.log,
+                &live.graph,
+                lane,
+                CHUNK_EVENTS,
+                Some(ROUND_BUDGET),
+                false,
+            )
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(anyhow::anyhow!("the round panicked: {what}"))
+        });
         match result {
             Ok(r) => {
                 errors += r.errors;
