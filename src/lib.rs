@@ -71,6 +71,7 @@ pub mod legacy;
 pub mod log;
 pub mod manifest;
 pub mod metrics;
+pub mod panics;
 pub mod pg;
 pub mod progress;
 pub mod project_event;

@@ -180,8 +180,16 @@ fn project_all(
             } = chunk?;
             let mut staging = graph.staging()?;
             for (e, prepared) in chunk.iter().zip(prepared) {
+                // Every failure is recorded, whatever a projector's policy,
+                // as the generation build records them: a stored event was
+                // either projected when it was appended, or is history the
+                // set met when it was built (allowed by max_build_errors),
+                // or recorded under `record`. A reject-policy projector
+                // failing here on an event appended under it would be a
+                // non-deterministic projector: the digest then differs
+                // (`identical: false`), the graph is still whole.
                 let recorded =
-                    project_event(set, &input(e), prepared, &mut staging, Policy::AsConfigured)
+                    project_event(set, &input(e), prepared, &mut staging, Policy::RecordAll)
                         .with_context(|| {
                             format!(
                                 "event seq {} ({}) does not project with this projector set; the \

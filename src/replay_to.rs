@@ -135,7 +135,8 @@ pub fn replay_to(
         let prepared = set.prepare_all(&inputs);
         let mut staging = scratch.staging()?;
         for (input, prepared) in inputs.iter().zip(prepared) {
-            project_event(set, input, prepared, &mut staging, Policy::AsConfigured).with_context(
+            // As `rebuild` (and the generation build): every failure recorded.
+            project_event(set, input, prepared, &mut staging, Policy::RecordAll).with_context(
                 || {
                     format!(
                         "event seq {} ({}) does not project with this projector set",

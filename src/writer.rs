@@ -487,14 +487,12 @@ impl Writer {
                 // silently behind a ready server.
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.run(rx)));
                 if let Err(panic) = ran {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic".into());
                     on_panic.fail(StorageFailure {
                         cause: "writer_panicked",
-                        message: format!("the writer thread panicked: {what}"),
+                        message: format!(
+                            "the writer thread panicked: {}",
+                            crate::panics::message(panic.as_ref())
+                        ),
                     });
                 }
             })?;

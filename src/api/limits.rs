@@ -79,11 +79,7 @@ pub async fn edge(
     {
         Ok(resp) => resp,
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-string panic payload".into());
+            let what = crate::panics::message(panic.as_ref());
             span.in_scope(|| tracing::error!(request_id = %id, %method, %path, panic = %what, "a request handler panicked"));
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

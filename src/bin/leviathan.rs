@@ -190,12 +190,7 @@ fn init_tracing() -> anyhow::Result<()> {
         let location = info
             .location()
             .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a non-string panic payload".into());
+        let message = leviathan::panics::message(info.payload());
         let thread = std::thread::current();
         tracing::error!(
             thread = thread.name().unwrap_or("-"),

@@ -309,7 +309,9 @@ pub fn spawn(bg: Background) -> std::io::Result<std::thread::JoinHandle<()>> {
         .name("leviathan-generation-build".into())
         .spawn(move || {
             let builds = bg.builds.clone();
-            if let Err(e) = run(bg) {
+            // A panic (a bug) fails the build like an error does, rather
+            // than leaving it shown as `building` forever.
+            if let Err(e) = crate::panics::caught("the build", || run(bg)) {
                 tracing::error!("building the new generation failed: {e:#}");
                 builds.update(|s| {
                     s.state = BuildState::Failed;

@@ -381,7 +381,7 @@ fn run(mut f: Follower) {
         let started = Instant::now();
         // A panic (a bug) is a failed round like any other: shown in the
         // lane's `message` and retried, not a thread gone silently.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let result = crate::panics::caught("the round", || {
             round(
                 &f.db,
                 &f.log,
@@ -391,14 +391,6 @@ fn run(mut f: Follower) {
                 Some(ROUND_BUDGET),
                 false,
             )
-        }))
-        .unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            Err(anyhow::anyhow!("the round panicked: {what}"))
         });
         match result {
             Ok(r) => {

@@ -139,7 +139,9 @@ pub fn catch_up(
                 &crate::replay::input(&stored),
                 Prepared::default(),
                 &mut staging,
-                Policy::AsConfigured,
+                // As `rebuild`: a stored event that fails was history when
+                // the set was built (or is recorded under `record`).
+                Policy::RecordAll,
             )
             .map_err(|err| CatchUpError::Projection {
                 seq: e.seq.0,
