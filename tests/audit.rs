@@ -560,58 +560,35 @@ fn the_offline_tools_check_proofs_and_bundles() {
     std::fs::write(w.join("proof.json"), p.to_string()).unwrap();
     let (_, e) = s.get("/v1/events/x-2");
     std::fs::write(w.join("record"), record_of(&e)).unwrap();
-    let (code, out) = audit_cmd(
-        &[
-            "check-inclusion",
-            "--checkpoint",
-            "cp",
-            "--public-key",
-            "key",
-            "--proof",
-            "proof.json",
-            "--record",
-            "record",
-        ],
-        w,
-    );
+    let inclusion = |proof: &str, record: &str| {
+        audit_cmd(
+            &[
+                "check-inclusion",
+                "--checkpoint",
+                "cp",
+                "--public-key",
+                "key",
+                "--proof",
+                proof,
+                "--record",
+                record,
+            ],
+            w,
+        )
+    };
+    let (code, out) = inclusion("proof.json", "record");
     assert_eq!(code, 0, "{out}");
     // Another record is not in the log at that place.
     let (_, e1) = s.get("/v1/events/x-1");
     std::fs::write(w.join("other"), record_of(&e1)).unwrap();
-    let (code, out) = audit_cmd(
-        &[
-            "check-inclusion",
-            "--checkpoint",
-            "cp",
-            "--public-key",
-            "key",
-            "--proof",
-            "proof.json",
-            "--record",
-            "other",
-        ],
-        w,
-    );
+    let (code, out) = inclusion("proof.json", "other");
     assert_eq!(code, 1, "{out}");
     // The right record, but the proof names another event: the record is not
     // the event the proof is about, though its leaf is in the tree.
     let mut renamed = p.clone();
     renamed["event_id"] = json!("x-9");
     std::fs::write(w.join("renamed.json"), renamed.to_string()).unwrap();
-    let (code, out) = audit_cmd(
-        &[
-            "check-inclusion",
-            "--checkpoint",
-            "cp",
-            "--public-key",
-            "key",
-            "--proof",
-            "renamed.json",
-            "--record",
-            "record",
-        ],
-        w,
-    );
+    let (code, out) = inclusion("renamed.json", "record");
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains(r#"the record is event \"x-2\" at seq 2, the proof is for \"x-9\""#),
@@ -868,20 +845,8 @@ fn verify_store(dir: &Path) -> (i32, Value) {
 
 /// A copy of a stopped server's data dir.
 fn copy_data_dir(from: &Path) -> tempfile::TempDir {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            let dst = to.join(e.file_name());
-            if e.file_type().unwrap().is_dir() {
-                copy(&e.path(), &dst);
-            } else {
-                std::fs::copy(e.path(), &dst).unwrap();
-            }
-        }
-    }
     let t = tempfile::tempdir().unwrap();
-    copy(from, t.path());
+    copy_tree(from, t.path());
     t
 }
 
