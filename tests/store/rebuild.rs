@@ -111,8 +111,13 @@ fn a_projector_upgrade_needs_expect_change() {
     assert_eq!(s.get("/v1/projection").1["state_digest"], digest.as_str());
 }
 
+/// A rebuild with a set that fails on logged events records each failure
+/// as an error of the graph, whatever the projector's policy, as a
+/// generation build does (history cannot be refused): the graph is whole,
+/// the server serves it, the errors name the events. Not expected, the set
+/// change is still an audit failure (exit 1).
 #[test]
-fn a_rebuild_names_the_event_that_does_not_project_and_the_graph_stays_unserved() {
+fn a_rebuild_records_the_events_a_set_fails_on_and_the_graph_stays_whole() {
     let (dir, digest, head) = projected_store();
     let refuser = projector_file(
         dir.path(),
@@ -122,31 +127,40 @@ fn a_rebuild_names_the_event_that_does_not_project_and_the_graph_stays_unserved(
         }),
     );
     let set = format!("core,{refuser}");
-    let (code, _, err) = rebuild(dir.path(), &["--projectors", &set]);
-    assert_eq!(code, 1, "{err}");
+    let (code, report, err) = rebuild(dir.path(), &["--projectors", &set]);
+    assert_eq!(code, 1, "{report}\n{err}");
+    assert_eq!(report["identical"], false, "{report}");
+    let recorded = report["projection_errors"].as_u64().unwrap();
+    assert!(recorded > 0, "{report}");
+
+    // The graph is at the log's head: the server serves it with that set,
+    // and the errors say which events and why.
+    let s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS", &set)]);
+    let (_, p) = s.get("/v1/projection");
+    assert_eq!(p["applied_seq"], head, "{p}");
+    assert_eq!(p["state_digest"], report["state_digest"], "{p}");
+    let (st, errors) = s.get("/v1/projection/errors?limit=1");
+    assert_eq!(st, 200, "{errors}");
     // The first custom.note of mixed_log: after the setup bundle (2 events)
     // and the first attempt's 7 other events.
-    assert!(
-        err.contains("event seq 10 (att-0-note) does not project with this projector set"),
-        "{err}"
+    let first = &errors["errors"][0];
+    assert_eq!(
+        (first["seq"].as_u64(), first["event_id"].as_str()),
+        (Some(10), Some("att-0-note")),
+        "{errors}"
     );
-    assert!(err.contains("this projector refuses every note"), "{err}");
-
-    // The graph is behind the log: the server will not serve it.
-    let mut cmd = serve_command(dir.path());
-    cmd.env("LEVIATHAN_PROJECTORS", &set);
-    let err = refused(cmd);
+    assert_eq!(first["projector"], "refuser");
     assert!(
-        err.contains(&format!(
-            "the graph is projected up to seq 0 but the log ends at seq {head}"
-        )) && err.contains("leviathan rebuild"),
-        "{err}"
+        first["message"]
+            .as_str()
+            .unwrap()
+            .contains("this projector refuses every note"),
+        "{errors}"
     );
-    // Nor with the projectors it was built by before: the graph is not theirs.
-    let err = refused(serve_command(dir.path()));
-    assert!(err.contains("leviathan rebuild"), "{err}");
+    drop(s);
 
-    // A rebuild with those restores it, to the same digest.
+    // A rebuild with the core projector alone gives the graph back, to the
+    // same digest.
     let (code, report, err) = rebuild(dir.path(), &["--expect-change"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(report["state_digest"], digest.as_str());
