@@ -111,10 +111,15 @@ const MANIFEST: &str = "manifest.json";
 
 /// A directory that does not exist yet, or is empty, named by an absolute path.
 fn check_empty_target(dir: &Path) -> anyhow::Result<()> {
+    check_absolute(dir)?;
+    crate::files::new_dir(dir, "a backup or restore")
+}
+
+fn check_absolute(dir: &Path) -> anyhow::Result<()> {
     if !dir.is_absolute() {
         bail!("{} is not an absolute path", dir.display());
     }
-    crate::files::new_dir(dir, "a backup or restore")
+    Ok(())
 }
 
 /// Backs the store up into `to` (new or empty) as of one snapshot taken now,
@@ -373,9 +378,7 @@ pub fn restore(
     rebuild: impl FnOnce(&crate::storage::Store) -> anyhow::Result<Rebuilt>,
 ) -> anyhow::Result<Restored> {
     let manifest = read_manifest(from)?;
-    if !data_dir.is_absolute() {
-        bail!("{} is not an absolute path", data_dir.display());
-    }
+    check_absolute(data_dir)?;
     // The store is closed when `restore_into` returns.
     crate::files::fill_new_dir(data_dir, "restore", || {
         restore_into(from, data_dir, &manifest, rebuild)

@@ -85,12 +85,36 @@ pub struct BundleLine {
     pub record: crate::log::BundleRecord,
 }
 
+/// Each line of `bundles.ndjson` in `dir` as a valid bundle id and its
+/// record, or why line N is not one; `None` when the file is absent. What
+/// `verify --export` checks and `import` loads.
+pub(crate) fn bundle_lines(
+    dir: &Path,
+) -> std::io::Result<
+    Option<impl Iterator<Item = Result<(crate::ids::BundleId, crate::log::BundleRecord), String>>>,
+> {
+    use std::io::BufRead;
+    let file = match std::fs::File::open(dir.join(BUNDLES)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(Some(std::io::BufReader::new(file).lines().enumerate().map(
+        |(i, line)| {
+            let at = |why: String| format!("{BUNDLES} line {}: {why}", i + 1);
+            let line = line.map_err(|e| at(e.to_string()))?;
+            let b: BundleLine =
+                serde_json::from_str(&line).map_err(|e| at(format!("not a bundle line ({e})")))?;
+            let id = crate::ids::BundleId::new(b.bundle_id).map_err(|e| at(e.0))?;
+            Ok((id, b.record))
+        },
+    )))
+}
+
 /// Opens the store of a stopped server. A store a running server holds is
 /// refused with what to do instead.
 pub fn open_stopped(data_dir: &Path) -> anyhow::Result<crate::storage::Store> {
-    if !data_dir.join("store").is_dir() {
-        bail!("{} holds no Leviathan store", data_dir.display());
-    }
+    crate::storage::require_store(data_dir)?;
     match crate::storage::open_database(&data_dir.join("store")) {
         Err(fjall::Error::Locked) => bail!(
             "the store in {} is in use by a running server (its lock is held); this command \
@@ -738,11 +762,15 @@ pub fn verify_export(dir: &Path, key: Option<&NoteVerifier>) -> anyhow::Result<E
 /// within the log, as many as the manifest says. (The bundles are not
 /// hashed: they are the idempotency records, not events.)
 fn check_bundles(dir: &Path, m: &Manifest) -> Result<String, String> {
-    use std::io::BufRead;
-    let path = dir.join(BUNDLES);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(_) if m.bundles == 0 => return Ok("no bundles".into()),
+    let lines = match bundle_lines(dir) {
+        Ok(Some(lines)) => lines,
+        Ok(None) if m.bundles == 0 => return Ok("no bundles".into()),
+        Ok(None) => {
+            return Err(format!(
+                "cannot read {BUNDLES} (it is missing), the manifest says {} bundles",
+                m.bundles
+            ))
+        }
         Err(e) => {
             return Err(format!(
                 "cannot read {BUNDLES} ({e}), the manifest says {} bundles",
@@ -751,26 +779,23 @@ fn check_bundles(dir: &Path, m: &Manifest) -> Result<String, String> {
         }
     };
     let mut n = 0u64;
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let at = |why: String| format!("{BUNDLES} line {}: {why}", i + 1);
-        let line = line.map_err(|e| at(e.to_string()))?;
-        let b: BundleLine =
-            serde_json::from_str(&line).map_err(|e| at(format!("not a bundle line ({e})")))?;
-        crate::ids::BundleId::new(b.bundle_id).map_err(|e| at(e.0))?;
-        let seqs = [b.record.first_seq, b.record.last_seq];
+    for (i, line) in lines.enumerate() {
+        let (_, record) = line?;
+        let seqs = [record.first_seq, record.last_seq];
         let within = seqs.iter().flatten().all(|s| s.0 >= 1 && *s <= m.head_seq);
-        let ordered = match (b.record.first_seq, b.record.last_seq) {
+        let ordered = match (record.first_seq, record.last_seq) {
             (Some(f), Some(l)) => f <= l,
             (None, None) => true,
             _ => false,
         };
         if !within || !ordered {
-            return Err(at(format!(
-                "seqs {:?}..{:?} are not a range within the log's 1..={}",
-                b.record.first_seq.map(|s| s.0),
-                b.record.last_seq.map(|s| s.0),
+            return Err(format!(
+                "{BUNDLES} line {}: seqs {:?}..{:?} are not a range within the log's 1..={}",
+                i + 1,
+                record.first_seq.map(|s| s.0),
+                record.last_seq.map(|s| s.0),
                 m.head_seq
-            )));
+            ));
         }
         n += 1;
     }

@@ -246,22 +246,14 @@ fn imported(
 }
 
 fn load_bundles(from: &Path, store: &Store) -> anyhow::Result<u64> {
-    use std::io::BufRead;
-    let path = from.join(export::BUNDLES);
-    let Ok(file) = std::fs::File::open(&path) else {
+    let Some(lines) = export::bundle_lines(from)? else {
         return Ok(0);
     };
     let mut batch = store.db.batch();
     let mut n = 0u64;
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let b: export::BundleLine = serde_json::from_str(&line)
-            .with_context(|| format!("{} line {} is not a bundle line", path.display(), i + 1))?;
-        let id = crate::ids::BundleId::new(b.bundle_id).map_err(|e| anyhow::anyhow!(e.0))?;
-        store.log.stage_bundle(&mut batch, &id, &b.record);
+    for line in lines {
+        let (id, record) = line.map_err(anyhow::Error::msg)?;
+        store.log.stage_bundle(&mut batch, &id, &record);
         n += 1;
         if n.is_multiple_of(LOAD_BATCH as u64) {
             std::mem::replace(&mut batch, store.db.batch()).commit()?;

@@ -314,9 +314,7 @@ fn open_source(
     scratch: &Path,
     url: &str,
 ) -> anyhow::Result<(crate::storage::Store, &'static str)> {
-    if !dir.join("store").is_dir() {
-        bail!("{} holds no store", dir.display());
-    }
+    crate::storage::require_store(dir)?;
     match crate::storage::open_database(&dir.join("store")) {
         Ok(db) => {
             drop(db);

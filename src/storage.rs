@@ -65,6 +65,12 @@ pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
 /// `rebuild`, `dump`): a data dir without one is refused, never created (an
 /// empty store would "verify" and hide a mistyped `--data-dir`).
 pub fn open_existing_store(data_dir: &Path) -> anyhow::Result<Store> {
+    require_store(data_dir)?;
+    open_store(data_dir)
+}
+
+/// Refuses a data dir that holds no store (what the offline commands read).
+pub fn require_store(data_dir: &Path) -> anyhow::Result<()> {
     if !data_dir.join("store").is_dir() {
         anyhow::bail!(
             "{} holds no Leviathan store (no {}): check --data-dir / LEVIATHAN_DATA_DIR",
@@ -72,7 +78,13 @@ pub fn open_existing_store(data_dir: &Path) -> anyhow::Result<Store> {
             data_dir.join("store").display()
         );
     }
-    open_store(data_dir)
+    Ok(())
+}
+
+/// Whether a storage error says a file failed its checksum: damage (bit
+/// rot, a bad disk) that a restart does not mend, unlike an I/O failure.
+pub fn is_checksum_failure(error: &str) -> bool {
+    error.to_ascii_lowercase().contains("checksum")
 }
 
 /// [`open_store`] with a block cache of `cache_bytes` (`LEVIATHAN_CACHE_MB`).
@@ -82,7 +94,7 @@ pub fn open_store_with_cache(data_dir: &Path, cache_bytes: u64) -> anyhow::Resul
     let db = open_database_with_cache(&data_dir.join("store"), cache_bytes).map_err(|e| {
         let why = if matches!(e, fjall::Error::Locked) {
             " (is another leviathan process using it?)"
-        } else if e.to_string().contains("Checksum") {
+        } else if is_checksum_failure(&e.to_string()) {
             " (its files are damaged: keep a copy of the data dir and restore the last \
              backup, docs/RUNBOOK.md \"Backup and restore\")"
         } else {

@@ -485,14 +485,14 @@ impl Writer {
                 // does: recorded, so that readiness, `leviathan_writer_up`
                 // and every later ingest say so, rather than a thread gone
                 // silently behind a ready server.
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.run(rx)));
-                if let Err(panic) = ran {
+                let ran = crate::panics::caught("the writer thread", || {
+                    state.run(rx);
+                    Ok(())
+                });
+                if let Err(e) = ran {
                     on_panic.fail(StorageFailure {
                         cause: "writer_panicked",
-                        message: format!(
-                            "the writer thread panicked: {}",
-                            crate::panics::message(panic.as_ref())
-                        ),
+                        message: e.to_string(),
                     });
                 }
             })?;

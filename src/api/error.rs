@@ -164,7 +164,7 @@ impl ApiError {
     /// restart does not mend them.
     pub fn storage(context: &str, e: impl std::fmt::Display) -> ApiError {
         let f = crate::writer::StorageFailure::new(context, e);
-        if f.message.to_ascii_lowercase().contains("checksum") {
+        if crate::storage::is_checksum_failure(&f.message) {
             tracing::error!(cause = "corrupt", "{}", f.message);
             return ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -707,9 +707,14 @@ impl Staging {
     // ---- overlay reads -----------------------------------------------------
 
     fn node(&self, id: &str) -> Result<Option<Node>, GraphError> {
+        self.node_keeping(id, true)
+    }
+
+    /// [`Staging::node`]; `keep_miss` as [`Staging::committed_node_keeping`].
+    fn node_keeping(&self, id: &str, keep_miss: bool) -> Result<Option<Node>, GraphError> {
         match self.nodes.get(id) {
             Some(pending) => Ok(pending.clone()),
-            None => self.committed_node(id),
+            None => self.committed_node_keeping(id, keep_miss),
         }
     }
 
@@ -725,12 +730,7 @@ impl Staging {
     }
 
     /// The node under `id` before this batch: the parent's, else the
-    /// committed one (through `snap`).
-    fn committed_node(&self, id: &str) -> Result<Option<Node>, GraphError> {
-        self.committed_node_keeping(id, true)
-    }
-
-    /// [`Staging::committed_node`]; `keep_miss`: whether an id with no node
+    /// committed one (through `snap`). `keep_miss`: whether an id with no node
     /// is remembered too. A projector's reads (`GraphView`) do not keep
     /// misses: a guest can ask for any number of ids that name nothing.
     fn committed_node_keeping(
@@ -999,11 +999,7 @@ impl Staging {
 
 impl GraphView for Staging {
     fn get_node(&self, id: &str) -> Option<Node> {
-        let node = match self.nodes.get(id) {
-            Some(pending) => Ok(pending.clone()),
-            None => self.committed_node_keeping(id, false),
-        };
-        node.unwrap_or_else(|e| {
+        self.node_keeping(id, false).unwrap_or_else(|e| {
             self.record_view_error(&e);
             None
         })
