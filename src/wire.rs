@@ -414,6 +414,25 @@ pub struct Projection {
     /// The async projectors' progress, when the set has any.
     #[serde(default, rename = "async", skip_serializing_if = "Option::is_none")]
     pub asynchronous: Option<AsyncLane>,
+    /// The generation kept for a roll back (`keep_previous = true`), if any.
+    #[serde(default)]
+    pub kept: Vec<KeptGeneration>,
+}
+
+/// A generation kept for a roll back (`GET /v1/projection`, `kept`): it no
+/// longer follows the log; its set, started again, catches it up from
+/// `applied_seq`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeptGeneration {
+    pub generation: u64,
+    pub fingerprint: Sha256,
+    /// `name@version` of each projector of its set.
+    pub projectors: Vec<String>,
+    pub applied_seq: Seq,
+    pub created_at: String,
+    /// When it stopped being live (null for generations kept before
+    /// session 36).
+    pub kept_at: Option<String>,
 }
 
 /// A generation build's progress (`GET /v1/projection`, `build`).

@@ -216,7 +216,25 @@ pub async fn projection(State(app): State<AppState>) -> Result<Json<Projection>,
                 version: p.version.clone(),
             })
             .collect();
+        let catalog_failed = |e: anyhow::Error| {
+            ApiError::storage("reading the generations catalog failed", format!("{e:#}"))
+        };
+        let mut kept = Vec::new();
+        for r in app.catalog.kept().map_err(catalog_failed)? {
+            let Some(graph) = app.catalog.graph(r.id).map_err(catalog_failed)? else {
+                continue; // dropped since it was listed
+            };
+            kept.push(wire::KeptGeneration {
+                generation: r.id,
+                fingerprint: r.fingerprint,
+                projectors: r.labels(),
+                applied_seq: graph.state()?.0,
+                created_at: r.created_at,
+                kept_at: r.kept_at,
+            });
+        }
         Ok(Json(Projection {
+            kept,
             applied_seq: seq,
             fingerprint: live.fingerprint,
             generation: live.graph.generation(),
@@ -283,7 +301,7 @@ pub async fn projection_errors(
                 })?
                 .ok_or_else(|| {
                     ApiError::not_found(format!(
-                        "no generation {g} (GET /v1/projection names the live one and any build)"
+                        "no generation {g} (GET /v1/projection names the live one, any build and the kept one)"
                     ))
                 })?,
         };

@@ -567,6 +567,26 @@ pub fn projectors_status(c: &Client, out: &mut Out, json: bool) -> Result<(), Ct
             out.line(&clean(m))?;
         }
     }
+    for k in &v.kept {
+        out.line("")?;
+        out.line(&format!(
+            "generation {} ({}): kept for a roll back, stopped at seq {}",
+            k.generation,
+            k.projectors
+                .iter()
+                .map(|p| clean(p))
+                .collect::<Vec<_>>()
+                .join(", "),
+            k.applied_seq
+        ))?;
+        out.fields(&[
+            ("fingerprint".into(), show(&k.fingerprint)),
+            (
+                "kept since".into(),
+                k.kept_at.as_deref().map_or("-".into(), clean),
+            ),
+        ])?;
+    }
     if let Some(last) = errors.errors.last() {
         out.line(&format!(
             "last recorded error: seq {} ({}) {}: {}: {}",

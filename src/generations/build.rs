@@ -371,19 +371,13 @@ fn run(bg: Background) -> anyhow::Result<()> {
     let old_record = catalog.get(old.graph.generation())?;
     let mut new_record = plan.record.clone();
     new_record.status = Status::Live;
+    let old_id = old.graph.generation();
+    let dropped = catalog.dropped_by_switch(old_id, new_record.id)?;
     let stage_catalog = {
         let catalog = catalog.clone();
-        let old_id = old.graph.generation();
+        let dropped = dropped.clone();
         Box::new(move |batch: &mut fjall::OwnedWriteBatch| {
-            catalog.stage_live(batch, new_record.id);
-            catalog.stage_record(batch, &new_record);
-            match old_record {
-                Some(mut r) if keep => {
-                    r.status = Status::Kept;
-                    catalog.stage_record(batch, &r);
-                }
-                _ => catalog.stage_remove(batch, old_id),
-            }
+            catalog.stage_switch(batch, (old_id, old_record), &new_record, keep, &dropped);
         })
     };
     let outcome = writer
@@ -416,6 +410,7 @@ fn run(bg: Background) -> anyhow::Result<()> {
                 s.lag_events = 0;
                 s.eta_seconds = None;
             });
+            catalog.delete_graphs(&dropped);
             if !keep {
                 retire(old);
             }

@@ -66,6 +66,10 @@ pub struct GenerationRecord {
     pub projectors: Vec<ProjectorRecord>,
     /// RFC 3339, when the generation was first created.
     pub created_at: String,
+    /// RFC 3339, when it stopped being live and was kept (`Kept` only;
+    /// absent in records written before session 36).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_at: Option<String>,
 }
 
 impl GenerationRecord {
@@ -91,8 +95,16 @@ impl GenerationRecord {
                     mode: p.mode,
                 })
                 .collect(),
-            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            created_at: now_rfc3339(),
+            kept_at: None,
         }
+    }
+
+    /// This (live) generation, as kept for a roll back from now on.
+    pub fn into_kept(mut self) -> Self {
+        self.status = Status::Kept;
+        self.kept_at = Some(now_rfc3339());
+        self
     }
 
     /// `name@version` of each projector, in set order.
@@ -102,6 +114,10 @@ impl GenerationRecord {
             .map(|p| format!("{}@{}", p.name, p.version))
             .collect()
     }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The catalog's keyspaces. Cheap to clone.
@@ -155,6 +171,71 @@ impl Catalog {
             );
         }
         Ok(out)
+    }
+
+    /// The kept generations, the most recently kept first.
+    pub fn kept(&self) -> anyhow::Result<Vec<GenerationRecord>> {
+        let mut kept: Vec<GenerationRecord> = self
+            .list()?
+            .into_iter()
+            .filter(|r| r.status == Status::Kept)
+            .collect();
+        // Records from before `kept_at` sort last, the newer id first.
+        kept.sort_by(|a, b| b.kept_at.cmp(&a.kept_at).then(b.id.cmp(&a.id)));
+        Ok(kept)
+    }
+
+    /// The kept generations a switch from `old_id` to `new_id` drops: every
+    /// kept one but those two (a switch keeps at most the one it leaves).
+    pub fn dropped_by_switch(&self, old_id: u64, new_id: u64) -> anyhow::Result<Vec<u64>> {
+        Ok(self
+            .kept()?
+            .into_iter()
+            .map(|r| r.id)
+            .filter(|&id| id != old_id && id != new_id)
+            .collect())
+    }
+
+    /// Stages what a switch from generation `old` (its record, if any) to
+    /// `new` does to the catalog: `new` live; `old` kept when `keep`, else
+    /// removed; the records of `dropped` ([`Catalog::dropped_by_switch`])
+    /// removed. The caller deletes `dropped`'s graphs once it is committed.
+    pub fn stage_switch(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        old: (u64, Option<GenerationRecord>),
+        new: &GenerationRecord,
+        keep: bool,
+        dropped: &[u64],
+    ) {
+        debug_assert_eq!(new.status, Status::Live);
+        let (old_id, old_record) = old;
+        self.stage_live(batch, new.id);
+        self.stage_record(batch, new);
+        match old_record {
+            Some(r) if keep => self.stage_record(batch, &r.into_kept()),
+            _ => self.stage_remove(batch, old_id),
+        }
+        for &id in dropped {
+            self.stage_remove(batch, id);
+        }
+    }
+
+    /// Deletes the graphs of generations the catalog no longer names
+    /// (logged; a failure is logged too, and the next start's sweep
+    /// deletes what is left).
+    pub fn delete_graphs(&self, ids: &[u64]) {
+        for &id in ids {
+            let deleted =
+                crate::graph::GraphStore::open_generation(&self.db, id).and_then(|g| g.delete());
+            match deleted {
+                Ok(()) => tracing::info!(
+                    generation = id,
+                    "deleted a generation kept for roll back: a switch keeps only the one it leaves"
+                ),
+                Err(e) => tracing::warn!(generation = id, "deleting a kept generation failed: {e}"),
+            }
+        }
     }
 
     /// An id no generation has had.

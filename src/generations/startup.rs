@@ -84,7 +84,13 @@ pub fn prepare(
         if catalog.get(live_id)?.map(|r| r.fingerprint) != Some(configured.fingerprint) {
             catalog.put(&record)?;
         }
-        sweep(store, &catalog, live_id, None)?;
+        sweep(
+            store,
+            &catalog,
+            live_id,
+            None,
+            configured.settings.keep_previous,
+        )?;
         return Ok(Prepared {
             catalog,
             live: Live {
@@ -119,7 +125,13 @@ pub fn prepare(
     };
     record.status = Status::Building;
     catalog.put(&record)?;
-    sweep(store, &catalog, live_id, Some(record.id))?;
+    sweep(
+        store,
+        &catalog,
+        live_id,
+        Some(record.id),
+        configured.settings.keep_previous,
+    )?;
     let new_graph = GraphStore::open_generation(&store.db, record.id)?;
     let plan = Plan {
         record,
@@ -220,19 +232,13 @@ fn build_now(
     let mut record = plan.record.clone();
     record.status = Status::Live;
     let mut batch = store.db.batch();
-    catalog.stage_live(&mut batch, record.id);
-    catalog.stage_record(&mut batch, &record);
     let keep = plan.settings.keep_previous;
-    match old {
-        Some(mut r) if keep => {
-            r.status = Status::Kept;
-            catalog.stage_record(&mut batch, &r);
-        }
-        _ => catalog.stage_remove(&mut batch, live_id),
-    }
+    let dropped = catalog.dropped_by_switch(live_id, record.id)?;
+    catalog.stage_switch(&mut batch, (live_id, old), &record, keep, &dropped);
     batch
         .durability(Some(fjall::PersistMode::SyncAll))
         .commit()?;
+    catalog.delete_graphs(&dropped);
     if !keep {
         store.graph.clone().delete()?;
     }
@@ -255,19 +261,32 @@ fn build_now(
 }
 
 /// Deletes every generation but the live one, `keep` (the one being built)
-/// and those kept for roll back, and the keyspaces of generations the
-/// catalog no longer names (a switch that crashed before deleting them).
-fn sweep(store: &Store, catalog: &Catalog, live: u64, keep: Option<u64>) -> anyhow::Result<()> {
+/// and, with `keep_previous`, the most recently kept one (older stores may
+/// hold several), and the keyspaces of generations the catalog no longer
+/// names (a switch that crashed before deleting them).
+fn sweep(
+    store: &Store,
+    catalog: &Catalog,
+    live: u64,
+    keep: Option<u64>,
+    keep_previous: bool,
+) -> anyhow::Result<()> {
     let records = catalog.list()?;
+    let newest_kept = catalog.kept()?.first().map(|r| r.id);
     for r in &records {
-        if r.id == live || Some(r.id) == keep || r.status == Status::Kept {
+        if r.id == live || Some(r.id) == keep {
             continue;
         }
-        tracing::info!(
-            generation = r.id,
-            fingerprint = %r.fingerprint,
+        let why = if r.status != Status::Kept {
             "deleting a generation of a projector set no longer configured"
-        );
+        } else if !keep_previous {
+            "deleting a generation kept for roll back: the manifest no longer sets keep_previous"
+        } else if Some(r.id) != newest_kept {
+            "deleting a generation kept for roll back: only the most recently kept one is kept"
+        } else {
+            continue;
+        };
+        tracing::info!(generation = r.id, fingerprint = %r.fingerprint, "{why}");
         GraphStore::open_generation(&store.db, r.id)?.delete()?;
         let mut batch = store.db.batch();
         catalog.stage_remove(&mut batch, r.id);

@@ -538,11 +538,21 @@ fn a_kept_generation_rolls_back_by_catching_up_from_where_it_stopped() {
     s.stop();
     let dir = s.keep_dir();
 
-    // Roll out B: generation 1 goes live, generation 0 (A's) is kept.
+    // Roll out B: generation 1 goes live, generation 0 (A's) is kept, and
+    // says so.
     let mut s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS_FILE", b_s.as_str())]);
     let p = wait_projection(&s, "the switch to B", switched);
     assert_eq!(p["generation"], 1, "{p}");
+    assert_eq!(kept_ids(&p), [0], "{p}");
+    assert_eq!(p["kept"][0]["applied_seq"], head_a["seq"], "{p}");
+    let labels = p["kept"][0]["projectors"].as_array().unwrap();
+    assert!(
+        labels.len() == 1 && labels[0].as_str().unwrap().starts_with("core@"),
+        "{p}"
+    );
+    assert!(p["kept"][0]["kept_at"].is_string(), "{p}");
     preload(&s, "mid", 5, 100);
+    let (_, head_b) = s.get("/v1/log/head");
     s.stop();
 
     // Roll back to A: its kept generation catches up from where it stopped
@@ -564,9 +574,52 @@ fn a_kept_generation_rolls_back_by_catching_up_from_where_it_stopped() {
     assert_eq!(st, 404);
     let (st, n) = s.get("/v1/graph/nodes/mid-4-99");
     assert_eq!(st, 200, "{n}");
+    // B's generation is the kept one now, stopped where A took over again.
+    assert_eq!(kept_ids(&p), [1], "{p}");
+    assert_eq!(p["kept"][0]["applied_seq"], head_b["seq"], "{p}");
     s.stop();
     let report = offline_rebuild(dir.path(), &a);
     assert_eq!(report["state_digest"], p["state_digest"], "{report}");
+
+    // C (the core with other limits, also keeping): a switch keeps only the
+    // generation it leaves (A's), and drops B's, which the server then no
+    // longer knows.
+    let c = files.path().join("c.toml");
+    let c_text = |keep: bool| {
+        format!(
+            "keep_previous = {keep}\n[[projector]]\nname = \"core\"\nbuiltin = \"core\"\n\
+             [projector.limits]\nfuel = 12345678\n"
+        )
+    };
+    std::fs::write(&c, c_text(true)).unwrap();
+    let c_s = c.display().to_string();
+    let mut s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS_FILE", c_s.as_str())]);
+    let p = wait_projection(&s, "the switch to C", switched);
+    assert_eq!(p["generation"], 2, "{p}");
+    assert_eq!(kept_ids(&p), [0], "{p}");
+    let (st, body) = s.get("/v1/projection/errors?generation=1");
+    assert_eq!(st, 404, "B's generation was not dropped: {body}");
+    let (st, _) = s.get("/v1/projection/errors?generation=0");
+    assert_eq!(st, 200);
+    s.stop();
+
+    // The same set without keep_previous: the start drops the kept one.
+    std::fs::write(&c, c_text(false)).unwrap();
+    let s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS_FILE", c_s.as_str())]);
+    let p = projection(&s);
+    assert_eq!(p["generation"], 2, "{p}");
+    assert_eq!(kept_ids(&p), Vec::<u64>::new(), "{p}");
+    let (st, body) = s.get("/v1/projection/errors?generation=0");
+    assert_eq!(st, 404, "A's kept generation was not dropped: {body}");
+}
+
+fn kept_ids(p: &Value) -> Vec<u64> {
+    p["kept"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no kept list: {p}"))
+        .iter()
+        .map(|k| k["generation"].as_u64().unwrap())
+        .collect()
 }
 
 /// A server process this file spawned itself: killed when dropped unless
