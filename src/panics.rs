@@ -20,6 +20,23 @@ pub fn caught<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::R
         .unwrap_or_else(|p| Err(anyhow::anyhow!("{what} panicked: {}", message(p.as_ref()))))
 }
 
+/// The hidden test hook `LEVIATHAN_TEST_PANIC_ON_EVENT=<event id>`:
+/// projecting that event panics, wherever it is projected (the writer, a
+/// generation build, a rebuild, the async follower), so the test suites can
+/// check that each turns the panic into a visible failure. The variable is
+/// read once; unset (as in production) this is one load and a compare.
+pub fn test_hook_on_event(event_id: &str) {
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let id = ID.get_or_init(|| {
+        std::env::var("LEVIATHAN_TEST_PANIC_ON_EVENT")
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    if id.as_deref() == Some(event_id) {
+        panic!("LEVIATHAN_TEST_PANIC_ON_EVENT: projecting event {event_id:?} panics on purpose");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,6 +80,7 @@ fn project(
     policy: Policy,
     keep_ops: bool,
 ) -> Result<Traced, StepError> {
+    crate::panics::test_hook_on_event(event.event_id);
     let mut projected = match set.lane() {
         None => set.run_event(event, prepared, staging, policy),
         Some(lane) => set.run_event(

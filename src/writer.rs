@@ -209,6 +209,8 @@ const LOW_SPACE_BYTES: u64 = 16 << 20;
 #[derive(Debug, Default)]
 pub struct Health {
     failure: std::sync::OnceLock<StorageFailure>,
+    /// Set once the writer thread has ended, after it recorded why.
+    exited: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
@@ -225,6 +227,30 @@ impl Health {
             failure.message
         );
         self.failure.get_or_init(|| failure).clone()
+    }
+
+    /// [`Health::stopped`], once the writer thread has ended (or 2 s): a
+    /// thread that panics drops its channel and the replies it held while
+    /// it unwinds, before it records why it stopped.
+    async fn stopped_when_exited(&self) -> StorageFailure {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !self.has_exited() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        self.stopped()
+    }
+
+    /// [`Health::stopped_when_exited`] for a thread that may block.
+    fn stopped_when_exited_blocking(&self) -> StorageFailure {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !self.has_exited() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        self.stopped()
+    }
+
+    fn has_exited(&self) -> bool {
+        self.failure.get().is_some() || self.exited.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The failure to answer with once the writer has stopped.
@@ -288,6 +314,10 @@ pub enum SwitchOutcome {
     },
     /// It recorded more errors than allowed; nothing was committed.
     TooManyErrors { errors: u64 },
+    /// Projecting the catch-up with the new set failed (a failure of the
+    /// host's, or a panic: a bug); nothing was committed, the live set
+    /// goes on.
+    Failed { message: String },
 }
 
 /// What the writer owns.
@@ -495,6 +525,9 @@ impl Writer {
                         message: e.to_string(),
                     });
                 }
+                on_panic
+                    .exited
+                    .store(true, std::sync::atomic::Ordering::Release);
             })?;
         Ok(Writer {
             tx,
@@ -542,12 +575,22 @@ impl Writer {
             }));
         }
         let (reply, rx) = oneshot::channel();
-        self.tx
+        if self
+            .tx
             .send(Msg::Append(Job { bundle, reply }))
             .await
-            .map_err(|_| AppendError::Unavailable(self.health.stopped()))?;
-        rx.await
-            .map_err(|_| AppendError::Unavailable(self.health.stopped()))?
+            .is_err()
+        {
+            return Err(AppendError::Unavailable(
+                self.health.stopped_when_exited().await,
+            ));
+        }
+        match rx.await {
+            Ok(answer) => answer,
+            Err(_) => Err(AppendError::Unavailable(
+                self.health.stopped_when_exited().await,
+            )),
+        }
     }
 }
 
@@ -559,9 +602,9 @@ impl Writer {
         let (reply, rx) = oneshot::channel();
         self.tx
             .blocking_send(Msg::Switch(SwitchJob { request, reply }))
-            .map_err(|_| AppendError::Unavailable(self.health.stopped()))?;
+            .map_err(|_| AppendError::Unavailable(self.health.stopped_when_exited_blocking()))?;
         rx.blocking_recv()
-            .map_err(|_| AppendError::Unavailable(self.health.stopped()))?
+            .map_err(|_| AppendError::Unavailable(self.health.stopped_when_exited_blocking()))?
     }
 }
 
@@ -1274,19 +1317,37 @@ impl State {
             let Some(last) = chunk.last() else { break };
             let last = last.seq;
             for e in &chunk {
-                let recorded = project_event(
-                    next.projectors.inline(),
-                    &crate::replay::input(e),
-                    Prepared::default(),
-                    &mut staging,
-                    Policy::RecordAll,
-                )
-                .map_err(|e| {
-                    AppendError::Storage(StorageFailure::new(
-                        "projecting the log into the new generation failed",
-                        e,
-                    ))
-                })?;
+                // Only the new generation's staging is touched here: a
+                // failure, or a panic, fails the switch, not the writer.
+                let projected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    project_event(
+                        next.projectors.inline(),
+                        &crate::replay::input(e),
+                        Prepared::default(),
+                        &mut staging,
+                        Policy::RecordAll,
+                    )
+                }));
+                let failed = |why: String| {
+                    tracing::error!(seq = e.seq.0, "the switch's catch-up failed: {why}");
+                    Ok(SwitchOutcome::Failed {
+                        message: format!(
+                            "projecting seq {} ({}) into the new generation failed: {why}; \
+                             nothing was switched, the live generation goes on",
+                            e.seq, e.event_id
+                        ),
+                    })
+                };
+                let recorded = match projected {
+                    Ok(Ok(recorded)) => recorded,
+                    Ok(Err(step)) => return failed(step.to_string()),
+                    Err(panic) => {
+                        return failed(format!(
+                            "the projector set panicked: {}",
+                            crate::panics::message(panic.as_ref())
+                        ))
+                    }
+                };
                 errors += recorded.len() as u64;
                 staging.settle();
             }

@@ -169,6 +169,11 @@ pub fn build_until(
     let reader_stop = AtomicBool::new(false);
     let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Chunk>>(1);
     std::thread::scope(|scope| -> anyhow::Result<u64> {
+        // The reader is told to stop however this stage ends, a panic
+        // included: at the head it polls without sending, so a dropped
+        // receiver alone would not end it, and the scope would wait for it
+        // forever (a block-mode start hung so in session 35).
+        let _stop_reader = StopOnDrop(&reader_stop);
         // The inline lane (the whole set without `async` projectors); the
         // async lane is applied by the follower (generations::follow).
         let set = plan.projectors.inline();
@@ -246,6 +251,15 @@ pub fn build_until(
         drop(rx);
         result
     })
+}
+
+/// Sets its flag when dropped (unwinding included).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The reader stage of [`build_until`]: reads the log after `after` in chunks
@@ -398,6 +412,7 @@ fn run(bg: Background) -> anyhow::Result<()> {
             let errors = build_until(&db, &log, &plan, &builds, &stop, to_head)?;
             pend(&catalog, &plan, &builds, errors)
         }
+        SwitchOutcome::Failed { message } => anyhow::bail!("{message}"),
         SwitchOutcome::Switched { seq, errors, .. } => {
             // The writer has replaced the live set already: a reader that
             // reads this status before the live set (`GET /v1/projection`)

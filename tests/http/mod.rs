@@ -22,6 +22,7 @@ mod idempotency;
 mod ingest;
 mod metrics;
 mod ops;
+mod panics;
 mod projection_rules;
 mod reads;
 mod restart;
