@@ -592,9 +592,22 @@ pub async fn serve_http(
             Err(_) => {
                 tracing::warn!(%peer, max = http.max_connections, "too many connections: answering 503");
                 let max = http.max_connections;
-                let svc = hyper::service::service_fn(move |_req| async move {
-                    Ok::<_, std::convert::Infallible>(api::limits::too_many_connections(max))
-                });
+                // The probes and /metrics are still served (cheap, and a
+                // liveness probe failing in a connection flood would get a
+                // busy server restarted); every other request gets the 503.
+                let probes = TowerToHyperService::new(app.clone());
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let probes = probes.clone();
+                        async move {
+                            if api::limits::served_beyond_connection_cap(req.uri().path()) {
+                                hyper::service::Service::call(&probes, req).await
+                            } else {
+                                Ok(api::limits::too_many_connections(max))
+                            }
+                        }
+                    },
+                );
                 let mut b = builder.clone();
                 let conn = b.keep_alive(false).serve_connection(io, svc);
                 tokio::spawn(async move {

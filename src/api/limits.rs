@@ -232,7 +232,16 @@ pub async fn limit(State(l): State<RequestLimits>, req: Request, next: Next) -> 
     }
 }
 
-/// The answer to a request on a connection beyond `LEVIATHAN_MAX_CONNECTIONS`.
+/// Whether a request on a connection beyond `LEVIATHAN_MAX_CONNECTIONS` is
+/// still served: the probes and `/metrics` (no token, cheap), so that a
+/// connection flood neither gets a live server restarted nor blinds its
+/// monitoring.
+pub fn served_beyond_connection_cap(path: &str) -> bool {
+    matches!(path, "/livez" | "/healthz" | "/readyz" | "/metrics")
+}
+
+/// The answer to any other request on a connection beyond
+/// `LEVIATHAN_MAX_CONNECTIONS`.
 pub fn too_many_connections(max: usize) -> Response {
     let mut resp = retry_later(
         ApiError::new(

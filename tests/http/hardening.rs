@@ -360,6 +360,13 @@ fn connections_beyond_the_cap_get_503_and_are_closed() {
         r.json()["error"]["details"]["setting"],
         "LEVIATHAN_MAX_CONNECTIONS"
     );
+    // The probes and /metrics are still answered beyond the cap: a
+    // connection flood must not fail liveness (a restart) or blind
+    // monitoring.
+    for path in ["/livez", "/healthz", "/readyz", "/metrics"] {
+        let r = raw(&s, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 200, "{path} beyond the connection cap");
+    }
     drop(held);
     // Once they are closed, new connections are served again.
     let deadline = Instant::now() + Duration::from_secs(20);
