@@ -69,6 +69,7 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
+        resp.extensions_mut().insert(ErrorCode(self.code));
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -81,6 +82,11 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// The `error.code` of an error answer, beside its body for the layers
+/// that count answers (`limits::edge`).
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
 
 impl From<BundleError> for ApiError {
     fn from(e: BundleError) -> ApiError {

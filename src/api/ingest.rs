@@ -110,11 +110,17 @@ pub fn parse_json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Marks an ingest answer the handler counted in
+/// `leviathan_ingest_requests_total` (`limits::edge` counts the others: the
+/// refusals of the layers before the handler, overloaded, timeout, auth).
+#[derive(Debug, Clone, Copy)]
+pub struct IngestCounted;
+
 pub async fn ingest(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<IngestResponse>, ApiError> {
+) -> axum::response::Response {
     let started = std::time::Instant::now();
     let result = ingest_bundle(&app, headers, body).await;
     let seconds = started.elapsed().as_secs_f64();
@@ -128,7 +134,9 @@ pub async fn ingest(
         }
         Err(e) => app.metrics.ingest(e.code, seconds, 0),
     }
-    result.map(Json)
+    let mut resp = axum::response::IntoResponse::into_response(result.map(Json));
+    resp.extensions_mut().insert(IngestCounted);
+    resp
 }
 
 async fn ingest_bundle(

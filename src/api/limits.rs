@@ -31,6 +31,8 @@ fn well_formed(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+const INGEST_ROUTE: &str = "/v1/events/ingest";
+
 /// Where [`matched_route`] leaves the route template for [`edge`].
 #[derive(Debug, Clone, Default)]
 struct RouteSlot(Arc<OnceLock<axum::extract::MatchedPath>>);
@@ -102,15 +104,25 @@ pub async fn edge(
     let token = resp.extensions().get::<Principal>().map(|p| p.name.clone());
     let seconds = started.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
-    metrics.http(
-        route
-            .0
-            .get()
-            .map_or("unmatched", axum::extract::MatchedPath::as_str),
-        method.as_str(),
-        status,
-        seconds,
-    );
+    let route = route
+        .0
+        .get()
+        .map_or("unmatched", axum::extract::MatchedPath::as_str);
+    metrics.http(route, method.as_str(), status, seconds);
+    // An ingest refused before its handler ran (overloaded, timeout, auth, a
+    // replica that cannot reach the writer) is an ingest outcome too: the
+    // alerts on ingest errors read them there. (A replica's forwarded answer
+    // carries no code: the writer counted it.)
+    if route == INGEST_ROUTE
+        && resp
+            .extensions()
+            .get::<super::ingest::IngestCounted>()
+            .is_none()
+    {
+        if let Some(code) = resp.extensions().get::<super::error::ErrorCode>() {
+            metrics.ingest(code.0, seconds, 0);
+        }
+    }
     span.in_scope(|| {
         tracing::info!(
             target: "leviathan::request",

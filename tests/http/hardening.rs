@@ -273,11 +273,11 @@ fn in_flight_requests_are_capped_and_timed_out() {
         // machine before the slow request times out.
         ("LEVIATHAN_REQUEST_TIMEOUT_SECS", "6"),
     ]);
-    let sha = sha256_hex(b"0123456789");
+    // An ingest whose body never arrives whole.
     let send_slow = || {
         let mut slow = connect(&s);
         slow.write_all(
-            format!("PUT /v1/artifacts/{sha} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 10\r\n\r\n01234").as_bytes(),
+            format!("POST /v1/events/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"bundle_id\": \"x").as_bytes(),
         )
         .expect("write");
         (slow, Instant::now())
@@ -293,8 +293,9 @@ fn in_flight_requests_are_capped_and_timed_out() {
         }
         let resp = s
             .client
-            .get(s.url("/v1/log/head"))
+            .post(s.url("/v1/events/ingest"))
             .bearer_auth(TOKEN)
+            .json(&serde_json::json!({}))
             .send()
             .expect("send");
         if resp.status().as_u16() == 503 {
@@ -322,13 +323,19 @@ fn in_flight_requests_are_capped_and_timed_out() {
     assert!(started.elapsed() >= Duration::from_secs(6));
     // The slot is free again, and nothing was stored.
     server_still_serves(&s);
-    let head = s
-        .client
-        .head(s.url(&format!("/v1/artifacts/{sha}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .expect("head");
-    assert_eq!(head.status().as_u16(), 404);
+    let (_, head) = s.get("/v1/log/head");
+    assert_eq!(head["seq"], 0, "{head}");
+    // Both refusals are ingest outcomes, which the ingest alerts read
+    // (they were counted only as HTTP 503s).
+    let text = s.metrics_text();
+    let count = |outcome: &str| {
+        let series = format!("leviathan_ingest_requests_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    assert!(count("overloaded") >= 1.0, "{text}");
+    assert_eq!(count("timeout"), 1.0, "{text}");
 }
 
 #[test]
@@ -364,7 +371,10 @@ fn connections_beyond_the_cap_get_503_and_are_closed() {
     // connection flood must not fail liveness (a restart) or blind
     // monitoring.
     for path in ["/livez", "/healthz", "/readyz", "/metrics"] {
-        let r = raw(&s, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let r = raw(
+            &s,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        );
         assert_eq!(r.status, 200, "{path} beyond the connection cap");
     }
     drop(held);
