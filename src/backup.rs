@@ -109,12 +109,6 @@ const FORMAT: u32 = 1;
 const COPY_BATCH_BYTES: usize = 8 << 20;
 const MANIFEST: &str = "manifest.json";
 
-/// A directory that does not exist yet, or is empty, named by an absolute path.
-fn check_empty_target(dir: &Path) -> anyhow::Result<()> {
-    check_absolute(dir)?;
-    crate::files::new_dir(dir, "a backup or restore")
-}
-
 fn check_absolute(dir: &Path) -> anyhow::Result<()> {
     if !dir.is_absolute() {
         bail!("{} is not an absolute path", dir.display());
@@ -132,7 +126,22 @@ pub fn backup(
     to: &Path,
     sign: Option<&dyn Fn(Seq) -> anyhow::Result<String>>,
 ) -> anyhow::Result<Manifest> {
-    check_empty_target(to)?;
+    check_absolute(to)?;
+    // A failed backup (a full volume) leaves nothing behind: a retry into
+    // the same directory works, and the space is given back.
+    crate::files::fill_new_dir(to, "a backup", || {
+        backup_into(db, log, graph, projector_set, to, sign)
+    })
+}
+
+fn backup_into(
+    db: &Database,
+    log: &Log,
+    graph: &GraphStore,
+    projector_set: Option<Sha256>,
+    to: &Path,
+    sign: Option<&dyn Fn(Seq) -> anyhow::Result<String>>,
+) -> anyhow::Result<Manifest> {
     let snap = db.snapshot();
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let head = log.head_at(&snap)?;

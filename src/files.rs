@@ -23,6 +23,42 @@ pub(crate) fn new_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
+/// Refuses a `target` directory inside `data_dir` (or equal to it): what a
+/// command writes there would land in the live store's own directories (a
+/// backup under `store/keyspaces` made the next start panic). Both are
+/// compared as the file system resolves them (symbolic links, `..`), the
+/// target by its nearest existing ancestor.
+pub(crate) fn outside_data_dir(target: &Path, data_dir: &Path, what: &str) -> anyhow::Result<()> {
+    let resolve = |p: &Path| -> std::path::PathBuf {
+        let mut existing = p;
+        let mut rest = Vec::new();
+        while !existing.exists() {
+            match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_owned());
+                    existing = parent;
+                }
+                _ => break,
+            }
+        }
+        let mut resolved = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_owned());
+        for name in rest.iter().rev() {
+            resolved.push(name);
+        }
+        resolved
+    };
+    let (target_r, data_r) = (resolve(target), resolve(data_dir));
+    if target_r.starts_with(&data_r) {
+        bail!(
+            "{} is inside the server's data dir {}: {what} goes outside it (another volume, \
+             ideally)",
+            target.display(),
+            data_dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs `fill` on `dir`, which must be new or empty ([`new_dir`]). If it
 /// fails, everything in `dir` is removed again (and `dir` itself if it was
 /// new), so a failed restore or import leaves the directory as it found it

@@ -241,6 +241,15 @@ pub async fn backup(
         ));
     }
     super::blocking(move || {
+        crate::files::outside_data_dir(&req.to, &app.monitor.data_dir, "a backup").map_err(
+            |e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_body",
+                    format!("{e:#}"),
+                )
+            },
+        )?;
         let Ok(_one) = app.monitor.backup_running.try_lock() else {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

@@ -308,6 +308,30 @@ fn backup_refuses_what_it_cannot_do_safely() {
         0,
         "nothing created"
     );
+    // Inside the live data dir (a backup under store/keyspaces made the next
+    // start panic), however the path is spelled.
+    let keyspaces = s.data_dir.join("store").join("keyspaces");
+    let inside = [
+        keyspaces.join("bk"),
+        s.data_dir.clone(),
+        s.data_dir.join("x").join("..").join("store").join("bk"),
+    ];
+    for to in &inside {
+        let (st, r) = s.post("/v1/admin/backup", &json!({ "to": to }));
+        assert_eq!(
+            (st, r["error"]["code"].as_str()),
+            (422, Some("invalid_body")),
+            "{to:?}: {r}"
+        );
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("inside the server's data dir"),
+            "{r}"
+        );
+    }
+    assert!(!keyspaces.join("bk").exists());
     let full = tempfile::tempdir().unwrap();
     std::fs::write(full.path().join("something"), b"x").unwrap();
     let (st, r) = s.post("/v1/admin/backup", &json!({"to": full.path()}));
