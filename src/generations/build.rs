@@ -119,7 +119,10 @@ impl Builds {
 /// the same build (to the head after too many errors, or the first phase
 /// after [`spawn`] announced it) keeps where and when the build started.
 fn announce(log: &Log, plan: &Plan, builds: &Builds) -> anyhow::Result<(u64, Seq)> {
-    let errors = plan.graph.error_count()?;
+    let errors = plan
+        .graph
+        .error_count()?
+        .saturating_sub(plan.record.accepted_errors);
     let (applied, _) = plan.graph.state()?;
     let earlier = builds.get().filter(|s| s.generation == plan.record.id);
     builds.set(BuildStatus {
@@ -145,7 +148,8 @@ fn announce(log: &Log, plan: &Plan, builds: &Builds) -> anyhow::Result<(u64, Seq
 }
 
 /// Builds `plan`'s graph until `done(applied, head)` (or `stop`); returns the
-/// errors it has recorded in all (this run and before).
+/// errors it has recorded in all (this run and before), less those a kept
+/// generation had accepted while live (`accepted_errors`).
 ///
 /// Two stages, overlapped as in the offline rebuild: a reader thread reads
 /// the next chunk of the log and runs the graph-independent projectors on it

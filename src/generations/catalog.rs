@@ -70,6 +70,16 @@ pub struct GenerationRecord {
     /// absent in records written before session 36).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept_at: Option<String>,
+    /// Errors the generation had recorded when a roll back to it began (a
+    /// kept generation: those its set recorded under `on_error = "record"`
+    /// while live, accepted then): its build does not count them against
+    /// `max_build_errors`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub accepted_errors: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl GenerationRecord {
@@ -97,6 +107,7 @@ impl GenerationRecord {
                 .collect(),
             created_at: now_rfc3339(),
             kept_at: None,
+            accepted_errors: 0,
         }
     }
 

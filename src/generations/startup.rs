@@ -115,7 +115,14 @@ pub fn prepare(
         .into_iter()
         .find(|r| r.id != live_id && r.fingerprint == configured.fingerprint);
     let mut record = match existing {
-        Some(r) => r,
+        Some(mut r) => {
+            if r.status == Status::Kept {
+                // A roll back: what it recorded while it was live was
+                // accepted then, and is not counted against the build's limit.
+                r.accepted_errors = GraphStore::open_generation(&store.db, r.id)?.error_count()?;
+            }
+            r
+        }
         None => GenerationRecord::for_set(
             catalog.next_id()?,
             &configured.set,

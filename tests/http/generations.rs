@@ -613,6 +613,57 @@ fn a_kept_generation_rolls_back_by_catching_up_from_where_it_stopped() {
     assert_eq!(st, 404, "A's kept generation was not dropped: {body}");
 }
 
+#[test]
+fn a_roll_back_does_not_count_the_errors_its_set_recorded_while_live() {
+    // R: the core and the refuser under `record`: every attempt.started is
+    // recorded as an error while R is live, and accepted.
+    let files = tempfile::tempdir().unwrap();
+    let r = manifest(files.path(), "refuser", &refuser(), "keep_previous = true");
+    let text = std::fs::read_to_string(&r).unwrap() + "on_error = \"record\"\n";
+    std::fs::write(&r, text).unwrap();
+    let a = files.path().join("a.toml");
+    std::fs::write(
+        &a,
+        "keep_previous = true\n[[projector]]\nname = \"core\"\nbuiltin = \"core\"\n",
+    )
+    .unwrap();
+    let (r_s, a_s) = (r.display().to_string(), a.display().to_string());
+    let mut s = Server::start_with(&[("LEVIATHAN_PROJECTORS_FILE", r_s.as_str())]);
+    preload(&s, "live", 2, 10);
+    let (_, errors) = s.get("/v1/projection/errors");
+    assert_eq!(errors["count"], 20, "{errors}");
+    s.stop();
+    let dir = s.keep_dir();
+
+    // Away to A (R's generation kept); events R does not refuse meanwhile.
+    let mut s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS_FILE", a_s.as_str())]);
+    wait_projection(&s, "the switch to A", switched);
+    let created: Vec<Value> = (0..10)
+        .map(|i| {
+            event(
+                &format!("later-{i}"),
+                "attempt.created",
+                json!({"attempt_id": format!("later-{i}"), "task_id": "t1", "attempt_number": 1}),
+            )
+        })
+        .collect();
+    let (st, body) = s.ingest(&bundle("later", created));
+    assert_eq!(st, 200, "{body}");
+    s.stop();
+
+    // Back to R, max_build_errors 0: the 20 errors it recorded while live
+    // were accepted then; it goes live again (it stayed pending).
+    let s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS_FILE", r_s.as_str())]);
+    let p = wait_projection(&s, "the roll back to R", |p| {
+        assert_ne!(p["build"]["state"], "pending", "{p}");
+        switched(p)
+    });
+    assert_eq!(p["generation"], 0, "{p}");
+    assert_eq!(p["build"]["errors"], 0, "{p}");
+    let (_, errors) = s.get("/v1/projection/errors");
+    assert_eq!(errors["count"], 20, "{errors}");
+}
+
 fn kept_ids(p: &Value) -> Vec<u64> {
     p["kept"]
         .as_array()
