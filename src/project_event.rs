@@ -21,10 +21,6 @@ pub enum StepError {
     /// not run it): the event is refused.
     #[error(transparent)]
     Projection(Box<ProjectionError>),
-    /// The ops of a projector whose failures are not recorded do not apply
-    /// (`merge-node` on a node of another type, an oversized id ...).
-    #[error("{0}")]
-    GraphOp(GraphError),
     /// The graph could not be read (or the event is out of order): not the
     /// event's fault.
     #[error(transparent)]
@@ -130,15 +126,10 @@ fn project(
                         id,
                         node_type,
                     },
-                    GraphError::InvalidOp { .. } | GraphError::TypeMismatch { .. }
-                        if policy.records(set.on_error(index)) =>
-                    {
+                    GraphError::InvalidOp { .. } | GraphError::TypeMismatch { .. } => {
                         Failure::GraphOp {
                             reason: e.to_string(),
                         }
-                    }
-                    GraphError::InvalidOp { .. } | GraphError::TypeMismatch { .. } => {
-                        return Err(StepError::GraphOp(e))
                     }
                     other => return Err(StepError::Graph(other)),
                 };

@@ -101,15 +101,6 @@ pub enum AppendError {
         event_id: EventId,
         error: Box<ProjectionError>,
     },
-    #[error(
-        "events[{index}] ({event_id:?}): the ops its projectors returned do not apply to the graph, \
-         so the bundle was refused: {error}"
-    )]
-    GraphOp {
-        index: usize,
-        event_id: EventId,
-        error: String,
-    },
     #[error("{0}")]
     Storage(StorageFailure),
     #[error("{0}")]
@@ -1571,11 +1562,6 @@ impl State {
                 index,
                 event_id: draft.event_id.clone(),
                 error,
-            },
-            StepError::GraphOp(e) => AppendError::GraphOp {
-                index,
-                event_id: draft.event_id.clone(),
-                error: e.to_string(),
             },
             StepError::Graph(other) => {
                 AppendError::Storage(StorageFailure::new("reading the graph failed", other))

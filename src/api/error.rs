@@ -128,7 +128,11 @@ impl From<AppendError> for ApiError {
                 seq,
             } => ApiError::new(StatusCode::CONFLICT, "event_conflict", message)
                 .with_details(json!({ "event_id": event_id, "event_index": index, "seq": seq })),
-            AppendError::Projection { index, event_id, error } => {
+            AppendError::Projection {
+                index,
+                event_id,
+                error,
+            } => {
                 let details = json!({
                     "event_index": index, "event_id": event_id, "projector": error.projector,
                     "seq": error.seq, "cause": error.code(),
@@ -138,14 +142,20 @@ impl From<AppendError> for ApiError {
                     },
                 });
                 if error.is_deterministic() {
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "projection_failed", message).with_details(details)
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "projection_failed",
+                        message,
+                    )
+                    .with_details(details)
                 } else {
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "projection_unavailable", message).with_details(details)
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "projection_unavailable",
+                        message,
+                    )
+                    .with_details(details)
                 }
-            }
-            AppendError::GraphOp { index, event_id, error } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "projection_failed", message)
-                    .with_details(json!({"event_index": index, "event_id": event_id, "cause": "invalid_op", "reason": error}))
             }
             AppendError::Storage(f) | AppendError::Unavailable(f) => {
                 tracing::error!(cause = f.cause, "{message}");

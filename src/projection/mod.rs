@@ -1384,6 +1384,20 @@ fn check_description(
                 "event type pattern {h:?} is neither an exact name nor `prefix.*`"
             ));
         }
+        // A pattern no event type can match (ingest takes dotted lowercase
+        // names only) would leave the projector silently idle.
+        let as_type = if h.ends_with(".*") {
+            format!("{stem}.x")
+        } else {
+            h.clone()
+        };
+        if crate::bundle::check_event_type(&as_type).is_err() {
+            return Err(format!(
+                "event type pattern {h:?} can never match: event types are dotted lowercase names \
+                 (segments of a-z, 0-9 and _, each starting with a letter, e.g. \"deploy.finished\" \
+                 or \"deploy.*\")"
+            ));
+        }
     }
     for t in &d.node_types {
         token("node type", t)?;

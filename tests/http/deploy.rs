@@ -392,6 +392,37 @@ fn a_projector_writes_only_the_node_types_it_owns() {
     assert_eq!(s.get("/v1/graph/nodes/s1").1["node_type"], "Sprocket");
 }
 
+#[test]
+fn ops_that_do_not_apply_are_refused_naming_the_projector() {
+    // An id over the 1 KiB limit, on a node type the projector owns.
+    let long: &'static str = Box::leak("x".repeat(2000).into_boxed_str());
+    let longid = component("longid", &["squat.long"], &["Widget"], &[], |d| {
+        d.ok_ops(&[StaticOp::PutNode {
+            id: long,
+            node_type: "Widget",
+            properties: "{}",
+        }])
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (p, sha) = write(dir.path(), "longid.wasm", &longid);
+    let set = format!("core,{}#sha256={sha}", p.display());
+    let s = Server::start_with(&[("LEVIATHAN_PROJECTORS", &set)]);
+    let (st, r) = s.ingest(&bundle(
+        "long",
+        vec![event("long", "squat.long", json!({}))],
+    ));
+    assert_eq!(st, 422, "{r}");
+    assert_eq!(r["error"]["code"], "projection_failed", "{r}");
+    assert_eq!(r["error"]["details"]["cause"], "invalid_op", "{r}");
+    assert_eq!(r["error"]["details"]["projector"], "longid@0.1.0", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("longid@0.1.0") && msg.contains("1024"),
+        "{msg}"
+    );
+    assert_eq!(s.get("/v1/log/head").1["seq"], 0);
+}
+
 /// The record manifest of [`record_policy_keeps_the_event_and_rebuild_reproduces_the_errors`].
 fn record_manifest(dir: &Path) -> PathBuf {
     let mut text = String::from("[[projector]]\nname = \"core\"\nbuiltin = \"core\"\n");

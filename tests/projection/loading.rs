@@ -108,6 +108,27 @@ fn bad_descriptions_and_components_are_refused_at_load() {
         ),
         (
             Describe {
+                handles: &["Alert.Fired"],
+                ..Describe::default()
+            },
+            "can never match",
+        ),
+        (
+            Describe {
+                handles: &["deploys"],
+                ..Describe::default()
+            },
+            "can never match",
+        ),
+        (
+            Describe {
+                handles: &["Deploy.*"],
+                ..Describe::default()
+            },
+            "can never match",
+        ),
+        (
+            Describe {
                 node_types: &[""],
                 ..Describe::default()
             },
