@@ -44,6 +44,16 @@ pub struct RebuildReport {
     pub combined_digest: Option<Sha256>,
 }
 
+/// The fingerprint of the set that built the graph (the one before an
+/// interrupted rebuild, if one was): what `leviathan rebuild` compares with
+/// the configured set before it clears anything.
+pub fn previous_fingerprint(graph: &GraphStore) -> anyhow::Result<Option<Sha256>> {
+    Ok(match graph.rebuild_started()? {
+        Some(start) => start.fingerprint,
+        None => graph.projector_set()?,
+    })
+}
+
 /// Clears the graph and projects every event of the log again.
 ///
 /// The chunks' batches go to the memtables without the journal (a third of
@@ -96,6 +106,19 @@ pub fn rebuild(
         (None, None)
     };
     let previous_async = set.asynchronous().map(|_| before.async_state);
+    // Nothing is cleared unless the whole log can be read: a damaged log
+    // would otherwise leave no graph at all behind a log no rebuild reads.
+    let read_from = std::time::Instant::now();
+    log.check_readable().context(
+        "the log cannot be read whole, so the rebuild stopped before touching the graph (it \
+         still serves as before); `leviathan verify` names the damage: restore the last backup \
+         (docs/RUNBOOK.md)",
+    )?;
+    tracing::info!(
+        events = head.seq.0,
+        seconds = read_from.elapsed().as_secs_f64(),
+        "the log reads whole; rebuilding the graph"
+    );
     graph
         .begin_rebuild(&before)
         .context("marking the graph as being rebuilt")?;

@@ -345,7 +345,7 @@ fn a_damaged_table_is_reported_at_the_seq_it_breaks_not_as_an_io_error() {
         std::fs::remove_dir_all(&copy).unwrap();
     }
     let (copy, seq) = unreadable_at.expect("some table held the log's records");
-    let s = Server::start_in(&copy, &[]);
+    let mut s = Server::start_in(&copy, &[]);
     let (st, v) = s.get("/v1/log/verify");
     assert_eq!(st, 200, "{v}");
     assert_eq!(
@@ -369,4 +369,19 @@ fn a_damaged_table_is_reported_at_the_seq_it_breaks_not_as_an_io_error() {
     // The writer is unharmed: ingest goes on.
     let (st, r) = s.ingest(&bundle("after", events_of("after", 2)));
     assert_eq!(st, 200, "{r}");
+    s.stop();
+    // A rebuild cannot read the log whole: it stops before it clears the
+    // graph (it used to clear it first, and no rebuild could then bring it
+    // back), and the server starts and serves on it as before.
+    let (code, out, err) = admin_full(&["rebuild"], &copy);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("cannot be read whole") && err.contains(&format!("seq {seq}")),
+        "{err}"
+    );
+    let s = Server::start_in(&copy, &[]);
+    let (st, p) = s.get("/v1/projection");
+    assert_eq!((st, &p["applied_seq"]), (200, &p["log_head_seq"]), "{p}");
+    let (st, n) = s.get("/v1/graph/nodes/d0-a0");
+    assert_eq!(st, 200, "{n}");
 }

@@ -331,6 +331,20 @@ fn rebuild(
         .unwrap_or_else(|| leviathan::config::default_projector_cache(&dir));
     let p =
         leviathan::server::load_projection_capped(&cache, &specs, projection.max_projector_bytes)?;
+    // Another set's graph is replaced only when that is the intent: a shell
+    // without the service's LEVIATHAN_PROJECTORS_FILE would otherwise
+    // rebuild the core alone over it.
+    if let Some(previous) = leviathan::replay::previous_fingerprint(&store.graph)? {
+        if previous != p.fingerprint && !expect_change {
+            anyhow::bail!(
+                "the graph was built by another projector set (fingerprint {previous}) than the \
+                 one configured here ({}); nothing was changed. Configure the set the server runs \
+                 (LEVIATHAN_PROJECTORS_FILE or LEVIATHAN_PROJECTORS, as in its unit or \
+                 ConfigMap), or pass --expect-change to replace the graph with this set's",
+                p.fingerprint
+            );
+        }
+    }
     let report =
         leviathan::replay::rebuild(&store.db, &store.log, &store.graph, &p.set, p.fingerprint)?;
     leviathan::generations::Catalog::open(&store.db)?.record_rebuilt(

@@ -100,10 +100,21 @@ fn a_projector_upgrade_needs_expect_change() {
     assert_eq!(s.get("/v1/graph/summary").1["nodes_by_type"]["Extra"], 1);
     drop(s);
 
-    // Back to the core projector alone, not expected: the audit fails (exit
-    // 1) though the graph is rebuilt, to the digest it had before.
+    // Back to the core projector alone, not expected (a shell without the
+    // service's projector settings): refused before anything is touched.
     let (code, report, err) = rebuild(dir.path(), &[]);
     assert_eq!(code, 1, "{report}\n{err}");
+    assert_eq!(report, Value::Null, "no report: nothing was rebuilt");
+    assert!(
+        err.contains("another projector set") && err.contains("--expect-change"),
+        "{err}"
+    );
+    let s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS", &upgraded)]);
+    assert_eq!(s.get("/v1/projection").1["state_digest"], upgraded_digest);
+    drop(s);
+    // Expected: the graph it had before, bit for bit.
+    let (code, report, err) = rebuild(dir.path(), &["--expect-change"]);
+    assert_eq!(code, 0, "{report}\n{err}");
     assert_eq!(report["identical"], false);
     assert_eq!(report["previous_digest"], upgraded_digest);
     assert_eq!(report["state_digest"], digest.as_str());
@@ -114,8 +125,7 @@ fn a_projector_upgrade_needs_expect_change() {
 /// A rebuild with a set that fails on logged events records each failure
 /// as an error of the graph, whatever the projector's policy, as a
 /// generation build does (history cannot be refused): the graph is whole,
-/// the server serves it, the errors name the events. Not expected, the set
-/// change is still an audit failure (exit 1).
+/// the server serves it, the errors name the events.
 #[test]
 fn a_rebuild_records_the_events_a_set_fails_on_and_the_graph_stays_whole() {
     let (dir, digest, head) = projected_store();
@@ -127,8 +137,8 @@ fn a_rebuild_records_the_events_a_set_fails_on_and_the_graph_stays_whole() {
         }),
     );
     let set = format!("core,{refuser}");
-    let (code, report, err) = rebuild(dir.path(), &["--projectors", &set]);
-    assert_eq!(code, 1, "{report}\n{err}");
+    let (code, report, err) = rebuild(dir.path(), &["--projectors", &set, "--expect-change"]);
+    assert_eq!(code, 0, "{report}\n{err}");
     assert_eq!(report["identical"], false, "{report}");
     let recorded = report["projection_errors"].as_u64().unwrap();
     assert!(recorded > 0, "{report}");
