@@ -165,8 +165,7 @@ enum TokenCommand {
 /// `span`). A panic is logged through the same subscriber, so a JSON log
 /// stays JSON.
 fn init_tracing() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LEVIATHAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("LEVIATHAN_LOG").ok().as_deref())?;
     let format = std::env::var("LEVIATHAN_LOG_FORMAT").unwrap_or_default();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -198,6 +197,36 @@ fn init_tracing() -> anyhow::Result<()> {
         );
     }));
     Ok(())
+}
+
+/// `LEVIATHAN_LOG` (empty or unset: `info`): comma-separated directives,
+/// each a level or `target=level` (levels in any case). Anything else is
+/// refused: a bare word such as `warning` would be read as a target name and
+/// silently turn every log line off, errors included.
+fn log_filter(value: Option<&str>) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let value = value.map(str::trim).filter(|v| !v.is_empty()).unwrap_or("info");
+    let mut directives = Vec::new();
+    for d in value.split(',').map(str::trim) {
+        let (target, level) = match d.rsplit_once('=') {
+            Some((target, level)) if !target.trim().is_empty() => (Some(target.trim()), level),
+            _ => (None, d),
+        };
+        let level = level.trim().to_ascii_lowercase();
+        if !LEVELS.contains(&level.as_str()) {
+            anyhow::bail!(
+                "LEVIATHAN_LOG={value:?}: {d:?} is not a level ({}) or target=level; for \
+                 example `info`, `warn` or `info,leviathan::request=warn`",
+                LEVELS.join(", ")
+            );
+        }
+        directives.push(match target {
+            Some(t) => format!("{t}={level}"),
+            None => level,
+        });
+    }
+    tracing_subscriber::EnvFilter::try_new(directives.join(","))
+        .map_err(|e| anyhow::anyhow!("LEVIATHAN_LOG={value:?}: {e}"))
 }
 
 fn data_dir(d: Option<PathBuf>) -> anyhow::Result<PathBuf> {

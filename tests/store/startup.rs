@@ -70,6 +70,28 @@ fn an_empty_or_blank_token_is_refused() {
     assert!(!dir.path().join("store").exists());
 }
 
+#[test]
+fn a_log_filter_that_would_log_nothing_is_refused_and_levels_take_any_case() {
+    let dir = tempfile::tempdir().unwrap();
+    // Read as target names, these turned every log line off, errors included.
+    for filter in ["warning", "verbose", "info,leviathan=loud"] {
+        let mut cmd = serve_command(dir.path());
+        cmd.env("LEVIATHAN_LOG", filter);
+        let err = refused(cmd);
+        assert!(
+            err.contains("LEVIATHAN_LOG") && err.contains("is not a level"),
+            "{filter:?}: {err}"
+        );
+    }
+    assert!(!dir.path().join("store").exists());
+    // A level in capitals is a level: the server logs that it listens.
+    let s = Server::start_with(&[("LEVIATHAN_LOG", "INFO,fjall=WARN")]);
+    assert!(
+        s.log.lock().unwrap().iter().any(|l| l.contains("listening on")),
+        "nothing logged at INFO"
+    );
+}
+
 /// The cache's compiled files with their contents.
 fn compiled_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut out: Vec<_> = std::fs::read_dir(dir)
