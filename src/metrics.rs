@@ -521,11 +521,23 @@ impl Metrics {
         }
     }
 
-    /// One projector's handles, resolved once.
-    pub fn projector(&self, label: &str) -> ProjectorMetrics {
+    /// One projector's handles, resolved once (`label` is `name@version`).
+    /// Its error series exist from here on, at 0, so that an alert on their
+    /// `increase()` sees the first error (a series that first appears at 1
+    /// increased by nothing).
+    pub fn projector(&self, label: &str, name: &str) -> ProjectorMetrics {
         let l = ProjectorLabel {
             projector: label.to_string(),
         };
+        for cause in crate::projection::Failure::CODES {
+            self.projector_errors.get_or_create(&ProjectorCause {
+                projector: label.to_string(),
+                cause: cause.to_string(),
+            });
+        }
+        self.projection_errors_recorded.get_or_create(&ProjectorLabel {
+            projector: name.to_string(),
+        });
         ProjectorMetrics {
             label: label.to_string(),
             calls: self.projector_calls.get_or_create(&l).clone(),
@@ -1175,7 +1187,16 @@ mod tests {
     #[test]
     fn atomic_histogram_encodes_like_a_histogram() {
         let m = Metrics::default();
-        let p = m.projector("core@1.0.0");
+        let p = m.projector("core@1.0.0", "core");
+        // Every error series exists at 0 before the first error.
+        let text = m.render();
+        assert!(text.contains(
+            "leviathan_projector_errors_total{projector=\"core@1.0.0\",cause=\"out_of_fuel\"} 0"
+        ), "{text}");
+        assert!(
+            text.contains("leviathan_projection_errors_recorded_total{projector=\"core\"} 0"),
+            "{text}"
+        );
         p.record(0.000_002, 100, None);
         p.record(0.2, 50, Some("out_of_fuel"));
         let text = m.render();

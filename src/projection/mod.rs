@@ -292,6 +292,23 @@ impl Failure {
     /// `rejected`, `out_of_fuel`, `memory_limit`, `stack_overflow`,
     /// `too_many_ops`, `output_too_large`, `trap`, `undeclared_type`,
     /// `invalid_output`, `not_owner`, `invalid_op`, `invalid_event` or `host`.
+    /// Every [`Failure::code`] (the metrics' `cause` labels, created at 0).
+    pub const CODES: [&'static str; 13] = [
+        "rejected",
+        "out_of_fuel",
+        "memory_limit",
+        "stack_overflow",
+        "too_many_ops",
+        "output_too_large",
+        "trap",
+        "undeclared_type",
+        "invalid_output",
+        "not_owner",
+        "invalid_op",
+        "invalid_event",
+        "host",
+    ];
+
     pub fn code(&self) -> &'static str {
         match self {
             Failure::Rejected { .. } => "rejected",
@@ -614,8 +631,9 @@ impl ProjectorSet {
     /// time, fuel consumed, failures by cause). Once per set; later calls
     /// change nothing.
     pub fn attach_metrics(&self, metrics: &crate::metrics::Metrics) {
-        for p in self.projectors.iter() {
-            let _ = p.metrics.set(metrics.projector(&p.label));
+        debug_assert_eq!(self.projectors.len(), self.infos.len());
+        for (p, info) in self.projectors.iter().zip(&self.infos) {
+            let _ = p.metrics.set(metrics.projector(&p.label, &info.name));
         }
     }
 
