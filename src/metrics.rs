@@ -535,9 +535,10 @@ impl Metrics {
                 cause: cause.to_string(),
             });
         }
-        self.projection_errors_recorded.get_or_create(&ProjectorLabel {
-            projector: name.to_string(),
-        });
+        self.projection_errors_recorded
+            .get_or_create(&ProjectorLabel {
+                projector: name.to_string(),
+            });
         ProjectorMetrics {
             label: label.to_string(),
             calls: self.projector_calls.get_or_create(&l).clone(),

@@ -205,7 +205,10 @@ fn init_tracing() -> anyhow::Result<()> {
 /// silently turn every log line off, errors included.
 fn log_filter(value: Option<&str>) -> anyhow::Result<tracing_subscriber::EnvFilter> {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
-    let value = value.map(str::trim).filter(|v| !v.is_empty()).unwrap_or("info");
+    let value = value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or("info");
     let mut directives = Vec::new();
     for d in value.split(',').map(str::trim) {
         let (target, level) = match d.rsplit_once('=') {

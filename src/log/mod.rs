@@ -376,7 +376,10 @@ impl Log {
         let v = self.view();
         let head = self.head_at(&v)?;
         let mut read = 0u64;
-        for kv in v.range(&self.events, Seq(1).to_key().to_vec()..=head.seq.to_key().to_vec()) {
+        for kv in v.range(
+            &self.events,
+            Seq(1).to_key().to_vec()..=head.seq.to_key().to_vec(),
+        ) {
             if let Err(e) = kv.into_inner() {
                 return Err(corrupt(
                     format!("seq {}", read + 1),
@@ -392,7 +395,10 @@ impl Log {
         if read != head.seq.0 {
             return Err(corrupt(
                 format!("seq {}", read + 1),
-                format!("the log holds {read} records below its head seq {}", head.seq),
+                format!(
+                    "the log holds {read} records below its head seq {}",
+                    head.seq
+                ),
             ));
         }
         Ok(read)

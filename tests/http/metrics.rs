@@ -173,14 +173,31 @@ fn metrics_cover_the_writer_projectors_http_artifacts_store_and_process() {
             &format!("leviathan_projector_fuel_consumed_total{core}")
         ) > calls
     );
-    assert_eq!(
-        metric_starting(
-            &text,
-            r#"leviathan_projector_errors_total{projector="core@"#
-        ),
-        1.0
+    // One error, the refusal; every other cause's series is there at 0
+    // (an alert's increase() sees a first error only on a series that
+    // existed before it).
+    let errors: Vec<(&str, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(r#"leviathan_projector_errors_total{projector="core@"#))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series, value.parse::<f64>().unwrap())
+        })
+        .collect();
+    assert_eq!(errors.len(), 13, "{errors:?}");
+    let nonzero: Vec<_> = errors.iter().filter(|(_, v)| *v != 0.0).collect();
+    assert_eq!(nonzero.len(), 1, "{errors:?}");
+    assert!(
+        nonzero[0].0.ends_with(r#"cause="rejected"}"#) && nonzero[0].1 == 1.0,
+        "{errors:?}"
     );
-    assert!(text.contains(r#"cause="rejected"} 1"#), "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            r#"leviathan_projection_errors_recorded_total{projector="core"}"#
+        ),
+        0.0
+    );
     // Artifacts: one blob, its bytes.
     assert_eq!(m("leviathan_artifacts"), 1.0);
     assert_eq!(m("leviathan_artifact_bytes"), blob.len() as f64);

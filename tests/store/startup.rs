@@ -87,7 +87,11 @@ fn a_log_filter_that_would_log_nothing_is_refused_and_levels_take_any_case() {
     // A level in capitals is a level: the server logs that it listens.
     let s = Server::start_with(&[("LEVIATHAN_LOG", "INFO,fjall=WARN")]);
     assert!(
-        s.log.lock().unwrap().iter().any(|l| l.contains("listening on")),
+        s.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("listening on")),
         "nothing logged at INFO"
     );
 }
