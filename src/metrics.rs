@@ -530,12 +530,13 @@ impl Metrics {
             projector: label.to_string(),
         };
         for cause in crate::projection::Failure::CODES {
-            self.projector_errors.get_or_create(&ProjectorCause {
+            let _ = self.projector_errors.get_or_create(&ProjectorCause {
                 projector: label.to_string(),
                 cause: cause.to_string(),
             });
         }
-        self.projection_errors_recorded
+        let _ = self
+            .projection_errors_recorded
             .get_or_create(&ProjectorLabel {
                 projector: name.to_string(),
             });

@@ -256,6 +256,9 @@ pub struct Tokens {
     file: Option<PathBuf>,
     control_plane: Option<Sha256>,
     live: Arc<RwLock<Arc<TokenSet>>>,
+    /// Counts reloads: long-lived requests (event streams) watch it to check
+    /// their token again, so a revoked token stops being served at once.
+    reloads: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// A bearer token given in the environment. Its `Debug` never shows the secret.
@@ -281,7 +284,13 @@ impl Tokens {
             file,
             control_plane,
             live: Arc::new(RwLock::new(Arc::new(set))),
+            reloads: Arc::new(tokio::sync::watch::Sender::new(0)),
         })
+    }
+
+    /// Changes at every reload of the set.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
     }
 
     /// The current set.
@@ -306,6 +315,7 @@ impl Tokens {
             Ok(mut g) => *g = set,
             Err(poisoned) => *poisoned.into_inner() = set,
         }
+        self.reloads.send_modify(|n| *n += 1);
         Ok(n)
     }
 }

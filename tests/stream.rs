@@ -32,6 +32,16 @@ struct Stream {
 /// Opens `/v1/events/stream{query}`; `None` and the (status, body) when the
 /// answer is not 200.
 fn open(s: &Server, query: &str, last_event_id: Option<u64>) -> Result<Stream, (u16, Value)> {
+    open_as(s, query, last_event_id, TOKEN)
+}
+
+/// [`open`] with another bearer token.
+fn open_as(
+    s: &Server,
+    query: &str,
+    last_event_id: Option<u64>,
+    token: &str,
+) -> Result<Stream, (u16, Value)> {
     let addr = s.base.trim_start_matches("http://");
     // A small receive buffer (no autotuning): a client that stops reading
     // must be seen by the server, not absorbed by the kernel (loopback's
@@ -43,7 +53,7 @@ fn open(s: &Server, query: &str, last_event_id: Option<u64>) -> Result<Stream, (
     let mut tcp: TcpStream = sock.into();
     tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!(
-        "GET /v1/events/stream{query} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n"
+        "GET /v1/events/stream{query} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n"
     );
     if let Some(id) = last_event_id {
         req.push_str(&format!("Last-Event-ID: {id}\r\n"));
@@ -395,4 +405,46 @@ fn a_client_that_falls_behind_is_told_and_closed_then_resumes() {
         .map(|e| e.0)
         .collect();
     assert_eq!(rest, (n + 1..=total).collect::<Vec<_>>());
+}
+
+/// A token removed from the tokens file (and the file reloaded, SIGHUP) is
+/// refused by new requests, and a stream it opened before ends at the reload
+/// with an `error` event, `unauthorized`: it never carries an event appended
+/// after the revocation.
+#[test]
+fn a_revoked_tokens_open_stream_ends_at_the_reload() {
+    const VIEWER: &str = "viewer-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    let line = |name: &str, roles: &str, token: &str| {
+        format!("{name} {roles} {}\n", common::sha256_hex(token.as_bytes()))
+    };
+    let ops = line("ops", "read,ingest,admin", TOKEN);
+    std::fs::write(&file, line("viewer", "read", VIEWER) + &ops).unwrap();
+    let s = Server::start_with(&[
+        ("LEVIATHAN_TOKENS_FILE", file.to_str().unwrap()),
+        ("LEVIATHAN_CONTROL_PLANE_TOKEN", ""),
+    ]);
+    let mut stream = open_as(&s, "", None, VIEWER).unwrap();
+    assert_eq!(s.ingest(&bundle("before", events("before", 1))).0, 200);
+    assert_eq!(stream.events(1)[0].1["event_id"], "before-0");
+
+    std::fs::write(&file, &ops).unwrap();
+    s.signal("-HUP");
+    match stream.event() {
+        Msg::Named { event, data } => {
+            assert_eq!(event, "error", "{data}");
+            assert_eq!(data["code"], "unauthorized", "{data}");
+        }
+        other => panic!("expected the stream's end, got {other:?}"),
+    }
+    assert_eq!(s.ingest(&bundle("after", events("after", 1))).0, 200);
+    loop {
+        match stream.next() {
+            None => break,
+            Some(Msg::Comment(_)) => continue,
+            Some(m) => panic!("the revoked stream went on: {m:?}"),
+        }
+    }
+    assert_eq!(open_as(&s, "", None, VIEWER).err().map(|e| e.0), Some(401));
 }

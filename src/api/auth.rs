@@ -66,11 +66,17 @@ pub async fn authenticate(
         ));
     };
     req.extensions_mut().insert(principal.clone());
+    req.extensions_mut().insert(TokenDigest(digest));
     let mut resp = next.run(req).await;
     // For the request log (src/api/limits.rs): the name, never the token.
     resp.extensions_mut().insert(principal);
     Ok(resp)
 }
+
+/// The SHA-256 of the request's bearer token, for a long-lived request to
+/// look its token up again after a reload (api/stream.rs).
+#[derive(Debug, Clone, Copy)]
+pub struct TokenDigest(pub Sha256);
 
 /// 403 unless the authenticated principal has `role`.
 pub async fn require(

@@ -167,6 +167,7 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<Seq>, ApiError> {
 /// `GET /v1/events/stream?after_seq=&type=&target=`.
 pub async fn stream(
     State(app): State<AppState>,
+    axum::Extension(token): axum::Extension<super::auth::TokenDigest>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -215,6 +216,9 @@ pub async fn stream(
         settings,
         head,
         closing: streams.closing.subscribe(),
+        token: (app.tokens.clone(), token.0),
+        reloads: app.tokens.reloads(),
+        recheck: false,
         opened: Some(head_now),
         done: false,
         _permit: permit,
@@ -247,6 +251,12 @@ struct Cursor {
     settings: StreamSettings,
     head: watch::Receiver<Seq>,
     closing: watch::Receiver<bool>,
+    /// The token set and the digest of this stream's token: checked again at
+    /// every reload (`reloads`), so a revoked token's stream ends at once.
+    token: (crate::tokens::Tokens, crate::digest::Sha256),
+    reloads: watch::Receiver<u64>,
+    /// A reload was seen while waiting: check the token before anything else.
+    recheck: bool,
     /// Set until the opening comment is sent: the head when the stream opened.
     opened: Option<Seq>,
     done: bool,
@@ -270,6 +280,28 @@ async fn next(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)> {
     loop {
         if *c.closing.borrow() {
             return None;
+        }
+        if std::mem::take(&mut c.recheck) || c.reloads.has_changed().unwrap_or(false) {
+            c.reloads.borrow_and_update();
+            let (tokens, digest) = &c.token;
+            let still = tokens
+                .current()
+                .lookup(digest.as_bytes())
+                .is_some_and(|p| p.roles.contains(crate::tokens::Role::Read));
+            if !still {
+                c.done = true;
+                c.page.clear();
+                let body = serde_json::json!({
+                    "code": "unauthorized",
+                    "message": "this stream's token was revoked or lost the read role (the \
+                                tokens file was reloaded): the stream is closed",
+                    "last_seq": c.last_sent,
+                });
+                return Some((
+                    Ok(Event::default().event("error").data(body.to_string())),
+                    c,
+                ));
+            }
         }
         if stalled && (!c.page.is_empty() || c.after < *c.head.borrow()) {
             // The client did not take its events in time: it has fallen behind.
@@ -327,6 +359,8 @@ async fn next(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)> {
                 }
             }
             _ = c.closing.changed() => return None,
+            // A reload (`changed` marks it seen): the loop checks the token again.
+            _ = c.reloads.changed() => c.recheck = true,
         }
     }
 }
