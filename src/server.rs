@@ -283,11 +283,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         Drain::AnswerAccepted(std::time::Duration::from_secs(1)),
     ));
+    // Signals are caught from the first moment the probes answer: SIGTERM or
+    // SIGINT during start-up (a journal replay, a block build) stops the
+    // process there, saying so; SIGHUP is taken for a tokens reload once the
+    // start completes (its default action would kill the process).
+    let mut shutdown_signal_installed = Box::pin(shutdown_signal());
+    let mut early_hup = hangup_signal();
+    let mut hup_during_start = false;
     let opened = {
-        let (config, starting) = (config.clone(), starting.clone());
-        tokio::task::spawn_blocking(move || open_and_prepare(&config, &starting))
-            .await
-            .context("start-up panicked")?
+        let (config, stage) = (config.clone(), starting.clone());
+        let task = tokio::task::spawn_blocking(move || open_and_prepare(&config, &stage));
+        tokio::pin!(task);
+        loop {
+            tokio::select! {
+                done = &mut task => break done.context("start-up panicked")?,
+                _ = &mut shutdown_signal_installed => {
+                    tracing::warn!(
+                        doing = %starting.reason(),
+                        "SIGTERM/SIGINT during start-up: stopping now. Nothing was acknowledged \
+                         yet; the store is crash-safe and a projector-set build resumes where it \
+                         stopped at the next start"
+                    );
+                    std::process::exit(0);
+                }
+                _ = recv_hangup(&mut early_hup) => {
+                    hup_during_start = true;
+                    tracing::info!(
+                        "SIGHUP during start-up: the tokens file is read again once the server is ready"
+                    );
+                }
+            }
+        }
     };
     let _ = ready_tx.send(());
     let _ = probes.await;
@@ -444,8 +470,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cluster,
     });
     let app = api::router(state);
-    // Signals are caught from before the line that says the server is up.
-    let shutdown_signal_installed = shutdown_signal();
     tracing::info!(
         %addr,
         data_dir = %config.data_dir.display(),
@@ -456,7 +480,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         startup_ms = started.elapsed().as_millis() as u64,
         "listening on {addr}"
     );
-    let reload = tokio::spawn(reload_tokens_on_sighup(config.tokens.clone()));
+    let reload = tokio::spawn(reload_tokens_on_sighup(
+        config.tokens.clone(),
+        early_hup,
+        hup_during_start,
+    ));
     let health = writer_health;
     let signalled = Arc::new(std::sync::OnceLock::new());
     let on_signal = {
@@ -637,15 +665,14 @@ pub async fn serve_http(
 /// Re-reads the tokens file on SIGHUP. A file that cannot be used leaves the
 /// current tokens in force (and says why in the log); requests are never
 /// refused for a reload.
-async fn reload_tokens_on_sighup(tokens: crate::tokens::Tokens) {
+async fn reload_tokens_on_sighup(tokens: crate::tokens::Tokens, mut hup: Hangup, pending: bool) {
     #[cfg(unix)]
     {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            tracing::warn!("cannot listen for SIGHUP: the tokens file will not be reloaded");
-            return;
-        };
-        while hup.recv().await.is_some() {
+        let mut pending = pending;
+        loop {
+            if !std::mem::take(&mut pending) && !recv_hangup(&mut hup).await {
+                return;
+            }
             let Some(file) = tokens.file().map(Path::to_path_buf) else {
                 tracing::info!("SIGHUP: no LEVIATHAN_TOKENS_FILE to reload");
                 continue;
@@ -663,6 +690,37 @@ async fn reload_tokens_on_sighup(tokens: crate::tokens::Tokens) {
     }
     #[cfg(not(unix))]
     std::future::pending::<()>().await;
+}
+
+/// The SIGHUP listener, installed when made (`None`: it could not be, or
+/// not on unix).
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+fn hangup_signal() -> Hangup {
+    #[cfg(unix)]
+    {
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        if hup.is_none() {
+            tracing::warn!("cannot listen for SIGHUP: the tokens file will not be reloaded");
+        }
+        hup
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// The next SIGHUP (false: no more can come); pending forever without a
+/// listener.
+async fn recv_hangup(hup: &mut Hangup) -> bool {
+    #[cfg(unix)]
+    if let Some(h) = hup {
+        return h.recv().await.is_some();
+    }
+    let _ = hup;
+    std::future::pending::<bool>().await
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is

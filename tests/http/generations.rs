@@ -673,6 +673,91 @@ fn kept_ids(p: &Value) -> Vec<u64> {
         .collect()
 }
 
+/// A block-mode start (slowed), its stderr lines sent to `rx` as they come.
+fn spawn_block_start(
+    dir: &Path,
+    manifest: &str,
+) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
+    let mut cmd = serve_command(dir);
+    cmd.env("LEVIATHAN_PROJECTORS_FILE", manifest)
+        .env("LEVIATHAN_REBUILD", "block")
+        .env("LEVIATHAN_BUILD_RATE", "200")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let stderr = child.0.as_mut().unwrap().stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Waits (60 s at most) for a line containing `needle`; the lines before it.
+fn wait_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no line with {needle:?} in: {seen:#?}"));
+        let found = line.contains(needle);
+        seen.push(line);
+        if found {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn signals_during_a_block_start_stop_it_cleanly_or_wait_for_the_start() {
+    let files = tempfile::tempdir().unwrap();
+    let m = manifest(files.path(), "team", &team(), "");
+    let m_s = m.display().to_string();
+    let mut s = Server::start();
+    preload(&s, "pre", 4, 50);
+    s.stop();
+    let dir = s.keep_dir();
+    let pid = |c: &KillOnDrop| c.0.as_ref().unwrap().id().to_string();
+    let kill = |sig: &str, pid: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+
+    // SIGTERM while the build runs: the process says so and exits 0 (it
+    // used to die of the signal with no line at all).
+    let (mut child, rx) = spawn_block_start(dir.path(), &m_s);
+    wait_line(&rx, "building its graph before serving");
+    kill("-TERM", &pid(&child));
+    let status = child.0.take().unwrap().wait().unwrap();
+    assert!(status.success(), "{status}");
+    wait_line(&rx, "SIGTERM/SIGINT during start-up: stopping now");
+
+    // SIGHUP while the build runs: the start goes on (the signal's default
+    // action killed it), and the tokens are read again once it is ready.
+    let (mut child, rx) = spawn_block_start(dir.path(), &m_s);
+    wait_line(&rx, "building its graph before serving");
+    kill("-HUP", &pid(&child));
+    wait_line(&rx, "SIGHUP during start-up");
+    let lines = wait_line(&rx, "listening on ");
+    assert!(
+        child.0.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "{lines:#?}"
+    );
+    wait_line(&rx, "SIGHUP: no LEVIATHAN_TOKENS_FILE to reload");
+}
+
 /// A server process this file spawned itself: killed when dropped unless
 /// taken (by `Server::adopt`), so a failed assertion leaks no process.
 struct KillOnDrop(Option<std::process::Child>);
