@@ -1003,7 +1003,23 @@ impl State {
         let settings = leader.settings().clone();
         let epoch = leader.epoch();
         drop(leader);
-        let follower = crate::pg::Follower::new(crate::pg::PgLog::open(settings)?, true)?;
+        // PostgreSQL may be down (the reason of many a step-down): retry,
+        // paced, rather than stop (ingest is refused as on a replica
+        // meanwhile: `replica` is set).
+        let mut backoff = crate::pg::Backoff::default();
+        let follower = loop {
+            match crate::pg::PgLog::open(settings.clone())
+                .and_then(|log| crate::pg::Follower::new(log, true))
+            {
+                Ok(f) => break f,
+                Err(e) if self.wake.strong_count() > 0 => backoff.failed(
+                    "stepping down: connecting to follow the PostgreSQL log failed",
+                    &e,
+                ),
+                Err(e) => return Err(e),
+            }
+        };
+        backoff.succeeded("connected to follow the PostgreSQL log");
         tracing::warn!(
             epoch,
             head = self.head.seq.0,
@@ -1016,6 +1032,7 @@ impl State {
     /// PostgreSQL log to move and apply what it gained. Returns true once it
     /// was promoted (it leads now), false when it stops.
     fn follow(&mut self, mut follower: crate::pg::Follower, rx: &mut mpsc::Receiver<Msg>) -> bool {
+        let mut backoff = crate::pg::Backoff::default();
         loop {
             loop {
                 match rx.try_recv() {
@@ -1041,7 +1058,7 @@ impl State {
                 }
             }
             if let Err(e) = follower.wait() {
-                tracing::warn!(error = %e, "waiting for the PostgreSQL log failed; retrying");
+                backoff.failed("waiting for the PostgreSQL log failed", &e);
                 continue;
             }
             if follower.promotes() {
@@ -1066,6 +1083,9 @@ impl State {
                 self.log_persist,
                 follower.log(),
             );
+            if caught.is_ok() {
+                backoff.succeeded("following the PostgreSQL log");
+            }
             match caught {
                 Ok(c) if c.events > 0 || c.bundles > 0 => {
                     if let Err(e) = self.adopt_caught_up(c.head) {
@@ -1075,7 +1095,7 @@ impl State {
                 }
                 Ok(_) => {}
                 Err(crate::pg::catch_up::CatchUpError::Pg(e)) => {
-                    tracing::warn!(error = %e, "following the PostgreSQL log failed; retrying");
+                    backoff.failed("following the PostgreSQL log failed", &e);
                 }
                 Err(e) => {
                     // The log does not apply here: stop following, say why.
@@ -1450,11 +1470,20 @@ impl State {
             if let Err(failure) = leader.append(start_head, &pending.rows) {
                 self.metrics.discarded();
                 let fenced = failure.failure.cause == crate::pg::NOT_LEADER;
-                let failure = if fenced && self.steps_down {
+                let failure = if (fenced || failure.stops_writer) && self.steps_down {
+                    // `auto`: step down and follow the log; the follower's
+                    // catch-up learns the outcome this writer could not
+                    // (PostgreSQL has the batch, or not), and the lease goes
+                    // to whichever node can take it.
                     self.stepped_down = true;
                     failure.failure
                 } else if failure.stops_writer {
-                    self.health.fail(failure.failure)
+                    let failure = self.health.fail(failure.failure);
+                    // A stopped writer gives its lease up (or lets it run
+                    // out: PostgreSQL may be unreachable), so that a
+                    // standby takes over within the lease.
+                    self.leader = None;
+                    failure
                 } else {
                     tracing::warn!(cause = failure.failure.cause, "{}", failure.failure.message);
                     failure.failure

@@ -818,6 +818,87 @@ fn an_auto_replica_serves_reads_and_takes_over_when_the_writer_dies() {
     eprintln!("the auto replica appended {took:?} after the writer's kill -9 (lease 2 s)");
 }
 
+/// Waits (60 s at most) until `s` takes an ingest of `id`.
+fn ingest_eventually(s: &Server, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, r) = s.ingest(&bundle(id, events(id, 1)));
+        if st == 200 {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id}: never taken: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// PostgreSQL stopped and started again (a restart, a failover). A writer
+/// whose append's outcome it could not learn stops, and gives its lease up,
+/// so the `auto` standby takes over (it kept renewing it, and nothing took
+/// ingest until a restart by hand). An `auto` leader that lost its lease in
+/// the outage steps down and follows again once PostgreSQL is back (it
+/// stopped for good). Nobody spins: the retries are paced and their
+/// warnings rate-limited (a replica logged ~48k lines a second).
+#[test]
+fn a_postgres_outage_fails_over_to_the_standby_and_nothing_stops_for_good_or_spins() {
+    let Some(mut pg) = Postgres::start("a_postgres_outage_fails_over") else {
+        return;
+    };
+    let url = pg.url();
+    let a = pg_server(&url, &[]);
+    let b = pg_server(&url, &[("LEVIATHAN_ROLE", "auto")]);
+    let first = ingest_eventually(&a, "before");
+    wait_applied(&b, first["last_seq"].as_u64().unwrap());
+
+    pg.stop();
+    // The writer cannot learn its append's outcome: it stops, saying why.
+    let (st, r) = a.ingest(&bundle("during", events("during", 1)));
+    assert_eq!(st, 503, "{r}");
+    // Back within the lease (2 s): the writer's renewals would succeed again.
+    pg.restart();
+
+    // The standby takes the lease the stopped writer no longer renews.
+    let r = ingest_eventually(&b, "after");
+    assert!(r["first_seq"].as_u64().unwrap() > first["last_seq"].as_u64().unwrap());
+    let (st, ready) = a.get("/readyz");
+    assert_eq!(st, 503, "{ready}");
+    assert_eq!(
+        ready["error"]["details"]["cause"], "postgres_unavailable",
+        "{ready}"
+    );
+    let retries = |s: &Server| {
+        s.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("retrying"))
+            .count()
+    };
+    assert!(
+        retries(&b) < 20,
+        "the standby's retries flooded its log: {}",
+        retries(&b)
+    );
+
+    // Now B leads alone (auto): an outage longer than its lease (2 s) makes
+    // it step down; once PostgreSQL is back it follows, takes the free lease
+    // again and takes ingest.
+    drop(a);
+    pg.stop();
+    std::thread::sleep(Duration::from_secs(5));
+    pg.restart();
+    ingest_eventually(&b, "after-second-outage");
+    assert_eq!(b.get("/readyz").0, 200);
+    assert_eq!(b.get("/v1/log/verify").1["ok"], true);
+    assert!(
+        retries(&b) < 40,
+        "the retries flooded the log: {}",
+        retries(&b)
+    );
+}
+
 #[test]
 fn a_replica_with_another_projector_set_is_reported_and_refuses_reads() {
     let Some(pg) = Postgres::start("a_replica_with_another_projector_set") else {

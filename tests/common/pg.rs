@@ -224,6 +224,48 @@ impl Postgres {
         postgres::Client::connect(url, postgres::NoTls).expect("connect to the test cluster")
     }
 
+    /// Stops the cluster at once (`-m immediate`: as a crash or a failover).
+    pub fn stop(&mut self) {
+        let out = self
+            .tool("pg_ctl")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-m", "immediate", "-w", "stop"])
+            .output()
+            .expect("run pg_ctl stop");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.running = false;
+    }
+
+    /// Starts the stopped cluster again on the same port.
+    pub fn restart(&mut self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = self
+            .tool("pg_ctl")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "-t", "60", "-o", &opts, "start"])
+            .output()
+            .expect("run pg_ctl start");
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.server_log()
+        );
+        self.running = true;
+    }
+
     /// The socket dir (unused by the server, which connects over TCP).
     pub fn socket_dir(&self) -> &Path {
         self.dir.path()
