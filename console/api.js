@@ -30,6 +30,19 @@ export function whenUnauthorized(f) {
   onUnauthorized = f;
 }
 
+/**
+ * Called with (true) when an answer arrived, (false, error) when the server
+ * could not be reached at all (no answer: down, or the network).
+ */
+let onReach = () => {};
+export function whenReachable(f) {
+  onReach = f;
+}
+
+// Every authenticated request: nothing the API answers is stored by the
+// browser (no disk cache of bodies read with the token).
+const NO_STORE = "no-store";
+
 async function refusal(resp) {
   let code = "http_" + resp.status;
   let message = resp.statusText || "request failed";
@@ -62,15 +75,18 @@ export async function apiText(path, opts = {}) {
 }
 
 async function request(path, { method = "GET", body, tok, signal } = {}) {
-  const init = { method, headers: headers(body ? { "Content-Type": "application/json" } : {}, tok), signal };
+  const init = { method, headers: headers(body ? { "Content-Type": "application/json" } : {}, tok), signal, cache: NO_STORE };
   if (body !== undefined) init.body = JSON.stringify(body);
   let resp;
   try {
     resp = await fetch(path, init);
   } catch (e) {
     if (e.name === "AbortError") throw e;
-    throw new ApiError(0, "unreachable", "the server cannot be reached: " + e.message);
+    const err = new ApiError(0, "unreachable", "the server cannot be reached: " + e.message);
+    onReach(false, err);
+    throw err;
   }
+  onReach(true);
   if (!resp.ok) {
     const err = await refusal(resp);
     if (resp.status === 401 && tok === undefined) onUnauthorized(err);
@@ -96,7 +112,7 @@ export const seg = encodeURIComponent;
 
 /** Downloads an artifact through the API (the token cannot go in a link). */
 export async function download(sha256, name) {
-  const resp = await fetch("/v1/artifacts/" + seg(sha256), { headers: headers() });
+  const resp = await fetch("/v1/artifacts/" + seg(sha256), { headers: headers(), cache: NO_STORE });
   if (!resp.ok) throw await refusal(resp);
   const blob = await resp.blob();
   const url = URL.createObjectURL(blob);
@@ -112,25 +128,37 @@ export async function download(sha256, name) {
 /**
  * Follows GET /v1/events/stream (Server-Sent Events) with fetch, since
  * EventSource cannot send the Authorization header. Reconnects after the last
- * seq received when the server ends the stream, so nothing is lost or doubled.
+ * seq received when the server ends the stream, so nothing is lost or doubled;
+ * a 503 (too many streams) or an unreachable server is retried with a growing
+ * delay, its reason shown; any other refusal (4xx: a bad filter…) ends it with
+ * the server's message; a 401 hands over to the sign-in (whenUnauthorized).
  * Returns a function that stops it.
- *   opts: {after, type, target, onEvent(event), onState(text), batch(events)}
+ *   opts: {after, type, target, onState(text, kind), batch(events)}
+ *   kind: "live", "retry" (reconnecting), "refused" (stopped for good)
  */
 export function follow(opts) {
   const ctl = new AbortController();
   let after = opts.after;
   let stopped = false;
-  const state = (s) => opts.onState && opts.onState(s);
+  const state = (s, kind = "live") => opts.onState && opts.onState(s, kind);
 
   async function once() {
     const q = new URLSearchParams();
     if (after !== undefined && after !== null) q.set("after_seq", String(after));
     if (opts.type) q.set("type", opts.type);
     if (opts.target) q.set("target", opts.target);
-    const resp = await fetch("/v1/events/stream?" + q, {
-      headers: headers({ Accept: "text/event-stream" }),
-      signal: ctl.signal,
-    });
+    let resp;
+    try {
+      resp = await fetch("/v1/events/stream?" + q, {
+        headers: headers({ Accept: "text/event-stream" }),
+        signal: ctl.signal,
+        cache: NO_STORE,
+      });
+    } catch (e) {
+      if (e.name !== "AbortError") onReach(false, new ApiError(0, "unreachable", "the server cannot be reached: " + e.message));
+      throw e;
+    }
+    onReach(true);
     if (!resp.ok) {
       const err = await refusal(resp);
       if (resp.status === 401) onUnauthorized(err);
@@ -183,15 +211,28 @@ export function follow(opts) {
     while (!stopped) {
       try {
         await once();
+        // The server ended the stream (a restart, a lagged client): again,
+        // after the last seq received.
         delay = 500;
+        if (stopped) return;
+        state("reconnecting", "retry");
       } catch (e) {
         if (stopped || e.name === "AbortError") return;
-        if (e instanceof ApiError && e.status === 401) return;
-        state(e instanceof ApiError ? "error: " + e.message : "reconnecting");
+        if (e instanceof ApiError && e.status === 401) {
+          state("signed out: " + e.message, "refused");
+          return;
+        }
+        const busy = e instanceof ApiError && (e.status === 503 || e.status === 429 || e.status === 408 || e.status >= 500);
+        if (e instanceof ApiError && e.status > 0 && !busy) {
+          // Refused for good (a bad filter, a missing role): trying again
+          // would be refused again.
+          state(`refused by the server: ${e.message} (${e.status} ${e.code})`, "refused");
+          return;
+        }
         delay = Math.min(delay * 2, 10000);
+        const why = e instanceof ApiError && e.status > 0 ? `${e.message} (${e.status} ${e.code})` : "the server cannot be reached";
+        state(`reconnecting in ${Math.round(delay / 100) / 10} s: ${why}`, "retry");
       }
-      if (stopped) return;
-      state("reconnecting");
       await new Promise((r) => setTimeout(r, delay));
     }
   })();

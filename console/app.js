@@ -7,26 +7,61 @@
 //   #/errors      projection errors (paged; ?projector=, ?generation=)
 //   #/audit       the latest checkpoint, and a saved one checked against it (consistency)
 
-import { api, apiText, optional, follow, download, seg, token, setToken, signOut, whenUnauthorized, ApiError } from "./api.js";
-import { h, fill, show, table, facts, notice, link, eventLink, nodeLink, short, pre, badge } from "./ui.js";
+import { api, apiText, optional, follow, download, seg, token, setToken, signOut, whenUnauthorized, whenReachable, ApiError } from "./api.js";
+import { h, fill, show, table, facts, notice, link, eventLink, nodeLink, idLink, idView, visibleId, short, pre, badge } from "./ui.js";
 import { Explorer, colourOf } from "./graph.js";
-import { cryptoAvailable, parseCheckpoint, verifyBundle, verifyGrowth } from "./proof.js";
+import { cryptoAvailable, parseCheckpoint, parseVerifierKey, verifyBundle, verifyGrowth } from "./proof.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 const signin = document.getElementById("signin");
+const banner = document.getElementById("unreachable");
 let cleanup = []; // stops streams and timers of the page being left
+// Which navigation is current: a page whose data arrives after the operator
+// went elsewhere (or signed out) draws nothing and starts nothing.
+let navSeq = 0;
 
 function leave() {
+  navSeq++;
   for (const f of cleanup) f();
   cleanup = [];
 }
 
-function title(text) {
-  document.title = text + " — Leviathan console";
-  const h1 = h("h1", { tabindex: -1, text });
-  return h1;
+/** The page's heading: a text, and an id shown safely (idView) if given. */
+function title(text, id) {
+  document.title = text + (id !== undefined ? " " + visibleId(id) : "") + " — Leviathan console";
+  return h("h1", { tabindex: -1 }, text, id !== undefined ? [" ", idView(id, "mono")] : null);
 }
+
+// ------------------------------------------------------------------ server unreachable
+
+// Any request that gets no answer at all (the server is down, or the
+// network) shows a banner until one gets an answer again: the values on the
+// page are those of the last answer.
+let downSince = null;
+whenReachable((ok, err) => {
+  if (ok) {
+    if (downSince !== null) {
+      downSince = null;
+      banner.hidden = true;
+      fill(banner);
+    }
+    return;
+  }
+  if (downSince === null) downSince = new Date();
+  banner.hidden = false;
+  fill(banner,
+    h("strong", { text: `The server is unreachable since ${downSince.toLocaleTimeString()}` }),
+    ` (last try ${new Date().toLocaleTimeString()}: ${err ? err.message : "no answer"}). What this page shows may be out of date; it keeps trying.`);
+});
+
+// "Skip to content" moves the focus to the page's content; it is not a route.
+document.querySelector("a.skip").addEventListener("click", (ev) => {
+  ev.preventDefault();
+  const to = main.hidden ? signin : main;
+  to.focus();
+  to.scrollIntoView({ block: "start" });
+});
 
 function errorText(e) {
   if (e instanceof ApiError) return `${e.message} (${e.status} ${e.code})`;
@@ -39,6 +74,9 @@ function showSignIn(message) {
   leave();
   nav.hidden = true;
   main.hidden = true;
+  // Nothing of the last page stays in the document once signed out.
+  fill(main);
+  document.title = "Sign in — Leviathan console";
   signin.hidden = false;
   const msg = document.getElementById("signin-message");
   fill(msg, message ? notice(message) : "");
@@ -104,8 +142,22 @@ async function route() {
   nav.hidden = false;
   main.hidden = false;
   leave();
-  const path = location.hash.replace(/^#/, "") || "/";
-  const parts = path.split("?")[0].split("/").filter(Boolean).map(decodeURIComponent);
+  const my = navSeq;
+  // Routes are "#/…"; another fragment ("#main", from the skip link without
+  // script) is not one: the dashboard.
+  const path = location.hash.startsWith("#/") ? location.hash.slice(1) : "/";
+  let parts;
+  try {
+    parts = path.split("?")[0].split("/").filter(Boolean).map(decodeURIComponent);
+  } catch (_) {
+    // A malformed percent-encoding ("%", "%E0%A4%A"): not an address of this console.
+    for (const a of nav.querySelectorAll("a")) a.removeAttribute("aria-current");
+    fill(main, title("Not a valid address"),
+      notice(`The address ${visibleId(location.hash)} is not valid: it holds a malformed percent-encoding.`),
+      h("p", {}, link("#/", "Go to the dashboard")));
+    main.querySelector("h1").focus({ preventScroll: true });
+    return;
+  }
   for (const a of nav.querySelectorAll("a")) {
     const active = a.getAttribute("href") === "#/" + (parts[0] || "");
     if (active) a.setAttribute("aria-current", "page");
@@ -126,13 +178,19 @@ async function route() {
     }
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) return;
+    if (my !== navSeq) return;
     fill(main, title("Error"), notice(errorText(e)));
   }
+  if (my !== navSeq) return;
   const h1 = main.querySelector("h1");
   if (h1) h1.focus({ preventScroll: true });
 }
 
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => {
+  // An in-page anchor (not "#/…") changes no page.
+  if (location.hash && !location.hash.startsWith("#/")) return;
+  route();
+});
 
 // Keyboard: g then d/f/a/x/e/u for the pages, / to the first search field.
 let pendingG = false;
@@ -256,12 +314,33 @@ function errorRows(list) {
   ]);
 }
 
+/** The live generation's projectors, as a table. */
+function projectorsTable(projection) {
+  return table(
+    "Projectors of the live generation",
+    ["name", "version", "digest", "on error", "handles", "node types", "edge types", "limits"],
+    projection.projectors.map((p) => [
+      p.name, p.version, h("span.mono", { title: p.digest, text: short(p.digest) }),
+      h("span", { text: show(p.on_error) }),
+      p.handles.join(", "), p.node_types.join(", "), p.edge_types.join(", "),
+      p.limits ? `fuel ${num(p.limits.fuel)}, ${p.limits.memory_mib} MiB` : "—",
+    ]),
+  );
+}
+
+/** What identifies the live set: a change re-draws the projectors' table. */
+function projectorSetKey(pr) {
+  return JSON.stringify([pr.generation, pr.fingerprint, (pr.projectors || []).map((p) => [p.name, p.version, p.digest, p.on_error, p.limits])]);
+}
+
 async function dashboard() {
+  const my = navSeq;
   const [summary, head, projection] = await Promise.all([
     api("/v1/graph/summary"),
     api("/v1/log/head"),
     api("/v1/projection"),
   ]);
+  if (my !== navSeq) return;
   const headSeq = h("span.mono", { id: "dash-head-seq", text: String(head.seq) });
   const headHash = h("span.mono.hash", { text: show(head.hash) });
   const rate = h("span", { text: "measuring…" });
@@ -291,6 +370,7 @@ async function dashboard() {
     },
   });
   const build = h("div", {}, buildView(projection.build, projection.generation));
+  const projectorsBox = h("div", { id: "dash-projectors" }, projectorsTable(projection));
   const errors = h("div", { id: "dash-errors" }, h("p.muted", { text: "Loading…" }));
   const checkpoint = h("div", { id: "dash-checkpoint" }, h("p.muted", { text: "Loading…" }));
 
@@ -314,16 +394,7 @@ async function dashboard() {
       ])),
       h("div.card", {}, h("h2", { text: "Latest signed checkpoint" }), checkpoint),
     ),
-    table(
-      "Projectors of the live generation",
-      ["name", "version", "digest", "on error", "handles", "node types", "edge types", "limits"],
-      projection.projectors.map((p) => [
-        p.name, p.version, h("span.mono", { title: p.digest, text: short(p.digest) }),
-        h("span", { text: show(p.on_error) }),
-        p.handles.join(", "), p.node_types.join(", "), p.edge_types.join(", "),
-        p.limits ? `fuel ${num(p.limits.fuel)}, ${p.limits.memory_mib} MiB` : "—",
-      ]),
-    ),
+    projectorsBox,
     h("section", { "aria-labelledby": "dash-build-title" }, h("h2", { id: "dash-build-title", text: "Generation being built" }), build),
     h("section", { "aria-labelledby": "dash-errors-title" }, h("h2", { id: "dash-errors-title", text: "Projection errors" }), errors),
     h("section.cards", {},
@@ -333,7 +404,7 @@ async function dashboard() {
     table(
       "Recent events",
       ["time", "type", "event", "target", "attempt"],
-      summary.recent_events.map((e) => [e.timestamp, e.event_type, eventLink(e.event_id), show(e.target), e.attempt_id ? link("#/attempts/" + seg(e.attempt_id), show(e.attempt_id)) : "—"]),
+      summary.recent_events.map((e) => [e.timestamp, e.event_type, eventLink(e.event_id), idView(show(e.target)), e.attempt_id ? idLink("#/attempts/" + seg(e.attempt_id), e.attempt_id) : "—"]),
     ),
   );
 
@@ -372,6 +443,7 @@ async function dashboard() {
   let tick = 0;
   let lastProjection = projection;
   let lastBuild = JSON.stringify(projection.build);
+  let lastSet = projectorSetKey(projection);
   let lastErrors = JSON.stringify([projection.generation, projection.build && projection.build.generation, projection.build && projection.build.errors, projection.build && projection.build.state]);
   const timer = setInterval(async () => {
     tick++;
@@ -385,6 +457,12 @@ async function dashboard() {
       fill(lag, num(pr.log_head_seq - pr.applied_seq) + " events");
       fill(generation, show(pr.generation));
       fill(fingerprint, show(pr.fingerprint));
+      // A switch to another projector set: its projectors.
+      const set = projectorSetKey(pr);
+      if (set !== lastSet) {
+        lastSet = set;
+        fill(projectorsBox, projectorsTable(pr));
+      }
       const b = JSON.stringify(pr.build);
       if (b !== lastBuild) {
         lastBuild = b;
@@ -424,7 +502,9 @@ async function errorsPage() {
   if (projector) q.set("projector", projector);
   if (gen) q.set("generation", gen);
   if (cursor) q.set("cursor", cursor);
+  const my = navSeq;
   const page = await optional("/v1/projection/errors?" + q);
+  if (my !== navSeq) return;
   if (page === null && !gen) {
     fill(main, title("Projection errors"), h("p.muted", { text: "This server does not record projection errors (GET /v1/projection/errors is absent)." }));
     return;
@@ -465,6 +545,7 @@ async function errorsPage() {
 const FEED_ROWS = 500;
 
 async function feed() {
+  const my = navSeq;
   const params = new URLSearchParams(location.hash.split("?")[1] || "");
   const typeIn = h("input", { id: "feed-type", name: "type", placeholder: "attempt.* or attempt.failed", value: params.get("type") || "" });
   const targetIn = h("input", { id: "feed-target", name: "target", placeholder: "target", value: params.get("target") || "" });
@@ -483,9 +564,9 @@ async function feed() {
       h("td.mono", {}, link("#/seq/" + e.seq, String(e.seq))),
       h("td", { text: e.timestamp }),
       h("td", { text: e.event_type }),
-      h("td", { text: e.target }),
+      h("td", {}, idView(e.target)),
       h("td", {}, eventLink(e.event_id)),
-      h("td", {}, p.attempt_id ? link("#/attempts/" + seg(p.attempt_id), String(p.attempt_id)) : "—"),
+      h("td", {}, p.attempt_id ? idLink("#/attempts/" + seg(p.attempt_id), String(p.attempt_id)) : "—"),
     );
   }
 
@@ -506,7 +587,10 @@ async function feed() {
       type: typeIn.value.trim(),
       target: targetIn.value.trim(),
       batch: add,
-      onState: (s) => fill(status, s),
+      onState: (s, kind) => {
+        fill(status, s);
+        status.className = "status" + (kind === "refused" ? " bad" : kind === "retry" ? " warn" : "");
+      },
     });
   }
 
@@ -554,13 +638,19 @@ async function feed() {
     ),
   );
 
+  // Stopped when the page is left, even before the first events arrived.
+  cleanup.push(() => {
+    if (stop) stop();
+    stop = null;
+  });
   // Start with the last few events (unfiltered), then stream after them.
   if (!typeIn.value && !targetIn.value) {
     const recent = await api("/v1/events/recent?limit=25");
+    // Left meanwhile: no stream for a page that is gone.
+    if (my !== navSeq) return;
     if (recent.length) add(recent.reverse());
   }
   connect(last ?? undefined);
-  cleanup.push(() => stop && stop());
 }
 
 // ------------------------------------------------------------------ attempts
@@ -572,7 +662,9 @@ async function attempts() {
   const q = new URLSearchParams({ limit: "25" });
   if (target) q.set("target", target);
   if (cursor) q.set("cursor", cursor);
+  const my = navSeq;
   const page = await api("/v1/attempts?" + q);
+  if (my !== navSeq) return;
   const targetIn = h("input", { id: "attempts-target", name: "target", value: target, placeholder: "all targets" });
   const nextQ = new URLSearchParams();
   if (target) nextQ.set("target", target);
@@ -590,10 +682,10 @@ async function attempts() {
       "Attempts, newest first",
       ["attempt", "status", "task", "target", "time", "pull request", "seq"],
       page.attempts.map((a) => [
-        link("#/attempts/" + seg(a.attempt_id), a.attempt_id, "mono"),
+        idLink("#/attempts/" + seg(a.attempt_id), a.attempt_id),
         badge(a.status),
-        show(a.task_id),
-        show(a.target),
+        a.task_id ? idView(a.task_id) : "—",
+        a.target ? idView(a.target) : "—",
         show(a.timestamp),
         a.pr_url ? h("span", { text: show(a.pr_url) }) : show(a.pr_number),
         String(a.created_seq),
@@ -607,16 +699,18 @@ async function attempts() {
 }
 
 async function attempt(id) {
+  const my = navSeq;
   const d = await api("/v1/attempts/" + seg(id));
+  if (my !== navSeq) return;
   const n = d.attempt_node;
   const p = n ? n.properties : {};
   const dialog = invalidateDialog(id);
   fill(main,
-    title("Attempt " + id),
+    title("Attempt", id),
     facts([
       ["status", h("span", { id: "attempt-status" }, badge(p.status))],
       ["task", p.task_id ? nodeLink(String(p.task_id)) : "—"],
-      ["target", show(p.target_id)],
+      ["target", p.target_id ? idView(p.target_id) : "—"],
       ["created", n ? `${n.created_at} (seq ${n.created_seq})` : "no attempt.created event"],
       ["updated", n ? `${n.updated_at} (seq ${n.updated_seq})` : "—"],
       ["in the graph", n ? nodeLink(id) : "—"],
@@ -666,7 +760,7 @@ function invalidateDialog(id) {
   const show1 = h("button", { type: "button", id: "invalidate-preview-btn", text: "Show the event" });
   const cancel = h("button", { type: "button", text: "Cancel" });
   const el = h("dialog", { id: "invalidate-dialog", "aria-labelledby": "invalidate-title" },
-    h("h2", { id: "invalidate-title", text: "Invalidate attempt " + id }),
+    h("h2", { id: "invalidate-title" }, "Invalidate attempt ", idView(id, "mono")),
     h("p", { text: "This appends an attempt.invalidated event to the log. The log is append-only: it cannot be undone." }),
     h("label", { for: "invalidate-reason" }, "Reason"),
     reason,
@@ -687,7 +781,7 @@ function invalidateDialog(id) {
     try {
       const plan = await api(`/v1/attempts/${seg(id)}/invalidate?dry_run=true`, { method: "POST", body: { reason: reason.value } });
       planned = reason.value;
-      fill(preview, h("p", { text: `Current status: ${show(plan.current_status)}. This event would be appended:` }), pre(plan.event));
+      fill(preview, h("p", { text: `Current status: ${show(plan.current_status)}. This event would be appended (its id and timestamp are set when it is appended):` }), pre(plan.event));
       confirm.disabled = false;
       confirm.focus();
     } catch (e) {
@@ -752,7 +846,7 @@ async function graph(startId) {
     try {
       await ex.start(startId);
     } catch (e) {
-      fill(panel, notice(e.status === 404 ? `No node ${startId}.` : errorText(e)));
+      fill(panel, notice(e.status === 404 ? `No node ${visibleId(startId)}.` : errorText(e)));
     }
   } else {
     fill(panel, h("p.muted", { text: "Search for a node by id, or browse a type. Click a node (or focus it and press Enter) to expand its edges." }));
@@ -793,7 +887,7 @@ async function showNode(panel, node, drawn, ex) {
   const history = h("div");
   const arts = h("div", { id: "node-artifacts" });
   fill(panel,
-    h("h2", {}, h("span.swatch", {}, swatch(node.node_type)), ` ${node.node_type} `, h("span.mono", { text: node.node_id })),
+    h("h2", {}, h("span.swatch", {}, swatch(node.node_type)), ` ${node.node_type} `, idView(node.node_id, "mono")),
     facts([
       ["created", h("span", {}, node.created_at + " (", link("#/seq/" + node.created_seq, "seq " + node.created_seq), ")")],
       ["updated", h("span", {}, node.updated_at + " (", link("#/seq/" + node.updated_seq, "seq " + node.updated_seq), ")")],
@@ -840,7 +934,7 @@ function nodeHistory(box, node) {
     try {
       const n = await api(`/v1/graph/nodes/${seg(id)}?as_of_seq=${encodeURIComponent(seq)}`);
       fill(asOfOut,
-        h("h4", { id: "as-of-title", tabindex: -1, text: `${id} as of seq ${seq}` }),
+        h("h4", { id: "as-of-title", tabindex: -1 }, idView(id), ` as of seq ${seq}`),
         facts([
           ["created", h("span", {}, `${n.created_at} (`, link("#/seq/" + n.created_seq, "seq " + n.created_seq), ")")],
           ["last changed", h("span", {}, `${n.updated_at} (`, link("#/seq/" + n.updated_seq, "seq " + n.updated_seq), ")")],
@@ -850,9 +944,9 @@ function nodeHistory(box, node) {
       );
     } catch (e) {
       const text = e instanceof ApiError && e.status === 404
-        ? `${id} did not exist as of seq ${seq} (not created yet, or deleted).`
+        ? `${visibleId(id)} did not exist as of seq ${seq} (not created yet, or deleted).`
         : errorText(e);
-      fill(asOfOut, h("h4", { id: "as-of-title", tabindex: -1, text: `${id} as of seq ${seq}` }), notice(text, e.status === 404 ? "info" : "error"));
+      fill(asOfOut, h("h4", { id: "as-of-title", tabindex: -1 }, idView(id), ` as of seq ${seq}`), notice(text, e.status === 404 ? "info" : "error"));
     }
     const t = asOfOut.querySelector("h4");
     if (t) t.focus({ preventScroll: false });
@@ -922,7 +1016,9 @@ function changedProps(then, now) {
  * checked in the browser (proof.js: RFC 9162 §2.1.4.2, Ed25519 signatures).
  */
 async function auditPage() {
+  const my = navSeq;
   const [latest, serverKey] = await Promise.all([apiText("/v1/log/checkpoint"), apiText("/v1/log/public-key").catch(() => "")]);
+  if (my !== navSeq) return;
   let cp;
   try {
     cp = parseCheckpoint(latest);
@@ -960,30 +1056,39 @@ async function auditPage() {
   );
 
   async function check() {
-    if (!cryptoAvailable()) {
-      fill(status, "Not checked: this page is not a secure context (HTTPS or loopback), so the browser offers no WebCrypto. Use leviathan audit check-consistency.");
+    // Each check starts from an empty table: a result shown is this check's.
+    fill(checks);
+    const fail = (text) => {
+      fill(status, text);
       status.className = "verdict bad";
+    };
+    if (!cryptoAvailable()) {
+      fail("Not checked: this page is not a secure context (HTTPS or loopback), so the browser offers no WebCrypto. Use leviathan audit check-consistency.");
       return;
     }
     let old;
     try {
       old = parseCheckpoint(saved.value.replace(/\r\n/g, "\n").replace(/\n*$/, "\n"));
     } catch (e) {
-      fill(status, "That is not a checkpoint: " + e.message);
-      status.className = "verdict bad";
+      fail("That is not a checkpoint: " + e.message);
       return;
     }
+    status.className = "verdict";
     fill(status, "Checking…");
-    // The latest checkpoint again (the log may have grown since the page loaded).
-    const now = await apiText("/v1/log/checkpoint");
-    const size = parseCheckpoint(now).size;
-    if (old.size > size) {
-      fill(status, `NOT consistent: the saved checkpoint is of ${old.size} records, the log now has ${size}.`);
-      status.className = "verdict bad";
-      fill(checks);
+    let now, size, proof;
+    try {
+      // The latest checkpoint again (the log may have grown since the page loaded).
+      now = await apiText("/v1/log/checkpoint");
+      size = parseCheckpoint(now).size;
+      if (old.size > size) {
+        fail(`NOT consistent: the saved checkpoint is of ${old.size} records, the log now has ${size}.`);
+        return;
+      }
+      proof = await api(`/v1/log/consistency?from=${old.size}&to=${size}`);
+    } catch (e) {
+      fail("Not checked: " + errorText(e));
       return;
     }
-    const proof = await api(`/v1/log/consistency?from=${old.size}&to=${size}`);
     const r = await verifyGrowth(saved.value.replace(/\r\n/g, "\n").replace(/\n*$/, "\n"), now, proof, keyIn.value.trim() || null);
     fill(checks, table("Checks, made in this browser", ["check", "result", "detail"], r.checks.map((c) => [
       c.check, h("span", { class: c.ok ? "ok" : "bad", text: c.ok ? "passed" : "FAILED" }), h("span.mono.hash", { text: c.detail }),
@@ -1011,33 +1116,70 @@ function saveText(text, name) {
 
 // ------------------------------------------------------------------ one event
 
+// Event ids that GET /v1/events/{id} cannot serve: those paths are other
+// routes (docs/API.md, "GET /v1/events/stream"). Such an event is found
+// through its proof (which gives its seq), then read by seq.
+const SHADOWED = new Set(["recent", "stream", "ingest"]);
+
+/** The event at `seq` and the log's head then: {e (or undefined), head}. */
+async function eventAt(seq) {
+  const page = await api(`/v1/events?after_seq=${seq - 1}&limit=1`);
+  const e = page.events[0];
+  return { e: e && e.seq === seq ? e : undefined, head: page.head_seq };
+}
+
 async function eventPage({ id, seq }) {
+  const my = navSeq;
   let e;
-  if (id !== undefined) {
-    e = await api("/v1/events/" + seg(id));
-  } else {
-    if (!Number.isInteger(seq) || seq < 1) throw new Error("not a seq");
-    const page = await api(`/v1/events?after_seq=${seq - 1}&limit=1`);
-    e = page.events[0];
-    if (!e || e.seq !== seq) {
-      fill(main, title("Event"), notice(`No event at seq ${seq} (the log ends at ${page.head_seq}).`));
+  let head = null; // the log's head when known (to offer the next seq)
+  try {
+    if (id === undefined) {
+      if (!Number.isInteger(seq) || seq < 1) {
+        fill(main, title("Event"), notice("A seq is a whole number from 1."));
+        return;
+      }
+      const r = await eventAt(seq);
+      if (my !== navSeq) return;
+      if (!r.e) {
+        fill(main, title("Event"), notice(`No event at seq ${seq} (the log ends at ${r.head}).`));
+        return;
+      }
+      [e, head] = [r.e, r.head];
+    } else if (SHADOWED.has(id)) {
+      const p = await api(`/v1/events/${seg(id)}/proof`);
+      const r = await eventAt(p.seq);
+      if (!r.e || r.e.event_id !== id) throw new Error(`the event at seq ${p.seq} is not ${id}`);
+      [e, head] = [r.e, r.head];
+    } else {
+      e = await api("/v1/events/" + seg(id));
+    }
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404 && id !== undefined) {
+      if (my !== navSeq) return;
+      fill(main, title("Event", id), notice("The log has no event with this id."));
       return;
     }
+    throw err;
   }
+  if (my !== navSeq) return;
   const proof = h("div");
+  // "seq N+1 →" only when the log goes on after this event.
+  const next = h("span");
+  const offerNext = (headSeq) => fill(next, headSeq > e.seq ? link("#/seq/" + (e.seq + 1), "seq " + (e.seq + 1) + " →") : h("span.muted", { text: "the last event of the log" }));
+  if (head !== null) offerNext(head);
   fill(main,
-    title("Event " + e.event_id),
+    title("Event", e.event_id),
     facts([
       ["seq", h("span.mono", { text: String(e.seq) })],
-      ["event id", h("span.mono", { text: e.event_id })],
+      ["event id", idView(e.event_id, "mono")],
       ["type", e.event_type],
       ["time", e.timestamp],
-      ["actor", show(e.actor_id)],
-      ["target", e.target],
+      ["actor", e.actor_id ? idView(e.actor_id) : "—"],
+      ["target", idView(e.target)],
       ["hash", h("span.mono.hash", { text: e.hash })],
       ["previous hash", e.prev_hash ? h("span", {}, h("span.mono.hash", { text: e.prev_hash }), " ", link("#/seq/" + (e.seq - 1), "previous event")) : "— (the first event)"],
     ]),
-    h("p.pager", {}, e.seq > 1 ? link("#/seq/" + (e.seq - 1), "← seq " + (e.seq - 1)) : null, " ", link("#/seq/" + (e.seq + 1), "seq " + (e.seq + 1) + " →")),
+    h("p.pager", {}, e.seq > 1 ? link("#/seq/" + (e.seq - 1), "← seq " + (e.seq - 1)) : null, " ", next),
     h("h2", { text: "Payload" }),
     pre(e.payload),
     h("h2", { text: "Stored record" }),
@@ -1045,7 +1187,13 @@ async function eventPage({ id, seq }) {
     h("h2", { text: "Inclusion proof" }),
     proof,
   );
-  inclusion(proof, e);
+  // Without the head yet: the proof's tree size is the head as the bundle
+  // was read (no extra request); a server without bundles is asked its head.
+  inclusion(proof, e, (treeSize) => {
+    if (head !== null || my !== navSeq) return;
+    if (treeSize !== null) offerNext(treeSize);
+    else api("/v1/log/head").then((hd) => my === navSeq && offerNext(hd.seq), () => {});
+  });
 }
 
 /**
@@ -1055,7 +1203,7 @@ async function eventPage({ id, seq }) {
  * the proof material (the audit bundle: record, proof and checkpoint from one
  * view of the store) and one for the verifier key.
  */
-async function inclusion(box, e) {
+async function inclusion(box, e, treeSizeKnown = () => {}) {
   fill(box, h("p.muted", { text: "Fetching the proof…" }));
   let bundle, serverKey;
   try {
@@ -1064,9 +1212,11 @@ async function inclusion(box, e) {
       apiText("/v1/log/public-key").catch(() => ""),
     ]);
   } catch (err) {
+    treeSizeKnown(null);
     fill(box, notice(errorText(err)));
     return;
   }
+  treeSizeKnown(bundle && bundle.proof ? bundle.proof.tree_size : null);
   if (bundle === null) {
     fill(box, h("p.muted", { text: "This server does not serve inclusion proofs (GET /v1/events/{id}/bundle is absent)." }));
     return;
@@ -1110,8 +1260,20 @@ async function inclusion(box, e) {
       return;
     }
     fill(status, "Checking…");
+    status.className = "verdict";
     const key = keyIn.value.trim() || null;
-    const r = await verifyBundle(bundle, e, key);
+    // A key that is not a verifier key at all is reported as such, not as a
+    // signature that failed.
+    let malformed = null;
+    if (key) {
+      try {
+        parseVerifierKey(key);
+      } catch (err) {
+        malformed = err.message;
+      }
+    }
+    const r = await verifyBundle(bundle, e, malformed ? null : key);
+    if (malformed) r.checks.push({ check: "verifier key", ok: false, detail: "malformed: " + malformed });
     const cp = r.checkpoint;
     if (cp) {
       fill(cpFacts, facts([
@@ -1127,10 +1289,18 @@ async function inclusion(box, e) {
     fill(checks, table("Checks", ["check", "result", "detail"], r.checks.map((c) => [
       c.check, h("span", { class: c.ok ? "ok" : "bad", text: c.ok ? "passed" : "FAILED" }), h("span.mono.hash", { text: c.detail }),
     ])));
-    if (r.included && cp) {
-      const sig = r.signed === true ? ", signature checked" : r.signed === false ? "; the checkpoint's signature did NOT check with this key" : " (no key given: signature not checked)";
+    const where = cp ? `seq ${e.seq} is leaf ${p.leaf_index} of the log's Merkle tree of size ${cp.size} (root ${short(cp.root)})` : "";
+    if (r.included && cp && malformed) {
+      fill(status, `NOT verified: the verifier key is malformed (${malformed}), so the checkpoint's signature was not checked. The inclusion proof itself holds: ${where}.`);
+      status.className = "verdict bad";
+    } else if (r.included && cp && r.signed === false) {
+      const why = r.checks.find((c) => c.check === "checkpoint signature");
+      fill(status, `NOT verified: the checkpoint's signature did NOT check with this key (${why ? why.detail : "no valid signature"}). The inclusion proof itself holds: ${where}.`);
+      status.className = "verdict bad";
+    } else if (r.included && cp) {
+      const sig = r.signed === true ? ", signature checked" : " (no key given: signature not checked)";
       fill(status, `Verified against checkpoint of size ${cp.size}: seq ${e.seq} is leaf ${p.leaf_index} of the log's Merkle tree (root ${short(cp.root)})${sig}.`);
-      status.className = "verdict " + (r.signed === false ? "bad" : "ok");
+      status.className = "verdict ok";
     } else {
       fill(status, "NOT verified: " + r.checks.filter((c) => !c.ok).map((c) => c.check).join(", ") + ".");
       status.className = "verdict bad";

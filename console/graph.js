@@ -4,6 +4,7 @@
 // edges. Each expansion reads one page of edges: nothing loads the whole graph.
 
 import { api, seg } from "./api.js";
+import { visibleId } from "./ui.js";
 
 const NS = "http://www.w3.org/2000/svg";
 const PAGE = 40;
@@ -18,6 +19,31 @@ export function colourOf(type) {
   let x = 0;
   for (const ch of String(type)) x = (x * 31 + ch.charCodeAt(0)) >>> 0;
   return PALETTE[KNOWN.length + (x % (PALETTE.length - KNOWN.length))];
+}
+
+// Layout: a node is a circle (r 16) with its id and type to its right. Its
+// box must not overlap another's, so that every circle and label stays
+// readable. Labels are cut at LABEL_CHARS (the whole id in a tooltip).
+const LABEL_CHARS = 24;
+const GAP = 6; // between two boxes
+const RING0 = 150; // first ring around an expanded node
+const RING_STEP = 56; // each further ring
+const SLOT = 46; // arc between two places on a ring
+const SCALE_MIN = 0.75; // below this the drawing grows and the canvas scrolls
+
+function labelOf(id) {
+  const v = visibleId(id);
+  return v.length > LABEL_CHARS ? v.slice(0, LABEL_CHARS - 1) + "…" : v;
+}
+
+/** The box a node at (x, y) takes, its labels included (estimated widths). */
+function box(x, y, id, type) {
+  const w = Math.max(labelOf(id).length * 7.4, String(type).length * 6.2);
+  return { x0: x - 19, x1: x + 24 + w, y0: y - 19, y1: y + 19 };
+}
+
+function apart(a, b) {
+  return a.x1 + GAP <= b.x0 || b.x1 + GAP <= a.x0 || a.y1 + GAP <= b.y0 || b.y1 + GAP <= a.y0;
 }
 
 function svg(tag, attrs, ...kids) {
@@ -84,14 +110,69 @@ export class Explorer {
     const types = await Promise.all(
       fresh.map((o) => api("/v1/graph/nodes/" + seg(o)).then((r) => r.node_type, () => "?")),
     );
-    const r = n.x === 0 && n.y === 0 && this.nodes.size === 1 ? 230 : 150;
-    const base = Math.atan2(n.y, n.x);
-    fresh.forEach((o, i) => {
-      const spread = this.nodes.size === 1 ? 2 * Math.PI : Math.PI * 1.2;
-      const a = base - spread / 2 + (spread * (i + 0.5)) / Math.max(fresh.length, 1);
-      this.add(o, types[i], n.x + r * Math.cos(a), n.y + r * Math.sin(a));
-    });
+    // The same neighbour twice in a page (two edges to it): placed once.
+    const page1 = [...new Map(fresh.map((o, i) => [o, types[i]])).entries()];
+    for (const [o, t, x, y] of this.place(n, page1)) this.add(o, t, x, y);
     this.draw();
+  }
+
+  /**
+   * Places a page of new neighbours `fresh` ([[id, type]]) around `n`, once
+   * the whole page is known: on rings of growing radius around it, evenly
+   * spread over the places of a ring that are free (no box overlapping a
+   * node already drawn, nor one placed before), starting away from the
+   * centre. A later page takes the places left and the rings beyond.
+   * Answers [[id, type, x, y]].
+   */
+  place(n, fresh) {
+    const boxes = [...this.nodes.values()].map((m) => box(m.x, m.y, m.id, m.type));
+    const out = [];
+    let todo = fresh;
+    const away = n.x === 0 && n.y === 0 ? -Math.PI / 2 : Math.atan2(n.y, n.x);
+    for (let ring = 0; todo.length; ring++) {
+      const r = RING0 + ring * RING_STEP;
+      const slots = Math.max(8, Math.floor((2 * Math.PI * r) / SLOT));
+      // The free places of this ring, in angle order from `away`.
+      const free = [];
+      for (let k = 0; k < slots; k++) {
+        const a = away + (2 * Math.PI * k) / slots;
+        const x = n.x + r * Math.cos(a), y = n.y + r * Math.sin(a);
+        free.push([x, y]);
+      }
+      // Evenly spread: when the ring has more places than nodes left, every
+      // (places / nodes)-th one; each checked against what is placed.
+      const pick = free.length <= todo.length ? free : Array.from({ length: todo.length }, (_, i) => free[Math.floor((i * free.length) / todo.length)]);
+      const rest = [];
+      const tryAt = (spot, [id, type]) => {
+        const b = box(spot[0], spot[1], id, type);
+        if (!boxes.every((o) => apart(b, o))) return false;
+        boxes.push(b);
+        out.push([id, type, spot[0], spot[1]]);
+        return true;
+      };
+      let i = 0;
+      for (const node of todo) {
+        let placed = false;
+        while (i < pick.length && !placed) placed = tryAt(pick[i++], node);
+        if (!placed) rest.push(node);
+      }
+      // Places of the ring skipped by the even spread, for those left.
+      if (rest.length && pick !== free) {
+        const left = [];
+        for (const node of rest) {
+          if (!free.some((spot) => !pick.includes(spot) && tryAt(spot, node) && pick.push(spot))) left.push(node);
+        }
+        todo = left;
+      } else {
+        todo = rest;
+      }
+      if (ring > 400) {
+        // Never reached in practice: put the rest far out, in a row.
+        todo.forEach(([id, type], k) => out.push([id, type, n.x + r + 60, n.y + k * 44]));
+        break;
+      }
+    }
+    return out;
   }
 
   async select(id) {
@@ -106,10 +187,23 @@ export class Explorer {
     this.nodeLayer.replaceChildren();
     let minX = -300, maxX = 300, minY = -200, maxY = 200;
     for (const n of this.nodes.values()) {
-      minX = Math.min(minX, n.x - 120); maxX = Math.max(maxX, n.x + 160);
-      minY = Math.min(minY, n.y - 60); maxY = Math.max(maxY, n.y + 60);
+      const b = box(n.x, n.y, n.id, n.type);
+      minX = Math.min(minX, b.x0 - 20); maxX = Math.max(maxX, b.x1 + 20);
+      minY = Math.min(minY, b.y0 - 20); maxY = Math.max(maxY, b.y1 + 20);
     }
-    this.el.setAttribute("viewBox", `${minX} ${minY} ${maxX - minX} ${maxY - minY}`);
+    const w = maxX - minX, hgt = maxY - minY;
+    this.el.setAttribute("viewBox", `${minX} ${minY} ${w} ${hgt}`);
+    // A drawing too large to fit at a readable size grows instead, and its
+    // box scrolls (the page does not).
+    this.el.classList.remove("big");
+    this.el.removeAttribute("width");
+    this.el.removeAttribute("height");
+    const fit = Math.min(this.el.clientWidth / w, this.el.clientHeight / hgt);
+    if (this.el.clientWidth && fit < SCALE_MIN) {
+      this.el.classList.add("big");
+      this.el.setAttribute("width", String(Math.round(w * SCALE_MIN)));
+      this.el.setAttribute("height", String(Math.round(hgt * SCALE_MIN)));
+    }
     for (const e of this.edges.values()) {
       const a = this.nodes.get(e.from_node), b = this.nodes.get(e.to_node);
       if (!a || !b) continue;
@@ -127,7 +221,7 @@ export class Explorer {
         tabindex: 0,
         role: "button",
         "data-node": n.id,
-        "aria-label": `${n.type} ${n.id}${more}`,
+        "aria-label": `${n.type} ${visibleId(n.id)}${more}`,
         transform: `translate(${n.x},${n.y})`,
         onclick: () => this.activate(n.id),
         onkeydown: (ev) => {
@@ -137,8 +231,9 @@ export class Explorer {
           }
         },
       },
+        svg("title", {}, `${n.type} ${visibleId(n.id)}`),
         svg("circle", { r: 16, fill: colourOf(n.type), class: n.expanded && !n.cursor ? "" : "unexpanded" }),
-        svg("text", { x: 22, y: -2, class: "node-label" }, n.id.length > 28 ? n.id.slice(0, 27) + "…" : n.id),
+        svg("text", { x: 22, y: -2, class: "node-label" }, labelOf(n.id)),
         svg("text", { x: 22, y: 13, class: "node-type" }, n.type),
       );
       this.nodeLayer.append(g);

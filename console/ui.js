@@ -62,15 +62,53 @@ export function notice(text, kind = "error") {
 }
 
 export function link(href, text, cls) {
-  return h("a" + (cls ? "." + cls : ""), { href, text });
+  return h("a" + (cls ? "." + cls : ""), { href }, text);
+}
+
+// Characters that are invisible or reorder text (bidi overrides and
+// isolates, zero-width spaces and joiners, soft hyphens, other format and
+// control characters): an id holding one could pass for another
+// ("a1\u200b" for "a1", "\u202eexe.txt" for "txt.exe"). They are shown as
+// \u{…} markers instead.
+const HIDDEN = /[\p{Cf}\p{Cc}\p{Zl}\p{Zp}\u115F\u1160\u3164\uFFA0\u2800]/gu;
+
+function marker(ch) {
+  return "\\u{" + ch.codePointAt(0).toString(16).toUpperCase().padStart(4, "0") + "}";
+}
+
+/** An id as plain text, its invisible and bidi characters as \u{…} markers. */
+export function visibleId(id) {
+  return String(id).replace(HIDDEN, marker);
+}
+
+/**
+ * An id for the page: in a <bdi> (isolated from the text around it), its
+ * invisible and bidi characters as visible \u{…} markers, the whole id in the
+ * title (for a cell that truncates it).
+ */
+export function idView(id, cls) {
+  const s = String(id ?? "—");
+  const parts = [];
+  let at = 0;
+  for (const m of s.matchAll(HIDDEN)) {
+    if (m.index > at) parts.push(s.slice(at, m.index));
+    parts.push(h("span.esc", { text: marker(m[0]), title: "an invisible or text-direction character" }));
+    at = m.index + m[0].length;
+  }
+  if (at < s.length) parts.push(s.slice(at));
+  return h("bdi.id" + (cls ? "." + cls : ""), { title: visibleId(s) }, parts);
+}
+
+export function idLink(href, id) {
+  return h("a.mono.id-link", { href, title: visibleId(id) }, idView(id));
 }
 
 export function eventLink(eventId) {
-  return link("#/events/" + encodeURIComponent(eventId), eventId, "mono");
+  return idLink("#/events/" + encodeURIComponent(eventId), eventId);
 }
 
 export function nodeLink(id) {
-  return link("#/graph/" + encodeURIComponent(id), id, "mono");
+  return idLink("#/graph/" + encodeURIComponent(id), id);
 }
 
 export function short(hash) {

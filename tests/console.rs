@@ -161,10 +161,167 @@ fn the_console_is_served_with_a_strict_policy() {
     assert!(r.headers().contains_key("content-security-policy"));
     let (_, body) = common::parse(r);
     assert_eq!(body["error"]["code"], "not_found");
+
+    // The policy is exactly the one docs/CONSOLE.md states, on every answer
+    // under /console: files, 404s below it (deeper paths, empty segments,
+    // encoded dots) and 405s (methods other than GET and HEAD).
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONSOLE.md"))
+            .unwrap();
+    let documented = doc
+        .split('`')
+        .find(|t| t.starts_with("default-src 'self'"))
+        .expect("docs/CONSOLE.md states the policy");
+    let secured = |r: &reqwest::blocking::Response, what: &str| {
+        let h = r.headers();
+        assert_eq!(
+            h.get("content-security-policy")
+                .map(|v| v.to_str().unwrap()),
+            Some(documented),
+            "{what}: the policy"
+        );
+        assert_eq!(
+            h.get("x-content-type-options").map(|v| v.to_str().unwrap()),
+            Some("nosniff"),
+            "{what}"
+        );
+        assert_eq!(
+            h.get("x-frame-options").map(|v| v.to_str().unwrap()),
+            Some("DENY"),
+            "{what}"
+        );
+        assert_eq!(
+            h.get("referrer-policy").map(|v| v.to_str().unwrap()),
+            Some("no-referrer"),
+            "{what}"
+        );
+    };
+    for path in [
+        "/console",
+        "/console/",
+        "/console/app.js",
+        "/console/favicon.svg",
+    ] {
+        let r = s.client.get(s.url(path)).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        secured(&r, path);
+    }
+    // Sent as written (an HTTP client would normalize `%2e%2e` away).
+    for path in [
+        "/console/nope.js",
+        "/console/app.js/x",
+        "/console//app.js",
+        "/console/%2e%2e/Cargo.toml",
+        "/console/a/b/c",
+    ] {
+        let (status, headers) = raw_get(&s, path);
+        assert_eq!(status, 404, "{path}");
+        for (name, value) in [
+            ("content-security-policy", documented),
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+        ] {
+            assert_eq!(
+                headers.get(name).map(String::as_str),
+                Some(value),
+                "{path}: {name}"
+            );
+        }
+    }
+    for method in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"] {
+        for path in ["/console", "/console/app.js", "/console/nope.js"] {
+            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let r = s.client.request(m, s.url(path)).send().unwrap();
+            assert_eq!(r.status().as_u16(), 405, "{method} {path}");
+            secured(&r, &format!("{method} {path}"));
+            assert_eq!(r.headers()["allow"], "GET, HEAD", "{method} {path}");
+        }
+    }
+    let r = s.client.head(s.url("/console/app.js")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    secured(&r, "HEAD /console/app.js");
+
+    // Revalidation: a strong ETag per file, the same on every answer; a
+    // matching If-None-Match is a 304 without the body, still secured.
+    let mut tags = std::collections::HashSet::new();
+    for path in ["/console/app.js", "/console/style.css", "/console/"] {
+        let r = s.client.get(s.url(path)).send().unwrap();
+        let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+        assert!(
+            etag.starts_with('"') && etag.ends_with('"') && etag.len() > 10,
+            "{path}: strong ETag {etag}"
+        );
+        assert_eq!(r.headers()["cache-control"], "no-cache", "{path}");
+        let again = s.client.get(s.url(path)).send().unwrap();
+        assert_eq!(
+            again.headers()["etag"].to_str().unwrap(),
+            etag,
+            "{path}: the same ETag"
+        );
+        let r = s
+            .client
+            .get(s.url(path))
+            .header("If-None-Match", &etag)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 304, "{path}");
+        assert_eq!(r.headers()["etag"].to_str().unwrap(), etag, "{path}");
+        secured(&r, &format!("{path} (304)"));
+        assert!(r.bytes().unwrap().is_empty(), "{path}: a 304 has no body");
+        let r = s
+            .client
+            .get(s.url(path))
+            .header("If-None-Match", "\"0000\", W/".to_owned() + &etag)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 304, "{path}: a list, a weak match");
+        let r = s
+            .client
+            .get(s.url(path))
+            .header("If-None-Match", "\"0000\"")
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}: another tag");
+        assert!(!r.bytes().unwrap().is_empty());
+        tags.insert(etag);
+    }
+    assert_eq!(tags.len(), 3, "the files differ: {tags:?}");
     // The pages hold no data: every data call needs the token.
     s.ingest(&bundle("x", vec![event("x1", "custom.note", json!({}))]));
     let r = s.client.get(s.url("/v1/events/recent")).send().unwrap();
     assert_eq!(r.status().as_u16(), 401);
+}
+
+/// A GET of `path` exactly as written (no normalization), over HTTP/1.1:
+/// the status and the headers (names lowercased).
+fn raw_get(s: &Server, path: &str) -> (u16, std::collections::HashMap<String, String>) {
+    use std::io::{Read, Write};
+    let host = s.base.trim_start_matches("http://").trim_end_matches('/');
+    let mut c = std::net::TcpStream::connect(host).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let head = text.split("\r\n\r\n").next().unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers)
 }
 
 /// Whether the browser tests can run; prints why not (and passes) unless
@@ -257,6 +414,82 @@ fn wait_for(s: &Server, path: &str, what: &str, done: impl Fn(&Value) -> bool) -
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Ids and situations a black-box tester tried: the skip link, events whose
+/// ids are other routes (`recent`, `stream`, `ingest`), malformed addresses,
+/// ids of 250+ characters and ids with bidi or invisible characters, a node
+/// with more than two pages of edges, a feed refused or busy or signed out,
+/// a feed left before it started, sign-out, a projector-set switch, the
+/// server unreachable, the audit page's stale checks, a malformed verifier
+/// key, the last event's "next" link (`tests/console/edge.mjs`).
+#[test]
+fn the_console_handles_odd_ids_and_failures_in_a_real_browser() {
+    if !browser_or_skip("the_console_handles_odd_ids_and_failures_in_a_real_browser") {
+        return;
+    }
+    let s = Server::start_with(&[("LEVIATHAN_SYNC", "none")]);
+    // A task with 85 attempts: more than two pages (40) of edges.
+    let mut busy = vec![event(
+        "busy-task",
+        "task.created",
+        json!({"task_id": "busy", "target_id": "radix", "title": "busy"}),
+    )];
+    busy.extend((0..85).map(|i| {
+        event(
+            &format!("busy-a{i}-created"),
+            "attempt.created",
+            json!({"attempt_id": format!("busy-attempt-{i:03}"), "task_id": "busy", "target_id": "radix", "attempt_number": i + 1}),
+        )
+    }));
+    assert_eq!(s.ingest(&bundle("busy", busy)).0, 200);
+    for b in mixed_log(6) {
+        assert_eq!(s.ingest(&b).0, 200);
+    }
+    let long_event = format!("long-event-{}", "x".repeat(244));
+    let long_attempt = format!("long-attempt-{}", "y".repeat(237));
+    assert_eq!((long_event.len(), long_attempt.len()), (255, 250));
+    let odd = vec![
+        event("recent", "custom.note", json!({"n": 1})),
+        event("stream", "custom.note", json!({"n": 2})),
+        event("ingest", "custom.note", json!({"n": 3})),
+        event(&long_event, "custom.note", json!({})),
+        event("\u{202e}RTL-override-txt.exe", "custom.note", json!({})),
+        event("a1\u{200b}", "custom.note", json!({})),
+        event(
+            "long-attempt-created",
+            "attempt.created",
+            json!({"attempt_id": long_attempt, "task_id": "t1", "target_id": "radix", "attempt_number": 9}),
+        ),
+    ];
+    assert_eq!(s.ingest(&bundle("odd", odd)).0, 200);
+    let out = screenshots("edge");
+    run_script(
+        "edge.mjs",
+        &s,
+        &out,
+        &[
+            ("LONG_EVENT", long_event),
+            ("LONG_ATTEMPT", long_attempt),
+            ("BUSY_NODE", "busy".into()),
+        ],
+        &[
+            "skip-link",
+            "malformed-address",
+            "shadowed-event-ids",
+            "last-event-has-no-next",
+            "long-ids",
+            "bidi-ids",
+            "graph-layout",
+            "feed-refused",
+            "feed-busy-and-signed-out",
+            "feed-left-early",
+            "projector-set-switch",
+            "server-unreachable",
+            "audit-and-keys",
+            "sign-out-clears",
+        ],
+    );
 }
 
 /// The audit and projection views: a build in progress on the dashboard,

@@ -7,17 +7,20 @@
 
 use super::error::ApiError;
 use axum::extract::Path;
-use axum::http::{header, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::any;
 use axum::Router;
+use sha2::Digest;
+use std::sync::LazyLock;
 
 /// The policy of every console answer: same-origin only, no inline code.
+/// (`default-src 'self'` covers fonts, frames, media and workers; the
+/// console loads no fonts. docs/CONSOLE.md quotes this string exactly.)
 pub const CSP: &str =
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-     connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+     connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
-
 /// The embedded files: (name under `/console/`, content type, bytes).
 const ASSETS: &[(&str, &str, &str)] = &[
     (
@@ -62,19 +65,75 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// `/console`, `/console/` and `/console/{file}` (no auth: static files only).
+/// A strong validator per embedded file: the quoted hex SHA-256 of its bytes
+/// (first 32 digits), computed once, in the order of [`ASSETS`].
+static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
+    ASSETS
+        .iter()
+        .map(|(_, _, body)| {
+            let digest = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+            HeaderValue::from_str(&format!("\"{}\"", &digest[..32])).expect("hex is a header value")
+        })
+        .collect()
+});
+
+/// `/console`, `/console/` and everything under `/console/` (no auth: static
+/// files only). Every answer, the files, a 404 for any other path below
+/// `/console/` and a 405 for a method other than GET and HEAD, carries the
+/// security headers ([`secure`]).
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/console", get(|| async { asset("index.html") }))
-        .route("/console/", get(|| async { asset("index.html") }))
         .route(
-            "/console/{file}",
-            get(|Path(file): Path<String>| async move { asset(&file) }),
+            "/console",
+            any(|m: Method, h: HeaderMap| async move { answer(&m, &h, "index.html") }),
+        )
+        .route(
+            "/console/",
+            any(|m: Method, h: HeaderMap| async move { answer(&m, &h, "index.html") }),
+        )
+        .route(
+            "/console/{*file}",
+            any(
+                |m: Method, h: HeaderMap, Path(file): Path<String>| async move {
+                    answer(&m, &h, &file)
+                },
+            ),
         )
 }
 
-fn asset(name: &str) -> Response {
-    let Some((_, content_type, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
+/// GET or HEAD of a console file, with the security headers; anything else a
+/// 405 (with `Allow`), with them too.
+fn answer(method: &Method, headers: &HeaderMap, name: &str) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        let mut resp = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "the console's files are only read (GET or HEAD)",
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        secure(&mut resp);
+        return resp;
+    }
+    asset(headers, name)
+}
+
+/// Whether an `If-None-Match` header names `etag` (weak comparison, as
+/// RFC 9110 §13.1.2 asks for `If-None-Match`; `*` matches any).
+fn matches(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let want = etag.as_bytes();
+    headers.get_all(header::IF_NONE_MATCH).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t).as_bytes() == want)
+        })
+    })
+}
+
+fn asset(headers: &HeaderMap, name: &str) -> Response {
+    let Some(i) = ASSETS.iter().position(|(n, _, _)| *n == name) else {
         let mut resp = ApiError::not_found(format!(
             "no console file {name:?}; the console is at /console"
         ))
@@ -82,14 +141,20 @@ fn asset(name: &str) -> Response {
         secure(&mut resp);
         return resp;
     };
-    let mut resp = (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        *body,
-    )
-        .into_response();
+    let (_, content_type, body) = ASSETS[i];
+    let etag = ETAGS[i].clone();
+    let mut resp = if matches(headers, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+            body,
+        )
+            .into_response()
+    };
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::ETAG, etag);
     secure(&mut resp);
     resp
 }
@@ -141,5 +206,26 @@ mod tests {
         for src in ["/console/app.js", "/console/style.css"] {
             assert!(index.contains(src), "{src}");
         }
+    }
+
+    #[test]
+    fn if_none_match_is_compared_weakly_and_lists_are_read() {
+        let etag = HeaderValue::from_static("\"abc\"");
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_NONE_MATCH, HeaderValue::from_static(v));
+            h
+        };
+        assert!(matches(&with("\"abc\""), &etag));
+        assert!(matches(&with("W/\"abc\""), &etag));
+        assert!(matches(&with("\"x\", \"abc\""), &etag));
+        assert!(matches(&with("*"), &etag));
+        assert!(!matches(&with("\"abd\""), &etag));
+        assert!(!matches(&HeaderMap::new(), &etag));
+        // One validator per file, all different (the files differ).
+        let mut all: Vec<_> = ETAGS.iter().collect();
+        all.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        all.dedup();
+        assert_eq!(all.len(), ASSETS.len());
     }
 }
