@@ -236,11 +236,19 @@ pub struct Config {
 pub enum ConfigError {
     #[error(
         "no token is configured: neither LEVIATHAN_TOKENS_FILE nor LEVIATHAN_CONTROL_PLANE_TOKEN is set \
-         (or both are empty). Every route but /healthz and /metrics needs `Authorization: Bearer <token>`; \
+         (or both are empty). Every route but the probes (/livez, /healthz, /readyz) and /metrics needs \
+         `Authorization: Bearer <token>`; \
          start the server with e.g. `LEVIATHAN_CONTROL_PLANE_TOKEN=$(openssl rand -hex 32) leviathan serve`, \
          or give it a tokens file of scoped tokens (docs/SECURITY.md)"
     )]
     MissingToken,
+    #[error(
+        "{0} applies only with LEVIATHAN_STORE=postgres: with the embedded store (the default) this \
+         node would be an independent writer with a log of its own, which can never be merged with \
+         the cluster's. Set LEVIATHAN_STORE=postgres (and LEVIATHAN_POSTGRES_URL), or unset {0} \
+         (docs/SCALING.md)"
+    )]
+    PostgresOnly(&'static str),
     #[error(transparent)]
     Tokens(#[from] crate::tokens::TokensError),
     #[error(
@@ -386,6 +394,12 @@ impl Config {
                 },
             })
         } else {
+            if !args.store.role.eq_ignore_ascii_case("writer") {
+                return Err(ConfigError::PostgresOnly("LEVIATHAN_ROLE"));
+            }
+            if env_nonempty("LEVIATHAN_POSTGRES_URL").is_some() {
+                return Err(ConfigError::PostgresOnly("LEVIATHAN_POSTGRES_URL"));
+            }
             None
         };
         Ok(Config {

@@ -155,6 +155,51 @@ fn postgres_without_a_url_and_the_old_backend_setting_are_refused_with_direction
         out.contains("LEVIATHAN_STORE=postgres") && out.contains("LEVIATHAN_BACKEND"),
         "{out}"
     );
+
+    // A PostgreSQL setting without LEVIATHAN_STORE=postgres (a forgotten
+    // variable on one node) would make an independent writer with its own
+    // log: refused, before any store is created.
+    for (k, v) in [
+        ("LEVIATHAN_ROLE", "replica"),
+        ("LEVIATHAN_ROLE", "auto"),
+        ("LEVIATHAN_POSTGRES_URL", "host=127.0.0.1 port=1 user=x"),
+    ] {
+        let mut cmd = serve_command(dir.path());
+        cmd.env_remove("LEVIATHAN_STORE").env(k, v);
+        let out = refused(cmd);
+        assert!(
+            out.contains(&format!("{k} applies only with LEVIATHAN_STORE=postgres")),
+            "{k}={v}: {out}"
+        );
+    }
+    assert!(!dir.path().join("store").exists());
+}
+
+/// A batch PostgreSQL refuses (here a constraint an operator added) is
+/// refused with PostgreSQL's own message, not a bare `db error`; the writer
+/// goes on once the cause is gone.
+#[test]
+fn a_batch_postgres_refuses_is_answered_with_its_message() {
+    let Some(pg) = Postgres::start("a_batch_postgres_refuses") else {
+        return;
+    };
+    let s = pg_server(&pg.url(), &[]);
+    assert_eq!(s.ingest(&bundle("b1", events("e", 1))).0, 200);
+    let mut c = pg.client();
+    c.batch_execute("ALTER TABLE events ADD CONSTRAINT no_more CHECK (seq < 2) NOT VALID")
+        .unwrap();
+    let (st, r) = s.ingest(&bundle("b2", events("f", 1)));
+    assert_eq!(st, 503, "{r}");
+    let reason = r["error"]["details"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("violates check constraint \"no_more\"")
+            && !reason.contains("db error: db error"),
+        "{reason}"
+    );
+    c.batch_execute("ALTER TABLE events DROP CONSTRAINT no_more")
+        .unwrap();
+    let (st, r) = s.ingest(&bundle("b2", events("f", 1)));
+    assert_eq!((st, &r["first_seq"]), (200, &json!(2)), "{r}");
 }
 
 #[test]
@@ -952,6 +997,28 @@ fn a_replica_with_another_projector_set_is_reported_and_refuses_reads() {
     assert_eq!(writer.get("/v1/log/head").0, 200);
     // And the replica's own /v1/cluster still answers, to say why.
     assert_eq!(odd.get("/v1/cluster").0, 200);
+
+    // Restarted with the writer's set, it builds that set's generation
+    // online and switches to it; it then agrees and serves reads again (it
+    // used to refuse them until a second restart: the finding about the old
+    // set stayed).
+    let mut odd = odd;
+    odd.stop();
+    let dir = odd.keep_dir();
+    let back = pg_server_in(dir.path(), &url, &[("LEVIATHAN_ROLE", "replica")]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, r) = back.get("/v1/log/head");
+        if st == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica on the writer's set never served reads again: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(back.get("/readyz").0, 200);
 }
 
 /// `GET /v1/artifacts/{sha}` on `s`: (status, body bytes).

@@ -278,6 +278,25 @@ fn ingest_sent_to_a_replica_is_forwarded_to_the_writer_with_its_token() {
     assert_eq!((st, r["status"].as_str()), (200, Some("duplicate")), "{r}");
     let (st, _, _, r) = post_to_replica(&bundle("via-replica", events("other", 1)));
     assert_eq!(st, 409, "{r}");
+    // The client's request id reaches the writer: one request, traced in
+    // both nodes' logs.
+    let resp = no_redirects
+        .post(replica.url("/v1/events/ingest"))
+        .bearer_auth(TOKEN)
+        .header("x-request-id", "trace-abc-123")
+        .json(&b)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        writer
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("trace-abc-123") && l.contains("/v1/events/ingest")),
+        "the writer's log has no line with the forwarded request id"
+    );
     // Artifact uploads are not forwarded: any node commits them to PostgreSQL.
     let resp = no_redirects
         .put(replica.url(&format!("/v1/artifacts/{}", sha256_hex(b"blob"))))

@@ -125,6 +125,11 @@ pub async fn to_leader(State(state): State<AppState>, req: Request, next: Next) 
             forward = forward.header(name, v);
         }
     }
+    // The same request id on both nodes (the client's, or the one this node
+    // gave it): one request is traced across the hop in both logs.
+    if let Some(id) = parts.extensions.get::<super::limits::RequestId>() {
+        forward = forward.header(super::limits::REQUEST_ID, &*id.0);
+    }
     let failed = |e: reqwest::Error| {
         tracing::warn!(writer = %leader.node_id, url = %location, error = %e, "forwarding ingest to the writer failed");
         not_leader(format!(

@@ -116,7 +116,7 @@ fn publish(
                 }
                 match check_against_leader(c, node, &current) {
                     Ok(Some(found)) => disagreement.set(found),
-                    Ok(None) => {}
+                    Ok(None) => disagreement.agreed(),
                     Err(e) => tracing::debug!(error = %e, "comparing with the leader failed"),
                 }
             }
@@ -143,7 +143,8 @@ fn publish(
 }
 
 /// Why this node must not serve reads, once found. Another projector set
-/// stays until a restart with the writer's set; another state digest is
+/// stays until the node runs the writer's set (a restart with it, then its
+/// generation build and switch: [`Disagreement::agreed`]); another state digest is
 /// repaired by the node itself (the writer thread rebuilds its graph from its
 /// log, then [`Disagreement::clear`]s it).
 #[derive(Clone, Default)]
@@ -187,6 +188,18 @@ impl Disagreement {
                 found.reason
             );
             *g = Some(found);
+        }
+    }
+
+    /// The comparison found this node agreeing with the writer: a finding
+    /// about another projector set is stale (the node has switched to the
+    /// writer's set since, a generation build). A digest finding stays: the
+    /// rebuild that repairs it clears it.
+    pub fn agreed(&self) {
+        let mut g = self.lock();
+        if g.as_ref().is_some_and(|f| !f.rebuilds) {
+            tracing::info!("this node's projector set is the writer's now: it serves reads again");
+            *g = None;
         }
     }
 

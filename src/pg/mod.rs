@@ -50,8 +50,11 @@ pub const NOTIFY_CHANNEL: &str = "leviathan_log";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("PostgreSQL: {0}")]
-    Db(#[from] postgres::Error),
+    /// Not a `#[source]`: [`describe`] already shows what its sources say
+    /// (the error chain printed `PostgreSQL: db error: db error: ERROR: …`,
+    /// or hid the server's message behind `db error`).
+    #[error("PostgreSQL: {}", describe(.0))]
+    Db(postgres::Error),
     #[error(
         "the PostgreSQL database's schema is at version {database}, newer than this binary knows \
          (version {binary}): a newer Leviathan migrated it. Run that version (or newer), or point \
@@ -790,6 +793,44 @@ pub struct Follower {
 pub struct Agreement {
     pub disagreement: members::Disagreement,
     pub catalog: crate::generations::Catalog,
+}
+
+impl From<postgres::Error> for PgError {
+    fn from(e: postgres::Error) -> PgError {
+        PgError::Db(e)
+    }
+}
+
+/// What went wrong, as an operator needs it: the server's own message (with
+/// its SQLSTATE, detail and hint) for an error PostgreSQL reported, else the
+/// client's error and its causes, each once.
+pub fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!(
+            "{} {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+        if let Some(d) = db.detail() {
+            s.push_str(&format!("; detail: {d}"));
+        }
+        if let Some(h) = db.hint() {
+            s.push_str(&format!("; hint: {h}"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = cause.source();
+    }
+    s
 }
 
 /// Paces the retries of a PostgreSQL operation that keeps failing (the
