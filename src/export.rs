@@ -147,7 +147,20 @@ pub fn export(
     remote: Option<std::sync::Arc<dyn crate::cas::Remote>>,
 ) -> anyhow::Result<Manifest> {
     let store = open_stopped(data_dir)?;
-    crate::files::new_dir(to, "an export")?;
+    // A failed export leaves nothing behind: a retry into the same
+    // directory works (it used to be refused as not empty).
+    crate::files::fill_new_dir(to, "an export", || {
+        export_into(&store, data_dir, signing_key, to, remote)
+    })
+}
+
+fn export_into(
+    store: &crate::storage::Store,
+    data_dir: &Path,
+    signing_key: Option<&Path>,
+    to: &Path,
+    remote: Option<std::sync::Arc<dyn crate::cas::Remote>>,
+) -> anyhow::Result<Manifest> {
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let tree = crate::tlog::Tree::open(&store.db, &store.log)?;
     tree.catch_up(&store.db)?;

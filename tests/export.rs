@@ -211,6 +211,31 @@ fn export_verify_import_gives_the_identical_chain_root_and_digest() {
     );
 }
 
+/// An export that fails (here: the store's chain is broken at seq 5) leaves
+/// no directory behind, so the same `--to` can be used again.
+#[test]
+fn a_failed_export_leaves_nothing_behind() {
+    let (dir, _, _) = written_store();
+    let record = stored_record(dir.path(), 5);
+    let id = record
+        .split("\"event_id\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    tamper_with_event(dir.path(), 5, &id, &format!("{id}X"));
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let (code, _, err) = run(&["export", "--data-dir", p(dir.path()), "--to", p(&out)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!out.exists(), "a failed export left {}", out.display());
+    // An existing empty target is emptied again, not removed.
+    std::fs::create_dir(&out).unwrap();
+    let (code, _, _) = run(&["export", "--data-dir", p(dir.path()), "--to", p(&out)]);
+    assert_eq!(code, 1);
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}
+
 #[test]
 fn a_changed_export_is_refused_with_the_exact_seq() {
     let (dir, key, _) = written_store();
