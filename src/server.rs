@@ -145,6 +145,13 @@ fn open_and_prepare(
         &config.projectors,
         config.max_projector_bytes,
     )?;
+    if !projection.set.projectors().iter().any(|p| p.name == "core") {
+        tracing::warn!(
+            "the projector set has no `core` projector: the graph holds only what the listed \
+             projectors write (no Target, Task, Attempt … nodes, and the attempt, failure and \
+             graph routes answer from that). List `core` first to keep them (docs/PROJECTORS.md)"
+        );
+    }
     starting.set("building the new projector set's graph");
     let prepared = crate::generations::prepare(
         &store,
@@ -405,7 +412,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .context("starting the chain verifier")?;
     let verifier_status = verifier.status();
-    let signer = crate::tlog::load_signer(config.signing_key_file.as_deref(), &config.data_dir)?;
+    let signer = crate::tlog::load_signer(
+        config.signing_key_file.as_deref(),
+        &config.data_dir,
+        head.seq.0,
+    )?;
     tracing::info!(verifier_key = %signer.verifier_key(), "checkpoints are signed with this key");
     let transparency = crate::tlog::Transparency {
         tree: crate::tlog::Tree::open(&store.db, &store.log).context("opening the Merkle tree")?,

@@ -199,16 +199,19 @@ fn init_tracing() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `LEVIATHAN_LOG` (empty or unset: `info`): comma-separated directives,
+/// `LEVIATHAN_LOG` (empty or unset: `info` without the storage engine's
+/// INFO lines): comma-separated directives,
 /// each a level or `target=level` (levels in any case). Anything else is
 /// refused: a bare word such as `warning` would be read as a target name and
 /// silently turn every log line off, errors included.
 fn log_filter(value: Option<&str>) -> anyhow::Result<tracing_subscriber::EnvFilter> {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    // The storage engine's own INFO lines (dozens of "Recovering …" per
+    // start) are left out by default; `LEVIATHAN_LOG=info` shows them.
     let value = value
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .unwrap_or("info");
+        .unwrap_or("info,fjall=warn,lsm_tree=warn");
     let mut directives = Vec::new();
     for d in value.split(',').map(str::trim) {
         let (target, level) = match d.rsplit_once('=') {
@@ -520,6 +523,15 @@ fn restore(
         "restored into {}",
         data_dir.display()
     );
+    // A backup holds no signing key (it is a secret, kept apart): without
+    // one, the first start signs the old log with a new key.
+    let key = data_dir.join(leviathan::tlog::DEFAULT_KEY_FILE);
+    if !key.exists() {
+        tracing::warn!(
+            "the backup holds no checkpoint signing key: copy the key file you keep apart to {}              (or set LEVIATHAN_SIGNING_KEY_FILE) before the first start, or that start              generates a new key and auditors must be given its verifier key (docs/RUNBOOK.md,              \"Backup and restore\")",
+            key.display()
+        );
+    }
     let mut stdout = std::io::stdout().lock();
     std::io::Write::write_all(
         &mut stdout,

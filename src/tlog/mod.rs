@@ -34,20 +34,46 @@ pub fn key_path(setting: Option<&Path>, data_dir: &Path) -> PathBuf {
 /// Loads the checkpoint signing key: from `LEVIATHAN_SIGNING_KEY_FILE` when
 /// set (it must exist), else from the data dir, generated there on first
 /// start (mode 0600) with its verifier key logged.
-pub fn load_signer(setting: Option<&Path>, data_dir: &Path) -> anyhow::Result<NoteSigner> {
+///
+/// `logged_events`: the events the store holds already. A key generated for
+/// a store that has events (a restore, a data dir whose key file was lost)
+/// is a new signer for an old log: auditors' saved checkpoints no longer
+/// verify against it, so that is a warning, not news.
+pub fn load_signer(
+    setting: Option<&Path>,
+    data_dir: &Path,
+    logged_events: u64,
+) -> anyhow::Result<NoteSigner> {
     let path = key_path(setting, data_dir);
     match std::fs::read_to_string(&path) {
-        Ok(text) => NoteSigner::from_text(&text)
-            .with_context(|| format!("the signing key file {} is not usable", path.display())),
+        Ok(text) => {
+            warn_if_others_can_read(&path);
+            NoteSigner::from_text(&text)
+                .with_context(|| format!("the signing key file {} is not usable", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && setting.is_none() => {
             let signer = generate_default()?;
             write_key(&path, &signer)?;
-            tracing::info!(
-                file = %path.display(),
-                verifier_key = %signer.verifier_key(),
-                "generated the log's checkpoint signing key; give auditors its verifier key \
-                 (GET /v1/log/public-key) and back the key file up"
-            );
+            if logged_events > 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    verifier_key = %signer.verifier_key(),
+                    logged_events,
+                    "generated a NEW checkpoint signing key for a store that already holds \
+                     events (a restore, or a data dir that lost its key file): checkpoints \
+                     signed with the previous key stay valid, but auditors must be given this \
+                     verifier key. If the previous key file exists, stop the server, put it \
+                     back at this path, delete this one and start again (docs/RUNBOOK.md, \
+                     \"Backup and restore\")"
+                );
+            } else {
+                tracing::info!(
+                    file = %path.display(),
+                    verifier_key = %signer.verifier_key(),
+                    "generated the log's checkpoint signing key; give auditors its verifier key \
+                     (GET /v1/log/public-key) and back the key file up"
+                );
+            }
             Ok(signer)
         }
         Err(e) => Err(e).with_context(|| {
@@ -57,6 +83,29 @@ pub fn load_signer(setting: Option<&Path>, data_dir: &Path) -> anyhow::Result<No
             )
         }),
     }
+}
+
+/// A key file anyone on the machine may read is logged (the key signs the
+/// log's checkpoints: docs/AUDIT.md keeps it 0600; a Kubernetes Secret
+/// mounted 0440 for the pod's group is fine).
+fn warn_if_others_can_read(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o004 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    mode = format!("{mode:04o}"),
+                    "the checkpoint signing key file is readable by every user of this machine: \
+                     chmod 0600 it (on Kubernetes, mount its Secret with defaultMode 0400 or 0440)"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// A new key named `leviathan/<first 8 hex digits of SHA-256(public key)>`.

@@ -114,6 +114,8 @@ fn backup_under_ingest_restores_an_equal_store_that_takes_ingest() {
     let restored_dir = backups.path().join("restored");
     let (code, out, err) = admin_full(&["restore", "--from", to.to_str().unwrap()], &restored_dir);
     assert_eq!(code, 0, "{err}");
+    // The key is a secret kept apart: restore says to put it back.
+    assert!(err.contains("holds no checkpoint signing key"), "{err}");
     let restored: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(restored["seq"], seq);
     assert_eq!(restored["head_hash"], manifest["head_hash"]);
@@ -133,8 +135,17 @@ fn backup_under_ingest_restores_an_equal_store_that_takes_ingest() {
         manifest["state_digest"].as_str().unwrap()
     );
 
-    // The restored store serves the same events and artifact, and takes ingest.
+    // The restored store serves the same events and artifact, and takes
+    // ingest; started without its key, it warns that it signs with a new one.
     let b = Server::start_in(&restored_dir, &[]);
+    assert!(
+        b.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("generated a NEW checkpoint signing key")),
+        "no warning about the new key"
+    );
     assert_eq!(b.all_events(), source_events);
     let resp = b.get_artifact(&sha256_hex(&blob));
     assert_eq!(resp.status().as_u16(), 200);
