@@ -148,12 +148,19 @@ fn project(
     failed.sort_by_key(|(index, _)| *index);
     let errors: Vec<ErrorRecord> = failed.into_iter().map(|(_, r)| r).collect();
     for e in &errors {
+        // Under `RecordAll` (a build, a rebuild: the log's history cannot be
+        // refused) a reject-policy projector's failure is recorded too.
+        let why = if policy == Policy::RecordAll {
+            "history is recorded, never refused"
+        } else {
+            "on_error = record"
+        };
         tracing::warn!(
             projector = %e.projector,
             seq = e.seq.0,
             event_id = %e.event_id,
             code = %e.code,
-            "projection error recorded (on_error = record): {}",
+            "projection error recorded ({why}): {}",
             e.message
         );
     }

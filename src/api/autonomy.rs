@@ -21,14 +21,31 @@ pub async fn status(State(app): State<AppState>) -> Json<AutonomyStatus> {
         }
         Err(_) => (true, "default (error reading config)".to_string()),
         Ok(text) => match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text) {
-            Ok(serde_yaml_ng::Value::Mapping(m)) => {
-                let enabled = m
-                    .get("autonomy_enabled")
-                    .and_then(serde_yaml_ng::Value::as_bool)
-                    .unwrap_or(true);
-                (enabled, format!("configmap:{}", path.display()))
+            Ok(serde_yaml_ng::Value::Mapping(m)) => match m.get("autonomy_enabled") {
+                None => (true, format!("configmap:{}", path.display())),
+                Some(v) => match v.as_bool() {
+                    Some(enabled) => (enabled, format!("configmap:{}", path.display())),
+                    // `flase`, `"no"`, 0: a typo must not read as a
+                    // deliberate `true` (the answer is the original's for an
+                    // unreadable config, and the log says what is wrong).
+                    None => {
+                        tracing::warn!(
+                            path = %path.display(),
+                            value = ?v,
+                            "autonomy_enabled in the autonomy config is not true or false: \
+                             answering the default (true, \"error reading config\")"
+                        );
+                        (true, "default (error reading config)".to_string())
+                    }
+                },
+            },
+            _ => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the autonomy config is not a YAML mapping: answering the default (true)"
+                );
+                (true, "default (error reading config)".to_string())
             }
-            _ => (true, "default (error reading config)".to_string()),
         },
     };
     Json(AutonomyStatus {

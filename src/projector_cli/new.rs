@@ -147,8 +147,8 @@ pub(crate) fn run(name: &str, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     }
     eprintln!(
         "created the {name} projector in {dir}; next:\n  \
-         cd {dir} && cargo test\n  \
-         leviathan projector build {dir}\n  \
+         (cd {dir} && cargo test)\n  \
+         leviathan projector build --stack-size 65536 {dir}   # as its ./build.sh does\n  \
          leviathan projector test {dir}/target/{name}.wasm --events {dir}/vectors.ndjson\n\
          (README.md has the whole loop)",
         dir = dir.display()

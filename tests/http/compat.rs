@@ -71,6 +71,19 @@ fn autonomy_status_reads_the_mounted_yaml() {
         s.get("/v1/autonomy/status").1["source"],
         "default (error reading config)"
     );
+    // A typo is not a deliberate `true`: the answer says the config is in
+    // error, and the log says why.
+    std::fs::write(&path, "autonomy_enabled: flase\n").unwrap();
+    assert_eq!(
+        s.get("/v1/autonomy/status").1,
+        json!({"autonomy_enabled": true, "source": "default (error reading config)"})
+    );
+    assert!(s
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("autonomy_enabled in the autonomy config is not true or false")));
 }
 
 #[test]
