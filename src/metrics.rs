@@ -268,6 +268,13 @@ impl Default for Metrics {
             "Time to commit one group-commit batch, fsync included",
             commit_seconds.clone(),
         );
+        // 1 only from the start-up server (api::monitoring::starting_metrics).
+        let starting = Gauge::<i64>::default();
+        r.register(
+            "starting",
+            "1 while the server starts: nothing but the probes and this is served yet",
+            starting,
+        );
         let writer_up = Gauge::default();
         r.register(
             "writer_up",

@@ -85,8 +85,29 @@ impl Starting {
 /// could meet a client's next request on the way (the client sees the
 /// connection drop mid-request); a fresh connection lands in the listener's
 /// queue and is served by whichever server accepts it.
-fn starting_router(starting: Starting) -> axum::Router {
+fn starting_router(
+    starting: Starting,
+    metrics_token: Option<crate::digest::Sha256>,
+) -> axum::Router {
     use axum::routing::get;
+    let started = std::time::Instant::now();
+    let metrics = {
+        let starting = starting.clone();
+        move |headers: axum::http::HeaderMap| {
+            let build = starting
+                .builds
+                .get()
+                .map(|b| (b.applied_seq.0, b.head_seq.0));
+            async move {
+                if let Some(refused) =
+                    api::monitoring::metrics_unauthorized(metrics_token, &headers)
+                {
+                    return refused;
+                }
+                api::monitoring::starting_metrics(started.elapsed().as_secs_f64(), build)
+            }
+        }
+    };
     let live = || async {
         axum::Json(crate::wire::Health {
             status: "ok".into(),
@@ -95,6 +116,7 @@ fn starting_router(starting: Starting) -> axum::Router {
     axum::Router::new()
         .route("/livez", get(live))
         .route("/healthz", get(live))
+        .route("/metrics", get(metrics))
         .fallback(move || {
             let reason = starting.reason();
             async move {
@@ -283,7 +305,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let probes = tokio::spawn(serve_http(
         listener.clone(),
-        starting_router(starting.clone()),
+        starting_router(
+            starting.clone(),
+            config
+                .ops
+                .metrics_token
+                .as_ref()
+                .map(|t| crate::digest::Sha256::of(t.0.as_bytes())),
+        ),
         config.http,
         async move {
             let _ = ready_rx.await;

@@ -103,31 +103,73 @@ fn projector_lag(app: &AppState, m: &crate::metrics::Metrics) {
     }
 }
 
+/// With `LEVIATHAN_METRICS_TOKEN` (its SHA-256 `expected`): the 401 for a
+/// request without that bearer token.
+pub fn metrics_unauthorized(expected: Option<Sha256>, headers: &HeaderMap) -> Option<Response> {
+    let expected = expected?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| Sha256::of(t.trim().as_bytes()));
+    let ok = given.is_some_and(|g| {
+        use subtle::ConstantTimeEq;
+        bool::from(g.as_bytes().ct_eq(expected.as_bytes()))
+    });
+    if ok {
+        return None;
+    }
+    let mut resp = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "/metrics needs `Authorization: Bearer <token>` with the token in \
+         LEVIATHAN_METRICS_TOKEN",
+    )
+    .into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Some(resp)
+}
+
+/// `/metrics` while the server starts (the store opening, a journal replay, a
+/// `LEVIATHAN_REBUILD=block` build): `leviathan_starting 1`, how long, and a
+/// block build's progress, so that a planned long start is not a scrape
+/// failure (`up == 0`), and a start that never ends is seen
+/// (`LeviathanStartingTooLong`). The served server says `leviathan_starting 0`.
+pub fn starting_metrics(seconds: f64, build: Option<(u64, u64)>) -> Response {
+    let mut text = String::from(
+        "# HELP leviathan_starting 1 while the server starts: nothing but the probes and this is served yet\n\
+         # TYPE leviathan_starting gauge\nleviathan_starting 1\n\
+         # HELP leviathan_starting_seconds Seconds since the process started\n\
+         # TYPE leviathan_starting_seconds gauge\n",
+    );
+    text.push_str(&format!("leviathan_starting_seconds {seconds:.3}\n"));
+    if let Some((applied, head)) = build {
+        text.push_str(&format!(
+            "# HELP leviathan_generation_build_applied_seq Seq the generation being built has applied\n\
+             # TYPE leviathan_generation_build_applied_seq gauge\n\
+             leviathan_generation_build_applied_seq {applied}\n\
+             # HELP leviathan_generation_build_lag_events Events the generation being built is behind the log\n\
+             # TYPE leviathan_generation_build_lag_events gauge\n\
+             leviathan_generation_build_lag_events {}\n",
+            head.saturating_sub(applied)
+        ));
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
 pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(expected) = app.monitor.metrics_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| Sha256::of(t.trim().as_bytes()));
-        let ok = given.is_some_and(|g| {
-            use subtle::ConstantTimeEq;
-            bool::from(g.as_bytes().ct_eq(expected.as_bytes()))
-        });
-        if !ok {
-            let mut resp = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "/metrics needs `Authorization: Bearer <token>` with the token in \
-                 LEVIATHAN_METRICS_TOKEN",
-            )
-            .into_response();
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            return resp;
-        }
+    if let Some(refused) = metrics_unauthorized(app.monitor.metrics_token, &headers) {
+        return refused;
     }
     let m = app.metrics.clone();
     let monitor = app.monitor.clone();

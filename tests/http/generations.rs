@@ -466,6 +466,7 @@ fn block_mode_builds_before_serving_and_an_old_store_is_told_to_use_it() {
     assert_eq!(marker, "probes answer on ");
     let client = reqwest::blocking::Client::new();
     let mut saw_building = false;
+    let mut saw_starting_metrics = false;
     let ready = loop {
         let r = client.get(format!("http://{addr}/readyz")).send().unwrap();
         if r.status() == 200 {
@@ -486,6 +487,21 @@ fn block_mode_builds_before_serving_and_an_old_store_is_told_to_use_it() {
             saw_building = true;
             let live = client.get(format!("http://{addr}/livez")).send().unwrap();
             assert_eq!(live.status(), 200);
+            // /metrics is scraped through the start (a planned long build
+            // is no scrape failure), and says it is starting; or, raced by
+            // the handover, the served server answers with `starting 0`.
+            let m = client.get(format!("http://{addr}/metrics")).send().unwrap();
+            assert_eq!(m.status(), 200);
+            let text = m.text().unwrap();
+            if text.contains("leviathan_starting 1") {
+                saw_starting_metrics = true;
+                assert!(
+                    text.contains("leviathan_generation_build_applied_seq "),
+                    "{text}"
+                );
+            } else {
+                assert!(text.contains("leviathan_starting 0"), "{text}");
+            }
             let other = client
                 .get(format!("http://{addr}/v1/projection"))
                 .bearer_auth(TOKEN)
@@ -509,6 +525,7 @@ fn block_mode_builds_before_serving_and_an_old_store_is_told_to_use_it() {
     };
     assert_eq!(ready["status"], "ready");
     assert!(saw_building, "readyz never said the build was running");
+    assert!(saw_starting_metrics, "/metrics never said it was starting");
     let (marker, _) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(marker, "listening on ");
     let s = Server::adopt(child.0.take().unwrap(), &addr, dir.path());

@@ -62,6 +62,8 @@ LEVIATHAN_METRICS = {
     "leviathan_thread_cpu_seconds_total",
     "leviathan_thread_runqueue_wait_seconds_total",
     "leviathan_writer_up",
+    "leviathan_starting",
+    "leviathan_starting_seconds",
     "leviathan_projector_calls_total",
     "leviathan_projector_duration_seconds",
     "leviathan_projector_errors_total",
