@@ -113,8 +113,9 @@ pub struct StoreArgs {
     pub postgres_lease_secs: f64,
     /// With `postgres`: `writer` (take the log's leadership, waiting while
     /// another node holds it), `replica` (never append: follow the log and
-    /// serve reads; ingest answers 503 `not_leader`) or `auto` (a replica
-    /// that takes the leadership whenever the lease is free).
+    /// serve reads; ingest and invalidations are forwarded to the writer, or
+    /// answer 503 `not_leader` when they cannot be) or `auto` (a replica that
+    /// takes the leadership whenever the lease is free).
     #[arg(
         long,
         env = "LEVIATHAN_ROLE",
@@ -276,7 +277,7 @@ pub enum ConfigError {
     MissingPostgresUrl,
     #[error(
         "LEVIATHAN_ADVERTISE_URL={0:?} is not an absolute http:// or https:// URL without a query \
-         (e.g. `http://leviathan-0.leviathan:8000`): replicas redirect ingest to it"
+         (e.g. `http://leviathan-0.leviathan:8000`): replicas forward ingest to it (or redirect to an https:// one)"
     )]
     BadAdvertiseUrl(String),
     #[error("LEVIATHAN_CACHE_MB must be a number of MiB from 1 to 65536, got {0}")]

@@ -165,8 +165,10 @@ impl StorageFailure {
                 "the disk reported an I/O error: check the volume, then restart the server"
             }
             "not_leader" => {
-                "another writer holds the PostgreSQL log's leadership: send ingest to it \
-                 (this node appends nothing more; restart it to take leadership again once free)"
+                "this node does not hold the PostgreSQL log's leadership: send ingest to the \
+                 writer (replicas forward it when every node sets LEVIATHAN_ADVERTISE_URL). A \
+                 `writer`-role node that was fenced appends nothing more until it is restarted; \
+                 an `auto` one follows the log and takes the leadership again when it is free"
             }
             "writer_panicked" => {
                 "a bug stopped the writer (the panic is in the log, with the bundle it was \

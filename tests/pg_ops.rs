@@ -297,6 +297,14 @@ fn ingest_sent_to_a_replica_is_forwarded_to_the_writer_with_its_token() {
             .any(|l| l.contains("trace-abc-123") && l.contains("/v1/events/ingest")),
         "the writer's log has no line with the forwarded request id"
     );
+    // An invalidation appends an event too: forwarded the same way.
+    let (st, r) = replica.post(
+        "/v1/attempts/via-replica-a0/invalidate",
+        &serde_json::json!({"reason": "sent to a replica"}),
+    );
+    assert_eq!(st, 200, "{r}");
+    let (_, head) = writer.get("/v1/log/head");
+    assert_eq!(head["seq"].as_u64(), Some(last + 1), "{head}");
     // Artifact uploads are not forwarded: any node commits them to PostgreSQL.
     let resp = no_redirects
         .put(replica.url(&format!("/v1/artifacts/{}", sha256_hex(b"blob"))))

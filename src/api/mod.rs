@@ -146,6 +146,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/artifacts/{sha256}", put(artifacts::put));
     let admin = Router::new()
         .route("/v1/attempts/{id}/invalidate", post(attempts::invalidate))
+        // An invalidation appends an event: a replica forwards it to the
+        // writer, as ingest (a backup is taken by whichever node is asked).
+        .route_layer(from_fn_with_state(state.clone(), forward::to_leader))
         .route("/v1/admin/backup", post(monitoring::backup));
     let with_role =
         |r: Router<AppState>, role: Role| r.route_layer(from_fn_with_state(role, auth::require));
