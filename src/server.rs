@@ -272,6 +272,10 @@ fn join_postgres(
         let head = catch_up(follower.log())?;
         return Ok((head, crate::pg::Role::Follower(follower)));
     }
+    // A data dir of another database (ahead, or forked) is refused before
+    // the lease is taken: holding it while refusing would delay a failover.
+    crate::pg::catch_up::check_same_log(&store.log, &mut log)
+        .context("checking the local store against the PostgreSQL log")?;
     starting.set("waiting for the writer's leadership in PostgreSQL");
     let told = std::sync::atomic::AtomicBool::new(false);
     log.lead(&|state| {

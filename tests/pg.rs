@@ -175,6 +175,33 @@ fn postgres_without_a_url_and_the_old_backend_setting_are_refused_with_direction
     assert!(!dir.path().join("store").exists());
 }
 
+/// A data dir written against another database (its head ahead of this
+/// database's log) is refused, naming the cause, before the node takes the
+/// writer's lease: holding it while refusing would delay a failover.
+#[test]
+fn a_data_dir_of_another_database_is_refused_without_taking_the_lease() {
+    let Some(pg) = Postgres::start("a_data_dir_of_another_database") else {
+        return;
+    };
+    let (a, b) = (pg.create_db("loga"), pg.create_db("logb"));
+    let mut s = pg_server(&a, &[]);
+    assert_eq!(s.ingest(&bundle("b1", events("e", 3))).0, 200);
+    s.stop();
+    let dir = s.keep_dir();
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_STORE", "postgres")
+        .env("LEVIATHAN_POSTGRES_URL", &b)
+        .env("LEVIATHAN_POSTGRES_LEASE_SECS", "30");
+    let err = refused(cmd);
+    assert!(err.contains("ahead of the PostgreSQL log"), "{err}");
+    let mut c = Postgres::connect(&b);
+    let held: i64 = c
+        .query_one("SELECT count(*) FROM leader WHERE expires_at > now()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 0, "the refused node holds the lease");
+}
+
 /// A batch PostgreSQL refuses (here a constraint an operator added) is
 /// refused with PostgreSQL's own message, not a bare `db error`; the writer
 /// goes on once the cause is gone.

@@ -66,6 +66,36 @@ fn local(e: impl std::fmt::Display) -> CatchUpError {
     CatchUpError::Local(e.to_string())
 }
 
+/// Whether the local store is a prefix of the PostgreSQL log (not ahead of
+/// it, and the same record at its head): what a node checks before it takes
+/// the writer's leadership, so that a data dir of another database is
+/// refused without holding the lease (and delaying a failover).
+pub fn check_same_log(log: &Log, pg: &mut PgLog) -> Result<(), CatchUpError> {
+    let start = log.head().map_err(local)?;
+    let remote = pg.head()?;
+    same_log(start, remote, pg)
+}
+
+fn same_log(start: Head, remote: Head, pg: &mut PgLog) -> Result<(), CatchUpError> {
+    if remote.seq < start.seq {
+        return Err(CatchUpError::LocalAhead {
+            local: start.seq.0,
+            remote: remote.seq.0,
+        });
+    }
+    if let Some(local_hash) = start.hash {
+        let theirs = pg.hash_at(start.seq)?;
+        if theirs != Some(local_hash) {
+            return Err(CatchUpError::Forked {
+                seq: start.seq.0,
+                local: local_hash.to_hex(),
+                remote: theirs.map_or("absent".into(), |h| h.to_hex()),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Catches the local store (log, tree, `live`'s graph) up to PostgreSQL.
 pub fn catch_up(
     db: &fjall::Database,
@@ -85,22 +115,7 @@ pub fn catch_up(
             bundles: 0,
         });
     }
-    if remote.seq < start.seq {
-        return Err(CatchUpError::LocalAhead {
-            local: start.seq.0,
-            remote: remote.seq.0,
-        });
-    }
-    if let Some(local_hash) = start.hash {
-        let theirs = pg.hash_at(start.seq)?;
-        if theirs != Some(local_hash) {
-            return Err(CatchUpError::Forked {
-                seq: start.seq.0,
-                local: local_hash.to_hex(),
-                remote: theirs.map_or("absent".into(), |h| h.to_hex()),
-            });
-        }
-    }
+    same_log(start, remote, pg)?;
     let tree = crate::tlog::Tree::open(db, log).map_err(local)?;
     tree.catch_up(db).map_err(local)?;
     let mut tree = tree.writer(db).map_err(local)?;
