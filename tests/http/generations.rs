@@ -339,8 +339,17 @@ fn a_generation_with_errors_stays_pending_until_the_manifest_allows_them() {
         metrics.contains("\nleviathan_generation_build_errors 20\n"),
         "{metrics}"
     );
-    // The live (old) set keeps taking what the new one would refuse.
+    // The live (old) set keeps taking what the new one would refuse; the
+    // pending build does not follow, and its lag says so.
     preload(&s, "more", 1, 5);
+    let p = projection(&s);
+    assert_eq!(p["build"]["state"], "pending", "{p}");
+    assert_eq!(p["build"]["head_seq"], p["log_head_seq"], "{p}");
+    assert_eq!(p["build"]["lag_events"], 10, "{p}");
+    assert!(
+        s.metrics_text().contains("\nleviathan_generation_build_lag_events 10\n"),
+        "the lag metric"
+    );
     s.stop();
 
     // Allowing the errors lets it go live; from then on the new set's policy
