@@ -118,10 +118,11 @@ pub struct TokenSet {
 /// A tokens file (or token) that cannot be used. The message names the file and line.
 #[derive(Debug, thiserror::Error)]
 pub enum TokensError {
-    #[error("cannot read the tokens file {path}: {source}")]
+    /// `error` is not a `source`: the message shows it, once.
+    #[error("cannot read the tokens file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}:{line}: {message}")]
     Line {
@@ -194,9 +195,9 @@ impl TokenSet {
 
     /// Reads and parses a tokens file.
     pub fn load(path: &Path) -> Result<TokenSet, TokensError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| TokensError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         TokenSet::parse(path, &text)
     }
@@ -329,7 +330,16 @@ fn build(file: Option<&Path>, control_plane: Option<&Sha256>) -> Result<TokenSet
         set.add(CONTROL_PLANE, Roles::all(), h.0)
             .map_err(|message| TokensError::Line {
                 path: file.map(Path::to_path_buf).unwrap_or_default(),
-                line: 0,
+                // The file's line that names it (the file was just read).
+                line: file
+                    .and_then(|f| std::fs::read_to_string(f).ok())
+                    .and_then(|text| {
+                        text.lines().position(|l| {
+                            l.split('#').next().unwrap_or("").split_whitespace().next()
+                                == Some(CONTROL_PLANE)
+                        })
+                    })
+                    .map_or(0, |i| i + 1),
                 message: format!(
                     "{message} (the name {CONTROL_PLANE:?} is reserved for LEVIATHAN_CONTROL_PLANE_TOKEN)"
                 ),
@@ -379,6 +389,25 @@ mod tests {
             .expect("uppercase hex accepted");
         assert_eq!(o.roles.to_string(), "admin");
         assert!(set.lookup(&Sha256::of(b"c").0).is_none());
+    }
+
+    #[test]
+    fn the_reserved_name_in_the_file_is_refused_at_its_line_and_a_missing_file_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens");
+        let a = Sha256::of(b"a").to_hex();
+        std::fs::write(
+            &file,
+            format!("# ops\nops read {a}\ncontrol-plane admin {a}\n"),
+        )
+        .unwrap();
+        let cp = Sha256::of(b"cp");
+        let e = build(Some(&file), Some(&cp)).unwrap_err().to_string();
+        assert!(e.contains("tokens:3:"), "{e}");
+        let missing = dir.path().join("nope");
+        let e = TokenSet::load(&missing).unwrap_err();
+        assert_eq!(std::error::Error::source(&e).map(|s| s.to_string()), None);
+        assert_eq!(e.to_string().matches("os error 2").count(), 1, "{e}");
     }
 
     #[test]

@@ -126,7 +126,8 @@ pub enum CtlError {
     /// 401 (exit 1).
     #[error(
         "the server rejected the token (401 {message})\n  \
-         the token was read from {from}; it must equal the server's LEVIATHAN_CONTROL_PLANE_TOKEN"
+         the token was read from {from}; it must be the server's LEVIATHAN_CONTROL_PLANE_TOKEN or \
+         a token of its tokens file (LEVIATHAN_TOKENS_FILE)"
     )]
     Unauthorized { message: String, from: &'static str },
 

@@ -347,7 +347,8 @@ fn a_generation_with_errors_stays_pending_until_the_manifest_allows_them() {
     assert_eq!(p["build"]["head_seq"], p["log_head_seq"], "{p}");
     assert_eq!(p["build"]["lag_events"], 10, "{p}");
     assert!(
-        s.metrics_text().contains("\nleviathan_generation_build_lag_events 10\n"),
+        s.metrics_text()
+            .contains("\nleviathan_generation_build_lag_events 10\n"),
         "the lag metric"
     );
     s.stop();
