@@ -199,11 +199,15 @@ fn run_one(
     let name = doc.name;
     match (doc.ops, doc.error) {
         (Some(expected), None) => {
+            check_expected_ops(&expected).map_err(syntax)?;
             let expected = Value::Array(expected);
             match result {
                 Ok(ops) => {
                     let actual = serde_json::to_value(&ops).map_err(|e| syntax(e.to_string()))?;
-                    if actual != expected {
+                    // Compared as the state digest sees them (RFC 8785):
+                    // key order and a number's spelling (`7.0`, `7`) do not
+                    // matter.
+                    if crate::jcs::to_string(&actual) != crate::jcs::to_string(&expected) {
                         return Err(VectorError::OpsDiffer {
                             line,
                             name,
@@ -222,6 +226,13 @@ fn run_one(
             }
         }
         (None, Some(want)) => {
+            if !Failure::CODES.contains(&want.code.as_str()) {
+                return Err(syntax(format!(
+                    "error.code {:?} is not a failure cause (one of {})",
+                    want.code,
+                    Failure::CODES.join(", ")
+                )));
+            }
             let expected = match &want.guest_code {
                 Some(g) => format!("{} (guest code {g:?})", want.code),
                 None => want.code.clone(),
@@ -256,6 +267,61 @@ fn run_one(
                 .into(),
         )),
     }
+}
+
+/// The keys of each op's JSON form, `op` first.
+const OP_KEYS: [(&str, &[&str]); 5] = [
+    ("put_node", &["op", "id", "node_type", "properties"]),
+    (
+        "merge_node",
+        &["op", "id", "node_type", "properties", "create_if_absent"],
+    ),
+    ("delete_node", &["op", "id"]),
+    ("put_edge", &["op", "edge_type", "from", "to", "properties"]),
+    ("delete_edge", &["op", "edge_type", "from", "to"]),
+];
+
+/// An expected op list in the ops' JSON form, or what is wrong with it (a
+/// misspelt op or key would otherwise only show as a long difference).
+fn check_expected_ops(ops: &[Value]) -> Result<(), String> {
+    let names = || {
+        OP_KEYS
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (i, op) in ops.iter().enumerate() {
+        let Some(obj) = op.as_object() else {
+            return Err(format!("ops[{i}] is not an object"));
+        };
+        let Some(name) = obj.get("op").and_then(Value::as_str) else {
+            return Err(format!("ops[{i}] has no \"op\" (one of {})", names()));
+        };
+        let Some((_, keys)) = OP_KEYS.iter().find(|(n, _)| *n == name) else {
+            return Err(format!(
+                "ops[{i}]: unknown op {name:?} (one of {}; underscores, as in the state digest)",
+                names()
+            ));
+        };
+        for k in obj.keys() {
+            if !keys.contains(&k.as_str()) {
+                return Err(format!(
+                    "ops[{i}] ({name}): unknown key {k:?}; its keys are {}",
+                    keys.join(", ")
+                ));
+            }
+        }
+        for k in keys.iter() {
+            if !obj.contains_key(*k) {
+                return Err(format!(
+                    "ops[{i}] ({name}): missing {k:?}; its keys are {}",
+                    keys.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn shown(v: &Value) -> String {

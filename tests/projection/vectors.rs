@@ -85,6 +85,48 @@ fn a_failing_vector_names_its_line_and_both_op_lists() {
     );
     let e = vectors::run(&set, 0, r#"{"event":{"event_type":"x"},"ops":[]}"#).unwrap_err();
     assert!(matches!(e, VectorError::Syntax { line: 1, .. }), "{e}");
+
+    // A misspelt op, key or cause is named as such (it only showed as a long
+    // difference of op lists).
+    for (edit, needle) in [
+        (
+            ("\"op\":\"put_node\"", "\"op\":\"put-node\""),
+            "unknown op \"put-node\"",
+        ),
+        (
+            (
+                "\"node_type\":\"Target\",\"properties",
+                "\"nodeType\":\"Target\",\"properties",
+            ),
+            "unknown key \"nodeType\"",
+        ),
+    ] {
+        let bad = first.replacen(edit.0, edit.1, 1);
+        assert_ne!(bad, first);
+        let e = vectors::run(&set, 0, &bad).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains(needle), "{e}");
+    }
+    let e = vectors::run(
+        &set,
+        0,
+        r#"{"event":{"event_type":"target.registered","payload":{}},"error":{"code":"refused"}}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("not a failure cause"), "{e}");
+    // A number is compared as the digest sees it: the core's `test_count`
+    // 12 matches an expected `12.0` (in the ops, not the event).
+    let tests = good
+        .lines()
+        .find(|l| l.matches("\"test_count\":12").count() >= 2)
+        .expect("a vector with test_count in its event and its ops");
+    let at = tests.rfind("\"test_count\":12").unwrap();
+    let spelled = format!(
+        "{}\"test_count\":12.0{}",
+        &tests[..at],
+        &tests[at + "\"test_count\":12".len()..]
+    );
+    assert_eq!(vectors::run(&set, 0, &spelled).unwrap(), 1);
     assert!(matches!(
         vectors::run(&set, 0, "\n"),
         Err(VectorError::Empty)
