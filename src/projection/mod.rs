@@ -1145,10 +1145,23 @@ fn classify(
         // refusing, a resource limit other than memory) are the guest's doing
         // and deterministic: report them as traps with the full message.
         None => Failure::Trap {
-            message: format!("{e:#}"),
+            message: without_backtrace(e),
             stderr,
         },
     }
+}
+
+/// An error's chain of messages without wasmtime's wasm backtrace (frame
+/// offsets and names, formatted as the runtime's version does): a recorded
+/// error's message is part of the state digest, so it must not change with
+/// the runtime.
+fn without_backtrace(e: &wasmtime::Error) -> String {
+    // WasmBacktrace is a context, not an error type: told by its text.
+    e.chain()
+        .map(|c| c.to_string())
+        .filter(|t| !t.contains("wasm backtrace:"))
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Checks a run's output against `MAX_OPS_PER_RUN`, `MAX_PROPERTIES_BYTES`
