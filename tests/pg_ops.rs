@@ -288,15 +288,20 @@ fn ingest_sent_to_a_replica_is_forwarded_to_the_writer_with_its_token() {
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    assert!(
-        writer
+    // (The writer's stderr is read by another thread: wait for the line.)
+    wait_for(10, "the forwarded request id in the writer's log", || {
+        let found = writer
             .log
             .lock()
             .unwrap()
             .iter()
-            .any(|l| l.contains("trace-abc-123") && l.contains("/v1/events/ingest")),
-        "the writer's log has no line with the forwarded request id"
-    );
+            .any(|l| l.contains("trace-abc-123") && l.contains("/v1/events/ingest"));
+        if found {
+            Ok(())
+        } else {
+            Err("no line yet".to_string())
+        }
+    });
     // An invalidation appends an event too: forwarded the same way.
     let (st, r) = replica.post(
         "/v1/attempts/via-replica-a0/invalidate",
