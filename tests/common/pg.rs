@@ -20,6 +20,8 @@ pub struct Postgres {
     /// Run the tools as `postgres` (we are root).
     as_postgres: bool,
     running: bool,
+    /// The TLS options of `pg_ctl start` (empty without TLS).
+    ssl: String,
 }
 
 /// Where the PostgreSQL server binaries are, if anywhere.
@@ -93,6 +95,7 @@ impl Postgres {
             port: 0,
             as_postgres,
             running: false,
+            ssl: String::new(),
         };
         if as_postgres {
             let st = Command::new("chown")
@@ -103,7 +106,6 @@ impl Postgres {
             assert!(st.success(), "chown of the cluster dir failed");
         }
         let data = pg.data_dir();
-        let mut ssl = String::new();
         if let Some((cert, key)) = tls {
             let (cert_file, key_file) = (
                 pg.dir.path().join("server.crt"),
@@ -123,7 +125,7 @@ impl Postgres {
                     .expect("run chown");
                 assert!(st.success(), "chown of the TLS files failed");
             }
-            ssl = format!(
+            pg.ssl = format!(
                 " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
                 cert_file.display(),
                 key_file.display()
@@ -143,20 +145,7 @@ impl Postgres {
         // A port taken between our probe and the server's bind: try another.
         for attempt in 0..5 {
             pg.port = free_port();
-            let opts = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50{ssl}",
-                pg.port,
-                pg.dir.path().display()
-            );
-            let out = pg
-                .tool("pg_ctl")
-                .args(["-D"])
-                .arg(&data)
-                .arg("-l")
-                .arg(pg.dir.path().join("server.log"))
-                .args(["-w", "-t", "60", "-o", &opts, "start"])
-                .output()
-                .expect("run pg_ctl");
+            let out = pg.pg_ctl_start();
             if out.status.success() {
                 pg.running = true;
                 return Some(pg);
@@ -241,22 +230,27 @@ impl Postgres {
         self.running = false;
     }
 
-    /// Starts the stopped cluster again on the same port.
-    pub fn restart(&mut self) {
+    /// `pg_ctl start` of the cluster on its port, with its options.
+    fn pg_ctl_start(&self) -> std::process::Output {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.ssl
         );
-        let out = self
-            .tool("pg_ctl")
+        self.tool("pg_ctl")
             .arg("-D")
             .arg(self.data_dir())
             .arg("-l")
             .arg(self.dir.path().join("server.log"))
             .args(["-w", "-t", "60", "-o", &opts, "start"])
             .output()
-            .expect("run pg_ctl start");
+            .expect("run pg_ctl start")
+    }
+
+    /// Starts the stopped cluster again on the same port.
+    pub fn restart(&mut self) {
+        let out = self.pg_ctl_start();
         assert!(
             out.status.success(),
             "{}\n{}",

@@ -443,37 +443,8 @@ fn block_mode_builds_before_serving_and_an_old_store_is_told_to_use_it() {
 
     // While it builds (slowed down here), the server answers probes: /livez
     // 200, /readyz 503 with what it is doing; then it is ready.
-    let mut cmd = serve_command(dir.path());
-    cmd.env("LEVIATHAN_PROJECTORS_FILE", &m_s)
-        .env("LEVIATHAN_REBUILD", "block")
-        .env("LEVIATHAN_BUILD_RATE", "100")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    // Killed if an assertion fails before the server is adopted.
-    let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
-    let stderr = child.0.as_mut().unwrap().stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            for marker in ["probes answer on ", "listening on "] {
-                if let Some(i) = line.find(marker) {
-                    let addr = line[i + marker.len()..]
-                        .split(|c: char| c.is_whitespace() || c == '"')
-                        .next()
-                        .unwrap_or("")
-                        .to_string();
-                    let _ = tx.send((marker, addr));
-                }
-            }
-        }
-    });
-    let (marker, addr) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-    assert_eq!(marker, "probes answer on ");
+    let (mut child, rx) = spawn_block_start(dir.path(), &m_s, "100");
+    let addr = addr_after(&wait_line(&rx, "probes answer on "), "probes answer on ");
     let client = reqwest::blocking::Client::new();
     let mut saw_building = false;
     let mut saw_starting_metrics = false;
@@ -536,8 +507,7 @@ fn block_mode_builds_before_serving_and_an_old_store_is_told_to_use_it() {
     assert_eq!(ready["status"], "ready");
     assert!(saw_building, "readyz never said the build was running");
     assert!(saw_starting_metrics, "/metrics never said it was starting");
-    let (marker, _) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-    assert_eq!(marker, "listening on ");
+    wait_line(&rx, "listening on ");
     let s = Server::adopt(child.0.take().unwrap(), &addr, dir.path());
     let p = projection(&s);
     assert_eq!(p["generation"], 1, "{p}");
@@ -704,11 +674,12 @@ fn kept_ids(p: &Value) -> Vec<u64> {
 fn spawn_block_start(
     dir: &Path,
     manifest: &str,
+    rate: &str,
 ) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
     let mut cmd = serve_command(dir);
     cmd.env("LEVIATHAN_PROJECTORS_FILE", manifest)
         .env("LEVIATHAN_REBUILD", "block")
-        .env("LEVIATHAN_BUILD_RATE", "200")
+        .env("LEVIATHAN_BUILD_RATE", rate)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
@@ -727,7 +698,18 @@ fn spawn_block_start(
     (child, rx)
 }
 
-/// Waits (60 s at most) for a line containing `needle`; the lines before it.
+/// The address a log line gives after `marker` (`listening on 127.0.0.1:…`).
+fn addr_after(lines: &[String], marker: &str) -> String {
+    let line = lines.last().unwrap();
+    let i = line.find(marker).unwrap() + marker.len();
+    line[i..]
+        .split(|c: char| c.is_whitespace() || c == '"')
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Waits (60 s at most) for a line containing `needle`; the lines up to it.
 fn wait_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
@@ -764,7 +746,7 @@ fn signals_during_a_block_start_stop_it_cleanly_or_wait_for_the_start() {
 
     // SIGTERM while the build runs: the process says so and exits 0 (it
     // used to die of the signal with no line at all).
-    let (mut child, rx) = spawn_block_start(dir.path(), &m_s);
+    let (mut child, rx) = spawn_block_start(dir.path(), &m_s, "200");
     wait_line(&rx, "building its graph before serving");
     kill("-TERM", &pid(&child));
     let status = child.0.take().unwrap().wait().unwrap();
@@ -773,7 +755,7 @@ fn signals_during_a_block_start_stop_it_cleanly_or_wait_for_the_start() {
 
     // SIGHUP while the build runs: the start goes on (the signal's default
     // action killed it), and the tokens are read again once it is ready.
-    let (mut child, rx) = spawn_block_start(dir.path(), &m_s);
+    let (mut child, rx) = spawn_block_start(dir.path(), &m_s, "200");
     wait_line(&rx, "building its graph before serving");
     kill("-HUP", &pid(&child));
     wait_line(&rx, "SIGHUP during start-up");
