@@ -431,6 +431,11 @@ pub fn projectors(c: &Client, out: &mut Out, json: bool) -> Result<(), CtlError>
     ])
 }
 
+/// `a, b, c`, each item cleaned for the terminal.
+fn cleaned_list(items: &[String]) -> String {
+    items.iter().map(|p| clean(p)).collect::<Vec<_>>().join(", ")
+}
+
 /// Errors `projectors status` counts before it says "or more".
 const STATUS_ERRORS_COUNTED: usize = 1000;
 
@@ -539,11 +544,7 @@ pub fn projectors_status(c: &Client, out: &mut Out, json: bool) -> Result<(), Ct
         out.line(&format!(
             "generation {} ({}): {}",
             b.generation,
-            b.projectors
-                .iter()
-                .map(|p| clean(p))
-                .collect::<Vec<_>>()
-                .join(", "),
+            cleaned_list(&b.projectors),
             clean(&b.state)
         ))?;
         out.fields(&[
@@ -572,11 +573,7 @@ pub fn projectors_status(c: &Client, out: &mut Out, json: bool) -> Result<(), Ct
         out.line(&format!(
             "generation {} ({}): kept for a roll back, stopped at seq {}",
             k.generation,
-            k.projectors
-                .iter()
-                .map(|p| clean(p))
-                .collect::<Vec<_>>()
-                .join(", "),
+            cleaned_list(&k.projectors),
             k.applied_seq
         ))?;
         out.fields(&[
