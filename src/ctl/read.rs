@@ -433,7 +433,11 @@ pub fn projectors(c: &Client, out: &mut Out, json: bool) -> Result<(), CtlError>
 
 /// `a, b, c`, each item cleaned for the terminal.
 fn cleaned_list(items: &[String]) -> String {
-    items.iter().map(|p| clean(p)).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|p| clean(p))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Errors `projectors status` counts before it says "or more".

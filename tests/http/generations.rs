@@ -548,6 +548,22 @@ fn a_kept_generation_rolls_back_by_catching_up_from_where_it_stopped() {
         "{p}"
     );
     assert!(p["kept"][0]["kept_at"].is_string(), "{p}");
+    // leviathanctl shows it too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathanctl"))
+        .args(["projectors", "status"])
+        .env("LEVIATHAN_API_URL", &s.base)
+        .env("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "generation 0 (core@{}): kept for a roll back, stopped at seq {}",
+            labels[0].as_str().unwrap().trim_start_matches("core@"),
+            head_a["seq"]
+        )),
+        "{text}"
+    );
     preload(&s, "mid", 5, 100);
     let (_, head_b) = s.get("/v1/log/head");
     s.stop();
