@@ -29,26 +29,29 @@ pub(crate) fn new_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
 /// compared as the file system resolves them (symbolic links, `..`), the
 /// target by its nearest existing ancestor.
 pub(crate) fn outside_data_dir(target: &Path, data_dir: &Path, what: &str) -> anyhow::Result<()> {
+    // Component by component, as creating the path would resolve it: an
+    // existing prefix through its symbolic links, a missing directory as
+    // created (so `missing/..` is the directory before it).
     let resolve = |p: &Path| -> std::path::PathBuf {
-        let mut existing = p;
-        let mut rest = Vec::new();
-        while !existing.exists() {
-            match (existing.parent(), existing.file_name()) {
-                (Some(parent), Some(name)) => {
-                    rest.push(name.to_owned());
-                    existing = parent;
+        use std::path::Component;
+        let mut cur = std::path::PathBuf::new();
+        for c in p.components() {
+            match c {
+                Component::Prefix(_) | Component::RootDir => cur.push(c.as_os_str()),
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    cur.pop();
                 }
-                _ => break,
+                Component::Normal(name) => {
+                    let next = cur.join(name);
+                    cur = std::fs::canonicalize(&next).unwrap_or(next);
+                }
             }
         }
-        let mut resolved = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_owned());
-        for name in rest.iter().rev() {
-            resolved.push(name);
-        }
-        resolved
+        cur
     };
     let (target_r, data_r) = (resolve(target), resolve(data_dir));
-    if target_r.starts_with(&data_r) {
+    if target_r.starts_with(&data_r) || under_same_inode(target, data_dir) {
         bail!(
             "{} is inside the server's data dir {}: {what} goes outside it (another volume, \
              ideally)",
@@ -57,6 +60,28 @@ pub(crate) fn outside_data_dir(target: &Path, data_dir: &Path, what: &str) -> an
         );
     }
     Ok(())
+}
+
+/// Whether an existing ancestor of `target` (itself included) is the
+/// directory `dir` by device and inode: the data dir seen through a bind
+/// mount, which no path comparison sees.
+fn under_same_inode(target: &Path, dir: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(d) = std::fs::metadata(dir) else {
+            return false;
+        };
+        target
+            .ancestors()
+            .filter_map(|a| std::fs::metadata(a).ok())
+            .any(|m| m.dev() == d.dev() && m.ino() == d.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (target, dir);
+        false
+    }
 }
 
 /// Runs `fill` on `dir`, which must be new or empty ([`new_dir`]). If it
@@ -69,7 +94,14 @@ pub(crate) fn fill_new_dir<T>(
     what: &str,
     fill: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let existed = dir.exists();
+    // The first of `dir` and its ancestors that does not exist yet: what a
+    // failure removes (the parents `new_dir` created included).
+    let created = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .last()
+        .map(Path::to_path_buf);
+    let existed = created.is_none();
     new_dir(dir, what)?;
     let filled = fill();
     if filled.is_err() {
@@ -85,7 +117,7 @@ pub(crate) fn fill_new_dir<T>(
                 })
             })
         } else {
-            std::fs::remove_dir_all(dir)
+            std::fs::remove_dir_all(created.as_deref().unwrap_or(dir))
         };
         if let Err(e) = cleaned {
             tracing::warn!(dir = %dir.display(), error = %e, "could not remove what the failed {what} wrote");
@@ -129,4 +161,77 @@ pub(crate) fn disk_bytes_under(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_fill_removes_the_parents_it_created_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a").join("b").join("bk");
+        let r: anyhow::Result<()> = fill_new_dir(&dir, "a backup", || {
+            std::fs::write(dir.join("part"), b"x")?;
+            anyhow::bail!("the volume is full")
+        });
+        assert!(r.is_err());
+        assert!(
+            !root.path().join("a").exists(),
+            "created parents left behind"
+        );
+        assert!(root.path().exists());
+        // An existing parent stays.
+        std::fs::create_dir(root.path().join("keep")).unwrap();
+        let dir = root.path().join("keep").join("bk");
+        let r: anyhow::Result<()> = fill_new_dir(&dir, "a backup", || anyhow::bail!("no"));
+        assert!(r.is_err());
+        assert!(root.path().join("keep").exists() && !dir.exists());
+    }
+
+    #[test]
+    fn a_target_inside_the_data_dir_is_refused_however_it_is_reached() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        std::fs::create_dir_all(data.join("store")).unwrap();
+        let outside = root.path().join("backups").join("b1");
+        outside_data_dir(&outside, &data, "a backup").unwrap();
+        for inside in [
+            data.join("store").join("bk"),
+            data.clone(),
+            root.path().join("x").join("..").join("data").join("bk"),
+        ] {
+            let e = outside_data_dir(&inside, &data, "a backup").unwrap_err();
+            assert!(
+                e.to_string().contains("inside the server's data dir"),
+                "{e}"
+            );
+        }
+        #[cfg(unix)]
+        {
+            let link = root.path().join("link");
+            std::os::unix::fs::symlink(&data, &link).unwrap();
+            assert!(outside_data_dir(&link.join("bk"), &data, "a backup").is_err());
+            // A bind mount of the data dir (when this process may mount).
+            let view = root.path().join("view");
+            std::fs::create_dir(&view).unwrap();
+            let mounted = std::process::Command::new("mount")
+                .arg("--bind")
+                .arg(&data)
+                .arg(&view)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if mounted {
+                let refused = outside_data_dir(&view.join("bk"), &data, "a backup").is_err();
+                let _ = std::process::Command::new("umount").arg(&view).status();
+                assert!(
+                    refused,
+                    "a bind mount of the data dir was taken for outside it"
+                );
+            } else {
+                eprintln!("SKIP the bind-mount case: mount --bind is not allowed here");
+            }
+        }
+    }
 }

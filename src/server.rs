@@ -322,6 +322,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let _ = ready_rx.await;
         },
         Drain::AnswerAccepted(std::time::Duration::from_secs(1)),
+        None,
     ));
     // Signals are caught from the first moment the probes answer: SIGTERM or
     // SIGINT during start-up (a journal replay, a block build) stops the
@@ -543,7 +544,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!("shutting down: no new connections; finishing requests in flight");
         }
     };
-    serve_http(listener, app, config.http, on_signal, Drain::Graceful).await;
+    serve_http(
+        listener,
+        app,
+        config.http,
+        on_signal,
+        Drain::Graceful,
+        Some(metrics.clone()),
+    )
+    .await;
     reload.abort();
     // Whatever state the store is in, the process exits within the shutdown
     // timeout of the signal: a flush that cannot finish is abandoned. The
@@ -623,6 +632,7 @@ pub async fn serve_http(
     http: crate::config::HttpSettings,
     shutdown: impl std::future::Future<Output = ()>,
     drain: Drain,
+    metrics: Option<crate::metrics::Metrics>,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
@@ -668,15 +678,25 @@ pub async fn serve_http(
                 // liveness probe failing in a connection flood would get a
                 // busy server restarted); every other request gets the 503.
                 let probes = TowerToHyperService::new(app.clone());
+                let metrics = metrics.clone();
                 let svc = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let probes = probes.clone();
+                        let metrics = metrics.clone();
                         async move {
                             if api::limits::served_beyond_connection_cap(req.uri().path()) {
-                                hyper::service::Service::call(&probes, req).await
-                            } else {
-                                Ok(api::limits::too_many_connections(max))
+                                return hyper::service::Service::call(&probes, req).await;
                             }
+                            // An ingest refused here is an ingest outcome too
+                            // (the ingest alerts read them).
+                            if let Some(m) = &metrics {
+                                if req.method() == hyper::Method::POST
+                                    && req.uri().path() == "/v1/events/ingest"
+                                {
+                                    m.ingest("overloaded", 0.0, 0);
+                                }
+                            }
+                            Ok(api::limits::too_many_connections(max))
                         }
                     },
                 );

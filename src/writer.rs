@@ -1025,7 +1025,8 @@ impl State {
         tracing::warn!(
             epoch,
             head = self.head.seq.0,
-            "this writer lost its leadership (another node took over): it stepped down and follows the log as a replica"
+            "this writer lost its leadership (its lease ran out, or another node took over): it \
+             stepped down and follows the log as a replica, and takes the lease again if it is free"
         );
         Ok(follower)
     }

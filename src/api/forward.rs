@@ -60,7 +60,7 @@ pub async fn to_leader(State(state): State<AppState>, req: Request, next: Next) 
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             crate::pg::NOT_LEADER,
-            format!("this node is a replica and cannot take ingest: {reason}"),
+            format!("this node is a replica and cannot append (ingest, invalidations): {reason}"),
         )
         .with_details(json!({"cause": crate::pg::NOT_LEADER, "reason": reason}))
         .into_response()

@@ -528,7 +528,10 @@ fn restore(
     let key = data_dir.join(leviathan::tlog::DEFAULT_KEY_FILE);
     if !key.exists() {
         tracing::warn!(
-            "the backup holds no checkpoint signing key: copy the key file you keep apart to {}              (or set LEVIATHAN_SIGNING_KEY_FILE) before the first start, or that start              generates a new key and auditors must be given its verifier key (docs/RUNBOOK.md,              \"Backup and restore\")",
+            "the backup holds no checkpoint signing key: copy the key file you keep apart to {} \
+             (or set LEVIATHAN_SIGNING_KEY_FILE) before the first start, or that start \
+             generates a new key and auditors must be given its verifier key (docs/RUNBOOK.md, \
+             \"Backup and restore\")",
             key.display()
         );
     }

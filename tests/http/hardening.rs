@@ -377,6 +377,22 @@ fn connections_beyond_the_cap_get_503_and_are_closed() {
         );
         assert_eq!(r.status, 200, "{path} beyond the connection cap");
     }
+    // An ingest refused at the cap is an ingest outcome (the alerts read it).
+    let r = raw(
+        &s,
+        format!(
+            "POST /v1/events/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 503);
+    let m = raw(&s, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        String::from_utf8_lossy(&m.body)
+            .contains("leviathan_ingest_requests_total{outcome=\"overloaded\"} 1"),
+        "the refused ingest was not counted"
+    );
     drop(held);
     // Once they are closed, new connections are served again.
     let deadline = Instant::now() + Duration::from_secs(20);
