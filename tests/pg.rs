@@ -1045,7 +1045,18 @@ fn a_replica_with_another_projector_set_is_reported_and_refuses_reads() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(back.get("/readyz").0, 200);
+    // Ready too, once its lag is published (a publish round).
+    loop {
+        let (st, r) = back.get("/readyz");
+        if st == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica on the writer's set never became ready again: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// `GET /v1/artifacts/{sha}` on `s`: (status, body bytes).
