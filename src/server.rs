@@ -424,16 +424,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Publishes this node's state for `GET /v1/cluster` while it runs: its
     // role as it is now (a promotion or a step-down changes it).
     let _publisher = match (&pg_settings, &cluster) {
-        (Some(settings), Some(c)) => Some(
-            crate::pg::members::Publisher::start(
+        (Some(settings), Some(c)) => {
+            let (publisher, first_round) = crate::pg::members::Publisher::start(
                 settings,
                 writer.role(),
                 live.clone(),
                 c.disagreement.clone(),
                 c.node.clone(),
             )
-            .context("starting the cluster membership publisher")?,
-        ),
+            .context("starting the cluster membership publisher")?;
+            // Nothing is served before the first comparison with the
+            // writer (bounded: PostgreSQL may be slow to answer).
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), first_round).await;
+            Some(publisher)
+        }
         _ => None,
     };
     let writer_health = writer.health_handle();

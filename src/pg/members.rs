@@ -25,16 +25,22 @@ impl Publisher {
     /// leader's published state and records into `disagreement` why it
     /// cannot serve reads (another projector set, another digest at a
     /// common seq).
+    ///
+    /// The returned receiver resolves once the first round is done (its
+    /// comparison included): a server awaits it before it serves, so that a
+    /// replica on another projector set never serves reads before it has
+    /// found out (it did, for up to a round).
     pub fn start(
         settings: &PgSettings,
         role: super::CurrentRole,
         live: crate::generations::LiveGraph,
         disagreement: Disagreement,
         node: Node,
-    ) -> Result<Publisher, PgError> {
+    ) -> Result<(Publisher, tokio::sync::oneshot::Receiver<()>), PgError> {
         let (url, id) = (settings.url.clone(), settings.holder.clone());
         let instance = settings.instance.clone();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (first_done, first_round) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("leviathan-members".into())
             .spawn(move || {
@@ -47,13 +53,17 @@ impl Publisher {
                     &disagreement,
                     &node,
                     &stopped,
+                    first_done,
                 )
             })
             .map_err(PgError::Thread)?;
-        Ok(Publisher {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        Ok((
+            Publisher {
+                stop: Some(stop),
+                thread: Some(thread),
+            },
+            first_round,
+        ))
     }
 }
 
@@ -79,8 +89,10 @@ fn publish(
     disagreement: &Disagreement,
     this: &Node,
     stopped: &std::sync::mpsc::Receiver<()>,
+    first_done: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut client: Option<postgres::Client> = None;
+    let mut first_done = Some(first_done);
     loop {
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             client = connect(url)
@@ -122,6 +134,9 @@ fn publish(
             }
             (_, Err(e)) => tracing::warn!(error = %e, "reading the graph state to publish failed"),
             (None, Ok(_)) => {}
+        }
+        if let Some(done) = first_done.take() {
+            let _ = done.send(());
         }
         match stopped.recv_timeout(PUBLISH_EVERY) {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
