@@ -875,6 +875,13 @@ impl State {
         self.watch_lease();
         let mut next = None;
         loop {
+            // A writer that stopped (any storage failure, an append whose
+            // outcome it could not learn) gives its PostgreSQL lease up, or
+            // lets it run out if PostgreSQL is unreachable, so that a
+            // standby takes over within the lease.
+            if self.health.failure().is_some() {
+                self.leader = None;
+            }
             if let Some(follower) = self.follower.take() {
                 self.settle();
                 if !self.follow(follower, &mut rx) {
@@ -1481,12 +1488,8 @@ impl State {
                     self.stepped_down = true;
                     failure.failure
                 } else if failure.stops_writer {
-                    let failure = self.health.fail(failure.failure);
-                    // A stopped writer gives its lease up (or lets it run
-                    // out: PostgreSQL may be unreachable), so that a
-                    // standby takes over within the lease.
-                    self.leader = None;
-                    failure
+                    // (Its lease is given up at the top of the run loop.)
+                    self.health.fail(failure.failure)
                 } else {
                     tracing::warn!(cause = failure.failure.cause, "{}", failure.failure.message);
                     failure.failure
