@@ -241,18 +241,7 @@ pub async fn projection(State(app): State<AppState>) -> Result<Json<Projection>,
             log_head_seq: head.seq,
             projectors,
             state_digest: digest,
-            build: build.map(|b| {
-                let mut b: wire::GenerationBuild = b.into();
-                // A pending or failed build no longer follows the log: its
-                // lag is the log's growth since, not what it last saw.
-                if b.state == "pending" || b.state == "failed" {
-                    b.head_seq = head.seq;
-                    b.lag_events = head.seq.0.saturating_sub(b.applied_seq.0);
-                    b.events_per_second = 0.0;
-                    b.eta_seconds = None;
-                }
-                b
-            }),
+            build: build.map(|b| b.at_head(head.seq).into()),
             asynchronous: if has_async {
                 Some(wire::AsyncLane {
                     applied_seq: async_seq,

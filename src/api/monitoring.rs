@@ -201,16 +201,12 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
         }
         match app.builds.get() {
             Some(b) if b.state != crate::generations::build::BuildState::Switched => {
-                use crate::generations::build::BuildState;
-                m.generation_build_applied_seq.set(b.applied_seq.0 as i64);
-                // A pending or failed build no longer follows the log.
-                let lag = match (b.state, app.log.head()) {
-                    (BuildState::Pending | BuildState::Failed, Ok(h)) => {
-                        h.seq.0.saturating_sub(b.applied_seq.0)
-                    }
-                    _ => b.lag_events,
+                let b = match app.log.head() {
+                    Ok(h) => b.at_head(h.seq),
+                    Err(_) => b,
                 };
-                m.generation_build_lag_events.set(lag as i64);
+                m.generation_build_applied_seq.set(b.applied_seq.0 as i64);
+                m.generation_build_lag_events.set(b.lag_events as i64);
                 m.generation_build_errors.set(b.errors as i64);
             }
             _ => {

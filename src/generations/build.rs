@@ -84,6 +84,21 @@ pub struct BuildStatus {
     pub message: Option<String>,
 }
 
+impl BuildStatus {
+    /// The status as of the log's `head`: a pending or failed build no
+    /// longer follows the log, so its lag is the log's growth since it
+    /// stopped (not what it last saw), and it has no rate or ETA.
+    pub fn at_head(mut self, head: Seq) -> BuildStatus {
+        if matches!(self.state, BuildState::Pending | BuildState::Failed) {
+            self.head_seq = head;
+            self.lag_events = head.0.saturating_sub(self.applied_seq.0);
+            self.events_per_second = 0.0;
+            self.eta_seconds = None;
+        }
+        self
+    }
+}
+
 /// The current (or last) build's status, shared with the API and metrics.
 #[derive(Clone, Default)]
 pub struct Builds(Arc<Mutex<Option<BuildStatus>>>);
