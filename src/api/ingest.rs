@@ -110,33 +110,29 @@ pub fn parse_json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Marks an ingest answer the handler counted in
-/// `leviathan_ingest_requests_total` (`limits::edge` counts the others: the
-/// refusals of the layers before the handler, overloaded, timeout, auth).
+/// What an accepted ingest was, left on its answer for `limits::edge`, the
+/// one place that counts ingest outcomes (a refusal is counted there by its
+/// error code, whichever layer made it).
 #[derive(Debug, Clone, Copy)]
-pub struct IngestCounted;
+pub struct IngestOutcome {
+    pub outcome: &'static str,
+    pub duplicates: u64,
+}
 
 pub async fn ingest(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> axum::response::Response {
-    let started = std::time::Instant::now();
-    let result = ingest_bundle(&app, headers, body).await;
-    let seconds = started.elapsed().as_secs_f64();
-    match &result {
-        Ok(r) => {
-            let outcome = match r.status {
-                IngestStatus::Ok => "ok",
-                IngestStatus::Duplicate => "duplicate",
-            };
-            app.metrics.ingest(outcome, seconds, r.duplicates);
-        }
-        Err(e) => app.metrics.ingest(e.code, seconds, 0),
-    }
-    let mut resp = axum::response::IntoResponse::into_response(result.map(Json));
-    resp.extensions_mut().insert(IngestCounted);
-    resp
+) -> Result<(axum::Extension<IngestOutcome>, Json<IngestResponse>), ApiError> {
+    let r = ingest_bundle(&app, headers, body).await?;
+    let outcome = IngestOutcome {
+        outcome: match r.status {
+            IngestStatus::Ok => "ok",
+            IngestStatus::Duplicate => "duplicate",
+        },
+        duplicates: r.duplicates,
+    };
+    Ok((axum::Extension(outcome), Json(r)))
 }
 
 async fn ingest_bundle(

@@ -109,17 +109,15 @@ pub async fn edge(
         .get()
         .map_or("unmatched", axum::extract::MatchedPath::as_str);
     metrics.http(route, method.as_str(), status, seconds);
-    // An ingest refused before its handler ran (overloaded, timeout, auth, a
-    // replica that cannot reach the writer) is an ingest outcome too: the
-    // alerts on ingest errors read them there. (A replica's forwarded answer
-    // carries no code: the writer counted it.)
-    if route == INGEST_ROUTE
-        && resp
-            .extensions()
-            .get::<super::ingest::IngestCounted>()
-            .is_none()
-    {
-        if let Some(code) = resp.extensions().get::<super::error::ErrorCode>() {
+    // Every ingest outcome is counted here: an accepted bundle by what its
+    // handler left, a refusal by its error code, whichever layer made it
+    // (overloaded, timeout, auth, the handler's own). A replica's forwarded
+    // answer carries neither: the writer counted it.
+    if route == INGEST_ROUTE {
+        let ext = resp.extensions();
+        if let Some(o) = ext.get::<super::ingest::IngestOutcome>() {
+            metrics.ingest(o.outcome, seconds, o.duplicates);
+        } else if let Some(code) = ext.get::<super::error::ErrorCode>() {
             metrics.ingest(code.0, seconds, 0);
         }
     }
