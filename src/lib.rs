@@ -53,6 +53,7 @@
 pub mod api;
 pub mod backup;
 pub mod bench;
+pub mod build_info;
 pub mod bundle;
 pub mod cas;
 pub mod chain_verifier;

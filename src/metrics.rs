@@ -35,6 +35,12 @@ pub struct EventTypeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabel {
+    version: String,
+    revision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProjectorLabel {
     /// `name@version`.
     pub projector: String,
@@ -201,6 +207,18 @@ impl Default for Metrics {
         let keyspace_writes = KeyspaceWritesSlot::default();
         root.register_collector(Box::new(keyspace_writes.clone()));
         let r = root.sub_registry_with_prefix("leviathan");
+        let build_info = Family::<BuildLabel, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabel {
+                version: crate::build_info::VERSION.to_string(),
+                revision: crate::build_info::REVISION.to_string(),
+            })
+            .set(1);
+        r.register(
+            "build_info",
+            "The running binary's version and source revision (always 1)",
+            build_info,
+        );
         let ingest_requests = Family::<Outcome, Counter>::default();
         r.register(
             "ingest_requests",

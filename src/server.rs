@@ -304,7 +304,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?,
     );
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "starting: probes answer on {addr} (503 until ready)");
+    tracing::info!(
+        %addr,
+        version = crate::build_info::VERSION,
+        revision = crate::build_info::REVISION,
+        "starting: probes answer on {addr} (503 until ready)"
+    );
     let starting = Starting::default();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let probes = tokio::spawn(serve_http(

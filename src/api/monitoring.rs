@@ -146,6 +146,7 @@ pub fn starting_metrics(seconds: f64, build: Option<(u64, u64)>) -> Response {
          # TYPE leviathan_starting_seconds gauge\n",
     );
     text.push_str(&format!("leviathan_starting_seconds {seconds:.3}\n"));
+    text.push_str(&crate::build_info::metric_text());
     if let Some((applied, head)) = build {
         text.push_str(&format!(
             "# HELP leviathan_generation_build_applied_seq Seq the generation being built has applied\n\

@@ -38,7 +38,7 @@ static MALLOC_CONF: &[u8; 70] =
     b"background_thread:true,narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 #[derive(Parser)]
-#[command(name = "leviathan", version, about = "Leviathan control plane")]
+#[command(name = "leviathan", version = leviathan::build_info::VERSION_LINE, about = "Leviathan control plane")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -30,7 +30,7 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8000";
 #[derive(Debug, Parser)]
 #[command(
     name = "leviathanctl",
-    version,
+    version = crate::build_info::VERSION_LINE,
     after_help = "Exit codes: 0 ok; 1 the server refused (4xx) or failed (5xx), the chain is \
                   broken, a download did not verify, or a confirmation was declined; 2 usage; \
                   3 cannot reach the server.\n\nPrefer LEVIATHAN_CONTROL_PLANE_TOKEN to --token: \

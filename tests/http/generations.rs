@@ -474,6 +474,13 @@ fn block_mode_builds_before_serving_and_an_old_store_is_told_to_use_it() {
             let m = client.get(format!("http://{addr}/metrics")).send().unwrap();
             assert_eq!(m.status(), 200);
             let text = m.text().unwrap();
+            // The build is named in both (the same series).
+            let build = format!(
+                r#"leviathan_build_info{{version="{}",revision="{}"}} 1"#,
+                env!("CARGO_PKG_VERSION"),
+                crate::http::metrics::build_revision()
+            );
+            assert!(text.lines().any(|l| l == build), "{text}");
             if text.contains("leviathan_starting 1") {
                 saw_starting_metrics = true;
                 assert!(

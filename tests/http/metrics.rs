@@ -59,6 +59,63 @@ fn metrics_count_ingest_outcomes_and_positions() {
     );
 }
 
+/// The revision `--version` reports, after checking both binaries' lines.
+pub fn build_revision() -> String {
+    let mut revisions = Vec::new();
+    for (name, exe) in [
+        ("leviathan", env!("CARGO_BIN_EXE_leviathan")),
+        ("leviathanctl", env!("CARGO_BIN_EXE_leviathanctl")),
+    ] {
+        let out = std::process::Command::new(exe)
+            .arg("--version")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let line = String::from_utf8(out.stdout).unwrap();
+        let rest = line
+            .trim()
+            .strip_prefix(&format!("{name} {} (revision ", env!("CARGO_PKG_VERSION")))
+            .unwrap_or_else(|| panic!("{line}"));
+        revisions.push(rest.strip_suffix(')').unwrap().to_string());
+    }
+    assert_eq!(revisions[0], revisions[1]);
+    revisions.pop().unwrap()
+}
+
+#[test]
+fn the_build_revision_is_in_version_and_in_metrics() {
+    let revision = build_revision();
+    // Built from a git checkout (the suite always is): the commit, with
+    // `-modified` if tracked files differed from it when the build script ran
+    // (it runs again on a commit or a change under src/, not on every edit).
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    if let Some(out) = head {
+        let head = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert!(
+            revision == head || revision == format!("{head}-modified"),
+            "{revision} is not HEAD {head}"
+        );
+    }
+    let s = Server::start();
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let series = format!(
+        r#"leviathan_build_info{{version="{}",revision="{revision}"}}"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(metric(&text, &series), 1.0);
+}
+
 /// The value of the one series whose line starts with `prefix` (labels and
 /// all up to the point given), e.g. a projector's whose version is not fixed.
 fn metric_starting(text: &str, prefix: &str) -> f64 {
