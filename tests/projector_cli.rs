@@ -99,11 +99,16 @@ fn built() -> &'static Built {
         }
         // Built as an author builds it: the crate's own build.sh (which runs
         // `leviathan projector build` with the template's stack size). The
-        // bytes do not depend on where the target directory is.
+        // bytes do not depend on where the target directory is. Cargo's
+        // CARGO_TARGET_DIR says where (as it does for `cargo build`).
         let target = base.join("target");
+        let wasm = target.join("deploys.wasm");
+        if wasm.exists() {
+            std::fs::remove_file(&wasm).unwrap();
+        }
         let out = std::process::Command::new("bash")
             .arg(krate.join("build.sh"))
-            .args(["--target-dir", s(&target)])
+            .env("CARGO_TARGET_DIR", &target)
             .env("LEVIATHAN", env!("CARGO_BIN_EXE_leviathan"))
             .env_remove("STACK_SIZE")
             .output()
@@ -115,7 +120,6 @@ fn built() -> &'static Built {
             String::from_utf8_lossy(&out.stderr)
         );
         let build_stdout = String::from_utf8(out.stdout).unwrap();
-        let wasm = target.join("deploys.wasm");
         assert!(wasm.is_file(), "no component at {}", wasm.display());
         Built {
             krate,

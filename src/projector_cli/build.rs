@@ -32,7 +32,8 @@ pub struct BuildArgs {
     /// Where to write the component. Default: <target dir>/<name>.wasm
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Cargo's target directory. Default: DIR/target
+    /// Cargo's target directory. Default: CARGO_TARGET_DIR when it is set
+    /// (relative to the current directory, as cargo reads it), else DIR/target
     #[arg(long)]
     pub target_dir: Option<PathBuf>,
     /// Link the guest with this wasm stack size in bytes (the core projector
@@ -161,9 +162,15 @@ pub(crate) fn run(args: &BuildArgs) -> anyhow::Result<ExitCode> {
              run `rustup target add {TARGET}`"
         );
     }
-    let target_dir = match &args.target_dir {
-        Some(t) => std::path::absolute(t).context("making --target-dir absolute")?,
-        None => dir.join("target"),
+    // cargo runs in DIR below, so a relative CARGO_TARGET_DIR is resolved
+    // here, against the directory the author ran this in, as cargo would.
+    let env_target = std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty());
+    let target_dir = match (&args.target_dir, env_target) {
+        (Some(t), _) => std::path::absolute(t).context("making --target-dir absolute")?,
+        (None, Some(t)) => {
+            std::path::absolute(PathBuf::from(t)).context("making CARGO_TARGET_DIR absolute")?
+        }
+        (None, None) => dir.join("target"),
     };
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)

@@ -21,7 +21,8 @@ const TEMPLATE_CRATE: &str = "leviathan-topology-projector";
 const TEMPLATE_NAME: &str = "topology";
 
 const BUILD_SH: &str = r#"#!/usr/bin/env bash
-# Builds this projector into a component (target/<name>.wasm), reproducibly, and
+# Builds this projector into a component (target/<name>.wasm, or under
+# $CARGO_TARGET_DIR when it is set), reproducibly, and
 # prints its SHA-256 and a [[projector]] manifest entry. Set LEVIATHAN to the
 # leviathan binary if it is not on PATH.
 #
