@@ -398,6 +398,9 @@ fn bad_parameters_are_clear_errors() {
     ingest_n(&s, "p", 3);
     for (path, status, code) in [
         ("/v1/log/checkpoint?tree_size=abc", 400, "invalid_parameter"),
+        ("/v1/log/checkpoint?tree_size=", 400, "invalid_parameter"),
+        ("/v1/log/consistency?from=", 400, "invalid_parameter"),
+        ("/v1/log/consistency?from=1&to=", 400, "invalid_parameter"),
         ("/v1/log/checkpoint?tree_size=-1", 400, "invalid_parameter"),
         ("/v1/log/checkpoint?tree_size=4", 400, "invalid_parameter"),
         ("/v1/events/p-2/proof?tree_size=2", 400, "invalid_parameter"),

@@ -38,9 +38,11 @@ impl From<AuditError> for ApiError {
     }
 }
 
-/// A tree size parameter: absent, or a decimal integer (400 otherwise).
+/// A tree size parameter: absent, or a decimal integer (400 otherwise). An
+/// empty one (`?tree_size=`, a script's unset variable) is refused too: taken
+/// as absent, it would get a checkpoint or proof of another size.
 fn size_param(p: &Params, name: &str) -> Result<Option<u64>, ApiError> {
-    match p.str(name) {
+    match p.0.get(name).map(String::as_str) {
         None => Ok(None),
         Some(raw) => raw.parse::<u64>().map(Some).map_err(|_| {
             ApiError::new(
