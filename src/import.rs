@@ -153,6 +153,11 @@ pub struct Imported {
     pub artifacts: u64,
     pub bundles: u64,
     pub projection_errors: u64,
+    /// What vouches for the export beyond its own consistency: `verified`
+    /// (its checkpoint is signed by the `--public-key` given), `not_checked`
+    /// (it has a checkpoint, no key was given) or `unsigned` (no checkpoint,
+    /// no key): without a key, anyone could have written it.
+    pub signature: &'static str,
 }
 
 /// The graph rebuilt with the configured projectors: (report, fingerprint).
@@ -176,9 +181,17 @@ pub fn import(
             serde_json::to_string_pretty(&report)?
         );
     }
-    crate::files::fill_new_dir(data_dir, "import", || {
+    let signature = match (key, &manifest.checkpoint) {
+        // verify_export refused an export whose checkpoint the key does not sign.
+        (Some(_), _) => "verified",
+        (None, Some(_)) => "not_checked",
+        (None, None) => "unsigned",
+    };
+    let mut done = crate::files::fill_new_dir(data_dir, "import", || {
         load_and_rebuild(from, data_dir, &manifest, rebuild)
-    })
+    })?;
+    done.signature = signature;
+    Ok(done)
 }
 
 /// [`import`]'s writing part, into the new directory.
@@ -242,6 +255,7 @@ fn imported(
         artifacts,
         bundles,
         projection_errors: rebuilt.projection_errors,
+        signature: "not_checked",
     }
 }
 
@@ -584,6 +598,14 @@ pub fn run(args: ImportArgs) -> anyhow::Result<std::process::ExitCode> {
         .transpose()?;
     let done = import(from, &data_dir, key.as_ref(), rebuild)?;
     export::print_json(&done)?;
+    if done.signature != "verified" {
+        tracing::warn!(
+            signature = done.signature,
+            "no --public-key: the export was checked for its own consistency only (chain, tree, \
+             artifacts, digests), not that the log's key signed it; anyone could have written \
+             it. Give the log's verifier key to check its checkpoint"
+        );
+    }
     if !done.tree_root_matches {
         tracing::error!("the imported log's tree root is not the export's");
         return Ok(ExitCode::FAILURE);

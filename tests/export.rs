@@ -175,8 +175,25 @@ fn export_verify_import_gives_the_identical_chain_root_and_digest() {
     assert_eq!(r["head_hash"], m["head_hash"]);
     assert_eq!(r["state_digest"], m["state_digest"]);
     assert_eq!(r["artifacts"], 2);
+    // Without the log's key, nothing says who wrote the export: the answer
+    // and the log say so.
+    assert_eq!(r["signature"], "not_checked", "{r}");
+    assert!(err.contains("no --public-key"), "{err}");
     // The graph is the same, record for record.
     assert_eq!(dump(dir.path()), dump(&imported));
+    // With the key, its checkpoint is checked.
+    let keyed = work.path().join("imported-keyed");
+    let (code, r, err) = run_json(&[
+        "import",
+        p(&out),
+        "--data-dir",
+        p(&keyed),
+        "--public-key",
+        key.trim(),
+    ]);
+    assert_eq!(code, 0, "{r} {err}");
+    assert_eq!(r["signature"], "verified", "{r}");
+    assert!(!err.contains("no --public-key"), "{err}");
     // A non-empty data dir is refused.
     let (code, _, err) = run(&["import", p(&out), "--data-dir", p(&imported)]);
     assert_eq!(code, 1);
