@@ -15,6 +15,7 @@ use crate::digest::Sha256;
 use crate::graph::GraphStore;
 use crate::log::Log;
 use crate::seq::Seq;
+use crate::tlog::note::{Checkpoint, NoteVerifier};
 use anyhow::{bail, Context};
 use fjall::{Database, Readable};
 use serde::{Deserialize, Serialize};
@@ -381,17 +382,101 @@ pub struct Rebuilt {
 /// re-projects the graph when that check fails (e.g. a backup whose graph
 /// keyspaces were lost or damaged). A failed restore leaves `data_dir` as it
 /// found it (new or empty).
+///
+/// The manifest's other claims are checked against the copy too: the
+/// projector set that built the graph is the one the store's catalog names,
+/// and its checkpoint (when it has one) is of this log at this head, with
+/// this tree root, state digest and projector set; with `key`, its
+/// signature is checked as well (without one, a checkpoint is only text).
 pub fn restore(
     from: &Path,
     data_dir: &Path,
+    key: Option<&NoteVerifier>,
     rebuild: impl FnOnce(&crate::storage::Store) -> anyhow::Result<Rebuilt>,
 ) -> anyhow::Result<Restored> {
     let manifest = read_manifest(from)?;
     check_absolute(data_dir)?;
+    if let Some(key) = key {
+        let Some(note) = &manifest.checkpoint else {
+            bail!(
+                "the backup's manifest has no checkpoint, so --public-key has nothing to check \
+                 (a backup of a server that signed nothing, or a manifest that lost it)"
+            );
+        };
+        crate::tlog::audit::open_checkpoint(note, key).map_err(|e| {
+            anyhow::anyhow!("the backup's checkpoint is not signed by the key given: {e}")
+        })?;
+    }
     // The store is closed when `restore_into` returns.
     crate::files::fill_new_dir(data_dir, "restore", || {
         restore_into(from, data_dir, &manifest, rebuild)
     })
+}
+
+/// The manifest's checkpoint and projector set against the restored store:
+/// a manifest that names another set, or a checkpoint of another log, head,
+/// root, digest or set, is not this backup's (altered, or mixed up).
+fn check_claims(store: &crate::storage::Store, manifest: &Manifest) -> anyhow::Result<()> {
+    let catalog = crate::generations::Catalog::open(&store.db)?;
+    let built_by = catalog.get(catalog.live_id()?)?.map(|r| r.fingerprint);
+    if let (Some(claimed), Some(built_by)) = (manifest.projector_set, built_by) {
+        if claimed != built_by {
+            bail!(
+                "the manifest says projector set {claimed} built the graph, but the backed-up \
+                 store's catalog says {built_by}: the manifest is not this store's (altered, or \
+                 another backup's); nothing was restored"
+            );
+        }
+    }
+    let Some(note) = &manifest.checkpoint else {
+        return Ok(());
+    };
+    let text = note
+        .rfind("\n\n")
+        .map(|at| &note[..at + 1])
+        .context("the manifest's checkpoint is not a signed note (no blank line)")?;
+    let c = Checkpoint::parse(text).context("the manifest's checkpoint")?;
+    let root = crate::tlog::Tree::open(&store.db, &store.log)?
+        .root_at(&store.log.view(), manifest.seq.0)?;
+    let hex = |h: Option<Sha256>| h.map_or("null".to_string(), |h| h.to_string());
+    let mut wrong = Vec::new();
+    if c.tree_size != manifest.seq.0 {
+        wrong.push(format!(
+            "tree size {} (the backup's head is seq {})",
+            c.tree_size, manifest.seq
+        ));
+    }
+    if c.tree_size == manifest.seq.0 && c.root != root {
+        wrong.push(format!("root {} (the restored log's is {root})", c.root));
+    }
+    if c.chain_head != manifest.head_hash {
+        wrong.push(format!(
+            "chain head {} (the backup's is {})",
+            hex(c.chain_head),
+            hex(manifest.head_hash)
+        ));
+    }
+    if c.state_digest != manifest.state_digest {
+        wrong.push(format!(
+            "state digest {} (the backup's is {})",
+            c.state_digest, manifest.state_digest
+        ));
+    }
+    if manifest.projector_set.is_some_and(|p| p != c.projector_set) {
+        wrong.push(format!(
+            "projector set {} (the manifest's is {})",
+            c.projector_set,
+            hex(manifest.projector_set)
+        ));
+    }
+    if !wrong.is_empty() {
+        bail!(
+            "the manifest's checkpoint does not describe this backup: {}; nothing was restored \
+             (the manifest was altered, or is another backup's)",
+            wrong.join("; ")
+        );
+    }
+    Ok(())
 }
 
 fn restore_into(
@@ -403,6 +488,7 @@ fn restore_into(
     copy_dir(&from.join("store"), &data_dir.join("store"))?;
     let store = crate::storage::open_store(data_dir)?;
     let head = check_chain(&store.log, manifest, "the restored")?;
+    check_claims(&store, manifest)?;
     let (graph_damage, damage): (Vec<_>, Vec<_>) = read_back(&store.db, &manifest.keyspaces)?
         .into_iter()
         .partition(|(name, _)| is_graph_keyspace(name));

@@ -139,6 +139,11 @@ enum Command {
         /// The new (or empty) data directory.
         #[arg(long, env = "LEVIATHAN_DATA_DIR")]
         data_dir: PathBuf,
+        /// The log's verifier key (`<name>+<id>+<base64>`, or a file holding
+        /// it): the backup's checkpoint must be signed by it. Without it the
+        /// checkpoint is checked against the restored log, not its signature.
+        #[arg(long)]
+        public_key: Option<String>,
         #[command(flatten)]
         projection: leviathan::config::ProjectionArgs,
     },
@@ -284,8 +289,9 @@ fn main() -> ExitCode {
         Command::Restore {
             from,
             data_dir,
+            public_key,
             projection,
-        } => restore(&from, &data_dir, projection),
+        } => restore(&from, &data_dir, public_key.as_deref(), projection),
         Command::Audit(cmd) => leviathan::tlog::cli::run(cmd),
         Command::Projector(cmd) => leviathan::projector_cli::run(cmd),
     };
@@ -492,14 +498,16 @@ fn backup(to: &std::path::Path, url: &str) -> anyhow::Result<ExitCode> {
 fn restore(
     from: &std::path::Path,
     data_dir: &std::path::Path,
+    public_key: Option<&str>,
     projection: leviathan::config::ProjectionArgs,
 ) -> anyhow::Result<ExitCode> {
     let data_dir = std::path::absolute(data_dir).context("making --data-dir absolute")?;
+    let key = public_key.map(leviathan::tlog::cli::verifier).transpose()?;
     let cache = projection
         .projector_cache
         .clone()
         .unwrap_or_else(|| leviathan::config::default_projector_cache(&data_dir));
-    let restored = leviathan::backup::restore(from, &data_dir, |store| {
+    let restored = leviathan::backup::restore(from, &data_dir, key.as_ref(), |store| {
         let specs = leviathan::projector_specs::configured(
             projection.projectors.as_deref(),
             projection.projectors_file.as_deref(),
