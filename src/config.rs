@@ -56,6 +56,12 @@ pub struct ServeArgs {
     /// <data dir>/log-signing.key, generated on first start.
     #[arg(long, env = "LEVIATHAN_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
+    /// Accept a signing key other than the one recorded as this log's signer
+    /// (its key file lost for good): the new key is recorded as the signer
+    /// from the current tree size on (GET /v1/log/signers; docs/AUDIT.md,
+    /// "When the signing key changes"). Without it such a start is refused.
+    #[arg(long, env = "LEVIATHAN_NEW_SIGNING_KEY")]
+    pub new_signing_key: bool,
     /// When the projector set differs from the live graph's: `background`
     /// (serve the live graph while the new set's graph is built from the log,
     /// then switch) or `block` (build it before serving).
@@ -69,7 +75,14 @@ pub struct ServeArgs {
     /// MiB of fjall's block cache, shared by every keyspace (decompressed
     /// data and index blocks). Reads of a large store that miss it load
     /// blocks from the page cache or the disk; more cache, more memory.
-    #[arg(long, env = "LEVIATHAN_CACHE_MB", default_value_t = crate::storage::CACHE_BYTES >> 20)]
+    /// From 1 to 65536; anything else is a usage error (exit 2), as for
+    /// any other invalid value.
+    #[arg(
+        long,
+        env = "LEVIATHAN_CACHE_MB",
+        default_value_t = crate::storage::CACHE_BYTES >> 20,
+        value_parser = clap::value_parser!(u64).range(1..=65_536)
+    )]
     pub cache_mb: u64,
     /// Days a compiled projector not used since stays in the projector cache:
     /// at start, once its projectors are loaded, the server deletes older ones
@@ -181,12 +194,17 @@ pub struct OpsSettings {
 #[derive(Debug, Clone, Args)]
 pub struct ProjectionArgs {
     /// Projectors, in order: `core` (embedded) and/or component files, each with
-    /// optional `#sha256=<hex>#fuel=<n>#memory_mib=<n>#on_error=record` (see
-    /// docs/PROJECTORS.md). Default: core. Not with --projectors-file.
+    /// optional `#key=value` settings: `sha256=<hex>`, `fuel=<n>`,
+    /// `memory_mib=<n>`, `tables=<n>`, `instances=<n>`,
+    /// `on_error=reject|record`, `mode=inline|async` (`async`: applied behind
+    /// the head, never slowing ingest), e.g.
+    /// `core,/x/team.wasm#sha256=<hex>#on_error=record#mode=async`
+    /// (docs/PROJECTORS.md). Default: core. Not with --projectors-file.
     #[arg(long, env = "LEVIATHAN_PROJECTORS")]
     pub projectors: Option<String>,
     /// A projector manifest (TOML: names, files, pins, limits, error policies,
-    /// test vectors; docs/PROJECTORS.md), instead of --projectors.
+    /// modes (inline or async), test vectors; docs/PROJECTORS.md), instead of
+    /// --projectors.
     #[arg(long, env = "LEVIATHAN_PROJECTORS_FILE")]
     pub projectors_file: Option<PathBuf>,
     /// Where compiled projectors are cached (keyed by component digest and engine
@@ -222,6 +240,8 @@ pub struct Config {
     pub ops: OpsSettings,
     /// `LEVIATHAN_SIGNING_KEY_FILE`; `None`: the data dir's key.
     pub signing_key_file: Option<PathBuf>,
+    /// `LEVIATHAN_NEW_SIGNING_KEY`.
+    pub new_signing_key: bool,
     /// `LEVIATHAN_REBUILD`.
     pub rebuild: crate::generations::RebuildMode,
     /// `LEVIATHAN_BUILD_RATE` (0: unlimited).
@@ -408,6 +428,7 @@ impl Config {
             max_projector_bytes: args.projection.max_projector_bytes,
             autonomy_config: args.autonomy_config.clone(),
             signing_key_file: args.signing_key_file.clone(),
+            new_signing_key: args.new_signing_key,
             rebuild: args.rebuild,
             build_rate: args.build_rate,
             cache_bytes: args.cache_mb << 20,

@@ -35,6 +35,7 @@ mod pg_ops;
 mod projection;
 mod projector_cli;
 mod projector_crates;
+mod settings;
 mod soak;
 mod storage_faults;
 mod store;

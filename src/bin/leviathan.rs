@@ -68,6 +68,8 @@ enum Command {
     /// Export a stopped store: the log as NDJSON (one stored record a line with seq,
     /// prev_hash, hash), the artifacts by SHA-256, the bundles, and a manifest with
     /// the head, the Merkle tree's root and the latest signed checkpoint (docs/AUDIT.md).
+    // LEVIATHAN_POSTGRES_URL may hold a password: `--help` must not print it.
+    #[command(mut_arg("postgres_url", |a| a.hide_env_values(true)))]
     Export(leviathan::export::ExportArgs),
     /// Load an export (DIR) into a new, empty data directory, verifying every link
     /// and artifact, and rebuild the graph with the configured projectors; or, with
@@ -97,9 +99,11 @@ enum Command {
         #[arg(long, default_value = "raw", value_parser = ["raw", "jsonl"])]
         format: String,
     },
-    /// Re-project the log up to --to SEQ into a scratch store (the data dir is not written;
-    /// the server may be running), print the state digest and compare it with the one
-    /// recorded at that seq; exit 1 if they differ (docs/AUDIT.md).
+    /// Re-project the log up to --to SEQ into a scratch store (the data dir is not written),
+    /// print the state digest and compare it with the one recorded at that seq; exit 1 if
+    /// they differ (docs/AUDIT.md). While a server holds the data dir, it asks that server
+    /// for a backup into the scratch dir (--url or LEVIATHAN_API_URL, and an admin token in
+    /// LEVIATHAN_CONTROL_PLANE_TOKEN) and replays the backup.
     Replay(leviathan::replay_to::ReplayArgs),
     /// Audit the log offline: check inclusion and consistency proofs and audit
     /// bundles against a saved checkpoint and the log's verifier key (docs/AUDIT.md).
@@ -531,18 +535,18 @@ fn restore(
         "restored into {}",
         data_dir.display()
     );
-    // A backup holds no signing key (it is a secret, kept apart): without
-    // one, the first start signs the old log with a new key.
-    let key = data_dir.join(leviathan::tlog::DEFAULT_KEY_FILE);
-    if !key.exists() {
-        tracing::warn!(
-            "the backup holds no checkpoint signing key: copy the key file you keep apart to {} \
-             (or set LEVIATHAN_SIGNING_KEY_FILE) before the first start, or that start \
-             generates a new key and auditors must be given its verifier key (docs/RUNBOOK.md, \
-             \"Backup and restore\")",
-            key.display()
-        );
-    }
+    // The key that signed the backed-up log may have signed checkpoints
+    // beyond its head, which the restored log will contradict: the restored
+    // log is signed by a new key (the first start refuses the old one).
+    tracing::warn!(
+        "the restored log must be signed by a NEW key from seq {} on: the old key may have \
+         signed checkpoints beyond it. The first start generates one at {} (or set \
+         LEVIATHAN_SIGNING_KEY_FILE to a key made with `leviathan audit keygen`) and records \
+         the change (GET /v1/log/signers); it refuses the old key. Give auditors the new \
+         verifier key (docs/RUNBOOK.md, \"Backup and restore\")",
+        restored.seq.0,
+        data_dir.join(leviathan::tlog::DEFAULT_KEY_FILE).display()
+    );
     let mut stdout = std::io::stdout().lock();
     std::io::Write::write_all(
         &mut stdout,

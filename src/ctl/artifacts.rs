@@ -65,20 +65,34 @@ pub fn put(
     let (sha, size) = hash_file(file)?;
     let url = c.endpoint(&["v1", "artifacts", &sha], &[]);
     if dry_run {
-        let stored = match c.send(c.request(Method::HEAD, url, true)) {
-            Ok(_) => true,
-            Err(CtlError::Refused(r)) if r.status == 404 => false,
+        // `Err`: whether the server has it is unknown, and why. The upload
+        // needs `ingest`, the HEAD `read`: an ingest-only token can still
+        // learn what it would upload.
+        let stored: Result<bool, String> = match c.send(c.request(Method::HEAD, url, true)) {
+            Ok(_) => Ok(true),
+            Err(CtlError::Refused(r)) if r.status == 404 => Ok(false),
+            Err(CtlError::Refused(r)) if r.status == 403 => Err(format!(
+                "the token lacks the `read` role that {} {} needs (403); the upload itself \
+                 needs `ingest`",
+                r.method, r.path
+            )),
             Err(e) => return Err(e),
         };
         if json {
             // No server answer to pass on: this object is leviathanctl's own.
-            let v = json!({"dry_run": true, "sha256": sha, "size": size, "stored": stored});
+            let v = match &stored {
+                Ok(stored) => {
+                    json!({"dry_run": true, "sha256": sha, "size": size, "stored": stored})
+                }
+                Err(why) => json!({"dry_run": true, "sha256": sha, "size": size,
+                                   "stored": null, "stored_unknown": why}),
+            };
             return out.line(&v.to_string());
         }
-        let state = if stored {
-            "the server already has it"
-        } else {
-            "the server does not have it yet"
+        let state = match &stored {
+            Ok(true) => "the server already has it".to_string(),
+            Ok(false) => "the server does not have it yet".to_string(),
+            Err(why) => format!("whether the server already has it is unknown: {why}"),
         };
         return out.text(&format!(
             "dry run: would upload {}\n  sha256 {sha}\n  size   {}\n  {state}; nothing was uploaded\n",

@@ -148,6 +148,10 @@ impl Client {
             return Err(CtlError::Unauthorized {
                 message: match (refusal.code, refusal.message) {
                     (Some(c), Some(m)) => format!("{c}: {m}"),
+                    // A HEAD answer has no body: say what a 401 means.
+                    _ if refusal.body.trim().is_empty() => {
+                        "no body: the token is unknown to the server or malformed".into()
+                    }
                     _ => refusal.body,
                 },
                 from: match self.token_from {

@@ -74,6 +74,31 @@ impl Refusal {
     }
 }
 
+impl Refusal {
+    /// What a status says when the answer has no body to say more (every
+    /// answer to a `HEAD`, or one from something other than Leviathan).
+    fn without_body(&self) -> String {
+        let read_route = matches!(self.method.as_str(), "GET" | "HEAD")
+            && (self.path == "/v1" || self.path.starts_with("/v1/"));
+        match self.status {
+            401 => "no body: the server knows no such token; use the server's \
+                    LEVIATHAN_CONTROL_PLANE_TOKEN or a token of its tokens file"
+                .into(),
+            403 if read_route => "no body: the token lacks the `read` role, which every GET and \
+                                  HEAD under /v1 needs; use a token that has it (docs/SECURITY.md)"
+                .into(),
+            403 => "no body: the token lacks the role this route needs (`ingest`, `read` or \
+                    `admin`, docs/SECURITY.md); use a token that has it"
+                .into(),
+            404 => "no body: nothing is there".into(),
+            405 => "no body: this route does not take that method".into(),
+            408 | 429 | 503 => "no body: the server is busy or not ready; retry shortly".into(),
+            s if s >= 500 => "no body: the server's log says why".into(),
+            _ => "empty body".into(),
+        }
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = if self.status >= 500 {
@@ -99,7 +124,7 @@ impl fmt::Display for Refusal {
                 }
                 Ok(())
             }
-            _ if self.body.trim().is_empty() => write!(f, " (empty body)"),
+            _ if self.body.trim().is_empty() => write!(f, " ({})", self.without_body()),
             _ => write!(f, "\n  body: {}", self.body.trim_end()),
         }
     }
@@ -216,6 +241,31 @@ mod tests {
             1
         );
         assert_eq!(CtlError::Closed.exit_code(), 0);
+    }
+
+    #[test]
+    fn answers_without_a_body_say_what_to_do() {
+        let head = |status: u16| {
+            Refusal::from_body(
+                "HEAD".into(),
+                "/v1/artifacts/ab".into(),
+                status,
+                String::new(),
+            )
+            .to_string()
+        };
+        let text = head(403);
+        assert!(
+            text.starts_with("the server refused the request: HEAD /v1/artifacts/ab: 403")
+                && text.contains("lacks the `read` role"),
+            "{text}"
+        );
+        let text =
+            Refusal::from_body("POST".into(), "/v1/x".into(), 403, String::new()).to_string();
+        assert!(text.contains("lacks the role this route needs"), "{text}");
+        assert!(head(401).contains("no such token"), "{}", head(401));
+        assert!(head(503).contains("retry"), "{}", head(503));
+        assert!(head(418).ends_with("(empty body)"), "{}", head(418));
     }
 
     #[test]

@@ -96,13 +96,11 @@ pub fn history(
             ),
         ))?;
     }
-    if let Some(next) = page.next_cursor.as_deref() {
-        let hint = format!(
-            "more: leviathanctl nodes history {} --cursor {}",
-            clean(id),
-            clean(next)
-        );
-        out.line(&format!("\n{}", out.paint(Style::Dim, &hint)))?;
-    }
-    Ok(())
+    super::read::more(
+        out,
+        page.next_cursor.as_deref(),
+        "nodes history",
+        Some(id),
+        &[("--limit", limit.map(|l| l.to_string()))],
+    )
 }

@@ -89,7 +89,7 @@ pub enum Command {
     /// Upload or download content-addressed artifacts.
     #[command(subcommand)]
     Artifacts(ArtifactsCmd),
-    /// The hash chain: head and full verification.
+    /// The hash chain and the verifiable log: head, full verification, signed checkpoint.
     #[command(subcommand)]
     Log(LogCmd),
     /// The projectors that build the graph.

@@ -75,6 +75,20 @@ pub fn clean(s: &str) -> String {
         .collect()
 }
 
+/// A word of a command line to print for a POSIX shell (the `more:` hints):
+/// as is when it holds only characters no shell treats specially, else in
+/// single quotes (a `'` as `'\''`). Control characters are escaped first, as
+/// [`clean`] does, so that the hint cannot move the cursor.
+pub fn shell_word(s: &str) -> String {
+    let s = clean(s);
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// A JSON value as one cell: strings bare, null as `-`, the rest compact JSON.
 pub fn cell(v: &Value) -> String {
     match v {
@@ -287,6 +301,16 @@ mod tests {
         assert_eq!(clean("a\x1b[31mb\nc"), "a\\u{1b}[31mb\\nc");
         assert_eq!(cell(&serde_json::json!("x\ty")), "x\\ty");
         assert_eq!(cell(&Value::Null), "-");
+    }
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_word("bench"), "bench");
+        assert_eq!(shell_word("a-1_b.c:d=e@f%g+h,i/j"), "a-1_b.c:d=e@f%g+h,i/j");
+        assert_eq!(shell_word("two words"), "'two words'");
+        assert_eq!(shell_word("it's $HOME"), "'it'\\''s $HOME'");
+        assert_eq!(shell_word(""), "''");
+        assert_eq!(shell_word("a\nb"), "'a\\nb'");
     }
 
     #[test]

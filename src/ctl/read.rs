@@ -6,7 +6,7 @@
 
 use super::client::{Client, Json};
 use super::error::CtlError;
-use super::output::{bytes, cell, clean, show, Out, Style, Table};
+use super::output::{bytes, cell, clean, shell_word, show, Out, Style, Table};
 use super::Filter;
 use crate::wire;
 use serde_json::Value;
@@ -22,13 +22,57 @@ fn query(pairs: &[(&'static str, Option<String>)]) -> Vec<(&'static str, String)
         .collect()
 }
 
-/// Says how to get the next page when the server handed back a cursor.
-fn more(out: &mut Out, next_cursor: Option<&str>, command: &str) -> Result<(), CtlError> {
-    if let Some(next) = next_cursor {
-        let hint = format!("more: leviathanctl {command} --cursor {}", clean(next));
-        out.line(&format!("\n{}", out.paint(Style::Dim, &hint)))?;
+/// Says how to get the next page when the server handed back a cursor: the
+/// same command, with its argument (`id`, if any) and every option that shaped
+/// the query (filters, limit: `options`, those given), and the cursor, each
+/// word quoted for a shell when it needs it. Run as printed, it continues the
+/// same listing.
+pub(super) fn more(
+    out: &mut Out,
+    next_cursor: Option<&str>,
+    command: &str,
+    id: Option<&str>,
+    options: &[(&str, Option<String>)],
+) -> Result<(), CtlError> {
+    let Some(next) = next_cursor else {
+        return Ok(());
+    };
+    let mut words = vec!["leviathanctl".to_string(), command.to_string()];
+    // The argument right after the command, unless it could be read as a
+    // flag: then last, behind `--`.
+    let id_last = id.filter(|id| id.starts_with('-'));
+    if let Some(id) = id.filter(|id| !id.starts_with('-')) {
+        words.push(shell_word(id));
     }
-    Ok(())
+    let mut option = |flag: &str, value: &str| {
+        // A value that starts with `-` would be read as a flag.
+        if value.starts_with('-') {
+            words.push(shell_word(&format!("{flag}={value}")));
+        } else {
+            words.push(flag.to_string());
+            words.push(shell_word(value));
+        }
+    };
+    for (flag, value) in options {
+        if let Some(v) = value {
+            option(flag, v);
+        }
+    }
+    option("--cursor", next);
+    if let Some(id) = id_last {
+        words.push("--".into());
+        words.push(shell_word(id));
+    }
+    let hint = format!("more: {}", words.join(" "));
+    out.line(&format!("\n{}", out.paint(Style::Dim, &hint)))
+}
+
+/// The options of `attempts list` and `failures` that shape the query.
+fn filter_options(f: &Filter) -> [(&'static str, Option<String>); 2] {
+    [
+        ("--target", f.target.clone()),
+        ("--limit", f.limit.map(|l| l.to_string())),
+    ]
 }
 
 /// `summary`: `GET /v1/graph/summary`.
@@ -116,7 +160,13 @@ pub fn attempts(
     } else {
         out.table(&t)?;
     }
-    more(out, page.next_cursor.as_deref(), "attempts list")
+    more(
+        out,
+        page.next_cursor.as_deref(),
+        "attempts list",
+        None,
+        &filter_options(f),
+    )
 }
 
 /// `attempts show ID [--as-of SEQ]`: `GET /v1/attempts/{id}?as_of_seq=`.
@@ -278,7 +328,13 @@ pub fn failures(
     } else {
         out.table(&t)?;
     }
-    more(out, page.next_cursor.as_deref(), "failures")
+    more(
+        out,
+        page.next_cursor.as_deref(),
+        "failures",
+        None,
+        &filter_options(f),
+    )
 }
 
 /// One event as a table row: seq first.

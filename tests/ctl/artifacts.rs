@@ -162,3 +162,75 @@ fn a_download_that_does_not_verify_is_refused_and_deleted() {
     assert_eq!(code, 1);
     assert!(err.contains("discard what was written to stdout"), "{err}");
 }
+
+#[test]
+fn a_dry_run_with_an_ingest_only_token_says_what_it_cannot_know() {
+    // An executor's token: it may upload, not read.
+    const INGEST: &str = "ingest-only-token-for-ctl";
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        format!("executor ingest {}\n", sha256_hex(INGEST.as_bytes())),
+    )
+    .unwrap();
+    let s = Server::start_with(&[("LEVIATHAN_TOKENS_FILE", tokens.to_str().unwrap())]);
+    let data = b"the build log\n";
+    let sha = sha256_hex(data);
+    let file = dir.path().join("build.log");
+    std::fs::write(&file, data).unwrap();
+    let f = file.to_str().unwrap();
+    let with = |token: &str| {
+        let mut c = ctl(&s);
+        c.env("LEVIATHAN_CONTROL_PLANE_TOKEN", token);
+        c
+    };
+
+    // What it would upload, and that whether the server has it is unknown
+    // for want of the `read` role: exit 0.
+    let (code, out, err) = run(with(INGEST), &["artifacts", "put", f, "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&sha) && out.contains("would upload") && out.contains("nothing was uploaded"),
+        "{out}"
+    );
+    assert!(
+        out.contains("unknown") && out.contains("`read` role"),
+        "{out}"
+    );
+    let (code, out, err) = run(
+        with(INGEST),
+        &["--json", "artifacts", "put", f, "--dry-run"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["sha256"], sha.as_str());
+    assert_eq!(v["size"], data.len());
+    assert!(v["stored"].is_null(), "{v}");
+    assert!(
+        v["stored_unknown"]
+            .as_str()
+            .unwrap()
+            .contains("`read` role"),
+        "{v}"
+    );
+    assert!(!stored(&s, &sha), "a dry run uploads nothing");
+    // The upload itself works with that token.
+    let (code, out, err) = run(with(INGEST), &["artifacts", "put", f]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("stored"), "{out}");
+
+    // An unknown token: the HEAD's 401 has no body; the message still says
+    // what is wrong and where the token came from.
+    let (code, _, err) = run(
+        with("nobody-knows-me"),
+        &["artifacts", "put", f, "--dry-run"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("401")
+            && err.contains("unknown")
+            && err.contains("LEVIATHAN_CONTROL_PLANE_TOKEN"),
+        "{err}"
+    );
+}

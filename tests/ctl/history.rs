@@ -11,10 +11,21 @@ fn nodes_history_and_as_of() {
     let (code, out, err) = run(ctl(&s), &["nodes", "history", "att-1", "--limit", "2"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("attempt.created"), "{out}");
+    // The hint repeats the limit; run as printed, it goes on with the same
+    // page size.
+    let (hint, (code, next, err)) = run_hint(&s, &out);
     assert!(
-        out.contains("more: leviathanctl nodes history att-1 --cursor"),
-        "{out}"
+        hint.starts_with("leviathanctl nodes history att-1 --limit 2 --cursor "),
+        "{hint}"
     );
+    assert_eq!(code, 0, "{hint}: {err}");
+    let changes = next
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty() && !l.starts_with("the history starts"))
+        .count();
+    assert!((1..=2).contains(&changes), "{hint}: {next}");
+    assert!(!next.contains("attempt.created"), "the next page: {next}");
     let at = json(
         &s,
         &["nodes", "show", "att-1", "--as-of", &created.to_string()],

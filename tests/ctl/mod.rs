@@ -74,3 +74,30 @@ pub fn loaded() -> Server {
     }
     s
 }
+
+/// Runs the `more: leviathanctl …` hint that `out` ends with, exactly as
+/// printed, through `sh` (so its quoting is what a shell reads), against `s`;
+/// returns the hint and (exit code, stdout, stderr).
+pub fn run_hint(s: &Server, out: &str) -> (String, (i32, String, String)) {
+    let hint = out
+        .lines()
+        .find_map(|l| l.strip_prefix("more: "))
+        .unwrap_or_else(|| panic!("no `more:` hint: {out}"))
+        .to_string();
+    assert!(hint.starts_with("leviathanctl "), "{hint}");
+    let dir = std::path::Path::new(BIN).parent().unwrap();
+    let out = Command::new("sh")
+        .args(["-c", &hint])
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
+        .env("LEVIATHAN_API_URL", &s.base)
+        .env("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN)
+        .output()
+        .expect("run sh");
+    let res = (
+        out.status.code().expect("exited, not killed"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    (hint, res)
+}

@@ -4,7 +4,7 @@
 
 use crate::common::Server;
 use crate::ctl::pty::Pty;
-use crate::ctl::{ctl, json, loaded, run, std_ctl};
+use crate::ctl::{ctl, json, loaded, run, run_hint, std_ctl};
 
 /// The server's body for `path`, as text.
 fn raw(s: &Server, path: &str) -> String {
@@ -144,7 +144,7 @@ fn tables_show_the_data() {
     // More remain: the page says how to continue, and the cursor works.
     let cursor = out
         .lines()
-        .find_map(|l| l.strip_prefix("more: leviathanctl failures --cursor "))
+        .find_map(|l| l.strip_prefix("more: leviathanctl failures --limit 1 --cursor "))
         .unwrap_or_else(|| panic!("a hint with the cursor: {out}"))
         .trim()
         .to_string();
@@ -323,4 +323,64 @@ fn log_checkpoint_prints_the_signed_note_as_signed() {
     let (code, _, err) = run(ctl(&s), &["log", "checkpoint", "--tree-size", &beyond]);
     assert_ne!(code, 0);
     assert!(err.contains("tree_size") || err.contains("422"), "{err}");
+}
+
+/// The data rows of a table (the lines between the header and the first
+/// empty line).
+fn rows(out: &str) -> Vec<&str> {
+    out.lines().skip(1).take_while(|l| !l.is_empty()).collect()
+}
+
+#[test]
+fn the_more_hint_continues_the_same_listing() {
+    let s = loaded();
+    // A second target (with a space: the hint must quote it), with more
+    // attempts and failures than the fixture's `radix`.
+    let target = "bench two";
+    let mut events = Vec::new();
+    for i in 0..4 {
+        let a = format!("bench-{i}");
+        events.push(crate::common::event(
+            &format!("{a}-created"),
+            "attempt.created",
+            serde_json::json!({"attempt_id": a, "task_id": "tb", "target_id": target, "attempt_number": 1, "status": "created"}),
+        ));
+        events.push(crate::common::event(
+            &format!("{a}-failed"),
+            "attempt.failed",
+            serde_json::json!({"attempt_id": a, "status": "failed", "failure_type": "execution_failed", "error_summary": "boom"}),
+        ));
+    }
+    let b = serde_json::json!({"target": target, "bundle_id": "bench", "events": events});
+    let (st, v) = s.ingest(&b);
+    assert_eq!(st, 200, "{v}");
+
+    for command in [&["failures"][..], &["attempts", "list"][..]] {
+        let mut args = command.to_vec();
+        args.extend(["--target", target, "--limit", "1"]);
+        let (code, out, err) = run(ctl(&s), &args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let first = rows(&out);
+        assert_eq!(first.len(), 1, "{out}");
+        // The hint repeats the filter and the limit, the target quoted.
+        let (hint, (code, next, err)) = run_hint(&s, &out);
+        let want = format!(
+            "leviathanctl {} --target 'bench two' --limit 1 --cursor ",
+            command.join(" ")
+        );
+        assert!(hint.starts_with(&want), "{hint}");
+        // Run as printed, it gives the next page of the same listing: one
+        // row, of that target, not the first one again.
+        assert_eq!(code, 0, "{hint}: {err}");
+        let header = next.lines().next().unwrap();
+        let col = header.find("TARGET").unwrap();
+        let page = rows(&next);
+        assert_eq!(page.len(), 1, "{hint}: {next}");
+        assert!(page[0][col..].starts_with(target), "{hint}: {next}");
+        assert_ne!(page[0], first[0], "{hint}: {next}");
+        // And that page says how to go on, the same way.
+        let (hint2, (code, _, err)) = run_hint(&s, &next);
+        assert!(hint2.starts_with(&want), "{hint2}");
+        assert_eq!(code, 0, "{hint2}: {err}");
+    }
 }
