@@ -570,6 +570,19 @@ fn restore_into(
     };
     let (_, state_digest) = store.graph.state()?;
     let lane = async_lane(&store.graph, &store.graph.view())?;
+    // The key that signed the backed-up log may have signed beyond its head:
+    // the restored log is signed by a new key from here on (tlog::signers).
+    crate::tlog::signers::Signers::open(&store.db)?.mark_restored(
+        &crate::tlog::signers::RestoredMark {
+            tree_size: head.seq.0,
+            signed_by: manifest
+                .checkpoint
+                .as_deref()
+                .map(crate::tlog::signers::note_signers)
+                .unwrap_or_default(),
+            restored_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        },
+    )?;
     crate::storage::flush_memtables(&store.db)?;
     Ok(Restored {
         seq: head.seq,

@@ -60,7 +60,15 @@ pub struct ServeArgs {
     /// (its key file lost for good): the new key is recorded as the signer
     /// from the current tree size on (GET /v1/log/signers; docs/AUDIT.md,
     /// "When the signing key changes"). Without it such a start is refused.
-    #[arg(long, env = "LEVIATHAN_NEW_SIGNING_KEY")]
+    #[arg(
+        long,
+        env = "LEVIATHAN_NEW_SIGNING_KEY",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true"
+    )]
     pub new_signing_key: bool,
     /// When the projector set differs from the live graph's: `background`
     /// (serve the live graph while the new set's graph is built from the log,

@@ -458,7 +458,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let signer = crate::tlog::load_signer(
         config.signing_key_file.as_deref(),
         &config.data_dir,
+        &store.db,
         head.seq.0,
+        config.new_signing_key,
     )?;
     tracing::info!(verifier_key = %signer.verifier_key(), "checkpoints are signed with this key");
     let transparency = crate::tlog::Transparency {

@@ -828,6 +828,124 @@ fn the_signing_key_is_generated_once_or_taken_from_the_setting() {
     assert!(err.contains("missing.key"), "{err}");
 }
 
+/// A store's checkpoints are signed by its recorded signer: another key (a
+/// swapped or lost key file) is refused at start unless
+/// LEVIATHAN_NEW_SIGNING_KEY=1, which records it from the current tree size
+/// on; an auditor bridges the change with a consistency proof between a
+/// checkpoint of each key.
+#[test]
+fn a_changed_signing_key_is_refused_unless_recorded_and_auditors_can_bridge_it() {
+    let mut s = Server::start();
+    for b in mixed_log(2) {
+        assert_eq!(s.ingest(&b).0, 200);
+    }
+    let (_, old_vkey) = text(&s, "/v1/log/public-key");
+    let old_cp = checkpoint(&s, None);
+    let old_size = open_checkpoint(&old_cp, &old_vkey).unwrap().size;
+    let dir = s.keep_dir();
+    s.stop();
+    let key_file = dir.path().join("log-signing.key");
+    let old_key = std::fs::read(&key_file).unwrap();
+
+    // The key file lost: no new key is generated (and none written).
+    std::fs::remove_file(&key_file).unwrap();
+    let err = refused(serve_command(dir.path()));
+    assert!(err.contains("there is no key file"), "{err}");
+    assert!(err.contains("LEVIATHAN_NEW_SIGNING_KEY=1"), "{err}");
+    assert!(!key_file.exists(), "a refused start wrote a key");
+    // Another key in its place: refused too, naming both.
+    let keys = tempfile::tempdir().unwrap();
+    let (code, new_vkey) = audit_cmd(
+        &[
+            "keygen",
+            "--name",
+            "example.com/leviathan",
+            "--out",
+            "new.key",
+        ],
+        keys.path(),
+    );
+    assert_eq!(code, 0, "{new_vkey}");
+    let new_file = keys.path().join("new.key");
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_SIGNING_KEY_FILE", &new_file);
+    let err = refused(cmd);
+    assert!(err.contains("example.com/leviathan+"), "{err}");
+    assert!(err.contains("since tree size 0"), "{err}");
+
+    // Told so, it signs with the new key, recorded from the current size.
+    let s = Server::start_in(
+        dir.path(),
+        &[
+            ("LEVIATHAN_SIGNING_KEY_FILE", new_file.to_str().unwrap()),
+            ("LEVIATHAN_NEW_SIGNING_KEY", "1"),
+        ],
+    );
+    assert_eq!(text(&s, "/v1/log/public-key").1.trim(), new_vkey.trim());
+    let (st, signers) = s.get("/v1/log/signers");
+    assert_eq!(st, 200, "{signers}");
+    let list = signers["signers"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{signers}");
+    assert_eq!(list[0]["verifier_key"], old_vkey.trim());
+    assert_eq!(list[1]["verifier_key"], new_vkey.trim());
+    assert_eq!(list[1]["from_tree_size"], old_size, "{signers}");
+    assert_eq!(s.ingest(&bundle("after", events("after", 3))).0, 200);
+    let new_cp = checkpoint(&s, None);
+    let new_size = open_checkpoint(&new_cp, &new_vkey).unwrap().size;
+    assert!(new_size > old_size);
+    let (st, proof) = s.get(&format!(
+        "/v1/log/consistency?from={old_size}&to={new_size}"
+    ));
+    assert_eq!(st, 200, "{proof}");
+    drop(s);
+
+    // The auditor: the old checkpoint with the old key, the new with the new.
+    let w = tempfile::tempdir().unwrap();
+    std::fs::write(w.path().join("old.cp"), &old_cp).unwrap();
+    std::fs::write(w.path().join("new.cp"), &new_cp).unwrap();
+    std::fs::write(w.path().join("p.json"), proof.to_string()).unwrap();
+    let check = |extra: &[&str]| {
+        let mut args = vec![
+            "check-consistency",
+            "--old",
+            "old.cp",
+            "--new",
+            "new.cp",
+            "--proof",
+            "p.json",
+            "--public-key",
+            new_vkey.trim(),
+        ];
+        args.extend_from_slice(extra);
+        audit_cmd(&args, w.path())
+    };
+    let (code, out) = check(&["--old-public-key", old_vkey.trim()]);
+    assert_eq!(code, 0, "{out}");
+    // One key alone cannot check both.
+    let (code, out) = check(&[]);
+    assert_eq!(code, 1, "{out}");
+
+    // A restart with the new key needs nothing more; the flag left set is harmless.
+    let s = Server::start_in(
+        dir.path(),
+        &[("LEVIATHAN_SIGNING_KEY_FILE", new_file.to_str().unwrap())],
+    );
+    assert_eq!(text(&s, "/v1/log/public-key").1.trim(), new_vkey.trim());
+    drop(s);
+    // The old key back now is a change again: refused.
+    std::fs::write(&key_file, &old_key).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let err = refused(serve_command(dir.path()));
+    assert!(
+        err.contains("this store's checkpoints are signed by example.com/leviathan+"),
+        "{err}"
+    );
+}
+
 // ------------------------------------------------------------ tamper tests
 
 /// `leviathan verify` on a data dir: (exit code, its report).

@@ -116,6 +116,24 @@ pub async fn public_key(State(app): State<AppState>) -> Response {
     text(format!("{}\n", app.transparency.signer.verifier_key()))
 }
 
+/// `GET /v1/log/signers`: every key that has signed this log's checkpoints,
+/// oldest first, each from the tree size it took over at and why
+/// (`tlog::signers`), and the current verifier key.
+pub async fn signers(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let db = app.monitor.db.clone();
+    let current = app.transparency.signer.verifier_key();
+    blocking(move || {
+        let history = crate::tlog::signers::Signers::open(&db)
+            .and_then(|s| s.history())
+            .map_err(|e| ApiError::internal("reading the log's signers", e))?;
+        Ok(Json(serde_json::json!({
+            "current": current,
+            "signers": history,
+        })))
+    })
+    .await
+}
+
 /// `GET /v1/events/{event_id}/proof[?tree_size=N]`: the event's inclusion proof.
 pub async fn proof(
     State(app): State<AppState>,

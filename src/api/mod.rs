@@ -103,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log/verification", get(monitoring::verification))
         .route("/v1/log/checkpoint", get(audit::checkpoint))
         .route("/v1/log/public-key", get(audit::public_key))
+        .route("/v1/log/signers", get(audit::signers))
         .route("/v1/log/consistency", get(audit::consistency))
         .route("/v1/events/{event_id}/proof", get(audit::proof))
         .route("/v1/events/{event_id}/bundle", get(audit::bundle))

@@ -183,9 +183,22 @@ fn inclusion_steps(r: &mut Report, c: &Checkpoint, p: &InclusionProof, record: O
 }
 
 /// A consistency proof between two saved checkpoints of the same log.
-pub fn check_consistency(old: &str, new: &str, key: &NoteVerifier, p: &ConsistencyProof) -> Report {
+/// `old_key`: the key of the older checkpoint when the log's signer changed
+/// between the two (GET /v1/log/signers); `None`: `key` signed both.
+pub fn check_consistency(
+    old: &str,
+    new: &str,
+    key: &NoteVerifier,
+    old_key: Option<&NoteVerifier>,
+    p: &ConsistencyProof,
+) -> Report {
     let mut r = Report::default();
-    let a = signed(&mut r, "old_checkpoint_signature", old, key);
+    let a = signed(
+        &mut r,
+        "old_checkpoint_signature",
+        old,
+        old_key.unwrap_or(key),
+    );
     let b = signed(&mut r, "new_checkpoint_signature", new, key);
     let (Some(a), Some(b)) = (a, b) else {
         return r.done();

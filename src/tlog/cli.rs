@@ -38,8 +38,15 @@ pub enum AuditCommand {
         /// The newer signed checkpoint.
         #[arg(long)]
         new: PathBuf,
+        /// The verifier key of the newer checkpoint (and of the older one,
+        /// unless --old-public-key is given).
         #[arg(long)]
         public_key: String,
+        /// The older checkpoint's verifier key, when the log's signing key
+        /// changed between the two (GET /v1/log/signers lists the signers):
+        /// a valid proof then shows the new key signs the same log.
+        #[arg(long)]
+        old_public_key: Option<String>,
         #[arg(long)]
         proof: PathBuf,
     },
@@ -163,14 +170,17 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             old,
             new,
             public_key,
+            old_public_key,
             proof,
         } => {
             let key = verifier(&public_key)?;
+            let old_key = old_public_key.as_deref().map(verifier).transpose()?;
             let p: ConsistencyProof = json(&proof)?;
             print_report(&audit::check_consistency(
                 &read(&old)?,
                 &read(&new)?,
                 &key,
+                old_key.as_ref(),
                 &p,
             ))
         }

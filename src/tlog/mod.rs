@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cli;
 pub mod note;
 pub mod proof;
+pub mod signers;
 pub mod tree;
 
 use crate::cas::Cas;
@@ -35,54 +36,92 @@ pub fn key_path(setting: Option<&Path>, data_dir: &Path) -> PathBuf {
 /// set (it must exist), else from the data dir, generated there on first
 /// start (mode 0600) with its verifier key logged.
 ///
-/// `logged_events`: the events the store holds already. A key generated for
-/// a store that has events (a restore, a data dir whose key file was lost)
-/// is a new signer for an old log: auditors' saved checkpoints no longer
-/// verify against it, so that is a warning, not news.
+/// The key must be the store's recorded signer ([`signers`]): a different
+/// one (a swapped or lost key file) is refused unless `new_key_allowed`
+/// (`LEVIATHAN_NEW_SIGNING_KEY=1`), and after a restore the old key is
+/// refused outright (it may have signed beyond the backup's head). A new
+/// signer is recorded, durably, before anything is signed with it; a key
+/// generated for a refused start is not written.
 pub fn load_signer(
     setting: Option<&Path>,
     data_dir: &Path,
-    logged_events: u64,
+    db: &fjall::Database,
+    tree_size: u64,
+    new_key_allowed: bool,
 ) -> anyhow::Result<NoteSigner> {
     let path = key_path(setting, data_dir);
-    match std::fs::read_to_string(&path) {
+    let (signer, generated) = match std::fs::read_to_string(&path) {
         Ok(text) => {
             warn_if_others_can_read(&path);
-            NoteSigner::from_text(&text)
-                .with_context(|| format!("the signing key file {} is not usable", path.display()))
+            let signer = NoteSigner::from_text(&text).with_context(|| {
+                format!("the signing key file {} is not usable", path.display())
+            })?;
+            (signer, false)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && setting.is_none() => {
-            let signer = generate_default()?;
-            write_key(&path, &signer)?;
-            if logged_events > 0 {
+            (generate_default()?, true)
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot read the signing key file {} (LEVIATHAN_SIGNING_KEY_FILE)",
+                    path.display()
+                )
+            })
+        }
+    };
+    let verifier_key = signer.verifier_key();
+    let record = signers::Signers::open(db)?;
+    let decision = signers::decide(
+        &record.history()?,
+        record.restored()?.as_ref(),
+        &signers::Candidate {
+            verifier_key: &verifier_key,
+            generated,
+            file: &path,
+        },
+        tree_size,
+        new_key_allowed,
+    );
+    match decision {
+        signers::Decision::Refuse(why) => anyhow::bail!("{why}"),
+        signers::Decision::Keep => {
+            if new_key_allowed {
+                tracing::warn!(
+                    "LEVIATHAN_NEW_SIGNING_KEY=1 has no effect: the key is already this log's \
+                     signer (unset it)"
+                );
+            }
+        }
+        signers::Decision::Record { reason, warn } => {
+            if generated {
+                write_key(&path, &signer)?;
+            }
+            record.record(signers::new_record(
+                &verifier_key,
+                tree_size,
+                reason.clone(),
+            ))?;
+            if warn {
                 tracing::warn!(
                     file = %path.display(),
-                    verifier_key = %signer.verifier_key(),
-                    logged_events,
-                    "generated a NEW checkpoint signing key for a store that already holds \
-                     events (a restore, or a data dir that lost its key file): checkpoints \
-                     signed with the previous key stay valid, but auditors must be given this \
-                     verifier key. If the previous key file exists, stop the server, put it \
-                     back at this path, delete this one and start again (docs/RUNBOOK.md, \
-                     \"Backup and restore\")"
+                    %verifier_key,
+                    from_tree_size = tree_size,
+                    "a NEW checkpoint signing key signs this log from here on: {reason}. \
+                     Checkpoints signed before stay valid with the previous key; give auditors \
+                     this verifier key (GET /v1/log/signers lists every signer)"
                 );
-            } else {
+            } else if generated {
                 tracing::info!(
                     file = %path.display(),
-                    verifier_key = %signer.verifier_key(),
+                    %verifier_key,
                     "generated the log's checkpoint signing key; give auditors its verifier key \
                      (GET /v1/log/public-key) and back the key file up"
                 );
             }
-            Ok(signer)
         }
-        Err(e) => Err(e).with_context(|| {
-            format!(
-                "cannot read the signing key file {} (LEVIATHAN_SIGNING_KEY_FILE)",
-                path.display()
-            )
-        }),
     }
+    Ok(signer)
 }
 
 /// A key file anyone on the machine may read is logged (the key signs the

@@ -114,8 +114,12 @@ fn backup_under_ingest_restores_an_equal_store_that_takes_ingest() {
     let restored_dir = backups.path().join("restored");
     let (code, out, err) = admin_full(&["restore", "--from", to.to_str().unwrap()], &restored_dir);
     assert_eq!(code, 0, "{err}");
-    // The key is a secret kept apart: restore says to put it back.
-    assert!(err.contains("holds no checkpoint signing key"), "{err}");
+    // The old key may have signed beyond the backup: restore says the
+    // restored log needs a new one.
+    assert!(
+        err.contains(&format!("must be signed by a NEW key from seq {seq}")),
+        "{err}"
+    );
     let restored: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(restored["seq"], seq);
     assert_eq!(restored["head_hash"], manifest["head_hash"]);
@@ -128,6 +132,15 @@ fn backup_under_ingest_restores_an_equal_store_that_takes_ingest() {
 
     // The source at the backup's seq: same digest (read once it is stopped).
     let source_dir = s.data_dir.clone();
+    let old_key = std::fs::read_to_string(source_dir.join("log-signing.key")).unwrap();
+    let old_vkey = s
+        .client
+        .get(s.url("/v1/log/public-key"))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     let mut s = Arc::try_unwrap(s).ok().expect("the ingest thread is done");
     s.stop();
     assert_eq!(
@@ -135,16 +148,51 @@ fn backup_under_ingest_restores_an_equal_store_that_takes_ingest() {
         manifest["state_digest"].as_str().unwrap()
     );
 
+    // The old key, copied back, is refused: it may have signed checkpoints
+    // beyond the backup's head, which the restored log would contradict.
+    let key_file = restored_dir.join("log-signing.key");
+    std::fs::write(&key_file, &old_key).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let err = refused(serve_command(&restored_dir));
+    assert!(
+        err.contains(&format!("restored from a backup whose head is seq {seq}")),
+        "{err}"
+    );
+    // Even when told a new key is fine: it is not new.
+    let mut cmd = serve_command(&restored_dir);
+    cmd.env("LEVIATHAN_NEW_SIGNING_KEY", "1");
+    let err = refused(cmd);
+    assert!(err.contains("restored from a backup"), "{err}");
+    std::fs::remove_file(&key_file).unwrap();
+
     // The restored store serves the same events and artifact, and takes
-    // ingest; started without its key, it warns that it signs with a new one.
+    // ingest; without the old key it signs with a new one, recorded from the
+    // backup's head on.
     let b = Server::start_in(&restored_dir, &[]);
     assert!(
-        b.log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("WARN") && l.contains("generated a NEW checkpoint signing key")),
+        b.log.lock().unwrap().iter().any(|l| l.contains("WARN")
+            && l.contains("a NEW checkpoint signing key signs this log from here on")),
         "no warning about the new key"
+    );
+    let (st, signers) = b.get("/v1/log/signers");
+    assert_eq!(st, 200, "{signers}");
+    let list = signers["signers"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{signers}");
+    assert_eq!(list[0]["verifier_key"], old_vkey.trim(), "{signers}");
+    assert_eq!(list[0]["from_tree_size"], 0, "{signers}");
+    assert_eq!(list[1]["from_tree_size"], seq, "{signers}");
+    assert_eq!(list[1]["verifier_key"], signers["current"], "{signers}");
+    assert_ne!(signers["current"], old_vkey.trim());
+    assert!(
+        list[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("after a restore"),
+        "{signers}"
     );
     assert_eq!(b.all_events(), source_events);
     let resp = b.get_artifact(&sha256_hex(&blob));
