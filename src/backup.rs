@@ -486,7 +486,7 @@ fn restore_into(
     rebuild: impl FnOnce(&crate::storage::Store) -> anyhow::Result<Rebuilt>,
 ) -> anyhow::Result<Restored> {
     copy_dir(&from.join("store"), &data_dir.join("store"))?;
-    let store = crate::storage::open_store(data_dir)?;
+    let store = crate::storage::open_store_filling(data_dir)?;
     let head = check_chain(&store.log, manifest, "the restored")?;
     check_claims(&store, manifest)?;
     let (graph_damage, damage): (Vec<_>, Vec<_>) = read_back(&store.db, &manifest.keyspaces)?

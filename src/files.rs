@@ -84,11 +84,40 @@ fn under_same_inode(target: &Path, dir: &Path) -> bool {
     }
 }
 
+/// The file [`fill_new_dir`] keeps in a directory while it fills it: a
+/// process killed meanwhile (`kill -9`, OOM, a power cut) cannot clean up,
+/// and this file says the directory is partial. Stores holding it are
+/// refused ([`refuse_unfinished`]).
+pub const UNFINISHED: &str = "UNFINISHED";
+
+/// Refuses `dir` when it holds the [`UNFINISHED`] mark: an import, restore,
+/// export or backup into it was stopped before it finished, so it holds part
+/// of what it should (a shorter log, missing artifacts) that would otherwise
+/// verify and serve as if whole.
+pub fn refuse_unfinished(dir: &Path) -> anyhow::Result<()> {
+    let mark = dir.join(UNFINISHED);
+    match std::fs::read_to_string(&mark) {
+        Ok(text) => anyhow::bail!(
+            "{} holds an unfinished {} ({} is there: the process was stopped before it \
+             finished, so the directory holds only part of it). Remove the directory and run \
+             the {} again",
+            dir.display(),
+            text.lines().next().unwrap_or("copy").trim(),
+            mark.display(),
+            text.lines().next().unwrap_or("copy").trim(),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", mark.display())),
+    }
+}
+
 /// Runs `fill` on `dir`, which must be new or empty ([`new_dir`]). If it
 /// fails, everything in `dir` is removed again (and `dir` itself if it was
 /// new), so a failed restore or import leaves the directory as it found it
 /// and can simply be retried. `fill` must close what it opened there (a
-/// store) before it returns.
+/// store) before it returns. While it runs, `dir` holds the [`UNFINISHED`]
+/// mark, removed (durably) once `fill` has succeeded: a process killed
+/// before leaves a directory every command refuses.
 pub(crate) fn fill_new_dir<T>(
     dir: &Path,
     what: &str,
@@ -103,7 +132,27 @@ pub(crate) fn fill_new_dir<T>(
         .map(Path::to_path_buf);
     let existed = created.is_none();
     new_dir(dir, what)?;
-    let filled = fill();
+    let mark = dir.join(UNFINISHED);
+    let filled = write_synced(
+        &mark,
+        format!(
+            "{what}\nleviathan wrote this file when it began; it removes it when the {what} \
+             has finished. Its presence means the process stopped before: the directory holds \
+             only part of it. Remove the directory and run the {what} again.\n"
+        )
+        .as_bytes(),
+    )
+    .and_then(|()| fill())
+    .and_then(|done| {
+        // Test suites only: die as a kill would, at the last moment.
+        if std::env::var_os("LEVIATHAN_TEST_ABORT_BEFORE_FINISHING").is_some() {
+            std::process::abort();
+        }
+        std::fs::remove_file(&mark)
+            .and_then(|()| std::fs::File::open(dir)?.sync_all())
+            .with_context(|| format!("cannot remove {}", mark.display()))?;
+        Ok(done)
+    });
     if filled.is_err() {
         let cleaned = if existed {
             std::fs::read_dir(dir).and_then(|entries| {

@@ -201,7 +201,7 @@ fn load_and_rebuild(
     manifest: &Manifest,
     rebuild: Box<Rebuild<'_>>,
 ) -> anyhow::Result<Imported> {
-    let store = crate::storage::open_store(data_dir)?;
+    let store = crate::storage::open_store_filling(data_dir)?;
     let mut loader = Loader::new(&store)?;
     let bar = crate::progress::bar(manifest.head_seq.0, "importing");
     let walked = export::walk_log(from, None, &[], &bar, |seq, hash, record| {

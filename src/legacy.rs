@@ -921,18 +921,22 @@ pub fn import_legacy(
     if s.refused > 0 || (s.unverified > 0 && !accept_unverified) {
         return Ok(s);
     }
-    crate::files::new_dir(data_dir, "an import")?;
-    let store = crate::storage::open_store(data_dir)?;
-    let mut loader = crate::import::Loader::new(&store)?;
-    let bar = crate::progress::bar(s.events, "importing");
-    for c in &checked {
-        loader.append(&c.draft)?;
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let (head, root) = loader.finish()?;
-    let rebuilt = rebuild(&store)?;
-    crate::storage::flush_memtables(&store.db)?;
+    // A failure (or a kill) leaves the data dir as found (or marked
+    // unfinished), never a shorter log that verifies.
+    let (head, root, rebuilt) = crate::files::fill_new_dir(data_dir, "import", || {
+        let store = crate::storage::open_store_filling(data_dir)?;
+        let mut loader = crate::import::Loader::new(&store)?;
+        let bar = crate::progress::bar(s.events, "importing");
+        for c in &checked {
+            loader.append(&c.draft)?;
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let (head, root) = loader.finish()?;
+        let rebuilt = rebuild(&store)?;
+        crate::storage::flush_memtables(&store.db)?;
+        Ok((head, root, rebuilt))
+    })?;
     s.imported = true;
     s.head_seq = Some(head.seq);
     s.head_hash = head.hash;

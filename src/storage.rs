@@ -65,6 +65,7 @@ pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
 /// `rebuild`, `dump`): a data dir without one is refused, never created (an
 /// empty store would "verify" and hide a mistyped `--data-dir`).
 pub fn open_existing_store(data_dir: &Path) -> anyhow::Result<Store> {
+    crate::files::refuse_unfinished(data_dir)?;
     require_store(data_dir)?;
     open_store(data_dir)
 }
@@ -88,7 +89,20 @@ pub fn is_checksum_failure(error: &str) -> bool {
 }
 
 /// [`open_store`] with a block cache of `cache_bytes` (`LEVIATHAN_CACHE_MB`).
+/// A data dir an import or restore did not finish is refused
+/// ([`crate::files::refuse_unfinished`]).
 pub fn open_store_with_cache(data_dir: &Path, cache_bytes: u64) -> anyhow::Result<Store> {
+    crate::files::refuse_unfinished(data_dir)?;
+    open_unchecked(data_dir, cache_bytes)
+}
+
+/// The store of a data dir that `restore` or `import` is filling (it holds
+/// their unfinished mark until they are done).
+pub(crate) fn open_store_filling(data_dir: &Path) -> anyhow::Result<Store> {
+    open_unchecked(data_dir, CACHE_BYTES)
+}
+
+fn open_unchecked(data_dir: &Path, cache_bytes: u64) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let db = open_database_with_cache(&data_dir.join("store"), cache_bytes).map_err(|e| {

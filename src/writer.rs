@@ -93,8 +93,13 @@ pub enum AppendError {
         index: usize,
         seq: Seq,
     },
+    // Not the error's own text: the seq it names was only tentative (the
+    // refused bundle took none; the next accepted event gets it).
     #[error(
-        "events[{index}] ({event_id:?}) cannot be projected, so the bundle was refused: {error}"
+        "events[{index}] ({event_id:?}) cannot be projected, so the bundle was refused: \
+         projector {} failed: {}",
+        .error.projector,
+        .error.failure
     )]
     Projection {
         index: usize,
@@ -555,6 +560,15 @@ impl Writer {
     /// A handle on the writer's health that outlives the writer's queue.
     pub fn health_handle(&self) -> Arc<Health> {
         self.health.clone()
+    }
+
+    /// A write beside the writer's (an artifact upload) found the store's
+    /// volume full or failing: fjall takes no more writes after a failed
+    /// journal write, so the writer stops as if its own batch had failed.
+    /// Readiness and `leviathan_writer_up` then say so, and ingest is refused
+    /// with the cause until a restart (as after any storage failure).
+    pub fn stop_for(&self, failure: StorageFailure) {
+        self.health.fail(failure);
     }
 
     /// Appends a validated bundle; resolves once it is durable (or refused).

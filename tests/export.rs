@@ -788,3 +788,78 @@ fn verify_draws_a_progress_bar_only_on_a_terminal() {
         assert!(text.contains(" events, "), "{text}");
     }
 }
+
+/// An import or restore killed before it finished (here at the last moment,
+/// its data all written: `LEVIATHAN_TEST_ABORT_BEFORE_FINISHING` aborts the
+/// process as a kill would) leaves a data dir that every command refuses: it
+/// would otherwise verify and serve a shorter log, or miss artifacts, as if
+/// whole.
+#[test]
+fn a_killed_import_or_restore_leaves_a_data_dir_nothing_opens() {
+    let (dir, _, _) = written_store();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("export");
+    let (code, _, err) = run(&["export", "--data-dir", p(dir.path()), "--to", p(&out)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.join("UNFINISHED").exists(),
+        "a finished export keeps its mark"
+    );
+    // A backup to restore, from a server on the same store.
+    let s = Server::start_in(dir.path(), &[]);
+    let backup = work.path().join("backup");
+    let (st, b) = s.post("/v1/admin/backup", &json!({ "to": backup }));
+    assert_eq!(st, 200, "{b}");
+    drop(s);
+
+    let killed = |args: &[&str], target: &Path| {
+        let o = leviathan()
+            .args(args)
+            .env("LEVIATHAN_TEST_ABORT_BEFORE_FINISHING", "1")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), None, "not killed: {o:?}");
+        assert!(target.join("UNFINISHED").exists());
+    };
+    let imported = work.path().join("imported");
+    killed(&["import", p(&out), "--data-dir", p(&imported)], &imported);
+    let restored = work.path().join("restored");
+    killed(
+        &["restore", "--from", p(&backup), "--data-dir", p(&restored)],
+        &restored,
+    );
+    for (what, data_dir) in [("import", &imported), ("restore", &restored)] {
+        for cmd in [
+            vec!["verify", "--data-dir", p(data_dir)],
+            vec!["rebuild", "--data-dir", p(data_dir)],
+            vec!["dump", "--data-dir", p(data_dir)],
+            vec![
+                "export",
+                "--data-dir",
+                p(data_dir),
+                "--to",
+                p(&work.path().join("x")),
+            ],
+        ] {
+            let (code, _, err) = run(&cmd);
+            assert_eq!(code, 1, "{what}: {cmd:?}: {err}");
+            assert!(
+                err.contains(&format!("holds an unfinished {what}")),
+                "{what}: {cmd:?}: {err}"
+            );
+        }
+        let err = refused(serve_command(data_dir));
+        assert!(
+            err.contains(&format!("holds an unfinished {what}")),
+            "{err}"
+        );
+        assert!(err.contains("Remove the directory"), "{err}");
+    }
+    // Done again into a new dir, they finish and leave no mark.
+    let again = work.path().join("again");
+    let (code, _, err) = run(&["import", p(&out), "--data-dir", p(&again)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!again.join("UNFINISHED").exists());
+    let (code, _, err) = run(&["verify", "--data-dir", p(&again)]);
+    assert_eq!(code, 0, "{err}");
+}

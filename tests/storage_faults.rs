@@ -157,6 +157,62 @@ fn a_full_disk_answers_503_with_the_cause_and_nothing_acknowledged_is_lost() {
     check_after_space_returns(&fs, &acked);
 }
 
+/// An artifact upload that fills the disk leaves a store that takes no more
+/// writes (fjall after a failed journal write): the writer stops with the
+/// cause, so `/readyz`, `leviathan_writer_up` and ingest say so at once, not
+/// only after an event happens to fail. A restart with space back finds the
+/// acknowledged events and takes uploads again.
+#[test]
+fn an_upload_that_fills_the_disk_stops_the_writer_and_readiness_says_so() {
+    let Some(fs) = Tmpfs::mount("48m") else {
+        return;
+    };
+    let env = [("LEVIATHAN_SHUTDOWN_TIMEOUT", "5")];
+    let mut s = Server::start_in(fs.path(), &env);
+    let (st, r) = s.ingest(&bundle("before", events("before", 3)));
+    assert_eq!(st, 200, "{r}");
+    // One blob larger than the volume, and not compressible.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let blob: Vec<u8> = (0..60u32 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let (st, r) = s.put_artifact(&blob);
+    assert_eq!(st, 503, "{r}");
+    assert_eq!(r["error"]["code"], "storage_unavailable", "{r}");
+    assert_eq!(r["error"]["details"]["cause"], "disk_full", "{r}");
+    let (st, r) = s.get("/readyz");
+    assert_eq!((st, &r["error"]["code"]), (503, &json!("not_ready")), "{r}");
+    assert_eq!(r["error"]["details"]["cause"], "disk_full", "{r}");
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "leviathan_writer_up 0"),
+        "{metrics}"
+    );
+    let (st, r) = s.ingest(&bundle("after", events("after", 1)));
+    assert_eq!(st, 503, "{r}");
+    assert_eq!(r["error"]["details"]["cause"], "disk_full", "{r}");
+    let _ = s.terminate(Duration::from_secs(30));
+
+    fs.resize("512m");
+    let s = Server::start_in(fs.path(), &[]);
+    assert_eq!(s.get("/readyz").0, 200);
+    let (_, head) = s.get("/v1/log/head");
+    assert_eq!(head["seq"], 3, "{head}");
+    let (st, r) = s.put_artifact(b"space is back");
+    assert_eq!(st, 201, "{r}");
+}
+
 /// Every refusal is a 503 `storage_unavailable` naming the full disk.
 fn assert_disk_full(refusals: &[(u16, Value)]) {
     for (st, r) in refusals {

@@ -85,7 +85,9 @@ fn open_as(
         r.read_to_string(&mut body).unwrap();
         return Err((status, serde_json::from_str(&body).unwrap_or(Value::Null)));
     }
-    assert_eq!(content_type, "text/event-stream");
+    // The charset too: clients that take it from the header (Python's
+    // requests) decode the stream as Latin-1 without it.
+    assert_eq!(content_type, "text/event-stream; charset=utf-8");
     Ok(Stream { r })
 }
 
@@ -217,6 +219,38 @@ fn streams_what_events_serves_and_resumes_without_loss_or_duplicates() {
     s.ingest(&bundle("b5", events("b5", 1)));
     assert_eq!(st.events(1)[0].0, 43);
 
+    // U+2028, U+2029 and U+0085 in an id or a payload are sent escaped
+    // (the same JSON value): clients that split lines at them (Python's
+    // str.splitlines) would cut the event.
+    let odd = "odd\u{2028}id";
+    let (st, r) = s.ingest(&bundle(
+        "odd",
+        vec![event(
+            odd,
+            "note.odd",
+            json!({"text": "a\u{2029}b\u{2028}c\u{85}d"}),
+        )],
+    ));
+    assert_eq!(st, 200, "{r}");
+    let seq = r["first_seq"].as_u64().unwrap();
+    let mut raw = open(&s, &format!("?after_seq={}", seq - 1), None).unwrap();
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.starts_with("data:")) {
+        let mut l = String::new();
+        raw.r.read_line(&mut l).unwrap();
+        lines.push(l);
+    }
+    let data = lines.last().unwrap();
+    assert!(
+        !data.contains(['\u{85}', '\u{2028}', '\u{2029}']),
+        "{data:?}"
+    );
+    assert!(data.contains("\\u2028"), "{data:?}");
+    let value: Value = serde_json::from_str(data.trim_start_matches("data:").trim()).unwrap();
+    let (_, stored) = s.get(&format!("/v1/events?after_seq={}&limit=1", seq - 1));
+    assert_eq!(value, stored["events"][0]);
+    assert_eq!(value["event_id"], odd);
+
     // Bad positions and filters are refused with the JSON error shape.
     let (st, body) = open(&s, "?after_seq=-1", None).err().unwrap();
     assert_eq!(
@@ -227,6 +261,52 @@ fn streams_what_events_serves_and_resumes_without_loss_or_duplicates() {
         .map(|_| ())
         .map_or_else(|e| e, |_| (200, Value::Null));
     assert_eq!(st, 200, "Last-Event-ID 0 is the start of the log: {body}");
+    // A position this log has not reached (a saved id from a store restored
+    // since, or another server's) is refused after a short wait for the
+    // head, not taken: the stream would skip every event up to it.
+    let head = s.get("/v1/log/head").1["seq"].as_u64().unwrap();
+    let t = Instant::now();
+    let (st, body) = open(&s, "", Some(head + 3)).err().unwrap();
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (400, Some("invalid_last_event_id")),
+        "{body}"
+    );
+    assert_eq!(body["error"]["details"]["head_seq"], head, "{body}");
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "no wait for the head"
+    );
+    let (st, body) = open(&s, &format!("?after_seq={}", head + 1), None)
+        .err()
+        .unwrap();
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (422, Some("invalid_query")),
+        "{body}"
+    );
+    // One the head reaches while it waits is served from there.
+    let ingest = {
+        let s2 = s.client.clone();
+        let url = s.url("/v1/events/ingest");
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            s2.post(url)
+                .bearer_auth(TOKEN)
+                .json(&bundle("b6", events("b6", 2)))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let mut st = open(&s, "", Some(head + 1)).unwrap();
+    assert_eq!(ingest.join().unwrap(), 200);
+    assert_eq!(
+        st.opening(),
+        format!("stream open after_seq={} head_seq={}", head + 1, head + 2)
+    );
+    assert_eq!(st.events(1)[0].0, head + 2);
     // A `*` other than a final `.*`, and types no event can have (which
     // would stream nothing, silently).
     for filter in [

@@ -32,7 +32,8 @@ async fn receive(
         return Err(crate::cas::CasError::TooLarge { limit: max }.into());
     }
     let cas = app.cas.clone();
-    let mut upload: Upload = tokio::task::block_in_place(|| cas.begin())?;
+    let mut upload: Upload =
+        tokio::task::block_in_place(|| cas.begin()).map_err(|e| store_failed(app, e))?;
     let mut stream = body.into_data_stream();
     while let Some(frame) = stream.next().await {
         let data = frame.map_err(|e| {
@@ -42,9 +43,10 @@ async fn receive(
                 format!("reading the upload failed: {e}"),
             )
         })?;
-        tokio::task::block_in_place(|| upload.write(&data))?;
+        tokio::task::block_in_place(|| upload.write(&data)).map_err(|e| store_failed(app, e))?;
     }
-    let stored = tokio::task::block_in_place(|| upload.finish(expected))?;
+    let stored = tokio::task::block_in_place(|| upload.finish(expected))
+        .map_err(|e| store_failed(app, e))?;
     let status = if stored.created {
         StatusCode::CREATED
     } else {
@@ -59,6 +61,19 @@ async fn receive(
         }),
     )
         .into_response())
+}
+
+/// An upload's error as an answer; a full or failing volume also stops the
+/// writer (the store takes no more writes: `Writer::stop_for`).
+fn store_failed(app: &AppState, e: crate::cas::CasError) -> ApiError {
+    if let crate::cas::CasError::Store(inner) = &e {
+        let failure = crate::writer::StorageFailure::new("an artifact upload failed", inner)
+            .on_volume(app.log.store_path());
+        if matches!(failure.cause, "disk_full" | "io_error") {
+            app.writer.stop_for(failure);
+        }
+    }
+    e.into()
 }
 
 pub async fn put(

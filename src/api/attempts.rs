@@ -109,10 +109,15 @@ pub async fn invalidate(
     }
     let appended = app.writer.append(plan.bundle).await?;
     app.metrics.count_recorded_errors(&appended.recorded_errors);
+    // The chain's head as of this event (its own hash), not the batch's: a
+    // batch may hold other bundles after it, and `seq` is this event's.
+    let log = app.log.clone();
+    let event_id = plan.event.event_id.clone();
+    let own = super::blocking(move || Ok(log.get_by_event_id(&event_id)?)).await?;
     Ok(Json(Invalidated {
         attempt_id: plan.attempt_id,
         event_id: plan.event.event_id,
-        head_hash: appended.head.hash,
+        head_hash: own.map(|e| e.hash).or(appended.head.hash),
         seq: appended.first_seq,
         status: "invalidated".into(),
     })

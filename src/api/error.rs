@@ -135,7 +135,7 @@ impl From<AppendError> for ApiError {
             } => {
                 let details = json!({
                     "event_index": index, "event_id": event_id, "projector": error.projector,
-                    "seq": error.seq, "cause": error.code(),
+                    "cause": error.code(),
                     "guest_code": match &error.failure {
                         crate::projection::Failure::Rejected { code, .. } => Some(code.clone()),
                         _ => None,

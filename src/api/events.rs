@@ -10,6 +10,10 @@ use axum::Json;
 
 pub const RECENT_DEFAULT: u64 = 200;
 pub const PAGE_MAX: u64 = 1000;
+/// A page of events stops once its stored records reach this many bytes (at
+/// least one event): payloads may be 1 MiB each, and a page is built whole
+/// in memory before it is sent. `next_after_seq` continues where it stopped.
+pub const PAGE_MAX_BYTES: usize = 8 << 20;
 
 /// `GET /v1/events/recent?limit=`: a bare array, newest first (as the original).
 pub async fn recent(
@@ -18,7 +22,7 @@ pub async fn recent(
 ) -> Result<Json<Vec<Event>>, ApiError> {
     let limit =
         Params::from_query(q.as_deref())?.int("limit", RECENT_DEFAULT, 1, PAGE_MAX)? as usize;
-    let events = blocking(move || Ok(app.log.recent(limit)?)).await?;
+    let events = blocking(move || Ok(app.log.recent(limit, PAGE_MAX_BYTES)?)).await?;
     Ok(Json(events.into_iter().map(Into::into).collect()))
 }
 
@@ -33,7 +37,7 @@ pub async fn after(
     blocking(move || {
         let view = app.log.view();
         let head_seq = app.log.head_at(&view)?.seq;
-        let events = app.log.after_at(&view, after, limit)?;
+        let events = app.log.after_page(&view, after, limit, PAGE_MAX_BYTES)?;
         // Pass as `after_seq` to get the next page (the request's when empty).
         let next_after_seq = events.last().map_or(after, |e| e.seq);
         Ok(Json(EventsPage {

@@ -30,7 +30,9 @@ pub async fn summary(State(app): State<AppState>) -> Result<Json<Summary>, ApiEr
                 .flat_map(|p| p.edge_types.iter().map(String::as_str)),
             &crate::schema::SUMMARY_ORDER,
         )?;
-        let recent = app.log.recent_at(&view, 20)?;
+        let recent = app
+            .log
+            .recent_at(&view, 20, super::events::PAGE_MAX_BYTES)?;
         Ok(Json(Summary {
             nodes_by_type: OrderedCounts(nodes),
             edges_by_type: OrderedCounts(edges),

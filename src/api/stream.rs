@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// Bytes of events one buffer holds at most (a single larger event still goes alone).
@@ -164,6 +164,52 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<Seq>, ApiError> {
         })
 }
 
+/// The JSON with U+0085, U+2028 and U+2029 written as `\u` escapes (the same
+/// JSON value): SSE splits lines only at CR and LF, but common clients (Python's
+/// `str.splitlines`, `requests.iter_lines`) also split at these, and cut an
+/// event whose id or payload holds one. They can only occur inside JSON
+/// strings, where the escape means the same character.
+fn line_safe(json: String) -> String {
+    if !json.contains(['\u{85}', '\u{2028}', '\u{2029}']) {
+        return json;
+    }
+    json.replace('\u{85}', "\\u0085")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
+}
+
+/// How long a resume point beyond the head waits for the head to reach it
+/// (a PostgreSQL replica behind the node whose events the client saw).
+const BEYOND_HEAD_WAIT: Duration = Duration::from_secs(2);
+
+/// The refusal of a resume point this log has not reached.
+fn beyond_head(from_header: bool, after: Seq, head: Seq) -> ApiError {
+    let (status, code, what) = if from_header {
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid_last_event_id",
+            "Last-Event-ID",
+        )
+    } else {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            "after_seq",
+        )
+    };
+    ApiError::new(
+        status,
+        code,
+        format!(
+            "{what} {after} is beyond this log's head (seq {head}): this server never sent that \
+             event (a store restored from an older backup, or another server's log?), and \
+             resuming there would skip every event up to it. Reconcile from \
+             GET /v1/events?after_seq={head} (or earlier), then reconnect from a seq you hold"
+        ),
+    )
+    .with_details(serde_json::json!({ "after_seq": after.0, "head_seq": head.0 }))
+}
+
 /// `GET /v1/events/stream?after_seq=&type=&target=`.
 pub async fn stream(
     State(app): State<AppState>,
@@ -202,9 +248,24 @@ pub async fn stream(
         return Ok(resp);
     };
     let mut head = streams.head.clone();
-    let head_now = *head.borrow_and_update();
+    let mut head_now = *head.borrow_and_update();
     // Last-Event-ID wins: a browser reconnecting sends it with the original URL.
     let after = resume.or(after_param).unwrap_or(head_now);
+    if after > head_now {
+        // A replica a moment behind the node that sent the id catches up;
+        // past that, this log never had the seq (a store restored from an
+        // older backup, another store): resuming there would skip, without
+        // a word, every event this log appends up to it.
+        let reached = tokio::time::timeout(BEYOND_HEAD_WAIT, head.wait_for(|h| *h >= after))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|h| *h);
+        match reached {
+            Some(h) => head_now = h,
+            None => return Err(beyond_head(resume.is_some(), after, *head.borrow())),
+        }
+    }
     let cursor = Cursor {
         log: app.log.clone(),
         filter: Arc::new(filter),
@@ -224,13 +285,20 @@ pub async fn stream(
         _permit: permit,
     };
     let events = futures_util::stream::unfold(cursor, next);
-    Ok(Sse::new(events)
+    let mut resp = Sse::new(events)
         .keep_alive(
             KeepAlive::new()
                 .interval(settings.heartbeat)
                 .text("heartbeat"),
         )
-        .into_response())
+        .into_response();
+    // SSE is UTF-8 by definition, but clients that read the charset from the
+    // header (Python's requests) would decode it as Latin-1 without it.
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    Ok(resp)
 }
 
 /// One stream's position and buffer.
@@ -396,8 +464,10 @@ fn read_page(
             if !filter.matches(&e) {
                 continue;
             }
-            let json = serde_json::to_string(&crate::wire::Event::from(e))
-                .map_err(|e| ApiError::internal("serializing an event", e))?;
+            let json = line_safe(
+                serde_json::to_string(&crate::wire::Event::from(e))
+                    .map_err(|e| ApiError::internal("serializing an event", e))?,
+            );
             bytes += json.len();
             out.push_back((last, json));
         }

@@ -279,15 +279,53 @@ impl Log {
         Ok(out)
     }
 
-    /// The last `limit` events, newest first.
-    pub fn recent(&self, limit: usize) -> Result<Vec<StoredEvent>, LogError> {
-        self.recent_at(&self.view(), limit)
+    /// [`Log::after_at`] for a page a client asked for: it also stops once
+    /// the events read hold `max_bytes` of stored records (at least one
+    /// event), so a page of large payloads (up to 1 MiB each) is not built
+    /// whole in memory, a thousand of them at a time.
+    pub fn after_page(
+        &self,
+        v: &View,
+        after: Seq,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, LogError> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut bytes = 0usize;
+        for kv in v
+            .range(&self.events, Seq(after.0.saturating_add(1)).to_key()..)
+            .take(limit)
+        {
+            if bytes >= max_bytes {
+                break;
+            }
+            let (k, value) = kv.into_inner()?;
+            bytes += value.len();
+            out.push(self.decode(Seq::from_key(&k).unwrap_or_default(), &value)?);
+        }
+        Ok(out)
     }
 
-    pub fn recent_at(&self, v: &View, limit: usize) -> Result<Vec<StoredEvent>, LogError> {
+    /// The last `limit` events, newest first, stopping once they hold
+    /// `max_bytes` of stored records (at least one event).
+    pub fn recent(&self, limit: usize, max_bytes: usize) -> Result<Vec<StoredEvent>, LogError> {
+        self.recent_at(&self.view(), limit, max_bytes)
+    }
+
+    pub fn recent_at(
+        &self,
+        v: &View,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, LogError> {
         let mut out = Vec::with_capacity(limit.min(1024));
+        let mut bytes = 0usize;
         for kv in v.iter(&self.events).rev().take(limit) {
+            if bytes >= max_bytes {
+                break;
+            }
             let (k, value) = kv.into_inner()?;
+            bytes += value.len();
             out.push(self.decode(Seq::from_key(&k).unwrap_or_default(), &value)?);
         }
         Ok(out)

@@ -33,6 +33,7 @@ const MATRIX: &[(&str, &str, &str, &str)] = &[
     ("GET", "/v1/log/verify", "/v1/log/verify", "read"),
     ("GET", "/v1/log/checkpoint", "/v1/log/checkpoint", "read"),
     ("GET", "/v1/log/public-key", "/v1/log/public-key", "read"),
+    ("GET", "/v1/log/signers", "/v1/log/signers", "read"),
     (
         "GET",
         "/v1/log/consistency",

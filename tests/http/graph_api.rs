@@ -137,6 +137,37 @@ fn invalidate_goes_through_the_log_and_dry_run_writes_nothing() {
     assert_eq!(e["actor_id"], "control-plane");
     let (_, d) = s.get("/v1/attempts/radix-a0");
     assert_eq!(d["events"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        r["head_hash"], e["hash"],
+        "head_hash is the event's own: {r}"
+    );
+
+    // Concurrent invalidations (and ingest) share batches: each answer's
+    // head_hash is still its own event's, the chain's head as of its seq.
+    let s = std::sync::Arc::new(s);
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let (st, r) = s.post(
+                    "/v1/attempts/radix-a0/invalidate",
+                    &json!({"reason": format!("again {i}")}),
+                );
+                assert_eq!(st, 200, "{r}");
+                s.ingest(&bundle(
+                    &format!("also-{i}"),
+                    events(&format!("also-{i}"), 3),
+                ));
+                r
+            })
+        })
+        .collect();
+    for w in workers {
+        let r = w.join().unwrap();
+        let (_, e) = s.get(&format!("/v1/events/{}", r["event_id"].as_str().unwrap()));
+        assert_eq!(r["seq"], e["seq"], "{r}");
+        assert_eq!(r["head_hash"], e["hash"], "{r}");
+    }
 }
 
 /// Node ids may be 1024 bytes, event ids 256: an attempt whose id is too

@@ -269,6 +269,10 @@ fn missing_identity_refuses_the_bundle_and_names_the_field() {
         assert_eq!(r["error"]["details"]["projector"], "core@1.1.1");
         let msg = r["error"]["message"].as_str().unwrap();
         assert!(msg.contains(field) && msg.contains("bad-1"), "{msg}");
+        // No seq: the one the event would have had goes to the next event
+        // the log takes, and naming it would point at that one.
+        assert!(r["error"]["details"].get("seq").is_none(), "{r}");
+        assert!(!msg.contains("on event 3"), "{msg}");
         // Nothing of the bundle is in the log or the graph.
         assert_eq!(s.get("/v1/log/head").1["seq"], 1);
         assert_eq!(s.get("/v1/events/fine-1").0, 404);

@@ -60,6 +60,52 @@ fn paging_after_seq_visits_every_event_once() {
     assert_eq!(seen, (1..=35).collect::<Vec<_>>());
 }
 
+/// Pages of large events stop at a byte budget (8 MiB of records, at least
+/// one event) instead of building a thousand 1 MiB payloads in memory; the
+/// walk still visits every event once.
+#[test]
+fn pages_of_large_events_stop_at_a_byte_budget_and_the_walk_misses_nothing() {
+    let s = Server::start();
+    let big = "x".repeat(900 << 10);
+    for b in 0..4 {
+        let evs: Vec<_> = (0..5)
+            .map(|i| {
+                event(
+                    &format!("big-{b}-{i}"),
+                    "note.large",
+                    json!({"blob": big.clone()}),
+                )
+            })
+            .collect();
+        let (st, r) = s.ingest(&bundle(&format!("big-{b}"), evs));
+        assert_eq!(st, 200, "{r}");
+    }
+    let (st, page) = s.get("/v1/events?after_seq=0&limit=1000");
+    assert_eq!(st, 200);
+    let n = page["events"].as_array().unwrap().len();
+    assert!((8..=10).contains(&n), "{n} events of ~900 KiB in one page");
+    assert_eq!(page["next_after_seq"], n as u64);
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let (_, page) = s.get(&format!("/v1/events?after_seq={after}&limit=1000"));
+        let events = page["events"].as_array().unwrap();
+        if events.is_empty() {
+            break;
+        }
+        seen.extend(events.iter().map(|e| e["seq"].as_u64().unwrap()));
+        after = page["next_after_seq"].as_u64().unwrap();
+    }
+    assert_eq!(seen, (1..=20).collect::<Vec<_>>());
+    let (_, recent) = s.get("/v1/events/recent?limit=1000");
+    let recent = recent.as_array().unwrap();
+    assert!((8..=10).contains(&recent.len()), "{}", recent.len());
+    assert_eq!(recent[0]["seq"], 20, "newest first");
+    let (_, summary) = s.get("/v1/graph/summary");
+    let listed = summary["recent_events"].as_array().unwrap().len();
+    assert!((8..=10).contains(&listed), "{listed}");
+}
+
 #[test]
 fn one_event_by_id() {
     let s = Server::start();
