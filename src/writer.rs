@@ -117,7 +117,8 @@ pub enum AppendError {
 /// takes no bundle after it (a restart is needed, docs/RUNBOOK.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageFailure {
-    /// `disk_full`, `io_error`, `store_error` or `writer_panicked`.
+    /// `disk_full`, `io_error`, `permission_denied`, `store_error` or
+    /// `writer_panicked`.
     pub cause: &'static str,
     pub message: String,
 }
@@ -128,7 +129,10 @@ impl StorageFailure {
         let lower = message.to_ascii_lowercase();
         let cause = if lower.contains("no space left") || lower.contains("quota exceeded") {
             "disk_full"
+        } else if lower.contains("permission denied") || lower.contains("operation not permitted") {
+            "permission_denied"
         } else if lower.contains("i/o error")
+            || lower.contains("input/output error")
             || lower.contains("io error")
             || lower.contains("poisoned")
             || lower.contains("read-only file system")
@@ -168,6 +172,11 @@ impl StorageFailure {
             }
             "io_error" => {
                 "the disk reported an I/O error: check the volume, then restart the server"
+            }
+            "permission_denied" => {
+                "the store's files or directories are not writable by the server's user \
+                 (their ownership or mode changed, or the volume was remounted): give them back \
+                 to that user (chown -R), then restart the server"
             }
             "not_leader" => {
                 "this node does not hold the PostgreSQL log's leadership: send ingest to the \
@@ -1807,4 +1816,36 @@ impl State {
 /// A storage failure while checking a bundle.
 fn storage(e: LogError) -> AppendError {
     AppendError::Storage(StorageFailure::new("reading the log failed", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StorageFailure;
+
+    /// The operating system's own messages, as fjall passes them on.
+    #[test]
+    fn storage_failures_are_classified_by_the_os_error() {
+        let cause = |errno: i32| {
+            StorageFailure::new("writing", std::io::Error::from_raw_os_error(errno)).cause
+        };
+        assert_eq!(cause(28), "disk_full"); // ENOSPC
+        assert_eq!(cause(122), "disk_full"); // EDQUOT
+        assert_eq!(cause(5), "io_error"); // EIO
+        assert_eq!(cause(30), "io_error"); // EROFS
+        assert_eq!(cause(13), "permission_denied"); // EACCES
+        assert_eq!(cause(1), "permission_denied"); // EPERM
+        assert_eq!(StorageFailure::new("writing", "Poisoned").cause, "io_error");
+        assert_eq!(
+            StorageFailure::new("writing", "something else").cause,
+            "store_error"
+        );
+        for errno in [28, 5, 13] {
+            let f = StorageFailure::new("writing", std::io::Error::from_raw_os_error(errno));
+            assert!(
+                !f.advice().starts_with("the store failed: see"),
+                "{}",
+                f.cause
+            );
+        }
+    }
 }
