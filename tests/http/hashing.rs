@@ -87,3 +87,45 @@ fn verify_walks_the_chain_across_chunks() {
         "{v}"
     );
 }
+
+/// The projector set's fingerprint is what docs/HASHING.md says, computed
+/// from what `GET /v1/projection` shows: an auditor can recompute the
+/// checkpoint's `projector-set` line without the server's code.
+#[test]
+fn the_projector_set_fingerprint_recomputes_from_the_documented_lines() {
+    for projectors in [
+        None,
+        Some("core#fuel=7000000#memory_mib=32#on_error=record"),
+        Some("core#mode=async#instances=4#tables=1000"),
+    ] {
+        let env: Vec<(&str, &str)> = projectors
+            .map(|p| vec![("LEVIATHAN_PROJECTORS", p)])
+            .unwrap_or_default();
+        let s = Server::start_with(&env);
+        let (_, p) = s.get("/v1/projection");
+        let mut text = String::new();
+        for pr in p["projectors"].as_array().unwrap() {
+            let l = &pr["limits"];
+            text.push_str(&format!(
+                "{} fuel={} memory={} tables={} instances={}",
+                pr["digest"].as_str().unwrap(),
+                l["fuel"],
+                l["memory_mib"].as_u64().unwrap() << 20,
+                l["tables"],
+                l["instances"]
+            ));
+            if pr["on_error"] != "reject" {
+                text.push_str(&format!(" on_error={}", pr["on_error"].as_str().unwrap()));
+            }
+            if pr["mode"] != "inline" {
+                text.push_str(&format!(" mode={}", pr["mode"].as_str().unwrap()));
+            }
+            text.push('\n');
+        }
+        assert_eq!(
+            p["fingerprint"],
+            sha256_hex(text.as_bytes()),
+            "{projectors:?}: {p}"
+        );
+    }
+}
