@@ -164,7 +164,84 @@ struct RawEvent<'a> {
     timestamp: Cow<'a, str>,
     #[serde(default, borrow)]
     actor_id: Option<Cow<'a, str>>,
-    payload: serde_json::Value,
+    payload: Payload,
+}
+
+/// A payload as serde_json reads a `Value`, except that an object with a
+/// repeated key is refused: RFC 8785 canonicalizes I-JSON, which has none,
+/// and keeping one of the two silently would store, hash and project
+/// something other than what one reading of the request said.
+struct Payload(serde_json::Value);
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Payload, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Payload)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Number(n.into()))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Number(n.into()))
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<Self::Value, E> {
+        // As serde_json's own Value (JSON text has no NaN or infinity).
+        Ok(serde_json::Number::from_f64(f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::String(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::String(s))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(Payload(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Payload(value) = map.next_value()?;
+            match object.entry(key) {
+                serde_json::map::Entry::Vacant(e) => {
+                    e.insert(value);
+                }
+                serde_json::map::Entry::Occupied(e) => {
+                    return Err(serde::de::Error::custom(format!(
+                        "duplicate key {:?} in an object (JSON objects in a payload must have \
+                         unique keys: RFC 8785, I-JSON)",
+                        e.key()
+                    )));
+                }
+            }
+        }
+        Ok(serde_json::Value::Object(object))
+    }
 }
 
 #[derive(Deserialize)]
@@ -345,7 +422,7 @@ fn validate_event(
         event_type,
         timestamp,
         actor_id,
-        payload,
+        payload: Payload(payload),
     } = ev;
     let fail = |field: &str, message: String| BundleError::Invalid {
         path: format!("events[{i}].{field}"),
@@ -498,6 +575,51 @@ mod tests {
         ] {
             assert!(check_event_type(bad).is_err(), "{bad}");
         }
+    }
+
+    fn with_payload(payload: &str) -> Vec<u8> {
+        format!(
+            r#"{{"target": "t", "bundle_id": "b", "events": [{{"event_id": "e1",
+                "event_type": "note.x", "timestamp": "2026-01-24T10:00:00Z",
+                "payload": {payload}}}]}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_payload_object_with_a_repeated_key_is_refused_at_its_path() {
+        for (payload, path) in [
+            (r#"{"a": 1, "a": 2}"#, "events[0].payload"),
+            (
+                r#"{"a": 1, "b": {"c": [1, {"d": 1, "d": 1}]}}"#,
+                "events[0].payload.b.c[1]",
+            ),
+            (r#"{"x": {"y": "1", "y": "2"}}"#, "events[0].payload.x"),
+        ] {
+            match parse(&with_payload(payload), &Limits::default()) {
+                Err(BundleError::Invalid {
+                    path: p, message, ..
+                }) => {
+                    assert!(p.starts_with(path), "{payload}: {p}");
+                    assert!(message.contains("duplicate key"), "{payload}: {message}");
+                }
+                other => panic!("{payload}: {:?}", other.map(|_| ())),
+            }
+        }
+    }
+
+    /// Without repeated keys, a payload reads exactly as serde_json's Value.
+    #[test]
+    fn a_payload_reads_as_serde_jsons_value() {
+        let payload = r#"{"n": [0, -1, 18446744073709551615, -9223372036854775808, 1.5,
+            1e300, 5e-324, 0.1, -0.0, 1.2345678901234568e+29], "s": "\u00e9\ud83d\ude00\n",
+            "t": true, "f": false, "z": null, "o": {"b": {}, "a": []}}"#;
+        let b = parse(&with_payload(payload), &Limits::default()).unwrap();
+        let expected: serde_json::Value = serde_json::from_str(payload).unwrap();
+        assert_eq!(
+            b.events[0].payload_json(),
+            CanonicalJson::of(&expected).as_str()
+        );
     }
 
     #[test]
