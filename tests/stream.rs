@@ -528,3 +528,57 @@ fn a_revoked_tokens_open_stream_ends_at_the_reload() {
     }
     assert_eq!(open_as(&s, "", None, VIEWER).err().map(|e| e.0), Some(401));
 }
+
+/// The peak memory (VmHWM, bytes) of a process.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb << 10
+}
+
+/// A stream reads about 1 MiB ahead of its client, whatever the events'
+/// size: twenty streams opened at the start of a log of ~900 KiB events
+/// must not each read a chunk of 64 of them (~55 MiB a stream, 1.1 GB).
+#[test]
+fn streams_of_large_events_read_about_a_mebibyte_ahead_each() {
+    let s = Server::start();
+    let big = "x".repeat(900 << 10);
+    for b in 0..8 {
+        let evs: Vec<_> = (0..10)
+            .map(|i| {
+                event(
+                    &format!("l-{b}-{i}"),
+                    "note.large",
+                    json!({"blob": big.clone()}),
+                )
+            })
+            .collect();
+        let (st, r) = s.ingest(&bundle(&format!("l-{b}"), evs));
+        assert_eq!(st, 200, "{r}");
+    }
+    let before = peak_rss(s.pid());
+    let mut streams: Vec<Stream> = (0..20)
+        .map(|_| open(&s, "?after_seq=0", None).unwrap())
+        .collect();
+    for st in &mut streams {
+        st.opening();
+    }
+    // Each client takes one event (so each stream has read its page).
+    for st in &mut streams {
+        assert_eq!(st.events(1)[0].0, 1);
+    }
+    let grew = peak_rss(s.pid()).saturating_sub(before);
+    assert!(
+        grew < 300 << 20,
+        "20 streams raised the peak RSS by {} MiB",
+        grew >> 20
+    );
+}

@@ -451,7 +451,9 @@ fn read_page(
     // Small chunks: an event may be up to LEVIATHAN_MAX_PAYLOAD_BYTES.
     while last < head && scanned < SCAN_MAX && out.len() < want && bytes < BUFFER_BYTES {
         let chunk = (head.0 - last.0).min(CHUNK as u64) as usize;
-        let events = log.after_at(&view, last, chunk)?;
+        // Read no more than the buffer has room for: a chunk of large
+        // events read whole cost tens of MiB per stream.
+        let events = log.after_page(&view, last, chunk, BUFFER_BYTES - bytes)?;
         if events.is_empty() {
             break;
         }
