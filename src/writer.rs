@@ -150,8 +150,13 @@ impl StorageFailure {
     /// Classifies as `disk_full` when the store's volume has (almost) no space
     /// left, whatever the error says: fjall reports a journal write that
     /// failed for lack of space later only as "Poisoned".
+    ///
+    /// Likewise `permission_denied` when a file cannot be created in the
+    /// store's directory for lack of permission: fjall reports a flush that
+    /// failed so (a data dir chowned or made read-only under the server) as
+    /// "Poisoned" too.
     pub fn on_volume(mut self, store_path: &std::path::Path) -> StorageFailure {
-        if self.cause == "disk_full" {
+        if matches!(self.cause, "disk_full" | "permission_denied") {
             return self;
         }
         if let Ok(st) = rustix::fs::statvfs(store_path) {
@@ -159,7 +164,32 @@ impl StorageFailure {
             if free < LOW_SPACE_BYTES {
                 self.cause = "disk_full";
                 self.message = format!("{} (the volume has {free} bytes free)", self.message);
+                return self;
             }
+        }
+        let probe = store_path.join(".leviathan-write-probe");
+        let created = std::fs::File::create(&probe);
+        if created.is_ok() {
+            let _ = std::fs::remove_file(&probe);
+        }
+        self.after_probe(store_path, created.err())
+    }
+
+    /// [`StorageFailure::on_volume`]'s reading of its probe: a file that
+    /// could not be created for lack of permission makes it
+    /// `permission_denied`.
+    fn after_probe(
+        mut self,
+        dir: &std::path::Path,
+        probe: Option<std::io::Error>,
+    ) -> StorageFailure {
+        if let Some(e) = probe.filter(|e| e.kind() == std::io::ErrorKind::PermissionDenied) {
+            self.cause = "permission_denied";
+            self.message = format!(
+                "{} (a file cannot be created in {}: {e})",
+                self.message,
+                dir.display()
+            );
         }
         self
     }
@@ -1839,6 +1869,16 @@ mod tests {
             StorageFailure::new("writing", "something else").cause,
             "store_error"
         );
+        // fjall says only "Poisoned" after a flush that failed for lack of
+        // permission: the probe of the store's directory tells.
+        let dir = std::path::Path::new("/d");
+        let poisoned = || StorageFailure::new("writing", "Poisoned");
+        let denied = poisoned().after_probe(dir, Some(std::io::Error::from_raw_os_error(13)));
+        assert_eq!(denied.cause, "permission_denied");
+        assert!(denied.message.contains("/d"), "{}", denied.message);
+        assert_eq!(poisoned().after_probe(dir, None).cause, "io_error");
+        let other = poisoned().after_probe(dir, Some(std::io::Error::from_raw_os_error(5)));
+        assert_eq!(other.cause, "io_error");
         for errno in [28, 5, 13] {
             let f = StorageFailure::new("writing", std::io::Error::from_raw_os_error(errno));
             assert!(

@@ -66,14 +66,18 @@ async fn receive(
 /// An upload's error as an answer; a full or failing volume also stops the
 /// writer (the store takes no more writes: `Writer::stop_for`).
 fn store_failed(app: &AppState, e: crate::cas::CasError) -> ApiError {
-    if let crate::cas::CasError::Store(inner) = &e {
-        let failure = crate::writer::StorageFailure::new("an artifact upload failed", inner)
-            .on_volume(app.log.store_path());
-        if matches!(failure.cause, "disk_full" | "io_error") {
-            app.writer.stop_for(failure);
-        }
+    let crate::cas::CasError::Store(inner) = &e else {
+        return e.into();
+    };
+    let failure = crate::writer::StorageFailure::new("an artifact upload failed", inner)
+        .on_volume(app.log.store_path());
+    if matches!(
+        failure.cause,
+        "disk_full" | "io_error" | "permission_denied"
+    ) {
+        app.writer.stop_for(failure.clone());
     }
-    e.into()
+    ApiError::storage_failure(failure)
 }
 
 pub async fn put(

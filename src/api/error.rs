@@ -179,7 +179,12 @@ impl ApiError {
     /// block whose checksum fails) are corruption, which stays a 500: a
     /// restart does not mend them.
     pub fn storage(context: &str, e: impl std::fmt::Display) -> ApiError {
-        let f = crate::writer::StorageFailure::new(context, e);
+        ApiError::storage_failure(crate::writer::StorageFailure::new(context, e))
+    }
+
+    /// [`ApiError::storage`] of a failure already classified (e.g. by
+    /// `StorageFailure::on_volume`).
+    pub fn storage_failure(f: crate::writer::StorageFailure) -> ApiError {
         if crate::storage::is_checksum_failure(&f.message) {
             tracing::error!(cause = "corrupt", "{}", f.message);
             return ApiError::new(
