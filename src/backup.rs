@@ -581,7 +581,9 @@ fn restore_into(
                 .map(crate::tlog::signers::note_signers)
                 .unwrap_or_default(),
             restored_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            from: "restore".into(),
         },
+        None,
     )?;
     crate::storage::flush_memtables(&store.db)?;
     Ok(Restored {

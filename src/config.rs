@@ -9,6 +9,19 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
+/// A yes/no setting from the environment: `1`, `true`, `yes`, `on` or `0`,
+/// `false`, `no`, `off` in any case, and empty as no (a templated manifest
+/// often leaves a variable empty).
+fn flag_value(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(format!(
+            "{other:?} is not a yes/no value (1/0, true/false, yes/no, on/off)"
+        )),
+    }
+}
+
 /// `leviathan serve` flags; each falls back to its environment variable.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -63,7 +76,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "LEVIATHAN_NEW_SIGNING_KEY",
-        value_parser = clap::builder::BoolishValueParser::new(),
+        value_parser = flag_value,
         action = clap::ArgAction::Set,
         num_args = 0..=1,
         default_value = "false",
@@ -655,5 +668,19 @@ impl StreamSettings {
             stall: secs("LEVIATHAN_STREAM_STALL_SECS", a.stream_stall_secs)?,
             heartbeat: secs("LEVIATHAN_STREAM_HEARTBEAT_SECS", a.stream_heartbeat_secs)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn yes_no_settings_take_the_usual_spellings_and_empty_as_no() {
+        for (v, want) in [("1", true), ("TRUE", true), ("yes", true), (" on ", true)] {
+            assert_eq!(super::flag_value(v), Ok(want), "{v}");
+        }
+        for v in ["", "0", "false", "No", "off"] {
+            assert_eq!(super::flag_value(v), Ok(false), "{v}");
+        }
+        assert!(super::flag_value("maybe").is_err());
     }
 }

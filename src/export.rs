@@ -60,6 +60,11 @@ pub struct Manifest {
     /// against a key obtained out of band, not against this file.
     pub checkpoint: Option<String>,
     pub verifier_key: Option<String>,
+    /// The keys that have signed the log's checkpoints and from which tree
+    /// size (`GET /v1/log/signers`); an import keeps them, and refuses them
+    /// as the imported store's signer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signers: Vec<crate::tlog::signers::SignerRecord>,
     pub artifacts: u64,
     pub artifact_bytes: u64,
     pub bundles: u64,
@@ -305,6 +310,8 @@ fn export_into(
                 format!("the signing key file {} is not usable", key_path.display())
             })?;
             let verifier_key = signer.verifier_key();
+            crate::tlog::signers::check_offline(&store.db, &verifier_key)
+                .context("the export's checkpoint cannot be signed")?;
             let t = crate::tlog::Transparency {
                 tree,
                 log: store.log.clone(),
@@ -339,6 +346,7 @@ fn export_into(
         combined_digest,
         checkpoint,
         verifier_key,
+        signers: crate::tlog::signers::Signers::open(&store.db)?.history()?,
         artifacts,
         artifact_bytes,
         bundles,

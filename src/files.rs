@@ -133,12 +133,17 @@ pub(crate) fn fill_new_dir<T>(
     let existed = created.is_none();
     new_dir(dir, what)?;
     let mark = dir.join(UNFINISHED);
+    // "a backup" → "backup": the mark names what, as a noun.
+    let noun = what
+        .strip_prefix("an ")
+        .or_else(|| what.strip_prefix("a "))
+        .unwrap_or(what);
     let filled = write_synced(
         &mark,
         format!(
-            "{what}\nleviathan wrote this file when it began; it removes it when the {what} \
+            "{noun}\nleviathan wrote this file when it began; it removes it when the {noun} \
              has finished. Its presence means the process stopped before: the directory holds \
-             only part of it. Remove the directory and run the {what} again.\n"
+             only part of it. Remove the directory and run the {noun} again.\n"
         )
         .as_bytes(),
     )

@@ -216,6 +216,31 @@ fn load_and_rebuild(
         );
     }
     let (head, root) = loader.finish()?;
+    // The source's signers may not sign this copy (tlog::signers): its
+    // first start takes a new key.
+    let mut signed_by: Vec<String> = manifest
+        .checkpoint
+        .as_deref()
+        .map(crate::tlog::signers::note_signers)
+        .unwrap_or_default();
+    signed_by.extend(
+        manifest
+            .verifier_key
+            .iter()
+            .chain(manifest.signers.iter().map(|r| &r.verifier_key))
+            .map(|k| crate::tlog::signers::key_name_id(k).to_string()),
+    );
+    signed_by.sort();
+    signed_by.dedup();
+    crate::tlog::signers::Signers::open(&store.db)?.mark_restored(
+        &crate::tlog::signers::RestoredMark {
+            tree_size: head.seq.0,
+            signed_by,
+            restored_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            from: "import".into(),
+        },
+        Some(&manifest.signers),
+    )?;
     let bundles = load_bundles(from, &store)?;
     let artifacts = load_artifacts(from, &store)?;
     let rebuilt = rebuild(&store)?;

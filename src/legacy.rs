@@ -933,6 +933,17 @@ pub fn import_legacy(
         }
         bar.finish_and_clear();
         let (head, root) = loader.finish()?;
+        // A new log of its own: its first start takes a new signing key,
+        // whatever key file the data dir is given (tlog::signers).
+        crate::tlog::signers::Signers::open(&store.db)?.mark_restored(
+            &crate::tlog::signers::RestoredMark {
+                tree_size: head.seq.0,
+                signed_by: Vec::new(),
+                restored_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                from: "import".into(),
+            },
+            None,
+        )?;
         let rebuilt = rebuild(&store)?;
         crate::storage::flush_memtables(&store.db)?;
         Ok((head, root, rebuilt))

@@ -461,6 +461,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &store.db,
         head.seq.0,
         config.new_signing_key,
+        config.postgres.is_some(),
     )?;
     tracing::info!(verifier_key = %signer.verifier_key(), "checkpoints are signed with this key");
     let transparency = crate::tlog::Transparency {

@@ -939,10 +939,80 @@ fn a_changed_signing_key_is_refused_unless_recorded_and_auditors_can_bridge_it()
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
+    // The old key back now is a replaced key: it never signs again, not
+    // even when told a new key is fine.
     let err = refused(serve_command(dir.path()));
     assert!(
-        err.contains("this store's checkpoints are signed by example.com/leviathan+"),
+        err.contains(&format!("was replaced at tree size {old_size}")),
         "{err}"
+    );
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_NEW_SIGNING_KEY", "1");
+    let err = refused(cmd);
+    assert!(err.contains("never signs again"), "{err}");
+    // Offline signing follows the record too: an export signed with the
+    // replaced key is refused; with the signer's, it carries the signers.
+    let out = leviathan()
+        .args(["export", "--data-dir"])
+        .arg(dir.path())
+        .arg("--to")
+        .arg(w.path().join("bad-export"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not this log's signer"), "{err}");
+    let export = w.path().join("export");
+    let out = leviathan()
+        .args(["export", "--data-dir"])
+        .arg(dir.path())
+        .arg("--signing-key-file")
+        .arg(&new_file)
+        .arg("--to")
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(export.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["signers"].as_array().unwrap().len(), 2, "{m}");
+    // An import of it refuses both keys of the source, and records the new
+    // one after them.
+    let imported = w.path().join("imported");
+    let out = leviathan()
+        .arg("import")
+        .arg(&export)
+        .arg("--data-dir")
+        .arg(&imported)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for key in [&key_file, &new_file] {
+        let mut cmd = serve_command(&imported);
+        cmd.env("LEVIATHAN_SIGNING_KEY_FILE", key)
+            .env("LEVIATHAN_NEW_SIGNING_KEY", "1");
+        let err = refused(cmd);
+        assert!(err.contains("made by `leviathan import`"), "{err}");
+    }
+    let s = Server::start_in(&imported, &[]);
+    let (_, signers) = s.get("/v1/log/signers");
+    let list = signers["signers"].as_array().unwrap();
+    assert_eq!(list.len(), 3, "{signers}");
+    assert_eq!(list[2]["verifier_key"], signers["current"]);
+    assert!(
+        list[2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("leviathan import"),
+        "{signers}"
     );
 }
 

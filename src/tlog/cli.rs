@@ -264,6 +264,8 @@ fn bundle_from_store(
     let signer = NoteSigner::from_text(&read(&key_path)?)
         .with_context(|| format!("the signing key file {} is not usable", key_path.display()))?;
     let store = crate::storage::open_existing_store(dir)?;
+    super::signers::check_offline(&store.db, &signer.verifier_key())
+        .context("the bundle's checkpoint cannot be signed")?;
     let tree = Tree::open(&store.db, &store.log)?;
     tree.catch_up(&store.db)?;
     let fingerprint = store

@@ -48,6 +48,7 @@ pub fn load_signer(
     db: &fjall::Database,
     tree_size: u64,
     new_key_allowed: bool,
+    replica_copy: bool,
 ) -> anyhow::Result<NoteSigner> {
     let path = key_path(setting, data_dir);
     let (signer, generated) = match std::fs::read_to_string(&path) {
@@ -82,6 +83,7 @@ pub fn load_signer(
         },
         tree_size,
         new_key_allowed,
+        replica_copy,
     );
     match decision {
         signers::Decision::Refuse(why) => anyhow::bail!("{why}"),

@@ -38,6 +38,13 @@ pub struct RestoredMark {
     #[serde(default)]
     pub signed_by: Vec<String>,
     pub restored_at: String,
+    /// `restore` or `import`: what made this store from another's log.
+    #[serde(default = "restore_word")]
+    pub from: String,
+}
+
+fn restore_word() -> String {
+    "restore".into()
 }
 
 /// The `log_signers` keyspace.
@@ -74,10 +81,19 @@ impl Signers {
         }
     }
 
-    /// Marks a restored store (`leviathan restore`), durably.
-    pub fn mark_restored(&self, mark: &RestoredMark) -> anyhow::Result<()> {
+    /// Marks a store made from another's log (`leviathan restore` or
+    /// `import`), durably; `history`: the source's signers, when the store
+    /// does not hold them already (an import).
+    pub fn mark_restored(
+        &self,
+        mark: &RestoredMark,
+        history: Option<&[SignerRecord]>,
+    ) -> anyhow::Result<()> {
         let mut batch = self.db.batch();
         batch.insert(&self.ks, RESTORED, serde_json::to_vec(mark)?);
+        if let Some(h) = history {
+            batch.insert(&self.ks, HISTORY, serde_json::to_vec(h)?);
+        }
         batch.commit()?;
         self.db.persist(fjall::PersistMode::SyncAll)?;
         Ok(())
@@ -133,17 +149,39 @@ pub fn key_name_id(verifier_key: &str) -> &str {
 }
 
 /// Whether `key` may sign the checkpoints of a store whose tree holds
-/// `tree_size` leaves, given its signers and a restore's mark.
-/// `new_key_allowed`: `LEVIATHAN_NEW_SIGNING_KEY=1`.
+/// `tree_size` leaves, given its signers and a restore's (or import's) mark.
+/// `new_key_allowed`: `LEVIATHAN_NEW_SIGNING_KEY=1`. `replica_copy`: the
+/// local store of a PostgreSQL-mode node, filled from the cluster's log.
+///
+/// The rules, so that one key signs one linear history:
+/// - an empty log takes any key;
+/// - a key recorded before and since replaced never signs again (it may
+///   sign another copy of the log: a restore's or an import's source);
+/// - after a restore or an import, a key known to have signed the source
+///   (recorded, or named by the source's checkpoint) is refused even with
+///   `new_key_allowed`; a key generated now is new; a key file of unknown
+///   origin is taken only with `new_key_allowed`, when nothing is known of
+///   the source's signers;
+/// - otherwise the recorded signer signs; another key, or none, only with
+///   `new_key_allowed`. A store that predates the record takes the key it
+///   has; a generated one only with `new_key_allowed` (every store with
+///   events had a key), except a PostgreSQL node's local copy.
 pub fn decide(
     history: &[SignerRecord],
     restored: Option<&RestoredMark>,
     key: &Candidate<'_>,
     tree_size: u64,
     new_key_allowed: bool,
+    replica_copy: bool,
 ) -> Decision {
     let last = history.last();
     let same_as_last = last.is_some_and(|r| r.verifier_key == key.verifier_key);
+    let name_id = key_name_id(key.verifier_key);
+    let retired = history
+        .iter()
+        .rev()
+        .skip(1)
+        .find(|r| r.verifier_key == key.verifier_key);
     if tree_size == 0 {
         // Nothing logged, nothing a checkpoint could contradict.
         return if same_as_last && restored.is_none() {
@@ -155,51 +193,101 @@ pub fn decide(
             }
         };
     }
+    let fix = |f: &str| {
+        format!(
+            "move {f} away (a new key is then generated at this path) or point \
+             LEVIATHAN_SIGNING_KEY_FILE at a key made with `leviathan audit keygen`, and give \
+             auditors the new verifier key (GET /v1/log/signers; docs/AUDIT.md, \"When the \
+             signing key changes\")"
+        )
+    };
     if let Some(mark) = restored {
-        let name_id = key_name_id(key.verifier_key);
-        if same_as_last || mark.signed_by.iter().any(|s| s == name_id) {
+        let what = mark.from.as_str();
+        let known = same_as_last
+            || retired.is_some()
+            || history.iter().any(|r| r.verifier_key == key.verifier_key)
+            || mark.signed_by.iter().any(|s| s == name_id);
+        if known {
             return Decision::Refuse(format!(
-                "this store was restored from a backup whose head is seq {}, and the key in {} \
-                 ({name_id}) is the one that signed the backed-up log. The server it came from \
-                 may have signed checkpoints beyond seq {} (any it served after the backup); \
-                 the restored log, extended with other events, would contradict them under the \
-                 same key, which auditors must treat as a forked log. Sign from here on with a \
-                 new key: move that key file away (a new key is then generated at this path) or \
-                 point LEVIATHAN_SIGNING_KEY_FILE at a key made with `leviathan audit keygen`, \
-                 and give auditors the new verifier key; the change is recorded at tree size {} \
-                 (GET /v1/log/signers; docs/AUDIT.md, \"When the signing key changes\")",
+                "this store was made by `leviathan {what}` from a log whose head was seq {}, and \
+                 the key in {} ({name_id}) signed that log. The source may have signed \
+                 checkpoints beyond seq {} (any it served since), which this log, extended with \
+                 other events, would contradict under the same key: auditors must treat that \
+                 as a forked log. Sign from here on with a new key: {}; the change is recorded \
+                 at tree size {tree_size}",
                 mark.tree_size,
                 key.file.display(),
                 mark.tree_size,
-                tree_size,
+                fix("that key file"),
+            ));
+        }
+        let nothing_known = history.is_empty() && mark.signed_by.is_empty();
+        if nothing_known && !key.generated && !new_key_allowed {
+            return Decision::Refuse(format!(
+                "this store was made by `leviathan {what}` from a log whose signers are not \
+                 known here (its manifest names no checkpoint), so the key in {} ({name_id}) \
+                 may be the one that signed it, and would then sign a forked log. Start with no \
+                 key file at the default path (a new key is generated), or, if this key is new, \
+                 with LEVIATHAN_NEW_SIGNING_KEY=1",
+                key.file.display()
             ));
         }
         return Decision::Record {
             reason: format!(
-                "a new key after a restore from a backup whose head was seq {} (signed by {}): \
-                 checkpoints of the previous key beyond that size are not of this log",
+                "a new key after `leviathan {what}` of a log whose head was seq {} (signed by \
+                 {}): checkpoints of the earlier keys beyond that size are not of this log",
                 mark.tree_size,
-                if mark.signed_by.is_empty() {
-                    last.map_or("an unrecorded key".to_string(), |r| {
-                        key_name_id(&r.verifier_key).to_string()
-                    })
-                } else {
+                if !mark.signed_by.is_empty() {
                     mark.signed_by.join(", ")
+                } else if let Some(r) = last {
+                    key_name_id(&r.verifier_key).to_string()
+                } else {
+                    "keys not known here".to_string()
                 }
             ),
             warn: true,
         };
     }
+    if let Some(r) = retired {
+        let next = history
+            .iter()
+            .skip_while(|x| !std::ptr::eq(*x, r))
+            .nth(1)
+            .map_or(0, |n| n.from_tree_size);
+        return Decision::Refuse(format!(
+            "the key in {} ({name_id}) signed this log from tree size {} and was replaced at \
+             tree size {next}: a replaced key never signs again (a copy of this log, restored \
+             or imported elsewhere, may use it). Put the current signer's key file back ({}), or \
+             sign with a new key: {}",
+            key.file.display(),
+            r.from_tree_size,
+            last.map_or("-", |l| key_name_id(&l.verifier_key)),
+            fix("that key file"),
+        ));
+    }
     match last {
+        None if key.generated && !replica_copy && !new_key_allowed => Decision::Refuse(format!(
+            "this store holds {tree_size} events but no key file was found at {}: the key that \
+             signed its checkpoints is missing. Put it back; or, if it is lost for good, start \
+             once with LEVIATHAN_NEW_SIGNING_KEY=1 (a new key is generated and recorded from \
+             tree size {tree_size} on, GET /v1/log/signers) and give auditors its verifier key",
+            key.file.display()
+        )),
         None => Decision::Record {
-            reason: if key.generated {
+            reason: if key.generated && replica_copy {
+                "generated for this PostgreSQL node's local copy of the log: every node must \
+                 sign with the cluster's shared key (LEVIATHAN_SIGNING_KEY_FILE, docs/SCALING.md)"
+                    .into()
+            } else if key.generated {
                 format!(
-                    "generated at a start that found no key file, for a log of {tree_size} \
-                     events whose earlier signer is not recorded"
+                    "a new key (LEVIATHAN_NEW_SIGNING_KEY=1) generated at a start that found no \
+                     key file, for a log of {tree_size} events whose earlier signer is not recorded"
                 )
+            } else if replica_copy {
+                "the key this PostgreSQL node signs with, recorded at its first start".into()
             } else {
                 "recorded at start: this store's earlier signers are not recorded (it predates \
-                 the record, or was imported)"
+                 the record)"
                     .into()
             },
             warn: key.generated,
@@ -218,13 +306,13 @@ pub fn decide(
              if it is lost for good, start once with LEVIATHAN_NEW_SIGNING_KEY=1: the new key is \
              recorded as the signer from tree size {tree_size} on (GET /v1/log/signers) and \
              auditors must be given its verifier key (docs/AUDIT.md, \"When the signing key \
-             changes\")",
+             changes\"){}",
             key_name_id(&r.verifier_key),
             r.from_tree_size,
             if key.generated {
                 "there is no key file".to_string()
             } else {
-                format!("the key file holds {}", key_name_id(key.verifier_key))
+                format!("the key file holds {name_id}")
             },
             if key.generated {
                 "and a new key would be generated"
@@ -232,8 +320,42 @@ pub fn decide(
                 "instead"
             },
             key.file.display(),
+            if replica_copy {
+                ". A PostgreSQL node that got a wrong key by mistake: start it with the cluster's \
+                 shared key on an empty data dir instead (it refills from PostgreSQL)"
+            } else {
+                ""
+            },
         )),
     }
+}
+
+/// Whether an offline command (`export`, `audit bundle --data-dir`) may sign
+/// this store's checkpoints with `verifier_key`: only the recorded signer
+/// may, and nothing before a restored or imported store's first start has
+/// chosen its new key. A store that predates the record takes any.
+pub fn check_offline(db: &fjall::Database, verifier_key: &str) -> anyhow::Result<()> {
+    let record = Signers::open(db)?;
+    if let Some(mark) = record.restored()? {
+        anyhow::bail!(
+            "this store was made by `leviathan {}` and has not chosen its signing key yet (the \
+             key that signed its source may not sign it): start the server on it once, then \
+             sign with the key it records (GET /v1/log/signers)",
+            mark.from
+        );
+    }
+    if let Some(last) = record.history()?.last() {
+        if last.verifier_key != verifier_key {
+            anyhow::bail!(
+                "the key given ({}) is not this log's signer ({}, since tree size {}): sign with \
+                 that key's file (--signing-key-file), or none",
+                key_name_id(verifier_key),
+                key_name_id(&last.verifier_key),
+                last.from_tree_size
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A record for `key` from `tree_size` on, made now.
@@ -274,6 +396,7 @@ mod tests {
 
     const A: &str = "leviathan/aaaaaaaa+aaaaaaaa+AAAA";
     const B: &str = "leviathan/bbbbbbbb+bbbbbbbb+BB+B";
+    const C: &str = "leviathan/cccccccc+cccccccc+CCCC";
 
     fn rec(key: &str, from: u64) -> SignerRecord {
         new_record(key, from, "test".into())
@@ -287,70 +410,136 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_recorded_key_signs_and_another_is_refused_unless_allowed() {
-        let h = vec![rec(A, 0)];
-        assert_eq!(decide(&h, None, &cand(A, false), 10, false), Decision::Keep);
-        assert!(matches!(
-            decide(&h, None, &cand(B, false), 10, false),
-            Decision::Refuse(m) if m.contains("leviathan/aaaaaaaa+aaaaaaaa") && m.contains("LEVIATHAN_NEW_SIGNING_KEY=1")
-        ));
-        assert!(matches!(
-            decide(&h, None, &cand(B, true), 10, false),
-            Decision::Refuse(m) if m.contains("there is no key file")
-        ));
-        assert!(matches!(
-            decide(&h, None, &cand(B, false), 10, true),
-            Decision::Record { warn: true, .. }
-        ));
-        // Nothing logged: any key, silently.
-        assert!(matches!(
-            decide(&h, None, &cand(B, false), 0, false),
-            Decision::Record { warn: false, .. }
-        ));
-    }
-
-    #[test]
-    fn after_a_restore_only_a_new_key_signs() {
-        let h = vec![rec(A, 0)];
-        let mark = RestoredMark {
+    fn mark(signed_by: &[&str]) -> RestoredMark {
+        RestoredMark {
             tree_size: 7,
-            signed_by: vec!["leviathan/aaaaaaaa+aaaaaaaa".into()],
+            signed_by: signed_by.iter().map(|s| s.to_string()).collect(),
             restored_at: "t".into(),
-        };
-        for allowed in [false, true] {
-            assert!(matches!(
-                decide(&h, Some(&mark), &cand(A, false), 7, allowed),
-                Decision::Refuse(m) if m.contains("restored from a backup whose head is seq 7")
-            ));
+            from: "restore".into(),
         }
-        assert!(matches!(
-            decide(&h, Some(&mark), &cand(B, true), 7, false),
-            Decision::Record { warn: true, reason } if reason.contains("seq 7")
-        ));
-        // A backup of a store that predates the record: the manifest's
-        // checkpoint names the old key.
-        assert!(matches!(
-            decide(&[], Some(&mark), &cand(A, false), 7, false),
-            Decision::Refuse(_)
-        ));
     }
 
-    #[test]
-    fn a_store_without_a_record_records_the_key_it_has() {
-        assert!(matches!(
-            decide(&[], None, &cand(A, false), 5, false),
-            Decision::Record { warn: false, .. }
-        ));
-        assert!(matches!(
-            decide(&[], None, &cand(A, true), 5, false),
-            Decision::Record { warn: true, .. }
-        ));
+    fn refused(d: Decision) -> String {
+        match d {
+            Decision::Refuse(m) => m,
+            other => panic!("not refused: {other:?}"),
+        }
     }
 
     #[test]
     fn key_name_id_stops_before_the_base64() {
         assert_eq!(key_name_id(B), "leviathan/bbbbbbbb+bbbbbbbb");
+    }
+
+    #[test]
+    fn the_recorded_key_signs_and_another_is_refused_unless_allowed() {
+        let h = vec![rec(A, 0)];
+        assert_eq!(
+            decide(&h, None, &cand(A, false), 10, false, false),
+            Decision::Keep
+        );
+        let m = refused(decide(&h, None, &cand(B, false), 10, false, false));
+        assert!(
+            m.contains("leviathan/aaaaaaaa+aaaaaaaa") && m.contains("LEVIATHAN_NEW_SIGNING_KEY=1")
+        );
+        let m = refused(decide(&h, None, &cand(B, true), 10, false, false));
+        assert!(m.contains("there is no key file"), "{m}");
+        assert!(matches!(
+            decide(&h, None, &cand(B, false), 10, true, false),
+            Decision::Record { warn: true, .. }
+        ));
+        // Nothing logged: any key, silently.
+        assert!(matches!(
+            decide(&h, None, &cand(B, false), 0, false, false),
+            Decision::Record { warn: false, .. }
+        ));
+    }
+
+    #[test]
+    fn a_replaced_key_never_signs_again() {
+        let h = vec![rec(A, 0), rec(B, 5)];
+        for allowed in [false, true] {
+            let m = refused(decide(&h, None, &cand(A, false), 9, allowed, false));
+            assert!(m.contains("was replaced at tree size 5"), "{m}");
+        }
+        assert_eq!(
+            decide(&h, None, &cand(B, false), 9, false, false),
+            Decision::Keep
+        );
+    }
+
+    #[test]
+    fn after_a_restore_no_key_that_signed_the_source_signs() {
+        let h = vec![rec(A, 0), rec(B, 5)];
+        for key in [A, B] {
+            for allowed in [false, true] {
+                let m = refused(decide(
+                    &h,
+                    Some(&mark(&[])),
+                    &cand(key, false),
+                    7,
+                    allowed,
+                    false,
+                ));
+                assert!(m.contains("leviathan restore"), "{m}");
+            }
+        }
+        // Named by the backup's checkpoint only (a store before the record).
+        let m = refused(decide(
+            &[],
+            Some(&mark(&["leviathan/aaaaaaaa+aaaaaaaa"])),
+            &cand(A, false),
+            7,
+            true,
+            false,
+        ));
+        assert!(m.contains("signed that log"), "{m}");
+        // A new key: generated, or a file with a key never seen.
+        assert!(matches!(
+            decide(&h, Some(&mark(&[])), &cand(C, true), 7, false, false),
+            Decision::Record { warn: true, reason } if reason.contains("seq 7")
+        ));
+        assert!(matches!(
+            decide(&h, Some(&mark(&[])), &cand(C, false), 7, false, false),
+            Decision::Record { .. }
+        ));
+        // Nothing known of the source's signers: a key file needs the flag.
+        let m = refused(decide(
+            &[],
+            Some(&mark(&[])),
+            &cand(C, false),
+            7,
+            false,
+            false,
+        ));
+        assert!(m.contains("not known here"), "{m}");
+        assert!(matches!(
+            decide(&[], Some(&mark(&[])), &cand(C, false), 7, true, false),
+            Decision::Record { .. }
+        ));
+        assert!(matches!(
+            decide(&[], Some(&mark(&[])), &cand(C, true), 7, false, false),
+            Decision::Record { .. }
+        ));
+    }
+
+    #[test]
+    fn a_store_without_a_record_keeps_its_key_but_a_lost_one_needs_the_flag() {
+        assert!(matches!(
+            decide(&[], None, &cand(A, false), 5, false, false),
+            Decision::Record { warn: false, .. }
+        ));
+        let m = refused(decide(&[], None, &cand(A, true), 5, false, false));
+        assert!(m.contains("no key file was found"), "{m}");
+        assert!(matches!(
+            decide(&[], None, &cand(A, true), 5, true, false),
+            Decision::Record { warn: true, .. }
+        ));
+        // A PostgreSQL node's local copy: recorded, with a warning.
+        assert!(matches!(
+            decide(&[], None, &cand(A, true), 5, false, true),
+            Decision::Record { warn: true, reason } if reason.contains("shared key")
+        ));
     }
 
     #[test]

@@ -159,14 +159,16 @@ fn backup_under_ingest_restores_an_equal_store_that_takes_ingest() {
     }
     let err = refused(serve_command(&restored_dir));
     assert!(
-        err.contains(&format!("restored from a backup whose head is seq {seq}")),
+        err.contains(&format!(
+            "made by `leviathan restore` from a log whose head was seq {seq}"
+        )),
         "{err}"
     );
     // Even when told a new key is fine: it is not new.
     let mut cmd = serve_command(&restored_dir);
     cmd.env("LEVIATHAN_NEW_SIGNING_KEY", "1");
     let err = refused(cmd);
-    assert!(err.contains("restored from a backup"), "{err}");
+    assert!(err.contains("made by `leviathan restore`"), "{err}");
     std::fs::remove_file(&key_file).unwrap();
 
     // The restored store serves the same events and artifact, and takes
@@ -191,7 +193,7 @@ fn backup_under_ingest_restores_an_equal_store_that_takes_ingest() {
         list[1]["reason"]
             .as_str()
             .unwrap()
-            .contains("after a restore"),
+            .contains("after `leviathan restore`"),
         "{signers}"
     );
     assert_eq!(b.all_events(), source_events);
