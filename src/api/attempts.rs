@@ -5,8 +5,9 @@
 use super::error::ApiError;
 use super::ingest::{parse_json_body, read_json_body, BodyLimit};
 use super::{blocking, AppState, Params};
+use crate::seq::Seq;
 use crate::views;
-use crate::wire::{AttemptDetail, AttemptsPage, Invalidated, InvalidationPlan};
+use crate::wire::{AttemptsPage, Invalidated, InvalidationPlan};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -29,25 +30,36 @@ pub async fn list(
             target.as_deref(),
             cursor.as_deref(),
             limit,
+            super::events::PAGE_MAX_BYTES,
         )?))
     })
     .await
 }
 
-/// `GET /v1/attempts/{id}?as_of_seq=` → `{attempt_node, events, artifacts, pull_requests}`
-/// (as it stood right after seq `as_of_seq` when given).
+/// `GET /v1/attempts/{id}?as_of_seq=&events_before_seq=` → `{attempt_node,
+/// events, artifacts, pull_requests}` (as it stood right after seq
+/// `as_of_seq` when given), within about `PAGE_MAX_BYTES`: the newest events
+/// first, and `events_truncated`, `next_events_before_seq` and
+/// `produced_truncated` when the budget left something out.
 pub async fn show(
     State(app): State<AppState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<AttemptDetail>, ApiError> {
-    let as_of = super::graph::as_of_seq(&Params::from_query(q.as_deref())?)?;
+) -> Result<Json<views::attempts::DetailPage>, ApiError> {
+    let p = Params::from_query(q.as_deref())?;
+    let as_of = super::graph::as_of_seq(&p)?;
+    let events_before = match p.str("events_before_seq") {
+        None => None,
+        Some(_) => Some(Seq(p.int("events_before_seq", 1, 1, i64::MAX as u64)?)),
+    };
     blocking(move || {
         Ok(Json(views::attempts::detail(
             &app.log,
             &app.live.graph(),
             &id,
             as_of,
+            events_before,
+            super::events::PAGE_MAX_BYTES,
         )?))
     })
     .await

@@ -1,5 +1,6 @@
 //! `GET /v1/failures?target=&limit=&cursor=`: failed attempts, tasks and test
-//! runs, newest first (`crate::views::failures`).
+//! runs, newest first (`crate::views::failures`), at most `limit` and about
+//! `PAGE_MAX_BYTES` of them a page.
 
 use super::error::ApiError;
 use super::{blocking, AppState, Params};
@@ -22,6 +23,7 @@ pub async fn failures(
             target.as_deref(),
             cursor.as_deref(),
             limit,
+            super::events::PAGE_MAX_BYTES,
         )?))
     })
     .await

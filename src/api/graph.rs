@@ -2,6 +2,7 @@
 //! edges, and the projection's state. Everything here reads committed state.
 
 use super::error::ApiError;
+use super::events::PAGE_MAX_BYTES;
 use super::{blocking, AppState, Params};
 use crate::graph::query::{Page, MAX_PAGE_LIMIT};
 use crate::graph::Direction;
@@ -30,9 +31,7 @@ pub async fn summary(State(app): State<AppState>) -> Result<Json<Summary>, ApiEr
                 .flat_map(|p| p.edge_types.iter().map(String::as_str)),
             &crate::schema::SUMMARY_ORDER,
         )?;
-        let recent = app
-            .log
-            .recent_at(&view, 20, super::events::PAGE_MAX_BYTES)?;
+        let recent = app.log.recent_at(&view, 20, PAGE_MAX_BYTES)?;
         Ok(Json(Summary {
             nodes_by_type: OrderedCounts(nodes),
             edges_by_type: OrderedCounts(edges),
@@ -56,10 +55,14 @@ pub async fn nodes(
     let node_type = p.str("type").map(str::to_string);
     let cursor = p.str("cursor").map(str::to_string);
     blocking(move || {
-        let page: Page<_> =
-            app.live
-                .graph()
-                .list_nodes(node_type.as_deref(), cursor.as_deref(), limit)?;
+        // At most `limit` nodes and about PAGE_MAX_BYTES of them (at least
+        // one): properties may hold payload keys of up to 1 MiB each.
+        let page: Page<_> = app.live.graph().list_nodes_bounded(
+            node_type.as_deref(),
+            cursor.as_deref(),
+            limit,
+            PAGE_MAX_BYTES,
+        )?;
         let nodes: Vec<wire::Node> = page.items.into_iter().map(Into::into).collect();
         Ok(Json(NodesPage {
             count: nodes.len(),
@@ -105,7 +108,8 @@ pub async fn node(
 }
 
 /// `GET /v1/graph/nodes/{id}/history?limit=&cursor=`: the node's changes,
-/// oldest first.
+/// oldest first, at most `limit` and about PAGE_MAX_BYTES of them (each
+/// change repeats the whole node).
 pub async fn node_history(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -121,6 +125,7 @@ pub async fn node_history(
             &id,
             cursor.as_deref(),
             limit,
+            PAGE_MAX_BYTES,
         )?))
     })
     .await

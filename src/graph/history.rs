@@ -587,6 +587,22 @@ impl GraphStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<HistoryPage, GraphError> {
+        self.node_history_bounded_at(snap, id, cursor, limit, usize::MAX)
+    }
+
+    /// [`GraphStore::node_history_at`] for a page a client asked for: it
+    /// also stops once its changes hold `max_bytes` (at least one change),
+    /// with a cursor to continue from. Every change carries the whole node
+    /// after it, so a node with a large property and many small changes
+    /// repeats that property in each.
+    pub fn node_history_bounded_at(
+        &self,
+        snap: &impl Readable,
+        id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<HistoryPage, GraphError> {
         let prefix = node_prefix(id);
         let lower = match cursor {
             Some(c) => {
@@ -607,9 +623,10 @@ impl GraphStore {
         // The node as it stood before the change being read (known once a
         // snapshot is read, or looked up before the page's first diff).
         let mut current: Option<Option<Node>> = None;
+        let mut bytes = 0usize;
         for guard in snap.range(&self.history, (lower, upper)) {
             let (k, v) = guard.into_inner()?;
-            if changes.len() == limit {
+            if changes.len() == limit || bytes >= max_bytes {
                 let mut raw = vec![CURSOR_NODE];
                 raw.extend_from_slice(last_key.as_deref().unwrap_or(&prefix));
                 return Ok(HistoryPage {
@@ -632,6 +649,12 @@ impl GraphStore {
                     record.node = Some(Some(node.clone()));
                     current = Some(Some(node));
                 }
+            }
+            if max_bytes != usize::MAX {
+                bytes = bytes.saturating_add(
+                    crate::graph::query::json_len(&record.op)
+                        + crate::graph::query::json_len(&record.node),
+                );
             }
             changes.push(record);
             last_key = Some(k.to_vec());

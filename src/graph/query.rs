@@ -3,6 +3,9 @@
 //! (opaque cursors), type counts in a caller-given order and the rebuild dump. It must
 //! never write, and never scan more than an index range answers (the one
 //! filtered scan, `newest_nodes`, is bounded by [`NEWEST_SCAN_BUDGET`]).
+//! The pages the HTTP routes ask for (`list_nodes_bounded`, `newest_items`)
+//! also stop at a byte budget (at least one item), with a cursor: a node's
+//! properties may hold payload keys of up to 1 MiB each.
 //!
 //! Cursors are lowercase hex of `tag ‖ index key of the last item returned`
 //! (`tag`: one byte naming the query and, for edges, the direction); a cursor
@@ -33,6 +36,27 @@ pub const MAX_PAGE_LIMIT: usize = 10_000;
 /// Index entries `newest_nodes` examines per call before it stops and hands
 /// back a cursor.
 pub const NEWEST_SCAN_BUDGET: usize = 100_000;
+
+/// The length of `value`'s compact JSON, counted without building it: what
+/// the byte-bounded pages measure their items with (a node's properties may
+/// hold payload keys of up to 1 MiB, and a page is built whole in memory).
+pub fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing to a counter fails only for a value JSON cannot hold (a map
+    // with non-string keys), which no read model has.
+    let _ = serde_json::to_writer(&mut c, value);
+    c.0
+}
 
 const TAG_NODES: u8 = b'N';
 const TAG_BY_TYPE: u8 = b'T';
@@ -249,22 +273,36 @@ impl GraphStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<Node>, GraphError> {
+        self.list_nodes_bounded(node_type, cursor, limit, usize::MAX)
+    }
+
+    /// [`GraphStore::list_nodes`] for a page a client asked for: it also
+    /// stops once the nodes read hold `max_bytes` of stored records (at least
+    /// one node), with a `next_cursor` to continue from.
+    pub fn list_nodes_bounded(
+        &self,
+        node_type: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Page<Node>, GraphError> {
         let limit = limit.min(MAX_PAGE_LIMIT);
         if limit == 0 {
             return Ok(Page::last(Vec::new()));
         }
         let snap = self.db.snapshot();
         let mut items = Vec::new();
+        let mut bytes = 0usize;
         match node_type {
             None => {
                 let after = cursor
                     .map(|c| decode_cursor(c, &[TAG_NODES], b"").map(|(_, k)| k))
                     .transpose()?;
                 for guard in snap.range(&self.nodes, range_after(b"", after)) {
-                    let (key, value) = guard.into_inner()?;
-                    if items.len() == limit {
+                    if items.len() == limit || bytes >= max_bytes {
                         return Ok(next_page(items, TAG_NODES, |n: &Node| n.id.as_bytes()));
                     }
+                    let (key, value) = guard.into_inner()?;
                     let node = decode_node(&value)?;
                     if node.id.as_bytes() != key.as_ref() {
                         return Err(GraphError::corrupt(
@@ -272,6 +310,7 @@ impl GraphStore {
                             &key,
                         ));
                     }
+                    bytes = bytes.saturating_add(value.len());
                     items.push(node);
                 }
             }
@@ -283,14 +322,16 @@ impl GraphStore {
                 let mut last_key = Vec::new();
                 for guard in snap.range(&self.nodes_by_type, range_after(&prefix, after)) {
                     let key = guard.key()?;
-                    if items.len() == limit {
+                    if items.len() == limit || bytes >= max_bytes {
                         return Ok(Page {
                             items,
                             next_cursor: Some(encode_cursor(TAG_BY_TYPE, &last_key)),
                         });
                     }
                     let id = keys::trailing_id(&key, prefix.len())?;
-                    items.push(self.indexed_node(&snap, id, &key)?);
+                    let (node, size) = self.indexed_node_sized(&snap, id, &key)?;
+                    bytes = bytes.saturating_add(size);
+                    items.push(node);
                     last_key = key.to_vec();
                 }
             }
@@ -320,6 +361,43 @@ impl GraphStore {
         budget: usize,
         filter: impl Fn(&Node) -> bool,
     ) -> Result<Page<Node>, GraphError> {
+        self.newest_nodes_scan(node_type, before, limit, budget, usize::MAX, |n| {
+            filter(&n).then_some((n, 0))
+        })
+    }
+
+    /// [`GraphStore::newest_nodes`] for a page a client asked for, each node
+    /// kept turned into an item at once by `keep` (`None`: not kept), which
+    /// also says the item's size in bytes: the page also stops once its
+    /// items hold `max_bytes` (at least one item), with a cursor to continue
+    /// from. Only the items are held, never a page of whole nodes.
+    pub fn newest_items<T>(
+        &self,
+        node_type: &str,
+        before: Option<&str>,
+        limit: usize,
+        max_bytes: usize,
+        keep: impl FnMut(Node) -> Option<(T, usize)>,
+    ) -> Result<Page<T>, GraphError> {
+        self.newest_nodes_scan(
+            node_type,
+            before,
+            limit,
+            NEWEST_SCAN_BUDGET,
+            max_bytes,
+            keep,
+        )
+    }
+
+    fn newest_nodes_scan<T>(
+        &self,
+        node_type: &str,
+        before: Option<&str>,
+        limit: usize,
+        budget: usize,
+        max_bytes: usize,
+        mut keep: impl FnMut(Node) -> Option<(T, usize)>,
+    ) -> Result<Page<T>, GraphError> {
         let limit = limit.min(MAX_PAGE_LIMIT);
         if limit == 0 {
             return Ok(Page::last(Vec::new()));
@@ -332,11 +410,12 @@ impl GraphStore {
         };
         let range = (Bound::Included(prefix.clone()), upper);
         let mut items = Vec::new();
+        let mut bytes = 0usize;
         let mut last_key: Vec<u8> = Vec::new();
         let entries = snap.range(&self.nodes_by_created, range).rev();
         for (scanned, guard) in entries.enumerate() {
             let key = guard.key()?;
-            if items.len() == limit || scanned == budget.max(1) {
+            if items.len() == limit || bytes >= max_bytes || scanned == budget.max(1) {
                 return Ok(Page {
                     items,
                     next_cursor: Some(encode_cursor(TAG_NEWEST, &last_key)),
@@ -344,8 +423,9 @@ impl GraphStore {
             }
             let id = keys::trailing_id(&key, prefix.len() + 8)?;
             let node = self.indexed_node(&snap, id, &key)?;
-            if filter(&node) {
-                items.push(node);
+            if let Some((item, size)) = keep(node) {
+                bytes = bytes.saturating_add(size);
+                items.push(item);
             }
             last_key = key.to_vec();
         }
@@ -452,6 +532,19 @@ impl GraphStore {
     ) -> Result<Node, GraphError> {
         self.read_node(snap, id)?
             .ok_or_else(|| GraphError::corrupt("node index entry (no node)", index_key))
+    }
+
+    /// [`GraphStore::indexed_node`] and the size of its stored record.
+    fn indexed_node_sized(
+        &self,
+        snap: &impl Readable,
+        id: &str,
+        index_key: &[u8],
+    ) -> Result<(Node, usize), GraphError> {
+        let value = snap
+            .get(&self.nodes, id)?
+            .ok_or_else(|| GraphError::corrupt("node index entry (no node)", index_key))?;
+        Ok((decode_node(&value)?, value.len()))
     }
 }
 

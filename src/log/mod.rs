@@ -346,25 +346,24 @@ impl Log {
         })
     }
 
-    /// Events whose payload names `attempt_id`, in log order, at most `limit`.
-    pub(crate) fn by_attempt_at(
+    /// Seqs of the events whose payload names `attempt_id`, newest first,
+    /// strictly below `before` (an attempt's detail reads its newest events
+    /// first, within a byte budget, and fetches each by seq).
+    pub(crate) fn seqs_by_attempt_desc_at(
         &self,
         v: &View,
         attempt_id: &str,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, LogError> {
-        let mut out = Vec::new();
-        for kv in v
-            .prefix(&self.by_attempt, attempt_prefix(attempt_id))
-            .take(limit)
-        {
+        before: Option<Seq>,
+    ) -> impl Iterator<Item = Result<Seq, LogError>> + 'static {
+        let prefix = attempt_prefix(attempt_id);
+        let mut lo = prefix.clone();
+        lo.extend_from_slice(&Seq(0).to_key());
+        let mut hi = prefix;
+        hi.extend_from_slice(&before.unwrap_or(Seq(u64::MAX)).to_key());
+        v.range(&self.by_attempt, lo..hi).rev().map(|kv| {
             let k = kv.key()?;
-            let seq = seq_suffix(&k).ok_or_else(|| corrupt("log_by_attempt", "short key"))?;
-            if let Some(e) = self.get_at(v, seq)? {
-                out.push(e);
-            }
-        }
-        Ok(out)
+            seq_suffix(&k).ok_or_else(|| corrupt("log_by_attempt", "short key"))
+        })
     }
 
     /// Re-verifies the whole chain from genesis, up to the head as it was
@@ -450,6 +449,23 @@ impl Log {
         pace: Pace,
         progress: &dyn Fn(u64),
     ) -> Result<VerifyReport, LogError> {
+        self.verify_walk_bounded(after, prev, chunk_len, VERIFY_CHUNK_BYTES, pace, progress)
+    }
+
+    /// The walk, each chunk at most `chunk_len` records and stopping once
+    /// it holds `chunk_bytes` of stored records (at least one record): a
+    /// chunk is held whole while it is hashed, and records may be 1 MiB
+    /// each, so a count alone let one chunk hold a whole log of large
+    /// payloads (1.1 GB for ~1 GB of them).
+    fn verify_walk_bounded(
+        &self,
+        after: Seq,
+        prev: Option<Sha256>,
+        chunk_len: usize,
+        chunk_bytes: usize,
+        pace: Pace,
+        progress: &dyn Fn(u64),
+    ) -> Result<VerifyReport, LogError> {
         use std::ops::Bound;
         // An unreadable head record is reported below as a head mismatch.
         let read_head = |v: &View| -> Result<Head, LogError> {
@@ -475,7 +491,8 @@ impl Log {
         loop {
             let work = Instant::now();
             let v = tail.take().unwrap_or_else(|| self.view());
-            let mut chunk = Vec::with_capacity(chunk_len);
+            let mut chunk = Vec::with_capacity(chunk_len.min(VERIFY_CHUNK));
+            let mut bytes = 0usize;
             // A record the store cannot read (a table block whose checksum
             // fails) breaks the chain there: the records read before it are
             // walked first, then it is reported at the seq that follows them,
@@ -485,8 +502,14 @@ impl Log {
                 .range(&self.events, (from.clone(), upto.clone()))
                 .take(chunk_len)
             {
+                if bytes >= chunk_bytes {
+                    break;
+                }
                 match kv.into_inner() {
-                    Ok(record) => chunk.push(record),
+                    Ok(record) => {
+                        bytes = bytes.saturating_add(record.1.len());
+                        chunk.push(record)
+                    }
                     Err(e) => {
                         unreadable = Some(e);
                         break;
@@ -633,6 +656,11 @@ impl Log {
 
 /// Records per chunk of [`Log::verify`].
 const VERIFY_CHUNK: usize = 4096;
+
+/// Bytes of stored records per chunk of a verification walk (at least one
+/// record), whatever its pace: a chunk is held in memory whole while it is
+/// hashed, and a record may hold a 1 MiB payload.
+const VERIFY_CHUNK_BYTES: usize = 8 << 20;
 
 /// Records per chunk of a [`Pace::Background`] walk: about a fifth of a
 /// millisecond of one core's work between pauses, so a request waits at most
@@ -868,6 +896,38 @@ mod tests {
         assert_eq!(next.verified_events, 30);
         assert_eq!(next.head, grown.get());
         assert_eq!(log.verify().expect("whole walk").verified_events, 30);
+    }
+
+    /// A chunk also stops once it holds its bytes of records (at least
+    /// one): records of 1 MiB payloads made a chunk of 4096 hold a whole log.
+    #[test]
+    fn a_walk_chunks_by_bytes_too() {
+        let (_dir, db, log) = store();
+        let head = append(&db, &log, Head::default(), "a", 10);
+        let record = log
+            .stored_range_at(&log.view(), Seq(1), 1)
+            .expect("read")
+            .pop()
+            .expect("a record")
+            .1
+            .len();
+        for (bytes, chunks) in [
+            (1, vec![1; 10]),
+            (2 * record, vec![2; 5]),
+            (3 * record - 1, vec![3, 3, 3, 1]),
+            (VERIFY_CHUNK_BYTES, vec![10]),
+        ] {
+            let seen = std::cell::RefCell::new(Vec::new());
+            let report = log
+                .verify_walk_bounded(Seq::ZERO, None, VERIFY_CHUNK, bytes, Pace::Full, &|n| {
+                    seen.borrow_mut().push(n)
+                })
+                .expect("walk");
+            assert!(report.ok, "{report:?}");
+            assert_eq!(report.verified_events, 10);
+            assert_eq!(report.head, head);
+            assert_eq!(seen.into_inner(), chunks, "{bytes} bytes a chunk");
+        }
     }
 
     /// The background pace rests `rest` times each chunk's work; the full

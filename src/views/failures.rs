@@ -48,14 +48,18 @@ fn parse_cursor(cursor: &str) -> Result<Seq, ViewError> {
     }
 }
 
-/// Failures older than `cursor` (all when `None`), newest first, at most `limit`.
+/// Failures older than `cursor` (all when `None`), newest first, at most
+/// `limit`, stopping once they hold `max_bytes` of JSON (at least one
+/// failure; their fields come from payloads of up to 1 MiB): the page then
+/// carries a `next_cursor`.
 pub fn failures(
     log: &Log,
     target: Option<&str>,
     cursor: Option<&str>,
     limit: usize,
+    max_bytes: usize,
 ) -> Result<Failures, ViewError> {
-    failures_bounded(log, target, cursor, limit, SCAN_BUDGET)
+    failures_bounded(log, target, cursor, limit, SCAN_BUDGET, max_bytes)
 }
 
 pub(crate) fn failures_bounded(
@@ -64,6 +68,7 @@ pub(crate) fn failures_bounded(
     cursor: Option<&str>,
     limit: usize,
     budget: usize,
+    max_bytes: usize,
 ) -> Result<Failures, ViewError> {
     let before = cursor.map(parse_cursor).transpose()?;
     let view = log.view();
@@ -74,6 +79,7 @@ pub(crate) fn failures_bounded(
         .collect();
     let mut out = Vec::new();
     let mut scanned = 0;
+    let mut bytes = 0usize;
     let mut last_seq: Option<Seq> = None;
     loop {
         let mut best: Option<(usize, Seq)> = None;
@@ -92,7 +98,7 @@ pub(crate) fn failures_bounded(
             // Every index is exhausted: nothing older remains.
             return Ok(page(out, None));
         };
-        if out.len() == limit || scanned == budget.max(1) {
+        if out.len() == limit || bytes >= max_bytes || scanned == budget.max(1) {
             // More entries remain: continue below the last one examined.
             let next = last_seq.map(|s| s.0.to_string());
             return Ok(page(out, next));
@@ -109,6 +115,7 @@ pub(crate) fn failures_bounded(
                 continue;
             }
         }
+        bytes = bytes.saturating_add(crate::graph::query::json_len(&f));
         out.push(f);
     }
 }
@@ -175,7 +182,7 @@ mod tests {
             ("attempt.failed", "radix"),
         ]);
         // e6 is radix's, then the budget (2 entries) runs out: a cursor, not an end.
-        let first = failures_bounded(&log, Some("radix"), None, 10, 2).expect("page");
+        let first = failures_bounded(&log, Some("radix"), None, 10, 2, usize::MAX).expect("page");
         assert_eq!(ids(&first), ["e6"]);
         let mut cursor = first
             .next_cursor
@@ -183,7 +190,8 @@ mod tests {
             .expect("a cursor: the scan stopped early");
         let mut all = ids(&first);
         for _ in 0..10 {
-            let next = failures_bounded(&log, Some("radix"), Some(&cursor), 10, 2).expect("page");
+            let next = failures_bounded(&log, Some("radix"), Some(&cursor), 10, 2, usize::MAX)
+                .expect("page");
             all.extend(ids(&next));
             match next.next_cursor {
                 Some(c) => cursor = c,
@@ -192,21 +200,46 @@ mod tests {
         }
         assert_eq!(all, ["e6", "e0"], "every failure of radix, none lost");
         // Without a budget problem the same query answers in one page, no cursor.
-        let whole = failures(&log, Some("radix"), None, 10).expect("page");
+        let whole = failures(&log, Some("radix"), None, 10, usize::MAX).expect("page");
         assert_eq!(ids(&whole), ["e6", "e0"]);
         assert_eq!(whole.next_cursor, None);
+    }
+
+    /// A page also stops once its failures hold its bytes (at least one),
+    /// and the cursor walks the rest, each failure once.
+    #[test]
+    fn a_page_stops_at_its_byte_budget_and_the_cursor_continues() {
+        let (_dir, log) = log_with(&[
+            ("attempt.failed", "t"),
+            ("tests.failed", "t"),
+            ("task.failed", "t"),
+        ]);
+        let whole = failures(&log, None, None, 10, usize::MAX).expect("page");
+        assert_eq!(ids(&whole), ["e2", "e1", "e0"]);
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10 {
+            let p = failures(&log, None, cursor.as_deref(), 10, 1).expect("page");
+            assert_eq!(p.count, 1, "one failure a page at a one-byte budget");
+            all.extend(ids(&p));
+            match p.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(all, ["e2", "e1", "e0"]);
     }
 
     #[test]
     fn a_full_page_carries_a_cursor_only_when_more_remain() {
         let (_dir, log) = log_with(&[("attempt.failed", "t"), ("attempt.failed", "t")]);
-        let p = failures(&log, None, None, 1).expect("page");
+        let p = failures(&log, None, None, 1, usize::MAX).expect("page");
         assert_eq!(ids(&p), ["e1"]);
-        let rest = failures(&log, None, p.next_cursor.as_deref(), 1).expect("page");
+        let rest = failures(&log, None, p.next_cursor.as_deref(), 1, usize::MAX).expect("page");
         assert_eq!(ids(&rest), ["e0"]);
         assert_eq!(rest.next_cursor, None);
         assert!(matches!(
-            failures(&log, None, Some("x"), 1),
+            failures(&log, None, Some("x"), 1, usize::MAX),
             Err(ViewError::BadCursor)
         ));
     }

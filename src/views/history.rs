@@ -40,7 +40,9 @@ pub fn node_as_of(
         .ok_or_else(|| ViewError::NotFound(format!("no node with id {id:?} at seq {as_of}")))
 }
 
-/// One page of the changes of node `id`, oldest first. A node that never
+/// One page of the changes of node `id`, oldest first, at most `limit` and
+/// stopping once the changes hold `max_bytes` (at least one; each change
+/// carries the whole node, `next_cursor` continues). A node that never
 /// existed has an empty history (not a 404: an id may be created later).
 /// Each change names the event that caused it: the log's at its seq (read
 /// through the same view), unless the record names it (records written
@@ -51,10 +53,11 @@ pub fn node_history(
     id: &str,
     cursor: Option<&str>,
     limit: usize,
+    max_bytes: usize,
 ) -> Result<NodeHistoryPage, ViewError> {
     let view = log.view();
     let page = graph
-        .node_history_at(&view, id, cursor, limit)
+        .node_history_bounded_at(&view, id, cursor, limit, max_bytes)
         .map_err(|e| match e {
             crate::graph::GraphError::BadCursor => ViewError::BadCursor,
             e => e.into(),

@@ -6,7 +6,15 @@
 //! A view that filters what an index returns never stops silently: either it
 //! reads the whole index range (topology), or it examines a bounded number of
 //! entries per call and hands back a `next_cursor` to continue from
-//! (failures, and the attempts list through `GraphStore::newest_nodes`).
+//! (failures, and the attempts list through `GraphStore::newest_items`).
+//!
+//! An answer is built whole in memory, and payloads (so events and the node
+//! properties the core projector copies from them) may be 1 MiB each: every
+//! view whose answer grows with the data takes a byte budget (`max_bytes`,
+//! the routes' 8 MiB), measured on what it puts in the answer, and stops
+//! there with at least one item, saying so: a `next_cursor` (pages), or an
+//! explicit marker and how to read the rest (an attempt's detail, a
+//! topology list).
 
 pub mod attempts;
 pub mod failures;

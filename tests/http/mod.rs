@@ -20,6 +20,7 @@ mod hashing;
 mod history;
 mod idempotency;
 mod ingest;
+mod memory;
 mod metrics;
 mod ops;
 mod panics;
