@@ -525,6 +525,17 @@ fn a_rewritten_history_fails_the_consistency_proof() {
 }
 
 /// Runs `leviathan audit <args>` in `cwd`; (exit code, stdout).
+/// `leviathan audit keygen --name example.com/leviathan --out DIR/FILE`:
+/// the key file and its verifier key.
+fn keygen(dir: &Path, file: &str) -> (std::path::PathBuf, String) {
+    let (code, vkey) = audit_cmd(
+        &["keygen", "--name", "example.com/leviathan", "--out", file],
+        dir,
+    );
+    assert_eq!(code, 0, "{vkey}");
+    (dir.join(file), vkey)
+}
+
 fn audit_cmd(args: &[&str], cwd: &Path) -> (i32, String) {
     let out = leviathan()
         .arg("audit")
@@ -798,18 +809,7 @@ fn the_signing_key_is_generated_once_or_taken_from_the_setting() {
     drop(s2);
     // An operator's key, with its own origin.
     let keys = tempfile::tempdir().unwrap();
-    let (code, out) = audit_cmd(
-        &[
-            "keygen",
-            "--name",
-            "example.com/leviathan",
-            "--out",
-            "op.key",
-        ],
-        keys.path(),
-    );
-    assert_eq!(code, 0, "{out}");
-    let key_file = keys.path().join("op.key");
+    let (key_file, out) = keygen(keys.path(), "op.key");
     let s3 = Server::start_in(
         dir.path(),
         &[("LEVIATHAN_SIGNING_KEY_FILE", key_file.to_str().unwrap())],
@@ -855,18 +855,7 @@ fn a_changed_signing_key_is_refused_unless_recorded_and_auditors_can_bridge_it()
     assert!(!key_file.exists(), "a refused start wrote a key");
     // Another key in its place: refused too, naming both.
     let keys = tempfile::tempdir().unwrap();
-    let (code, new_vkey) = audit_cmd(
-        &[
-            "keygen",
-            "--name",
-            "example.com/leviathan",
-            "--out",
-            "new.key",
-        ],
-        keys.path(),
-    );
-    assert_eq!(code, 0, "{new_vkey}");
-    let new_file = keys.path().join("new.key");
+    let (new_file, new_vkey) = keygen(keys.path(), "new.key");
     let mut cmd = serve_command(dir.path());
     cmd.env("LEVIATHAN_SIGNING_KEY_FILE", &new_file);
     let err = refused(cmd);

@@ -188,13 +188,7 @@ fn an_upload_that_fills_the_disk_stops_the_writer_and_readiness_says_so() {
     let (st, r) = s.get("/readyz");
     assert_eq!((st, &r["error"]["code"]), (503, &json!("not_ready")), "{r}");
     assert_eq!(r["error"]["details"]["cause"], "disk_full", "{r}");
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = s.metrics_text();
     assert!(
         metrics.lines().any(|l| l == "leviathan_writer_up 0"),
         "{metrics}"

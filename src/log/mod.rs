@@ -290,12 +290,24 @@ impl Log {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredEvent>, LogError> {
+        self.decode_bounded(
+            v.range(&self.events, Seq(after.0.saturating_add(1)).to_key()..),
+            limit,
+            max_bytes,
+        )
+    }
+
+    /// The first `limit` records of `kvs`, decoded, stopping once they hold
+    /// `max_bytes` (at least one).
+    fn decode_bounded(
+        &self,
+        kvs: impl Iterator<Item = fjall::Guard>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, LogError> {
         let mut out = Vec::with_capacity(limit.min(1024));
         let mut bytes = 0usize;
-        for kv in v
-            .range(&self.events, Seq(after.0.saturating_add(1)).to_key()..)
-            .take(limit)
-        {
+        for kv in kvs.take(limit) {
             if bytes >= max_bytes {
                 break;
             }
@@ -318,17 +330,7 @@ impl Log {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredEvent>, LogError> {
-        let mut out = Vec::with_capacity(limit.min(1024));
-        let mut bytes = 0usize;
-        for kv in v.iter(&self.events).rev().take(limit) {
-            if bytes >= max_bytes {
-                break;
-            }
-            let (k, value) = kv.into_inner()?;
-            bytes += value.len();
-            out.push(self.decode(Seq::from_key(&k).unwrap_or_default(), &value)?);
-        }
-        Ok(out)
+        self.decode_bounded(v.iter(&self.events).rev(), limit, max_bytes)
     }
 
     /// Seqs of events of `event_type`, newest first, strictly below `before`.
