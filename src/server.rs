@@ -158,6 +158,18 @@ fn open_and_prepare(
     crate::generations::Prepared,
     Option<crate::pg::Role>,
 )> {
+    // A key file named by the setting must be usable: said before a long
+    // start (a journal replay, a PostgreSQL node's catch-up), not after it.
+    if let Some(file) = &config.signing_key_file {
+        let text = std::fs::read_to_string(file).with_context(|| {
+            format!(
+                "cannot read the signing key file {} (LEVIATHAN_SIGNING_KEY_FILE)",
+                file.display()
+            )
+        })?;
+        crate::tlog::note::NoteSigner::from_text(&text)
+            .with_context(|| format!("the signing key file {} is not usable", file.display()))?;
+    }
     starting.set("opening the store");
     let store = open_store_with_cache(&config.data_dir, config.cache_bytes)?;
     let head = store.log.check_head().context("checking the log head")?;

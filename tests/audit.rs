@@ -826,6 +826,20 @@ fn the_signing_key_is_generated_once_or_taken_from_the_setting() {
     );
     let err = refused(cmd);
     assert!(err.contains("missing.key"), "{err}");
+    // Before anything else: a new data dir is not even created (a long
+    // start, a replay or a PostgreSQL catch-up, would come first otherwise).
+    let fresh = keys.path().join("never-made");
+    let mut cmd = serve_command(&fresh);
+    cmd.env(
+        "LEVIATHAN_SIGNING_KEY_FILE",
+        keys.path().join("missing.key"),
+    );
+    let err = refused(cmd);
+    assert!(err.contains("missing.key"), "{err}");
+    assert!(
+        !fresh.exists(),
+        "the store was opened before the key was read"
+    );
 }
 
 /// A store's checkpoints are signed by its recorded signer: another key (a
