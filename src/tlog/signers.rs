@@ -174,6 +174,10 @@ pub fn decide(
     new_key_allowed: bool,
     replica_copy: bool,
 ) -> Decision {
+    // A PostgreSQL node's local store is a copy of the cluster's log, which
+    // PostgreSQL holds: a node restored from a local backup refills from it
+    // and forks nothing (a local log ahead of PostgreSQL is refused at start).
+    let restored = restored.filter(|_| !replica_copy);
     let last = history.last();
     let same_as_last = last.is_some_and(|r| r.verifier_key == key.verifier_key);
     let name_id = key_name_id(key.verifier_key);
@@ -521,6 +525,22 @@ mod tests {
             decide(&[], Some(&mark(&[])), &cand(C, true), 7, false, false),
             Decision::Record { .. }
         ));
+    }
+
+    #[test]
+    fn a_postgres_node_restored_from_a_local_backup_keeps_the_shared_key() {
+        let h = vec![rec(A, 0)];
+        assert_eq!(
+            decide(
+                &h,
+                Some(&mark(&["leviathan/aaaaaaaa+aaaaaaaa"])),
+                &cand(A, false),
+                7,
+                false,
+                true
+            ),
+            Decision::Keep
+        );
     }
 
     #[test]
