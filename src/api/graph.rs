@@ -152,10 +152,14 @@ pub async fn edges(
     let edge_type = p.str("type").map(str::to_string);
     let cursor = p.str("cursor").map(str::to_string);
     blocking(move || {
-        let page =
-            app.live
-                .graph()
-                .edges(&id, dir, edge_type.as_deref(), cursor.as_deref(), limit)?;
+        let page = app.live.graph().edges_bounded(
+            &id,
+            dir,
+            edge_type.as_deref(),
+            cursor.as_deref(),
+            limit,
+            super::events::PAGE_MAX_BYTES,
+        )?;
         let edges: Vec<wire::Edge> = page.items.into_iter().map(Into::into).collect();
         Ok(Json(EdgesPage {
             count: edges.len(),

@@ -456,6 +456,36 @@ impl GraphStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<Edge>, GraphError> {
+        self.edges_bounded_at(snap, id, dir, edge_type, cursor, limit, usize::MAX)
+    }
+
+    /// [`GraphStore::edges`] for an answer: the page also stops once its
+    /// edges hold `max_bytes` of JSON (at least one edge; a projector may
+    /// give edges properties of any size), `next_cursor` continuing.
+    pub fn edges_bounded(
+        &self,
+        id: &str,
+        dir: Direction,
+        edge_type: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Page<Edge>, GraphError> {
+        let snap = self.db.snapshot();
+        self.edges_bounded_at(&snap, id, dir, edge_type, cursor, limit, max_bytes)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn edges_bounded_at(
+        &self,
+        snap: &impl Readable,
+        id: &str,
+        dir: Direction,
+        edge_type: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Page<Edge>, GraphError> {
         let limit = limit.min(MAX_PAGE_LIMIT);
         if limit == 0 {
             return Ok(Page::last(Vec::new()));
@@ -477,6 +507,7 @@ impl GraphStore {
             None => (phases[0], None),
         };
         let mut items = Vec::new();
+        let mut bytes = 0usize;
         let mut last: Option<(u8, Vec<u8>)> = None;
         for &phase in phases.iter().skip_while(|p| **p != start) {
             let ks = if phase == TAG_OUT {
@@ -486,7 +517,7 @@ impl GraphStore {
             };
             for guard in snap.range(ks, range_after(&prefix, after.take())) {
                 let (key, value) = guard.into_inner()?;
-                if items.len() == limit {
+                if items.len() == limit || bytes >= max_bytes {
                     return Ok(Page {
                         items,
                         next_cursor: last.map(|(tag, k)| encode_cursor(tag, &k)),
@@ -502,6 +533,11 @@ impl GraphStore {
                     self.read_edge(snap, &keys::edge_out(from, t, to))?
                         .ok_or_else(|| GraphError::corrupt("edge in-index entry", &key))?
                 };
+                if max_bytes != usize::MAX {
+                    // Its answer's form also carries the id `from:TYPE:to`.
+                    let id = edge.from.len() + edge.edge_type.len() + edge.to.len() + 2;
+                    bytes = bytes.saturating_add(json_len(&edge) + id);
+                }
                 items.push(edge);
                 last = Some((phase, key.to_vec()));
             }

@@ -405,3 +405,48 @@ fn verifying_a_log_of_large_records_does_not_hold_it_in_memory() {
         grown >> 20
     );
 }
+
+/// Edges carry their ids (node ids may be 1 KiB), so 10,000 of them are tens
+/// of MiB: an edge page stops at the byte budget too, and the cursor walks
+/// every edge once.
+#[test]
+fn edge_pages_stop_at_the_byte_budget_and_the_cursor_continues() {
+    let s = Server::start();
+    let (st, r) = s.ingest(&bundle(
+        "att",
+        vec![event(
+            "att-0",
+            "attempt.created",
+            json!({"attempt_id": "a1"}),
+        )],
+    ));
+    assert_eq!(st, 200, "{r}");
+    let n = 6000;
+    let long = "y".repeat(1000);
+    let events: Vec<Value> = (0..n)
+        .map(|i| {
+            event(
+                &format!("art-{i}"),
+                "artifact.created",
+                json!({"attempt_id": "a1", "artifact_id": format!("{i:05}-{long}")}),
+            )
+        })
+        .collect();
+    let (st, r) = s.ingest(&bundle("arts", events));
+    assert_eq!(st, 200, "{r}");
+    let first = "/v1/graph/nodes/a1/edges?direction=out&type=PRODUCED&limit=10000";
+    let (size, page) = get_sized(&s, first);
+    assert!(size <= MAX_ANSWER, "{size} bytes");
+    let count = page["edges"].as_array().unwrap().len();
+    assert!(count < n, "{count} edges of ~2 KiB in one answer");
+    assert!(page["next_cursor"].is_string(), "{}", page["next_cursor"]);
+    let (edges, pages) = walk(&s, first, "edges");
+    assert!(pages >= 2);
+    let to = strs(&edges, "to_node");
+    assert_eq!(to.len(), n);
+    assert_eq!(
+        to.iter().collect::<BTreeSet<_>>().len(),
+        n,
+        "each edge once"
+    );
+}
