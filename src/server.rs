@@ -161,14 +161,7 @@ fn open_and_prepare(
     // A key file named by the setting must be usable: said before a long
     // start (a journal replay, a PostgreSQL node's catch-up), not after it.
     if let Some(file) = &config.signing_key_file {
-        let text = std::fs::read_to_string(file).with_context(|| {
-            format!(
-                "cannot read the signing key file {} (LEVIATHAN_SIGNING_KEY_FILE)",
-                file.display()
-            )
-        })?;
-        crate::tlog::note::NoteSigner::from_text(&text)
-            .with_context(|| format!("the signing key file {} is not usable", file.display()))?;
+        crate::tlog::read_key_file(file)?;
     }
     starting.set("opening the store");
     let store = open_store_with_cache(&config.data_dir, config.cache_bytes)?;

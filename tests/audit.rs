@@ -955,31 +955,27 @@ fn a_changed_signing_key_is_refused_unless_recorded_and_auditors_can_bridge_it()
     assert!(err.contains("never signs again"), "{err}");
     // Offline signing follows the record too: an export signed with the
     // replaced key is refused; with the signer's, it carries the signers.
-    let out = leviathan()
-        .args(["export", "--data-dir"])
-        .arg(dir.path())
-        .arg("--to")
-        .arg(w.path().join("bad-export"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let export_with = |key: Option<&Path>, to: &Path| {
+        let mut cmd = leviathan();
+        cmd.args(["export", "--data-dir"])
+            .arg(dir.path())
+            .arg("--to")
+            .arg(to);
+        if let Some(k) = key {
+            cmd.arg("--signing-key-file").arg(k);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = export_with(None, &w.path().join("bad-export"));
+    assert_eq!(code, Some(1));
     assert!(err.contains("is not this log's signer"), "{err}");
     let export = w.path().join("export");
-    let out = leviathan()
-        .args(["export", "--data-dir"])
-        .arg(dir.path())
-        .arg("--signing-key-file")
-        .arg(&new_file)
-        .arg("--to")
-        .arg(&export)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, err) = export_with(Some(&new_file), &export);
+    assert_eq!(code, Some(0), "{err}");
     let m: Value =
         serde_json::from_slice(&std::fs::read(export.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["signers"].as_array().unwrap().len(), 2, "{m}");

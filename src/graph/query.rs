@@ -443,20 +443,15 @@ impl GraphStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<Edge>, GraphError> {
-        self.edges_at(&self.db.snapshot(), id, dir, edge_type, cursor, limit)
-    }
-
-    /// [`GraphStore::edges`] through a given view.
-    pub fn edges_at(
-        &self,
-        snap: &impl Readable,
-        id: &str,
-        dir: Direction,
-        edge_type: Option<&str>,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<Edge>, GraphError> {
-        self.edges_bounded_at(snap, id, dir, edge_type, cursor, limit, usize::MAX)
+        self.edges_at(
+            &self.db.snapshot(),
+            id,
+            dir,
+            edge_type,
+            cursor,
+            limit,
+            usize::MAX,
+        )
     }
 
     /// [`GraphStore::edges`] for an answer: the page also stops once its
@@ -472,11 +467,13 @@ impl GraphStore {
         max_bytes: usize,
     ) -> Result<Page<Edge>, GraphError> {
         let snap = self.db.snapshot();
-        self.edges_bounded_at(&snap, id, dir, edge_type, cursor, limit, max_bytes)
+        self.edges_at(&snap, id, dir, edge_type, cursor, limit, max_bytes)
     }
 
+    /// [`GraphStore::edges`] through a given view, stopping also once the
+    /// edges hold `max_bytes` of answer JSON (`usize::MAX`: no such bound).
     #[allow(clippy::too_many_arguments)]
-    fn edges_bounded_at(
+    pub fn edges_at(
         &self,
         snap: &impl Readable,
         id: &str,

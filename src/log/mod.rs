@@ -268,15 +268,7 @@ impl Log {
         after: Seq,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, LogError> {
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for kv in v
-            .range(&self.events, Seq(after.0.saturating_add(1)).to_key()..)
-            .take(limit)
-        {
-            let (k, value) = kv.into_inner()?;
-            out.push(self.decode(Seq::from_key(&k).unwrap_or_default(), &value)?);
-        }
-        Ok(out)
+        self.after_page(v, after, limit, usize::MAX)
     }
 
     /// [`Log::after_at`] for a page a client asked for: it also stops once

@@ -51,25 +51,11 @@ pub fn load_signer(
     replica_copy: bool,
 ) -> anyhow::Result<NoteSigner> {
     let path = key_path(setting, data_dir);
-    let (signer, generated) = match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            warn_if_others_can_read(&path);
-            let signer = NoteSigner::from_text(&text).with_context(|| {
-                format!("the signing key file {} is not usable", path.display())
-            })?;
-            (signer, false)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && setting.is_none() => {
-            (generate_default()?, true)
-        }
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!(
-                    "cannot read the signing key file {} (LEVIATHAN_SIGNING_KEY_FILE)",
-                    path.display()
-                )
-            })
-        }
+    let (signer, generated) = if setting.is_none() && !path.exists() {
+        (generate_default()?, true)
+    } else {
+        warn_if_others_can_read(&path);
+        (read_key_file(&path)?, false)
     };
     let verifier_key = signer.verifier_key();
     let record = signers::Signers::open(db)?;
@@ -124,6 +110,19 @@ pub fn load_signer(
         }
     }
     Ok(signer)
+}
+
+/// The signing key in `path` (`LEVIATHAN_SIGNING_KEY_FILE`, or the data
+/// dir's): an error naming the file when it cannot be read or used.
+pub fn read_key_file(path: &Path) -> anyhow::Result<NoteSigner> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read the signing key file {} (LEVIATHAN_SIGNING_KEY_FILE)",
+            path.display()
+        )
+    })?;
+    NoteSigner::from_text(&text)
+        .with_context(|| format!("the signing key file {} is not usable", path.display()))
 }
 
 /// A key file anyone on the machine may read is logged (the key signs the

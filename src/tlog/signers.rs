@@ -181,11 +181,14 @@ pub fn decide(
     let last = history.last();
     let same_as_last = last.is_some_and(|r| r.verifier_key == key.verifier_key);
     let name_id = key_name_id(key.verifier_key);
-    let retired = history
+    let recorded = history
         .iter()
-        .rev()
-        .skip(1)
-        .find(|r| r.verifier_key == key.verifier_key);
+        .rposition(|r| r.verifier_key == key.verifier_key);
+    // Recorded, and replaced since: the key's record and the size its
+    // successor took over at.
+    let replaced = recorded
+        .filter(|&i| i + 1 < history.len())
+        .map(|i| (&history[i], history[i + 1].from_tree_size));
     if tree_size == 0 {
         // Nothing logged, nothing a checkpoint could contradict.
         return if same_as_last && restored.is_none() {
@@ -207,10 +210,7 @@ pub fn decide(
     };
     if let Some(mark) = restored {
         let what = mark.from.as_str();
-        let known = same_as_last
-            || retired.is_some()
-            || history.iter().any(|r| r.verifier_key == key.verifier_key)
-            || mark.signed_by.iter().any(|s| s == name_id);
+        let known = recorded.is_some() || mark.signed_by.iter().any(|s| s == name_id);
         if known {
             return Decision::Refuse(format!(
                 "this store was made by `leviathan {what}` from a log whose head was seq {}, and \
@@ -252,12 +252,7 @@ pub fn decide(
             warn: true,
         };
     }
-    if let Some(r) = retired {
-        let next = history
-            .iter()
-            .skip_while(|x| !std::ptr::eq(*x, r))
-            .nth(1)
-            .map_or(0, |n| n.from_tree_size);
+    if let Some((r, next)) = replaced {
         return Decision::Refuse(format!(
             "the key in {} ({name_id}) signed this log from tree size {} and was replaced at \
              tree size {next}: a replaced key never signs again (a copy of this log, restored \

@@ -205,6 +205,7 @@ pub fn detail(
                 Some(PRODUCED),
                 None,
                 DETAIL_MAX,
+                usize::MAX,
             )?;
             (page.items, page.next_cursor.is_some())
         }
