@@ -6,9 +6,10 @@
 use crate::digest::Sha256;
 pub use crate::ids::MAX_ID_BYTES;
 use crate::ids::{BundleId, EventId, Target, Timestamp};
-use crate::jcs::CanonicalJson;
+use crate::jcs::{CanonicalJson, FromText};
 use crate::log::record::{ArtifactRef, EventDraft};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashMap;
 /// Longest accepted event type, in bytes.
@@ -164,84 +165,11 @@ struct RawEvent<'a> {
     timestamp: Cow<'a, str>,
     #[serde(default, borrow)]
     actor_id: Option<Cow<'a, str>>,
-    payload: Payload,
-}
-
-/// A payload as serde_json reads a `Value`, except that an object with a
-/// repeated key is refused: RFC 8785 canonicalizes I-JSON, which has none,
-/// and keeping one of the two silently would store, hash and project
-/// something other than what one reading of the request said.
-struct Payload(serde_json::Value);
-
-impl<'de> Deserialize<'de> for Payload {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Payload, D::Error> {
-        d.deserialize_any(StrictVisitor).map(Payload)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
-    type Value = serde_json::Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
-        Ok(serde_json::Value::Bool(b))
-    }
-    fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
-        Ok(serde_json::Value::Number(n.into()))
-    }
-    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
-        Ok(serde_json::Value::Number(n.into()))
-    }
-    fn visit_f64<E>(self, f: f64) -> Result<Self::Value, E> {
-        // As serde_json's own Value (JSON text has no NaN or infinity).
-        Ok(serde_json::Number::from_f64(f)
-            .map_or(serde_json::Value::Null, serde_json::Value::Number))
-    }
-    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(serde_json::Value::String(s.to_owned()))
-    }
-    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
-        Ok(serde_json::Value::String(s))
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(serde_json::Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(serde_json::Value::Null)
-    }
-    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(StrictVisitor)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(Payload(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(serde_json::Value::Array(items))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut object = serde_json::Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let Payload(value) = map.next_value()?;
-            match object.entry(key) {
-                serde_json::map::Entry::Vacant(e) => {
-                    e.insert(value);
-                }
-                serde_json::map::Entry::Occupied(e) => {
-                    return Err(serde::de::Error::custom(format!(
-                        "duplicate key {:?} in an object (JSON objects in a payload must have \
-                         unique keys: RFC 8785, I-JSON)",
-                        e.key()
-                    )));
-                }
-            }
-        }
-        Ok(serde_json::Value::Object(object))
-    }
+    /// Read as text here and canonicalized event by event
+    /// ([`CanonicalJson::from_text`]): a `serde_json::Value` of every
+    /// payload at once cost up to ~17 times the body.
+    #[serde(borrow)]
+    payload: &'a RawValue,
 }
 
 #[derive(Deserialize)]
@@ -422,7 +350,7 @@ fn validate_event(
         event_type,
         timestamp,
         actor_id,
-        payload: Payload(payload),
+        payload,
     } = ev;
     let fail = |field: &str, message: String| BundleError::Invalid {
         path: format!("events[{i}].{field}"),
@@ -449,27 +377,48 @@ fn validate_event(
             ));
         }
     }
-    let serde_json::Value::Object(fields) = &payload else {
+    let text = payload.get().trim_start();
+    if !text.starts_with('{') {
         return Err(fail(
             "payload",
-            format!("payload must be a JSON object, got {}", json_kind(&payload)),
+            format!("payload must be a JSON object, got {}", json_kind(text)),
         ));
-    };
-    let attempt_id = fields
-        .get("attempt_id")
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
-    let payload_canonical = CanonicalJson::of(&payload);
-    if payload_canonical.len() > limits.max_payload_bytes {
-        return Err(BundleError::TooLarge {
-            path: format!("events[{i}].payload"),
-            what: "the payload size in bytes (canonical JSON)",
-            actual: payload_canonical.len() as u64,
-            limit: limits.max_payload_bytes as u64,
-            setting: "LEVIATHAN_MAX_PAYLOAD_BYTES",
-        });
     }
+    let path = format!("events[{i}].payload");
+    let (payload_canonical, attempt_id) =
+        match CanonicalJson::from_text(text, limits.max_payload_bytes, "attempt_id") {
+            Ok(FromText::Canonical(canonical, attempt_id)) => {
+                (canonical, attempt_id.filter(|s| !s.is_empty()))
+            }
+            Ok(FromText::TooLarge(actual)) => {
+                return Err(BundleError::TooLarge {
+                    path,
+                    what: "the payload size in bytes (canonical JSON)",
+                    actual: actual as u64,
+                    limit: limits.max_payload_bytes as u64,
+                    setting: "LEVIATHAN_MAX_PAYLOAD_BYTES",
+                })
+            }
+            Err(e) => {
+                let at = if e.path.is_empty() {
+                    path
+                } else {
+                    format!("{path}.{}", e.path)
+                };
+                return Err(if e.syntax {
+                    BundleError::Malformed {
+                        message: format!("{at}: {}", e.message),
+                    }
+                } else {
+                    BundleError::Invalid {
+                        path: at,
+                        message: e.message,
+                        event_index: Some(i),
+                        event_id: Some(event_id.to_string()),
+                    }
+                });
+            }
+        };
     Ok(EventDraft::new(
         id,
         event_type.into_owned(),
@@ -507,14 +456,15 @@ fn validate_artifacts(
     Ok(artifacts)
 }
 
-fn json_kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
+/// What a JSON text holds, by its first character (the text is valid JSON).
+fn json_kind(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
     }
 }
 

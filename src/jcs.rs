@@ -24,6 +24,9 @@
 
 use serde_json::{Map, Number, Value};
 
+mod text;
+pub use text::{FromText, TextError};
+
 /// Text that is RFC 8785 canonical JSON. Only this module builds one, from a
 /// value it canonicalizes ([`CanonicalJson::of`]), so a function that takes
 /// one (e.g. `EventDraft::new` for a payload) gets canonical bytes by type
@@ -688,6 +691,143 @@ mod tests {
         }
         for _ in 0..4000 {
             same_value(&rng.number());
+        }
+    }
+
+    /// Writes `v` as JSON text the way a client might: members in any order,
+    /// any whitespace, characters escaped or not, numbers spelled as
+    /// serde_json writes them.
+    fn scrambled(rng: &mut Rng, v: &Value, out: &mut String) {
+        let space = |rng: &mut Rng, out: &mut String| {
+            for _ in 0..rng.below(3) {
+                out.push([' ', '\n', '\t', '\r'][rng.below(4) as usize]);
+            }
+        };
+        space(rng, out);
+        match v {
+            Value::String(s) => scrambled_str(rng, s, out),
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    scrambled(rng, item, out);
+                }
+                space(rng, out);
+                out.push(']');
+            }
+            Value::Object(map) => {
+                let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                for i in (1..members.len()).rev() {
+                    members.swap(i, rng.below(i as u64 + 1) as usize);
+                }
+                out.push('{');
+                for (i, (k, v)) in members.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    space(rng, out);
+                    scrambled_str(rng, k, out);
+                    space(rng, out);
+                    out.push(':');
+                    scrambled(rng, v, out);
+                }
+                space(rng, out);
+                out.push('}');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+        space(rng, out);
+    }
+
+    fn scrambled_str(rng: &mut Rng, s: &str, out: &mut String) {
+        out.push('"');
+        for c in s.chars() {
+            if c < ' ' || c == '"' || c == '\\' || rng.below(4) == 0 {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04X}"));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out.push('"');
+    }
+
+    #[track_caller]
+    fn from_text_as_value(text: &str) {
+        let value: Value = serde_json::from_str(text).expect("valid JSON");
+        let want = CanonicalJson::of(&value);
+        let watched = match &value {
+            Value::Object(m) => m.get("k").and_then(Value::as_str).map(str::to_owned),
+            _ => None,
+        };
+        match CanonicalJson::from_text(text, usize::MAX, "k") {
+            Ok(FromText::Canonical(got, w)) => {
+                assert_eq!(got, want, "{text}");
+                assert_eq!(w, watched, "{text}");
+            }
+            other => panic!("{text}: {other:?}"),
+        }
+        // At the limit it is kept; one byte under, only its length is told.
+        match CanonicalJson::from_text(text, want.len(), "k") {
+            Ok(FromText::Canonical(got, _)) => assert_eq!(got, want, "{text}"),
+            other => panic!("{text}: {other:?}"),
+        }
+        match CanonicalJson::from_text(text, want.len() - 1, "k") {
+            Ok(FromText::TooLarge(n)) => assert_eq!(n, want.len(), "{text}"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    /// Canonical bytes read straight from text are those of the `Value`
+    /// serde_json reads from it.
+    #[test]
+    fn random_texts_canonicalize_as_their_values() {
+        let mut rng = Rng(0xA076_1D64_78BD_642F);
+        for round in 0..4000 {
+            let mut value = rng.value(4);
+            if round % 3 == 0 {
+                let mut top = rng.object(3);
+                top.insert("k".into(), rng.value(1));
+                value = Value::Object(top);
+            }
+            let mut text = String::new();
+            scrambled(&mut rng, &value, &mut text);
+            from_text_as_value(&text);
+        }
+        for text in [
+            "[-0, -0.0, 0e5, 12e1, 1e-400, 1E2, 1e20, 1e21, 18446744073709551616]",
+            "{\"k\": \"\\ud83d\\ude00\\n\", \"a\": {\"k\": \"no\"}}",
+            "{\"k\": 1}",
+            "{\"\\ue000\": 1, \"\\ud800\\udc00\": 2, \"\": 3}",
+            "{}",
+            "[]",
+            "\"\"",
+        ] {
+            from_text_as_value(text);
+        }
+    }
+
+    #[test]
+    fn texts_with_a_repeated_key_or_bad_json_are_refused_at_their_path() {
+        for (text, path, syntax) in [
+            (r#"{"a": 1, "a": 1}"#, "", false),
+            (r#"{"b": [0, {"x": 1, "y": {}, "x": 2}]}"#, "b[1]", false),
+            (r#"{"\u0061": 1, "a": 2}"#, "", false),
+            (r#"{"a": 1e400}"#, "a", true),
+            (r#"{"a": 1"#, "", true),
+            (r#"{"a": 1} x"#, "", true),
+        ] {
+            let err = CanonicalJson::from_text(text, usize::MAX, "k").unwrap_err();
+            assert_eq!(err.path, path, "{text}: {err:?}");
+            assert_eq!(err.syntax, syntax, "{text}: {err:?}");
+            assert!(!err.message.contains(" at line "), "{err:?}");
+            if !syntax {
+                assert!(err.message.contains("duplicate key"), "{err:?}");
+            }
         }
     }
 

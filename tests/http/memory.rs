@@ -450,3 +450,56 @@ fn edge_pages_stop_at_the_byte_budget_and_the_cursor_continues() {
         "each edge once"
     );
 }
+
+/// A payload used to be read into a `serde_json::Value` tree, every payload
+/// of the bundle at once, before it was canonicalized: dense JSON such as
+/// `[0,0,…]` costs ~17 times its text that way, so one 30 MB bundle took
+/// the server up by ~500 MiB (four at once past 2 GB). Payloads are now
+/// canonicalized from their text, one at a time.
+#[test]
+fn a_bundle_of_dense_json_payloads_costs_about_its_size_to_ingest() {
+    let s = Server::start();
+    // 30 payloads of 500,000 zeros: ~1,000,000 canonical bytes each, under
+    // the 1 MiB payload limit; a ~30 MB body, under the 32 MiB body limit.
+    let dense = format!("[{}0]", "0,".repeat(499_999));
+    let body = format!(
+        r#"{{"target":"dense","bundle_id":"dense-1","events":[{}]}}"#,
+        (0..30)
+            .map(|i| {
+                format!(
+                    r#"{{"event_id":"d-{i:02}","event_type":"custom.dense","timestamp":"2026-01-24T10:00:00Z","payload":{{"i":{i},"d":{dense}}}}}"#
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(body.len() > 29_000_000, "{}", body.len());
+    let pid = s.pid();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
+    let (rss, _) = rss_and_peak(pid);
+    let resp = s
+        .req(reqwest::Method::POST, "/v1/events/ingest")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .expect("request reaches the server");
+    let status = resp.status().as_u16();
+    let text = resp.text().expect("the body");
+    assert_eq!(status, 200, "{text}");
+    let (_, peak) = rss_and_peak(pid);
+    let grown = peak.saturating_sub(rss);
+    eprintln!("dense ingest grew the peak by {} MiB", grown >> 20);
+    assert!(
+        grown < 200 << 20,
+        "ingesting a 30 MB bundle of dense payloads grew the peak by {} MiB",
+        grown >> 20
+    );
+    // Stored whole: the last event's payload reads back as sent.
+    let (st, page) = s.get("/v1/events?after_seq=29&limit=1");
+    assert_eq!(st, 200, "{page}");
+    assert_eq!(page["head_seq"], 30, "{page}");
+    let last = &page["events"][0];
+    assert_eq!(last["event_id"], "d-29");
+    assert_eq!(last["payload"]["i"], 29);
+    assert_eq!(last["payload"]["d"].as_array().map(Vec::len), Some(500_000));
+}
