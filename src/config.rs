@@ -497,6 +497,10 @@ pub struct SecurityArgs {
     /// keep-alive connection stays open).
     #[arg(long, env = "LEVIATHAN_HEADER_READ_TIMEOUT_SECS", default_value_t = HttpSettings::default().header_read_timeout.as_secs())]
     pub header_read_timeout_secs: u64,
+    /// Seconds a connection may go without taking any of its answer's bytes
+    /// (a client that stops reading); then it is closed.
+    #[arg(long, env = "LEVIATHAN_WRITE_TIMEOUT_SECS", default_value_t = HttpSettings::default().write_timeout.as_secs())]
+    pub write_timeout_secs: u64,
     /// Seconds a request may take from its headers to its response's headers
     /// (body upload included); beyond it the answer is 503 `timeout`.
     #[arg(long, env = "LEVIATHAN_REQUEST_TIMEOUT_SECS", default_value_t = HttpSettings::default().request_timeout.as_secs())]
@@ -507,6 +511,10 @@ pub struct SecurityArgs {
     /// Requests handled at once (`/healthz` and `/metrics` aside); beyond it 503 with `Retry-After`.
     #[arg(long, env = "LEVIATHAN_MAX_INFLIGHT_REQUESTS", default_value_t = HttpSettings::default().max_inflight_requests)]
     pub max_inflight_requests: usize,
+    /// MiB of JSON answers held for clients that have not read them yet
+    /// (answers of 256 KiB or more count); beyond it 503 with `Retry-After`.
+    #[arg(long, env = "LEVIATHAN_MAX_ANSWER_BUFFER_MB", default_value_t = HttpSettings::default().max_answer_buffer_mb)]
+    pub max_answer_buffer_mb: usize,
     /// Most header fields in one request (more: 431 from the HTTP layer).
     #[arg(long, env = "LEVIATHAN_MAX_HEADERS", default_value_t = HttpSettings::default().max_headers)]
     pub max_headers: usize,
@@ -525,9 +533,14 @@ pub struct SecurityArgs {
 #[derive(Debug, Clone, Copy)]
 pub struct HttpSettings {
     pub header_read_timeout: std::time::Duration,
+    /// How long a connection may go without taking a byte of a pending
+    /// answer before it is closed.
+    pub write_timeout: std::time::Duration,
     pub request_timeout: std::time::Duration,
     pub max_connections: usize,
     pub max_inflight_requests: usize,
+    /// MiB of large JSON answers being sent at once.
+    pub max_answer_buffer_mb: usize,
     pub max_headers: usize,
     /// From SIGTERM to exit, whatever state the store is in.
     pub shutdown_timeout: std::time::Duration,
@@ -538,9 +551,11 @@ impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
             header_read_timeout: std::time::Duration::from_secs(10),
+            write_timeout: std::time::Duration::from_secs(30),
             request_timeout: std::time::Duration::from_secs(120),
             max_connections: 1024,
             max_inflight_requests: 256,
+            max_answer_buffer_mb: 256,
             max_headers: 100,
             shutdown_timeout: std::time::Duration::from_secs(25),
             test_panic_route: false,
@@ -569,11 +584,16 @@ impl HttpSettings {
                 a.header_read_timeout_secs as usize,
             ),
             (
+                "LEVIATHAN_WRITE_TIMEOUT_SECS",
+                a.write_timeout_secs as usize,
+            ),
+            (
                 "LEVIATHAN_REQUEST_TIMEOUT_SECS",
                 a.request_timeout_secs as usize,
             ),
             ("LEVIATHAN_MAX_CONNECTIONS", a.max_connections),
             ("LEVIATHAN_MAX_INFLIGHT_REQUESTS", a.max_inflight_requests),
+            ("LEVIATHAN_MAX_ANSWER_BUFFER_MB", a.max_answer_buffer_mb),
             ("LEVIATHAN_MAX_HEADERS", a.max_headers),
             ("LEVIATHAN_SHUTDOWN_TIMEOUT", a.shutdown_timeout as usize),
         ] {
@@ -583,9 +603,11 @@ impl HttpSettings {
         }
         Ok(HttpSettings {
             header_read_timeout: std::time::Duration::from_secs(a.header_read_timeout_secs),
+            write_timeout: std::time::Duration::from_secs(a.write_timeout_secs),
             request_timeout: std::time::Duration::from_secs(a.request_timeout_secs),
             max_connections: a.max_connections,
             max_inflight_requests: a.max_inflight_requests,
+            max_answer_buffer_mb: a.max_answer_buffer_mb,
             max_headers: a.max_headers,
             shutdown_timeout: std::time::Duration::from_secs(a.shutdown_timeout),
             test_panic_route: a.test_panic_route,

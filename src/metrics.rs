@@ -67,6 +67,12 @@ pub struct HttpRoute {
     pub method: String,
 }
 
+/// What a connection refused at the connection cap got.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Refusal {
+    pub how: &'static str,
+}
+
 /// A histogram whose `observe` is lock-free (atomic adds): for the per-event
 /// path. prometheus-client's `Histogram` takes a mutex per observation.
 #[derive(Clone, Debug)]
@@ -171,6 +177,12 @@ pub struct Metrics {
     pub artifact_bytes: Gauge,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_seconds: Family<HttpRoute, Histogram, fn() -> Histogram>,
+    /// Connections being served (within `LEVIATHAN_MAX_CONNECTIONS`).
+    pub http_connections_open: Gauge,
+    /// Connections refused at `LEVIATHAN_MAX_CONNECTIONS`, by what they got.
+    pub http_connections_refused: Family<Refusal, Counter>,
+    /// Renders of `/metrics` (concurrent scrapes share one).
+    pub metrics_renders: Counter,
     pub store_disk_bytes: Gauge,
     /// fjall's block cache: its capacity (`LEVIATHAN_CACHE_MB`) and what it holds.
     pub block_cache_capacity_bytes: Gauge,
@@ -353,6 +365,25 @@ impl Default for Metrics {
             "Time from a request's headers to its response's headers",
             http_seconds.clone(),
         );
+        let http_connections_open = Gauge::default();
+        r.register(
+            "http_connections_open",
+            "Connections being served (at most LEVIATHAN_MAX_CONNECTIONS)",
+            http_connections_open.clone(),
+        );
+        let http_connections_refused = Family::<Refusal, Counter>::default();
+        r.register(
+            "http_connections_refused",
+            "Connections beyond LEVIATHAN_MAX_CONNECTIONS: answered 503 (the probes and /metrics \
+             are served), or closed unanswered once too many of those are open",
+            http_connections_refused.clone(),
+        );
+        let metrics_renders = Counter::default();
+        r.register(
+            "metrics_renders",
+            "Renders of /metrics: scrapes that arrive while one renders share the next",
+            metrics_renders.clone(),
+        );
         let store_disk_bytes = Gauge::default();
         r.register(
             "store_disk_bytes",
@@ -480,6 +511,9 @@ impl Default for Metrics {
             artifact_bytes,
             http_requests,
             http_seconds,
+            http_connections_open,
+            http_connections_refused,
+            metrics_renders,
             store_disk_bytes,
             block_cache_capacity_bytes,
             block_cache_bytes,
@@ -533,6 +567,16 @@ impl Metrics {
                 method: method.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// Counts a connection refused at the cap: `answered` (503, or a probe
+    /// served) or closed unanswered.
+    pub fn connection_refused(&self, answered: bool) {
+        self.http_connections_refused
+            .get_or_create(&Refusal {
+                how: if answered { "answered" } else { "closed" },
+            })
+            .inc();
     }
 
     /// The writer's handles, resolved once.

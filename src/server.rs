@@ -639,10 +639,14 @@ pub enum Drain {
 }
 
 /// The accept loop: HTTP/1.1 connections with a header read timeout (which is
-/// also the idle keep-alive timeout) and a cap on the number of headers, at
-/// most `max_connections` at once (a connection beyond it is answered 503 and
-/// closed). On `shutdown`, stops accepting and lets open connections finish
-/// as `drain` says.
+/// also the idle keep-alive timeout), a write timeout (a connection that
+/// takes none of a pending answer's bytes for that long is closed: a client
+/// that never reads cannot hold its slot, nor an answer's memory) and a cap
+/// on the number of headers, at most `max_connections` at once. A connection
+/// beyond it is answered 503 and closed (the probes and `/metrics` are
+/// served), and beyond [`overflow_connections`] of those it is closed
+/// unanswered. On `shutdown`, stops accepting and lets open connections
+/// finish as `drain` says.
 pub async fn serve_http(
     listener: Arc<tokio::net::TcpListener>,
     app: axum::Router,
@@ -654,12 +658,16 @@ pub async fn serve_http(
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     let connections = Arc::new(tokio::sync::Semaphore::new(http.max_connections));
+    let overflow = Arc::new(tokio::sync::Semaphore::new(overflow_connections(
+        http.max_connections,
+    )));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(http.header_read_timeout)
         .max_headers(http.max_headers);
+    let mut refusals = RefusalLog::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -675,21 +683,45 @@ pub async fn serve_http(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(http.write_timeout));
+        let io = TokioIo::new(Box::pin(stream));
         match connections.clone().try_acquire_owned() {
             Ok(permit) => {
                 // A Router takes any request body, hyper's included.
                 let svc = TowerToHyperService::new(app.clone());
                 let conn = graceful.watch(builder.serve_connection(io, svc));
+                let open = metrics.as_ref().map(|m| m.http_connections_open.clone());
+                if let Some(g) = &open {
+                    g.inc();
+                }
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    if let Some(g) = &open {
+                        g.dec();
                     }
                     drop(permit);
                 });
             }
             Err(_) => {
-                tracing::warn!(%peer, max = http.max_connections, "too many connections: answering 503");
+                let Ok(slot) = overflow.clone().try_acquire_owned() else {
+                    // So many refused connections are open already that
+                    // answering more would only feed the flood.
+                    refusals.closed += 1;
+                    refusals.log(http.max_connections);
+                    if let Some(m) = &metrics {
+                        m.connection_refused(false);
+                    }
+                    drop(io);
+                    continue;
+                };
+                refusals.answered += 1;
+                refusals.log(http.max_connections);
+                if let Some(m) = &metrics {
+                    m.connection_refused(true);
+                }
                 let max = http.max_connections;
                 // The probes and /metrics are still served (cheap, and a
                 // liveness probe failing in a connection flood would get a
@@ -704,9 +736,15 @@ pub async fn serve_http(
                             if api::limits::served_beyond_connection_cap(req.uri().path()) {
                                 return hyper::service::Service::call(&probes, req).await;
                             }
-                            // An ingest refused here is an ingest outcome too
-                            // (the ingest alerts read them).
                             if let Some(m) = &metrics {
+                                m.http(
+                                    api::limits::BEYOND_CONNECTION_CAP,
+                                    req.method().as_str(),
+                                    503,
+                                    0.0,
+                                );
+                                // An ingest refused here is an ingest outcome
+                                // too (the ingest alerts read them).
                                 if req.method() == hyper::Method::POST
                                     && req.uri().path() == "/v1/events/ingest"
                                 {
@@ -721,6 +759,7 @@ pub async fn serve_http(
                 let conn = b.keep_alive(false).serve_connection(io, svc);
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(http.header_read_timeout * 2, conn).await;
+                    drop(slot);
                 });
             }
         }
@@ -740,6 +779,62 @@ pub async fn serve_http(
             "requests still in flight at the shutdown timeout: their connections are dropped \
              (a request that was not answered was not acknowledged)"
         );
+    }
+}
+
+/// How many connections beyond `max_connections` are answered (503, or a
+/// probe) at once: an eighth of the cap, 8 to 128. Beyond those a connection
+/// is closed as soon as it is accepted, so a flood of connections cannot
+/// open ever more of them (each may buffer up to hyper's header limit).
+pub fn overflow_connections(max_connections: usize) -> usize {
+    (max_connections / 8).clamp(8, 128)
+}
+
+/// The log of connections refused at the cap: one line at most every 10 s
+/// (a flood would otherwise write one per connection), with the counts
+/// since the last line.
+struct RefusalLog {
+    answered: u64,
+    closed: u64,
+    since: std::time::Instant,
+    logged: Option<std::time::Instant>,
+}
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        RefusalLog {
+            answered: 0,
+            closed: 0,
+            since: std::time::Instant::now(),
+            logged: None,
+        }
+    }
+}
+
+impl RefusalLog {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn log(&mut self, max: usize) {
+        let now = std::time::Instant::now();
+        if self
+            .logged
+            .is_some_and(|at| now.duration_since(at) < Self::EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            max,
+            answered_503 = self.answered,
+            closed_unanswered = self.closed,
+            over_s = now.duration_since(self.since).as_secs_f64().round(),
+            "too many connections (LEVIATHAN_MAX_CONNECTIONS): connections beyond it are answered \
+             503 (the probes and /metrics are served), or closed unanswered once many are; \
+             leviathan_http_connections_refused_total counts them"
+        );
+        self.answered = 0;
+        self.closed = 0;
+        self.since = now;
+        self.logged = Some(now);
     }
 }
 

@@ -101,6 +101,18 @@ pub async fn edge(
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
+    // Answers are what their Content-Type says (never sniffed into HTML),
+    // and a v1 answer (an authenticated view of the log) is not kept by
+    // caches between the client and the server.
+    let headers = resp.headers_mut();
+    headers
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    if path.starts_with("/v1/") {
+        headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
+    }
     let token = resp.extensions().get::<Principal>().map(|p| p.name.clone());
     let seconds = started.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
@@ -189,28 +201,132 @@ async fn to_json_error(resp: Response) -> Response {
     out
 }
 
-/// The in-flight and time limits of v1 requests.
+/// The in-flight, time and answer-buffer limits of v1 requests.
 #[derive(Debug, Clone)]
 pub struct RequestLimits {
     pub inflight: Arc<Semaphore>,
     pub max_inflight: usize,
     pub timeout: Duration,
+    /// KiB of large JSON answers not yet taken by their clients.
+    answers: Arc<Semaphore>,
+    max_answer_kib: usize,
 }
 
+/// A JSON answer this large or larger counts against
+/// `LEVIATHAN_MAX_ANSWER_BUFFER_MB` until its client has taken it.
+const LARGE_ANSWER: u64 = 256 * 1024;
+
+/// The frames a large answer is handed to the connection in: hyper asks for
+/// the next only once it has written most of the last, so the answer's
+/// permit is released about when its bytes are gone.
+const ANSWER_FRAME: usize = 64 * 1024;
+
 impl RequestLimits {
-    pub fn new(max_inflight: usize, timeout: Duration) -> RequestLimits {
+    pub fn new(http: &crate::config::HttpSettings) -> RequestLimits {
+        let max_answer_kib = http.max_answer_buffer_mb.saturating_mul(1024).max(1);
         RequestLimits {
-            inflight: Arc::new(Semaphore::new(max_inflight)),
-            max_inflight,
-            timeout,
+            inflight: Arc::new(Semaphore::new(http.max_inflight_requests)),
+            max_inflight: http.max_inflight_requests,
+            timeout: http.request_timeout,
+            answers: Arc::new(Semaphore::new(max_answer_kib.min(Semaphore::MAX_PERMITS))),
+            max_answer_kib,
         }
+    }
+
+    /// `resp`, holding its share of the answer buffer until it has been
+    /// sent, or a 503 when the buffer is full: clients that do not read their
+    /// answers (or read them slowly) cannot pin more than
+    /// `LEVIATHAN_MAX_ANSWER_BUFFER_MB` between them.
+    fn buffered(&self, resp: Response) -> Response {
+        let size = hyper::body::Body::size_hint(resp.body()).exact();
+        let Some(size) = size.filter(|&n| n >= LARGE_ANSWER && is_json(&resp)) else {
+            return resp;
+        };
+        let kib = usize::try_from(size.div_ceil(1024))
+            .unwrap_or(usize::MAX)
+            .min(self.max_answer_kib)
+            .min(u32::MAX as usize) as u32;
+        let Ok(permit) = self.answers.clone().try_acquire_many_owned(kib) else {
+            let mb = self.max_answer_kib / 1024;
+            return retry_later(
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    format!(
+                        "the server holds {mb} MiB of answers that clients have not read yet \
+                         (LEVIATHAN_MAX_ANSWER_BUFFER_MB); retry shortly"
+                    ),
+                )
+                .with_details(
+                    serde_json::json!({"setting": "LEVIATHAN_MAX_ANSWER_BUFFER_MB", "limit": mb}),
+                ),
+            );
+        };
+        let (parts, body) = resp.into_parts();
+        Response::from_parts(
+            parts,
+            Body::new(HeldAnswer {
+                body,
+                rest: bytes::Bytes::new(),
+                _permit: permit,
+            }),
+        )
+    }
+}
+
+/// An answer body that holds its share of the answer buffer until it ends
+/// (or its connection is dropped), handed over in [`ANSWER_FRAME`]s.
+struct HeldAnswer {
+    body: Body,
+    /// What is left of the last data frame read from `body`.
+    rest: bytes::Bytes,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl hyper::body::Body for HeldAnswer {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, axum::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.rest.is_empty() {
+            match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => this.rest = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return other,
+            }
+        }
+        let n = this.rest.len().min(ANSWER_FRAME);
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(this.rest.split_to(n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let mut hint = self.body.size_hint();
+        let rest = self.rest.len() as u64;
+        hint.set_lower(hint.lower() + rest);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
     }
 }
 
 /// 503 `overloaded` with `Retry-After: 1` when `max_inflight` requests are
 /// already being handled; 503 `timeout` when a request (its body included)
 /// takes longer than the timeout to get its answer. A permit is held until the
-/// response's head is ready (a streamed body does not hold one).
+/// response's head is ready (a streamed body does not hold one); a large JSON
+/// answer then holds its share of the answer buffer until it is sent
+/// ([`RequestLimits::buffered`]).
 pub async fn limit(State(l): State<RequestLimits>, req: Request, next: Next) -> Response {
     let Ok(_permit) = l.inflight.clone().try_acquire_owned() else {
         return retry_later(
@@ -226,7 +342,7 @@ pub async fn limit(State(l): State<RequestLimits>, req: Request, next: Next) -> 
         );
     };
     match tokio::time::timeout(l.timeout, next.run(req)).await {
-        Ok(resp) => resp,
+        Ok(resp) => l.buffered(resp),
         Err(_) => retry_later(
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -249,6 +365,10 @@ pub async fn limit(State(l): State<RequestLimits>, req: Request, next: Next) -> 
 pub fn served_beyond_connection_cap(path: &str) -> bool {
     matches!(path, "/livez" | "/healthz" | "/readyz" | "/metrics")
 }
+
+/// The route label of requests answered 503 on a connection beyond
+/// `LEVIATHAN_MAX_CONNECTIONS` (they never reach the router).
+pub const BEYOND_CONNECTION_CAP: &str = "beyond_connection_cap";
 
 /// The answer to any other request on a connection beyond
 /// `LEVIATHAN_MAX_CONNECTIONS`.

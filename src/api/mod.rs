@@ -153,8 +153,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/backup", post(monitoring::backup));
     let with_role =
         |r: Router<AppState>, role: Role| r.route_layer(from_fn_with_state(role, auth::require));
-    let request_limits =
-        limits::RequestLimits::new(state.http.max_inflight_requests, state.http.request_timeout);
+    let request_limits = limits::RequestLimits::new(&state.http);
     let v1 = with_role(read, Role::Read)
         .merge(with_role(ingest, Role::Ingest))
         .merge(with_role(admin, Role::Admin))

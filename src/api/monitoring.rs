@@ -28,6 +28,12 @@ pub struct Monitor {
     /// The store, for online backups; one backup at a time.
     pub(super) db: fjall::Database,
     pub(super) backup_running: Mutex<()>,
+    /// `/metrics` renders one at a time: the last one's text and its number
+    /// ([`Monitor::renders_started`] when it started). A request is answered
+    /// with a render that started after it arrived, its own or a
+    /// concurrent one's, so a flood of scrapes costs one render at a time.
+    last_render: tokio::sync::Mutex<Option<(u64, Arc<String>)>>,
+    renders_started: std::sync::atomic::AtomicU64,
 }
 
 impl Monitor {
@@ -44,6 +50,8 @@ impl Monitor {
             verifier,
             db,
             backup_running: Mutex::new(()),
+            last_render: tokio::sync::Mutex::new(None),
+            renders_started: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -107,11 +115,8 @@ fn projector_lag(app: &AppState, m: &crate::metrics::Metrics) {
 /// request without that bearer token.
 pub fn metrics_unauthorized(expected: Option<Sha256>, headers: &HeaderMap) -> Option<Response> {
     let expected = expected?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| Sha256::of(t.trim().as_bytes()));
+    // Read as every other route reads it: exactly one header, one space.
+    let given = super::auth::bearer_credential(headers).ok().map(Sha256::of);
     let ok = given.is_some_and(|g| {
         use subtle::ConstantTimeEq;
         bool::from(g.as_bytes().ct_eq(expected.as_bytes()))
@@ -172,6 +177,16 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
     if let Some(refused) = metrics_unauthorized(app.monitor.metrics_token, &headers) {
         return refused;
     }
+    use std::sync::atomic::Ordering;
+    let monitor = app.monitor.clone();
+    let arrived = monitor.renders_started.load(Ordering::SeqCst);
+    let mut last = monitor.last_render.lock().await;
+    if let Some((started, text)) = &*last {
+        if *started > arrived {
+            return metrics_text(text.to_string());
+        }
+    }
+    let started = monitor.renders_started.fetch_add(1, Ordering::SeqCst) + 1;
     let m = app.metrics.clone();
     let monitor = app.monitor.clone();
     let text = tokio::task::spawn_blocking(move || {
@@ -222,20 +237,29 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
         m.artifacts.set(blobs as i64);
         m.artifact_bytes.set(bytes as i64);
         m.store_disk_bytes.set(monitor.disk_bytes() as i64);
+        m.metrics_renders.inc();
         m.render()
     })
     .await;
     match text {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
+        Ok(text) => {
+            let text = Arc::new(text);
+            *last = Some((started, text.clone()));
+            metrics_text(text.to_string())
+        }
         Err(e) => ApiError::internal("rendering the metrics failed", e).into_response(),
     }
+}
+
+fn metrics_text(text: String) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// `GET /v1/log/verification`: the background chain verifier's last result.

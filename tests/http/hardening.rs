@@ -451,3 +451,203 @@ fn the_panic_route_does_not_exist_without_its_setting() {
     let (st, v) = s.get("/v1/_test/panic");
     assert_eq!(st, 404, "{v}");
 }
+
+/// A connection to `s` whose receive buffer is a few KiB: the server's
+/// answers stall in its send buffer as soon as the client stops reading.
+fn connect_small_buffer(s: &Server) -> TcpStream {
+    let addr: std::net::SocketAddr = addr(s).parse().expect("a socket address");
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    sock.connect(&addr.into()).expect("connect");
+    let c: TcpStream = sock.into();
+    c.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    c
+}
+
+/// A client that asks for large answers and never reads them held its
+/// connection and the answers' memory for as long as it liked (there was no
+/// write timeout, and the in-flight slot is released once the head is
+/// ready): ~9 MB a connection, 1,024 connections. Now a connection that
+/// takes nothing for `LEVIATHAN_WRITE_TIMEOUT_SECS` is closed, and large JSON
+/// answers not yet taken share `LEVIATHAN_MAX_ANSWER_BUFFER_MB` (beyond it:
+/// 503 `overloaded`, small answers still served).
+#[test]
+fn a_client_that_does_not_read_its_answers_is_cut_off_and_bounded() {
+    let s = Server::start_with(&[
+        ("LEVIATHAN_WRITE_TIMEOUT_SECS", "3"),
+        ("LEVIATHAN_MAX_ANSWER_BUFFER_MB", "4"),
+    ]);
+    // ~8.8 MB of events: a page of them is an ~8 MiB answer.
+    let evs: Vec<Value> = (0..10)
+        .map(|i| {
+            event(
+                &format!("w-{i}"),
+                "custom.blob",
+                serde_json::json!({"data": format!("{i:02}-{}", "z".repeat(900 * 1024))}),
+            )
+        })
+        .collect();
+    let (st, body) = s.ingest(&bundle("w", evs));
+    assert_eq!(st, 200, "{body}");
+
+    let mut stalled = connect_small_buffer(&s);
+    let started = Instant::now();
+    stalled
+        .write_all(
+            format!(
+                "GET /v1/events?after_seq=0&limit=1000 HTTP/1.1\r\nHost: x\r\n\
+                 Authorization: Bearer {TOKEN}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .expect("write");
+    // Its answer holds the whole buffer: another large answer is refused,
+    // a small one is served.
+    let refused = loop {
+        let (st, v) = s.get("/v1/events?after_seq=0&limit=1");
+        if st == 503 {
+            break v;
+        }
+        assert_eq!(st, 200, "{v}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the unread answer never held the buffer"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(refused["error"]["code"], "overloaded", "{refused}");
+    assert_eq!(
+        refused["error"]["details"]["setting"], "LEVIATHAN_MAX_ANSWER_BUFFER_MB",
+        "{refused}"
+    );
+    server_still_serves(&s);
+    // The stalled connection is closed after the write timeout, its answer
+    // cut short, and the buffer is free again.
+    let freed = loop {
+        let (st, v) = s.get("/v1/events?after_seq=0&limit=1");
+        if st == 200 {
+            break started.elapsed();
+        }
+        assert_eq!(st, 503, "{v}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the unread answer was never dropped"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(freed >= Duration::from_secs(3), "{freed:?}");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        match stalled.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the stalled connection was not closed: {e}"),
+        }
+    }
+    let head_end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("the answer's head was sent")
+        + 4;
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a content-length");
+    assert!(length > 8_000_000, "{length}");
+    assert!(
+        got.len() - head_end < length,
+        "the whole answer was taken: the connection was not cut"
+    );
+}
+
+/// Connections beyond `LEVIATHAN_MAX_CONNECTIONS` are answered (503, or the
+/// probes), but only so many at once: beyond those a connection is closed
+/// unanswered, so a flood cannot open ever more of them. Both are counted.
+#[test]
+fn connections_beyond_the_cap_and_its_overflow_are_closed_unanswered() {
+    // A cap of 8: 8 more are answered at once (an eighth, at least 8).
+    let s = Server::start_with(&[
+        ("LEVIATHAN_MAX_CONNECTIONS", "8"),
+        ("LEVIATHAN_HEADER_READ_TIMEOUT_SECS", "5"),
+    ]);
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut c = connect(&s);
+        c.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        assert_eq!(read_response(&mut c).status, 200);
+        held.push(c);
+    }
+    // Eight beyond the cap that send nothing: each waits for its headers.
+    let waiting: Vec<TcpStream> = (0..8).map(|_| connect(&s)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for c in &waiting {
+        assert!(
+            !answered_already(c),
+            "an overflow connection was closed early"
+        );
+    }
+    // The next one is closed without an answer.
+    let mut closed = connect(&s);
+    let _ = closed.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 256];
+    match closed.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(n) => panic!("answered: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => panic!("not closed: {e}"),
+    }
+    drop(waiting);
+    drop(held);
+    // Counted, by what they got.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let m = raw(
+            &s,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        let text = String::from_utf8_lossy(&m.body).into_owned();
+        if m.status == 200 && text.contains("leviathan_http_connections_open") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "metrics never served again");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let count = |how: &str| {
+        let series = format!("leviathan_http_connections_refused_total{{how=\"{how}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    assert!(count("answered") >= 8.0, "{text}");
+    assert!(count("closed") >= 1.0, "{text}");
+}
+
+/// Every answer says it must not be sniffed; v1 answers (an authenticated
+/// view of the log) must not be stored by caches on the way.
+#[test]
+fn answers_are_not_sniffed_and_v1_answers_not_cached() {
+    let s = Server::start();
+    let head = raw(
+        &s,
+        format!("GET /v1/log/head HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(head.header("cache-control"), Some("no-store"));
+    // An error answer too.
+    let refused = raw(&s, b"GET /v1/log/head HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(refused.header("cache-control"), Some("no-store"));
+    let live = raw(&s, b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(live.status, 200);
+    assert_eq!(live.header("x-content-type-options"), Some("nosniff"));
+}

@@ -409,6 +409,21 @@ fn metrics_token_guards_metrics_only() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert!(resp.text().unwrap().contains("leviathan_writer_up 1"));
+    // The header is read as /v1 reads it: one space, nothing around the
+    // token, one header (these were accepted; the HTTP layer itself trims
+    // whitespace at the value's ends).
+    for values in [
+        &["Bearer  scrape-secret"][..],
+        &["Bearer \t scrape-secret"],
+        &["Bearer scrape-secret", "Bearer scrape-secret"],
+    ] {
+        let mut req = s.client.get(s.url("/metrics"));
+        for v in values {
+            req = req.header("authorization", *v);
+        }
+        let st = req.send().unwrap().status().as_u16();
+        assert_eq!(st, 401, "{values:?}");
+    }
     // The probes stay open.
     assert_eq!(
         s.client
@@ -419,6 +434,46 @@ fn metrics_token_guards_metrics_only() {
             .as_u16(),
         200
     );
+}
+
+/// Scrapes that arrive while `/metrics` renders share the next render (a
+/// flood of pipelined scrapes used to take a blocking thread each: 526
+/// threads, and the real scrape waited 8–20 s), and each is answered with
+/// a render that started after it arrived.
+#[test]
+fn concurrent_scrapes_share_renders() {
+    let s = Server::start();
+    let renders = |text: &str| metric_starting(text, "leviathan_metrics_renders_total ");
+    let before = renders(&s.metrics_text());
+    let n = 48;
+    let barrier = std::sync::Barrier::new(n);
+    let texts: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    s.metrics_text()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for t in &texts {
+        assert!(t.contains("leviathan_writer_up 1"), "{t}");
+        // Each answer's render started after the request arrived: it counts
+        // the scrape before all of these at least.
+        assert!(renders(t) > before, "{t}");
+    }
+    let after = renders(&s.metrics_text());
+    assert!(
+        after - before < n as f64,
+        "{n} concurrent scrapes rendered {} times",
+        after - before
+    );
+    // Sequential scrapes each see their own render.
+    let one = renders(&s.metrics_text());
+    let two = renders(&s.metrics_text());
+    assert_eq!(two, one + 1.0);
 }
 
 /// `leviathan bench` ends its report with the store: its size per event and
