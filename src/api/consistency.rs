@@ -1,6 +1,8 @@
 //! Which seq an answer reflects: every read answers with `X-Leviathan-Seq`,
-//! the log head this node had applied when it took the request (after any
-//! `?min_seq` wait, api/min_seq.rs): the answer reflects at least that seq. A
+//! the seq every projector of the live set had applied when this node took
+//! the request (after any `?min_seq` wait, api/min_seq.rs): the log head, or
+//! the async lane's applied seq when it is behind. The answer reflects at
+//! least that seq. A
 //! replica that found its graph is not the writer's (crate::pg::members)
 //! answers every read but `GET /v1/cluster` 503 `replica_disagrees`.
 
@@ -29,7 +31,10 @@ pub async fn read_at(State(state): State<AppState>, req: Request, next: Next) ->
         )
         .into_response();
     }
-    let applied = *state.writer.head_watch().borrow();
+    // Not the writer's head alone: with async projectors the graph holds
+    // their nodes only up to the lane's applied seq.
+    let head = *state.writer.head_watch().borrow();
+    let applied = state.follow.applied(&state.live.get(), head);
     let mut resp = next.run(req).await;
     resp.headers_mut()
         .insert(SEQ_HEADER, HeaderValue::from(applied.0));
