@@ -52,6 +52,10 @@ pub fn load_projection_capped(
     })
 }
 
+/// The start-up stage that compares the graph with the projector set (and,
+/// with `LEVIATHAN_REBUILD=block`, builds a changed set's graph).
+const CHECKING_THE_GRAPH: &str = "checking the graph against the projector set";
+
 /// What start-up has done so far: `/readyz` says it while the server starts.
 #[derive(Clone, Default)]
 struct Starting {
@@ -67,12 +71,17 @@ impl Starting {
     }
 
     fn reason(&self) -> String {
-        let stage = self.stage.lock().map_or("starting", |s| *s);
+        let stage = self.stage.lock().map_or("", |s| *s);
         match self.builds.get() {
-            Some(b) if stage == "building the new projector set's graph" => format!(
-                "{stage} before serving (LEVIATHAN_REBUILD=block): generation {}, seq {} of {}",
+            // Only a set that changed is built here; otherwise the graph is
+            // only checked against the set.
+            Some(b) if stage == CHECKING_THE_GRAPH => format!(
+                "building the new projector set's graph before serving (LEVIATHAN_REBUILD=block): \
+                 generation {}, seq {} of {}",
                 b.generation, b.applied_seq, b.head_seq
             ),
+            // Before the first stage is named (the process is just up).
+            _ if stage.is_empty() => "starting the process".to_string(),
             _ => stage.to_string(),
         }
     }
@@ -179,7 +188,7 @@ fn open_and_prepare(
              graph routes answer from that). List `core` first to keep them (docs/PROJECTORS.md)"
         );
     }
-    starting.set("building the new projector set's graph");
+    starting.set(CHECKING_THE_GRAPH);
     let prepared = crate::generations::prepare(
         &store,
         head,
@@ -927,5 +936,24 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(not(unix))]
     async {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/readyz` said "building the new projector set's graph" on every
+    /// start (the stage was named before knowing whether a build runs), and
+    /// an empty reason in the first moments.
+    #[test]
+    fn the_start_up_reason_names_a_build_only_while_one_runs() {
+        let starting = Starting::default();
+        assert_eq!(starting.reason(), "starting the process");
+        starting.set(CHECKING_THE_GRAPH);
+        assert_eq!(starting.reason(), CHECKING_THE_GRAPH);
+        assert!(!starting.reason().contains("building"));
+        starting.set("opening the store");
+        assert_eq!(starting.reason(), "opening the store");
     }
 }
