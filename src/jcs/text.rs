@@ -48,16 +48,9 @@ impl CanonicalJson {
     /// its length is counted and [`FromText::TooLarge`] says it). `watch`
     /// names a top-level member whose string value is returned beside it.
     pub fn from_text(text: &str, limit: usize, watch: &str) -> Result<FromText, TextError> {
-        let mut sink = Sink {
-            out: Vec::with_capacity(text.len().min(limit).min(64 * 1024) + 16),
-            counted: 0,
-            counting: false,
-            limit,
-            depth: 0,
-            watch,
-            watched: None,
-            scratch: Vec::new(),
-        };
+        let mut sink = Sink::new(limit, watch);
+        sink.out
+            .reserve(text.len().min(limit).min(64 * 1024) + 16);
         let mut de = serde_json::Deserializer::from_str(text);
         let read = Canon(&mut sink)
             .deserialize(&mut de)
@@ -77,16 +70,7 @@ impl CanonicalJson {
 /// The error of a text that failed, with the path of what failed: read again
 /// with the path tracked (only failures pay for it).
 fn locate(text: &str, limit: usize, watch: &str, untracked: serde_json::Error) -> TextError {
-    let mut sink = Sink {
-        out: Vec::new(),
-        counted: 0,
-        counting: false,
-        limit,
-        depth: 0,
-        watch,
-        watched: None,
-        scratch: Vec::new(),
-    };
+    let mut sink = Sink::new(limit, watch);
     let mut de = serde_json::Deserializer::from_str(text);
     let mut track = serde_path_to_error::Track::new();
     let tracked =
@@ -127,9 +111,31 @@ struct Sink<'w> {
     watched: Option<String>,
     /// A counted scalar's bytes, reused.
     scratch: Vec<u8>,
+    /// The keys and members of the objects open (each object uses the tail
+    /// past its parent's and truncates back), and the copy an object is
+    /// reordered from: reused, not allocated per object.
+    keys: String,
+    members: Vec<Member>,
+    copy: Vec<u8>,
 }
 
-impl Sink<'_> {
+impl<'w> Sink<'w> {
+    fn new(limit: usize, watch: &'w str) -> Sink<'w> {
+        Sink {
+            out: Vec::new(),
+            counted: 0,
+            counting: false,
+            limit,
+            depth: 0,
+            watch,
+            watched: None,
+            scratch: Vec::new(),
+            keys: String::new(),
+            members: Vec::new(),
+            copy: Vec::new(),
+        }
+    }
+
     fn emit(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         if self.counting {
             self.scratch.clear();
@@ -251,42 +257,62 @@ impl<'de> Visitor<'de> for Canon<'_, '_> {
         sink.depth += 1;
         sink.emit(|o| o.push(b'{'));
         let body_start = sink.position();
-        let mut keys = String::new();
-        let mut members: Vec<Member> = Vec::new();
+        let (keys_base, members_base) = (sink.keys.len(), sink.members.len());
         loop {
-            if !members.is_empty() {
+            let first = sink.members.len() == members_base;
+            if !first {
                 sink.emit(|o| o.push(b','));
             }
-            let key_start = keys.len();
-            if map.next_key_seed(KeySeed(&mut keys))?.is_none() {
-                if !members.is_empty() {
+            let key_start = sink.keys.len();
+            if map.next_key_seed(KeySeed(&mut sink.keys))?.is_none() {
+                if !first {
                     sink.retract();
                 }
                 break;
             }
+            let key = key_start..sink.keys.len();
             let start = sink.position();
-            sink.emit(|o| {
-                write_str(&keys[key_start..], o);
-                o.push(b':');
-            });
+            let Sink {
+                out,
+                keys,
+                scratch,
+                counting,
+                counted,
+                ..
+            } = &mut *sink;
+            if *counting {
+                scratch.clear();
+                write_str(&keys[key.clone()], scratch);
+                *counted += scratch.len() + 1;
+            } else {
+                write_str(&keys[key.clone()], out);
+                out.push(b':');
+            }
             let value_start = sink.position();
             map.next_value_seed(Canon(sink))?;
             if sink.depth == 1
                 && !sink.counting
-                && &keys[key_start..] == sink.watch
+                && sink.keys[key.clone()] == *sink.watch
                 && sink.out.get(value_start) == Some(&b'"')
             {
                 sink.watched = serde_json::from_slice(&sink.out[value_start..]).ok();
             }
-            members.push(Member {
-                key: key_start..keys.len(),
-                bytes: start..sink.position(),
-            });
+            let bytes = start..sink.position();
+            sink.members.push(Member { key, bytes });
         }
         if !sink.counting {
-            order_members(&mut sink.out, body_start, &keys, &mut members)
+            let Sink {
+                out,
+                keys,
+                members,
+                copy,
+                ..
+            } = &mut *sink;
+            order_members(out, body_start, keys, &mut members[members_base..], copy)
                 .map_err(serde::de::Error::custom)?;
         }
+        sink.keys.truncate(keys_base);
+        sink.members.truncate(members_base);
         sink.emit(|o| o.push(b'}'));
         sink.depth -= 1;
         sink.check();
@@ -308,11 +334,14 @@ fn order_members(
     body_start: usize,
     keys: &str,
     members: &mut [Member],
+    copy: &mut Vec<u8>,
 ) -> Result<(), String> {
     let key = |m: &Member| &keys[m.key.clone()];
     // As `super::write_object`: UTF-8 byte order is UTF-16 order unless a
     // key has a byte >= 0xEE.
-    let by_utf16 = keys.bytes().any(|b| b >= 0xEE);
+    let by_utf16 = members
+        .iter()
+        .any(|m| key(m).bytes().any(|b| b >= 0xEE));
     let compare = |a: &Member, b: &Member| -> Ordering {
         if by_utf16 {
             key(a).encode_utf16().cmp(key(b).encode_utf16())
@@ -334,13 +363,14 @@ fn order_members(
             key(&w[0])
         ));
     }
-    let written = out[body_start..].to_vec();
+    copy.clear();
+    copy.extend_from_slice(&out[body_start..]);
     out.truncate(body_start);
     for (i, m) in members.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(&written[m.bytes.start - body_start..m.bytes.end - body_start]);
+        out.extend_from_slice(&copy[m.bytes.start - body_start..m.bytes.end - body_start]);
     }
     Ok(())
 }
