@@ -47,6 +47,7 @@ use crate::graph::errors::{self, ErrorRecord};
 use crate::graph::history;
 use crate::graph::keys;
 use crate::graph::model::{Direction, Edge, GraphView, Node, NodeId, Op, Properties};
+use crate::graph::query;
 use crate::graph::store::{decode_edge, encode_edge, encode_node, GraphStore};
 use crate::seq::Seq;
 use fjall::{OwnedWriteBatch, Readable, Snapshot, UserValue};
@@ -244,6 +245,50 @@ impl GraphStore {
     }
 }
 
+/// The most a node's properties may take as JSON
+/// ([`query::json_len`]): what one op may carry
+/// (`projection::MAX_PROPERTIES_BYTES`). Merges add to a node, and nothing
+/// else bounds what they add up to: an executor that sends a new key per
+/// event grew one node past 60 MB in 70 events (every merge then reads and
+/// writes all of it, and every read of it answers all of it).
+pub const MAX_NODE_PROPERTIES_BYTES: usize = crate::projection::MAX_PROPERTIES_BYTES;
+
+/// A merge whose op (as canonical JSON) is at most this many bytes, into a
+/// node of at most [`SMALL_NODE_KEYS`] properties, is not measured: it adds
+/// at most this much, and every larger value came with a measured merge, so
+/// such merges leave a node within the limit plus `SMALL_NODE_KEYS` of
+/// these. The benchmark's merges are all small: measuring every one cost
+/// ~6–13 % of the graph's apply.
+pub const SMALL_MERGE_BYTES: usize = 4096;
+/// See [`SMALL_MERGE_BYTES`].
+pub const SMALL_NODE_KEYS: usize = 256;
+
+/// The size of a merged node's properties when this merge must be measured
+/// ([`SMALL_MERGE_BYTES`]), else 0.
+fn node_size_due(op_bytes: usize, properties: &Properties) -> usize {
+    if op_bytes <= SMALL_MERGE_BYTES && properties.len() <= SMALL_NODE_KEYS {
+        return 0;
+    }
+    query::json_len(properties)
+}
+
+/// Refuses a merge that made `id`'s properties `size` bytes, over
+/// [`MAX_NODE_PROPERTIES_BYTES`]: a failure of the event's projection, as
+/// any op the graph refuses.
+fn check_node_size(index: usize, id: &str, size: usize) -> Result<(), GraphError> {
+    if size <= MAX_NODE_PROPERTIES_BYTES {
+        return Ok(());
+    }
+    Err(GraphError::InvalidOp {
+        index,
+        reason: format!(
+            "merge-node would make node {id:?}'s properties {size} bytes of JSON, over the \
+             limit of {MAX_NODE_PROPERTIES_BYTES} per node (merges add up: keep one key per \
+             kind of value rather than a new key per event)"
+        ),
+    })
+}
+
 impl Staging {
     /// Last applied seq and digest, pending events included.
     pub fn state(&self) -> (Seq, Sha256) {
@@ -429,7 +474,8 @@ impl Staging {
             } else {
                 self.history.set_op(seq, op);
             }
-            if let Err(e) = self.apply_op(index, seq, timestamp, op, owns, cascade) {
+            let op_bytes = self.canonical.len() - start;
+            if let Err(e) = self.apply_op(index, seq, timestamp, op, op_bytes, owns, cascade) {
                 self.rollback(mark);
                 return Err(e);
             }
@@ -459,12 +505,14 @@ impl Staging {
         self.canonical.push(b'[');
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn apply_op(
         &mut self,
         index: usize,
         seq: Seq,
         ts: &str,
         op: &mut Op,
+        op_bytes: usize,
         owns: Option<&dyn Fn(&str) -> bool>,
         cascade: Option<&dyn Fn(&str) -> bool>,
     ) -> Result<(), GraphError> {
@@ -534,13 +582,16 @@ impl Staging {
                         Some(diff) => self.history.node_changed(id, diff),
                         None => self.history.node(id, Some(&*n)),
                     }
+                    let size = node_size_due(op_bytes, &n.properties);
                     self.undo.push(Undo::Merged {
                         id: id.to_string(),
                         replaced,
                         updated_seq,
                         updated_at,
                     });
-                    return Ok(());
+                    // Refused after the undo entry: the event's rollback
+                    // restores the node.
+                    return check_node_size(index, id, size);
                 }
                 match owned(&*self, "merge-node", id.as_str())? {
                     Some(mut n) => {
@@ -551,6 +602,7 @@ impl Staging {
                         for (k, v) in std::mem::take(properties) {
                             n.properties.insert(k, v);
                         }
+                        check_node_size(index, id, node_size_due(op_bytes, &n.properties))?;
                         n.updated_seq = seq;
                         n.updated_at = ts.to_owned();
                         let form = diff.map_or(NodeForm::Whole, NodeForm::Diff);

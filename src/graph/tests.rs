@@ -229,6 +229,68 @@ fn many_changes_in_one_batch_write_what_one_batch_per_event_writes() {
     }
 }
 
+/// Merges add up: a node whose properties would pass
+/// `MAX_NODE_PROPERTIES_BYTES` refuses the merge, and the event leaves no
+/// trace, whether the node is in the batch or only in the store.
+#[test]
+fn a_merge_that_would_grow_a_node_past_the_limit_is_refused() {
+    let env = env();
+    let third = "x".repeat(staging::MAX_NODE_PROPERTIES_BYTES / 3);
+    // Two thirds, stored.
+    env.commit(&[
+        vec![merge("big", "Attempt", json!({"k0": third}), true)],
+        vec![merge("big", "Attempt", json!({"k1": third}), false)],
+    ]);
+    let stored = env.node("big").unwrap();
+    let dump = env.dump();
+    for in_batch in [false, true] {
+        let mut st = env.store.staging().unwrap();
+        let before = st.state();
+        let mut seq = before.0.next();
+        if in_batch {
+            // The node is in the batch already (merged in place).
+            st.apply(
+                seq,
+                &ts(seq),
+                &[merge("big", "Attempt", json!({"k4": "short"}), false)],
+            )
+            .unwrap();
+            seq = seq.next();
+        }
+        // A replaced key is not an addition: this one fits…
+        st.apply(
+            seq,
+            &ts(seq),
+            &[merge("big", "Attempt", json!({"k0": third}), false)],
+        )
+        .unwrap();
+        seq = seq.next();
+        // …a third key of a third does not.
+        let err = st
+            .apply(
+                seq,
+                &ts(seq),
+                &[
+                    put("other", "Task", json!({})),
+                    merge("big", "Attempt", json!({"k2": third, "k3": "y"}), false),
+                ],
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, GraphError::InvalidOp { index: 1, reason } if reason.contains("over the limit")),
+            "{err}"
+        );
+        assert_ne!(st.state(), before);
+        assert!(st.get_node("other").is_none());
+        let node = st.get_node("big").unwrap();
+        assert!(!node.properties.contains_key("k2"), "the merge was kept");
+        assert_eq!(node.properties.len(), if in_batch { 3 } else { 2 });
+        drop(st);
+        assert_eq!(env.dump(), dump);
+    }
+    assert_eq!(env.node("big").unwrap(), stored);
+}
+
 #[test]
 fn merge_semantics() {
     let env = env();

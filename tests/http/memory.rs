@@ -503,3 +503,55 @@ fn a_bundle_of_dense_json_payloads_costs_about_its_size_to_ingest() {
     assert_eq!(last["payload"]["i"], 29);
     assert_eq!(last["payload"]["d"].as_array().map(Vec::len), Some(500_000));
 }
+
+/// A node's properties are bounded like one op's: an executor that sends a
+/// new key per event grew one Attempt past 60 MB in 70 events (each merge
+/// then rewrote all of it: 16 ms an ingest at first, 360 ms at the 70th, and
+/// every read answered all of it). The event that would pass the limit is
+/// refused, as any op the graph refuses, and the node stays as it was.
+#[test]
+fn a_node_that_merges_would_grow_past_the_limit_refuses_the_event() {
+    let s = Server::start();
+    let (st, body) = s.ingest(&bundle(
+        "g-0",
+        vec![event(
+            "g-created",
+            "attempt.created",
+            json!({"attempt_id": "g1"}),
+        )],
+    ));
+    assert_eq!(st, 200, "{body}");
+    // Nine keys of 900 KiB fit the 8 MiB; the tenth does not.
+    for i in 0..10 {
+        let (st, body) = s.ingest(&bundle(
+            &format!("g-{}", i + 1),
+            vec![event(
+                &format!("g-step-{i}"),
+                "attempt.started",
+                json!({"attempt_id": "g1", format!("step_{i}"): blob(i)}),
+            )],
+        ));
+        if i < 9 {
+            assert_eq!(st, 200, "{i}: {body}");
+            continue;
+        }
+        assert_eq!(st, 422, "{body}");
+        assert_eq!(body["error"]["code"], "projection_failed", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("over the limit"), "{message}");
+    }
+    let (st, head) = s.get("/v1/log/head");
+    assert_eq!(st, 200);
+    assert_eq!(head["seq"], 10, "the refused event is not in the log");
+    let (size, attempt) = get_sized(&s, "/v1/attempts/g1");
+    assert!(size < MAX_ANSWER, "{size}");
+    let node = if attempt["attempt"].is_object() {
+        &attempt["attempt"]
+    } else {
+        &attempt
+    };
+    assert!(
+        node.to_string().contains("step_8") && !node.to_string().contains("step_9"),
+        "the node holds the nine accepted keys only"
+    );
+}
