@@ -284,6 +284,20 @@ impl Timestamp {
         Ok(Timestamp(dt.to_rfc3339_opts(SecondsFormat::AutoSi, true)))
     }
 
+    /// A stored record's timestamp as the log holds it, for reading a record
+    /// back (an export being imported or replayed): the form this version's
+    /// [`Timestamp::normalize`] gives, or else the text as stored. Earlier
+    /// versions stored some times that normalize now refuses at ingest (a
+    /// year outside 0000–9999 once in UTC, `-0001-12-31T23:30:00Z`); the
+    /// record's hash covers the text, so it is read as written, never
+    /// refused (the caller checks that the record encodes back to its bytes).
+    pub fn as_stored(value: &str) -> Timestamp {
+        match Timestamp::normalize(value) {
+            Ok(t) if t.0 == value => t,
+            _ => Timestamp(value.to_owned()),
+        }
+    }
+
     /// Whether this is a leap second (`:60`). Ingest refuses them (the
     /// original read times with Python's `datetime`, which has none, and
     /// chrono accepts `:60` at any minute); records already stored with one

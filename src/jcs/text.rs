@@ -49,8 +49,7 @@ impl CanonicalJson {
     /// names a top-level member whose string value is returned beside it.
     pub fn from_text(text: &str, limit: usize, watch: &str) -> Result<FromText, TextError> {
         let mut sink = Sink::new(limit, watch);
-        sink.out
-            .reserve(text.len().min(limit).min(64 * 1024) + 16);
+        sink.out.reserve(text.len().min(limit).min(64 * 1024) + 16);
         let mut de = serde_json::Deserializer::from_str(text);
         let read = Canon(&mut sink)
             .deserialize(&mut de)
@@ -339,9 +338,7 @@ fn order_members(
     let key = |m: &Member| &keys[m.key.clone()];
     // As `super::write_object`: UTF-8 byte order is UTF-16 order unless a
     // key has a byte >= 0xEE.
-    let by_utf16 = members
-        .iter()
-        .any(|m| key(m).bytes().any(|b| b >= 0xEE));
+    let by_utf16 = members.iter().any(|m| key(m).bytes().any(|b| b >= 0xEE));
     let compare = |a: &Member, b: &Member| -> Ordering {
         if by_utf16 {
             key(a).encode_utf16().cmp(key(b).encode_utf16())

@@ -157,7 +157,7 @@ impl EventDraft {
         let f: Fields = serde_json::from_slice(canonical).map_err(|e| e.to_string())?;
         let event_id = EventId::new(f.event_id).map_err(|e| e.0)?;
         let target = Target::new(f.target).map_err(|e| e.0)?;
-        let timestamp = Timestamp::normalize(&f.timestamp)?;
+        let timestamp = Timestamp::as_stored(&f.timestamp);
         let attempt_id = f
             .payload
             .get("attempt_id")
@@ -335,6 +335,29 @@ mod tests {
             &Target::new("radix").unwrap(),
             &payload,
         )
+    }
+
+    /// Earlier versions stored times that ingest refuses now (a year out of
+    /// 0000–9999 once in UTC): such a record still reads back, as written,
+    /// so an export of an older log imports and replays.
+    #[test]
+    fn a_record_with_a_timestamp_ingest_refuses_now_reads_back_as_written() {
+        let prev = Sha256::of(b"x");
+        let bytes = draft().encode(Seq(2), Some(&prev));
+        let text = String::from_utf8(bytes).unwrap();
+        for stored in [
+            "-0001-12-31T23:30:00Z",
+            "+10000-01-01T00:30:00Z",
+            "2026-01-24T23:59:60Z",
+        ] {
+            let old = text.replace("2026-01-24T10:00:09.500Z", stored);
+            assert_ne!(old, text);
+            let back = EventDraft::from_record(old.as_bytes()).unwrap();
+            assert_eq!(back.encode(Seq(2), Some(&prev)), old.as_bytes(), "{stored}");
+        }
+        // A normal one is read in its normalized form, as before.
+        let back = EventDraft::from_record(text.as_bytes()).unwrap();
+        assert_eq!(back.encode(Seq(2), Some(&prev)), text.as_bytes());
     }
 
     #[test]
