@@ -147,10 +147,18 @@ async fn ingest_bundle(
     let bytes = read_json_body(&headers, body, limit).await?;
     let limits = app.limits;
     // Parsing and canonicalizing a large bundle is CPU work: keep it off the async workers.
-    let bundle = if bytes.len() > 64 * 1024 {
-        blocking(move || Ok(bundle::parse(&bytes, &limits)?)).await?
+    let parsed = if bytes.len() > 64 * 1024 {
+        let body = bytes.clone();
+        blocking(move || Ok(bundle::parse(&body, &limits))).await?
     } else {
-        bundle::parse(&bytes, &limits)?
+        bundle::parse(&bytes, &limits)
+    };
+    let bundle = match parsed {
+        Ok(b) => b,
+        Err(e @ bundle::BundleError::Invalid { .. }) => {
+            return Err(if_stored_already(app, &bytes, e.into()))
+        }
+        Err(e) => return Err(e.into()),
     };
     // In postgres mode a digest this node lacks is looked up in PostgreSQL
     // (a blocking query: off the async workers).
@@ -173,4 +181,48 @@ async fn ingest_bundle(
         duplicates: a.duplicates,
         missing_artifacts,
     })
+}
+
+/// A 422 for a bundle whose `bundle_id` is stored already: an earlier
+/// version accepted it under looser checks (a leap second, a repeated
+/// payload key, a year out of range once in UTC), so a retry after an
+/// upgrade is refused where it used to be a `duplicate`. The answer says
+/// so (`details.stored_bundle`): the events are in the log as sent.
+fn if_stored_already(app: &AppState, body: &[u8], mut refused: ApiError) -> ApiError {
+    #[derive(serde::Deserialize)]
+    struct Id<'a> {
+        #[serde(borrow)]
+        bundle_id: std::borrow::Cow<'a, str>,
+    }
+    let Ok(id) = serde_json::from_slice::<Id<'_>>(body) else {
+        return refused;
+    };
+    let Ok(id) = crate::ids::BundleId::new(id.bundle_id) else {
+        return refused;
+    };
+    let Ok(Some(stored)) = tokio::task::block_in_place(|| app.log.bundle(&id)) else {
+        return refused;
+    };
+    let seqs = match (stored.first_seq, stored.last_seq) {
+        (Some(first), Some(last)) => format!(" (seqs {}–{})", first.0, last.0),
+        _ => String::new(),
+    };
+    refused.message = format!(
+        "{}; a bundle with bundle_id {:?} is stored already{seqs}: if this is a retry of \
+         one an earlier version accepted (its checks were looser), its events are in the log \
+         as they were first sent",
+        refused.message,
+        id.as_str()
+    );
+    if let Some(serde_json::Value::Object(details)) = &mut refused.details {
+        details.insert(
+            "stored_bundle".into(),
+            serde_json::json!({
+                "bundle_id": id.as_str(),
+                "first_seq": stored.first_seq.map(|s| s.0),
+                "last_seq": stored.last_seq.map(|s| s.0),
+            }),
+        );
+    }
+    refused
 }

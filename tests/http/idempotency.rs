@@ -19,6 +19,39 @@ fn a_retried_bundle_appends_nothing_and_returns_the_original_range() {
     assert_eq!(s.all_events().len(), 5);
 }
 
+/// A bundle an earlier version stored under looser checks (a leap second,
+/// a repeated payload key) is refused on retry after an upgrade, where it
+/// used to be a `duplicate`: the 422 says the bundle_id is stored, and
+/// where. (Here the stored bundle is a valid one under the same id.)
+#[test]
+fn a_refused_bundle_whose_id_is_stored_says_so() {
+    let s = Server::start();
+    let (st, first) = s.ingest(&bundle("stored", events("s", 2)));
+    assert_eq!(st, 200, "{first}");
+    let mut bad = events("s", 2);
+    bad[1]["timestamp"] = json!("2026-01-24T23:59:60Z");
+    let (st, r) = s.ingest(&bundle("stored", bad.clone()));
+    assert_eq!(st, 422, "{r}");
+    assert_eq!(r["error"]["code"], "invalid_bundle", "{r}");
+    assert_eq!(r["error"]["details"]["path"], "events[1].timestamp", "{r}");
+    let stored = &r["error"]["details"]["stored_bundle"];
+    assert_eq!(stored["bundle_id"], "stored", "{r}");
+    assert_eq!(stored["first_seq"], first["first_seq"], "{r}");
+    assert_eq!(stored["last_seq"], first["last_seq"], "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stored already (seqs 1–2)"),
+        "{r}"
+    );
+    // An id that is not stored gets the plain refusal.
+    let (st, r) = s.ingest(&bundle("new-one", bad));
+    assert_eq!(st, 422, "{r}");
+    assert!(r["error"]["details"].get("stored_bundle").is_none(), "{r}");
+    assert_eq!(s.all_events().len(), 2);
+}
+
 #[test]
 fn a_reused_bundle_id_with_other_content_is_a_conflict() {
     let s = Server::start();
