@@ -32,7 +32,7 @@ pub struct Monitor {
     /// ([`Monitor::renders_started`] when it started). A request is answered
     /// with a render that started after it arrived, its own or a
     /// concurrent one's, so a flood of scrapes costs one render at a time.
-    last_render: tokio::sync::Mutex<Option<(u64, Arc<String>)>>,
+    last_render: tokio::sync::Mutex<Option<(u64, bytes::Bytes)>>,
     renders_started: std::sync::atomic::AtomicU64,
 }
 
@@ -183,7 +183,7 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
     let mut last = monitor.last_render.lock().await;
     if let Some((started, text)) = &*last {
         if *started > arrived {
-            return metrics_text(text.to_string());
+            return metrics_text(text.clone());
         }
     }
     let started = monitor.renders_started.fetch_add(1, Ordering::SeqCst) + 1;
@@ -243,15 +243,15 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
     .await;
     match text {
         Ok(text) => {
-            let text = Arc::new(text);
+            let text = bytes::Bytes::from(text);
             *last = Some((started, text.clone()));
-            metrics_text(text.to_string())
+            metrics_text(text)
         }
         Err(e) => ApiError::internal("rendering the metrics failed", e).into_response(),
     }
 }
 
-fn metrics_text(text: String) -> Response {
+fn metrics_text(text: bytes::Bytes) -> Response {
     (
         [(
             header::CONTENT_TYPE,

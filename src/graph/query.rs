@@ -443,15 +443,7 @@ impl GraphStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<Edge>, GraphError> {
-        self.edges_at(
-            &self.db.snapshot(),
-            id,
-            dir,
-            edge_type,
-            cursor,
-            limit,
-            usize::MAX,
-        )
+        self.edges_bounded(id, dir, edge_type, cursor, limit, usize::MAX)
     }
 
     /// [`GraphStore::edges`] for an answer: the page also stops once its

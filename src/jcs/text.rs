@@ -57,7 +57,7 @@ impl CanonicalJson {
         if let Err(untracked) = read {
             return Err(locate(text, limit, watch, untracked));
         }
-        sink.check();
+        // Every value ends with its `check`, the root's too.
         if sink.counting {
             return Ok(FromText::TooLarge(sink.counted));
         }
@@ -142,6 +142,29 @@ impl<'w> Sink<'w> {
             self.counted += self.scratch.len();
         } else {
             write(&mut self.out);
+        }
+    }
+
+    /// [`Sink::emit`] of `"key":` for the key at `key` in the key arena.
+    fn emit_key(&mut self, key: std::ops::Range<usize>) {
+        let Sink {
+            out,
+            keys,
+            scratch,
+            counting,
+            counted,
+            ..
+        } = self;
+        let sink = if *counting {
+            scratch.clear();
+            &mut *scratch
+        } else {
+            &mut *out
+        };
+        write_str(&keys[key], sink);
+        sink.push(b':');
+        if *counting {
+            *counted += scratch.len();
         }
     }
 
@@ -271,22 +294,7 @@ impl<'de> Visitor<'de> for Canon<'_, '_> {
             }
             let key = key_start..sink.keys.len();
             let start = sink.position();
-            let Sink {
-                out,
-                keys,
-                scratch,
-                counting,
-                counted,
-                ..
-            } = &mut *sink;
-            if *counting {
-                scratch.clear();
-                write_str(&keys[key.clone()], scratch);
-                *counted += scratch.len() + 1;
-            } else {
-                write_str(&keys[key.clone()], out);
-                out.push(b':');
-            }
+            sink.emit_key(key.clone());
             let value_start = sink.position();
             map.next_value_seed(Canon(sink))?;
             if sink.depth == 1
