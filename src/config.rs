@@ -307,6 +307,8 @@ pub enum ConfigError {
     NoHome,
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+    #[error("LEVIATHAN_ALLOWED_HOSTS: {0}")]
+    AllowedHosts(String),
     #[error("{0} must be a number of seconds from 0.05 to 86400, got {1}")]
     BadSeconds(&'static str, f64),
     #[error(transparent)]
@@ -357,7 +359,7 @@ impl Config {
             }
         }
         let tokens = load_tokens(&args.security)?;
-        let http = HttpSettings::from_args(&args.security)?;
+        let http = HttpSettings::from_args(&args.security, &args.host)?;
         let data_dir = match &args.data_dir {
             Some(d) => d.clone(),
             None => default_data_dir().ok_or(ConfigError::NoHome)?,
@@ -527,10 +529,16 @@ pub struct SecurityArgs {
     /// show a panic becomes a JSON 500 and the server lives on.
     #[arg(long, env = "LEVIATHAN_TEST_PANIC_ROUTE", hide = true)]
     pub test_panic_route: bool,
+    /// Host names the server answers to (the `Host` header), comma-separated;
+    /// `*.domain` for a domain's names, `*` for any. IP addresses are always
+    /// accepted. Unset: `localhost` only when listening on a loopback
+    /// address, any host otherwise. Guards against DNS rebinding (docs/SECURITY.md).
+    #[arg(long, env = "LEVIATHAN_ALLOWED_HOSTS")]
+    pub allowed_hosts: Option<String>,
 }
 
 /// The limits of the HTTP layer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub header_read_timeout: std::time::Duration,
     /// How long a connection may go without taking a byte of a pending
@@ -545,6 +553,8 @@ pub struct HttpSettings {
     /// From SIGTERM to exit, whatever state the store is in.
     pub shutdown_timeout: std::time::Duration,
     pub test_panic_route: bool,
+    /// `LEVIATHAN_ALLOWED_HOSTS`, read against the address listened on.
+    pub allowed_hosts: crate::api::host::AllowedHosts,
 }
 
 impl Default for HttpSettings {
@@ -559,6 +569,7 @@ impl Default for HttpSettings {
             max_headers: 100,
             shutdown_timeout: std::time::Duration::from_secs(25),
             test_panic_route: false,
+            allowed_hosts: crate::api::host::AllowedHosts::default(),
         }
     }
 }
@@ -577,7 +588,7 @@ impl HttpSettings {
         self.shutdown_timeout - self.flush_reserve()
     }
 
-    fn from_args(a: &SecurityArgs) -> Result<HttpSettings, ConfigError> {
+    fn from_args(a: &SecurityArgs, bind: &str) -> Result<HttpSettings, ConfigError> {
         for (name, v) in [
             (
                 "LEVIATHAN_HEADER_READ_TIMEOUT_SECS",
@@ -611,6 +622,8 @@ impl HttpSettings {
             max_headers: a.max_headers,
             shutdown_timeout: std::time::Duration::from_secs(a.shutdown_timeout),
             test_panic_route: a.test_panic_route,
+            allowed_hosts: crate::api::host::AllowedHosts::parse(a.allowed_hosts.as_deref(), bind)
+                .map_err(ConfigError::AllowedHosts)?,
         })
     }
 }

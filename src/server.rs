@@ -97,6 +97,7 @@ impl Starting {
 fn starting_router(
     starting: Starting,
     metrics_token: Option<crate::digest::Sha256>,
+    allowed_hosts: api::host::AllowedHosts,
 ) -> axum::Router {
     use axum::routing::get;
     let started = std::time::Instant::now();
@@ -144,6 +145,10 @@ fn starting_router(
                 resp
             }
         })
+        .layer(axum::middleware::from_fn_with_state(
+            allowed_hosts,
+            api::host::check,
+        ))
         .layer(axum::middleware::map_response(
             |mut resp: axum::response::Response| async move {
                 resp.headers_mut().insert(
@@ -335,8 +340,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .metrics_token
                 .as_ref()
                 .map(|t| crate::digest::Sha256::of(t.0.as_bytes())),
+            config.http.allowed_hosts.clone(),
         ),
-        config.http,
+        config.http.clone(),
         async move {
             let _ = ready_rx.await;
         },
@@ -523,7 +529,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         builds: builds.clone(),
         catalog: prepared.catalog.clone(),
         tokens: config.tokens.clone(),
-        http: config.http,
+        http: config.http.clone(),
         limits: config.limits,
         autonomy_config: config.autonomy_config.clone(),
         log: store.log.clone(),
@@ -573,7 +579,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     serve_http(
         listener,
         app,
-        config.http,
+        config.http.clone(),
         on_signal,
         Drain::Graceful,
         Some(metrics.clone()),

@@ -79,3 +79,29 @@ fn a_bad_cache_size_is_a_usage_error() {
         assert!(err.contains("--cache-mb"), "{err}");
     }
 }
+
+#[test]
+fn a_bad_allowed_hosts_list_is_refused_at_start_with_the_entry() {
+    for (bad, says) in [
+        ("leviathan.example.com:8000", "without a scheme or port"),
+        ("*,leviathan.example.com", "cannot be combined"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_str().unwrap();
+        let (code, _, err) = leviathan(
+            &["serve", "--port", "0", "--data-dir", data_dir],
+            &[
+                ("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN),
+                ("LEVIATHAN_ALLOWED_HOSTS", bad),
+            ],
+        );
+        assert_eq!(code, 1, "LEVIATHAN_ALLOWED_HOSTS={bad}: {err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("error: LEVIATHAN_ALLOWED_HOSTS: ") && last.contains(says),
+            "{err}"
+        );
+        // Refused before the store is opened.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{err}");
+    }
+}

@@ -16,6 +16,7 @@ mod events;
 mod failures;
 mod forward;
 mod graph;
+pub mod host;
 mod ingest;
 pub mod limits;
 pub mod min_seq;
@@ -177,6 +178,10 @@ pub fn router(state: AppState) -> Router {
         })
         // Limits are enforced by the handlers themselves, with their own messages.
         .layer(DefaultBodyLimit::disable())
+        .layer(from_fn_with_state(
+            state.http.allowed_hosts.clone(),
+            host::check,
+        ))
         .layer(from_fn_with_state(state.metrics.clone(), limits::edge))
         .with_state(state)
 }

@@ -676,3 +676,84 @@ fn answers_are_not_sniffed_and_v1_answers_not_cached() {
     assert_eq!(live.status, 200);
     assert_eq!(live.header("x-content-type-options"), Some("nosniff"));
 }
+
+/// DNS rebinding: a server on a loopback address answers only `localhost`
+/// and IP addresses unless `LEVIATHAN_ALLOWED_HOSTS` names more, so a web
+/// page cannot read `/metrics` or the console through a name of its own
+/// that resolves to 127.0.0.1. Refused with 421 and the setting's name.
+#[test]
+fn a_host_the_server_does_not_answer_to_is_refused() {
+    let get = |s: &Server, path: &str, host: &str| {
+        raw(
+            s,
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n\
+                 Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+    };
+    // The suite's servers listen on 127.0.0.1, with the setting unset.
+    let s = Server::start();
+    for host in ["localhost", "localhost:8000", "127.0.0.1:9", "[::1]:8000"] {
+        for path in ["/metrics", "/livez", "/v1/log/head", "/console/"] {
+            assert_eq!(get(&s, path, host).status, 200, "{host} {path}");
+        }
+    }
+    for path in [
+        "/metrics",
+        "/livez",
+        "/v1/log/head",
+        "/console/",
+        "/v1/no-such-route",
+    ] {
+        let r = get(&s, path, "rebound.attacker.example:8000");
+        assert_eq!(r.status, 421, "{path}");
+        let v = r.json();
+        assert_eq!(v["error"]["code"], "host_not_allowed", "{v}");
+        assert_eq!(v["error"]["details"]["setting"], "LEVIATHAN_ALLOWED_HOSTS");
+        assert_eq!(
+            v["error"]["details"]["host"],
+            "rebound.attacker.example:8000"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("listens on the loopback address 127.0.0.1"),
+            "{v}"
+        );
+    }
+    // A request without Host (HTTP/1.0) is not a browser's: answered.
+    let r = raw(&s, b"GET /livez HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status, 200);
+    // Counted like every other answer.
+    let m = get(&s, "/metrics", "127.0.0.1");
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("leviathan_http_requests_total{") && l.contains("status=\"421\"")
+        ),
+        "{text}"
+    );
+
+    // Named hosts (and a domain's) are answered, others refused.
+    let s = Server::start_with(&[(
+        "LEVIATHAN_ALLOWED_HOSTS",
+        "leviathan.test,*.svc.cluster.local",
+    )]);
+    for host in [
+        "leviathan.test",
+        "LEVIATHAN.TEST:443",
+        "leviathan.prod.svc.cluster.local:8000",
+        "127.0.0.1",
+    ] {
+        assert_eq!(get(&s, "/v1/log/head", host).status, 200, "{host}");
+    }
+    for host in ["localhost", "other.test", "leviathan.test.attacker.example"] {
+        assert_eq!(get(&s, "/v1/log/head", host).status, 421, "{host}");
+    }
+    // `*`: any host.
+    let s = Server::start_with(&[("LEVIATHAN_ALLOWED_HOSTS", "*")]);
+    assert_eq!(get(&s, "/metrics", "anything.example").status, 200);
+}
