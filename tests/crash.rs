@@ -368,7 +368,7 @@ fn a_stalled_upload_at_sigterm_still_leaves_a_flushed_store() {
     let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
     write!(
         stalled,
-        "PUT /v1/artifacts/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+        "PUT /v1/artifacts/{} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
          Content-Length: 10000000\r\n\r\n",
         "a".repeat(64)
     )

@@ -234,7 +234,7 @@ fn lying_content_lengths_store_nothing() {
     let body = serde_json::to_string(&bundle("liar", vec![ev("e1")])).unwrap();
     // Shorter than declared, then the client stops sending.
     let req = format!(
-        "POST /v1/events/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        "POST /v1/events/ingest HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
         body.len() + 500,
         body
     );
@@ -243,7 +243,7 @@ fn lying_content_lengths_store_nothing() {
     // Longer than declared: the body is cut at the declared length, which is
     // not JSON, and the rest is not a request.
     let req = format!(
-        "POST /v1/events/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        "POST /v1/events/ingest HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
         body.len() / 2,
         body
     );
@@ -251,7 +251,7 @@ fn lying_content_lengths_store_nothing() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     // Declared over the limit: refused before reading.
     let req = format!(
-        "POST /v1/events/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{{"
+        "POST /v1/events/ingest HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{{"
     );
     let answer = raw(&s, req.as_bytes(), true);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
@@ -268,7 +268,7 @@ fn slow_clients_do_not_stop_others() {
     let stalled: Vec<TcpStream> = (0..50)
         .map(|_| {
             let mut c = TcpStream::connect(&addr).unwrap();
-            c.write_all(b"POST /v1/events/ingest HTTP/1.1\r\nHost: x\r\nContent-Le")
+            c.write_all(b"POST /v1/events/ingest HTTP/1.1\r\nHost: localhost\r\nContent-Le")
                 .unwrap();
             c
         })
@@ -277,7 +277,7 @@ fn slow_clients_do_not_stop_others() {
     let mut trickle = TcpStream::connect(&addr).unwrap();
     trickle
         .write_all(
-            format!("POST /v1/events/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{").as_bytes(),
+            format!("POST /v1/events/ingest HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{").as_bytes(),
         )
         .unwrap();
     for i in 0..20 {

@@ -149,7 +149,7 @@ fn authorization_is_parsed_strictly() {
     ] {
         let r = raw(
             &s,
-            format!("GET /v1/log/head HTTP/1.1\r\nHost: x\r\nAuthorization: {value}\r\nConnection: close\r\n\r\n")
+            format!("GET /v1/log/head HTTP/1.1\r\nHost: localhost\r\nAuthorization: {value}\r\nConnection: close\r\n\r\n")
                 .as_bytes(),
         );
         assert_eq!(r.status, 401, "{value:?}");
@@ -167,7 +167,7 @@ fn authorization_is_parsed_strictly() {
     let r = raw(
         &s,
         format!(
-            "GET /v1/log/head HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+            "GET /v1/log/head HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
         )
         .as_bytes(),
     );
@@ -182,7 +182,7 @@ fn authorization_is_parsed_strictly() {
     for scheme in ["Bearer", "bearer", "BEARER"] {
         let r = raw(
             &s,
-            format!("GET /v1/log/head HTTP/1.1\r\nHost: x\r\nAuthorization: {scheme} {TOKEN}\r\nConnection: close\r\n\r\n")
+            format!("GET /v1/log/head HTTP/1.1\r\nHost: localhost\r\nAuthorization: {scheme} {TOKEN}\r\nConnection: close\r\n\r\n")
                 .as_bytes(),
         );
         assert_eq!(r.status, 200, "{scheme}");
@@ -202,7 +202,7 @@ fn extractor_rejections_and_unknown_routes_answer_json() {
     ] {
         let r = raw(
             &s,
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
         );
         assert_eq!(r.status, 400, "{path}");
         let v = r.json();
@@ -215,8 +215,8 @@ fn extractor_rejections_and_unknown_routes_answer_json() {
     }
     // Unknown routes and methods, with or without a token.
     for req in [
-        "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_string(),
-        format!("DELETE /v1/log/head HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"),
+        "GET /nope HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_string(),
+        format!("DELETE /v1/log/head HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"),
     ] {
         let r = raw(&s, req.as_bytes());
         assert!(r.status == 404 || r.status == 405, "{req}");
@@ -234,10 +234,10 @@ fn malformed_http_is_refused_by_the_http_layer_and_the_server_lives_on() {
     let long_uri = format!("/v1/events/recent?x={}", "a".repeat(100 * 1024));
     let many_headers: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
     let cases: Vec<(String, u16)> = vec![
-        (format!("GET {long_uri} HTTP/1.1\r\nHost: x\r\n{auth}\r\n"), 414),
-        (format!("POST /v1/events/ingest HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: -1\r\n\r\n"), 400),
-        (format!("POST /v1/events/ingest HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 2\r\nContent-Length: 3\r\n\r\n{{}}"), 400),
-        (format!("GET /v1/log/head HTTP/1.1\r\nHost: x\r\n{auth}{many_headers}\r\n"), 431),
+        (format!("GET {long_uri} HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n"), 414),
+        (format!("POST /v1/events/ingest HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: -1\r\n\r\n"), 400),
+        (format!("POST /v1/events/ingest HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 2\r\nContent-Length: 3\r\n\r\n{{}}"), 400),
+        (format!("GET /v1/log/head HTTP/1.1\r\nHost: localhost\r\n{auth}{many_headers}\r\n"), 431),
         ("GARBAGE\r\n\r\n".to_string(), 400),
     ];
     for (req, status) in cases {
@@ -253,8 +253,10 @@ fn malformed_http_is_refused_by_the_http_layer_and_the_server_lives_on() {
     let few: String = (0..10).map(|i| format!("X-H{i}: v\r\n")).collect();
     let r = raw(
         &s,
-        format!("GET /v1/log/head HTTP/1.1\r\nHost: x\r\n{auth}{few}Connection: close\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "GET /v1/log/head HTTP/1.1\r\nHost: localhost\r\n{auth}{few}Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
     );
     assert_eq!(r.status, 200);
 }
@@ -264,7 +266,7 @@ fn a_client_that_sends_its_headers_slowly_is_disconnected() {
     let s = Server::start_with(&[("LEVIATHAN_HEADER_READ_TIMEOUT_SECS", "1")]);
     let mut c = connect(&s);
     let started = Instant::now();
-    c.write_all(b"GET /v1/log/head HTTP/1.1\r\nHost: x\r\n")
+    c.write_all(b"GET /v1/log/head HTTP/1.1\r\nHost: localhost\r\n")
         .expect("write");
     // Never finish the headers: the server closes the connection.
     let mut buf = [0u8; 1024];
@@ -300,7 +302,7 @@ fn in_flight_requests_are_capped_and_timed_out() {
     let send_slow = || {
         let mut slow = connect(&s);
         slow.write_all(
-            format!("POST /v1/events/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"bundle_id\": \"x").as_bytes(),
+            format!("POST /v1/events/ingest HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"bundle_id\": \"x").as_bytes(),
         )
         .expect("write");
         (slow, Instant::now())
@@ -370,7 +372,7 @@ fn connections_beyond_the_cap_get_503_and_are_closed() {
         let mut c = connect(&s);
         c.write_all(
             format!(
-                "GET /v1/log/head HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+                "GET /v1/log/head HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
             )
             .as_bytes(),
         )
@@ -380,8 +382,10 @@ fn connections_beyond_the_cap_get_503_and_are_closed() {
     }
     let r = raw(
         &s,
-        format!("GET /v1/log/head HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "GET /v1/log/head HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        )
+        .as_bytes(),
     );
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after"), Some("1"));
@@ -396,7 +400,7 @@ fn connections_beyond_the_cap_get_503_and_are_closed() {
     for path in ["/livez", "/healthz", "/readyz", "/metrics"] {
         let r = raw(
             &s,
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
         );
         assert_eq!(r.status, 200, "{path} beyond the connection cap");
     }
@@ -404,13 +408,13 @@ fn connections_beyond_the_cap_get_503_and_are_closed() {
     let r = raw(
         &s,
         format!(
-            "POST /v1/events/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+            "POST /v1/events/ingest HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
              Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
         )
         .as_bytes(),
     );
     assert_eq!(r.status, 503);
-    let m = raw(&s, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let m = raw(&s, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert!(
         String::from_utf8_lossy(&m.body)
             .contains("leviathan_ingest_requests_total{outcome=\"overloaded\"} 1"),
@@ -422,7 +426,7 @@ fn connections_beyond_the_cap_get_503_and_are_closed() {
     loop {
         let r = try_raw(
             &s,
-            format!("GET /v1/log/head HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET /v1/log/head HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
         );
         if r.is_ok_and(|r| r.status == 200) {
             break;
@@ -520,7 +524,7 @@ fn a_client_that_does_not_read_its_answers_is_cut_off_and_bounded() {
     stalled
         .write_all(
             format!(
-                "GET /v1/events?after_seq=0&limit=1000 HTTP/1.1\r\nHost: x\r\n\
+                "GET /v1/events?after_seq=0&limit=1000 HTTP/1.1\r\nHost: localhost\r\n\
                  Authorization: Bearer {TOKEN}\r\n\r\n"
             )
             .as_bytes(),
@@ -602,7 +606,7 @@ fn connections_beyond_the_cap_and_its_overflow_are_closed_unanswered() {
     let mut held = Vec::new();
     for _ in 0..8 {
         let mut c = connect(&s);
-        c.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.write_all(b"GET /livez HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .expect("write");
         assert_eq!(read_response(&mut c).status, 200);
         held.push(c);
@@ -618,7 +622,7 @@ fn connections_beyond_the_cap_and_its_overflow_are_closed_unanswered() {
     }
     // The next one is closed without an answer.
     let mut closed = connect(&s);
-    let _ = closed.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n");
+    let _ = closed.write_all(b"GET /livez HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let mut buf = [0u8; 256];
     match closed.read(&mut buf) {
         Ok(0) => {}
@@ -633,7 +637,7 @@ fn connections_beyond_the_cap_and_its_overflow_are_closed_unanswered() {
     let text = loop {
         let answer = try_raw(
             &s,
-            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         );
         if let Ok(m) = answer {
             let text = String::from_utf8_lossy(&m.body).into_owned();
@@ -661,18 +665,20 @@ fn answers_are_not_sniffed_and_v1_answers_not_cached() {
     let s = Server::start();
     let head = raw(
         &s,
-        format!("GET /v1/log/head HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "GET /v1/log/head HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        )
+        .as_bytes(),
     );
     assert_eq!(head.status, 200);
     assert_eq!(head.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(head.header("cache-control"), Some("no-store"));
     // An error answer too.
-    let refused = raw(&s, b"GET /v1/log/head HTTP/1.1\r\nHost: x\r\n\r\n");
+    let refused = raw(&s, b"GET /v1/log/head HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert_eq!(refused.status, 401);
     assert_eq!(refused.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(refused.header("cache-control"), Some("no-store"));
-    let live = raw(&s, b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n");
+    let live = raw(&s, b"GET /livez HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert_eq!(live.status, 200);
     assert_eq!(live.header("x-content-type-options"), Some("nosniff"));
 }
