@@ -62,16 +62,20 @@ impl Server {
         let log2 = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on ") {
-                    // Text logs end the address at a space, JSON logs at a quote.
-                    let addr = line[i + 13..]
+                // Text logs end the address at a space, JSON logs at a quote.
+                let addr = line.find("listening on ").map(|i| {
+                    line[i + 13..]
                         .split(|c: char| c.is_whitespace() || c == '"')
                         .next()
                         .unwrap_or("")
-                        .to_string();
+                        .to_string()
+                });
+                // Kept before the address is sent: once `spawn` returns, every
+                // line up to "listening on" is in the log.
+                log2.lock().unwrap().push(line);
+                if let Some(addr) = addr {
                     let _ = tx.send(addr);
                 }
-                log2.lock().unwrap().push(line);
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(60)) {
