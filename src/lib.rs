@@ -55,6 +55,7 @@ pub mod backup;
 pub mod bench;
 pub mod build_info;
 pub mod bundle;
+pub mod cancel;
 pub mod cas;
 pub mod chain_verifier;
 pub mod config;

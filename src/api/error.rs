@@ -218,6 +218,7 @@ impl From<LogError> for ApiError {
     fn from(e: LogError) -> ApiError {
         match e {
             LogError::Store(e) => ApiError::storage("reading the event log failed", e),
+            LogError::Cancelled(c) => c.into(),
             corrupt => ApiError::internal("reading the event log failed", corrupt),
         }
     }
@@ -267,6 +268,7 @@ impl From<GraphError> for ApiError {
                 "invalid cursor: pass back the next_cursor of the same query unchanged",
             ),
             GraphError::Storage(e) => ApiError::storage("reading the graph failed", e),
+            GraphError::Cancelled(c) => c.into(),
             other => ApiError::internal("reading the graph failed", other),
         }
     }
@@ -280,6 +282,15 @@ impl From<ViewError> for ApiError {
             ViewError::BadCursor => ApiError::invalid_query(e.to_string()),
             ViewError::NotFound(what) => ApiError::not_found(what),
             ViewError::BadQuery(why) => ApiError::invalid_query(why),
+            ViewError::Cancelled(c) => c.into(),
         }
+    }
+}
+
+/// A read stopped because its request was cancelled. Its client has gone
+/// (or has had the 503 `timeout` already), so this answer is rarely seen.
+impl From<crate::cancel::Cancelled> for ApiError {
+    fn from(c: crate::cancel::Cancelled) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", c.to_string())
     }
 }

@@ -321,14 +321,41 @@ impl hyper::body::Body for HeldAnswer {
     }
 }
 
+/// What a v1 request's work on a blocking thread (`api::blocking`) takes
+/// with it: the request's in-flight slot, held until that work ends even if
+/// the request's future is dropped first, and its cancellation token.
+#[derive(Debug, Clone)]
+pub struct RequestWork {
+    pub slot: Arc<tokio::sync::OwnedSemaphorePermit>,
+    pub cancel: crate::cancel::Token,
+}
+
+tokio::task_local! {
+    /// The v1 request being handled by this task ([`limit`] sets it).
+    pub static REQUEST_WORK: RequestWork;
+}
+
+/// Cancels a request's token when its future is dropped: answered, timed
+/// out, or abandoned by its client.
+struct CancelOnDrop(crate::cancel::Token);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 /// 503 `overloaded` with `Retry-After: 1` when `max_inflight` requests are
 /// already being handled; 503 `timeout` when a request (its body included)
 /// takes longer than the timeout to get its answer. A permit is held until the
-/// response's head is ready (a streamed body does not hold one); a large JSON
-/// answer then holds its share of the answer buffer until it is sent
-/// ([`RequestLimits::buffered`]).
+/// response's head is ready (a streamed body does not hold one) and until the
+/// request's work on a blocking thread has ended, which stops early once the
+/// request is dropped (`crate::cancel`): a client that gives up, or a
+/// timeout, frees the slot only when the work it started has stopped. A
+/// large JSON answer then holds its share of the answer buffer until it is
+/// sent ([`RequestLimits::buffered`]).
 pub async fn limit(State(l): State<RequestLimits>, req: Request, next: Next) -> Response {
-    let Ok(_permit) = l.inflight.clone().try_acquire_owned() else {
+    let Ok(permit) = l.inflight.clone().try_acquire_owned() else {
         return retry_later(
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -341,7 +368,13 @@ pub async fn limit(State(l): State<RequestLimits>, req: Request, next: Next) -> 
             .with_details(serde_json::json!({"setting": "LEVIATHAN_MAX_INFLIGHT_REQUESTS", "limit": l.max_inflight})),
         );
     };
-    match tokio::time::timeout(l.timeout, next.run(req)).await {
+    let work = RequestWork {
+        slot: Arc::new(permit),
+        cancel: crate::cancel::Token::new(),
+    };
+    let _cancel_on_drop = CancelOnDrop(work.cancel.clone());
+    let run = REQUEST_WORK.scope(work, next.run(req));
+    match tokio::time::timeout(l.timeout, run).await {
         Ok(resp) => l.buffered(resp),
         Err(_) => retry_later(
             ApiError::new(
@@ -396,4 +429,26 @@ fn retry_later(e: ApiError) -> Response {
 /// `GET /v1/_test/panic`, served only with `LEVIATHAN_TEST_PANIC_ROUTE=1`.
 pub async fn test_panic() -> Body {
     panic!("the test route panicked on purpose (LEVIATHAN_TEST_PANIC_ROUTE)")
+}
+
+/// `GET /v1/_test/slow`, served only with `LEVIATHAN_TEST_PANIC_ROUTE=1`: a
+/// read on a blocking thread that runs for 60 s unless its request is
+/// cancelled (`crate::cancel`), and logs which.
+pub async fn test_slow() -> Result<Body, ApiError> {
+    super::blocking(|| {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if let Err(c) = crate::cancel::check() {
+                tracing::info!(
+                    ms = started.elapsed().as_millis() as u64,
+                    "the slow test read stopped: cancelled"
+                );
+                return Err(c.into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tracing::info!("the slow test read ran to its end");
+        Ok(Body::empty())
+    })
+    .await
 }

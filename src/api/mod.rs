@@ -129,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         );
     let read = if state.http.test_panic_route {
         read.route("/v1/_test/panic", get(limits::test_panic))
+            .route("/v1/_test/slow", get(limits::test_slow))
     } else {
         read
     };
@@ -249,9 +250,15 @@ pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    // The request's span (its id) follows the work onto the blocking thread.
+    // The request's span (its id) follows the work onto the blocking thread,
+    // and so do its in-flight slot and cancellation (api/limits.rs: a
+    // dropped request stops its reads, and frees its slot once they have).
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(f))
-        .await
-        .map_err(|e| ApiError::internal("a worker task failed", e))?
+    let work = limits::REQUEST_WORK.try_with(Clone::clone).ok();
+    tokio::task::spawn_blocking(move || match work {
+        Some(w) => crate::cancel::run_with(&w.cancel, || span.in_scope(f)),
+        None => span.in_scope(f),
+    })
+    .await
+    .map_err(|e| ApiError::internal("a worker task failed", e))?
 }

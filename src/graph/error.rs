@@ -10,6 +10,10 @@ pub enum GraphError {
     #[error("graph storage: {0}")]
     Storage(#[from] fjall::Error),
 
+    /// A read's request was cancelled (`crate::cancel`).
+    #[error(transparent)]
+    Cancelled(#[from] crate::cancel::Cancelled),
+
     /// A stored record does not decode: the store is damaged or was written by
     /// another layout version.
     #[error("graph store corrupt: bad {what} ({detail})")]

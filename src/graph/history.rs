@@ -738,16 +738,24 @@ impl GraphStore {
         limit: usize,
     ) -> Result<Vec<Edge>, GraphError> {
         let prefix = edge_prefix(from, edge_type);
-        let mut out = Vec::new();
-        // Entries are grouped by `to`, each group in seq order: keep each
-        // group's last change at or before `seq`.
+        // The `limit` edges first by `to`: a max-heap of them, so that a node
+        // with millions of such edges holds `limit` of them, not all.
+        let mut out = std::collections::BinaryHeap::<ByTo>::new();
+        // Entries are grouped by `to` (its length first, so not in `to`
+        // order), each group in seq order: keep each group's last change at
+        // or before `seq`.
         let mut current: Option<(Vec<u8>, Option<Edge>)> = None;
-        let flush = |cur: Option<(Vec<u8>, Option<Edge>)>, out: &mut Vec<Edge>| {
+        let flush = |cur: Option<(Vec<u8>, Option<Edge>)>,
+                     out: &mut std::collections::BinaryHeap<ByTo>| {
             if let Some((_, Some(e))) = cur {
-                out.push(e);
+                out.push(ByTo(e));
+                if out.len() > limit {
+                    out.pop();
+                }
             }
         };
         for guard in snap.prefix(&self.history, &prefix) {
+            crate::cancel::check()?;
             let (k, v) = guard.into_inner()?;
             let rest = &k[prefix.len()..];
             let to_len = rest
@@ -771,9 +779,30 @@ impl GraphStore {
             }
         }
         flush(current, &mut out);
-        out.sort_by(|a, b| a.to.as_str().cmp(b.to.as_str()));
-        out.truncate(limit);
-        Ok(out)
+        Ok(out.into_sorted_vec().into_iter().map(|e| e.0).collect())
+    }
+}
+
+/// An edge ordered by its `to` (unique among one node's edges of one type).
+struct ByTo(Edge);
+
+impl PartialEq for ByTo {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to == other.0.to
+    }
+}
+
+impl Eq for ByTo {}
+
+impl PartialOrd for ByTo {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByTo {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.to.as_str().cmp(other.0.to.as_str())
     }
 }
 

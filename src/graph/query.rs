@@ -414,6 +414,7 @@ impl GraphStore {
         let mut last_key: Vec<u8> = Vec::new();
         let entries = snap.range(&self.nodes_by_created, range).rev();
         for (scanned, guard) in entries.enumerate() {
+            crate::cancel::check()?;
             let key = guard.key()?;
             if items.len() == limit || bytes >= max_bytes || scanned == budget.max(1) {
                 return Ok(Page {

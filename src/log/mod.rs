@@ -67,6 +67,8 @@ pub enum LogError {
     Store(#[from] fjall::Error),
     #[error("event log is corrupt at {what}: {detail}")]
     Corrupt { what: String, detail: String },
+    #[error(transparent)]
+    Cancelled(#[from] crate::cancel::Cancelled),
 }
 
 fn corrupt(what: impl Into<String>, detail: impl ToString) -> LogError {
@@ -483,6 +485,8 @@ impl Log {
         let mut tail: Option<View> = None;
         let mut tail_checked = false;
         loop {
+            // A request's walk stops once its client has gone (crate::cancel).
+            crate::cancel::check()?;
             let work = Instant::now();
             let v = tail.take().unwrap_or_else(|| self.view());
             let mut chunk = Vec::with_capacity(chunk_len.min(VERIFY_CHUNK));

@@ -103,6 +103,7 @@ pub(crate) fn failures_bounded(
             let next = last_seq.map(|s| s.0.to_string());
             return Ok(page(out, next));
         }
+        crate::cancel::check()?;
         iters[i].next();
         scanned += 1;
         last_seq = Some(seq);

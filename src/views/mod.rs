@@ -31,6 +31,8 @@ pub enum ViewError {
     Log(#[from] LogError),
     #[error(transparent)]
     Graph(#[from] GraphError),
+    #[error(transparent)]
+    Cancelled(#[from] crate::cancel::Cancelled),
     /// A cursor that this query did not hand out.
     #[error("invalid cursor: pass back the next_cursor of the same query unchanged")]
     BadCursor,

@@ -36,6 +36,9 @@ fn events_for<'a>(
 ) -> impl Iterator<Item = Result<(StoredEvent, Map<String, Value>), ViewError>> + 'a {
     log.seqs_by_type_desc_at(v, event_type, None)
         .filter_map(move |seq| {
+            if let Err(c) = crate::cancel::check() {
+                return Some(Err(c.into()));
+            }
             let e = match seq.and_then(|seq| log.get_at(v, seq)) {
                 Ok(Some(e)) => e,
                 Ok(None) => return None,

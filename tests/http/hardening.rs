@@ -475,8 +475,85 @@ fn a_panicking_handler_answers_a_json_500_and_the_server_lives_on() {
 #[test]
 fn the_panic_route_does_not_exist_without_its_setting() {
     let s = Server::start();
-    let (st, v) = s.get("/v1/_test/panic");
-    assert_eq!(st, 404, "{v}");
+    for path in ["/v1/_test/panic", "/v1/_test/slow"] {
+        let (st, v) = s.get(path);
+        assert_eq!(st, 404, "{path}: {v}");
+    }
+}
+
+/// A read that a client gives up on, or that outlives
+/// `LEVIATHAN_REQUEST_TIMEOUT_SECS`, stops (it checks its request's
+/// cancellation), and its in-flight slot is free again only once it has
+/// stopped: abandoned reads can neither pile up on the CPU nor escape the
+/// in-flight cap. (`/v1/_test/slow` reads for 60 s unless cancelled.)
+#[test]
+fn an_abandoned_or_timed_out_read_stops_and_frees_its_slot_once_stopped() {
+    let s = Server::start_with(&[
+        ("LEVIATHAN_TEST_PANIC_ROUTE", "true"),
+        ("LEVIATHAN_MAX_INFLIGHT_REQUESTS", "1"),
+        ("LEVIATHAN_REQUEST_TIMEOUT_SECS", "1"),
+    ]);
+    let stops = |s: &Server| {
+        s.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("the slow test read stopped: cancelled"))
+            .count()
+    };
+    let head_served_within = |s: &Server, secs: u64| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (st, v) = s.get("/v1/log/head");
+            if st == 200 {
+                return;
+            }
+            assert_eq!(st, 503, "{v}");
+            assert_eq!(v["error"]["code"], "overloaded", "{v}");
+            assert!(Instant::now() < deadline, "the slot was never freed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Timed out: 503 `timeout` after 1 s, then the read stops.
+    let started = Instant::now();
+    let (st, v) = s.get("/v1/_test/slow");
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["error"]["code"], "timeout", "{v}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    head_served_within(&s, 20);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stops(&s) < 1 {
+        assert!(Instant::now() < deadline, "the timed-out read did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Abandoned: the client closes its connection while the read runs.
+    // While it runs, it holds the one slot.
+    let mut c = connect(&s);
+    c.write_all(
+        format!(
+            "GET /v1/_test/slow HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    let (st, v) = s.get("/v1/log/head");
+    assert_eq!(st, 503, "the running read holds the only slot: {v}");
+    drop(c);
+    head_served_within(&s, 20);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stops(&s) < 2 {
+        assert!(Instant::now() < deadline, "the abandoned read did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !s.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("ran to its end")),
+        "a read ran on for nobody"
+    );
 }
 
 /// A connection to `s` whose receive buffer is a few KiB: the server's
