@@ -997,6 +997,44 @@ fn projection_errors_page_oldest_or_newest_first() {
 
 // ---- history index (graph::history) ----------------------------------------
 
+/// `out_edges_as_of` answers the first `limit` edges by `to` (history keys
+/// order them by the id's length first), as of the seq, whatever the count.
+#[test]
+fn edges_as_of_are_the_first_by_to_as_of_the_seq() {
+    let e = env();
+    let targets = ["zz", "b", "aaa", "c", "ab", "a", "bb", "zzzz", "d", "ca"];
+    let mut st = e.store.staging().unwrap();
+    let mut events: Vec<Vec<Op>> = vec![vec![put("n", "T", json!({}))]];
+    for t in targets {
+        events.push(vec![put(t, "T", json!({})), edge("n", "E", t)]);
+    }
+    // Removed at the last seq: present as of the one before.
+    events.push(vec![del_edge("n", "E", "a")]);
+    apply_batch(&mut st, &events);
+    e.write(st);
+    let last = Seq(events.len() as u64);
+    let snap = e.db.snapshot();
+    let tos = |seq: Seq, limit: usize| -> Vec<String> {
+        e.store
+            .out_edges_as_of(&snap, "n", "E", seq, limit)
+            .unwrap()
+            .into_iter()
+            .map(|x| x.to.as_str().to_string())
+            .collect()
+    };
+    let mut all: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+    all.sort();
+    assert_eq!(tos(Seq(last.0 - 1), 100), all);
+    assert_eq!(tos(Seq(last.0 - 1), 4), &all[..4]);
+    let without_a: Vec<String> = all.iter().filter(|t| *t != "a").cloned().collect();
+    assert_eq!(tos(last, 3), &without_a[..3]);
+    // As of seq 4: the edges to the first three targets listed.
+    let mut early: Vec<String> = targets[..3].iter().map(|t| t.to_string()).collect();
+    early.sort();
+    assert_eq!(tos(Seq(4), 2), &early[..2]);
+    assert!(tos(last, 0).is_empty());
+}
+
 #[test]
 fn history_records_every_change_and_answers_as_of() {
     let e = env();
