@@ -70,5 +70,12 @@ pub async fn head(State(app): State<AppState>) -> Result<Json<Head>, ApiError> {
 
 /// `GET /v1/log/verify`: re-verifies the chain from genesis.
 pub async fn verify(State(app): State<AppState>) -> Result<Json<Verify>, ApiError> {
-    Ok(Json(blocking(move || Ok(app.log.verify()?)).await?.into()))
+    // One walk at a time, shared by the requests that arrived before it
+    // started (api/single_flight.rs): a flood of verifications costs one.
+    let monitor = app.monitor.clone();
+    let report = monitor
+        .verify_walks
+        .run(|| blocking(move || Ok(app.log.verify()?)))
+        .await?;
+    Ok(Json(report.into()))
 }

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod min_seq;
 pub mod monitoring;
 mod probes;
+pub mod single_flight;
 pub mod stream;
 mod topology;
 

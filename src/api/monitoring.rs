@@ -28,12 +28,11 @@ pub struct Monitor {
     /// The store, for online backups; one backup at a time.
     pub(super) db: fjall::Database,
     pub(super) backup_running: Mutex<()>,
-    /// `/metrics` renders one at a time: the last one's text and its number
-    /// ([`Monitor::renders_started`] when it started). A request is answered
-    /// with a render that started after it arrived, its own or a
-    /// concurrent one's, so a flood of scrapes costs one render at a time.
-    last_render: tokio::sync::Mutex<Option<(u64, bytes::Bytes)>>,
-    renders_started: std::sync::atomic::AtomicU64,
+    /// `/metrics` renders one at a time, shared by concurrent scrapes.
+    renders: super::single_flight::SingleFlight<bytes::Bytes>,
+    /// `GET /v1/log/verify` walks the chain one at a time, shared by
+    /// concurrent requests: a walk is linear in the log.
+    pub(super) verify_walks: super::single_flight::SingleFlight<crate::log::VerifyReport>,
 }
 
 impl Monitor {
@@ -50,8 +49,8 @@ impl Monitor {
             verifier,
             db,
             backup_running: Mutex::new(()),
-            last_render: tokio::sync::Mutex::new(None),
-            renders_started: std::sync::atomic::AtomicU64::new(0),
+            renders: Default::default(),
+            verify_walks: Default::default(),
         }
     }
 
@@ -177,16 +176,16 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
     if let Some(refused) = metrics_unauthorized(app.monitor.metrics_token, &headers) {
         return refused;
     }
-    use std::sync::atomic::Ordering;
     let monitor = app.monitor.clone();
-    let arrived = monitor.renders_started.load(Ordering::SeqCst);
-    let mut last = monitor.last_render.lock().await;
-    if let Some((started, text)) = &*last {
-        if *started > arrived {
-            return metrics_text(text.clone());
-        }
+    let text = monitor.renders.run(|| render(app)).await;
+    match text {
+        Ok(text) => metrics_text(text),
+        Err(e) => ApiError::internal("rendering the metrics failed", e).into_response(),
     }
-    let started = monitor.renders_started.fetch_add(1, Ordering::SeqCst) + 1;
+}
+
+/// One render of `/metrics`: the gauges read now, then the text.
+async fn render(app: AppState) -> Result<bytes::Bytes, tokio::task::JoinError> {
     let m = app.metrics.clone();
     let monitor = app.monitor.clone();
     let text = tokio::task::spawn_blocking(move || {
@@ -240,15 +239,8 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Respons
         m.metrics_renders.inc();
         m.render()
     })
-    .await;
-    match text {
-        Ok(text) => {
-            let text = bytes::Bytes::from(text);
-            *last = Some((started, text.clone()));
-            metrics_text(text)
-        }
-        Err(e) => ApiError::internal("rendering the metrics failed", e).into_response(),
-    }
+    .await?;
+    Ok(bytes::Bytes::from(text))
 }
 
 fn metrics_text(text: bytes::Bytes) -> Response {
