@@ -364,6 +364,32 @@ fn filters_by_exact_type_prefix_and_target() {
     assert_eq!(got.iter().map(|e| e.0).collect::<Vec<_>>(), [7, 9]);
     assert_eq!(got[0].1["event_id"], "p2");
     assert_eq!(got[1].1["target"], "prod");
+    // A prefix stream (read from the type index) follows types that did not
+    // exist when it opened, in log order across types, past pages of other
+    // events (more than a page's 4,096 records between two matches).
+    let mut st = open(&s, "?after_seq=9&type=deploy.*", None).unwrap();
+    st.opening();
+    for chunk in 0..5 {
+        let events: Vec<Value> = (0..1000)
+            .map(|i| typed(&format!("n{chunk}-{i}"), "job.started", "radix"))
+            .collect();
+        s.ingest(&bundle(&format!("noise{chunk}"), events));
+    }
+    s.ingest(&bundle(
+        "d1",
+        vec![
+            typed("d1", "deploy.started", "radix"),
+            typed("d2", "job.started", "radix"),
+            typed("d3", "deploy.finished", "radix"),
+            typed("d4", "deploy.started", "radix"),
+        ],
+    ));
+    let got = st.events(3);
+    assert_eq!(
+        got.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [5010, 5012, 5013]
+    );
+    assert_eq!(got[1].1["event_type"], "deploy.finished");
 }
 
 #[test]

@@ -21,6 +21,7 @@
 use super::error::ApiError;
 use super::{blocking, AppState, Params};
 use crate::config::StreamSettings;
+use crate::log::record::StoredEvent;
 use crate::log::Log;
 use crate::seq::Seq;
 use axum::extract::{RawQuery, State};
@@ -448,6 +449,60 @@ fn read_page(
     let mut bytes = 0usize;
     let mut last = after;
     let mut scanned = 0usize;
+    let push = |out: &mut VecDeque<(Seq, String)>, bytes: &mut usize, e: StoredEvent| {
+        let seq = e.seq;
+        let json = line_safe(
+            serde_json::to_string(&crate::wire::Event::from(e))
+                .map_err(|e| ApiError::internal("serializing an event", e))?,
+        );
+        *bytes += json.len();
+        out.push_back((seq, json));
+        Ok::<_, ApiError>(())
+    };
+    // A type filter reads the log's type index: the events of its types
+    // only, not every record after `after` (a stream of a rare type from
+    // seq 0 walked the whole log).
+    let types = match &filter.event_type {
+        TypeFilter::Any => None,
+        TypeFilter::Exact(t) => Some(vec![t.clone()]),
+        TypeFilter::Prefix(p) => Some(log.event_types_with_prefix_at(&view, p)?),
+    };
+    if let Some(types) = types {
+        let mut seqs: Vec<_> = types
+            .iter()
+            .map(|t| log.seqs_by_type_asc_at(&view, t, after, head).peekable())
+            .collect();
+        loop {
+            if out.len() >= want || bytes >= BUFFER_BYTES || scanned >= SCAN_MAX {
+                return Ok((out, last));
+            }
+            // The smallest seq of the types' indexes (each in log order).
+            let mut next: Option<(usize, Seq)> = None;
+            for (i, it) in seqs.iter_mut().enumerate() {
+                match it.peek() {
+                    Some(Ok(s)) if next.is_none_or(|(_, n)| *s < n) => next = Some((i, *s)),
+                    Some(Err(_)) => {
+                        if let Some(Err(e)) = it.next() {
+                            return Err(e.into());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // Every index is exhausted up to `head`: all of it was looked at.
+            let Some((i, seq)) = next else {
+                return Ok((out, head));
+            };
+            seqs[i].next();
+            scanned += 1;
+            last = seq;
+            if let Some(e) = log.get_at(&view, seq)? {
+                if filter.matches(&e) {
+                    push(&mut out, &mut bytes, e)?;
+                }
+            }
+        }
+    }
     // Small chunks: an event may be up to LEVIATHAN_MAX_PAYLOAD_BYTES.
     while last < head && scanned < SCAN_MAX && out.len() < want && bytes < BUFFER_BYTES {
         let chunk = (head.0 - last.0).min(CHUNK as u64) as usize;
@@ -463,15 +518,9 @@ fn read_page(
             }
             last = e.seq;
             scanned += 1;
-            if !filter.matches(&e) {
-                continue;
+            if filter.matches(&e) {
+                push(&mut out, &mut bytes, e)?;
             }
-            let json = line_safe(
-                serde_json::to_string(&crate::wire::Event::from(e))
-                    .map_err(|e| ApiError::internal("serializing an event", e))?,
-            );
-            bytes += json.len();
-            out.push_back((last, json));
         }
     }
     Ok((out, last))

@@ -342,6 +342,54 @@ impl Log {
         })
     }
 
+    /// Seqs of events of `event_type` after `after` and at most `upto`, in
+    /// log order.
+    pub(crate) fn seqs_by_type_asc_at(
+        &self,
+        v: &View,
+        event_type: &str,
+        after: Seq,
+        upto: Seq,
+    ) -> impl Iterator<Item = Result<Seq, LogError>> + 'static {
+        let lo = type_key(event_type, after.next());
+        let hi = type_key(event_type, upto);
+        v.range(&self.by_type, lo..=hi).map(|kv| {
+            let k = kv.key()?;
+            seq_suffix(&k).ok_or_else(|| corrupt("log_by_type", "short key"))
+        })
+    }
+
+    /// The event types stored that start with `prefix`, in order: one seek
+    /// per type (never a walk of their events).
+    pub(crate) fn event_types_with_prefix_at(
+        &self,
+        v: &View,
+        prefix: &str,
+    ) -> Result<Vec<String>, LogError> {
+        let mut types = Vec::new();
+        let mut from = prefix.as_bytes().to_vec();
+        loop {
+            let Some(kv) = v.range(&self.by_type, from.clone()..).next() else {
+                return Ok(types);
+            };
+            let k = kv.key()?;
+            let end = k
+                .iter()
+                .position(|b| *b == 0)
+                .ok_or_else(|| corrupt("log_by_type", "a key without its type's end"))?;
+            if !k[..end].starts_with(prefix.as_bytes()) {
+                return Ok(types);
+            }
+            let t = std::str::from_utf8(&k[..end])
+                .map_err(|e| corrupt("log_by_type", e))?
+                .to_string();
+            // Past every key of this type: its end byte 0x00, then 0x01.
+            from = k[..end].to_vec();
+            from.push(1);
+            types.push(t);
+        }
+    }
+
     /// Seqs of the events whose payload names `attempt_id`, newest first,
     /// strictly below `before` (an attempt's detail reads its newest events
     /// first, within a byte budget, and fetches each by seq).
