@@ -451,6 +451,18 @@ fn min_seq_answers_at_once_when_applied_waits_for_a_commit_and_times_out_beyond_
     }
 }
 
+/// A read waiting for `?min_seq=` that the request timeout ends first is no
+/// longer counted as waiting (the gauge stayed at 1 for good).
+#[test]
+fn a_min_seq_wait_ended_by_the_request_timeout_is_not_counted_as_waiting() {
+    let s = Server::start_with(&[("LEVIATHAN_REQUEST_TIMEOUT_SECS", "1")]);
+    let (st, r) = s.get("/v1/graph/summary?min_seq=999&timeout_ms=5000");
+    assert_eq!(st, 503, "{r}");
+    assert_eq!(r["error"]["code"], "timeout", "{r}");
+    let text = s.metrics_text();
+    assert_eq!(metric(&text, "leviathan_min_seq_waiting"), 0.0, "{text}");
+}
+
 /// `name@0.1.0`, owning node type `own`: on `team.peek`, reads node `read`
 /// through the `graph` import; if it sees it, puts `{name}-saw` (type
 /// `own`), else refuses (`no_node`).
