@@ -472,10 +472,35 @@ fn a_client_that_falls_behind_is_told_and_closed_then_resumes() {
     }
     let mut st = open(&s, "?after_seq=0", None).unwrap();
     st.opening();
-    // The client stops reading: this pause is the behaviour under test.
-    std::thread::sleep(Duration::from_secs(2));
+    // The client stops reading: this pause is the behaviour under test. It
+    // lasts until the server has been unable to send for twice the stall
+    // limit (the bytes waiting in this socket no longer grow), not a fixed
+    // time: a server starved of CPU had not filled the buffers within a
+    // fixed 2 s, saw no stall, and the loop below then waited for ever.
+    let socket = st.r.get_ref().try_clone().unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut peek = vec![0u8; 1 << 20];
+    let waiting = |peek: &mut [u8]| socket.peek(peek).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut last, mut since) = (waiting(&mut peek), Instant::now());
+    while last == 0 || since.elapsed() < Duration::from_secs(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the server never filled the socket: {last} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let now = waiting(&mut peek);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    socket.set_nonblocking(false).unwrap();
     let mut seqs = Vec::new();
     let lagged = loop {
+        assert!(
+            (seqs.len() as u64) < total,
+            "every event was sent and no `lagged`: the server saw no stall"
+        );
         match st.next() {
             Some(Msg::Event { id, .. }) => seqs.push(id),
             Some(Msg::Named { event, data }) => {

@@ -21,6 +21,9 @@ pub struct Server {
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Says (by closing) that the reader of the server's stderr reached its
+    /// end: every line the process wrote is in `log`.
+    log_done: Option<Mutex<mpsc::Receiver<()>>>,
     pub client: Client,
 }
 
@@ -59,8 +62,11 @@ impl Server {
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
+        let (done_tx, log_done) = mpsc::channel::<()>();
         let log2 = log.clone();
         std::thread::spawn(move || {
+            // Dropped at the end of the stream (the process exited).
+            let _done = done_tx;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 // Text logs end the address at a space, JSON logs at a quote.
                 let addr = line.find("listening on ").map(|i| {
@@ -94,6 +100,7 @@ impl Server {
             data_dir: dir.to_path_buf(),
             _tmp: None,
             log,
+            log_done: Some(Mutex::new(log_done)),
             client: Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -109,6 +116,7 @@ impl Server {
             data_dir: dir.to_path_buf(),
             _tmp: None,
             log: Arc::new(Mutex::new(Vec::new())),
+            log_done: None,
             client: Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -224,6 +232,7 @@ impl Server {
         let deadline = std::time::Instant::now() + within;
         loop {
             if let Some(status) = c.try_wait().unwrap() {
+                self.wait_for_the_whole_log();
                 return status;
             }
             if std::time::Instant::now() > deadline {
@@ -232,6 +241,16 @@ impl Server {
                 panic!("the server did not exit within {within:?} of SIGTERM");
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Once the process has exited: waits (bounded) until the thread that
+    /// reads its stderr has reached the end, so that `log` holds its last
+    /// lines (the exit does not wait for that thread).
+    fn wait_for_the_whole_log(&mut self) {
+        if let Some(done) = self.log_done.take() {
+            let done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+            let _ = done.recv_timeout(Duration::from_secs(30));
         }
     }
 

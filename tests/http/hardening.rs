@@ -308,13 +308,28 @@ fn in_flight_requests_are_capped_and_timed_out() {
         (slow, Instant::now())
     };
     let (mut slow, mut started) = send_slow();
+    // The resends below restart `started`: this bounds them all (a slow
+    // request that is always answered at once looped here for ever).
+    let give_up = Instant::now() + Duration::from_secs(60);
     // Wait until the slow request holds the slot (observable: a second one is refused).
     let overloaded = loop {
         if answered_already(&slow) {
             // On a loaded machine the slow request reached the server while
             // one of these probes held the only slot, and was refused itself:
             // send it again.
+            assert!(
+                Instant::now() < give_up,
+                "the slow request is always answered at once: {}",
+                try_read_response(&mut slow).map_or_else(
+                    |e| e.to_string(),
+                    |r| format!("{} {:?}", r.status, String::from_utf8_lossy(&r.body))
+                )
+            );
             (slow, started) = send_slow();
+            // No probe until the server has had a moment to take the slot
+            // for it: a probe sent at once races it for the slot again.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
         }
         let resp = s
             .client
