@@ -9,7 +9,7 @@
 
 use crate::common;
 
-use common::pg::Postgres;
+use common::pg::{free_port, Postgres};
 use common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -37,13 +37,6 @@ fn server_on_port(dir: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Ser
         cmd.env(k, v);
     }
     Server::spawn(cmd, dir)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
 }
 
 /// Polls `probe` every 50 ms until it returns `Some`, at most `secs`.
