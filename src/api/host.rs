@@ -166,16 +166,14 @@ pub async fn check(State(hosts): State<AllowedHosts>, req: Request, next: Next) 
     if hosts.any() {
         return next.run(req).await;
     }
-    let named = req
+    let mut named = req
         .headers()
         .get_all(header::HOST)
         .iter()
-        .map(|v| v.to_str().unwrap_or("\u{fffd}").to_string())
-        .chain(req.uri().authority().map(|a| a.as_str().to_string()));
-    for host in named {
-        if !hosts.allows(&host) {
-            return refused(&hosts, &host);
-        }
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+        .chain(req.uri().authority().map(|a| a.as_str()));
+    if let Some(host) = named.find(|h| !hosts.allows(h)) {
+        return refused(&hosts, host);
     }
     next.run(req).await
 }

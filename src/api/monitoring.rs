@@ -303,50 +303,50 @@ pub async fn backup(
             ),
         ));
     }
-    // A backup runs to its end (and its own checks) even if the admin's
-    // client goes away: it is not cancelled with its request.
     super::blocking(move || {
-        crate::cancel::uncancellable(|| {
-            crate::files::outside_data_dir(&req.to, &app.monitor.data_dir, "a backup").map_err(
-                |e| {
-                    ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_body",
-                        format!("{e:#}"),
-                    )
-                },
-            )?;
-            let Ok(_one) = app.monitor.backup_running.try_lock() else {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "backup_running",
-                    "another backup is running; retry when it has finished",
-                ));
-            };
-            let started = Instant::now();
-            // Postgres mode: this node's artifact store is a cache of the shared
-            // one; what it lacks is fetched first (checked), so the backup holds
-            // every artifact whichever node takes it.
-            let fetched = app.cas.fetch_missing().map_err(|e| {
+        crate::files::outside_data_dir(&req.to, &app.monitor.data_dir, "a backup").map_err(
+            |e| {
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    "backup_failed",
-                    format!("the backup could not fetch the shared artifacts: {e}"),
+                    "invalid_body",
+                    format!("{e:#}"),
                 )
-            })?;
-            if fetched > 0 {
-                tracing::info!(
-                    fetched,
-                    "fetched the artifacts this node lacked for the backup"
-                );
-            }
-            let live = app.live.get();
-            let transparency = app.transparency.clone();
-            let log = app.log.clone();
-            let sign = move |seq: crate::seq::Seq| -> anyhow::Result<String> {
-                Ok(transparency.checkpoint_at(&log.view(), Some(seq.0))?)
-            };
-            let m = crate::backup::backup(
+            },
+        )?;
+        let Ok(_one) = app.monitor.backup_running.try_lock() else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "backup_running",
+                "another backup is running; retry when it has finished",
+            ));
+        };
+        let started = Instant::now();
+        // Postgres mode: this node's artifact store is a cache of the shared
+        // one; what it lacks is fetched first (checked), so the backup holds
+        // every artifact whichever node takes it.
+        let fetched = app.cas.fetch_missing().map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "backup_failed",
+                format!("the backup could not fetch the shared artifacts: {e}"),
+            )
+        })?;
+        if fetched > 0 {
+            tracing::info!(
+                fetched,
+                "fetched the artifacts this node lacked for the backup"
+            );
+        }
+        let live = app.live.get();
+        let transparency = app.transparency.clone();
+        let log = app.log.clone();
+        let sign = move |seq: crate::seq::Seq| -> anyhow::Result<String> {
+            Ok(transparency.checkpoint_at(&log.view(), Some(seq.0))?)
+        };
+        // A backup runs to its end (its checks included) even if the
+        // admin's client goes away: it is not cancelled with its request.
+        let m = crate::cancel::uncancellable(|| {
+            crate::backup::backup(
                 &app.monitor.db,
                 &app.log,
                 &live.graph,
@@ -354,22 +354,22 @@ pub async fn backup(
                 &req.to,
                 Some(&sign),
             )
-            .map_err(|e| {
-                tracing::error!(to = ?req.to, "backup failed: {e:#}");
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "backup_failed",
-                    format!("the backup to {} failed: {e:#}", req.to.display()),
-                )
-            })?;
-            tracing::info!(
-                to = ?req.to,
-                seq = m.seq.0,
-                ms = started.elapsed().as_secs_f64() * 1e3,
-                "backup written and verified"
-            );
-            Ok(Json(m))
         })
+        .map_err(|e| {
+            tracing::error!(to = ?req.to, "backup failed: {e:#}");
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "backup_failed",
+                format!("the backup to {} failed: {e:#}", req.to.display()),
+            )
+        })?;
+        tracing::info!(
+            to = ?req.to,
+            seq = m.seq.0,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "backup written and verified"
+        );
+        Ok(Json(m))
     })
     .await
 }

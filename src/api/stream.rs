@@ -468,32 +468,20 @@ fn read_page(
         TypeFilter::Prefix(p) => Some(log.event_types_with_prefix_at(&view, p)?),
     };
     if let Some(types) = types {
-        let mut seqs: Vec<_> = types
-            .iter()
-            .map(|t| log.seqs_by_type_asc_at(&view, t, after, head).peekable())
-            .collect();
+        let mut seqs = Log::merge_seqs(
+            types
+                .iter()
+                .map(|t| log.seqs_by_type_asc_at(&view, t, after, head)),
+            false,
+        );
         loop {
             if out.len() >= want || bytes >= BUFFER_BYTES || scanned >= SCAN_MAX {
                 return Ok((out, last));
             }
-            // The smallest seq of the types' indexes (each in log order).
-            let mut next: Option<(usize, Seq)> = None;
-            for (i, it) in seqs.iter_mut().enumerate() {
-                match it.peek() {
-                    Some(Ok(s)) if next.is_none_or(|(_, n)| *s < n) => next = Some((i, *s)),
-                    Some(Err(_)) => {
-                        if let Some(Err(e)) = it.next() {
-                            return Err(e.into());
-                        }
-                    }
-                    _ => {}
-                }
-            }
             // Every index is exhausted up to `head`: all of it was looked at.
-            let Some((i, seq)) = next else {
+            let Some(seq) = seqs.next().transpose()? else {
                 return Ok((out, head));
             };
-            seqs[i].next();
             scanned += 1;
             last = seq;
             if let Some(e) = log.get_at(&view, seq)? {

@@ -342,6 +342,34 @@ impl Log {
         })
     }
 
+    /// The seqs of several index walks, each in the same order (newest first
+    /// or log order), merged into that order; an error of any walk is
+    /// returned as soon as it is met.
+    pub(crate) fn merge_seqs<I>(
+        walks: impl IntoIterator<Item = I>,
+        newest_first: bool,
+    ) -> impl Iterator<Item = Result<Seq, LogError>>
+    where
+        I: Iterator<Item = Result<Seq, LogError>>,
+    {
+        let mut walks: Vec<_> = walks.into_iter().map(Iterator::peekable).collect();
+        std::iter::from_fn(move || {
+            let mut next: Option<(usize, Seq)> = None;
+            for (i, walk) in walks.iter_mut().enumerate() {
+                match walk.peek() {
+                    Some(Ok(s))
+                        if next.is_none_or(|(_, n)| if newest_first { *s > n } else { *s < n }) =>
+                    {
+                        next = Some((i, *s))
+                    }
+                    Some(Err(_)) => return walk.next(),
+                    _ => {}
+                }
+            }
+            walks[next?.0].next()
+        })
+    }
+
     /// Seqs of events of `event_type` after `after` and at most `upto`, in
     /// log order.
     pub(crate) fn seqs_by_type_asc_at(

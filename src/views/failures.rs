@@ -73,30 +73,26 @@ pub(crate) fn failures_bounded(
     let before = cursor.map(parse_cursor).transpose()?;
     let view = log.view();
     // Merge the per-type indexes newest first (by seq, i.e. append order).
-    let mut iters: Vec<_> = FAILURE_TYPES
-        .iter()
-        .map(|t| log.seqs_by_type_desc_at(&view, t, before).peekable())
-        .collect();
+    let mut seqs = Log::merge_seqs(
+        FAILURE_TYPES
+            .iter()
+            .map(|t| log.seqs_by_type_desc_at(&view, t, before)),
+        true,
+    )
+    .peekable();
     let mut out = Vec::new();
     let mut scanned = 0;
     let mut bytes = 0usize;
     let mut last_seq: Option<Seq> = None;
     loop {
-        let mut best: Option<(usize, Seq)> = None;
-        for (i, it) in iters.iter_mut().enumerate() {
-            match it.peek() {
-                Some(Ok(s)) if best.is_none_or(|(_, b)| *s > b) => best = Some((i, *s)),
-                Some(Err(_)) => {
-                    if let Some(Err(e)) = it.next() {
-                        return Err(e.into());
-                    }
-                }
-                _ => {}
+        let seq = match seqs.peek() {
+            Some(Ok(seq)) => *seq,
+            Some(Err(_)) => {
+                let e = seqs.next().and_then(Result::err).expect("the error peeked");
+                return Err(e.into());
             }
-        }
-        let Some((i, seq)) = best else {
             // Every index is exhausted: nothing older remains.
-            return Ok(page(out, None));
+            None => return Ok(page(out, None)),
         };
         if out.len() == limit || bytes >= max_bytes || scanned == budget.max(1) {
             // More entries remain: continue below the last one examined.
@@ -104,7 +100,7 @@ pub(crate) fn failures_bounded(
             return Ok(page(out, next));
         }
         crate::cancel::check()?;
-        iters[i].next();
+        seqs.next();
         scanned += 1;
         last_seq = Some(seq);
         let Some(e) = log.get_at(&view, seq)? else {
