@@ -289,3 +289,29 @@ fn slow_clients_do_not_stop_others() {
     drop(trickle);
     assert_eq!(s.get("/v1/log/head").1["seq"], 20);
 }
+
+/// An id in a payload too long for an index key as itself (an
+/// `attempt_id` of 65,530 bytes and more made fjall refuse the key and
+/// stopped the writer until a restart) is stored, and ingest goes on.
+#[test]
+fn ids_too_long_for_an_index_key_are_stored_and_ingest_goes_on() {
+    let s = Server::start();
+    for (i, n) in [65_525usize, 65_530, 70_000, 300_000]
+        .into_iter()
+        .enumerate()
+    {
+        let long = event(
+            &format!("long-{i}"),
+            "custom.note",
+            json!({"attempt_id": "a".repeat(n)}),
+        );
+        let (status, body) = s.ingest(&bundle(&format!("long-{i}"), vec![long]));
+        assert_eq!(status, 200, "an attempt_id of {n} bytes: {body}");
+        assert_eq!(body["last_seq"], i as u64 + 1, "{body}");
+    }
+    let (status, body) = s.ingest(&bundle("after", vec![ev("after-1")]));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["last_seq"], 5, "{body}");
+    let (status, ready) = s.get("/readyz");
+    assert_eq!(status, 200, "{ready}");
+}

@@ -9,7 +9,8 @@
 //! - `log_event_ids`: event_id → `seq (8) ‖ content digest (32)`
 //! - `log_bundles`: bundle_id → [`BundleRecord`] (JSON)
 //! - `log_by_type`: `event_type ‖ 0x00 ‖ seq` → ()
-//! - `log_by_attempt`: `len (u16) ‖ attempt_id ‖ seq` → ()
+//! - `log_by_attempt`: `len (u16) ‖ attempt_id ‖ seq` → () (an id over
+//!   65,525 bytes: `0xFFFF ‖ SHA-256(attempt_id) ‖ seq`)
 //! - `log_meta`: `head` → `seq (8) ‖ hash (32)`
 //!
 //! Stores written before this layout may also hold `log_artifact_refs`
@@ -100,11 +101,28 @@ fn type_key(event_type: &str, seq: Seq) -> Vec<u8> {
     k
 }
 
+/// Longest id an index key holds as itself (`len (u16) ‖ id`): with the
+/// seq after it, such a key stays under fjall's 65,535-byte key limit.
+/// Stores written before this bound hold every id up to it so (a longer id
+/// stopped the writer then). A longer id is keyed by its digest instead:
+/// `0xFFFF ‖ SHA-256 (32)`, a length no id keyed as itself has.
+const MAX_ID_IN_KEY: usize = u16::MAX as usize - 2 - 8;
+
+/// An id's place in an index key: `len (u16) ‖ id`, or `0xFFFF ‖ SHA-256(id)`
+/// past [`MAX_ID_IN_KEY`] bytes, so every key of any id fits fjall's limit.
+fn push_id_key(k: &mut Vec<u8>, id: &str) {
+    if id.len() <= MAX_ID_IN_KEY {
+        k.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        k.extend_from_slice(id.as_bytes());
+    } else {
+        k.extend_from_slice(&u16::MAX.to_be_bytes());
+        k.extend_from_slice(Sha256::of(id.as_bytes()).as_bytes());
+    }
+}
+
 fn attempt_prefix(attempt_id: &str) -> Vec<u8> {
-    let len = attempt_id.len().min(u16::MAX as usize);
-    let mut k = Vec::with_capacity(len + 10);
-    k.extend_from_slice(&(len as u16).to_be_bytes());
-    k.extend_from_slice(&attempt_id.as_bytes()[..len]);
+    let mut k = Vec::with_capacity(attempt_id.len().min(MAX_ID_IN_KEY) + 10);
+    push_id_key(&mut k, attempt_id);
     k
 }
 
@@ -900,10 +918,26 @@ mod tests {
     /// Appends `n` events after `head` the way the writer stages them (the
     /// events, the head, one batch) and returns the new head.
     fn append(db: &Database, log: &Log, head: Head, tag: &str, n: u64) -> Head {
-        let evs: Vec<_> = (0..n)
-            .map(|i| {
-                json!({"event_id": format!("{tag}-{i}"), "event_type": "custom.note",
-                       "timestamp": "2026-01-24T10:00:00Z", "payload": {"attempt_id": format!("{tag}-a{i}")}})
+        let payloads = (0..n)
+            .map(|i| ("custom.note", json!({"attempt_id": format!("{tag}-a{i}")})))
+            .collect();
+        append_events(db, log, head, tag, payloads)
+    }
+
+    /// Appends one event of each type and payload, as [`append`] does.
+    fn append_events(
+        db: &Database,
+        log: &Log,
+        head: Head,
+        tag: &str,
+        events: Vec<(&str, serde_json::Value)>,
+    ) -> Head {
+        let evs: Vec<_> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (event_type, payload))| {
+                json!({"event_id": format!("{tag}-{i}"), "event_type": event_type,
+                       "timestamp": "2026-01-24T10:00:00Z", "payload": payload})
             })
             .collect();
         let body = serde_json::to_vec(&json!({"target": "t", "bundle_id": tag, "events": evs}))
@@ -924,6 +958,40 @@ mod tests {
         log.stage_head(&mut batch, &head);
         batch.commit().expect("commit");
         head
+    }
+
+    /// Ids too long to be keyed as themselves (they stopped the writer:
+    /// fjall refuses keys over 65,535 bytes) are keyed by their digest, and
+    /// every id is found again, each with its own events only.
+    #[test]
+    fn ids_of_every_length_are_indexed_and_found() {
+        let (_dir, db, log) = store();
+        let lengths = [1, 300, MAX_ID_IN_KEY, MAX_ID_IN_KEY + 1, 70_000, 200_000];
+        let ids: Vec<String> = lengths.iter().map(|n| "a".repeat(*n)).collect();
+        let payloads = ids
+            .iter()
+            .chain(ids.iter())
+            .map(|id| ("custom.note", json!({ "attempt_id": id })))
+            .collect();
+        let head = append_events(&db, &log, Head::default(), "long", payloads);
+        assert_eq!(head.seq, Seq(12));
+        let v = log.view();
+        for (i, id) in ids.iter().enumerate() {
+            let first = Seq(i as u64 + 1);
+            let second = Seq(i as u64 + 1 + ids.len() as u64);
+            let found: Vec<Seq> = log
+                .seqs_by_attempt_desc_at(&v, id, None)
+                .collect::<Result<_, _>>()
+                .expect("read");
+            assert_eq!(found, vec![second, first], "an id of {} bytes", id.len());
+            let before: Vec<Seq> = log
+                .seqs_by_attempt_desc_at(&v, id, Some(second))
+                .collect::<Result<_, _>>()
+                .expect("read");
+            assert_eq!(before, vec![first], "an id of {} bytes", id.len());
+        }
+        let unknown = "a".repeat(MAX_ID_IN_KEY + 2);
+        assert_eq!(log.seqs_by_attempt_desc_at(&v, &unknown, None).count(), 0);
     }
 
     fn store() -> (tempfile::TempDir, Database, Log) {
