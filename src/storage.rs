@@ -349,6 +349,7 @@ const SCAN_ONLY_KEYSPACES: &[&str] = &[
     "graph_edges_in",
     "log_by_type",
     "log_by_attempt",
+    "log_by_target",
 ];
 
 /// The L0 threshold of `graph_edges_out` (other keyspaces: [`L0_THRESHOLD`]).
@@ -481,6 +482,7 @@ mod tests {
             "gen2_graph_edges_in",
             "log_by_type",
             "log_by_attempt",
+            "log_by_target",
         ] {
             assert_eq!(keyspace_options_for(name).filter_policy, disabled, "{name}");
         }

@@ -11,7 +11,12 @@
 //! - `log_by_type`: `event_type ‖ 0x00 ‖ seq` → ()
 //! - `log_by_attempt`: `len (u16) ‖ attempt_id ‖ seq` → () (an id over
 //!   65,525 bytes: `0xFFFF ‖ SHA-256(attempt_id) ‖ seq`)
-//! - `log_meta`: `head` → `seq (8) ‖ hash (32)`
+//! - `log_by_target`: `event_type ‖ 0x00 ‖ len (u16) ‖ target_id ‖ seq` → (),
+//!   for `topo.*` events whose `payload.target_id` is a string (an id over
+//!   65,525 bytes: `0xFFFF ‖ SHA-256(target_id)`), read by the topology views
+//! - `log_meta`: `head` → `seq (8) ‖ hash (32)`; `by_target_upto` → `seq (8)`,
+//!   the head up to which `log_by_target` is complete (see
+//!   [`Log::complete_target_index`])
 //!
 //! Stores written before this layout may also hold `log_artifact_refs`
 //! (artifact references by digest); nothing read it, it is no longer written
@@ -88,10 +93,18 @@ pub struct Log {
     bundles: Keyspace,
     by_type: Keyspace,
     by_attempt: Keyspace,
+    by_target: Keyspace,
     meta: Keyspace,
 }
 
 const HEAD_KEY: &[u8] = b"head";
+/// The seq up to which `log_by_target` holds every event it indexes:
+/// written with the head in every batch that appends, so a store appended
+/// to by a build that did not keep that index (a rollback) is seen to lag.
+const BY_TARGET_UPTO_KEY: &[u8] = b"by_target_upto";
+
+/// The event types `log_by_target` indexes: those whose type starts so.
+const TARGET_INDEXED_PREFIX: &str = "topo.";
 
 fn type_key(event_type: &str, seq: Seq) -> Vec<u8> {
     let mut k = Vec::with_capacity(event_type.len() + 9);
@@ -117,6 +130,30 @@ fn push_id_key(k: &mut Vec<u8>, id: &str) {
     } else {
         k.extend_from_slice(&u16::MAX.to_be_bytes());
         k.extend_from_slice(Sha256::of(id.as_bytes()).as_bytes());
+    }
+}
+
+/// The `log_by_target` prefix of one event type and target.
+fn target_prefix(event_type: &str, target_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(event_type.len() + target_id.len().min(MAX_ID_IN_KEY) + 11);
+    k.extend_from_slice(event_type.as_bytes());
+    k.push(0);
+    push_id_key(&mut k, target_id);
+    k
+}
+
+/// The `payload.target_id` of an event `log_by_target` indexes, read as the
+/// topology views read payloads (a payload that does not parse as an object
+/// names no target).
+fn indexed_target(event_type: &str, payload_json: &str) -> Option<String> {
+    if !event_type.starts_with(TARGET_INDEXED_PREFIX) {
+        return None;
+    }
+    let payload: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(payload_json).ok()?;
+    match payload.get("target_id") {
+        Some(serde_json::Value::String(t)) => Some(t.clone()),
+        _ => None,
     }
 }
 
@@ -169,6 +206,7 @@ impl Log {
             bundles: ks("log_bundles")?,
             by_type: ks("log_by_type")?,
             by_attempt: ks("log_by_attempt")?,
+            by_target: ks("log_by_target")?,
             meta: ks("log_meta")?,
         })
     }
@@ -456,6 +494,73 @@ impl Log {
         })
     }
 
+    /// Seqs of the events of `event_type` (a `topo.*` type) whose
+    /// `payload.target_id` is `target_id`, newest first, strictly below
+    /// `before`. Complete once [`Log::complete_target_index`] has run on
+    /// this store (the server does so before it serves).
+    pub(crate) fn seqs_by_target_desc_at(
+        &self,
+        v: &View,
+        event_type: &str,
+        target_id: &str,
+        before: Option<Seq>,
+    ) -> impl Iterator<Item = Result<Seq, LogError>> + 'static {
+        debug_assert!(event_type.starts_with(TARGET_INDEXED_PREFIX));
+        let prefix = target_prefix(event_type, target_id);
+        let mut lo = prefix.clone();
+        lo.extend_from_slice(&Seq(0).to_key());
+        let mut hi = prefix;
+        hi.extend_from_slice(&before.unwrap_or(Seq(u64::MAX)).to_key());
+        v.range(&self.by_target, lo..hi).rev().map(|kv| {
+            let k = kv.key()?;
+            seq_suffix(&k).ok_or_else(|| corrupt("log_by_target", "short key"))
+        })
+    }
+
+    /// Indexes in `log_by_target` the events appended since the index was
+    /// last complete: every event on a store written before the index
+    /// existed, and those a build without it appended (a rollback). Read
+    /// through the type index, so it costs the `topo.*` events only. Run
+    /// before anything appends (the server's start); returns how many
+    /// events it indexed.
+    pub fn complete_target_index(&self) -> Result<u64, LogError> {
+        let v = self.view();
+        let head = self.head_at(&v)?;
+        let upto = match v.get(&self.meta, BY_TARGET_UPTO_KEY)? {
+            None => Seq::ZERO,
+            Some(b) => Seq::from_key(&b)
+                .ok_or_else(|| corrupt("log_meta/by_target_upto", format!("{} bytes", b.len())))?,
+        };
+        if upto >= head.seq {
+            return Ok(0);
+        }
+        let mut indexed = 0u64;
+        let mut batch = self.db.batch();
+        let mut pending = 0usize;
+        for event_type in self.event_types_with_prefix_at(&v, TARGET_INDEXED_PREFIX)? {
+            for seq in self.seqs_by_type_asc_at(&v, &event_type, upto, head.seq) {
+                let seq = seq?;
+                let Some(e) = self.get_at(&v, seq)? else {
+                    continue;
+                };
+                if let Some(t) = indexed_target(&event_type, e.payload.get()) {
+                    let mut k = target_prefix(&event_type, &t);
+                    k.extend_from_slice(&seq.to_key());
+                    batch.insert(&self.by_target, k, b"");
+                    pending += 1;
+                    indexed += 1;
+                }
+                if pending >= 10_000 {
+                    std::mem::replace(&mut batch, self.db.batch()).commit()?;
+                    pending = 0;
+                }
+            }
+        }
+        batch.insert(&self.meta, BY_TARGET_UPTO_KEY, head.seq.to_key());
+        batch.commit()?;
+        Ok(indexed)
+    }
+
     /// Re-verifies the whole chain from genesis, up to the head as it was
     /// when the walk started: every stored hash recomputes from its canonical
     /// bytes, every record's `seq` matches its key and follows its
@@ -701,6 +806,11 @@ impl Log {
             k.extend_from_slice(&seq.to_key());
             batch.insert(&self.by_attempt, k, b"");
         }
+        if let Some(t) = indexed_target(&draft.event_type, draft.payload_json()) {
+            let mut k = target_prefix(&draft.event_type, &t);
+            k.extend_from_slice(&seq.to_key());
+            batch.insert(&self.by_target, k, b"");
+        }
     }
 
     pub(crate) fn stage_bundle(
@@ -721,6 +831,7 @@ impl Log {
         v.extend_from_slice(&head.seq.to_key());
         v.extend_from_slice(head.hash.unwrap_or_default().as_bytes());
         batch.insert(&self.meta, HEAD_KEY, v);
+        batch.insert(&self.meta, BY_TARGET_UPTO_KEY, head.seq.to_key());
     }
 
     /// Checks that the head record and the last stored event agree (startup).
@@ -992,6 +1103,102 @@ mod tests {
         }
         let unknown = "a".repeat(MAX_ID_IN_KEY + 2);
         assert_eq!(log.seqs_by_attempt_desc_at(&v, &unknown, None).count(), 0);
+    }
+
+    fn by_target(log: &Log, event_type: &str, target: &str) -> Vec<Seq> {
+        log.seqs_by_target_desc_at(&log.view(), event_type, target, None)
+            .collect::<Result<_, _>>()
+            .expect("read")
+    }
+
+    /// Topology events are indexed by type and `payload.target_id` (a
+    /// string), each target's apart from the others'; other events are not.
+    #[test]
+    fn topology_events_are_indexed_by_type_and_target() {
+        let (_dir, db, log) = store();
+        let long = "t".repeat(MAX_ID_IN_KEY + 1);
+        let head = append_events(
+            &db,
+            &log,
+            Head::default(),
+            "topo",
+            vec![
+                ("topo.indexed", json!({"target_id": "radix"})),
+                ("topo.indexed", json!({"target_id": "other"})),
+                (
+                    "topo.area.discovered",
+                    json!({"target_id": "radix", "name": "a"}),
+                ),
+                ("topo.indexed", json!({"target_id": 7})),
+                ("custom.note", json!({"target_id": "radix"})),
+                ("topo.indexed", json!({"target_id": "radix"})),
+                ("topo.indexed", json!({"target_id": &long})),
+                ("topo.indexed", json!({"target": "radix"})),
+                ("topo.indexed", json!({"target_id": "radix\u{0}x"})),
+            ],
+        );
+        assert_eq!(head.seq, Seq(9));
+        assert_eq!(by_target(&log, "topo.indexed", "radix"), [Seq(6), Seq(1)]);
+        assert_eq!(by_target(&log, "topo.indexed", "other"), [Seq(2)]);
+        assert_eq!(by_target(&log, "topo.area.discovered", "radix"), [Seq(3)]);
+        assert_eq!(by_target(&log, "topo.indexed", &long), [Seq(7)]);
+        assert_eq!(by_target(&log, "topo.indexed", "radix\u{0}x"), [Seq(9)]);
+        assert!(by_target(&log, "topo.indexed", "7").is_empty());
+        assert!(by_target(&log, "topo.indexed", "radi").is_empty());
+        let below: Vec<Seq> = log
+            .seqs_by_target_desc_at(&log.view(), "topo.indexed", "radix", Some(Seq(6)))
+            .collect::<Result<_, _>>()
+            .expect("read");
+        assert_eq!(below, [Seq(1)]);
+        // Appending keeps the index complete: nothing to do at the next start.
+        assert_eq!(log.complete_target_index().expect("complete"), 0);
+    }
+
+    /// A store whose index lags its head (written before the index existed,
+    /// or appended to by a build without it) has the missing events indexed
+    /// at the next start, and only those.
+    #[test]
+    fn a_lagging_target_index_is_completed_from_where_it_stopped() {
+        let (_dir, db, log) = store();
+        let topo = |n: u64| {
+            (0..n)
+                .map(|i| ("topo.indexed", json!({"target_id": format!("t{}", i % 2)})))
+                .collect()
+        };
+        let first = append_events(&db, &log, Head::default(), "one", topo(4));
+        // As a build without the index would leave it: no entries, no mark.
+        let forget = |from: Seq| {
+            let mut batch = db.batch();
+            for kv in log.by_target.iter() {
+                let k = kv.key().expect("key");
+                if seq_suffix(&k).expect("seq") >= from {
+                    batch.remove(&log.by_target, k);
+                }
+            }
+            batch.commit().expect("commit");
+        };
+        forget(Seq(1));
+        log.meta
+            .remove(BY_TARGET_UPTO_KEY)
+            .expect("remove the mark");
+        assert!(by_target(&log, "topo.indexed", "t0").is_empty());
+        assert_eq!(log.complete_target_index().expect("complete"), 4);
+        assert_eq!(by_target(&log, "topo.indexed", "t0"), [Seq(3), Seq(1)]);
+        assert_eq!(log.complete_target_index().expect("again"), 0);
+        // A rollback appends 6 more without indexing them; the mark stays.
+        let more = append_events(&db, &log, first, "two", topo(6));
+        forget(first.seq.next());
+        log.meta
+            .insert(BY_TARGET_UPTO_KEY, first.seq.to_key())
+            .expect("the mark as the rollback left it");
+        assert_eq!(more.seq, Seq(10));
+        assert_eq!(by_target(&log, "topo.indexed", "t1"), [Seq(4), Seq(2)]);
+        assert_eq!(log.complete_target_index().expect("complete"), 6);
+        assert_eq!(
+            by_target(&log, "topo.indexed", "t1"),
+            [Seq(10), Seq(8), Seq(6), Seq(4), Seq(2)]
+        );
+        assert_eq!(log.complete_target_index().expect("again"), 0);
     }
 
     fn store() -> (tempfile::TempDir, Database, Log) {

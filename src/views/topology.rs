@@ -1,13 +1,14 @@
 //! Topology, as the original control plane's indexer reported it: the latest
 //! `topo.indexed` summary of a target, and the areas, subsystems and
 //! dependencies of its latest indexing run (its `commit_sha`; the original
-//! accumulated every run). Answered from the log's event-type index.
+//! accumulated every run). Answered from the log's index of topology events
+//! by type and target (`log_by_target`).
 //!
-//! These reads walk the whole index range of their event type (never a log
-//! scan, and never cut off at a scan budget), one event at a time: their
-//! cost grows with the number of topology events of that type, not with the
-//! log. A list's answer stops at a byte budget, saying so (`truncated`, with
-//! a `next_cursor`).
+//! These reads walk the requested target's events of their type (never a
+//! log scan, and never cut off at a scan budget), one event at a time: their
+//! cost grows with that target's topology events of that type, not with the
+//! log or other targets'. A list's answer stops at a byte budget, saying so
+//! (`truncated`, with a `next_cursor`).
 
 use super::ViewError;
 use crate::graph::query::json_len;
@@ -34,7 +35,7 @@ fn events_for<'a>(
     event_type: &str,
     target: &'a str,
 ) -> impl Iterator<Item = Result<(StoredEvent, Map<String, Value>), ViewError>> + 'a {
-    log.seqs_by_type_desc_at(v, event_type, None)
+    log.seqs_by_target_desc_at(v, event_type, target, None)
         .filter_map(move |seq| {
             if let Err(c) = crate::cancel::check() {
                 return Some(Err(c.into()));

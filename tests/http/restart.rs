@@ -47,3 +47,87 @@ fn a_legacy_backend_setting_is_refused_with_an_explanation() {
     cmd.env_remove("LEVIATHAN_CONTROL_PLANE_TOKEN");
     assert!(refused(cmd).contains("LEVIATHAN_CONTROL_PLANE_TOKEN"));
 }
+
+/// A store written before the topology index by target existed (or
+/// appended to by an older build after it) is indexed at the next start,
+/// and the topology routes answer from it as before; the index is kept from
+/// then on, so later starts have nothing to index.
+#[test]
+fn topology_reads_survive_an_upgrade_from_a_store_without_their_index() {
+    let topo = |id: &str, ty: &str, payload: serde_json::Value| {
+        let mut e = event(id, ty, payload);
+        // Later runs are later: the latest run is the greatest timestamp.
+        e["timestamp"] = format!("2026-01-24T10:00:0{}Z", &id[2..]).into();
+        e
+    };
+    let mut s = Server::start();
+    let mut evs = Vec::new();
+    for (i, target) in ["radix", "other", "radix"].iter().enumerate() {
+        let commit = format!("c{i}");
+        evs.push(topo(
+            &format!("ix{i}"),
+            "topo.indexed",
+            json!({"target_id": target, "commit_sha": commit, "areas_count": i + 1,
+                   "subsystems_count": 0, "dependencies_count": 0}),
+        ));
+        evs.push(topo(
+            &format!("ar{i}"),
+            "topo.area.discovered",
+            json!({"target_id": target, "commit_sha": commit, "area_id": format!("area{i}")}),
+        ));
+    }
+    assert_eq!(s.ingest(&bundle("topo", evs)).0, 200);
+    let summary = s.get("/v1/topology/summary?target=radix");
+    let areas = s.get("/v1/topology/areas?target=radix");
+    assert_eq!(summary.1["commit_sha"], "c2", "{summary:?}");
+    assert_eq!(areas.1["areas"][0]["area_id"], "area2", "{areas:?}");
+    let dir = s.keep_dir();
+    s.stop();
+
+    // As a build without the index leaves the store: no index, no mark.
+    with_store(dir.path(), |db| {
+        let index = keyspace(db, "log_by_target");
+        db.delete_keyspace(index).unwrap();
+        keyspace(db, "log_meta").remove("by_target_upto").unwrap();
+    });
+    let mut s = Server::start_in(dir.path(), &[]);
+    assert_eq!(s.get("/v1/topology/summary?target=radix"), summary);
+    assert_eq!(s.get("/v1/topology/areas?target=radix"), areas);
+    assert_eq!(
+        s.get("/v1/topology/summary?target=other").1["areas_count"],
+        2
+    );
+    let indexed = s
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("indexed topology events by target"))
+        .cloned()
+        .collect::<Vec<_>>();
+    assert!(
+        indexed.len() == 1 && indexed[0].contains("events=6"),
+        "{indexed:?}"
+    );
+    let newer = topo(
+        "ix9",
+        "topo.indexed",
+        json!({"target_id": "radix", "commit_sha": "c9", "areas_count": 0}),
+    );
+    assert_eq!(s.ingest(&bundle("newer", vec![newer])).0, 200);
+    s.stop();
+
+    let s = Server::start_in(dir.path(), &[]);
+    assert_eq!(
+        s.get("/v1/topology/summary?target=radix").1["commit_sha"],
+        "c9"
+    );
+    assert!(
+        !s.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("indexed topology events by target")),
+        "nothing to index after a clean stop"
+    );
+}
