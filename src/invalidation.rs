@@ -62,10 +62,13 @@ pub fn plan(
         checked("actor_id", crate::ids::check_id("actor_id", by))?;
     }
     let at = format!("{}.{:06}", now.timestamp(), now.timestamp_subsec_micros());
-    // The original's form; an attempt id too long for it to fit an event id
-    // (node ids may be 1024 bytes, event ids 256) is named by its SHA-256.
+    // The original's form; an attempt id that cannot be part of an event id
+    // (node ids may be 1024 bytes, event ids 256, and node ids may hold
+    // control characters, which event ids may not) is named by its SHA-256.
     let mut event_id = format!("invalidation-{}-{at}", attempt.id);
-    if event_id.len() > crate::ids::MAX_ID_BYTES - "bundle-".len() {
+    if event_id.len() > crate::ids::MAX_ID_BYTES - "bundle-".len()
+        || event_id.chars().any(char::is_control)
+    {
         let digest = crate::digest::Sha256::of(attempt.id.as_bytes());
         event_id = format!("invalidation-sha256:{digest}-{at}");
     }

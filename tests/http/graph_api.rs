@@ -172,22 +172,40 @@ fn invalidate_goes_through_the_log_and_dry_run_writes_nothing() {
 
 /// Node ids may be 1024 bytes, event ids 256: an attempt whose id is too
 /// long for `invalidation-<id>-<time>` is still invalidated, its event named
-/// by the id's SHA-256.
+/// by the id's SHA-256; so is one whose id holds a control character, which
+/// node ids may and event ids may not.
 #[test]
 fn an_attempt_with_a_long_id_can_be_invalidated() {
     let s = Server::start();
-    let id = "L".repeat(1000);
+    for (n, id) in ["L".repeat(1000), "a\u{0}b\nc".to_string()]
+        .iter()
+        .enumerate()
+    {
+        invalidated_by_digest(&s, n, id);
+    }
+}
+
+fn invalidated_by_digest(s: &Server, n: usize, id: &str) {
     let (st, r) = s.ingest(&bundle(
-        "long",
+        &format!("long-{n}"),
         vec![event(
-            "long-1",
+            &format!("long-{n}"),
             "attempt.created",
             json!({"attempt_id": id, "task_id": "t1"}),
         )],
     ));
     assert_eq!(st, 200, "{r}");
+    // Every byte but letters and digits percent-encoded, as a path segment.
+    let path = |p: &str| -> String {
+        p.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
     let (st, r) = s.post(
-        &format!("/v1/attempts/{id}/invalidate"),
+        &format!("/v1/attempts/{}/invalidate", path(id)),
         &json!({"reason": "flaky runner"}),
     );
     assert_eq!(st, 200, "{r}");
@@ -200,7 +218,7 @@ fn an_attempt_with_a_long_id_can_be_invalidated() {
         "{event_id}"
     );
     assert_eq!(
-        s.get(&format!("/v1/graph/nodes/{id}")).1["properties"]["status"],
+        s.get(&format!("/v1/graph/nodes/{}", path(id))).1["properties"]["status"],
         "invalidated"
     );
 }
