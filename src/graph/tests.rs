@@ -291,6 +291,65 @@ fn a_merge_that_would_grow_a_node_past_the_limit_is_refused() {
     assert_eq!(env.node("big").unwrap(), stored);
 }
 
+/// Merges into a node of many keys are measured from what each changed
+/// (`Staging::sizes`; a debug build checks every one against the whole
+/// node), through replaced and added keys, escapes and a rollback, and
+/// still refuse the merge that passes the limit.
+#[test]
+fn merges_into_a_node_of_many_keys_keep_its_size_and_its_limit() {
+    let env = env();
+    let many: serde_json::Map<String, Value> = (0..staging::SMALL_NODE_KEYS + 10)
+        .map(|i| (format!("k{i}"), json!(i)))
+        .collect();
+    env.commit(&[vec![merge("big", "Attempt", Value::Object(many), true)]]);
+    let mut st = env.store.staging().unwrap();
+    let mut seq = st.state().0.next();
+    let half = "x".repeat(staging::MAX_NODE_PROPERTIES_BYTES / 2);
+    let changes = [
+        json!({"k0": "now a string", "k1": null, "new\"key\u{1}é": [1, {"a": "\n"}]}),
+        json!({"k0": 0, "added": half.clone()}),
+        json!({"added": "short again", "k2": {"nested": true}}),
+        json!({"added": half.clone()}),
+    ];
+    for (i, p) in changes.into_iter().enumerate() {
+        st.apply(seq, &ts(seq), &[merge("big", "Attempt", p, false)])
+            .unwrap();
+        seq = seq.next();
+        if i == 1 {
+            // A failed event rolls its merge back; the next merges go on.
+            st.apply(
+                seq,
+                &ts(seq),
+                &[
+                    merge("big", "Attempt", json!({"k3": "gone"}), false),
+                    merge("big", "Task", json!({}), false),
+                ],
+            )
+            .unwrap_err();
+        }
+    }
+    // Another half does not fit beside the one stored.
+    let err = st
+        .apply(
+            seq,
+            &ts(seq),
+            &[merge("big", "Attempt", json!({"more": half}), false)],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, GraphError::InvalidOp { index: 0, reason } if reason.contains("over the limit")),
+        "{err}"
+    );
+    let node = st.get_node("big").unwrap();
+    assert!(!node.properties.contains_key("more"));
+    assert_eq!(
+        node.properties["k3"],
+        json!(3),
+        "the failed event's merge was undone"
+    );
+    assert!(query::json_len(&node.properties) <= staging::MAX_NODE_PROPERTIES_BYTES);
+}
+
 #[test]
 fn merge_semantics() {
     let env = env();
