@@ -180,15 +180,15 @@ fn open_and_prepare(
     starting.set("opening the store");
     let store = open_store_with_cache(&config.data_dir, config.cache_bytes)?;
     let head = store.log.check_head().context("checking the log head")?;
-    starting.set("indexing topology events");
+    starting.set("indexing topology and failure events by target");
     let indexed = store
         .log
         .complete_target_index()
-        .context("indexing topology events by target")?;
+        .context("indexing topology and failure events by target")?;
     if indexed > 0 {
         tracing::info!(
             events = indexed,
-            "indexed topology events by target (a store written before the index, or by an older build)"
+            "indexed topology and failure events by target (a store written before the index, or by an older build)"
         );
     }
     starting.set("loading the projectors");

@@ -11,9 +11,11 @@
 //! - `log_by_type`: `event_type ‖ 0x00 ‖ seq` → ()
 //! - `log_by_attempt`: `len (u16) ‖ attempt_id ‖ seq` → () (an id over
 //!   65,525 bytes: `0xFFFF ‖ SHA-256(attempt_id) ‖ seq`)
-//! - `log_by_target`: `event_type ‖ 0x00 ‖ len (u16) ‖ target_id ‖ seq` → (),
-//!   for `topo.*` events whose `payload.target_id` is a string (an id over
-//!   65,525 bytes: `0xFFFF ‖ SHA-256(target_id)`), read by the topology views
+//! - `log_by_target`: `event_type ‖ 0x00 ‖ len (u16) ‖ target ‖ seq` → (),
+//!   for `topo.*` events under their `payload.target_id` and failures under
+//!   the target they report (see `indexed_target`), when it is a string (one
+//!   over 65,525 bytes: `0xFFFF ‖ SHA-256(target)`); read by the topology
+//!   and failure views
 //! - `log_meta`: `head` → `seq (8) ‖ hash (32)`; `by_target_upto` → `seq (8)`,
 //!   the head up to which `log_by_target` is complete (see
 //!   [`Log::complete_target_index`])
@@ -103,8 +105,33 @@ const HEAD_KEY: &[u8] = b"head";
 /// to by a build that did not keep that index (a rollback) is seen to lag.
 const BY_TARGET_UPTO_KEY: &[u8] = b"by_target_upto";
 
-/// The event types `log_by_target` indexes: those whose type starts so.
-const TARGET_INDEXED_PREFIX: &str = "topo.";
+/// The topology event types `log_by_target` indexes: those whose type
+/// starts so, under their `payload.target_id`.
+const TOPOLOGY_PREFIX: &str = "topo.";
+
+/// The event types that count as failures (`GET /v1/failures`), which
+/// `log_by_target` indexes under their [`failure_target`].
+pub const FAILURE_TYPES: [&str; 3] = ["attempt.failed", "task.failed", "tests.failed"];
+
+/// Whether `log_by_target` indexes the events of `event_type`. What it
+/// indexes is part of the store: a change here must also rename
+/// [`BY_TARGET_UPTO_KEY`], so that stores indexed the old way are indexed
+/// again at their next start.
+fn is_target_indexed(event_type: &str) -> bool {
+    event_type.starts_with(TOPOLOGY_PREFIX) || FAILURE_TYPES.contains(&event_type)
+}
+
+/// The target a failure's payload names: the first of `payload.target` and
+/// `payload.target_id` that is neither null nor `""` (the event's own
+/// `target` otherwise; a value that is not a string matches no target).
+pub(crate) fn failure_target(
+    payload: &serde_json::Map<String, serde_json::Value>,
+) -> Option<&serde_json::Value> {
+    ["target", "target_id"]
+        .iter()
+        .filter_map(|k| payload.get(*k))
+        .find(|v| !(v.is_null() || v.as_str() == Some("")))
+}
 
 fn type_key(event_type: &str, seq: Seq) -> Vec<u8> {
     let mut k = Vec::with_capacity(event_type.len() + 9);
@@ -142,19 +169,55 @@ fn target_prefix(event_type: &str, target_id: &str) -> Vec<u8> {
     k
 }
 
-/// The `payload.target_id` of an event `log_by_target` indexes, read as the
-/// topology views read payloads (a payload that does not parse as an object
-/// names no target).
-fn indexed_target(event_type: &str, payload_json: &str) -> Option<String> {
-    if !event_type.starts_with(TARGET_INDEXED_PREFIX) {
+/// The target `log_by_target` indexes an event under, if any: a topology
+/// event's `payload.target_id`, a failure's [`failure_target`] (else
+/// `envelope`, the event's own `target`), when it is a string. Payloads are
+/// read as the views read them (a payload that does not parse as an object
+/// names nothing), but only their two members are decoded: this runs in the
+/// writer for every failure.
+fn indexed_target(
+    event_type: &str,
+    payload_json: &str,
+    envelope: impl FnOnce() -> Option<String>,
+) -> Option<String> {
+    use serde_json::value::RawValue;
+    #[derive(Deserialize, Default)]
+    struct Named<'a> {
+        #[serde(borrow, default)]
+        target: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        target_id: Option<&'a RawValue>,
+    }
+    /// A member that is absent, null or `""` names nothing.
+    fn named(v: Option<&RawValue>) -> Option<&RawValue> {
+        v.filter(|v| !matches!(v.get(), "null" | "\"\""))
+    }
+    if !is_target_indexed(event_type) {
         return None;
     }
-    let payload: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(payload_json).ok()?;
-    match payload.get("target_id") {
-        Some(serde_json::Value::String(t)) => Some(t.clone()),
-        _ => None,
+    let payload: Named<'_> = serde_json::from_str(payload_json).unwrap_or_default();
+    let value = if event_type.starts_with(TOPOLOGY_PREFIX) {
+        payload.target_id
+    } else {
+        match named(payload.target).or(named(payload.target_id)) {
+            None => return envelope(),
+            value => value,
+        }
+    };
+    // A string, or nothing (a number, an object … matches no target).
+    value.and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+}
+
+/// A canonical record's own `target` (the bundle's).
+fn record_target(canonical: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        target: std::borrow::Cow<'a, str>,
     }
+    serde_json::from_slice::<Envelope<'_>>(canonical)
+        .ok()
+        .map(|e| e.target.into_owned())
 }
 
 fn attempt_prefix(attempt_id: &str) -> Vec<u8> {
@@ -494,8 +557,9 @@ impl Log {
         })
     }
 
-    /// Seqs of the events of `event_type` (a `topo.*` type) whose
-    /// `payload.target_id` is `target_id`, newest first, strictly below
+    /// Seqs of the events of `event_type` (a `topo.*` type or one of
+    /// [`FAILURE_TYPES`]) indexed under `target_id` (see `indexed_target`),
+    /// newest first, strictly below
     /// `before`. Complete once [`Log::complete_target_index`] has run on
     /// this store (the server does so before it serves).
     pub(crate) fn seqs_by_target_desc_at(
@@ -505,7 +569,7 @@ impl Log {
         target_id: &str,
         before: Option<Seq>,
     ) -> impl Iterator<Item = Result<Seq, LogError>> + 'static {
-        debug_assert!(event_type.starts_with(TARGET_INDEXED_PREFIX));
+        debug_assert!(is_target_indexed(event_type), "{event_type}");
         let prefix = target_prefix(event_type, target_id);
         let mut lo = prefix.clone();
         lo.extend_from_slice(&Seq(0).to_key());
@@ -520,7 +584,7 @@ impl Log {
     /// Indexes in `log_by_target` the events appended since the index was
     /// last complete: every event on a store written before the index
     /// existed, and those a build without it appended (a rollback). Read
-    /// through the type index, so it costs the `topo.*` events only. Run
+    /// through the type index, so it costs the indexed types' events only. Run
     /// before anything appends (the server's start); returns how many
     /// events it indexed.
     pub fn complete_target_index(&self) -> Result<u64, LogError> {
@@ -537,13 +601,17 @@ impl Log {
         let mut indexed = 0u64;
         let mut batch = self.db.batch();
         let mut pending = 0usize;
-        for event_type in self.event_types_with_prefix_at(&v, TARGET_INDEXED_PREFIX)? {
+        let mut types = self.event_types_with_prefix_at(&v, TOPOLOGY_PREFIX)?;
+        types.extend(FAILURE_TYPES.map(str::to_owned));
+        for event_type in types {
             for seq in self.seqs_by_type_asc_at(&v, &event_type, upto, head.seq) {
                 let seq = seq?;
                 let Some(e) = self.get_at(&v, seq)? else {
                     continue;
                 };
-                if let Some(t) = indexed_target(&event_type, e.payload.get()) {
+                if let Some(t) =
+                    indexed_target(&event_type, e.payload.get(), || Some(e.target.clone()))
+                {
                     let mut k = target_prefix(&event_type, &t);
                     k.extend_from_slice(&seq.to_key());
                     batch.insert(&self.by_target, k, b"");
@@ -806,7 +874,9 @@ impl Log {
             k.extend_from_slice(&seq.to_key());
             batch.insert(&self.by_attempt, k, b"");
         }
-        if let Some(t) = indexed_target(&draft.event_type, draft.payload_json()) {
+        if let Some(t) = indexed_target(&draft.event_type, draft.payload_json(), || {
+            record_target(canonical)
+        }) {
             let mut k = target_prefix(&draft.event_type, &t);
             k.extend_from_slice(&seq.to_key());
             batch.insert(&self.by_target, k, b"");
@@ -1199,6 +1269,22 @@ mod tests {
             [Seq(10), Seq(8), Seq(6), Seq(4), Seq(2)]
         );
         assert_eq!(log.complete_target_index().expect("again"), 0);
+        // Failures too, under the target they report (else the bundle's).
+        let failed = vec![
+            ("attempt.failed", json!({"target_id": "t1"})),
+            ("tests.failed", json!({})),
+            ("custom.failed", json!({"target_id": "t1"})),
+        ];
+        let last = append_events(&db, &log, more, "three", failed);
+        forget(more.seq.next());
+        log.meta
+            .insert(BY_TARGET_UPTO_KEY, more.seq.to_key())
+            .expect("the mark as the rollback left it");
+        assert!(by_target(&log, "attempt.failed", "t1").is_empty());
+        assert_eq!(log.complete_target_index().expect("complete"), 2);
+        assert_eq!(by_target(&log, "attempt.failed", "t1"), [Seq(11)]);
+        assert_eq!(by_target(&log, "tests.failed", "t"), [Seq(12)]);
+        assert_eq!(last.seq, Seq(13));
     }
 
     fn store() -> (tempfile::TempDir, Database, Log) {

@@ -1,19 +1,15 @@
 //! Failures: `attempt.failed`, `task.failed` and `tests.failed` events, newest
-//! first, merged from the event-type index (never a log scan). Filtering by
-//! target examines at most a budget of index entries per call; when it stops
-//! there, the answer carries a cursor to continue from.
+//! first, merged from the event-type index, or from the index by target when
+//! filtered by one (never a log scan, and never an entry that does not match).
 
 use super::ViewError;
 use crate::log::record::StoredEvent;
-use crate::log::Log;
+use crate::log::{failure_target, Log, LogError};
 use crate::seq::Seq;
 use crate::wire::{Failure, Failures};
 use serde_json::{Map, Value};
 
-/// The event types that count as failures.
-pub const FAILURE_TYPES: [&str; 3] = ["attempt.failed", "task.failed", "tests.failed"];
-/// Most index entries one call examines.
-pub const SCAN_BUDGET: usize = 100_000;
+pub use crate::log::FAILURE_TYPES;
 
 /// First non-empty value among `keys`.
 fn first_of(p: &Map<String, Value>, keys: &[&str]) -> Option<Value> {
@@ -25,7 +21,11 @@ fn first_of(p: &Map<String, Value>, keys: &[&str]) -> Option<Value> {
 
 fn to_failure(e: StoredEvent) -> Failure {
     let p = e.payload_value();
-    let target = first_of(&p, &["target", "target_id"]).or(Some(Value::String(e.target.clone())));
+    let target = Some(
+        failure_target(&p)
+            .cloned()
+            .unwrap_or_else(|| Value::String(e.target.clone())),
+    );
     Failure {
         attempt_id: p.get("attempt_id").cloned(),
         task_id: p.get("task_id").cloned(),
@@ -59,29 +59,18 @@ pub fn failures(
     limit: usize,
     max_bytes: usize,
 ) -> Result<Failures, ViewError> {
-    failures_bounded(log, target, cursor, limit, SCAN_BUDGET, max_bytes)
-}
-
-pub(crate) fn failures_bounded(
-    log: &Log,
-    target: Option<&str>,
-    cursor: Option<&str>,
-    limit: usize,
-    budget: usize,
-    max_bytes: usize,
-) -> Result<Failures, ViewError> {
     let before = cursor.map(parse_cursor).transpose()?;
     let view = log.view();
     // Merge the per-type indexes newest first (by seq, i.e. append order).
-    let mut seqs = Log::merge_seqs(
-        FAILURE_TYPES
-            .iter()
-            .map(|t| log.seqs_by_type_desc_at(&view, t, before)),
-        true,
-    )
-    .peekable();
+    type Walk = Box<dyn Iterator<Item = Result<Seq, LogError>>>;
+    let walks = FAILURE_TYPES.iter().map(|t| -> Walk {
+        match target {
+            Some(target) => Box::new(log.seqs_by_target_desc_at(&view, t, target, before)),
+            None => Box::new(log.seqs_by_type_desc_at(&view, t, before)),
+        }
+    });
+    let mut seqs = Log::merge_seqs(walks, true).peekable();
     let mut out = Vec::new();
-    let mut scanned = 0;
     let mut bytes = 0usize;
     let mut last_seq: Option<Seq> = None;
     loop {
@@ -94,24 +83,22 @@ pub(crate) fn failures_bounded(
             // Every index is exhausted: nothing older remains.
             None => return Ok(page(out, None)),
         };
-        if out.len() == limit || bytes >= max_bytes || scanned == budget.max(1) {
-            // More entries remain: continue below the last one examined.
+        if out.len() == limit || bytes >= max_bytes {
+            // More entries remain: continue below the last one listed.
             let next = last_seq.map(|s| s.0.to_string());
             return Ok(page(out, next));
         }
         crate::cancel::check()?;
         seqs.next();
-        scanned += 1;
         last_seq = Some(seq);
         let Some(e) = log.get_at(&view, seq)? else {
             continue;
         };
         let f = to_failure(e);
-        if let Some(t) = target {
-            if f.target.as_ref().and_then(Value::as_str) != Some(t) {
-                continue;
-            }
-        }
+        debug_assert!(
+            target.is_none() || f.target.as_ref().and_then(Value::as_str) == target,
+            "the index by target listed another target's failure"
+        );
         bytes = bytes.saturating_add(crate::graph::query::json_len(&f));
         out.push(f);
     }
@@ -134,15 +121,38 @@ mod tests {
     /// A log holding `events` (type, target_id) in order, written the way the
     /// writer stages them.
     fn log_with(events: &[(&str, &str)]) -> (tempfile::TempDir, Log) {
+        let events: Vec<_> = events
+            .iter()
+            .enumerate()
+            .map(|(i, (t, target))| {
+                (
+                    *t,
+                    json!({"attempt_id": format!("a{i}"), "target_id": target}),
+                )
+            })
+            .collect();
+        log_of(&events)
+    }
+
+    /// A log of `attempt.failed` events with these payloads.
+    fn log_payloads(payloads: &[Value]) -> (tempfile::TempDir, Log) {
+        let events: Vec<_> = payloads
+            .iter()
+            .map(|p| ("attempt.failed", p.clone()))
+            .collect();
+        log_of(&events)
+    }
+
+    fn log_of(events: &[(&str, Value)]) -> (tempfile::TempDir, Log) {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = fjall::Database::builder(dir.path()).open().expect("db");
         let log = Log::open(&db).expect("log");
         let evs: Vec<_> = events
             .iter()
             .enumerate()
-            .map(|(i, (t, target))| {
+            .map(|(i, (t, payload))| {
                 json!({"event_id": format!("e{i}"), "event_type": t, "timestamp": "2026-01-24T10:00:00Z",
-                       "payload": {"attempt_id": format!("a{i}"), "target_id": target}})
+                       "payload": payload})
             })
             .collect();
         let body =
@@ -166,9 +176,11 @@ mod tests {
         f.failures.iter().map(|f| f.event_id.clone()).collect()
     }
 
+    /// A target's failures come from the index by target: every one, newest
+    /// first, paged by the cursor, none of another target's.
     #[test]
-    fn a_filtered_scan_that_hits_its_budget_says_so_and_continues() {
-        // Six failures; only e0 and e5 are radix's, with four others between.
+    fn a_targets_failures_are_read_from_its_index_and_paged() {
+        // Only e0 and e6 are radix's, with four others' failures between.
         let (_dir, log) = log_with(&[
             ("attempt.failed", "radix"),
             ("tests.failed", "other"),
@@ -178,28 +190,50 @@ mod tests {
             ("tests.failed", "other"),
             ("attempt.failed", "radix"),
         ]);
-        // e6 is radix's, then the budget (2 entries) runs out: a cursor, not an end.
-        let first = failures_bounded(&log, Some("radix"), None, 10, 2, usize::MAX).expect("page");
-        assert_eq!(ids(&first), ["e6"]);
-        let mut cursor = first
-            .next_cursor
-            .clone()
-            .expect("a cursor: the scan stopped early");
-        let mut all = ids(&first);
-        for _ in 0..10 {
-            let next = failures_bounded(&log, Some("radix"), Some(&cursor), 10, 2, usize::MAX)
-                .expect("page");
-            all.extend(ids(&next));
-            match next.next_cursor {
-                Some(c) => cursor = c,
-                None => break,
-            }
-        }
-        assert_eq!(all, ["e6", "e0"], "every failure of radix, none lost");
-        // Without a budget problem the same query answers in one page, no cursor.
         let whole = failures(&log, Some("radix"), None, 10, usize::MAX).expect("page");
         assert_eq!(ids(&whole), ["e6", "e0"]);
         assert_eq!(whole.next_cursor, None);
+        let first = failures(&log, Some("radix"), None, 1, usize::MAX).expect("page");
+        assert_eq!(ids(&first), ["e6"]);
+        let rest = failures(
+            &log,
+            Some("radix"),
+            first.next_cursor.as_deref(),
+            1,
+            usize::MAX,
+        )
+        .expect("page");
+        assert_eq!(ids(&rest), ["e0"]);
+        assert_eq!(rest.next_cursor, None);
+        let other = failures(&log, Some("other"), None, 10, usize::MAX).expect("page");
+        assert_eq!(ids(&other), ["e5", "e4", "e3", "e1"]);
+        assert!(failures(&log, Some("nobody"), None, 10, usize::MAX)
+            .expect("page")
+            .failures
+            .is_empty());
+    }
+
+    /// A failure is listed under `payload.target`, else `payload.target_id`
+    /// (null and `""` skipped), else the bundle's target; a target that is
+    /// not a string matches none.
+    #[test]
+    fn a_failure_is_filed_under_the_target_it_reports() {
+        let (_dir, log) = log_payloads(&[
+            json!({"target": "t1", "target_id": "t2"}),
+            json!({"target": "", "target_id": "t2"}),
+            json!({"target": null}),
+            json!({"target_id": 7}),
+            json!({"target": ["t1"], "target_id": "t1"}),
+        ]);
+        let of = |t: &str| ids(&failures(&log, Some(t), None, 10, usize::MAX).expect("page"));
+        assert_eq!(of("t1"), ["e0"]);
+        assert_eq!(of("t2"), ["e1"]);
+        assert_eq!(of("bundle"), ["e2"]);
+        assert!(of("7").is_empty());
+        assert_eq!(
+            ids(&failures(&log, None, None, 10, usize::MAX).expect("page")).len(),
+            5
+        );
     }
 
     /// A page also stops once its failures hold its bytes (at least one),

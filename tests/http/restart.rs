@@ -48,12 +48,12 @@ fn a_legacy_backend_setting_is_refused_with_an_explanation() {
     assert!(refused(cmd).contains("LEVIATHAN_CONTROL_PLANE_TOKEN"));
 }
 
-/// A store written before the topology index by target existed (or
-/// appended to by an older build after it) is indexed at the next start,
-/// and the topology routes answer from it as before; the index is kept from
-/// then on, so later starts have nothing to index.
+/// A store written before the index by target existed (or appended to by
+/// an older build after it) is indexed at the next start, and the topology
+/// and failure routes answer from it as before; the index is kept from then
+/// on, so later starts have nothing to index.
 #[test]
-fn topology_reads_survive_an_upgrade_from_a_store_without_their_index() {
+fn reads_by_target_survive_an_upgrade_from_a_store_without_their_index() {
     let topo = |id: &str, ty: &str, payload: serde_json::Value| {
         let mut e = event(id, ty, payload);
         // Later runs are later: the latest run is the greatest timestamp.
@@ -76,7 +76,15 @@ fn topology_reads_survive_an_upgrade_from_a_store_without_their_index() {
             json!({"target_id": target, "commit_sha": commit, "area_id": format!("area{i}")}),
         ));
     }
+    evs.push(topo(
+        "fa7",
+        "attempt.failed",
+        json!({"attempt_id": "a1", "target_id": "radix", "error_summary": "boom"}),
+    ));
+    evs.push(topo("fb8", "tests.failed", json!({"attempt_id": "a2"})));
     assert_eq!(s.ingest(&bundle("topo", evs)).0, 200);
+    let failures = s.get("/v1/failures?target=radix");
+    assert_eq!(failures.1["count"], 2, "{failures:?}");
     let summary = s.get("/v1/topology/summary?target=radix");
     let areas = s.get("/v1/topology/areas?target=radix");
     assert_eq!(summary.1["commit_sha"], "c2", "{summary:?}");
@@ -93,6 +101,7 @@ fn topology_reads_survive_an_upgrade_from_a_store_without_their_index() {
     let mut s = Server::start_in(dir.path(), &[]);
     assert_eq!(s.get("/v1/topology/summary?target=radix"), summary);
     assert_eq!(s.get("/v1/topology/areas?target=radix"), areas);
+    assert_eq!(s.get("/v1/failures?target=radix"), failures);
     assert_eq!(
         s.get("/v1/topology/summary?target=other").1["areas_count"],
         2
@@ -102,11 +111,11 @@ fn topology_reads_survive_an_upgrade_from_a_store_without_their_index() {
         .lock()
         .unwrap()
         .iter()
-        .filter(|l| l.contains("indexed topology events by target"))
+        .filter(|l| l.contains("indexed topology and failure events by target"))
         .cloned()
         .collect::<Vec<_>>();
     assert!(
-        indexed.len() == 1 && indexed[0].contains("events=6"),
+        indexed.len() == 1 && indexed[0].contains("events=8"),
         "{indexed:?}"
     );
     let newer = topo(
@@ -127,7 +136,7 @@ fn topology_reads_survive_an_upgrade_from_a_store_without_their_index() {
             .lock()
             .unwrap()
             .iter()
-            .any(|l| l.contains("indexed topology events by target")),
+            .any(|l| l.contains("indexed topology and failure events by target")),
         "nothing to index after a clean stop"
     );
 }
