@@ -210,6 +210,11 @@ pub struct Metrics {
     pub projector_lag_seconds: Family<ProjectorLabel, Gauge<f64, AtomicU64>>,
     /// Read requests waiting for `?min_seq=N` now.
     pub min_seq_waiting: Gauge,
+    /// The scanning-reads bulkhead (`api::limits::Bulkhead`): its places,
+    /// the reads in it and those waiting for a place.
+    pub scanning_read_places: Gauge,
+    pub scanning_reads_running: Gauge,
+    pub scanning_reads_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -488,6 +493,24 @@ impl Default for Metrics {
             "Read requests waiting until every projector has applied their ?min_seq=",
             min_seq_waiting.clone(),
         );
+        let scanning_read_places = Gauge::default();
+        r.register(
+            "scanning_read_places",
+            "Reads that walk and filter a long index (the attempts list by target) that may run at once: half the cores",
+            scanning_read_places.clone(),
+        );
+        let scanning_reads_running = Gauge::default();
+        r.register(
+            "scanning_reads_running",
+            "Reads that walk and filter a long index running now",
+            scanning_reads_running.clone(),
+        );
+        let scanning_reads_waiting = Gauge::default();
+        r.register(
+            "scanning_reads_waiting",
+            "Reads that walk and filter a long index waiting for a place (all places taken)",
+            scanning_reads_waiting.clone(),
+        );
         Metrics {
             registry: Arc::new(root),
             ingest_requests,
@@ -532,6 +555,9 @@ impl Default for Metrics {
             projector_lag_events,
             projector_lag_seconds,
             min_seq_waiting,
+            scanning_read_places,
+            scanning_reads_running,
+            scanning_reads_waiting,
         }
     }
 }

@@ -556,6 +556,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         transparency,
         streams: streams.clone(),
         cluster,
+        scans: api::limits::Bulkhead::for_this_machine(&metrics),
     });
     let app = api::router(state);
     tracing::info!(

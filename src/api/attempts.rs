@@ -24,7 +24,8 @@ pub async fn list(
     let limit = p.int("limit", 10, 1, 1000)? as usize;
     let target = p.str("target").map(str::to_string);
     let cursor = p.str("cursor").map(str::to_string);
-    blocking(move || {
+    let scans = target.is_some().then(|| app.scans.clone());
+    let list = move || {
         Ok(Json(views::attempts::list(
             &app.live.graph(),
             target.as_deref(),
@@ -32,8 +33,12 @@ pub async fn list(
             limit,
             super::events::PAGE_MAX_BYTES,
         )?))
-    })
-    .await
+    };
+    match scans {
+        // Filtered: a walk of up to NEWEST_SCAN_BUDGET attempts.
+        Some(scans) => super::blocking_scan(&scans, list).await,
+        None => blocking(list).await,
+    }
 }
 
 /// `GET /v1/attempts/{id}?as_of_seq=&events_before_seq=` → `{attempt_node,

@@ -321,6 +321,70 @@ impl hyper::body::Body for HeldAnswer {
     }
 }
 
+/// The scanning-reads bulkhead: at most as many such reads at a time as it
+/// has places, the rest waiting their turn (`api::blocking_scan`), each
+/// counted in its gauges (`leviathan_scanning_reads_*`).
+#[derive(Debug, Clone)]
+pub struct Bulkhead {
+    places: Arc<Semaphore>,
+    running: prometheus_client::metrics::gauge::Gauge,
+    waiting: prometheus_client::metrics::gauge::Gauge,
+}
+
+/// A place in a [`Bulkhead`], given back when dropped.
+pub struct Place {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    running: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.running.dec();
+    }
+}
+
+impl Bulkhead {
+    /// Half this machine's cores (at least one place): on 2 cores, one
+    /// scanning read at a time. Eight clients listing a target's attempts
+    /// on a 3M-event store took both cores and cut ingest from ~18k to
+    /// 1.7-5.1k events/s (docs/BENCHMARKS.md, session 39).
+    pub fn for_this_machine(metrics: &crate::metrics::Metrics) -> Bulkhead {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let places = (cores / 2).max(1);
+        metrics.scanning_read_places.set(places as i64);
+        Bulkhead {
+            places: Arc::new(Semaphore::new(places)),
+            running: metrics.scanning_reads_running.clone(),
+            waiting: metrics.scanning_reads_waiting.clone(),
+        }
+    }
+
+    /// Waits for a place (counted as waiting meanwhile, also when the
+    /// request is dropped while it waits).
+    pub async fn enter(&self) -> Place {
+        struct Waiting(prometheus_client::metrics::gauge::Gauge);
+        impl Drop for Waiting {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        self.waiting.inc();
+        let waiting = Waiting(self.waiting.clone());
+        let permit = self
+            .places
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the bulkhead's semaphore is never closed");
+        drop(waiting);
+        self.running.inc();
+        Place {
+            _permit: permit,
+            running: self.running.clone(),
+        }
+    }
+}
+
 /// What a v1 request's work on a blocking thread (`api::blocking`) takes
 /// with it: the request's in-flight slot, held until that work ends even if
 /// the request's future is dropped first, and its cancellation token.
@@ -433,9 +497,13 @@ pub async fn test_panic() -> Body {
 
 /// `GET /v1/_test/slow`, served only with `LEVIATHAN_TEST_PANIC_ROUTE=1`: a
 /// read on a blocking thread that runs for 60 s unless its request is
-/// cancelled (`crate::cancel`), and logs which.
-pub async fn test_slow() -> Result<Body, ApiError> {
-    super::blocking(|| {
+/// cancelled (`crate::cancel`), and logs which; with `?scan`, in the
+/// scanning-reads bulkhead (`api::blocking_scan`).
+pub async fn test_slow(
+    axum::extract::State(app): axum::extract::State<super::AppState>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Result<Body, ApiError> {
+    let slow = || {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(60) {
             if let Err(c) = crate::cancel::check() {
@@ -449,6 +517,10 @@ pub async fn test_slow() -> Result<Body, ApiError> {
         }
         tracing::info!("the slow test read ran to its end");
         Ok(Body::empty())
-    })
-    .await
+    };
+    if q.as_deref() == Some("scan") {
+        super::blocking_scan(&app.scans, slow).await
+    } else {
+        super::blocking(slow).await
+    }
 }

@@ -88,6 +88,9 @@ pub struct Shared {
     pub streams: stream::Streams,
     /// `LEVIATHAN_STORE=postgres`: where `GET /v1/cluster` reads the members.
     pub cluster: Option<crate::pg::members::Cluster>,
+    /// The reads that filter a long index walk share half the cores
+    /// ([`blocking_scan`]).
+    pub scans: limits::Bulkhead,
 }
 
 /// The whole HTTP surface. Every v1 route sits in exactly one role group
@@ -248,6 +251,24 @@ pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
 }
 
 /// Runs blocking store work off the async workers.
+/// [`blocking`] for a read that may walk far through an index and filter
+/// what it finds (the attempts list by target: up to 100,000 nodes read per
+/// request): it first waits for a place in `scans` (the request's timeout
+/// counts the wait), which it holds until the work has ended, so that such
+/// reads, however many clients send them, leave the writer and the other
+/// reads their share of the cores.
+pub async fn blocking_scan<T: Send + 'static>(
+    scans: &limits::Bulkhead,
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let place = scans.enter().await;
+    blocking(move || {
+        let _place = place;
+        f()
+    })
+    .await
+}
+
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {

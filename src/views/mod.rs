@@ -3,10 +3,12 @@
 //! state only and returns the wire model of its route (`crate::wire`); the
 //! HTTP handlers parse the request, call a view and map its error.
 //!
-//! A view that filters what an index returns never stops silently: either it
-//! reads the whole index range (topology), or it examines a bounded number of
-//! entries per call and hands back a `next_cursor` to continue from
-//! (failures, and the attempts list through `GraphStore::newest_items`).
+//! A view reads an index that holds only what it answers (failures, topology:
+//! by target when filtered by one), or, where it filters what an index
+//! returns, never stops silently: it examines a bounded number of entries per
+//! call and hands back a `next_cursor` to continue from (the attempts list by
+//! target, through `GraphStore::newest_items`; its handler runs it in the
+//! scanning-reads bulkhead, `api::limits`).
 //!
 //! An answer is built whole in memory, and payloads (so events and the node
 //! properties the core projector copies from them) may be 1 MiB each: every

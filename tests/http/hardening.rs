@@ -585,6 +585,86 @@ fn an_abandoned_or_timed_out_read_stops_and_frees_its_slot_once_stopped() {
 
 /// A connection to `s` whose receive buffer is a few KiB: the server's
 /// answers stall in its send buffer as soon as the client stops reading.
+/// A gauge's value from `/metrics`.
+fn gauge(s: &Server, name: &str) -> i64 {
+    let text = s.metrics_text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// Reads that walk and filter a long index (the attempts list by target)
+/// run at most as many at once as the bulkhead has places (half the
+/// cores), the others waiting their turn; other reads do not wait for
+/// them, and a waiting read that is abandoned leaves the queue.
+#[test]
+fn scanning_reads_take_turns_in_their_bulkhead() {
+    let s = Server::start_with(&[("LEVIATHAN_TEST_PANIC_ROUTE", "true")]);
+    let places = gauge(&s, "leviathan_scanning_read_places");
+    assert!(places >= 1, "{places}");
+    let wait_for = |what: &str, want: (i64, i64)| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = (
+                gauge(&s, "leviathan_scanning_reads_running"),
+                gauge(&s, "leviathan_scanning_reads_waiting"),
+            );
+            assert!(now.0 <= places, "{} scanning reads ran at once", now.0);
+            if now == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: (running, waiting) {now:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let slow_scan = || {
+        let mut c = connect(&s);
+        c.write_all(
+            format!(
+                "GET /v1/_test/slow?scan HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .expect("write");
+        c
+    };
+    // Every place taken, and two more waiting.
+    let mut held: Vec<TcpStream> = (0..places + 2).map(|_| slow_scan()).collect();
+    wait_for("all places taken", (places, 2));
+    // A read outside the bulkhead is answered meanwhile.
+    let (st, v) = s.get("/v1/attempts?limit=5");
+    assert_eq!(st, 200, "{v}");
+    // The attempts list by target waits for a place.
+    let base = s.base.clone();
+    let by_target = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .get(format!("{base}/v1/attempts?target=radix"))
+            .header("Host", "localhost")
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    wait_for("the list by target waiting", (places, 3));
+    // A read whose client leaves (waiting or running: arrival order decides)
+    // gives back its turn or its place.
+    drop(held.pop());
+    wait_for("an abandoned read gone", (places, 2));
+    // Abandoning the rest frees every place; the list by target runs.
+    held.clear();
+    assert_eq!(
+        by_target
+            .join()
+            .expect("thread")
+            .expect("the list by target"),
+        200
+    );
+    wait_for("all done", (0, 0));
+}
+
 fn connect_small_buffer(s: &Server) -> TcpStream {
     let addr: std::net::SocketAddr = addr(s).parse().expect("a socket address");
     let sock =
