@@ -28,6 +28,9 @@ pub(crate) struct Loader<'a> {
     batch: fjall::OwnedWriteBatch,
     pending: usize,
     head: Head,
+    /// The event ids of the batch not committed yet (the committed ones are
+    /// looked up in the store: keeping every id of the log here cost ~30 MB
+    /// a million events).
     ids: HashSet<Sha256>,
 }
 
@@ -86,7 +89,9 @@ impl<'a> Loader<'a> {
         canonical: &[u8],
         draft: &EventDraft,
     ) -> anyhow::Result<()> {
-        if !self.ids.insert(Sha256::of(draft.event_id.as_bytes())) {
+        if !self.ids.insert(Sha256::of(draft.event_id.as_bytes()))
+            || self.store.log.has_event_id(draft.event_id.as_str())?
+        {
             bail!(
                 "event_id {:?} appears twice (again at seq {seq}): a log holds each event_id once",
                 draft.event_id.as_str()
@@ -111,6 +116,7 @@ impl<'a> Loader<'a> {
         self.store.log.stage_head(&mut batch, &self.head);
         batch.commit().context("writing the log")?;
         self.pending = 0;
+        self.ids.clear();
         Ok(())
     }
 
@@ -643,4 +649,55 @@ pub fn run(args: ImportArgs) -> anyhow::Result<std::process::ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::Limits;
+    use serde_json::json;
+
+    fn drafts(ids: &[String]) -> Vec<EventDraft> {
+        let evs: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                json!({"event_id": id, "event_type": "custom.note",
+                       "timestamp": "2026-01-24T10:00:00Z", "payload": {}})
+            })
+            .collect();
+        let body = serde_json::to_vec(&json!({"target": "t", "bundle_id": "b", "events": evs}))
+            .expect("json");
+        let limits = Limits {
+            max_bundle_events: usize::MAX,
+            ..Limits::default()
+        };
+        crate::bundle::parse(&body, &limits)
+            .expect("valid bundle")
+            .events
+    }
+
+    /// An event id seen again is refused whether its first record is in the
+    /// batch being loaded or in one committed before.
+    #[test]
+    fn an_event_id_loaded_twice_is_refused_within_and_across_batches() {
+        let ids: Vec<String> = (0..LOAD_BATCH + 10).map(|i| format!("e{i}")).collect();
+        for (again, at) in [("e5", 7), ("e5", LOAD_BATCH + 3), ("e8200", LOAD_BATCH + 9)] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = crate::storage::open_store(dir.path()).expect("store");
+            let mut loader = Loader::new(&store).expect("loader");
+            let mut ids = ids.clone();
+            ids.insert(at, again.to_string());
+            let mut refused = None;
+            for (i, d) in drafts(&ids).iter().enumerate() {
+                if let Err(e) = loader.append(d) {
+                    refused = Some((i, e.to_string()));
+                    break;
+                }
+            }
+            let (i, e) = refused.expect("the second record of the id is refused");
+            let first = ids.iter().position(|id| id == again).expect("there");
+            assert_eq!(i, at.max(first + 1), "{again} again at {at}: {e}");
+            assert!(e.contains("appears twice"), "{e}");
+        }
+    }
 }
