@@ -291,27 +291,38 @@ fn slow_clients_do_not_stop_others() {
 }
 
 /// An id in a payload too long for an index key as itself (an
-/// `attempt_id` of 65,530 bytes and more made fjall refuse the key and
-/// stopped the writer until a restart) is stored, and ingest goes on.
+/// `attempt_id` of 65,530 bytes and more, or a failure's or a topology
+/// event's target of 65,499 to 65,525, made fjall refuse the key and
+/// stopped the writer until a restart) is stored, and ingest goes on; the
+/// reads by target find those events.
 #[test]
 fn ids_too_long_for_an_index_key_are_stored_and_ingest_goes_on() {
     let s = Server::start();
-    for (i, n) in [65_525usize, 65_530, 70_000, 300_000]
-        .into_iter()
-        .enumerate()
-    {
-        let long = event(
-            &format!("long-{i}"),
-            "custom.note",
-            json!({"attempt_id": "a".repeat(n)}),
+    let mut stored = 0u64;
+    let mut store = |event_type: &str, payload: Value| {
+        stored += 1;
+        let id = format!("long-{stored}");
+        let (status, body) = s.ingest(&bundle(&id, vec![event(&id, event_type, payload)]));
+        assert_eq!(status, 200, "{event_type} #{stored}: {body}");
+        assert_eq!(body["last_seq"], stored, "{body}");
+    };
+    for n in [65_525usize, 65_530, 70_000, 300_000] {
+        store("custom.note", json!({"attempt_id": "a".repeat(n)}));
+    }
+    for n in [4_097usize, 65_499, 65_514, 65_525, 70_000] {
+        store("task.failed", json!({"target": "f".repeat(n)}));
+        store(
+            "topo.dependency.discovered",
+            json!({"target_id": "t".repeat(n), "commit_sha": "c"}),
         );
-        let (status, body) = s.ingest(&bundle(&format!("long-{i}"), vec![long]));
-        assert_eq!(status, 200, "an attempt_id of {n} bytes: {body}");
-        assert_eq!(body["last_seq"], i as u64 + 1, "{body}");
     }
     let (status, body) = s.ingest(&bundle("after", vec![ev("after-1")]));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["last_seq"], 5, "{body}");
+    assert_eq!(body["last_seq"], stored + 1, "{body}");
+    // Found by target (one keyed by its digest; a URI stays under 64 KiB).
+    let (st, failures) = s.get(&format!("/v1/failures?target={}", "f".repeat(4_097)));
+    assert_eq!(st, 200, "{failures}");
+    assert_eq!(failures["count"], 1, "{failures}");
     let (status, ready) = s.get("/readyz");
     assert_eq!(status, 200, "{ready}");
 }

@@ -14,7 +14,7 @@
 //! - `log_by_target`: `event_type ‖ 0x00 ‖ len (u16) ‖ target ‖ seq` → (),
 //!   for `topo.*` events under their `payload.target_id` and failures under
 //!   the target they report (see `indexed_target`), when it is a string (one
-//!   over 65,525 bytes: `0xFFFF ‖ SHA-256(target)`); read by the topology
+//!   over 4,096 bytes: `0xFFFF ‖ SHA-256(target)`); read by the topology
 //!   and failure views
 //! - `log_meta`: `head` → `seq (8) ‖ hash (32)`; `by_target_upto` → `seq (8)`,
 //!   the head up to which `log_by_target` is complete (see
@@ -148,10 +148,16 @@ fn type_key(event_type: &str, seq: Seq) -> Vec<u8> {
 /// `0xFFFF ‖ SHA-256 (32)`, a length no id keyed as itself has.
 const MAX_ID_IN_KEY: usize = u16::MAX as usize - 2 - 8;
 
+/// Longest target a `log_by_target` key holds as itself: the key also
+/// holds the event type (up to 128 bytes) before it.
+const MAX_TARGET_IN_KEY: usize = 4096;
+
 /// An id's place in an index key: `len (u16) ‖ id`, or `0xFFFF ‖ SHA-256(id)`
-/// past [`MAX_ID_IN_KEY`] bytes, so every key of any id fits fjall's limit.
-fn push_id_key(k: &mut Vec<u8>, id: &str) {
-    if id.len() <= MAX_ID_IN_KEY {
+/// past `max_raw` bytes (at most [`MAX_ID_IN_KEY`]), so that every key of
+/// any id fits fjall's limit.
+fn push_id_key(k: &mut Vec<u8>, id: &str, max_raw: usize) {
+    debug_assert!(max_raw <= MAX_ID_IN_KEY);
+    if id.len() <= max_raw {
         k.extend_from_slice(&(id.len() as u16).to_be_bytes());
         k.extend_from_slice(id.as_bytes());
     } else {
@@ -162,10 +168,10 @@ fn push_id_key(k: &mut Vec<u8>, id: &str) {
 
 /// The `log_by_target` prefix of one event type and target.
 fn target_prefix(event_type: &str, target_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(event_type.len() + target_id.len().min(MAX_ID_IN_KEY) + 11);
+    let mut k = Vec::with_capacity(event_type.len() + target_id.len().min(MAX_TARGET_IN_KEY) + 11);
     k.extend_from_slice(event_type.as_bytes());
     k.push(0);
-    push_id_key(&mut k, target_id);
+    push_id_key(&mut k, target_id, MAX_TARGET_IN_KEY);
     k
 }
 
@@ -222,7 +228,7 @@ fn record_target(canonical: &[u8]) -> Option<String> {
 
 fn attempt_prefix(attempt_id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(attempt_id.len().min(MAX_ID_IN_KEY) + 10);
-    push_id_key(&mut k, attempt_id);
+    push_id_key(&mut k, attempt_id, MAX_ID_IN_KEY);
     k
 }
 
@@ -329,6 +335,12 @@ impl Log {
             Some((seq, _)) => self.get_at(&v, seq),
             None => Ok(None),
         }
+    }
+
+    /// Whether a committed event has `event_id` (the latest committed state,
+    /// not a view: for a loader that is the store's only writer).
+    pub(crate) fn has_event_id(&self, event_id: &str) -> Result<bool, LogError> {
+        Ok(self.event_ids.contains_key(event_id.as_bytes())?)
     }
 
     /// The seq of `event_id` through a view, for any string a reader asks
@@ -1179,6 +1191,48 @@ mod tests {
         log.seqs_by_target_desc_at(&log.view(), event_type, target, None)
             .collect::<Result<_, _>>()
             .expect("read")
+    }
+
+    /// Targets of every length are indexed and found, under the longest
+    /// event type too (a target of 65,499 to 65,525 bytes made a key over
+    /// fjall's limit, which stopped the writer, and start-up on a store
+    /// that held one).
+    #[test]
+    fn targets_of_every_length_are_indexed_and_found() {
+        let (_dir, db, log) = store();
+        // The longest event type accepted (128 bytes).
+        let long_type = format!("topo.{}", "d".repeat(128 - "topo.".len()));
+        let lengths = [
+            1,
+            MAX_TARGET_IN_KEY,
+            MAX_TARGET_IN_KEY + 1,
+            65_498,
+            65_499,
+            65_514,
+            MAX_ID_IN_KEY,
+            MAX_ID_IN_KEY + 1,
+            100_000,
+        ];
+        let targets: Vec<String> = lengths.iter().map(|n| "t".repeat(*n)).collect();
+        let mut events = Vec::new();
+        for t in &targets {
+            events.push(("topo.dependency.discovered", json!({ "target_id": t })));
+            events.push((long_type.as_str(), json!({ "target_id": t })));
+            events.push(("task.failed", json!({ "target": t })));
+        }
+        let head = append_events(&db, &log, Head::default(), "len", events);
+        assert_eq!(head.seq, Seq(3 * lengths.len() as u64));
+        for (i, t) in targets.iter().enumerate() {
+            let at = |j: u64| Seq(3 * i as u64 + j + 1);
+            let n = t.len();
+            assert_eq!(
+                by_target(&log, "topo.dependency.discovered", t),
+                [at(0)],
+                "{n}"
+            );
+            assert_eq!(by_target(&log, &long_type, t), [at(1)], "{n}");
+            assert_eq!(by_target(&log, "task.failed", t), [at(2)], "{n}");
+        }
     }
 
     /// Topology events are indexed by type and `payload.target_id` (a
