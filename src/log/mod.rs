@@ -571,9 +571,9 @@ impl Log {
 
     /// Seqs of the events of `event_type` (a `topo.*` type or one of
     /// [`FAILURE_TYPES`]) indexed under `target_id` (see `indexed_target`),
-    /// newest first, strictly below
-    /// `before`. Complete once [`Log::complete_target_index`] has run on
-    /// this store (the server does so before it serves).
+    /// newest first, strictly below `before`. Complete once
+    /// [`Log::complete_target_index`] has run on this store (the server
+    /// does so before it serves).
     pub(crate) fn seqs_by_target_desc_at(
         &self,
         v: &View,
