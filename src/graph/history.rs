@@ -681,15 +681,18 @@ impl GraphStore {
 
     /// The node (under history `prefix`) as its changes before the key
     /// `upper` left it: the last snapshot before it, with the diffs after
-    /// that snapshot applied in order.
+    /// that snapshot applied in order. The diffs are read twice (back to
+    /// the snapshot, then forward from it), one at a time: a diff carries
+    /// its op's properties (up to a payload each), and holding a block's
+    /// 256 of them decoded at once could take gigabytes for one read.
     fn node_before(
         &self,
         snap: &impl Readable,
         prefix: &[u8],
         upper: &[u8],
     ) -> Result<Option<Node>, GraphError> {
-        let mut diffs = Vec::new();
         let mut base = None;
+        let mut first_diff: Option<fjall::UserKey> = None;
         for guard in snap
             .range(&self.history, prefix.to_vec()..upper.to_vec())
             .rev()
@@ -697,31 +700,41 @@ impl GraphStore {
             let (k, v) = guard.into_inner()?;
             let (record, node_diff) = decode(&k, &v)?;
             match node_diff {
-                Some(diff) => diffs.push((record.seq, diff, k)),
+                Some(_) => first_diff = Some(k),
                 None => {
-                    base = Some(record.node.flatten());
+                    base = Some((record.node.flatten(), k));
                     break;
                 }
             }
         }
-        let mut node = match base {
-            Some(n) => n,
+        let (mut node, from) = match (base, first_diff) {
+            (Some(base), _) => base,
             // No snapshot: the node never existed (no change at all) …
-            None if diffs.is_empty() => return Ok(None),
+            (None, None) => return Ok(None),
             // … or the index is broken (a diff always follows a snapshot).
-            None => {
-                let (_, _, k) = diffs.pop().expect("not empty");
+            (None, Some(k)) => {
                 return Err(GraphError::corrupt(
                     "history record (a diff of no node)",
                     &k,
-                ));
+                ))
             }
         };
-        for (seq, diff, k) in diffs.into_iter().rev() {
+        let after = (
+            std::ops::Bound::Excluded(from.to_vec()),
+            std::ops::Bound::Excluded(upper.to_vec()),
+        );
+        for guard in snap.range(&self.history, after) {
+            let (k, v) = guard.into_inner()?;
+            let (record, Some(diff)) = decode(&k, &v)? else {
+                return Err(GraphError::corrupt(
+                    "history record (a snapshot after the last one)",
+                    &k,
+                ));
+            };
             let n = node.as_mut().ok_or_else(|| {
                 GraphError::corrupt("history record (a diff of a deleted node)", &k)
             })?;
-            apply_diff(n, seq, diff);
+            apply_diff(n, record.seq, diff);
         }
         Ok(node)
     }
