@@ -259,6 +259,29 @@ fn decode_head(value: Option<&[u8]>) -> Result<Head, LogError> {
     }
 }
 
+/// `prefix ‖ seq`: an index entry of `log_by_attempt` or `log_by_target`.
+fn index_key(mut prefix: Vec<u8>, seq: Seq) -> Vec<u8> {
+    prefix.extend_from_slice(&seq.to_key());
+    prefix
+}
+
+/// The seqs of the entries of `index` (named `name` in errors) under
+/// `prefix`, newest first, strictly below `before`.
+fn seqs_under_desc(
+    v: &View,
+    index: &Keyspace,
+    name: &'static str,
+    prefix: Vec<u8>,
+    before: Option<Seq>,
+) -> impl Iterator<Item = Result<Seq, LogError>> + 'static {
+    let lo = index_key(prefix.clone(), Seq(0));
+    let hi = index_key(prefix, before.unwrap_or(Seq(u64::MAX)));
+    v.range(index, lo..hi).rev().map(move |kv| {
+        let k = kv.key()?;
+        seq_suffix(&k).ok_or_else(|| corrupt(name, "short key"))
+    })
+}
+
 fn seq_suffix(key: &[u8]) -> Option<Seq> {
     key.len()
         .checked_sub(8)
@@ -558,15 +581,13 @@ impl Log {
         attempt_id: &str,
         before: Option<Seq>,
     ) -> impl Iterator<Item = Result<Seq, LogError>> + 'static {
-        let prefix = attempt_prefix(attempt_id);
-        let mut lo = prefix.clone();
-        lo.extend_from_slice(&Seq(0).to_key());
-        let mut hi = prefix;
-        hi.extend_from_slice(&before.unwrap_or(Seq(u64::MAX)).to_key());
-        v.range(&self.by_attempt, lo..hi).rev().map(|kv| {
-            let k = kv.key()?;
-            seq_suffix(&k).ok_or_else(|| corrupt("log_by_attempt", "short key"))
-        })
+        seqs_under_desc(
+            v,
+            &self.by_attempt,
+            "log_by_attempt",
+            attempt_prefix(attempt_id),
+            before,
+        )
     }
 
     /// Seqs of the events of `event_type` (a `topo.*` type or one of
@@ -582,15 +603,13 @@ impl Log {
         before: Option<Seq>,
     ) -> impl Iterator<Item = Result<Seq, LogError>> + 'static {
         debug_assert!(is_target_indexed(event_type), "{event_type}");
-        let prefix = target_prefix(event_type, target_id);
-        let mut lo = prefix.clone();
-        lo.extend_from_slice(&Seq(0).to_key());
-        let mut hi = prefix;
-        hi.extend_from_slice(&before.unwrap_or(Seq(u64::MAX)).to_key());
-        v.range(&self.by_target, lo..hi).rev().map(|kv| {
-            let k = kv.key()?;
-            seq_suffix(&k).ok_or_else(|| corrupt("log_by_target", "short key"))
-        })
+        seqs_under_desc(
+            v,
+            &self.by_target,
+            "log_by_target",
+            target_prefix(event_type, target_id),
+            before,
+        )
     }
 
     /// Indexes in `log_by_target` the events appended since the index was
@@ -624,9 +643,11 @@ impl Log {
                 if let Some(t) =
                     indexed_target(&event_type, e.payload.get(), || Some(e.target.clone()))
                 {
-                    let mut k = target_prefix(&event_type, &t);
-                    k.extend_from_slice(&seq.to_key());
-                    batch.insert(&self.by_target, k, b"");
+                    batch.insert(
+                        &self.by_target,
+                        index_key(target_prefix(&event_type, &t), seq),
+                        b"",
+                    );
                     pending += 1;
                     indexed += 1;
                 }
@@ -882,15 +903,12 @@ impl Log {
         batch.insert(&self.event_ids, draft.event_id.as_bytes(), id_val);
         batch.insert(&self.by_type, type_key(&draft.event_type, seq), b"");
         if let Some(a) = &draft.attempt_id {
-            let mut k = attempt_prefix(a);
-            k.extend_from_slice(&seq.to_key());
-            batch.insert(&self.by_attempt, k, b"");
+            batch.insert(&self.by_attempt, index_key(attempt_prefix(a), seq), b"");
         }
         if let Some(t) = indexed_target(&draft.event_type, draft.payload_json(), || {
             record_target(canonical)
         }) {
-            let mut k = target_prefix(&draft.event_type, &t);
-            k.extend_from_slice(&seq.to_key());
+            let k = index_key(target_prefix(&draft.event_type, &t), seq);
             batch.insert(&self.by_target, k, b"");
         }
     }
