@@ -217,6 +217,26 @@ pub struct Metrics {
     pub scanning_reads_waiting: Gauge,
 }
 
+/// One more in a gauge for as long as it lives: counted down when dropped,
+/// so that a future dropped before it finishes (a request timeout, a client
+/// that leaves) is not left counted.
+#[must_use = "the gauge is counted down when this is dropped"]
+#[derive(Debug)]
+pub struct GaugeHold(Gauge);
+
+impl GaugeHold {
+    pub fn new(gauge: &Gauge) -> GaugeHold {
+        gauge.inc();
+        GaugeHold(gauge.clone())
+    }
+}
+
+impl Drop for GaugeHold {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut root = Registry::default();

@@ -331,16 +331,11 @@ pub struct Bulkhead {
     waiting: prometheus_client::metrics::gauge::Gauge,
 }
 
-/// A place in a [`Bulkhead`], given back when dropped.
+/// A place in a [`Bulkhead`], given back (and no longer counted as
+/// running) when dropped.
 pub struct Place {
     _permit: tokio::sync::OwnedSemaphorePermit,
-    running: prometheus_client::metrics::gauge::Gauge,
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        self.running.dec();
-    }
+    _running: crate::metrics::GaugeHold,
 }
 
 impl Bulkhead {
@@ -362,14 +357,7 @@ impl Bulkhead {
     /// Waits for a place (counted as waiting meanwhile, also when the
     /// request is dropped while it waits).
     pub async fn enter(&self) -> Place {
-        struct Waiting(prometheus_client::metrics::gauge::Gauge);
-        impl Drop for Waiting {
-            fn drop(&mut self) {
-                self.0.dec();
-            }
-        }
-        self.waiting.inc();
-        let waiting = Waiting(self.waiting.clone());
+        let waiting = crate::metrics::GaugeHold::new(&self.waiting);
         let permit = self
             .places
             .clone()
@@ -377,10 +365,9 @@ impl Bulkhead {
             .await
             .expect("the bulkhead's semaphore is never closed");
         drop(waiting);
-        self.running.inc();
         Place {
             _permit: permit,
-            running: self.running.clone(),
+            _running: crate::metrics::GaugeHold::new(&self.running),
         }
     }
 }

@@ -86,14 +86,7 @@ pub async fn wait(State(app): State<AppState>, req: Request, next: Next) -> Resp
     };
     // Counted down by a guard: the wait's future is dropped, not finished,
     // when the request timeout (LEVIATHAN_REQUEST_TIMEOUT_SECS) ends it first.
-    struct Waiting(prometheus_client::metrics::gauge::Gauge);
-    impl Drop for Waiting {
-        fn drop(&mut self) {
-            self.0.dec();
-        }
-    }
-    app.metrics.min_seq_waiting.inc();
-    let waiting = Waiting(app.metrics.min_seq_waiting.clone());
+    let waiting = crate::metrics::GaugeHold::new(&app.metrics.min_seq_waiting);
     let waited = app.wait_for_applied(seq, timeout).await;
     drop(waiting);
     match waited {
