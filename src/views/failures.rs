@@ -4,12 +4,10 @@
 
 use super::ViewError;
 use crate::log::record::StoredEvent;
-use crate::log::{failure_target, Log, LogError};
+use crate::log::{failure_target, Log, LogError, FAILURE_TYPES};
 use crate::seq::Seq;
 use crate::wire::{Failure, Failures};
 use serde_json::{Map, Value};
-
-pub use crate::log::FAILURE_TYPES;
 
 /// First non-empty value among `keys`.
 fn first_of(p: &Map<String, Value>, keys: &[&str]) -> Option<Value> {
