@@ -56,10 +56,23 @@
 //! another block of [`SNAPSHOT_BLOCK`] seqs; otherwise as `node_diff`
 //! (`{"set": {changed properties}, "unset": [removed keys], "updated_at"}`),
 //! applied to the record before it (its `updated_seq` becomes the change's
-//! seq). Reading a node at a seq replays the diffs since its last snapshot:
-//! at most the node's changes within one block. The rule depends only on the
-//! seqs, so a rebuild writes the same records. The history routes answer
-//! every change with the whole node, as before.
+//! seq). Reading a node at a seq replays the diffs since its last snapshot.
+//! The history routes answer every change with the whole node, as before.
+//!
+//! A big node (its whole record over 2 KiB, [`may_defer`]) is not stored
+//! whole at every block crossing: small changes to it, one per block, stored
+//! all of it each time, for good. At a crossing it is stored whole only when
+//! the diffs since its last snapshot, each charged its bytes and at least
+//! [`DIFF_CHARGE`], add up to half of it ([`whole_at_crossing`]); otherwise
+//! the crossing's diff states that sum, its `debt`
+//! (`{"debt": n, "unset": [...], "updated_at"}`), so that the next crossing
+//! reads it back from the block of the node's last change (the records of
+//! this batch, of the batch before while it commits, and of the store:
+//! [`Debt`]) rather than the whole run. A read replays at most about half
+//! the node's size of diffs beyond a block's. The rule depends only on the
+//! log (the seqs, the node's and the ops' bytes), so a rebuild writes the
+//! same records whatever its batches. Builds from before it read these
+//! records as they read any diff.
 //!
 //! # Derived from the op
 //! Most of what a change leaves is in its op already, and storing it twice
@@ -114,7 +127,13 @@ type After = Option<Span>;
 /// node its op created) nothing but the timestamp.
 enum NodeAfter {
     Whole(After),
-    Diff(Span),
+    /// `debt`: the charges ([`charge`]) of the diffs between the node's
+    /// last snapshot and this one, written into the diff of a change at a
+    /// block crossing (see [`whole_at_crossing`]); `None` for the others.
+    Diff {
+        span: Span,
+        debt: Option<u64>,
+    },
     /// Created by its op, at the change's seq; the span is the event's
     /// timestamp as a JSON string.
     FromOp(Span),
@@ -138,10 +157,87 @@ enum Target {
 /// (see the module docs).
 pub(crate) const SNAPSHOT_BLOCK: u64 = 256;
 
-/// Whether a change at `seq` to a node last changed at `before_updated` is
-/// stored whole rather than as a diff.
+/// Whether a change at `seq` to a node last changed at `before_updated`
+/// crosses into another block: a snapshot is due, unless the node is big
+/// and has not changed enough since its last one ([`whole_at_crossing`]).
 pub(crate) fn snapshot_due(before_updated: Seq, seq: Seq) -> bool {
     before_updated.0 / SNAPSHOT_BLOCK != seq.0 / SNAPSHOT_BLOCK
+}
+
+/// The least history bytes a diff since a node's last snapshot is charged
+/// (see [`whole_at_crossing`]).
+pub(crate) const DIFF_CHARGE: u64 = 1024;
+
+/// What a diff stored with its op counts towards its node's next snapshot:
+/// its bytes (the op's JSON and the diff's), at least [`DIFF_CHARGE`].
+fn charge(op_len: usize, diff_len: usize) -> u64 {
+    ((op_len + diff_len) as u64).max(DIFF_CHARGE)
+}
+
+/// Whether a node whose whole record takes `whole_len` bytes may be stored
+/// as a diff at a block crossing: only when its snapshot is more than two
+/// least charges. A smaller node is stored whole there, as before, without
+/// a look at its history.
+pub(crate) fn may_defer(whole_len: usize) -> bool {
+    whole_len as u64 > 2 * DIFF_CHARGE
+}
+
+/// Whether a change at a block crossing to a node whose whole record takes
+/// `whole_len` bytes is stored whole, when the diffs stored since its last
+/// snapshot were charged `debt` ([`charge`]; `None`: unknown). A snapshot
+/// at every block crossing stored a big node whole for each small change:
+/// one 150-byte event per block into a 6.5 MB node stored 6.5 MB of
+/// history each time (363× what was sent, for good: history is never
+/// compacted away). So the diffs before a snapshot pay for it: their
+/// charges, and this change's least one, must add up to half of it.
+/// Snapshots then take at most about twice the bytes of the diffs (at
+/// least 1 KiB each) between them, and reading a node at a seq replays at
+/// most about half the node's size of diffs beyond one block's.
+pub(crate) fn whole_at_crossing(whole_len: usize, debt: Option<u64>) -> bool {
+    match debt {
+        None => true,
+        Some(debt) => debt.saturating_add(DIFF_CHARGE).saturating_mul(2) >= whole_len as u64,
+    }
+}
+
+/// What a run of a node's changes leaves of its debt (the charges of the
+/// diffs stored since its last snapshot): `Set(n)` when the run holds a
+/// snapshot or a diff that states the debt (a crossing's), `Add(n)` when it
+/// holds plain diffs only, charged `n` (the debt before it plus `n`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Debt {
+    Add(u64),
+    Set(u64),
+}
+
+impl Debt {
+    /// This run followed by `next`.
+    pub(crate) fn then(self, next: Debt) -> Debt {
+        match (self, next) {
+            (_, Debt::Set(_)) => next,
+            (Debt::Add(a), Debt::Add(b)) => Debt::Add(a.saturating_add(b)),
+            (Debt::Set(a), Debt::Add(b)) => Debt::Set(a.saturating_add(b)),
+        }
+    }
+
+    /// This run followed by one change: a snapshot (`None`), or a diff
+    /// charged `charge` that states the debt before it
+    /// (`Some((Some(debt), _))`) or not.
+    fn and(self, change: Option<(Option<u64>, u64)>) -> Debt {
+        match change {
+            None => Debt::Set(0),
+            Some((Some(debt), charge)) => Debt::Set(debt.saturating_add(charge)),
+            Some((None, charge)) => self.then(Debt::Add(charge)),
+        }
+    }
+
+    /// The debt, if the runs folded began with a snapshot or a stated debt.
+    pub(crate) fn known(self) -> Option<u64> {
+        match self {
+            Debt::Set(n) => Some(n),
+            Debt::Add(_) => None,
+        }
+    }
 }
 
 /// A node's diff as read back. Without `set`, the properties set are those
@@ -271,9 +367,26 @@ impl Pending {
         unset: impl Iterator<Item = &'a String>,
         updated_at: &str,
     ) -> Span {
+        self.node_diff_owing(unset, updated_at, None)
+    }
+
+    /// [`Pending::node_diff`] stating the node's debt before it (`Some`: a
+    /// change at a block crossing, see [`whole_at_crossing`]).
+    pub(crate) fn node_diff_owing<'a>(
+        &mut self,
+        unset: impl Iterator<Item = &'a String>,
+        updated_at: &str,
+        debt: Option<u64>,
+    ) -> Span {
         let start = self.json.len();
         let out = &mut self.json;
-        out.extend_from_slice(b"{\"unset\":[");
+        out.push(b'{');
+        if let Some(debt) = debt {
+            out.extend_from_slice(b"\"debt\":");
+            jcs::write_digits(debt, out);
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"unset\":[");
         for (i, k) in unset.enumerate() {
             if i > 0 {
                 out.push(b',');
@@ -302,10 +415,57 @@ impl Pending {
     /// A node change stored whole (`None`: deleted).
     pub(crate) fn node(&mut self, id: &str, after: Option<&Node>) {
         let after = after.map(|n| self.write(n));
+        self.node_written(id, after);
+    }
+
+    /// Writes `node` whole, for a change not recorded yet: either
+    /// [`Pending::node_written`] with it, or [`Pending::forget_from`] its
+    /// start before anything else is written.
+    pub(crate) fn write_node(&mut self, node: &Node) -> Span {
+        self.write(node)
+    }
+
+    /// A node change stored whole, written at `after` (`None`: deleted).
+    pub(crate) fn node_written(&mut self, id: &str, after: After) {
         self.push(Target::Node {
             id: id.to_owned(),
             after: NodeAfter::Whole(after),
         });
+    }
+
+    /// Forgets the JSON written from `at` on ([`Pending::write_node`]'s,
+    /// not recorded by any change).
+    pub(crate) fn forget_from(&mut self, at: usize) {
+        debug_assert!(
+            self.changes.iter().all(|c| match &c.target {
+                Target::Node {
+                    after:
+                        NodeAfter::Whole(Some(s))
+                        | NodeAfter::Diff { span: s, .. }
+                        | NodeAfter::FromOp(s),
+                    ..
+                } => s.end <= at,
+                _ => true,
+            })
+        );
+        debug_assert!(self.op.as_ref().is_none_or(|op| op.end <= at));
+        self.json.truncate(at);
+    }
+
+    /// What this batch's changes to node `id` leave of its debt (see
+    /// [`Debt`]): `Add(0)` when it has none.
+    pub(crate) fn debt_of(&self, id: &str) -> Debt {
+        debt_of_changes(&self.changes, id)
+    }
+
+    /// The node changes of this batch, without their JSON: what the next
+    /// batch needs of them while this one commits ([`Tail`]).
+    pub(crate) fn into_tail(mut self) -> Tail {
+        self.changes
+            .retain(|c| matches!(c.target, Target::Node { .. }));
+        Tail {
+            changes: self.changes,
+        }
     }
 
     /// A node the op being applied (a `put-node` or `merge-node`) created:
@@ -323,11 +483,12 @@ impl Pending {
         });
     }
 
-    /// A node change stored as its diff ([`Pending::node_diff`]).
-    pub(crate) fn node_changed(&mut self, id: &str, diff: Span) {
+    /// A node change stored as its diff ([`Pending::node_diff`]), stating
+    /// `debt` when it is a crossing's ([`Pending::node_diff_owing`]).
+    pub(crate) fn node_changed(&mut self, id: &str, diff: Span, debt: Option<u64>) {
         self.push(Target::Node {
             id: id.to_owned(),
-            after: NodeAfter::Diff(diff),
+            after: NodeAfter::Diff { span: diff, debt },
         });
     }
 
@@ -394,7 +555,7 @@ impl Pending {
                 Target::Node { after, .. } => {
                     let (member, span) = match after {
                         NodeAfter::Whole(after) => (&b"\"node\":"[..], after.as_ref()),
-                        NodeAfter::Diff(diff) => (&b"\"node_diff\":"[..], Some(diff)),
+                        NodeAfter::Diff { span, .. } => (&b"\"node_diff\":"[..], Some(span)),
                         NodeAfter::FromOp(ts) => (&b"\"node_from_op\":"[..], Some(ts)),
                     };
                     value.extend_from_slice(member);
@@ -423,6 +584,43 @@ impl Pending {
             None => out.extend_from_slice(b"null"),
         }
     }
+}
+
+/// The node changes of a batch that is committing, for the next batch's
+/// [`Debt`] reckoning (`Staging`'s parent).
+#[derive(Default)]
+pub(crate) struct Tail {
+    changes: Vec<Change>,
+}
+
+impl Tail {
+    /// As [`Pending::debt_of`].
+    pub(crate) fn debt_of(&self, id: &str) -> Debt {
+        debt_of_changes(&self.changes, id)
+    }
+
+    /// The first seq the batch changed a node at, if it changed one.
+    pub(crate) fn first_seq(&self) -> Option<Seq> {
+        self.changes.first().map(|c| c.seq)
+    }
+}
+
+fn debt_of_changes(changes: &[Change], id: &str) -> Debt {
+    let mut debt = Debt::Add(0);
+    for c in changes {
+        if let Target::Node { id: of, after } = &c.target {
+            if of == id {
+                debt = debt.and(match after {
+                    NodeAfter::Diff { span, debt } => {
+                        let op = c.op.as_ref().map_or(0, |op| op.len());
+                        Some((*debt, charge(op, span.len())))
+                    }
+                    NodeAfter::Whole(_) | NodeAfter::FromOp(_) => None,
+                });
+            }
+        }
+    }
+    debt
 }
 
 fn node_prefix(id: &str) -> Vec<u8> {
@@ -577,7 +775,58 @@ pub struct HistoryPage {
     pub next_cursor: Option<String>,
 }
 
+/// What [`GraphStore::debt_in`] reads of a change record.
+#[derive(Deserialize)]
+struct DebtView<'a> {
+    #[serde(borrow, default)]
+    node_diff: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    op: &'a serde_json::value::RawValue,
+}
+
+/// What [`GraphStore::debt_in`] reads of a diff.
+#[derive(Deserialize)]
+struct StatedDebt {
+    #[serde(default)]
+    debt: Option<u64>,
+}
+
 impl GraphStore {
+    /// What the committed changes of node `id` at seqs from `from` up to
+    /// (not including) `until` leave of its debt ([`Debt`]). The records
+    /// are read (up to a block's changes of the node): the writer asks
+    /// only at a block crossing of a node big enough to defer its snapshot
+    /// ([`may_defer`]), from the block of its previous change, which holds
+    /// the last snapshot or stated debt.
+    pub(crate) fn debt_in(
+        &self,
+        snap: &impl Readable,
+        id: &str,
+        from: Seq,
+        until: Option<Seq>,
+    ) -> Result<Debt, GraphError> {
+        let lower = node_key(id, from, 0);
+        let upper = match until {
+            Some(until) => node_key(id, until, 0),
+            None => keys::prefix_end(&node_prefix(id)).expect("a node prefix ends"),
+        };
+        let mut debt = Debt::Add(0);
+        for guard in snap.range(&self.history, lower..upper) {
+            let (k, v) = guard.into_inner()?;
+            let corrupt = || GraphError::corrupt("history record", &k);
+            let view: DebtView<'_> = serde_json::from_slice(&v).map_err(|_| corrupt())?;
+            debt = debt.and(match view.node_diff {
+                None => None,
+                Some(diff) => {
+                    let stated: StatedDebt =
+                        serde_json::from_str(diff.get()).map_err(|_| corrupt())?;
+                    Some((stated.debt, charge(view.op.get().len(), diff.get().len())))
+                }
+            });
+        }
+        Ok(debt)
+    }
+
     /// The changes of node `id`, oldest first, after `cursor`, at most
     /// `limit`, through one snapshot.
     pub fn node_history_at(

@@ -123,6 +123,9 @@ pub struct Overlay {
     edges_in: BTreeMap<Vec<u8>, bool>,
     counts: HashMap<Vec<u8>, u64>,
     state: (Seq, Sha256),
+    /// The batch's node changes, for the next batch's reckoning of a big
+    /// node's history debt (`history::whole_at_crossing`).
+    history: history::Tail,
 }
 
 impl Overlay {
@@ -588,7 +591,7 @@ impl Staging {
             } => {
                 let existing = owned(&*self, "put-node", id.as_str())?;
                 let properties = std::mem::take(properties);
-                self.put_node(id, node_type, properties, existing, seq, ts);
+                self.put_node(id, node_type, properties, existing, seq, ts)?;
             }
             Op::MergeNode {
                 id,
@@ -612,9 +615,11 @@ impl Staging {
                     }
                     let updated_seq = std::mem::replace(&mut n.updated_seq, seq);
                     let updated_at = std::mem::replace(&mut n.updated_at, ts.to_owned());
-                    match diff {
-                        Some(diff) => self.history.node_changed(id, diff),
-                        None => self.history.node(id, Some(&*n)),
+                    // At a block crossing, the node as it now stands, stored
+                    // whole unless its debt allows a diff (below).
+                    let whole = diff.is_none().then(|| self.history.write_node(n));
+                    if let Some(diff) = diff {
+                        self.history.node_changed(id, diff, None);
                     }
                     let size = match self.sizes.get_mut(id.as_str()) {
                         Some(size) => {
@@ -636,8 +641,12 @@ impl Staging {
                         updated_seq,
                         updated_at,
                     });
-                    // Refused after the undo entry: the event's rollback
-                    // restores the node.
+                    // Refused (or failed reading the debt) after the undo
+                    // entry: the event's rollback restores the node.
+                    if let Some(whole) = whole {
+                        let form = self.crossing_form(id, whole, Vec::new(), ts)?;
+                        self.record_node(id, None, form);
+                    }
                     return check_node_size(index, id, size);
                 }
                 match owned(&*self, "merge-node", id.as_str())? {
@@ -653,7 +662,13 @@ impl Staging {
                         check_node_size(index, id, size)?;
                         n.updated_seq = seq;
                         n.updated_at = ts.to_owned();
-                        let form = diff.map_or(NodeForm::Whole, NodeForm::Diff);
+                        let form = match diff {
+                            Some(diff) => NodeForm::Diff(diff, None),
+                            None => {
+                                let whole = self.history.write_node(&n);
+                                self.crossing_form(id, whole, Vec::new(), ts)?
+                            }
+                        };
                         self.set_node(id, Some(n), form);
                         if size > 0 {
                             self.sizes.insert(id.to_string(), size);
@@ -661,7 +676,7 @@ impl Staging {
                     }
                     None if *create_if_absent => {
                         let properties = std::mem::take(properties);
-                        self.put_node(id, node_type, properties, None, seq, ts);
+                        self.put_node(id, node_type, properties, None, seq, ts)?;
                     }
                     None => {}
                 }
@@ -720,26 +735,28 @@ impl Staging {
         existing: Option<Node>,
         seq: Seq,
         ts: &str,
-    ) {
+    ) -> Result<(), GraphError> {
         // The history stores what changed when the node keeps its type and
-        // no snapshot is due.
-        let diff = existing
-            .as_ref()
-            .filter(|old| {
-                old.node_type == node_type && !history::snapshot_due(old.updated_seq, seq)
-            })
-            .map(|old| {
+        // no snapshot is due; at a block crossing, maybe (below).
+        let form = match &existing {
+            None => NodeForm::Created,
+            Some(old) if old.node_type != node_type => NodeForm::Whole,
+            Some(old) if history::snapshot_due(old.updated_seq, seq) => NodeForm::Crossing(
+                old.properties
+                    .keys()
+                    .filter(|k| !properties.contains_key(k.as_str()))
+                    .cloned()
+                    .collect(),
+            ),
+            Some(old) => NodeForm::Diff(
                 self.history.node_diff(
                     old.properties
                         .keys()
                         .filter(|k| !properties.contains_key(k.as_str())),
                     ts,
-                )
-            });
-        let form = match (&existing, diff) {
-            (None, _) => NodeForm::Created,
-            (Some(_), Some(diff)) => NodeForm::Diff(diff),
-            (Some(_), None) => NodeForm::Whole,
+                ),
+                None,
+            ),
         };
         let (created_seq, created_at) = match existing {
             Some(old) => {
@@ -763,7 +780,67 @@ impl Staging {
             created_at,
             updated_at: ts.to_owned(),
         };
+        let form = match form {
+            NodeForm::Crossing(unset) => {
+                let whole = self.history.write_node(&node);
+                self.crossing_form(id, whole, unset, ts)?
+            }
+            form => form,
+        };
         self.set_node(id, Some(node), form);
+        Ok(())
+    }
+
+    /// How a change at a block crossing to node `id` goes into the history,
+    /// its node written whole at `whole`: so, unless the node is big and
+    /// the diffs since its last snapshot do not pay for another
+    /// (`history::whole_at_crossing`); then as its diff (the op's
+    /// properties, and `unset`), stating the debt.
+    fn crossing_form(
+        &mut self,
+        id: &str,
+        whole: history::Span,
+        unset: Vec<String>,
+        ts: &str,
+    ) -> Result<NodeForm, GraphError> {
+        if !history::may_defer(whole.len()) {
+            return Ok(NodeForm::Written(whole));
+        }
+        let debt = self.history_debt(id)?;
+        if history::whole_at_crossing(whole.len(), debt) {
+            return Ok(NodeForm::Written(whole));
+        }
+        self.history.forget_from(whole.start);
+        let diff = self.history.node_diff_owing(unset.iter(), ts, debt);
+        Ok(NodeForm::Diff(diff, debt))
+    }
+
+    /// The debt of node `id`'s history before the change being applied
+    /// (`history::Debt`; `None`: unknown, which stores the node whole): its
+    /// changes in this batch, else also the parent's, else also the
+    /// committed ones from the block of its last committed change, which
+    /// holds a snapshot or a stated debt.
+    fn history_debt(&self, id: &str) -> Result<Option<u64>, GraphError> {
+        let mut debt = self.history.debt_of(id);
+        if let history::Debt::Set(debt) = debt {
+            return Ok(Some(debt));
+        }
+        // The parent's changes, when it is committed, are in `snap` too:
+        // read the committed ones before its first.
+        let mut until = None;
+        if let Some(parent) = &self.parent {
+            debt = parent.history.debt_of(id).then(debt);
+            if let history::Debt::Set(debt) = debt {
+                return Ok(Some(debt));
+            }
+            until = parent.history.first_seq();
+        }
+        let Some(committed) = self.store.read_node(&self.snap, id)? else {
+            return Ok(None);
+        };
+        let block = committed.updated_seq.0 / history::SNAPSHOT_BLOCK * history::SNAPSHOT_BLOCK;
+        let before = self.store.debt_in(&self.snap, id, Seq(block), until)?;
+        Ok(before.then(debt).known())
     }
 
     fn delete_edge(&mut self, from: &str, edge_type: &str, to: &str) -> Result<(), GraphError> {
@@ -780,17 +857,25 @@ impl Staging {
     /// Stages `node` under `id` (`None`: deleted), its history change
     /// stored in `form`.
     fn set_node(&mut self, id: &str, node: Option<Node>, form: NodeForm) {
-        match (form, &node) {
-            (NodeForm::Diff(diff), _) => self.history.node_changed(id, diff),
-            (NodeForm::Created, Some(n)) => self.history.node_created(id, n),
-            _ => self.history.node(id, node.as_ref()),
-        }
+        self.record_node(id, node.as_ref(), form);
         self.sizes.remove(id);
         let prev = self.nodes.insert(id.to_owned(), node);
         self.undo.push(Undo::Node {
             id: id.to_owned(),
             prev,
         });
+    }
+
+    /// Records a change to node `id` in the history, `node` the node after
+    /// it (read only by `NodeForm::Created` and `NodeForm::Whole`).
+    fn record_node(&mut self, id: &str, node: Option<&Node>, form: NodeForm) {
+        match (form, node) {
+            (NodeForm::Diff(diff, debt), _) => self.history.node_changed(id, diff, debt),
+            (NodeForm::Written(whole), _) => self.history.node_written(id, Some(whole)),
+            (NodeForm::Created, Some(n)) => self.history.node_created(id, n),
+            (NodeForm::Crossing(_), _) => unreachable!("a crossing is resolved before recording"),
+            (_, node) => self.history.node(id, node),
+        }
     }
 
     fn set_edge(&mut self, out_key: Vec<u8>, from: &str, t: &str, to: &str, e: Option<Edge>) {
@@ -1097,6 +1182,7 @@ impl Staging {
             edges_in: self.edges_in,
             counts,
             state,
+            history: self.history.into_tail(),
         })
     }
 }
@@ -1371,8 +1457,14 @@ where
 enum NodeForm {
     /// The whole node after it.
     Whole,
-    /// Its diff against the node before (relative to the op's properties).
-    Diff(history::Span),
+    /// The whole node after it, already written there.
+    Written(history::Span),
+    /// Its diff against the node before (relative to the op's
+    /// properties), with the debt it states if it is a crossing's.
+    Diff(history::Span, Option<u64>),
+    /// A same-type `put-node` at a block crossing, removing these keys:
+    /// `Staging::crossing_form` tells `Written` or `Diff`.
+    Crossing(Vec<String>),
     /// Created by the op being applied: derived from it.
     Created,
 }

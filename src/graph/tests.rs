@@ -1865,3 +1865,158 @@ fn merges_of_a_pending_node_roll_back_to_the_node_before_them() {
         1
     );
 }
+
+/// The ops of `small_changes_to_a_big_node_are_stored_as_diffs_until_they_pay_for_a_snapshot`,
+/// one event each, and the big node's properties after each seq (index 0:
+/// before the first).
+fn big_node_events(blocks: u64) -> (Vec<Vec<Op>>, Vec<Option<Value>>) {
+    let big = "x".repeat(64 << 10);
+    let mut events = Vec::new();
+    let mut model = vec![None];
+    let mut state = json!({"big": big});
+    for seq in 1..=blocks * history::SNAPSHOT_BLOCK {
+        let (block, at) = (seq / history::SNAPSHOT_BLOCK, seq % history::SNAPSHOT_BLOCK);
+        let op = if seq == 1 {
+            put("big", "T", state.clone())
+        } else if at == 5 && block % 40 == 7 {
+            // A same-type replacement at a crossing that drops a key (its
+            // op, as big as the node, pays for the next snapshot).
+            state = json!({"big": big, "replaced": seq});
+            put("big", "T", state.clone())
+        } else if at == 5 || (at == 100 && block % 3 == 0) || (at == 101 && block % 3 == 0) {
+            // A small change (at a block crossing, or two within a block).
+            state[format!("k{}", seq % 5)] = json!(seq);
+            merge("big", "T", json!({ format!("k{}", seq % 5): seq }), false)
+        } else {
+            merge("filler", "F", json!({"seq": seq}), true)
+        };
+        events.push(vec![op]);
+        model.push(Some(state.clone()));
+    }
+    (events, model)
+}
+
+/// Every record of `graph_history`, in key order.
+fn history_records(e: &Env) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use fjall::Readable;
+    e.db.snapshot()
+        .iter(&e.store.history)
+        .map(|g| {
+            let (k, v) = g.into_inner().unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+}
+
+#[test]
+fn small_changes_to_a_big_node_are_stored_as_diffs_until_they_pay_for_a_snapshot() {
+    // A 64 KiB node changed a little at every block crossing (and twice
+    // within every third block), between events that change another node.
+    let blocks = 60;
+    let (events, model) = big_node_events(blocks);
+    let e = env();
+    for chunk in events.chunks(1000) {
+        e.commit(chunk);
+    }
+    let snap = e.db.snapshot();
+    // Every state of the big node reads back as of every seq it changed at
+    // (and the seq before).
+    for (seq, ops) in events.iter().enumerate() {
+        let seq = seq as u64 + 1;
+        if !matches!(&ops[0], Op::PutNode { id, .. } | Op::MergeNode { id, .. } if id.as_str() == "big")
+        {
+            continue;
+        }
+        for s in [seq - 1, seq] {
+            let got = e
+                .store
+                .node_as_of(&snap, "big", Seq(s))
+                .unwrap()
+                .map(|n| Value::Object(n.properties));
+            assert_eq!(got, model[s as usize], "as of seq {s}");
+        }
+    }
+    // What its history takes: snapshots only once the diffs since the last
+    // pay for half of one (~32 diffs of 1 KiB, or the replacement's one),
+    // not at every crossing: the creation, the crossing after each
+    // replacement, and about one per 32 crossings.
+    let mut prefix = vec![b'n'];
+    prefix.extend_from_slice(&keys::lp("big"));
+    let (mut whole, mut diffs, mut bytes, mut run, mut longest_run) = (0, 0, 0, 0, 0);
+    for (k, v) in history_records(&e) {
+        if !k.starts_with(&prefix) {
+            continue;
+        }
+        bytes += v.len();
+        if String::from_utf8_lossy(&v).contains("\"node_diff\":") {
+            diffs += 1;
+            run += 1;
+            longest_run = longest_run.max(run);
+        } else {
+            whole += 1;
+            run = 0;
+        }
+    }
+    let changes = whole + diffs;
+    assert_eq!(changes, 1 + blocks + 2 * (blocks / 3));
+    // Before: one 64 KiB snapshot per block, ~3.9 MB.
+    assert!(
+        (3..=5).contains(&whole),
+        "{whole} whole records of {changes} changes"
+    );
+    assert!(bytes < 8 * (64 << 10), "{bytes} bytes of history");
+    // A read replays at most ~32 diffs plus a block's.
+    assert!(longest_run <= 40, "{longest_run} diffs in a row");
+}
+
+#[test]
+fn a_big_nodes_history_is_the_same_whatever_the_batches() {
+    // The debt a crossing reads comes from this batch, the one before it
+    // (committing or committed) and the store: the records must not depend
+    // on where the batches end.
+    let (events, _) = big_node_events(24);
+    let one_batch = env();
+    one_batch.commit(&events);
+    let expected = history_records(&one_batch);
+    assert_eq!(expected.len(), events.len(), "one change per event");
+    // Batches of varied sizes, pipelined (each staged over the one before,
+    // which commits before or after the next one's snapshot).
+    for committed_first in [false, true] {
+        let env = env();
+        let (mut parent, mut in_flight) = (None, None::<fjall::OwnedWriteBatch>);
+        let (mut at, mut rng) = (0usize, 7u64);
+        while at < events.len() {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = ((rng >> 33) % 700 + 1) as usize;
+            let end = (at + len).min(events.len());
+            if committed_first {
+                if let Some(b) = in_flight.take() {
+                    b.commit().unwrap();
+                }
+            }
+            let mut st = env.store.staging_over(parent.take()).unwrap();
+            apply_batch(&mut st, &events[at..end]);
+            let mut batch = env.db.batch();
+            let overlay = st.write_into_keeping(&mut batch).unwrap();
+            if let Some(b) = in_flight.take() {
+                b.commit().unwrap();
+            }
+            in_flight = Some(batch);
+            parent = Some(std::sync::Arc::new(overlay));
+            at = end;
+        }
+        in_flight.unwrap().commit().unwrap();
+        assert!(
+            history_records(&env) == expected,
+            "committed_first={committed_first}: the history differs from one batch's"
+        );
+    }
+    // One event per batch, each committed before the next.
+    let each = env();
+    for ev in &events {
+        each.commit(std::slice::from_ref(ev));
+    }
+    assert!(history_records(&each) == expected);
+}
