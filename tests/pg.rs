@@ -1495,3 +1495,52 @@ fn tls_to_postgres_with_verify_full_and_require_and_a_wrong_ca_is_refused() {
         .to_string();
     assert!(err.contains("needs sslrootcert"), "{err}");
 }
+
+#[test]
+fn a_replica_shows_each_bundle_whole_or_not_at_all() {
+    // Found by a black-box session: a replica committed what it caught up
+    // 2,048 events at a time, so a bundle larger than that, or one across
+    // such a cut, was served half applied.
+    let Some(pg) = Postgres::start("replica_bundles_whole") else {
+        return;
+    };
+    let url = pg.url();
+    let writer = pg_server(&url, &[]);
+    let replica = pg_server(&url, &[("LEVIATHAN_ROLE", "replica")]);
+    // Bundles of 3,001 tasks: none ends where a chunk of 2,048 would.
+    let per = 3_001u64;
+    let bundles = 4u64;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (st, v) = replica.get("/v1/graph/summary");
+                assert_eq!(st, 200, "{v}");
+                seen.insert(v["nodes_by_type"]["Task"].as_u64().unwrap_or(0));
+            }
+            seen
+        });
+        let mut head = 0;
+        for b in 0..bundles {
+            let evs = (0..per)
+                .map(|i| {
+                    let id = format!("t-{b}-{i}");
+                    event(&id, "task.created", json!({"task_id": id, "title": "t"}))
+                })
+                .collect();
+            let (st, r) = writer.ingest(&bundle(&format!("big-{b}"), evs));
+            assert_eq!(st, 200, "{r}");
+            head = r["last_seq"].as_u64().unwrap();
+        }
+        wait_applied(&replica, head);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        watcher.join().unwrap()
+    });
+    assert!(seen.contains(&(per * bundles)), "{seen:?}");
+    let torn: Vec<_> = seen.iter().filter(|n| *n % per != 0).collect();
+    assert!(
+        torn.is_empty(),
+        "task counts mid-bundle on the replica: {torn:?}"
+    );
+}

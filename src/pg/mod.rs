@@ -212,6 +212,8 @@ impl Rows {
 #[derive(Debug, Clone)]
 pub struct PgEvent {
     pub seq: Seq,
+    /// The bundle that appended it (a bundle's events are consecutive).
+    pub bundle_id: String,
     pub record: Vec<u8>,
     pub prev_hash: Option<Sha256>,
     pub hash: Sha256,
@@ -375,7 +377,8 @@ impl PgLog {
     /// Up to `limit` events after `after`, in seq order.
     pub fn events_after(&mut self, after: Seq, limit: i64) -> Result<Vec<PgEvent>, PgError> {
         let rows = self.client.query(
-            "SELECT seq, record, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, record, prev_hash, hash, bundle_id FROM events WHERE seq > $1 ORDER BY seq \
+             LIMIT $2",
             &[&seq_i64(after), &limit],
         )?;
         rows.iter()
@@ -384,6 +387,7 @@ impl PgLog {
                 let prev: Option<&[u8]> = r.get(2);
                 Ok(PgEvent {
                     seq: seq_of(seq),
+                    bundle_id: r.get(4),
                     record: r.get(1),
                     prev_hash: prev.map(|p| hash_of(seq, p)).transpose()?,
                     hash: hash_of(seq, r.get(3))?,
