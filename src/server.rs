@@ -306,6 +306,11 @@ fn join_postgres(
     // the lease is taken: holding it while refusing would delay a failover.
     crate::pg::catch_up::check_same_log(&store.log, &mut log)
         .context("checking the local store against the PostgreSQL log")?;
+    // Most of the catching up before the lease is taken: a node on an empty
+    // data dir took it first and let it lapse during a minute of catch-up,
+    // fencing itself (or holding ingest up meanwhile). What is appended
+    // while it waits for the lease is caught up below, with it renewed.
+    catch_up(&mut log)?;
     starting.set("waiting for the writer's leadership in PostgreSQL");
     let told = std::sync::atomic::AtomicBool::new(false);
     log.lead(&|state| {
@@ -319,8 +324,11 @@ fn join_postgres(
         }
     })
     .context("taking the writer's leadership")?;
-    let head = catch_up(&mut log)?;
-    let leader = crate::pg::Leader::new(log).context("starting the leader lease renewal")?;
+    let mut leader = crate::pg::Leader::new(log).context("starting the leader lease renewal")?;
+    let head = catch_up(leader.log_mut())?;
+    if let Some(lost) = leader.lost() {
+        anyhow::bail!("{}", lost.message);
+    }
     Ok((head, crate::pg::Role::Leader(leader)))
 }
 

@@ -1338,21 +1338,22 @@ impl State {
 
     /// A replica that took the lease (`LEVIATHAN_ROLE=auto`): catch up with
     /// everything the old writer committed (nobody else can append now),
-    /// then append from here on as the writer.
+    /// its lease renewed meanwhile, then append from here on as the writer.
     fn promote(&mut self, follower: crate::pg::Follower) -> Result<(), String> {
-        let mut log = follower.into_log().map_err(|e| e.to_string())?;
+        let log = follower.into_log().map_err(|e| e.to_string())?;
+        let epoch = log.epoch();
+        let mut leader = crate::pg::Leader::new(log).map_err(|e| e.to_string())?;
         let caught = crate::pg::catch_up::catch_up(
             &self.db,
             &self.log,
             &self.current,
             self.log_persist,
-            &mut log,
+            leader.log_mut(),
         )
         .map_err(|e| e.to_string())?;
         self.adopt_caught_up(caught.head)
             .map_err(|e| e.to_string())?;
-        let epoch = log.epoch();
-        self.leader = Some(crate::pg::Leader::new(log).map_err(|e| e.to_string())?);
+        self.leader = Some(leader);
         self.watch_lease();
         self.replica
             .store(false, std::sync::atomic::Ordering::SeqCst);

@@ -718,6 +718,11 @@ impl Leader {
         self.log.settings()
     }
 
+    /// The log it leads, for a catch-up while its lease is renewed.
+    pub fn log_mut(&mut self) -> &mut PgLog {
+        &mut self.log
+    }
+
     /// The epoch it leads with.
     pub fn epoch(&self) -> i64 {
         self.log.epoch()
