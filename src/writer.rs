@@ -27,7 +27,7 @@
 use crate::bundle::Bundle;
 use crate::digest::Sha256;
 use crate::graph::Staging;
-use crate::ids::{BundleId, EventId};
+use crate::ids::{BundleId, EventId, Target};
 use crate::log::record::EventDraft;
 use crate::log::{BundleRecord, Head, Log, LogError};
 use crate::project_event::{project_event, StepError};
@@ -89,6 +89,17 @@ pub enum AppendError {
          content; event ids are permanent, send new content under a new event_id"
     )]
     EventConflict {
+        event_id: EventId,
+        index: usize,
+        seq: Seq,
+    },
+    /// The same content under the same event id, sent for another target
+    /// (the content digest leaves the target out, so it is compared apart).
+    #[error(
+        "event_id {event_id:?} (events[{index}]) is already in the log at seq {seq} with the same \
+         content but another target; event ids are permanent, send this event under a new event_id"
+    )]
+    EventTargetConflict {
         event_id: EventId,
         index: usize,
         seq: Seq,
@@ -748,10 +759,21 @@ struct Placed {
     recorded_errors: Vec<String>,
 }
 
+/// An event id the batch, the batch in flight or the log already has.
+struct Known {
+    seq: Seq,
+    /// Its content digest (without the target).
+    digest: Sha256,
+    /// Its bundle's target when it is not in the log yet (`None`: read it
+    /// from the stored record).
+    target: Option<Target>,
+}
+
 /// What a batch has accepted so far that the log does not yet show.
 #[derive(Default)]
 struct Pending {
-    event_ids: HashMap<EventId, (Seq, Sha256)>,
+    /// Each new event's seq, content digest and bundle target.
+    event_ids: HashMap<EventId, (Seq, Sha256, Target)>,
     bundles: HashMap<BundleId, BundleRecord>,
     /// The rows the batch appends to PostgreSQL (with a leader only).
     rows: crate::pg::Rows,
@@ -1595,22 +1617,45 @@ impl State {
         });
     }
 
+    /// What this batch, the batch in flight or the log knows of `event_id`.
     fn lookup_event(
         &self,
         pending: &Pending,
         event_id: &EventId,
-    ) -> Result<Option<(Seq, Sha256)>, LogError> {
+    ) -> Result<Option<Known>, LogError> {
+        let unstored = |(seq, digest, target): &(Seq, Sha256, Target)| Known {
+            seq: *seq,
+            digest: *digest,
+            target: Some(target.clone()),
+        };
         if let Some(e) = pending.event_ids.get(event_id) {
-            return Ok(Some(*e));
+            return Ok(Some(unstored(e)));
         }
         if let Some(e) = self
             .in_flight
             .as_ref()
             .and_then(|f| f.log.event_ids.get(event_id))
         {
-            return Ok(Some(*e));
+            return Ok(Some(unstored(e)));
         }
-        self.log.event_id_entry(event_id)
+        Ok(self
+            .log
+            .event_id_entry(event_id)?
+            .map(|(seq, digest)| Known {
+                seq,
+                digest,
+                target: None,
+            }))
+    }
+
+    /// Whether the known event `known` was sent to `target` (the content
+    /// digest leaves the target out: a stored event's is read from its
+    /// record, only for an id that repeats).
+    fn same_target(&self, known: &Known, target: &Target) -> Result<bool, LogError> {
+        Ok(match &known.target {
+            Some(t) => t == target,
+            None => self.log.target_of(known.seq)? == target.as_str(),
+        })
     }
 
     /// Runs the projectors on one event and applies their ops to the staged
@@ -1744,15 +1789,22 @@ impl State {
                 placed.duplicates += 1;
                 continue;
             }
-            if let Some((seq, digest)) = self
+            if let Some(known) = self
                 .lookup_event(pending, &draft.event_id)
                 .map_err(storage)?
             {
-                if digest != draft.content_digest {
+                if known.digest != draft.content_digest {
                     return Err(AppendError::EventConflict {
                         event_id: draft.event_id.clone(),
                         index,
-                        seq,
+                        seq: known.seq,
+                    });
+                }
+                if !self.same_target(&known, &bundle.target).map_err(storage)? {
+                    return Err(AppendError::EventTargetConflict {
+                        event_id: draft.event_id.clone(),
+                        index,
+                        seq: known.seq,
                     });
                 }
                 placed.duplicates += 1;
@@ -1796,9 +1848,10 @@ impl State {
                 .stage_event(batch, s.seq, &s.hash, &s.canonical, draft);
             self.metrics.stage_event(&draft.event_type);
             self.tree.append(batch, &s.canonical);
-            pending
-                .event_ids
-                .insert(draft.event_id.clone(), (s.seq, draft.content_digest));
+            pending.event_ids.insert(
+                draft.event_id.clone(),
+                (s.seq, draft.content_digest, bundle.target.clone()),
+            );
             if self.leader.is_some() {
                 pending.rows.events.push(crate::pg::EventRow {
                     seq: s.seq,

@@ -126,6 +126,11 @@ impl From<AppendError> for ApiError {
                 event_id,
                 index,
                 seq,
+            }
+            | AppendError::EventTargetConflict {
+                event_id,
+                index,
+                seq,
             } => ApiError::new(StatusCode::CONFLICT, "event_conflict", message)
                 .with_details(json!({ "event_id": event_id, "event_index": index, "seq": seq })),
             AppendError::Projection {

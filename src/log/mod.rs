@@ -350,6 +350,19 @@ impl Log {
         decode_entry(event_id, self.event_ids.get(event_id.as_bytes())?)
     }
 
+    /// The `target` recorded in the event at `seq` (the writer's own read,
+    /// like [`Log::event_id_entry`]): the content digest leaves it out, so a
+    /// repeated event id compares it on its own.
+    pub(crate) fn target_of(&self, seq: Seq) -> Result<String, LogError> {
+        let value = self
+            .events
+            .get(seq.to_key())?
+            .ok_or_else(|| corrupt(format!("seq {seq}"), "indexed by its event_id but missing"))?;
+        record::split_stored(&value)
+            .and_then(|(_, canonical)| record_target(canonical))
+            .ok_or_else(|| corrupt(format!("seq {seq}"), "no target in the record"))
+    }
+
     /// The event stored under `event_id`, for any string a reader asks for
     /// (one that is not a valid id is simply not there).
     pub fn get_by_event_id(&self, event_id: &str) -> Result<Option<StoredEvent>, LogError> {

@@ -97,6 +97,36 @@ fn known_event_ids_are_skipped_if_identical_and_refused_if_not() {
     assert_eq!(s.all_events().len(), 3);
 }
 
+/// The content digest leaves the target out (stores keep it), so an event id
+/// resent with the same content for another target is checked against the
+/// stored record's target: a 409, not a silent duplicate.
+#[test]
+fn a_known_event_id_sent_for_another_target_is_a_conflict() {
+    let s = Server::start();
+    let e = event("moved", "custom.thing", json!({"k": 1}));
+    let (st, r) = s.ingest(&bundle("first", vec![e.clone()]));
+    assert_eq!(st, 200, "{r}");
+    let elsewhere = json!({"target": "elsewhere", "bundle_id": "second", "events": [
+        event("fresh-2", "custom.thing", json!({})), e.clone()]});
+    let (st, r) = s.ingest(&elsewhere);
+    assert_eq!(st, 409, "{r}");
+    assert_eq!(r["error"]["code"], "event_conflict", "{r}");
+    assert_eq!(r["error"]["details"]["event_id"], "moved", "{r}");
+    assert_eq!(r["error"]["details"]["event_index"], 1, "{r}");
+    assert_eq!(r["error"]["details"]["seq"], 1, "{r}");
+    let message = r["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("moved") && message.contains("another target"),
+        "{r}"
+    );
+    assert_eq!(s.get("/v1/events/fresh-2").0, 404);
+    // The same event for its own target is still an identical repeat.
+    let (st, r) = s.ingest(&bundle("third", vec![e]));
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["duplicates"], 1, "{r}");
+    assert_eq!(s.all_events().len(), 1);
+}
+
 #[test]
 fn repeats_inside_one_bundle() {
     let s = Server::start();

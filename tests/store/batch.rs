@@ -380,3 +380,64 @@ fn a_bundle_staged_behind_one_being_committed_sees_its_ids_and_its_graph() {
     assert!(f.store.graph.get_node("att-9").unwrap().is_none());
     assert_graph_is_the_replay(&f);
 }
+
+/// An event id sent again with the same content but for another target is
+/// refused, not counted as a duplicate (the content digest leaves the target
+/// out): whether the first send is in the same batch, in the batch being
+/// committed, or in the log.
+#[test]
+fn a_known_event_id_for_another_target_is_a_conflict() {
+    let f = fixture();
+    let shared = created("shared", "att-1");
+    let elsewhere = |bundle_id: &str, events: Vec<Value>| json!({"target": "elsewhere", "bundle_id": bundle_id, "events": events});
+    let answers = one_batch(
+        &f,
+        &[
+            crate::common::bundle("p", vec![shared.clone()]),
+            elsewhere("q", vec![created("q1", "att-q"), shared.clone()]),
+        ],
+    );
+    assert!(answers[0].is_ok(), "{:?}", answers[0]);
+    assert_event_target_conflict(&answers[1], "shared", 1, 1);
+
+    let answers = queued_in_batches_of(
+        &f,
+        &[
+            crate::common::bundle("r", vec![created("r1", "att-r")]),
+            elsewhere("s", vec![created("r1", "att-r")]),
+        ],
+        1,
+    );
+    assert!(answers[0].is_ok(), "{:?}", answers[0]);
+    assert_event_target_conflict(&answers[1], "r1", 0, 2);
+
+    // Both stored now: the record's own target is compared.
+    let answers = one_batch(
+        &f,
+        &[
+            elsewhere("t", vec![shared.clone()]),
+            // The same target: an identical repeat, counted.
+            crate::common::bundle("u", vec![shared, created("u1", "att-u")]),
+        ],
+    );
+    assert_event_target_conflict(&answers[0], "shared", 0, 1);
+    let u = answers[1].as_ref().unwrap();
+    assert_eq!((u.ingested, u.duplicates, seqs(u)), (1, 1, (3, 3)));
+    assert_log(&f, &["shared", "r1", "u1"]);
+}
+
+fn assert_event_target_conflict(
+    answer: &Result<Appended, AppendError>,
+    event_id: &str,
+    index: usize,
+    seq: u64,
+) {
+    match answer {
+        Err(AppendError::EventTargetConflict {
+            event_id: id,
+            index: i,
+            seq: s,
+        }) => assert_eq!((id.as_str(), *i, s.0), (event_id, index, seq)),
+        other => panic!("expected an event target conflict, got {other:?}"),
+    }
+}
