@@ -500,7 +500,8 @@ pub struct SecurityArgs {
     #[arg(long, env = "LEVIATHAN_HEADER_READ_TIMEOUT_SECS", default_value_t = HttpSettings::default().header_read_timeout.as_secs())]
     pub header_read_timeout_secs: u64,
     /// Seconds a connection may go without taking any of its answer's bytes
-    /// (a client that stops reading); then it is closed.
+    /// (a client that stops reading); then it is closed (an event stream's
+    /// connection after LEVIATHAN_STREAM_STALL_SECS more).
     #[arg(long, env = "LEVIATHAN_WRITE_TIMEOUT_SECS", default_value_t = HttpSettings::default().write_timeout.as_secs())]
     pub write_timeout_secs: u64,
     /// Seconds a request may take from its headers to its response's headers

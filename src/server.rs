@@ -676,7 +676,8 @@ pub enum Drain {
 /// The accept loop: HTTP/1.1 connections with a header read timeout (which is
 /// also the idle keep-alive timeout), a write timeout (a connection that
 /// takes none of a pending answer's bytes for that long is closed: a client
-/// that never reads cannot hold its slot, nor an answer's memory) and a cap
+/// that never reads cannot hold its slot, nor an answer's memory; an event
+/// stream's is longer by its stall limit, `api::write_timeout`) and a cap
 /// on the number of headers, at most `max_connections` at once. A connection
 /// beyond it is answered 503 and closed (the probes and `/metrics` are
 /// served), and beyond [`overflow_connections`] of those it is closed
@@ -718,13 +719,23 @@ pub async fn serve_http(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
-        stream.set_write_timeout(Some(http.write_timeout));
-        let io = TokioIo::new(Box::pin(stream));
+        let write_timeout = api::write_timeout::WriteTimeout::new(http.write_timeout);
+        let io = TokioIo::new(api::write_timeout::TimedIo::new(
+            stream,
+            write_timeout.clone(),
+        ));
         match connections.clone().try_acquire_owned() {
             Ok(permit) => {
-                // A Router takes any request body, hyper's included.
-                let svc = TowerToHyperService::new(app.clone());
+                // A Router takes any request body, hyper's included. Each
+                // request carries its connection's write timeout (an event
+                // stream lengthens it).
+                let router = TowerToHyperService::new(app.clone());
+                let svc = hyper::service::service_fn(
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(write_timeout.clone());
+                        hyper::service::Service::call(&router, req)
+                    },
+                );
                 let conn = graceful.watch(builder.serve_connection(io, svc));
                 let open = metrics.as_ref().map(|m| m.http_connections_open.clone());
                 if let Some(g) = &open {

@@ -538,6 +538,71 @@ fn a_client_that_falls_behind_is_told_and_closed_then_resumes() {
     assert_eq!(rest, (n + 1..=total).collect::<Vec<_>>());
 }
 
+/// With the stall limit equal to the connection's write timeout (both 30 s by
+/// default), a client that pauses for longer than both but less than their
+/// sum still gets the `lagged` event when it reads again: the stream's
+/// connection is not cut off by the write timeout first.
+#[test]
+fn a_paused_client_is_told_it_lagged_though_the_write_timeout_is_the_stall_limit() {
+    let s = Server::start_with(&[
+        ("LEVIATHAN_STREAM_BUFFER", "16"),
+        ("LEVIATHAN_STREAM_STALL_SECS", "2"),
+        ("LEVIATHAN_WRITE_TIMEOUT_SECS", "2"),
+        ("LEVIATHAN_SYNC", "none"),
+    ]);
+    // 8 MiB of events: more than the socket buffers hold.
+    let filler = "x".repeat(8 * 1024);
+    let total = 1000u64;
+    for b in 0..(total / 100) {
+        let evs = (0..100)
+            .map(|i| event(&format!("big-{b}-{i}"), "job.log", json!({"line": filler})))
+            .collect();
+        assert_eq!(s.ingest(&bundle(&format!("big-{b}"), evs)).0, 200);
+    }
+    let mut st = open(&s, "?after_seq=0", None).unwrap();
+    st.opening();
+    // Not reading until the bytes waiting in the socket have stopped growing
+    // (the server's writes wait from then on), then 3 s more: past the stall
+    // limit and the write timeout, within their sum.
+    let socket = st.r.get_ref().try_clone().unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut peek = vec![0u8; 1 << 20];
+    let waiting = |peek: &mut [u8]| socket.peek(peek).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut last, mut since) = (waiting(&mut peek), Instant::now());
+    while last == 0 || since.elapsed() < Duration::from_millis(300) {
+        assert!(
+            Instant::now() < deadline,
+            "the server never filled the socket: {last} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        let now = waiting(&mut peek);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(since.elapsed()));
+    socket.set_nonblocking(false).unwrap();
+    let mut got = 0u64;
+    let lagged = loop {
+        match st.next() {
+            Some(Msg::Event { .. }) => got += 1,
+            Some(Msg::Named { event, data }) => {
+                assert_eq!(event, "lagged", "{data}");
+                break data;
+            }
+            Some(Msg::Comment(_)) => {}
+            None => panic!("the connection was closed after {got} events without `lagged`"),
+        }
+    };
+    assert_eq!(lagged["last_seq"], got, "{lagged}");
+    assert!(got < total, "{got}");
+    assert!(
+        st.next().is_none(),
+        "the stream ends after the lagged event"
+    );
+}
+
 /// A token removed from the tokens file (and the file reloaded, SIGHUP) is
 /// refused by new requests, and a stream it opened before ends at the reload
 /// with an `error` event, `unauthorized`: it never carries an event appended

@@ -25,6 +25,7 @@ mod probes;
 pub mod single_flight;
 pub mod stream;
 mod topology;
+pub mod write_timeout;
 
 use crate::bundle::Limits;
 use crate::cas::Cas;

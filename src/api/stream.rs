@@ -215,6 +215,7 @@ fn beyond_head(from_header: bool, after: Seq, head: Seq) -> ApiError {
 pub async fn stream(
     State(app): State<AppState>,
     axum::Extension(token): axum::Extension<super::auth::TokenDigest>,
+    write_timeout: Option<axum::Extension<super::write_timeout::WriteTimeout>>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -284,6 +285,8 @@ pub async fn stream(
         opened: Some(head_now),
         done: false,
         _permit: permit,
+        // The stall limit comes before the connection's write timeout.
+        _write_timeout: write_timeout.map(|t| t.0.lengthen(settings.stall)),
     };
     let events = futures_util::stream::unfold(cursor, next);
     let mut resp = Sse::new(events)
@@ -330,6 +333,9 @@ struct Cursor {
     opened: Option<Seq>,
     done: bool,
     _permit: OwnedSemaphorePermit,
+    /// The connection's write timeout, lengthened by the stall limit while
+    /// the stream runs (`api::write_timeout`).
+    _write_timeout: Option<super::write_timeout::Lengthened>,
 }
 
 async fn next(mut c: Cursor) -> Option<(Result<Event, Infallible>, Cursor)> {
