@@ -949,6 +949,26 @@ fn a_changed_signing_key_is_refused_unless_recorded_and_auditors_can_bridge_it()
         err.contains(&format!("was replaced at tree size {old_size}")),
         "{err}"
     );
+    assert!(
+        err.contains("move that key file away (a new key is then generated at this path)")
+            && err.contains("then start once with LEVIATHAN_NEW_SIGNING_KEY=1"),
+        "{err}"
+    );
+    // The same key where LEVIATHAN_SIGNING_KEY_FILE points: that file is
+    // never generated, so the message does not say to move it away.
+    let elsewhere = keys.path().join("old.key");
+    std::fs::copy(&key_file, &elsewhere).unwrap();
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_SIGNING_KEY_FILE", &elsewhere);
+    let err = refused(cmd);
+    assert!(err.contains("never signs again"), "{err}");
+    assert!(!err.contains("move that key file away"), "{err}");
+    assert!(
+        err.contains("point LEVIATHAN_SIGNING_KEY_FILE at a new key made with")
+            && err.contains("or unset it (a new key is then generated at ")
+            && err.contains("then start once with LEVIATHAN_NEW_SIGNING_KEY=1"),
+        "{err}"
+    );
     let mut cmd = serve_command(dir.path());
     cmd.env("LEVIATHAN_NEW_SIGNING_KEY", "1");
     let err = refused(cmd);

@@ -51,6 +51,7 @@ pub fn load_signer(
     replica_copy: bool,
 ) -> anyhow::Result<NoteSigner> {
     let path = key_path(setting, data_dir);
+    let default_file = key_path(None, data_dir);
     let (signer, generated) = if setting.is_none() && !path.exists() {
         (generate_default()?, true)
     } else {
@@ -66,6 +67,8 @@ pub fn load_signer(
             verifier_key: &verifier_key,
             generated,
             file: &path,
+            from_setting: setting.is_some(),
+            default_file: &default_file,
         },
         tree_size,
         new_key_allowed,

@@ -125,6 +125,12 @@ pub struct Candidate<'a> {
     pub generated: bool,
     /// Where its file is (or would be written), for messages.
     pub file: &'a std::path::Path,
+    /// Whether `file` is the one `LEVIATHAN_SIGNING_KEY_FILE` names (which
+    /// must exist) rather than the data dir's, generated when missing.
+    pub from_setting: bool,
+    /// The data dir's key file (`log-signing.key`), where a key is generated
+    /// when `LEVIATHAN_SIGNING_KEY_FILE` is unset and no file is there.
+    pub default_file: &'a std::path::Path,
 }
 
 /// What start-up does with the key at hand.
@@ -200,12 +206,30 @@ pub fn decide(
             }
         };
     }
-    let fix = |f: &str| {
+    // A new key is generated only at the default path: with
+    // LEVIATHAN_SIGNING_KEY_FILE set, its file must exist.
+    let new_key = if key.from_setting {
         format!(
-            "move {f} away (a new key is then generated at this path) or point \
-             LEVIATHAN_SIGNING_KEY_FILE at a key made with `leviathan audit keygen`, and give \
-             auditors the new verifier key (GET /v1/log/signers; docs/AUDIT.md, \"When the \
-             signing key changes\")"
+            "point LEVIATHAN_SIGNING_KEY_FILE at a new key made with `leviathan audit keygen`, \
+             or unset it (a new key is then generated at {}, if no key file is there)",
+            key.default_file.display()
+        )
+    } else {
+        "move that key file away (a new key is then generated at this path) or set \
+         LEVIATHAN_SIGNING_KEY_FILE to a key made with `leviathan audit keygen`"
+            .to_string()
+    };
+    // `flag`: a new key needs LEVIATHAN_NEW_SIGNING_KEY=1 (it does after a
+    // restore only when nothing is known of the source's signers).
+    let fix = |flag: bool| {
+        format!(
+            "{new_key}{}; give auditors the new verifier key (GET /v1/log/signers; \
+             docs/AUDIT.md, \"When the signing key changes\")",
+            if flag {
+                ", then start once with LEVIATHAN_NEW_SIGNING_KEY=1"
+            } else {
+                ""
+            }
         )
     };
     if let Some(mark) = restored {
@@ -222,7 +246,7 @@ pub fn decide(
                 mark.tree_size,
                 key.file.display(),
                 mark.tree_size,
-                fix("that key file"),
+                fix(false),
             ));
         }
         let nothing_known = history.is_empty() && mark.signed_by.is_empty();
@@ -230,10 +254,18 @@ pub fn decide(
             return Decision::Refuse(format!(
                 "this store was made by `leviathan {what}` from a log whose signers are not \
                  known here (its manifest names no checkpoint), so the key in {} ({name_id}) \
-                 may be the one that signed it, and would then sign a forked log. Start with no \
-                 key file at the default path (a new key is generated), or, if this key is new, \
-                 with LEVIATHAN_NEW_SIGNING_KEY=1",
-                key.file.display()
+                 may be the one that signed it, and would then sign a forked log. Start with a \
+                 new key: {}; or, if this key is new, start with LEVIATHAN_NEW_SIGNING_KEY=1",
+                key.file.display(),
+                if key.from_setting {
+                    format!(
+                        "unset LEVIATHAN_SIGNING_KEY_FILE with no key file at {} (one is \
+                         generated there)",
+                        key.default_file.display()
+                    )
+                } else {
+                    "move that key file away (one is generated at this path)".to_string()
+                },
             ));
         }
         return Decision::Record {
@@ -261,7 +293,7 @@ pub fn decide(
             key.file.display(),
             r.from_tree_size,
             last.map_or("-", |l| key_name_id(&l.verifier_key)),
-            fix("that key file"),
+            fix(true),
         ));
     }
     match last {
@@ -406,6 +438,8 @@ mod tests {
             verifier_key: key,
             generated,
             file: Path::new("/k"),
+            from_setting: false,
+            default_file: Path::new("/k"),
         }
     }
 
@@ -536,6 +570,81 @@ mod tests {
             ),
             Decision::Keep
         );
+    }
+
+    /// The way to a new key the refusals give depends on where the key is:
+    /// only the default path gets a key generated when its file is missing;
+    /// a file LEVIATHAN_SIGNING_KEY_FILE names must exist.
+    #[test]
+    fn the_refusals_say_how_to_get_a_new_key_where_the_key_file_is() {
+        let h = vec![rec(A, 0), rec(B, 5)];
+        let from_setting = Candidate {
+            verifier_key: A,
+            generated: false,
+            file: Path::new("/secrets/log.key"),
+            from_setting: true,
+            default_file: Path::new("/data/log-signing.key"),
+        };
+        for (history, restored, tree_size) in [(&h, Some(mark(&[])), 7), (&h, None, 9)] {
+            let m = refused(decide(
+                history,
+                restored.as_ref(),
+                &cand(A, false),
+                tree_size,
+                false,
+                false,
+            ));
+            assert!(
+                m.contains("move that key file away (a new key is then generated at this path)"),
+                "{m}"
+            );
+            let m = refused(decide(
+                history,
+                restored.as_ref(),
+                &from_setting,
+                tree_size,
+                false,
+                false,
+            ));
+            assert!(!m.contains("move that key file away"), "{m}");
+            assert!(
+                m.contains("point LEVIATHAN_SIGNING_KEY_FILE at a new key")
+                    && m.contains(
+                        "or unset it (a new key is then generated at /data/log-signing.key"
+                    ),
+                "{m}"
+            );
+            // A replaced key's successor needs the flag; after a restore, not.
+            assert_eq!(
+                m.contains("LEVIATHAN_NEW_SIGNING_KEY=1"),
+                restored.is_none(),
+                "{m}"
+            );
+        }
+        // Nothing known of a restored log's signers.
+        let m = refused(decide(
+            &[],
+            Some(&mark(&[])),
+            &from_setting,
+            7,
+            false,
+            false,
+        ));
+        assert!(
+            m.contains(
+                "unset LEVIATHAN_SIGNING_KEY_FILE with no key file at /data/log-signing.key"
+            ),
+            "{m}"
+        );
+        let m = refused(decide(
+            &[],
+            Some(&mark(&[])),
+            &cand(C, false),
+            7,
+            false,
+            false,
+        ));
+        assert!(m.contains("move that key file away"), "{m}");
     }
 
     #[test]

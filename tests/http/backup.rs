@@ -164,6 +164,26 @@ fn backup_under_ingest_restores_an_equal_store_that_takes_ingest() {
         )),
         "{err}"
     );
+    // At the default path, a key is generated when the file is missing.
+    assert!(
+        err.contains("move that key file away (a new key is then generated at this path)"),
+        "{err}"
+    );
+    // Where LEVIATHAN_SIGNING_KEY_FILE points, the file must exist: the way
+    // out is another key there, or the default path.
+    let elsewhere = backups.path().join("old.key");
+    std::fs::copy(&key_file, &elsewhere).unwrap();
+    let mut cmd = serve_command(&restored_dir);
+    cmd.env("LEVIATHAN_SIGNING_KEY_FILE", &elsewhere);
+    let err = refused(cmd);
+    assert!(err.contains("made by `leviathan restore`"), "{err}");
+    assert!(!err.contains("move that key file away"), "{err}");
+    assert!(
+        err.contains("point LEVIATHAN_SIGNING_KEY_FILE at a new key made with")
+            && err.contains("or unset it (a new key is then generated at ")
+            && err.contains("log-signing.key, if no key file is there)"),
+        "{err}"
+    );
     // Even when told a new key is fine: it is not new.
     let mut cmd = serve_command(&restored_dir);
     cmd.env("LEVIATHAN_NEW_SIGNING_KEY", "1");
