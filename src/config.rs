@@ -532,8 +532,9 @@ pub struct SecurityArgs {
     pub test_panic_route: bool,
     /// Host names the server answers to (the `Host` header), comma-separated;
     /// `*.domain` for a domain's names, `*` for any. IP addresses are always
-    /// accepted. Unset: `localhost` only when listening on a loopback
-    /// address, any host otherwise. Guards against DNS rebinding (docs/SECURITY.md).
+    /// accepted. Unset: `localhost,*.localhost` (localhost and its subdomains)
+    /// when listening on a loopback address, any host otherwise. Guards
+    /// against DNS rebinding (docs/SECURITY.md).
     #[arg(long, env = "LEVIATHAN_ALLOWED_HOSTS")]
     pub allowed_hosts: Option<String>,
 }
