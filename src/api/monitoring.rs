@@ -111,11 +111,16 @@ fn projector_lag(app: &AppState, m: &crate::metrics::Metrics) {
 }
 
 /// With `LEVIATHAN_METRICS_TOKEN` (its SHA-256 `expected`): the 401 for a
-/// request without that bearer token.
+/// request without that bearer token (400 `invalid_authorization` for more
+/// than one `Authorization` header, as on `/v1`).
 pub fn metrics_unauthorized(expected: Option<Sha256>, headers: &HeaderMap) -> Option<Response> {
     let expected = expected?;
     // Read as every other route reads it: exactly one header, one space.
-    let given = super::auth::bearer_credential(headers).ok().map(Sha256::of);
+    let given = match super::auth::bearer_credential(headers) {
+        Ok(credential) => Some(Sha256::of(credential)),
+        Err(e) if e.status == StatusCode::BAD_REQUEST => return Some(e.into_response()),
+        Err(_) => None,
+    };
     let ok = given.is_some_and(|g| {
         use subtle::ConstantTimeEq;
         bool::from(g.as_bytes().ct_eq(expected.as_bytes()))

@@ -410,20 +410,30 @@ fn metrics_token_guards_metrics_only() {
     assert_eq!(resp.status().as_u16(), 200);
     assert!(resp.text().unwrap().contains("leviathan_writer_up 1"));
     // The header is read as /v1 reads it: one space, nothing around the
-    // token, one header (these were accepted; the HTTP layer itself trims
-    // whitespace at the value's ends).
-    for values in [
-        &["Bearer  scrape-secret"][..],
-        &["Bearer \t scrape-secret"],
-        &["Bearer scrape-secret", "Bearer scrape-secret"],
-    ] {
-        let mut req = s.client.get(s.url("/metrics"));
+    // token (these were accepted; the HTTP layer itself trims whitespace at
+    // the value's ends), and one header: several are 400
+    // `invalid_authorization`, on /metrics as on /v1.
+    let with_headers = |path: &str, values: &[&str]| {
+        let mut req = s.client.get(s.url(path));
         for v in values {
             req = req.header("authorization", *v);
         }
-        let st = req.send().unwrap().status().as_u16();
+        parse(req.send().unwrap())
+    };
+    for values in [&["Bearer  scrape-secret"][..], &["Bearer \t scrape-secret"]] {
+        let (st, body) = with_headers("/metrics", values);
         assert_eq!(st, 401, "{values:?}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{body}");
     }
+    let two = ["Bearer scrape-secret", "Bearer scrape-secret"];
+    let (st, metrics) = with_headers("/metrics", &two);
+    assert_eq!(st, 400, "{metrics}");
+    let two_v1 = [format!("Bearer {TOKEN}"), format!("Bearer {TOKEN}")];
+    let two_v1: Vec<&str> = two_v1.iter().map(String::as_str).collect();
+    let (st, v1) = with_headers("/v1/log/head", &two_v1);
+    assert_eq!(st, 400, "{v1}");
+    assert_eq!(metrics["error"], v1["error"], "the same answer");
+    assert_eq!(metrics["error"]["code"], "invalid_authorization");
     // The probes stay open.
     assert_eq!(
         s.client
