@@ -396,29 +396,60 @@ fn proofs_at_every_size_verify_independently() {
 fn bad_parameters_are_clear_errors() {
     let s = Server::start();
     ingest_n(&s, "p", 3);
-    for (path, status, code) in [
-        ("/v1/log/checkpoint?tree_size=abc", 400, "invalid_parameter"),
-        ("/v1/log/checkpoint?tree_size=", 400, "invalid_parameter"),
-        ("/v1/log/consistency?from=", 400, "invalid_parameter"),
-        ("/v1/log/consistency?from=1&to=", 400, "invalid_parameter"),
-        ("/v1/log/checkpoint?tree_size=-1", 400, "invalid_parameter"),
-        ("/v1/log/checkpoint?tree_size=4", 400, "invalid_parameter"),
-        ("/v1/events/p-2/proof?tree_size=2", 400, "invalid_parameter"),
+    // With `details.parameter` when one parameter is at fault, whether
+    // malformed or out of range.
+    let bad = "invalid_parameter";
+    for (path, status, code, parameter) in [
+        (
+            "/v1/log/checkpoint?tree_size=abc",
+            400,
+            bad,
+            Some("tree_size"),
+        ),
+        ("/v1/log/checkpoint?tree_size=", 400, bad, Some("tree_size")),
+        ("/v1/log/consistency?from=", 400, bad, Some("from")),
+        ("/v1/log/consistency?from=1&to=", 400, bad, Some("to")),
+        (
+            "/v1/log/checkpoint?tree_size=-1",
+            400,
+            bad,
+            Some("tree_size"),
+        ),
+        (
+            "/v1/log/checkpoint?tree_size=4",
+            400,
+            bad,
+            Some("tree_size"),
+        ),
+        (
+            "/v1/events/p-2/proof?tree_size=2",
+            400,
+            bad,
+            Some("tree_size"),
+        ),
         (
             "/v1/events/p-0/proof?tree_size=99",
             400,
-            "invalid_parameter",
+            bad,
+            Some("tree_size"),
         ),
-        ("/v1/events/nope/proof", 404, "not_found"),
-        ("/v1/events/nope/bundle", 404, "not_found"),
-        ("/v1/log/consistency", 400, "invalid_parameter"),
-        ("/v1/log/consistency?from=3&to=2", 400, "invalid_parameter"),
-        ("/v1/log/consistency?from=1&to=9", 400, "invalid_parameter"),
+        ("/v1/events/nope/proof", 404, "not_found", None),
+        ("/v1/events/nope/bundle", 404, "not_found", None),
+        ("/v1/log/consistency", 400, bad, Some("from")),
+        ("/v1/log/consistency?from=4", 400, bad, Some("from")),
+        // Two parameters that disagree: neither alone is at fault.
+        ("/v1/log/consistency?from=3&to=2", 400, bad, None),
+        ("/v1/log/consistency?from=1&to=9", 400, bad, Some("to")),
     ] {
         let (st, body) = s.get(path);
         assert_eq!(st, status, "{path}: {body}");
         assert_eq!(body["error"]["code"], code, "{path}: {body}");
         assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+        assert_eq!(
+            body["error"]["details"]["parameter"].as_str(),
+            parameter,
+            "{path}: {body}"
+        );
     }
     // Trivial but valid: the empty tree, and a tree with itself.
     let (st, _) = text(&s, "/v1/log/checkpoint?tree_size=0");

@@ -16,8 +16,12 @@ impl From<AuditError> for ApiError {
     fn from(e: AuditError) -> ApiError {
         match e {
             AuditError::NotFound(m) => ApiError::not_found(m),
-            AuditError::BadRequest(m) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameter", m)
+            AuditError::BadRequest { message, parameter } => {
+                let e = ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameter", message);
+                match parameter {
+                    Some(p) => e.with_details(serde_json::json!({ "parameter": p })),
+                    None => e,
+                }
             }
             AuditError::Log(e) => e.into(),
             AuditError::Graph(e) => e.into(),
@@ -156,7 +160,8 @@ pub async fn consistency(
             StatusCode::BAD_REQUEST,
             "invalid_parameter",
             "query parameter `from` (the older tree size) is required",
-        ));
+        )
+        .with_details(serde_json::json!({ "parameter": "from" })));
     };
     let to = size_param(&p, "to")?;
     let t = app.transparency.clone();

@@ -176,8 +176,13 @@ pub fn write_key(path: &Path, signer: &NoteSigner) -> anyhow::Result<()> {
 pub enum AuditError {
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    BadRequest(String),
+    /// A request the log cannot answer as asked; `parameter` names the query
+    /// parameter at fault when it is one.
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        parameter: Option<&'static str>,
+    },
     #[error(transparent)]
     Tree(#[from] TreeError),
     #[error(transparent)]
@@ -320,14 +325,20 @@ pub enum Combined {
 
 impl Transparency {
     /// The tree size of a view, with a requested size checked against it.
-    fn size(&self, v: &View, requested: Option<u64>, what: &str) -> Result<u64, AuditError> {
+    fn size(
+        &self,
+        v: &View,
+        requested: Option<u64>,
+        what: &'static str,
+    ) -> Result<u64, AuditError> {
         let size = self.tree.size_at(v)?;
         match requested {
             None => Ok(size),
             Some(n) if n <= size => Ok(n),
-            Some(n) => Err(AuditError::BadRequest(format!(
-                "{what} {n} is beyond the log: the tree has {size} leaves"
-            ))),
+            Some(n) => Err(AuditError::BadRequest {
+                message: format!("{what} {n} is beyond the log: the tree has {size} leaves"),
+                parameter: Some(what),
+            }),
         }
     }
 
@@ -418,11 +429,14 @@ impl Transparency {
         };
         let size = self.size(v, tree_size, "tree_size")?;
         if seq.0 > size {
-            return Err(AuditError::BadRequest(format!(
-                "event {event_id:?} is at seq {seq}, after the tree of size {size}: ask for \
-                 tree_size {} or more",
-                seq.0
-            )));
+            return Err(AuditError::BadRequest {
+                message: format!(
+                    "event {event_id:?} is at seq {seq}, after the tree of size {size}: ask for \
+                     tree_size {} or more",
+                    seq.0
+                ),
+                parameter: Some("tree_size"),
+            });
         }
         let rec = self.log.stored_range_at(v, seq, 1)?;
         let (_, value) = rec
@@ -456,11 +470,18 @@ impl Transparency {
         from: u64,
         to: Option<u64>,
     ) -> Result<ConsistencyProof, AuditError> {
+        let to_given = to.is_some();
         let to = self.size(v, to, "to")?;
         if from > to {
-            return Err(AuditError::BadRequest(format!(
-                "from ({from}) must not be greater than to ({to})"
-            )));
+            return Err(AuditError::BadRequest {
+                message: if to_given {
+                    format!("from ({from}) must not be greater than to ({to})")
+                } else {
+                    format!("from {from} is beyond the log: the tree has {to} leaves")
+                },
+                // Without `to` (the whole tree), `from` alone is at fault.
+                parameter: (!to_given).then_some("from"),
+            });
         }
         Ok(ConsistencyProof {
             from,
