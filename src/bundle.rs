@@ -224,9 +224,30 @@ fn parse_error(body: &[u8], untracked: serde_json::Error) -> BundleError {
                 path: if path == "." { "body".into() } else { path },
                 message: strip_position(&inner.to_string()),
                 event_index: index,
-                event_id: None,
+                event_id: index.and_then(|i| event_id_at(body, i)),
             }
         }
+    }
+}
+
+/// The `event_id` of `events[index]` in a body that failed to parse, when it
+/// is a string (the fault is another field's: `actor_id: 5`, a missing
+/// `payload`). Only the failing event's id is read.
+fn event_id_at(body: &[u8], index: usize) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Events<'a> {
+        #[serde(borrow)]
+        events: Vec<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Id {
+        event_id: Option<serde_json::Value>,
+    }
+    let events: Events<'_> = serde_json::from_slice(body).ok()?;
+    let id: Id = serde_json::from_str(events.events.get(index)?.get()).ok()?;
+    match id.event_id? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
     }
 }
 

@@ -82,6 +82,10 @@ fn one_bad_event_rejects_the_whole_bundle() {
         ("event_id", json!("")),
         ("payload", json!([1, 2])),
         ("event_id", json!(42)),
+        // Of the wrong JSON type: refused as the body is read.
+        ("actor_id", json!(5)),
+        ("timestamp", json!(5)),
+        ("payload", json!(null)),
     ];
     for (field, value) in cases {
         let mut evs = events("y", 3);
@@ -94,18 +98,34 @@ fn one_bad_event_rejects_the_whole_bundle() {
         assert!(path.starts_with("events[1]"), "{path}");
         assert!(path.contains(field), "{path} should name {field}");
         assert!(!r["error"]["message"].as_str().unwrap().is_empty());
+        // The event's id whenever it has a string one.
+        let id = match field {
+            "event_id" if value.is_string() => value.clone(),
+            "event_id" => json!(null),
+            _ => json!("y-1"),
+        };
+        assert_eq!(
+            r["error"]["details"]["event_id"], id,
+            "{field}={value}: {r}"
+        );
     }
-    let mut evs = events("z", 2);
-    evs[1].as_object_mut().unwrap().remove("timestamp");
-    let (st, r) = s.ingest(&bundle("bad2", evs));
-    assert_eq!(st, 422);
-    assert!(
-        r["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("timestamp"),
-        "{r}"
-    );
+    for missing in ["timestamp", "payload", "event_id"] {
+        let mut evs = events("z", 2);
+        evs[1].as_object_mut().unwrap().remove(missing);
+        let (st, r) = s.ingest(&bundle("bad2", evs));
+        assert_eq!(st, 422, "{r}");
+        assert!(
+            r["error"]["message"].as_str().unwrap().contains(missing),
+            "{r}"
+        );
+        assert_eq!(r["error"]["details"]["event_index"], 1, "{r}");
+        let id = if missing == "event_id" {
+            json!(null)
+        } else {
+            json!("z-1")
+        };
+        assert_eq!(r["error"]["details"]["event_id"], id, "{missing}: {r}");
+    }
 
     // A bundle, an event or a ref written as an array of its fields (serde's
     // other form of a struct) is not the documented object.
