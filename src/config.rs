@@ -293,15 +293,7 @@ pub enum ConfigError {
     PostgresOnly(&'static str),
     #[error(transparent)]
     Tokens(#[from] crate::tokens::TokensError),
-    #[error(
-        "LEVIATHAN_BACKEND={0:?} is a setting of the old Python control plane. Leviathan keeps its \
-         event log, graph and artifacts in an embedded fjall store under LEVIATHAN_DATA_DIR \
-         (default ~/.leviathan/data); there is no NDJSON backend. Unset LEVIATHAN_BACKEND (or \
-         set it to `fjall`). To keep the log in PostgreSQL, set LEVIATHAN_STORE=postgres and \
-         LEVIATHAN_POSTGRES_URL instead (docs/SCALING.md). To bring an old events.ndjson journal over, \
-         run `leviathan import --legacy events.ndjson --data-dir NEW`: it checks the journal's \
-         hash chain link by link and keeps each legacy hash in the imported record."
-    )]
+    #[error("{}", legacy_backend(.0))]
     LegacyBackend(String),
     #[error("cannot find a home directory for the default data dir; set LEVIATHAN_DATA_DIR or --data-dir")]
     NoHome,
@@ -342,6 +334,30 @@ fn advertise_url(raw: &str) -> Result<String, ConfigError> {
         return Err(bad());
     }
     Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// The refusal of `LEVIATHAN_BACKEND=<value>`, with the way to what the
+/// value asked for.
+fn legacy_backend(value: &str) -> String {
+    const POSTGRES: &str = "To keep the log in PostgreSQL, set LEVIATHAN_STORE=postgres and \
+                            LEVIATHAN_POSTGRES_URL instead (docs/SCALING.md).";
+    const IMPORT: &str = "To bring an old events.ndjson journal over, run `leviathan import \
+                          --legacy events.ndjson --data-dir NEW`: it checks the journal's hash \
+                          chain link by link and keeps each legacy hash in the imported record.";
+    let lower = value.trim().to_ascii_lowercase();
+    let way = if lower.starts_with("postgres") || lower == "pg" {
+        POSTGRES.to_string()
+    } else if lower.contains("json") {
+        format!("There is no NDJSON backend. {IMPORT}")
+    } else {
+        format!("There is no {value:?} backend. {POSTGRES} {IMPORT}")
+    };
+    format!(
+        "LEVIATHAN_BACKEND={value:?} is a setting of the old Python control plane. Leviathan \
+         keeps its event log, graph and artifacts in an embedded fjall store under \
+         LEVIATHAN_DATA_DIR (default ~/.leviathan/data). Unset LEVIATHAN_BACKEND (or set it to \
+         `fjall`). {way}"
+    )
 }
 
 /// Reads an environment variable, treating an empty value as unset.

@@ -42,6 +42,15 @@ fn a_legacy_backend_setting_is_refused_with_an_explanation() {
         err.contains("fjall") && err.contains("LEVIATHAN_BACKEND"),
         "{err}"
     );
+    // The way to what the value asked for, and only that.
+    assert!(err.contains("LEVIATHAN_STORE=postgres"), "{err}");
+    assert!(!err.contains("NDJSON"), "{err}");
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_BACKEND", "ndjson");
+    let err = refused(cmd);
+    assert!(err.contains("There is no NDJSON backend"), "{err}");
+    assert!(err.contains("leviathan import --legacy"), "{err}");
+    assert!(!err.contains("LEVIATHAN_STORE=postgres"), "{err}");
 
     let mut cmd = serve_command(dir.path());
     cmd.env_remove("LEVIATHAN_CONTROL_PLANE_TOKEN");
