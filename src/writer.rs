@@ -766,14 +766,15 @@ struct Known {
     digest: Sha256,
     /// Its bundle's target when it is not in the log yet (`None`: read it
     /// from the stored record).
-    target: Option<Target>,
+    target: Option<Arc<Target>>,
 }
 
 /// What a batch has accepted so far that the log does not yet show.
 #[derive(Default)]
 struct Pending {
     /// Each new event's seq, content digest and bundle target.
-    event_ids: HashMap<EventId, (Seq, Sha256, Target)>,
+    /// (One target per bundle, shared by its events.)
+    event_ids: HashMap<EventId, (Seq, Sha256, Arc<Target>)>,
     bundles: HashMap<BundleId, BundleRecord>,
     /// The rows the batch appends to PostgreSQL (with a leader only).
     rows: crate::pg::Rows,
@@ -1623,10 +1624,10 @@ impl State {
         pending: &Pending,
         event_id: &EventId,
     ) -> Result<Option<Known>, LogError> {
-        let unstored = |(seq, digest, target): &(Seq, Sha256, Target)| Known {
+        let unstored = |(seq, digest, target): &(Seq, Sha256, Arc<Target>)| Known {
             seq: *seq,
             digest: *digest,
-            target: Some(target.clone()),
+            target: Some(Arc::clone(target)),
         };
         if let Some(e) = pending.event_ids.get(event_id) {
             return Ok(Some(unstored(e)));
@@ -1653,7 +1654,7 @@ impl State {
     /// record, only for an id that repeats).
     fn same_target(&self, known: &Known, target: &Target) -> Result<bool, LogError> {
         Ok(match &known.target {
-            Some(t) => t == target,
+            Some(t) => **t == *target,
             None => self.log.target_of(known.seq)? == target.as_str(),
         })
     }
@@ -1842,6 +1843,7 @@ impl State {
         batch: &mut fjall::OwnedWriteBatch,
         pending: &mut Pending,
     ) -> Appended {
+        let target = Arc::new(bundle.target.clone());
         for s in &placed.staged {
             let draft = &bundle.events[s.index];
             self.log
@@ -1850,7 +1852,7 @@ impl State {
             self.tree.append(batch, &s.canonical);
             pending.event_ids.insert(
                 draft.event_id.clone(),
-                (s.seq, draft.content_digest, bundle.target.clone()),
+                (s.seq, draft.content_digest, target.clone()),
             );
             if self.leader.is_some() {
                 pending.rows.events.push(crate::pg::EventRow {
