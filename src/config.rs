@@ -229,7 +229,8 @@ pub struct ProjectionArgs {
     #[arg(long, env = "LEVIATHAN_PROJECTORS_FILE")]
     pub projectors_file: Option<PathBuf>,
     /// Where compiled projectors are cached (keyed by component digest and engine
-    /// settings; safe to share). Default: <data dir>/projector-cache
+    /// settings). Its files are native code the server runs: only the server (or
+    /// servers that trust each other) may write it. Default: <data dir>/projector-cache
     #[arg(long, env = "LEVIATHAN_PROJECTOR_CACHE")]
     pub projector_cache: Option<PathBuf>,
     /// Largest projector component file accepted, in bytes (a file over it,

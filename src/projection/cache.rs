@@ -1,9 +1,14 @@
 //! The on-disk cache of compiled projectors: a component compiled once by this
 //! engine is stored as `<component sha256>-<engine compatibility>.cwasm` and a
 //! restart deserializes it instead of compiling again. Each file ends with the
-//! SHA-256 of the compiled bytes before it (and a marker): a file changed in
-//! place (bit rot, a partial overwrite) is recompiled, never run — wasmtime
-//! checks the header and the engine, not the code and data. It owns that directory's
+//! SHA-256 of the component's digest and the compiled bytes before it (and a
+//! marker): a file changed in place (bit rot, a partial overwrite), or one
+//! compiled from another component and renamed or copied under this one's
+//! name, is recompiled, never run — wasmtime checks the header and the
+//! engine, not the code and data, and not which component they came from.
+//! (The checksum is no defence against someone who can write the directory
+//! on purpose: a file there is native code the server runs, so the
+//! directory must be writable by the server and those it trusts only.) It owns that directory's
 //! naming, atomic writes and pruning (a file's modification time is when it
 //! was last used: a hit sets it, [`prune`] deletes files unused for longer
 //! than the server keeps them). It must never deserialize a file it did not write
@@ -22,12 +27,19 @@ use wasmtime::Engine;
 
 /// Ends every file this cache writes: after the compiled bytes and their
 /// SHA-256.
-const TRAILER_MARK: &[u8; 8] = b"lev-sha\x01";
+/// (Version 1 hashed the compiled bytes alone: such files are recompiled.)
+const TRAILER_MARK: &[u8; 8] = b"lev-sha\x02";
 const TRAILER_LEN: usize = 32 + TRAILER_MARK.len();
 
-/// The compiled bytes of a cache file, if its trailer is there and the
-/// bytes hash to it.
-fn checked(file: &[u8]) -> Result<&[u8], &'static str> {
+/// The checksum in the trailer of `compiled`, the compiled form of component
+/// `digest`.
+fn checksum(digest: &Sha256, compiled: &[u8]) -> Sha256 {
+    Sha256::of_parts(&[&digest.0, compiled])
+}
+
+/// The compiled bytes of a cache file of component `digest`, if its trailer
+/// is there and they hash to it with that digest.
+fn checked<'a>(file: &'a [u8], digest: &Sha256) -> Result<&'a [u8], &'static str> {
     let Some(split) = file.len().checked_sub(TRAILER_LEN) else {
         return Err("shorter than its checksum trailer");
     };
@@ -36,8 +48,11 @@ fn checked(file: &[u8]) -> Result<&[u8], &'static str> {
     if mark != TRAILER_MARK {
         return Err("no checksum trailer (written by an older server, or not by this cache)");
     }
-    if Sha256::of(compiled).0 != sum {
-        return Err("its bytes do not hash to its checksum (changed in place)");
+    if checksum(digest, compiled).0 != sum {
+        return Err(
+            "its bytes do not hash to its checksum (changed in place, or compiled from another \
+             component)",
+        );
     }
     Ok(compiled)
 }
@@ -92,13 +107,13 @@ impl CompiledCache {
         // mapped (by an operator, a backup tool, a second Leviathan) kills the
         // process with SIGBUS. The copy costs well under a millisecond.
         if let Ok(file) = std::fs::read(&path) {
-            let loaded = checked(&file)
+            let loaded = checked(&file, digest)
                 .map_err(wasmtime::Error::msg)
                 .and_then(|compiled| {
                     // SAFETY: the file is named by this cache's scheme in this
                     // cache's directory, which only `write_atomically` below
                     // writes (complete files only, via rename), and its bytes hash
-                    // to the checksum written with them. wasmtime checks the engine
+                    // to the checksum written with them for this component. wasmtime checks the engine
                     // compatibility header itself and refuses a mismatch. (The
                     // crate denies `unsafe_code`; this is one of its documented
                     // exceptions.)
@@ -123,7 +138,7 @@ impl CompiledCache {
         let component = Component::new(engine, bytes)?;
         match component.serialize() {
             Ok(mut compiled) => {
-                let sum = Sha256::of(&compiled);
+                let sum = checksum(digest, &compiled);
                 compiled.extend_from_slice(&sum.0);
                 compiled.extend_from_slice(TRAILER_MARK);
                 if let Err(e) = write_atomically(&path, &compiled) {
@@ -400,6 +415,35 @@ mod tests {
             assert_eq!(origin, Origin::Cache, "{case}");
         }
         assert!(accepted, "the flip is one wasmtime would have run");
+    }
+
+    /// A valid compiled file of another component, copied or renamed under
+    /// this one's name (with its own trailer), is recompiled, never run: the
+    /// component's pin must hold whatever the cache holds.
+    #[test]
+    fn another_components_file_under_this_ones_name_is_recompiled_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = CompiledCache::open(dir.path(), &engine).unwrap();
+        let pinned =
+            wat::parse_bytes(br#"(component (core module (func (export "f") nop)))"#).unwrap();
+        let other =
+            wat::parse_bytes(br#"(component (core module (func (export "f") unreachable)))"#)
+                .unwrap();
+        let (pinned_digest, other_digest) = (Sha256::of(&pinned), Sha256::of(&other));
+        for (bytes, digest) in [(&pinned, &pinned_digest), (&other, &other_digest)] {
+            let (_, origin) = cache.load_or_compile(&engine, bytes, digest).unwrap();
+            assert_eq!(origin, Origin::Compiled);
+        }
+        let good = std::fs::read(cache.path_for(&pinned_digest)).unwrap();
+        let foreign = std::fs::read(cache.path_for(&other_digest)).unwrap();
+        assert_ne!(good, foreign);
+        std::fs::write(cache.path_for(&pinned_digest), &foreign).unwrap();
+        let (_, origin) = cache
+            .load_or_compile(&engine, &pinned, &pinned_digest)
+            .unwrap();
+        assert_eq!(origin, Origin::Compiled);
+        assert_eq!(std::fs::read(cache.path_for(&pinned_digest)).unwrap(), good);
     }
 
     #[test]
