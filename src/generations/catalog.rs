@@ -19,6 +19,8 @@ use fjall::{Database, Keyspace, OwnedWriteBatch};
 use serde::{Deserialize, Serialize};
 
 const RECORD_TAG: u8 = b'g';
+/// The highest generation id ever handed out ([`Catalog::next_id`]).
+const HIGHEST_ID_KEY: &[u8] = b"highest_id";
 
 /// Where a generation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,11 +251,41 @@ impl Catalog {
         }
     }
 
-    /// An id no generation has had.
+    /// An id no generation has had, recorded as handed out. An id was
+    /// reused once its generation was deleted (rolled back from), and the
+    /// new generation then shared the old one's keyspace names with its
+    /// deletion (a store that then refused to start: "the graph is
+    /// projected up to seq 0"). So it is above every id ever handed out
+    /// (a mark kept here since), every id the catalog names, and every id
+    /// a keyspace of the store is named for (stores from before the mark).
     pub fn next_id(&self) -> anyhow::Result<u64> {
         let live = self.live_id()?;
-        let max = self.list()?.iter().map(|r| r.id).max().unwrap_or(0);
-        Ok(max.max(live) + 1)
+        let named = self.list()?.iter().map(|r| r.id).max().unwrap_or(0);
+        let handed_out = match self.generations.get(HIGHEST_ID_KEY)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .context("the catalog's highest generation id is corrupt")?,
+            ),
+            None => 0,
+        };
+        let in_keyspaces = self
+            .db
+            .list_keyspace_names()
+            .iter()
+            .filter_map(|name| {
+                let name: &str = name.as_ref();
+                name.strip_prefix("gen")
+                    .and_then(|rest| rest.split_once("_graph_"))
+                    .and_then(|(n, _)| n.parse::<u64>().ok())
+            })
+            .max()
+            .unwrap_or(0);
+        let id = live.max(named).max(handed_out).max(in_keyspaces) + 1;
+        self.generations
+            .insert(HIGHEST_ID_KEY, id.to_be_bytes())
+            .context("recording the generation id handed out")?;
+        Ok(id)
     }
 
     pub fn stage_record(&self, batch: &mut OwnedWriteBatch, record: &GenerationRecord) {
