@@ -177,6 +177,19 @@ fn open_and_prepare(
     if let Some(file) = &config.signing_key_file {
         crate::tlog::read_key_file(file)?;
     }
+    // A PostgreSQL node's data dir (it holds the node id a PostgreSQL-mode
+    // start makes) is a copy of the cluster's log: started on the embedded
+    // store, it acknowledged events the cluster never had, and the next
+    // PostgreSQL-mode start refused the store as another log.
+    let node_id = config.data_dir.join("node-id");
+    if config.postgres.is_none() && node_id.exists() {
+        anyhow::bail!(
+            "{} is the data dir of a node of a PostgreSQL cluster (it holds {}): its log lives in              PostgreSQL, and events appended here would be in no other node's log. Start it with              LEVIATHAN_STORE=postgres and its LEVIATHAN_POSTGRES_URL; to use a copy of it on its              own instead, delete {} in that copy first",
+            config.data_dir.display(),
+            node_id.display(),
+            node_id.display()
+        );
+    }
     starting.set("opening the store");
     let store = open_store_with_cache(&config.data_dir, config.cache_bytes)?;
     let head = store.log.check_head().context("checking the log head")?;

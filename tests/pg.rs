@@ -1603,3 +1603,30 @@ fn a_writer_that_catches_up_longer_than_its_lease_leads_afterwards() {
     let (st, r) = second.get("/readyz");
     assert_eq!(st, 200, "{r}");
 }
+
+#[test]
+fn a_postgres_nodes_data_dir_is_refused_on_the_embedded_store() {
+    // Found by a black-box session: started without LEVIATHAN_STORE, a
+    // PostgreSQL node's data dir opened as an embedded store and
+    // acknowledged events the cluster never had; the next PostgreSQL-mode
+    // start refused it as another log.
+    let Some(pg) = Postgres::start("pg_dir_on_embedded") else {
+        return;
+    };
+    let url = pg.url();
+    let mut a = pg_server(&url, &[]);
+    assert_eq!(a.ingest(&bundle("one", events("one", 3))).0, 200);
+    let before = state(&a);
+    a.stop();
+    let dir = a.keep_dir();
+    let file = dir.path().join("node-id");
+    let out = refused(serve_command(dir.path()));
+    assert!(
+        out.contains("PostgreSQL cluster") && out.contains(&format!("delete {}", file.display())),
+        "{out}"
+    );
+    // Nothing was appended: it starts again as the cluster's node, as it was.
+    let b = pg_server_in(dir.path(), &url, &[]);
+    assert_eq!(state(&b), before);
+    assert_eq!(b.ingest(&bundle("two", events("two", 1))).0, 200);
+}
