@@ -295,24 +295,43 @@ fn join_postgres(
         node_id_file: &config.data_dir.join("node-id"),
     })
     .context("claiming this node's id")?;
-    // Applies what the PostgreSQL log holds beyond the local head.
+    // Applies what the PostgreSQL log holds beyond the local head. A lost
+    // connection (PostgreSQL restarted) is retried, paced, on a new one:
+    // it stopped the start with an error before. What each commit applied
+    // stays applied, so a retry goes on from there.
     let catch_up = |log: &mut crate::pg::PgLog| -> anyhow::Result<crate::log::Head> {
         starting.set("catching up from PostgreSQL");
-        let caught = crate::pg::catch_up::catch_up(
-            &store.db,
-            &store.log,
-            live,
-            crate::pg::LOCAL_PERSIST,
-            log,
-        )
-        .context("catching the local store up from PostgreSQL")?;
-        Ok(caught.head)
+        let mut backoff = crate::pg::Backoff::default();
+        loop {
+            let caught = crate::pg::catch_up::catch_up(
+                &store.db,
+                &store.log,
+                live,
+                crate::pg::LOCAL_PERSIST,
+                log,
+            );
+            match caught {
+                Ok(caught) => return Ok(caught.head),
+                Err(crate::pg::catch_up::CatchUpError::Pg(e)) if log.is_closed() => {
+                    backoff.failed("catching the local store up from PostgreSQL failed", &e);
+                    if let Err(e) = log.reconnect() {
+                        backoff.failed("reconnecting to PostgreSQL failed", &e);
+                    }
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context("catching the local store up from PostgreSQL"))
+                }
+            }
+        }
     };
     if pg.replica {
         // Listening before the catch-up: nothing appended after it is missed.
         let mut follower =
             crate::pg::Follower::new(log, pg.promote).context("listening to the log")?;
         let head = catch_up(follower.log())?;
+        // A reconnect during the catch-up dropped the LISTEN.
+        follower.listen().context("listening to the log")?;
         return Ok((head, crate::pg::Role::Follower(follower)));
     }
     // A data dir of another database (ahead, or forked) is refused before

@@ -1630,3 +1630,40 @@ fn a_postgres_nodes_data_dir_is_refused_on_the_embedded_store() {
     assert_eq!(state(&b), before);
     assert_eq!(b.ingest(&bundle("two", events("two", 1))).0, 200);
 }
+
+#[test]
+fn a_postgres_restart_during_a_nodes_start_up_catch_up_is_retried() {
+    // Found by a black-box session: PostgreSQL restarted while a node on an
+    // empty data dir caught up at start, and the node exited ("catching the
+    // local store up from PostgreSQL: connection closed").
+    let Some(mut pg) = Postgres::start("restart_during_catch_up") else {
+        return;
+    };
+    let url = pg.url();
+    let mut writer = pg_server(&url, &[]);
+    for b in 0..4 {
+        let (st, r) = writer.ingest(&bundle(&format!("b{b}"), events(&format!("e{b}"), 3_000)));
+        assert_eq!(st, 200, "{r}");
+    }
+    let expected = state(&writer);
+    writer.stop();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let starting = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            tx.send(()).unwrap();
+            pg_server(&url, &[("LEVIATHAN_ROLE", "replica")])
+        })
+    };
+    rx.recv().unwrap();
+    // Well inside its catch-up of 12,000 events (seconds on a debug build).
+    std::thread::sleep(Duration::from_millis(1500));
+    pg.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    pg.restart();
+    let replica = starting.join().expect("the node started after the restart");
+    wait_applied(&replica, 12_000);
+    assert_eq!(state(&replica), expected);
+    let line = caught_up(&replica);
+    assert!(!line.is_empty(), "no catch-up logged");
+}

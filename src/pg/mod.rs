@@ -272,6 +272,21 @@ impl PgLog {
         &self.settings
     }
 
+    /// Whether its connection was lost (PostgreSQL restarted, the network
+    /// dropped it): a failure then is worth retrying after
+    /// [`PgLog::reconnect`], unlike one PostgreSQL answered.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Connects again (the epoch it leads with, if any, is kept: the lease
+    /// is PostgreSQL's, not the connection's).
+    pub fn reconnect(&mut self) -> Result<(), PgError> {
+        self.client = connect(&self.settings.url)?;
+        self.append_statement = None;
+        Ok(())
+    }
+
     /// Claims this node's id for this process, or refuses while another live
     /// process holds it ([`identity`]).
     pub fn claim_identity(&mut self, claim: &identity::Claim<'_>) -> Result<(), PgError> {
@@ -910,6 +925,15 @@ impl Follower {
         })
     }
 
+    /// Listens (again: a no-op if it does) after [`PgLog::reconnect`] on
+    /// its connection.
+    pub fn listen(&mut self) -> Result<(), PgError> {
+        self.log
+            .client
+            .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))?;
+        Ok(())
+    }
+
     /// Repairs a digest disagreement found by the comparison with the
     /// writer by rebuilding its graph (the writer thread does).
     pub fn with_agreement(mut self, agreement: Agreement) -> Follower {
@@ -937,8 +961,7 @@ impl Follower {
     /// interval. Reconnects (and listens again) after a dropped connection.
     pub fn wait(&mut self) -> Result<(), PgError> {
         if self.log.client.is_closed() {
-            self.log.client = connect(&self.log.settings.url)?;
-            self.log.append_statement = None;
+            self.log.reconnect()?;
             self.log
                 .client
                 .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))?;
