@@ -9,12 +9,21 @@
 # is reused while package-lock.json is unchanged. Needs Node.js 18 or later and
 # npm and, for the first install, access to the npm registry.
 # Prints progress and the SHA-256 on stderr, the component's path on stdout.
-# Exit status 3: the toolchain could not be installed (no node or npm, too old
+# LEVIATHAN_WIT_DIR: the projector contract (default: this repository's wit/).
+# Exit status 3: the contract is not found, or the toolchain could not be installed (no node or npm, too old
 # a node, no access to the npm registry); any other failure is the build's.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
-WIT="$(cd "$HERE/../../../wit" && pwd -P)"
+# The projector contract: Leviathan's wit/ (LEVIATHAN_WIT_DIR for a copy of
+# this example outside Leviathan's repository).
+WIT_DIR="${LEVIATHAN_WIT_DIR:-$HERE/../../../wit}"
+if [[ ! -f "$WIT_DIR/projector.wit" ]]; then
+    echo "$(basename "$HERE")/build.sh: no projector contract at $WIT_DIR (wit/projector.wit): set" \
+        "LEVIATHAN_WIT_DIR to the wit/ directory of Leviathan's repository (or a copy of it)" >&2
+    exit 3
+fi
+WIT="$(cd "$WIT_DIR" && pwd -P)"
 # Both paths may be relative (as CI passes them); they are made absolute
 # here, since the build runs its tools from other directories.
 abspath() { mkdir -p "$1" && (cd "$1" && pwd -P); }

@@ -9,12 +9,21 @@
 # is reused while requirements.txt is unchanged. Needs python3 (3.9 or later,
 # with the venv module) and, for the first install, access to PyPI.
 # Prints progress and the SHA-256 on stderr, the component's path on stdout.
-# Exit status 3: the toolchain could not be installed (no python3 or venv, no
+# LEVIATHAN_WIT_DIR: the projector contract (default: this repository's wit/).
+# Exit status 3: the contract is not found, or the toolchain could not be installed (no python3 or venv, no
 # access to PyPI); any other failure is the build's.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
-WIT="$(cd "$HERE/../../../wit" && pwd -P)"
+# The projector contract: Leviathan's wit/ (LEVIATHAN_WIT_DIR for a copy of
+# this example outside Leviathan's repository).
+WIT_DIR="${LEVIATHAN_WIT_DIR:-$HERE/../../../wit}"
+if [[ ! -f "$WIT_DIR/projector.wit" ]]; then
+    echo "$(basename "$HERE")/build.sh: no projector contract at $WIT_DIR (wit/projector.wit): set" \
+        "LEVIATHAN_WIT_DIR to the wit/ directory of Leviathan's repository (or a copy of it)" >&2
+    exit 3
+fi
+WIT="$(cd "$WIT_DIR" && pwd -P)"
 # Both paths may be relative (as CI passes them); they are made absolute
 # here, since the build runs its tools from other directories.
 abspath() { mkdir -p "$1" && (cd "$1" && pwd -P); }
