@@ -803,13 +803,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[test]
-fn a_generation_id_is_never_handed_out_twice() {
-    // Found by a black-box session: forward to B (keeping A's generation),
-    // back to A (B's generation 1 deleted), forward to B again: the new
-    // generation got id 1 again, and after a clean stop the store refused
-    // to start ("the graph is projected up to seq 0 but the log ends at seq
-    // …") with every manifest.
+/// A store on set A (the core), then rolled forward to B (core + team,
+/// keeping A's generation), back to A (B's generation deleted) and forward
+/// to B again, each round switched and given more events: the manifests'
+/// dir, the data dir, B's manifest and the live generation of each round.
+fn forward_back_and_forward_again() -> (tempfile::TempDir, tempfile::TempDir, String, Vec<u64>) {
     let files = tempfile::tempdir().unwrap();
     let a = files.path().join("a.toml");
     std::fs::write(&a, "[[projector]]\nname = \"core\"\nbuiltin = \"core\"\n").unwrap();
@@ -827,6 +825,15 @@ fn a_generation_id_is_never_handed_out_twice() {
         preload(&s, &format!("r{round}"), 1, 20);
         s.stop();
     }
+    (files, dir, b_s, generations)
+}
+
+#[test]
+fn a_generation_id_is_never_handed_out_twice() {
+    // Found by a black-box session: forward to B (keeping A's generation),
+    // back to A (B's generation 1 deleted), forward to B again: the new
+    // generation got id 1 again.
+    let (_files, _dir, _, generations) = forward_back_and_forward_again();
     assert_eq!(generations, [1, 0, 2], "the ids of the live generations");
 }
 
@@ -835,21 +842,10 @@ fn a_generation_id_is_never_handed_out_twice() {
             B, A, B sometimes finds the live generation's graph at seq 0 and refuses to start; \
             alone it passes. Run with --ignored while working on it"]
 fn after_forward_back_and_forward_again_a_restart_finds_the_graph_at_the_head() {
-    let files = tempfile::tempdir().unwrap();
-    let a = files.path().join("a.toml");
-    std::fs::write(&a, "[[projector]]\nname = \"core\"\nbuiltin = \"core\"\n").unwrap();
-    let b = manifest(files.path(), "team", &team(), "keep_previous = true");
-    let (a_s, b_s) = (a.display().to_string(), b.display().to_string());
-    let mut s = Server::start_with(&[("LEVIATHAN_PROJECTORS_FILE", a_s.as_str())]);
-    preload(&s, "pre", 2, 50);
-    s.stop();
-    let dir = s.keep_dir();
-    for (round, m) in [&b_s, &a_s, &b_s].into_iter().enumerate() {
-        let mut s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS_FILE", m.as_str())]);
-        wait_projection(&s, "the switch", switched);
-        preload(&s, &format!("r{round}"), 1, 20);
-        s.stop();
-    }
+    // Found by a black-box session: after a clean stop the store refused to
+    // start ("the graph is projected up to seq 0 but the log ends at seq
+    // …") with every manifest.
+    let (_files, dir, b_s, _) = forward_back_and_forward_again();
     // Restarts with the same set find their graph where the log ends.
     for _ in 0..2 {
         let mut s = Server::start_in(dir.path(), &[("LEVIATHAN_PROJECTORS_FILE", b_s.as_str())]);
