@@ -857,4 +857,71 @@ mod tests {
         drop((meta, db));
         reopened(Some("last"));
     }
+
+    /// A keyspace created after another was deleted and the database
+    /// reopened after a clean stop (its journals gone) gets an internal id
+    /// of its own, and keeps its data. fjall handed the deleted keyspace's
+    /// id out again (vendor/fjall's LEVIATHAN-PATCH.md, "Keyspace ids are
+    /// never handed out twice").
+    #[test]
+    fn a_keyspace_made_after_a_deleted_one_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || fjall::Database::builder(dir.path()).open().unwrap();
+        // The internal ids of the keyspaces, by their folders.
+        let ids = || -> Vec<u64> {
+            std::fs::read_dir(dir.path().join("keyspaces"))
+                .unwrap()
+                .map(|e| {
+                    e.unwrap()
+                        .file_name()
+                        .into_string()
+                        .unwrap()
+                        .parse()
+                        .unwrap()
+                })
+                .collect()
+        };
+        let deleted = {
+            let db = open();
+            open_keyspace(&db, "graph_meta")
+                .unwrap()
+                .insert("state", "kept")
+                .unwrap();
+            let old = open_keyspace(&db, "gen1_graph_meta").unwrap();
+            old.insert("state", "old").unwrap();
+            let deleted = ids().into_iter().max().unwrap();
+            db.delete_keyspace(old).unwrap();
+            // A clean stop: every memtable flushed, the journals gone.
+            flush_memtables(&db).unwrap();
+            deleted
+        };
+        let before = ids();
+        {
+            let db = open();
+            let new = open_keyspace(&db, "gen2_graph_meta").unwrap();
+            new.insert("state", "new").unwrap();
+            flush_memtables(&db).unwrap();
+        }
+        let made: Vec<u64> = ids().into_iter().filter(|i| !before.contains(i)).collect();
+        assert_eq!(made.len(), 1, "{made:?}");
+        assert_ne!(
+            made[0], deleted,
+            "the deleted keyspace's id was handed out again"
+        );
+        for _ in 0..2 {
+            let db = open();
+            assert!(
+                db.list_keyspace_names()
+                    .iter()
+                    .any(|n| n.as_ref() == "gen2_graph_meta"),
+                "the new keyspace is gone"
+            );
+            let new = open_keyspace(&db, "gen2_graph_meta").unwrap();
+            assert_eq!(
+                new.get("state").unwrap().as_deref(),
+                Some(&b"new"[..]),
+                "the new keyspace lost its data"
+            );
+        }
+    }
 }

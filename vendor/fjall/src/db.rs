@@ -528,6 +528,21 @@ impl Database {
             keyspace_id = self.keyspace_id_counter.next()
         }
 
+        // Leviathan's patch: the id is recorded before the keyspace that
+        // uses it is, so that no later start hands it out again (a deleted
+        // keyspace's id was reused once its folder was gone, and the meta
+        // keyspace's tombstone of the old name then hid the new one).
+        let mark = self.config.path.join(crate::file::KEYSPACE_ID_MARK);
+        let tmp = mark.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(keyspace_id.to_string().as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &mark)?;
+        fsync_directory(&self.config.path)?;
+
         Ok(keyspace_id)
     }
 

@@ -9,6 +9,9 @@ pub const MAGIC_BYTES: &[u8] = &[b'F', b'J', b'L', 3];
 pub const KEYSPACES_FOLDER: &str = "keyspaces";
 
 pub const LOCK_FILE: &str = "lock";
+/// The highest keyspace id ever handed out (Leviathan's patch: ids are never
+/// reused, see LEVIATHAN-PATCH.md).
+pub const KEYSPACE_ID_MARK: &str = "keyspace_id_mark";
 pub const VERSION_MARKER: &str = "version";
 
 pub const LSM_CURRENT_VERSION_MARKER: &str = "current";

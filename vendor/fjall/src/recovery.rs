@@ -111,7 +111,14 @@ pub fn recover_keyspaces(db: &Database, meta_keyspace: &MetaKeyspace) -> crate::
         log::trace!("Recovered keyspace {keyspace_name:?}");
     }
 
-    db.keyspace_id_counter.set(highest_keyspace_id + 1);
+    // Leviathan's patch: never below an id handed out before (its keyspace
+    // may be deleted and its folder gone).
+    let handed_out = std::fs::read_to_string(db.config.path.join(crate::file::KEYSPACE_ID_MARK))
+        .ok()
+        .and_then(|s| s.trim().parse::<InternalKeyspaceId>().ok())
+        .unwrap_or(0);
+    db.keyspace_id_counter
+        .set(highest_keyspace_id.max(handed_out) + 1);
 
     log::trace!(
         "Set keyspace id counter to {}",
