@@ -129,6 +129,17 @@ impl GenerationRecord {
     }
 }
 
+/// The generation a graph keyspace belongs to, by its name: `graph_*` is
+/// generation 0's, `gen<N>_graph_*` generation N's; `None` for any other.
+pub(crate) fn generation_of_keyspace(name: &str) -> Option<u64> {
+    if name.starts_with("graph_") {
+        return Some(0);
+    }
+    name.strip_prefix("gen")
+        .and_then(|rest| rest.split_once("_graph_"))
+        .and_then(|(n, _)| n.parse::<u64>().ok())
+}
+
 fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -273,12 +284,7 @@ impl Catalog {
             .db
             .list_keyspace_names()
             .iter()
-            .filter_map(|name| {
-                let name: &str = name.as_ref();
-                name.strip_prefix("gen")
-                    .and_then(|rest| rest.split_once("_graph_"))
-                    .and_then(|(n, _)| n.parse::<u64>().ok())
-            })
+            .filter_map(|name| generation_of_keyspace(name.as_ref()))
             .max()
             .unwrap_or(0);
         let id = live.max(named).max(handed_out).max(in_keyspaces) + 1;

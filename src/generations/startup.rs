@@ -302,15 +302,7 @@ fn sweep(
     let named: std::collections::HashSet<u64> = catalog.list()?.iter().map(|r| r.id).collect();
     let mut orphans = std::collections::BTreeSet::new();
     for name in store.db.list_keyspace_names() {
-        let name: &str = name.as_ref();
-        let id = if name.starts_with("graph_") {
-            Some(0)
-        } else {
-            name.strip_prefix("gen")
-                .and_then(|rest| rest.split_once("_graph_"))
-                .and_then(|(n, _)| n.parse::<u64>().ok())
-        };
-        if let Some(id) = id {
+        if let Some(id) = super::catalog::generation_of_keyspace(name.as_ref()) {
             if id != live && Some(id) != keep && !named.contains(&id) {
                 orphans.insert(id);
             }
