@@ -718,6 +718,22 @@ fn a_client_that_does_not_read_its_answers_is_cut_off_and_bounded() {
             .as_bytes(),
         )
         .expect("write");
+    // Its answer's head is read before any other large answer is asked for:
+    // a large answer in flight when the stalled one is built would hold part
+    // of the buffer, and the stalled one would be refused instead (the race
+    // that failed this test on loaded CI machines).
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stalled.read(&mut chunk[..512]).expect("the stalled answer's head");
+        assert!(n > 0, "the stalled connection closed before its head");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got[..got.len().min(300)])
+    );
     // Its answer holds the whole buffer: another large answer is refused,
     // a small one is served.
     let refused = loop {
@@ -753,8 +769,6 @@ fn a_client_that_does_not_read_its_answers_is_cut_off_and_bounded() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(freed >= WRITE_TIMEOUT, "{freed:?}");
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 65536];
     loop {
         match stalled.read(&mut chunk) {
             Ok(0) => break,
