@@ -535,6 +535,11 @@ pub struct SecurityArgs {
     /// (answers of 256 KiB or more count); beyond it 503 with `Retry-After`.
     #[arg(long, env = "LEVIATHAN_MAX_ANSWER_BUFFER_MB", default_value_t = HttpSettings::default().max_answer_buffer_mb)]
     pub max_answer_buffer_mb: usize,
+    /// Scanning reads (walks of a long index, such as the attempts list by
+    /// target) run at once; more wait their turn within the request timeout.
+    /// 0: half this machine's cores, at least one.
+    #[arg(long, env = "LEVIATHAN_MAX_SCANNING_READS", default_value_t = 0)]
+    pub max_scanning_reads: usize,
     /// Most header fields in one request (more: 431 from the HTTP layer).
     #[arg(long, env = "LEVIATHAN_MAX_HEADERS", default_value_t = HttpSettings::default().max_headers)]
     pub max_headers: usize,
@@ -568,6 +573,9 @@ pub struct HttpSettings {
     pub max_inflight_requests: usize,
     /// MiB of large JSON answers being sent at once.
     pub max_answer_buffer_mb: usize,
+    /// Places of the scanning-reads bulkhead (`LEVIATHAN_MAX_SCANNING_READS`;
+    /// 0: half the cores, at least one).
+    pub max_scanning_reads: usize,
     pub max_headers: usize,
     /// From SIGTERM to exit, whatever state the store is in.
     pub shutdown_timeout: std::time::Duration,
@@ -585,6 +593,7 @@ impl Default for HttpSettings {
             max_connections: 1024,
             max_inflight_requests: 256,
             max_answer_buffer_mb: 256,
+            max_scanning_reads: 0,
             max_headers: 100,
             shutdown_timeout: std::time::Duration::from_secs(25),
             test_panic_route: false,
@@ -638,6 +647,7 @@ impl HttpSettings {
             max_connections: a.max_connections,
             max_inflight_requests: a.max_inflight_requests,
             max_answer_buffer_mb: a.max_answer_buffer_mb,
+            max_scanning_reads: a.max_scanning_reads,
             max_headers: a.max_headers,
             shutdown_timeout: std::time::Duration::from_secs(a.shutdown_timeout),
             test_panic_route: a.test_panic_route,

@@ -596,7 +596,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         transparency,
         streams: streams.clone(),
         cluster,
-        scans: api::limits::Bulkhead::for_this_machine(&metrics),
+        scans: api::limits::Bulkhead::new(config.http.max_scanning_reads, &metrics),
     });
     let app = api::router(state);
     tracing::info!(

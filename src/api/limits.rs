@@ -339,13 +339,18 @@ pub struct Place {
 }
 
 impl Bulkhead {
-    /// Half this machine's cores (at least one place): on 2 cores, one
-    /// scanning read at a time. Eight clients listing a target's attempts
-    /// on a 3M-event store took both cores and cut ingest from ~18k to
-    /// 1.7-5.1k events/s (docs/BENCHMARKS.md, session 39).
-    pub fn for_this_machine(metrics: &crate::metrics::Metrics) -> Bulkhead {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let places = (cores / 2).max(1);
+    /// `places` places (`LEVIATHAN_MAX_SCANNING_READS`), or with 0 half this
+    /// machine's cores (at least one place): on 2 cores, one scanning read
+    /// at a time. Eight clients listing a target's attempts on a 3M-event
+    /// store took both cores and cut ingest from ~18k to 1.7-5.1k events/s
+    /// (docs/BENCHMARKS.md, session 39).
+    pub fn new(places: usize, metrics: &crate::metrics::Metrics) -> Bulkhead {
+        let places = if places == 0 {
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            (cores / 2).max(1)
+        } else {
+            places.min(Semaphore::MAX_PERMITS)
+        };
         metrics.scanning_read_places.set(places as i64);
         Bulkhead {
             places: Arc::new(Semaphore::new(places)),

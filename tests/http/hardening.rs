@@ -593,15 +593,31 @@ fn gauge(s: &Server, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
+/// The scanning-reads bulkhead has half the cores' places (at least one)
+/// unless `LEVIATHAN_MAX_SCANNING_READS` says otherwise.
+#[test]
+fn the_scanning_reads_bulkhead_has_half_the_cores_unless_set() {
+    let s = Server::start();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    assert_eq!(
+        gauge(&s, "leviathan_scanning_read_places"),
+        (cores / 2).max(1)
+    );
+}
+
 /// Reads that walk and filter a long index (the attempts list by target)
-/// run at most as many at once as the bulkhead has places (half the
-/// cores), the others waiting their turn; other reads do not wait for
-/// them, and a waiting read that is abandoned leaves the queue.
+/// run at most as many at once as the bulkhead has places
+/// (`LEVIATHAN_MAX_SCANNING_READS`, here 3), the others waiting their turn;
+/// other reads do not wait for them, and a waiting read that is abandoned
+/// leaves the queue.
 #[test]
 fn scanning_reads_take_turns_in_their_bulkhead() {
-    let s = Server::start_with(&[("LEVIATHAN_TEST_PANIC_ROUTE", "true")]);
+    let s = Server::start_with(&[
+        ("LEVIATHAN_TEST_PANIC_ROUTE", "true"),
+        ("LEVIATHAN_MAX_SCANNING_READS", "3"),
+    ]);
     let places = gauge(&s, "leviathan_scanning_read_places");
-    assert!(places >= 1, "{places}");
+    assert_eq!(places, 3);
     let wait_for = |what: &str, want: (i64, i64)| {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -725,7 +741,9 @@ fn a_client_that_does_not_read_its_answers_is_cut_off_and_bounded() {
     let mut got = Vec::new();
     let mut chunk = [0u8; 65536];
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stalled.read(&mut chunk[..512]).expect("the stalled answer's head");
+        let n = stalled
+            .read(&mut chunk[..512])
+            .expect("the stalled answer's head");
         assert!(n > 0, "the stalled connection closed before its head");
         got.extend_from_slice(&chunk[..n]);
     }
