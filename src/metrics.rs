@@ -181,6 +181,9 @@ pub struct Metrics {
     pub http_connections_open: Gauge,
     /// Connections refused at `LEVIATHAN_MAX_CONNECTIONS`, by what they got.
     pub http_connections_refused: Family<Refusal, Counter>,
+    /// Idle connections closed at `LEVIATHAN_MAX_CONNECTIONS` to make room
+    /// for a new one (`api::idle`).
+    pub http_idle_connections_closed: Counter,
     /// Renders of `/metrics` (concurrent scrapes share one).
     pub metrics_renders: Counter,
     pub store_disk_bytes: Gauge,
@@ -403,6 +406,12 @@ impl Default for Metrics {
              are served), or closed unanswered once too many of those are open",
             http_connections_refused.clone(),
         );
+        let http_idle_connections_closed = Counter::default();
+        r.register(
+            "http_idle_connections_closed",
+            "Idle connections closed at LEVIATHAN_MAX_CONNECTIONS to make room for a new one",
+            http_idle_connections_closed.clone(),
+        );
         let metrics_renders = Counter::default();
         r.register(
             "metrics_renders",
@@ -556,6 +565,7 @@ impl Default for Metrics {
             http_seconds,
             http_connections_open,
             http_connections_refused,
+            http_idle_connections_closed,
             metrics_renders,
             store_disk_bytes,
             block_cache_capacity_bytes,

@@ -710,8 +710,9 @@ pub enum Drain {
 /// takes none of a pending answer's bytes for that long is closed: a client
 /// that never reads cannot hold its slot, nor an answer's memory; an event
 /// stream's is longer by its stall limit, `api::write_timeout`) and a cap
-/// on the number of headers, at most `max_connections` at once. A connection
-/// beyond it is answered 503 and closed (the probes and `/metrics` are
+/// on the number of headers, at most `max_connections` at once. At the cap a
+/// new connection takes the place of an idle one (`api::idle`); with none
+/// idle, it is answered 503 and closed (the probes and `/metrics` are
 /// served), and beyond [`overflow_connections`] of those it is closed
 /// unanswered. On `shutdown`, stops accepting and lets open connections
 /// finish as `drain` says.
@@ -724,7 +725,6 @@ pub async fn serve_http(
     metrics: Option<crate::metrics::Metrics>,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
     let connections = Arc::new(tokio::sync::Semaphore::new(http.max_connections));
     let overflow = Arc::new(tokio::sync::Semaphore::new(overflow_connections(
         http.max_connections,
@@ -735,7 +735,16 @@ pub async fn serve_http(
         .timer(TokioTimer::new())
         .header_read_timeout(http.header_read_timeout)
         .max_headers(http.max_headers);
-    let mut refusals = RefusalLog::default();
+    let idle = Arc::new(api::idle::Connections::default());
+    let accepting = Accepting {
+        app,
+        builder,
+        http: http.clone(),
+        metrics,
+        idle: idle.clone(),
+        overflow,
+        refusals: Arc::default(),
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -757,89 +766,22 @@ pub async fn serve_http(
             write_timeout.clone(),
         ));
         match connections.clone().try_acquire_owned() {
-            Ok(permit) => {
-                // A Router takes any request body, hyper's included. Each
-                // request carries its connection's write timeout (an event
-                // stream lengthens it).
-                let router = TowerToHyperService::new(app.clone());
-                let svc = hyper::service::service_fn(
-                    move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(write_timeout.clone());
-                        hyper::service::Service::call(&router, req)
-                    },
-                );
-                let conn = graceful.watch(builder.serve_connection(io, svc));
-                let open = metrics.as_ref().map(|m| m.http_connections_open.clone());
-                if let Some(g) = &open {
-                    g.inc();
-                }
+            Ok(permit) => accepting.serve(io, peer, write_timeout, permit, graceful.watcher()),
+            Err(_) if idle.close_one_idle(api::idle::MIN_IDLE) => {
+                // An idle connection closes to make room: this one takes
+                // its place once it has (the semaphore hands a released
+                // permit to a waiter before anyone else).
+                let (accepting, connections, watcher) =
+                    (accepting.clone(), connections.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    let wait = std::time::Duration::from_secs(1);
+                    match tokio::time::timeout(wait, connections.acquire_owned()).await {
+                        Ok(Ok(permit)) => accepting.serve(io, peer, write_timeout, permit, watcher),
+                        _ => accepting.beyond_cap(io),
                     }
-                    if let Some(g) = &open {
-                        g.dec();
-                    }
-                    drop(permit);
                 });
             }
-            Err(_) => {
-                let Ok(slot) = overflow.clone().try_acquire_owned() else {
-                    // So many refused connections are open already that
-                    // answering more would only feed the flood.
-                    refusals.closed += 1;
-                    refusals.log(http.max_connections);
-                    if let Some(m) = &metrics {
-                        m.connection_refused(false);
-                    }
-                    drop(io);
-                    continue;
-                };
-                refusals.answered += 1;
-                refusals.log(http.max_connections);
-                if let Some(m) = &metrics {
-                    m.connection_refused(true);
-                }
-                let max = http.max_connections;
-                // The probes and /metrics are still served (cheap, and a
-                // liveness probe failing in a connection flood would get a
-                // busy server restarted); every other request gets the 503.
-                let probes = TowerToHyperService::new(app.clone());
-                let metrics = metrics.clone();
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let probes = probes.clone();
-                        let metrics = metrics.clone();
-                        async move {
-                            if api::limits::served_beyond_connection_cap(req.uri().path()) {
-                                return hyper::service::Service::call(&probes, req).await;
-                            }
-                            if let Some(m) = &metrics {
-                                m.http(
-                                    api::limits::BEYOND_CONNECTION_CAP,
-                                    req.method().as_str(),
-                                    503,
-                                    0.0,
-                                );
-                                // An ingest refused here is an ingest outcome
-                                // too (the ingest alerts read them).
-                                if req.method() == hyper::Method::POST
-                                    && req.uri().path() == "/v1/events/ingest"
-                                {
-                                    m.ingest("overloaded", 0.0, 0);
-                                }
-                            }
-                            Ok(api::limits::too_many_connections(max))
-                        }
-                    },
-                );
-                let mut b = builder.clone();
-                let conn = b.keep_alive(false).serve_connection(io, svc);
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(http.header_read_timeout * 2, conn).await;
-                    drop(slot);
-                });
-            }
+            Err(_) => accepting.beyond_cap(io),
         }
     }
     drop(listener);
@@ -857,6 +799,162 @@ pub async fn serve_http(
             "requests still in flight at the shutdown timeout: their connections are dropped \
              (a request that was not answered was not acknowledged)"
         );
+    }
+}
+
+type ConnectionIo = hyper_util::rt::TokioIo<api::write_timeout::TimedIo>;
+
+/// What [`serve_http`]'s accept loop hands each connection.
+#[derive(Clone)]
+struct Accepting {
+    app: axum::Router,
+    builder: hyper::server::conn::http1::Builder,
+    http: crate::config::HttpSettings,
+    metrics: Option<crate::metrics::Metrics>,
+    /// The connections within the cap, and which are idle.
+    idle: Arc<api::idle::Connections>,
+    /// Places for connections answered beyond the cap.
+    overflow: Arc<tokio::sync::Semaphore>,
+    refusals: Arc<std::sync::Mutex<RefusalLog>>,
+}
+
+impl Accepting {
+    /// Serves a connection within the cap (`permit`) until it ends, or
+    /// until, idle, it is told to make room for a new one.
+    fn serve(
+        &self,
+        io: ConnectionIo,
+        peer: std::net::SocketAddr,
+        write_timeout: api::write_timeout::WriteTimeout,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        use hyper_util::service::TowerToHyperService;
+        // A Router takes any request body, hyper's included. Each request
+        // carries its connection's write timeout (an event stream lengthens
+        // it), and keeps its connection busy until its answer is sent.
+        let router = TowerToHyperService::new(self.app.clone());
+        let registration = self.idle.register();
+        let conn = registration.conn.clone();
+        let svc =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(write_timeout.clone());
+                let busy = conn.busy();
+                let answer = hyper::service::Service::call(&router, req);
+                async move {
+                    let resp = answer.await?;
+                    Ok::<_, std::convert::Infallible>(
+                        resp.map(|b| axum::body::Body::new(api::idle::Tracked::new(b, busy))),
+                    )
+                }
+            });
+        let conn = Box::pin(watcher.watch(self.builder.serve_connection(io, svc)));
+        let open = self
+            .metrics
+            .as_ref()
+            .map(|m| m.http_connections_open.clone());
+        if let Some(g) = &open {
+            g.inc();
+        }
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let mut conn = conn;
+            loop {
+                tokio::select! {
+                    ended = &mut conn => {
+                        if let Err(e) = ended {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    () = registration.conn.asked_to_close() => {
+                        if registration.conn.close_now() {
+                            tracing::debug!(
+                                %peer,
+                                "closed an idle connection to make room for a new one \
+                                 (LEVIATHAN_MAX_CONNECTIONS)"
+                            );
+                            if let Some(m) = &metrics {
+                                m.http_idle_connections_closed.inc();
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            drop(conn);
+            if let Some(g) = &open {
+                g.dec();
+            }
+            drop(registration);
+            drop(permit);
+        });
+    }
+
+    /// A connection beyond the cap with no idle one to take the place of:
+    /// answered 503 (the probes and `/metrics` served) and closed, or, beyond
+    /// [`overflow_connections`] of those, closed unanswered.
+    fn beyond_cap(&self, io: ConnectionIo) {
+        use hyper_util::service::TowerToHyperService;
+        let max = self.http.max_connections;
+        let Ok(slot) = self.overflow.clone().try_acquire_owned() else {
+            // So many refused connections are open already that answering
+            // more would only feed the flood.
+            self.refused(false);
+            drop(io);
+            return;
+        };
+        self.refused(true);
+        // The probes and /metrics are still served (cheap, and a liveness
+        // probe failing in a connection flood would get a busy server
+        // restarted); every other request gets the 503.
+        let probes = TowerToHyperService::new(self.app.clone());
+        let metrics = self.metrics.clone();
+        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let probes = probes.clone();
+            let metrics = metrics.clone();
+            async move {
+                if api::limits::served_beyond_connection_cap(req.uri().path()) {
+                    return hyper::service::Service::call(&probes, req).await;
+                }
+                if let Some(m) = &metrics {
+                    m.http(
+                        api::limits::BEYOND_CONNECTION_CAP,
+                        req.method().as_str(),
+                        503,
+                        0.0,
+                    );
+                    // An ingest refused here is an ingest outcome too (the
+                    // ingest alerts read them).
+                    if req.method() == hyper::Method::POST
+                        && req.uri().path() == "/v1/events/ingest"
+                    {
+                        m.ingest("overloaded", 0.0, 0);
+                    }
+                }
+                Ok(api::limits::too_many_connections(max))
+            }
+        });
+        let mut b = self.builder.clone();
+        let conn = b.keep_alive(false).serve_connection(io, svc);
+        let limit = self.http.header_read_timeout * 2;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(limit, conn).await;
+            drop(slot);
+        });
+    }
+
+    fn refused(&self, answered: bool) {
+        let mut log = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        if answered {
+            log.answered += 1;
+        } else {
+            log.closed += 1;
+        }
+        log.log(self.http.max_connections);
+        if let Some(m) = &self.metrics {
+            m.connection_refused(answered);
+        }
     }
 }
 

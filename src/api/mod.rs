@@ -17,6 +17,7 @@ mod failures;
 mod forward;
 mod graph;
 pub mod host;
+pub mod idle;
 mod ingest;
 pub mod limits;
 pub mod min_seq;

@@ -378,22 +378,67 @@ fn in_flight_requests_are_capped_and_timed_out() {
     assert_eq!(count("timeout"), 1.0, "{text}");
 }
 
+/// A connection with a request in progress: an ingest whose body is still
+/// coming (the server reads it until the request timeout).
+fn busy_connection(s: &Server) -> TcpStream {
+    let mut c = connect(s);
+    c.write_all(
+        format!(
+            "POST /v1/events/ingest HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+        )
+        .as_bytes(),
+    )
+    .expect("write");
+    c
+}
+
+/// A busy connection the server has accepted within its cap: one answered
+/// at once got the cap's 503 (a connection closing a moment ago may not
+/// have given its place back yet), so another is tried.
+fn accepted_busy_connection(s: &Server) -> TcpStream {
+    for _ in 0..50 {
+        let c = busy_connection(s);
+        std::thread::sleep(Duration::from_millis(200));
+        if !answered_already(&c) {
+            return c;
+        }
+    }
+    panic!("no busy connection was accepted within the cap");
+}
+
+/// Waits until the server serves v1 (the start-up server that answers
+/// before it may close the connections it accepted).
+fn until_serving(s: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = raw(
+            s,
+            format!(
+                "GET /v1/log/head HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        if r.status == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never served: {}", r.status);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn connections_beyond_the_cap_get_503_and_are_closed() {
     let s = Server::start_with(&[("LEVIATHAN_MAX_CONNECTIONS", "2")]);
-    // Two open connections, each proven accepted by a served request.
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut c = connect(&s);
-        c.write_all(
-            format!(
-                "GET /v1/log/head HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .expect("write");
-        assert_eq!(read_response(&mut c).status, 200);
-        held.push(c);
+    until_serving(&s);
+    // Two connections with a request in progress (busy: never closed to
+    // make room), each proven accepted: nothing answered it.
+    let held: Vec<TcpStream> = (0..2).map(|_| accepted_busy_connection(&s)).collect();
+    for c in &held {
+        assert!(
+            !answered_already(c),
+            "a busy connection was answered or closed"
+        );
     }
     let r = raw(
         &s,
@@ -823,13 +868,14 @@ fn connections_beyond_the_cap_and_its_overflow_are_closed_unanswered() {
         ("LEVIATHAN_MAX_CONNECTIONS", "8"),
         ("LEVIATHAN_HEADER_READ_TIMEOUT_SECS", "5"),
     ]);
-    let mut held = Vec::new();
-    for _ in 0..8 {
-        let mut c = connect(&s);
-        c.write_all(b"GET /livez HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .expect("write");
-        assert_eq!(read_response(&mut c).status, 200);
-        held.push(c);
+    until_serving(&s);
+    // Eight busy connections fill the cap (an idle one would make room).
+    let held: Vec<TcpStream> = (0..8).map(|_| accepted_busy_connection(&s)).collect();
+    for c in &held {
+        assert!(
+            !answered_already(c),
+            "a busy connection was answered or closed"
+        );
     }
     // Eight beyond the cap that send nothing: each waits for its headers.
     let waiting: Vec<TcpStream> = (0..8).map(|_| connect(&s)).collect();
@@ -876,6 +922,77 @@ fn connections_beyond_the_cap_and_its_overflow_are_closed_unanswered() {
     };
     assert!(count("answered") >= 8.0, "{text}");
     assert!(count("closed") >= 1.0, "{text}");
+}
+
+/// Connections that send nothing (no token is needed to open one) held the
+/// cap until the header read timeout closed them, and every other client got
+/// 503 meanwhile. At the cap a new connection now takes the place of the one
+/// idle the longest; a connection with a request in progress is never
+/// closed for it.
+#[test]
+fn at_the_cap_a_new_connection_takes_the_place_of_the_longest_idle_one() {
+    let s = Server::start_with(&[
+        ("LEVIATHAN_MAX_CONNECTIONS", "3"),
+        ("LEVIATHAN_HEADER_READ_TIMEOUT_SECS", "30"),
+    ]);
+    until_serving(&s);
+    let busy = accepted_busy_connection(&s);
+    let oldest_idle = connect(&s);
+    std::thread::sleep(Duration::from_millis(100));
+    let idle = connect(&s);
+    // Idle long enough to be closed for a new connection (0.5 s).
+    std::thread::sleep(Duration::from_millis(800));
+    for (name, c) in [("busy", &busy), ("oldest", &oldest_idle), ("idle", &idle)] {
+        assert!(!answered_already(c), "{name} was answered or closed early");
+    }
+    // The cap is full: a new client is served, not refused.
+    let r = raw(
+        &s,
+        format!(
+            "GET /v1/log/head HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // The longest idle one made room: closed, unanswered.
+    let mut c = oldest_idle;
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    match c.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(n) => panic!("answered: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => panic!("the longest idle connection was not closed: {e}"),
+    }
+    // The busy one and the other idle one are untouched.
+    assert!(!answered_already(&busy), "the busy connection was closed");
+    assert!(
+        !answered_already(&idle),
+        "the newer idle connection was closed"
+    );
+    // The busy connection's request goes on: its body completes, and it is
+    // answered (422: not a bundle) on its own connection.
+    let mut busy = busy;
+    busy.write_all(format!("{:<99}", "}").as_bytes())
+        .expect("the rest of the body");
+    let answer = read_response(&mut busy);
+    assert!(
+        (400..500).contains(&answer.status),
+        "{} {}",
+        answer.status,
+        String::from_utf8_lossy(&answer.body)
+    );
+    drop(idle);
+    let text = s.metrics_text();
+    let closed: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("leviathan_http_idle_connections_closed_total "))
+        .expect("the counter")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert!(closed >= 1.0, "{text}");
 }
 
 /// Every answer says it must not be sniffed; v1 answers (an authenticated
