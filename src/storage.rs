@@ -924,4 +924,94 @@ mod tests {
             );
         }
     }
+
+    /// The folder names of a database's keyspaces: their internal ids.
+    fn keyspace_ids(dir: &std::path::Path) -> Vec<u64> {
+        std::fs::read_dir(dir.join("keyspaces"))
+            .unwrap()
+            .map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .into_string()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// How a generation's graph was lost after rolling a projector set
+    /// forward, back and forward again (vendor/fjall's LEVIATHAN-PATCH.md,
+    /// "Keyspace ids are never handed out twice"), one step per open of the
+    /// store. fjall's meta keyspace maps a keyspace's id to its name
+    /// (`'n' + id`), written by ingestion at a seqno of the database's
+    /// counter; deleting a keyspace writes tombstones for those keys. An
+    /// open sets the counter above the seqnos of the keyspaces' data only,
+    /// so a deletion after the last write leaves tombstones above it. The
+    /// next open handed the deleted keyspace's id out again, the new name
+    /// went in below the tombstone, and once the meta keyspace compacted
+    /// the two the tombstone won: the open after that found the new
+    /// keyspace's folder unnamed and deleted it.
+    #[test]
+    fn a_keyspace_made_after_a_deleted_one_keeps_its_name_once_the_meta_keyspace_compacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || fjall::Database::builder(dir.path()).open().unwrap();
+        // Set A's graph, and set B's generation kept beside it.
+        {
+            let db = open();
+            open_keyspace(&db, "graph_meta")
+                .unwrap()
+                .insert("state", "a")
+                .unwrap();
+            open_keyspace(&db, "gen1_graph_meta")
+                .unwrap()
+                .insert("state", "b")
+                .unwrap();
+            flush_memtables(&db).unwrap();
+        }
+        // Back to A: a last write, then B's generation deleted (its folder
+        // goes with the last handle), then a clean stop.
+        let deleted = {
+            let db = open();
+            open_keyspace(&db, "graph_meta")
+                .unwrap()
+                .insert("state", "a again")
+                .unwrap();
+            let old = open_keyspace(&db, "gen1_graph_meta").unwrap();
+            let deleted = keyspace_ids(dir.path()).into_iter().max().unwrap();
+            db.delete_keyspace(old).unwrap();
+            assert!(!keyspace_ids(dir.path()).contains(&deleted));
+            flush_memtables(&db).unwrap();
+            deleted
+        };
+        // Forward to B again: a new generation, two keyspaces made one
+        // after the other (the meta keyspace compacts its runs).
+        {
+            let db = open();
+            let new = open_keyspace(&db, "gen2_graph_meta").unwrap();
+            new.insert("state", "b again").unwrap();
+            open_keyspace(&db, "gen2_graph_history")
+                .unwrap()
+                .insert("h", "1")
+                .unwrap();
+            flush_memtables(&db).unwrap();
+        }
+        let db = open();
+        assert!(
+            db.list_keyspace_names()
+                .iter()
+                .any(|n| n.as_ref() == "gen2_graph_meta"),
+            "the new keyspace is gone (the deleted one's id was {deleted}, the ids now {:?})",
+            keyspace_ids(dir.path())
+        );
+        assert_eq!(
+            open_keyspace(&db, "gen2_graph_meta")
+                .unwrap()
+                .get("state")
+                .unwrap()
+                .as_deref(),
+            Some(&b"b again"[..]),
+            "the new keyspace lost its data"
+        );
+    }
 }
