@@ -1014,4 +1014,74 @@ mod tests {
             "the new keyspace lost its data"
         );
     }
+
+    /// A keyspace deleted, then the process gone before its folder was
+    /// (a crash: the copy of the directory taken while a handle was still
+    /// open), stays deleted at the next open. The keyspace was made after
+    /// the last write of an earlier run, so its name in fjall's meta
+    /// keyspace had a seqno above the counter the next open set, the
+    /// deletion's tombstone went in below it, and once the meta keyspace
+    /// compacted the two the name was back: the deleted keyspace, its data
+    /// with it, was open again (vendor/fjall's LEVIATHAN-PATCH.md, "An open
+    /// sets the seqno counter above the meta keyspace's").
+    #[test]
+    fn a_deleted_keyspace_stays_deleted_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let crashed = tempfile::tempdir().unwrap();
+        let open = |p: &std::path::Path| fjall::Database::builder(p).open().unwrap();
+        {
+            let db = open(dir.path());
+            open_keyspace(&db, "log").unwrap().insert("e", "1").unwrap();
+            // A generation's keyspaces, made after the last write.
+            for name in [
+                "nodes",
+                "nodes_by_type",
+                "nodes_by_created",
+                "edges_out",
+                "edges_in",
+                "counts",
+                "digests",
+                "errors",
+                "meta",
+                "history",
+            ] {
+                open_keyspace(&db, &format!("gen1_graph_{name}")).unwrap();
+            }
+            flush_memtables(&db).unwrap();
+        }
+        {
+            let db = open(dir.path());
+            let doomed = open_keyspace(&db, "gen1_graph_history").unwrap();
+            doomed.insert("h", "old").unwrap();
+            doomed.rotate_memtable_and_wait().unwrap();
+            let handle = doomed.clone();
+            db.delete_keyspace(doomed).unwrap();
+            // The next generation's first keyspace (the meta keyspace
+            // compacts its runs).
+            open_keyspace(&db, "gen2_graph_nodes").unwrap();
+            // The crash: what is on disk while the handle is open.
+            copy_dir(dir.path(), crashed.path());
+            drop(handle);
+        }
+        let db = open(crashed.path());
+        assert!(
+            !db.list_keyspace_names()
+                .iter()
+                .any(|n| n.as_ref() == "gen1_graph_history"),
+            "the deleted keyspace is back"
+        );
+    }
+
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let target = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), &target).unwrap();
+            }
+        }
+    }
 }

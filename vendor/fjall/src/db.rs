@@ -528,7 +528,7 @@ impl Database {
             keyspace_id = self.keyspace_id_counter.next()
         }
 
-        // Leviathan's patch: the id is recorded before the keyspace that
+        // LEVIATHAN PATCH: the id is recorded before the keyspace that
         // uses it is, so that no later start hands it out again (a deleted
         // keyspace's id was reused once its folder was gone, and the meta
         // keyspace's tombstone of the old name then hid the new one).
@@ -902,6 +902,16 @@ impl Database {
                     db.keyspace_id_counter.get(),
                 );
             }
+        }
+
+        // LEVIATHAN PATCH: the counter goes above the meta keyspace's seqnos
+        // too. Its names and tombstones are ingested at seqnos of this
+        // counter, which the lines above set from the keyspaces' data only:
+        // a keyspace created or deleted after the last write left records
+        // above it, and the next create or delete went in below them (and
+        // lost to them once the meta keyspace compacted the two).
+        if let Some(seqno) = db.meta_keyspace.highest_seqno() {
+            db.supervisor.seqno.fetch_max(seqno + 1);
         }
 
         db.supervisor

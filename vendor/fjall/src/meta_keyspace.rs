@@ -195,6 +195,12 @@ impl MetaKeyspace {
         Ok(())
     }
 
+    /// LEVIATHAN PATCH: the highest seqno of the meta keyspace's records
+    /// (see `Database::recover`).
+    pub(crate) fn highest_seqno(&self) -> Option<SeqNo> {
+        self.inner.get_highest_seqno()
+    }
+
     pub(crate) fn resolve_id(&self, id: InternalKeyspaceId) -> crate::Result<Option<StrView>> {
         #[expect(unsafe_code, clippy::indexing_slicing)]
         let key = {

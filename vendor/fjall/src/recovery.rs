@@ -111,7 +111,7 @@ pub fn recover_keyspaces(db: &Database, meta_keyspace: &MetaKeyspace) -> crate::
         log::trace!("Recovered keyspace {keyspace_name:?}");
     }
 
-    // Leviathan's patch: never below an id handed out before (its keyspace
+    // LEVIATHAN PATCH: never below an id handed out before (its keyspace
     // may be deleted and its folder gone).
     let handed_out = std::fs::read_to_string(db.config.path.join(crate::file::KEYSPACE_ID_MARK))
         .ok()
