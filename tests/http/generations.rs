@@ -838,13 +838,13 @@ fn a_generation_id_is_never_handed_out_twice() {
 }
 
 #[test]
-#[ignore = "open defect (session 41): under the whole suite's load, the first restart after \
-            B, A, B sometimes finds the live generation's graph at seq 0 and refuses to start; \
-            alone it passes. Run with --ignored while working on it"]
 fn after_forward_back_and_forward_again_a_restart_finds_the_graph_at_the_head() {
     // Found by a black-box session: after a clean stop the store refused to
     // start ("the graph is projected up to seq 0 but the log ends at seq
-    // …") with every manifest.
+    // …") with every manifest. fjall had handed the deleted generation's
+    // keyspace ids out again and the meta keyspace's tombstones of the old
+    // names hid the new ones (vendor/fjall/LEVIATHAN-PATCH.md); timing
+    // decides, so this failed in some runs only (3 of 12, four at once).
     let (_files, dir, b_s, _) = forward_back_and_forward_again();
     // Restarts with the same set find their graph where the log ends.
     for _ in 0..2 {
