@@ -139,6 +139,39 @@ fn the_schema_is_migrated_once_and_a_newer_one_is_refused() {
     );
 }
 
+/// A migration PostgreSQL refuses (here an object of the same name made by
+/// someone else in the database first) stops the start with PostgreSQL's own
+/// message and SQLSTATE, not the client's bare `db error`.
+#[test]
+fn a_failed_migration_is_refused_with_postgresqls_message() {
+    let Some(pg) = Postgres::start("a_failed_migration") else {
+        return;
+    };
+    let url = pg.create_db("taken");
+    Postgres::connect(&url)
+        .batch_execute("CREATE TABLE leader (note text)")
+        .unwrap();
+    let err = PgLog::open(settings(&url, "a", 5.0))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("migration 1 failed")
+            && err.contains(r#"relation "leader" already exists"#)
+            && err.contains("42P07"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_STORE", "postgres")
+        .env("LEVIATHAN_POSTGRES_URL", &url);
+    let out = refused(cmd);
+    assert!(
+        out.contains("migration 1 failed") && out.contains(r#"relation "leader" already exists"#),
+        "{out}"
+    );
+}
+
 #[test]
 fn postgres_without_a_url_and_the_old_backend_setting_are_refused_with_directions() {
     let dir = tempfile::tempdir().unwrap();

@@ -36,6 +36,11 @@ fn remote(e: impl std::fmt::Display) -> CasError {
     CasError::Remote(e.to_string())
 }
 
+/// A PostgreSQL failure, with the server's own message (not `db error`).
+fn db(e: postgres::Error) -> CasError {
+    CasError::Remote(super::describe(&e))
+}
+
 impl PgArtifacts {
     /// A pool on `url` (connections are made on first use: the server has
     /// connected and migrated the schema before this is used).
@@ -104,7 +109,7 @@ impl Remote for PgArtifacts {
                 "SELECT size, chunks FROM artifacts WHERE sha256 = $1",
                 &[&&sha.as_bytes()[..]],
             )
-            .map_err(remote)?;
+            .map_err(db)?;
         row.map(|r| size_of(&r, sha).map(|(size, _)| size))
             .transpose()
     }
@@ -120,13 +125,13 @@ impl Remote for PgArtifacts {
         let mut client = self.client()?;
         let known = client
             .query_opt("SELECT 1 FROM artifacts WHERE sha256 = $1", &[&key])
-            .map_err(remote)?;
+            .map_err(db)?;
         if known.is_some() {
             return Ok(false);
         }
         let size = i64::try_from(size).map_err(remote)?;
         let count = i32::try_from(chunks).map_err(remote)?;
-        let mut tx = client.transaction().map_err(remote)?;
+        let mut tx = client.transaction().map_err(db)?;
         // Another node storing the same blob at once: its rows are the same
         // bytes, so whichever commits first wins and the other adds nothing.
         let insert = tx
@@ -134,10 +139,10 @@ impl Remote for PgArtifacts {
                 "INSERT INTO artifact_chunks (sha256, ord, data) VALUES ($1, $2, $3)
                  ON CONFLICT DO NOTHING",
             )
-            .map_err(remote)?;
+            .map_err(db)?;
         for ord in 0..count {
             let data = chunk(ord.unsigned_abs())?;
-            tx.execute(&insert, &[&key, &ord, &data]).map_err(remote)?;
+            tx.execute(&insert, &[&key, &ord, &data]).map_err(db)?;
         }
         let created = tx
             .execute(
@@ -145,8 +150,8 @@ impl Remote for PgArtifacts {
                  ON CONFLICT DO NOTHING",
                 &[&key, &size, &count],
             )
-            .map_err(remote)?;
-        tx.commit().map_err(remote)?;
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
         Ok(created == 1)
     }
 
@@ -162,7 +167,7 @@ impl Remote for PgArtifacts {
                 "SELECT size, chunks FROM artifacts WHERE sha256 = $1",
                 &[&key],
             )
-            .map_err(remote)?
+            .map_err(db)?
         else {
             return Ok(None);
         };
@@ -173,13 +178,13 @@ impl Remote for PgArtifacts {
         };
         let read = client
             .prepare("SELECT data FROM artifact_chunks WHERE sha256 = $1 AND ord = $2")
-            .map_err(remote)?;
+            .map_err(db)?;
         let mut total = 0u64;
         for ord in 0..chunks {
             let ord_i32 = i32::try_from(ord).map_err(remote)?;
             let row = client
                 .query_opt(&read, &[&key, &ord_i32])
-                .map_err(remote)?
+                .map_err(db)?
                 .ok_or_else(|| corrupt(format!("chunk {ord} of {chunks} is missing")))?;
             let data: &[u8] = row.get(0);
             total += data.len() as u64;
@@ -202,7 +207,7 @@ impl Remote for PgArtifacts {
         let rows = self
             .client()?
             .query("SELECT sha256 FROM artifacts ORDER BY sha256", &[])
-            .map_err(remote)?;
+            .map_err(db)?;
         rows.iter()
             .map(|r| {
                 let key: &[u8] = r.get(0);

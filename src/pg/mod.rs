@@ -61,7 +61,9 @@ pub enum PgError {
          LEVIATHAN_POSTGRES_URL at another database"
     )]
     NewerSchema { database: i32, binary: i32 },
-    #[error("PostgreSQL migration {0} failed: {1}")]
+    /// The server's message (and SQLSTATE, detail, hint) is in it: the
+    /// client's own Display says only `db error`.
+    #[error("PostgreSQL migration {version} failed: {cause}", version = .0, cause = describe(.1))]
     Migration(i32, postgres::Error),
     #[error(
         "this writer was fenced: the leader lease's epoch is now {current} (held by {holder:?}), \
@@ -454,7 +456,7 @@ impl PgLog {
         match self.try_append(expected, rows) {
             Ok(()) => Ok(()),
             Err(PgError::Db(e)) if self.client.is_closed() => {
-                tracing::warn!(error = %e, "the PostgreSQL connection failed during an append; reconnecting to learn whether it committed");
+                tracing::warn!(error = %describe(&e), "the PostgreSQL connection failed during an append; reconnecting to learn whether it committed");
                 self.client = connect(&self.settings.url)?;
                 self.append_statement = None;
                 match rows.events.last() {
@@ -653,7 +655,7 @@ impl Renewer {
                             return;
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "renewing the leader lease failed");
+                            tracing::warn!(error = %describe(&e), "renewing the leader lease failed");
                             if renewed_at.elapsed() >= lease {
                                 tracing::error!(epoch, "the leader lease ran out before it could be renewed: this writer steps down");
                                 mark_lost(&flag, &waker);
