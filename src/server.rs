@@ -295,6 +295,25 @@ fn join_postgres(
         node_id_file: &config.data_dir.join("node-id"),
     })
     .context("claiming this node's id")?;
+    // A start refused from here on removes the row the claim wrote: a node
+    // that never ran is no member (it was listed, disagreeing, for good).
+    let claimed = log.settings().clone();
+    let joined = join_claimed(pg, store, live, starting, log);
+    if joined.is_err() {
+        crate::pg::identity::withdraw(&claimed);
+    }
+    joined
+}
+
+/// [`join_postgres`] once this node's id is claimed: catch up, then follow
+/// or take the writer's leadership.
+fn join_claimed(
+    pg: &crate::config::PostgresConfig,
+    store: &Store,
+    live: &crate::generations::Live,
+    starting: &Starting,
+    mut log: crate::pg::PgLog,
+) -> anyhow::Result<(crate::log::Head, crate::pg::Role)> {
     // Applies what the PostgreSQL log holds beyond the local head. A lost
     // connection (PostgreSQL restarted) is retried, paced, on a new one:
     // it stopped the start with an error before. What each commit applied
@@ -466,6 +485,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Some(crate::pg::members::Cluster {
                 url: settings.url.clone(),
                 node_id: settings.holder.clone(),
+                lease: settings.lease,
                 disagreement: crate::pg::members::Disagreement::default(),
                 node: crate::pg::members::Node {
                     advertise_url: pg.and_then(|p| p.advertise_url.clone()),
@@ -499,9 +519,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .context("starting the writer")?;
     // Publishes this node's state for `GET /v1/cluster` while it runs: its
     // role as it is now (a promotion or a step-down changes it).
-    let _publisher = match (&pg_settings, &cluster) {
+    let (_publisher, taken_over) = match (&pg_settings, &cluster) {
         (Some(settings), Some(c)) => {
-            let (publisher, first_round) = crate::pg::members::Publisher::start(
+            let (publisher, rounds) = crate::pg::members::Publisher::start(
                 settings,
                 writer.role(),
                 live.clone(),
@@ -511,10 +531,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("starting the cluster membership publisher")?;
             // Nothing is served before the first comparison with the
             // writer (bounded: PostgreSQL may be slow to answer).
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), first_round).await;
-            Some(publisher)
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), rounds.first).await;
+            (Some(publisher), Some(rounds.taken_over))
         }
-        _ => None,
+        _ => (None, None),
     };
     let writer_health = writer.health_handle();
     // Verifies the log from seq 1 in the background (readiness does not wait
@@ -616,11 +636,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     let health = writer_health;
     let signalled = Arc::new(std::sync::OnceLock::new());
+    // Another process took this node's id over (crate::pg::identity): this
+    // one stops serving as that node, as on a signal, and exits non-zero.
+    let taken = Arc::new(std::sync::OnceLock::<String>::new());
     let on_signal = {
-        let signalled = signalled.clone();
+        let (signalled, taken) = (signalled.clone(), taken.clone());
         let signal = shutdown_signal_installed;
+        let taken_over = async move {
+            match taken_over {
+                Some(rx) => match rx.await {
+                    Ok(e) => e,
+                    // The publisher stopped without a takeover.
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
         async move {
-            signal.await;
+            tokio::select! {
+                _ = signal => {}
+                e = taken_over => {
+                    tracing::error!(
+                        error = %e,
+                        "stopping: this node's id is live in another process"
+                    );
+                    let _ = taken.set(e.to_string());
+                }
+            }
             let _ = signalled.set(std::time::Instant::now());
             // Event streams never end by themselves: end them, or graceful
             // shutdown would wait for them until its timeout.
@@ -689,6 +731,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         flush_ms = flushing.elapsed().as_millis() as u64,
         "shut down"
     );
+    if let Some(e) = taken.get() {
+        anyhow::bail!("stopped serving as this node: {e}");
+    }
     Ok(())
 }
 

@@ -1353,6 +1353,153 @@ fn a_copied_data_dir_is_refused_while_its_node_id_is_live_and_starts_once_it_is_
     assert_eq!(members[0]["node_id"], id.trim(), "{view}");
 }
 
+/// The instance token that holds `node`'s members row.
+fn member_instance(c: &mut postgres::Client, node: &str) -> Option<String> {
+    c.query_opt("SELECT instance FROM members WHERE node_id = $1", &[&node])
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+fn node_id_of(s: &Server) -> String {
+    std::fs::read_to_string(s.data_dir.join("node-id"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A writer paused (SIGSTOP) long enough for a copy of its data dir to take
+/// its node id and the lease, then resumed (SIGCONT), must not take the lease
+/// back nor publish over the copy's members row: it finds its id taken over,
+/// says so naming both processes' tokens, and exits non-zero. The copy keeps
+/// the id, the lease (its epoch never moves again) and ingest.
+#[test]
+fn a_resumed_writer_whose_node_id_a_copy_took_over_exits_and_never_leads_again() {
+    let Some(pg) = Postgres::start("a_resumed_writer_whose_node_id") else {
+        return;
+    };
+    let url = pg.url();
+    let mut a = pg_server(&url, &[]);
+    assert_eq!(a.ingest(&bundle("one", events("one", 3))).0, 200);
+    let id = node_id_of(&a);
+    let mut c = pg.client();
+    let a_instance = member_instance(&mut c, &id).unwrap();
+    a.signal("-STOP");
+    let copy = tempfile::tempdir().unwrap();
+    copy_tree(&a.data_dir, copy.path());
+    // The copy finds the id's heartbeat still (A is paused): it takes the
+    // id, and the lease (the id's own) at once.
+    let b = pg_server_in(copy.path(), &url, &[]);
+    let (st, r) = b.ingest(&bundle("two", events("two", 2)));
+    assert_eq!(st, 200, "{r}");
+    let b_instance = member_instance(&mut c, &id).unwrap();
+    assert_ne!(b_instance, a_instance);
+    let lease = |c: &mut postgres::Client| -> (i64, String) {
+        let r = c
+            .query_one("SELECT epoch, holder FROM leader WHERE id = 1", &[])
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let b_lease = lease(&mut c);
+    assert_eq!(b_lease.1, id);
+
+    a.signal("-CONT");
+    let status = a.wait_exit(Duration::from_secs(20));
+    let a_log = a.log.lock().unwrap().join("\n");
+    let status = status.unwrap_or_else(|| panic!("A still runs after its id was taken:\n{a_log}"));
+    assert!(!status.success(), "A exited with {status}:\n{a_log}");
+    assert!(
+        a_log.contains("another process took this node's id")
+            && a_log.contains(&a_instance)
+            && a_log.contains(&b_instance),
+        "{a_log}"
+    );
+    // The id's row is still B's, the lease B's epoch: A never led again.
+    assert_eq!(member_instance(&mut c, &id), Some(b_instance.clone()));
+    assert_eq!(lease(&mut c), b_lease);
+    let (st, r) = b.ingest(&bundle("three", events("three", 1)));
+    assert_eq!(st, 200, "{r}");
+    let (st, view) = b.get("/v1/cluster");
+    assert_eq!(st, 200, "{view}");
+    assert_eq!(view["members"].as_array().unwrap().len(), 1, "{view}");
+    assert_eq!(view["members"][0]["state"], "live", "{view}");
+    assert_eq!(view["members"][0]["leader"], true, "{view}");
+}
+
+/// The members of `s`'s cluster view, by node id.
+fn members_of(s: &Server) -> std::collections::BTreeMap<String, Value> {
+    let (st, view) = s.get("/v1/cluster");
+    assert_eq!(st, 200, "{view}");
+    view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["node_id"].as_str().unwrap().to_string(), m.clone()))
+        .collect()
+}
+
+/// Waits (bounded) until `s`'s cluster view satisfies `ok`.
+fn wait_members(
+    s: &Server,
+    what: &str,
+    ok: impl Fn(&std::collections::BTreeMap<String, Value>) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let members = members_of(s);
+        if ok(&members) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {members:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A node refused at start (here a data dir of another database) leaves no
+/// members row behind; the listing says which members are live, stopped
+/// cleanly or gone (killed), and drops a member not heard from for longer
+/// than members are kept.
+#[test]
+fn a_refused_start_leaves_no_member_and_the_listing_says_who_is_live_stopped_or_gone() {
+    let Some(pg) = Postgres::start("a_refused_start_leaves_no_member") else {
+        return;
+    };
+    let (a, b) = (pg.create_db("loga"), pg.create_db("logb"));
+    let mut s = pg_server(&a, &[]);
+    assert_eq!(s.ingest(&bundle("b1", events("e", 3))).0, 200);
+    s.stop();
+    let refused_id = node_id_of(&s);
+    let dir = s.keep_dir();
+    let mut cmd = serve_command(dir.path());
+    cmd.env("LEVIATHAN_STORE", "postgres")
+        .env("LEVIATHAN_POSTGRES_URL", &b)
+        .env("LEVIATHAN_POSTGRES_LEASE_SECS", "2");
+    let err = refused(cmd);
+    assert!(err.contains("ahead of the PostgreSQL log"), "{err}");
+    let mut c = Postgres::connect(&b);
+    assert_eq!(member_instance(&mut c, &refused_id), None, "{err}");
+
+    let w = pg_server(&b, &[]);
+    let mut r = pg_server(&b, &[("LEVIATHAN_ROLE", "replica")]);
+    let mut k = pg_server(&b, &[("LEVIATHAN_ROLE", "replica")]);
+    let (w_id, r_id, k_id) = (node_id_of(&w), node_id_of(&r), node_id_of(&k));
+    wait_members(&w, "every node live", |m| {
+        m.len() == 3 && m.values().all(|m| m["state"] == "live")
+    });
+    assert!(!members_of(&w).contains_key(&refused_id));
+    r.stop();
+    k.kill();
+    wait_members(&w, "r stopped, k gone, w live", |m| {
+        m[&r_id]["state"] == "stopped" && m[&k_id]["state"] == "gone" && m[&w_id]["state"] == "live"
+    });
+    // Not heard from for longer than members are kept: removed.
+    c.execute(
+        "UPDATE members SET updated_at = now() - interval '8 days' WHERE node_id = $1",
+        &[&k_id],
+    )
+    .unwrap();
+    wait_members(&w, "k removed", |m| m.len() == 2 && !m.contains_key(&k_id));
+}
+
 /// Waits (bounded) until a line of `s`'s log contains `text`.
 fn wait_log(s: &Server, text: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

@@ -12,6 +12,19 @@
 //! the id and this one refuses to start, telling the operator to delete the
 //! copy's `node-id`; if it stays still, its process is gone (a kill -9 just
 //! before this restart) and the id is taken.
+//!
+//! A paused process (SIGSTOP, a stalled VM) cannot be told from a dead one
+//! by its heartbeat, so a copy started meanwhile takes the id. The paused
+//! one finds out once it runs again: every heartbeat (`members.rs`, and
+//! [`crate::pg::PgLog::lead`] while it waits for the lease) updates the row
+//! only while it holds this process's instance, taking and renewing the lease
+//! are refused while another instance holds the id, and a process that finds
+//! its id taken over ([`PgError::NodeIdTakenOver`]) stops serving and exits,
+//! leaving the other's row alone. A row released by a clean stop (instance
+//! `''`) belongs to no process: a live process may take it again.
+//!
+//! A start refused after the claim removes the row it claimed
+//! ([`withdraw`]): a node that never ran is no member.
 
 use super::{PgError, PgSettings};
 use crate::digest::Sha256;
@@ -95,4 +108,53 @@ pub fn claim(
         ],
     )?;
     Ok(())
+}
+
+/// The instance that holds `node`'s row now (`None`: no row).
+pub fn holder(c: &mut postgres::Client, node: &str) -> Result<Option<String>, PgError> {
+    Ok(
+        c.query_opt("SELECT instance FROM members WHERE node_id = $1", &[&node])?
+            .map(|r| r.get(0)),
+    )
+}
+
+/// Whether this process still holds its node id: [`PgError::NodeIdTakenOver`]
+/// once another live process does (no row, or a released one, is no one's).
+pub fn check_held(c: &mut postgres::Client, settings: &PgSettings) -> Result<(), PgError> {
+    match holder(c, &settings.holder)? {
+        Some(other) if !other.is_empty() && other != settings.instance => {
+            Err(PgError::NodeIdTakenOver {
+                node_id: settings.holder.clone(),
+                ours: settings.instance.clone(),
+                theirs: other,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Removes this process's row after a refused start: a node that never ran
+/// must not stay listed (`GET /v1/cluster` showed it, disagreeing, for
+/// good). Only this process's own row: never another's. Best effort (a
+/// failure is logged; the row then shows `gone` once its heartbeat is old).
+pub fn withdraw(settings: &PgSettings) {
+    let removed = super::connect(&settings.url).and_then(|mut c| {
+        Ok(c.execute(
+            "DELETE FROM members WHERE node_id = $1 AND instance = $2",
+            &[&settings.holder, &settings.instance],
+        )?)
+    });
+    match removed {
+        Ok(n) => tracing::info!(
+            node_id = %settings.holder,
+            rows = n,
+            "the start was refused: removed this node's members row"
+        ),
+        Err(e) => tracing::warn!(
+            node_id = %settings.holder,
+            error = %e,
+            "the start was refused, and removing this node's members row failed: it shows as \
+             gone once its heartbeat is old"
+        ),
+    }
 }

@@ -26,34 +26,36 @@ impl Publisher {
     /// cannot serve reads (another projector set, another digest at a
     /// common seq).
     ///
-    /// The returned receiver resolves once the first round is done (its
+    /// [`Rounds::first`] resolves once the first round is done (its
     /// comparison included): a server awaits it before it serves, so that a
     /// replica on another projector set never serves reads before it has
-    /// found out (it did, for up to a round).
+    /// found out (it did, for up to a round). [`Rounds::taken_over`]
+    /// resolves if another process took this node's id over
+    /// ([`PgError::NodeIdTakenOver`]): the publisher has stopped then, and
+    /// the server must stop serving as this node.
     pub fn start(
         settings: &PgSettings,
         role: super::CurrentRole,
         live: crate::generations::LiveGraph,
         disagreement: Disagreement,
         node: Node,
-    ) -> Result<(Publisher, tokio::sync::oneshot::Receiver<()>), PgError> {
-        let (url, id) = (settings.url.clone(), settings.holder.clone());
-        let instance = settings.instance.clone();
+    ) -> Result<(Publisher, Rounds), PgError> {
+        let settings = settings.clone();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let (first_done, first_round) = tokio::sync::oneshot::channel::<()>();
+        let (first_done, first) = tokio::sync::oneshot::channel::<()>();
+        let (lost, taken_over) = tokio::sync::oneshot::channel::<PgError>();
         let thread = std::thread::Builder::new()
             .name("leviathan-members".into())
             .spawn(move || {
                 publish(
-                    &url,
-                    &id,
-                    &instance,
+                    &settings,
                     &role,
                     &live,
                     &disagreement,
                     &node,
                     &stopped,
                     first_done,
+                    lost,
                 )
             })
             .map_err(PgError::Thread)?;
@@ -62,10 +64,25 @@ impl Publisher {
                 stop: Some(stop),
                 thread: Some(thread),
             },
-            first_round,
+            Rounds { first, taken_over },
         ))
     }
 }
+
+/// What the publisher tells the server ([`Publisher::start`]).
+pub struct Rounds {
+    /// The first round is done.
+    pub first: tokio::sync::oneshot::Receiver<()>,
+    /// Another process took this node's id over (never resolves otherwise;
+    /// closed when the publisher stops).
+    pub taken_over: tokio::sync::oneshot::Receiver<PgError>,
+}
+
+/// How long a member's row stays in `members` without a heartbeat (a node
+/// stopped for good, or a wiped data dir's old id: each start on an empty
+/// data dir makes a new id). A node back after longer is listed again at
+/// its start.
+pub const PRUNE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Drop for Publisher {
     fn drop(&mut self) {
@@ -81,16 +98,16 @@ impl Drop for Publisher {
 /// async runtime's thread (start-up runs on one).
 #[allow(clippy::too_many_arguments)] // one thread's whole context, passed once
 fn publish(
-    url: &str,
-    node: &str,
-    instance: &str,
+    settings: &PgSettings,
     role: &super::CurrentRole,
     live: &crate::generations::LiveGraph,
     disagreement: &Disagreement,
     this: &Node,
     stopped: &std::sync::mpsc::Receiver<()>,
     first_done: tokio::sync::oneshot::Sender<()>,
+    lost: tokio::sync::oneshot::Sender<PgError>,
 ) {
+    let (url, node, instance) = (&settings.url, &settings.holder, &settings.instance);
     let mut client: Option<postgres::Client> = None;
     let mut first_done = Some(first_done);
     loop {
@@ -107,12 +124,16 @@ fn publish(
                 }
                 let seq = i64::try_from(seq.0).unwrap_or(i64::MAX);
                 let role = role.name();
+                // Only this process's row (or no one's: none, or one a
+                // clean stop released): another instance's row means another
+                // process took this node's id over (crate::pg::identity).
                 let published = c.execute(
                     "INSERT INTO members (node_id, role, applied_seq, state_digest, fingerprint, updated_at, instance, advertise_url)
                      VALUES ($1, $2, $3, $4, $5, now(), $6, $7)
                      ON CONFLICT (node_id) DO UPDATE SET role = $2, applied_seq = $3,
                          state_digest = $4, fingerprint = $5, updated_at = now(), instance = $6,
-                         advertise_url = $7",
+                         advertise_url = $7
+                     WHERE members.instance IN ('', $6)",
                     &[
                         &node,
                         &role,
@@ -123,8 +144,37 @@ fn publish(
                         &this.advertise_url,
                     ],
                 );
-                if let Err(e) = published {
-                    tracing::debug!(error = %e, "publishing this node's state failed");
+                match published {
+                    Ok(0) => {
+                        if let Err(taken) = super::identity::check_held(c, settings) {
+                            tracing::error!(
+                                node_id = %node,
+                                ours = %instance,
+                                error = %taken,
+                                "this node's id is live in another process: this one stops"
+                            );
+                            if let Some(done) = first_done.take() {
+                                let _ = done.send(());
+                            }
+                            let _ = lost.send(taken);
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "publishing this node's state failed"),
+                }
+                let pruned = c.execute(
+                    "DELETE FROM members WHERE updated_at < now() - make_interval(secs => $1)",
+                    &[&PRUNE_AFTER.as_secs_f64()],
+                );
+                match pruned {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        rows = n,
+                        days = PRUNE_AFTER.as_secs() / 86_400,
+                        "removed the members rows of nodes not heard from for longer than members are kept"
+                    ),
+                    Err(e) => tracing::debug!(error = %e, "pruning old members rows failed"),
                 }
                 match check_against_leader(c, node, &current) {
                     Ok(Some(found)) => disagreement.set(found),
@@ -288,6 +338,9 @@ pub struct Node {
 pub struct Cluster {
     pub url: String,
     pub node_id: String,
+    /// `LEVIATHAN_POSTGRES_LEASE_SECS`: a member not heard from for longer
+    /// is shown `gone` (the identity rule: its id could be taken at once).
+    pub lease: Duration,
     /// Set once this node found it disagrees with the writer.
     pub disagreement: Disagreement,
     /// Its lag and the leader's address (`/readyz`, `/metrics`, the ingest forward).
@@ -316,6 +369,11 @@ pub struct LeaderView {
 #[derive(Debug, Serialize)]
 pub struct MemberView {
     pub node_id: String,
+    /// `live` (heartbeat within the lease), `stopped` (it released its id at
+    /// a clean stop) or `gone` (no heartbeat for longer than the lease, and
+    /// no clean stop: killed, paused, cut off). Its other fields are as of
+    /// its last heartbeat; rows are removed after [`PRUNE_AFTER`].
+    pub state: &'static str,
     /// `writer` or `replica`: the role it holds now (a promoted `auto`
     /// replica is a writer, a writer that lost its lease and stepped down a
     /// replica), as of its last heartbeat.
@@ -365,7 +423,8 @@ impl Cluster {
         let rows = c.query(
             "SELECT m.node_id, m.role, m.applied_seq, m.state_digest, m.fingerprint,
                     extract(epoch FROM now() - m.updated_at)::float8, m.advertise_url,
-                    extract(epoch FROM clock_timestamp() - e.committed_at)::float8
+                    extract(epoch FROM clock_timestamp() - e.committed_at)::float8,
+                    m.instance
                FROM members m LEFT JOIN events e ON e.seq = m.applied_seq + 1
               ORDER BY m.node_id",
             &[],
@@ -389,15 +448,25 @@ impl Cluster {
             } else {
                 None
             };
+            let heartbeat_age_secs = r.get::<_, Option<f64>>(5).unwrap_or(0.0);
+            let instance: String = r.get(8);
+            let state = if instance.is_empty() {
+                "stopped"
+            } else if heartbeat_age_secs > self.lease.as_secs_f64().max(3.0) {
+                "gone"
+            } else {
+                "live"
+            };
             members.push(MemberView {
                 leader: node_id == leader.holder && leader.expires_in_secs > 0.0,
                 node_id,
+                state,
                 role: r.get(1),
                 applied_seq: seq,
                 lag_seqs: head.saturating_sub(seq),
                 lag_secs: r.get::<_, Option<f64>>(7).unwrap_or(0.0).max(0.0),
                 advertise_url: r.get(6),
-                heartbeat_age_secs: r.get::<_, Option<f64>>(5).unwrap_or(0.0),
+                heartbeat_age_secs,
                 state_digest: digest,
                 fingerprint,
                 same_projector_set: fingerprint == live.fingerprint,

@@ -95,6 +95,21 @@ pub enum PgError {
          a new id). Two processes with one id would take each other's writer lease"
     )]
     NodeIdInUse { node_id: String, file: String },
+    #[error(
+        "another process took this node's id ({node_id}) over: its members row in PostgreSQL now \
+         holds instance {theirs:?}, this process is instance {ours:?}. This process was paused or \
+         cut off from PostgreSQL long enough for another process with the same id (a copy of \
+         this node's data dir: a cloned volume, a restored snapshot) to start and claim it; one \
+         id must never be live in two processes, so this one stops serving, takes no lease and \
+         exits, leaving the other's row alone. Find the other process (GET /v1/cluster shows the \
+         id's advertise_url); if it is a copy, stop it, delete the node-id file in its data dir \
+         (it makes a new id at its next start) and start it again, then restart this one"
+    )]
+    NodeIdTakenOver {
+        node_id: String,
+        ours: String,
+        theirs: String,
+    },
     #[error("TLS to PostgreSQL: {0}")]
     Tls(String),
 }
@@ -319,12 +334,17 @@ impl PgLog {
     /// holds it (its state is returned by [`PgLog::lease_state`]).
     pub fn try_lead(&mut self) -> Result<Option<i64>, PgError> {
         let secs = self.settings.lease.as_secs_f64();
+        // Never while another process holds this node's id ([`identity`]):
+        // the lease is the node id's, so a paused process resumed after a
+        // copy of its data dir took the id over would take it back at once.
         let row = self.client.query_opt(
             "UPDATE leader SET epoch = epoch + 1, holder = $1,
                     expires_at = now() + make_interval(secs => $2)
               WHERE id = 1 AND (expires_at < now() OR holder = $1)
+                AND NOT EXISTS (SELECT 1 FROM members m
+                                 WHERE m.node_id = $1 AND m.instance NOT IN ('', $3))
               RETURNING epoch",
-            &[&self.settings.holder, &secs],
+            &[&self.settings.holder, &secs, &self.settings.instance],
         )?;
         Ok(row.map(|r| {
             self.epoch = r.get(0);
@@ -348,10 +368,13 @@ impl PgLog {
             waiting(&state);
             // The node id's heartbeat (`identity`): its publisher does not
             // run yet, and a copy of this data dir must still be refused.
-            self.client.execute(
+            let beat = self.client.execute(
                 "UPDATE members SET updated_at = now() WHERE node_id = $1 AND instance = $2",
                 &[&self.settings.holder, &self.settings.instance],
             )?;
+            if beat == 0 {
+                identity::check_held(&mut self.client, &self.settings)?;
+            }
             // Poll again when it should have expired (at most a second away).
             let wait = state.expires_in.clamp(0.05, 1.0);
             std::thread::sleep(Duration::from_secs_f64(wait));
@@ -624,6 +647,7 @@ impl Renewer {
         let lost = Arc::new(AtomicBool::new(false));
         let wake: Wake = Arc::default();
         let (holder, lease) = (settings.holder.clone(), settings.lease);
+        let instance = settings.instance.clone();
         let url = settings.url.clone();
         let (flag, waker) = (lost.clone(), wake.clone());
         let thread = std::thread::Builder::new()
@@ -642,15 +666,19 @@ impl Renewer {
                             Err(e) => tracing::warn!(error = %e, "cannot reach PostgreSQL to renew the leader lease"),
                         }
                     }
+                    // Not once another process holds this node's id (`identity`).
                     let renewed = client.query_opt(
                         "UPDATE leader SET expires_at = now() + make_interval(secs => $3)
-                          WHERE id = 1 AND epoch = $1 AND holder = $2 RETURNING epoch",
-                        &[&epoch, &holder, &secs],
+                          WHERE id = 1 AND epoch = $1 AND holder = $2
+                            AND NOT EXISTS (SELECT 1 FROM members m
+                                             WHERE m.node_id = $2 AND m.instance NOT IN ('', $4))
+                          RETURNING epoch",
+                        &[&epoch, &holder, &secs, &instance],
                     );
                     match renewed {
                         Ok(Some(_)) => renewed_at = std::time::Instant::now(),
                         Ok(None) => {
-                            tracing::error!(epoch, "the leader lease is gone (another writer took over): this writer steps down");
+                            tracing::error!(epoch, "the leader lease is gone (another writer took over, or another process took this node's id): this writer steps down");
                             mark_lost(&flag, &waker);
                             return;
                         }

@@ -244,6 +244,24 @@ impl Server {
         }
     }
 
+    /// Waits up to `within` for the server to exit by itself: its exit
+    /// status (its whole log read), or `None` while it still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let c = self.child.as_mut().expect("server is running");
+            if let Some(status) = c.try_wait().unwrap() {
+                self.child = None;
+                self.wait_for_the_whole_log();
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Once the process has exited: waits (bounded) until the thread that
     /// reads its stderr has reached the end, so that `log` holds its last
     /// lines (the exit does not wait for that thread).
