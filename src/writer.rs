@@ -259,12 +259,32 @@ pub struct Health {
     failure: std::sync::OnceLock<StorageFailure>,
     /// Set once the writer thread has ended, after it recorded why.
     exited: std::sync::atomic::AtomicBool,
+    /// Postgres mode: the lease of the leadership this node holds or is
+    /// giving up (`None` on a replica that follows). Read here rather than
+    /// asked of the writer thread, which may be waiting on a connection that
+    /// stopped answering.
+    lease: std::sync::Mutex<Option<Arc<crate::pg::LeaseClock>>>,
 }
 
 impl Health {
     /// The failure that stopped the writer, if one did.
     pub fn failure(&self) -> Option<&StorageFailure> {
         self.failure.get()
+    }
+
+    /// Postgres mode: why this node no longer leads, while it is giving its
+    /// leadership up (a lease that ran out or was taken over; the writer
+    /// thread may not have acted on it yet).
+    pub fn lease_lost(&self) -> Option<StorageFailure> {
+        self.lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|c| c.failure())
+    }
+
+    fn set_lease(&self, clock: Option<Arc<crate::pg::LeaseClock>>) {
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = clock;
     }
 
     /// Records the failure that stops the writer (the first one stays).
@@ -511,6 +531,7 @@ impl Writer {
         let (head_tx, head) = tokio::sync::watch::channel(parts.head.seq);
         let head_tx = Arc::new(head_tx);
         let health = Arc::new(Health::default());
+        health.set_lease(leader.as_ref().map(|l| l.clock()));
         let (held, max_batch_bundles, commit_delay) = match held {
             Some(h) => (Some(h.release), h.bundles, h.commit_delay),
             None => (None, MAX_BATCH_BUNDLES, std::time::Duration::ZERO),
@@ -630,6 +651,11 @@ impl Writer {
                           appends nothing; send ingest to the writer"
                     .into(),
             }));
+        }
+        if let Some(lost) = self.health.lease_lost() {
+            // At once: the writer thread may be stuck on a connection that
+            // stopped answering, and would take the bundle only to refuse it.
+            return Err(AppendError::Unavailable(lost));
         }
         let (reply, rx) = oneshot::channel();
         if self
@@ -955,8 +981,9 @@ impl State {
             // outcome it could not learn) gives its PostgreSQL lease up, or
             // lets it run out if PostgreSQL is unreachable, so that a
             // standby takes over within the lease.
-            if self.health.failure().is_some() {
+            if self.health.failure().is_some() && self.leader.is_some() {
                 self.leader = None;
+                self.health.set_lease(None);
             }
             if let Some(follower) = self.follower.take() {
                 self.settle();
@@ -1105,6 +1132,9 @@ impl State {
             }
         };
         backoff.succeeded("connected to follow the PostgreSQL log");
+        // Readiness is a replica's from here on (it said `not_leader` while
+        // this node was giving its leadership up).
+        self.health.set_lease(None);
         tracing::warn!(
             epoch,
             head = self.head.seq.0,
@@ -1376,6 +1406,7 @@ impl State {
         .map_err(|e| e.to_string())?;
         self.adopt_caught_up(caught.head)
             .map_err(|e| e.to_string())?;
+        self.health.set_lease(Some(leader.clock()));
         self.leader = Some(leader);
         self.watch_lease();
         self.replica

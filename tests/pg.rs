@@ -1847,3 +1847,76 @@ fn a_postgres_restart_during_a_nodes_start_up_catch_up_is_retried() {
     let line = caught_up(&replica);
     assert!(!line.is_empty(), "no catch-up logged");
 }
+
+/// Polls `/readyz` (30 s at most) until it answers `status` (and, for a 503,
+/// `cause`); returns the answer.
+fn wait_ready(s: &Server, status: u16, cause: Option<&str>) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (st, r) = s.get("/readyz");
+        if st == status && cause.is_none_or(|c| r["error"]["details"]["cause"] == c) {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never became {status} {cause:?}: {st} {r}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A writer cut off from PostgreSQL by a network that drops its packets
+/// (no RST, no FIN: a renewal then waited forever, and the writer stayed
+/// ready and took ingest it could not store while its lease ran out) stops
+/// leading at its own lease deadline: `/readyz` 503 `not_leader` and ingest
+/// refused at once with the reason. Once the network forwards again the
+/// `auto` node follows the log and takes the free lease back.
+#[test]
+fn a_writer_cut_off_from_postgres_without_a_reset_stops_leading_at_its_lease_deadline() {
+    let Some(pg) = Postgres::start("a_writer_cut_off_from_postgres") else {
+        return;
+    };
+    let proxy = common::pg::Proxy::start(pg.port);
+    let url = proxy.url_for("postgres");
+    let s = pg_server(&url, &[("LEVIATHAN_ROLE", "auto")]);
+    let first = ingest_eventually(&s, "before");
+    assert_eq!(s.get("/readyz").0, 200);
+
+    proxy.black_hole(true);
+    let cut = std::time::Instant::now();
+    let r = wait_ready(&s, 503, Some("not_leader"));
+    let after = cut.elapsed();
+    assert!(
+        r["error"]["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ran out"),
+        "{r}"
+    );
+    // The lease is 2 s: the writer must stop leading before another node
+    // could take it over (it never did: nothing bounded the renewal).
+    assert!(after < Duration::from_secs(10), "took {after:?}");
+    let asked = std::time::Instant::now();
+    let (st, r) = s.ingest(&bundle("during", events("during", 1)));
+    let answered = asked.elapsed();
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (503, Some("not_leader")),
+        "{r}"
+    );
+    assert!(
+        answered < Duration::from_secs(10),
+        "ingest took {answered:?}: {r}"
+    );
+
+    proxy.black_hole(false);
+    let r = ingest_eventually(&s, "after");
+    assert_eq!(
+        r["first_seq"].as_u64(),
+        Some(first["last_seq"].as_u64().unwrap() + 1),
+        "{r}"
+    );
+    wait_ready(&s, 200, None);
+    let mut c = pg.client();
+    assert_eq!(pg_count(&mut c, "events"), 2);
+}

@@ -3,7 +3,8 @@
 //! can do its work: the store is open, the projectors are loaded — both hold
 //! once it listens — and the writer has not stopped on a storage failure; a
 //! PostgreSQL replica must also agree with the writer and not lag it by more
-//! than `LEVIATHAN_MAX_REPLICA_LAG_SECS`, crate::pg::lag).
+//! than `LEVIATHAN_MAX_REPLICA_LAG_SECS`, crate::pg::lag; a PostgreSQL writer
+//! must still hold its lease by its own clock, crate::pg::LeaseClock).
 
 use super::AppState;
 use axum::extract::State;
@@ -27,19 +28,29 @@ pub async fn ready(State(app): State<AppState>) -> Response {
     if let Some(resp) = replica_unready(&app) {
         return resp;
     }
-    match app.writer.health().failure() {
-        None => Json(crate::wire::Health {
-            status: "ready".into(),
-        })
-        .into_response(),
-        Some(f) => super::error::ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            format!("not ready: {f}"),
-        )
-        .with_details(json!({"cause": f.cause, "reason": f.message}))
-        .into_response(),
+    let health = app.writer.health();
+    if let Some(f) = health.failure().cloned().or_else(|| health.lease_lost()) {
+        return unready(&f, json!({}));
     }
+    Json(crate::wire::Health {
+        status: "ready".into(),
+    })
+    .into_response()
+}
+
+/// 503 `not_ready` with `f`'s cause and message (and `extra` details).
+fn unready(f: &crate::writer::StorageFailure, extra: serde_json::Value) -> Response {
+    let mut details = json!({"cause": f.cause, "reason": f.message});
+    if let (Some(d), serde_json::Value::Object(more)) = (details.as_object_mut(), extra) {
+        d.extend(more);
+    }
+    super::error::ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        format!("not ready: {f}"),
+    )
+    .with_details(details)
+    .into_response()
 }
 
 /// A replica that must leave the Service: it found its graph is not the

@@ -112,6 +112,8 @@ pub enum PgError {
     },
     #[error("TLS to PostgreSQL: {0}")]
     Tls(String),
+    #[error("PostgreSQL did not answer: {0}")]
+    Unanswered(String),
 }
 
 impl PgError {
@@ -151,14 +153,62 @@ pub fn connect(url: &str) -> Result<postgres::Client, PgError> {
 pub fn config(
     url: &str,
 ) -> Result<(postgres::Config, tokio_postgres_rustls::MakeRustlsConnect), PgError> {
+    let (config, tls) = async_config(url)?;
+    Ok((postgres::Config::from(config), tls))
+}
+
+/// TCP keepalives on every connection: probes start after this long without
+/// traffic (a connection waiting for an answer included)...
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(5);
+/// ...go out this far apart...
+const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(2);
+/// ...and after this many unanswered ones the connection is broken.
+const KEEPALIVES_RETRIES: u32 = 3;
+/// A connection whose sent bytes stay unacknowledged this long is broken
+/// (Linux's `TCP_USER_TIMEOUT`).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`config`] for the async client (the lease thread's, [`Renewer`]).
+///
+/// Every connection gets client-side bounds, so that one whose packets are
+/// silently dropped (a partition, a firewall that forgot the flow: no RST,
+/// no FIN) is broken instead of waited on forever (the blocking client has
+/// no timeout of its own): keepalives probe it once idle for 5 s and give up
+/// after 3 unanswered probes 2 s apart (~11 s), and `TCP_USER_TIMEOUT` gives
+/// up on bytes unacknowledged for 10 s. Neither cuts off a long append
+/// PostgreSQL is still working on: its kernel acknowledges the statement's
+/// bytes and the probes meanwhile. A URL that sets its own
+/// (`keepalives_idle=`, `tcp_user_timeout=`…) keeps them.
+pub fn async_config(
+    url: &str,
+) -> Result<
+    (
+        tokio_postgres::Config,
+        tokio_postgres_rustls::MakeRustlsConnect,
+    ),
+    PgError,
+> {
     let split = tls::split(url)?;
-    let mut config: postgres::Config = split.rest.parse()?;
+    let mut config: tokio_postgres::Config = split.rest.parse()?;
     config.application_name("leviathan");
     config.connect_timeout(Duration::from_secs(10));
+    // tokio-postgres's default idle time (2 h) means "not set".
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(KEEPALIVES_IDLE);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(KEEPALIVES_INTERVAL);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(KEEPALIVES_RETRIES);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
     config.ssl_mode(if split.mode == tls::SslMode::Disable {
-        postgres::config::SslMode::Disable
+        tokio_postgres::config::SslMode::Disable
     } else {
-        postgres::config::SslMode::Require
+        tokio_postgres::config::SslMode::Require
     });
     Ok((config, tls::connector(&split)?))
 }
@@ -244,6 +294,9 @@ pub struct PgLog {
     epoch: i64,
     /// [`APPEND_SQL`], prepared on `client` (dropped with the connection).
     append_statement: Option<postgres::Statement>,
+    /// When the statement that took `epoch` was sent: the lease runs from
+    /// no earlier than this ([`LeaseClock`]).
+    led_at: Option<std::time::Instant>,
 }
 
 /// One writer batch's append: one statement, its own transaction (schema
@@ -282,6 +335,7 @@ impl PgLog {
             settings,
             epoch: 0,
             append_statement: None,
+            led_at: None,
         })
     }
 
@@ -337,6 +391,7 @@ impl PgLog {
         // Never while another process holds this node's id ([`identity`]):
         // the lease is the node id's, so a paused process resumed after a
         // copy of its data dir took the id over would take it back at once.
+        let sent = std::time::Instant::now();
         let row = self.client.query_opt(
             "UPDATE leader SET epoch = epoch + 1, holder = $1,
                     expires_at = now() + make_interval(secs => $2)
@@ -348,6 +403,7 @@ impl PgLog {
         )?;
         Ok(row.map(|r| {
             self.epoch = r.get(0);
+            self.led_at = Some(sent);
             tracing::info!(
                 epoch = self.epoch,
                 holder = %self.settings.holder,
@@ -617,13 +673,114 @@ impl PgLog {
     }
 }
 
-/// Renews the lease every third of its length on its own connection; once a
-/// renewal finds the epoch gone (or it cannot renew before the lease runs
-/// out) it sets `lost`, wakes the writer ([`Leader::on_lost`]) and stops.
-/// Stops when dropped.
+/// A writer's own reckoning of its lease, by its monotonic clock: it leads
+/// until `lease - lease / 10` after sending the last renewal PostgreSQL
+/// confirmed (or the statement that took the lease). PostgreSQL set that
+/// expiry from its `now()` when it ran the statement, after the send, so
+/// the reckoning ends before the lease PostgreSQL holds does (the tenth
+/// covers clocks that run at slightly different rates), and before any other
+/// node can take it over.
+///
+/// Shared by the lease thread (which renews it and marks it lost), the
+/// writer (which appends nothing once it is over, and acknowledges no batch
+/// that returns after it) and readiness and ingest (which refuse at once,
+/// without waiting on a writer thread stuck on a dead connection).
+#[derive(Debug)]
+pub struct LeaseClock {
+    epoch: i64,
+    lease: Duration,
+    origin: std::time::Instant,
+    /// Nanoseconds from `origin` to the send of the last confirmed renewal.
+    renewed: std::sync::atomic::AtomicU64,
+    /// Why it is over before its deadline: [`LeaseClock::HELD`] while not.
+    over: std::sync::atomic::AtomicU8,
+}
+
+impl LeaseClock {
+    const HELD: u8 = 0;
+    /// Another writer took the lease (a renewal or an append found its epoch).
+    const TAKEN: u8 = 1;
+    /// The lease thread could not renew it in time.
+    const RAN_OUT: u8 = 2;
+    /// This node gave it up (a clean stop, a step-down).
+    const GIVEN_UP: u8 = 3;
+
+    /// The lease of `epoch`, taken by a statement sent at `taken`.
+    pub fn new(epoch: i64, lease: Duration, taken: std::time::Instant) -> LeaseClock {
+        LeaseClock {
+            epoch,
+            lease,
+            origin: taken,
+            renewed: std::sync::atomic::AtomicU64::new(0),
+            over: std::sync::atomic::AtomicU8::new(Self::HELD),
+        }
+    }
+
+    /// When this writer stops leading unless a renewal confirms first.
+    pub fn deadline(&self) -> std::time::Instant {
+        let renewed = Duration::from_nanos(self.renewed.load(Ordering::SeqCst));
+        self.origin + renewed + self.lease - self.lease / 10
+    }
+
+    /// Whether this writer leads now.
+    pub fn held(&self) -> bool {
+        self.over.load(Ordering::SeqCst) == Self::HELD
+            && std::time::Instant::now() < self.deadline()
+    }
+
+    /// A renewal sent at `sent` was confirmed.
+    fn renewed(&self, sent: std::time::Instant) {
+        let nanos = u64::try_from(sent.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX);
+        self.renewed.fetch_max(nanos, Ordering::SeqCst);
+    }
+
+    fn end(&self, why: u8) {
+        let _ = self
+            .over
+            .compare_exchange(Self::HELD, why, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// The failure to answer with once it is over (503 `not_leader`).
+    pub fn failure(&self) -> Option<crate::writer::StorageFailure> {
+        let message = match self.over.load(Ordering::SeqCst) {
+            Self::TAKEN => format!(
+                "this writer's leader lease (epoch {}) was lost: another writer took over",
+                self.epoch
+            ),
+            Self::GIVEN_UP => format!(
+                "this writer gave its leader lease (epoch {}) up: it no longer appends",
+                self.epoch
+            ),
+            _ if self.held() => return None,
+            _ => format!(
+                "this writer's leader lease (epoch {}) ran out: it was not renewed for {:.1} s \
+                 (LEVIATHAN_POSTGRES_LEASE_SECS={} less a tenth), PostgreSQL being unreachable or \
+                 too slow; another writer may take over, so this one appends nothing more",
+                self.epoch,
+                (std::time::Instant::now() + self.lease - self.lease / 10)
+                    .saturating_duration_since(self.deadline())
+                    .as_secs_f64(),
+                self.lease.as_secs_f64()
+            ),
+        };
+        Some(crate::writer::StorageFailure {
+            cause: NOT_LEADER,
+            message,
+        })
+    }
+}
+
+/// Renews the lease every third of its length on its own connection, each
+/// renewal (and the connect before it) bounded by the lease's deadline
+/// ([`LeaseClock`]): a renewal that does not answer within a third of the
+/// lease is abandoned with its connection and sent again on a new one. Once
+/// a renewal finds the epoch gone, or the deadline passes unrenewed, it marks
+/// the lease over, wakes the writer ([`Leader::on_lost`]) and stops. Stops
+/// when dropped.
 pub struct Renewer {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    lost: Arc<AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    clock: Arc<LeaseClock>,
     wake: Wake,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -632,79 +789,184 @@ pub struct Renewer {
 /// writer thread exists only then).
 type Wake = Arc<std::sync::Mutex<Option<Box<dyn Fn() + Send>>>>;
 
-/// Marks the lease lost and tells whoever asked to be woken.
-fn mark_lost(lost: &AtomicBool, wake: &Wake) {
-    lost.store(true, Ordering::SeqCst);
+/// Ends the lease for `why` and tells whoever asked to be woken.
+fn mark_lost(clock: &LeaseClock, why: u8, wake: &Wake) {
+    clock.end(why);
     if let Some(f) = wake.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
         f();
     }
 }
 
+/// What the lease thread holds to renew.
+struct Renewal {
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    holder: String,
+    /// This process's instance token: no renewal once another process holds
+    /// this node's id (`identity`).
+    instance: String,
+    epoch: i64,
+    secs: f64,
+}
+
+impl Renewal {
+    /// Connects (bounded by the caller's timeout: `connect_timeout` covers
+    /// the TCP connect only, not the start-up exchange).
+    async fn connect(&self) -> Result<tokio_postgres::Client, PgError> {
+        let (client, connection) = self.config.connect(self.tls.clone()).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "the leader lease's connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// One renewal: `Some(true)` renewed, `Some(false)` the epoch is gone.
+    async fn renew(&self, client: &mut Option<tokio_postgres::Client>) -> Result<bool, PgError> {
+        let c = match client.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => self.connect().await?,
+        };
+        let renewed = c
+            .query_opt(
+                "UPDATE leader SET expires_at = now() + make_interval(secs => $3)
+                  WHERE id = 1 AND epoch = $1 AND holder = $2
+                    AND NOT EXISTS (SELECT 1 FROM members m
+                                     WHERE m.node_id = $2 AND m.instance NOT IN ('', $4))
+                  RETURNING epoch",
+                &[&self.epoch, &self.holder, &self.secs, &self.instance],
+            )
+            .await?;
+        *client = Some(c);
+        Ok(renewed.is_some())
+    }
+}
+
 impl Renewer {
-    pub fn start(settings: &PgSettings, epoch: i64) -> Result<Renewer, PgError> {
-        let mut client = connect(&settings.url)?;
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let lost = Arc::new(AtomicBool::new(false));
+    /// Starts renewing the lease of `epoch`, taken by a statement sent at
+    /// `taken`.
+    pub fn start(
+        settings: &PgSettings,
+        epoch: i64,
+        taken: std::time::Instant,
+    ) -> Result<Renewer, PgError> {
+        let (config, tls) = async_config(&settings.url)?;
+        let lease = settings.lease;
+        let renewal = Renewal {
+            config,
+            tls,
+            holder: settings.holder.clone(),
+            instance: settings.instance.clone(),
+            epoch,
+            secs: lease.as_secs_f64(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(PgError::Thread)?;
+        let clock = Arc::new(LeaseClock::new(epoch, lease, taken));
+        // Connected here, so that a node that cannot reach PostgreSQL at all
+        // says so at once.
+        let first = runtime.block_on(async {
+            tokio::time::timeout(lease, renewal.connect())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(PgError::Unanswered(format!(
+                        "connecting for the leader lease took longer than the lease ({:.1} s)",
+                        lease.as_secs_f64()
+                    )))
+                })
+        })?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let wake: Wake = Arc::default();
-        let (holder, lease) = (settings.holder.clone(), settings.lease);
-        let instance = settings.instance.clone();
-        let url = settings.url.clone();
-        let (flag, waker) = (lost.clone(), wake.clone());
+        let (clock2, waker) = (clock.clone(), wake.clone());
         let thread = std::thread::Builder::new()
             .name("leviathan-lease".into())
             .spawn(move || {
-                let secs = lease.as_secs_f64();
-                let mut renewed_at = std::time::Instant::now();
-                loop {
-                    match stopped.recv_timeout(lease / 3) {
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                        _ => return,
-                    }
-                    if client.is_closed() {
-                        match connect(&url) {
-                            Ok(c) => client = c,
-                            Err(e) => tracing::warn!(error = %e, "cannot reach PostgreSQL to renew the leader lease"),
-                        }
-                    }
-                    // Not once another process holds this node's id (`identity`).
-                    let renewed = client.query_opt(
-                        "UPDATE leader SET expires_at = now() + make_interval(secs => $3)
-                          WHERE id = 1 AND epoch = $1 AND holder = $2
-                            AND NOT EXISTS (SELECT 1 FROM members m
-                                             WHERE m.node_id = $2 AND m.instance NOT IN ('', $4))
-                          RETURNING epoch",
-                        &[&epoch, &holder, &secs, &instance],
-                    );
-                    match renewed {
-                        Ok(Some(_)) => renewed_at = std::time::Instant::now(),
-                        Ok(None) => {
-                            tracing::error!(epoch, "the leader lease is gone (another writer took over, or another process took this node's id): this writer steps down");
-                            mark_lost(&flag, &waker);
-                            return;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %describe(&e), "renewing the leader lease failed");
-                            if renewed_at.elapsed() >= lease {
-                                tracing::error!(epoch, "the leader lease ran out before it could be renewed: this writer steps down");
-                                mark_lost(&flag, &waker);
-                                return;
-                            }
-                        }
-                    }
-                }
+                runtime.block_on(renew_until_lost(renewal, first, clock2, waker, stopped))
             })
             .map_err(PgError::Thread)?;
         Ok(Renewer {
             stop: Some(stop),
-            lost,
+            clock,
             wake,
             thread: Some(thread),
         })
     }
 
-    /// Set once leadership is lost.
-    pub fn lost(&self) -> Arc<AtomicBool> {
-        self.lost.clone()
+    /// The lease as this writer reckons it.
+    pub fn clock(&self) -> Arc<LeaseClock> {
+        self.clock.clone()
+    }
+}
+
+/// The lease thread's loop ([`Renewer`]).
+async fn renew_until_lost(
+    renewal: Renewal,
+    first: tokio_postgres::Client,
+    clock: Arc<LeaseClock>,
+    wake: Wake,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let lease = clock.lease;
+    let epoch = renewal.epoch;
+    let mut client = Some(first);
+    let mut next = clock.origin + lease / 3;
+    loop {
+        let wait_until = next.min(clock.deadline());
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep_until(wait_until.into()) => {}
+        }
+        let sent = std::time::Instant::now();
+        let deadline = clock.deadline();
+        if sent >= deadline {
+            tracing::error!(
+                epoch,
+                "the leader lease ran out before it could be renewed: this writer steps down"
+            );
+            mark_lost(&clock, LeaseClock::RAN_OUT, &wake);
+            return;
+        }
+        // At most a third of the lease, so that a connection that stopped
+        // answering is replaced while the lease still holds.
+        let budget = (deadline - sent).min(lease / 3);
+        let attempt = tokio::select! {
+            _ = &mut stopped => return,
+            r = tokio::time::timeout(budget, renewal.renew(&mut client)) => r,
+        };
+        match attempt {
+            Ok(Ok(true)) => {
+                clock.renewed(sent);
+                next = sent + lease / 3;
+            }
+            Ok(Ok(false)) => {
+                tracing::error!(
+                    epoch,
+                    "the leader lease is gone (another writer took over, or another process took this node's id): this writer steps down"
+                );
+                mark_lost(&clock, LeaseClock::TAKEN, &wake);
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "renewing the leader lease failed");
+                // Again after a pause (a refused connect fails at once),
+                // on a new connection if this one is closed.
+                next = std::time::Instant::now() + (lease / 10).max(Duration::from_millis(50));
+            }
+            Err(_) => {
+                tracing::warn!(
+                    epoch,
+                    waited_secs = budget.as_secs_f64(),
+                    "renewing the leader lease got no answer: abandoning its connection and \
+                     trying a new one"
+                );
+                // Dropped: its socket is closed, whatever the network does.
+                client = None;
+                next = std::time::Instant::now();
+            }
+        }
     }
 }
 
@@ -721,7 +983,7 @@ impl Drop for Renewer {
 /// and the lease renewal.
 pub struct Leader {
     log: PgLog,
-    lost: Arc<AtomicBool>,
+    clock: Arc<LeaseClock>,
     renewer: Renewer,
 }
 
@@ -739,9 +1001,10 @@ pub const NOT_LEADER: &str = "not_leader";
 impl Leader {
     /// `log` must lead ([`PgLog::lead`]); starts renewing its lease.
     pub fn new(log: PgLog) -> Result<Leader, PgError> {
-        let renewer = Renewer::start(log.settings(), log.epoch())?;
+        let taken = log.led_at.unwrap_or_else(std::time::Instant::now);
+        let renewer = Renewer::start(log.settings(), log.epoch(), taken)?;
         Ok(Leader {
-            lost: renewer.lost(),
+            clock: renewer.clock(),
             log,
             renewer,
         })
@@ -752,7 +1015,7 @@ impl Leader {
     /// without polling.
     pub fn on_lost(&self, wake: Box<dyn Fn() + Send>) {
         let mut slot = self.renewer.wake.lock().unwrap_or_else(|p| p.into_inner());
-        if self.lost.load(Ordering::SeqCst) {
+        if !self.clock.held() {
             wake();
         }
         *slot = Some(wake);
@@ -773,23 +1036,34 @@ impl Leader {
         self.log.epoch()
     }
 
-    /// The failure to stop with once the lease is lost.
-    pub fn lost(&self) -> Option<crate::writer::StorageFailure> {
-        self.lost
-            .load(Ordering::SeqCst)
-            .then(|| crate::writer::StorageFailure {
-                cause: NOT_LEADER,
-                message: format!(
-                    "this writer's leader lease (epoch {}) was lost: another writer may have taken over",
-                    self.log.epoch()
-                ),
-            })
+    /// Its lease as it reckons it, for readiness and ingest to read.
+    pub fn clock(&self) -> Arc<LeaseClock> {
+        self.clock.clone()
     }
 
-    /// Appends a batch's rows (nothing to do when there are none).
+    /// The failure to stop with once the lease is lost: another writer took
+    /// it, or its deadline passed unrenewed (however the lease thread's
+    /// renewal is doing).
+    pub fn lost(&self) -> Option<crate::writer::StorageFailure> {
+        self.clock.failure()
+    }
+
+    /// Appends a batch's rows (nothing to do when there are none). Nothing
+    /// is sent once the lease is over, and a batch whose append returns
+    /// after the lease ran out is not acknowledged (it may be in the log:
+    /// whoever leads next has it, and a retry of its bundle is answered as a
+    /// duplicate), so that no batch is acknowledged by a writer that may no
+    /// longer lead. PostgreSQL's own half of the fence is the epoch check in
+    /// `leviathan_append`.
     pub fn append(&mut self, expected: Head, rows: &Rows) -> Result<(), AppendFailure> {
         if rows.is_empty() {
             return Ok(());
+        }
+        if let Some(lost) = self.clock.failure() {
+            return Err(AppendFailure {
+                failure: lost,
+                stops_writer: true,
+            });
         }
         let appended = self.log.append(expected, rows);
         if appended.is_ok() && self.log.settings.test_crash_after_commit {
@@ -798,11 +1072,29 @@ impl Leader {
             );
             std::process::abort();
         }
+        if let Some(lost) = self.clock.failure() {
+            let message = match &appended {
+                Ok(()) => format!(
+                    "{}. Its last batch was committed to PostgreSQL only after that, so it is not \
+                     acknowledged: retry it with the same bundle_id (whoever leads answers it as a \
+                     duplicate)",
+                    lost.message
+                ),
+                Err(e) => format!("{}; its last append failed: {e}", lost.message),
+            };
+            return Err(AppendFailure {
+                failure: crate::writer::StorageFailure {
+                    cause: NOT_LEADER,
+                    message,
+                },
+                stops_writer: true,
+            });
+        }
         appended.map_err(|e| {
             let fenced = e.is_fenced();
             let known_not_committed = matches!(e, PgError::Db(_)) && !self.log.client.is_closed();
             if fenced {
-                self.lost.store(true, Ordering::SeqCst);
+                self.clock.end(LeaseClock::TAKEN);
             }
             AppendFailure {
                 failure: crate::writer::StorageFailure {
@@ -821,8 +1113,14 @@ impl Leader {
 
 impl Drop for Leader {
     /// A clean stop gives the lease up (best effort: a lease that cannot be
-    /// released expires by itself).
+    /// released expires by itself). A lease already over is not released: it
+    /// may be another's, and its connection may hang.
     fn drop(&mut self) {
+        let held = self.clock.held();
+        self.clock.end(LeaseClock::GIVEN_UP);
+        if !held {
+            return;
+        }
         if let Err(e) = self.log.release() {
             tracing::warn!(error = %e, "could not release the leader lease; it expires by itself");
         }
@@ -1059,5 +1357,59 @@ impl Role {
             Role::Leader(_) => "writer",
             Role::Follower(_) => "replica",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connection_has_keepalives_and_a_tcp_user_timeout_unless_the_url_sets_its_own() {
+        let (c, _) = async_config("host=127.0.0.1 user=postgres").unwrap();
+        assert!(c.get_keepalives());
+        assert_eq!(c.get_keepalives_idle(), KEEPALIVES_IDLE);
+        assert_eq!(c.get_keepalives_interval(), Some(KEEPALIVES_INTERVAL));
+        assert_eq!(c.get_keepalives_retries(), Some(KEEPALIVES_RETRIES));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        // The blocking client's (every connection but the lease's) too.
+        let (c, _) = config("host=127.0.0.1 user=postgres").unwrap();
+        assert_eq!(c.get_keepalives_idle(), KEEPALIVES_IDLE);
+        assert_eq!(c.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        let (c, _) = async_config(
+            "host=127.0.0.1 user=postgres keepalives_idle=60 keepalives_interval=7 \
+             keepalives_retries=9 tcp_user_timeout=30",
+        )
+        .unwrap();
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(60));
+        assert_eq!(c.get_keepalives_interval(), Some(Duration::from_secs(7)));
+        assert_eq!(c.get_keepalives_retries(), Some(9));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn the_lease_clock_ends_a_tenth_early_and_moves_with_confirmed_renewals_only() {
+        let taken = std::time::Instant::now();
+        let clock = LeaseClock::new(7, Duration::from_secs(10), taken);
+        assert_eq!(clock.deadline(), taken + Duration::from_secs(9));
+        assert!(clock.held() && clock.failure().is_none());
+        clock.renewed(taken + Duration::from_secs(3));
+        assert_eq!(clock.deadline(), taken + Duration::from_secs(12));
+        // An older renewal confirmed late moves nothing back.
+        clock.renewed(taken + Duration::from_secs(1));
+        assert_eq!(clock.deadline(), taken + Duration::from_secs(12));
+        // Past its deadline it is over, whatever the lease thread is doing.
+        let old = LeaseClock::new(7, Duration::from_millis(10), taken);
+        std::thread::sleep(Duration::from_millis(20));
+        let f = old.failure().expect("over");
+        assert_eq!(f.cause, NOT_LEADER);
+        assert!(f.message.contains("ran out"), "{}", f.message);
+        clock.end(LeaseClock::TAKEN);
+        assert!(!clock.held());
+        assert!(clock
+            .failure()
+            .unwrap()
+            .message
+            .contains("another writer took over"));
     }
 }

@@ -366,3 +366,115 @@ impl Postgres {
         self.url_for(&name)
     }
 }
+
+/// A TCP proxy on loopback in front of a cluster that can be switched to a
+/// black hole: it stops forwarding in both directions but keeps every socket
+/// open (no RST, no FIN), as a network path that silently drops packets. New
+/// connections are still accepted (by the kernel) and then hear nothing.
+pub struct Proxy {
+    pub port: u16,
+    black_hole: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    /// Forwards `127.0.0.1:<port>` to the cluster on `target` (loopback).
+    pub fn start(target: u16) -> Proxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind the proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().unwrap().port();
+        let black_hole = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (hole, stopped) = (black_hole.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let (hole, stopped) = (hole.clone(), stopped.clone());
+                    std::thread::spawn(move || pump(from, to, &hole, &stopped));
+                }
+            }
+        });
+        Proxy {
+            port,
+            black_hole,
+            stop,
+        }
+    }
+
+    /// Stops (`true`) or resumes forwarding.
+    pub fn black_hole(&self, on: bool) {
+        self.black_hole
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A connection string for `dbname` through the proxy.
+    pub fn url_for(&self, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={dbname}",
+            self.port
+        )
+    }
+}
+
+/// Copies `from` to `to` except while `hole` is set (then reads nothing, so
+/// the bytes wait in the kernel's buffers), until either side closes.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    hole: &std::sync::atomic::AtomicBool,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    from.set_read_timeout(Some(std::time::Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::SeqCst) {
+        if hole.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                let _ = to.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
