@@ -232,6 +232,11 @@ impl StorageFailure {
             "postgres_unavailable" => {
                 "PostgreSQL did not take the batch: check the database and retry the request"
             }
+            "postgres_append_failing" => {
+                "PostgreSQL refuses this writer's appends (the reason is PostgreSQL's: a revoked \
+                 privilege, a constraint, a read-only or full database): fix that; this node is \
+                 ready again once an append works, or 10 s after the last failure"
+            }
             _ => "the store failed: see the server log, then restart the server",
         }
     }
@@ -264,7 +269,28 @@ pub struct Health {
     /// asked of the writer thread, which may be waiting on a connection that
     /// stopped answering.
     lease: std::sync::Mutex<Option<Arc<crate::pg::LeaseClock>>>,
+    /// Postgres mode: appends PostgreSQL refused since the last one it took.
+    append_failures: std::sync::Mutex<Option<AppendFailures>>,
 }
+
+/// Appends refused in a row ([`Health::failing_appends`]).
+#[derive(Debug, Clone)]
+pub struct AppendFailures {
+    /// How many, since the last append that worked.
+    pub count: u64,
+    /// The last one's failure.
+    pub last: StorageFailure,
+    /// When it failed.
+    pub at: std::time::Instant,
+}
+
+/// How long after a failed append (with none working since) readiness
+/// says so: no traffic reaches an unready writer through a load balancer,
+/// so it cannot learn that appends work again otherwise.
+pub const APPEND_FAILURES_UNREADY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The cause readiness gives while appends fail ([`Health::failing_appends`]).
+pub const POSTGRES_APPEND_FAILING: &str = "postgres_append_failing";
 
 impl Health {
     /// The failure that stopped the writer, if one did.
@@ -285,6 +311,42 @@ impl Health {
 
     fn set_lease(&self, clock: Option<Arc<crate::pg::LeaseClock>>) {
         *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = clock;
+    }
+
+    /// Postgres mode: the appends PostgreSQL refused since the last one it
+    /// took, if the last failed within [`APPEND_FAILURES_UNREADY_FOR`].
+    pub fn failing_appends(&self) -> Option<AppendFailures> {
+        self.append_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|f| f.at.elapsed() < APPEND_FAILURES_UNREADY_FOR)
+    }
+
+    fn append_failed(&self, failure: &StorageFailure) {
+        let mut failures = self
+            .append_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let count = failures.as_ref().map_or(0, |f| f.count) + 1;
+        *failures = Some(AppendFailures {
+            count,
+            last: failure.clone(),
+            at: std::time::Instant::now(),
+        });
+    }
+
+    fn append_worked(&self) {
+        let mut failures = self
+            .append_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = failures.take() {
+            tracing::info!(
+                failed = f.count,
+                "an append to PostgreSQL worked again after failures"
+            );
+        }
     }
 
     /// Records the failure that stops the writer (the first one stays).
@@ -1600,12 +1662,16 @@ impl State {
                     self.health.fail(failure.failure)
                 } else {
                     tracing::warn!(cause = failure.failure.cause, "{}", failure.failure.message);
+                    self.health.append_failed(&failure.failure);
                     failure.failure
                 };
                 self.head = start_head;
                 self.tree.restore(start_tree);
                 fail_answers(results, &failure);
                 return;
+            }
+            if !pending.rows.is_empty() {
+                self.health.append_worked();
             }
         }
         let overlay = match staging.write_into_keeping(&mut batch) {

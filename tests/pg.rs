@@ -1920,3 +1920,47 @@ fn a_writer_cut_off_from_postgres_without_a_reset_stops_leading_at_its_lease_dea
     let mut c = pg.client();
     assert_eq!(pg_count(&mut c, "events"), 2);
 }
+
+/// A writer whose appends PostgreSQL refuses (here INSERT on the events
+/// table revoked from its role) says so in `/readyz` (it stayed ready while
+/// every append failed), with PostgreSQL's reason, and is ready again once
+/// an append works.
+#[test]
+fn a_writer_whose_appends_postgres_refuses_is_not_ready_until_one_works() {
+    let Some(pg) = Postgres::start("a_writer_whose_appends_postgres_refuses") else {
+        return;
+    };
+    // A role of its own: privileges do not bind the superuser.
+    let mut c = pg.client();
+    c.batch_execute("CREATE ROLE lv LOGIN").unwrap();
+    c.batch_execute("CREATE DATABASE lvdb OWNER lv").unwrap();
+    let url = format!("host=127.0.0.1 port={} user=lv dbname=lvdb", pg.port);
+    let s = pg_server(&url, &[]);
+    assert_eq!(s.ingest(&bundle("b1", events("e", 1))).0, 200);
+    assert_eq!(s.get("/readyz").0, 200);
+
+    let mut admin = Postgres::connect(&pg.url_for("lvdb"));
+    admin
+        .batch_execute("REVOKE INSERT ON events FROM lv")
+        .unwrap();
+    let (st, r) = s.ingest(&bundle("b2", events("f", 1)));
+    assert_eq!(st, 503, "{r}");
+    let (st, r) = s.get("/readyz");
+    assert_eq!(st, 503, "{r}");
+    assert_eq!(
+        r["error"]["details"]["cause"], "postgres_append_failing",
+        "{r}"
+    );
+    assert!(
+        r["error"]["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("permission denied for table events"),
+        "{r}"
+    );
+
+    admin.batch_execute("GRANT INSERT ON events TO lv").unwrap();
+    let (st, r) = s.ingest(&bundle("b2", events("f", 1)));
+    assert_eq!((st, &r["first_seq"]), (200, &json!(2)), "{r}");
+    assert_eq!(s.get("/readyz").0, 200);
+}

@@ -4,7 +4,8 @@
 //! once it listens — and the writer has not stopped on a storage failure; a
 //! PostgreSQL replica must also agree with the writer and not lag it by more
 //! than `LEVIATHAN_MAX_REPLICA_LAG_SECS`, crate::pg::lag; a PostgreSQL writer
-//! must still hold its lease by its own clock, crate::pg::LeaseClock).
+//! must still hold its lease by its own clock, crate::pg::LeaseClock, and
+//! not have had its last append refused within the last 10 s).
 
 use super::AppState;
 use axum::extract::State;
@@ -31,6 +32,20 @@ pub async fn ready(State(app): State<AppState>) -> Response {
     let health = app.writer.health();
     if let Some(f) = health.failure().cloned().or_else(|| health.lease_lost()) {
         return unready(&f, json!({}));
+    }
+    if let Some(failing) = health.failing_appends() {
+        let since = failing.at.elapsed().as_secs_f64();
+        let f = crate::writer::StorageFailure {
+            cause: crate::writer::POSTGRES_APPEND_FAILING,
+            message: format!(
+                "the last {} append(s) to PostgreSQL failed, the last {since:.1} s ago: {}",
+                failing.count, failing.last.message
+            ),
+        };
+        return unready(
+            &f,
+            json!({"failed_appends": failing.count, "last_failure_secs": since}),
+        );
     }
     Json(crate::wire::Health {
         status: "ready".into(),
