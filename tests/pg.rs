@@ -1964,3 +1964,23 @@ fn a_writer_whose_appends_postgres_refuses_is_not_ready_until_one_works() {
     assert_eq!((st, &r["first_seq"]), (200, &json!(2)), "{r}");
     assert_eq!(s.get("/readyz").0, 200);
 }
+
+/// PostgreSQL restarted while the writer was idle: its connection is dead,
+/// and the next append finds that before it sends anything and reconnects
+/// (the first ingest after the restart was refused, and only a retry worked).
+#[test]
+fn the_first_append_after_an_idle_postgres_restart_is_taken() {
+    let Some(mut pg) = Postgres::start("the_first_append_after_an_idle_postgres_restart") else {
+        return;
+    };
+    // A lease that outlasts the restart.
+    let s = pg_server(&pg.url(), &[("LEVIATHAN_POSTGRES_LEASE_SECS", "20")]);
+    assert_eq!(s.ingest(&bundle("b1", events("e", 1))).0, 200);
+    pg.stop();
+    pg.restart();
+    // Idle a moment: the old backend is gone, the writer's socket closed.
+    std::thread::sleep(Duration::from_millis(500));
+    let (st, r) = s.ingest(&bundle("b2", events("f", 1)));
+    assert_eq!((st, &r["first_seq"]), (200, &json!(2)), "{r}");
+    assert_eq!(s.get("/readyz").0, 200);
+}

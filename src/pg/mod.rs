@@ -527,23 +527,96 @@ impl PgLog {
     /// Appends one writer batch in one transaction, fenced: the lease's epoch
     /// must still be this node's and the stored head must be `expected`
     /// (what the batch's first event chains to). Returns once committed.
-    ///
-    /// If the connection fails, the outcome of the commit is unknown: the
-    /// append reconnects once and looks for the batch's last event. Found
-    /// with its hash: committed (`Ok`). Absent: not committed (the error).
+    /// [`PgLog::append_while`], for a writer that leads.
     pub fn append(&mut self, expected: Head, rows: &Rows) -> Result<(), PgError> {
+        self.append_while(expected, rows, &|| true)
+    }
+
+    /// [`PgLog::append`]; a lost connection is recovered from only while
+    /// `leads()` says this writer still holds its lease.
+    ///
+    /// A connection PostgreSQL closed while it was idle (a restart, a
+    /// failover) is found before the batch is sent (without a round trip)
+    /// and replaced: nothing was sent on it, so nothing can have committed.
+    ///
+    /// If the connection fails during the append, the outcome is unknown:
+    /// it reconnects and looks for the batch (its last event, with its hash;
+    /// or its last bundle record). Found: committed (`Ok`). Absent: it sends
+    /// the batch once more, which is safe because `leviathan_append` locks
+    /// the lease row and appends only onto the stored head `expected`: if
+    /// the first attempt committed after all (its transaction still running
+    /// when the connection broke), the second waits for it and is refused
+    /// (LVHED), and the batch is found; the two can never both commit. The
+    /// error, if the second attempt fails too.
+    pub fn append_while(
+        &mut self,
+        expected: Head,
+        rows: &Rows,
+        leads: &dyn Fn() -> bool,
+    ) -> Result<(), PgError> {
+        if self.found_closed() && leads() {
+            tracing::info!(
+                "the PostgreSQL connection was closed while idle (PostgreSQL restarted?): \
+                 reconnecting before the append"
+            );
+            self.reconnect()?;
+        }
+        let lost = match self.try_append(expected, rows) {
+            Ok(()) => return Ok(()),
+            Err(PgError::Db(e)) if self.client.is_closed() => e,
+            Err(e) => return Err(e),
+        };
+        if !leads() {
+            // Learned by whoever leads next (a stepped-down node's catch-up).
+            return Err(PgError::Db(lost));
+        }
+        tracing::warn!(error = %describe(&lost), "the PostgreSQL connection failed during an append; reconnecting to learn whether it committed");
+        self.reconnect()?;
+        if self.committed(rows)? {
+            return Ok(());
+        }
+        tracing::warn!("the batch is not in PostgreSQL: sending it once more");
         match self.try_append(expected, rows) {
             Ok(()) => Ok(()),
-            Err(PgError::Db(e)) if self.client.is_closed() => {
-                tracing::warn!(error = %describe(&e), "the PostgreSQL connection failed during an append; reconnecting to learn whether it committed");
-                self.client = connect(&self.settings.url)?;
-                self.append_statement = None;
-                match rows.events.last() {
-                    Some(last) if self.hash_at(last.seq)? == Some(last.hash) => Ok(()),
-                    _ => Err(PgError::Db(e)),
+            Err(e @ PgError::HeadMoved { .. }) => {
+                if self.committed(rows)? {
+                    Ok(())
+                } else {
+                    Err(e)
                 }
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Whether its connection is closed, looking without a round trip: a
+    /// connection PostgreSQL closed while idle is otherwise found only by
+    /// the next statement, which then fails. Reads what the server sent
+    /// meanwhile (a notification included: the writer's connection does not
+    /// listen).
+    fn found_closed(&mut self) -> bool {
+        use postgres::fallible_iterator::FallibleIterator;
+        if !self.client.is_closed() {
+            let _ = self.client.notifications().iter().next();
+        }
+        self.client.is_closed()
+    }
+
+    /// Whether PostgreSQL holds `rows`: its last event with its hash, or
+    /// (a batch of duplicates only) its last bundle record.
+    fn committed(&mut self, rows: &Rows) -> Result<bool, PgError> {
+        if let Some(last) = rows.events.last() {
+            return Ok(self.hash_at(last.seq)? == Some(last.hash));
+        }
+        match rows.bundles.last() {
+            Some(b) => Ok(self
+                .client
+                .query_opt(
+                    "SELECT 1 FROM bundles WHERE bundle_id = $1",
+                    &[&b.bundle_id],
+                )?
+                .is_some()),
+            None => Ok(false),
         }
     }
 
@@ -1065,7 +1138,8 @@ impl Leader {
                 stops_writer: true,
             });
         }
-        let appended = self.log.append(expected, rows);
+        let clock = self.clock.clone();
+        let appended = self.log.append_while(expected, rows, &|| clock.held());
         if appended.is_ok() && self.log.settings.test_crash_after_commit {
             tracing::error!(
                 "LEVIATHAN_TEST_CRASH_AFTER_POSTGRES_COMMIT: aborting after the PostgreSQL commit"
