@@ -4,7 +4,8 @@
 //! chunks, and the build resumes from what its graph says it applied, the
 //! state and the graph changes being in the same batch). In the background
 //! (the default) it then follows the head like a replica until it lags by at
-//! most [`SWITCH_LAG`] events, and asks the writer to switch; with
+//! most [`SWITCH_LAG`] events (with `LEVIATHAN_BUILD_RATE`, one chunk: the
+//! writer's catch-up is not paced), and asks the writer to switch; with
 //! `LEVIATHAN_REBUILD=block` the server builds to the head before it serves.
 //!
 //! History cannot be refused, so every projector records its failures here
@@ -47,6 +48,26 @@ pub struct Plan {
     pub max_rate: Option<u64>,
 }
 
+impl Plan {
+    /// Events per chunk: with a rate cap, a tenth of a second's worth (so
+    /// the pace is even, not a second's worth in one burst).
+    fn chunk_events(&self) -> usize {
+        self.max_rate
+            .map_or(CHUNK_EVENTS, |r| ((r / 10) as usize).clamp(1, CHUNK_EVENTS))
+    }
+
+    /// The lag at which the build asks the writer to switch: the writer
+    /// projects those events itself, unpaced, so with a rate cap it is one
+    /// chunk (a tenth of a second of the cap), not [`SWITCH_LAG`] (2,048
+    /// events caught up at full speed were seconds of a low cap).
+    fn switch_lag(&self) -> u64 {
+        match self.max_rate {
+            Some(_) => (self.chunk_events() as u64).min(SWITCH_LAG),
+            None => SWITCH_LAG,
+        }
+    }
+}
+
 /// Where a build stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -82,9 +103,22 @@ pub struct BuildStatus {
     pub started_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When this run of the build started (the clock of
+    /// `events_per_second`, with `resumed_from_seq`).
+    #[serde(skip)]
+    pub run_started: Instant,
 }
 
 impl BuildStatus {
+    /// Events applied per second by this run of the build so far (since
+    /// `resumed_from_seq`, over the time since the run started).
+    fn run_rate(&self, applied: Seq) -> f64 {
+        crate::progress::per_second(
+            applied.0.saturating_sub(self.resumed_from_seq.0),
+            self.run_started.elapsed().as_secs_f64(),
+        )
+    }
+
     /// The status as of the log's `head`: a pending or failed build no
     /// longer follows the log, so its lag is the log's growth since it
     /// stopped (not what it last saw), and it has no rate or ETA.
@@ -153,6 +187,9 @@ fn announce(log: &Log, plan: &Plan, builds: &Builds) -> anyhow::Result<(u64, Seq
         errors,
         max_build_errors: plan.settings.max_build_errors,
         eta_seconds: None,
+        run_started: earlier
+            .as_ref()
+            .map_or_else(Instant::now, |s| s.run_started),
         started_at: earlier.map_or_else(
             || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             |s| s.started_at,
@@ -182,9 +219,7 @@ pub fn build_until(
     let (mut errors, mut applied) = announce(log, plan, builds)?;
     let started = Instant::now();
     let first = applied;
-    let chunk_events = plan
-        .max_rate
-        .map_or(CHUNK_EVENTS, |r| (r as usize).clamp(1, CHUNK_EVENTS));
+    let chunk_events = plan.chunk_events();
     let reader_stop = AtomicBool::new(false);
     let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Chunk>>(1);
     std::thread::scope(|scope| -> anyhow::Result<u64> {
@@ -206,16 +241,13 @@ pub fn build_until(
         let result = (|| -> anyhow::Result<u64> {
             loop {
                 let head = log.head()?.seq;
-                let rate = {
-                    let secs = started.elapsed().as_secs_f64();
-                    if secs > 0.0 {
-                        (applied.0 - first.0) as f64 / secs
-                    } else {
-                        0.0
-                    }
-                };
                 let lag = head.0.saturating_sub(applied.0);
                 builds.update(|s| {
+                    // The rate of this run of the build (since
+                    // `resumed_from_seq`), not of this phase: each phase
+                    // (after the async lane's catch-up, to the head) has
+                    // its own clock.
+                    let rate = s.run_rate(applied);
                     s.applied_seq = applied;
                     s.head_seq = head;
                     s.lag_events = lag;
@@ -235,15 +267,14 @@ pub fn build_until(
                         anyhow::bail!("the build's reader thread stopped")
                     }
                 };
-                if let Some(rate) = plan.max_rate {
-                    // Not ahead of the allowed rate: wait until this chunk is due.
-                    let due =
-                        Duration::from_secs_f64((applied.0 - first.0) as f64 / rate.max(1) as f64);
-                    if let Some(wait) = due.checked_sub(started.elapsed()) {
-                        std::thread::sleep(wait);
-                    }
-                }
                 let Chunk { events, prepared } = chunk;
+                if let Some(rate) = plan.max_rate {
+                    // Never ahead of the allowed rate: wait until this
+                    // chunk's last event is due (its first once was, so a
+                    // chunk went through early, and a short build ran at
+                    // several times the cap).
+                    pace(started, applied.0 - first.0 + events.len() as u64, rate);
+                }
                 let last = events.last().expect("the reader sends no empty chunk").seq;
                 debug_assert!(events.first().is_some_and(|e| e.seq.0 == applied.0 + 1));
                 let mut staging = plan.graph.staging()?;
@@ -270,6 +301,14 @@ pub fn build_until(
         drop(rx);
         result
     })
+}
+
+/// Waits until `events` are due at `rate` events per second since `started`.
+pub(crate) fn pace(started: Instant, events: u64, rate: u64) {
+    let due = Duration::from_secs_f64(events as f64 / rate.max(1) as f64);
+    if let Some(wait) = due.checked_sub(started.elapsed()) {
+        std::thread::sleep(wait);
+    }
 }
 
 /// Sets its flag when dropped (unwinding included).
@@ -371,8 +410,9 @@ fn run(bg: Background) -> anyhow::Result<()> {
         fingerprint = %plan.fingerprint,
         "building a new generation in the background; the live one keeps serving"
     );
+    let switch_lag = plan.switch_lag();
     let errors = build_until(&db, &log, &plan, &builds, &stop, |applied, head| {
-        head.0.saturating_sub(applied.0) <= SWITCH_LAG
+        head.0.saturating_sub(applied.0) <= switch_lag
     })?;
     if stop.load(Ordering::Relaxed) {
         return Ok(());
@@ -380,14 +420,20 @@ fn run(bg: Background) -> anyhow::Result<()> {
     // A set with async projectors: their lane is brought up to the inline
     // lane before the switch (the follower goes on from there once the
     // generation is live), then the inline lane closes the gap again.
-    let errors =
-        if super::follow::catch_up_stoppable(&db, &log, &plan.graph, &plan.projectors, &stop)? {
-            build_until(&db, &log, &plan, &builds, &stop, |applied, head| {
-                head.0.saturating_sub(applied.0) <= SWITCH_LAG
-            })?
-        } else {
-            errors
-        };
+    let errors = if super::follow::catch_up_stoppable(
+        &db,
+        &log,
+        &plan.graph,
+        &plan.projectors,
+        plan.max_rate,
+        &stop,
+    )? {
+        build_until(&db, &log, &plan, &builds, &stop, |applied, head| {
+            head.0.saturating_sub(applied.0) <= switch_lag
+        })?
+    } else {
+        errors
+    };
     if stop.load(Ordering::Relaxed) {
         return Ok(());
     }
@@ -438,6 +484,10 @@ fn run(bg: Background) -> anyhow::Result<()> {
             // never sees "switched" beside the old generation.
             builds.update(|s| {
                 s.state = BuildState::Switched;
+                // The run's average, the writer's catch-up included (0
+                // once showed after a switch: a build that started within
+                // the switch lag applies nothing itself).
+                s.events_per_second = s.run_rate(seq);
                 s.errors = errors;
                 s.applied_seq = seq;
                 s.head_seq = seq;

@@ -292,30 +292,32 @@ pub fn catch_up(
 
 /// A generation build's step (`build.rs`): when `set` has async
 /// projectors, applies them to `graph` up to its inline lane on this one
-/// thread (the server is serving), stopping early on `stop`; returns whether
-/// the set has any.
+/// thread (the server is serving), at most `max_rate` events per second
+/// (`LEVIATHAN_BUILD_RATE`, as the inline lane), stopping early on `stop`;
+/// returns whether the set has any.
 pub fn catch_up_stoppable(
     db: &fjall::Database,
     log: &Log,
     graph: &GraphStore,
     set: &ProjectorSet,
+    max_rate: Option<u64>,
     stop: &AtomicBool,
 ) -> anyhow::Result<bool> {
     let Some(lane) = set.asynchronous() else {
         return Ok(false);
     };
+    let started = Instant::now();
+    let mut events = 0u64;
+    // A tenth of a second of the cap per round, as the inline lane's chunks.
+    let per_round = max_rate.map_or(CHUNK_EVENTS, |r| ((r / 10) as usize).clamp(1, CHUNK_EVENTS));
     while !stop.load(Ordering::Relaxed) {
-        let r = round(
-            db,
-            log,
-            graph,
-            lane,
-            CHUNK_EVENTS,
-            Some(ROUND_BUDGET),
-            false,
-        )?;
+        let r = round(db, log, graph, lane, per_round, Some(ROUND_BUDGET), false)?;
         if r.events == 0 || r.applied >= r.inline_applied {
             break;
+        }
+        events += r.events;
+        if let Some(rate) = max_rate {
+            super::build::pace(started, events, rate);
         }
     }
     Ok(true)

@@ -858,3 +858,74 @@ fn after_forward_back_and_forward_again_a_restart_finds_the_graph_at_the_head() 
         s.stop();
     }
 }
+
+#[test]
+fn a_resumed_build_keeps_to_the_build_rate_and_reports_this_runs_rate() {
+    const RATE: u64 = 1000;
+    let files = tempfile::tempdir().unwrap();
+    let m = manifest(files.path(), "team", &team(), "");
+    let m_s = m.display().to_string();
+    let mut s = Server::start();
+    preload(&s, "pre", 2, 100);
+    // Mostly events no projector handles: the build (a debug build too) is
+    // then many times faster than the cap, so that only the cap slows it.
+    for b in 0..12 {
+        let notes: Vec<Value> = (0..400)
+            .map(|i| event(&format!("note-{b}-{i}"), "custom.note", json!({ "n": i })))
+            .collect();
+        assert_eq!(s.ingest(&bundle(&format!("notes-{b}"), notes)).0, 200);
+    }
+    s.stop();
+    let dir = s.keep_dir();
+    let rate = RATE.to_string();
+    let env = [
+        ("LEVIATHAN_PROJECTORS_FILE", m_s.as_str()),
+        ("LEVIATHAN_BUILD_RATE", rate.as_str()),
+    ];
+    let mut s = Server::start_in(dir.path(), &env);
+    wait_projection(&s, "a build under way", |p| {
+        p["build"]["applied_seq"].as_u64().unwrap_or(0) >= RATE / 2
+    });
+    s.kill();
+
+    // The resumed build, from the first answer that shows it to the switch,
+    // is never ahead of the cap. Loose bounds (a loaded machine only slows
+    // the build): the events it applied took at least 0.6 of their time at
+    // the cap, and the rate it reports is never far above the cap. A resumed
+    // build once ran several times faster than its cap (its first chunk, a
+    // second's worth, went through at once, and the writer's switch caught
+    // up 2,048 events unpaced), and reported ten times the cap right after
+    // its first chunk.
+    let s = Server::start_in(dir.path(), &env);
+    let first = projection(&s);
+    let t0 = Instant::now();
+    let from = first["build"]["applied_seq"].as_u64().unwrap();
+    assert!(
+        first["build"]["resumed_from_seq"].as_u64().unwrap() >= RATE / 2,
+        "the build started over: {first}"
+    );
+    let mut max_rate = 0f64;
+    let done = wait_projection(&s, "the switch", |p| {
+        if p["build"]["state"] == "building" {
+            max_rate = max_rate.max(p["build"]["events_per_second"].as_f64().unwrap());
+        }
+        switched(p)
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let to = done["build"]["applied_seq"].as_u64().unwrap();
+    let events = to - from;
+    assert!(events >= 3000, "too little left to build: {first}\n{done}");
+    let at_cap = events as f64 / RATE as f64;
+    assert!(
+        secs >= 0.6 * at_cap,
+        "{events} events built in {secs:.1} s at a cap of {RATE}/s (at least {:.1} s expected)",
+        0.6 * at_cap
+    );
+    assert!(
+        max_rate <= 1.5 * RATE as f64,
+        "reported {max_rate:.0} events/s at a cap of {RATE}/s"
+    );
+    // Once switched, the rate shown is the run's average (not 0).
+    let avg = done["build"]["events_per_second"].as_f64().unwrap();
+    assert!(avg > 0.0 && avg <= 1.5 * RATE as f64, "{done}");
+}
