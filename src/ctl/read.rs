@@ -471,7 +471,7 @@ pub fn projectors(c: &Client, out: &mut Out, json: bool) -> Result<(), CtlError>
         t.row(vec![
             show(&p.name),
             show(&p.version),
-            format!("{} types", p.handles.len()),
+            plural(p.handles.len(), "type"),
             joined(&p.node_types),
             joined(&p.edge_types),
             show(&p.digest),
@@ -488,6 +488,15 @@ pub fn projectors(c: &Client, out: &mut Out, json: bool) -> Result<(), CtlError>
 }
 
 /// `a, b, c`, each item cleaned for the terminal.
+/// `1 type`, `2 types`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 fn cleaned_list(items: &[String]) -> String {
     items
         .iter()
@@ -607,23 +616,39 @@ pub fn projectors_status(c: &Client, out: &mut Out, json: bool) -> Result<(), Ct
             cleaned_list(&b.projectors),
             clean(&b.state)
         ))?;
-        out.fields(&[
+        let mut fields = vec![
             ("fingerprint".into(), show(&b.fingerprint)),
             ("applied seq".into(), show(&b.applied_seq)),
             ("lag".into(), format!("{} events", b.lag_events)),
-            (
-                "rate".into(),
-                format!("{:.0} events/s", b.events_per_second),
-            ),
-            (
-                "eta".into(),
-                b.eta_seconds.map_or("-".into(), |s| format!("{s:.0} s")),
-            ),
-            (
-                "errors".into(),
-                format!("{} (max_build_errors {})", b.errors, b.max_build_errors),
-            ),
-        ])?;
+        ];
+        // A build in progress has a rate and an ETA; a switched one the
+        // average of its last run (since `resumed_from_seq`); a pending or
+        // failed one neither (the server says 0: it no longer builds).
+        match b.state.as_str() {
+            "switched" => fields.push((
+                "average rate".into(),
+                format!(
+                    "{:.0} events/s (from seq {} to the switch)",
+                    b.events_per_second, b.resumed_from_seq
+                ),
+            )),
+            "pending" | "failed" => {}
+            _ => {
+                fields.push((
+                    "rate".into(),
+                    format!("{:.0} events/s", b.events_per_second),
+                ));
+                fields.push((
+                    "eta".into(),
+                    b.eta_seconds.map_or("-".into(), |s| format!("{s:.0} s")),
+                ));
+            }
+        }
+        fields.push((
+            "errors".into(),
+            format!("{} (max_build_errors {})", b.errors, b.max_build_errors),
+        ));
+        out.fields(&fields)?;
         if let Some(m) = &b.message {
             out.line(&clean(m))?;
         }
@@ -645,13 +670,20 @@ pub fn projectors_status(c: &Client, out: &mut Out, json: bool) -> Result<(), Ct
         ])?;
     }
     if let Some(last) = errors.errors.last() {
+        // The message often starts with its code already (`trap: …`): the
+        // code is printed only when it does not (`trap: trap: …` before).
+        let message = clean(&last.message);
+        let code = clean(&last.code);
+        let why = if message.starts_with(&format!("{code}:")) {
+            message
+        } else {
+            format!("{code}: {message}")
+        };
         out.line(&format!(
-            "last recorded error: seq {} ({}) {}: {}: {}",
+            "last recorded error: seq {} ({}) {}: {why}",
             last.seq,
             clean(&last.event_id),
             clean(&last.projector),
-            clean(&last.code),
-            clean(&last.message)
         ))?;
     }
     Ok(())

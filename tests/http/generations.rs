@@ -925,7 +925,72 @@ fn a_resumed_build_keeps_to_the_build_rate_and_reports_this_runs_rate() {
         max_rate <= 1.5 * RATE as f64,
         "reported {max_rate:.0} events/s at a cap of {RATE}/s"
     );
-    // Once switched, the rate shown is the run's average (not 0).
+    // Once switched, the rate shown is the run's average (not 0), and
+    // leviathanctl says so (it showed `rate 0 events/s`).
     let avg = done["build"]["events_per_second"].as_f64().unwrap();
     assert!(avg > 0.0 && avg <= 1.5 * RATE as f64, "{done}");
+    let text = ctl(&s, &["projectors", "status"]);
+    assert!(
+        text.lines().any(|l| l.starts_with("average rate")
+            && l.contains(" events/s (from seq ")
+            && !l.contains(" 0 events/s")),
+        "{text}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("rate ")), "{text}");
+}
+
+fn ctl(s: &Server, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leviathanctl"))
+        .args(args)
+        .env("LEVIATHAN_API_URL", &s.base)
+        .env("LEVIATHAN_CONTROL_PLANE_TOKEN", TOKEN)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn leviathanctl_counts_handled_types_and_names_a_recorded_trap_once() {
+    let files = tempfile::tempdir().unwrap();
+    let trapper = crate::common::wasm::body_projector(
+        &Describe {
+            name: "trapper",
+            version: "0.1.0",
+            handles: &["attempt.started"],
+            node_types: &["Trapped"],
+            edge_types: &[],
+        },
+        "unreachable",
+    );
+    let m = manifest(files.path(), "trapper", &trapper, "");
+    let text = std::fs::read_to_string(&m).unwrap() + "on_error = \"record\"\n";
+    std::fs::write(&m, text).unwrap();
+    let m_s = m.display().to_string();
+    let s = Server::start_with(&[("LEVIATHAN_PROJECTORS_FILE", m_s.as_str())]);
+    preload(&s, "t", 1, 1);
+    let list = ctl(&s, &["projectors", "list"]);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("trapper"))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        row.contains(" 1 type ") && !row.contains("1 types"),
+        "{list}"
+    );
+    let status = ctl(&s, &["projectors", "status"]);
+    let last = status
+        .lines()
+        .find(|l| l.starts_with("last recorded error:"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(
+        last.contains("trapper: trap: ") && !last.contains("trap: trap:"),
+        "{status}"
+    );
 }
