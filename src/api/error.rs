@@ -138,6 +138,7 @@ impl From<AppendError> for ApiError {
                 event_id,
                 error,
             } => {
+                let hint = error.failure.hint();
                 let details = json!({
                     "event_index": index, "event_id": event_id, "projector": error.projector,
                     "cause": error.code(),
@@ -146,6 +147,10 @@ impl From<AppendError> for ApiError {
                         _ => None,
                     },
                 });
+                let message = match hint {
+                    Some(hint) => format!("{message}. {hint}"),
+                    None => message,
+                };
                 if error.is_deterministic() {
                     ApiError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,

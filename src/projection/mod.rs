@@ -309,6 +309,40 @@ impl Failure {
         "host",
     ];
 
+    /// What to do about this failure, for people: appended to an ingest
+    /// refusal, a load error and `leviathan projector test`'s report. Never
+    /// part of a recorded error: its message is in the state digest, so
+    /// `Display` stays as it was.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Failure::MemoryLimit { limit } => Some(format!(
+                "The projector needs more linear memory than its limit of {}: raise \
+                 `memory_mib` in its [projector.limits] in the manifest (docs/PROJECTORS.md, \
+                 \"Limits\")",
+                mib(*limit)
+            )),
+            Failure::Trap { stderr, .. } => Some(
+                if stderr
+                    .as_deref()
+                    .is_some_and(|s| s.contains(COMPONENTIZE_JS_THROWN))
+                {
+                    "The guest trapped: ComponentizeJS could not turn what the JavaScript \
+                     projector threw into a projection-error. Refuse an event by throwing \
+                     { code, message } (or an Error whose `payload` is that); any other thrown \
+                     value (a string, a plain Error, a TypeError) traps (docs/PROJECTORS.md, \
+                     \"Refusing an event\")"
+                } else {
+                    "The guest trapped (a panic, an abort, an uncaught exception: not a \
+                     refusal); in a JavaScript projector this is usually a thrown value that \
+                     is not a { code, message } projection-error (docs/PROJECTORS.md, \
+                     \"Refusing an event\")"
+                }
+                .to_string(),
+            ),
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Failure::Rejected { .. } => "rejected",
@@ -325,6 +359,20 @@ impl Failure {
             Failure::InvalidEvent { .. } => "invalid_event",
             Failure::Host { .. } => "host",
         }
+    }
+}
+
+/// What ComponentizeJS's bindings print on stderr before they trap, when a
+/// JavaScript projector threw something other than a `projection-error`
+/// (they read its `code` as a string and find `undefined`).
+const COMPONENTIZE_JS_THROWN: &str = "expected a string, received";
+
+/// `limit` bytes in MiB, as the manifest's `memory_mib` says it.
+fn mib(limit: usize) -> String {
+    if limit % (1 << 20) == 0 {
+        format!("{} MiB", limit >> 20)
+    } else {
+        format!("{:.2} MiB", limit as f64 / f64::from(1u32 << 20))
     }
 }
 
@@ -1320,7 +1368,8 @@ fn describe(
         let mut store = new_store()?;
         match pre.instantiate(&mut store) {
             Ok(instance) => break (store, Ok(instance)),
-            Err(e) if tries < FIRST_INSTANTIATION_TRIES => {
+            // Over its memory limit: the same on every try.
+            Err(e) if tries < FIRST_INSTANTIATION_TRIES && !store.data().limiter.memory_refused => {
                 tracing::warn!(
                     tries,
                     "instantiating a projector failed ({e:#}); trying again"
@@ -1336,13 +1385,22 @@ fn describe(
         Ok(d) => Ok(d),
         Err(e) => {
             let stderr = store.data().wasi.as_ref().map(|w| w.stderr.take());
-            let failure = classify(&e, store.data().limiter.memory_refused, limits, None);
+            let stderr = stderr
+                .filter(|s| !s.bytes.is_empty())
+                .map(|s| String::from_utf8_lossy(&s.bytes).trim_end().to_owned());
+            let failure = classify(
+                &e,
+                store.data().limiter.memory_refused,
+                limits,
+                stderr.clone(),
+            );
             let mut reason = failure.to_string();
-            if let Some(s) = stderr.filter(|s| !s.bytes.is_empty()) {
-                reason.push_str(&format!(
-                    " (guest stderr: {})",
-                    String::from_utf8_lossy(&s.bytes).trim_end()
-                ));
+            // A trap's text has the guest's stderr already.
+            if let (false, Some(s)) = (matches!(failure, Failure::Trap { .. }), stderr) {
+                reason.push_str(&format!(" (guest stderr: {s})"));
+            }
+            if let Some(hint) = failure.hint() {
+                reason.push_str(&format!(". {hint}"));
             }
             Err(reason)
         }

@@ -109,7 +109,13 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) => {
                 scratch.staging.rollback(mark);
-                let message = e.to_string();
+                let mut message = e.to_string();
+                if let Some(hint) = match &e {
+                    crate::project_event::StepError::Projection(p) => p.failure.hint(),
+                    crate::project_event::StepError::Graph(_) => None,
+                } {
+                    message = format!("{message}. {hint}");
+                }
                 failures.push(format!("event {}: {message}", ev.who()));
                 out_events.push(json!({
                     "line": ev.line,

@@ -87,6 +87,19 @@ fn abusive_projectors_fail_cleanly_and_the_next_bundle_succeeds() {
             msg.contains(words) && msg.contains(projector) && msg.contains(&format!("bad-{etype}")),
             "{msg}"
         );
+        // What to do about it, for the two an author meets first: the
+        // limit and the setting that raises it; what a trap usually is.
+        match cause {
+            "memory_limit" => assert!(
+                msg.contains("its limit of 2 MiB: raise `memory_mib`"),
+                "{msg}"
+            ),
+            "trap" => assert!(
+                msg.contains("The guest trapped") && msg.contains("{ code, message }"),
+                "{msg}"
+            ),
+            _ => {}
+        }
         // Nothing stored: not the good event before it, not its graph node.
         assert_eq!(s.get("/v1/log/head").1["seq"], 0);
         assert_eq!(s.get("/v1/graph/nodes/a1").0, 404);
