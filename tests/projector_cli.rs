@@ -328,7 +328,12 @@ fn test_projects_events_into_a_scratch_graph_and_compares_with_expect() {
     assert_eq!(dep["properties"]["created_at"], "2026-02-01T11:00:00Z");
     assert_eq!(evs[5]["projectors"], json!([]), "unhandled: no ops");
     let nodes = v["nodes"].as_array().unwrap();
-    let ids: Vec<&str> = nodes.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    // Nodes and edges as the HTTP API gives them (`node_id`, not `id`).
+    assert!(nodes.iter().all(|n| n.get("id").is_none()), "{v}");
+    let ids: Vec<&str> = nodes
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap())
+        .collect();
     assert_eq!(
         ids,
         [
@@ -344,9 +349,9 @@ fn test_projects_events_into_a_scratch_graph_and_compares_with_expect() {
         .iter()
         .map(|e| {
             (
-                e["from"].as_str().unwrap(),
+                e["from_node"].as_str().unwrap(),
                 e["edge_type"].as_str().unwrap(),
-                e["to"].as_str().unwrap(),
+                e["to_node"].as_str().unwrap(),
             )
         })
         .collect();
@@ -428,7 +433,7 @@ fn test_after_core_composes_and_a_refused_event_fails_the_run() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| n["id"].as_str().unwrap())
+        .map(|n| n["node_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["area:radix:backend", "radix"]);
     let err = String::from_utf8(out.stderr).unwrap();

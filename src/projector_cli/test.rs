@@ -126,7 +126,11 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // Nodes and edges as the HTTP API gives them (`node_id`, `from_node`,
+    // …): output compared with the API's, or read by the same tools.
     let (nodes, edges) = scratch.contents();
+    let nodes: Vec<crate::wire::Node> = nodes.into_iter().map(Into::into).collect();
+    let edges: Vec<crate::wire::Edge> = edges.into_iter().map(Into::into).collect();
     let (seq, digest) = scratch.staging.state();
     let output = json!({
         "projectors": set.projectors().iter().map(|p| json!({
