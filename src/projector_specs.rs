@@ -54,6 +54,19 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The projector's name in a short list: the manifest's name, else its
+    /// file's name (`core` for the builtin).
+    pub fn short_name(&self) -> String {
+        match (&self.name, &self.source) {
+            (Some(name), _) => name.clone(),
+            (None, Source::Core) => "core".to_string(),
+            (None, Source::File(p)) => p.file_name().map_or_else(
+                || p.display().to_string(),
+                |f| f.to_string_lossy().into_owned(),
+            ),
+        }
+    }
+
     /// How start-up messages name this projector: its name, its file and
     /// where it was configured.
     pub fn who(&self) -> String {

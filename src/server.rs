@@ -59,19 +59,23 @@ const CHECKING_THE_GRAPH: &str = "checking the graph against the projector set";
 /// What start-up has done so far: `/readyz` says it while the server starts.
 #[derive(Clone, Default)]
 struct Starting {
-    stage: Arc<std::sync::Mutex<&'static str>>,
+    stage: Arc<std::sync::Mutex<std::borrow::Cow<'static, str>>>,
     builds: crate::generations::Builds,
 }
 
 impl Starting {
-    fn set(&self, stage: &'static str) {
+    fn set(&self, stage: impl Into<std::borrow::Cow<'static, str>>) {
         if let Ok(mut s) = self.stage.lock() {
-            *s = stage;
+            *s = stage.into();
         }
     }
 
     fn reason(&self) -> String {
-        let stage = self.stage.lock().map_or("", |s| *s);
+        let stage = self
+            .stage
+            .lock()
+            .map_or_else(|_| String::new(), |s| s.to_string());
+        let stage = stage.as_str();
         match self.builds.get() {
             // Only a set that changed is built here; otherwise the graph is
             // only checked against the set.
@@ -204,7 +208,18 @@ fn open_and_prepare(
             "indexed topology and failure events by target (a store written before the index, or by an older build)"
         );
     }
-    starting.set("loading the projectors");
+    // Compiling a component (seconds each for a Python or JavaScript one in
+    // a release build, minutes in a debug one) is most of this stage the
+    // first time a set is loaded: `/readyz` says so, and which.
+    starting.set(format!(
+        "loading the projectors: compiling the components not in the projector cache yet ({})",
+        config
+            .projectors
+            .iter()
+            .map(projector_specs::Spec::short_name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     let projection = load_projection_capped(
         &config.projector_cache,
         &config.projectors,
