@@ -369,7 +369,7 @@ const COMPONENTIZE_JS_THROWN: &str = "expected a string, received";
 
 /// `limit` bytes in MiB, as the manifest's `memory_mib` says it.
 fn mib(limit: usize) -> String {
-    if limit % (1 << 20) == 0 {
+    if limit.is_multiple_of(1 << 20) {
         format!("{} MiB", limit >> 20)
     } else {
         format!("{:.2} MiB", limit as f64 / f64::from(1u32 << 20))
