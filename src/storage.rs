@@ -868,19 +868,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let open = || fjall::Database::builder(dir.path()).open().unwrap();
         // The internal ids of the keyspaces, by their folders.
-        let ids = || -> Vec<u64> {
-            std::fs::read_dir(dir.path().join("keyspaces"))
-                .unwrap()
-                .map(|e| {
-                    e.unwrap()
-                        .file_name()
-                        .into_string()
-                        .unwrap()
-                        .parse()
-                        .unwrap()
-                })
-                .collect()
-        };
+        let ids = || keyspace_ids(dir.path());
         let deleted = {
             let db = open();
             open_keyspace(&db, "graph_meta")
