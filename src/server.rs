@@ -54,7 +54,7 @@ pub fn load_projection_capped(
 
 /// The start-up stage that compares the graph with the projector set (and,
 /// with `LEVIATHAN_REBUILD=block`, builds a changed set's graph).
-const CHECKING_THE_GRAPH: &str = "checking the graph against the projector set";
+const CHECKING_THE_GRAPH: &str = "checking the graph against the projector set (if the set changed: loading the live generation's own set, compiling its components if the projector cache lacks them)";
 
 /// What start-up has done so far: `/readyz` says it while the server starts.
 #[derive(Clone, Default)]
