@@ -452,6 +452,44 @@ fn at_most_max_streams_are_open() {
     assert_eq!(b.events(1)[0].0, 1);
 }
 
+/// `total` events of 8 KiB (bundles of 100): more than the socket buffers
+/// and the HTTP layer hold for a client that does not read.
+fn ingest_big_events(s: &Server, total: u64) {
+    let filler = "x".repeat(8 * 1024);
+    for b in 0..(total / 100) {
+        let evs = (0..100)
+            .map(|i| event(&format!("big-{b}-{i}"), "job.log", json!({"line": filler})))
+            .collect();
+        assert_eq!(s.ingest(&bundle(&format!("big-{b}"), evs)).0, 200);
+    }
+}
+
+/// Reads nothing from `st` until the bytes waiting in its socket have not
+/// grown for `steady` (polled every `poll`): the server's writes wait from
+/// then on. Not a fixed time: a server starved of CPU had not filled the
+/// buffers within a fixed 2 s. Returns when they last grew.
+fn until_the_socket_stops_filling(st: &Stream, steady: Duration, poll: Duration) -> Instant {
+    let socket = st.r.get_ref().try_clone().unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut peek = vec![0u8; 1 << 20];
+    let waiting = |peek: &mut [u8]| socket.peek(peek).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut last, mut since) = (waiting(&mut peek), Instant::now());
+    while last == 0 || since.elapsed() < steady {
+        assert!(
+            Instant::now() < deadline,
+            "the server never filled the socket: {last} bytes"
+        );
+        std::thread::sleep(poll);
+        let now = waiting(&mut peek);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    socket.set_nonblocking(false).unwrap();
+    since
+}
+
 #[test]
 fn a_client_that_falls_behind_is_told_and_closed_then_resumes() {
     // A small buffer and a short stall limit; events of 8 KiB, 16 MiB in all:
@@ -462,14 +500,8 @@ fn a_client_that_falls_behind_is_told_and_closed_then_resumes() {
         ("LEVIATHAN_STREAM_STALL_SECS", "0.5"),
         ("LEVIATHAN_SYNC", "none"),
     ]);
-    let filler = "x".repeat(8 * 1024);
     let total = 2000u64;
-    for b in 0..(total / 100) {
-        let evs = (0..100)
-            .map(|i| event(&format!("big-{b}-{i}"), "job.log", json!({"line": filler})))
-            .collect();
-        assert_eq!(s.ingest(&bundle(&format!("big-{b}"), evs)).0, 200);
-    }
+    ingest_big_events(&s, total);
     let mut st = open(&s, "?after_seq=0", None).unwrap();
     st.opening();
     // The client stops reading: this pause is the behaviour under test. It
@@ -477,24 +509,7 @@ fn a_client_that_falls_behind_is_told_and_closed_then_resumes() {
     // limit (the bytes waiting in this socket no longer grow), not a fixed
     // time: a server starved of CPU had not filled the buffers within a
     // fixed 2 s, saw no stall, and the loop below then waited for ever.
-    let socket = st.r.get_ref().try_clone().unwrap();
-    socket.set_nonblocking(true).unwrap();
-    let mut peek = vec![0u8; 1 << 20];
-    let waiting = |peek: &mut [u8]| socket.peek(peek).unwrap_or(0);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut last, mut since) = (waiting(&mut peek), Instant::now());
-    while last == 0 || since.elapsed() < Duration::from_secs(1) {
-        assert!(
-            Instant::now() < deadline,
-            "the server never filled the socket: {last} bytes"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        let now = waiting(&mut peek);
-        if now != last {
-            (last, since) = (now, Instant::now());
-        }
-    }
-    socket.set_nonblocking(false).unwrap();
+    until_the_socket_stops_filling(&st, Duration::from_secs(1), Duration::from_millis(100));
     let mut seqs = Vec::new();
     let lagged = loop {
         assert!(
@@ -551,38 +566,16 @@ fn a_paused_client_is_told_it_lagged_though_the_write_timeout_is_the_stall_limit
         ("LEVIATHAN_SYNC", "none"),
     ]);
     // 8 MiB of events: more than the socket buffers hold.
-    let filler = "x".repeat(8 * 1024);
     let total = 1000u64;
-    for b in 0..(total / 100) {
-        let evs = (0..100)
-            .map(|i| event(&format!("big-{b}-{i}"), "job.log", json!({"line": filler})))
-            .collect();
-        assert_eq!(s.ingest(&bundle(&format!("big-{b}"), evs)).0, 200);
-    }
+    ingest_big_events(&s, total);
     let mut st = open(&s, "?after_seq=0", None).unwrap();
     st.opening();
     // Not reading until the bytes waiting in the socket have stopped growing
     // (the server's writes wait from then on), then 3 s more: past the stall
     // limit and the write timeout, within their sum.
-    let socket = st.r.get_ref().try_clone().unwrap();
-    socket.set_nonblocking(true).unwrap();
-    let mut peek = vec![0u8; 1 << 20];
-    let waiting = |peek: &mut [u8]| socket.peek(peek).unwrap_or(0);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut last, mut since) = (waiting(&mut peek), Instant::now());
-    while last == 0 || since.elapsed() < Duration::from_millis(300) {
-        assert!(
-            Instant::now() < deadline,
-            "the server never filled the socket: {last} bytes"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-        let now = waiting(&mut peek);
-        if now != last {
-            (last, since) = (now, Instant::now());
-        }
-    }
+    let since =
+        until_the_socket_stops_filling(&st, Duration::from_millis(300), Duration::from_millis(50));
     std::thread::sleep(Duration::from_secs(3).saturating_sub(since.elapsed()));
-    socket.set_nonblocking(false).unwrap();
     let mut got = 0u64;
     let lagged = loop {
         match st.next() {

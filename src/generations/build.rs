@@ -52,8 +52,7 @@ impl Plan {
     /// Events per chunk: with a rate cap, a tenth of a second's worth (so
     /// the pace is even, not a second's worth in one burst).
     fn chunk_events(&self) -> usize {
-        self.max_rate
-            .map_or(CHUNK_EVENTS, |r| ((r / 10) as usize).clamp(1, CHUNK_EVENTS))
+        paced_chunk(self.max_rate, CHUNK_EVENTS)
     }
 
     /// The lag at which the build asks the writer to switch: the writer
@@ -301,6 +300,12 @@ pub fn build_until(
         drop(rx);
         result
     })
+}
+
+/// Events per chunk (or round) of at most `max`: with a rate cap, a tenth of
+/// a second's worth, so that [`pace`] spreads them evenly.
+pub(crate) fn paced_chunk(max_rate: Option<u64>, max: usize) -> usize {
+    max_rate.map_or(max, |r| ((r / 10) as usize).clamp(1, max))
 }
 
 /// Waits until `events` are due at `rate` events per second since `started`.

@@ -309,7 +309,7 @@ pub fn catch_up_stoppable(
     let started = Instant::now();
     let mut events = 0u64;
     // A tenth of a second of the cap per round, as the inline lane's chunks.
-    let per_round = max_rate.map_or(CHUNK_EVENTS, |r| ((r / 10) as usize).clamp(1, CHUNK_EVENTS));
+    let per_round = super::build::paced_chunk(max_rate, CHUNK_EVENTS);
     while !stop.load(Ordering::Relaxed) {
         let r = round(db, log, graph, lane, per_round, Some(ROUND_BUDGET), false)?;
         if r.events == 0 || r.applied >= r.inline_applied {

@@ -388,10 +388,10 @@ impl PgLog {
     /// holds it (its state is returned by [`PgLog::lease_state`]).
     pub fn try_lead(&mut self) -> Result<Option<i64>, PgError> {
         let secs = self.settings.lease.as_secs_f64();
+        let sent = std::time::Instant::now();
         // Never while another process holds this node's id ([`identity`]):
         // the lease is the node id's, so a paused process resumed after a
         // copy of its data dir took the id over would take it back at once.
-        let sent = std::time::Instant::now();
         let row = self.client.query_opt(
             "UPDATE leader SET epoch = epoch + 1, holder = $1,
                     expires_at = now() + make_interval(secs => $2)
@@ -789,10 +789,14 @@ impl LeaseClock {
         }
     }
 
+    /// When the last confirmed renewal (or the take) was sent.
+    fn last_renewal(&self) -> std::time::Instant {
+        self.origin + Duration::from_nanos(self.renewed.load(Ordering::SeqCst))
+    }
+
     /// When this writer stops leading unless a renewal confirms first.
     pub fn deadline(&self) -> std::time::Instant {
-        let renewed = Duration::from_nanos(self.renewed.load(Ordering::SeqCst));
-        self.origin + renewed + self.lease - self.lease / 10
+        self.last_renewal() + self.lease - self.lease / 10
     }
 
     /// Whether this writer leads now.
@@ -831,9 +835,7 @@ impl LeaseClock {
                  (LEVIATHAN_POSTGRES_LEASE_SECS={} less a tenth), PostgreSQL being unreachable or \
                  too slow; another writer may take over, so this one appends nothing more",
                 self.epoch,
-                (std::time::Instant::now() + self.lease - self.lease / 10)
-                    .saturating_duration_since(self.deadline())
-                    .as_secs_f64(),
+                self.last_renewal().elapsed().as_secs_f64(),
                 self.lease.as_secs_f64()
             ),
         };
@@ -895,7 +897,8 @@ impl Renewal {
         Ok(client)
     }
 
-    /// One renewal: `Some(true)` renewed, `Some(false)` the epoch is gone.
+    /// One renewal: `true` renewed, `false` the epoch is gone (or another
+    /// process holds this node's id).
     async fn renew(&self, client: &mut Option<tokio_postgres::Client>) -> Result<bool, PgError> {
         let c = match client.take() {
             Some(c) if !c.is_closed() => c,
@@ -1364,9 +1367,7 @@ impl Follower {
     pub fn wait(&mut self) -> Result<(), PgError> {
         if self.log.client.is_closed() {
             self.log.reconnect()?;
-            self.log
-                .client
-                .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))?;
+            self.listen()?;
             return Ok(());
         }
         use postgres::fallible_iterator::FallibleIterator;
